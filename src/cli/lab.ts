@@ -1,0 +1,129 @@
+/** `k8s-ha lab up | prepare | down | status`: parse, call, render. */
+import path from 'node:path';
+import chalk from 'chalk';
+import { Command, InvalidArgumentError } from 'commander';
+import { labDown, labStatus, labUpSteps, prepareLabUp, type LabUpContext } from '../lab/lab.js';
+import { MAX_LAB_HOSTS } from '../lab/topology.js';
+import { runSteps, table } from './ui.js';
+
+function count(what: string) {
+  return (value: string) => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < 1 || n > MAX_LAB_HOSTS) {
+      throw new InvalidArgumentError(`${what} must be a whole number from 1 to ${MAX_LAB_HOSTS}.`);
+    }
+    return n;
+  };
+}
+
+function rel(p: string): string {
+  const r = path.relative(process.cwd(), p);
+  return r && !r.startsWith('..') ? r : p;
+}
+
+export function labCommand(setExit: (code: number) => void): Command {
+  const lab = new Command('lab').description('a throwaway cluster of systemd+sshd nodes and apiserver stand-ins on the local Docker engine');
+
+  lab
+    .command('up')
+    .description('start the lab (or check that it is up), write its inventory')
+    .option('--nodes <n>', 'node containers (systemd + sshd)', count('--nodes'), 3)
+    .option('--masters <m>', 'apiserver stand-ins', count('--masters'), 3)
+    .option('--dir <dir>', 'lab directory: keys, certificates, inventory', '.lab')
+    .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
+    .option('--json', 'print only {"inventory","nodes","masters"} as JSON on stdout')
+    .action(async (o: { nodes: number; masters: number; dir: string; subnet?: string; json?: boolean }) => {
+      const ctx = await prepareLabUp({ dir: o.dir, nodes: o.nodes, masters: o.masters, subnet: o.subnet });
+      await runSteps(labUpSteps(), ctx, { json: !!o.json });
+      if (o.json) {
+        process.stdout.write(JSON.stringify(labJson(ctx)) + '\n');
+        return;
+      }
+      printLabUp(ctx);
+    });
+
+  lab
+    .command('prepare')
+    .description('build the images and write the lab files for docker-compose.test.yml, start nothing')
+    .option('--dir <dir>', 'lab directory', '.lab')
+    .action(async (o: { dir: string }) => {
+      const ctx = await prepareLabUp({ dir: o.dir, nodes: 3, masters: 3, prepareOnly: true });
+      await runSteps(labUpSteps(), ctx, { json: false });
+      process.stdout.write(
+        `Images and files ready in ${rel(ctx.paths!.dir)}. Start the lab with:\n  docker-compose -f docker-compose.test.yml -p k8s-ha up -d\n`,
+      );
+    });
+
+  lab
+    .command('down')
+    .description('remove the lab: its containers, its network and its files (images stay cached)')
+    .option('--dir <dir>', 'lab directory', '.lab')
+    .action(async (o: { dir: string }) => {
+      const r = await labDown(o.dir);
+      if (!r.containers.length && !r.network && !r.files) {
+        process.stdout.write(`No lab in ${o.dir}: nothing to remove.\n`);
+        return;
+      }
+      process.stdout.write(
+        `Removed lab ${r.id}: ${r.containers.length} container${r.containers.length === 1 ? '' : 's'}` +
+          `${r.network ? ', its network' : ''}${r.files ? `, its files in ${o.dir}` : ''}.\n` +
+          'Images k8s-ha-lab-* stay as a cache (docker image rm them to reclaim space).\n',
+      );
+    });
+
+  lab
+    .command('status')
+    .description("each lab host's container and health")
+    .option('--dir <dir>', 'lab directory', '.lab')
+    .option('--json', 'JSON on stdout')
+    .action(async (o: { dir: string; json?: boolean }) => {
+      const s = await labStatus(o.dir);
+      const healthy = s.hosts.every((h) => h.ok);
+      if (o.json) {
+        process.stdout.write(JSON.stringify({ id: s.state.id, subnet: s.state.subnet, inventory: s.paths.inventory, healthy, hosts: s.hosts }) + '\n');
+      } else {
+        process.stdout.write(`Lab ${s.state.id} in ${rel(s.paths.dir)} (${s.state.subnet})\n`);
+        process.stdout.write(
+          table([
+            ['HOST', 'ROLE', 'ADDRESS', 'CONTAINER', 'HEALTH'],
+            ...s.hosts.map((h) => [h.service, h.role, h.address, h.container, h.ok ? chalk.green(h.detail) : chalk.red(h.detail || 'down')]),
+          ]) + '\n',
+        );
+      }
+      if (!healthy) setExit(3);
+    });
+
+  return lab;
+}
+
+function labJson(ctx: LabUpContext) {
+  const plan = ctx.plan!;
+  return {
+    inventory: ctx.paths!.inventory,
+    nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: c.address })),
+    masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, port: 6443 })),
+  };
+}
+
+function printLabUp(ctx: LabUpContext): void {
+  const p = ctx.paths!;
+  const out: string[] = [];
+  const where = rel(p.dir);
+  out.push(
+    ctx.existing && ctx.changes.length === 0
+      ? `Lab ${ctx.id} is already up in ${where}: nothing changed.`
+      : `Lab ${ctx.id} is up in ${where}: ${ctx.changes.join(', ') || 'converged'}.`,
+  );
+  out.push(
+    table([
+      ['HOST', 'ROLE', 'ADDRESS', 'HEALTH'],
+      ...ctx.health.map((h) => [h.service, h.role, h.address, h.ok ? chalk.green(h.detail) : chalk.red(h.detail)]),
+    ]),
+  );
+  const first = ctx.plan!.containers.find((c) => c.role === 'node')!;
+  out.push(`Inventory: ${rel(p.inventory)}`);
+  out.push(
+    `Log in:    ssh -i ${rel(p.identityFile)} -o UserKnownHostsFile=${rel(p.knownHosts)} -o StrictHostKeyChecking=yes root@${first.address}`,
+  );
+  process.stdout.write(out.join('\n') + '\n');
+}

@@ -1,0 +1,84 @@
+/**
+ * A TLS-verified HTTPS GET over any stream: a plain TCP connection from here,
+ * or an SSH direct-tcpip channel opened by a remote host (so the request really
+ * leaves that host). Used to prove an apiserver answers, through whatever path.
+ */
+import https from 'node:https';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+
+export interface HttpsProbeOptions {
+  path: string;
+  /** PEM of the CA that must have signed the server's certificate. */
+  ca?: string | Buffer;
+  /** Name (DNS or IP) the certificate must be valid for; also sent as SNI when it is a DNS name. */
+  servername: string;
+  insecureSkipVerify?: boolean;
+  cert?: string | Buffer;
+  key?: string | Buffer;
+  timeoutMs?: number;
+}
+
+export interface HttpsProbeResult {
+  status: number;
+  body: string;
+  /** Subject CN of the certificate the server presented. */
+  peer?: string;
+}
+
+export function httpsGet(
+  connect: { address: string; port: number } | (() => Promise<Duplex>),
+  opts: HttpsProbeOptions,
+): Promise<HttpsProbeResult> {
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const done = (err: Error | null, r?: HttpsProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve(r!);
+    };
+    const timer = setTimeout(() => {
+      req?.destroy();
+      done(new Error(`no answer to GET ${opts.path} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    let req: ReturnType<typeof https.request> | undefined;
+
+    const start = (socket?: Duplex) => {
+      const tlsOptions: tls.ConnectionOptions = {
+        ca: opts.ca,
+        cert: opts.cert,
+        key: opts.key,
+        rejectUnauthorized: !opts.insecureSkipVerify,
+        servername: net.isIP(opts.servername) ? undefined : opts.servername,
+        checkServerIdentity: (_host, cert) => tls.checkServerIdentity(opts.servername, cert),
+      };
+      req = https.request(
+        {
+          ...(socket
+            ? { createConnection: () => tls.connect({ ...tlsOptions, socket }) }
+            : { host: (connect as { address: string }).address, port: (connect as { port: number }).port, ...tlsOptions }),
+          method: 'GET',
+          path: opts.path,
+          agent: false,
+          headers: { host: opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          const peer = (res.socket as tls.TLSSocket).getPeerCertificate?.()?.subject?.CN;
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer: typeof peer === 'string' ? peer : undefined }));
+          res.on('error', (e) => done(e));
+        },
+      );
+      req.on('error', (e) => done(e));
+      req.end();
+    };
+
+    if (typeof connect === 'function') connect().then(start, (e: Error) => done(e));
+    else start();
+  });
+}

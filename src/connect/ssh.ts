@@ -1,0 +1,187 @@
+/**
+ * One SSH connection per host, reused for every step (node-ssh over ssh2).
+ * Host keys are checked against a known_hosts file the way OpenSSH's
+ * StrictHostKeyChecking does: `yes` refuses unknown and changed keys,
+ * `accept-new` records keys never seen before (and only those), `no` is an
+ * explicit opt-out.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Duplex } from 'node:stream';
+import { NodeSSH } from 'node-ssh';
+import { CommandError, ConnectError } from '../errors.js';
+import {
+  checkHostKey,
+  fingerprint,
+  keyTypeOf,
+  knownHostsLine,
+  knownKeyTypes,
+  parseKnownHosts,
+  type HostKeyCheck,
+} from './known-hosts.js';
+
+export type StrictHostKeyChecking = 'yes' | 'accept-new' | 'no';
+
+export interface SshTarget {
+  /** The host's name in the inventory, used in every message. */
+  name: string;
+  address: string;
+  port: number;
+  user: string;
+  /** Private key file; without one, ssh-agent (SSH_AUTH_SOCK) is tried. */
+  identityFile?: string;
+  knownHostsFile: string;
+  strictHostKeyChecking: StrictHostKeyChecking;
+  connectTimeoutMs?: number;
+}
+
+export interface RemoteResult {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+  signal: string | null;
+}
+
+export function expandHome(p: string): string {
+  return p === '~' ? os.homedir() : p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p;
+}
+
+export class SshConnection {
+  private constructor(
+    readonly target: SshTarget,
+    private readonly ssh: NodeSSH,
+  ) {}
+
+  get where(): string {
+    return `${this.target.name} (${this.target.user}@${this.target.address})`;
+  }
+
+  static async open(target: SshTarget): Promise<SshConnection> {
+    const knownHostsPath = expandHome(target.knownHostsFile);
+    const knownText = await fs.readFile(knownHostsPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return '';
+      throw e;
+    });
+    const entries = parseKnownHosts(knownText);
+    let verdict: HostKeyCheck | undefined;
+    let presented: Buffer | undefined;
+
+    let privateKey: string | undefined;
+    if (target.identityFile) {
+      const keyPath = expandHome(target.identityFile);
+      privateKey = await fs.readFile(keyPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
+        throw new ConnectError(target.name, 'auth', `cannot read identity file ${keyPath}: ${e.code ?? e.message}`, {
+          hint: 'set ssh.identityFile in the inventory to a private key that exists',
+        });
+      });
+    }
+
+    const preferred = knownKeyTypes(entries, target.address, target.port);
+    const ssh = new NodeSSH();
+    try {
+      await ssh.connect({
+        host: target.address,
+        port: target.port,
+        username: target.user,
+        privateKey,
+        agent: privateKey ? undefined : process.env.SSH_AUTH_SOCK,
+        readyTimeout: target.connectTimeoutMs ?? 10_000,
+        keepaliveInterval: 15_000,
+        algorithms: preferred.length
+          ? { serverHostKey: { prepend: preferred as never[] } as never }
+          : undefined,
+        hostVerifier: (key: Buffer) => {
+          presented = key;
+          verdict = checkHostKey(entries, target.address, target.port, key);
+          if (target.strictHostKeyChecking === 'no') return true;
+          if (verdict.status === 'match') return true;
+          return verdict.status === 'unknown' && target.strictHostKeyChecking === 'accept-new';
+        },
+      });
+    } catch (err) {
+      ssh.dispose();
+      throw classifyConnectError(target, knownHostsPath, err, verdict, presented);
+    }
+    if (verdict?.status === 'unknown' && target.strictHostKeyChecking === 'accept-new' && presented) {
+      await fs.mkdir(path.dirname(knownHostsPath), { recursive: true });
+      await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, presented) + '\n', { mode: 0o644 });
+    }
+    return new SshConnection(target, ssh);
+  }
+
+  /** Run a shell command line; never throws on a non-zero exit. */
+  async exec(command: string, options: { input?: string } = {}): Promise<RemoteResult> {
+    const r = await this.ssh.execCommand(command, { stdin: options.input, noTrim: true });
+    return { stdout: r.stdout, stderr: r.stderr, code: r.code, signal: r.signal };
+  }
+
+  /** Run a command line and return stdout; a non-zero exit throws a CommandError naming host and step. */
+  async execOk(command: string, options: { input?: string; step?: string } = {}): Promise<string> {
+    const r = await this.exec(command, options);
+    if (r.code !== 0) throw new CommandError(this.where, command, r.code, r.signal, r.stderr || r.stdout, { step: options.step });
+    return r.stdout;
+  }
+
+  /** A TCP stream opened by the host itself to address:port (an SSH direct-tcpip channel). */
+  async connectFromHost(address: string, port: number): Promise<Duplex> {
+    return this.ssh.forwardOut('127.0.0.1', 0, address, port);
+  }
+
+  close(): void {
+    this.ssh.dispose();
+  }
+}
+
+function classifyConnectError(
+  target: SshTarget,
+  knownHostsPath: string,
+  err: unknown,
+  verdict: HostKeyCheck | undefined,
+  presented: Buffer | undefined,
+): ConnectError {
+  const e = err as Error & { code?: string; level?: string };
+  const at = `${target.address}:${target.port}`;
+  if (verdict && presented && verdict.status !== 'match' && target.strictHostKeyChecking !== 'no') {
+    const fp = fingerprint(presented);
+    const type = keyTypeOf(presented);
+    if (verdict.status === 'mismatch') {
+      const lines = verdict.expected.map((x) => `${knownHostsPath}:${x.line}`).join(', ');
+      return new ConnectError(
+        target.name,
+        'host-key',
+        `HOST KEY CHANGED for ${at}: it now presents ${type} ${fp}, which does not match ${lines}. ` +
+          'Someone could be intercepting the connection, or the host was reinstalled.',
+        { hint: `if the change is expected, remove the old key with: ssh-keygen -R ${hostArg(target)} -f ${knownHostsPath}` },
+      );
+    }
+    if (verdict.status === 'revoked') {
+      return new ConnectError(target.name, 'host-key', `host key ${type} ${fp} of ${at} is marked @revoked in ${knownHostsPath}`);
+    }
+    return new ConnectError(
+      target.name,
+      'host-key',
+      `host key of ${at} is not in ${knownHostsPath} (${type} ${fp}); strict host key checking refuses unknown hosts`,
+      { hint: 'check the fingerprint on the host, then add it to known_hosts, or rerun with --accept-new-host-keys' },
+    );
+  }
+  const message = e?.message ?? String(err);
+  if (/authentication methods failed/i.test(message) || e?.level === 'client-authentication') {
+    const how = target.identityFile ? `the key ${expandHome(target.identityFile)}` : 'the keys in ssh-agent';
+    return new ConnectError(target.name, 'auth', `authentication failed for ${target.user}@${at} with ${how}`, {
+      hint: `check that the public key is in ~${target.user}/.ssh/authorized_keys on the host, and ssh.user / ssh.identityFile in the inventory`,
+      cause: err,
+    });
+  }
+  if (!target.identityFile && !process.env.SSH_AUTH_SOCK && /no (auth|authentication) methods/i.test(message)) {
+    return new ConnectError(target.name, 'auth', `no identity file and no ssh-agent to log in to ${at}`, {
+      hint: 'set ssh.identityFile in the inventory or start ssh-agent',
+    });
+  }
+  const code = e?.code ? ` (${e.code})` : '';
+  return new ConnectError(target.name, 'unreachable', `cannot reach ${at}: ${message}${code}`, { cause: err });
+}
+
+function hostArg(target: SshTarget): string {
+  return target.port === 22 ? target.address : `'[${target.address}]:${target.port}'`;
+}

@@ -1,0 +1,84 @@
+/**
+ * The few error classes k8s-ha raises. The CLI's single top-level catch maps
+ * them to exit codes; only an InternalError (a bug) prints a stack.
+ */
+
+export const ExitCode = {
+  ok: 0,
+  /** Something went wrong that is not the user's input. */
+  failure: 1,
+  /** Bad input: flags, inventory, a directory that is not what we expect. */
+  usage: 2,
+  /** Some hosts failed or were unreachable. */
+  hosts: 3,
+  /** The nginx build failed. */
+  build: 4,
+} as const;
+
+export class K8sHaError extends Error {
+  readonly exitCode: number = ExitCode.failure;
+  /** One line telling the user what to do about it, printed after the message. */
+  readonly hint?: string;
+  constructor(message: string, options?: { hint?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.hint = options?.hint;
+  }
+}
+
+/** Bad flags or arguments, or a file or directory that is not what the command needs. */
+export class UsageError extends K8sHaError {
+  override readonly exitCode = ExitCode.usage;
+}
+
+/** A problem in the environment we cannot fix for the user (no Docker engine, no debootstrap...): exit 2, like bad input. */
+export class EnvironmentError extends K8sHaError {
+  override readonly exitCode = ExitCode.usage;
+}
+
+/** A command run on this machine or a host failed; carries what ran, where, and why. */
+export class CommandError extends K8sHaError {
+  constructor(
+    readonly where: string,
+    readonly command: string,
+    readonly code: number | null,
+    readonly signal: string | null,
+    readonly stderr: string,
+    options?: { hint?: string; step?: string },
+  ) {
+    const why = code === null ? `killed by ${signal ?? 'a signal'}` : `exit code ${code}`;
+    const tail = lastLines(stderr, 20);
+    super(
+      `${options?.step ? `${options.step}: ` : ''}\`${command}\` failed on ${where} (${why})` +
+        (tail ? `\n${indent(tail)}` : ''),
+      { hint: options?.hint },
+    );
+  }
+}
+
+/** A bug: the only kind that prints a stack trace. */
+export class InternalError extends K8sHaError {}
+
+export function lastLines(text: string, n: number): string {
+  const lines = text.trimEnd().split('\n');
+  return lines.slice(-n).join('\n');
+}
+
+export function indent(text: string, prefix = '  '): string {
+  return text
+    .split('\n')
+    .map((l) => prefix + l)
+    .join('\n');
+}
+
+/** Could not open an SSH session to a host: unreachable, host key refused, or authentication failed. */
+export class ConnectError extends K8sHaError {
+  constructor(
+    readonly host: string,
+    readonly kind: 'unreachable' | 'host-key' | 'auth',
+    message: string,
+    options?: { hint?: string; cause?: unknown },
+  ) {
+    super(`${host}: ${message}`, options);
+  }
+}

@@ -1,0 +1,38 @@
+import { UsageError } from '../errors.js';
+
+export type InventoryPath = (string | number)[];
+
+export interface Diagnostic {
+  severity: 'error' | 'warning';
+  path: InventoryPath;
+  message: string;
+  line?: number;
+  col?: number;
+}
+
+/** `nodes[2].address`, the way a reader names a place in the file. */
+export function formatPath(path: InventoryPath): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${p}` : p;
+  return out || '(top level)';
+}
+
+export function formatDiagnostic(file: string, d: Diagnostic): string {
+  const where = d.line ? `${file}:${d.line}:${d.col ?? 1}` : file;
+  return `${where}: ${d.severity === 'warning' ? 'warning: ' : ''}${formatPath(d.path)}: ${d.message}`;
+}
+
+/** Every error in an inventory at once, each with file:line:col and its path. */
+export class InventoryError extends UsageError {
+  constructor(
+    readonly file: string,
+    readonly diagnostics: Diagnostic[],
+  ) {
+    const errors = diagnostics.filter((d) => d.severity === 'error');
+    super(
+      `${file}: ${errors.length} error${errors.length === 1 ? '' : 's'} in the inventory\n` +
+        errors.map((d) => '  ' + formatDiagnostic(file, d)).join('\n'),
+      { hint: 'fix the lines above; the inventory format is in README.md (Inventory reference)' },
+    );
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * The inventory's shape. Unknown keys are errors (a typo must not be ignored);
+ * defaults are the node-local balancer's sensible ones. Cross-field rules
+ * (duplicates, references, warnings) live in rules.ts.
+ */
+import net from 'node:net';
+import { z } from 'zod';
+
+const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+export const DURATION = /^(\d+)(ms|s|m|h)$/;
+
+export function durationMs(text: string): number {
+  const m = DURATION.exec(text);
+  if (!m) throw new Error(`not a duration: ${text}`);
+  const n = Number(m[1]);
+  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+}
+
+const name = z
+  .string({ error: 'must be a name' })
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a name of letters, digits, ".", "_" or "-" (at most 63)');
+const address = z
+  .string({ error: 'must be an IP address or host name' })
+  .refine((v) => net.isIP(v) !== 0 || HOSTNAME.test(v), 'not an IP address or host name');
+const port = z
+  .number({ error: 'must be a port number' })
+  .int('must be a whole number')
+  .min(1, 'must be a port from 1 to 65535')
+  .max(65535, 'must be a port from 1 to 65535');
+const duration = z.string({ error: 'must be a duration like 30s' }).regex(DURATION, 'must be a duration like 500ms, 30s, 10m or 1h');
+const path = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
+
+export const sshSettings = z.strictObject({
+  user: z.string().min(1).optional(),
+  port: port.optional(),
+  identityFile: path.optional(),
+  knownHostsFile: path.optional(),
+  strictHostKeyChecking: z.enum(['yes', 'accept-new', 'no']).optional(),
+  connectTimeout: duration.optional(),
+});
+
+export const master = z.strictObject({
+  name,
+  address,
+  port: port.default(6443),
+});
+
+export const node = z.strictObject({
+  name,
+  address,
+  ssh: sshSettings.optional(),
+});
+
+export const listen = z
+  .string({ error: 'must be ADDRESS:PORT' })
+  .refine((v) => {
+    const m = /^(.+):(\d+)$/.exec(v);
+    if (!m) return false;
+    const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
+    const p = Number(m[2]);
+    return net.isIP(host) !== 0 && p >= 1 && p <= 65535;
+  }, 'must be IP:PORT, e.g. 127.0.0.1:8443');
+
+export const lb = z.strictObject({
+  listen: listen.default('127.0.0.1:8443'),
+  balance: z.enum(['least_conn', 'round_robin', 'hash']).default('least_conn'),
+  maxFails: z.number().int().min(0).max(1000).default(3),
+  failTimeout: duration.default('30s'),
+  connectTimeout: duration.default('1s'),
+  proxyTimeout: duration.default('10m'),
+  prefix: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path of plain characters').default('/opt/k8s/kube-nginx'),
+});
+
+export const nginx = z.strictObject({
+  version: z.string().regex(/^\d+\.\d+\.\d+$/, 'must be a version like 1.22.1'),
+  sources: z
+    .array(z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }))
+    .min(1, 'needs at least one URL'),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
+});
+
+export const tls = z.strictObject({
+  /** CA that signed the apiservers' certificates, for end-to-end checks. */
+  caFile: path.optional(),
+  /** Name to verify the apiserver certificate against when connecting through the local port. */
+  serverName: z.string().optional(),
+  clientCertFile: path.optional(),
+  clientKeyFile: path.optional(),
+  insecureSkipVerify: z.boolean().default(false),
+});
+
+export const inventorySchema = z.strictObject({
+  ssh: sshSettings.default({}),
+  masters: z.array(master, { error: 'must be a list of apiservers' }).min(1, 'must name at least one apiserver'),
+  nodes: z.array(node, { error: 'must be a list of nodes' }).min(1, 'must name at least one node'),
+  lb: lb.default(lb.parse({})),
+  nginx,
+  tls: tls.default(tls.parse({})),
+});
+
+export type Inventory = z.infer<typeof inventorySchema>;
+export type InventoryNode = z.infer<typeof node>;
+export type InventoryMaster = z.infer<typeof master>;
+export type SshSettings = z.infer<typeof sshSettings>;

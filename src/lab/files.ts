@@ -1,0 +1,137 @@
+/**
+ * The lab's files: its SSH key pair, one host key per node (so known_hosts is
+ * written before any node boots and strict checking works from the first
+ * login), a CA with one serving certificate per stand-in, the tarball for the
+ * mirror, and the inventory. Keys and the CA are made once per lab directory.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import ssh2 from 'ssh2';
+import YAML from 'yaml';
+import { NGINX_SOURCE } from './sources.js';
+import { writeFileAtomic } from './state.js';
+import { APISERVER_PORT, MIRROR_PORT, type LabContainer, type LabPlan } from './topology.js';
+
+export interface LabPaths {
+  dir: string;
+  inventory: string;
+  knownHosts: string;
+  identityFile: string;
+  caFile: string;
+}
+
+export function labPaths(dir: string): LabPaths {
+  const abs = path.resolve(dir);
+  return {
+    dir: abs,
+    inventory: path.join(abs, 'inventory.yaml'),
+    knownHosts: path.join(abs, 'known_hosts'),
+    identityFile: path.join(abs, 'ssh', 'id_ed25519'),
+    caFile: path.join(abs, 'pki', 'ca.crt'),
+  };
+}
+
+async function missing(file: string): Promise<boolean> {
+  return !fs.existsSync(file);
+}
+
+function sshKeyPair(comment: string): { private: string; public: string } {
+  const k = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+  return { private: k.private, public: k.public.trim() + '\n' };
+}
+
+/** Make whatever lab files are missing; leaf certificates follow the plan's addresses. */
+export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string): Promise<LabPaths> {
+  const p = labPaths(dir);
+  const at = (...parts: string[]) => path.join(p.dir, ...parts);
+
+  if (await missing(p.identityFile)) {
+    const k = sshKeyPair(`k8s-ha-lab@${plan.id}`);
+    await writeFileAtomic(p.identityFile, k.private, 0o600);
+    await writeFileAtomic(`${p.identityFile}.pub`, k.public);
+  }
+  await writeFileAtomic(at('ssh', 'authorized_keys'), await fsp.readFile(`${p.identityFile}.pub`));
+
+  const nodes = plan.containers.filter((c) => c.role === 'node');
+  const masters = plan.containers.filter((c) => c.role === 'master');
+  const known: string[] = [];
+  for (const n of nodes) {
+    const key = at('hosts', n.service, 'ssh_host_ed25519_key');
+    if (await missing(key)) {
+      const k = sshKeyPair(`root@${n.service}`);
+      await writeFileAtomic(key, k.private, 0o600);
+      await writeFileAtomic(`${key}.pub`, k.public);
+    }
+    const [type, blob] = (await fsp.readFile(`${key}.pub`, 'utf8')).trim().split(/\s+/);
+    known.push(`${n.address} ${type} ${blob}`);
+  }
+  await writeFileAtomic(p.knownHosts, known.join('\n') + '\n');
+
+  // Loaded here, not at start-up: only the lab makes certificates.
+  const { createCa, issueCertificate } = await import('./pki.js');
+  if (await missing(p.caFile)) {
+    const ca = await createCa(`k8s-ha lab CA (${plan.id})`);
+    await writeFileAtomic(at('pki', 'ca.key'), ca.key, 0o600);
+    await writeFileAtomic(p.caFile, ca.cert);
+  }
+  const ca = { cert: await fsp.readFile(p.caFile, 'utf8'), key: await fsp.readFile(at('pki', 'ca.key'), 'utf8') };
+  for (const m of masters) await ensureServingCert(ca, m, at('pki', m.service), issueCertificate);
+
+  const served = at('mirror', NGINX_SOURCE.file);
+  if (await missing(served)) {
+    await fsp.mkdir(path.dirname(served), { recursive: true });
+    await fsp.copyFile(tarball, served);
+  }
+  await writeFileAtomic(p.inventory, renderLabInventory(plan, p));
+  return p;
+}
+
+async function ensureServingCert(
+  ca: { cert: string; key: string },
+  m: LabContainer,
+  dir: string,
+  issueCertificate: typeof import('./pki.js').issueCertificate,
+): Promise<void> {
+  const stamp = path.join(dir, 'address');
+  if (fs.existsSync(stamp) && (await fsp.readFile(stamp, 'utf8')).trim() === m.address) return;
+  // Names a real kube-apiserver certificate carries, so clients verify it the same way here.
+  const leaf = await issueCertificate(ca, {
+    commonName: m.service,
+    dnsNames: [m.service, 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost'],
+    ipAddresses: [m.address, '127.0.0.1'],
+    usage: 'server',
+  });
+  await writeFileAtomic(path.join(dir, 'tls.key'), leaf.key, 0o600);
+  await writeFileAtomic(path.join(dir, 'tls.crt'), leaf.cert);
+  await writeFileAtomic(path.join(dir, 'ca.crt'), ca.cert);
+  await writeFileAtomic(stamp, m.address + '\n');
+}
+
+export function renderLabInventory(plan: LabPlan, p: LabPaths): string {
+  const mirror = plan.containers.find((c) => c.role === 'mirror')!;
+  const doc = {
+    ssh: { user: 'root', port: 22, identityFile: p.identityFile, knownHostsFile: p.knownHosts },
+    masters: plan.containers
+      .filter((c) => c.role === 'master')
+      .map((c) => ({ name: c.service, address: c.address, port: APISERVER_PORT })),
+    nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: c.address })),
+    lb: { listen: '127.0.0.1:8443', balance: 'least_conn' },
+    nginx: {
+      version: NGINX_SOURCE.version,
+      sources: [`http://${mirror.address}${MIRROR_PORT === 80 ? '' : `:${MIRROR_PORT}`}/${NGINX_SOURCE.file}`],
+      sha256: NGINX_SOURCE.sha256,
+    },
+    tls: { caFile: p.caFile, serverName: 'kubernetes' },
+  };
+  const yaml = YAML.stringify(doc, { lineWidth: 0, collectionStyle: 'any', flowCollectionPadding: true }).replace(
+    /^( {2}- )name: (\S+)\n {4}address: (\S+)(?:\n {4}port: (\d+))?$/gm,
+    (_all, lead: string, name: string, address: string, port?: string) =>
+      `${lead}{ name: ${name}, address: ${address}${port ? `, port: ${port}` : ''} }`,
+  );
+  return (
+    `# Inventory of the k8s-ha lab in ${p.dir} (${plan.id}), written by \`k8s-ha lab up\`.\n` +
+    '# The same format as any inventory: see README.md, "Inventory reference".\n' +
+    yaml
+  );
+}

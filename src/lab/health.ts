@@ -1,0 +1,98 @@
+/** Probes that tell whether the lab's hosts are really up, as a user would check them. */
+import http from 'node:http';
+import { ConnectError } from '../errors.js';
+import { httpsGet } from '../connect/https-probe.js';
+import { SshConnection } from '../connect/ssh.js';
+import type { LabPaths } from './files.js';
+import { NGINX_SOURCE } from './sources.js';
+import { APISERVER_PORT, MIRROR_PORT, type LabContainer } from './topology.js';
+
+export interface HostHealth {
+  service: string;
+  role: LabContainer['role'];
+  address: string;
+  ok: boolean;
+  /** What was seen: `running`, `/readyz 200`, an error... */
+  detail: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function nodeTarget(c: LabContainer, p: LabPaths) {
+  return {
+    name: c.service,
+    address: c.address,
+    port: 22,
+    user: 'root',
+    identityFile: p.identityFile,
+    knownHostsFile: p.knownHosts,
+    strictHostKeyChecking: 'yes' as const,
+    connectTimeoutMs: 5000,
+  };
+}
+
+/** Log in with the lab key under strict host key checking and wait for systemd to finish booting. */
+export async function waitForNode(c: LabContainer, p: LabPaths, timeoutMs: number): Promise<HostHealth> {
+  const deadline = Date.now() + timeoutMs;
+  let last = 'not tried';
+  while (Date.now() < deadline) {
+    let conn: SshConnection | undefined;
+    try {
+      conn = await SshConnection.open(nodeTarget(c, p));
+      const r = await conn.exec('systemctl is-system-running --wait');
+      const state = r.stdout.trim();
+      return { service: c.service, role: c.role, address: c.address, ok: state === 'running', detail: `systemd ${state}` };
+    } catch (e) {
+      if (e instanceof ConnectError && e.kind !== 'unreachable') {
+        return { service: c.service, role: c.role, address: c.address, ok: false, detail: e.message };
+      }
+      last = (e as Error).message;
+      await sleep(300);
+    } finally {
+      conn?.close();
+    }
+  }
+  return { service: c.service, role: c.role, address: c.address, ok: false, detail: `no SSH login within ${timeoutMs / 1000} s: ${last}` };
+}
+
+export async function probeMaster(c: LabContainer, caPem: string, timeoutMs: number): Promise<HostHealth> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  do {
+    try {
+      const r = await httpsGet({ address: c.address, port: APISERVER_PORT }, { path: '/readyz', ca: caPem, servername: c.address, timeoutMs: 3000 });
+      const ok = r.status === 200;
+      if (ok || Date.now() >= deadline) return { service: c.service, role: c.role, address: c.address, ok, detail: `/readyz ${r.status}` };
+      last = `/readyz ${r.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await sleep(200);
+  } while (Date.now() < deadline);
+  return { service: c.service, role: c.role, address: c.address, ok: false, detail: last || 'no answer' };
+}
+
+export async function probeMirror(c: LabContainer, timeoutMs: number): Promise<HostHealth> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  do {
+    const r = await new Promise<{ status: number; length: string } | Error>((resolve) => {
+      const req = http.request(
+        { host: c.address, port: MIRROR_PORT, method: 'HEAD', path: `/${NGINX_SOURCE.file}`, timeout: 3000 },
+        (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, length: String(res.headers['content-length'] ?? '?') });
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error('timed out')));
+      req.on('error', resolve);
+      req.end();
+    });
+    if (!(r instanceof Error) && r.status === 200) {
+      return { service: c.service, role: c.role, address: c.address, ok: true, detail: `serves ${NGINX_SOURCE.file} (${r.length} bytes)` };
+    }
+    last = r instanceof Error ? r.message : `HTTP ${r.status}`;
+    await sleep(200);
+  } while (Date.now() < deadline);
+  return { service: c.service, role: c.role, address: c.address, ok: false, detail: last };
+}

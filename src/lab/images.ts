@@ -1,0 +1,267 @@
+/**
+ * The lab's images, each cached under a tag derived from a hash of everything
+ * that goes into it, so a second `lab up` builds nothing:
+ *   base       Debian bookworm with systemd and openssh-server, no compiler:
+ *              `docker build` from debian:bookworm where a registry answers,
+ *              else debootstrap + `docker import` (no registry needed).
+ *   node       base + a boot unit installing the lab's host key and authorized key.
+ *   apiserver  base + Node.js + the stand-in script (apiserver stand-ins and the mirror).
+ */
+import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { EnvironmentError, CommandError } from '../errors.js';
+import { onPath, run, runOk } from '../util/exec.js';
+import { cacheDir, packageRoot } from '../util/paths.js';
+import { docker, imageExists } from './docker.js';
+import { aptInstall, isDebianLike, isRoot, type Say } from './engine.js';
+import { COMPOSE_IMAGES } from './compose.js';
+import type { LabImages } from './topology.js';
+
+export const SUITE = 'bookworm';
+export const BASE_PACKAGES = [
+  'systemd',
+  'systemd-sysv',
+  'openssh-server',
+  'iproute2',
+  'dbus',
+  'procps',
+  'ca-certificates',
+  'sudo',
+];
+
+const NODE_INIT_SCRIPT = `#!/bin/sh
+# Installs the SSH host key and authorized key that \`k8s-ha lab\` mounts read-only
+# under /etc/k8s-ha-lab, with the ownership and modes sshd demands.
+set -eu
+src=/etc/k8s-ha-lab
+install -d -m 0700 /root/.ssh
+install -m 0600 "$src/authorized_keys" /root/.ssh/authorized_keys
+for key in "$src"/host/ssh_host_*_key; do
+  [ -e "$key" ] || continue
+  name=$(basename "$key")
+  install -m 0600 "$key" "/etc/ssh/$name"
+  install -m 0644 "$key.pub" "/etc/ssh/$name.pub"
+done
+`;
+
+const NODE_INIT_UNIT = `[Unit]
+Description=k8s-ha lab: install this host's SSH host key and the lab's authorized key
+Before=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/k8s-ha-lab-init
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+const NODE_SSHD_CONFIG = `# k8s-ha lab: one host key per node, made by the lab.
+HostKey /etc/ssh/ssh_host_ed25519_key
+PasswordAuthentication no
+`;
+
+function nodeDockerfile(base: string): string {
+  return `FROM ${base}
+COPY k8s-ha-lab-init /usr/local/sbin/k8s-ha-lab-init
+COPY k8s-ha-lab-init.service /etc/systemd/system/k8s-ha-lab-init.service
+COPY sshd-k8s-ha-lab.conf /etc/ssh/sshd_config.d/k8s-ha-lab.conf
+RUN chmod 0755 /usr/local/sbin/k8s-ha-lab-init \\
+ && rm -f /etc/ssh/ssh_host_* \\
+ && : > /etc/machine-id \\
+ && systemctl enable k8s-ha-lab-init.service ssh.service
+`;
+}
+
+function apiserverDockerfile(base: string): string {
+  return `FROM ${base}
+COPY node /usr/local/bin/node
+COPY standin.js /opt/k8s-ha-lab/standin.js
+RUN /usr/local/bin/node --version
+`;
+}
+
+function hash(...parts: (string | Buffer)[]): string {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p).update('\0');
+  return h.digest('hex').slice(0, 12);
+}
+
+export async function ensureImages(say: Say): Promise<LabImages & { base: string }> {
+  const base = await ensureBaseImage(say);
+  const node = await ensureBuiltImage(
+    'k8s-ha-lab-node',
+    nodeDockerfile(base),
+    {
+      'k8s-ha-lab-init': NODE_INIT_SCRIPT,
+      'k8s-ha-lab-init.service': NODE_INIT_UNIT,
+      'sshd-k8s-ha-lab.conf': NODE_SSHD_CONFIG,
+    },
+    say,
+  );
+  const standin = path.join(packageRoot(), 'dist', 'lab', 'standin.js');
+  if (!fs.existsSync(standin)) {
+    throw new EnvironmentError(`${standin} is missing`, { hint: 'run `npm run build` (npm ci does it) first' });
+  }
+  const nodeBinary = await fsp.realpath(process.execPath);
+  const apiserver = await ensureBuiltImage(
+    'k8s-ha-lab-apiserver',
+    apiserverDockerfile(base),
+    { node: { copyFrom: nodeBinary, hashWith: `${process.version} ${(await fsp.stat(nodeBinary)).size}` }, 'standin.js': await fsp.readFile(standin, 'utf8') },
+    say,
+  );
+  // Stable names for docker-compose.test.yml.
+  await docker(['tag', node, COMPOSE_IMAGES.node]);
+  await docker(['tag', apiserver, COMPOSE_IMAGES.apiserver]);
+  return { base, node, apiserver };
+}
+
+type ContextFile = string | { copyFrom: string; hashWith: string };
+
+async function ensureBuiltImage(repo: string, dockerfile: string, files: Record<string, ContextFile>, say: Say): Promise<string> {
+  const parts: string[] = [dockerfile];
+  for (const [name, f] of Object.entries(files)) parts.push(name, typeof f === 'string' ? f : f.hashWith);
+  const tag = `${repo}:${hash(...parts)}`;
+  if (await imageExists(tag)) return tag;
+  say(`building image ${tag}`);
+  const ctx = await fsp.mkdtemp(path.join(os.tmpdir(), 'k8s-ha-image-'));
+  try {
+    await fsp.writeFile(path.join(ctx, 'Dockerfile'), dockerfile);
+    for (const [name, f] of Object.entries(files)) {
+      if (typeof f === 'string') await fsp.writeFile(path.join(ctx, name), f);
+      else await fsp.copyFile(f.copyFrom, path.join(ctx, name));
+    }
+    await docker(['build', '-q', '-t', tag, ctx], { step: `building ${repo}` });
+  } finally {
+    await fsp.rm(ctx, { recursive: true, force: true });
+  }
+  return tag;
+}
+
+async function ensureBaseImage(say: Say): Promise<string> {
+  const tag = `k8s-ha-lab-base:${hash(SUITE, 'minbase', ...BASE_PACKAGES)}`;
+  if (await imageExists(tag)) return tag;
+  if (await registryAnswers()) {
+    say(`building ${tag} from debian:${SUITE}`);
+    await ensureBuiltImage(
+      'k8s-ha-lab-base-registry',
+      `FROM debian:${SUITE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${BASE_PACKAGES.join(' ')} && rm -rf /var/lib/apt/lists/*\n`,
+      {},
+      say,
+    ).then((built) => docker(['tag', built, tag]));
+    return tag;
+  }
+  say(`no container registry answers: building ${tag} with debootstrap (about a minute, once)`);
+  await debootstrapImage(tag, say);
+  return tag;
+}
+
+async function registryAnswers(): Promise<boolean> {
+  if (await imageExists(`debian:${SUITE}`)) return true;
+  const r = await run('docker', ['pull', '-q', `debian:${SUITE}`], { timeoutMs: 60_000 });
+  return r.code === 0;
+}
+
+/** The Debian mirror apt on this machine already uses (never a host name of our own choosing). */
+export function configuredDebianMirror(): string | undefined {
+  if (process.env.K8S_HA_DEBIAN_MIRROR) return process.env.K8S_HA_DEBIAN_MIRROR;
+  const candidates: string[] = [];
+  const dir = '/etc/apt/sources.list.d';
+  const files = fs.existsSync(dir) ? fs.readdirSync(dir).map((f) => path.join(dir, f)) : [];
+  for (const file of ['/etc/apt/sources.list', ...files]) {
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    if (file.endsWith('.sources')) {
+      for (const stanza of text.split(/\n\s*\n/)) {
+        const field = (k: string) => new RegExp(`^${k}:\\s*(.+)$`, 'mi').exec(stanza)?.[1]?.trim();
+        if (!/\bdeb\b/.test(field('Types') ?? '') || /security/.test(field('Suites') ?? '')) continue;
+        const uri = field('URIs')?.split(/\s+/)[0];
+        if (uri && /\/debian\/?$/.test(uri)) candidates.push(uri);
+      }
+    } else if (file.endsWith('.list')) {
+      for (const m of text.matchAll(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)/gm)) {
+        if (m[1] && !/security/.test(m[2] ?? '') && /\/debian\/?$/.test(m[1])) candidates.push(m[1]);
+      }
+    }
+  }
+  return candidates[0];
+}
+
+async function debootstrapImage(tag: string, say: Say): Promise<void> {
+  if (!isRoot()) {
+    throw new EnvironmentError('building the lab image without a registry needs debootstrap, which needs root', {
+      hint: 'run `k8s-ha lab up` once as root, or make debian:bookworm pullable',
+    });
+  }
+  if (!(await onPath('debootstrap'))) {
+    if (!isDebianLike()) {
+      throw new EnvironmentError('no container registry answers and debootstrap is not installed', {
+        hint: 'install debootstrap, or make debian:bookworm pullable (docker pull debian:bookworm)',
+      });
+    }
+    say('installing debootstrap');
+    await aptInstall(['debootstrap'], say);
+  }
+  const mirror = configuredDebianMirror();
+  if (!mirror) {
+    throw new EnvironmentError('no Debian mirror found in /etc/apt sources for debootstrap', {
+      hint: 'set K8S_HA_DEBIAN_MIRROR to a Debian mirror URL',
+    });
+  }
+  const rootfs = cacheDir(`rootfs-${tag.split(':')[1]}`);
+  await fsp.rm(rootfs, { recursive: true, force: true });
+  await fsp.mkdir(rootfs, { recursive: true });
+  try {
+    let lastStage = '';
+    const r = await run(
+      'debootstrap',
+      ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, SUITE, rootfs, mirror],
+      {
+        onOutput: (chunk) => {
+          for (const line of chunk.split('\n')) {
+            const stage = /^I: (Retrieving|Validating|Unpacking|Configuring|Installing|Extracting)/.exec(line)?.[1];
+            if (stage && stage !== lastStage) {
+              lastStage = stage;
+              say(`debootstrap: ${stage.toLowerCase()} packages`);
+            }
+          }
+        },
+      },
+    );
+    if (r.code !== 0) {
+      throw new CommandError('this machine', `debootstrap ${SUITE}`, r.code, r.signal, r.stdout + r.stderr, {
+        step: 'building the lab base image',
+      });
+    }
+    say(`importing ${tag}`);
+    await tarImport(rootfs, tag);
+  } finally {
+    await fsp.rm(rootfs, { recursive: true, force: true });
+  }
+}
+
+function tarImport(rootfs: string, tag: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const tar = spawn('tar', ['-C', rootfs, '--numeric-owner', '-c', '.'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const imp = spawn('docker', ['import', '-', tag], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    tar.stderr.on('data', (b) => (err += b));
+    imp.stderr.on('data', (b) => (err += b));
+    tar.stdout.pipe(imp.stdin);
+    tar.on('error', reject);
+    imp.on('error', reject);
+    imp.on('close', (code) => {
+      if (code === 0) resolve();
+      else reject(new CommandError('this machine', `tar -C ${rootfs} -c . | docker import - ${tag}`, code, null, err));
+    });
+  });
+}

@@ -1,0 +1,280 @@
+/**
+ * `lab up`, `lab prepare`, `lab down` and `lab status` as lists of steps. The
+ * CLI renders the steps; this module does the work and says what changed.
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { UsageError } from '../errors.js';
+import { mapLimit } from '../util/pool.js';
+import { COMPOSE_LAB } from './compose.js';
+import { docker, LAB_DIR_LABEL, LAB_LABEL, LAB_ROLE_LABEL, labContainers, networkExists, networkLabel, usedSubnets } from './docker.js';
+import { ensureEngine, type Say } from './engine.js';
+import { ensureLabFiles, labPaths, type LabPaths } from './files.js';
+import { probeMaster, probeMirror, waitForNode, type HostHealth } from './health.js';
+import { ensureImages } from './images.js';
+import { ensureNginxTarball } from './sources.js';
+import {
+  checkLabDir,
+  checkSize,
+  hostRoutes,
+  LAB_FILES,
+  labId,
+  pickSubnet,
+  readState,
+  STATE_KIND,
+  writeState,
+  type LabState,
+} from './state.js';
+import { dockerRunArgs, parseSubnet16, planLab, type LabImages, type LabPlan } from './topology.js';
+
+export interface Step<C> {
+  title: string;
+  run: (ctx: C, say: Say) => Promise<string | void>;
+}
+
+export interface LabUpOptions {
+  dir: string;
+  nodes: number;
+  masters: number;
+  subnet?: string;
+  /** `lab prepare`: images and files only, no network or containers. */
+  prepareOnly?: boolean;
+}
+
+export interface LabUpContext {
+  options: LabUpOptions;
+  id: string;
+  existing?: LabState;
+  images?: LabImages & { base: string };
+  tarball?: string;
+  subnet?: string;
+  plan?: LabPlan;
+  paths?: LabPaths;
+  /** What this run changed; empty on a live lab. */
+  changes: string[];
+  health: HostHealth[];
+}
+
+const BOOT_TIMEOUT_MS = 90_000;
+
+/** Check everything a user typed before touching anything. */
+export async function prepareLabUp(options: LabUpOptions): Promise<LabUpContext> {
+  checkSize('nodes', options.nodes);
+  checkSize('masters', options.masters);
+  if (options.subnet !== undefined) {
+    const s = parseSubnet16(options.subnet);
+    if (typeof s === 'string') throw new UsageError(s);
+  }
+  const existing = await checkLabDir(options.dir);
+  if (existing && (existing.nodes !== options.nodes || existing.masters !== options.masters)) {
+    throw new UsageError(
+      `a lab of ${existing.nodes} nodes and ${existing.masters} masters is already in ${options.dir}`,
+      { hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to make one of another size` },
+    );
+  }
+  if (existing && options.subnet && existing.subnet !== options.subnet) {
+    throw new UsageError(`the lab in ${options.dir} uses ${existing.subnet}, not ${options.subnet}`, {
+      hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to move it`,
+    });
+  }
+  return { options, id: labId(options.dir), existing, changes: [], health: [] };
+}
+
+export function labUpSteps(): Step<LabUpContext>[] {
+  return [
+    {
+      title: 'Docker engine',
+      run: async (_ctx, say) => {
+        await ensureEngine(say);
+      },
+    },
+    {
+      title: 'Lab images',
+      run: async (ctx, say) => {
+        let built = false;
+        const images = await ensureImages((line) => {
+          built = true;
+          say(line);
+        });
+        ctx.images = images;
+        if (built) ctx.changes.push('built images');
+        return `${images.node}, ${images.apiserver}${built ? '' : ' (cached)'}`;
+      },
+    },
+    {
+      title: 'nginx source tarball',
+      run: async (ctx, say) => {
+        ctx.tarball = await ensureNginxTarball(ctx.images!.base, say);
+        return `${path.basename(ctx.tarball)}, sha256 verified`;
+      },
+    },
+    {
+      title: 'Lab files: SSH keys, host keys, CA and certificates, inventory',
+      run: async (ctx) => {
+        const o = ctx.options;
+        ctx.subnet = ctx.existing?.subnet ?? o.subnet ?? (o.prepareOnly ? COMPOSE_LAB.subnet : await chooseSubnet());
+        ctx.plan = planLab({ id: ctx.id, nodes: o.nodes, masters: o.masters, subnet: ctx.subnet, dir: path.resolve(o.dir), images: ctx.images! });
+        ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!);
+        return path.relative(process.cwd(), ctx.paths.inventory) || ctx.paths.inventory;
+      },
+    },
+    {
+      title: 'Network and containers',
+      run: async (ctx, say) => {
+        if (ctx.options.prepareOnly) return 'skipped (prepare only)';
+        const plan = ctx.plan!;
+        if (!(await networkExists(plan.network.name))) {
+          await docker([
+            'network', 'create',
+            '--subnet', plan.network.subnet,
+            '--gateway', plan.network.gateway,
+            '--label', `${LAB_LABEL}=${plan.id}`,
+            '--label', `${LAB_DIR_LABEL}=${path.resolve(ctx.options.dir)}`,
+            plan.network.name,
+          ]);
+          ctx.changes.push(`created network ${plan.network.name} (${plan.network.subnet})`);
+        } else if ((await networkLabel(plan.network.name, LAB_LABEL)) !== plan.id) {
+          throw new UsageError(`a Docker network named ${plan.network.name} exists and is not this lab's`, {
+            hint: `remove it (docker network rm ${plan.network.name}) or choose another --dir`,
+          });
+        }
+        const have = new Map((await labContainers(plan.id)).map((c) => [c.name, c]));
+        let created = 0;
+        let started = 0;
+        await mapLimit(plan.containers, 6, async (c) => {
+          const cur = have.get(c.name);
+          if (cur?.running) return;
+          if (cur) {
+            await docker(['start', c.name]);
+            started++;
+            return;
+          }
+          const labels = { [LAB_LABEL]: plan.id, [LAB_DIR_LABEL]: path.resolve(ctx.options.dir), [LAB_ROLE_LABEL]: c.role };
+          await docker(['run', '-d', ...dockerRunArgs(plan, c, labels)], { step: `starting ${c.service}` });
+          created++;
+          say(`started ${c.service} (${c.address})`);
+        });
+        if (created) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
+        if (started) ctx.changes.push(`started ${started} stopped container${started === 1 ? '' : 's'}`);
+        return `${plan.containers.length} containers on ${plan.network.subnet}` + (created || started ? '' : ' (all running)');
+      },
+    },
+    {
+      title: 'Hosts answer: nodes boot systemd and accept SSH, stand-ins answer /readyz, mirror serves the tarball',
+      run: async (ctx) => {
+        if (ctx.options.prepareOnly) return 'skipped (prepare only)';
+        ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, BOOT_TIMEOUT_MS);
+        const bad = ctx.health.filter((h) => !h.ok);
+        if (bad.length) {
+          throw new Error(
+            `${bad.length} of ${ctx.health.length} lab hosts are not healthy:\n` +
+              bad.map((h) => `  ${h.service} (${h.address}): ${h.detail}`).join('\n'),
+          );
+        }
+        return `${ctx.health.length} hosts healthy`;
+      },
+    },
+    {
+      title: 'Lab state',
+      run: async (ctx) => {
+        const o = ctx.options;
+        const state: LabState = {
+          kind: STATE_KIND,
+          version: 1,
+          id: ctx.id,
+          dir: path.resolve(o.dir),
+          nodes: o.nodes,
+          masters: o.masters,
+          subnet: ctx.subnet!,
+          images: { node: ctx.images!.node, apiserver: ctx.images!.apiserver },
+          createdAt: ctx.existing?.createdAt ?? new Date().toISOString(),
+        };
+        if (!o.prepareOnly) await writeState(o.dir, state);
+        return o.prepareOnly ? 'not written (prepare only)' : path.join(o.dir, 'lab.json');
+      },
+    },
+  ];
+}
+
+async function chooseSubnet(): Promise<string> {
+  const used = [...(await usedSubnets()), ...hostRoutes()];
+  const free = pickSubnet(used);
+  if (!free) {
+    throw new UsageError('no free /16 for the lab network among 10.210.0.0/16 to 10.249.0.0/16', {
+      hint: 'pass --subnet A.B.0.0/16, or remove old lab networks (k8s-ha lab down)',
+    });
+  }
+  return free;
+}
+
+/** Every lab host, probed the way a user would: SSH + systemd, TLS /readyz, HTTP HEAD. */
+export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: number): Promise<HostHealth[]> {
+  const caPem = await fsp.readFile(paths.caFile, 'utf8');
+  return Promise.all(
+    plan.containers.map((c) =>
+      c.role === 'node' ? waitForNode(c, paths, timeoutMs) : c.role === 'master' ? probeMaster(c, caPem, timeoutMs) : probeMirror(c, timeoutMs),
+    ),
+  );
+}
+
+// --- down -----------------------------------------------------------------
+
+export interface LabDownResult {
+  id: string;
+  containers: string[];
+  network: boolean;
+  files: boolean;
+}
+
+/** Remove exactly what the lab created: its containers, its network, its files. Images stay (a cache). */
+export async function labDown(dir: string): Promise<LabDownResult> {
+  const state = await checkLabDir(dir);
+  const id = state?.id ?? labId(dir);
+  const result: LabDownResult = { id, containers: [], network: false, files: false };
+  await ensureEngine(() => undefined).catch(() => undefined);
+  const containers = await labContainers(id).catch(() => []);
+  if (containers.length) {
+    await docker(['rm', '-f', '-v', ...containers.map((c) => c.id)]);
+    result.containers = containers.map((c) => c.name);
+  }
+  if ((await networkLabel(id, LAB_LABEL).catch(() => undefined)) === id) {
+    await docker(['network', 'rm', id]);
+    result.network = true;
+  }
+  for (const f of LAB_FILES) {
+    const p = path.join(dir, f);
+    if (await fsp.stat(p).catch(() => undefined)) {
+      await fsp.rm(p, { recursive: true, force: true });
+      result.files = true;
+    }
+  }
+  if ((await fsp.readdir(dir).catch(() => ['x'])).length === 0) await fsp.rmdir(dir);
+  return result;
+}
+
+// --- status ---------------------------------------------------------------
+
+export interface LabStatus {
+  state: LabState;
+  paths: LabPaths;
+  hosts: (HostHealth & { container: string })[];
+}
+
+export async function labStatus(dir: string): Promise<LabStatus> {
+  const state = await readState(dir);
+  if (!state) throw new UsageError(`no lab in ${dir}`, { hint: `start one with \`k8s-ha lab up --dir ${dir}\`` });
+  const paths = labPaths(dir);
+  const plan = planLab({ id: state.id, nodes: state.nodes, masters: state.masters, subnet: state.subnet, dir: paths.dir, images: state.images });
+  const containers = new Map((await labContainers(state.id)).map((c) => [c.name, c]));
+  const health = await checkLabHealth(plan, paths, 1);
+  return {
+    state,
+    paths,
+    hosts: plan.containers.map((c, i) => {
+      const ctr = containers.get(c.name);
+      const h = health[i]!;
+      const container = ctr ? ctr.status : 'missing';
+      return { ...h, ok: h.ok && !!ctr?.running, detail: ctr?.running ? h.detail : '', container };
+    }),
+  };
+}

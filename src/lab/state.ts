@@ -1,0 +1,140 @@
+/**
+ * Where a lab lives: its directory, the state file that marks it as a lab,
+ * its id (derived from the directory, so `lab down` finds its containers even
+ * when the state file is gone) and its subnet.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { UsageError } from '../errors.js';
+import { type LabImages, MAX_LAB_HOSTS } from './topology.js';
+
+export const STATE_FILE = 'lab.json';
+export const STATE_KIND = 'k8s-ha-lab';
+
+export interface LabState {
+  kind: typeof STATE_KIND;
+  version: 1;
+  id: string;
+  dir: string;
+  nodes: number;
+  masters: number;
+  subnet: string;
+  images: LabImages;
+  createdAt: string;
+}
+
+/** Everything the lab writes in its directory; `lab down` removes exactly these. */
+export const LAB_FILES = ['lab.json', 'inventory.yaml', 'known_hosts', 'ssh', 'hosts', 'pki', 'mirror'] as const;
+
+export function labId(dir: string): string {
+  const abs = path.resolve(dir);
+  const base = path.basename(abs).replace(/^\.+/, '').replace(/[^a-zA-Z0-9-]+/g, '-').toLowerCase() || 'lab';
+  const h = createHash('sha256').update(abs).digest('hex').slice(0, 6);
+  return `k8s-ha-${base}-${h}`;
+}
+
+export function checkSize(what: 'nodes' | 'masters', n: number): void {
+  if (!Number.isInteger(n) || n < 1 || n > MAX_LAB_HOSTS) {
+    throw new UsageError(`--${what} must be a whole number from 1 to ${MAX_LAB_HOSTS}, got ${Number.isNaN(n) ? 'not a number' : n}`);
+  }
+}
+
+export async function readState(dir: string): Promise<LabState | undefined> {
+  const file = path.join(dir, STATE_FILE);
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const s = JSON.parse(text) as LabState;
+    if (s.kind === STATE_KIND) return s;
+  } catch {
+    /* fall through: not ours */
+  }
+  throw new UsageError(`${file} is not a k8s-ha lab state file`, {
+    hint: `choose another --dir, or remove ${dir} if it is yours to delete`,
+  });
+}
+
+/**
+ * A directory a lab may live in: missing, empty, or holding a lab already.
+ * Anything else is refused before anything is created.
+ */
+export async function checkLabDir(dir: string): Promise<LabState | undefined> {
+  if (!fs.existsSync(dir)) return undefined;
+  if (!fs.statSync(dir).isDirectory()) {
+    throw new UsageError(`${dir} exists and is not a directory`, { hint: 'choose another --dir' });
+  }
+  const state = await readState(dir);
+  if (state) return state;
+  const entries = await fsp.readdir(dir);
+  const foreign = entries.filter((e) => !(LAB_FILES as readonly string[]).includes(e));
+  if (foreign.length) {
+    throw new UsageError(`${dir} holds files that are not a k8s-ha lab (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''})`, {
+      hint: 'choose another --dir, or empty that directory first',
+    });
+  }
+  return undefined;
+}
+
+export async function writeState(dir: string, state: LabState): Promise<void> {
+  await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
+}
+
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  await fsp.mkdir(path.dirname(file), { recursive: true });
+  const tmp = `${file}.tmp-${process.pid}`;
+  await fsp.writeFile(tmp, data, { mode });
+  await fsp.rename(tmp, file);
+}
+
+// --- subnets -------------------------------------------------------------
+
+function cidrRange(cidr: string): [number, number] | undefined {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(cidr);
+  if (!m) return undefined;
+  const ip = ((Number(m[1]) << 24) >>> 0) + (Number(m[2]) << 16) + (Number(m[3]) << 8) + Number(m[4]);
+  const bits = Number(m[5]);
+  const size = 2 ** (32 - bits);
+  const start = ip - (ip % size);
+  return [start, start + size - 1];
+}
+
+export function overlaps(a: string, b: string): boolean {
+  const ra = cidrRange(a);
+  const rb = cidrRange(b);
+  if (!ra || !rb) return false;
+  return ra[0] <= rb[1] && rb[0] <= ra[1];
+}
+
+export const SUBNET_CANDIDATES = Array.from({ length: 40 }, (_, i) => `10.${210 + i}.0.0/16`);
+
+/** The first candidate /16 that overlaps no network the engine or this host routes. */
+export function pickSubnet(used: string[]): string | undefined {
+  return SUBNET_CANDIDATES.find((c) => !used.some((u) => overlaps(c, u)));
+}
+
+/** IPv4 routes of this host, as CIDRs (so a lab never shadows a real network). */
+export function hostRoutes(): string[] {
+  try {
+    const lines = fs.readFileSync('/proc/net/route', 'utf8').split('\n').slice(1);
+    const out: string[] = [];
+    for (const line of lines) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 8) continue;
+      const dest = Number.parseInt(f[1]!, 16);
+      const mask = Number.parseInt(f[7]!, 16);
+      if (!mask) continue; // the default route covers everything; it is not a conflict
+      const ip = [dest & 255, (dest >> 8) & 255, (dest >> 16) & 255, (dest >>> 24) & 255].join('.');
+      const bits = mask.toString(2).split('').filter((b) => b === '1').length;
+      out.push(`${ip}/${bits}`);
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * The lab's topology as plain data: one network, N node containers that boot
+ * real systemd, M apiserver stand-ins and one nginx source mirror. `lab up`
+ * runs exactly these containers, and docker-compose.test.yml is rendered from
+ * the same plan (a unit test keeps the committed file equal to it).
+ */
+import path from 'node:path';
+
+export const MAX_LAB_HOSTS = 200;
+export const APISERVER_PORT = 6443;
+export const STANDIN_CONTROL_PORT = 8080;
+export const MIRROR_PORT = 80;
+
+export type LabRole = 'node' | 'master' | 'mirror';
+
+export interface LabImages {
+  node: string;
+  apiserver: string;
+}
+
+export interface LabPlanInput {
+  /** Prefix of every container and of the network, e.g. `k8s-ha-lab-1a2b3c`. */
+  id: string;
+  nodes: number;
+  masters: number;
+  /** An IPv4 /16, e.g. `10.210.0.0/16`. */
+  subnet: string;
+  /** The lab directory as the container engine should see it (absolute for `lab up`, relative in the compose file). */
+  dir: string;
+  images: LabImages;
+}
+
+export interface LabVolume {
+  host: string;
+  container: string;
+  readOnly: boolean;
+}
+
+export interface LabContainer {
+  /** Service name, also the container's hostname: node-1, master-1, mirror. */
+  service: string;
+  role: LabRole;
+  /** Container name for `lab up`. */
+  name: string;
+  address: string;
+  image: string;
+  capAdd: string[];
+  securityOpt: string[];
+  tmpfs: string[];
+  /** Join the host's cgroup namespace (systemd containers on cgroup v1 and v2 alike). */
+  cgroupnsHost: boolean;
+  volumes: LabVolume[];
+  env: Record<string, string>;
+  command: string[];
+}
+
+export interface LabPlan {
+  id: string;
+  network: { name: string; subnet: string; gateway: string };
+  containers: LabContainer[];
+}
+
+/** First two octets of a /16, or an error message. */
+export function parseSubnet16(subnet: string): { a: number; b: number } | string {
+  const m = /^(\d{1,3})\.(\d{1,3})\.0\.0\/16$/.exec(subnet);
+  if (!m) return `--subnet must be an IPv4 /16 written as A.B.0.0/16, got "${subnet}"`;
+  const a = Number(m[1]);
+  const b = Number(m[2]);
+  if (a > 255 || b > 255) return `--subnet has an octet above 255: "${subnet}"`;
+  return { a, b };
+}
+
+/** Fixed addresses: mirror .0.10, masters .1.(10+i), nodes .2.(10+i). */
+export function labAddress(subnet: string, role: LabRole, index: number): string {
+  const s = parseSubnet16(subnet);
+  if (typeof s === 'string') throw new Error(s);
+  const [third, host] = role === 'mirror' ? [0, 10] : role === 'master' ? [1, 10 + index] : [2, 10 + index];
+  return `${s.a}.${s.b}.${third}.${host}`;
+}
+
+// What a container needs to boot real systemd without --privileged (see docs/lab.md).
+const SYSTEMD_CONTAINER = {
+  capAdd: ['SYS_ADMIN', 'NET_ADMIN'],
+  securityOpt: ['seccomp=unconfined', 'apparmor=unconfined'],
+  tmpfs: ['/run', '/run/lock'],
+  cgroupnsHost: true,
+};
+
+export function planLab(input: LabPlanInput): LabPlan {
+  const s = parseSubnet16(input.subnet);
+  if (typeof s === 'string') throw new Error(s);
+  const dir = (...parts: string[]) => joinDir(input.dir, ...parts);
+  const containers: LabContainer[] = [];
+
+  for (let i = 1; i <= input.masters; i++) {
+    const service = `master-${i}`;
+    containers.push({
+      service,
+      role: 'master',
+      name: `${input.id}-${service}`,
+      address: labAddress(input.subnet, 'master', i),
+      image: input.images.apiserver,
+      capAdd: [],
+      securityOpt: [],
+      tmpfs: [],
+      cgroupnsHost: false,
+      volumes: [{ host: dir('pki', service), container: '/etc/k8s-ha-lab/pki', readOnly: true }],
+      env: { STANDIN_NAME: service },
+      command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'apiserver'],
+    });
+  }
+  containers.push({
+    service: 'mirror',
+    role: 'mirror',
+    name: `${input.id}-mirror`,
+    address: labAddress(input.subnet, 'mirror', 0),
+    image: input.images.apiserver,
+    capAdd: [],
+    securityOpt: [],
+    tmpfs: [],
+    cgroupnsHost: false,
+    volumes: [{ host: dir('mirror'), container: '/srv/mirror', readOnly: true }],
+    env: { STANDIN_NAME: 'mirror' },
+    command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'mirror', '/srv/mirror'],
+  });
+  for (let i = 1; i <= input.nodes; i++) {
+    const service = `node-${i}`;
+    containers.push({
+      service,
+      role: 'node',
+      name: `${input.id}-${service}`,
+      address: labAddress(input.subnet, 'node', i),
+      image: input.images.node,
+      ...structuredClone(SYSTEMD_CONTAINER),
+      volumes: [
+        { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
+        { host: dir('hosts', service), container: '/etc/k8s-ha-lab/host', readOnly: true },
+        { host: dir('ssh', 'authorized_keys'), container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      ],
+      env: { container: 'docker' },
+      command: ['/lib/systemd/systemd'],
+    });
+  }
+  return {
+    id: input.id,
+    network: { name: input.id, subnet: input.subnet, gateway: `${s.a}.${s.b}.0.1` },
+    containers,
+  };
+}
+
+function joinDir(dir: string, ...parts: string[]): string {
+  if (path.isAbsolute(dir)) return path.join(dir, ...parts);
+  // Keep compose-style relative paths ("./.lab/...") readable and stable.
+  return './' + path.posix.join(dir.replace(/^\.\//, ''), ...parts);
+}
+
+/** `docker run` arguments for one container of the plan (after `docker run -d`). */
+export function dockerRunArgs(plan: LabPlan, c: LabContainer, labels: Record<string, string>): string[] {
+  const args = ['--name', c.name, '--hostname', c.service, '--network', plan.network.name, '--ip', c.address];
+  for (const [k, v] of Object.entries(labels)) args.push('--label', `${k}=${v}`);
+  for (const cap of c.capAdd) args.push('--cap-add', cap);
+  for (const opt of c.securityOpt) args.push('--security-opt', opt);
+  if (c.cgroupnsHost) args.push('--cgroupns=host');
+  for (const t of c.tmpfs) args.push('--tmpfs', t);
+  for (const v of c.volumes) args.push('-v', `${v.host}:${v.container}${v.readOnly ? ':ro' : ':rw'}`);
+  for (const [k, v] of Object.entries(c.env)) args.push('-e', `${k}=${v}`);
+  args.push(c.image, ...c.command);
+  return args;
+}
