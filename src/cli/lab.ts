@@ -1,9 +1,10 @@
 /** `k8s-ha lab up | prepare | down | status`: parse, call, render. */
-import path from 'node:path';
 import chalk from 'chalk';
 import { Command, InvalidArgumentError } from 'commander';
+import { controlMaster, type MasterAction } from '../lab/control.js';
 import { labDown, labStatus, labUpSteps, prepareLabUp, type LabUpContext } from '../lab/lab.js';
 import { MAX_LAB_HOSTS } from '../lab/topology.js';
+import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
 
 function count(what: string) {
@@ -16,10 +17,6 @@ function count(what: string) {
   };
 }
 
-function rel(p: string): string {
-  const r = path.relative(process.cwd(), p);
-  return r && !r.startsWith('..') ? r : p;
-}
 
 export function labCommand(setExit: (code: number) => void): Command {
   const lab = new Command('lab').description('a throwaway cluster of systemd+sshd nodes and apiserver stand-ins on the local Docker engine');
@@ -91,6 +88,19 @@ export function labCommand(setExit: (code: number) => void): Command {
         );
       }
       if (!healthy) setExit(3);
+    });
+
+  lab
+    .command('master')
+    .description('fail or restore an apiserver stand-in: make /readyz red or green, or stop/start its container')
+    .argument('<name>', 'a master of the lab, e.g. master-1')
+    .argument('<action>', 'ready | unready | stop | start')
+    .option('--dir <dir>', 'lab directory', '.lab')
+    .action(async (name: string, action: string, o: { dir: string }) => {
+      if (!['ready', 'unready', 'stop', 'start'].includes(action)) {
+        throw new InvalidArgumentError(`action must be ready, unready, stop or start, got "${action}".`);
+      }
+      process.stdout.write((await controlMaster(o.dir, name, action as MasterAction)) + '\n');
     });
 
   return lab;

@@ -58,12 +58,12 @@ export function httpsGet(
       };
       req = https.request(
         {
+          // With createConnection Node must get no agent at all (agent: false would dial host:443 itself).
           ...(socket
             ? { createConnection: () => tls.connect({ ...tlsOptions, socket }) }
-            : { host: (connect as { address: string }).address, port: (connect as { port: number }).port, ...tlsOptions }),
+            : { host: (connect as { address: string }).address, port: (connect as { port: number }).port, agent: false, ...tlsOptions }),
           method: 'GET',
           path: opts.path,
-          agent: false,
           headers: { host: opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
         },
         (res) => {

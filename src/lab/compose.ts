@@ -4,7 +4,7 @@
  * namespace is the default, which is what systemd in the nodes needs.
  */
 import YAML from 'yaml';
-import type { LabPlan } from './topology.js';
+import { planLab, type LabPlan } from './topology.js';
 
 export const COMPOSE_FILE = 'docker-compose.test.yml';
 
@@ -45,4 +45,9 @@ export function renderCompose(plan: LabPlan): string {
     '',
   ].join('\n');
   return header + YAML.stringify(doc, { lineWidth: 0 });
+}
+
+/** The committed docker-compose.test.yml: the default lab, as `lab up` would plan it. */
+export function composeForDefaultLab(): string {
+  return renderCompose(planLab({ id: 'k8s-ha-lab', ...COMPOSE_LAB, images: COMPOSE_IMAGES }));
 }

@@ -65,3 +65,34 @@ export async function ensureEngine(say: Say): Promise<void> {
     hint: 'see /var/log/k8s-ha-dockerd.log or `journalctl -u docker`',
   });
 }
+
+const INOTIFY_INSTANCES = '/proc/sys/fs/inotify/max_user_instances';
+
+/** inotify instances a lab of this many systemd nodes needs: several per node, plus the host's own. */
+export function inotifyInstancesNeeded(nodes: number): number {
+  return Math.max(512, 128 + 12 * nodes);
+}
+
+/**
+ * Every systemd in a node container takes several inotify instances from the
+ * host's per-user limit (128 by default): past about 40 nodes, boots fail with
+ * "Failed to create inotify object". Raise it when we can; say how otherwise.
+ */
+export async function ensureHostLimits(nodes: number, say: Say): Promise<void> {
+  let current: number;
+  try {
+    current = Number(fs.readFileSync(INOTIFY_INSTANCES, 'utf8').trim());
+  } catch {
+    return; // not Linux /proc: the engine runs elsewhere (Docker Desktop) and has its own limits
+  }
+  const needed = inotifyInstancesNeeded(nodes);
+  if (current >= needed) return;
+  if (!isRoot()) {
+    throw new EnvironmentError(
+      `fs.inotify.max_user_instances is ${current}; ${nodes} systemd nodes need about ${needed}`,
+      { hint: `run: sudo sysctl -w fs.inotify.max_user_instances=${needed}` },
+    );
+  }
+  fs.writeFileSync(INOTIFY_INSTANCES, String(needed));
+  say(`raised fs.inotify.max_user_instances from ${current} to ${needed} (each systemd node uses several)`);
+}

@@ -5,10 +5,11 @@
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
+import { displayPath } from '../util/paths.js';
 import { mapLimit } from '../util/pool.js';
 import { COMPOSE_LAB } from './compose.js';
 import { docker, LAB_DIR_LABEL, LAB_LABEL, LAB_ROLE_LABEL, labContainers, networkExists, networkLabel, usedSubnets } from './docker.js';
-import { ensureEngine, type Say } from './engine.js';
+import { ensureEngine, ensureHostLimits, type Say } from './engine.js';
 import { ensureLabFiles, labPaths, type LabPaths } from './files.js';
 import { probeMaster, probeMirror, waitForNode, type HostHealth } from './health.js';
 import { ensureImages } from './images.js';
@@ -63,7 +64,9 @@ export async function prepareLabUp(options: LabUpOptions): Promise<LabUpContext>
   checkSize('masters', options.masters);
   if (options.subnet !== undefined) {
     const s = parseSubnet16(options.subnet);
-    if (typeof s === 'string') throw new UsageError(s);
+    if (typeof s === 'string') {
+      throw new UsageError(s, { hint: 'pass a /16 such as --subnet 10.230.0.0/16, or leave --subnet out to use the first free one' });
+    }
   }
   const existing = await checkLabDir(options.dir);
   if (existing && (existing.nodes !== options.nodes || existing.masters !== options.masters)) {
@@ -115,7 +118,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
         ctx.subnet = ctx.existing?.subnet ?? o.subnet ?? (o.prepareOnly ? COMPOSE_LAB.subnet : await chooseSubnet());
         ctx.plan = planLab({ id: ctx.id, nodes: o.nodes, masters: o.masters, subnet: ctx.subnet, dir: path.resolve(o.dir), images: ctx.images! });
         ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!);
-        return path.relative(process.cwd(), ctx.paths.inventory) || ctx.paths.inventory;
+        return displayPath(ctx.paths.inventory);
       },
     },
     {
@@ -123,6 +126,10 @@ export function labUpSteps(): Step<LabUpContext>[] {
       run: async (ctx, say) => {
         if (ctx.options.prepareOnly) return 'skipped (prepare only)';
         const plan = ctx.plan!;
+        await ensureHostLimits(ctx.options.nodes, (line) => {
+          ctx.changes.push(line);
+          say(line);
+        });
         if (!(await networkExists(plan.network.name))) {
           await docker([
             'network', 'create',
@@ -141,7 +148,8 @@ export function labUpSteps(): Step<LabUpContext>[] {
         const have = new Map((await labContainers(plan.id)).map((c) => [c.name, c]));
         let created = 0;
         let started = 0;
-        await mapLimit(plan.containers, 6, async (c) => {
+        // The engine serialises much of `docker run`; a dozen in flight keeps it busy on 2 cores.
+        await mapLimit(plan.containers, 12, async (c) => {
           const cur = have.get(c.name);
           if (cur?.running) return;
           if (cur) {

@@ -37,7 +37,9 @@ export function labId(dir: string): string {
 
 export function checkSize(what: 'nodes' | 'masters', n: number): void {
   if (!Number.isInteger(n) || n < 1 || n > MAX_LAB_HOSTS) {
-    throw new UsageError(`--${what} must be a whole number from 1 to ${MAX_LAB_HOSTS}, got ${Number.isNaN(n) ? 'not a number' : n}`);
+    throw new UsageError(`--${what} must be a whole number from 1 to ${MAX_LAB_HOSTS}, got ${Number.isNaN(n) ? 'not a number' : n}`, {
+      hint: `for example --${what} 3`,
+    });
   }
 }
 

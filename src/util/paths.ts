@@ -21,3 +21,9 @@ export function cacheDir(...parts: string[]): string {
     path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'k8s-ha');
   return path.join(base, ...parts);
 }
+
+/** A path as a person wants to read it: relative when under the current folder, absolute otherwise. */
+export function displayPath(p: string): string {
+  const r = path.relative(process.cwd(), p);
+  return r && !r.startsWith('..') && !path.isAbsolute(r) ? r : p;
+}

@@ -1,0 +1,19 @@
+// The demo behind `npm run demo`: start the lab, then show its hosts.
+// Each step is the real k8s-ha command line, printed before it runs.
+import { spawnSync } from 'node:child_process';
+
+const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
+const steps = [
+  ['lab', 'up'],
+  ['lab', 'status'],
+];
+
+for (const args of steps) {
+  process.stdout.write(`\n$ k8s-ha ${args.join(' ')}\n`);
+  const r = spawnSync(process.execPath, [bin, ...args], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    process.stderr.write(`\ndemo stopped: \`k8s-ha ${args.join(' ')}\` exited ${r.status}\n`);
+    process.exit(r.status ?? 1);
+  }
+}
+process.stdout.write('\nThe lab stays up for you to explore. Remove it with: npx k8s-ha lab down\n');

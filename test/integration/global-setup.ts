@@ -1,0 +1,21 @@
+/**
+ * One lab for the whole integration suite, started through the real CLI in
+ * .lab-test (apart from a user's .lab). K8S_HA_KEEP_LAB=1 leaves it up afterwards.
+ */
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { k8sha, ROOT } from '../helpers/cli.js';
+
+const DIR = path.join(ROOT, '.lab-test');
+
+export default async function setup(project: TestProject) {
+  const r = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '3', '--masters', '3', '--json']);
+  if (r.code !== 0) throw new Error(`k8s-ha lab up failed (exit ${r.code}):\n${r.stderr}`);
+  const info = JSON.parse(r.stdout);
+  project.provide('lab', { dir: DIR, ...info });
+  return async () => {
+    if (process.env.K8S_HA_KEEP_LAB) return;
+    const down = await k8sha(['lab', 'down', '--dir', DIR]);
+    if (down.code !== 0) throw new Error(`k8s-ha lab down failed:\n${down.stderr}`);
+  };
+}

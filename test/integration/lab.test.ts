@@ -1,0 +1,201 @@
+/**
+ * The lab as a user meets it: real sshd under real systemd, strict host key
+ * checking, TLS stand-ins reached from inside the nodes, the mirror's tarball.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConnectError } from '../../src/errors.js';
+import { httpsGet } from '../../src/connect/https-probe.js';
+import { SshConnection } from '../../src/connect/ssh.js';
+import { run } from '../../src/util/exec.js';
+import { k8sha, ROOT } from '../helpers/cli.js';
+import { lab, nodeTarget, withNode } from '../helpers/lab.js';
+
+const NGINX_SHA256 = '9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31';
+
+function openssh(address: string, command: string, knownHosts = lab().knownHosts) {
+  return run('ssh', [
+    '-i', lab().identityFile,
+    '-o', `UserKnownHostsFile=${knownHosts}`,
+    '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'BatchMode=yes',
+    '-o', 'ConnectTimeout=10',
+    `root@${address}`,
+    command,
+  ]);
+}
+
+describe('lab nodes', () => {
+  it('every node accepts the OpenSSH client with the lab key under strict host key checking, and systemd is running', async () => {
+    for (const n of lab().nodes) {
+      const r = await openssh(n.address, 'systemctl is-system-running; systemctl is-active ssh; hostname');
+      expect(r.stderr).toBe('');
+      expect(r.stdout.split('\n')).toEqual(['running', 'active', n.name, '']);
+    }
+  });
+
+  it('every node accepts k8s-ha’s own SSH connection, one connection reused for several commands', async () => {
+    for (const n of lab().nodes) {
+      await withNode(n, async (c) => {
+        expect((await c.execOk('systemctl is-system-running')).trim()).toBe('running');
+        expect((await c.execOk('id -u')).trim()).toBe('0');
+        // No compiler on a node: building nginx there must install one first.
+        expect((await c.exec('command -v gcc || command -v cc || command -v make')).code).not.toBe(0);
+      });
+    }
+  });
+
+  it('each node has its own host key, and a key that does not match known_hosts is refused by both clients', async () => {
+    const [n1, n2] = lab().nodes;
+    const wrong = path.join(lab().dir, 'known_hosts.wrong');
+    // File node-2's key under node-1's address: what a changed or spoofed host looks like.
+    const n2Line = fs.readFileSync(lab().knownHosts, 'utf8').split('\n').find((l) => l.startsWith(`${n2!.address} `))!;
+    fs.writeFileSync(wrong, n2Line.replace(n2!.address, n1!.address) + '\n');
+    try {
+      const r = await openssh(n1!.address, 'true', wrong);
+      expect(r.code).toBe(255);
+      expect(r.stderr).toMatch(/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
+
+      const err = await SshConnection.open(nodeTarget(n1!, { knownHostsFile: wrong })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).kind).toBe('host-key');
+      expect((err as ConnectError).message).toMatch(/HOST KEY CHANGED for .*: it now presents ssh-ed25519 SHA256:[A-Za-z0-9+/]{43}/);
+    } finally {
+      fs.rmSync(wrong);
+    }
+  });
+
+  it('an unknown host is refused under strict checking, and accept-new records it', async () => {
+    const n = lab().nodes[0]!;
+    const empty = path.join(lab().dir, 'known_hosts.empty');
+    fs.writeFileSync(empty, '');
+    try {
+      await expect(SshConnection.open(nodeTarget(n, { knownHostsFile: empty }))).rejects.toThrow(/is not in .*known_hosts\.empty/);
+      const c = await SshConnection.open(nodeTarget(n, { knownHostsFile: empty, strictHostKeyChecking: 'accept-new' }));
+      c.close();
+      const recorded = fs.readFileSync(empty, 'utf8');
+      const expected = fs.readFileSync(lab().knownHosts, 'utf8').split('\n').find((l) => l.startsWith(`${n.address} `));
+      expect(recorded.trim()).toBe(expected);
+    } finally {
+      fs.rmSync(empty);
+    }
+  });
+});
+
+describe('apiserver stand-ins', () => {
+  it('from inside every node, each stand-in answers /readyz and /version over TLS verified by the lab CA', async () => {
+    for (const n of lab().nodes) {
+      await withNode(n, async (c) => {
+        for (const m of lab().masters) {
+          const via = () => c.connectFromHost(m.address, m.port);
+          const ready = await httpsGet(via, { path: '/readyz', ca: lab().caPem, servername: m.address });
+          expect(ready).toMatchObject({ status: 200, body: 'ok', peer: m.name });
+          const version = await httpsGet(via, { path: '/version', ca: lab().caPem, servername: 'kubernetes' });
+          expect(JSON.parse(version.body)).toMatchObject({ standin: m.name, gitVersion: expect.stringMatching(/^v1\./) });
+        }
+      });
+    }
+  });
+
+  it('a certificate from another CA is not trusted', async () => {
+    const m = lab().masters[0]!;
+    const otherCa = fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'other-ca.crt'), 'utf8');
+    await expect(httpsGet({ address: m.address, port: m.port }, { path: '/readyz', ca: otherCa, servername: m.address })).rejects.toThrow(
+      /unable to verify|self.signed|certificate/i,
+    );
+  });
+
+  it('can be made unready and ready again, and stopped and started', async () => {
+    const m = lab().masters[1]!;
+    const readyz = () => httpsGet({ address: m.address, port: m.port }, { path: '/readyz', ca: lab().caPem, servername: m.address, timeoutMs: 2000 });
+    const dir = ['--dir', lab().dir];
+    expect((await k8sha(['lab', 'master', m.name, 'unready', ...dir])).code).toBe(0);
+    expect((await readyz()).status).toBe(500);
+    expect((await k8sha(['lab', 'master', m.name, 'ready', ...dir])).code).toBe(0);
+    expect((await readyz()).status).toBe(200);
+
+    expect((await k8sha(['lab', 'master', m.name, 'stop', ...dir])).code).toBe(0);
+    await expect(readyz()).rejects.toThrow();
+    expect((await k8sha(['lab', 'master', m.name, 'start', ...dir])).code).toBe(0);
+    let status = 0;
+    for (let i = 0; i < 50 && status !== 200; i++) {
+      status = await readyz().then((r) => r.status, () => 0);
+      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(status).toBe(200);
+  });
+
+  it('serves a long-lived stream of events, like a watch', async () => {
+    const m = lab().masters[0]!;
+    const events = await new Promise<unknown[]>((resolve, reject) => {
+      const got: unknown[] = [];
+      const req = https.request({ host: m.address, port: m.port, path: '/api/v1/pods?watch=true', ca: lab().caPem }, (res) => {
+        let buf = '';
+        res.on('data', (chunk: Buffer) => {
+          buf += chunk.toString();
+          for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+            got.push(JSON.parse(buf.slice(0, i)));
+            buf = buf.slice(i + 1);
+          }
+          if (got.length >= 3) {
+            res.destroy();
+            resolve(got.slice(0, 3));
+          }
+        });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(events).toEqual([1, 2, 3].map((seq) => ({ type: 'BOOKMARK', object: { standin: m.name, seq } })));
+  });
+});
+
+describe('nginx source mirror', () => {
+  it('serves the genuine nginx tarball to the nodes, sha256 verified', async () => {
+    const inventory = fs.readFileSync(lab().inventory, 'utf8');
+    const url = new URL(/- (http:\/\/\S+)/.exec(inventory)![1]!);
+    await withNode(lab().nodes[0]!, async (c) => {
+      const stream = await c.connectFromHost(url.hostname, Number(url.port || 80));
+      const body = await new Promise<Buffer>((resolve, reject) => {
+        const req = http.request({ createConnection: () => stream as never, path: url.pathname, headers: { host: url.host, connection: 'close' } }, (res) => {
+          expect(res.statusCode).toBe(200);
+          const chunks: Buffer[] = [];
+          res.on('data', (b: Buffer) => chunks.push(b));
+          res.on('end', () => resolve(Buffer.concat(chunks)));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      expect(body.length).toBe(1073948);
+      expect(createHash('sha256').update(body).digest('hex')).toBe(NGINX_SHA256);
+    });
+  });
+});
+
+describe('lab up, again', () => {
+  it('changes nothing on a live lab and says so', async () => {
+    const before = await run('docker', ['ps', '-q', '--no-trunc', '--filter', `label=io.k8s-ha.lab`]);
+    const r = await k8sha(['lab', 'up', '--dir', lab().dir]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/is already up in .*: nothing changed\./);
+    const after = await run('docker', ['ps', '-q', '--no-trunc', '--filter', `label=io.k8s-ha.lab`]);
+    expect(after.stdout.split('\n').sort()).toEqual(before.stdout.split('\n').sort());
+  });
+
+  it('lab status shows every host healthy', async () => {
+    const r = await k8sha(['lab', 'status', '--dir', lab().dir, '--json']);
+    expect(r.code).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.healthy).toBe(true);
+    expect(s.hosts.map((h: { service: string }) => h.service).sort()).toEqual(
+      [...lab().masters.map((m) => m.name), 'mirror', ...lab().nodes.map((n) => n.name)].sort(),
+    );
+  });
+});

@@ -1,0 +1,62 @@
+import { createHmac } from 'node:crypto';
+import ssh2 from 'ssh2';
+import { describe, expect, it } from 'vitest';
+import {
+  checkHostKey,
+  entryMatches,
+  fingerprint,
+  hostKeyName,
+  keyTypeOf,
+  knownHostsLine,
+  knownKeyTypes,
+  parseKnownHosts,
+} from '../../src/connect/known-hosts.js';
+
+function key(): { line: string; blob: Buffer } {
+  const pub = ssh2.utils.generateKeyPairSync('ed25519').public.trim();
+  return { line: pub, blob: Buffer.from(pub.split(' ')[1]!, 'base64') };
+}
+
+describe('known_hosts', () => {
+  const a = key();
+  const b = key();
+
+  it('files hosts on other ports as [host]:port', () => {
+    expect(hostKeyName('10.0.0.1', 22)).toBe('10.0.0.1');
+    expect(hostKeyName('10.0.0.1', 2222)).toBe('[10.0.0.1]:2222');
+    expect(knownHostsLine('h', 2222, a.blob)).toBe(`[h]:2222 ssh-ed25519 ${a.blob.toString('base64')}`);
+  });
+
+  it('matches plain, comma-separated, wildcard and negated patterns', () => {
+    expect(entryMatches('10.0.0.1,node-1', 'node-1', 22)).toBe(true);
+    expect(entryMatches('10.0.0.*', '10.0.0.7', 22)).toBe(true);
+    expect(entryMatches('10.0.0.*,!10.0.0.7', '10.0.0.7', 22)).toBe(false);
+    expect(entryMatches('[10.0.0.1]:2222', '10.0.0.1', 2222)).toBe(true);
+    expect(entryMatches('10.0.0.1', '10.0.0.1', 2222)).toBe(false);
+  });
+
+  it('matches hashed host names the way ssh-keygen -H writes them', () => {
+    const salt = Buffer.from('0123456789abcdef0123');
+    const hash = createHmac('sha1', salt).update('10.0.0.9').digest('base64');
+    const hashed = `|1|${salt.toString('base64')}|${hash}`;
+    expect(entryMatches(hashed, '10.0.0.9', 22)).toBe(true);
+    expect(entryMatches(hashed, '10.0.0.8', 22)).toBe(false);
+  });
+
+  it('says match, unknown, changed or revoked', () => {
+    const entries = parseKnownHosts(`# comment\n10.0.0.1 ${a.line.split(' ').slice(0, 2).join(' ')}\n\n@revoked 10.0.0.2 ${b.line}\n`);
+    expect(checkHostKey(entries, '10.0.0.1', 22, a.blob).status).toBe('match');
+    expect(checkHostKey(entries, '10.0.0.3', 22, a.blob).status).toBe('unknown');
+    const changed = checkHostKey(entries, '10.0.0.1', 22, b.blob);
+    expect(changed.status).toBe('mismatch');
+    expect(changed.status === 'mismatch' && changed.expected[0]!.line).toBe(2);
+    expect(checkHostKey(entries, '10.0.0.2', 22, b.blob).status).toBe('revoked');
+  });
+
+  it('names key types and fingerprints as OpenSSH prints them', () => {
+    expect(keyTypeOf(a.blob)).toBe('ssh-ed25519');
+    expect(fingerprint(a.blob)).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
+    const entries = parseKnownHosts(`h ssh-rsa AAAA\nh ${a.line}\n`);
+    expect(knownKeyTypes(entries, 'h', 22)).toEqual(['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa', 'ssh-ed25519']);
+  });
+});

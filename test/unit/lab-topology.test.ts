@@ -1,0 +1,72 @@
+import fs from 'node:fs';
+import YAML from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { COMPOSE_FILE, COMPOSE_IMAGES, COMPOSE_LAB, composeForDefaultLab } from '../../src/lab/compose.js';
+import { dockerRunArgs, labAddress, parseSubnet16, planLab } from '../../src/lab/topology.js';
+
+const images = { node: 'n:1', apiserver: 'a:1' };
+
+describe('lab topology', () => {
+  it('gives every host a fixed address in the /16 and names containers after the lab', () => {
+    const plan = planLab({ id: 'k8s-ha-lab-abc', nodes: 2, masters: 3, subnet: '10.220.0.0/16', dir: '/x/.lab', images });
+    expect(plan.network).toEqual({ name: 'k8s-ha-lab-abc', subnet: '10.220.0.0/16', gateway: '10.220.0.1' });
+    expect(plan.containers.map((c) => [c.name, c.address])).toEqual([
+      ['k8s-ha-lab-abc-master-1', '10.220.1.11'],
+      ['k8s-ha-lab-abc-master-2', '10.220.1.12'],
+      ['k8s-ha-lab-abc-master-3', '10.220.1.13'],
+      ['k8s-ha-lab-abc-mirror', '10.220.0.10'],
+      ['k8s-ha-lab-abc-node-1', '10.220.2.11'],
+      ['k8s-ha-lab-abc-node-2', '10.220.2.12'],
+    ]);
+  });
+
+  it('holds 200 nodes and 200 masters without address clashes', () => {
+    const plan = planLab({ id: 'l', nodes: 200, masters: 200, subnet: '10.210.0.0/16', dir: '/l', images });
+    const addresses = plan.containers.map((c) => c.address);
+    expect(new Set(addresses).size).toBe(401);
+    expect(labAddress('10.210.0.0/16', 'node', 200)).toBe('10.210.2.210');
+  });
+
+  it('boots nodes with systemd as PID 1 and exactly the capabilities it needs, never privileged', () => {
+    const plan = planLab({ id: 'l', nodes: 1, masters: 1, subnet: '10.210.0.0/16', dir: '/l', images });
+    const node = plan.containers.find((c) => c.role === 'node')!;
+    const args = dockerRunArgs(plan, node, { 'io.k8s-ha.lab': 'l' });
+    expect(args).not.toContain('--privileged');
+    expect(args.join(' ')).toContain(
+      '--cap-add SYS_ADMIN --cap-add NET_ADMIN --security-opt seccomp=unconfined --security-opt apparmor=unconfined --cgroupns=host --tmpfs /run --tmpfs /run/lock -v /sys/fs/cgroup:/sys/fs/cgroup:rw',
+    );
+    expect(args.slice(-2)).toEqual(['n:1', '/lib/systemd/systemd']);
+    expect(args).toContain('--ip');
+    expect(args[args.indexOf('--ip') + 1]).toBe('10.210.2.11');
+  });
+
+  it('rejects a subnet that is not a /16', () => {
+    expect(parseSubnet16('10.1.0.0/24')).toMatch(/must be an IPv4 \/16/);
+    expect(parseSubnet16('300.1.0.0/16')).toMatch(/above 255/);
+    expect(parseSubnet16('10.1.0.0/16')).toEqual({ a: 10, b: 1 });
+  });
+});
+
+describe(COMPOSE_FILE, () => {
+  it('is exactly what the lab plan renders (regenerate with npm run compose:write)', () => {
+    expect(fs.readFileSync(COMPOSE_FILE, 'utf8')).toBe(composeForDefaultLab());
+  });
+
+  it('runs every container of the plan with the same image, address, capabilities, mounts, env and command', () => {
+    const compose = YAML.parse(fs.readFileSync(COMPOSE_FILE, 'utf8'));
+    const plan = planLab({ id: 'k8s-ha-lab', ...COMPOSE_LAB, images: COMPOSE_IMAGES });
+    expect(Object.keys(compose.services).sort()).toEqual(plan.containers.map((c) => c.service).sort());
+    for (const c of plan.containers) {
+      const s = compose.services[c.service];
+      expect(s.image).toBe(c.image);
+      expect(s.networks.lab.ipv4_address).toBe(c.address);
+      expect(s.cap_add ?? []).toEqual(c.capAdd);
+      expect(s.security_opt ?? []).toEqual(c.securityOpt);
+      expect(s.tmpfs ?? []).toEqual(c.tmpfs);
+      expect(s.volumes).toEqual(c.volumes.map((v) => `${v.host}:${v.container}:${v.readOnly ? 'ro' : 'rw'}`));
+      expect(s.environment).toEqual(c.env);
+      expect(s.command).toEqual(c.command);
+    }
+    expect(compose.networks.lab.ipam.config[0].subnet).toBe(COMPOSE_LAB.subnet);
+  });
+});
