@@ -82,3 +82,8 @@ export class ConnectError extends K8sHaError {
     super(`${host}: ${message}`, options);
   }
 }
+
+/** The nginx build failed (download, checksum, toolchain, compile): exit 4, nothing touched on any node. */
+export class BuildError extends K8sHaError {
+  override readonly exitCode = ExitCode.build;
+}

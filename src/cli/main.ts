@@ -1,6 +1,7 @@
 /** The k8s-ha command line: parse, dispatch, and one catch that maps errors to exit codes. */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError } from '../errors.js';
+import { deployCommand } from './deploy.js';
 import { labCommand } from './lab.js';
 import { reportError } from './ui.js';
 
@@ -20,6 +21,7 @@ export async function main(argv: string[]): Promise<number> {
       // Commander's own usage errors go through reportError so they look like ours.
       outputError: () => undefined,
     });
+  program.addCommand(deployCommand(setExit));
   program.addCommand(labCommand(setExit));
   for (const c of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     c.exitOverride().configureOutput({ outputError: () => undefined });

@@ -8,9 +8,10 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Duplex } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
 import { CommandError, ConnectError } from '../errors.js';
+import { quote } from '../util/quote.js';
 import {
   checkHostKey,
   fingerprint,
@@ -34,6 +35,11 @@ export interface SshTarget {
   knownHostsFile: string;
   strictHostKeyChecking: StrictHostKeyChecking;
   connectTimeoutMs?: number;
+}
+
+export interface ExecInput {
+  /** Standard input for the command: text, bytes, or a stream (a tarball, a binary). */
+  input?: string | Buffer | Readable;
 }
 
 export interface RemoteResult {
@@ -85,7 +91,8 @@ export class SshConnection {
         port: target.port,
         username: target.user,
         privateKey,
-        agent: privateKey ? undefined : process.env.SSH_AUTH_SOCK,
+        // Like OpenSSH: keys from ssh-agent are offered as well as the identity file.
+        agent: process.env.SSH_AUTH_SOCK,
         readyTimeout: target.connectTimeoutMs ?? 10_000,
         keepaliveInterval: 15_000,
         algorithms: preferred.length
@@ -110,17 +117,41 @@ export class SshConnection {
     return new SshConnection(target, ssh);
   }
 
-  /** Run a shell command line; never throws on a non-zero exit. */
-  async exec(command: string, options: { input?: string } = {}): Promise<RemoteResult> {
-    const r = await this.ssh.execCommand(command, { stdin: options.input, noTrim: true });
+  /** True when commands must go through sudo to act as root. */
+  get needsSudo(): boolean {
+    return this.target.user !== 'root';
+  }
+
+  /** Run a shell command line as the login user; never throws on a non-zero exit. */
+  async exec(command: string, options: ExecInput = {}): Promise<RemoteResult> {
+    const input = options.input;
+    const stdin = input === undefined ? undefined : typeof input === 'string' ? input : Buffer.isBuffer(input) ? Readable.from([input]) : input;
+    const r = await this.ssh.execCommand(command, { stdin, noTrim: true });
     return { stdout: r.stdout, stderr: r.stderr, code: r.code, signal: r.signal };
   }
 
+  /** Run a shell script as root: directly when logged in as root, else through passwordless sudo. */
+  async execAsRoot(script: string, options: ExecInput = {}): Promise<RemoteResult> {
+    if (!this.needsSudo) return this.exec(script, options);
+    const r = await this.exec(`sudo -n -- sh -c ${quote(script)}`, options);
+    if (r.code === 1 && /^sudo: (a password is required|.*not in the sudoers|.*may not run sudo)/m.test(r.stderr)) {
+      throw new ConnectError(this.target.name, 'auth', `${this.target.user} cannot become root with sudo: ${r.stderr.trim().split('\n')[0]}`, {
+        hint: `give ${this.target.user} passwordless sudo on ${this.target.name} (e.g. '${this.target.user} ALL=(ALL) NOPASSWD:ALL' in /etc/sudoers.d/), or log in as root`,
+      });
+    }
+    return r;
+  }
+
   /** Run a command line and return stdout; a non-zero exit throws a CommandError naming host and step. */
-  async execOk(command: string, options: { input?: string; step?: string } = {}): Promise<string> {
-    const r = await this.exec(command, options);
+  async execOk(command: string, options: ExecInput & { step?: string; asRoot?: boolean } = {}): Promise<string> {
+    const r = options.asRoot ? await this.execAsRoot(command, options) : await this.exec(command, options);
     if (r.code !== 0) throw new CommandError(this.where, command, r.code, r.signal, r.stderr || r.stdout, { step: options.step });
     return r.stdout;
+  }
+
+  /** Copy a file from the host to this machine (SFTP). */
+  async download(remote: string, local: string): Promise<void> {
+    await this.ssh.getFile(local, remote);
   }
 
   /** A TCP stream opened by the host itself to address:port (an SSH direct-tcpip channel). */

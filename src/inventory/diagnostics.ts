@@ -27,12 +27,13 @@ export class InventoryError extends UsageError {
   constructor(
     readonly file: string,
     readonly diagnostics: Diagnostic[],
+    what: 'inventory' | 'playbook' = 'inventory',
   ) {
     const errors = diagnostics.filter((d) => d.severity === 'error');
     super(
-      `${file}: ${errors.length} error${errors.length === 1 ? '' : 's'} in the inventory\n` +
+      `${file}: ${errors.length} error${errors.length === 1 ? '' : 's'} in the ${what}\n` +
         errors.map((d) => '  ' + formatDiagnostic(file, d)).join('\n'),
-      { hint: 'fix the lines above; the inventory format is in README.md (Inventory reference)' },
+      { hint: `fix the lines above; the ${what} format is in README.md (${what === 'inventory' ? 'Inventory reference' : 'Playbooks'})` },
     );
   }
 }

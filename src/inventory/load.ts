@@ -4,11 +4,10 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { isMap, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from 'yaml';
-import type { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { expandHome } from '../connect/ssh.js';
-import { formatDiagnostic, InventoryError, type Diagnostic, type InventoryPath } from './diagnostics.js';
+import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics.js';
+import { validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
 import { inventorySchema, type Inventory } from './schema.js';
 
@@ -19,71 +18,10 @@ export interface ParsedInventory {
 
 /** Pure: text in, inventory and diagnostics out (paths not yet resolved). */
 export function parseInventory(text: string): ParsedInventory {
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length) {
-    return {
-      diagnostics: doc.errors.map((e) => ({
-        severity: 'error',
-        path: [],
-        message: `YAML: ${e.message.split('\n')[0]}`,
-        ...lineCounter.linePos(e.pos[0]),
-      })),
-    };
-  }
-  const position = (p: InventoryPath, key?: string) => locate(doc, lineCounter, p, key);
-  const result = inventorySchema.safeParse(doc.toJS() ?? {});
-  if (!result.success) {
-    const diagnostics: Diagnostic[] = [];
-    for (const issue of result.error.issues) {
-      const p = issue.path as InventoryPath;
-      if (issue.code === 'unrecognized_keys') {
-        for (const key of issue.keys) {
-          diagnostics.push({ severity: 'error', path: [...p, key], message: 'unknown key', ...position(p, key) });
-        }
-        continue;
-      }
-      diagnostics.push({ severity: 'error', path: p, message: describe(issue), ...position(p) });
-    }
-    return { diagnostics };
-  }
-  const diagnostics = checkRules(result.data).map((d) => ({ ...d, ...position(d.path) }));
-  return { inventory: result.data, diagnostics };
-}
-
-type ZodIssue = z.core.$ZodIssue;
-
-function describe(issue: ZodIssue): string {
-  const received = (issue as { input?: unknown }).input;
-  if (received === undefined && (issue.code === 'invalid_type' || /received undefined/.test(issue.message))) {
-    return 'is required';
-  }
-  return issue.message;
-}
-
-/** Line and column of a path in the YAML document: the value if present, else the closest parent. */
-function locate(doc: Document, lc: LineCounter, p: InventoryPath, key?: string): { line?: number; col?: number } {
-  let node: unknown = doc.contents;
-  let best: YamlNode | undefined = node as YamlNode;
-  const steps = key === undefined ? p : [...p, key];
-  for (let i = 0; i < steps.length; i++) {
-    const step = steps[i]!;
-    if (isMap(node)) {
-      const pair = node.items.find((it) => (it.key as { value?: unknown })?.value === step);
-      if (!pair) break;
-      // For an unknown key, point at the key itself.
-      const target = key !== undefined && i === steps.length - 1 ? pair.key : (pair.value ?? pair.key);
-      node = target;
-    } else if (isSeq(node) && typeof step === 'number') {
-      node = node.items[step];
-    } else break;
-    if (node && (node as YamlNode).range) best = node as YamlNode;
-    else break;
-  }
-  const offset = best?.range?.[0];
-  if (offset === undefined) return {};
-  const pos = lc.linePos(offset);
-  return { line: pos.line, col: pos.col };
+  const v = validateYaml(text, inventorySchema);
+  if (!v.value) return { diagnostics: v.diagnostics };
+  const diagnostics = checkRules(v.value).map((d) => ({ ...d, ...v.position(d.path) }));
+  return { inventory: v.value, diagnostics };
 }
 
 const PATH_FIELDS = [

@@ -47,7 +47,13 @@ const hashBalance: Rule = (inv) =>
       ]
     : [];
 
+const buildHost: Rule = (inv) =>
+  inv.build.host === 'controller' || inv.nodes.some((n) => n.name === inv.build.host)
+    ? []
+    : [{ severity: 'error', path: ['build', 'host'], message: `"${inv.build.host}" is neither "controller" nor the name of a node` }];
+
 export const RULES: Rule[] = [
+  buildHost,
   duplicates('nodes', 'name'),
   duplicates('nodes', 'address'),
   duplicates('masters', 'name'),

@@ -90,6 +90,13 @@ export const tls = z.strictObject({
   insecureSkipVerify: z.boolean().default(false),
 });
 
+export const build = z.strictObject({
+  /** `controller` (this machine) or the name of a node, as the seed compiles on its first node. */
+  host: z.string().min(1).default('controller'),
+  /** Install gcc and make with the build host's package manager when missing. Default: yes on a node, no on the controller. */
+  installToolchain: z.boolean().optional(),
+});
+
 export const inventorySchema = z.strictObject({
   ssh: sshSettings.default({}),
   masters: z.array(master, { error: 'must be a list of apiservers' }).min(1, 'must name at least one apiserver'),
@@ -97,6 +104,7 @@ export const inventorySchema = z.strictObject({
   lb: lb.default(lb.parse({})),
   nginx,
   tls: tls.default(tls.parse({})),
+  build: build.default(build.parse({})),
 });
 
 export type Inventory = z.infer<typeof inventorySchema>;

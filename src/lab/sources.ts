@@ -5,10 +5,10 @@
  * image and the apt sources it already has. Kept in the cache; always checked
  * by sha256.
  */
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { sha256File } from '../build/download.js';
 import { EnvironmentError } from '../errors.js';
 import { cacheDir } from '../util/paths.js';
 import { docker } from './docker.js';
@@ -20,12 +20,6 @@ export const NGINX_SOURCE = {
   sha256: '9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31',
   debianOrig: 'nginx_1.22.1.orig.tar.gz',
 } as const;
-
-export async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of fs.createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 const FETCH_SCRIPT = `set -eu
 for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do

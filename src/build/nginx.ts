@@ -1,0 +1,217 @@
+/**
+ * Build nginx with the stream module, once per (version, tarball, configure
+ * arguments, build host OS), on this machine or on a node, as the seed does.
+ * The binary is cached; the next deploy does not rebuild.
+ */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import * as tar from 'tar';
+import { BuildError, CommandError } from '../errors.js';
+import type { SshConnection } from '../connect/ssh.js';
+import { osKey, type OsFacts } from '../facts/host.js';
+import { onPath, run } from '../util/exec.js';
+import { cacheDir } from '../util/paths.js';
+import { quote, shellCommand } from '../util/quote.js';
+import { fetchVerified, sha256File, type Say } from './download.js';
+
+export interface NginxSource {
+  version: string;
+  sources: string[];
+  sha256: string;
+}
+
+export interface BuildHost {
+  /** `controller`, or the node's name. */
+  name: string;
+  os: OsFacts;
+  tools: string[];
+  packageManager: 'apt-get' | 'dnf' | 'yum' | null;
+  /** Absent for the controller. */
+  connection?: SshConnection;
+  installToolchain: boolean;
+}
+
+export interface BuiltBinary {
+  path: string;
+  sha256: string;
+  size: number;
+  cached: boolean;
+  builtOn: string;
+  osKey: string;
+  /** `nginx -V` output. */
+  configure: string;
+}
+
+export function buildKey(src: NginxSource, configure: string[], os: OsFacts): string {
+  return createHash('sha256')
+    .update(JSON.stringify([src.version, src.sha256, configure, osKey(os)]))
+    .digest('hex')
+    .slice(0, 16);
+}
+
+/** Commands that install a C toolchain with the host's package manager. */
+export function toolchainInstallCommand(pm: BuildHost['packageManager']): string | undefined {
+  if (pm === 'apt-get') {
+    return 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc make libc6-dev';
+  }
+  if (pm === 'dnf') return 'dnf install -y -q gcc make glibc-devel';
+  if (pm === 'yum') return 'yum install -y -q gcc make glibc-devel';
+  return undefined;
+}
+
+export function hasToolchain(tools: string[]): boolean {
+  return (tools.includes('gcc') || tools.includes('cc')) && tools.includes('make');
+}
+
+export async function controllerOs(): Promise<OsFacts> {
+  const text = await fsp.readFile('/etc/os-release', 'utf8').catch(() => '');
+  const kv = Object.fromEntries(
+    text
+      .split('\n')
+      .map((l) => /^([A-Z_]+)=(.*)$/.exec(l))
+      .filter((m): m is RegExpExecArray => !!m)
+      .map((m) => [m[1], m[2]!.replace(/^"(.*)"$/, '$1')]),
+  );
+  const ldd = await run('ldd', ['--version']).catch(() => undefined);
+  const glibc = ldd?.stdout.split('\n')[0]?.trim().split(/\s+/).pop() ?? '';
+  const arch = (await run('uname', ['-m']).catch(() => undefined))?.stdout.trim() ?? os.arch();
+  return { id: kv.ID ?? os.platform(), versionId: kv.VERSION_ID ?? '', prettyName: kv.PRETTY_NAME ?? os.platform(), arch, glibc };
+}
+
+export async function controllerBuildHost(installToolchain: boolean): Promise<BuildHost> {
+  const tools: string[] = [];
+  for (const t of ['gcc', 'cc', 'make']) if (await onPath(t)) tools.push(t);
+  let pm: BuildHost['packageManager'] = null;
+  for (const p of ['apt-get', 'dnf', 'yum'] as const) {
+    if (await onPath(p)) {
+      pm = p;
+      break;
+    }
+  }
+  return { name: 'controller', os: await controllerOs(), tools, packageManager: pm, installToolchain };
+}
+
+function noToolchain(host: BuildHost, why: string): BuildError {
+  return new BuildError(`cannot build nginx on ${host.name}: ${why}`, {
+    hint:
+      host.name === 'controller'
+        ? 'install gcc and make here, set build.installToolchain: true, or build on a node of the same OS (build.host: node-1); hosts that can get no compiler can run kube-lb instead'
+        : `install gcc and make on ${host.name}, allow build.installToolchain, or build elsewhere; hosts that can get no compiler can run kube-lb instead`,
+  });
+}
+
+export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say): Promise<BuiltBinary> {
+  const key = buildKey(src, configure, host.os);
+  const dir = cacheDir('builds', key);
+  const binary = path.join(dir, 'kube-nginx');
+  const metaFile = path.join(dir, 'build.json');
+  if (fs.existsSync(binary) && fs.existsSync(metaFile)) {
+    const meta = JSON.parse(await fsp.readFile(metaFile, 'utf8')) as BuiltBinary;
+    if ((await sha256File(binary)) === meta.sha256) return { ...meta, path: binary, cached: true };
+  }
+
+  const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
+
+  if (!hasToolchain(host.tools)) {
+    const install = toolchainInstallCommand(host.packageManager);
+    if (!host.installToolchain) throw noToolchain(host, 'no gcc/make, and build.installToolchain is off');
+    if (!install) throw noToolchain(host, 'no gcc/make, and no apt-get, dnf or yum to install them');
+    say(`installing gcc and make on ${host.name} (${host.packageManager})`);
+    const r = host.connection
+      ? await host.connection.execAsRoot(install)
+      : await run('sh', ['-c', install]);
+    if (r.code !== 0) throw noToolchain(host, `installing the toolchain failed:\n${(r.stderr || r.stdout).trim().split('\n').slice(-8).join('\n')}`);
+  }
+
+  await fsp.mkdir(dir, { recursive: true });
+  const tmpBinary = `${binary}.${process.pid}.part`;
+  const versionOut = host.connection
+    ? await buildOnNode(host.connection, src.version, tarball, configure, tmpBinary, say)
+    : await buildHere(src.version, tarball, configure, tmpBinary, say);
+  if (!/--with-stream/.test(versionOut)) {
+    throw new BuildError(`the built nginx does not list --with-stream in nginx -V:\n${versionOut}`);
+  }
+  await fsp.chmod(tmpBinary, 0o755);
+  await fsp.rename(tmpBinary, binary);
+  const meta: BuiltBinary = {
+    path: binary,
+    sha256: await sha256File(binary),
+    size: (await fsp.stat(binary)).size,
+    cached: false,
+    builtOn: `${host.name} (${host.os.prettyName})`,
+    osKey: osKey(host.os),
+    configure: versionOut.trim(),
+  };
+  await fsp.writeFile(metaFile, JSON.stringify(meta, null, 2) + '\n');
+  return meta;
+}
+
+function makeProgress(say: Say): (chunk: string) => void {
+  let compiled = 0;
+  return (chunk) => {
+    for (const line of chunk.split('\n')) {
+      if (/^checking for /.test(line)) say(`configure: ${line.slice(0, 70)}`);
+      const m = /-o objs\/src\/\S+\/(\S+)\.o/.exec(line);
+      if (m) say(`make: compiled ${++compiled} files (${m[1]}.c)`);
+    }
+  };
+}
+
+async function buildHere(version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'k8s-ha-build-'));
+  try {
+    await tar.x({ file: tarball, cwd: work });
+    const srcDir = path.join(work, `nginx-${version}`);
+    const progress = makeProgress(say);
+    for (const [file, args, step] of [
+      ['./configure', configure, 'configure'],
+      ['make', [`-j${os.availableParallelism?.() ?? os.cpus().length}`], 'make'],
+    ] as const) {
+      say(`${step}`);
+      const r = await run(file, args, { cwd: srcDir, onOutput: progress });
+      if (r.code !== 0) {
+        throw new BuildError(
+          new CommandError('controller', shellCommand([file, ...args]), r.code, r.signal, (r.stdout + r.stderr).split('\n').slice(-30).join('\n')).message,
+          { hint: 'the output above is from the nginx build; check the toolchain and configure arguments' },
+        );
+      }
+    }
+    const v = await run(path.join(srcDir, 'objs', 'nginx'), ['-V']);
+    await fsp.copyFile(path.join(srcDir, 'objs', 'nginx'), out);
+    return v.stderr + v.stdout;
+  } finally {
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
+async function buildOnNode(conn: SshConnection, version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
+  const script = `set -e
+d=$(mktemp -d /tmp/k8s-ha-build-XXXXXX)
+chmod 755 "$d"
+echo "@@dir $d"
+cat > "$d/src.tar.gz"
+tar -xzf "$d/src.tar.gz" -C "$d"
+cd "$d/nginx-${version}"
+./configure ${configure.map(quote).join(' ')} > "$d/configure.log" 2>&1 || { tail -n 30 "$d/configure.log" >&2; exit 1; }
+make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1; }
+chmod 755 objs objs/nginx
+objs/nginx -V 2>&1
+`;
+  say(`building on ${conn.target.name}: configure and make`);
+  const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball) });
+  const dir = /^@@dir (\S+)$/m.exec(r.stdout)?.[1];
+  try {
+    if (r.code !== 0) {
+      throw new BuildError(
+        new CommandError(conn.where, './configure && make', r.code, r.signal, r.stderr || r.stdout, { step: 'building nginx' }).message,
+      );
+    }
+    await conn.download(`${dir}/nginx-${version}/objs/nginx`, out);
+    return r.stdout.replace(/^@@dir .*\n/m, '');
+  } finally {
+    if (dir) await conn.execAsRoot(`rm -rf ${quote(dir)}`).catch(() => undefined);
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * `k8s-ha deploy`: load and check the inventory and playbook, build once,
+ * then every node in parallel (one SSH connection each), then a recap.
+ * This module does the work; the CLI renders it.
+ */
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { BuildError, ConnectError, UsageError } from '../errors.js';
+import { controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
+import { emptyRequest, factScript, parseFacts } from '../facts/host.js';
+import { SshConnection, type SshTarget } from '../connect/ssh.js';
+import { resolveTarget } from '../connect/targets.js';
+import { loadInventory, type LoadedInventory } from '../inventory/load.js';
+import type { InventoryNode } from '../inventory/schema.js';
+import { TEMPLATES } from '../lb/templates.js';
+import type { PlanContext } from '../ops/types.js';
+import { deployHost, type Say } from './host.js';
+import { defaultPlaybookPath, loadPlaybook, type Playbook } from './playbook.js';
+import { totals, type HostResult, type Totals } from './results.js';
+
+export interface DeployOptions {
+  inventoryFile: string;
+  playbookFile?: string;
+  limit?: string[];
+  concurrency: number;
+  acceptNewHostKeys: boolean;
+}
+
+export interface DeployRun {
+  options: DeployOptions;
+  loaded: LoadedInventory;
+  playbook: Playbook;
+  nodes: InventoryNode[];
+  targets: Map<string, SshTarget>;
+  startedAt: number;
+  build?: BuiltBinary;
+  artifacts: PlanContext['artifacts'];
+  /** The build host's connection, reused for its own deploy. */
+  openConnections: Map<string, SshConnection>;
+  results: HostResult[];
+}
+
+export async function prepareDeploy(options: DeployOptions): Promise<DeployRun> {
+  const startedAt = Date.now();
+  const loaded = await loadInventory(options.inventoryFile);
+  const inv = loaded.inventory;
+  const playbook = await loadPlaybook(options.playbookFile ?? defaultPlaybookPath(), inv, Object.keys(TEMPLATES));
+  let nodes = inv.nodes;
+  if (options.limit?.length) {
+    const unknown = options.limit.filter((n) => !inv.nodes.some((x) => x.name === n));
+    if (unknown.length) {
+      throw new UsageError(`--limit names ${unknown.join(', ')}, not in ${options.inventoryFile}`, {
+        hint: `use node names from the inventory: ${inv.nodes.map((n) => n.name).join(', ')}`,
+      });
+    }
+    nodes = inv.nodes.filter((n) => options.limit!.includes(n.name));
+  }
+  const targets = new Map(nodes.concat(inv.nodes.filter((n) => n.name === inv.build.host)).map((n) => [n.name, resolveTarget(inv, n, { acceptNewHostKeys: options.acceptNewHostKeys })]));
+  return { options, loaded, playbook, nodes, targets, startedAt, artifacts: {}, openConnections: new Map(), results: [] };
+}
+
+export function buildStepOf(run: DeployRun) {
+  const first = run.nodes[0] ?? run.loaded.inventory.nodes[0]!;
+  return run.playbook.steps(first).find((s) => s.type === 'nginxBuild') as Extract<ReturnType<Playbook['steps']>[number], { type: 'nginxBuild' }> | undefined;
+}
+
+/** Build (or find in the cache) what the playbook installs. A failure here touches no node. */
+export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> {
+  const step = buildStepOf(run);
+  if (!step) return 'no build step';
+  const inv = run.loaded.inventory;
+  let host: BuildHost;
+  if (inv.build.host === 'controller') {
+    host = await controllerBuildHost(inv.build.installToolchain ?? false);
+  } else {
+    const target = run.targets.get(inv.build.host)!;
+    let conn: SshConnection;
+    try {
+      conn = await SshConnection.open(target);
+    } catch (e) {
+      throw new BuildError(`cannot reach the build host: ${(e as Error).message}`, { hint: (e as ConnectError).hint });
+    }
+    run.openConnections.set(target.name, conn);
+    const req = emptyRequest();
+    const facts = parseFacts(req, (await conn.execAsRoot(factScript(req))).stdout);
+    host = { name: target.name, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
+  }
+  const built = await ensureNginxBinary(inv.nginx, step.args.configure, host, say);
+  run.build = built;
+  run.artifacts.nginx = {
+    content: await fsp.readFile(built.path),
+    sha256: built.sha256,
+    describe: `nginx ${inv.nginx.version} (sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
+  };
+  return `nginx ${inv.nginx.version} ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`;
+}
+
+export async function deployNode(run: DeployRun, node: InventoryNode, say: Say): Promise<HostResult> {
+  const inv = run.loaded.inventory;
+  const result = await deployHost({
+    inventory: inv,
+    node,
+    steps: run.playbook.steps(node),
+    base: { artifacts: run.artifacts, render: (t) => TEMPLATES[t]!(inv) },
+    connect: async () => {
+      const open = run.openConnections.get(node.name);
+      if (open) {
+        run.openConnections.delete(node.name);
+        return open;
+      }
+      return SshConnection.open(run.targets.get(node.name)!);
+    },
+    say,
+  });
+  run.results.push(result);
+  return result;
+}
+
+export function closeAll(run: DeployRun): void {
+  for (const c of run.openConnections.values()) c.close();
+  run.openConnections.clear();
+}
+
+export interface DeployReport {
+  ok: boolean;
+  durationMs: number;
+  totals: Totals;
+  hosts: Record<string, { status: HostResult['status']; changed: number; failed: number; steps: HostResult['steps']; error?: string; verified?: HostResult['verified'] }>;
+}
+
+export function report(run: DeployRun): DeployReport {
+  const ordered = run.nodes.map((n) => run.results.find((r) => r.name === n.name)).filter((r): r is HostResult => !!r);
+  const t = totals(ordered);
+  return {
+    ok: t.failed === 0 && t.unreachable === 0 && ordered.length === run.nodes.length,
+    durationMs: Date.now() - run.startedAt,
+    totals: t,
+    hosts: Object.fromEntries(
+      ordered.map((h) => [h.name, { status: h.status, changed: h.changed, failed: h.failed, steps: h.steps, error: h.error, verified: h.verified }]),
+    ),
+  };
+}
+
+export function inventoryLabel(run: DeployRun): string {
+  return path.basename(run.options.inventoryFile);
+}

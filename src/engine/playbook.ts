@@ -1,0 +1,160 @@
+/**
+ * A playbook: the steps a deploy takes, declared in YAML from the operation
+ * catalogue. Loaded and validated like the inventory; `{{ lb.prefix }}` and
+ * friends are filled in from the inventory and the node.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { z } from 'zod';
+import { UsageError } from '../errors.js';
+import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
+import type { Inventory, InventoryNode } from '../inventory/schema.js';
+import { validateYaml } from '../inventory/yaml-schema.js';
+import { nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
+import type { Operation } from '../ops/types.js';
+import { packageRoot } from '../util/paths.js';
+
+export type PlaybookStep =
+  | { name: string; hint?: string; type: 'nginxBuild'; args: z.infer<typeof nginxBuildArgs> }
+  | { name: string; hint?: string; type: 'verify'; args: z.infer<typeof verifyArgs> }
+  | { name: string; hint?: string; type: 'op'; op: Operation<unknown>; args: unknown };
+
+export interface Playbook {
+  file: string;
+  name: string;
+  description?: string;
+  /** Raw steps, before variables are filled in: `steps(node)` gives the validated ones. */
+  raw: RawStep[];
+  steps: (node: InventoryNode) => PlaybookStep[];
+}
+
+interface RawStep {
+  name: string;
+  hint?: string;
+  type: string;
+  args: unknown;
+}
+
+export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
+
+export function defaultPlaybookPath(): string {
+  return path.join(packageRoot(), 'playbooks', DEFAULT_PLAYBOOK);
+}
+
+const stepShape = z
+  .object({ name: z.string().min(1, 'must not be empty'), hint: z.string().optional() })
+  .catchall(z.unknown())
+  .superRefine((s, ctx) => {
+    const types = Object.keys(s).filter((k) => k !== 'name' && k !== 'hint');
+    if (types.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: types.length
+          ? `has ${types.join(' and ')}: a step is exactly one of ${STEP_TYPES.join(', ')}`
+          : `needs a step type: one of ${STEP_TYPES.join(', ')}`,
+      });
+    } else if (!(STEP_TYPES as readonly string[]).includes(types[0]!)) {
+      ctx.addIssue({ code: 'custom', path: [types[0]!], message: `unknown step type; use one of ${STEP_TYPES.join(', ')}` });
+    }
+  });
+
+const playbookShape = z.strictObject({
+  name: z.string().min(1),
+  description: z.string().optional(),
+  steps: z.array(stepShape).min(1, 'needs at least one step'),
+});
+
+type Vars = Record<string, unknown>;
+
+export function playbookVars(inv: Inventory, node: InventoryNode): Vars {
+  return { lb: inv.lb, nginx: inv.nginx, node: { name: node.name, address: node.address } };
+}
+
+/** Fill `{{ a.b }}` in every string; unknown names are reported by path. */
+export function substitute(value: unknown, vars: Vars, at: (string | number)[], errors: { path: (string | number)[]; message: string }[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\{\{\s*([A-Za-z_][\w.]*)\s*\}\}/g, (whole, name: string) => {
+      let cur: unknown = vars;
+      for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
+      if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, node.name, node.address` });
+        return whole;
+      }
+      return String(cur);
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, vars, [...at, i], errors));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, vars, [...at, k], errors)]));
+  }
+  return value;
+}
+
+function argsSchema(type: string): z.ZodType {
+  if (type === 'nginxBuild') return nginxBuildArgs;
+  if (type === 'verify') return verifyArgs;
+  return OPERATIONS[type]!.args;
+}
+
+/** Pure: validate a playbook's text against an inventory. */
+export function parsePlaybook(
+  text: string,
+  inv: Inventory,
+  templates: readonly string[],
+): { raw?: RawStep[]; name?: string; description?: string; diagnostics: Diagnostic[] } {
+  const v = validateYaml(text, playbookShape);
+  if (!v.value) return { diagnostics: v.diagnostics };
+  const diagnostics: Diagnostic[] = [];
+  const raw: RawStep[] = v.value.steps.map((s) => {
+    const type = Object.keys(s).find((k) => k !== 'name' && k !== 'hint')!;
+    return { name: s.name, hint: s.hint, type, args: (s as Record<string, unknown>)[type] };
+  });
+  // Validate every step with the first node's variables: the same errors would hit every node.
+  const node = inv.nodes[0]!;
+  raw.forEach((s, i) => {
+    const errors: { path: (string | number)[]; message: string }[] = [];
+    const args = substitute(s.args, playbookVars(inv, node), ['steps', i, s.type], errors);
+    for (const e of errors) diagnostics.push({ severity: 'error', path: e.path, message: e.message, ...v.position(e.path) });
+    const r = argsSchema(s.type).safeParse(args);
+    if (!r.success) {
+      for (const issue of r.error.issues) {
+        const p = ['steps', i, s.type, ...(issue.path as (string | number)[])];
+        const message = issue.code === 'unrecognized_keys' ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}` : issue.message;
+        diagnostics.push({ severity: 'error', path: p, message, ...v.position(p) });
+      }
+    }
+    const tpl = (r.success ? (r.data as { template?: string }).template : undefined) ?? undefined;
+    if (tpl !== undefined && !templates.includes(tpl)) {
+      const p = ['steps', i, s.type, 'template'];
+      diagnostics.push({ severity: 'error', path: p, message: `no template named ${tpl}; known: ${templates.join(', ')}`, ...v.position(p) });
+    }
+  });
+  return { raw, name: v.value.name, description: v.value.description, diagnostics };
+}
+
+export function playbookSteps(raw: RawStep[], inv: Inventory, node: InventoryNode): PlaybookStep[] {
+  return raw.map((s) => {
+    const errors: { path: (string | number)[]; message: string }[] = [];
+    const args = argsSchema(s.type).parse(substitute(s.args, playbookVars(inv, node), [], errors));
+    if (s.type === 'nginxBuild' || s.type === 'verify') return { name: s.name, hint: s.hint, type: s.type, args } as PlaybookStep;
+    return { name: s.name, hint: s.hint, type: 'op', op: OPERATIONS[s.type]!, args };
+  });
+}
+
+export async function loadPlaybook(file: string, inv: Inventory, templates: readonly string[]): Promise<Playbook> {
+  let text: string;
+  try {
+    text = await fs.readFile(file, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      hint: `pass a playbook with --playbook FILE, or leave it out to use ${DEFAULT_PLAYBOOK}`,
+    });
+  }
+  const parsed = parsePlaybook(text, inv, templates);
+  if (!parsed.raw || parsed.diagnostics.some((d) => d.severity === 'error')) {
+    throw new InventoryError(file, parsed.diagnostics, 'playbook');
+  }
+  const raw = parsed.raw;
+  return { file, name: parsed.name!, description: parsed.description, raw, steps: (node) => playbookSteps(raw, inv, node) };
+}
+

@@ -1,0 +1,53 @@
+/** What a deploy did on each host, and the recap totals. */
+
+export type StepStatus = 'ok' | 'changed' | 'failed' | 'skipped';
+export type HostStatus = 'ok' | 'changed' | 'failed' | 'unreachable';
+
+export interface StepResult {
+  name: string;
+  status: StepStatus;
+  /** What the step did, or why it did nothing. */
+  summary: string;
+  error?: string;
+}
+
+export interface HostResult {
+  name: string;
+  address: string;
+  status: HostStatus;
+  ok: number;
+  changed: number;
+  failed: number;
+  steps: StepResult[];
+  /** Why the host failed or was unreachable, and what to do. */
+  error?: string;
+  hint?: string;
+  /** The last lines of the service's journal, when it failed. */
+  journal?: string;
+  /** The end-to-end check: which apiserver answered through the local port. */
+  verified?: { state: string; status: number; backend?: string };
+}
+
+export interface Totals {
+  ok: number;
+  changed: number;
+  failed: number;
+  unreachable: number;
+}
+
+export function hostStatus(r: Pick<HostResult, 'steps'>): HostStatus {
+  if (r.steps.some((s) => s.status === 'failed')) return 'failed';
+  return r.steps.some((s) => s.status === 'changed') ? 'changed' : 'ok';
+}
+
+export function finishHost(r: Omit<HostResult, 'ok' | 'changed' | 'failed' | 'status'> & { status?: HostStatus }): HostResult {
+  const count = (st: StepStatus) => r.steps.filter((s) => s.status === st).length;
+  return { ...r, status: r.status ?? hostStatus(r), ok: count('ok'), changed: count('changed'), failed: count('failed') };
+}
+
+/** Hosts counted by outcome: ok (nothing changed), changed, failed, unreachable. */
+export function totals(hosts: HostResult[]): Totals {
+  const t: Totals = { ok: 0, changed: 0, failed: 0, unreachable: 0 };
+  for (const h of hosts) t[h.status]++;
+  return t;
+}

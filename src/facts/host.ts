@@ -1,0 +1,141 @@
+/**
+ * Facts: read-only probes of a host's state. All of a host's facts come back
+ * from one shell script on one round trip; each section is parsed by a pure
+ * function, so planners are tested with plain data.
+ */
+import { quote } from '../util/quote.js';
+
+export interface OsFacts {
+  id: string;
+  versionId: string;
+  prettyName: string;
+  arch: string;
+  glibc: string;
+}
+
+export interface FileFacts {
+  sha256: string;
+  mode: string;
+}
+
+export interface UnitFacts {
+  loadState: string;
+  activeState: string;
+  subState: string;
+  unitFileState: string;
+  activeEnterTimestamp: string;
+  mainPid: number;
+}
+
+export interface HostFacts {
+  os: OsFacts;
+  packageManager: 'apt-get' | 'dnf' | 'yum' | null;
+  tools: string[];
+  files: Record<string, FileFacts | null>;
+  dirs: Record<string, string | null>;
+  units: Record<string, UnitFacts>;
+  /** Exit code of each guard command, by the command text. */
+  guards: Record<string, number>;
+}
+
+export interface FactRequest {
+  files: string[];
+  dirs: string[];
+  units: string[];
+  guards: string[];
+}
+
+export function emptyRequest(): FactRequest {
+  return { files: [], dirs: [], units: [], guards: [] };
+}
+
+/** The one script that gathers everything a plan needs. Runs as root. */
+export function factScript(req: FactRequest): string {
+  const lines = [
+    'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; echo "GLIBC=$(ldd --version 2>/dev/null | head -n1 | awk \'{print $NF}\')"',
+    'echo "@@pkg"; for p in apt-get dnf yum; do if command -v "$p" >/dev/null 2>&1; then echo "$p"; break; fi; done',
+    'echo "@@tools"; for t in gcc cc make tar; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
+  ];
+  for (const f of req.files) {
+    lines.push(`echo ${quote(`@@file ${f}`)}; if [ -f ${quote(f)} ]; then sha256sum ${quote(f)} | cut -d' ' -f1; stat -c %a ${quote(f)}; fi`);
+  }
+  for (const d of req.dirs) {
+    lines.push(`echo ${quote(`@@dir ${d}`)}; if [ -d ${quote(d)} ]; then stat -c %a ${quote(d)}; fi`);
+  }
+  for (const u of req.units) {
+    lines.push(
+      `echo ${quote(`@@unit ${u}`)}; systemctl show -p LoadState -p ActiveState -p SubState -p UnitFileState -p ActiveEnterTimestamp -p MainPID ${quote(u)} 2>/dev/null; true`,
+    );
+  }
+  req.guards.forEach((g, i) => {
+    lines.push(`echo "@@guard ${i}"; ( ${g} ) >/dev/null 2>&1; echo $?`);
+  });
+  return lines.join('\n') + '\n';
+}
+
+function sections(stdout: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let cur: string[] | undefined;
+  for (const line of stdout.split('\n')) {
+    if (line.startsWith('@@')) {
+      cur = [];
+      out.set(line.slice(2), cur);
+    } else if (cur && line !== '') cur.push(line);
+  }
+  return out;
+}
+
+function keyValues(lines: string[]): Record<string, string> {
+  const kv: Record<string, string> = {};
+  for (const l of lines) {
+    const i = l.indexOf('=');
+    if (i > 0) kv[l.slice(0, i)] = l.slice(i + 1).replace(/^"(.*)"$/, '$1');
+  }
+  return kv;
+}
+
+export function parseFacts(req: FactRequest, stdout: string): HostFacts {
+  const s = sections(stdout);
+  const os = keyValues(s.get('os') ?? []);
+  const pkg = (s.get('pkg') ?? [])[0];
+  const facts: HostFacts = {
+    os: {
+      id: os.ID ?? 'unknown',
+      versionId: os.VERSION_ID ?? '',
+      prettyName: os.PRETTY_NAME ?? os.ID ?? 'unknown',
+      arch: os.ARCH ?? 'unknown',
+      glibc: os.GLIBC ?? '',
+    },
+    packageManager: pkg === 'apt-get' || pkg === 'dnf' || pkg === 'yum' ? pkg : null,
+    tools: s.get('tools') ?? [],
+    files: {},
+    dirs: {},
+    units: {},
+    guards: {},
+  };
+  for (const f of req.files) {
+    const [sha256, mode] = s.get(`file ${f}`) ?? [];
+    facts.files[f] = sha256 && mode ? { sha256, mode } : null;
+  }
+  for (const d of req.dirs) facts.dirs[d] = (s.get(`dir ${d}`) ?? [])[0] ?? null;
+  for (const u of req.units) {
+    const kv = keyValues(s.get(`unit ${u}`) ?? []);
+    facts.units[u] = {
+      loadState: kv.LoadState ?? 'not-found',
+      activeState: kv.ActiveState ?? 'inactive',
+      subState: kv.SubState ?? 'dead',
+      unitFileState: kv.UnitFileState ?? '',
+      activeEnterTimestamp: kv.ActiveEnterTimestamp ?? '',
+      mainPid: Number(kv.MainPID ?? 0),
+    };
+  }
+  req.guards.forEach((g, i) => {
+    facts.guards[g] = Number((s.get(`guard ${i}`) ?? ['1'])[0]);
+  });
+  return facts;
+}
+
+/** The key a built binary is cached under: what it was built for. */
+export function osKey(os: OsFacts): string {
+  return `${os.id}-${os.versionId}-${os.arch}-glibc${os.glibc}`;
+}

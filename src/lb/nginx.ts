@@ -1,0 +1,93 @@
+/**
+ * kube-nginx: the nginx stream proxy on every node. Its config and unit are
+ * rendered from the inventory here; nothing else knows nginx syntax.
+ */
+import type { Inventory } from '../inventory/schema.js';
+
+export const NGINX_SERVICE = 'kube-nginx';
+
+// Inventory durations (ms|s|m|h) are written as nginx reads them.
+
+/** What nginx is built with: the stream module only, so it links nothing but libc. */
+export const NGINX_CONFIGURE_ARGS = ['--prefix=/opt/k8s/kube-nginx', '--with-stream', '--without-http', '--without-http-cache'];
+
+export function nginxPaths(prefix: string) {
+  return {
+    prefix,
+    sbin: `${prefix}/sbin`,
+    conf: `${prefix}/conf`,
+    logs: `${prefix}/logs`,
+    binary: `${prefix}/sbin/kube-nginx`,
+    config: `${prefix}/conf/kube-nginx.conf`,
+    pid: `${prefix}/logs/kube-nginx.pid`,
+    unit: `/etc/systemd/system/${NGINX_SERVICE}.service`,
+  };
+}
+
+function balanceDirective(balance: Inventory['lb']['balance']): string | undefined {
+  if (balance === 'least_conn') return 'least_conn;';
+  if (balance === 'hash') return 'hash $remote_addr consistent;';
+  return undefined; // round_robin is nginx's default
+}
+
+export function renderNginxConf(inv: Inventory): string {
+  const p = nginxPaths(inv.lb.prefix);
+  const upstream = [
+    balanceDirective(inv.lb.balance),
+    ...inv.masters.map(
+      (m) => `server ${m.address}:${m.port} max_fails=${inv.lb.maxFails} fail_timeout=${inv.lb.failTimeout}; # ${m.name}`,
+    ),
+  ].filter(Boolean) as string[];
+  return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
+# The node-local apiserver load balancer: ${inv.lb.listen} -> ${inv.masters.map((m) => m.name).join(', ')}.
+worker_processes 1;
+worker_rlimit_nofile 65535;
+# A reload starts new workers; old ones close their connections within this time.
+worker_shutdown_timeout 10s;
+error_log ${p.logs}/error.log warn;
+pid ${p.pid};
+
+events {
+    worker_connections 16384;
+}
+
+stream {
+    upstream kube_apiserver {
+${upstream.map((l) => `        ${l}`).join('\n')}
+    }
+
+    server {
+        listen ${inv.lb.listen};
+        proxy_connect_timeout ${inv.lb.connectTimeout};
+        proxy_timeout ${inv.lb.proxyTimeout};
+        proxy_pass kube_apiserver;
+    }
+}
+`;
+}
+
+export function renderNginxUnit(inv: Inventory): string {
+  const p = nginxPaths(inv.lb.prefix);
+  const cmd = `${p.binary} -p ${p.prefix} -c ${p.config}`;
+  return `# Managed by k8s-ha.
+[Unit]
+Description=kube-nginx: node-local load balancer for kube-apiserver (${inv.lb.listen})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=forking
+PIDFile=${p.pid}
+ExecStartPre=${cmd} -t
+ExecStart=${cmd}
+ExecReload=${cmd} -s reload
+PrivateTmp=true
+Restart=always
+RestartSec=5
+StartLimitInterval=0
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+`;
+}

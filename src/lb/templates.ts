@@ -1,0 +1,8 @@
+/** The templates a playbook may name, each a typed renderer of the inventory. */
+import type { Inventory } from '../inventory/schema.js';
+import { renderNginxConf, renderNginxUnit } from './nginx.js';
+
+export const TEMPLATES: Record<string, (inv: Inventory) => string> = {
+  'kube-nginx.conf': renderNginxConf,
+  'kube-nginx.service': renderNginxUnit,
+};

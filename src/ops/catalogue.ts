@@ -1,0 +1,29 @@
+/** Every step type a playbook may use. Adding an operation means adding it here. */
+import { z } from 'zod';
+import { command } from './command.js';
+import { directory, file, systemdUnit, template } from './files.js';
+import { service } from './service.js';
+import type { Operation } from './types.js';
+
+/** Build nginx on the controller or a node (see build/nginx.ts); its output is `artifact:nginx`. */
+export const nginxBuildArgs = z.strictObject({
+  configure: z.array(z.string().regex(/^--[a-z0-9-]+(=\S+)?$/, 'must be a ./configure option such as --with-stream')).min(1),
+});
+
+/** Prove the balancer works: the unit is active (running) and an apiserver answers through the local port. */
+export const verifyArgs = z.strictObject({
+  unit: z.string().min(1),
+  listen: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT'),
+  path: z.string().startsWith('/').default('/readyz'),
+});
+
+export const OPERATIONS: Record<string, Operation<any>> = {
+  directory,
+  file,
+  template,
+  systemdUnit,
+  service,
+  command,
+};
+
+export const STEP_TYPES = ['nginxBuild', 'verify', ...Object.keys(OPERATIONS)] as const;

@@ -1,0 +1,17 @@
+/** A command run only when its guard fails: `unless` exits non-zero (checked with the facts, so --check sees it). */
+import { z } from 'zod';
+import { noop, type Operation } from './types.js';
+
+export const command: Operation<{ run: string; unless: string; notify: ('daemon-reload' | 'restart' | 'reload')[] }> = {
+  type: 'command',
+  args: z.strictObject({
+    run: z.string().min(1),
+    unless: z.string().min(1, 'a guard is required so the step is idempotent'),
+    notify: z.array(z.enum(['daemon-reload', 'restart', 'reload'])).default([]),
+  }),
+  facts: (a) => ({ guards: [a.unless] }),
+  plan(a, facts) {
+    if (facts.guards[a.unless] === 0) return noop(`guard holds: ${a.unless}`);
+    return { changes: [{ kind: 'run', command: a.run, label: a.run }], notify: a.notify, summary: `run ${a.run}` };
+  },
+};

@@ -1,0 +1,90 @@
+/** Operations on files: directories, uploads checked by sha256, rendered templates, systemd units. */
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { noop, type Change, type Handler, type Operation, type PlanContext, type StepPlan } from './types.js';
+import type { HostFacts } from '../facts/host.js';
+
+const mode = z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0755"');
+const absPath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
+const handlers = z.array(z.enum(['daemon-reload', 'restart', 'reload'])).default([]);
+
+const normMode = (m: string) => m.replace(/^0(?=[0-7]{3}$)/, '');
+
+export const directory: Operation<{ path: string[]; mode: string }> = {
+  type: 'directory',
+  args: z.strictObject({ path: z.union([absPath, z.array(absPath).min(1)]).transform((p) => (Array.isArray(p) ? p : [p])), mode: mode.default('0755') }),
+  facts: (a) => ({ dirs: a.path }),
+  plan(a, facts) {
+    const changes: Change[] = [];
+    for (const p of a.path) {
+      const cur = facts.dirs[p];
+      if (cur === null || cur === undefined || normMode(cur) !== normMode(a.mode)) changes.push({ kind: 'mkdir', path: p, mode: normMode(a.mode) });
+    }
+    if (!changes.length) return noop(`${a.path.length} director${a.path.length === 1 ? 'y' : 'ies'} present`);
+    return { changes, notify: [], summary: `create ${a.path.filter((p) => changes.some((c) => c.kind === 'mkdir' && c.path === p)).join(', ')}` };
+  },
+};
+
+/** Shared by file, template and systemdUnit: put content at dest unless the checksum already matches. */
+export function planPut(
+  dest: string,
+  content: Buffer,
+  m: string,
+  facts: HostFacts,
+  ctx: PlanContext,
+  opts: { validate?: string; notify: Handler[]; text: boolean; what: string },
+): StepPlan {
+  const sha256 = createHash('sha256').update(content).digest('hex');
+  const cur = facts.files[dest];
+  if (cur && cur.sha256 === sha256 && normMode(cur.mode) === normMode(m)) return noop(`${dest} up to date`);
+  const change: Change = { kind: 'put', path: dest, content, sha256, mode: normMode(m), validate: opts.validate };
+  if (opts.text) {
+    change.before = cur ? ctx.currentText?.(dest) : '';
+    change.after = content.toString();
+  }
+  const why = !cur ? 'new' : cur.sha256 !== sha256 ? 'content changed' : `mode ${cur.mode} -> ${normMode(m)}`;
+  return { changes: [change], notify: opts.notify, summary: `${opts.what} ${dest} (${why})` };
+}
+
+export const file: Operation<{ source: string; dest: string; mode: string; validate?: string; notify: Handler[] }> = {
+  type: 'file',
+  args: z.strictObject({
+    source: z.string().regex(/^artifact:[a-z0-9-]+$/, 'must name a build output, e.g. artifact:nginx'),
+    dest: absPath,
+    mode: mode.default('0644'),
+    validate: z.string().optional(),
+    notify: handlers,
+  }),
+  facts: (a) => ({ files: [a.dest] }),
+  plan(a, facts, ctx) {
+    const name = a.source.slice('artifact:'.length);
+    const artifact = ctx.artifacts[name];
+    if (!artifact) throw new Error(`no build output named ${name}: a build step must come first`);
+    return planPut(a.dest, artifact.content, a.mode, facts, ctx, { validate: a.validate, notify: a.notify, text: false, what: `install ${artifact.describe} as` });
+  },
+};
+
+export const template: Operation<{ template: string; dest: string; mode: string; validate?: string; notify: Handler[] }> = {
+  type: 'template',
+  args: z.strictObject({ template: z.string(), dest: absPath, mode: mode.default('0644'), validate: z.string().optional(), notify: handlers }),
+  facts: (a) => ({ files: [a.dest] }),
+  plan(a, facts, ctx) {
+    return planPut(a.dest, Buffer.from(ctx.render(a.template)), a.mode, facts, ctx, { validate: a.validate, notify: a.notify, text: true, what: 'write' });
+  },
+};
+
+/** A unit file under /etc/systemd/system: a template that also asks systemd to reload its units. */
+export const systemdUnit: Operation<{ name: string; template: string; notify: Handler[] }> = {
+  type: 'systemdUnit',
+  args: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9@._-]+\.(service|socket|timer)$/, 'must be a unit name like kube-nginx.service'), template: z.string(), notify: handlers }),
+  facts: (a) => ({ files: [`/etc/systemd/system/${a.name}`] }),
+  plan(a, facts, ctx) {
+    const p = planPut(`/etc/systemd/system/${a.name}`, Buffer.from(ctx.render(a.template)), '0644', facts, ctx, {
+      notify: a.notify,
+      text: true,
+      what: 'write',
+    });
+    if (p.changes.length) p.notify = ['daemon-reload', ...p.notify];
+    return p;
+  },
+};

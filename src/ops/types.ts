@@ -1,0 +1,57 @@
+/**
+ * An operation turns desired state into changes, given a host's facts. Its
+ * `plan` is pure: no I/O, tested with plain data. Only the engine runs the
+ * changes, batching them into as few round trips as it can.
+ */
+import type { z } from 'zod';
+import type { FactRequest, HostFacts } from '../facts/host.js';
+
+/** Handlers a step can notify; the service step turns them into systemctl calls. */
+export type Handler = 'daemon-reload' | 'restart' | 'reload';
+
+export type Change =
+  | { kind: 'mkdir'; path: string; mode: string }
+  | {
+      kind: 'put';
+      path: string;
+      content: Buffer;
+      sha256: string;
+      mode: string;
+      /** Run against the staged file before it replaces the live one. Live paths of files staged in the same run are read as their staged copies. */
+      validate?: string;
+      /** Text of the file now and after, for --diff (text files only). */
+      before?: string;
+      after?: string;
+    }
+  | { kind: 'run'; command: string; label: string };
+
+export interface StepPlan {
+  changes: Change[];
+  notify: Handler[];
+  /** One line: what this step does on this host, or why it does nothing. */
+  summary: string;
+}
+
+/** What a step may read besides facts: the inventory-derived text and the controller's artifacts. */
+export interface PlanContext {
+  /** Handlers notified by the steps before this one. */
+  notified: ReadonlySet<Handler>;
+  /** Build outputs by name, e.g. `nginx`. */
+  artifacts: Record<string, { content: Buffer; sha256: string; describe: string }>;
+  /** Named renderers for templates. */
+  render: (template: string) => string;
+  /** The remote text of a file, for diffs; undefined when unknown. */
+  currentText?: (path: string) => string | undefined;
+}
+
+export interface Operation<A> {
+  type: string;
+  /** The step's arguments, as the playbook writes them. */
+  args: z.ZodType<A>;
+  facts: (args: A) => Partial<FactRequest>;
+  plan: (args: A, facts: HostFacts, ctx: PlanContext) => StepPlan;
+}
+
+export function noop(summary: string): StepPlan {
+  return { changes: [], notify: [], summary };
+}
