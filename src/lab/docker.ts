@@ -34,6 +34,7 @@ export interface ContainerState {
   status: string;
   role: string;
   address: string;
+  image: string;
 }
 
 /** Containers carrying the lab's label, running or not. */
@@ -43,15 +44,15 @@ export async function labContainers(labId: string): Promise<ContainerState[]> {
   const out = await docker([
     'inspect',
     '--format',
-    `{{.Name}}|{{.Id}}|{{.State.Running}}|{{.State.Status}}|{{index .Config.Labels "${LAB_ROLE_LABEL}"}}|{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}`,
+    `{{.Name}}|{{.Id}}|{{.State.Running}}|{{.State.Status}}|{{index .Config.Labels "${LAB_ROLE_LABEL}"}}|{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}|{{.Config.Image}}`,
     ...ids,
   ]);
   return out
     .split('\n')
     .filter(Boolean)
     .map((line) => {
-      const [name = '', id = '', running = '', status = '', role = '', address = ''] = line.split('|');
-      return { name: name.replace(/^\//, ''), id, running: running === 'true', status, role, address };
+      const [name = '', id = '', running = '', status = '', role = '', address = '', image = ''] = line.split('|');
+      return { name: name.replace(/^\//, ''), id, running: running === 'true', status, role, address, image };
     });
 }
 

@@ -40,6 +40,9 @@ set -eu
 src=/etc/k8s-ha-lab
 install -d -m 0700 /root/.ssh
 install -m 0600 "$src/authorized_keys" /root/.ssh/authorized_keys
+# A non-root login with passwordless sudo, as many clusters use.
+install -d -m 0700 -o k8s-admin -g k8s-admin /home/k8s-admin/.ssh
+install -m 0600 -o k8s-admin -g k8s-admin "$src/authorized_keys" /home/k8s-admin/.ssh/authorized_keys
 for key in "$src"/host/ssh_host_*_key; do
   [ -e "$key" ] || continue
   name=$(basename "$key")
@@ -72,6 +75,8 @@ COPY k8s-ha-lab-init /usr/local/sbin/k8s-ha-lab-init
 COPY k8s-ha-lab-init.service /etc/systemd/system/k8s-ha-lab-init.service
 COPY sshd-k8s-ha-lab.conf /etc/ssh/sshd_config.d/k8s-ha-lab.conf
 RUN chmod 0755 /usr/local/sbin/k8s-ha-lab-init \\
+ && useradd -m -s /bin/bash k8s-admin \\
+ && echo 'k8s-admin ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/k8s-admin && chmod 0440 /etc/sudoers.d/k8s-admin \\
  && rm -f /etc/ssh/ssh_host_* \\
  && : > /etc/machine-id \\
  && systemctl enable k8s-ha-lab-init.service ssh.service

@@ -148,9 +148,17 @@ export function labUpSteps(): Step<LabUpContext>[] {
         const have = new Map((await labContainers(plan.id)).map((c) => [c.name, c]));
         let created = 0;
         let started = 0;
+        let recreated = 0;
         // The engine serialises much of `docker run`; a dozen in flight keeps it busy on 2 cores.
         await mapLimit(plan.containers, 12, async (c) => {
-          const cur = have.get(c.name);
+          let cur = have.get(c.name);
+          if (cur && cur.image !== c.image) {
+            // The lab's definition changed since this container was made: make it again.
+            await docker(['rm', '-f', cur.id]);
+            cur = undefined;
+            recreated++;
+            created--;
+          }
           if (cur?.running) return;
           if (cur) {
             await docker(['start', c.name]);
@@ -162,9 +170,10 @@ export function labUpSteps(): Step<LabUpContext>[] {
           created++;
           say(`started ${c.service} (${c.address})`);
         });
-        if (created) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
+        if (recreated) ctx.changes.push(`recreated ${recreated} container${recreated === 1 ? '' : 's'} with a newer image`);
+        if (created > 0) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
         if (started) ctx.changes.push(`started ${started} stopped container${started === 1 ? '' : 's'}`);
-        return `${plan.containers.length} containers on ${plan.network.subnet}` + (created || started ? '' : ' (all running)');
+        return `${plan.containers.length} containers on ${plan.network.subnet}` + (created + recreated || started ? '' : ' (all running)');
       },
     },
     {

@@ -1,0 +1,66 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { k8sha, type CliResult } from './cli.js';
+import { lab, withNode } from './lab.js';
+
+export interface DeployJson {
+  ok: boolean;
+  durationMs: number;
+  totals: { ok: number; changed: number; failed: number; unreachable: number };
+  hosts: Record<
+    string,
+    {
+      status: 'ok' | 'changed' | 'failed' | 'unreachable';
+      changed: number;
+      failed: number;
+      steps: { name: string; status: string; summary: string; error?: string }[];
+      error?: string;
+      verified?: { state: string; status: number; backend?: string };
+    }
+  >;
+}
+
+/** `k8s-ha deploy --json` and its parsed report. */
+export async function deployJson(args: string[], env?: NodeJS.ProcessEnv): Promise<CliResult & { report: DeployJson }> {
+  const r = await k8sha(['deploy', '--json', ...args], { env });
+  let report: DeployJson;
+  try {
+    report = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`deploy printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  }
+  return { ...r, report };
+}
+
+/** A copy of the lab inventory with a change applied, in the lab directory. */
+export function inventoryVariant(name: string, change: (inv: Record<string, any>) => void): string {
+  const inv = YAML.parse(fs.readFileSync(lab().inventory, 'utf8'));
+  change(inv);
+  const file = path.join(lab().dir, `inventory.${name}.yaml`);
+  fs.writeFileSync(file, YAML.stringify(inv));
+  return file;
+}
+
+export interface ServiceState {
+  active: string;
+  sub: string;
+  since: string;
+  pid: string;
+  configSha: string;
+  staged: string;
+}
+
+/** What an operator would look at on a node: systemd's view and the live files. */
+export async function serviceState(node: { name: string; address: string }): Promise<ServiceState> {
+  return withNode(node, async (c) => {
+    const out = await c.execOk(
+      'systemctl show -p ActiveState -p SubState -p ActiveEnterTimestamp -p MainPID kube-nginx; ' +
+        'echo "ConfigSha=$(sha256sum /opt/k8s/kube-nginx/conf/kube-nginx.conf 2>/dev/null | cut -d" " -f1)"; ' +
+        'echo "Staged=$(find /opt/k8s/kube-nginx /etc/systemd/system -name "*.k8s-ha-new" 2>/dev/null | wc -l)"',
+    );
+    const kv = Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+    const v = (k: string) => kv[k] ?? '';
+    return { active: v('ActiveState'), sub: v('SubState'), since: v('ActiveEnterTimestamp'), pid: v('MainPID'), configSha: v('ConfigSha'), staged: v('Staged') };
+  });
+}
