@@ -95,7 +95,8 @@ export function stageScript(plan: HostPlan): string {
       if (!p.change.validate) continue;
       const cmd = withStagedPaths(p.change.validate, stagedPaths);
       lines.push(
-        `out=$( ${cmd} 2>&1 ); rc=$?`,
+        // The inner subshell makes 2>&1 cover every command of a compound one.
+        `out=$( ( ${cmd} ) 2>&1 ); rc=$?`,
         `if [ $rc -ne 0 ]; then echo "@@invalid ${p.step} $rc"; printf '%s\\n' "$out"; rm -f ${removeStaged}; exit 30; fi`,
       );
     }
@@ -111,7 +112,7 @@ export function commitScript(plan: HostPlan): string {
   }
   for (const r of collect(plan, 'run')) {
     lines.push(
-      `out=$( ${r.change.command} 2>&1 ); rc=$?`,
+      `out=$( ( ${r.change.command} ) 2>&1 ); rc=$?`,
       `if [ $rc -ne 0 ]; then echo "@@failed ${r.step} $rc"; printf '%s\\n' "$out"; exit 41; fi`,
     );
   }

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
-import { validateYaml } from '../inventory/yaml-schema.js';
+import { describeIssue, validateYaml } from '../inventory/yaml-schema.js';
 import { nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
 import type { Operation } from '../ops/types.js';
 import { packageRoot } from '../util/paths.js';
@@ -119,12 +119,12 @@ export function parsePlaybook(
     if (!r.success) {
       for (const issue of r.error.issues) {
         const p = ['steps', i, s.type, ...(issue.path as (string | number)[])];
-        const message = issue.code === 'unrecognized_keys' ? `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}` : issue.message;
-        diagnostics.push({ severity: 'error', path: p, message, ...v.position(p) });
+        diagnostics.push({ severity: 'error', path: p, message: describeIssue(issue), ...v.position(p) });
       }
     }
-    const tpl = (r.success ? (r.data as { template?: string }).template : undefined) ?? undefined;
-    if (tpl !== undefined && !templates.includes(tpl)) {
+    // Checked on its own, so it is reported alongside any other error of the step.
+    const tpl = (args as { template?: unknown } | undefined)?.template;
+    if (typeof tpl === 'string' && !templates.includes(tpl)) {
       const p = ['steps', i, s.type, 'template'];
       diagnostics.push({ severity: 'error', path: p, message: `no template named ${tpl}; known: ${templates.join(', ')}`, ...v.position(p) });
     }

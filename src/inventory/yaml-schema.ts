@@ -39,12 +39,14 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S): Vali
       for (const key of issue.keys) diagnostics.push({ severity: 'error', path: [...p, key], message: 'unknown key', ...position(p, key) });
       continue;
     }
-    diagnostics.push({ severity: 'error', path: p, message: describe(issue), ...position(p) });
+    diagnostics.push({ severity: 'error', path: p, message: describeIssue(issue), ...position(p) });
   }
   return { diagnostics, position };
 }
 
-function describe(issue: ZodIssue): string {
+/** A zod issue in our words: a missing value "is required"; unknown keys are named. */
+export function describeIssue(issue: ZodIssue): string {
+  if (issue.code === 'unrecognized_keys') return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
   const received = (issue as { input?: unknown }).input;
   if (received === undefined && (issue.code === 'invalid_type' || /received undefined/.test(issue.message))) return 'is required';
   return issue.message;

@@ -1,0 +1,76 @@
+/**
+ * `build.host: node-1`, as the seed compiles on its first node: the node has no
+ * compiler, so the build installs gcc and make with apt first. A lab of its own,
+ * since that changes the node for good.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SshConnection } from '../../src/connect/ssh.js';
+import { k8sha, ROOT } from '../helpers/cli.js';
+import type { DeployJson } from '../helpers/deploy.js';
+
+const DIR = path.join(ROOT, '.lab-test-build');
+let inventory: string;
+let node: { name: string; address: string };
+
+async function onNode<T>(fn: (c: SshConnection) => Promise<T>): Promise<T> {
+  const c = await SshConnection.open({
+    name: node.name,
+    address: node.address,
+    port: 22,
+    user: 'root',
+    identityFile: path.join(DIR, 'ssh', 'id_ed25519'),
+    knownHostsFile: path.join(DIR, 'known_hosts'),
+    strictHostKeyChecking: 'yes',
+  });
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+beforeAll(async () => {
+  // This test changes its node for good (it installs a compiler): always start from a fresh lab.
+  await k8sha(['lab', 'down', '--dir', DIR]);
+  const up = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '1', '--masters', '1', '--json']);
+  if (up.code !== 0) throw new Error(up.stderr);
+  const info = JSON.parse(up.stdout);
+  node = info.nodes[0];
+  const inv = YAML.parse(fs.readFileSync(info.inventory, 'utf8'));
+  inv.build = { host: node.name };
+  inventory = path.join(DIR, 'inventory.build.yaml');
+  fs.writeFileSync(inventory, YAML.stringify(inv));
+});
+
+afterAll(async () => {
+  if (!process.env.K8S_HA_KEEP_LAB) await k8sha(['lab', 'down', '--dir', DIR]);
+});
+
+describe('deploy with build.host set to a node', () => {
+  it('installs gcc and make on the node, builds nginx there, then deploys and verifies', async () => {
+    expect((await onNode((c) => c.exec('command -v gcc || command -v make'))).code).not.toBe(0);
+    // A cache of its own, so the binary cannot come from an earlier build elsewhere.
+    const cache = fs.mkdtempSync(path.join(DIR, 'cache-'));
+    const r = await k8sha(['deploy', '-i', inventory, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/installing gcc and make on node-1 \(apt-get\)/);
+    const report = JSON.parse(r.stdout) as DeployJson;
+    const build = report.hosts[node.name]!.steps.find((s) => s.name === 'build nginx')!;
+    expect(build.summary).toMatch(/built on node-1 \(Debian GNU\/Linux 12 \(bookworm\)\)/);
+    expect(report.hosts[node.name]!.verified).toMatchObject({ state: 'active (running)', status: 200 });
+    expect(await onNode((c) => c.execOk('command -v gcc make; ls /tmp | grep -c k8s-ha-build || true'))).toBe('/usr/bin/gcc\n/usr/bin/make\n0\n');
+    const [key] = fs.readdirSync(path.join(cache, 'builds'));
+    const meta = JSON.parse(fs.readFileSync(path.join(cache, 'builds', key!, 'build.json'), 'utf8'));
+    expect(meta.builtOn).toMatch(/^node-1 /);
+    expect(meta.configure).toMatch(/--with-stream/);
+
+    // The next deploy finds the binary in the cache: no rebuild, nothing changed.
+    const again = await k8sha(['deploy', '-i', inventory, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
+    expect(again.code).toBe(0);
+    expect(again.stderr).not.toMatch(/installing gcc|configure|downloading/);
+    expect((JSON.parse(again.stdout) as DeployJson).totals.changed).toBe(0);
+  });
+});

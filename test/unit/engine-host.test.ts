@@ -1,0 +1,147 @@
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { commitScript, factRequest, planHost, stageScript, STAGED_SUFFIX, withStagedPaths, type HostPlan } from '../../src/engine/host.js';
+import { tarOf } from '../../src/engine/tarstream.js';
+import type { PlaybookStep } from '../../src/engine/playbook.js';
+import { parseFacts, factScript, type HostFacts } from '../../src/facts/host.js';
+import { OPERATIONS } from '../../src/ops/catalogue.js';
+import { run } from '../../src/util/exec.js';
+
+const node = { name: 'node-1', address: '192.0.2.21' };
+
+function step(type: string, args: unknown, name = type): PlaybookStep {
+  return { name, type: 'op', op: OPERATIONS[type]!, args: OPERATIONS[type]!.args.parse(args) };
+}
+
+function noFacts(): HostFacts {
+  return parseFacts({ files: [], dirs: [], units: [], guards: [] }, '');
+}
+
+describe('planHost', () => {
+  it('passes handlers from earlier steps to the service step', () => {
+    const steps = [
+      step('template', { template: 'a', dest: '/etc/a.conf', notify: ['reload'] }),
+      step('service', { name: 'kube-nginx' }),
+    ];
+    const facts = noFacts();
+    facts.files['/etc/a.conf'] = { sha256: 'old', mode: '644' };
+    facts.units['kube-nginx'] = { loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: 't', mainPid: 7 };
+    const plan = planHost(node, steps, facts, { artifacts: {}, render: () => 'new\n' });
+    expect(plan.steps[1]!.plan!.summary).toBe('reload');
+  });
+
+  it('asks for the facts every step needs, once each', () => {
+    const req = factRequest([
+      step('template', { template: 'a', dest: '/etc/a.conf' }),
+      step('template', { template: 'b', dest: '/etc/a.conf' }),
+      step('directory', { path: ['/opt/x', '/opt/y'] }),
+      step('service', { name: 'kube-nginx' }),
+      { name: 'verify', type: 'verify', args: { unit: 'kube-nginx', listen: '127.0.0.1:8443', path: '/readyz' } },
+    ]);
+    expect(req).toEqual({ files: ['/etc/a.conf'], dirs: ['/opt/x', '/opt/y'], units: ['kube-nginx'], guards: [] });
+  });
+});
+
+describe('withStagedPaths', () => {
+  it('points validation at the staged copies of files staged in the same run, and nothing else', () => {
+    const cmd = '/opt/k/sbin/kube-nginx -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf';
+    expect(withStagedPaths(cmd, ['/opt/k/conf/kube-nginx.conf'])).toBe(`/opt/k/sbin/kube-nginx -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf${STAGED_SUFFIX}`);
+    expect(withStagedPaths(cmd, ['/opt/k/sbin/kube-nginx', '/opt/k/conf/kube-nginx.conf'])).toBe(
+      `/opt/k/sbin/kube-nginx${STAGED_SUFFIX} -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf${STAGED_SUFFIX}`,
+    );
+    expect(withStagedPaths('/opt/k/sbin/kube-nginx-old -v', ['/opt/k/sbin/kube-nginx'])).toBe('/opt/k/sbin/kube-nginx-old -v');
+  });
+});
+
+describe('facts', () => {
+  it('parses the sections of the facts script', () => {
+    const req = { files: ['/a', '/b'], dirs: ['/d', '/e'], units: ['kube-nginx'], guards: ['true'] };
+    const out = [
+      '@@os', 'ID=debian', 'VERSION_ID="12"', 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"', 'ARCH=x86_64', 'GLIBC=2.36',
+      '@@pkg', 'apt-get',
+      '@@tools', 'tar',
+      '@@file /a', 'abc123', '755',
+      '@@file /b',
+      '@@dir /d', '755',
+      '@@dir /e',
+      '@@unit kube-nginx', 'LoadState=loaded', 'ActiveState=active', 'SubState=running', 'UnitFileState=enabled', 'ActiveEnterTimestamp=Sun 2026-11-22', 'MainPID=129',
+      '@@guard 0', '0',
+    ].join('\n');
+    const f = parseFacts(req, out);
+    expect(f.os).toEqual({ id: 'debian', versionId: '12', prettyName: 'Debian GNU/Linux 12 (bookworm)', arch: 'x86_64', glibc: '2.36' });
+    expect(f.packageManager).toBe('apt-get');
+    expect(f.tools).toEqual(['tar']);
+    expect(f.files).toEqual({ '/a': { sha256: 'abc123', mode: '755' }, '/b': null });
+    expect(f.dirs).toEqual({ '/d': '755', '/e': null });
+    expect(f.units['kube-nginx']).toMatchObject({ activeState: 'active', subState: 'running', mainPid: 129 });
+    expect(f.guards).toEqual({ true: 0 });
+  });
+
+  it('the facts script runs under plain sh and reads a real file', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-facts-'));
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, 'hello', { mode: 0o640 });
+    const req = { files: [file, path.join(dir, 'missing')], dirs: [dir], units: [], guards: ['exit 3'] };
+    const r = await run('sh', ['-c', factScript(req)]);
+    const f = parseFacts(req, r.stdout);
+    expect(f.files[file]).toEqual({ sha256: createHash('sha256').update('hello').digest('hex'), mode: '640' });
+    expect(f.files[path.join(dir, 'missing')]).toBeNull();
+    expect(f.dirs[dir]).toBe('700');
+    expect(f.guards['exit 3']).toBe(3);
+    fs.rmSync(dir, { recursive: true });
+  });
+});
+
+/** The stage and commit scripts are real shell: run them here on a temporary tree. */
+describe('stage and commit scripts', () => {
+  function setup(validateFor: (dest: string) => string) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-stage-'));
+    const dest = path.join(dir, 'conf', 'app.conf');
+    const validate = validateFor(dest);
+    const plan: HostPlan = {
+      node,
+      facts: noFacts(),
+      steps: [
+        { step: step('directory', { path: path.join(dir, 'conf') }), plan: { changes: [{ kind: 'mkdir', path: path.join(dir, 'conf'), mode: '755' }], notify: [], summary: '' } },
+        {
+          step: step('template', { template: 't', dest }),
+          plan: { changes: [{ kind: 'put', path: dest, content: Buffer.from('new\n'), sha256: 'x', mode: '600', validate }], notify: [], summary: '' },
+        },
+        { step: step('command', { run: 'true', unless: 'false' }), plan: { changes: [{ kind: 'run', command: `echo ran > ${dir}/ran`, label: 'x' }], notify: [], summary: '' } },
+      ],
+    };
+    return { dir, dest, plan };
+  }
+
+  it('stages beside the live file, validates, then commit renames it into place and runs the handlers', async () => {
+    const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    fs.writeFileSync(dest, 'old\n');
+    const s = await run('sh', ['-c', stageScript(plan)], { input: tarOf([Buffer.from('new\n')]) });
+    expect(s.stdout).toMatch(/^@@staged$/m);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
+    expect(fs.readFileSync(dest + STAGED_SUFFIX, 'utf8')).toBe('new\n');
+    const c = await run('sh', ['-c', commitScript(plan)]);
+    expect(c.stdout).toMatch(/^@@committed$/m);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('new\n');
+    expect((fs.statSync(dest).mode & 0o777).toString(8)).toBe('600');
+    expect(fs.existsSync(dest + STAGED_SUFFIX)).toBe(false);
+    expect(fs.readFileSync(path.join(dir, 'ran'), 'utf8')).toBe('ran\n');
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('a failed validation reports its output and leaves nothing staged and the live file as it was', async () => {
+    const { dir, dest, plan } = setup(() => 'echo "config is broken" >&2; exit 7');
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    fs.writeFileSync(dest, 'old\n');
+    const s = await run('sh', ['-c', stageScript(plan)], { input: tarOf([Buffer.from('new\n')]) });
+    expect(s.code).toBe(30);
+    expect(s.stdout).toMatch(/^@@invalid 1 7\nconfig is broken$/m);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
+    expect(fs.readdirSync(path.dirname(dest))).toEqual(['app.conf']);
+    fs.rmSync(dir, { recursive: true });
+  });
+});
