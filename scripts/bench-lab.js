@@ -28,15 +28,21 @@ timed(['lab', 'down', '--dir', dir]);
 
 const nodes = Number(values.nodes);
 const masters = Number(values.masters);
-const result = {
-  benchmark: 'lab',
-  nodes,
-  masters,
-  cores: os.cpus().length,
-  upMs: timed(['lab', 'up', '--dir', dir, '--nodes', String(nodes), '--masters', String(masters)]),
-  upAgainMs: timed(['lab', 'up', '--dir', dir, '--nodes', String(nodes), '--masters', String(masters)]),
-  downMs: timed(['lab', 'down', '--dir', dir]),
-};
+let result;
+try {
+  result = {
+    benchmark: 'lab',
+    nodes,
+    masters,
+    cores: os.cpus().length,
+    upMs: timed(['lab', 'up', '--dir', dir, '--nodes', String(nodes), '--masters', String(masters)]),
+    upAgainMs: timed(['lab', 'up', '--dir', dir, '--nodes', String(nodes), '--masters', String(masters)]),
+    downMs: timed(['lab', 'down', '--dir', dir]),
+  };
+} finally {
+  // Never leave a half-started lab behind.
+  spawnSync(process.execPath, [bin, 'lab', 'down', '--dir', dir], { stdio: 'ignore' });
+}
 const rows = [
   ['step', 'ms'],
   [`lab up, ${nodes} nodes + ${masters} masters + mirror (images cached)`, result.upMs],

@@ -1,8 +1,8 @@
-/** `k8s-ha lab up | prepare | down | status`: parse, call, render. */
+/** `k8s-ha lab up | prepare | down | status | master`: parse, call, render. The lab's modules load on demand: `deploy` never pays for them. */
 import chalk from 'chalk';
 import { Command, InvalidArgumentError } from 'commander';
-import { controlMaster, type MasterAction } from '../lab/control.js';
-import { labDown, labStatus, labUpSteps, prepareLabUp, type LabUpContext } from '../lab/lab.js';
+import type { MasterAction } from '../lab/control.js';
+import type { LabUpContext } from '../lab/lab.js';
 import { MAX_LAB_HOSTS } from '../lab/topology.js';
 import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
@@ -30,6 +30,7 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
     .option('--json', 'print only {"inventory","nodes","masters"} as JSON on stdout')
     .action(async (o: { nodes: number; masters: number; dir: string; subnet?: string; json?: boolean }) => {
+      const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({ dir: o.dir, nodes: o.nodes, masters: o.masters, subnet: o.subnet });
       await runSteps(labUpSteps(), ctx, { json: !!o.json });
       if (o.json) {
@@ -44,6 +45,7 @@ export function labCommand(setExit: (code: number) => void): Command {
     .description('build the images and write the lab files for docker-compose.test.yml, start nothing')
     .option('--dir <dir>', 'lab directory', '.lab')
     .action(async (o: { dir: string }) => {
+      const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({ dir: o.dir, nodes: 3, masters: 3, prepareOnly: true });
       await runSteps(labUpSteps(), ctx, { json: false });
       process.stdout.write(
@@ -56,6 +58,7 @@ export function labCommand(setExit: (code: number) => void): Command {
     .description('remove the lab: its containers, its network and its files (images stay cached)')
     .option('--dir <dir>', 'lab directory', '.lab')
     .action(async (o: { dir: string }) => {
+      const { labDown } = await import('../lab/lab.js');
       const r = await labDown(o.dir);
       if (!r.containers.length && !r.network && !r.files) {
         process.stdout.write(`No lab in ${o.dir}: nothing to remove.\n`);
@@ -74,6 +77,7 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--dir <dir>', 'lab directory', '.lab')
     .option('--json', 'JSON on stdout')
     .action(async (o: { dir: string; json?: boolean }) => {
+      const { labStatus } = await import('../lab/lab.js');
       const s = await labStatus(o.dir);
       const healthy = s.hosts.every((h) => h.ok);
       if (o.json) {
@@ -100,6 +104,7 @@ export function labCommand(setExit: (code: number) => void): Command {
       if (!['ready', 'unready', 'stop', 'start'].includes(action)) {
         throw new InvalidArgumentError(`action must be ready, unready, stop or start, got "${action}".`);
       }
+      const { controlMaster } = await import('../lab/control.js');
       process.stdout.write((await controlMaster(o.dir, name, action as MasterAction)) + '\n');
     });
 

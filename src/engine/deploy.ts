@@ -125,7 +125,7 @@ export interface DeployReport {
   ok: boolean;
   durationMs: number;
   totals: Totals;
-  hosts: Record<string, { status: HostResult['status']; changed: number; failed: number; steps: HostResult['steps']; error?: string; verified?: HostResult['verified'] }>;
+  hosts: Record<string, Pick<HostResult, 'status' | 'changed' | 'failed' | 'steps' | 'error' | 'verified' | 'timings'>>;
 }
 
 export function report(run: DeployRun): DeployReport {
@@ -136,7 +136,7 @@ export function report(run: DeployRun): DeployReport {
     durationMs: Date.now() - run.startedAt,
     totals: t,
     hosts: Object.fromEntries(
-      ordered.map((h) => [h.name, { status: h.status, changed: h.changed, failed: h.failed, steps: h.steps, error: h.error, verified: h.verified }]),
+      ordered.map((h) => [h.name, { status: h.status, changed: h.changed, failed: h.failed, steps: h.steps, error: h.error, verified: h.verified, timings: h.timings }]),
     ),
   };
 }

@@ -1,11 +1,15 @@
 /**
- * One host's deploy over one SSH connection, in four round trips:
+ * One host's deploy over one SSH connection, in three round trips:
  *   facts    one script reads everything the plan needs
- *   stage    one tar stream: new files land beside the live ones as *.k8s-ha-new
- *            and are validated there (`kube-nginx -v`, `kube-nginx -t`)
- *   commit   renames into place, then systemd: daemon-reload, enable, restart/reload
- *   verify   active (running), then TLS through the node's own local port
- * Nothing live changes until every staged file has passed its check.
+ *   apply    one script fed one tar stream:
+ *              stage   new files land beside the live ones as *.k8s-ha-new and are
+ *                      validated there (`kube-nginx -v`, `kube-nginx -t`); a failure
+ *                      removes them and stops, so nothing live has changed
+ *              commit  renames into place, then systemd: daemon-reload, enable,
+ *                      restart or reload
+ *              state   waits for the unit to be active (running)
+ *   verify   TLS through the node's own local port to an apiserver
+ * A host with nothing to change skips `apply`: its facts already hold the unit's state.
  */
 import fs from 'node:fs';
 import { ConnectError, K8sHaError } from '../errors.js';
@@ -17,7 +21,7 @@ import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
 import { quote } from '../util/quote.js';
 import type { PlaybookStep } from './playbook.js';
 import { finishHost, type HostResult, type StepResult } from './results.js';
-import { tarOf } from './tarstream.js';
+import { tarGzOf } from './tarstream.js';
 
 export type Say = (line: string) => void;
 
@@ -87,7 +91,7 @@ export function stageScript(plan: HostPlan): string {
     ...mkdirs.map((m) => `install -d -m ${m.change.mode} ${quote(m.change.path)} || { echo "@@failed ${m.step}"; exit 21; }`),
   ];
   if (puts.length) {
-    lines.push('tar -x -C "$stage" -f - || { echo "@@failed tar"; exit 22; }');
+    lines.push('tar -xz -C "$stage" -f - || { echo "@@failed tar"; exit 22; }');
     puts.forEach((p, i) => {
       lines.push(`install -m ${p.change.mode} "$stage/${i}" ${quote(p.change.path + STAGED_SUFFIX)} || { echo "@@failed ${p.step}"; exit 23; }`);
     });
@@ -120,6 +124,20 @@ export function commitScript(plan: HostPlan): string {
   return lines.join('\n') + '\n';
 }
 
+/** Poll until the unit is active (running), up to 5 s, and print what it is. */
+export function stateScript(unit: string): string {
+  const u = quote(unit);
+  return (
+    `for i in $(seq 1 25); do s=$(systemctl show -p ActiveState -p SubState --value ${u} | tr '\\n' ' '); ` +
+    `[ "$s" = "active running " ] && break; sleep 0.2; done; echo "@@state $s"\n`
+  );
+}
+
+/** Stage, validate, commit and wait for the unit: everything that changes a host, in one script. */
+export function applyScript(plan: HostPlan, unit: string | undefined): string {
+  return stageScript(plan) + commitScript(plan) + (unit ? stateScript(unit) : '');
+}
+
 export interface HostRunOptions {
   inventory: Inventory;
   node: InventoryNode;
@@ -133,11 +151,19 @@ export interface HostRunOptions {
 export async function deployHost(o: HostRunOptions): Promise<HostResult> {
   const { node, say } = o;
   const results: StepResult[] = o.steps.map((s) => ({ name: s.name, status: 'skipped', summary: 'not reached' }));
-  const base = { name: node.name, address: node.address, steps: results };
+  const timings: Record<string, number> = {};
+  let mark = Date.now();
+  const lap = (phase: string) => {
+    const now = Date.now();
+    timings[phase] = now - mark;
+    mark = now;
+  };
+  const base = { name: node.name, address: node.address, steps: results, timings };
   let conn: SshConnection;
   try {
     say('connecting');
     conn = await o.connect();
+    lap('connect');
   } catch (e) {
     const err = e as K8sHaError;
     const unreachable = e instanceof ConnectError && e.kind === 'unreachable';
@@ -151,32 +177,35 @@ export async function deployHost(o: HostRunOptions): Promise<HostResult> {
     const f = await conn.execAsRoot(factScript(req));
     if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
     const plan = planHost(node, o.steps, parseFacts(req, f.stdout), o.base);
+    lap('facts');
     plan.steps.forEach((s, i) => {
       const r = results[i]!;
       if (s.plan) Object.assign(r, { status: s.plan.changes.length ? 'changed' : 'ok', summary: s.plan.summary });
       else if (s.step.type === 'nginxBuild') Object.assign(r, { status: 'ok', summary: o.base.artifacts.nginx?.describe ?? 'built' });
     });
 
+    const unit = verifyUnit(o.steps);
+    const f0 = unit ? plan.facts.units[unit] : undefined;
+    let state = f0 ? `${f0.activeState} ${f0.subState}` : '';
     const puts = collect(plan, 'put');
-    if (puts.length || collect(plan, 'mkdir').length) {
-      say(`staging ${puts.length} file${puts.length === 1 ? '' : 's'}`);
-      const s = await conn.execAsRoot(stageScript(plan), { input: tarOf(puts.map((p) => p.change.content)) });
-      if (!/^@@staged$/m.test(s.stdout)) return failStep(base, results, s.stdout, s.stderr, 'staging');
-    }
-    if (puts.length || collect(plan, 'run').length) {
-      say('committing');
-      const c = await conn.execAsRoot(commitScript(plan));
-      if (!/^@@committed$/m.test(c.stdout)) {
-        const r = failStep(base, results, c.stdout, c.stderr, 'committing');
-        return { ...r, journal: await journal(conn, verifyUnit(o.steps)) };
+    if (plan.steps.some((st) => st.plan?.changes.length)) {
+      say(puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
+      const a = await conn.execAsRoot(applyScript(plan, unit), { input: puts.length ? tarGzOf(puts.map((p) => p.change.content)) : undefined });
+      lap('apply');
+      if (!/^@@committed$/m.test(a.stdout)) {
+        const staged = /^@@staged$/m.test(a.stdout);
+        const r = failStep(base, results, a.stdout, a.stderr, staged ? 'committing' : 'staging');
+        return staged ? { ...r, journal: await journal(conn, unit) } : r;
       }
+      state = /^@@state (.*)$/m.exec(a.stdout)?.[1]?.trim() ?? '';
     }
 
-    const vi = o.steps.findIndex((s) => s.type === 'verify');
+    const vi = o.steps.findIndex((st) => st.type === 'verify');
     if (vi >= 0) {
       const step = o.steps[vi] as Extract<PlaybookStep, { type: 'verify' }>;
       say('verifying');
-      const v = await verify(conn, o.inventory, step.args);
+      const v = await verify(conn, o.inventory, step.args, state);
+      lap('verify');
       results[vi] = { name: step.name, status: v.ok ? 'ok' : 'failed', summary: v.summary, error: v.ok ? undefined : v.summary };
       if (!v.ok) {
         return finishHost({ ...base, error: `verify: ${v.summary}`, journal: await journal(conn, step.args.unit), verified: v.verified });
@@ -225,13 +254,10 @@ async function verify(
   conn: SshConnection,
   inv: Inventory,
   args: { unit: string; listen: string; path: string },
+  /** `ActiveState SubState` as the facts or the apply script saw it. */
+  state: string,
 ): Promise<{ ok: boolean; summary: string; verified?: HostResult['verified'] }> {
-  const unit = quote(args.unit);
-  const state = await conn.execAsRoot(
-    `for i in $(seq 1 25); do s=$(systemctl show -p ActiveState -p SubState --value ${unit} | tr '\\n' ' '); ` +
-      `[ "$s" = "active running " ] && break; sleep 0.2; done; echo "$s"`,
-  );
-  const [active = '?', sub = '?'] = state.stdout.trim().split(/\s+/);
+  const [active = '?', sub = '?'] = state.trim().split(/\s+/);
   if (active !== 'active' || sub !== 'running') return { ok: false, summary: `${args.unit} is ${active} (${sub}), not active (running)` };
 
   const m = /^\[?(.+?)\]?:(\d+)$/.exec(args.listen)!;

@@ -26,6 +26,8 @@ export interface HostResult {
   journal?: string;
   /** The end-to-end check: which apiserver answered through the local port. */
   verified?: { state: string; status: number; backend?: string };
+  /** Milliseconds spent in each phase on this host: connect, facts, stage, commit, verify. */
+  timings?: Record<string, number>;
 }
 
 export interface Totals {

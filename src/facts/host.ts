@@ -49,19 +49,20 @@ export function emptyRequest(): FactRequest {
   return { files: [], dirs: [], units: [], guards: [] };
 }
 
-/** The one script that gathers everything a plan needs. Runs as root. */
+/**
+ * The one script that gathers everything a plan needs. Runs as root, on every
+ * host of every run, so it spawns as few processes as it can: one sha256sum and
+ * one stat for all paths, one systemctl for all units.
+ */
 export function factScript(req: FactRequest): string {
   const lines = [
-    'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; echo "GLIBC=$(ldd --version 2>/dev/null | head -n1 | awk \'{print $NF}\')"',
+    'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; g=$(getconf GNU_LIBC_VERSION 2>/dev/null); echo "GLIBC=${g#glibc }"',
     'echo "@@pkg"; for p in apt-get dnf yum; do if command -v "$p" >/dev/null 2>&1; then echo "$p"; break; fi; done',
     'echo "@@tools"; for t in gcc cc make tar; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
   ];
-  for (const f of req.files) {
-    lines.push(`echo ${quote(`@@file ${f}`)}; if [ -f ${quote(f)} ]; then sha256sum ${quote(f)} | cut -d' ' -f1; stat -c %a ${quote(f)}; fi`);
-  }
-  for (const d of req.dirs) {
-    lines.push(`echo ${quote(`@@dir ${d}`)}; if [ -d ${quote(d)} ]; then stat -c %a ${quote(d)}; fi`);
-  }
+  if (req.files.length) lines.push(`echo "@@sha256"; sha256sum ${req.files.map(quote).join(' ')} 2>/dev/null; true`);
+  const paths = [...req.files, ...req.dirs];
+  if (paths.length) lines.push(`echo "@@stat"; stat -c '%F|%a|%n' ${paths.map(quote).join(' ')} 2>/dev/null; true`);
   for (const u of req.units) {
     lines.push(
       `echo ${quote(`@@unit ${u}`)}; systemctl show -p LoadState -p ActiveState -p SubState -p UnitFileState -p ActiveEnterTimestamp -p MainPID ${quote(u)} 2>/dev/null; true`,
@@ -113,11 +114,25 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     units: {},
     guards: {},
   };
-  for (const f of req.files) {
-    const [sha256, mode] = s.get(`file ${f}`) ?? [];
-    facts.files[f] = sha256 && mode ? { sha256, mode } : null;
+  const sums = new Map<string, string>();
+  for (const line of s.get('sha256') ?? []) {
+    const m = /^([0-9a-f]{64}) [ *](.*)$/.exec(line);
+    if (m) sums.set(m[2]!, m[1]!);
   }
-  for (const d of req.dirs) facts.dirs[d] = (s.get(`dir ${d}`) ?? [])[0] ?? null;
+  const stats = new Map<string, { type: string; mode: string }>();
+  for (const line of s.get('stat') ?? []) {
+    const [type = '', mode = '', ...name] = line.split('|');
+    stats.set(name.join('|'), { type, mode });
+  }
+  for (const f of req.files) {
+    const st = stats.get(f);
+    const sha256 = sums.get(f);
+    facts.files[f] = sha256 && st && /regular/.test(st.type) ? { sha256, mode: st.mode } : null;
+  }
+  for (const d of req.dirs) {
+    const st = stats.get(d);
+    facts.dirs[d] = st && st.type === 'directory' ? st.mode : null;
+  }
   for (const u of req.units) {
     const kv = keyValues(s.get(`unit ${u}`) ?? []);
     facts.units[u] = {

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 import { spawn } from 'node:child_process';
 import { EnvironmentError } from '../errors.js';
-import { onPath, runOk } from '../util/exec.js';
-import { engineAnswers } from './docker.js';
+import { onPath, run, runOk } from '../util/exec.js';
+import { engineAnswers, LAB_ROLE_LABEL } from './docker.js';
 
 export type Say = (line: string) => void;
 
@@ -79,6 +79,9 @@ export function inotifyInstancesNeeded(nodes: number): number {
  * "Failed to create inotify object". Raise it when we can; say how otherwise.
  */
 export async function ensureHostLimits(nodes: number, say: Say): Promise<void> {
+  // Every systemd node on this engine counts, this lab's and any other lab's.
+  const running = await run('docker', ['ps', '-q', '--filter', `label=${LAB_ROLE_LABEL}=node`]).catch(() => undefined);
+  nodes += running?.stdout.split('\n').filter(Boolean).length ?? 0;
   let current: number;
   try {
     current = Number(fs.readFileSync(INOTIFY_INSTANCES, 'utf8').trim());
@@ -89,10 +92,10 @@ export async function ensureHostLimits(nodes: number, say: Say): Promise<void> {
   if (current >= needed) return;
   if (!isRoot()) {
     throw new EnvironmentError(
-      `fs.inotify.max_user_instances is ${current}; ${nodes} systemd nodes need about ${needed}`,
+      `fs.inotify.max_user_instances is ${current}; ${nodes} systemd nodes on this engine need about ${needed}`,
       { hint: `run: sudo sysctl -w fs.inotify.max_user_instances=${needed}` },
     );
   }
   fs.writeFileSync(INOTIFY_INSTANCES, String(needed));
-  say(`raised fs.inotify.max_user_instances from ${current} to ${needed} (each systemd node uses several)`);
+  say(`raised fs.inotify.max_user_instances from ${current} to ${needed} (${nodes} systemd nodes on this engine, each uses several)`);
 }

@@ -4,7 +4,7 @@
  */
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { UsageError } from '../errors.js';
+import { EnvironmentError, UsageError } from '../errors.js';
 import { displayPath } from '../util/paths.js';
 import { mapLimit } from '../util/pool.js';
 import { COMPOSE_LAB } from './compose.js';
@@ -183,9 +183,13 @@ export function labUpSteps(): Step<LabUpContext>[] {
         ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, BOOT_TIMEOUT_MS);
         const bad = ctx.health.filter((h) => !h.ok);
         if (bad.length) {
-          throw new Error(
+          const first = ctx.plan!.containers.find((c) => c.service === bad[0]!.service)!;
+          throw new EnvironmentError(
             `${bad.length} of ${ctx.health.length} lab hosts are not healthy:\n` +
               bad.map((h) => `  ${h.service} (${h.address}): ${h.detail}`).join('\n'),
+            {
+              hint: `look at \`docker logs ${first.name}\` and \`docker ps -a\`; \`k8s-ha lab up\` again starts what stopped, \`k8s-ha lab down\` removes it all`,
+            },
           );
         }
         return `${ctx.health.length} hosts healthy`;

@@ -11,13 +11,19 @@ export const service: Operation<{ name: string; enabled: boolean; state: 'runnin
     const u = facts.units[a.name];
     const unit = quote(a.name);
     const changes: Change[] = [];
-    if (ctx.notified.has('daemon-reload')) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
-    if (a.enabled && u?.unitFileState !== 'enabled') changes.push({ kind: 'run', command: `systemctl enable -q ${unit}`, label: 'enable' });
-    if (!a.enabled && u?.unitFileState === 'enabled') changes.push({ kind: 'run', command: `systemctl disable -q ${unit}`, label: 'disable' });
+    // A unit systemd has never loaded needs no daemon-reload to start: systemd >= 248 reads new unit
+    // files on demand. One that fails that way (older systemd, or a unit cache with a stale mtime)
+    // falls back to daemon-reload and a second try. A changed unit always gets daemon-reload.
+    const brandNew = u?.loadState === 'not-found' && a.state === 'running';
+    if (ctx.notified.has('daemon-reload') && !brandNew) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
+    // --no-reload: enabling only makes the boot-time symlinks; without it systemctl does a second full daemon-reload.
+    if (a.enabled && u?.unitFileState !== 'enabled') changes.push({ kind: 'run', command: `systemctl enable -q --no-reload ${unit}`, label: 'enable' });
+    if (!a.enabled && u?.unitFileState === 'enabled') changes.push({ kind: 'run', command: `systemctl disable -q --no-reload ${unit}`, label: 'disable' });
     const active = u?.activeState === 'active';
     if (a.state === 'running') {
       // restart (not start) also recovers a unit that is failed or stuck activating.
-      if (!active) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'start' });
+      if (brandNew) changes.push({ kind: 'run', command: `systemctl restart ${unit} 2>/dev/null || { systemctl daemon-reload && systemctl restart ${unit}; }`, label: 'start' });
+      else if (!active) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'start' });
       else if (ctx.notified.has('restart')) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'restart' });
       else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload' });
     } else if (active) {

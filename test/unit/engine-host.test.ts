@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { commitScript, factRequest, planHost, stageScript, STAGED_SUFFIX, withStagedPaths, type HostPlan } from '../../src/engine/host.js';
-import { tarOf } from '../../src/engine/tarstream.js';
+import { tarGzOf } from '../../src/engine/tarstream.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import { parseFacts, factScript, type HostFacts } from '../../src/facts/host.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
@@ -63,10 +63,8 @@ describe('facts', () => {
       '@@os', 'ID=debian', 'VERSION_ID="12"', 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"', 'ARCH=x86_64', 'GLIBC=2.36',
       '@@pkg', 'apt-get',
       '@@tools', 'tar',
-      '@@file /a', 'abc123', '755',
-      '@@file /b',
-      '@@dir /d', '755',
-      '@@dir /e',
+      '@@sha256', `${'a'.repeat(64)}  /a`,
+      '@@stat', 'regular file|755|/a', 'directory|755|/d',
       '@@unit kube-nginx', 'LoadState=loaded', 'ActiveState=active', 'SubState=running', 'UnitFileState=enabled', 'ActiveEnterTimestamp=Sun 2026-11-22', 'MainPID=129',
       '@@guard 0', '0',
     ].join('\n');
@@ -74,7 +72,7 @@ describe('facts', () => {
     expect(f.os).toEqual({ id: 'debian', versionId: '12', prettyName: 'Debian GNU/Linux 12 (bookworm)', arch: 'x86_64', glibc: '2.36' });
     expect(f.packageManager).toBe('apt-get');
     expect(f.tools).toEqual(['tar']);
-    expect(f.files).toEqual({ '/a': { sha256: 'abc123', mode: '755' }, '/b': null });
+    expect(f.files).toEqual({ '/a': { sha256: 'a'.repeat(64), mode: '755' }, '/b': null });
     expect(f.dirs).toEqual({ '/d': '755', '/e': null });
     expect(f.units['kube-nginx']).toMatchObject({ activeState: 'active', subState: 'running', mainPid: 129 });
     expect(f.guards).toEqual({ true: 0 });
@@ -84,12 +82,18 @@ describe('facts', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-facts-'));
     const file = path.join(dir, 'f');
     fs.writeFileSync(file, 'hello', { mode: 0o640 });
-    const req = { files: [file, path.join(dir, 'missing')], dirs: [dir], units: [], guards: ['exit 3'] };
+    const spaced = path.join(dir, 'a file|with bars');
+    fs.writeFileSync(spaced, '');
+    const req = { files: [file, path.join(dir, 'missing'), spaced, dir], dirs: [dir, file], units: [], guards: ['exit 3'] };
     const r = await run('sh', ['-c', factScript(req)]);
     const f = parseFacts(req, r.stdout);
     expect(f.files[file]).toEqual({ sha256: createHash('sha256').update('hello').digest('hex'), mode: '640' });
     expect(f.files[path.join(dir, 'missing')]).toBeNull();
+    expect(f.files[spaced]).toEqual({ sha256: createHash('sha256').update('').digest('hex'), mode: '644' });
+    expect(f.files[dir]).toBeNull(); // a directory where a file should be
     expect(f.dirs[dir]).toBe('700');
+    expect(f.dirs[file]).toBeNull(); // a file where a directory should be
+    expect(f.os.glibc).toMatch(/^2\.\d+$/);
     expect(f.guards['exit 3']).toBe(3);
     fs.rmSync(dir, { recursive: true });
   });
@@ -120,7 +124,7 @@ describe('stage and commit scripts', () => {
     const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, 'old\n');
-    const s = await run('sh', ['-c', stageScript(plan)], { input: tarOf([Buffer.from('new\n')]) });
+    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
     expect(s.stdout).toMatch(/^@@staged$/m);
     expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
     expect(fs.readFileSync(dest + STAGED_SUFFIX, 'utf8')).toBe('new\n');
@@ -137,7 +141,7 @@ describe('stage and commit scripts', () => {
     const { dir, dest, plan } = setup(() => 'echo "config is broken" >&2; exit 7');
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, 'old\n');
-    const s = await run('sh', ['-c', stageScript(plan)], { input: tarOf([Buffer.from('new\n')]) });
+    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
     expect(s.code).toBe(30);
     expect(s.stdout).toMatch(/^@@invalid 1 7\nconfig is broken$/m);
     expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
