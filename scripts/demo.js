@@ -1,11 +1,13 @@
-// The demo behind `npm run demo`: start the lab, then show its hosts.
-// Each step is the real k8s-ha command line, printed before it runs.
+// The demo behind `npm run demo`: start the lab, deploy the node-local load balancer to
+// every node, then deploy again to show that nothing changes. Each step is the real
+// k8s-ha command line, printed before it runs.
 import { spawnSync } from 'node:child_process';
 
 const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
 const steps = [
   ['lab', 'up'],
-  ['lab', 'status'],
+  ['deploy', '-i', '.lab/inventory.yaml'],
+  ['deploy', '-i', '.lab/inventory.yaml'],
 ];
 
 for (const args of steps) {

@@ -123,6 +123,8 @@ export function renderLabInventory(plan: LabPlan, p: LabPaths): string {
       sha256: NGINX_SOURCE.sha256,
     },
     tls: { caFile: p.caFile, serverName: 'kubernetes' },
+    // The lab is for trying k8s-ha on a bare machine: let the build install gcc and make here if missing.
+    build: { host: 'controller', installToolchain: true },
   };
   const yaml = YAML.stringify(doc, { lineWidth: 0, collectionStyle: 'any', flowCollectionPadding: true }).replace(
     /^( {2}- )name: (\S+)\n {4}address: (\S+)(?:\n {4}port: (\d+))?$/gm,

@@ -100,3 +100,13 @@ nginx:
     expect(out[0]).toMatch(/^inv\.yaml:\d+:\d+: \(top level\): YAML: /);
   });
 });
+
+describe('inventory/inventory.example.yaml', () => {
+  it('is a valid inventory with no warnings', async () => {
+    const fs = await import('node:fs');
+    const { diagnostics, inventory } = parseInventory(fs.readFileSync('inventory/inventory.example.yaml', 'utf8'));
+    expect(diagnostics).toEqual([]);
+    expect(inventory!.nodes.map((n) => n.name)).toEqual(['node-1', 'node-2', 'node-3']);
+    expect(inventory!.build.host).toBe('controller');
+  });
+});
