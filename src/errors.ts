@@ -13,6 +13,8 @@ export const ExitCode = {
   hosts: 3,
   /** The nginx build failed. */
   build: 4,
+  /** deploy --check: changes are pending (nothing was touched). */
+  pending: 5,
 } as const;
 
 export class K8sHaError extends Error {

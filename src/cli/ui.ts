@@ -11,11 +11,21 @@ export interface OutputMode {
   json: boolean;
 }
 
-/** Run steps as a listr2 task list: live in a terminal, plain lines in CI logs. */
-export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): Promise<C> {
-  const stream = mode.json ? process.stderr : process.stdout;
+/** listr2 options: live in a terminal, plain lines in CI logs; on stderr when stdout carries JSON. */
+export function listrOptions(json: boolean) {
+  const stream = json ? process.stderr : process.stdout;
   const live = Boolean(stream.isTTY) && !process.env.CI && process.env.TERM !== 'dumb';
   const logger = new ListrLogger({ processOutput: new ProcessOutput(stream, process.stderr), useIcons: live });
+  return {
+    renderer: (live ? 'default' : 'simple') as 'default',
+    fallbackRenderer: 'simple' as const,
+    rendererOptions: { logger, timer: PRESET_TIMER, collapseSubtasks: false, collapseErrors: false, showErrorMessage: true } as never,
+    fallbackRendererOptions: { logger, timer: PRESET_TIMER } as never,
+  };
+}
+
+/** Run steps as a listr2 task list. */
+export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): Promise<C> {
   const list = new Listr<C>(
     steps.map((s) => ({
       title: s.title,
@@ -26,14 +36,7 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): P
         if (result) task.title = `${s.title}: ${result}`;
       },
     })),
-    {
-      ctx,
-      exitOnError: true,
-      renderer: (live ? 'default' : 'simple') as 'default',
-      fallbackRenderer: 'simple',
-      rendererOptions: { logger, timer: PRESET_TIMER, collapseErrors: false, showErrorMessage: true } as never,
-      fallbackRendererOptions: { logger, timer: PRESET_TIMER } as never,
-    },
+    { ctx, exitOnError: true, ...listrOptions(mode.json) },
   );
   return list.run();
 }

@@ -25,6 +25,8 @@ export interface HttpsProbeResult {
   body: string;
   /** Subject CN of the certificate the server presented. */
   peer?: string;
+  /** SHA-256 fingerprint of that certificate: tells apiservers apart even when they share a CN. */
+  fingerprint?: string;
 }
 
 export function httpsGet(
@@ -68,9 +70,17 @@ export function httpsGet(
         },
         (res) => {
           const chunks: Buffer[] = [];
-          const peer = (res.socket as tls.TLSSocket).getPeerCertificate?.()?.subject?.CN;
+          const cert = (res.socket as tls.TLSSocket).getPeerCertificate?.();
+          const peer = cert?.subject?.CN;
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer: typeof peer === 'string' ? peer : undefined }));
+          res.on('end', () =>
+            done(null, {
+              status: res.statusCode ?? 0,
+              body: Buffer.concat(chunks).toString(),
+              peer: typeof peer === 'string' ? peer : undefined,
+              fingerprint: cert?.fingerprint256,
+            }),
+          );
           res.on('error', (e) => done(e));
         },
       );

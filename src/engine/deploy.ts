@@ -14,7 +14,8 @@ import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
-import { deployHost, type Say } from './host.js';
+import { applyHost, prepareHost, type HostRunOptions, type PreparedHost, type Say } from './host.js';
+import { configState, DEFAULT_SERIAL, failed, notReached, parseSerial, planRoll, runBatch, type RollPlan, type Serial } from './roll.js';
 import { defaultPlaybookPath, loadPlaybook, type Playbook } from './playbook.js';
 import { totals, type HostResult, type Totals } from './results.js';
 
@@ -24,6 +25,14 @@ export interface DeployOptions {
   limit?: string[];
   concurrency: number;
   acceptNewHostKeys: boolean;
+  /** --check: plan only, touch nothing. */
+  check?: boolean;
+  /** --diff: read the current text of rendered files, to show unified diffs. */
+  diff?: boolean;
+  /** --serial: nodes per batch when a running service would be restarted or reloaded. */
+  serial?: Serial;
+  /** --max-fail-percent: failed nodes a roll tolerates before it stops. */
+  maxFailPercent?: number;
 }
 
 export interface DeployRun {
@@ -38,6 +47,18 @@ export interface DeployRun {
   /** The build host's connection, reused for its own deploy. */
   openConnections: Map<string, SshConnection>;
   results: HostResult[];
+  /** Hosts connected and planned, waiting to be applied. */
+  prepared: PreparedHost[];
+  roll?: RollReport;
+}
+
+export interface RollReport {
+  serial: number;
+  batches: string[][];
+  failLimit: number;
+  /** 1-based batch after which the roll stopped, and why. */
+  stoppedAfter?: number;
+  reason?: string;
 }
 
 export async function prepareDeploy(options: DeployOptions): Promise<DeployRun> {
@@ -56,7 +77,7 @@ export async function prepareDeploy(options: DeployOptions): Promise<DeployRun> 
     nodes = inv.nodes.filter((n) => options.limit!.includes(n.name));
   }
   const targets = new Map(nodes.concat(inv.nodes.filter((n) => n.name === inv.build.host)).map((n) => [n.name, resolveTarget(inv, n, { acceptNewHostKeys: options.acceptNewHostKeys })]));
-  return { options, loaded, playbook, nodes, targets, startedAt, artifacts: {}, openConnections: new Map(), results: [] };
+  return { options, loaded, playbook, nodes, targets, startedAt, artifacts: {}, openConnections: new Map(), results: [], prepared: [] };
 }
 
 export function buildStepOf(run: DeployRun) {
@@ -95,9 +116,9 @@ export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> 
   return `nginx ${inv.nginx.version} ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`;
 }
 
-export async function deployNode(run: DeployRun, node: InventoryNode, say: Say): Promise<HostResult> {
+function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOptions {
   const inv = run.loaded.inventory;
-  const result = await deployHost({
+  return {
     inventory: inv,
     node,
     steps: run.playbook.steps(node),
@@ -111,9 +132,67 @@ export async function deployNode(run: DeployRun, node: InventoryNode, say: Say):
       return SshConnection.open(run.targets.get(node.name)!);
     },
     say,
-  });
-  run.results.push(result);
-  return result;
+    wantText: run.options.diff,
+  };
+}
+
+/** Connect to a node, read its facts and plan every step; a node that cannot be worked on gets its result now. */
+export async function planNode(run: DeployRun, node: InventoryNode, say: Say): Promise<PreparedHost | HostResult> {
+  const p = await prepareHost(hostOptions(run, node, say));
+  if ('conn' in p) run.prepared.push(p);
+  else run.results.push(p);
+  return p;
+}
+
+/** How the planned nodes will be applied: at once, or rolled in batches. */
+export function rollPlan(run: DeployRun): RollPlan {
+  const ordered = run.nodes.map((n) => run.prepared.find((p) => p.o.node.name === n.name)).filter((p): p is PreparedHost => !!p);
+  const plan = planRoll(ordered, run.options.serial ?? parseSerial(DEFAULT_SERIAL), run.options.maxFailPercent ?? 0);
+  const rolling = plan.batches.flat().length;
+  run.roll = rolling
+    ? { serial: plan.batches[0]!.length, batches: plan.batches.map((b) => b.map((p) => p.o.node.name)), failLimit: plan.failLimit }
+    : undefined;
+  return plan;
+}
+
+/** Apply a node that disturbs no running service (or has nothing to do), then close it. */
+export async function applyNow(run: DeployRun, p: PreparedHost, say: Say): Promise<HostResult> {
+  p.o.say = say;
+  try {
+    const r = await applyHost(p, { backup: false, checkNewList: false });
+    run.results.push(r);
+    return r;
+  } finally {
+    p.conn.close();
+  }
+}
+
+/** Roll one batch; returns its results and whether the roll must stop after it. */
+export async function rollBatch(run: DeployRun, plan: RollPlan, index: number, sayFor: (name: string) => Say): Promise<{ results: HostResult[]; stop: boolean }> {
+  const batch = plan.batches[index]!;
+  for (const p of batch) p.o.say = sayFor(p.o.node.name);
+  const results = await runBatch(batch, index + 1);
+  run.results.push(...results);
+  const failedSoFar = run.results.filter((r) => r.batch !== undefined && failed(r)).length;
+  const stop = failedSoFar > plan.failLimit;
+  if (stop && run.roll) {
+    run.roll.stoppedAfter = index + 1;
+    const names = results.filter(failed).map((r) => r.name);
+    run.roll.reason = `${failedSoFar} node${failedSoFar === 1 ? '' : 's'} failed (${names.join(', ')}), more than --max-fail-percent allows (${plan.failLimit})`;
+  }
+  return { results, stop };
+}
+
+/** The nodes a stopped roll never reached: they keep what they run. */
+export function skipRest(run: DeployRun, plan: RollPlan, from: number): HostResult[] {
+  const rest = plan.batches.slice(from).flat().map((p) => notReached(p, `the roll stopped after batch ${from}`));
+  run.results.push(...rest);
+  return rest;
+}
+
+/** --check: close every connection; the plans stay in run.prepared. */
+export function endCheck(run: DeployRun): void {
+  for (const p of run.prepared) p.conn.close();
 }
 
 export function closeAll(run: DeployRun): void {
@@ -125,18 +204,34 @@ export interface DeployReport {
   ok: boolean;
   durationMs: number;
   totals: Totals;
-  hosts: Record<string, Pick<HostResult, 'status' | 'changed' | 'failed' | 'steps' | 'error' | 'verified' | 'timings'>>;
+  roll?: RollReport;
+  hosts: Record<string, Pick<HostResult, 'status' | 'changed' | 'failed' | 'steps' | 'error' | 'verified' | 'timings' | 'batch' | 'rollback'> & { config: ReturnType<typeof configState> }>;
 }
 
 export function report(run: DeployRun): DeployReport {
   const ordered = run.nodes.map((n) => run.results.find((r) => r.name === n.name)).filter((r): r is HostResult => !!r);
   const t = totals(ordered);
   return {
-    ok: t.failed === 0 && t.unreachable === 0 && ordered.length === run.nodes.length,
+    ok: t.failed === 0 && t.unreachable === 0 && t.skipped === 0 && ordered.length === run.nodes.length,
     durationMs: Date.now() - run.startedAt,
     totals: t,
+    roll: run.roll,
     hosts: Object.fromEntries(
-      ordered.map((h) => [h.name, { status: h.status, changed: h.changed, failed: h.failed, steps: h.steps, error: h.error, verified: h.verified, timings: h.timings }]),
+      ordered.map((h) => [
+        h.name,
+        {
+          status: h.status,
+          config: configState(h),
+          changed: h.changed,
+          failed: h.failed,
+          steps: h.steps,
+          error: h.error,
+          verified: h.verified,
+          timings: h.timings,
+          batch: h.batch,
+          rollback: h.rollback,
+        },
+      ]),
     ),
   };
 }

@@ -11,7 +11,6 @@
  *   verify   TLS through the node's own local port to an apiserver
  * A host with nothing to change skips `apply`: its facts already hold the unit's state.
  */
-import fs from 'node:fs';
 import { ConnectError, K8sHaError } from '../errors.js';
 import { factScript, parseFacts, type FactRequest, type HostFacts } from '../facts/host.js';
 import { httpsGet } from '../connect/https-probe.js';
@@ -19,6 +18,7 @@ import { SshConnection } from '../connect/ssh.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
 import { quote } from '../util/quote.js';
+import { probeReach, splitListen, tlsOptions } from './probe.js';
 import type { PlaybookStep } from './playbook.js';
 import { finishHost, type HostResult, type StepResult } from './results.js';
 import { tarGzOf } from './tarstream.js';
@@ -40,6 +40,11 @@ export function factRequest(steps: PlaybookStep[]): FactRequest {
     for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of part[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
   }
   return req;
+}
+
+/** Rendered text files the playbook writes: what --diff shows. */
+export function textFiles(steps: PlaybookStep[]): string[] {
+  return steps.flatMap((s) => (s.type === 'op' && (s.op.type === 'template' || s.op.type === 'systemdUnit') ? (s.op.facts(s.args).files ?? []) : []));
 }
 
 /** Pure: every step's plan for one host, handlers flowing from earlier steps to the service step. */
@@ -109,10 +114,13 @@ export function stageScript(plan: HostPlan): string {
   return lines.join('\n') + '\n';
 }
 
-export function commitScript(plan: HostPlan): string {
+export function commitScript(plan: HostPlan, backup = false): string {
   const lines = ['set -u'];
   for (const p of collect(plan, 'put')) {
-    lines.push(`mv -f ${quote(p.change.path + STAGED_SUFFIX)} ${quote(p.change.path)} || { echo "@@failed ${p.step}"; exit 40; }`);
+    const live = quote(p.change.path);
+    const prev = quote(p.change.path + PREVIOUS_SUFFIX);
+    if (backup) lines.push(`if [ -e ${live} ]; then cp -p ${live} ${prev}; else rm -f ${prev}; fi`);
+    lines.push(`mv -f ${quote(p.change.path + STAGED_SUFFIX)} ${live} || { echo "@@failed ${p.step}"; exit 40; }`);
   }
   for (const r of collect(plan, 'run')) {
     lines.push(
@@ -134,8 +142,8 @@ export function stateScript(unit: string): string {
 }
 
 /** Stage, validate, commit and wait for the unit: everything that changes a host, in one script. */
-export function applyScript(plan: HostPlan, unit: string | undefined): string {
-  return stageScript(plan) + commitScript(plan) + (unit ? stateScript(unit) : '');
+export function applyScript(plan: HostPlan, unit: string | undefined, backup = false): string {
+  return stageScript(plan) + commitScript(plan, backup) + (unit ? stateScript(unit) : '');
 }
 
 export interface HostRunOptions {
@@ -146,80 +154,170 @@ export interface HostRunOptions {
   /** An open connection to reuse (the build host's), else one is opened. */
   connect: () => Promise<SshConnection>;
   say: Say;
+  /** Read the current text of rendered files too, for --diff. */
+  wantText?: boolean;
 }
 
-export async function deployHost(o: HostRunOptions): Promise<HostResult> {
-  const { node, say } = o;
+/** A host connected, its facts read and every step planned; nothing changed yet. */
+export interface PreparedHost {
+  o: HostRunOptions;
+  conn: SshConnection;
+  plan: HostPlan;
+  results: StepResult[];
+  timings: Record<string, number>;
+  /** The unit the verify step watches. */
+  unit?: string;
+  lap: (phase: string) => void;
+}
+
+type Base = { name: string; address: string; steps: StepResult[]; timings: Record<string, number> };
+
+function base(p: PreparedHost | { o: HostRunOptions; results: StepResult[]; timings: Record<string, number> }): Base {
+  return { name: p.o.node.name, address: p.o.node.address, steps: p.results, timings: p.timings };
+}
+
+/** Connect, read the facts and plan every step. A HostResult means the host cannot be worked on. */
+export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | HostResult> {
   const results: StepResult[] = o.steps.map((s) => ({ name: s.name, status: 'skipped', summary: 'not reached' }));
   const timings: Record<string, number> = {};
   let mark = Date.now();
   const lap = (phase: string) => {
     const now = Date.now();
-    timings[phase] = now - mark;
+    timings[phase] = (timings[phase] ?? 0) + now - mark;
     mark = now;
   };
-  const base = { name: node.name, address: node.address, steps: results, timings };
   let conn: SshConnection;
   try {
-    say('connecting');
+    o.say('connecting');
     conn = await o.connect();
     lap('connect');
   } catch (e) {
     const err = e as K8sHaError;
     const unreachable = e instanceof ConnectError && e.kind === 'unreachable';
     results.forEach((r) => (r.summary = unreachable ? 'host unreachable' : 'cannot log in'));
-    return finishHost({ ...base, status: unreachable ? 'unreachable' : 'failed', error: err.message, hint: err.hint });
+    return finishHost({ ...base({ o, results, timings }), status: unreachable ? 'unreachable' : 'failed', error: err.message, hint: err.hint });
   }
-
   try {
-    say('gathering facts');
+    o.say('gathering facts');
     const req = factRequest(o.steps);
+    if (o.wantText) req.texts = textFiles(o.steps);
     const f = await conn.execAsRoot(factScript(req));
     if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
-    const plan = planHost(node, o.steps, parseFacts(req, f.stdout), o.base);
+    const facts = parseFacts(req, f.stdout);
+    const plan = planHost(o.node, o.steps, facts, { ...o.base, currentText: (path) => facts.texts[path] });
     lap('facts');
-    plan.steps.forEach((s, i) => {
+    plan.steps.forEach((st, i) => {
       const r = results[i]!;
-      if (s.plan) Object.assign(r, { status: s.plan.changes.length ? 'changed' : 'ok', summary: s.plan.summary });
-      else if (s.step.type === 'nginxBuild') Object.assign(r, { status: 'ok', summary: o.base.artifacts.nginx?.describe ?? 'built' });
+      if (st.plan) Object.assign(r, { status: st.plan.changes.length ? 'changed' : 'ok', summary: st.plan.summary });
+      else if (st.step.type === 'nginxBuild') Object.assign(r, { status: 'ok', summary: o.base.artifacts.nginx?.describe ?? 'built' });
     });
+    return { o, conn, plan, results, timings, unit: verifyUnit(o.steps), lap };
+  } catch (e) {
+    conn.close();
+    return failFromError({ o, results, timings }, e);
+  }
+}
 
-    const unit = verifyUnit(o.steps);
-    const f0 = unit ? plan.facts.units[unit] : undefined;
+function failFromError(p: { o: HostRunOptions; results: StepResult[]; timings: Record<string, number> }, e: unknown): HostResult {
+  const err = e as K8sHaError;
+  const firstOpen = p.results.find((r) => r.status === 'skipped' || r.status === 'changed') ?? p.results[0]!;
+  Object.assign(firstOpen, { status: 'failed', error: err.message, summary: err.message.split('\n')[0] });
+  const unreachable = e instanceof ConnectError && e.kind === 'unreachable';
+  return finishHost({ ...base(p), status: unreachable ? 'unreachable' : undefined, error: err.message, hint: err.hint });
+}
+
+export function hasChanges(p: PreparedHost): boolean {
+  return p.plan.steps.some((st) => st.plan?.changes.length);
+}
+
+/** Would applying this plan restart or reload a service that is serving now? Such hosts roll. */
+export function disturbsRunningService(p: PreparedHost): boolean {
+  if (!p.unit || !hasChanges(p)) return false;
+  return p.plan.facts.units[p.unit]?.activeState === 'active';
+}
+
+/** Handlers this host's plan notified, e.g. restart when the binary changed. */
+export function notifiedHandlers(plan: HostPlan): Set<Handler> {
+  const out = new Set<Handler>();
+  for (const st of plan.steps) for (const h of st.plan?.notify ?? []) out.add(h);
+  return out;
+}
+
+export interface ApplyOptions {
+  /** Keep the live files as *.k8s-ha-prev so a failed batch can be put back. */
+  backup: boolean;
+  /** Verify that every connection through the local port reaches a master of the inventory (rolling). */
+  checkNewList: boolean;
+}
+
+export const PREVIOUS_SUFFIX = '.k8s-ha-prev';
+
+/** Apply the plan (if it changes anything), then verify. The connection stays open. */
+export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<HostResult> {
+  const { o, conn, plan, results } = p;
+  try {
+    const f0 = p.unit ? plan.facts.units[p.unit] : undefined;
     let state = f0 ? `${f0.activeState} ${f0.subState}` : '';
     const puts = collect(plan, 'put');
-    if (plan.steps.some((st) => st.plan?.changes.length)) {
-      say(puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
-      const a = await conn.execAsRoot(applyScript(plan, unit), { input: puts.length ? tarGzOf(puts.map((p) => p.change.content)) : undefined });
-      lap('apply');
+    if (hasChanges(p)) {
+      o.say(puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
+      const a = await conn.execAsRoot(applyScript(plan, p.unit, opts.backup), {
+        input: puts.length ? tarGzOf(puts.map((x) => x.change.content)) : undefined,
+      });
+      p.lap('apply');
       if (!/^@@committed$/m.test(a.stdout)) {
         const staged = /^@@staged$/m.test(a.stdout);
-        const r = failStep(base, results, a.stdout, a.stderr, staged ? 'committing' : 'staging');
-        return staged ? { ...r, journal: await journal(conn, unit) } : r;
+        const r = failStep(base(p), results, a.stdout, a.stderr, staged ? 'committing' : 'staging');
+        return staged ? { ...r, journal: await journal(conn, p.unit), committed: true } : r;
       }
       state = /^@@state (.*)$/m.exec(a.stdout)?.[1]?.trim() ?? '';
     }
-
     const vi = o.steps.findIndex((st) => st.type === 'verify');
-    if (vi >= 0) {
-      const step = o.steps[vi] as Extract<PlaybookStep, { type: 'verify' }>;
-      say('verifying');
-      const v = await verify(conn, o.inventory, step.args, state);
-      lap('verify');
-      results[vi] = { name: step.name, status: v.ok ? 'ok' : 'failed', summary: v.summary, error: v.ok ? undefined : v.summary };
-      if (!v.ok) {
-        return finishHost({ ...base, error: `verify: ${v.summary}`, journal: await journal(conn, step.args.unit), verified: v.verified });
-      }
-      return finishHost({ ...base, verified: v.verified });
+    if (vi < 0) return finishHost(base(p));
+    const step = o.steps[vi] as Extract<PlaybookStep, { type: 'verify' }>;
+    o.say('verifying');
+    const v = await verify(conn, o.inventory, step.args, state, opts.checkNewList);
+    p.lap('verify');
+    results[vi] = { name: step.name, status: v.ok ? 'ok' : 'failed', summary: v.summary, error: v.ok ? undefined : v.summary };
+    if (!v.ok) {
+      return finishHost({ ...base(p), error: `verify: ${v.summary}`, journal: await journal(conn, step.args.unit), verified: v.verified, committed: hasChanges(p) });
     }
-    return finishHost(base);
+    return finishHost({ ...base(p), verified: v.verified });
   } catch (e) {
-    const err = e as K8sHaError;
-    const firstOpen = results.find((r) => r.status === 'skipped') ?? results[0]!;
-    Object.assign(firstOpen, { status: 'failed', error: err.message, summary: err.message.split('\n')[0] });
-    return finishHost({ ...base, error: err.message, hint: err.hint });
+    return { ...failFromError(p, e), committed: hasChanges(p) };
+  }
+}
+
+/** Put back the files a failed apply replaced (from *.k8s-ha-prev) and reload or restart again. */
+export async function rollbackHost(p: PreparedHost): Promise<{ ok: boolean; detail: string }> {
+  const puts = collect(p.plan, 'put').map((x) => x.change.path);
+  if (!puts.length) return { ok: true, detail: 'nothing was replaced' };
+  const handlers = notifiedHandlers(p.plan);
+  const unit = p.unit ? quote(p.unit) : undefined;
+  const lines = ['set -u'];
+  for (const path of puts) {
+    lines.push(`if [ -e ${quote(path + PREVIOUS_SUFFIX)} ]; then mv -f ${quote(path + PREVIOUS_SUFFIX)} ${quote(path)}; fi`);
+  }
+  if (handlers.has('daemon-reload')) lines.push('systemctl daemon-reload');
+  if (unit) lines.push(handlers.has('restart') ? `systemctl restart ${unit}` : `systemctl reload ${unit}`, stateScript(p.unit!));
+  try {
+    const r = await p.conn.execAsRoot(lines.join('\n') + '\n');
+    const state = /^@@state (.*)$/m.exec(r.stdout)?.[1]?.trim() ?? '';
+    const ok = !unit || state === 'active running';
+    return { ok, detail: ok ? 'previous files restored and the service runs them' : `previous files restored, but ${p.unit} is ${state || 'unknown'}` };
+  } catch (e) {
+    return { ok: false, detail: `could not restore the previous files: ${(e as Error).message.split('\n')[0]}` };
+  }
+}
+
+/** Prepare and apply in one go: a host that does not roll. */
+export async function deployHost(o: HostRunOptions): Promise<HostResult> {
+  const p = await prepareHost(o);
+  if (!('conn' in p)) return p;
+  try {
+    return await applyHost(p, { backup: false, checkNewList: false });
   } finally {
-    conn.close();
+    p.conn.close();
   }
 }
 
@@ -256,30 +354,31 @@ async function verify(
   args: { unit: string; listen: string; path: string },
   /** `ActiveState SubState` as the facts or the apply script saw it. */
   state: string,
+  /** Rolling: every connection through the local port must reach a master of the inventory's list. */
+  checkNewList: boolean,
 ): Promise<{ ok: boolean; summary: string; verified?: HostResult['verified'] }> {
   const [active = '?', sub = '?'] = state.trim().split(/\s+/);
   if (active !== 'active' || sub !== 'running') return { ok: false, summary: `${args.unit} is ${active} (${sub}), not active (running)` };
+  const { host, port } = splitListen(args.listen);
+  const trust = inv.tls.caFile ? 'TLS verified' : 'TLS NOT verified: set tls.caFile';
 
-  const m = /^\[?(.+?)\]?:(\d+)$/.exec(args.listen)!;
-  const host = m[1]!;
-  const port = Number(m[2]);
-  const tls = inv.tls;
-  const ca = tls.caFile ? fs.readFileSync(tls.caFile) : undefined;
+  if (checkNewList) {
+    const reach = await probeReach(conn, inv);
+    const hit = reach.masters.filter((m) => m.viaLocal > 0).map((m) => m.name);
+    const verified = { state: 'active (running)', status: reach.local.ok ? 200 : 0, backend: hit.join(',') || undefined };
+    if (!reach.local.ok) return { ok: false, summary: `nothing answered through ${args.listen}: ${reach.local.errors[0] ?? 'no answer'}`, verified };
+    if (reach.local.unknown) {
+      return { ok: false, summary: `${reach.local.unknown} of ${reach.local.attempts} connections through ${args.listen} reached a backend outside the new master list`, verified };
+    }
+    return { ok: true, summary: `active (running); ${reach.local.ok}/${reach.local.attempts} requests through ${args.listen} answered by the new list (${hit.join(', ')}; ${trust})`, verified };
+  }
+
   let last = '';
   for (let attempt = 0; attempt < 15; attempt++) {
     try {
-      const r = await httpsGet(() => conn.connectFromHost(host, port), {
-        path: args.path,
-        ca,
-        servername: tls.serverName ?? host,
-        insecureSkipVerify: tls.insecureSkipVerify || !ca,
-        cert: tls.clientCertFile ? fs.readFileSync(tls.clientCertFile) : undefined,
-        key: tls.clientKeyFile ? fs.readFileSync(tls.clientKeyFile) : undefined,
-        timeoutMs: 3000,
-      });
+      const r = await httpsGet(() => conn.connectFromHost(host, port), { path: args.path, ...tlsOptions(inv, inv.tls.serverName ?? host) });
       const verified = { state: 'active (running)', status: r.status, backend: r.peer };
       if (r.status === 200) {
-        const trust = ca ? 'TLS verified' : 'TLS NOT verified: set tls.caFile';
         return { ok: true, summary: `active (running); GET ${args.path} through ${args.listen}: 200 from ${r.peer ?? 'an apiserver'} (${trust})`, verified };
       }
       last = `GET ${args.path} through ${args.listen} answered ${r.status}: ${r.body.trim().split('\n')[0]}`;

@@ -1,7 +1,8 @@
 /** What a deploy did on each host, and the recap totals. */
 
 export type StepStatus = 'ok' | 'changed' | 'failed' | 'skipped';
-export type HostStatus = 'ok' | 'changed' | 'failed' | 'unreachable';
+/** `skipped`: a roll stopped before reaching this host; it still runs what it ran before. */
+export type HostStatus = 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped';
 
 export interface StepResult {
   name: string;
@@ -26,8 +27,14 @@ export interface HostResult {
   journal?: string;
   /** The end-to-end check: which apiserver answered through the local port. */
   verified?: { state: string; status: number; backend?: string };
-  /** Milliseconds spent in each phase on this host: connect, facts, stage, commit, verify. */
+  /** Milliseconds spent in each phase on this host: connect, facts, apply, verify. */
   timings?: Record<string, number>;
+  /** True when live files had been replaced before the failure (so a roll puts them back). */
+  committed?: boolean;
+  /** For a rolled host that failed: what putting the previous files back did. */
+  rollback?: { ok: boolean; detail: string };
+  /** In a roll: the batch this host was in (1-based), or why it was not reached. */
+  batch?: number;
 }
 
 export interface Totals {
@@ -35,6 +42,7 @@ export interface Totals {
   changed: number;
   failed: number;
   unreachable: number;
+  skipped: number;
 }
 
 export function hostStatus(r: Pick<HostResult, 'steps'>): HostStatus {
@@ -49,7 +57,7 @@ export function finishHost(r: Omit<HostResult, 'ok' | 'changed' | 'failed' | 'st
 
 /** Hosts counted by outcome: ok (nothing changed), changed, failed, unreachable. */
 export function totals(hosts: HostResult[]): Totals {
-  const t: Totals = { ok: 0, changed: 0, failed: 0, unreachable: 0 };
+  const t: Totals = { ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0 };
   for (const h of hosts) t[h.status]++;
   return t;
 }

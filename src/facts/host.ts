@@ -36,6 +36,8 @@ export interface HostFacts {
   units: Record<string, UnitFacts>;
   /** Exit code of each guard command, by the command text. */
   guards: Record<string, number>;
+  /** Text of files asked for by content (for --diff); absent when the file is missing. */
+  texts: Record<string, string>;
 }
 
 export interface FactRequest {
@@ -43,6 +45,8 @@ export interface FactRequest {
   dirs: string[];
   units: string[];
   guards: string[];
+  /** Files whose content is wanted too (small text files, for --diff). */
+  texts?: string[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -70,6 +74,9 @@ export function factScript(req: FactRequest): string {
   }
   req.guards.forEach((g, i) => {
     lines.push(`echo "@@guard ${i}"; ( ${g} ) >/dev/null 2>&1; echo $?`);
+  });
+  (req.texts ?? []).forEach((t, i) => {
+    lines.push(`echo "@@text ${i}"; [ -f ${quote(t)} ] && base64 ${quote(t)} | tr -d '\\n'; echo`);
   });
   return lines.join('\n') + '\n';
 }
@@ -113,6 +120,7 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     dirs: {},
     units: {},
     guards: {},
+    texts: {},
   };
   const sums = new Map<string, string>();
   for (const line of s.get('sha256') ?? []) {
@@ -146,6 +154,10 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   }
   req.guards.forEach((g, i) => {
     facts.guards[g] = Number((s.get(`guard ${i}`) ?? ['1'])[0]);
+  });
+  (req.texts ?? []).forEach((t, i) => {
+    const b64 = (s.get(`text ${i}`) ?? [])[0];
+    if (b64 !== undefined) facts.texts[t] = Buffer.from(b64, 'base64').toString();
   });
   return facts;
 }

@@ -18,6 +18,7 @@ function facts(partial: Partial<HostFacts> = {}): HostFacts {
     dirs: {},
     units: {},
     guards: {},
+    texts: {},
     ...partial,
   };
 }

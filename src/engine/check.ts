@@ -1,0 +1,39 @@
+/** `deploy --check [--diff]`: what a deploy would do on each node, built from the plans alone. */
+import { createTwoFilesPatch } from 'diff';
+import type { PreparedHost } from './host.js';
+
+export interface PendingChange {
+  step: string;
+  summary: string;
+  /** Unified diff of a rendered file (with --diff). */
+  diff?: string;
+}
+
+export interface NodeCheck {
+  name: string;
+  /** What would happen to the service: restart, reload, start, or nothing. */
+  service: 'restart' | 'reload' | 'start' | 'nothing';
+  changes: PendingChange[];
+}
+
+export function checkNode(p: PreparedHost, withDiff: boolean): NodeCheck {
+  const changes: PendingChange[] = [];
+  let service: NodeCheck['service'] = 'nothing';
+  for (const st of p.plan.steps) {
+    const plan = st.plan;
+    if (!plan?.changes.length) continue;
+    const change: PendingChange = { step: st.step.name, summary: plan.summary };
+    for (const c of plan.changes) {
+      if (c.kind === 'run' && (c.label === 'restart' || c.label === 'reload' || c.label === 'start')) service = c.label;
+      if (withDiff && c.kind === 'put' && c.after !== undefined) {
+        change.diff = createTwoFilesPatch(`${c.path} (on ${p.o.node.name})`, `${c.path} (from the inventory)`, c.before ?? '', c.after, '', '', { context: 3 })
+          .split('\n')
+          .slice(1) // the ===== line
+          .join('\n')
+          .trimEnd();
+      }
+    }
+    changes.push(change);
+  }
+  return { name: p.o.node.name, service, changes };
+}

@@ -1,0 +1,106 @@
+/**
+ * The rolling part of a deploy. Hosts whose change would restart or reload a
+ * kube-nginx that is serving now go in batches of --serial: each batch keeps
+ * the live files as *.k8s-ha-prev, swaps, reloads, and must then answer through
+ * its local port from the new master list; a failed host is put back. More
+ * failures than --max-fail-percent allows stop the roll.
+ * Hosts with nothing running yet (first install) or nothing to do go at once.
+ */
+import { UsageError } from '../errors.js';
+import { applyHost, disturbsRunningService, rollbackHost, type PreparedHost } from './host.js';
+import type { HostResult } from './results.js';
+
+export const DEFAULT_SERIAL = '25%';
+
+export type Serial = { count: number } | { percent: number };
+
+export function parseSerial(text: string): Serial {
+  const m = /^(\d+)(%?)$/.exec(text.trim());
+  const n = m ? Number(m[1]) : NaN;
+  if (!m || n < 1 || (m[2] && n > 100)) {
+    throw new UsageError(`--serial must be a number of nodes (e.g. 2) or a percentage from 1% to 100%, got "${text}"`, {
+      hint: `the default is ${DEFAULT_SERIAL}; --serial 100% rolls every node at once`,
+    });
+  }
+  return m[2] ? { percent: n } : { count: n };
+}
+
+/** Nodes per batch: a percentage rounds up, never below one. */
+export function batchSize(serial: Serial, total: number): number {
+  if ('count' in serial) return Math.max(1, Math.min(serial.count, total));
+  return Math.max(1, Math.ceil((total * serial.percent) / 100));
+}
+
+export function chunk<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/** How many failed hosts a roll of `total` tolerates before it stops. */
+export function failLimit(maxFailPercent: number, total: number): number {
+  return Math.floor((total * maxFailPercent) / 100);
+}
+
+export interface RollPlan {
+  /** Changes that disturb no running service, and hosts with nothing to do: all at once. */
+  immediate: PreparedHost[];
+  batches: PreparedHost[][];
+  failLimit: number;
+}
+
+export function planRoll(prepared: PreparedHost[], serial: Serial, maxFailPercent: number): RollPlan {
+  const rolling = prepared.filter(disturbsRunningService);
+  const immediate = prepared.filter((p) => !rolling.includes(p));
+  return { immediate, batches: chunk(rolling, batchSize(serial, rolling.length)), failLimit: failLimit(maxFailPercent, rolling.length) };
+}
+
+/** One batch: apply everywhere in it at once, put back what failed. Closes its connections. */
+export async function runBatch(batch: PreparedHost[], index: number): Promise<HostResult[]> {
+  return Promise.all(
+    batch.map(async (p) => {
+      try {
+        let r = await applyHost(p, { backup: true, checkNewList: true });
+        if ((r.status === 'failed' || r.status === 'unreachable') && r.committed) {
+          p.o.say('restoring the previous files');
+          r = { ...r, rollback: await rollbackHost(p) };
+        }
+        return { ...r, batch: index };
+      } finally {
+        p.conn.close();
+      }
+    }),
+  );
+}
+
+export function failed(r: HostResult): boolean {
+  return r.status === 'failed' || r.status === 'unreachable';
+}
+
+/** What a host that the stopped roll never reached reports: its plan, unapplied. */
+export function notReached(p: PreparedHost, why: string): HostResult {
+  p.conn.close();
+  const steps = p.results.map((s) => (s.status === 'changed' ? { ...s, status: 'skipped' as const, summary: `not applied: ${why}` } : s));
+  return {
+    name: p.o.node.name,
+    address: p.o.node.address,
+    status: 'skipped',
+    ok: steps.filter((s) => s.status === 'ok').length,
+    changed: 0,
+    failed: 0,
+    steps,
+    error: why,
+    timings: p.timings,
+  };
+}
+
+/**
+ * Which configuration a host runs after a deploy: `new` when it was applied and verified,
+ * `previous` when nothing was replaced (or it was put back), `unknown` when a
+ * replacement could not be verified nor undone.
+ */
+export function configState(r: HostResult): 'new' | 'previous' | 'unknown' {
+  if (!failed(r)) return r.status === 'skipped' ? 'previous' : 'new';
+  if (!r.committed) return 'previous';
+  return r.rollback?.ok ? 'previous' : 'unknown';
+}
