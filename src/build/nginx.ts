@@ -43,6 +43,10 @@ export interface BuiltBinary {
   osKey: string;
   /** `nginx -V` output. */
   configure: string;
+  /** What the build was made from, so `status` can find it without building. */
+  version?: string;
+  sourceSha256?: string;
+  configureArgs?: string[];
 }
 
 export function buildKey(src: NginxSource, configure: string[], os: OsFacts): string {
@@ -144,9 +148,34 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
     builtOn: `${host.name} (${host.os.prettyName})`,
     osKey: osKey(host.os),
     configure: versionOut.trim(),
+    version: src.version,
+    sourceSha256: src.sha256,
+    configureArgs: configure,
   };
   await fsp.writeFile(metaFile, JSON.stringify(meta, null, 2) + '\n');
   return meta;
+}
+
+/**
+ * A build already in the cache for this source and these arguments, without building:
+ * the one for `os` when given, else any. For `status`, which must not build.
+ */
+export async function cachedNginxBinary(src: NginxSource, configure: string[], os?: OsFacts): Promise<BuiltBinary | undefined> {
+  if (os) {
+    const dir = cacheDir('builds', buildKey(src, configure, os));
+    const meta = await fsp.readFile(path.join(dir, 'build.json'), 'utf8').catch(() => undefined);
+    return meta ? { ...(JSON.parse(meta) as BuiltBinary), path: path.join(dir, 'kube-nginx'), cached: true } : undefined;
+  }
+  const root = cacheDir('builds');
+  for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
+    const meta = await fsp.readFile(path.join(root, key, 'build.json'), 'utf8').catch(() => undefined);
+    if (!meta) continue;
+    const b = JSON.parse(meta) as BuiltBinary;
+    if (b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure)) {
+      return { ...b, path: path.join(root, key, 'kube-nginx'), cached: true };
+    }
+  }
+  return undefined;
 }
 
 function makeProgress(say: Say): (chunk: string) => void {

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError } from '../errors.js';
 import { deployCommand } from './deploy.js';
 import { labCommand } from './lab.js';
+import { statusCommand } from './status.js';
 import { reportError } from './ui.js';
 
 export const VERSION = '0.1.0';
@@ -22,6 +23,7 @@ export async function main(argv: string[]): Promise<number> {
       outputError: () => undefined,
     });
   program.addCommand(deployCommand(setExit));
+  program.addCommand(statusCommand(setExit));
   program.addCommand(labCommand(setExit));
   for (const c of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     c.exitOverride().configureOutput({ outputError: () => undefined });

@@ -94,7 +94,9 @@ export class SshConnection {
         // Like OpenSSH: keys from ssh-agent are offered as well as the identity file.
         agent: process.env.SSH_AUTH_SOCK,
         readyTimeout: target.connectTimeoutMs ?? 10_000,
-        keepaliveInterval: 15_000,
+        // A node that dies mid-run (or mid-roll) is noticed within about 10 s, not minutes.
+        keepaliveInterval: 3_000,
+        keepaliveCountMax: 3,
         algorithms: preferred.length
           ? { serverHostKey: { prepend: preferred as never[] } as never }
           : undefined,

@@ -168,6 +168,8 @@ export interface PreparedHost {
   /** The unit the verify step watches. */
   unit?: string;
   lap: (phase: string) => void;
+  /** Set once the apply script was sent: after that, a lost connection leaves the host's state unknown. */
+  applySent?: boolean;
 }
 
 type Base = { name: string; address: string; steps: StepResult[]; timings: Record<string, number> };
@@ -222,8 +224,13 @@ function failFromError(p: { o: HostRunOptions; results: StepResult[]; timings: R
   const err = e as K8sHaError;
   const firstOpen = p.results.find((r) => r.status === 'skipped' || r.status === 'changed') ?? p.results[0]!;
   Object.assign(firstOpen, { status: 'failed', error: err.message, summary: err.message.split('\n')[0] });
-  const unreachable = e instanceof ConnectError && e.kind === 'unreachable';
+  const unreachable = (e instanceof ConnectError && e.kind === 'unreachable') || connectionLost(e);
   return finishHost({ ...base(p), status: unreachable ? 'unreachable' : undefined, error: err.message, hint: err.hint });
+}
+
+/** The SSH connection died under us (node stopped, network gone). */
+function connectionLost(e: unknown): boolean {
+  return /not connected|keepalive|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|EPIPE|connection (lost|closed)|No response from server/i.test((e as Error)?.message ?? '');
 }
 
 export function hasChanges(p: PreparedHost): boolean {
@@ -261,6 +268,7 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
     const puts = collect(plan, 'put');
     if (hasChanges(p)) {
       o.say(puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
+      p.applySent = true;
       const a = await conn.execAsRoot(applyScript(plan, p.unit, opts.backup), {
         input: puts.length ? tarGzOf(puts.map((x) => x.change.content)) : undefined,
       });
@@ -284,7 +292,7 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
     }
     return finishHost({ ...base(p), verified: v.verified });
   } catch (e) {
-    return { ...failFromError(p, e), committed: hasChanges(p) };
+    return { ...failFromError(p, e), committed: !!p.applySent };
   }
 }
 

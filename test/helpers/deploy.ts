@@ -2,16 +2,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { k8sha, type CliResult } from './cli.js';
-import { lab, withNode } from './lab.js';
+import { lab, scratchDir, withNode } from './lab.js';
 
 export interface DeployJson {
   ok: boolean;
   durationMs: number;
-  totals: { ok: number; changed: number; failed: number; unreachable: number };
+  totals: { ok: number; changed: number; failed: number; unreachable: number; skipped: number };
+  roll?: { serial: number; batches: string[][]; failLimit: number; stoppedAfter?: number; reason?: string };
   hosts: Record<
     string,
     {
-      status: 'ok' | 'changed' | 'failed' | 'unreachable';
+      status: 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped';
+      config: 'new' | 'previous' | 'unknown';
+      batch?: number;
       changed: number;
       failed: number;
       steps: { name: string; status: string; summary: string; error?: string }[];
@@ -37,7 +40,7 @@ export async function deployJson(args: string[], env?: NodeJS.ProcessEnv): Promi
 export function inventoryVariant(name: string, change: (inv: Record<string, any>) => void): string {
   const inv = YAML.parse(fs.readFileSync(lab().inventory, 'utf8'));
   change(inv);
-  const file = path.join(lab().dir, `inventory.${name}.yaml`);
+  const file = path.join(scratchDir(), `inventory.${name}.yaml`);
   fs.writeFileSync(file, YAML.stringify(inv));
   return file;
 }

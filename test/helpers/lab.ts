@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
 import { SshConnection, type SshTarget } from '../../src/connect/ssh.js';
@@ -47,4 +48,12 @@ export async function withNode<T>(node: { name: string; address: string }, fn: (
   } finally {
     c.close();
   }
+}
+
+let scratch: string | undefined;
+
+/** A folder for a test run's own files (inventory variants, caches): never the lab's folder, which lab down owns. */
+export function scratchDir(): string {
+  scratch ??= fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-test-'));
+  return scratch;
 }

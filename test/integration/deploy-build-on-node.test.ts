@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha, ROOT } from '../helpers/cli.js';
 import type { DeployJson } from '../helpers/deploy.js';
+import { scratchDir } from '../helpers/lab.js';
 
 const DIR = path.join(ROOT, '.lab-test-build');
 let inventory: string;
@@ -41,7 +42,7 @@ beforeAll(async () => {
   node = info.nodes[0];
   const inv = YAML.parse(fs.readFileSync(info.inventory, 'utf8'));
   inv.build = { host: node.name };
-  inventory = path.join(DIR, 'inventory.build.yaml');
+  inventory = path.join(scratchDir(), 'inventory.build.yaml');
   fs.writeFileSync(inventory, YAML.stringify(inv));
 });
 
@@ -53,7 +54,7 @@ describe('deploy with build.host set to a node', () => {
   it('installs gcc and make on the node, builds nginx there, then deploys and verifies', async () => {
     expect((await onNode((c) => c.exec('command -v gcc || command -v make'))).code).not.toBe(0);
     // A cache of its own, so the binary cannot come from an earlier build elsewhere.
-    const cache = fs.mkdtempSync(path.join(DIR, 'cache-'));
+    const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-'));
     const r = await k8sha(['deploy', '-i', inventory, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/installing gcc and make on node-1 \(apt-get\)/);

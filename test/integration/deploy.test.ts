@@ -10,7 +10,7 @@ import { httpsGet } from '../../src/connect/https-probe.js';
 import { run } from '../../src/util/exec.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant, serviceState, type ServiceState } from '../helpers/deploy.js';
-import { lab, withNode } from '../helpers/lab.js';
+import { lab, scratchDir, withNode } from '../helpers/lab.js';
 
 async function labContainer(service: string): Promise<string> {
   const r = await run('docker', ['ps', '-aq', '--filter', `label=io.k8s-ha.lab.dir=${lab().dir}`, '--filter', `name=-${service}$`]);
@@ -78,7 +78,7 @@ describe.sequential('k8s-ha deploy', () => {
     const before = await states();
     const r = await deployJson(['-i', lab().inventory]);
     expect(r.code).toBe(0);
-    expect(r.report.totals).toEqual({ ok: lab().nodes.length, changed: 0, failed: 0, unreachable: 0 });
+    expect(r.report.totals).toEqual({ ok: lab().nodes.length, changed: 0, failed: 0, unreachable: 0, skipped: 0 });
     for (const h of Object.values(r.report.hosts)) expect(h.changed).toBe(0);
     expect(await states()).toEqual(before);
   });
@@ -124,7 +124,7 @@ describe.sequential('k8s-ha deploy', () => {
 
   it('a tarball with the wrong sha256: exit 4, nothing built, nothing touched on any node', async () => {
     const before = await states();
-    const cache = fs.mkdtempSync(path.join(lab().dir, 'cache-'));
+    const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-'));
     const wrong = inventoryVariant('wrongsha', (inv) => (inv.nginx.sha256 = '0'.repeat(64)));
     const r = await k8sha(['deploy', '-i', wrong], { env: { K8S_HA_CACHE_DIR: cache } });
     expect(r.code).toBe(4);
@@ -149,7 +149,7 @@ describe.sequential('k8s-ha deploy', () => {
       expect(r.report.hosts[n3!.name]!.status).toBe('unreachable');
       expect(r.report.hosts[n3!.name]!.error).toMatch(/cannot reach 10\.\d+\.2\.13:22/);
       for (const n of [n1!, n2!]) expect(r.report.hosts[n.name]).toMatchObject({ status: 'changed', failed: 0, verified: { status: 200 } });
-      expect(r.report.totals).toEqual({ ok: 0, changed: 2, failed: 0, unreachable: 1 });
+      expect(r.report.totals).toEqual({ ok: 0, changed: 2, failed: 0, unreachable: 1, skipped: 0 });
     } finally {
       await run('docker', ['start', id]);
     }
@@ -188,7 +188,7 @@ describe.sequential('k8s-ha deploy', () => {
 
   it('--accept-new-host-keys trusts and records a key never seen before, and only then', async () => {
     const n3 = lab().nodes[2]!;
-    const known = path.join(lab().dir, 'known_hosts.partial');
+    const known = path.join(scratchDir(), 'known_hosts.partial');
     fs.writeFileSync(known, fs.readFileSync(lab().knownHosts, 'utf8').split('\n').filter((l) => !l.startsWith(`${n3.address} `)).join('\n'));
     const inv = inventoryVariant('partial-known', (i) => (i.ssh.knownHostsFile = known));
     const strict = await deployJson(['-i', inv]);

@@ -9,7 +9,7 @@ import { k8sha, ROOT } from '../helpers/cli.js';
 const DIR = path.join(ROOT, '.lab-test');
 
 export default async function setup(project: TestProject) {
-  const r = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '3', '--masters', '3', '--json']);
+  const r = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '3', '--masters', '4', '--json']);
   if (r.code !== 0) throw new Error(`k8s-ha lab up failed (exit ${r.code}):\n${r.stderr}`);
   const info = JSON.parse(r.stdout);
   project.provide('lab', { dir: DIR, ...info });

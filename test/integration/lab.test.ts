@@ -13,7 +13,7 @@ import { httpsGet } from '../../src/connect/https-probe.js';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { run } from '../../src/util/exec.js';
 import { k8sha, ROOT } from '../helpers/cli.js';
-import { lab, nodeTarget, withNode } from '../helpers/lab.js';
+import { lab, nodeTarget, scratchDir, withNode } from '../helpers/lab.js';
 
 const NGINX_SHA256 = '9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31';
 
@@ -51,7 +51,7 @@ describe('lab nodes', () => {
 
   it('each node has its own host key, and a key that does not match known_hosts is refused by both clients', async () => {
     const [n1, n2] = lab().nodes;
-    const wrong = path.join(lab().dir, 'known_hosts.wrong');
+    const wrong = path.join(scratchDir(), 'known_hosts.wrong');
     // File node-2's key under node-1's address: what a changed or spoofed host looks like.
     const n2Line = fs.readFileSync(lab().knownHosts, 'utf8').split('\n').find((l) => l.startsWith(`${n2!.address} `))!;
     fs.writeFileSync(wrong, n2Line.replace(n2!.address, n1!.address) + '\n');
@@ -74,7 +74,7 @@ describe('lab nodes', () => {
 
   it('an unknown host is refused under strict checking, and accept-new records it', async () => {
     const n = lab().nodes[0]!;
-    const empty = path.join(lab().dir, 'known_hosts.empty');
+    const empty = path.join(scratchDir(), 'known_hosts.empty');
     fs.writeFileSync(empty, '');
     try {
       await expect(SshConnection.open(nodeTarget(n, { knownHostsFile: empty }))).rejects.toThrow(/is not in .*known_hosts\.empty/);

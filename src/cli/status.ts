@@ -1,0 +1,74 @@
+/** `k8s-ha status -i inventory.yaml`: a table in a terminal, JSON for scripts. */
+import chalk from 'chalk';
+import { Command, InvalidArgumentError } from 'commander';
+import { ExitCode } from '../errors.js';
+import { clusterStatus, type ClusterStatus, type NodeStatus } from '../engine/status.js';
+import { table } from './ui.js';
+
+export function statusCommand(setExit: (code: number) => void): Command {
+  return new Command('status')
+    .description("each node's kube-nginx: service state, version, drift from the inventory, and which apiservers it reaches directly and through its local port")
+    .requiredOption('-i, --inventory <file>', 'inventory YAML')
+    .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .option('--concurrency <n>', 'nodes probed at once', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('--concurrency must be a whole number of at least 1.');
+      return Number(v);
+    }, 64)
+    .option('--playbook <file>', 'playbook YAML (default: playbooks/kube-nginx.yaml)')
+    .option('--json', 'JSON on stdout')
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; playbook?: string; json?: boolean }) => {
+      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, playbookFile: o.playbook });
+      const ok = s.healthy === s.nodes.length;
+      if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
+      else process.stdout.write(renderStatus(s));
+      if (!ok) setExit(ExitCode.hosts);
+    });
+}
+
+const good = (t: string) => chalk.green(t);
+const bad = (t: string) => chalk.red(t);
+
+function reachCell(n: NodeStatus, master: string): string {
+  const m = n.masters.find((x) => x.name === master);
+  if (!m) return bad('-');
+  const direct = m.direct.status === 200 ? good('ok') : bad(m.direct.status ? String(m.direct.status) : 'down');
+  const local = m.viaLocal > 0 ? good('ok') : chalk.dim('-');
+  return `${direct}/${local}`;
+}
+
+function driftCell(n: NodeStatus): string {
+  const off = Object.entries(n.drift).filter(([, d]) => d !== 'ok');
+  if (!off.length) return good('none');
+  return off.map(([k, d]) => (d === 'unknown' ? chalk.dim(`${k}?`) : chalk.yellow(`${k} ${d}`))).join(', ');
+}
+
+export function renderStatus(s: ClusterStatus): string {
+  const masters = Object.keys(s.masters);
+  const rows = [
+    ['NODE', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
+    ...s.nodes.map((n) =>
+      n.reachable
+        ? [
+            n.healthy ? good(n.name) : bad(n.name),
+            n.service === 'active (running)' ? good(n.service) : bad(n.service ?? '?'),
+            n.since ?? '',
+            n.version ?? chalk.dim('none'),
+            driftCell(n),
+            n.listening ? good('up') : bad('down'),
+            ...masters.map((m) => reachCell(n, m)),
+          ]
+        : [bad(n.name), bad('unreachable'), '', '', '', '', ...masters.map(() => ''), chalk.dim(n.error?.split('\n')[0] ?? '')],
+    ),
+  ];
+  const lines = [table(rows), ''];
+  lines.push(
+    `${s.healthy}/${s.nodes.length} nodes healthy` +
+      (s.drifted ? `, ${s.drifted} differ from the inventory (k8s-ha deploy --check --diff shows how)` : ', none differs from the inventory') +
+      ` (${(s.durationMs / 1000).toFixed(1)} s)`,
+  );
+  lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));
+  for (const n of s.nodes.filter((x) => x.reachable && !x.healthy)) {
+    lines.push(bad(`${n.name}: ${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`));
+  }
+  return lines.join('\n') + '\n';
+}
