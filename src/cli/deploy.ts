@@ -81,7 +81,8 @@ export function deployCommand(setExit: (code: number) => void): Command {
       });
       for (const w of run.loaded.warnings) process.stderr.write(`${chalk.yellow('warning:')} ${w}\n`);
       try {
-        await new Listr(tasks(run), { ...listrOptions(!!o.json), exitOnError: false }).run();
+        // A failed build stops everything (exit 4, no node touched); host failures never do: their lists carry on.
+        await new Listr(tasks(run), { ...listrOptions(!!o.json), exitOnError: true }).run();
       } finally {
         closeAll(run);
       }
@@ -113,7 +114,6 @@ function tasks(run: DeployRun): ListrTask[] {
       task: async (_: unknown, task) => {
         task.title = await buildArtifacts(run, (line) => (task.output = line));
       },
-      exitOnError: true,
     },
     {
       title: `Connect to ${n} node${n === 1 ? '' : 's'} and plan`,
@@ -125,8 +125,9 @@ function tasks(run: DeployRun): ListrTask[] {
         });
         const pending = run.prepared.filter((p) => p.plan.steps.some((s) => s.plan?.changes.length)).length;
         const down = run.results.length;
-        task.title = `Planned ${run.prepared.length} of ${n} nodes: ${pending} with changes${down ? `, ${down} cannot be reached or logged in to` : ''}`;
-        if (down) throw new Error(run.results.map((r) => `${r.name}: ${r.error?.split('\n')[0]}`).join('; '));
+        task.title =
+          `Planned ${run.prepared.length} of ${n} nodes: ${pending} with changes` +
+          (down ? `; cannot work on ${run.results.map((r) => `${r.name} (${r.status})`).join(', ')}` : '');
       },
     },
   ];

@@ -24,12 +24,12 @@ export function labCommand(setExit: (code: number) => void): Command {
   lab
     .command('up')
     .description('start the lab (or check that it is up), write its inventory')
-    .option('--nodes <n>', 'node containers (systemd + sshd)', count('--nodes'), 3)
-    .option('--masters <m>', 'apiserver stand-ins', count('--masters'), 3)
+    .option('--nodes <n>', 'node containers (systemd + sshd); default 3, or the size of the lab already in --dir', count('--nodes'))
+    .option('--masters <m>', 'apiserver stand-ins; default 3, or the size of the lab already in --dir', count('--masters'))
     .option('--dir <dir>', 'lab directory: keys, certificates, inventory', '.lab')
     .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
     .option('--json', 'print only {"inventory","nodes","masters"} as JSON on stdout')
-    .action(async (o: { nodes: number; masters: number; dir: string; subnet?: string; json?: boolean }) => {
+    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; json?: boolean }) => {
       const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({ dir: o.dir, nodes: o.nodes, masters: o.masters, subnet: o.subnet });
       await runSteps(labUpSteps(), ctx, { json: !!o.json });

@@ -35,15 +35,18 @@ export interface Step<C> {
 
 export interface LabUpOptions {
   dir: string;
-  nodes: number;
-  masters: number;
+  /** Default: the existing lab's size, else 3. */
+  nodes?: number;
+  masters?: number;
   subnet?: string;
   /** `lab prepare`: images and files only, no network or containers. */
   prepareOnly?: boolean;
 }
 
+const DEFAULT_SIZE = 3;
+
 export interface LabUpContext {
-  options: LabUpOptions;
+  options: LabUpOptions & { nodes: number; masters: number };
   id: string;
   existing?: LabState;
   images?: LabImages & { base: string };
@@ -59,9 +62,10 @@ export interface LabUpContext {
 const BOOT_TIMEOUT_MS = 90_000;
 
 /** Check everything a user typed before touching anything. */
-export async function prepareLabUp(options: LabUpOptions): Promise<LabUpContext> {
-  checkSize('nodes', options.nodes);
-  checkSize('masters', options.masters);
+export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
+  if (asked.nodes !== undefined) checkSize('nodes', asked.nodes);
+  if (asked.masters !== undefined) checkSize('masters', asked.masters);
+  const options = asked;
   if (options.subnet !== undefined) {
     const s = parseSubnet16(options.subnet);
     if (typeof s === 'string') {
@@ -69,7 +73,7 @@ export async function prepareLabUp(options: LabUpOptions): Promise<LabUpContext>
     }
   }
   const existing = await checkLabDir(options.dir);
-  if (existing && (existing.nodes !== options.nodes || existing.masters !== options.masters)) {
+  if (existing && ((asked.nodes ?? existing.nodes) !== existing.nodes || (asked.masters ?? existing.masters) !== existing.masters)) {
     throw new UsageError(
       `a lab of ${existing.nodes} nodes and ${existing.masters} masters is already in ${options.dir}`,
       { hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to make one of another size` },
@@ -80,7 +84,8 @@ export async function prepareLabUp(options: LabUpOptions): Promise<LabUpContext>
       hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to move it`,
     });
   }
-  return { options, id: labId(options.dir), existing, changes: [], health: [] };
+  const sized = { ...options, nodes: asked.nodes ?? existing?.nodes ?? DEFAULT_SIZE, masters: asked.masters ?? existing?.masters ?? DEFAULT_SIZE };
+  return { options: sized, id: labId(options.dir), existing, changes: [], health: [] };
 }
 
 export function labUpSteps(): Step<LabUpContext>[] {
@@ -126,6 +131,19 @@ export function labUpSteps(): Step<LabUpContext>[] {
       run: async (ctx, say) => {
         if (ctx.options.prepareOnly) return 'skipped (prepare only)';
         const plan = ctx.plan!;
+        if (!ctx.existing) {
+          // No state file, but containers or a network with this lab's id: left by an earlier lab in
+          // this folder whose files were deleted by hand. They belong to no lab now: remove them.
+          const orphans = await labContainers(plan.id);
+          if (orphans.length) await docker(['rm', '-f', ...orphans.map((c) => c.id)]);
+          const orphanNet = (await networkLabel(plan.network.name, LAB_LABEL)) === plan.id;
+          if (orphanNet) await docker(['network', 'rm', plan.network.name]);
+          if (orphans.length || orphanNet) {
+            const what = `removed ${orphans.length} container${orphans.length === 1 ? '' : 's'}${orphanNet ? ' and a network' : ''} left by an earlier lab in this folder`;
+            ctx.changes.push(what);
+            say(what);
+          }
+        }
         await ensureHostLimits(ctx.options.nodes, (line) => {
           ctx.changes.push(line);
           say(line);

@@ -98,7 +98,7 @@ describe.sequential('k8s-ha deploy', () => {
       expect(after.pid).toBe(before[n.name]!.pid);
       expect(after.since).toBe(before[n.name]!.since);
       expect(after.configSha).not.toBe(before[n.name]!.configSha);
-      await withNode(n, async (c) => expect(await c.execOk('grep -c "max_fails=2" /opt/k8s/kube-nginx/conf/kube-nginx.conf')).toBe('3\n'));
+      await withNode(n, async (c) => expect(await c.execOk('grep -c "max_fails=2" /opt/k8s/kube-nginx/conf/kube-nginx.conf')).toBe(`${lab().masters.length}\n`));
     }
     // Back to the lab's own inventory for the tests that follow.
     expect((await deployJson(['-i', lab().inventory])).code).toBe(0);
@@ -107,16 +107,20 @@ describe.sequential('k8s-ha deploy', () => {
   it('a config that fails kube-nginx -t leaves the live config and the running service untouched on every node', async () => {
     const before = await states();
     const broken = inventoryVariant('broken', (inv) => (inv.masters[2].address = 'master-3.invalid'));
+    // Every node runs kube-nginx, so the change rolls; the first node's validation stops it.
     const r = await deployJson(['-i', broken]);
     expect(r.code).toBe(3);
-    for (const n of lab().nodes) {
-      const h = r.report.hosts[n.name]!;
-      expect(h.status).toBe('failed');
-      const config = h.steps.find((s) => s.name === 'config')!;
-      expect(config.status).toBe('failed');
-      expect(config.error).toMatch(/nginx: \[emerg\] host not found in upstream "master-3\.invalid:6443"/);
-      expect(h.steps.find((s) => s.name === 'service')!.status).toBe('skipped');
-    }
+    const [first, ...rest] = lab().nodes;
+    const h = r.report.hosts[first!.name]!;
+    expect(h).toMatchObject({ status: 'failed', config: 'previous' });
+    const config = h.steps.find((s) => s.name === 'config')!;
+    expect(config.status).toBe('failed');
+    expect(config.error).toMatch(/nginx: \[emerg\] host not found in upstream "master-3\.invalid:6443"/);
+    expect(h.steps.find((s) => s.name === 'service')!.status).toBe('skipped');
+    for (const n of rest) expect(r.report.hosts[n.name]).toMatchObject({ status: 'skipped', config: 'previous' });
+    // Validated everywhere at once (--serial 100%), every node refuses it and stays as it was.
+    const all = await deployJson(['-i', broken, '--serial', '100%']);
+    for (const n of lab().nodes) expect(all.report.hosts[n.name]).toMatchObject({ status: 'failed', config: 'previous' });
     expect(await states()).toEqual(before); // same config checksum, same PID, nothing staged left behind
     const text = await k8sha(['deploy', '-i', broken]);
     expect(text.stdout).toMatch(/config: validation failed, nothing was replaced/);
@@ -228,7 +232,7 @@ describe.sequential('k8s-ha deploy', () => {
     for (const n of lab().nodes) {
       expect(r.report.hosts[n.name]!.verified?.status).toBe(200);
       await withNode(n, async (c) => {
-        expect(await c.execOk('stat -c %U /opt/k8s/kube-nginx/conf/kube-nginx.conf; grep -c max_fails=5 /opt/k8s/kube-nginx/conf/kube-nginx.conf')).toBe('root\n3\n');
+        expect(await c.execOk('stat -c %U /opt/k8s/kube-nginx/conf/kube-nginx.conf; grep -c max_fails=5 /opt/k8s/kube-nginx/conf/kube-nginx.conf')).toBe(`root\n${lab().masters.length}\n`);
       });
     }
     expect((await deployJson(['-i', lab().inventory])).code).toBe(0);

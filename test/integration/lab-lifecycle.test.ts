@@ -84,4 +84,17 @@ describe('a lab from up to down', () => {
     expect(again.code).toBe(0);
     expect(again.stdout).toMatch(/nothing to remove/);
   });
+
+  it('a lab whose folder was deleted by hand: lab up removes the containers and network it left, then starts afresh', async () => {
+    const dir = path.join(ROOT, '.lab-test-orphans');
+    expect((await k8sha(['lab', 'up', '--dir', dir, '--nodes', '1', '--masters', '1'])).code).toBe(0);
+    fs.rmSync(dir, { recursive: true });
+    const up = await k8sha(['lab', 'up', '--dir', dir, '--nodes', '1', '--masters', '1']);
+    expect(up.code, up.stderr).toBe(0);
+    expect(up.stdout).toMatch(/removed 3 containers and a network left by an earlier lab in this folder/);
+    expect((await labLeftovers(dir)).containers).toHaveLength(3);
+    expect((await k8sha(['lab', 'status', '--dir', dir])).code).toBe(0);
+    expect((await k8sha(['lab', 'down', '--dir', dir])).code).toBe(0);
+    expect(await labLeftovers(dir)).toEqual({ containers: [], networks: [] });
+  });
 });
