@@ -47,6 +47,7 @@ interface DeployFlags {
   diff?: boolean;
   serial: string;
   maxFailPercent: number;
+  repointKubeconfigs?: boolean;
 }
 
 export function deployCommand(setExit: (code: number) => void): Command {
@@ -61,6 +62,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .option('--diff', 'show unified diffs of the config and unit files that change')
     .option('--serial <n|n%>', 'nodes per batch when a running kube-nginx would be restarted or reloaded', DEFAULT_SERIAL)
     .option('--max-fail-percent <p>', 'failed nodes (percent of those rolled) a roll tolerates before it stops', percent, 0)
+    .option('--repoint-kubeconfigs', 'once a node\'s balancer is verified, point its kubelet and kube-proxy kubeconfigs at it (backup kept) and restart them')
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'nodes connected to and worked on at once', positive('--concurrency'), 64)
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones)')
@@ -78,6 +80,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
         diff: !!o.diff,
         serial,
         maxFailPercent: o.maxFailPercent,
+        repointKubeconfigs: !!o.repointKubeconfigs,
       });
       for (const w of run.loaded.warnings) process.stderr.write(`${chalk.yellow('warning:')} ${w}\n`);
       try {

@@ -1,6 +1,6 @@
 /** `deploy --check [--diff]`: what a deploy would do on each node, built from the plans alone. */
 import { createTwoFilesPatch } from 'diff';
-import type { PreparedHost } from './host.js';
+import { describeRepoint, REPOINT_STEP, type PreparedHost } from './host.js';
 
 export interface PendingChange {
   step: string;
@@ -35,5 +35,6 @@ export function checkNode(p: PreparedHost, withDiff: boolean): NodeCheck {
     }
     changes.push(change);
   }
+  if (p.repoint.length) changes.push({ step: REPOINT_STEP, summary: p.repoint.map(describeRepoint).join('; ') });
   return { name: p.o.node.name, service, changes };
 }

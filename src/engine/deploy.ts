@@ -33,6 +33,8 @@ export interface DeployOptions {
   serial?: Serial;
   /** --max-fail-percent: failed nodes a roll tolerates before it stops. */
   maxFailPercent?: number;
+  /** --repoint-kubeconfigs: point kubelet and kube-proxy at the local balancer once it is verified. */
+  repointKubeconfigs?: boolean;
 }
 
 export interface DeployRun {
@@ -133,6 +135,7 @@ function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOpti
     },
     say,
     wantText: run.options.diff,
+    repoint: run.options.repointKubeconfigs ? inv.kubeconfigs : undefined,
   };
 }
 

@@ -18,6 +18,7 @@ import { SshConnection } from '../connect/ssh.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
 import { quote } from '../util/quote.js';
+import { planRepoint, repointScript, units as kubeconfigUnits, type Kubeconfig, type Repoint } from '../ops/kubeconfig.js';
 import { probeReach, splitListen, tlsOptions } from './probe.js';
 import type { PlaybookStep } from './playbook.js';
 import { finishHost, type HostResult, type StepResult } from './results.js';
@@ -40,6 +41,12 @@ export function factRequest(steps: PlaybookStep[]): FactRequest {
     for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of part[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
   }
   return req;
+}
+
+export const REPOINT_STEP = 'repoint kubeconfigs';
+
+export function describeRepoint(r: Repoint): string {
+  return `${r.path}: server ${r.from} -> ${r.to}${r.service ? ` (restart ${r.service})` : ''}`;
 }
 
 /** Rendered text files the playbook writes: what --diff shows. */
@@ -156,6 +163,8 @@ export interface HostRunOptions {
   say: Say;
   /** Read the current text of rendered files too, for --diff. */
   wantText?: boolean;
+  /** --repoint-kubeconfigs: these kubeconfigs go to the local balancer once it is verified. */
+  repoint?: Kubeconfig[];
 }
 
 /** A host connected, its facts read and every step planned; nothing changed yet. */
@@ -170,6 +179,8 @@ export interface PreparedHost {
   lap: (phase: string) => void;
   /** Set once the apply script was sent: after that, a lost connection leaves the host's state unknown. */
   applySent?: boolean;
+  /** Kubeconfigs to point at the local balancer after it is verified. */
+  repoint: Repoint[];
 }
 
 type Base = { name: string; address: string; steps: StepResult[]; timings: Record<string, number> };
@@ -181,6 +192,7 @@ function base(p: PreparedHost | { o: HostRunOptions; results: StepResult[]; timi
 /** Connect, read the facts and plan every step. A HostResult means the host cannot be worked on. */
 export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | HostResult> {
   const results: StepResult[] = o.steps.map((s) => ({ name: s.name, status: 'skipped', summary: 'not reached' }));
+  if (o.repoint) results.push({ name: REPOINT_STEP, status: 'skipped', summary: 'not reached' });
   const timings: Record<string, number> = {};
   let mark = Date.now();
   const lap = (phase: string) => {
@@ -203,6 +215,10 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
     o.say('gathering facts');
     const req = factRequest(o.steps);
     if (o.wantText) req.texts = textFiles(o.steps);
+    if (o.repoint) {
+      req.texts = [...(req.texts ?? []), ...o.repoint.map((k) => k.path)];
+      req.units.push(...kubeconfigUnits(o.repoint).filter((u) => !req.units.includes(u)));
+    }
     const f = await conn.execAsRoot(factScript(req));
     if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
     const facts = parseFacts(req, f.stdout);
@@ -213,7 +229,13 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
       if (st.plan) Object.assign(r, { status: st.plan.changes.length ? 'changed' : 'ok', summary: st.plan.summary });
       else if (st.step.type === 'nginxBuild') Object.assign(r, { status: 'ok', summary: o.base.artifacts.nginx?.describe ?? 'built' });
     });
-    return { o, conn, plan, results, timings, unit: verifyUnit(o.steps), lap };
+    const repoint = o.repoint ? planRepoint(o.repoint, o.inventory.lb.listen, facts) : [];
+    if (o.repoint) {
+      Object.assign(results[results.length - 1]!, repoint.length
+        ? { status: 'changed', summary: repoint.map(describeRepoint).join('; ') }
+        : { status: 'ok', summary: 'every kubeconfig present already points at the local balancer' });
+    }
+    return { o, conn, plan, results, timings, unit: verifyUnit(o.steps), lap, repoint };
   } catch (e) {
     conn.close();
     return failFromError({ o, results, timings }, e);
@@ -289,6 +311,16 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
     results[vi] = { name: step.name, status: v.ok ? 'ok' : 'failed', summary: v.summary, error: v.ok ? undefined : v.summary };
     if (!v.ok) {
       return finishHost({ ...base(p), error: `verify: ${v.summary}`, journal: await journal(conn, step.args.unit), verified: v.verified, committed: hasChanges(p) });
+    }
+    if (p.repoint.length) {
+      // Only now, with the balancer proven, do kubelet and kube-proxy move to it.
+      o.say('pointing kubeconfigs at the local balancer');
+      const r = await conn.execAsRoot(repointScript(p.repoint));
+      const step = results.find((x) => x.name === REPOINT_STEP)!;
+      if (!/^@@repointed$/m.test(r.stdout)) {
+        Object.assign(step, { status: 'failed', error: (r.stderr || r.stdout).trim(), summary: `failed: ${(r.stderr || r.stdout).trim().split('\n')[0]}` });
+        return finishHost({ ...base(p), error: `${REPOINT_STEP}: ${(r.stderr || r.stdout).trim()}`, verified: v.verified });
+      }
     }
     return finishHost({ ...base(p), verified: v.verified });
   } catch (e) {

@@ -97,6 +97,14 @@ export const build = z.strictObject({
   installToolchain: z.boolean().optional(),
 });
 
+/** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer, and the service to restart after. */
+export const kubeconfigs = z
+  .array(z.strictObject({ path: z.string().regex(/^\/\S+$/, 'must be an absolute path'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/).optional() }))
+  .default([
+    { path: '/etc/kubernetes/kubelet.kubeconfig', service: 'kubelet' },
+    { path: '/etc/kubernetes/kube-proxy.kubeconfig', service: 'kube-proxy' },
+  ]);
+
 export const inventorySchema = z.strictObject({
   ssh: sshSettings.default({}),
   masters: z.array(master, { error: 'must be a list of apiservers' }).min(1, 'must name at least one apiserver'),
@@ -105,6 +113,7 @@ export const inventorySchema = z.strictObject({
   nginx,
   tls: tls.default(tls.parse({})),
   build: build.default(build.parse({})),
+  kubeconfigs,
 });
 
 export type Inventory = z.infer<typeof inventorySchema>;

@@ -249,3 +249,44 @@ describe.sequential('k8s-ha deploy', () => {
     expect((await deployJson(['-i', lab().inventory])).code).toBe(0);
   });
 });
+
+describe.sequential('deploy --repoint-kubeconfigs', () => {
+  it('points kubelet at 127.0.0.1:8443 once the balancer is verified, keeps the original, restarts kubelet; then nothing', async () => {
+    const [n1, n2] = lab().nodes;
+    const master = lab().masters[0]!;
+    const kubeconfig = `apiVersion: v1\nclusters:\n- cluster:\n    server: https://${master.address}:6443\n  name: kubernetes\nkind: Config\n`;
+    // node-1 looks like a hard-way worker: a kubelet kubeconfig naming one apiserver, and a kubelet unit.
+    await withNode(n1!, (c) =>
+      c.execOk(
+        `mkdir -p /etc/kubernetes && printf '%s' '${kubeconfig}' > /etc/kubernetes/kubelet.kubeconfig && chmod 600 /etc/kubernetes/kubelet.kubeconfig && ` +
+          `printf '[Service]\\nExecStart=/bin/sleep infinity\\n' > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl start kubelet`,
+      ),
+    );
+    const since = () => withNode(n1!, (c) => c.execOk('systemctl show -p ActiveEnterTimestampMonotonic --value kubelet'));
+    const before = await since();
+    try {
+      const check = await k8sha(['deploy', '-i', lab().inventory, '--check', '--repoint-kubeconfigs']);
+      expect(check.code).toBe(5);
+      expect(check.stdout).toContain(`repoint kubeconfigs: /etc/kubernetes/kubelet.kubeconfig: server https://${master.address}:6443 -> https://127.0.0.1:8443 (restart kubelet)`);
+
+      const r = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs']);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.report.hosts[n1!.name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.status).toBe('changed');
+      expect(r.report.hosts[n2!.name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.status).toBe('ok');
+      await withNode(n1!, async (c) => {
+        expect(await c.execOk('grep server: /etc/kubernetes/kubelet.kubeconfig')).toBe('    server: https://127.0.0.1:8443\n');
+        expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig.k8s-ha-orig')).toBe(kubeconfig);
+        expect(await c.execOk('stat -c %a /etc/kubernetes/kubelet.kubeconfig')).toBe('600\n');
+      });
+      const restarted = await since();
+      expect(restarted).not.toBe(before);
+
+      const again = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs']);
+      expect(again.code).toBe(0);
+      expect(again.report.totals.changed).toBe(0);
+      expect(await since()).toBe(restarted);
+    } finally {
+      await withNode(n1!, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service; systemctl daemon-reload'));
+    }
+  });
+});
