@@ -165,6 +165,8 @@ export interface HostRunOptions {
   wantText?: boolean;
   /** --repoint-kubeconfigs: these kubeconfigs go to the local balancer once it is verified. */
   repoint?: Kubeconfig[];
+  /** Also read this binary's `-v` (status). */
+  versionOf?: string;
 }
 
 /** A host connected, its facts read and every step planned; nothing changed yet. */
@@ -215,6 +217,7 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
     o.say('gathering facts');
     const req = factRequest(o.steps);
     if (o.wantText) req.texts = textFiles(o.steps);
+    if (o.versionOf) req.version = o.versionOf;
     if (o.repoint) {
       req.texts = [...(req.texts ?? []), ...o.repoint.map((k) => k.path)];
       req.units.push(...kubeconfigUnits(o.repoint).filter((u) => !req.units.includes(u)));
@@ -403,7 +406,14 @@ async function verify(
   const trust = inv.tls.caFile ? 'TLS verified' : 'TLS NOT verified: set tls.caFile';
 
   if (checkNewList) {
-    const reach = await probeReach(conn, inv);
+    // For a few ms after a reload, nginx's old workers still accept on the shared socket (with the
+    // old list) until the master tells them to stop. Give the reload up to 3 s to settle; a reload
+    // that never takes effect keeps failing and is reported.
+    let reach = await probeReach(conn, inv);
+    for (let i = 0; i < 15 && (reach.local.unknown > 0 || reach.local.ok === 0); i++) {
+      await sleep(200);
+      reach = await probeReach(conn, inv);
+    }
     const hit = reach.masters.filter((m) => m.viaLocal > 0).map((m) => m.name);
     const verified = { state: 'active (running)', status: reach.local.ok ? 200 : 0, backend: hit.join(',') || undefined };
     if (!reach.local.ok) return { ok: false, summary: `nothing answered through ${args.listen}: ${reach.local.errors[0] ?? 'no answer'}`, verified };

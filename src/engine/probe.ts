@@ -5,6 +5,7 @@
  * directly), so this works even when every apiserver certificate has one CN.
  */
 import fs from 'node:fs';
+import tls from 'node:tls';
 import { httpsGet, type HttpsProbeOptions } from '../connect/https-probe.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
@@ -39,58 +40,77 @@ export function splitListen(listen: string): { host: string; port: number } {
   return { host: m[1]!, port: Number(m[2]) };
 }
 
+// One TLS context per inventory: the CA and client certificate are read and parsed once, not per connection.
+const contexts = new WeakMap<Inventory, { secureContext: tls.SecureContext; verify: boolean }>();
+
 export function tlsOptions(inv: Inventory, servername: string): Omit<HttpsProbeOptions, 'path'> {
-  const t = inv.tls;
-  const ca = t.caFile ? fs.readFileSync(t.caFile) : undefined;
-  return {
-    ca,
-    servername,
-    insecureSkipVerify: t.insecureSkipVerify || !ca,
-    cert: t.clientCertFile ? fs.readFileSync(t.clientCertFile) : undefined,
-    key: t.clientKeyFile ? fs.readFileSync(t.clientKeyFile) : undefined,
-    timeoutMs: 3000,
-  };
+  let c = contexts.get(inv);
+  if (!c) {
+    const t = inv.tls;
+    const ca = t.caFile ? fs.readFileSync(t.caFile) : undefined;
+    const secureContext = tls.createSecureContext({
+      ca,
+      cert: t.clientCertFile ? fs.readFileSync(t.clientCertFile) : undefined,
+      key: t.clientKeyFile ? fs.readFileSync(t.clientKeyFile) : undefined,
+    });
+    c = { secureContext, verify: !!ca && !t.insecureSkipVerify };
+    contexts.set(inv, c);
+  }
+  return { secureContext: c.secureContext, servername, insecureSkipVerify: !c.verify, timeoutMs: 3000 };
 }
 
 const short = (e: unknown) => (e as Error).message.split('\n')[0]!.slice(0, 160);
 
 export async function probeReach(conn: SshConnection, inv: Inventory): Promise<Reach> {
-  const fingerprints = new Map<string, string>();
-  const masters: MasterReach[] = await Promise.all(
-    inv.masters.map(async (m) => {
-      try {
-        const r = await httpsGet(() => conn.connectFromHost(m.address, m.port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? m.address) });
-        if (r.fingerprint) fingerprints.set(r.fingerprint, m.name);
-        return { name: m.name, address: m.address, port: m.port, direct: { status: r.status }, viaLocal: 0 };
-      } catch (e) {
-        return { name: m.name, address: m.address, port: m.port, direct: { error: short(e) }, viaLocal: 0 };
-      }
-    }),
-  );
-  // Enough concurrent connections that least_conn and round_robin reach every backend they would use.
+  // Direct and local probes run at once; local answers are matched to masters afterwards.
   const { host, port } = splitListen(inv.lb.listen);
-  const attempts = Math.max(4, 2 * inv.masters.length);
+  // As many connections as masters: least_conn gives each to the backend with the fewest and breaks
+  // ties round-robin (as round_robin does anyway), so each backend nginx would use answers one.
+  const attempts = Math.max(2, inv.masters.length);
   const local: LocalReach = { listening: false, attempts, ok: 0, unknown: 0, errors: [] };
-  await Promise.all(
-    Array.from({ length: attempts }, async () => {
-      try {
-        const r = await httpsGet(() => conn.connectFromHost(host, port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? host) });
-        local.listening = true;
-        const who = r.fingerprint ? fingerprints.get(r.fingerprint) : undefined;
-        if (!who) local.unknown++;
-        if (r.status === 200) {
-          local.ok++;
-          const m = masters.find((x) => x.name === who);
-          if (m) m.viaLocal++;
-        } else {
-          local.errors.push(`HTTP ${r.status} from ${who ?? 'an unknown backend'}`);
+  const [direct, answers] = await Promise.all([
+    Promise.all(
+      inv.masters.map(async (m) => {
+        try {
+          const r = await httpsGet(() => conn.connectFromHost(m.address, m.port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? m.address) });
+          return { m, status: r.status, fingerprint: r.fingerprint };
+        } catch (e) {
+          return { m, error: short(e) };
         }
-      } catch (e) {
-        const msg = short(e);
-        if (!/refused/i.test(msg)) local.listening = true;
-        local.errors.push(msg);
-      }
-    }),
-  );
+      }),
+    ),
+    Promise.all(
+      Array.from({ length: attempts }, async () => {
+        try {
+          return await httpsGet(() => conn.connectFromHost(host, port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? host) });
+        } catch (e) {
+          return { error: short(e) };
+        }
+      }),
+    ),
+  ]);
+  const fingerprints = new Map<string, string>();
+  const masters: MasterReach[] = direct.map((d) => {
+    if ('fingerprint' in d && d.fingerprint) fingerprints.set(d.fingerprint, d.m.name);
+    return { name: d.m.name, address: d.m.address, port: d.m.port, direct: 'error' in d ? { error: d.error } : { status: d.status }, viaLocal: 0 };
+  });
+  for (const a of answers) {
+    if ('error' in a && a.error !== undefined) {
+      if (!/refused/i.test(a.error)) local.listening = true;
+      local.errors.push(a.error);
+      continue;
+    }
+    const r = a as Awaited<ReturnType<typeof httpsGet>>;
+    local.listening = true;
+    const who = r.fingerprint ? fingerprints.get(r.fingerprint) : undefined;
+    if (!who) local.unknown++;
+    if (r.status === 200) {
+      local.ok++;
+      const m = masters.find((x) => x.name === who);
+      if (m) m.viaLocal++;
+    } else {
+      local.errors.push(`HTTP ${r.status} from ${who ?? 'an unknown backend'}`);
+    }
+  }
   return { masters, local };
 }

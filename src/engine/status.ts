@@ -9,11 +9,10 @@ import { cachedNginxBinary, controllerOs } from '../build/nginx.js';
 import { SshConnection } from '../connect/ssh.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { TEMPLATES } from '../lb/templates.js';
-import { quote } from '../util/quote.js';
 import { mapLimit } from '../util/pool.js';
 import { buildStepOf, prepareDeploy, type DeployRun } from './deploy.js';
 import { prepareHost, type PreparedHost } from './host.js';
-import { probeReach, type LocalReach, type MasterReach } from './probe.js';
+import { probeReach, type LocalReach, type MasterReach, type Reach } from './probe.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
 
@@ -53,6 +52,8 @@ export function serviceState(loadState: string, active: string, sub: string): st
 
 async function statusOfNode(run: DeployRun, node: InventoryNode, binaryKnown: boolean): Promise<NodeStatus> {
   const inv = run.loaded.inventory;
+  // Facts and the reach probe need the same connection but not each other: run them at once.
+  let reachProbe: Promise<Reach> | undefined;
   const all = run.playbook.steps(node);
   // Without a build to compare with, a build output's drift is unknown: leave those steps out of the plan.
   const unknowable = binaryKnown ? [] : all.filter((s) => s.type === 'op' && s.op.type === 'file');
@@ -62,8 +63,14 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, binaryKnown: bo
     node,
     steps,
     base: { artifacts: run.artifacts, render: (t) => TEMPLATES[t]!(inv) },
-    connect: () => SshConnection.open(run.targets.get(node.name)!),
+    connect: async () => {
+      const conn = await SshConnection.open(run.targets.get(node.name)!);
+      reachProbe = probeReach(conn, inv);
+      reachProbe.catch(() => undefined);
+      return conn;
+    },
     say: () => undefined,
+    versionOf: `${inv.lb.prefix}/sbin/kube-nginx`,
   });
   if (!('conn' in prepared)) {
     return { name: node.name, address: node.address, reachable: false, error: prepared.error, drift: {}, masters: [], healthy: false };
@@ -81,16 +88,14 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, binaryKnown: bo
     for (const st of unknowable) drift[st.name] = 'unknown';
     const u = p.unit ? p.plan.facts.units[p.unit] : undefined;
     const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
-    const binary = `${inv.lb.prefix}/sbin/kube-nginx`;
-    const v = await p.conn.execAsRoot(`[ -x ${quote(binary)} ] && ${quote(binary)} -v 2>&1 | sed -n 's/^nginx version: //p'`);
-    const reach = await probeReach(p.conn, inv);
+    const reach = await reachProbe!;
     return {
       name: node.name,
       address: node.address,
       reachable: true,
       service,
       since: u?.activeEnterTimestamp || undefined,
-      version: v.stdout.trim() || undefined,
+      version: p.plan.facts.version,
       drift,
       listening: reach.local.listening,
       masters: reach.masters,
