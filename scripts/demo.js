@@ -1,5 +1,5 @@
 // The demo behind `npm run demo`: start the lab, deploy the node-local load balancer to
-// every node, then deploy again to show that nothing changes. Each step is the real
+// every node, deploy again to show that nothing changes, then show each node's status. Each step is the real
 // k8s-ha command line, printed before it runs.
 import { spawnSync } from 'node:child_process';
 
@@ -8,6 +8,7 @@ const steps = [
   ['lab', 'up'],
   ['deploy', '-i', '.lab/inventory.yaml'],
   ['deploy', '-i', '.lab/inventory.yaml'],
+  ['status', '-i', '.lab/inventory.yaml'],
 ];
 
 for (const args of steps) {
