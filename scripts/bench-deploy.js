@@ -2,7 +2,6 @@
 // Builds nginx once (cached), starts a fresh N-node lab, then times, through the real CLI:
 // a first deploy, a no-op deploy, and a config-only change (reload). Also times the floor:
 // N parallel SSH logins running `true`. Prints a table, then one JSON line.
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,25 +11,14 @@ import { buildArtifacts, prepareDeploy } from '../dist/engine/deploy.js';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { resolveTarget } from '../dist/connect/targets.js';
 import { loadInventory } from '../dist/inventory/load.js';
+import { cli, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({
   options: { nodes: { type: 'string', default: '20' }, masters: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false } },
 });
 const nodes = Number(values.nodes);
-const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-deploy-'));
 fs.rmdirSync(dir);
-
-function cli(args, { json = false } = {}) {
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, maxBuffer: 64 << 20 });
-  const wallMs = Math.round(Number(process.hrtime.bigint() - t0) / 1e6);
-  if (r.status !== 0) {
-    process.stderr.write(r.stdout + r.stderr);
-    throw new Error(`k8s-ha ${args.join(' ')} exited ${r.status}`);
-  }
-  return { wallMs, out: json ? JSON.parse(r.stdout) : r.stdout };
-}
 
 try {
   const lab = cli(['lab', 'up', '--dir', dir, '--nodes', String(nodes), '--masters', values.masters, '--json'], { json: true }).out;
@@ -77,9 +65,8 @@ try {
     ['no-op deploy', noop.wallMs, noop.out.durationMs],
     ['config-only change (reload)', config.wallMs, config.out.durationMs],
   ];
-  const w = Math.max(...rows.map((r) => String(r[0]).length));
-  for (const r of rows) console.log(String(r[0]).padEnd(w) + '  ' + String(r[1]).padStart(7) + '  ' + String(r[2]).padStart(9));
+  printTable(rows);
   console.log(JSON.stringify(result));
 } finally {
-  if (!values.keep) cli(['lab', 'down', '--dir', dir]);
+  if (!values.keep) labDown(dir);
 }
