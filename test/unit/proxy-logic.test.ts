@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { order, rankByHash } from '../../src/proxy/balancer.js';
+import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings } from '../../src/proxy/health.js';
+import { proxyConfigSchema } from '../../src/proxy/config.js';
+
+const c = (name: string, active = 0) => ({ name, active });
+
+describe('balancing', () => {
+  it('least_conn picks the backend with the fewest connections, ties in turn', () => {
+    expect(order([c('a', 3), c('b', 1), c('c', 2)], 'least_conn', 0, '').map((x) => x.name)).toEqual(['b', 'c', 'a']);
+    const firsts = [0, 1, 2].map((rr) => order([c('a'), c('b'), c('c')], 'least_conn', rr, '')[0]!.name);
+    expect(firsts).toEqual(['a', 'b', 'c']);
+  });
+
+  it('round_robin rotates whatever the load', () => {
+    expect([0, 1, 2, 3].map((rr) => order([c('a', 9), c('b'), c('c')], 'round_robin', rr, '')[0]!.name)).toEqual(['a', 'b', 'c', 'a']);
+  });
+
+  it('hash on the client address and port spreads one node\'s clients over every backend', () => {
+    const counts: Record<string, number> = { a: 0, b: 0, c: 0 };
+    for (let port = 30000; port < 33000; port++) counts[rankByHash([c('a'), c('b'), c('c')], `127.0.0.1:${port}`)[0]!.name]!++;
+    for (const n of Object.values(counts)) expect(n).toBeGreaterThan(800); // about 1000 each of 3000
+  });
+
+  it('hash is stable, and removing a backend moves only its own clients', () => {
+    const keys = Array.from({ length: 500 }, (_, i) => `127.0.0.1:${40000 + i}`);
+    const before = keys.map((k) => rankByHash([c('a'), c('b'), c('c')], k)[0]!.name);
+    const after = keys.map((k) => rankByHash([c('a'), c('c')], k)[0]!.name);
+    keys.forEach((_, i) => {
+      if (before[i] !== 'b') expect(after[i]).toBe(before[i]);
+    });
+    expect(keys.map((k) => rankByHash([c('a'), c('b'), c('c')], k)[0]!.name)).toEqual(before);
+  });
+
+  it('returns every candidate, in the order to try them', () => {
+    expect(order([c('a', 1), c('b', 0)], 'least_conn', 0, '').map((x) => x.name)).toEqual(['b', 'a']);
+    expect(rankByHash([c('a'), c('b'), c('c')], 'k').map((x) => x.name).sort()).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('health', () => {
+  const s: HealthSettings = { maxFails: 3, failTimeout: 30_000, rise: 2, fall: 2, activeEnabled: true };
+
+  it('an actively checked backend starts down and needs `rise` good checks', () => {
+    let h = initialHealth(s);
+    expect(isUp(h, 0)).toBe(false);
+    h = checkResult(h, s, true);
+    expect(isUp(h, 0)).toBe(false);
+    h = checkResult(h, s, true);
+    expect(isUp(h, 0)).toBe(true);
+  });
+
+  it('`fall` failed checks in a row take it down; a good one in between resets the count', () => {
+    let h = checkResult(checkResult(initialHealth(s), s, true), s, true);
+    h = checkResult(h, s, false);
+    h = checkResult(h, s, true);
+    h = checkResult(h, s, false);
+    expect(isUp(h, 0)).toBe(true);
+    h = checkResult(h, s, false);
+    expect(isUp(h, 0)).toBe(false);
+  });
+
+  it('passive: maxFails failed connects within failTimeout ban it for failTimeout, as nginx', () => {
+    let h = initialHealth({ ...s, activeEnabled: false });
+    expect(isUp(h, 0)).toBe(true);
+    h = connectFailed(h, s, 1000);
+    h = connectFailed(h, s, 2000);
+    expect(isUp(h, 2000)).toBe(true);
+    h = connectFailed(h, s, 3000);
+    expect(isUp(h, 3000)).toBe(false);
+    expect(isUp(h, 32_999)).toBe(false);
+    expect(isUp(h, 33_000)).toBe(true);
+  });
+
+  it('passive: failures spread wider than failTimeout do not add up; maxFails 0 disables it', () => {
+    let h = initialHealth({ ...s, activeEnabled: false });
+    for (const t of [0, 20_000, 40_000, 60_000]) h = connectFailed(h, s, t);
+    expect(isUp(h, 60_000)).toBe(true);
+    let off = initialHealth({ ...s, activeEnabled: false, maxFails: 0 });
+    for (let t = 0; t < 10; t++) off = connectFailed(off, { ...s, maxFails: 0 }, t);
+    expect(isUp(off, 10)).toBe(true);
+  });
+});
+
+describe('kube-lb config', () => {
+  it('fills defaults: least_conn, idle timeout above client-go watch timeouts, /readyz checks every second', () => {
+    const cfg = proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '192.0.2.11', port: 6443 }] });
+    expect(cfg.balance).toBe('least_conn');
+    expect(cfg.idleTimeout).toBeGreaterThan(10 * 60_000);
+    expect(cfg.active).toMatchObject({ enabled: true, path: '/readyz', interval: 1000, rise: 2, fall: 2 });
+    expect(cfg.listen).toBe('127.0.0.1:8443');
+  });
+
+  it('rejects unknown keys and an empty backend list', () => {
+    expect(proxyConfigSchema.safeParse({ backends: [], colour: 1 }).success).toBe(false);
+  });
+});
