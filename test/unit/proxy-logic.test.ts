@@ -95,3 +95,35 @@ describe('kube-lb config', () => {
     expect(proxyConfigSchema.safeParse({ backends: [], colour: 1 }).success).toBe(false);
   });
 });
+
+describe('kube-lb --check-config and --version', () => {
+  it('accepts a good config, rejects a bad one with its path, and prints its version', async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { main } = await import('../../src/proxy/main.js');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-lb-cfg-'));
+    const good = path.join(dir, 'kube-lb.yaml');
+    fs.writeFileSync(good, 'backends:\n  - { name: m1, address: 192.0.2.11, port: 6443 }\n');
+    const bad = path.join(dir, 'bad.json');
+    fs.writeFileSync(bad, JSON.stringify({ backends: [{ name: 'm1', address: '192.0.2.11', port: 70000 }], balance: 'random' }));
+    const out: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    const errWrite = process.stderr.write.bind(process.stderr);
+    process.stdout.write = ((s: string) => (out.push(s), true)) as typeof process.stdout.write;
+    process.stderr.write = ((s: string) => (out.push(s), true)) as typeof process.stderr.write;
+    try {
+      expect(await main(['--check-config', good])).toBe(0);
+      expect(await main(['--check-config', bad])).toBe(1);
+      expect(await main(['--version'])).toBe(0);
+      expect(await main(['--bogus'])).toBe(2);
+    } finally {
+      process.stdout.write = write;
+      process.stderr.write = errWrite;
+    }
+    expect(out.join('')).toMatch(/kube-lb\.yaml: ok \(1 backends, listen 127\.0\.0\.1:8443\)/);
+    expect(out.join('')).toMatch(/bad\.json: backends\.0\.port: .*; balance: /);
+    expect(out.join('')).toMatch(/^kube-lb 0\.1\.0$/m);
+    expect(out.join('')).toMatch(/usage: kube-lb --config FILE/);
+  });
+});

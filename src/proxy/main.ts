@@ -1,0 +1,84 @@
+/**
+ * kube-lb: the node-local kube-apiserver load balancer.
+ *   kube-lb --config FILE        run (SIGHUP reloads the file, SIGTERM drains and exits)
+ *   kube-lb --check-config FILE  validate a config, as `nginx -t` (exit 0 or 1)
+ *   kube-lb --version
+ * Logs are plain lines on stdout, for journald.
+ */
+import fs from 'node:fs';
+import http from 'node:http';
+import YAML from 'yaml';
+import { Checker } from './checker.js';
+import { proxyConfigSchema, type ProxyConfig } from './config.js';
+import { Balancer, splitHostPort } from './server.js';
+
+export const KUBE_LB_VERSION = '0.1.0';
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+export function loadConfig(file: string): ProxyConfig {
+  const text = fs.readFileSync(file, 'utf8');
+  const raw = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  const r = proxyConfigSchema.safeParse(raw);
+  if (!r.success) {
+    throw new Error(`${file}: ${r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ')}`);
+  }
+  return r.data;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const flag = argv[0];
+  if (flag === '--version') {
+    log(`kube-lb ${KUBE_LB_VERSION}`);
+    return 0;
+  }
+  if ((flag !== '--config' && flag !== '--check-config') || !argv[1]) {
+    process.stderr.write('usage: kube-lb --config FILE | --check-config FILE | --version\n');
+    return 2;
+  }
+  const file = argv[1];
+  let cfg: ProxyConfig;
+  try {
+    cfg = loadConfig(file);
+  } catch (e) {
+    process.stderr.write(`kube-lb: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (flag === '--check-config') {
+    log(`kube-lb: ${file}: ok (${cfg.backends.length} backends, listen ${cfg.listen})`);
+    return 0;
+  }
+
+  const lb = new Balancer(cfg, log);
+  const checker = new Checker(lb);
+  const addr = await lb.listen();
+  log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
+  checker.start();
+  const [ah, ap] = splitHostPort(cfg.admin);
+  const admin = http.createServer((req, res) => {
+    if (req.url === '/healthz') {
+      const ok = lb.healthy();
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'no healthy backend\n');
+    } else if (req.url === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());
+    } else res.writeHead(404).end();
+  });
+  admin.listen(ap, ah);
+
+  process.on('SIGHUP', () => {
+    try {
+      lb.reload(loadConfig(file));
+      checker.start();
+      log(`reloaded ${file}: ${lb.config.backends.map((b) => b.name).join(', ')}`);
+    } catch (e) {
+      log(`reload refused, keeping the running configuration: ${(e as Error).message}`);
+    }
+  });
+  await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  log('SIGTERM: not accepting new connections, draining');
+  checker.stop();
+  admin.close();
+  await lb.stop(10_000);
+  log('stopped');
+  return 0;
+}

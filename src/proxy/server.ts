@@ -1,0 +1,270 @@
+/**
+ * kube-lb's data plane: a TCP balancer for kube-apiservers on one node.
+ * - The listener pauses each new client until a backend accepts, so a failed
+ *   dial moves on to the next backend before any client byte is read.
+ * - Bytes flow by pipe(): no JavaScript per chunk; counters come from the
+ *   sockets' own byte counts.
+ * - A backend marked down (active /readyz, or passive connect failures) gets
+ *   no new connections, and its open ones are closed (or drained after
+ *   drainTimeout) so watches reconnect to a healthy apiserver.
+ * - With every backend down it tries them all (panic mode) and says so loudly.
+ * - reload() swaps the configuration without closing the listener or any open
+ *   connection to a backend that stays.
+ */
+import net from 'node:net';
+import { order } from './balancer.js';
+import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings, type HealthState } from './health.js';
+import type { Backend, ProxyConfig } from './config.js';
+
+export type Log = (line: string) => void;
+
+export interface BackendRuntime {
+  backend: Backend;
+  health: HealthState;
+  up: boolean;
+  conns: Set<{ client: net.Socket; upstream: net.Socket }>;
+  total: number;
+  bytesIn: number;
+  bytesOut: number;
+  connectErrors: number;
+  checksOk: number;
+  checksFailed: number;
+  lastCheckMs: number;
+}
+
+const key = (b: Backend) => `${b.address}:${b.port}`;
+
+export function healthSettings(cfg: ProxyConfig): HealthSettings {
+  return {
+    maxFails: cfg.passive.maxFails,
+    failTimeout: cfg.passive.failTimeout,
+    rise: cfg.active.rise,
+    fall: cfg.active.fall,
+    activeEnabled: cfg.active.enabled,
+  };
+}
+
+export class Balancer {
+  readonly backends = new Map<string, BackendRuntime>();
+  private rr = 0;
+  private panicLogged = 0;
+  private server?: net.Server;
+  private closing = false;
+
+  constructor(
+    private cfg: ProxyConfig,
+    private readonly log: Log,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.setBackends(cfg.backends);
+  }
+
+  get config(): ProxyConfig {
+    return this.cfg;
+  }
+
+  listen(): Promise<net.AddressInfo> {
+    const [host, port] = splitHostPort(this.cfg.listen);
+    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (client) => this.accept(client));
+    return new Promise((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen({ host, port }, () => {
+        this.server!.off('error', reject);
+        resolve(this.server!.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  /** New configuration, same listener: backends that stay keep their connections and health. */
+  reload(next: ProxyConfig): void {
+    this.cfg = next;
+    this.setBackends(next.backends);
+  }
+
+  private setBackends(list: Backend[]): void {
+    const wanted = new Set(list.map(key));
+    for (const [k, rt] of this.backends) {
+      if (wanted.has(k)) continue;
+      this.backends.delete(k);
+      this.log(`backend ${rt.backend.name} (${k}) removed: closing its ${rt.conns.size} connection(s)`);
+      this.shed(rt);
+    }
+    const hs = healthSettings(this.cfg);
+    for (const b of list) {
+      const rt = this.backends.get(key(b));
+      if (rt) {
+        rt.backend = b;
+        continue;
+      }
+      const health = initialHealth(hs);
+      this.backends.set(key(b), {
+        backend: b,
+        health,
+        up: isUp(health, this.now()),
+        conns: new Set(),
+        total: 0,
+        bytesIn: 0,
+        bytesOut: 0,
+        connectErrors: 0,
+        checksOk: 0,
+        checksFailed: 0,
+        lastCheckMs: 0,
+      });
+    }
+  }
+
+  /** Record an active check; a backend that goes down loses its connections. */
+  checked(k: string, ok: boolean, ms: number, detail: string): void {
+    const rt = this.backends.get(k);
+    if (!rt) return;
+    rt.lastCheckMs = ms;
+    if (ok) rt.checksOk++;
+    else rt.checksFailed++;
+    rt.health = checkResult(rt.health, healthSettings(this.cfg), ok);
+    this.refresh(rt, ok ? 'its health check passes' : `its health check fails: ${detail}`);
+  }
+
+  private refresh(rt: BackendRuntime, why: string): void {
+    const up = isUp(rt.health, this.now());
+    if (up === rt.up) return;
+    rt.up = up;
+    if (up) {
+      this.log(`backend ${rt.backend.name} (${key(rt.backend)}) is UP: ${why}`);
+      return;
+    }
+    this.log(`backend ${rt.backend.name} (${key(rt.backend)}) is DOWN: ${why}; no new connections, closing its ${rt.conns.size}`);
+    this.shed(rt);
+  }
+
+  private shed(rt: BackendRuntime): void {
+    const close = () => {
+      for (const c of rt.conns) {
+        c.client.destroy();
+        c.upstream.destroy();
+      }
+    };
+    if (this.cfg.drainTimeout > 0) setTimeout(close, this.cfg.drainTimeout).unref();
+    else close();
+  }
+
+  private candidates(): BackendRuntime[] {
+    const now = this.now();
+    const all = [...this.backends.values()];
+    for (const rt of all) if (!rt.up && isUp(rt.health, now)) this.refresh(rt, 'its passive ban ended');
+    const up = all.filter((rt) => rt.up);
+    if (up.length) return up;
+    if (now - this.panicLogged > 5000) {
+      this.panicLogged = now;
+      this.log(`PANIC: no backend is healthy; trying all ${all.length} of them`);
+    }
+    return all;
+  }
+
+  private accept(client: net.Socket): void {
+    if (this.closing) return void client.destroy();
+    const ranked = order(
+      this.candidates().map((rt) => ({ name: key(rt.backend), active: rt.conns.size })),
+      this.cfg.balance,
+      this.rr++,
+      `${client.remoteAddress}:${client.remotePort}`,
+    ).map((c) => this.backends.get(c.name)!);
+    client.on('error', () => client.destroy());
+    this.dial(client, ranked, 0);
+  }
+
+  /** Connect to ranked[i]; on failure before any byte, the next one. The client stays paused meanwhile. */
+  private dial(client: net.Socket, ranked: BackendRuntime[], i: number): void {
+    const rt = ranked[i];
+    if (!rt || client.destroyed) return void client.destroy();
+    const upstream = net.connect({ host: rt.backend.address, port: rt.backend.port, noDelay: true, autoSelectFamily: false });
+    const timer = setTimeout(() => upstream.destroy(new Error(`connect timeout after ${this.cfg.connectTimeout} ms`)), this.cfg.connectTimeout);
+    const onEarlyError = (e: Error) => {
+      clearTimeout(timer);
+      upstream.destroy();
+      rt.connectErrors++;
+      rt.health = connectFailed(rt.health, healthSettings(this.cfg), this.now());
+      this.refresh(rt, `${rt.connectErrors} failed connects (${e.message})`);
+      this.dial(client, ranked, i + 1);
+    };
+    upstream.once('error', onEarlyError);
+    upstream.once('connect', () => {
+      clearTimeout(timer);
+      upstream.off('error', onEarlyError);
+      this.join(client, upstream, rt);
+    });
+  }
+
+  private join(client: net.Socket, upstream: net.Socket, rt: BackendRuntime): void {
+    const pair = { client, upstream };
+    rt.conns.add(pair);
+    rt.total++;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      rt.conns.delete(pair);
+      rt.bytesIn += client.bytesRead;
+      rt.bytesOut += upstream.bytesRead;
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) {
+      s.on('error', finish);
+      s.on('close', finish);
+      s.setTimeout(this.cfg.idleTimeout, finish);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.resume();
+  }
+
+  /** Stop accepting; wait for open connections to finish, up to `graceMs`, then close what is left. */
+  async stop(graceMs: number): Promise<void> {
+    this.closing = true;
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    const open = () => [...this.backends.values()].reduce((n, rt) => n + rt.conns.size, 0);
+    const deadline = this.now() + graceMs;
+    while (open() && this.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    for (const rt of this.backends.values()) this.shed({ ...rt, conns: rt.conns });
+  }
+
+  healthy(): boolean {
+    return [...this.backends.values()].some((rt) => rt.up);
+  }
+
+  /** Prometheus text exposition. */
+  metrics(): string {
+    const rows: [string, string, string, (rt: BackendRuntime) => number][] = [
+      ['kube_lb_backend_up', 'gauge', '1 when the backend takes new connections', (rt) => (rt.up ? 1 : 0)],
+      ['kube_lb_backend_active_connections', 'gauge', 'open connections', (rt) => rt.conns.size],
+      ['kube_lb_backend_connections_total', 'counter', 'connections made', (rt) => rt.total],
+      ['kube_lb_backend_bytes_in_total', 'counter', 'bytes from clients to the backend', (rt) => rt.bytesIn + sum(rt, (c) => c.client.bytesRead)],
+      ['kube_lb_backend_bytes_out_total', 'counter', 'bytes from the backend to clients', (rt) => rt.bytesOut + sum(rt, (c) => c.upstream.bytesRead)],
+      ['kube_lb_backend_connect_errors_total', 'counter', 'failed connects', (rt) => rt.connectErrors],
+      ['kube_lb_backend_checks_ok_total', 'counter', 'health checks that passed', (rt) => rt.checksOk],
+      ['kube_lb_backend_checks_failed_total', 'counter', 'health checks that failed', (rt) => rt.checksFailed],
+      ['kube_lb_backend_check_duration_seconds', 'gauge', 'duration of the last health check', (rt) => rt.lastCheckMs / 1000],
+    ];
+    const out: string[] = [];
+    for (const [name, type, help, value] of rows) {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+      for (const rt of this.backends.values()) out.push(`${name}{backend="${rt.backend.name}",address="${key(rt.backend)}"} ${value(rt)}`);
+    }
+    out.push('# HELP kube_lb_backends_up healthy backends', '# TYPE kube_lb_backends_up gauge');
+    out.push(`kube_lb_backends_up ${[...this.backends.values()].filter((rt) => rt.up).length}`);
+    return out.join('\n') + '\n';
+  }
+}
+
+function sum(rt: BackendRuntime, f: (c: { client: net.Socket; upstream: net.Socket }) => number): number {
+  let n = 0;
+  for (const c of rt.conns) n += f(c);
+  return n;
+}
+
+export function splitHostPort(hp: string): [string, number] {
+  const m = /^\[?(.+?)\]?:(\d+)$/.exec(hp)!;
+  return [m[1]!, Number(m[2])];
+}
+
+export const backendKey = key;
