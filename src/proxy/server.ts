@@ -46,6 +46,8 @@ export function healthSettings(cfg: ProxyConfig): HealthSettings {
 
 export class Balancer {
   readonly backends = new Map<string, BackendRuntime>();
+  /** The same runtimes as an array, rebuilt on reload: the accept path iterates it without copying. */
+  private list: BackendRuntime[] = [];
   private rr = 0;
   private panicLogged = 0;
   private server?: net.Server;
@@ -111,6 +113,7 @@ export class Balancer {
         lastCheckMs: 0,
       });
     }
+    this.list = [...this.backends.values()];
   }
 
   /** Record an active check; a backend that goes down loses its connections. */
@@ -149,47 +152,72 @@ export class Balancer {
 
   private candidates(): BackendRuntime[] {
     const now = this.now();
-    const all = [...this.backends.values()];
-    for (const rt of all) if (!rt.up && isUp(rt.health, now)) this.refresh(rt, 'its passive ban ended');
-    const up = all.filter((rt) => rt.up);
-    if (up.length) return up;
+    let up = 0;
+    for (const rt of this.list) {
+      if (!rt.up && isUp(rt.health, now)) this.refresh(rt, 'its passive ban ended');
+      if (rt.up) up++;
+    }
+    if (up === this.list.length) return this.list;
+    if (up) return this.list.filter((rt) => rt.up);
     if (now - this.panicLogged > 5000) {
       this.panicLogged = now;
-      this.log(`PANIC: no backend is healthy; trying all ${all.length} of them`);
+      this.log(`PANIC: no backend is healthy; trying all ${this.list.length} of them`);
     }
-    return all;
+    return this.list;
+  }
+
+  /** The first choice, cheaply: least_conn and round_robin need no sort for it. */
+  private first(cands: BackendRuntime[], rr: number, client: net.Socket): BackendRuntime {
+    if (cands.length === 1 || this.cfg.balance === 'hash') return this.ranked(cands, rr, client)[0]!;
+    const start = rr % cands.length;
+    if (this.cfg.balance === 'round_robin') return cands[start]!;
+    let best = cands[start]!;
+    for (let j = 1; j < cands.length; j++) {
+      const c = cands[(start + j) % cands.length]!;
+      if (c.conns.size < best.conns.size) best = c;
+    }
+    return best;
+  }
+
+  /** Every candidate in the order to try them (after a failed dial, or for hash). */
+  private ranked(cands: BackendRuntime[], rr: number, client: net.Socket): BackendRuntime[] {
+    const byKey = new Map(cands.map((rt) => [key(rt.backend), rt]));
+    return order(
+      cands.map((rt) => ({ name: key(rt.backend), active: rt.conns.size })),
+      this.cfg.balance,
+      rr,
+      `${client.remoteAddress}:${client.remotePort}`,
+    ).map((c) => byKey.get(c.name)!);
   }
 
   private accept(client: net.Socket): void {
     if (this.closing) return void client.destroy();
-    const ranked = order(
-      this.candidates().map((rt) => ({ name: key(rt.backend), active: rt.conns.size })),
-      this.cfg.balance,
-      this.rr++,
-      `${client.remoteAddress}:${client.remotePort}`,
-    ).map((c) => this.backends.get(c.name)!);
+    const cands = this.candidates();
+    const rr = this.rr++;
     client.on('error', () => client.destroy());
-    this.dial(client, ranked, 0);
+    this.dial(client, this.first(cands, rr, client), () => this.ranked(cands, rr, client), new Set());
   }
 
-  /** Connect to ranked[i]; on failure before any byte, the next one. The client stays paused meanwhile. */
-  private dial(client: net.Socket, ranked: BackendRuntime[], i: number): void {
-    const rt = ranked[i];
+  /** Connect to rt; on failure before any byte, the next untried one. The client stays paused meanwhile. */
+  private dial(client: net.Socket, rt: BackendRuntime | undefined, rest: () => BackendRuntime[], tried: Set<BackendRuntime>): void {
     if (!rt || client.destroyed) return void client.destroy();
+    tried.add(rt);
     const upstream = net.connect({ host: rt.backend.address, port: rt.backend.port, noDelay: true, autoSelectFamily: false });
-    const timer = setTimeout(() => upstream.destroy(new Error(`connect timeout after ${this.cfg.connectTimeout} ms`)), this.cfg.connectTimeout);
-    const onEarlyError = (e: Error) => {
-      clearTimeout(timer);
+    // The socket's own timer covers the connect; it becomes the idle timer once joined.
+    upstream.setTimeout(this.cfg.connectTimeout);
+    const onEarly = (e?: Error) => {
       upstream.destroy();
       rt.connectErrors++;
       rt.health = connectFailed(rt.health, healthSettings(this.cfg), this.now());
-      this.refresh(rt, `${rt.connectErrors} failed connects (${e.message})`);
-      this.dial(client, ranked, i + 1);
+      this.refresh(rt, `${rt.connectErrors} failed connects (${e?.message ?? `connect timeout after ${this.cfg.connectTimeout} ms`})`);
+      this.dial(client, rest().find((c) => !tried.has(c)), rest, tried);
     };
-    upstream.once('error', onEarlyError);
+    const onTimeout = () => onEarly();
+    upstream.once('error', onEarly);
+    upstream.once('timeout', onTimeout);
     upstream.once('connect', () => {
-      clearTimeout(timer);
-      upstream.off('error', onEarlyError);
+      upstream.off('error', onEarly);
+      upstream.off('timeout', onTimeout);
       this.join(client, upstream, rt);
     });
   }
@@ -208,11 +236,12 @@ export class Balancer {
       client.destroy();
       upstream.destroy();
     };
-    for (const s of [client, upstream]) {
-      s.on('error', finish);
-      s.on('close', finish);
-      s.setTimeout(this.cfg.idleTimeout, finish);
-    }
+    client.on('close', finish);
+    upstream.on('error', finish);
+    upstream.on('close', finish);
+    // One idle timer per connection pair: both directions refresh the client's through pipe().
+    upstream.setTimeout(0);
+    client.setTimeout(this.cfg.idleTimeout, finish);
     client.pipe(upstream);
     upstream.pipe(client);
     client.resume();
