@@ -58,7 +58,8 @@ export function entryMatches(patterns: string, host: string, port: number): bool
   if (patterns.startsWith('|1|')) {
     const [, , salt, hash] = patterns.split('|');
     if (!salt || !hash) return false;
-    const mac = createHmac('sha1', Buffer.from(salt, 'base64')).update(name).digest('base64');
+    // OpenSSH hashes the lower-cased name.
+    const mac = createHmac('sha1', Buffer.from(salt, 'base64')).update(name.toLowerCase()).digest('base64');
     return mac === hash;
   }
   let matched = false;

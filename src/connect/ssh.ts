@@ -54,10 +54,23 @@ export function expandHome(p: string): string {
 }
 
 export class SshConnection {
+  /** Set when the connection died (keepalive timeout, reset): every later command fails at once. */
+  private lost?: Error;
+
   private constructor(
     readonly target: SshTarget,
     private readonly ssh: NodeSSH,
-  ) {}
+  ) {
+    // node-ssh drops its 'error' listener once connected; without ours, a node that dies while we
+    // wait (keepalive timeout, ECONNRESET) would be an unhandled 'error' event and crash the run.
+    const client = ssh.connection;
+    client?.on('error', (e: Error) => (this.lost ??= e));
+    client?.on('close', () => (this.lost ??= new Error('connection closed')));
+  }
+
+  private lostError(): ConnectError {
+    return new ConnectError(this.target.name, 'unreachable', `connection to ${this.target.address}:${this.target.port} lost: ${this.lost?.message ?? 'no answer'}`);
+  }
 
   get where(): string {
     return `${this.target.name} (${this.target.user}@${this.target.address})`;
@@ -126,9 +139,21 @@ export class SshConnection {
 
   /** Run a shell command line as the login user; never throws on a non-zero exit. */
   async exec(command: string, options: ExecInput = {}): Promise<RemoteResult> {
+    if (this.lost) throw this.lostError();
     const input = options.input;
     const stdin = input === undefined ? undefined : typeof input === 'string' ? input : Buffer.isBuffer(input) ? Readable.from([input]) : input;
-    const r = await this.ssh.execCommand(command, { stdin, noTrim: true });
+    let r;
+    try {
+      r = await this.ssh.execCommand(command, { stdin, noTrim: true });
+    } catch (e) {
+      this.lost ??= e as Error;
+      throw this.lostError();
+    }
+    // No exit code and no signal: the connection went away under the command. What it did is unknown.
+    if (r.code === null && r.signal === null) {
+      this.lost ??= new Error('the command got no exit status');
+      throw this.lostError();
+    }
     return { stdout: r.stdout, stderr: r.stderr, code: r.code, signal: r.signal };
   }
 

@@ -123,11 +123,19 @@ export function stageScript(plan: HostPlan): string {
 
 export function commitScript(plan: HostPlan, backup = false): string {
   const lines = ['set -u'];
-  for (const p of collect(plan, 'put')) {
-    const live = quote(p.change.path);
-    const prev = quote(p.change.path + PREVIOUS_SUFFIX);
-    if (backup) lines.push(`if [ -e ${live} ]; then cp -p ${live} ${prev}; else rm -f ${prev}; fi`);
-    lines.push(`mv -f ${quote(p.change.path + STAGED_SUFFIX)} ${live} || { echo "@@failed ${p.step}"; exit 40; }`);
+  const puts = collect(plan, 'put');
+  if (backup) {
+    // Every backup is made, and checked, before any live file moves: a rollback then restores exactly
+    // this run's previous files, never a stale or half-written *.k8s-ha-prev from an earlier run.
+    // rm fails on anything it cannot clear (a directory, say), where cp would copy *into* it instead.
+    for (const p of puts) lines.push(`rm -f ${quote(p.change.path + PREVIOUS_SUFFIX)} || { echo "@@failed ${p.step}"; exit 39; }`);
+    for (const p of puts) {
+      const live = quote(p.change.path);
+      lines.push(`if [ -e ${live} ]; then cp -p ${live} ${quote(p.change.path + PREVIOUS_SUFFIX)} || { echo "@@failed ${p.step}"; exit 39; }; fi`);
+    }
+  }
+  for (const p of puts) {
+    lines.push(`mv -f ${quote(p.change.path + STAGED_SUFFIX)} ${quote(p.change.path)} || { echo "@@failed ${p.step}"; exit 40; }`);
   }
   for (const r of collect(plan, 'run')) {
     lines.push(
@@ -322,7 +330,8 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
       const step = results.find((x) => x.name === REPOINT_STEP)!;
       if (!/^@@repointed$/m.test(r.stdout)) {
         Object.assign(step, { status: 'failed', error: (r.stderr || r.stdout).trim(), summary: `failed: ${(r.stderr || r.stdout).trim().split('\n')[0]}` });
-        return finishHost({ ...base(p), error: `${REPOINT_STEP}: ${(r.stderr || r.stdout).trim()}`, verified: v.verified });
+        // The balancer itself was applied and verified: the host runs the new configuration.
+        return finishHost({ ...base(p), error: `${REPOINT_STEP}: ${(r.stderr || r.stdout).trim()}`, verified: v.verified, committed: hasChanges(p), lbVerified: true });
       }
     }
     return finishHost({ ...base(p), verified: v.verified });

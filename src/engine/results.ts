@@ -35,6 +35,8 @@ export interface HostResult {
   rollback?: { ok: boolean; detail: string };
   /** In a roll: the batch this host was in (1-based), or why it was not reached. */
   batch?: number;
+  /** The balancer was applied and verified; a later step (repointing kubeconfigs) failed. */
+  lbVerified?: boolean;
 }
 
 export interface Totals {

@@ -61,7 +61,7 @@ export async function runBatch(batch: PreparedHost[], index: number): Promise<Ho
     batch.map(async (p) => {
       try {
         let r = await applyHost(p, { backup: true, checkNewList: true });
-        if ((r.status === 'failed' || r.status === 'unreachable') && r.committed) {
+        if ((r.status === 'failed' || r.status === 'unreachable') && r.committed && !r.lbVerified) {
           p.o.say('restoring the previous files');
           r = { ...r, rollback: await rollbackHost(p) };
         }
@@ -101,6 +101,7 @@ export function notReached(p: PreparedHost, why: string): HostResult {
  */
 export function configState(r: HostResult): 'new' | 'previous' | 'unknown' {
   if (!failed(r)) return r.status === 'skipped' ? 'previous' : 'new';
+  if (r.lbVerified) return 'new';
   if (!r.committed) return 'previous';
   return r.rollback?.ok ? 'previous' : 'unknown';
 }

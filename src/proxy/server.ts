@@ -140,8 +140,10 @@ export class Balancer {
   }
 
   private shed(rt: BackendRuntime): void {
+    // Only the connections open now: if the backend recovers before a drain ends, new ones stay.
+    const victims = [...rt.conns];
     const close = () => {
-      for (const c of rt.conns) {
+      for (const c of victims) {
         c.client.destroy();
         c.upstream.destroy();
       }
@@ -218,6 +220,11 @@ export class Balancer {
     upstream.once('connect', () => {
       upstream.off('error', onEarly);
       upstream.off('timeout', onTimeout);
+      // Removed, or marked down while we dialled (and another backend is up): try the next one.
+      if (this.backends.get(key(rt.backend)) !== rt || (!rt.up && this.list.some((b) => b.up))) {
+        upstream.destroy();
+        return this.dial(client, rest().find((c) => !tried.has(c) && c.up), rest, tried);
+      }
       this.join(client, upstream, rt);
     });
   }

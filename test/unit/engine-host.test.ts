@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { commitScript, factRequest, planHost, stageScript, STAGED_SUFFIX, withStagedPaths, type HostPlan } from '../../src/engine/host.js';
+import { commitScript, factRequest, planHost, PREVIOUS_SUFFIX, stageScript, STAGED_SUFFIX, withStagedPaths, type HostPlan } from '../../src/engine/host.js';
 import { tarGzOf } from '../../src/engine/tarstream.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import { parseFacts, factScript, type HostFacts } from '../../src/facts/host.js';
@@ -134,6 +134,33 @@ describe('stage and commit scripts', () => {
     expect((fs.statSync(dest).mode & 0o777).toString(8)).toBe('600');
     expect(fs.existsSync(dest + STAGED_SUFFIX)).toBe(false);
     expect(fs.readFileSync(path.join(dir, 'ran'), 'utf8')).toBe('ran\n');
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('with backups, a stale *.k8s-ha-prev from an earlier run is replaced by this run\'s previous file before anything moves', async () => {
+    const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    fs.writeFileSync(dest, 'current\n');
+    fs.writeFileSync(dest + PREVIOUS_SUFFIX, 'from two deploys ago\n');
+    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
+    const c = await run('sh', ['-c', commitScript(plan, true)]);
+    expect(c.stdout).toMatch(/^@@committed$/m);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('new\n');
+    expect(fs.readFileSync(dest + PREVIOUS_SUFFIX, 'utf8')).toBe('current\n');
+    fs.rmSync(dir, { recursive: true });
+  });
+
+  it('with backups, a backup that cannot be made stops the commit before any live file moves', async () => {
+    const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
+    fs.mkdirSync(path.dirname(dest), { recursive: true });
+    fs.writeFileSync(dest, 'current\n');
+    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
+    fs.mkdirSync(dest + PREVIOUS_SUFFIX); // cp cannot write a file where a directory stands
+    fs.writeFileSync(path.join(dest + PREVIOUS_SUFFIX, 'x'), '');
+    const c = await run('sh', ['-c', commitScript(plan, true)]);
+    expect(c.code).toBe(39);
+    expect(c.stdout).toMatch(/^@@failed 1$/m);
+    expect(fs.readFileSync(dest, 'utf8')).toBe('current\n');
     fs.rmSync(dir, { recursive: true });
   });
 

@@ -41,6 +41,9 @@ describe('known_hosts', () => {
     const hashed = `|1|${salt.toString('base64')}|${hash}`;
     expect(entryMatches(hashed, '10.0.0.9', 22)).toBe(true);
     expect(entryMatches(hashed, '10.0.0.8', 22)).toBe(false);
+    // OpenSSH hashes the lower-cased name: Node-1 and node-1 are one host.
+    const lower = `|1|${salt.toString('base64')}|${createHmac('sha1', salt).update('node-1').digest('base64')}`;
+    expect(entryMatches(lower, 'Node-1', 22)).toBe(true);
   });
 
   it('says match, unknown, changed or revoked', () => {
