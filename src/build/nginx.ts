@@ -11,8 +11,8 @@ import path from 'node:path';
 import * as tar from 'tar';
 import { BuildError, CommandError } from '../errors.js';
 import type { SshConnection } from '../connect/ssh.js';
-import { osKey, type OsFacts } from '../facts/host.js';
-import { onPath, run } from '../util/exec.js';
+import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
+import { run } from '../util/exec.js';
 import { cacheDir } from '../util/paths.js';
 import { quote, shellCommand } from '../util/quote.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
@@ -70,32 +70,19 @@ export function hasToolchain(tools: string[]): boolean {
   return (tools.includes('gcc') || tools.includes('cc')) && tools.includes('make');
 }
 
+/** This machine, read by the same facts script as every node: the same OS key, tools and package manager. */
+async function controllerFacts() {
+  const req = emptyRequest();
+  return parseFacts(req, (await run('sh', ['-c', factScript(req)])).stdout);
+}
+
 export async function controllerOs(): Promise<OsFacts> {
-  const text = await fsp.readFile('/etc/os-release', 'utf8').catch(() => '');
-  const kv = Object.fromEntries(
-    text
-      .split('\n')
-      .map((l) => /^([A-Z_]+)=(.*)$/.exec(l))
-      .filter((m): m is RegExpExecArray => !!m)
-      .map((m) => [m[1], m[2]!.replace(/^"(.*)"$/, '$1')]),
-  );
-  const ldd = await run('ldd', ['--version']).catch(() => undefined);
-  const glibc = ldd?.stdout.split('\n')[0]?.trim().split(/\s+/).pop() ?? '';
-  const arch = (await run('uname', ['-m']).catch(() => undefined))?.stdout.trim() ?? os.arch();
-  return { id: kv.ID ?? os.platform(), versionId: kv.VERSION_ID ?? '', prettyName: kv.PRETTY_NAME ?? os.platform(), arch, glibc };
+  return (await controllerFacts()).os;
 }
 
 export async function controllerBuildHost(installToolchain: boolean): Promise<BuildHost> {
-  const tools: string[] = [];
-  for (const t of ['gcc', 'cc', 'make']) if (await onPath(t)) tools.push(t);
-  let pm: BuildHost['packageManager'] = null;
-  for (const p of ['apt-get', 'dnf', 'yum'] as const) {
-    if (await onPath(p)) {
-      pm = p;
-      break;
-    }
-  }
-  return { name: 'controller', os: await controllerOs(), tools, packageManager: pm, installToolchain };
+  const f = await controllerFacts();
+  return { name: 'controller', os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain };
 }
 
 function noToolchain(host: BuildHost, why: string): BuildError {

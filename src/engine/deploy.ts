@@ -4,7 +4,6 @@
  * This module does the work; the CLI renders it.
  */
 import fsp from 'node:fs/promises';
-import path from 'node:path';
 import { BuildError, ConnectError, UsageError } from '../errors.js';
 import { controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, parseFacts } from '../facts/host.js';
@@ -237,8 +236,4 @@ export function report(run: DeployRun): DeployReport {
       ]),
     ),
   };
-}
-
-export function inventoryLabel(run: DeployRun): string {
-  return path.basename(run.options.inventoryFile);
 }

@@ -303,7 +303,7 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
       o.say(puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
       p.applySent = true;
       const a = await conn.execAsRoot(applyScript(plan, p.unit, opts.backup), {
-        input: puts.length ? tarGzOf(puts.map((x) => x.change.content)) : undefined,
+        input: puts.length ? tarGzOf(puts.map((x) => x.change)) : undefined,
       });
       p.lap('apply');
       if (!/^@@committed$/m.test(a.stdout)) {
@@ -359,17 +359,6 @@ export async function rollbackHost(p: PreparedHost): Promise<{ ok: boolean; deta
     return { ok, detail: ok ? 'previous files restored and the service runs them' : `previous files restored, but ${p.unit} is ${state || 'unknown'}` };
   } catch (e) {
     return { ok: false, detail: `could not restore the previous files: ${(e as Error).message.split('\n')[0]}` };
-  }
-}
-
-/** Prepare and apply in one go: a host that does not roll. */
-export async function deployHost(o: HostRunOptions): Promise<HostResult> {
-  const p = await prepareHost(o);
-  if (!('conn' in p)) return p;
-  try {
-    return await applyHost(p, { backup: false, checkNewList: false });
-  } finally {
-    p.conn.close();
   }
 }
 

@@ -1,5 +1,4 @@
 /** An in-memory tar archive of files named 0, 1, 2...: every upload to a host as one stream. */
-import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { Header } from 'tar';
 
@@ -17,12 +16,12 @@ export function tarOf(contents: Buffer[]): Buffer {
 // Most hosts of a run get the same files: compress each distinct set once.
 const gzipped = new Map<string, Buffer>();
 
-/** The same archive, gzip-compressed (fast level: the network, not the CPU, is what it saves). */
-export function tarGzOf(contents: Buffer[]): Buffer {
-  const key = contents.map((c) => createHash('sha256').update(c).digest('hex')).join(',');
+/** The same archive, gzip-compressed (fast level: the network, not the CPU, is what it saves). Files come with their sha256. */
+export function tarGzOf(files: { content: Buffer; sha256: string }[]): Buffer {
+  const key = files.map((f) => f.sha256).join(',');
   let gz = gzipped.get(key);
   if (!gz) {
-    gz = gzipSync(tarOf(contents), { level: 1 });
+    gz = gzipSync(tarOf(files.map((f) => f.content)), { level: 1 });
     if (gzipped.size > 16) gzipped.clear();
     gzipped.set(key, gz);
   }

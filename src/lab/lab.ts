@@ -170,12 +170,11 @@ export function labUpSteps(): Step<LabUpContext>[] {
         // The engine serialises much of `docker run`; a dozen in flight keeps it busy on 2 cores.
         await mapLimit(plan.containers, 12, async (c) => {
           let cur = have.get(c.name);
-          if (cur && cur.image !== c.image) {
+          const outdated = !!cur && cur.image !== c.image;
+          if (outdated) {
             // The lab's definition changed since this container was made: make it again.
-            await docker(['rm', '-f', cur.id]);
+            await docker(['rm', '-f', cur!.id]);
             cur = undefined;
-            recreated++;
-            created--;
           }
           if (cur?.running) return;
           if (cur) {
@@ -185,11 +184,12 @@ export function labUpSteps(): Step<LabUpContext>[] {
           }
           const labels = { [LAB_LABEL]: plan.id, [LAB_DIR_LABEL]: path.resolve(ctx.options.dir), [LAB_ROLE_LABEL]: c.role };
           await docker(['run', '-d', ...dockerRunArgs(plan, c, labels)], { step: `starting ${c.service}` });
-          created++;
+          if (outdated) recreated++;
+          else created++;
           say(`started ${c.service} (${c.address})`);
         });
         if (recreated) ctx.changes.push(`recreated ${recreated} container${recreated === 1 ? '' : 's'} with a newer image`);
-        if (created > 0) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
+        if (created) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
         if (started) ctx.changes.push(`started ${started} stopped container${started === 1 ? '' : 's'}`);
         return `${plan.containers.length} containers on ${plan.network.subnet}` + (created + recreated || started ? '' : ' (all running)');
       },

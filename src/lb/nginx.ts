@@ -6,10 +6,8 @@ import type { Inventory } from '../inventory/schema.js';
 
 export const NGINX_SERVICE = 'kube-nginx';
 
-// Inventory durations (ms|s|m|h) are written as nginx reads them.
-
-/** What nginx is built with: the stream module only, so it links nothing but libc. */
-export const NGINX_CONFIGURE_ARGS = ['--prefix=/opt/k8s/kube-nginx', '--with-stream', '--without-http', '--without-http-cache'];
+// Inventory durations (ms|s|m|h) are written as nginx reads them. How nginx is built is declared in
+// playbooks/kube-nginx.yaml (nginxBuild).
 
 export function nginxPaths(prefix: string) {
   return {

@@ -32,9 +32,10 @@ export function planPut(
   m: string,
   facts: HostFacts,
   ctx: PlanContext,
-  opts: { validate?: string; notify: Handler[]; text: boolean; what: string },
+  opts: { validate?: string; notify: Handler[]; text: boolean; what: string; sha256?: string },
 ): StepPlan {
-  const sha256 = createHash('sha256').update(content).digest('hex');
+  // A build output brings its checksum: it is not hashed again for every host.
+  const sha256 = opts.sha256 ?? createHash('sha256').update(content).digest('hex');
   const cur = facts.files[dest];
   if (cur && cur.sha256 === sha256 && normMode(cur.mode) === normMode(m)) return noop(`${dest} up to date`);
   const change: Change = { kind: 'put', path: dest, content, sha256, mode: normMode(m), validate: opts.validate };
@@ -60,7 +61,13 @@ export const file: Operation<{ source: string; dest: string; mode: string; valid
     const name = a.source.slice('artifact:'.length);
     const artifact = ctx.artifacts[name];
     if (!artifact) throw new Error(`no build output named ${name}: a build step must come first`);
-    return planPut(a.dest, artifact.content, a.mode, facts, ctx, { validate: a.validate, notify: a.notify, text: false, what: `install ${artifact.describe} as` });
+    return planPut(a.dest, artifact.content, a.mode, facts, ctx, {
+      validate: a.validate,
+      notify: a.notify,
+      text: false,
+      what: `install ${artifact.describe} as`,
+      sha256: artifact.sha256,
+    });
   },
 };
 

@@ -124,7 +124,7 @@ describe('stage and commit scripts', () => {
     const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, 'old\n');
-    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
+    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
     expect(s.stdout).toMatch(/^@@staged$/m);
     expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
     expect(fs.readFileSync(dest + STAGED_SUFFIX, 'utf8')).toBe('new\n');
@@ -142,7 +142,7 @@ describe('stage and commit scripts', () => {
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, 'current\n');
     fs.writeFileSync(dest + PREVIOUS_SUFFIX, 'from two deploys ago\n');
-    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
+    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
     const c = await run('sh', ['-c', commitScript(plan, true)]);
     expect(c.stdout).toMatch(/^@@committed$/m);
     expect(fs.readFileSync(dest, 'utf8')).toBe('new\n');
@@ -154,7 +154,7 @@ describe('stage and commit scripts', () => {
     const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, 'current\n');
-    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
+    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
     fs.mkdirSync(dest + PREVIOUS_SUFFIX); // cp cannot write a file where a directory stands
     fs.writeFileSync(path.join(dest + PREVIOUS_SUFFIX, 'x'), '');
     const c = await run('sh', ['-c', commitScript(plan, true)]);
@@ -168,7 +168,7 @@ describe('stage and commit scripts', () => {
     const { dir, dest, plan } = setup(() => 'echo "config is broken" >&2; exit 7');
     fs.mkdirSync(path.dirname(dest), { recursive: true });
     fs.writeFileSync(dest, 'old\n');
-    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([Buffer.from('new\n')]) });
+    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
     expect(s.code).toBe(30);
     expect(s.stdout).toMatch(/^@@invalid 1 7\nconfig is broken$/m);
     expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
