@@ -11,7 +11,7 @@ export const ExitCode = {
   usage: 2,
   /** Some hosts failed or were unreachable. */
   hosts: 3,
-  /** The nginx build failed. */
+  /** The nginx or kube-lb build failed. */
   build: 4,
   /** deploy --check: changes are pending (nothing was touched). */
   pending: 5,
@@ -89,3 +89,6 @@ export class ConnectError extends K8sHaError {
 export class BuildError extends K8sHaError {
   override readonly exitCode = ExitCode.build;
 }
+
+/** No C toolchain on the build host, and none could be installed: where lb.impl is auto, kube-lb runs instead. */
+export class NoToolchainError extends BuildError {}

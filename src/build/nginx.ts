@@ -9,7 +9,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import * as tar from 'tar';
-import { BuildError, CommandError } from '../errors.js';
+import { BuildError, CommandError, NoToolchainError } from '../errors.js';
 import type { SshConnection } from '../connect/ssh.js';
 import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
 import { run } from '../util/exec.js';
@@ -86,7 +86,7 @@ export async function controllerBuildHost(installToolchain: boolean): Promise<Bu
 }
 
 function noToolchain(host: BuildHost, why: string): BuildError {
-  return new BuildError(`cannot build nginx on ${host.name}: ${why}`, {
+  return new NoToolchainError(`cannot build nginx on ${host.name}: ${why}`, {
     hint:
       host.name === 'controller'
         ? 'install gcc and make here, set build.installToolchain: true, or build on a node of the same OS (build.host: node-1); hosts that can get no compiler can run kube-lb instead'

@@ -7,9 +7,12 @@ import { checkNode, type NodeCheck } from '../engine/check.js';
 import {
   applyNow,
   buildArtifacts,
+  buildsNeeded,
   closeAll,
+  implOf,
   endCheck,
   planNode,
+  playbookOf,
   prepareDeploy,
   report,
   rollBatch,
@@ -54,19 +57,19 @@ export function deployCommand(setExit: (code: number) => void): Command {
   return new Command('deploy')
     .alias('reconfigure')
     .description(
-      'build nginx with the stream module, roll it out to every node, verify each end to end; ' +
-        'nodes whose running kube-nginx would be restarted or reloaded go in batches (--serial)',
+      'build the node-local balancer (nginx with the stream module, or kube-lb as one executable: lb.impl), roll it out to every node, ' +
+        'verify each end to end; nodes whose running balancer would be restarted, reloaded or replaced go in batches (--serial)',
     )
     .requiredOption('-i, --inventory <file>', 'inventory YAML')
     .option('--check', 'show what would change on each node and touch nothing (exit 5 when changes are pending)')
     .option('--diff', 'show unified diffs of the config and unit files that change')
-    .option('--serial <n|n%>', 'nodes per batch when a running kube-nginx would be restarted or reloaded', DEFAULT_SERIAL)
+    .option('--serial <n|n%>', 'nodes per batch when a running balancer would be restarted, reloaded or replaced', DEFAULT_SERIAL)
     .option('--max-fail-percent <p>', 'failed nodes (percent of those rolled) a roll tolerates before it stops', percent, 0)
     .option('--repoint-kubeconfigs', 'once a node\'s balancer is verified, point its kubelet and kube-proxy kubeconfigs at it (backup kept) and restart them')
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'nodes connected to and worked on at once', positive('--concurrency'), 64)
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones)')
-    .option('--playbook <file>', 'playbook YAML (default: playbooks/kube-nginx.yaml)')
+    .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--json', 'print one JSON object on stdout; progress goes to stderr')
     .action(async (o: DeployFlags) => {
       const serial = parseSerial(o.serial);
@@ -113,7 +116,7 @@ function tasks(run: DeployRun): ListrTask[] {
   const n = run.nodes.length;
   const first: ListrTask[] = [
     {
-      title: `Build nginx ${inv.nginx.version} on ${inv.build.host}`,
+      title: buildTitle(run),
       task: async (_: unknown, task) => {
         task.title = await buildArtifacts(run, (line) => (task.output = line));
       },
@@ -143,7 +146,7 @@ function tasks(run: DeployRun): ListrTask[] {
           task.skip('nothing to apply at once');
           return;
         }
-        task.title = `Apply to ${plan.immediate.length} node${plan.immediate.length === 1 ? '' : 's'} at once (no running kube-nginx is restarted or reloaded)`;
+        task.title = `Apply to ${plan.immediate.length} node${plan.immediate.length === 1 ? '' : 's'} at once (no running balancer is restarted, reloaded or replaced)`;
         return task.newListr(
           plan.immediate.map((p) => ({
             title: p.o.node.name,
@@ -162,7 +165,7 @@ function tasks(run: DeployRun): ListrTask[] {
       skip: () => !plan?.batches.length,
       task: (_: unknown, task) => {
         const p = plan!;
-        task.title = `Roll ${p.batches.flat().length} node${p.batches.flat().length === 1 ? '' : 's'} running kube-nginx, ${p.batches[0]!.length} at a time (${p.batches.length} batch${p.batches.length === 1 ? '' : 'es'}; stop after ${p.failLimit + 1} failure${p.failLimit ? 's' : ''})`;
+        task.title = `Roll ${p.batches.flat().length} node${p.batches.flat().length === 1 ? '' : 's'} with a running balancer, ${p.batches[0]!.length} at a time (${p.batches.length} batch${p.batches.length === 1 ? '' : 'es'}; stop after ${p.failLimit + 1} failure${p.failLimit ? 's' : ''})`;
         return task.newListr(
           p.batches.map((batch, i) => ({
             title: `batch ${i + 1}/${p.batches.length}: ${batch.map((h) => h.o.node.name).join(', ')}`,
@@ -183,6 +186,16 @@ function tasks(run: DeployRun): ListrTask[] {
       },
     },
   ]);
+}
+
+function buildTitle(run: DeployRun): string {
+  const inv = run.loaded.inventory;
+  const need = buildsNeeded(run);
+  const parts = [
+    need.nginx && inv.nginx ? `nginx ${inv.nginx.version} on ${inv.build.host}` : '',
+    need.kubeLb ? 'kube-lb on the controller' : '',
+  ].filter(Boolean);
+  return parts.length ? `Build ${parts.join(' and ')}` : 'Build';
 }
 
 function hostLine(r: HostResult): string {
@@ -210,11 +223,17 @@ export function renderRecap(run: DeployRun, r: DeployReport, diffs: NodeCheck[])
         `ok=${h.ok}`,
         `changed=${h.changed}`,
         `failed=${h.failed}`,
+        implLabel(run, h.name),
         h.batch ? `batch ${h.batch}` : '',
-        h.verified ? `${h.verified.state}, /readyz ${h.verified.status} via ${run.loaded.inventory.lb.listen} from ${h.verified.backend ?? '?'}` : '',
+        // Only a passed verify is shown here; a failed one is explained below the table.
+        h.verified && !failed(h) ? `${h.verified.state}, /readyz ${h.verified.status} via ${run.loaded.inventory.lb.listen} from ${h.verified.backend ?? '?'}` : '',
       ]),
     ),
   );
+  for (const h of hosts) {
+    const i = run.impls.get(h.name);
+    if (i?.why) out.push(chalk.yellow(`${h.name}: kube-lb (lb.impl auto): ${i.why}`));
+  }
   const t = r.totals;
   out.push(`totals: ${t.changed} changed, ${t.ok} ok, ${t.failed} failed, ${t.unreachable} unreachable${t.skipped ? `, ${t.skipped} not reached` : ''}`);
   if (r.roll?.stoppedAfter) {
@@ -232,11 +251,18 @@ export function renderRecap(run: DeployRun, r: DeployReport, diffs: NodeCheck[])
     if (h.rollback) out.push(`  ${h.rollback.ok ? chalk.green('restored:') : chalk.red('NOT restored:')} ${h.rollback.detail}`);
     if (h.hint) out.push(`  ${chalk.yellow('fix:')} ${h.hint}`);
     const failedStep = h.steps.find((s) => s.status === 'failed');
-    const hint = failedStep && run.playbook.raw.find((s) => s.name === failedStep.name)?.hint;
+    const node = run.nodes.find((n) => n.name === h.name)!;
+    const hint = failedStep && playbookOf(run, node).raw.find((s) => s.name === failedStep.name)?.hint;
     if (hint) out.push(`  ${chalk.yellow('hint:')} ${hint}`);
     if (h.journal) out.push(`  last lines of the journal:`, ...h.journal.split('\n').map((l) => `    ${l}`));
   }
   return out.join('\n') + '\n';
+}
+
+/** nginx or kube-lb, and `(auto)` when the inventory left the choice to k8s-ha. */
+function implLabel(run: DeployRun, name: string): string {
+  const i = run.impls.get(name);
+  return i ? `${i.impl}${i.wanted === 'auto' ? ' (auto)' : ''}` : '';
 }
 
 function colourDiff(diff: string): string {
@@ -264,7 +290,7 @@ function renderCheck(run: DeployRun, checks: NodeCheck[], withDiff: boolean): st
       out.push(`${chalk.green(c.name)}: up to date`);
       continue;
     }
-    out.push(`${chalk.yellow(c.name)}: ${c.service === 'nothing' ? 'no restart or reload' : `would ${c.service} kube-nginx`}`);
+    out.push(`${chalk.yellow(c.name)} (${implLabel(run, c.name)}): ${c.service === 'nothing' ? 'no restart or reload' : `would ${c.service}`}`);
     for (const ch of c.changes) {
       out.push(`  ${ch.step}: ${ch.summary}`);
       if (withDiff && ch.diff) out.push(...colourDiff(ch.diff).split('\n').map((l) => `    ${l}`));

@@ -7,14 +7,14 @@ import { table } from './ui.js';
 
 export function statusCommand(setExit: (code: number) => void): Command {
   return new Command('status')
-    .description("each node's kube-nginx: service state, version, drift from the inventory, and which apiservers it reaches directly and through its local port")
+    .description("each node's balancer (kube-nginx or kube-lb): service state, version, drift from the inventory, and which apiservers it reaches directly and through its local port")
     .requiredOption('-i, --inventory <file>', 'inventory YAML')
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'nodes probed at once', (v) => {
       if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('--concurrency must be a whole number of at least 1.');
       return Number(v);
     }, 64)
-    .option('--playbook <file>', 'playbook YAML (default: playbooks/kube-nginx.yaml)')
+    .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--json', 'JSON on stdout')
     .action(async (o: { inventory: string; limit?: string[]; concurrency: number; playbook?: string; json?: boolean }) => {
       const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, playbookFile: o.playbook });
@@ -42,14 +42,21 @@ function driftCell(n: NodeStatus): string {
   return off.map(([k, d]) => (d === 'unknown' ? chalk.dim(`${k}?`) : chalk.yellow(`${k} ${d}`))).join(', ');
 }
 
+/** What runs, and what the inventory asks when that differs (auto is satisfied by either). */
+function implCell(n: NodeStatus): string {
+  if (n.wanted === 'auto') return `${n.impl} (auto)`;
+  return n.impl === n.wanted ? n.impl! : chalk.yellow(`${n.impl} (inventory: ${n.wanted})`);
+}
+
 export function renderStatus(s: ClusterStatus): string {
   const masters = Object.keys(s.masters);
   const rows = [
-    ['NODE', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
+    ['NODE', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
     ...s.nodes.map((n) =>
       n.reachable
         ? [
             n.healthy ? good(n.name) : bad(n.name),
+            implCell(n),
             n.service === 'active (running)' ? good(n.service) : bad(n.service ?? '?'),
             n.since ?? '',
             n.version ?? chalk.dim('none'),
@@ -57,7 +64,7 @@ export function renderStatus(s: ClusterStatus): string {
             n.listening ? good('up') : bad('down'),
             ...masters.map((m) => reachCell(n, m)),
           ]
-        : [bad(n.name), bad('unreachable'), '', '', '', '', ...masters.map(() => ''), chalk.dim(n.error?.split('\n')[0] ?? '')],
+        : [bad(n.name), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), chalk.dim(n.error?.split('\n')[0] ?? '')],
     ),
   ];
   const lines = [table(rows), ''];

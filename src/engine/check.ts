@@ -11,20 +11,21 @@ export interface PendingChange {
 
 export interface NodeCheck {
   name: string;
-  /** What would happen to the service: restart, reload, start, or nothing. */
-  service: 'restart' | 'reload' | 'start' | 'nothing';
+  /** What would happen to the service: `restart kube-nginx`, `reload kube-lb`, `switch from kube-nginx to kube-lb`, or nothing. */
+  service: string;
   changes: PendingChange[];
 }
 
 export function checkNode(p: PreparedHost, withDiff: boolean): NodeCheck {
   const changes: PendingChange[] = [];
-  let service: NodeCheck['service'] = 'nothing';
+  let service = 'nothing';
   for (const st of p.plan.steps) {
     const plan = st.plan;
     if (!plan?.changes.length) continue;
     const change: PendingChange = { step: st.step.name, summary: plan.summary };
     for (const c of plan.changes) {
-      if (c.kind === 'run' && (c.label === 'restart' || c.label === 'reload' || c.label === 'start')) service = c.label;
+      if (c.kind === 'run' && (c.label === 'restart' || c.label === 'reload' || c.label === 'start')) service = `${c.label} ${p.unit}`;
+      if (c.kind === 'run' && c.switchFrom) service = `switch from ${c.switchFrom} to ${p.unit}`;
       if (withDiff && c.kind === 'put' && c.after !== undefined) {
         change.diff = createTwoFilesPatch(`${c.path} (on ${p.o.node.name})`, `${c.path} (from the inventory)`, c.before ?? '', c.after, '', '', { context: 3 })
           .split('\n')

@@ -4,18 +4,19 @@
  * This module does the work; the CLI renders it.
  */
 import fsp from 'node:fs/promises';
-import { BuildError, ConnectError, UsageError } from '../errors.js';
+import { BuildError, ConnectError, NoToolchainError, UsageError } from '../errors.js';
+import { ensureKubeLb, type KubeLbBinary } from '../build/kube-lb.js';
 import { controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, parseFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { resolveTarget } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
-import type { InventoryNode } from '../inventory/schema.js';
+import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
 import { applyHost, prepareHost, type HostRunOptions, type PreparedHost, type Say } from './host.js';
 import { configState, DEFAULT_SERIAL, failed, notReached, parseSerial, planRoll, runBatch, type RollPlan, type Serial } from './roll.js';
-import { defaultPlaybookPath, loadPlaybook, type Playbook } from './playbook.js';
+import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, type Playbook, type PlaybookStep } from './playbook.js';
 import { totals, type HostResult, type Totals } from './results.js';
 
 export interface DeployOptions {
@@ -36,14 +37,29 @@ export interface DeployOptions {
   repointKubeconfigs?: boolean;
 }
 
+/** A balancer implementation a node runs. */
+export type RunImpl = Exclude<Impl, 'auto'>;
+
+export interface NodeImpl {
+  /** What the inventory asks for. */
+  wanted: Impl;
+  /** What the node gets: auto is nginx until nginx turns out impossible. */
+  impl: RunImpl;
+  /** Why auto chose kube-lb. */
+  why?: string;
+}
+
 export interface DeployRun {
   options: DeployOptions;
   loaded: LoadedInventory;
-  playbook: Playbook;
+  /** The playbook of each implementation. */
+  playbooks: Record<RunImpl, Playbook>;
+  impls: Map<string, NodeImpl>;
   nodes: InventoryNode[];
   targets: Map<string, SshTarget>;
   startedAt: number;
   build?: BuiltBinary;
+  kubeLb?: KubeLbBinary;
   artifacts: PlanContext['artifacts'];
   /** The build host's connection, reused for its own deploy. */
   openConnections: Map<string, SshConnection>;
@@ -62,11 +78,20 @@ export interface RollReport {
   reason?: string;
 }
 
+/** Both implementations' playbooks; --playbook replaces the one of the same name (kube-lb), else nginx's. */
+async function loadPlaybooks(inv: Inventory, file: string | undefined): Promise<Record<RunImpl, Playbook>> {
+  const templates = Object.keys(TEMPLATES);
+  const own = file ? await loadPlaybook(file, inv, templates) : undefined;
+  const slot: RunImpl | undefined = own ? (own.name === 'kube-lb' ? 'kube-lb' : 'nginx') : undefined;
+  const load = async (impl: RunImpl) => (slot === impl ? own! : loadPlaybook(defaultPlaybookPath(IMPL_PLAYBOOKS[impl]), inv, templates));
+  return { nginx: await load('nginx'), 'kube-lb': await load('kube-lb') };
+}
+
 export async function prepareDeploy(options: DeployOptions): Promise<DeployRun> {
   const startedAt = Date.now();
   const loaded = await loadInventory(options.inventoryFile);
   const inv = loaded.inventory;
-  const playbook = await loadPlaybook(options.playbookFile ?? defaultPlaybookPath(), inv, Object.keys(TEMPLATES));
+  const playbooks = await loadPlaybooks(inv, options.playbookFile);
   let nodes = inv.nodes;
   if (options.limit?.length) {
     const unknown = options.limit.filter((n) => !inv.nodes.some((x) => x.name === n));
@@ -77,44 +102,92 @@ export async function prepareDeploy(options: DeployOptions): Promise<DeployRun> 
     }
     nodes = inv.nodes.filter((n) => options.limit!.includes(n.name));
   }
+  const impls = new Map(
+    nodes.map((n): [string, NodeImpl] => {
+      const wanted = wantedImpl(inv, n);
+      return [n.name, { wanted, impl: wanted === 'auto' ? 'nginx' : wanted }];
+    }),
+  );
   const targets = new Map(nodes.concat(inv.nodes.filter((n) => n.name === inv.build.host)).map((n) => [n.name, resolveTarget(inv, n, { acceptNewHostKeys: options.acceptNewHostKeys })]));
-  return { options, loaded, playbook, nodes, targets, startedAt, artifacts: {}, openConnections: new Map(), results: [], prepared: [] };
+  return { options, loaded, playbooks, impls, nodes, targets, startedAt, artifacts: {}, openConnections: new Map(), results: [], prepared: [] };
 }
 
-export function buildStepOf(run: DeployRun) {
+export function implOf(run: DeployRun, node: InventoryNode): NodeImpl {
+  return run.impls.get(node.name) ?? { wanted: wantedImpl(run.loaded.inventory, node), impl: 'nginx' };
+}
+
+export function playbookOf(run: DeployRun, node: InventoryNode): Playbook {
+  return run.playbooks[implOf(run, node).impl];
+}
+
+type BuildStep<T extends PlaybookStep['type']> = Extract<PlaybookStep, { type: T }>;
+
+/** The nginx build step, as the nginx playbook declares it. */
+export function buildStepOf(run: DeployRun): BuildStep<'nginxBuild'> | undefined {
   const first = run.nodes[0] ?? run.loaded.inventory.nodes[0]!;
-  return run.playbook.steps(first).find((s) => s.type === 'nginxBuild') as Extract<ReturnType<Playbook['steps']>[number], { type: 'nginxBuild' }> | undefined;
+  return run.playbooks.nginx.steps(first).find((s): s is BuildStep<'nginxBuild'> => s.type === 'nginxBuild');
 }
 
-/** Build (or find in the cache) what the playbook installs. A failure here touches no node. */
-export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> {
-  const step = buildStepOf(run);
-  if (!step) return 'no build step';
+async function buildHost(run: DeployRun): Promise<BuildHost> {
   const inv = run.loaded.inventory;
-  let host: BuildHost;
-  if (inv.build.host === 'controller') {
-    host = await controllerBuildHost(inv.build.installToolchain ?? false);
-  } else {
-    const target = run.targets.get(inv.build.host)!;
-    let conn: SshConnection;
-    try {
-      conn = await SshConnection.open(target);
-    } catch (e) {
-      throw new BuildError(`cannot reach the build host: ${(e as Error).message}`, { hint: (e as ConnectError).hint });
-    }
-    run.openConnections.set(target.name, conn);
-    const req = emptyRequest();
-    const facts = parseFacts(req, (await conn.execAsRoot(factScript(req))).stdout);
-    host = { name: target.name, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
+  if (inv.build.host === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false);
+  const target = run.targets.get(inv.build.host)!;
+  let conn: SshConnection;
+  try {
+    conn = await SshConnection.open(target);
+  } catch (e) {
+    throw new BuildError(`cannot reach the build host: ${(e as Error).message}`, { hint: (e as ConnectError).hint });
   }
-  const built = await ensureNginxBinary(inv.nginx, step.args.configure, host, say);
-  run.build = built;
-  run.artifacts.nginx = {
-    content: await fsp.readFile(built.path),
-    sha256: built.sha256,
-    describe: `nginx ${inv.nginx.version} (sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
-  };
-  return `nginx ${inv.nginx.version} ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`;
+  run.openConnections.set(target.name, conn);
+  const req = emptyRequest();
+  const facts = parseFacts(req, (await conn.execAsRoot(factScript(req))).stdout);
+  return { name: target.name, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
+}
+
+/** What the nodes need built: nginx where any may run it, kube-lb where any runs it. */
+export function buildsNeeded(run: DeployRun): { nginx: boolean; kubeLb: boolean } {
+  const all = [...run.impls.values()];
+  return { nginx: all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb') };
+}
+
+/**
+ * Build (or find in the cache) what the nodes install. A failure here touches no node, except
+ * that nodes on lb.impl auto turn to kube-lb when nginx cannot be built for want of a compiler.
+ */
+export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> {
+  const inv = run.loaded.inventory;
+  const done: string[] = [];
+  const step = buildStepOf(run);
+  if (buildsNeeded(run).nginx && step) {
+    try {
+      const built = await ensureNginxBinary(inv.nginx!, step.args.configure, await buildHost(run), say);
+      run.build = built;
+      run.artifacts.nginx = {
+        content: await fsp.readFile(built.path),
+        sha256: built.sha256,
+        describe: `nginx ${inv.nginx!.version} (sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
+      };
+      done.push(`nginx ${inv.nginx!.version} ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+    } catch (e) {
+      const insist = [...run.impls.entries()].filter(([, i]) => i.wanted === 'nginx').map(([n]) => n);
+      if (!(e instanceof NoToolchainError) || insist.length) throw e;
+      // Every node that would run nginx said auto: they run kube-lb, and each says why.
+      const why = `nginx cannot be built: ${e.message.split('\n')[0]}`;
+      for (const i of run.impls.values()) if (i.wanted === 'auto') Object.assign(i, { impl: 'kube-lb', why });
+      done.push(`nginx not built (${e.message.split('\n')[0]}): the nodes on lb.impl auto get kube-lb`);
+    }
+  }
+  if (buildsNeeded(run).kubeLb) {
+    const built = await ensureKubeLb(say);
+    run.kubeLb = built;
+    run.artifacts['kube-lb'] = {
+      content: await fsp.readFile(built.path),
+      sha256: built.sha256,
+      describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, Node.js ${built.node})`,
+    };
+    done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, Node.js ${built.node}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+  }
+  return done.join('; ') || 'nothing to build';
 }
 
 function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOptions {
@@ -122,7 +195,7 @@ function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOpti
   return {
     inventory: inv,
     node,
-    steps: run.playbook.steps(node),
+    steps: playbookOf(run, node).steps(node),
     base: { artifacts: run.artifacts, render: (t) => TEMPLATES[t]!(inv) },
     connect: async () => {
       const open = run.openConnections.get(node.name);
@@ -207,7 +280,12 @@ export interface DeployReport {
   durationMs: number;
   totals: Totals;
   roll?: RollReport;
-  hosts: Record<string, Pick<HostResult, 'status' | 'changed' | 'failed' | 'steps' | 'error' | 'verified' | 'timings' | 'batch' | 'rollback'> & { config: ReturnType<typeof configState> }>;
+  hosts: Record<string, Pick<HostResult, 'status' | 'changed' | 'failed' | 'steps' | 'error' | 'verified' | 'timings' | 'batch' | 'rollback'> & {
+      config: ReturnType<typeof configState>;
+      /** The balancer the node runs after this deploy: nginx or kube-lb, and why auto chose kube-lb. */
+      impl?: NodeImpl;
+    }
+  >;
 }
 
 export function report(run: DeployRun): DeployReport {
@@ -224,6 +302,7 @@ export function report(run: DeployRun): DeployReport {
         {
           status: h.status,
           config: configState(h),
+          impl: run.impls.get(h.name),
           changed: h.changed,
           failed: h.failed,
           steps: h.steps,

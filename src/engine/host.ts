@@ -17,6 +17,7 @@ import { httpsGet } from '../connect/https-probe.js';
 import { SshConnection } from '../connect/ssh.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
+import { BUILD_STEPS } from '../ops/catalogue.js';
 import { quote } from '../util/quote.js';
 import { planRepoint, repointScript, units as kubeconfigUnits, type Kubeconfig, type Repoint } from '../ops/kubeconfig.js';
 import { probeReach, splitListen, tlsOptions } from './probe.js';
@@ -138,6 +139,7 @@ export function commitScript(plan: HostPlan, backup = false): string {
     lines.push(`mv -f ${quote(p.change.path + STAGED_SUFFIX)} ${quote(p.change.path)} || { echo "@@failed ${p.step}"; exit 40; }`);
   }
   for (const r of collect(plan, 'run')) {
+    if (r.change.when === 'verified') continue;
     lines.push(
       `out=$( ( ${r.change.command} ) 2>&1 ); rc=$?`,
       `if [ $rc -ne 0 ]; then echo "@@failed ${r.step} $rc"; printf '%s\\n' "$out"; exit 41; fi`,
@@ -173,8 +175,10 @@ export interface HostRunOptions {
   wantText?: boolean;
   /** --repoint-kubeconfigs: these kubeconfigs go to the local balancer once it is verified. */
   repoint?: Kubeconfig[];
-  /** Also read this binary's `-v` (status). */
-  versionOf?: string;
+  /** Also read these binaries' `-v` (status). */
+  versionsOf?: string[];
+  /** Facts to read besides the steps' own (status reads both implementations' files). */
+  extraFacts?: Partial<FactRequest>;
 }
 
 /** A host connected, its facts read and every step planned; nothing changed yet. */
@@ -225,7 +229,8 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
     o.say('gathering facts');
     const req = factRequest(o.steps);
     if (o.wantText) req.texts = textFiles(o.steps);
-    if (o.versionOf) req.version = o.versionOf;
+    if (o.versionsOf) req.versions = o.versionsOf;
+    for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of o.extraFacts?.[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
     if (o.repoint) {
       req.texts = [...(req.texts ?? []), ...o.repoint.map((k) => k.path)];
       req.units.push(...kubeconfigUnits(o.repoint).filter((u) => !req.units.includes(u)));
@@ -238,7 +243,9 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
     plan.steps.forEach((st, i) => {
       const r = results[i]!;
       if (st.plan) Object.assign(r, { status: st.plan.changes.length ? 'changed' : 'ok', summary: st.plan.summary });
-      else if (st.step.type === 'nginxBuild') Object.assign(r, { status: 'ok', summary: o.base.artifacts.nginx?.describe ?? 'built' });
+      else if (st.step.type in BUILD_STEPS) {
+        Object.assign(r, { status: 'ok', summary: o.base.artifacts[BUILD_STEPS[st.step.type as keyof typeof BUILD_STEPS]]?.describe ?? 'built' });
+      }
     });
     const repoint = o.repoint ? planRepoint(o.repoint, o.inventory.lb.listen, facts) : [];
     if (o.repoint) {
@@ -270,10 +277,15 @@ export function hasChanges(p: PreparedHost): boolean {
   return p.plan.steps.some((st) => st.plan?.changes.length);
 }
 
-/** Would applying this plan restart or reload a service that is serving now? Such hosts roll. */
+/** The unit serving now that this plan takes the listen port from (switching implementation), if any. */
+export function switchingFrom(plan: HostPlan): string | undefined {
+  return collect(plan, 'run').find((r) => r.change.switchFrom)?.change.switchFrom;
+}
+
+/** Would applying this plan restart, reload or replace a service that is serving now? Such hosts roll. */
 export function disturbsRunningService(p: PreparedHost): boolean {
   if (!p.unit || !hasChanges(p)) return false;
-  return p.plan.facts.units[p.unit]?.activeState === 'active';
+  return p.plan.facts.units[p.unit]?.activeState === 'active' || !!switchingFrom(p.plan);
 }
 
 /** Handlers this host's plan notified, e.g. restart when the binary changed. */
@@ -323,6 +335,17 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
     if (!v.ok) {
       return finishHost({ ...base(p), error: `verify: ${v.summary}`, journal: await journal(conn, step.args.unit), verified: v.verified, committed: hasChanges(p) });
     }
+    const after = collect(plan, 'run').filter((r) => r.change.when === 'verified');
+    if (after.length) {
+      // Only now, with the new balancer proven, does the one it replaced stop coming back at boot.
+      const r = await conn.execAsRoot(after.map((a) => a.change.command).join(' && ') + '\n');
+      if (r.code !== 0) {
+        const step = results[after[0]!.step]!;
+        const out = (r.stderr || r.stdout).trim();
+        Object.assign(step, { status: 'failed', error: out, summary: `${after.map((a) => a.change.label).join(', ')} failed: ${out.split('\n')[0]}` });
+        return finishHost({ ...base(p), error: `${step.name}: ${out}`, verified: v.verified, committed: true, lbVerified: true });
+      }
+    }
     if (p.repoint.length) {
       // Only now, with the balancer proven, do kubelet and kube-proxy move to it.
       o.say('pointing kubeconfigs at the local balancer');
@@ -340,23 +363,32 @@ export async function applyHost(p: PreparedHost, opts: ApplyOptions): Promise<Ho
   }
 }
 
-/** Put back the files a failed apply replaced (from *.k8s-ha-prev) and reload or restart again. */
+/**
+ * Put back the files a failed apply replaced (from *.k8s-ha-prev) and reload or restart again. A
+ * switch of implementation is undone by its own command: the new unit stopped and disabled, the
+ * old one started again on the port.
+ */
 export async function rollbackHost(p: PreparedHost): Promise<{ ok: boolean; detail: string }> {
   const puts = collect(p.plan, 'put').map((x) => x.change.path);
-  if (!puts.length) return { ok: true, detail: 'nothing was replaced' };
+  const undo = collect(p.plan, 'run').filter((r) => r.change.undo).map((r) => r.change);
+  if (!puts.length && !undo.length) return { ok: true, detail: 'nothing was replaced' };
   const handlers = notifiedHandlers(p.plan);
-  const unit = p.unit ? quote(p.unit) : undefined;
+  // After an undone switch, the unit to see running is the one switched away from.
+  const watched = undo.find((u) => u.switchFrom)?.switchFrom ?? p.unit;
   const lines = ['set -u'];
   for (const path of puts) {
     lines.push(`if [ -e ${quote(path + PREVIOUS_SUFFIX)} ]; then mv -f ${quote(path + PREVIOUS_SUFFIX)} ${quote(path)}; fi`);
   }
   if (handlers.has('daemon-reload')) lines.push('systemctl daemon-reload');
-  if (unit) lines.push(handlers.has('restart') ? `systemctl restart ${unit}` : `systemctl reload ${unit}`, stateScript(p.unit!));
+  if (undo.length) lines.push(...undo.map((u) => u.undo!));
+  else if (p.unit) lines.push(handlers.has('restart') ? `systemctl restart ${quote(p.unit)}` : `systemctl reload ${quote(p.unit)}`);
+  if (watched) lines.push(stateScript(watched));
   try {
     const r = await p.conn.execAsRoot(lines.join('\n') + '\n');
     const state = /^@@state (.*)$/m.exec(r.stdout)?.[1]?.trim() ?? '';
-    const ok = !unit || state === 'active running';
-    return { ok, detail: ok ? 'previous files restored and the service runs them' : `previous files restored, but ${p.unit} is ${state || 'unknown'}` };
+    const ok = !watched || state === 'active running';
+    const what = undo.length ? `${watched} serves again` : 'the service runs them';
+    return { ok, detail: ok ? `previous files restored and ${what}` : `previous files restored, but ${watched} is ${state || 'unknown'}` };
   } catch (e) {
     return { ok: false, detail: `could not restore the previous files: ${(e as Error).message.split('\n')[0]}` };
   }

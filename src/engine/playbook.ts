@@ -10,12 +10,13 @@ import { UsageError } from '../errors.js';
 import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import { describeIssue, validateYaml } from '../inventory/yaml-schema.js';
-import { nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
+import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
 import type { Operation } from '../ops/types.js';
 import { packageRoot } from '../util/paths.js';
 
 export type PlaybookStep =
   | { name: string; hint?: string; type: 'nginxBuild'; args: z.infer<typeof nginxBuildArgs> }
+  | { name: string; hint?: string; type: 'kubeLbBuild'; args: z.infer<typeof kubeLbBuildArgs> }
   | { name: string; hint?: string; type: 'verify'; args: z.infer<typeof verifyArgs> }
   | { name: string; hint?: string; type: 'op'; op: Operation<unknown>; args: unknown };
 
@@ -37,8 +38,11 @@ interface RawStep {
 
 export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
 
-export function defaultPlaybookPath(): string {
-  return path.join(packageRoot(), 'playbooks', DEFAULT_PLAYBOOK);
+/** The playbook each balancer implementation runs, in playbooks/. */
+export const IMPL_PLAYBOOKS = { nginx: 'kube-nginx.yaml', 'kube-lb': 'kube-lb.yaml' } as const;
+
+export function defaultPlaybookPath(file: string = DEFAULT_PLAYBOOK): string {
+  return path.join(packageRoot(), 'playbooks', file);
 }
 
 const stepShape = z
@@ -67,7 +71,7 @@ const playbookShape = z.strictObject({
 type Vars = Record<string, unknown>;
 
 export function playbookVars(inv: Inventory, node: InventoryNode): Vars {
-  return { lb: inv.lb, nginx: inv.nginx, node: { name: node.name, address: node.address } };
+  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, node: { name: node.name, address: node.address } };
 }
 
 /** Fill `{{ a.b }}` in every string; unknown names are reported by path. */
@@ -77,7 +81,7 @@ export function substitute(value: unknown, vars: Vars, at: (string | number)[], 
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
-        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, node.name, node.address` });
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, node.name, node.address` });
         return whole;
       }
       return String(cur);
@@ -92,6 +96,7 @@ export function substitute(value: unknown, vars: Vars, at: (string | number)[], 
 
 function argsSchema(type: string): z.ZodType {
   if (type === 'nginxBuild') return nginxBuildArgs;
+  if (type === 'kubeLbBuild') return kubeLbBuildArgs;
   if (type === 'verify') return verifyArgs;
   return OPERATIONS[type]!.args;
 }
@@ -136,7 +141,7 @@ export function playbookSteps(raw: RawStep[], inv: Inventory, node: InventoryNod
   return raw.map((s) => {
     const errors: { path: (string | number)[]; message: string }[] = [];
     const args = argsSchema(s.type).parse(substitute(s.args, playbookVars(inv, node), [], errors));
-    if (s.type === 'nginxBuild' || s.type === 'verify') return { name: s.name, hint: s.hint, type: s.type, args } as PlaybookStep;
+    if (s.type === 'nginxBuild' || s.type === 'kubeLbBuild' || s.type === 'verify') return { name: s.name, hint: s.hint, type: s.type, args } as PlaybookStep;
     return { name: s.name, hint: s.hint, type: 'op', op: OPERATIONS[s.type]!, args };
   });
 }

@@ -4,14 +4,16 @@
  * binary's version, the listener, and which apiservers the node reaches,
  * directly and through its own local port. One connection per node, in parallel.
  */
-import fsp from 'node:fs/promises';
+import { cachedKubeLb } from '../build/kube-lb.js';
 import { cachedNginxBinary, controllerOs } from '../build/nginx.js';
 import { SshConnection } from '../connect/ssh.js';
-import type { InventoryNode } from '../inventory/schema.js';
+import type { Impl, InventoryNode } from '../inventory/schema.js';
+import { KUBE_LB_SERVICE, kubeLbPaths } from '../lb/kube-lb.js';
+import { NGINX_SERVICE, nginxPaths } from '../lb/nginx.js';
 import { TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
-import { buildStepOf, prepareDeploy, type DeployRun } from './deploy.js';
-import { prepareHost, type PreparedHost } from './host.js';
+import { buildStepOf, implOf, prepareDeploy, type DeployRun, type RunImpl } from './deploy.js';
+import { factRequest, planHost, prepareHost, type PreparedHost } from './host.js';
 import { probeReach, type LocalReach, type MasterReach, type Reach } from './probe.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
@@ -21,6 +23,10 @@ export interface NodeStatus {
   address: string;
   reachable: boolean;
   error?: string;
+  /** The balancer this node runs (the one whose unit is active), else the one it should run. */
+  impl?: RunImpl;
+  /** What the inventory asks for: nginx, kube-lb or auto. */
+  wanted: Impl;
   /** As systemctl says it: `active (running)`, `inactive (dead)`, `failed`, `activating`, `not installed`. */
   service?: string;
   since?: string;
@@ -50,14 +56,23 @@ export function serviceState(loadState: string, active: string, sub: string): st
   return `${active} (${sub})`;
 }
 
-async function statusOfNode(run: DeployRun, node: InventoryNode, binaryKnown: boolean): Promise<NodeStatus> {
+const UNIT: Record<RunImpl, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE };
+
+/** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
+function knowableSteps(run: DeployRun, impl: RunImpl, node: InventoryNode, known: Set<string>) {
+  const all = run.playbooks[impl].steps(node);
+  const unknowable = all.filter((s) => s.type === 'op' && s.op.type === 'file' && !known.has(String((s.args as { source: string }).source).slice('artifact:'.length)));
+  return { steps: all.filter((s) => !unknowable.includes(s)), unknowable };
+}
+
+async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<string>): Promise<NodeStatus> {
   const inv = run.loaded.inventory;
+  const wanted = implOf(run, node).wanted;
   // Facts and the reach probe need the same connection but not each other: run them at once.
   let reachProbe: Promise<Reach> | undefined;
-  const all = run.playbook.steps(node);
-  // Without a build to compare with, a build output's drift is unknown: leave those steps out of the plan.
-  const unknowable = binaryKnown ? [] : all.filter((s) => s.type === 'op' && s.op.type === 'file');
-  const steps = all.filter((s) => !unknowable.includes(s));
+  const first: RunImpl = wanted === 'kube-lb' ? 'kube-lb' : 'nginx';
+  const other: RunImpl = first === 'nginx' ? 'kube-lb' : 'nginx';
+  let { steps, unknowable } = knowableSteps(run, first, node, known);
   const prepared = await prepareHost({
     inventory: inv,
     node,
@@ -70,32 +85,49 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, binaryKnown: bo
       return conn;
     },
     say: () => undefined,
-    versionOf: `${inv.lb.prefix}/sbin/kube-nginx`,
+    // Both implementations' files and versions: which one runs is only known from the facts.
+    extraFacts: factRequest(knowableSteps(run, other, node, known).steps),
+    versionsOf: [nginxPaths(inv.lb.prefix).binary, kubeLbPaths(inv.kubeLb.prefix).binary],
   });
   if (!('conn' in prepared)) {
-    return { name: node.name, address: node.address, reachable: false, error: prepared.error, drift: {}, masters: [], healthy: false };
+    return { name: node.name, address: node.address, wanted, reachable: false, error: prepared.error, drift: {}, masters: [], healthy: false };
   }
   const p = prepared as PreparedHost;
   try {
+    const facts = p.plan.facts;
+    const serving = (i: RunImpl) => ['active', 'activating', 'reloading'].includes(facts.units[UNIT[i]]?.activeState ?? '');
+    const installed = (i: RunImpl) => facts.units[UNIT[i]]?.loadState === 'loaded';
+    // What runs: an active unit; else, for auto, whichever is installed; else what the inventory asks.
+    const impl: RunImpl = serving('kube-lb') && !serving('nginx') ? 'kube-lb' : serving('nginx') ? 'nginx' : wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first;
+    // Drift is against what the node should run: the inventory's choice, or (auto) what it runs.
+    const target: RunImpl = wanted === 'auto' ? impl : wanted;
+    let plan = p.plan;
+    if (target !== first) {
+      ({ steps, unknowable } = knowableSteps(run, target, node, known));
+      plan = planHost(node, steps, facts, { artifacts: run.artifacts, render: (t) => TEMPLATES[t]!(inv) });
+    }
     const drift: Record<string, FileDrift> = {};
-    for (const st of p.plan.steps) {
+    for (const st of plan.steps) {
       for (const c of st.plan?.changes ?? []) {
         if (c.kind !== 'put') continue;
-        drift[st.step.name] = p.plan.facts.files[c.path] ? 'changed' : 'missing';
+        drift[st.step.name] = facts.files[c.path] ? 'changed' : 'missing';
       }
       if (st.step.type === 'op' && ['file', 'template', 'systemdUnit'].includes(st.step.op.type) && !drift[st.step.name]) drift[st.step.name] = 'ok';
     }
     for (const st of unknowable) drift[st.name] = 'unknown';
-    const u = p.unit ? p.plan.facts.units[p.unit] : undefined;
+    const u = facts.units[UNIT[impl]];
     const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
     const reach = await reachProbe!;
+    const binary = impl === 'nginx' ? nginxPaths(inv.lb.prefix).binary : kubeLbPaths(inv.kubeLb.prefix).binary;
     return {
       name: node.name,
       address: node.address,
       reachable: true,
+      impl,
+      wanted,
       service,
       since: u?.activeEnterTimestamp || undefined,
-      version: p.plan.facts.version,
+      version: facts.versions[binary],
       drift,
       listening: reach.local.listening,
       masters: reach.masters,
@@ -110,17 +142,23 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, binaryKnown: bo
 export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; playbookFile?: string }): Promise<ClusterStatus> {
   const run = await prepareDeploy({ ...options, acceptNewHostKeys: false });
   const inv = run.loaded.inventory;
-  // Compare binaries with a build already in the cache; status never builds.
+  // Compare binaries with builds already in the cache; status never builds.
+  const known = new Set<string>();
   const build = buildStepOf(run);
-  let binaryKnown = false;
-  if (build) {
+  if (build && inv.nginx) {
     const cached = await cachedNginxBinary(inv.nginx, build.args.configure, inv.build.host === 'controller' ? await controllerOs() : undefined);
     if (cached) {
-      run.artifacts.nginx = { content: await fsp.readFile(cached.path), sha256: cached.sha256, describe: `nginx ${inv.nginx.version}` };
-      binaryKnown = true;
+      // Only the checksum is compared: status uploads nothing.
+      run.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version}` };
+      known.add('nginx');
     }
   }
-  const nodes = await mapLimit(run.nodes, options.concurrency, (n) => statusOfNode(run, n, binaryKnown));
+  const kubeLb = run.nodes.some((n) => implOf(run, n).wanted !== 'nginx') ? await cachedKubeLb().catch(() => undefined) : undefined;
+  if (kubeLb) {
+    run.artifacts['kube-lb'] = { content: Buffer.alloc(0), sha256: kubeLb.sha256, describe: kubeLb.version };
+    known.add('kube-lb');
+  }
+  const nodes = await mapLimit(run.nodes, options.concurrency, (n) => statusOfNode(run, n, known));
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));
   for (const n of nodes) {
     for (const m of n.masters) {

@@ -38,8 +38,8 @@ export interface HostFacts {
   guards: Record<string, number>;
   /** Text of files asked for by content (for --diff); absent when the file is missing. */
   texts: Record<string, string>;
-  /** What `BINARY -v` printed, e.g. nginx/1.22.1, when asked for and the binary runs. */
-  version?: string;
+  /** What `BINARY -v` printed (e.g. nginx/1.22.1, kube-lb 0.1.0), by binary path, for those that exist and run. */
+  versions: Record<string, string>;
 }
 
 export interface FactRequest {
@@ -49,8 +49,8 @@ export interface FactRequest {
   guards: string[];
   /** Files whose content is wanted too (small text files, for --diff). */
   texts?: string[];
-  /** An nginx-style binary whose `-v` version is wanted (status). */
-  version?: string;
+  /** Binaries whose `-v` version is wanted (status). */
+  versions?: string[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -82,7 +82,9 @@ export function factScript(req: FactRequest): string {
   (req.texts ?? []).forEach((t, i) => {
     lines.push(`echo "@@text ${i}"; [ -f ${quote(t)} ] && base64 ${quote(t)} | tr -d '\\n'; echo`);
   });
-  if (req.version) lines.push(`echo "@@version"; [ -x ${quote(req.version)} ] && ${quote(req.version)} -v 2>&1; true`);
+  (req.versions ?? []).forEach((v, i) => {
+    lines.push(`echo "@@version ${i}"; [ -x ${quote(v)} ] && ${quote(v)} -v 2>&1 | head -n 1; true`);
+  });
   return lines.join('\n') + '\n';
 }
 
@@ -126,6 +128,7 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     units: {},
     guards: {},
     texts: {},
+    versions: {},
   };
   const sums = new Map<string, string>();
   for (const line of s.get('sha256') ?? []) {
@@ -164,8 +167,10 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     const b64 = (s.get(`text ${i}`) ?? [])[0];
     if (b64 !== undefined) facts.texts[t] = Buffer.from(b64, 'base64').toString();
   });
-  const version = (s.get('version') ?? [])[0];
-  if (version) facts.version = version.replace(/^nginx version: /, '');
+  (req.versions ?? []).forEach((v, i) => {
+    const line = (s.get(`version ${i}`) ?? [])[0];
+    if (line) facts.versions[v] = line.replace(/^nginx version: /, '');
+  });
   return facts;
 }
 

@@ -1,6 +1,6 @@
 /** Cross-field checks on a schema-valid inventory: small pure rules, each naming its path. */
 import type { Diagnostic } from './diagnostics.js';
-import type { Inventory } from './schema.js';
+import { wantedImpl, type Inventory } from './schema.js';
 
 type Rule = (inv: Inventory) => Diagnostic[];
 
@@ -36,13 +36,13 @@ const loopbackListen: Rule = (inv) => {
 };
 
 const hashBalance: Rule = (inv) =>
-  inv.lb.balance === 'hash'
+  inv.lb.balance === 'hash' && inv.nodes.some((n) => wantedImpl(inv, n) !== 'kube-lb')
     ? [
         {
           severity: 'warning',
           path: ['lb', 'balance'],
           message:
-            'hash on a node-local balancer keys on 127.0.0.1 for every client, so every node sends all its traffic to one apiserver; least_conn spreads it',
+            'with nginx, hash on a node-local balancer keys on 127.0.0.1 for every client, so every node sends all its traffic to one apiserver; least_conn spreads it (kube-lb hashes the client port too)',
         },
       ]
     : [];
@@ -52,7 +52,37 @@ const buildHost: Rule = (inv) =>
     ? []
     : [{ severity: 'error', path: ['build', 'host'], message: `"${inv.build.host}" is neither "controller" nor the name of a node` }];
 
+/** nginx must be described wherever it may be built. */
+const nginxNeeded: Rule = (inv) => {
+  if (inv.nginx) return [];
+  const who = inv.nodes.filter((n) => wantedImpl(inv, n) !== 'kube-lb');
+  if (!who.length) return [];
+  return [
+    {
+      severity: 'error',
+      path: ['nginx'],
+      message: `is required: ${who.length === inv.nodes.length ? 'every node' : who.map((n) => n.name).join(', ')} may run nginx (lb.impl ${inv.lb.impl}); add nginx: { version, sources, sha256 }, or set lb.impl: kube-lb`,
+    },
+  ];
+};
+
+/** kube-lb's active checks verify each apiserver's certificate: they need the cluster CA. */
+const kubeLbTrust: Rule = (inv) => {
+  if (inv.tls.caFile || inv.tls.insecureSkipVerify) return [];
+  if (!inv.nodes.some((n) => wantedImpl(inv, n) !== 'nginx')) return [];
+  return [
+    {
+      severity: 'error',
+      path: ['tls', 'caFile'],
+      message:
+        'is required where kube-lb may run: its health checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying',
+    },
+  ];
+};
+
 export const RULES: Rule[] = [
+  nginxNeeded,
+  kubeLbTrust,
   buildHost,
   duplicates('nodes', 'name'),
   duplicates('nodes', 'address'),

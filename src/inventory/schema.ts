@@ -46,10 +46,16 @@ export const master = z.strictObject({
   port: port.default(6443),
 });
 
+/** Which balancer runs on a node: nginx's stream proxy, our kube-lb, or auto (nginx where it can be built and run, else kube-lb). */
+export const IMPLS = ['nginx', 'kube-lb', 'auto'] as const;
+export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` });
+
 export const node = z.strictObject({
   name,
   address,
   ssh: sshSettings.optional(),
+  /** This node's own choice of balancer, over lb.impl. */
+  lb: z.strictObject({ impl }).optional(),
 });
 
 export const listen = z
@@ -63,6 +69,7 @@ export const listen = z
   }, 'must be IP:PORT, e.g. 127.0.0.1:8443');
 
 export const lb = z.strictObject({
+  impl: impl.default('nginx'),
   listen: listen.default('127.0.0.1:8443'),
   balance: z.enum(['least_conn', 'round_robin', 'hash']).default('least_conn'),
   maxFails: z.number().int().min(0).max(1000).default(3),
@@ -70,6 +77,30 @@ export const lb = z.strictObject({
   connectTimeout: duration.default('1s'),
   proxyTimeout: duration.default('10m'),
   prefix: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path of plain characters').default('/opt/k8s/kube-nginx'),
+});
+
+/** kube-lb, the balancer k8s-ha ships as one executable: where it lives and how it checks apiservers. */
+export const kubeLb = z.strictObject({
+  prefix: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path of plain characters').default('/opt/k8s/kube-lb'),
+  /** Its /healthz and /metrics (Prometheus): keep it on loopback. */
+  admin: listen.default('127.0.0.1:8444'),
+  /** Active health checks: HTTPS GET of path on every apiserver, verified with tls.caFile. */
+  check: z
+    .strictObject({
+      path: z.string().startsWith('/', 'must start with /').default('/readyz'),
+      interval: duration.default('1s'),
+      timeout: duration.default('1s'),
+      rise: z.number().int().min(1).max(100).default(2),
+      fall: z.number().int().min(1).max(100).default(2),
+      /** A client certificate for the checks, as paths on the node (never copied by k8s-ha). */
+      clientCertFile: z.string().regex(/^\/\S+$/, 'must be an absolute path on the node').optional(),
+      clientKeyFile: z.string().regex(/^\/\S+$/, 'must be an absolute path on the node').optional(),
+    })
+    .default({ path: '/readyz', interval: '1s', timeout: '1s', rise: 2, fall: 2 }),
+  /** A backend marked down: close its connections at once (0s), or let them run this long first. */
+  drainTimeout: duration.default('0s'),
+  /** On stop (SIGTERM): how long open connections may finish before they are closed. */
+  shutdownTimeout: duration.default('1s'),
 });
 
 export const nginx = z.strictObject({
@@ -110,7 +141,9 @@ export const inventorySchema = z.strictObject({
   masters: z.array(master, { error: 'must be a list of apiservers' }).min(1, 'must name at least one apiserver'),
   nodes: z.array(node, { error: 'must be a list of nodes' }).min(1, 'must name at least one node'),
   lb: lb.default(lb.parse({})),
-  nginx,
+  /** Required when any node runs nginx (lb.impl nginx or auto). */
+  nginx: nginx.optional(),
+  kubeLb: kubeLb.default(kubeLb.parse({})),
   tls: tls.default(tls.parse({})),
   build: build.default(build.parse({})),
   kubeconfigs,
@@ -119,4 +152,10 @@ export const inventorySchema = z.strictObject({
 export type Inventory = z.infer<typeof inventorySchema>;
 export type InventoryNode = z.infer<typeof node>;
 export type InventoryMaster = z.infer<typeof master>;
+export type Impl = z.infer<typeof impl>;
+
+/** The balancer a node asked for: its own lb.impl, else the inventory's. */
+export function wantedImpl(inv: Inventory, node: InventoryNode): Impl {
+  return node.lb?.impl ?? inv.lb.impl;
+}
 export type SshSettings = z.infer<typeof sshSettings>;

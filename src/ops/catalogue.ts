@@ -10,6 +10,13 @@ export const nginxBuildArgs = z.strictObject({
   configure: z.array(z.string().regex(/^--[a-z0-9-]+(=\S+)?$/, 'must be a ./configure option such as --with-stream')).min(1),
 });
 
+/** Build kube-lb as one executable on the controller (see build/kube-lb.ts); its output is `artifact:kube-lb`. */
+export const kubeLbBuildArgs = z.strictObject({});
+
+/** Build steps, by type, and the artifact each produces. */
+export const BUILD_STEPS = { nginxBuild: 'nginx', kubeLbBuild: 'kube-lb' } as const;
+export type BuildStepType = keyof typeof BUILD_STEPS;
+
 /** Prove the balancer works: the unit is active (running) and an apiserver answers through the local port. */
 export const verifyArgs = z.strictObject({
   unit: z.string().min(1),
@@ -26,4 +33,4 @@ export const OPERATIONS: Record<string, Operation<any>> = {
   command,
 };
 
-export const STEP_TYPES = ['nginxBuild', 'verify', ...Object.keys(OPERATIONS)] as const;
+export const STEP_TYPES = ['nginxBuild', 'kubeLbBuild', 'verify', ...Object.keys(OPERATIONS)] as const;

@@ -1,26 +1,76 @@
-/** A systemd service, enabled and running; notified handlers become daemon-reload, restart or reload here. */
+/**
+ * A systemd service, enabled and running; notified handlers become daemon-reload, restart or
+ * reload here. With `replaces`, the service takes over the listen port from another unit (the
+ * other balancer implementation): the port changes hands in one command with the shortest gap
+ * either side allows, and the old unit is disabled only once the new one is verified.
+ */
 import { z } from 'zod';
 import { noop, type Change, type Operation } from './types.js';
 import { quote } from '../util/quote.js';
 
-export const service: Operation<{ name: string; enabled: boolean; state: 'running' | 'stopped' }> = {
+const unitName = z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a unit name like kube-nginx');
+
+const replacesArgs = z.strictObject({
+  unit: unitName,
+  /** The address both units listen on. */
+  listen: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT'),
+  /**
+   * start-first: start the new unit, then stop the old; the new one must wait for the port
+   * (kube-lb does, for listenWait). stop-first: stop the old, wait until the port is free, start
+   * the new (nginx gives up on a busy port after a few 500 ms retries).
+   */
+  order: z.enum(['start-first', 'stop-first']),
+});
+
+type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; replaces?: z.infer<typeof replacesArgs> };
+
+/** Shell: wait (up to 10 s) until nothing listens on this TCP port, read from /proc/net/tcp{,6}. */
+export function waitPortFree(listen: string): string {
+  const port = Number(/:(\d+)$/.exec(listen)![1]);
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return `for i in $(seq 1 1000); do grep -Eq ':${hex} 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null || break; sleep 0.01; done`;
+}
+
+export const service: Operation<ServiceArgs> = {
   type: 'service',
-  args: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9@._-]+$/), enabled: z.boolean().default(true), state: z.enum(['running', 'stopped']).default('running') }),
-  facts: (a) => ({ units: [a.name] }),
+  args: z.strictObject({
+    name: unitName,
+    enabled: z.boolean().default(true),
+    state: z.enum(['running', 'stopped']).default('running'),
+    replaces: replacesArgs.optional(),
+  }),
+  facts: (a) => ({ units: a.replaces ? [a.name, a.replaces.unit] : [a.name] }),
   plan(a, facts, ctx) {
     const u = facts.units[a.name];
     const unit = quote(a.name);
     const changes: Change[] = [];
+    const old = a.replaces && a.state === 'running' ? facts.units[a.replaces.unit] : undefined;
+    const oldUnit = a.replaces ? quote(a.replaces.unit) : '';
+    const oldServing = old?.activeState === 'active' || old?.activeState === 'activating' || old?.activeState === 'reloading';
     // A unit systemd has never loaded needs no daemon-reload to start: systemd >= 248 reads new unit
     // files on demand. One that fails that way (older systemd, or a unit cache with a stale mtime)
     // falls back to daemon-reload and a second try. A changed unit always gets daemon-reload.
     const brandNew = u?.loadState === 'not-found' && a.state === 'running';
-    if (ctx.notified.has('daemon-reload') && !brandNew) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
+    // Switching needs the unit loaded before the quick hand-over: no fallback inside it.
+    if (ctx.notified.has('daemon-reload') && (!brandNew || oldServing)) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
     // --no-reload: enabling only makes the boot-time symlinks; without it systemctl does a second full daemon-reload.
     if (a.enabled && u?.unitFileState !== 'enabled') changes.push({ kind: 'run', command: `systemctl enable -q --no-reload ${unit}`, label: 'enable' });
     if (!a.enabled && u?.unitFileState === 'enabled') changes.push({ kind: 'run', command: `systemctl disable -q --no-reload ${unit}`, label: 'disable' });
     const active = u?.activeState === 'active';
-    if (a.state === 'running') {
+    if (a.state === 'running' && oldServing && a.replaces) {
+      const r = a.replaces;
+      const command =
+        r.order === 'start-first'
+          ? `systemctl restart ${unit} && systemctl stop ${oldUnit}`
+          : `systemctl stop --no-block ${oldUnit}; ${waitPortFree(r.listen)}; systemctl restart ${unit}`;
+      changes.push({
+        kind: 'run',
+        command,
+        label: `switch from ${r.unit}`,
+        switchFrom: r.unit,
+        undo: `systemctl stop ${unit}; systemctl disable -q --no-reload ${unit}; ${waitPortFree(r.listen)}; systemctl start ${oldUnit}`,
+      });
+    } else if (a.state === 'running') {
       // restart (not start) also recovers a unit that is failed or stuck activating.
       if (brandNew) changes.push({ kind: 'run', command: `systemctl restart ${unit} 2>/dev/null || { systemctl daemon-reload && systemctl restart ${unit}; }`, label: 'start' });
       else if (!active) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'start' });
@@ -28,6 +78,10 @@ export const service: Operation<{ name: string; enabled: boolean; state: 'runnin
       else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload' });
     } else if (active) {
       changes.push({ kind: 'run', command: `systemctl stop ${unit}`, label: 'stop' });
+    }
+    // The replaced unit stays enabled (and restartable by a rollback) until the new one is verified.
+    if (a.replaces && a.state === 'running' && old && (old.unitFileState === 'enabled' || oldServing)) {
+      changes.push({ kind: 'run', command: `systemctl disable -q --no-reload ${oldUnit}`, label: `disable ${a.replaces.unit}`, when: 'verified' });
     }
     if (!changes.length) return noop(`${a.name} ${a.state}${a.enabled ? ', enabled' : ''}`);
     return { changes, notify: [], summary: changes.map((c) => (c.kind === 'run' ? c.label : '')).join(', ') };

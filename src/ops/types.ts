@@ -23,7 +23,17 @@ export type Change =
       before?: string;
       after?: string;
     }
-  | { kind: 'run'; command: string; label: string };
+  | {
+      kind: 'run';
+      command: string;
+      label: string;
+      /** `verified`: run only once the verify step passed (e.g. disabling the balancer this one replaced). */
+      when?: 'verified';
+      /** What puts this back if the host fails verification (a roll's rollback), instead of restarting the unit. */
+      undo?: string;
+      /** This command hands the listen port over from that unit, which is serving now. */
+      switchFrom?: string;
+    };
 
 export interface StepPlan {
   changes: Change[];

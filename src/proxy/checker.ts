@@ -44,7 +44,7 @@ export class Checker {
 export function secureContext(cfg: ProxyConfig): tls.SecureContext {
   const a = cfg.active;
   return tls.createSecureContext({
-    ca: a.caFile ? fs.readFileSync(a.caFile) : undefined,
+    ca: a.ca ?? (a.caFile ? fs.readFileSync(a.caFile) : undefined),
     cert: a.clientCertFile ? fs.readFileSync(a.clientCertFile) : undefined,
     key: a.clientKeyFile ? fs.readFileSync(a.clientKeyFile) : undefined,
   });

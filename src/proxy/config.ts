@@ -4,9 +4,16 @@
  * orchestrator.
  */
 import { z } from 'zod';
-import { durationMs } from '../inventory/schema.js';
 
-const duration = z.string().regex(/^(\d+)(ms|s|m|h)$/, 'must be a duration like 500ms, 2s, 10m').transform(durationMs);
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
+const duration = z
+  .string()
+  .regex(/^(\d+)(ms|s|m|h)$/, 'must be a duration like 500ms, 2s, 10m')
+  .transform((v) => {
+    const m = /^(\d+)(ms|s|m|h)$/.exec(v)!;
+    return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  });
 const hostPort = z.string().regex(/^\[?[^\]\s]+\]?:\d{1,5}$/, 'must be ADDRESS:PORT');
 
 export const backendSchema = z.strictObject({
@@ -37,6 +44,8 @@ export const proxyConfigSchema = z.strictObject({
       rise: z.number().int().min(1).default(2),
       fall: z.number().int().min(1).default(2),
       caFile: z.string().optional(),
+      /** The CA as PEM text, in the config itself (what deploy writes): one file to validate and swap. */
+      ca: z.string().includes('-----BEGIN CERTIFICATE-----', { error: 'must be PEM text with a certificate' }).optional(),
       serverName: z.string().optional(),
       clientCertFile: z.string().optional(),
       clientKeyFile: z.string().optional(),
@@ -45,6 +54,13 @@ export const proxyConfigSchema = z.strictObject({
     .default({ enabled: true, path: '/readyz', interval: 1000, timeout: 1000, rise: 2, fall: 2, insecureSkipVerify: false }),
   /** When a backend goes down: close its connections at once (0), or after this long. */
   drainTimeout: duration.default(0),
+  /** SIGTERM: stop accepting at once, let open connections finish for up to this long, then close them. */
+  shutdownTimeout: duration.default(1000),
+  /**
+   * The listen address held by another process (the balancer this one replaces): retry for this
+   * long before giving up. The new balancer takes the port the moment the old one lets go.
+   */
+  listenWait: duration.default(10_000),
 });
 
 export type ProxyConfig = z.infer<typeof proxyConfigSchema>;

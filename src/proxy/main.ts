@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import YAML from 'yaml';
-import { Checker } from './checker.js';
+import { Checker, secureContext } from './checker.js';
 import { proxyConfigSchema, type ProxyConfig } from './config.js';
 import { Balancer, splitHostPort } from './server.js';
 
@@ -23,12 +23,18 @@ export function loadConfig(file: string): ProxyConfig {
   if (!r.success) {
     throw new Error(`${file}: ${r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`).join('; ')}`);
   }
+  // The CA and client certificate must load now, not at the first health check.
+  try {
+    secureContext(r.data);
+  } catch (e) {
+    throw new Error(`${file}: active: cannot load the CA or client certificate: ${(e as Error).message}`);
+  }
   return r.data;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const flag = argv[0];
-  if (flag === '--version') {
+  if (flag === '--version' || flag === '-v') {
     log(`kube-lb ${KUBE_LB_VERSION}`);
     return 0;
   }
@@ -78,7 +84,7 @@ export async function main(argv: string[]): Promise<number> {
   log('SIGTERM: not accepting new connections, draining');
   checker.stop();
   admin.close();
-  await lb.stop(10_000);
+  await lb.stop(lb.config.shutdownTimeout);
   log('stopped');
   return 0;
 }

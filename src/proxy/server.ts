@@ -65,16 +65,35 @@ export class Balancer {
     return this.cfg;
   }
 
-  listen(): Promise<net.AddressInfo> {
+  /**
+   * Bind the listen address. While another process holds it (the balancer this one replaces, on
+   * its way out), retry every few milliseconds for up to listenWait: the port changes hands with
+   * the shortest possible gap.
+   */
+  async listen(): Promise<net.AddressInfo> {
     const [host, port] = splitHostPort(this.cfg.listen);
-    this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (client) => this.accept(client));
-    return new Promise((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen({ host, port }, () => {
-        this.server!.off('error', reject);
-        resolve(this.server!.address() as net.AddressInfo);
-      });
-    });
+    const deadline = this.now() + this.cfg.listenWait;
+    let waiting = false;
+    for (;;) {
+      const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (client) => this.accept(client));
+      try {
+        const addr = await new Promise<net.AddressInfo>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen({ host, port, backlog: 4096 }, () => {
+            server.off('error', reject);
+            resolve(server.address() as net.AddressInfo);
+          });
+        });
+        this.server = server;
+        if (waiting) this.log(`${this.cfg.listen} is free: taking it over`);
+        return addr;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || this.now() >= deadline) throw e;
+        if (!waiting) this.log(`${this.cfg.listen} is held by another process: waiting up to ${this.cfg.listenWait} ms for it`);
+        waiting = true;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
   }
 
   /** New configuration, same listener: backends that stay keep their connections and health. */

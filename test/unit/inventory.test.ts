@@ -27,6 +27,7 @@ describe('inventory', () => {
     expect(inventory!.masters[0]!.port).toBe(6443);
     expect(inventory!.masters[1]!.port).toBe(6444);
     expect(inventory!.lb).toEqual({
+      impl: 'nginx',
       listen: '127.0.0.1:8443',
       balance: 'least_conn',
       maxFails: 3,
@@ -72,8 +73,20 @@ nginx:
     expect(lines('masters: []\nnodes: []\n')).toEqual([
       'inv.yaml:1:10: masters: must name at least one apiserver',
       'inv.yaml:2:8: nodes: must name at least one node',
-      'inv.yaml:1:1: nginx: is required',
     ]);
+  });
+
+  it('asks for nginx where a node may run it, and for the cluster CA where kube-lb may run', () => {
+    const base = 'masters: [{ name: m, address: 192.0.2.1 }]\nnodes: [{ name: a, address: 192.0.2.2 }, { name: b, address: 192.0.2.3, lb: { impl: kube-lb } }]\n';
+    expect(lines(base)).toEqual([
+      'inv.yaml:1:1: nginx: is required: a may run nginx (lb.impl nginx); add nginx: { version, sources, sha256 }, or set lb.impl: kube-lb',
+      'inv.yaml:1:1: tls.caFile: is required where kube-lb may run: its health checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying',
+    ]);
+    // All on kube-lb with a CA: no nginx section needed.
+    expect(lines(base + 'lb: { impl: kube-lb }\ntls: { caFile: ca.crt }\n')).toEqual([]);
+    // auto may run either: both are needed.
+    expect(lines(base + 'lb: { impl: auto }\n').map((l) => l.split(':')[3])).toEqual([' nginx', ' tls.caFile']);
+    expect(lines(base + 'lb: { impl: fastest }\n')).toEqual(['inv.yaml:3:13: lb.impl: must be one of nginx, kube-lb, auto']);
   });
 
   it('rejects duplicate names and addresses, naming both places', () => {

@@ -19,6 +19,7 @@ function facts(partial: Partial<HostFacts> = {}): HostFacts {
     units: {},
     guards: {},
     texts: {},
+    versions: {},
     ...partial,
   };
 }

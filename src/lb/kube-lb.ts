@@ -1,0 +1,106 @@
+/**
+ * kube-lb on every node: its config (the proxy's own schema, see src/proxy/config.ts) and
+ * its systemd unit, rendered from the inventory. The cluster CA goes inside the config,
+ * so one file is validated (`kube-lb --check-config`) and swapped.
+ */
+import fs from 'node:fs';
+import YAML from 'yaml';
+import { UsageError } from '../errors.js';
+import type { Inventory } from '../inventory/schema.js';
+
+export const KUBE_LB_SERVICE = 'kube-lb';
+
+export function kubeLbPaths(prefix: string) {
+  return {
+    prefix,
+    sbin: `${prefix}/sbin`,
+    conf: `${prefix}/conf`,
+    binary: `${prefix}/sbin/kube-lb`,
+    config: `${prefix}/conf/kube-lb.yaml`,
+    unit: `/etc/systemd/system/${KUBE_LB_SERVICE}.service`,
+  };
+}
+
+// Read once per inventory: every node gets the same config.
+const caText = new WeakMap<Inventory, string | undefined>();
+
+function clusterCa(inv: Inventory): string | undefined {
+  if (!inv.tls.caFile) return undefined;
+  if (!caText.has(inv)) {
+    let text: string;
+    try {
+      text = fs.readFileSync(inv.tls.caFile, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read tls.caFile ${inv.tls.caFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+        hint: 'point tls.caFile at the cluster CA (the apiservers\' issuer), relative to the inventory file',
+      });
+    }
+    if (!text.includes('-----BEGIN CERTIFICATE-----')) {
+      throw new UsageError(`tls.caFile ${inv.tls.caFile} holds no PEM certificate`, { hint: 'use the PEM file of the cluster CA, e.g. /etc/kubernetes/pki/ca.crt' });
+    }
+    caText.set(inv, text.trim() + '\n');
+  }
+  return caText.get(inv);
+}
+
+export function renderKubeLbConf(inv: Inventory): string {
+  const k = inv.kubeLb;
+  const ca = clusterCa(inv);
+  const config = {
+    listen: inv.lb.listen,
+    admin: k.admin,
+    balance: inv.lb.balance,
+    connectTimeout: inv.lb.connectTimeout,
+    idleTimeout: inv.lb.proxyTimeout,
+    drainTimeout: k.drainTimeout,
+    shutdownTimeout: k.shutdownTimeout,
+    passive: { maxFails: inv.lb.maxFails, failTimeout: inv.lb.failTimeout },
+    active: {
+      path: k.check.path,
+      interval: k.check.interval,
+      timeout: k.check.timeout,
+      rise: k.check.rise,
+      fall: k.check.fall,
+      ...(inv.tls.serverName ? { serverName: inv.tls.serverName } : {}),
+      ...(k.check.clientCertFile ? { clientCertFile: k.check.clientCertFile } : {}),
+      ...(k.check.clientKeyFile ? { clientKeyFile: k.check.clientKeyFile } : {}),
+      insecureSkipVerify: inv.tls.insecureSkipVerify,
+      ...(ca ? { ca } : {}),
+    },
+    backends: inv.masters.map((m) => ({ name: m.name, address: m.address, port: m.port })),
+  };
+  return (
+    `# Managed by k8s-ha: changes here are overwritten by the next deploy.\n` +
+    `# kube-lb, the node-local apiserver load balancer: ${inv.lb.listen} -> ${inv.masters.map((m) => m.name).join(', ')}.\n` +
+    `# Check with: ${kubeLbPaths(k.prefix).binary} --check-config ${kubeLbPaths(k.prefix).config}\n` +
+    YAML.stringify(config, { lineWidth: 0 })
+  );
+}
+
+export function renderKubeLbUnit(inv: Inventory): string {
+  const p = kubeLbPaths(inv.kubeLb.prefix);
+  return `# Managed by k8s-ha.
+[Unit]
+Description=kube-lb: node-local load balancer for kube-apiserver (${inv.lb.listen})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+ExecStartPre=${p.binary} --check-config ${p.config}
+ExecStart=${p.binary} --config ${p.config}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=always
+RestartSec=2
+StartLimitInterval=0
+LimitNOFILE=65536
+TimeoutStopSec=30
+NoNewPrivileges=true
+PrivateTmp=true
+ProtectSystem=full
+ProtectHome=true
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
