@@ -96,13 +96,13 @@ export function labCommand(setExit: (code: number) => void): Command {
 
   lab
     .command('master')
-    .description('fail or restore an apiserver stand-in: make /readyz red or green, or stop/start its container')
+    .description('fail or restore an apiserver stand-in: make /readyz red or green, stop/start its container, or freeze/thaw it (a hung host: no answer, no reset)')
     .argument('<name>', 'a master of the lab, e.g. master-1')
-    .argument('<action>', 'ready | unready | stop | start')
+    .argument('<action>', 'ready | unready | stop | start | freeze | thaw')
     .option('--dir <dir>', 'lab directory', '.lab')
     .action(async (name: string, action: string, o: { dir: string }) => {
-      if (!['ready', 'unready', 'stop', 'start'].includes(action)) {
-        throw new InvalidArgumentError(`action must be ready, unready, stop or start, got "${action}".`);
+      if (!['ready', 'unready', 'stop', 'start', 'freeze', 'thaw'].includes(action)) {
+        throw new InvalidArgumentError(`action must be ready, unready, stop, start, freeze or thaw, got "${action}".`);
       }
       const { controlMaster } = await import('../lab/control.js');
       process.stdout.write((await controlMaster(o.dir, name, action as MasterAction)) + '\n');

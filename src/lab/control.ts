@@ -5,7 +5,7 @@ import { docker } from './docker.js';
 import { readState } from './state.js';
 import { planLab, STANDIN_CONTROL_PORT, type LabContainer } from './topology.js';
 
-export type MasterAction = 'ready' | 'unready' | 'stop' | 'start';
+export type MasterAction = 'ready' | 'unready' | 'stop' | 'start' | 'freeze' | 'thaw';
 
 export async function findMaster(dir: string, name: string): Promise<LabContainer> {
   const state = await readState(dir);
@@ -21,6 +21,11 @@ export async function findMaster(dir: string, name: string): Promise<LabContaine
 
 export async function controlMaster(dir: string, name: string, action: MasterAction): Promise<string> {
   const m = await findMaster(dir, name);
+  if (action === 'freeze' || action === 'thaw') {
+    // docker pause: every process of the stand-in stops dead; its TCP peers get no FIN and no RST.
+    await docker([action === 'freeze' ? 'pause' : 'unpause', m.name], { step: `${action} ${name}` });
+    return `${name} (${m.address}) ${action === 'freeze' ? 'frozen: it answers nothing and resets nothing' : 'thawed'}`;
+  }
   if (action === 'stop' || action === 'start') {
     await docker([action, m.name], { step: `${action} ${name}` });
     return `${name} (${m.address}) ${action === 'stop' ? 'stopped' : 'started'}`;

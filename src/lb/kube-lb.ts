@@ -58,6 +58,7 @@ export function renderKubeLbConf(inv: Inventory): string {
     active: {
       path: k.check.path,
       interval: k.check.interval,
+      fastInterval: k.check.fastInterval,
       timeout: k.check.timeout,
       rise: k.check.rise,
       fall: k.check.fall,

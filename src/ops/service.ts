@@ -20,15 +20,26 @@ const replacesArgs = z.strictObject({
    * the new (nginx gives up on a busy port after a few 500 ms retries).
    */
   order: z.enum(['start-first', 'stop-first']),
+  /** start-first: the new unit is ready to take the port once this ADDRESS:PORT listens (up to 10 s). */
+  ready: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT').optional(),
 });
 
 type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; replaces?: z.infer<typeof replacesArgs> };
 
-/** Shell: wait (up to 10 s) until nothing listens on this TCP port, read from /proc/net/tcp{,6}. */
-export function waitPortFree(listen: string): string {
+function listening(listen: string): string {
   const port = Number(/:(\d+)$/.exec(listen)![1]);
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  return `for i in $(seq 1 1000); do grep -Eq ':${hex} 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null || break; sleep 0.01; done`;
+  return `grep -Eq ':${hex} 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
+}
+
+/** Shell: wait (up to 10 s) until nothing listens on this TCP port, read from /proc/net/tcp{,6}. */
+export function waitPortFree(listen: string): string {
+  return `for i in $(seq 1 1000); do ${listening(listen)} || break; sleep 0.01; done`;
+}
+
+/** Shell: wait (up to 10 s) until something listens on this TCP port. */
+export function waitPortListening(listen: string): string {
+  return `for i in $(seq 1 1000); do ${listening(listen)} && break; sleep 0.01; done`;
 }
 
 export const service: Operation<ServiceArgs> = {
@@ -61,7 +72,7 @@ export const service: Operation<ServiceArgs> = {
       const r = a.replaces;
       const command =
         r.order === 'start-first'
-          ? `systemctl restart ${unit} && systemctl stop ${oldUnit}`
+          ? `systemctl restart ${unit} && { ${r.ready ? `${waitPortListening(r.ready)}; ` : ''}systemctl stop ${oldUnit}; }`
           : `systemctl stop --no-block ${oldUnit}; ${waitPortFree(r.listen)}; systemctl restart ${unit}`;
       changes.push({
         kind: 'run',

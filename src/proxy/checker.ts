@@ -6,38 +6,54 @@ import tls from 'node:tls';
 import type { ProxyConfig } from './config.js';
 import { backendKey, type Balancer } from './server.js';
 
+/**
+ * Each backend is checked on its own clock: every `interval`, or every `fastInterval` while its
+ * verdict is turning (a failed check on an up backend, a good one on a down backend), as HAProxy's
+ * fastinter does. A dying apiserver is then confirmed down a fraction of an interval after its
+ * first failed check, not a whole one.
+ */
 export class Checker {
-  private timer?: NodeJS.Timeout;
-  private inFlight = new Set<string>();
+  private timers = new Map<string, NodeJS.Timeout>();
+  private generation = 0;
   private ctx?: tls.SecureContext;
 
   constructor(private readonly lb: Balancer) {}
 
+  /** (Re)start checking every backend of the current config, the first check of each at once. */
   start(): void {
     this.stop();
     const a = this.lb.config.active;
     if (!a.enabled) return;
     this.ctx = secureContext(this.lb.config);
-    this.tick();
-    this.timer = setInterval(() => this.tick(), a.interval);
-    this.timer.unref();
+    const gen = this.generation;
+    for (const k of this.lb.backends.keys()) this.run(k, gen);
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.generation++;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
   }
 
-  private tick(): void {
-    for (const rt of this.lb.backends.values()) {
-      const k = backendKey(rt.backend);
-      if (this.inFlight.has(k)) continue;
-      this.inFlight.add(k);
-      const t0 = Date.now();
-      check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!).then(
-        (status) => this.lb.checked(k, status === 200, Date.now() - t0, `HTTP ${status}`),
-        (e: Error) => this.lb.checked(k, false, Date.now() - t0, e.message),
-      ).finally(() => this.inFlight.delete(k));
-    }
+  private run(k: string, gen: number): void {
+    const rt = this.lb.backends.get(k);
+    if (!rt || gen !== this.generation) return;
+    const a = this.lb.config.active;
+    const t0 = Date.now();
+    check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!)
+      .then(
+        (status) => ({ ok: status === 200, detail: `HTTP ${status}` }),
+        (e: Error) => ({ ok: false, detail: e.message }),
+      )
+      .then(({ ok, detail }) => {
+        if (gen !== this.generation) return;
+        this.lb.checked(k, ok, Date.now() - t0, detail);
+        const turning = this.lb.backends.get(k)?.health.streak ?? 0;
+        const wait = turning ? a.fastInterval : a.interval;
+        const timer = setTimeout(() => this.run(k, gen), Math.max(0, wait - (Date.now() - t0)));
+        timer.unref();
+        this.timers.set(k, timer);
+      });
   }
 }
 

@@ -1,7 +1,7 @@
 /**
  * A backend's health, as a pure state machine fed with events and the time:
  *   passive  `maxFails` failed connects within `failTimeout` mark it down for `failTimeout` (as nginx)
- *   active   `fall` failed checks in a row mark it down, `rise` good ones up again
+ *   active   the first check decides; then `fall` failed checks in a row mark it down, `rise` good ones up again
  * It takes new connections only when both say up. No I/O, no timers: tested with plain data.
  */
 
@@ -23,11 +23,14 @@ export interface HealthState {
   /** Active: the current verdict and the run of results pointing the other way. */
   activeUp: boolean;
   streak: number;
+  /** Whether any active check has finished yet. */
+  checked: boolean;
 }
 
 export function initialHealth(s: HealthSettings): HealthState {
-  // Actively checked backends start down: no traffic before a first good /readyz.
-  return { fails: 0, windowStart: 0, bannedUntil: 0, activeUp: !s.activeEnabled, streak: 0 };
+  // Until its first check ends (a few ms after start) a backend counts as up, as HAProxy does: the
+  // first result then decides at once, with no rise or fall to wait for.
+  return { fails: 0, windowStart: 0, bannedUntil: 0, activeUp: true, streak: 0, checked: !s.activeEnabled };
 }
 
 export function connectFailed(h: HealthState, s: HealthSettings, now: number): HealthState {
@@ -39,6 +42,7 @@ export function connectFailed(h: HealthState, s: HealthSettings, now: number): H
 }
 
 export function checkResult(h: HealthState, s: HealthSettings, ok: boolean): HealthState {
+  if (!h.checked) return { ...h, checked: true, activeUp: ok, streak: 0 };
   if (ok === h.activeUp) return { ...h, streak: 0 };
   const streak = h.streak + 1;
   const needed = ok ? s.rise : s.fall;

@@ -57,9 +57,6 @@ export async function main(argv: string[]): Promise<number> {
 
   const lb = new Balancer(cfg, log);
   const checker = new Checker(lb);
-  const addr = await lb.listen();
-  log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
-  checker.start();
   const [ah, ap] = splitHostPort(cfg.admin);
   const admin = http.createServer((req, res) => {
     if (req.url === '/healthz') {
@@ -69,7 +66,19 @@ export async function main(argv: string[]): Promise<number> {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());
     } else res.writeHead(404).end();
   });
-  admin.listen(ap, ah);
+  // The admin listener comes up first: once it listens, this process is ready to take the main
+  // port (a switch from kube-nginx waits for exactly that before stopping it).
+  await new Promise<void>((resolve) => {
+    admin.once('error', (e) => {
+      log(`admin listener ${cfg.admin} failed: ${e.message}; balancing without /healthz and /metrics`);
+      resolve();
+    });
+    admin.listen(ap, ah, () => resolve());
+  });
+  // Checks start before the main port is taken: backends are judged by the time traffic comes.
+  checker.start();
+  const addr = await lb.listen();
+  log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
 
   process.on('SIGHUP', () => {
     try {

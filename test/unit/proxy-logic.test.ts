@@ -41,8 +41,10 @@ describe('balancing', () => {
 describe('health', () => {
   const s: HealthSettings = { maxFails: 3, failTimeout: 30_000, rise: 2, fall: 2, activeEnabled: true };
 
-  it('an actively checked backend starts down and needs `rise` good checks', () => {
-    let h = initialHealth(s);
+  it('the first check decides at once; after that a down backend needs `rise` good checks', () => {
+    expect(isUp(initialHealth(s), 0)).toBe(true);
+    expect(isUp(checkResult(initialHealth(s), s, true), 0)).toBe(true);
+    let h = checkResult(initialHealth(s), s, false);
     expect(isUp(h, 0)).toBe(false);
     h = checkResult(h, s, true);
     expect(isUp(h, 0)).toBe(false);
