@@ -13,6 +13,7 @@ export interface DeployJson {
     string,
     {
       status: 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped';
+      impl?: { wanted: 'nginx' | 'kube-lb' | 'auto'; impl: 'nginx' | 'kube-lb'; why?: string };
       config: 'new' | 'previous' | 'unknown';
       batch?: number;
       changed: number;

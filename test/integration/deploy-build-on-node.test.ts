@@ -50,8 +50,39 @@ afterAll(async () => {
   if (!process.env.K8S_HA_KEEP_LAB) await k8sha(['lab', 'down', '--dir', DIR]);
 });
 
-describe('deploy with build.host set to a node', () => {
-  it('installs gcc and make on the node, builds nginx there, then deploys and verifies', async () => {
+describe.sequential('deploy with build.host set to a node', () => {
+  it('lb.impl auto on a node whose package manager reaches no mirror: kube-lb, and the recap says why', async () => {
+    const auto = path.join(scratchDir(), 'inventory.auto.yaml');
+    const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
+    inv.lb.impl = 'auto';
+    fs.writeFileSync(auto, YAML.stringify(inv));
+    // Every apt source points at a port where nothing answers.
+    await onNode((c) =>
+      c.execOk(
+        'mkdir -p /root/apt-saved && mv /etc/apt/sources.list /etc/apt/sources.list.d /root/apt-saved/ 2>/dev/null; ' +
+          'mkdir -p /etc/apt/sources.list.d && echo "deb http://127.0.0.1:9/debian bookworm main" > /etc/apt/sources.list',
+      ),
+    );
+    try {
+      const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-auto-'));
+      const r = await k8sha(['deploy', '-i', auto, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
+      expect(r.code, r.stderr).toBe(0);
+      const h = (JSON.parse(r.stdout) as DeployJson).hosts[node.name]!;
+      expect(h.impl).toMatchObject({ wanted: 'auto', impl: 'kube-lb' });
+      expect(h.impl!.why).toMatch(/^nginx cannot be built: cannot build nginx on node-1: installing the toolchain failed/);
+      expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
+      expect(await onNode((c) => c.execOk('systemctl is-active kube-lb; command -v gcc || echo no-gcc'))).toBe('active\nno-gcc\n');
+      // The human recap names the choice and its reason.
+      const text = await k8sha(['deploy', '-i', auto], { env: { K8S_HA_CACHE_DIR: cache } });
+      expect(text.code).toBe(0);
+      expect(text.stdout).toMatch(/node-1: kube-lb \(lb\.impl auto\): nginx cannot be built: cannot build nginx on node-1: installing the toolchain failed/);
+      expect(text.stdout).toMatch(/node-1 .* kube-lb \(auto\) /);
+    } finally {
+      await onNode((c) => c.execOk('rm -rf /etc/apt/sources.list /etc/apt/sources.list.d && mv /root/apt-saved/* /etc/apt/ && rmdir /root/apt-saved'));
+    }
+  });
+
+  it('installs gcc and make on the node, builds nginx there, then deploys (switching from kube-lb) and verifies', async () => {
     expect((await onNode((c) => c.exec('command -v gcc || command -v make'))).code).not.toBe(0);
     // A cache of its own, so the binary cannot come from an earlier build elsewhere.
     const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-'));

@@ -1,83 +1,278 @@
 /**
- * The kube-lb single executable on a lab node that has no Node.js and no
- * compiler: it checks its config, runs under systemd, and carries TLS to the
- * apiservers with active /readyz checks. (Deploying it with lb.impl comes next.)
+ * kube-lb deployed by `k8s-ha deploy` (lb.impl: kube-lb) on the lab, and failed the ways
+ * apiservers fail: /readyz turning red, a stopped container, a hung host. Then a reload
+ * with a changed list, a bad config, and the switch both ways between kube-nginx and
+ * kube-lb under traffic. Tests run in order; the last one puts every node back on
+ * kube-nginx, as the other test files expect.
  */
-import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import http from 'node:http';
-import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { httpsGet } from '../../src/connect/https-probe.js';
-import { ROOT } from '../helpers/cli.js';
-import { lab, withNode } from '../helpers/lab.js';
+import { SshConnection } from '../../src/connect/ssh.js';
+import { watchPort, type GapReport } from '../../src/lab/gap.js';
+import { k8sha } from '../helpers/cli.js';
+import { deployJson, inventoryVariant } from '../helpers/deploy.js';
+import { lab, nodeTarget, withNode } from '../helpers/lab.js';
+import { withLoad } from '../helpers/load.js';
+import { watchesOn } from '../helpers/watch.js';
 
-const EXE = path.join(ROOT, 'dist', 'kube-lb', 'kube-lb');
-const DIR = '/opt/k8s/kube-lb-test';
+const KUBE_LB = '/opt/k8s/kube-lb';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-beforeAll(() => {
-  execFileSync(process.execPath, [path.join(ROOT, 'scripts', 'build-kube-lb.js')], { stdio: 'ignore' });
-}, 120_000);
+let kubeLbInv: string;
+const inventory = () => (kubeLbInv ??= inventoryVariant('kube-lb', (inv) => (inv.lb.impl = 'kube-lb')));
 
-describe('the kube-lb executable on a node', () => {
-  it('runs with no Node.js on the host, checks its config, and carries TLS to an apiserver with health checks', async () => {
-    const node = lab().nodes[2]!;
-    await withNode(node, async (c) => {
+async function master(name: string, action: string): Promise<void> {
+  const r = await k8sha(['lab', 'master', '--dir', lab().dir, name, action]);
+  if (r.code !== 0) throw new Error(`lab master ${name} ${action}: ${r.stderr}`);
+}
+
+/** Which stand-in answers a fresh request through the node's local port. */
+async function who(c: SshConnection): Promise<string> {
+  const r = await httpsGet(() => c.connectFromHost('127.0.0.1', 8443), { path: '/version', ca: lab().caPem, servername: 'kubernetes', timeoutMs: 5000 });
+  expect(r.status).toBe(200);
+  return JSON.parse(r.body).standin;
+}
+
+/** kube-lb's own /metrics, from inside the node. */
+async function metrics(c: SshConnection): Promise<string> {
+  const s = await c.connectFromHost('127.0.0.1', 8444);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    s.on('data', (b: Buffer) => (out += b.toString()));
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+    s.write('GET /metrics HTTP/1.0\r\n\r\n');
+  });
+}
+
+/** Units as systemd reports them on each node. */
+async function units(node: { name: string; address: string }) {
+  return withNode(node, async (c) => {
+    const out = await c.exec('systemctl is-active kube-lb kube-nginx; systemctl is-enabled kube-lb kube-nginx');
+    const [lbActive, nginxActive, lbEnabled, nginxEnabled] = out.stdout.trim().split('\n');
+    const pid = (await c.execOk('systemctl show -p MainPID --value kube-lb')).trim();
+    return { lbActive, nginxActive, lbEnabled, nginxEnabled, pid };
+  });
+}
+
+/** Deploy while every node's local port is probed back to back; returns the deploy and each node's longest outage. */
+async function deployWatchingGaps(args: string[]) {
+  const conns = await Promise.all(lab().nodes.map((n) => SshConnection.open(nodeTarget(n))));
+  try {
+    const watchers = conns.map((c) => watchPort(() => c.connectFromHost('127.0.0.1', 8443)));
+    await sleep(300);
+    const d = await deployJson(args);
+    await sleep(300);
+    const gaps: GapReport[] = await Promise.all(watchers.map((w) => w.stop()));
+    return { d, gaps };
+  } finally {
+    for (const c of conns) c.close();
+  }
+}
+
+afterAll(async () => {
+  // Whatever happened above: every master healthy, every node back on kube-nginx.
+  for (const m of lab().masters) {
+    await k8sha(['lab', 'master', '--dir', lab().dir, m.name, 'thaw']);
+    await k8sha(['lab', 'master', '--dir', lab().dir, m.name, 'start']);
+    await k8sha(['lab', 'master', '--dir', lab().dir, m.name, 'ready']);
+  }
+  await deployJson(['-i', lab().inventory, '--serial', '100%']);
+});
+
+describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
+  it('switches every node from kube-nginx to kube-lb under traffic; kube-nginx is disabled only once kube-lb is verified', async () => {
+    const base = await deployJson(['-i', lab().inventory, '--serial', '100%']);
+    expect(base.code, base.stderr).toBe(0);
+    const { result, reports } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', inventory()]));
+    const { d, gaps } = result;
+    expect(d.code, d.stderr).toBe(0);
+    for (const n of lab().nodes) {
+      const h = d.report.hosts[n.name]!;
+      expect(h.impl).toMatchObject({ wanted: 'kube-lb', impl: 'kube-lb' });
+      expect(h.batch).toBeGreaterThan(0); // a switch disturbs a running balancer: it rolls
+      expect(h.steps.find((s) => s.name === 'service')!.summary).toMatch(/switch from kube-nginx.*disable kube-nginx/);
+      expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
+      expect(await units(n)).toMatchObject({ lbActive: 'active', nginxActive: 'inactive', lbEnabled: 'enabled', nginxEnabled: 'disabled' });
+    }
+    // The port changed hands on every node, and came back (a gap, not an outage).
+    gaps.forEach((g, i) => {
+      console.log(`kube-nginx -> kube-lb on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
+      expect(g.attempts).toBeGreaterThan(50);
+    });
+    // Short requests through the port kept being answered, before and after the switch.
+    for (const r of reports) expect(r.requests - r.failures.length).toBeGreaterThan(10);
+
+    await withNode(lab().nodes[0]!, async (c) => {
+      // One executable, on a node with no Node.js and no compiler.
       expect((await c.exec('command -v node nodejs gcc')).code).not.toBe(0);
-      await c.execOk(`install -d ${DIR}/sbin ${DIR}/conf && cat > ${DIR}/sbin/kube-lb.new && chmod 0755 ${DIR}/sbin/kube-lb.new && mv ${DIR}/sbin/kube-lb.new ${DIR}/sbin/kube-lb`, {
-        input: fs.createReadStream(EXE),
-      });
-      await c.execOk(`cat > ${DIR}/conf/ca.crt`, { input: lab().caPem });
-      const config = [
-        'listen: 127.0.0.1:9443',
-        'admin: 127.0.0.1:9444',
-        'backends:',
-        ...lab().masters.map((m) => `  - { name: ${m.name}, address: ${m.address}, port: ${m.port} }`),
-        `active: { interval: 500ms, caFile: ${DIR}/conf/ca.crt, serverName: kubernetes }`,
-      ].join('\n');
-      await c.execOk(`cat > ${DIR}/conf/kube-lb.yaml`, { input: config + '\n' });
-      expect(await c.execOk(`${DIR}/sbin/kube-lb --version`)).toBe('kube-lb 0.1.0\n');
-      expect(await c.execOk(`${DIR}/sbin/kube-lb --check-config ${DIR}/conf/kube-lb.yaml`)).toMatch(/: ok \(\d+ backends, listen 127\.0\.0\.1:9443\)/);
-      const bad = await c.exec(`printf 'backends: []\\n' > /tmp/bad.yaml; ${DIR}/sbin/kube-lb --check-config /tmp/bad.yaml`);
-      expect(bad.code).toBe(1);
-      expect(bad.stderr).toMatch(/backends: needs at least one backend/);
+      expect(await c.execOk(`stat -c '%a %U' ${KUBE_LB}/sbin/kube-lb; ${KUBE_LB}/sbin/kube-lb --version`)).toBe('755 root\nkube-lb 0.1.0\n');
+      expect(await c.execOk(`${KUBE_LB}/sbin/kube-lb --check-config ${KUBE_LB}/conf/kube-lb.yaml`)).toMatch(/: ok \(4 backends, listen 127\.0\.0\.1:8443\)/);
+      const unit = await c.execOk('systemctl cat kube-lb');
+      expect(unit).toMatch(/^ExecStartPre=\/opt\/k8s\/kube-lb\/sbin\/kube-lb --check-config \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml$/m);
+      expect(unit).toMatch(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+      expect(unit).toMatch(/^Restart=always$/m);
+      // Every master checked and up, as its metrics say.
+      const m = await metrics(c);
+      for (const x of lab().masters) expect(m).toContain(`kube_lb_backend_up{backend="${x.name}",address="${x.address}:6443"} 1`);
+    });
 
-      await c.execOk(`systemd-run --unit kube-lb-test --collect ${DIR}/sbin/kube-lb --config ${DIR}/conf/kube-lb.yaml`);
+    const s = await k8sha(['status', '-i', inventory(), '--json']);
+    expect(s.code, s.stderr).toBe(0);
+    const status = JSON.parse(s.stdout);
+    for (const n of status.nodes) {
+      expect(n).toMatchObject({ impl: 'kube-lb', wanted: 'kube-lb', service: 'active (running)', healthy: true, version: 'kube-lb 0.1.0' });
+      expect(Object.values(n.drift).every((x) => x === 'ok')).toBe(true);
+    }
+    // A second deploy changes nothing.
+    const again = await deployJson(['-i', inventory()]);
+    expect(again.report.totals.changed).toBe(0);
+  });
+
+  it('a master whose /readyz turns red: within 3 s no new connection reaches it and its watches are closed', async () => {
+    await withNode(lab().nodes[0]!, async (c) => {
+      const w = await watchesOn(c, ['master-1', 'master-2']);
+      const t0 = Date.now();
+      await master('master-1', 'unready');
       try {
-        // Backends start down until their first good /readyz: wait for the admin /healthz.
-        const healthz = () =>
-          new Promise<number>((resolve) => {
-            c.connectFromHost('127.0.0.1', 9444).then(
-              (s) => {
-                const req = http.request({ createConnection: () => s as never, path: '/healthz' }, (res) => {
-                  res.resume();
-                  resolve(res.statusCode ?? 0);
-                });
-                req.on('error', () => resolve(0));
-                req.end();
-              },
-              () => resolve(0),
-            );
-          });
-        let code = 0;
-        for (let i = 0; i < 50 && code !== 200; i++) {
-          code = await healthz();
-          if (code !== 200) await new Promise((r) => setTimeout(r, 200));
-        }
-        expect(code).toBe(200);
+        const closedAt = await Promise.race([w['master-1']!.closed, sleep(3000).then(() => 0)]);
+        expect(closedAt, 'the watch on the unready master was not closed within 3 s').toBeGreaterThan(0);
+        console.log(`unready master-1: its watch closed after ${closedAt - t0} ms`);
         const seen = new Set<string>();
-        for (let i = 0; i < 6; i++) {
-          const r = await httpsGet(() => c.connectFromHost('127.0.0.1', 9443), { path: '/version', ca: lab().caPem, servername: 'kubernetes' });
-          expect(r.status).toBe(200);
-          seen.add(JSON.parse(r.body).standin);
-        }
+        for (let i = 0; i < 12; i++) seen.add(await who(c));
+        expect(seen.has('master-1')).toBe(false);
         expect(seen.size).toBeGreaterThan(1);
-        const journal = await c.execOk('journalctl -u kube-lb-test --no-pager -o cat');
-        expect(journal).toMatch(/kube-lb 0\.1\.0: listening on 127\.0\.0\.1:9443/);
-        expect(journal).toMatch(/backend master-1 .* is UP: its health check passes/);
+        // The healthy master's watch goes on.
+        const before = w['master-2']!.events();
+        await sleep(1500);
+        expect(w['master-2']!.isClosed()).toBe(false);
+        expect(w['master-2']!.events()).toBeGreaterThan(before);
+        expect(await metrics(c)).toMatch(/kube_lb_backend_up\{backend="master-1",[^}]*\} 0/);
       } finally {
-        await c.exec(`systemctl stop kube-lb-test; rm -rf ${DIR} /tmp/bad.yaml`);
+        await master('master-1', 'ready');
+        w['master-2']!.close();
+      }
+      // Back in service once its checks pass again.
+      let back = false;
+      for (let i = 0; i < 30 && !back; i++) {
+        back = /kube_lb_backend_up\{backend="master-1",[^}]*\} 1/.test(await metrics(c));
+        if (!back) await sleep(200);
+      }
+      expect(back).toBe(true);
+      const journal = await c.execOk('journalctl -u kube-lb --no-pager -o cat');
+      expect(journal).toMatch(/backend master-1 \(\S+\) is DOWN: its health check fails: HTTP 500; no new connections, closing its \d+/);
+    });
+  });
+
+  it('a master stopped: requests keep being answered by the others, and it is marked down', async () => {
+    await withNode(lab().nodes[1]!, async (c) => {
+      await master('master-2', 'stop');
+      try {
+        // Every request succeeds: a refused dial moves on to the next master before the client notices.
+        const answers: string[] = [];
+        for (let i = 0; i < 12; i++) answers.push(await who(c));
+        expect(answers).not.toContain('master-2');
+        let down = false;
+        for (let i = 0; i < 20 && !down; i++) {
+          down = /kube_lb_backend_up\{backend="master-2",[^}]*\} 0/.test(await metrics(c));
+          if (!down) await sleep(200);
+        }
+        expect(down).toBe(true);
+      } finally {
+        await master('master-2', 'start');
       }
     });
+  });
+
+  it('a hung master (frozen: no answer, no FIN, no reset): kube-lb closes its watches so clients reconnect elsewhere', async () => {
+    await withNode(lab().nodes[2]!, async (c) => {
+      const w = await watchesOn(c, ['master-3']);
+      await master('master-3', 'freeze');
+      const frozenAt = Date.now();
+      try {
+        // nginx would leave it open until proxy_timeout (10 min); kube-lb's checks time out instead.
+        const closedAt = await Promise.race([w['master-3']!.closed, sleep(8000).then(() => 0)]);
+        expect(closedAt, 'the watch on the frozen master was left open').toBeGreaterThan(0);
+        console.log(`frozen master-3: its watch closed ${closedAt - frozenAt} ms after the freeze`);
+        const seen = new Set<string>();
+        for (let i = 0; i < 8; i++) seen.add(await who(c));
+        expect(seen.has('master-3')).toBe(false);
+      } finally {
+        await master('master-3', 'thaw');
+      }
+    });
+  });
+
+  it('a changed master list is a reload (SIGHUP): same process, watches on kept masters flow on, the removed master\'s is closed', async () => {
+    const node = lab().nodes[0]!;
+    const before = await units(node);
+    const c = await SshConnection.open(nodeTarget(node));
+    try {
+      // Wait until every master is back up after the tests above.
+      for (let i = 0; i < 40 && !/kube_lb_backends_up 4/.test(await metrics(c)); i++) await sleep(250);
+      const w = await watchesOn(c, ['master-1', 'master-4']);
+      const without4 = inventoryVariant('kube-lb-no-master-4', (inv) => {
+        inv.lb.impl = 'kube-lb';
+        inv.masters = inv.masters.filter((m: { name: string }) => m.name !== 'master-4');
+      });
+      const d = await deployJson(['-i', without4, '--limit', node.name]);
+      expect(d.code, d.stderr).toBe(0);
+      const h = d.report.hosts[node.name]!;
+      expect(h.steps.find((s) => s.name === 'service')!.summary).toBe('reload');
+      expect(h.steps.find((s) => s.name === 'verify')!.summary).toMatch(/answered by the new list \(master-1, master-2, master-3;/);
+      expect((await units(node)).pid).toBe(before.pid);
+      expect(await Promise.race([w['master-4']!.closed, sleep(3000).then(() => 0)])).toBeGreaterThan(0);
+      const events = w['master-1']!.events();
+      await sleep(1500);
+      expect(w['master-1']!.isClosed()).toBe(false);
+      expect(w['master-1']!.events()).toBeGreaterThan(events);
+      w['master-1']!.close();
+      expect(await c.execOk('journalctl -u kube-lb --no-pager -o cat | tail -n 20')).toMatch(/reloaded \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml: master-1, master-2, master-3/);
+    } finally {
+      c.close();
+    }
+    // Back to the full list for what follows.
+    expect((await deployJson(['-i', inventory(), '--limit', node.name])).code).toBe(0);
+  });
+
+  it('a config kube-lb cannot load is refused by --check-config and by deploy, before any file is swapped', async () => {
+    const node = lab().nodes[1]!;
+    const before = await units(node);
+    const liveSha = () => withNode(node, (c) => c.execOk(`sha256sum ${KUBE_LB}/conf/kube-lb.yaml; ls ${KUBE_LB}/conf`));
+    const sha = await liveSha();
+    const bad = inventoryVariant('kube-lb-bad-cert', (inv) => {
+      inv.lb.impl = 'kube-lb';
+      inv.kubeLb = { check: { clientCertFile: '/etc/kubernetes/pki/missing.crt', clientKeyFile: '/etc/kubernetes/pki/missing.key' } };
+    });
+    const d = await deployJson(['-i', bad, '--limit', node.name]);
+    expect(d.code).toBe(3);
+    const config = d.report.hosts[node.name]!.steps.find((s) => s.name === 'config')!;
+    expect(config.status).toBe('failed');
+    expect(config.summary).toMatch(/validation failed, nothing was replaced: kube-lb: .*kube-lb\.yaml\.k8s-ha-new: active: cannot load the CA or client certificate: ENOENT/);
+    expect(d.report.hosts[node.name]!.config).toBe('previous');
+    expect(await liveSha()).toBe(sha);
+    expect((await units(node)).pid).toBe(before.pid);
+    // The same check by hand, as ExecStartPre runs it.
+    await withNode(node, async (c) => {
+      const r = await c.exec(`printf 'backends: []\\nbalance: fastest\\n' > /tmp/kube-lb-bad.yaml; ${KUBE_LB}/sbin/kube-lb --check-config /tmp/kube-lb-bad.yaml; rc=$?; rm -f /tmp/kube-lb-bad.yaml; exit $rc`);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/kube-lb-bad\.yaml: .*backends: needs at least one backend/);
+      expect(r.stderr).toMatch(/balance: /);
+    });
+  });
+
+  it('switches every node back to kube-nginx under traffic; kube-lb is stopped and disabled', async () => {
+    const { result } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', lab().inventory]));
+    const { d, gaps } = result;
+    expect(d.code, d.stderr).toBe(0);
+    for (const n of lab().nodes) {
+      const h = d.report.hosts[n.name]!;
+      expect(h.impl).toMatchObject({ impl: 'nginx' });
+      expect(h.steps.find((s) => s.name === 'service')!.summary).toMatch(/switch from kube-lb.*disable kube-lb/);
+      expect(await units(n)).toMatchObject({ lbActive: 'inactive', nginxActive: 'active', lbEnabled: 'disabled', nginxEnabled: 'enabled' });
+    }
+    gaps.forEach((g, i) => console.log(`kube-lb -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`));
+    const s = JSON.parse((await k8sha(['status', '-i', lab().inventory, '--json'])).stdout);
+    for (const n of s.nodes) expect(n).toMatchObject({ impl: 'nginx', service: 'active (running)', healthy: true });
   });
 });
