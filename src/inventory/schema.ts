@@ -91,14 +91,15 @@ export const kubeLb = z.strictObject({
       interval: duration.default('1s'),
       /** Between checks while a verdict is turning: a failing apiserver is confirmed down this soon. */
       fastInterval: duration.default('250ms'),
-      timeout: duration.default('1s'),
+      /** A whole check (connect, TLS, answer). A hung apiserver is down after 2 timeouts: keep interval + 2 x timeout <= 3 s. */
+      timeout: duration.default('700ms'),
       rise: z.number().int().min(1).max(100).default(2),
       fall: z.number().int().min(1).max(100).default(2),
       /** A client certificate for the checks, as paths on the node (never copied by k8s-ha). */
       clientCertFile: z.string().regex(/^\/\S+$/, 'must be an absolute path on the node').optional(),
       clientKeyFile: z.string().regex(/^\/\S+$/, 'must be an absolute path on the node').optional(),
     })
-    .default({ path: '/readyz', interval: '1s', fastInterval: '250ms', timeout: '1s', rise: 2, fall: 2 }),
+    .default({ path: '/readyz', interval: '1s', fastInterval: '250ms', timeout: '700ms', rise: 2, fall: 2 }),
   /** A backend marked down: close its connections at once (0s), or let them run this long first. */
   drainTimeout: duration.default('0s'),
   /** On stop (SIGTERM): how long open connections may finish before they are closed. */

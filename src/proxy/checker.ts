@@ -80,17 +80,22 @@ function check(cfg: ProxyConfig, host: string, port: number, secureContext: tls.
         servername: net.isIP(servername) ? undefined : servername,
         rejectUnauthorized: !a.insecureSkipVerify,
         checkServerIdentity: (_h, cert) => tls.checkServerIdentity(servername, cert),
-        timeout: a.timeout,
         headers: { 'user-agent': 'kube-lb', connection: 'close' },
         // https hands secureContext on to tls.connect; its type does not list it.
       } as https.RequestOptions,
       (res) => {
+        clearTimeout(deadline);
         res.resume();
         resolve(res.statusCode ?? 0);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${a.timeout} ms`)));
-    req.on('error', reject);
+    // One deadline for the whole check (connect, TLS, answer): a socket idle timer would restart
+    // with every packet, and a hung apiserver that completed the TCP handshake takes twice as long.
+    const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${a.timeout} ms`)), a.timeout);
+    req.on('error', (e) => {
+      clearTimeout(deadline);
+      reject(e);
+    });
     req.end();
   });
 }

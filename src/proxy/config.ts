@@ -42,7 +42,8 @@ export const proxyConfigSchema = z.strictObject({
       interval: duration.default(1000),
       /** Between checks while a backend's verdict is turning (HAProxy's fastinter). */
       fastInterval: duration.default(250),
-      timeout: duration.default(1000),
+      /** The whole check: connect, TLS and answer. interval + fall x timeout bounds how long a hung backend keeps its clients. */
+      timeout: duration.default(700),
       rise: z.number().int().min(1).default(2),
       fall: z.number().int().min(1).default(2),
       caFile: z.string().optional(),
@@ -53,7 +54,7 @@ export const proxyConfigSchema = z.strictObject({
       clientKeyFile: z.string().optional(),
       insecureSkipVerify: z.boolean().default(false),
     })
-    .default({ enabled: true, path: '/readyz', interval: 1000, fastInterval: 250, timeout: 1000, rise: 2, fall: 2, insecureSkipVerify: false }),
+    .default({ enabled: true, path: '/readyz', interval: 1000, fastInterval: 250, timeout: 700, rise: 2, fall: 2, insecureSkipVerify: false }),
   /** When a backend goes down: close its connections at once (0), or after this long. */
   drainTimeout: duration.default(0),
   /** SIGTERM: stop accepting at once, let open connections finish for up to this long, then close them. */
