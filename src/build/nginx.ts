@@ -49,6 +49,28 @@ export interface BuiltBinary {
   configureArgs?: string[];
 }
 
+/**
+ * Why a binary built on `built` cannot run on a host, or undefined when it can. nginx built with
+ * --without-http links against nothing but the C library: the CPU architecture and the glibc
+ * version (at least the build host's) decide.
+ */
+export function cannotRun(built: { arch: string; glibc: string } | undefined, host: OsFacts): string | undefined {
+  if (!built) return undefined;
+  if (built.arch !== host.arch) return `the nginx binary is for ${built.arch}, this node is ${host.arch}`;
+  const v = (x: string) => x.split('.').map(Number);
+  const [a, b] = [v(built.glibc), v(host.glibc)];
+  if (!a[0] || Number.isNaN(a[0])) return undefined; // the build's glibc is unknown: the binary's own -v check decides
+  if (!host.glibc || Number.isNaN(b[0])) return `the nginx binary needs glibc ${built.glibc}; this node has no glibc`;
+  const older = b[0]! < a[0]! || (b[0] === a[0] && (b[1] ?? 0) < (a[1] ?? 0));
+  return older ? `the nginx binary needs glibc ${built.glibc} or later (built on glibc ${built.glibc}), this node has ${host.glibc}` : undefined;
+}
+
+/** The architecture and glibc of the host a cached build was made on, from its OS key. */
+export function builtFor(b: Pick<BuiltBinary, 'osKey'>): { arch: string; glibc: string } | undefined {
+  const m = /-([^-]+)-glibc([\d.]*)$/.exec(b.osKey);
+  return m ? { arch: m[1]!, glibc: m[2]! } : undefined;
+}
+
 export function buildKey(src: NginxSource, configure: string[], os: OsFacts): string {
   return createHash('sha256')
     .update(JSON.stringify([src.version, src.sha256, configure, osKey(os)]))

@@ -6,7 +6,7 @@
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError } from '../errors.js';
 import { ensureKubeLb, type KubeLbBinary } from '../build/kube-lb.js';
-import { controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
+import { builtFor, cannotRun, controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, parseFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { resolveTarget } from '../connect/targets.js';
@@ -14,7 +14,7 @@ import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
-import { applyHost, prepareHost, type HostRunOptions, type PreparedHost, type Say } from './host.js';
+import { applyHost, factRequest, prepareHost, type HostRunOptions, type PreparedHost, type Say } from './host.js';
 import { configState, DEFAULT_SERIAL, failed, notReached, parseSerial, planRoll, runBatch, type RollPlan, type Serial } from './roll.js';
 import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, type Playbook, type PlaybookStep } from './playbook.js';
 import { totals, type HostResult, type Totals } from './results.js';
@@ -144,10 +144,10 @@ async function buildHost(run: DeployRun): Promise<BuildHost> {
   return { name: target.name, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 
-/** What the nodes need built: nginx where any may run it, kube-lb where any runs it. */
+/** What the nodes need built: nginx where any may run it, kube-lb where any runs it or may (auto). */
 export function buildsNeeded(run: DeployRun): { nginx: boolean; kubeLb: boolean } {
   const all = [...run.impls.values()];
-  return { nginx: all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb') };
+  return { nginx: all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb' || i.wanted === 'auto') };
 }
 
 /**
@@ -192,7 +192,19 @@ export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> 
 
 function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOptions {
   const inv = run.loaded.inventory;
+  const impl = implOf(run, node);
+  // auto, heading for nginx: read kube-lb's facts too, in case the nginx binary cannot run here.
+  const fallback = impl.wanted === 'auto' && impl.impl === 'nginx' && run.artifacts['kube-lb'] ? run.playbooks['kube-lb'].steps(node) : undefined;
   return {
+    extraFacts: fallback ? factRequest(fallback) : undefined,
+    choose: fallback
+      ? (facts) => {
+          const why = cannotRun(run.build ? builtFor(run.build) : undefined, facts.os);
+          if (!why) return undefined;
+          Object.assign(impl, { impl: 'kube-lb', why });
+          return fallback;
+        }
+      : undefined,
     inventory: inv,
     node,
     steps: playbookOf(run, node).steps(node),

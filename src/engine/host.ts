@@ -179,6 +179,11 @@ export interface HostRunOptions {
   versionsOf?: string[];
   /** Facts to read besides the steps' own (status reads both implementations' files). */
   extraFacts?: Partial<FactRequest>;
+  /**
+   * Called with the facts before planning: other steps to plan instead (lb.impl auto on a node
+   * that cannot run the nginx binary gets kube-lb's). Their facts must be in extraFacts.
+   */
+  choose?: (facts: HostFacts) => PlaybookStep[] | undefined;
 }
 
 /** A host connected, its facts read and every step planned; nothing changed yet. */
@@ -238,6 +243,11 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
     const f = await conn.execAsRoot(factScript(req));
     if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
     const facts = parseFacts(req, f.stdout);
+    const other = o.choose?.(facts);
+    if (other) {
+      o.steps = other;
+      results.splice(0, results.length - (o.repoint ? 1 : 0), ...other.map((s): StepResult => ({ name: s.name, status: 'skipped', summary: 'not reached' })));
+    }
     const plan = planHost(o.node, o.steps, facts, { ...o.base, currentText: (path) => facts.texts[path] });
     lap('facts');
     plan.steps.forEach((st, i) => {

@@ -1,0 +1,141 @@
+/** The deploy side of kube-lb, with plain data: its rendered config and unit, the switch plans, and auto's choice. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { builtFor, cannotRun } from '../../src/build/nginx.js';
+import type { HostFacts, UnitFacts } from '../../src/facts/host.js';
+import { parseInventory, resolvePaths } from '../../src/inventory/load.js';
+import { renderKubeLbConf, renderKubeLbUnit } from '../../src/lb/kube-lb.js';
+import { OPERATIONS } from '../../src/ops/catalogue.js';
+import type { Change, Handler } from '../../src/ops/types.js';
+import { proxyConfigSchema } from '../../src/proxy/config.js';
+
+const CA = '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n';
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-lb-deploy-'));
+fs.writeFileSync(path.join(dir, 'ca.crt'), CA);
+
+const inv = (extra = '') =>
+  resolvePaths(
+    parseInventory(`
+masters:
+  - { name: master-1, address: 192.0.2.11 }
+  - { name: master-2, address: 192.0.2.12, port: 6444 }
+nodes: [{ name: n1, address: 192.0.2.21 }]
+lb: { impl: kube-lb, balance: round_robin, proxyTimeout: 12m }
+tls: { caFile: ca.crt, serverName: kubernetes }
+${extra}
+`).inventory!,
+    dir,
+  );
+
+describe('kube-lb.yaml', () => {
+  it('is accepted by kube-lb\'s own schema and carries the masters, timeouts, checks and the cluster CA', () => {
+    const cfg = proxyConfigSchema.parse(YAML.parse(renderKubeLbConf(inv())));
+    expect(cfg.backends).toEqual([
+      { name: 'master-1', address: '192.0.2.11', port: 6443 },
+      { name: 'master-2', address: '192.0.2.12', port: 6444 },
+    ]);
+    expect(cfg).toMatchObject({ listen: '127.0.0.1:8443', admin: '127.0.0.1:8444', balance: 'round_robin', idleTimeout: 12 * 60_000, connectTimeout: 1000 });
+    expect(cfg.passive).toEqual({ maxFails: 3, failTimeout: 30_000 });
+    expect(cfg.active).toMatchObject({ enabled: true, path: '/readyz', interval: 1000, fastInterval: 250, timeout: 700, rise: 2, fall: 2, serverName: 'kubernetes', insecureSkipVerify: false, ca: CA });
+  });
+
+  it('passes check settings and a node-side client certificate through', () => {
+    const cfg = proxyConfigSchema.parse(
+      YAML.parse(renderKubeLbConf(inv('kubeLb: { check: { interval: 2s, fall: 3, clientCertFile: /etc/kubernetes/pki/lb.crt, clientKeyFile: /etc/kubernetes/pki/lb.key }, drainTimeout: 5s }'))),
+    );
+    expect(cfg.active).toMatchObject({ interval: 2000, fall: 3, clientCertFile: '/etc/kubernetes/pki/lb.crt', clientKeyFile: '/etc/kubernetes/pki/lb.key' });
+    expect(cfg.drainTimeout).toBe(5000);
+  });
+
+  it('names the inventory field when the CA cannot be read', () => {
+    const i = inv();
+    i.tls.caFile = path.join(dir, 'missing.crt');
+    expect(() => renderKubeLbConf(i)).toThrow(/cannot read tls\.caFile .*missing\.crt: ENOENT/);
+  });
+});
+
+describe('kube-lb.service', () => {
+  it('checks the config before starting, reloads with SIGHUP, always restarts', () => {
+    const unit = renderKubeLbUnit(inv());
+    expect(unit).toContain('ExecStartPre=/opt/k8s/kube-lb/sbin/kube-lb --check-config /opt/k8s/kube-lb/conf/kube-lb.yaml\n');
+    expect(unit).toContain('ExecStart=/opt/k8s/kube-lb/sbin/kube-lb --config /opt/k8s/kube-lb/conf/kube-lb.yaml\n');
+    expect(unit).toContain('ExecReload=/bin/kill -HUP $MAINPID\n');
+    expect(unit).toContain('Restart=always\n');
+  });
+});
+
+const unit = (activeState: string, unitFileState = 'enabled'): UnitFacts => ({
+  loadState: 'loaded',
+  activeState,
+  subState: activeState === 'active' ? 'running' : 'dead',
+  unitFileState,
+  activeEnterTimestamp: '',
+  mainPid: 0,
+});
+const missing: UnitFacts = { loadState: 'not-found', activeState: 'inactive', subState: 'dead', unitFileState: '', activeEnterTimestamp: '', mainPid: 0 };
+
+function plan(args: Record<string, unknown>, units: Record<string, UnitFacts>, notified: Handler[] = []) {
+  const facts = { os: { id: 'debian', versionId: '12', prettyName: 'Debian', arch: 'x86_64', glibc: '2.36' }, packageManager: null, tools: [], files: {}, dirs: {}, units, guards: {}, texts: {}, versions: {} } as HostFacts;
+  const op = OPERATIONS.service!;
+  return op.plan(op.args.parse(args), facts, { notified: new Set(notified), artifacts: {}, render: () => '' });
+}
+
+const runs = (changes: Change[]) => changes.filter((c): c is Extract<Change, { kind: 'run' }> => c.kind === 'run');
+
+describe('switching implementation (service with replaces)', () => {
+  const toKubeLb = { name: 'kube-lb', replaces: { unit: 'kube-nginx', listen: '127.0.0.1:8443', order: 'start-first', ready: '127.0.0.1:8444' } };
+  const toNginx = { name: 'kube-nginx', replaces: { unit: 'kube-lb', listen: '127.0.0.1:8443', order: 'stop-first' } };
+
+  it('kube-nginx serving: kube-lb starts, is ready, then kube-nginx stops; kube-nginx is disabled only after verify', () => {
+    const p = plan(toKubeLb, { 'kube-lb': missing, 'kube-nginx': unit('active') }, ['daemon-reload', 'restart']);
+    const r = runs(p.changes);
+    expect(r.map((c) => c.label)).toEqual(['daemon-reload', 'enable', 'switch from kube-nginx', 'disable kube-nginx']);
+    const sw = r[2]!;
+    expect(sw.switchFrom).toBe('kube-nginx');
+    expect(sw.command).toMatch(/^systemctl restart kube-lb && \{ for i in .*:20FC 0\+:0000 0A.* && break; .*; systemctl stop kube-nginx; \}$/);
+    expect(sw.undo).toMatch(/^systemctl stop kube-lb; systemctl disable -q --no-reload kube-lb; for i in .*:20FB .*; systemctl start kube-nginx$/);
+    expect(r[3]).toMatchObject({ command: 'systemctl disable -q --no-reload kube-nginx', when: 'verified' });
+    expect(p.summary).toBe('daemon-reload, enable, switch from kube-nginx, disable kube-nginx');
+  });
+
+  it('kube-lb serving: it lets go of the port first, kube-nginx starts the moment the port is free', () => {
+    const r = runs(plan(toNginx, { 'kube-nginx': unit('inactive', 'disabled'), 'kube-lb': unit('active') }).changes);
+    expect(r.map((c) => c.label)).toEqual(['enable', 'switch from kube-lb', 'disable kube-lb']);
+    expect(r[1]!.command).toMatch(/^systemctl stop --no-block kube-lb; for i in \$\(seq 1 1000\); do grep -Eq ':20FB 0\+:0000 0A' .* \|\| break; sleep 0\.01; done; systemctl restart kube-nginx$/);
+  });
+
+  it('the other unit installed but stopped: a plain start, then it is disabled after verify', () => {
+    const r = runs(plan(toKubeLb, { 'kube-lb': unit('inactive', 'disabled'), 'kube-nginx': unit('inactive', 'enabled') }).changes);
+    expect(r.map((c) => c.label)).toEqual(['enable', 'start', 'disable kube-nginx']);
+    expect(r.some((c) => c.switchFrom)).toBe(false);
+  });
+
+  it('nothing to switch and nothing to do once the other unit is gone or disabled', () => {
+    expect(plan(toKubeLb, { 'kube-lb': unit('active'), 'kube-nginx': missing }).changes).toEqual([]);
+    expect(plan(toKubeLb, { 'kube-lb': unit('active'), 'kube-nginx': unit('inactive', 'disabled') }).changes).toEqual([]);
+  });
+});
+
+describe('lb.impl auto: can the nginx binary run on this node?', () => {
+  const os = (arch: string, glibc: string) => ({ id: 'x', versionId: '1', prettyName: 'X', arch, glibc });
+  const built = builtFor({ osKey: 'debian-12-x86_64-glibc2.36' })!;
+
+  it('reads the build host from its OS key', () => {
+    expect(built).toEqual({ arch: 'x86_64', glibc: '2.36' });
+  });
+
+  it('runs on the same or a newer glibc of the same architecture', () => {
+    expect(cannotRun(built, os('x86_64', '2.36'))).toBeUndefined();
+    expect(cannotRun(built, os('x86_64', '2.39'))).toBeUndefined();
+  });
+
+  it('not on an older glibc, another architecture, or no glibc at all: each says why', () => {
+    expect(cannotRun(built, os('x86_64', '2.31'))).toBe('the nginx binary needs glibc 2.36 or later (built on glibc 2.36), this node has 2.31');
+    expect(cannotRun(built, os('x86_64', '1.99'))).toMatch(/needs glibc 2\.36/);
+    expect(cannotRun(built, os('aarch64', '2.36'))).toBe('the nginx binary is for x86_64, this node is aarch64');
+    expect(cannotRun(built, os('x86_64', ''))).toBe('the nginx binary needs glibc 2.36; this node has no glibc');
+  });
+});
