@@ -136,7 +136,11 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
     const r = host.connection
       ? await host.connection.execAsRoot(install)
       : await run('sh', ['-c', install]);
-    if (r.code !== 0) throw noToolchain(host, `installing the toolchain failed:\n${(r.stderr || r.stdout).trim().split('\n').slice(-8).join('\n')}`);
+    if (r.code !== 0) {
+      const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8);
+      // The first line says it all (it is what a recap shows); the rest of the package manager's words follow.
+      throw noToolchain(host, `installing gcc and make with ${host.packageManager} failed (exit ${r.code}): ${tail[tail.length - 1] ?? ''}\n${tail.join('\n')}`);
+    }
   }
 
   await fsp.mkdir(dir, { recursive: true });

@@ -73,7 +73,10 @@ export function factScript(req: FactRequest): string {
   if (paths.length) lines.push(`echo "@@stat"; stat -c '%F|%a|%n' ${paths.map(quote).join(' ')} 2>/dev/null; true`);
   for (const u of req.units) {
     lines.push(
-      `echo ${quote(`@@unit ${u}`)}; systemctl show -p LoadState -p ActiveState -p SubState -p UnitFileState -p ActiveEnterTimestamp -p MainPID ${quote(u)} 2>/dev/null; true`,
+      // UnitFileState from is-enabled, which reads the disk: `show` reports systemd's cached value, stale
+      // after `enable --no-reload` or `disable --no-reload` on a loaded unit.
+      `echo ${quote(`@@unit ${u}`)}; systemctl show -p LoadState -p ActiveState -p SubState -p ActiveEnterTimestamp -p MainPID ${quote(u)} 2>/dev/null; ` +
+        `echo "UnitFileState=$(systemctl is-enabled ${quote(u)} 2>/dev/null)"`,
     );
   }
   req.guards.forEach((g, i) => {

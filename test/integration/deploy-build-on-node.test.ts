@@ -69,13 +69,13 @@ describe.sequential('deploy with build.host set to a node', () => {
       expect(r.code, r.stderr).toBe(0);
       const h = (JSON.parse(r.stdout) as DeployJson).hosts[node.name]!;
       expect(h.impl).toMatchObject({ wanted: 'auto', impl: 'kube-lb' });
-      expect(h.impl!.why).toMatch(/^nginx cannot be built: cannot build nginx on node-1: installing the toolchain failed/);
+      expect(h.impl!.why).toMatch(/^nginx cannot be built: cannot build nginx on node-1: installing gcc and make with apt-get failed \(exit \d+\): \S/);
       expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
       expect(await onNode((c) => c.execOk('systemctl is-active kube-lb; command -v gcc || echo no-gcc'))).toBe('active\nno-gcc\n');
       // The human recap names the choice and its reason.
       const text = await k8sha(['deploy', '-i', auto], { env: { K8S_HA_CACHE_DIR: cache } });
       expect(text.code).toBe(0);
-      expect(text.stdout).toMatch(/node-1: kube-lb \(lb\.impl auto\): nginx cannot be built: cannot build nginx on node-1: installing the toolchain failed/);
+      expect(text.stdout).toMatch(/node-1: kube-lb \(lb\.impl auto\): nginx cannot be built: cannot build nginx on node-1: installing gcc and make with apt-get failed/);
       expect(text.stdout).toMatch(/node-1 .* kube-lb \(auto\) /);
     } finally {
       await onNode((c) => c.execOk('rm -rf /etc/apt/sources.list /etc/apt/sources.list.d && mv /root/apt-saved/* /etc/apt/ && rmdir /root/apt-saved'));

@@ -219,7 +219,10 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       expect(d.code, d.stderr).toBe(0);
       const h = d.report.hosts[node.name]!;
       expect(h.steps.find((s) => s.name === 'service')!.summary).toBe('reload');
-      expect(h.steps.find((s) => s.name === 'verify')!.summary).toMatch(/answered by the new list \(master-1, master-2, master-3;/);
+      // Every request through the port reached a master of the new list (which ones depends on least_conn).
+      const verified = h.steps.find((s) => s.name === 'verify')!.summary;
+      expect(verified).toMatch(/answered by the new list \(master-[123](, master-[123])*;/);
+      expect(verified).not.toContain('master-4');
       expect((await units(node)).pid).toBe(before.pid);
       expect(await Promise.race([w['master-4']!.closed, sleep(3000).then(() => 0)])).toBeGreaterThan(0);
       const events = w['master-1']!.events();
@@ -269,7 +272,13 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       const h = d.report.hosts[n.name]!;
       expect(h.impl).toMatchObject({ impl: 'nginx' });
       expect(h.steps.find((s) => s.name === 'service')!.summary).toMatch(/switch from kube-lb.*disable kube-lb/);
-      expect(await units(n)).toMatchObject({ lbActive: 'inactive', nginxActive: 'active', lbEnabled: 'disabled', nginxEnabled: 'enabled' });
+      // kube-lb let go of the port at once; it may still be draining its last connections (shutdownTimeout, 1 s).
+      let u = await units(n);
+      for (let i = 0; i < 25 && u.lbActive === 'deactivating'; i++) {
+        await sleep(200);
+        u = await units(n);
+      }
+      expect(u).toMatchObject({ lbActive: 'inactive', nginxActive: 'active', lbEnabled: 'disabled', nginxEnabled: 'enabled' });
     }
     gaps.forEach((g, i) => console.log(`kube-lb -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`));
     const s = JSON.parse((await k8sha(['status', '-i', lab().inventory, '--json'])).stdout);
