@@ -39,6 +39,18 @@ fs.chmodSync(work, 0o755);
 const say = (l) => process.stderr.write(`${l}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const children = [];
+// Whatever happens (an exception included), no proxy, backend or frozen stand-in is left behind.
+process.on('exit', () => {
+  for (const c of children) {
+    try {
+      c.kill('SIGCONT');
+      c.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+  fs.rmSync(work, { recursive: true, force: true });
+});
 
 function freePort() {
   return new Promise((resolve) => {
@@ -409,5 +421,4 @@ printTable([
 ]);
 for (const name of ['direct', 'nginx', 'kube-lb']) if (m(name).errors.length) console.log(`${name}: wrk reported ${m(name).errors.join('; ')}`);
 console.log(JSON.stringify(result));
-fs.rmSync(work, { recursive: true, force: true });
-for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+process.exit(0);

@@ -20,6 +20,7 @@ import {
   skipRest,
   type DeployReport,
   type DeployRun,
+  type NodeImpl,
 } from '../engine/deploy.js';
 import { configState, DEFAULT_SERIAL, failed, parseSerial, type RollPlan } from '../engine/roll.js';
 import type { HostResult } from '../engine/results.js';
@@ -223,7 +224,7 @@ export function renderRecap(run: DeployRun, r: DeployReport, diffs: NodeCheck[])
         `ok=${h.ok}`,
         `changed=${h.changed}`,
         `failed=${h.failed}`,
-        implLabel(run, h.name),
+        implLabel(run, h.name, r.hosts[h.name]?.impl),
         h.batch ? `batch ${h.batch}` : '',
         // Only a passed verify is shown here; a failed one is explained below the table.
         h.verified && !failed(h) ? `${h.verified.state}, /readyz ${h.verified.status} via ${run.loaded.inventory.lb.listen} from ${h.verified.backend ?? '?'}` : '',
@@ -259,10 +260,13 @@ export function renderRecap(run: DeployRun, r: DeployReport, diffs: NodeCheck[])
   return out.join('\n') + '\n';
 }
 
-/** nginx or kube-lb, and `(auto)` when the inventory left the choice to k8s-ha. */
-function implLabel(run: DeployRun, name: string): string {
-  const i = run.impls.get(name);
-  return i ? `${i.impl}${i.wanted === 'auto' ? ' (auto)' : ''}` : '';
+/** nginx or kube-lb, `(auto)` when the inventory left the choice to k8s-ha, and a switch that did not happen. */
+function implLabel(run: DeployRun, name: string, after?: NodeImpl): string {
+  const i = after ?? run.impls.get(name);
+  if (!i) return '';
+  const auto = i.wanted === 'auto' ? ' (auto)' : '';
+  if (after && after.running !== after.impl) return `${after.running ?? 'unknown'} (switch to ${after.impl}${auto} not applied)`;
+  return `${i.impl}${auto}`;
 }
 
 function colourDiff(diff: string): string {

@@ -12,9 +12,10 @@ import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { resolveTarget } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
+import { KUBE_LB_SERVICE } from '../lb/kube-lb.js';
 import { TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
-import { applyHost, factRequest, prepareHost, type HostRunOptions, type PreparedHost, type Say } from './host.js';
+import { applyHost, factRequest, prepareHost, switchingFrom, type HostRunOptions, type PreparedHost, type Say } from './host.js';
 import { configState, DEFAULT_SERIAL, failed, notReached, parseSerial, planRoll, runBatch, type RollPlan, type Serial } from './roll.js';
 import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, type Playbook, type PlaybookStep } from './playbook.js';
 import { totals, type HostResult, type Totals } from './results.js';
@@ -47,6 +48,10 @@ export interface NodeImpl {
   impl: RunImpl;
   /** Why auto chose kube-lb. */
   why?: string;
+  /** The implementation serving before, when this deploy switches the node. */
+  from?: RunImpl;
+  /** What the node runs after the deploy: `impl`, or `from` when the switch was not applied or was undone; unknown when lost. */
+  running?: RunImpl;
 }
 
 export interface DeployRun {
@@ -178,7 +183,15 @@ export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> 
     }
   }
   if (buildsNeeded(run).kubeLb) {
-    const built = await ensureKubeLb(say);
+    let built: KubeLbBinary;
+    try {
+      built = await ensureKubeLb(say);
+    } catch (e) {
+      // Only a fallback for auto nodes so far: nginx carries on; those nodes just cannot fall back.
+      if ([...run.impls.values()].some((i) => i.impl === 'kube-lb')) throw e;
+      done.push(`kube-lb not built (${(e as Error).message.split('\n')[0]}): nodes on lb.impl auto cannot fall back to it`);
+      return done.join('; ');
+    }
     run.kubeLb = built;
     run.artifacts['kube-lb'] = {
       content: await fsp.readFile(built.path),
@@ -226,6 +239,8 @@ function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOpti
 /** Connect to a node, read its facts and plan every step; a node that cannot be worked on gets its result now. */
 export async function planNode(run: DeployRun, node: InventoryNode, say: Say): Promise<PreparedHost | HostResult> {
   const p = await prepareHost(hostOptions(run, node, say));
+  const from = 'conn' in p ? switchingFrom(p.plan) : undefined;
+  if (from) implOf(run, node).from = from === KUBE_LB_SERVICE ? 'kube-lb' : 'nginx';
   if ('conn' in p) run.prepared.push(p);
   else run.results.push(p);
   return p;
@@ -300,6 +315,12 @@ export interface DeployReport {
   >;
 }
 
+function withRunning(i: NodeImpl | undefined, config: ReturnType<typeof configState>): NodeImpl | undefined {
+  if (!i) return undefined;
+  const running = config === 'new' ? i.impl : config === 'previous' ? (i.from ?? i.impl) : undefined;
+  return { ...i, running };
+}
+
 export function report(run: DeployRun): DeployReport {
   const ordered = run.nodes.map((n) => run.results.find((r) => r.name === n.name)).filter((r): r is HostResult => !!r);
   const t = totals(ordered);
@@ -314,7 +335,7 @@ export function report(run: DeployRun): DeployReport {
         {
           status: h.status,
           config: configState(h),
-          impl: run.impls.get(h.name),
+          impl: withRunning(run.impls.get(h.name), configState(h)),
           changed: h.changed,
           failed: h.failed,
           steps: h.steps,

@@ -431,10 +431,48 @@ async function journal(conn: SshConnection, unit: string | undefined): Promise<s
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** GET /healthz over plain HTTP on the host's own loopback (kube-lb's admin port): the status, 0 when nothing answers. */
+async function healthz(conn: SshConnection, where: string): Promise<{ status: number; body: string }> {
+  const { host, port } = splitListen(where);
+  try {
+    const s = await conn.connectFromHost(host, port);
+    return await new Promise((resolve) => {
+      let out = '';
+      const timer = setTimeout(() => {
+        s.destroy();
+        resolve({ status: 0, body: 'no answer within 2 s' });
+      }, 2000);
+      s.on('data', (b: Buffer) => (out += b.toString()));
+      s.on('close', () => {
+        clearTimeout(timer);
+        const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(out)?.[1] ?? 0);
+        resolve({ status, body: out.slice(out.indexOf('\r\n\r\n') + 4).trim() });
+      });
+      s.on('error', () => undefined);
+      s.write(`GET /healthz HTTP/1.0\r\nHost: ${host}\r\n\r\n`);
+    });
+  } catch (e) {
+    return { status: 0, body: (e as Error).message };
+  }
+}
+
+/** Wait up to 3 s for the balancer's /healthz to say some apiserver passes its checks. */
+async function healthzOk(conn: SshConnection, where: string): Promise<string | undefined> {
+  let last = { status: 0, body: '' };
+  for (let i = 0; i < 15; i++) {
+    last = await healthz(conn, where);
+    if (last.status === 200) return undefined;
+    await sleep(200);
+  }
+  return last.status
+    ? `its /healthz on ${where} answers ${last.status} (${last.body}): no apiserver passes its health check; check tls.caFile, tls.serverName and kubeLb.check`
+    : `its /healthz on ${where} does not answer: ${last.body}`;
+}
+
 async function verify(
   conn: SshConnection,
   inv: Inventory,
-  args: { unit: string; listen: string; path: string },
+  args: { unit: string; listen: string; path: string; healthz?: string },
   /** `ActiveState SubState` as the facts or the apply script saw it. */
   state: string,
   /** Rolling: every connection through the local port must reach a master of the inventory's list. */
@@ -460,6 +498,8 @@ async function verify(
     if (reach.local.unknown) {
       return { ok: false, summary: `${reach.local.unknown} of ${reach.local.attempts} connections through ${args.listen} reached a backend outside the new master list`, verified };
     }
+    const unhealthy = args.healthz ? await healthzOk(conn, args.healthz) : undefined;
+    if (unhealthy) return { ok: false, summary: `${args.unit}: ${unhealthy}`, verified };
     return { ok: true, summary: `active (running); ${reach.local.ok}/${reach.local.attempts} requests through ${args.listen} answered by the new list (${hit.join(', ')}; ${trust})`, verified };
   }
 
@@ -469,6 +509,8 @@ async function verify(
       const r = await httpsGet(() => conn.connectFromHost(host, port), { path: args.path, ...tlsOptions(inv, inv.tls.serverName ?? host) });
       const verified = { state: 'active (running)', status: r.status, backend: r.peer };
       if (r.status === 200) {
+        const unhealthy = args.healthz ? await healthzOk(conn, args.healthz) : undefined;
+        if (unhealthy) return { ok: false, summary: `${args.unit}: ${unhealthy}`, verified };
         return { ok: true, summary: `active (running); GET ${args.path} through ${args.listen}: 200 from ${r.peer ?? 'an apiserver'} (${trust})`, verified };
       }
       last = `GET ${args.path} through ${args.listen} answered ${r.status}: ${r.body.trim().split('\n')[0]}`;

@@ -37,6 +37,8 @@ export function watchPort(connect: () => Promise<Duplex>): { stop: () => Promise
       } catch {
         refused++;
         down = true;
+        // A connect can fail without ever waiting (a closed SSH client): let the event loop run.
+        await new Promise((r) => setImmediate(r));
       }
     }
     // Still refusing at the end: the outage lasts until now.

@@ -22,6 +22,12 @@ export const verifyArgs = z.strictObject({
   unit: z.string().min(1),
   listen: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT'),
   path: z.string().startsWith('/').default('/readyz'),
+  /**
+   * The balancer's own health endpoint (kube-lb's admin port): it must answer 200 too, which
+   * proves its active checks pass. Without it a balancer whose checks all fail would still be
+   * verified, since it then tries every apiserver anyway.
+   */
+  healthz: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT').optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {

@@ -32,14 +32,20 @@ function listening(listen: string): string {
   return `grep -Eq ':${hex} 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
 }
 
-/** Shell: wait (up to 10 s) until nothing listens on this TCP port, read from /proc/net/tcp{,6}. */
+// 500 polls of about 10 ms each (a grep and a sleep): 5 to 10 s, depending on how fast the host forks.
+const POLLS = 500;
+
+/** Shell: wait (5 to 10 s at most) until nothing listens on this TCP port, read from /proc/net/tcp{,6}. */
 export function waitPortFree(listen: string): string {
-  return `for i in $(seq 1 1000); do ${listening(listen)} || break; sleep 0.01; done`;
+  return `for i in $(seq 1 ${POLLS}); do ${listening(listen)} || break; sleep 0.01; done`;
 }
 
-/** Shell: wait (up to 10 s) until something listens on this TCP port. */
-export function waitPortListening(listen: string): string {
-  return `for i in $(seq 1 1000); do ${listening(listen)} && break; sleep 0.01; done`;
+/** Shell: wait (5 to 10 s at most) until something listens on this TCP port; fails, with a message, if nothing does. */
+export function waitPortListening(listen: string, who: string): string {
+  return (
+    `ok=0; for i in $(seq 1 ${POLLS}); do if ${listening(listen)}; then ok=1; break; fi; sleep 0.01; done; ` +
+    `[ $ok = 1 ] || { echo "${who} did not become ready: nothing listens on ${listen}" >&2; false; }`
+  );
 }
 
 export const service: Operation<ServiceArgs> = {
@@ -72,14 +78,16 @@ export const service: Operation<ServiceArgs> = {
       const r = a.replaces;
       const command =
         r.order === 'start-first'
-          ? `systemctl restart ${unit} && { ${r.ready ? `${waitPortListening(r.ready)}; ` : ''}systemctl stop ${oldUnit}; }`
+          ? // The old unit is stopped only once the new one is ready: if it never is, the commit fails with the old one still serving.
+            `systemctl restart ${unit} && { ${r.ready ? `${waitPortListening(r.ready, a.name)} && ` : ''}systemctl stop ${oldUnit}; }`
           : `systemctl stop --no-block ${oldUnit}; ${waitPortFree(r.listen)}; systemctl restart ${unit}`;
       changes.push({
         kind: 'run',
         command,
         label: `switch from ${r.unit}`,
         switchFrom: r.unit,
-        undo: `systemctl stop ${unit}; systemctl disable -q --no-reload ${unit}; ${waitPortFree(r.listen)}; systemctl start ${oldUnit}`,
+        // The old unit may still be serving (the switch failed before stopping it): then only the new one goes.
+        undo: `systemctl stop ${unit}; systemctl disable -q --no-reload ${unit}; systemctl is-active -q ${oldUnit} || { ${waitPortFree(r.listen)}; systemctl start ${oldUnit}; }`,
       });
     } else if (a.state === 'running') {
       // restart (not start) also recovers a unit that is failed or stuck activating.

@@ -85,7 +85,8 @@ function check(cfg: ProxyConfig, host: string, port: number, secureContext: tls.
       } as https.RequestOptions,
       (res) => {
         clearTimeout(deadline);
-        res.resume();
+        // The status is all a check needs: drop the body and the connection now.
+        res.destroy();
         resolve(res.statusCode ?? 0);
       },
     );

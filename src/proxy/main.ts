@@ -57,7 +57,33 @@ export async function main(argv: string[]): Promise<number> {
 
   const lb = new Balancer(cfg, log);
   const checker = new Checker(lb);
-  const [ah, ap] = splitHostPort(cfg.admin);
+  // Signals first: SIGHUP's default action would kill the process while it waits for the port.
+  const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  let listening = false;
+  process.on('SIGHUP', () => {
+    let next: ProxyConfig;
+    try {
+      next = loadConfig(file);
+    } catch (e) {
+      return log(`reload refused, keeping the running configuration: ${(e as Error).message}`);
+    }
+    const before = lb.config;
+    lb.reload(next);
+    checker.start();
+    log(`reloaded ${file}: ${lb.config.backends.map((b) => b.name).join(', ')}`);
+    if (next.admin !== before.admin) {
+      admin.close();
+      listenAdmin(next.admin);
+    }
+    // A new listen address: bind it (the old one closes once the new one is bound; open connections stay).
+    if (listening && next.listen !== before.listen) {
+      lb.listen().then(
+        (a) => log(`now listening on ${a.address}:${a.port} instead of ${before.listen}`),
+        (e: Error) => log(`cannot listen on ${next.listen}: ${e.message}; still on ${before.listen}`),
+      );
+    }
+  });
+
   const admin = http.createServer((req, res) => {
     if (req.url === '/healthz') {
       const ok = lb.healthy();
@@ -66,30 +92,25 @@ export async function main(argv: string[]): Promise<number> {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());
     } else res.writeHead(404).end();
   });
+  const listenAdmin = (where: string) =>
+    new Promise<void>((resolve) => {
+      const [ah, ap] = splitHostPort(where);
+      admin.once('error', (e) => {
+        log(`admin listener ${where} failed: ${e.message}; balancing without /healthz and /metrics`);
+        resolve();
+      });
+      admin.listen(ap, ah, () => resolve());
+    });
   // The admin listener comes up first: once it listens, this process is ready to take the main
   // port (a switch from kube-nginx waits for exactly that before stopping it).
-  await new Promise<void>((resolve) => {
-    admin.once('error', (e) => {
-      log(`admin listener ${cfg.admin} failed: ${e.message}; balancing without /healthz and /metrics`);
-      resolve();
-    });
-    admin.listen(ap, ah, () => resolve());
-  });
+  await listenAdmin(cfg.admin);
   // Checks start before the main port is taken: backends are judged by the time traffic comes.
   checker.start();
   const addr = await lb.listen();
+  listening = true;
   log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
 
-  process.on('SIGHUP', () => {
-    try {
-      lb.reload(loadConfig(file));
-      checker.start();
-      log(`reloaded ${file}: ${lb.config.backends.map((b) => b.name).join(', ')}`);
-    } catch (e) {
-      log(`reload refused, keeping the running configuration: ${(e as Error).message}`);
-    }
-  });
-  await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  await terminated;
   log('SIGTERM: not accepting new connections, draining');
   checker.stop();
   admin.close();

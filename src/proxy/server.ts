@@ -84,7 +84,10 @@ export class Balancer {
             resolve(server.address() as net.AddressInfo);
           });
         });
+        // A reload to a new address: the old listener goes once the new one is bound.
+        const previous = this.server;
         this.server = server;
+        previous?.close();
         if (waiting) this.log(`${this.cfg.listen} is free: taking it over`);
         return addr;
       } catch (e) {
@@ -276,7 +279,8 @@ export class Balancer {
   /** Stop accepting; wait for open connections to finish, up to `graceMs`, then close what is left. */
   async stop(graceMs: number): Promise<void> {
     this.closing = true;
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    // The port is free as soon as close() returns; its callback would wait for every open connection.
+    this.server?.close();
     const open = () => [...this.backends.values()].reduce((n, rt) => n + rt.conns.size, 0);
     const deadline = this.now() + graceMs;
     while (open() && this.now() < deadline) await new Promise((r) => setTimeout(r, 100));

@@ -264,6 +264,27 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     });
   });
 
+  it('a config under which no apiserver passes its checks is not verified, and the node is put back', async () => {
+    const node = lab().nodes[2]!;
+    const before = await withNode(node, (c) => c.execOk(`sha256sum ${KUBE_LB}/conf/kube-lb.yaml`));
+    // Every check gets a 404: kube-lb still carries traffic (panic mode), but it must not pass as healthy.
+    const blind = inventoryVariant('kube-lb-blind', (inv) => {
+      inv.lb.impl = 'kube-lb';
+      inv.kubeLb = { check: { path: '/no-such-path' } };
+    });
+    const d = await deployJson(['-i', blind, '--limit', node.name]);
+    expect(d.code).toBe(3);
+    const h = d.report.hosts[node.name]!;
+    expect(h.steps.find((s) => s.name === 'verify')!.summary).toMatch(
+      /^kube-lb: its \/healthz on 127\.0\.0\.1:8444 answers 503 \(no healthy backend\): no apiserver passes its health check/,
+    );
+    expect(h.config).toBe('previous');
+    // The live config is the one from before, and kube-lb said what it was doing meanwhile.
+    const [sha, ...journal] = (await withNode(node, (c) => c.execOk(`sha256sum ${KUBE_LB}/conf/kube-lb.yaml; journalctl -u kube-lb --no-pager -o cat | tail -n 40`))).split('\n');
+    expect(sha).toBe(before.trim());
+    expect(journal.join('\n')).toMatch(/PANIC: no backend is healthy/);
+  });
+
   it('switches every node back to kube-nginx under traffic; kube-lb is stopped and disabled', async () => {
     const { result } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', lab().inventory]));
     const { d, gaps } = result;
