@@ -443,11 +443,15 @@ async function healthz(conn: SshConnection, where: string): Promise<{ status: nu
         resolve({ status: 0, body: 'no answer within 2 s' });
       }, 2000);
       s.on('data', (b: Buffer) => (out += b.toString()));
-      s.on('close', () => {
+      // HTTP/1.0: the answer ends when the server closes its side (an SSH channel says 'end', and 'close' only once both sides are done).
+      const done = () => {
         clearTimeout(timer);
+        s.destroy();
         const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(out)?.[1] ?? 0);
         resolve({ status, body: out.slice(out.indexOf('\r\n\r\n') + 4).trim() });
-      });
+      };
+      s.once('end', done);
+      s.once('close', done);
       s.on('error', () => undefined);
       s.write(`GET /healthz HTTP/1.0\r\nHost: ${host}\r\n\r\n`);
     });
