@@ -453,7 +453,8 @@ async function healthz(conn: SshConnection, where: string): Promise<{ status: nu
       s.once('end', done);
       s.once('close', done);
       s.on('error', () => undefined);
-      s.write(`GET /healthz HTTP/1.0\r\nHost: ${host}\r\n\r\n`);
+      // ?checked: a check must have passed since the last (re)load, so a reload's new settings are what is proven.
+      s.write(`GET /healthz?checked HTTP/1.0\r\nHost: ${host}\r\n\r\n`);
     });
   } catch (e) {
     return { status: 0, body: (e as Error).message };

@@ -85,8 +85,9 @@ export async function main(argv: string[]): Promise<number> {
   });
 
   const admin = http.createServer((req, res) => {
-    if (req.url === '/healthz') {
-      const ok = lb.healthy();
+    // /healthz?checked: as /healthz, and some backend passed a check under the current configuration (deploy's verify).
+    if (req.url === '/healthz' || req.url === '/healthz?checked') {
+      const ok = lb.healthy(req.url.endsWith('?checked'));
       res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'no healthy backend\n');
     } else if (req.url === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());

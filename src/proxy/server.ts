@@ -30,6 +30,8 @@ export interface BackendRuntime {
   checksOk: number;
   checksFailed: number;
   lastCheckMs: number;
+  /** The configuration generation of this backend's last passing check (-1: none yet). */
+  okGeneration: number;
 }
 
 const key = (b: Backend) => `${b.address}:${b.port}`;
@@ -52,6 +54,8 @@ export class Balancer {
   private panicLogged = 0;
   private server?: net.Server;
   private closing = false;
+  /** Bumped by every reload. */
+  private generation = 0;
 
   constructor(
     private cfg: ProxyConfig,
@@ -101,6 +105,7 @@ export class Balancer {
 
   /** New configuration, same listener: backends that stay keep their connections and health. */
   reload(next: ProxyConfig): void {
+    this.generation++;
     this.cfg = next;
     this.setBackends(next.backends);
   }
@@ -133,6 +138,7 @@ export class Balancer {
         checksOk: 0,
         checksFailed: 0,
         lastCheckMs: 0,
+        okGeneration: -1,
       });
     }
     this.list = [...this.backends.values()];
@@ -143,7 +149,10 @@ export class Balancer {
     const rt = this.backends.get(k);
     if (!rt) return;
     rt.lastCheckMs = ms;
-    if (ok) rt.checksOk++;
+    if (ok) {
+      rt.checksOk++;
+      rt.okGeneration = this.generation;
+    }
     else rt.checksFailed++;
     rt.health = checkResult(rt.health, healthSettings(this.cfg), ok);
     this.refresh(rt, ok ? 'its health check passes' : `its health check fails: ${detail}`);
@@ -287,7 +296,13 @@ export class Balancer {
     for (const rt of this.backends.values()) this.shed({ ...rt, conns: rt.conns });
   }
 
-  healthy(): boolean {
+  /**
+   * Some backend takes new connections. With `checked`, one must also have passed an active check
+   * since the configuration was last (re)loaded: proof that the current check settings work, not
+   * just the ones before a reload.
+   */
+  healthy(checked = false): boolean {
+    if (checked && this.cfg.active.enabled) return this.list.some((rt) => rt.up && rt.okGeneration === this.generation);
     return [...this.backends.values()].some((rt) => rt.up);
   }
 

@@ -153,6 +153,15 @@ describe('kube-lb on loopback', () => {
     expect(await until(() => [...lb.backends.values()].every((b) => b.up))).toBe(true);
   });
 
+  it('after a reload, /healthz?checked waits for a check under the new settings; plain health does not drop', async () => {
+    expect(await until(() => lb.healthy(true))).toBe(true);
+    lb.reload(config(standins));
+    expect(lb.healthy()).toBe(true);
+    expect(lb.healthy(true)).toBe(false);
+    checker.start();
+    expect(await until(() => lb.healthy(true))).toBe(true);
+  });
+
   it('with every backend down it still tries them all (panic) and says so', async () => {
     for (const s of standins) s.ready = false;
     expect(await until(() => !lb.healthy())).toBe(true);
