@@ -265,7 +265,8 @@ function implLabel(run: DeployRun, name: string, after?: NodeImpl): string {
   const i = after ?? run.impls.get(name);
   if (!i) return '';
   const auto = i.wanted === 'auto' ? ' (auto)' : '';
-  if (after && after.running !== after.impl) return `${after.running ?? 'unknown'} (switch to ${after.impl}${auto} not applied)`;
+  if (after?.from && after.running !== after.impl) return `${after.running ?? 'unknown'} (switch to ${after.impl}${auto} not applied)`;
+  if (after && !after.running) return `${i.impl}${auto} (state unknown)`;
   return `${i.impl}${auto}`;
 }
 

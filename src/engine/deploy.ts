@@ -15,7 +15,7 @@ import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../in
 import { KUBE_LB_SERVICE } from '../lb/kube-lb.js';
 import { TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
-import { applyHost, factRequest, prepareHost, switchingFrom, type HostRunOptions, type PreparedHost, type Say } from './host.js';
+import { applyHost, factRequest, prepareHost, switchingFrom, textFiles, type HostRunOptions, type PreparedHost, type Say } from './host.js';
 import { configState, DEFAULT_SERIAL, failed, notReached, parseSerial, planRoll, runBatch, type RollPlan, type Serial } from './roll.js';
 import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, type Playbook, type PlaybookStep } from './playbook.js';
 import { totals, type HostResult, type Totals } from './results.js';
@@ -209,7 +209,7 @@ function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOpti
   // auto, heading for nginx: read kube-lb's facts too, in case the nginx binary cannot run here.
   const fallback = impl.wanted === 'auto' && impl.impl === 'nginx' && run.artifacts['kube-lb'] ? run.playbooks['kube-lb'].steps(node) : undefined;
   return {
-    extraFacts: fallback ? factRequest(fallback) : undefined,
+    extraFacts: fallback ? { ...factRequest(fallback), texts: run.options.diff ? textFiles(fallback) : undefined } : undefined,
     choose: fallback
       ? (facts) => {
           const why = cannotRun(run.build ? builtFor(run.build) : undefined, facts.os);

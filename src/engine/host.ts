@@ -233,7 +233,7 @@ export async function prepareHost(o: HostRunOptions): Promise<PreparedHost | Hos
   try {
     o.say('gathering facts');
     const req = factRequest(o.steps);
-    if (o.wantText) req.texts = textFiles(o.steps);
+    if (o.wantText) req.texts = [...textFiles(o.steps), ...(o.extraFacts?.texts ?? [])];
     if (o.versionsOf) req.versions = o.versionsOf;
     for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of o.extraFacts?.[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
     if (o.repoint) {
@@ -464,9 +464,11 @@ async function healthz(conn: SshConnection, where: string): Promise<{ status: nu
 /** Wait up to 3 s for the balancer's /healthz to say some apiserver passes its checks. */
 async function healthzOk(conn: SshConnection, where: string): Promise<string | undefined> {
   let last = { status: 0, body: '' };
-  for (let i = 0; i < 15; i++) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
     last = await healthz(conn, where);
     if (last.status === 200) return undefined;
+    if (Date.now() >= deadline) break;
     await sleep(200);
   }
   return last.status

@@ -44,7 +44,7 @@ export function waitPortFree(listen: string): string {
 export function waitPortListening(listen: string, who: string): string {
   return (
     `ok=0; for i in $(seq 1 ${POLLS}); do if ${listening(listen)}; then ok=1; break; fi; sleep 0.01; done; ` +
-    `[ $ok = 1 ] || { echo "${who} did not become ready: nothing listens on ${listen}" >&2; false; }`
+    `[ $ok = 1 ] || { echo ${quote(`${who} did not become ready: nothing listens on ${listen}`)} >&2; false; }`
   );
 }
 
@@ -86,8 +86,13 @@ export const service: Operation<ServiceArgs> = {
         command,
         label: `switch from ${r.unit}`,
         switchFrom: r.unit,
-        // The old unit may still be serving (the switch failed before stopping it): then only the new one goes.
-        undo: `systemctl stop ${unit}; systemctl disable -q --no-reload ${unit}; systemctl is-active -q ${oldUnit} || { ${waitPortFree(r.listen)}; systemctl start ${oldUnit}; }`,
+        // The new unit lets go of the port at once (--no-block: not waiting for its drain). The old one may
+        // still be serving (the switch failed before stopping it): then it is left alone. It comes back at
+        // boot as before, even if the disable after verify ran.
+        undo:
+          `systemctl stop --no-block ${unit}; systemctl disable -q --no-reload ${unit}; ` +
+          (old?.unitFileState === 'enabled' ? `systemctl enable -q --no-reload ${oldUnit}; ` : '') +
+          `systemctl is-active -q ${oldUnit} || { ${waitPortFree(r.listen)}; systemctl start ${oldUnit}; }`,
       });
     } else if (a.state === 'running') {
       // restart (not start) also recovers a unit that is failed or stuck activating.

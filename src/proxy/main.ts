@@ -79,7 +79,11 @@ export async function main(argv: string[]): Promise<number> {
     if (listening && next.listen !== before.listen) {
       lb.listen().then(
         (a) => log(`now listening on ${a.address}:${a.port} instead of ${before.listen}`),
-        (e: Error) => log(`cannot listen on ${next.listen}: ${e.message}; still on ${before.listen}`),
+        (e: Error) => {
+          log(`cannot listen on ${next.listen}: ${e.message}; back to ${before.listen}`);
+          lb.config.listen = before.listen;
+          lb.listen().catch((e2: Error) => log(`cannot listen on ${before.listen} either: ${e2.message}`));
+        },
       );
     }
   });
@@ -96,18 +100,32 @@ export async function main(argv: string[]): Promise<number> {
   const listenAdmin = (where: string) =>
     new Promise<void>((resolve) => {
       const [ah, ap] = splitHostPort(where);
-      admin.once('error', (e) => {
+      const failed = (e: Error) => {
         log(`admin listener ${where} failed: ${e.message}; balancing without /healthz and /metrics`);
         resolve();
+      };
+      admin.once('error', failed);
+      admin.listen(ap, ah, () => {
+        admin.off('error', failed);
+        resolve();
       });
-      admin.listen(ap, ah, () => resolve());
     });
   // The admin listener comes up first: once it listens, this process is ready to take the main
   // port (a switch from kube-nginx waits for exactly that before stopping it).
   await listenAdmin(cfg.admin);
   // Checks start before the main port is taken: backends are judged by the time traffic comes.
   checker.start();
-  const addr = await lb.listen();
+  // SIGTERM while still waiting for the port: give up waiting and exit.
+  const bound = lb.listen();
+  bound.catch(() => undefined);
+  const addr = await Promise.race([bound, terminated.then(() => null)]);
+  if (!addr) {
+    log('SIGTERM before the listen address was free: exiting');
+    checker.stop();
+    admin.close();
+    await lb.stop(0);
+    return 0;
+  }
   listening = true;
   log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
 

@@ -78,7 +78,14 @@ export class Balancer {
     const [host, port] = splitHostPort(this.cfg.listen);
     const deadline = this.now() + this.cfg.listenWait;
     let waiting = false;
+    // A reload to another address on the same port: the old listener must go first, or the new bind
+    // would wait on ourselves.
+    if (this.server && (this.server.address() as net.AddressInfo | null)?.port === port) {
+      this.server.close();
+      this.server = undefined;
+    }
     for (;;) {
+      if (this.closing) throw new Error('stopping');
       const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (client) => this.accept(client));
       try {
         const addr = await new Promise<net.AddressInfo>((resolve, reject) => {
