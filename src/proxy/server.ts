@@ -284,11 +284,11 @@ export class Balancer {
     client.on('close', finish);
     upstream.on('error', finish);
     upstream.on('close', finish);
-    // One idle timer per connection pair: both directions refresh the client's through pipe().
+    // One idle timer per connection pair: both directions refresh the client's (reads and writes).
     upstream.setTimeout(0);
     client.setTimeout(this.cfg.idleTimeout, finish);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    forward(client, upstream);
+    forward(upstream, client);
     client.resume();
   }
 
@@ -335,6 +335,18 @@ export class Balancer {
     out.push(`kube_lb_backends_up ${[...this.backends.values()].filter((rt) => rt.up).length}`);
     return out.join('\n') + '\n';
   }
+}
+
+/**
+ * Bytes from one socket to the other with backpressure, and a half-close passed on: what pipe()
+ * does, with three listeners instead of pipe()'s nine (a measurable share of a short connection).
+ */
+function forward(from: net.Socket, to: net.Socket): void {
+  from.on('data', (chunk: Buffer) => {
+    if (!to.write(chunk)) from.pause();
+  });
+  to.on('drain', () => from.resume());
+  from.on('end', () => to.end());
 }
 
 function sum(rt: BackendRuntime, f: (c: { client: net.Socket; upstream: net.Socket }) => number): number {
