@@ -233,7 +233,7 @@ export function renderRecap(run: DeployRun, r: DeployReport, diffs: NodeCheck[])
   );
   for (const h of hosts) {
     const i = run.impls.get(h.name);
-    if (i?.why) out.push(chalk.yellow(`${h.name}: kube-lb (lb.impl auto): ${i.why}`));
+    if (i?.why) out.push(chalk.yellow(`${h.name}: ${i.impl} (lb.impl auto): ${i.why}`));
   }
   const t = r.totals;
   out.push(`totals: ${t.changed} changed, ${t.ok} ok, ${t.failed} failed, ${t.unreachable} unreachable${t.skipped ? `, ${t.skipped} not reached` : ''}`);

@@ -7,12 +7,13 @@ import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError } from '../errors.js';
 import { ensureKubeLb, type KubeLbBinary } from '../build/kube-lb.js';
 import { builtFor, cannotRun, controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
-import { emptyRequest, factScript, parseFacts } from '../facts/host.js';
+import { emptyRequest, factScript, parseFacts, type HostFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { resolveTarget } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { KUBE_LB_SERVICE } from '../lb/kube-lb.js';
+import { NGINX_SERVICE } from '../lb/nginx.js';
 import { TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
 import { applyHost, factRequest, prepareHost, switchingFrom, textFiles, type HostRunOptions, type PreparedHost, type Say } from './host.js';
@@ -65,6 +66,8 @@ export interface DeployRun {
   startedAt: number;
   build?: BuiltBinary;
   kubeLb?: KubeLbBinary;
+  /** Why nginx could not be built this time (auto nodes then run kube-lb, unless they serve with nginx already). */
+  nginxUnbuildable?: string;
   artifacts: PlanContext['artifacts'];
   /** The build host's connection, reused for its own deploy. */
   openConnections: Map<string, SshConnection>;
@@ -178,6 +181,7 @@ export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> 
       if (!(e instanceof NoToolchainError) || insist.length) throw e;
       // Every node that would run nginx said auto: they run kube-lb, and each says why.
       const why = `nginx cannot be built: ${e.message.split('\n')[0]}`;
+      run.nginxUnbuildable = why;
       for (const i of run.impls.values()) if (i.wanted === 'auto') Object.assign(i, { impl: 'kube-lb', why });
       done.push(`nginx not built (${e.message.split('\n')[0]}): the nodes on lb.impl auto get kube-lb`);
     }
@@ -203,21 +207,57 @@ export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> 
   return done.join('; ') || 'nothing to build';
 }
 
+/** The nginx playbook without its build: for a node that keeps the nginx binary it has. */
+function nginxKeepingBinary(run: DeployRun, node: InventoryNode): PlaybookStep[] {
+  return run.playbooks.nginx.steps(node).filter((s) => s.type !== 'nginxBuild' && !(s.type === 'op' && s.op.type === 'file'));
+}
+
+/**
+ * lb.impl auto, decided per node once its facts are in:
+ * - heading for nginx, but the built binary cannot run here: kube-lb instead;
+ * - heading for kube-lb because nginx cannot be built right now, but the node serves with nginx
+ *   already: it stays on nginx (config and unit still managed, its binary left as it is), so a
+ *   passing build problem does not switch a fleet back and forth.
+ */
+function autoChoice(run: DeployRun, node: InventoryNode): Pick<HostRunOptions, 'extraFacts' | 'choose'> {
+  const impl = implOf(run, node);
+  if (impl.wanted !== 'auto') return {};
+  const texts = (steps: PlaybookStep[]) => (run.options.diff ? textFiles(steps) : undefined);
+  if (impl.impl === 'nginx' && run.artifacts['kube-lb']) {
+    const fallback = run.playbooks['kube-lb'].steps(node);
+    return {
+      extraFacts: { ...factRequest(fallback), texts: texts(fallback) },
+      choose: (facts) => {
+        const why = cannotRun(run.build ? builtFor(run.build) : undefined, facts.os);
+        if (!why) return undefined;
+        Object.assign(impl, { impl: 'kube-lb', why });
+        return fallback;
+      },
+    };
+  }
+  if (impl.impl === 'kube-lb' && run.nginxUnbuildable) {
+    const keep = nginxKeepingBinary(run, node);
+    return {
+      extraFacts: { ...factRequest(keep), texts: texts(keep) },
+      choose: (facts) => {
+        if (!servesWith(facts, NGINX_SERVICE)) return undefined;
+        Object.assign(impl, { impl: 'nginx', why: `kept on nginx, its binary left as it is (${run.nginxUnbuildable})` });
+        return keep;
+      },
+    };
+  }
+  return {};
+}
+
+/** The unit is running, or on its way. */
+export function servesWith(facts: HostFacts, unit: string): boolean {
+  return ['active', 'activating', 'reloading'].includes(facts.units[unit]?.activeState ?? '');
+}
+
 function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOptions {
   const inv = run.loaded.inventory;
-  const impl = implOf(run, node);
-  // auto, heading for nginx: read kube-lb's facts too, in case the nginx binary cannot run here.
-  const fallback = impl.wanted === 'auto' && impl.impl === 'nginx' && run.artifacts['kube-lb'] ? run.playbooks['kube-lb'].steps(node) : undefined;
   return {
-    extraFacts: fallback ? { ...factRequest(fallback), texts: run.options.diff ? textFiles(fallback) : undefined } : undefined,
-    choose: fallback
-      ? (facts) => {
-          const why = cannotRun(run.build ? builtFor(run.build) : undefined, facts.os);
-          if (!why) return undefined;
-          Object.assign(impl, { impl: 'kube-lb', why });
-          return fallback;
-        }
-      : undefined,
+    ...autoChoice(run, node),
     inventory: inv,
     node,
     steps: playbookOf(run, node).steps(node),

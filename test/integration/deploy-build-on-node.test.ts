@@ -50,19 +50,31 @@ afterAll(async () => {
   if (!process.env.K8S_HA_KEEP_LAB) await k8sha(['lab', 'down', '--dir', DIR]);
 });
 
+/** Every apt source points at a port where nothing answers; the returned function puts them back. */
+async function breakApt(): Promise<() => Promise<void>> {
+  await onNode((c) =>
+    c.execOk(
+      'mkdir -p /root/apt-saved && mv /etc/apt/sources.list /etc/apt/sources.list.d /root/apt-saved/ 2>/dev/null; ' +
+        'mkdir -p /etc/apt/sources.list.d && echo "deb http://127.0.0.1:9/debian bookworm main" > /etc/apt/sources.list',
+    ),
+  );
+  return async () => {
+    await onNode((c) => c.execOk('rm -rf /etc/apt/sources.list /etc/apt/sources.list.d && mv /root/apt-saved/* /etc/apt/ && rmdir /root/apt-saved'));
+  };
+}
+
+function autoInventory(): string {
+  const auto = path.join(scratchDir(), 'inventory.auto.yaml');
+  const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
+  inv.lb.impl = 'auto';
+  fs.writeFileSync(auto, YAML.stringify(inv));
+  return auto;
+}
+
 describe.sequential('deploy with build.host set to a node', () => {
   it('lb.impl auto on a node whose package manager reaches no mirror: kube-lb, and the recap says why', async () => {
-    const auto = path.join(scratchDir(), 'inventory.auto.yaml');
-    const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
-    inv.lb.impl = 'auto';
-    fs.writeFileSync(auto, YAML.stringify(inv));
-    // Every apt source points at a port where nothing answers.
-    await onNode((c) =>
-      c.execOk(
-        'mkdir -p /root/apt-saved && mv /etc/apt/sources.list /etc/apt/sources.list.d /root/apt-saved/ 2>/dev/null; ' +
-          'mkdir -p /etc/apt/sources.list.d && echo "deb http://127.0.0.1:9/debian bookworm main" > /etc/apt/sources.list',
-      ),
-    );
+    const auto = autoInventory();
+    const restoreApt = await breakApt();
     try {
       const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-auto-'));
       const r = await k8sha(['deploy', '-i', auto, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
@@ -78,7 +90,7 @@ describe.sequential('deploy with build.host set to a node', () => {
       expect(text.stdout).toMatch(/node-1: kube-lb \(lb\.impl auto\): nginx cannot be built: cannot build nginx on node-1: installing gcc and make with apt-get failed/);
       expect(text.stdout).toMatch(/node-1 .* kube-lb \(auto\) /);
     } finally {
-      await onNode((c) => c.execOk('rm -rf /etc/apt/sources.list /etc/apt/sources.list.d && mv /root/apt-saved/* /etc/apt/ && rmdir /root/apt-saved'));
+      await restoreApt();
     }
   });
 
@@ -104,5 +116,24 @@ describe.sequential('deploy with build.host set to a node', () => {
     expect(again.code).toBe(0);
     expect(again.stderr).not.toMatch(/installing gcc|configure|downloading/);
     expect((JSON.parse(again.stdout) as DeployJson).totals.changed).toBe(0);
+  });
+
+  it('lb.impl auto does not switch a node that serves with nginx because nginx cannot be built right now', async () => {
+    // The node runs kube-nginx (the test above); now its compiler is gone, its mirror unreachable,
+    // and this controller has no nginx build cached. (The last test of this lab: nothing puts gcc back.)
+    expect(await onNode((c) => c.execOk('dpkg --remove --force-depends gcc make >/dev/null 2>&1; for t in gcc cc make; do command -v $t || echo "no $t"; done'))).toBe(
+      'no gcc\nno cc\nno make\n',
+    );
+    const restoreApt = await breakApt();
+    try {
+      const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-keep-'));
+      const r = await k8sha(['deploy', '-i', autoInventory()], { env: { K8S_HA_CACHE_DIR: cache } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/node-1: nginx \(lb\.impl auto\): kept on nginx, its binary left as it is \(nginx cannot be built: .*installing gcc and make with apt-get failed/);
+      expect(r.stdout).toMatch(/node-1 .* nginx \(auto\) .*active \(running\), \/readyz 200/);
+      expect(await onNode((c) => c.execOk('systemctl is-active kube-nginx; systemctl is-active kube-lb || true'))).toBe('active\ninactive\n');
+    } finally {
+      await restoreApt();
+    }
   });
 });
