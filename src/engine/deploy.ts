@@ -7,14 +7,12 @@ import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError } from '../errors.js';
 import { ensureKubeLb, type KubeLbBinary } from '../build/kube-lb.js';
 import { builtFor, cannotRun, controllerBuildHost, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
-import { emptyRequest, factScript, parseFacts, type HostFacts } from '../facts/host.js';
+import { emptyRequest, factScript, isServing, parseFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { resolveTarget } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
-import { KUBE_LB_SERVICE } from '../lb/kube-lb.js';
-import { NGINX_SERVICE } from '../lb/nginx.js';
-import { TEMPLATES } from '../lb/templates.js';
+import { IMPL_UNITS, implOfUnit, TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
 import { applyHost, factRequest, prepareHost, switchingFrom, textFiles, type HostRunOptions, type PreparedHost, type Say } from './host.js';
 import { configState, DEFAULT_SERIAL, failed, notReached, parseSerial, planRoll, runBatch, type RollPlan, type Serial } from './roll.js';
@@ -65,7 +63,6 @@ export interface DeployRun {
   targets: Map<string, SshTarget>;
   startedAt: number;
   build?: BuiltBinary;
-  kubeLb?: KubeLbBinary;
   /** Why nginx could not be built this time (auto nodes then run kube-lb, unless they serve with nginx already). */
   nginxUnbuildable?: string;
   artifacts: PlanContext['artifacts'];
@@ -196,7 +193,6 @@ export async function buildArtifacts(run: DeployRun, say: Say): Promise<string> 
       done.push(`kube-lb not built (${(e as Error).message.split('\n')[0]}): nodes on lb.impl auto cannot fall back to it`);
       return done.join('; ');
     }
-    run.kubeLb = built;
     run.artifacts['kube-lb'] = {
       content: await fsp.readFile(built.path),
       sha256: built.sha256,
@@ -240,18 +236,13 @@ function autoChoice(run: DeployRun, node: InventoryNode): Pick<HostRunOptions, '
     return {
       extraFacts: { ...factRequest(keep), texts: texts(keep) },
       choose: (facts) => {
-        if (!servesWith(facts, NGINX_SERVICE)) return undefined;
+        if (!isServing(facts.units[IMPL_UNITS.nginx])) return undefined;
         Object.assign(impl, { impl: 'nginx', why: `kept on nginx, its binary left as it is (${run.nginxUnbuildable})` });
         return keep;
       },
     };
   }
   return {};
-}
-
-/** The unit is running, or on its way. */
-export function servesWith(facts: HostFacts, unit: string): boolean {
-  return ['active', 'activating', 'reloading'].includes(facts.units[unit]?.activeState ?? '');
 }
 
 function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOptions {
@@ -280,7 +271,7 @@ function hostOptions(run: DeployRun, node: InventoryNode, say: Say): HostRunOpti
 export async function planNode(run: DeployRun, node: InventoryNode, say: Say): Promise<PreparedHost | HostResult> {
   const p = await prepareHost(hostOptions(run, node, say));
   const from = 'conn' in p ? switchingFrom(p.plan) : undefined;
-  if (from) implOf(run, node).from = from === KUBE_LB_SERVICE ? 'kube-lb' : 'nginx';
+  if (from) implOf(run, node).from = implOfUnit(from);
   if ('conn' in p) run.prepared.push(p);
   else run.results.push(p);
   return p;

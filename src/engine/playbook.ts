@@ -39,7 +39,7 @@ interface RawStep {
 export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
 
 /** The playbook each balancer implementation runs, in playbooks/. */
-export const IMPL_PLAYBOOKS = { nginx: 'kube-nginx.yaml', 'kube-lb': 'kube-lb.yaml' } as const;
+export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml' } as const;
 
 export function defaultPlaybookPath(file: string = DEFAULT_PLAYBOOK): string {
   return path.join(packageRoot(), 'playbooks', file);

@@ -8,9 +8,10 @@ import { cachedKubeLb } from '../build/kube-lb.js';
 import { cachedNginxBinary, controllerOs } from '../build/nginx.js';
 import { SshConnection } from '../connect/ssh.js';
 import type { Impl, InventoryNode } from '../inventory/schema.js';
-import { KUBE_LB_SERVICE, kubeLbPaths } from '../lb/kube-lb.js';
-import { NGINX_SERVICE, nginxPaths } from '../lb/nginx.js';
-import { TEMPLATES } from '../lb/templates.js';
+import { isServing } from '../facts/host.js';
+import { kubeLbPaths } from '../lb/kube-lb.js';
+import { nginxPaths } from '../lb/nginx.js';
+import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
 import { buildStepOf, implOf, prepareDeploy, type DeployRun, type RunImpl } from './deploy.js';
 import { factRequest, planHost, prepareHost, type PreparedHost } from './host.js';
@@ -56,8 +57,6 @@ export function serviceState(loadState: string, active: string, sub: string): st
   return `${active} (${sub})`;
 }
 
-const UNIT: Record<RunImpl, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE };
-
 /** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
 function knowableSteps(run: DeployRun, impl: RunImpl, node: InventoryNode, known: Set<string>) {
   const all = run.playbooks[impl].steps(node);
@@ -95,8 +94,8 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<stri
   const p = prepared as PreparedHost;
   try {
     const facts = p.plan.facts;
-    const serving = (i: RunImpl) => ['active', 'activating', 'reloading'].includes(facts.units[UNIT[i]]?.activeState ?? '');
-    const installed = (i: RunImpl) => facts.units[UNIT[i]]?.loadState === 'loaded';
+    const serving = (i: RunImpl) => isServing(facts.units[IMPL_UNITS[i]]);
+    const installed = (i: RunImpl) => facts.units[IMPL_UNITS[i]]?.loadState === 'loaded';
     // What runs: an active unit; else, for auto, whichever is installed; else what the inventory asks.
     const impl: RunImpl = serving('kube-lb') && !serving('nginx') ? 'kube-lb' : serving('nginx') ? 'nginx' : wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first;
     // Drift is against what the node should run: the inventory's choice, or (auto) what it runs.
@@ -115,7 +114,7 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<stri
       if (st.step.type === 'op' && ['file', 'template', 'systemdUnit'].includes(st.step.op.type) && !drift[st.step.name]) drift[st.step.name] = 'ok';
     }
     for (const st of unknowable) drift[st.name] = 'unknown';
-    const u = facts.units[UNIT[impl]];
+    const u = facts.units[IMPL_UNITS[impl]];
     const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
     const reach = await reachProbe!;
     const binary = impl === 'nginx' ? nginxPaths(inv.lb.prefix).binary : kubeLbPaths(inv.kubeLb.prefix).binary;

@@ -27,6 +27,11 @@ export interface UnitFacts {
   mainPid: number;
 }
 
+/** The unit is running, or on its way there (starting, reloading): it holds its port. */
+export function isServing(u: UnitFacts | undefined): boolean {
+  return u?.activeState === 'active' || u?.activeState === 'activating' || u?.activeState === 'reloading';
+}
+
 export interface HostFacts {
   os: OsFacts;
   packageManager: 'apt-get' | 'dnf' | 'yum' | null;

@@ -1,7 +1,15 @@
-/** The templates a playbook may name, each a typed renderer of the inventory. */
-import type { Inventory } from '../inventory/schema.js';
-import { renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
-import { renderNginxConf, renderNginxUnit } from './nginx.js';
+/** The templates a playbook may name, each a typed renderer of the inventory; and each balancer's unit. */
+import type { Impl, Inventory } from '../inventory/schema.js';
+import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
+import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
+
+/** The systemd service each balancer implementation runs as. */
+export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE };
+
+/** The implementation a service belongs to. */
+export function implOfUnit(unit: string): Exclude<Impl, 'auto'> | undefined {
+  return (Object.keys(IMPL_UNITS) as Exclude<Impl, 'auto'>[]).find((i) => IMPL_UNITS[i] === unit);
+}
 
 export const TEMPLATES: Record<string, (inv: Inventory) => string> = {
   'kube-nginx.conf': renderNginxConf,

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { noop, type Change, type Operation } from './types.js';
+import { isServing } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 
 const unitName = z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a unit name like kube-nginx');
@@ -63,7 +64,7 @@ export const service: Operation<ServiceArgs> = {
     const changes: Change[] = [];
     const old = a.replaces && a.state === 'running' ? facts.units[a.replaces.unit] : undefined;
     const oldUnit = a.replaces ? quote(a.replaces.unit) : '';
-    const oldServing = old?.activeState === 'active' || old?.activeState === 'activating' || old?.activeState === 'reloading';
+    const oldServing = isServing(old);
     // A unit systemd has never loaded needs no daemon-reload to start: systemd >= 248 reads new unit
     // files on demand. One that fails that way (older systemd, or a unit cache with a stale mtime)
     // falls back to daemon-reload and a second try. A changed unit always gets daemon-reload.

@@ -5,12 +5,13 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { builtFor, cannotRun } from '../../src/build/nginx.js';
-import type { HostFacts, UnitFacts } from '../../src/facts/host.js';
+import type { UnitFacts } from '../../src/facts/host.js';
 import { parseInventory, resolvePaths } from '../../src/inventory/load.js';
 import { renderKubeLbConf, renderKubeLbUnit } from '../../src/lb/kube-lb.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 import type { Change, Handler } from '../../src/ops/types.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
+import { hostFacts } from '../helpers/facts.js';
 
 const CA = '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-lb-deploy-'));
@@ -78,7 +79,7 @@ const unit = (activeState: string, unitFileState = 'enabled'): UnitFacts => ({
 const missing: UnitFacts = { loadState: 'not-found', activeState: 'inactive', subState: 'dead', unitFileState: '', activeEnterTimestamp: '', mainPid: 0 };
 
 function plan(args: Record<string, unknown>, units: Record<string, UnitFacts>, notified: Handler[] = []) {
-  const facts = { os: { id: 'debian', versionId: '12', prettyName: 'Debian', arch: 'x86_64', glibc: '2.36' }, packageManager: null, tools: [], files: {}, dirs: {}, units, guards: {}, texts: {}, versions: {} } as HostFacts;
+  const facts = hostFacts({ units });
   const op = OPERATIONS.service!;
   return op.plan(op.args.parse(args), facts, { notified: new Set(notified), artifacts: {}, render: () => '' });
 }

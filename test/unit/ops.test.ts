@@ -3,26 +3,11 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { HostFacts } from '../../src/facts/host.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 import type { Handler, PlanContext } from '../../src/ops/types.js';
+import { hostFacts as facts } from '../helpers/facts.js';
 
 const CASES = path.join(import.meta.dirname, 'ops-cases');
-
-function facts(partial: Partial<HostFacts> = {}): HostFacts {
-  return {
-    os: { id: 'debian', versionId: '12', prettyName: 'Debian', arch: 'x86_64', glibc: '2.36' },
-    packageManager: 'apt-get',
-    tools: [],
-    files: {},
-    dirs: {},
-    units: {},
-    guards: {},
-    texts: {},
-    versions: {},
-    ...partial,
-  };
-}
 
 function ctx(notified: Handler[] = [], extra: Partial<PlanContext> = {}): PlanContext {
   return { notified: new Set(notified), artifacts: {}, render: (t) => `rendered ${t}\n`, ...extra };
