@@ -14,6 +14,7 @@ import * as esbuild from 'esbuild';
 import { BuildError } from '../errors.js';
 import { run } from '../util/exec.js';
 import { cacheDir, packageRoot } from '../util/paths.js';
+import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { sha256File, type Say } from './download.js';
 
 /** Node's fuse that marks an executable as carrying a single-executable blob. */
@@ -78,7 +79,7 @@ export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
     const meta = JSON.parse(await fsp.readFile(p.meta, 'utf8')) as KubeLbBinary;
     if ((await sha256File(p.binary)) === meta.sha256) return { ...meta, path: p.binary, cached: true };
   }
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'k8s-ha-kube-lb-'));
+  const work = await makeTempDir('k8s-ha-kube-lb-');
   try {
     const bundle = path.join(work, 'kube-lb.cjs');
     const blob = path.join(work, 'kube-lb.blob');
@@ -100,10 +101,11 @@ export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
       throw new BuildError(`the kube-lb executable does not run here: exit ${v.code}\n${(v.stderr || v.stdout).trim()}`);
     }
     await fsp.mkdir(p.dir, { recursive: true });
-    const tmp = `${p.binary}.${process.pid}.part`;
+    const tmp = track(`${p.binary}.${process.pid}.part`);
     await fsp.copyFile(exe, tmp);
     await fsp.chmod(tmp, 0o755);
     await fsp.rename(tmp, p.binary);
+    forget(tmp);
     const meta: KubeLbBinary = {
       path: p.binary,
       sha256: await sha256File(p.binary),
@@ -116,6 +118,6 @@ export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
     await fsp.writeFile(p.meta, JSON.stringify(meta, null, 2) + '\n');
     return meta;
   } finally {
-    await fsp.rm(work, { recursive: true, force: true });
+    await removeTemp(work);
   }
 }

@@ -14,6 +14,7 @@ import type { SshConnection } from '../connect/ssh.js';
 import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
 import { run } from '../util/exec.js';
 import { cacheDir } from '../util/paths.js';
+import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { quote, shellCommand } from '../util/quote.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 
@@ -144,7 +145,7 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
   }
 
   await fsp.mkdir(dir, { recursive: true });
-  const tmpBinary = `${binary}.${process.pid}.part`;
+  const tmpBinary = track(`${binary}.${process.pid}.part`);
   const versionOut = host.connection
     ? await buildOnNode(host.connection, src.version, tarball, configure, tmpBinary, say)
     : await buildHere(src.version, tarball, configure, tmpBinary, say);
@@ -153,6 +154,7 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
   }
   await fsp.chmod(tmpBinary, 0o755);
   await fsp.rename(tmpBinary, binary);
+  forget(tmpBinary);
   const meta: BuiltBinary = {
     path: binary,
     sha256: await sha256File(binary),
@@ -203,7 +205,7 @@ function makeProgress(say: Say): (chunk: string) => void {
 }
 
 async function buildHere(version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
-  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'k8s-ha-build-'));
+  const work = await makeTempDir('k8s-ha-build-');
   try {
     await tar.x({ file: tarball, cwd: work });
     const srcDir = path.join(work, `nginx-${version}`);
@@ -225,7 +227,7 @@ async function buildHere(version: string, tarball: string, configure: string[], 
     await fsp.copyFile(path.join(srcDir, 'objs', 'nginx'), out);
     return v.stderr + v.stdout;
   } finally {
-    await fsp.rm(work, { recursive: true, force: true });
+    await removeTemp(work);
   }
 }
 

@@ -74,6 +74,10 @@ export function renderStatus(s: ClusterStatus): string {
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );
   lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));
+  for (const n of s.nodes.filter((x) => x.lockedBy)) lines.push(chalk.yellow(`${n.name}: a k8s-ha run is working on it: locked by ${n.lockedBy}`));
+  for (const n of s.nodes.filter((x) => x.unfinished && !x.lockedBy)) {
+    lines.push(chalk.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): the next deploy verifies its change first and restores the previous files if that fails`));
+  }
   for (const n of s.nodes.filter((x) => x.reachable && !x.healthy)) {
     lines.push(bad(`${n.name}: ${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`));
   }

@@ -54,6 +54,11 @@ export function expandHome(p: string): string {
 }
 
 export class SshConnection {
+  /** Connections open now and the most open at once in this process: what --concurrency bounds. */
+  static openNow = 0;
+  static peak = 0;
+  private closed = false;
+
   /** Set when the connection died (keepalive timeout, reset): every later command fails at once. */
   private lost?: Error;
 
@@ -129,6 +134,8 @@ export class SshConnection {
       await fs.mkdir(path.dirname(knownHostsPath), { recursive: true });
       await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, presented) + '\n', { mode: 0o644 });
     }
+    SshConnection.openNow++;
+    SshConnection.peak = Math.max(SshConnection.peak, SshConnection.openNow);
     return new SshConnection(target, ssh);
   }
 
@@ -181,12 +188,54 @@ export class SshConnection {
     await this.ssh.getFile(local, remote);
   }
 
+  /**
+   * Start a script (as root) that keeps running until released: resolves once its output so far
+   * satisfies `ready`, or it exits. Closing the channel, or losing the connection, ends it: what it
+   * holds (a lock) cannot outlive this controller.
+   */
+  hold(script: string, ready: (stdout: string) => boolean): Promise<{ stdout: string; exited: boolean; code: number | null; release: () => void }> {
+    if (this.lost) return Promise.reject(this.lostError());
+    const client = this.ssh.connection;
+    if (!client) return Promise.reject(this.lostError());
+    const command = this.needsSudo ? `sudo -n -- sh -c ${quote(script)}` : script;
+    return new Promise((resolve, reject) => {
+      client.exec(command, (err, channel) => {
+        if (err) {
+          this.lost ??= err;
+          reject(this.lostError());
+          return;
+        }
+        let stdout = '';
+        let stderr = '';
+        let settled = false;
+        const release = () => {
+          channel.end();
+          channel.close();
+        };
+        const settle = (exited: boolean, code: number | null) => {
+          if (settled) return;
+          settled = true;
+          resolve({ stdout: exited && !stdout.trim() ? stderr : stdout, exited, code, release });
+        };
+        channel.on('data', (b: Buffer) => {
+          stdout += b.toString();
+          if (ready(stdout)) settle(false, null);
+        });
+        channel.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        channel.on('exit', (code: number | null) => settle(true, code));
+        channel.on('close', () => settle(true, null));
+      });
+    });
+  }
+
   /** A TCP stream opened by the host itself to address:port (an SSH direct-tcpip channel). */
   async connectFromHost(address: string, port: number): Promise<Duplex> {
     return this.ssh.forwardOut('127.0.0.1', 0, address, port);
   }
 
   close(): void {
+    if (!this.closed) SshConnection.openNow--;
+    this.closed = true;
     this.ssh.dispose();
   }
 }

@@ -1,6 +1,8 @@
 /** `deploy --check [--diff]`: what a deploy would do on each node, built from the plans alone. */
 import { createTwoFilesPatch } from 'diff';
-import { describeRepoint, REPOINT_STEP, type PreparedHost } from './host.js';
+import type { PlannedHost } from './host.js';
+import type { RepointPlan } from './repoint.js';
+import { REPOINT_STEP } from './repoint.js';
 
 export interface PendingChange {
   step: string;
@@ -14,9 +16,11 @@ export interface NodeCheck {
   /** What would happen to the service: `restart kube-nginx`, `reload kube-lb`, `switch from kube-nginx to kube-lb`, or nothing. */
   service: string;
   changes: PendingChange[];
+  /** Steps whose outcome cannot be known without a build (the binary, when nothing is cached). */
+  unknown: string[];
 }
 
-export function checkNode(p: PreparedHost, withDiff: boolean): NodeCheck {
+export function checkNode(p: PlannedHost, repoint: RepointPlan | undefined, withDiff: boolean): NodeCheck {
   const changes: PendingChange[] = [];
   let service = 'nothing';
   for (const st of p.plan.steps) {
@@ -27,7 +31,7 @@ export function checkNode(p: PreparedHost, withDiff: boolean): NodeCheck {
       if (c.kind === 'run' && (c.label === 'restart' || c.label === 'reload' || c.label === 'start')) service = `${c.label} ${p.unit}`;
       if (c.kind === 'run' && c.switchFrom) service = `switch from ${c.switchFrom} to ${p.unit}`;
       if (withDiff && c.kind === 'put' && c.after !== undefined) {
-        change.diff = createTwoFilesPatch(`${c.path} (on ${p.o.node.name})`, `${c.path} (from the inventory)`, c.before ?? '', c.after, '', '', { context: 3 })
+        change.diff = createTwoFilesPatch(`${c.path} (on ${p.job.node.name})`, `${c.path} (from the inventory)`, c.before ?? '', c.after, '', '', { context: 3 })
           .split('\n')
           .slice(1) // the ===== line
           .join('\n')
@@ -36,6 +40,6 @@ export function checkNode(p: PreparedHost, withDiff: boolean): NodeCheck {
     }
     changes.push(change);
   }
-  if (p.repoint.length) changes.push({ step: REPOINT_STEP, summary: p.repoint.map(describeRepoint).join('; ') });
-  return { name: p.o.node.name, service, changes };
+  if (repoint?.changes.length) changes.push({ step: REPOINT_STEP, summary: repoint.summary });
+  return { name: p.job.node.name, service, changes, unknown: [] };
 }

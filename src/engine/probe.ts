@@ -61,7 +61,7 @@ export function tlsOptions(inv: Inventory, servername: string): Omit<HttpsProbeO
 
 const short = (e: unknown) => (e as Error).message.split('\n')[0]!.slice(0, 160);
 
-export async function probeReach(conn: SshConnection, inv: Inventory): Promise<Reach> {
+export async function probeReach(conn: SshConnection, inv: Inventory, timeoutMs = 3000): Promise<Reach> {
   // Direct and local probes run at once; local answers are matched to masters afterwards.
   const { host, port } = splitListen(inv.lb.listen);
   // As many connections as masters: least_conn gives each to the backend with the fewest and breaks
@@ -72,7 +72,7 @@ export async function probeReach(conn: SshConnection, inv: Inventory): Promise<R
     Promise.all(
       inv.masters.map(async (m) => {
         try {
-          const r = await httpsGet(() => conn.connectFromHost(m.address, m.port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? m.address) });
+          const r = await httpsGet(() => conn.connectFromHost(m.address, m.port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? m.address), timeoutMs });
           return { m, status: r.status, fingerprint: r.fingerprint };
         } catch (e) {
           return { m, error: short(e) };
@@ -82,7 +82,7 @@ export async function probeReach(conn: SshConnection, inv: Inventory): Promise<R
     Promise.all(
       Array.from({ length: attempts }, async () => {
         try {
-          return await httpsGet(() => conn.connectFromHost(host, port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? host) });
+          return await httpsGet(() => conn.connectFromHost(host, port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? host), timeoutMs });
         } catch (e) {
           return { error: short(e) };
         }

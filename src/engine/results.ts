@@ -1,8 +1,11 @@
 /** What a deploy did on each host, and the recap totals. */
 
 export type StepStatus = 'ok' | 'changed' | 'failed' | 'skipped';
-/** `skipped`: a roll stopped before reaching this host; it still runs what it ran before. */
-export type HostStatus = 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped';
+/**
+ * `skipped`: a roll stopped (or the run was interrupted) before reaching this host; it still runs
+ * what it ran before. `locked`: another run holds the host's lock; this run did not touch it.
+ */
+export type HostStatus = 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped' | 'locked';
 
 export interface StepResult {
   name: string;
@@ -37,6 +40,10 @@ export interface HostResult {
   batch?: number;
   /** The balancer was applied and verified; a later step (repointing kubeconfigs) failed. */
   lbVerified?: boolean;
+  /** What this run did about an unfinished earlier run found on the host (its journal). */
+  recovered?: string;
+  /** `user@controller (pid N) since ...` when another run holds the host's lock. */
+  lockedBy?: string;
 }
 
 export interface Totals {
@@ -45,6 +52,7 @@ export interface Totals {
   failed: number;
   unreachable: number;
   skipped: number;
+  locked: number;
 }
 
 export function hostStatus(r: Pick<HostResult, 'steps'>): HostStatus {
@@ -59,7 +67,7 @@ export function finishHost(r: Omit<HostResult, 'ok' | 'changed' | 'failed' | 'st
 
 /** Hosts counted by outcome: ok (nothing changed), changed, failed, unreachable. */
 export function totals(hosts: HostResult[]): Totals {
-  const t: Totals = { ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0 };
+  const t: Totals = { ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0, locked: 0 };
   for (const h of hosts) t[h.status]++;
   return t;
 }

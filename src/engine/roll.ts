@@ -1,13 +1,13 @@
 /**
- * The rolling part of a deploy. Hosts whose change would restart or reload a
- * kube-nginx that is serving now go in batches of --serial: each batch keeps
- * the live files as *.k8s-ha-prev, swaps, reloads, and must then answer through
- * its local port from the new master list; a failed host is put back. More
- * failures than --max-fail-percent allows stop the roll.
- * Hosts with nothing running yet (first install) or nothing to do go at once.
+ * The rolling part of a deploy, as pure functions. Hosts whose change would restart, reload or
+ * replace a balancer that is serving now go in batches of --serial: each keeps its live files as
+ * backups, swaps, and must then answer through its local port from the new master list; a failed
+ * host is put back. More failures than --max-fail-percent allows stop the roll. Hosts with
+ * nothing running yet (first install) or nothing to do go at once.
  */
 import { UsageError } from '../errors.js';
-import { applyHost, disturbsRunningService, rollbackHost, type PreparedHost } from './host.js';
+import { disturbsRunningService } from './plan.js';
+import type { PlannedHost } from './host.js';
 import type { HostResult } from './results.js';
 
 export const DEFAULT_SERIAL = '25%';
@@ -42,56 +42,21 @@ export function failLimit(maxFailPercent: number, total: number): number {
   return Math.floor((total * maxFailPercent) / 100);
 }
 
-export interface RollPlan {
-  /** Changes that disturb no running service, and hosts with nothing to do: all at once. */
-  immediate: PreparedHost[];
-  batches: PreparedHost[][];
+export interface RollPlan<H> {
+  /** Changes that disturb no running service, and hosts with nothing to do: all at once (still at most --concurrency at a time). */
+  immediate: H[];
+  batches: H[][];
   failLimit: number;
 }
 
-export function planRoll(prepared: PreparedHost[], serial: Serial, maxFailPercent: number): RollPlan {
-  const rolling = prepared.filter(disturbsRunningService);
-  const immediate = prepared.filter((p) => !rolling.includes(p));
+export function planRoll<H extends Pick<PlannedHost, 'plan' | 'unit'>>(planned: H[], serial: Serial, maxFailPercent: number): RollPlan<H> {
+  const rolling = planned.filter((p) => disturbsRunningService(p.plan, p.unit));
+  const immediate = planned.filter((p) => !rolling.includes(p));
   return { immediate, batches: chunk(rolling, batchSize(serial, rolling.length)), failLimit: failLimit(maxFailPercent, rolling.length) };
-}
-
-/** One batch: apply everywhere in it at once, put back what failed. Closes its connections. */
-export async function runBatch(batch: PreparedHost[], index: number): Promise<HostResult[]> {
-  return Promise.all(
-    batch.map(async (p) => {
-      try {
-        let r = await applyHost(p, { backup: true, checkNewList: true });
-        if ((r.status === 'failed' || r.status === 'unreachable') && r.committed && !r.lbVerified) {
-          p.o.say('restoring the previous files');
-          r = { ...r, rollback: await rollbackHost(p) };
-        }
-        return { ...r, batch: index };
-      } finally {
-        p.conn.close();
-      }
-    }),
-  );
 }
 
 export function failed(r: HostResult): boolean {
   return r.status === 'failed' || r.status === 'unreachable';
-}
-
-/** What a host that the stopped roll never reached reports: its plan, unapplied. */
-export function notReached(p: PreparedHost, why: string): HostResult {
-  p.conn.close();
-  const steps = p.results.map((s) => (s.status === 'changed' ? { ...s, status: 'skipped' as const, summary: `not applied: ${why}` } : s));
-  return {
-    name: p.o.node.name,
-    address: p.o.node.address,
-    status: 'skipped',
-    ok: steps.filter((s) => s.status === 'ok').length,
-    changed: 0,
-    failed: 0,
-    steps,
-    error: why,
-    timings: p.timings,
-  };
 }
 
 /**
@@ -100,7 +65,7 @@ export function notReached(p: PreparedHost, why: string): HostResult {
  * replacement could not be verified nor undone.
  */
 export function configState(r: HostResult): 'new' | 'previous' | 'unknown' {
-  if (!failed(r)) return r.status === 'skipped' ? 'previous' : 'new';
+  if (!failed(r)) return r.status === 'skipped' || r.status === 'locked' ? 'previous' : 'new';
   if (r.lbVerified) return 'new';
   if (!r.committed) return 'previous';
   return r.rollback?.ok ? 'previous' : 'unknown';

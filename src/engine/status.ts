@@ -4,8 +4,6 @@
  * binary's version, the listener, and which apiservers the node reaches,
  * directly and through its own local port. One connection per node, in parallel.
  */
-import { cachedKubeLb } from '../build/kube-lb.js';
-import { cachedNginxBinary, controllerOs } from '../build/nginx.js';
 import { SshConnection } from '../connect/ssh.js';
 import type { Impl, InventoryNode } from '../inventory/schema.js';
 import { isServing } from '../facts/host.js';
@@ -13,9 +11,12 @@ import { kubeLbPaths } from '../lb/kube-lb.js';
 import { nginxPaths } from '../lb/nginx.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
-import { buildStepOf, implOf, prepareDeploy, type DeployRun, type RunImpl } from './deploy.js';
-import { factRequest, planHost, prepareHost, type PreparedHost } from './host.js';
-import { probeReach, type LocalReach, type MasterReach, type Reach } from './probe.js';
+import { cachedArtifacts, initialImpl, loadSetup, type Builds, type RunImpl, type Setup } from './deploy.js';
+import { planOn, type HostJob } from './host.js';
+import { LOCK_PROBE, parseLockProbe } from './lock.js';
+import { factRequest, planHost } from './plan.js';
+import { probeReach, type LocalReach, type MasterReach } from './probe.js';
+import type { Journal } from './scripts.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
 
@@ -37,6 +38,10 @@ export interface NodeStatus {
   listening?: boolean;
   masters: MasterReach[];
   local?: LocalReach;
+  /** Another k8s-ha run holds the node's lock: who, since when. */
+  lockedBy?: string;
+  /** An unfinished run's journal on the node: the next deploy verifies it first. */
+  unfinished?: Pick<Journal, 'run' | 'by' | 'started' | 'state'>;
   /** Serving: active (running), and an apiserver answered through the local port. */
   healthy: boolean;
 }
@@ -58,41 +63,44 @@ export function serviceState(loadState: string, active: string, sub: string): st
 }
 
 /** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
-function knowableSteps(run: DeployRun, impl: RunImpl, node: InventoryNode, known: Set<string>) {
-  const all = run.playbooks[impl].steps(node);
+function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: Set<string>) {
+  const all = setup.playbooks[impl].steps(node);
   const unknowable = all.filter((s) => s.type === 'op' && s.op.type === 'file' && !known.has(String((s.args as { source: string }).source).slice('artifact:'.length)));
   return { steps: all.filter((s) => !unknowable.includes(s)), unknowable };
 }
 
-async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<string>): Promise<NodeStatus> {
-  const inv = run.loaded.inventory;
-  const wanted = implOf(run, node).wanted;
-  // Facts and the reach probe need the same connection but not each other: run them at once.
-  let reachProbe: Promise<Reach> | undefined;
+async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, known: Set<string>): Promise<NodeStatus> {
+  const inv = setup.loaded.inventory;
+  const wanted = initialImpl(setup, node).wanted;
   const first: RunImpl = wanted === 'kube-lb' ? 'kube-lb' : 'nginx';
   const other: RunImpl = first === 'nginx' ? 'kube-lb' : 'nginx';
-  let { steps, unknowable } = knowableSteps(run, first, node, known);
-  const prepared = await prepareHost({
-    inventory: inv,
-    node,
-    steps,
-    base: { artifacts: run.artifacts, render: (t) => TEMPLATES[t]!(inv) },
-    connect: async () => {
-      const conn = await SshConnection.open(run.targets.get(node.name)!);
-      reachProbe = probeReach(conn, inv);
-      reachProbe.catch(() => undefined);
-      return conn;
-    },
-    say: () => undefined,
-    // Both implementations' files and versions: which one runs is only known from the facts.
-    extraFacts: factRequest(knowableSteps(run, other, node, known).steps),
-    versionsOf: [nginxPaths(inv.lb.prefix).binary, kubeLbPaths(inv.kubeLb.prefix).binary],
-  });
-  if (!('conn' in prepared)) {
-    return { name: node.name, address: node.address, wanted, reachable: false, error: prepared.error, drift: {}, masters: [], healthy: false };
-  }
-  const p = prepared as PreparedHost;
+  let { steps, unknowable } = knowableSteps(setup, first, node, known);
+  const base = { artifacts: builds.artifacts, render: (t: string) => TEMPLATES[t]!(inv) };
+  let conn: SshConnection;
   try {
+    conn = await SshConnection.open(setup.targets.get(node.name)!);
+  } catch (e) {
+    return { name: node.name, address: node.address, wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
+  }
+  try {
+    // Facts, the lock probe and the reach probe need the same connection but not each other: run them at once.
+    const reachProbe = probeReach(conn, inv);
+    reachProbe.catch(() => undefined);
+    const lockProbe = conn.execAsRoot(LOCK_PROBE).then((r) => parseLockProbe(r.stdout), () => ({}) as ReturnType<typeof parseLockProbe>);
+    const job: HostJob = {
+      inventory: inv,
+      node,
+      target: setup.targets.get(node.name)!,
+      runId: 'status',
+      holder: 'status',
+      steps,
+      base,
+      // Both implementations' files and versions: which one runs is only known from the facts.
+      extraFacts: { ...factRequest(knowableSteps(setup, other, node, known).steps), versions: [nginxPaths(inv.lb.prefix).binary, kubeLbPaths(inv.kubeLb.prefix).binary] },
+      say: () => undefined,
+    };
+    // Status reads and never takes the lock: planning here changes nothing.
+    const p = await planOn({ conn, release: () => undefined }, job);
     const facts = p.plan.facts;
     const serving = (i: RunImpl) => isServing(facts.units[IMPL_UNITS[i]]);
     const installed = (i: RunImpl) => facts.units[IMPL_UNITS[i]]?.loadState === 'loaded';
@@ -102,8 +110,8 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<stri
     const target: RunImpl = wanted === 'auto' ? impl : wanted;
     let plan = p.plan;
     if (target !== first) {
-      ({ steps, unknowable } = knowableSteps(run, target, node, known));
-      plan = planHost(node, steps, facts, { artifacts: run.artifacts, render: (t) => TEMPLATES[t]!(inv) });
+      ({ steps, unknowable } = knowableSteps(setup, target, node, known));
+      plan = planHost(node, steps, facts, base);
     }
     const drift: Record<string, FileDrift> = {};
     for (const st of plan.steps) {
@@ -116,7 +124,7 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<stri
     for (const st of unknowable) drift[st.name] = 'unknown';
     const u = facts.units[IMPL_UNITS[impl]];
     const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
-    const reach = await reachProbe!;
+    const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
     const binary = impl === 'nginx' ? nginxPaths(inv.lb.prefix).binary : kubeLbPaths(inv.kubeLb.prefix).binary;
     return {
       name: node.name,
@@ -131,33 +139,24 @@ async function statusOfNode(run: DeployRun, node: InventoryNode, known: Set<stri
       listening: reach.local.listening,
       masters: reach.masters,
       local: reach.local,
+      lockedBy: lock.holder,
+      unfinished: lock.journal ? { run: lock.journal.run, by: lock.journal.by, started: lock.journal.started, state: lock.journal.state } : undefined,
       healthy: service === 'active (running)' && reach.local.ok > 0,
     };
+  } catch (e) {
+    return { name: node.name, address: node.address, wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
   } finally {
-    p.conn.close();
+    conn.close();
   }
 }
 
 export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; playbookFile?: string }): Promise<ClusterStatus> {
-  const run = await prepareDeploy({ ...options, acceptNewHostKeys: false });
-  const inv = run.loaded.inventory;
+  const setup = await loadSetup({ ...options, acceptNewHostKeys: false });
+  const inv = setup.loaded.inventory;
   // Compare binaries with builds already in the cache; status never builds.
-  const known = new Set<string>();
-  const build = buildStepOf(run);
-  if (build && inv.nginx) {
-    const cached = await cachedNginxBinary(inv.nginx, build.args.configure, inv.build.host === 'controller' ? await controllerOs() : undefined);
-    if (cached) {
-      // Only the checksum is compared: status uploads nothing.
-      run.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version}` };
-      known.add('nginx');
-    }
-  }
-  const kubeLb = run.nodes.some((n) => implOf(run, n).wanted !== 'nginx') ? await cachedKubeLb().catch(() => undefined) : undefined;
-  if (kubeLb) {
-    run.artifacts['kube-lb'] = { content: Buffer.alloc(0), sha256: kubeLb.sha256, describe: kubeLb.version };
-    known.add('kube-lb');
-  }
-  const nodes = await mapLimit(run.nodes, options.concurrency, (n) => statusOfNode(run, n, known));
+  const builds = await cachedArtifacts(setup);
+  const known = new Set(Object.keys(builds.artifacts));
+  const nodes = await mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known));
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));
   for (const n of nodes) {
     for (const m of n.masters) {
@@ -170,6 +169,6 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
     healthy: nodes.filter((n) => n.healthy).length,
     drifted: nodes.filter((n) => Object.values(n.drift).some((d) => d !== 'ok')).length,
     masters,
-    durationMs: Date.now() - run.startedAt,
+    durationMs: Date.now() - setup.startedAt,
   };
 }

@@ -45,6 +45,19 @@ export interface HostFacts {
   texts: Record<string, string>;
   /** What `BINARY -v` printed (e.g. nginx/1.22.1, kube-lb 0.1.0), by binary path, for those that exist and run. */
   versions: Record<string, string>;
+  /**
+   * The server: and tls-server-name: values of the kubeconfigs asked for, by path; null when the file
+   * is missing. Never the file itself: it holds client keys. Optional only so that hand-built facts
+   * predating it still type-check; parseFacts always sets it.
+   */
+  kubeconfigs?: Record<string, KubeconfigFacts | null>;
+}
+
+export interface KubeconfigFacts {
+  servers: string[];
+  tlsServerNames: string[];
+  /** Octal permission bits, e.g. 600. */
+  mode: string;
 }
 
 export interface FactRequest {
@@ -56,6 +69,8 @@ export interface FactRequest {
   texts?: string[];
   /** Binaries whose `-v` version is wanted (status). */
   versions?: string[];
+  /** Kubeconfigs whose server: and tls-server-name: values are wanted (repointing); only those lines leave the host. */
+  kubeconfigs?: string[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -93,6 +108,7 @@ export function factScript(req: FactRequest): string {
   (req.versions ?? []).forEach((v, i) => {
     lines.push(`echo "@@version ${i}"; [ -x ${quote(v)} ] && ${quote(v)} -v 2>&1 | head -n 1; true`);
   });
+  (req.kubeconfigs ?? []).forEach((k, i) => lines.push(kubeconfigFactLine(k, i)));
   return lines.join('\n') + '\n';
 }
 
@@ -137,6 +153,7 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     guards: {},
     texts: {},
     versions: {},
+    kubeconfigs: {},
   };
   const sums = new Map<string, string>();
   for (const line of s.get('sha256') ?? []) {
@@ -179,7 +196,45 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     const line = (s.get(`version ${i}`) ?? [])[0];
     if (line) facts.versions[v] = line.replace(/^nginx version: /, '');
   });
+  (req.kubeconfigs ?? []).forEach((k, i) => {
+    facts.kubeconfigs![k] = parseKubeconfigFacts(s.get(`kubeconfig ${i}`) ?? []);
+  });
   return facts;
+}
+
+/**
+ * Reads a kubeconfig on the host and prints only its mode and the values of its server: and
+ * tls-server-name: lines (sed -n prints nothing else): client-key-data and tokens never leave the node.
+ */
+function kubeconfigFactLine(path: string, i: number): string {
+  const p = quote(path);
+  return (
+    `echo "@@kubeconfig ${i}"; if [ -f ${p} ]; then stat -c 'mode=%a' ${p}; ` +
+    `sed -n -e 's/^[[:space:]]*server:[[:space:]]*/server=/p' -e 's/^[[:space:]]*tls-server-name:[[:space:]]*/tls-server-name=/p' ${p}; ` +
+    `else echo missing; fi`
+  );
+}
+
+/** A YAML plain or quoted scalar as written on one line: the first word, its quotes off. */
+function scalar(v: string): string {
+  const t = v.trim();
+  const q = /^"([^"]*)"|^'([^']*)'/.exec(t);
+  return q ? (q[1] ?? q[2]!) : t.split(/\s/)[0]!;
+}
+
+/** Pure: the section the fact line above printed for one kubeconfig; null for a missing file. */
+export function parseKubeconfigFacts(lines: string[]): KubeconfigFacts | null {
+  if (!lines.length || lines[0] === 'missing') return null;
+  const out: KubeconfigFacts = { servers: [], tlsServerNames: [], mode: '' };
+  for (const l of lines) {
+    const i = l.indexOf('=');
+    const key = l.slice(0, i);
+    const value = l.slice(i + 1);
+    if (key === 'mode') out.mode = value;
+    else if (key === 'server') out.servers.push(scalar(value));
+    else if (key === 'tls-server-name') out.tlsServerNames.push(scalar(value));
+  }
+  return out;
 }
 
 /** The key a built binary is cached under: what it was built for. */

@@ -1,9 +1,11 @@
 /**
- * Point kubelet and kube-proxy at the node-local balancer: rewrite `server:` in
- * their kubeconfigs to https://LISTEN, keeping the original as *.k8s-ha-orig,
- * and restart each service that exists. Pure plan from facts; one script to apply.
+ * Point kubelet and kube-proxy at the node-local balancer: rewrite `server:` in their kubeconfigs
+ * to https://LISTEN (and `tls-server-name:` when the apiservers' certificate needs a name), keep
+ * the original as *.k8s-ha-orig, restart each service and wait until it is connected through the
+ * balancer; put everything back when it does not get there. Pure plan from facts; one script to apply.
  */
-import type { HostFacts } from '../facts/host.js';
+import net from 'node:net';
+import type { HostFacts, KubeconfigFacts } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 
 export interface Kubeconfig {
@@ -13,37 +15,97 @@ export interface Kubeconfig {
 
 export interface Repoint {
   path: string;
+  /** A server: URL the file names now (the first that differs, else the one it keeps). */
   from: string;
   to: string;
+  /** tls-server-name: to set in every cluster; unset leaves existing ones alone. */
+  serverName?: string;
   /** Restarted afterwards, when the unit exists on the node. */
   service?: string;
+  /** What differs, for the plan's summary. */
+  why: string;
+}
+
+export interface RepointOptions {
+  listen: string;
+  /** How long each restarted service gets to be active, running and connected to the balancer. */
+  timeoutS: number;
+}
+
+export interface RepointOutcome {
+  ok: boolean;
+  /** `SUBJECT: reason`, the subject a service or a kubeconfig path. */
+  failure?: string;
+  /** After a failure: whether every original came back and the services restarted on it. */
+  restored?: boolean;
+  restoreFailure?: string;
 }
 
 export const ORIGINAL_SUFFIX = '.k8s-ha-orig';
+const STAGED_SUFFIX = '.k8s-ha-new';
+const DEFAULT_TIMEOUT_S = 60;
 
 const SERVER = /^(\s*server:\s*)(\S+)\s*$/gm;
+const TLS_SERVER_NAME = /^\s*tls-server-name:\s*(\S+)\s*$/gm;
+
+/** LISTEN as host and port; an IPv6 host comes back without brackets. */
+export function splitListen(listen: string): { host: string; port: number } {
+  const m = /^(.+):(\d+)$/.exec(listen);
+  if (!m) throw new Error(`not HOST:PORT: ${listen}`);
+  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
+}
+
+/** The one host:port rule: an IPv6 host is bracketed (`[::1]:8443`), whether LISTEN had brackets or not. */
+export function hostPort(listen: string): string {
+  const { host, port } = splitListen(listen);
+  return `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
+}
 
 export function serverUrl(listen: string): string {
-  return `https://${listen}`;
+  return `https://${hostPort(listen)}`;
 }
+
+const unquote = (v: string) => v.replace(/^["']|["']$/g, '');
 
 /** The server: URLs a kubeconfig names. */
 export function serversIn(text: string): string[] {
-  return [...text.matchAll(SERVER)].map((m) => m[2]!.replace(/^["']|["']$/g, ''));
+  return [...text.matchAll(SERVER)].map((m) => unquote(m[2]!));
 }
 
-export function planRepoint(kubeconfigs: Kubeconfig[], listen: string, facts: HostFacts): Repoint[] {
+/** The kubeconfig facts for a path: from facts.kubeconfigs, or (callers still asking for texts) from its text. */
+function kubeconfigFacts(facts: HostFacts, path: string): KubeconfigFacts | null {
+  const k = facts.kubeconfigs?.[path];
+  if (k !== undefined) return k;
+  const text = facts.texts[path];
+  if (text === undefined) return null;
+  return { servers: serversIn(text), tlsServerNames: [...text.matchAll(TLS_SERVER_NAME)].map((m) => unquote(m[1]!)), mode: '' };
+}
+
+export function planRepoint(kubeconfigs: Kubeconfig[], listen: string, facts: HostFacts, serverName?: string): Repoint[] {
   const to = serverUrl(listen);
   const out: Repoint[] = [];
   for (const k of kubeconfigs) {
-    const text = facts.texts[k.path];
-    if (text === undefined) continue; // no such file on this node: nothing to point
-    const servers = serversIn(text);
-    const other = servers.find((s) => s !== to);
-    if (!other) continue;
+    const kc = kubeconfigFacts(facts, k.path);
+    // No such file, or no server: line: nothing to point on this node.
+    if (!kc || !kc.servers.length) continue;
+    const why: string[] = [];
+    const other = kc.servers.find((s) => s !== to);
+    if (other !== undefined) why.push(`server ${other} -> ${to}`);
+    if (serverName && (kc.tlsServerNames.length < kc.servers.length || kc.tlsServerNames.some((n) => n !== serverName))) {
+      const now = kc.tlsServerNames.find((n) => n !== serverName);
+      why.push(`tls-server-name ${now ?? '(none)'} -> ${serverName}`);
+    }
+    if (!why.length) continue;
     const unit = k.service ? `${k.service}.service` : undefined;
     const exists = unit ? facts.units[unit] && facts.units[unit]!.loadState !== 'not-found' : false;
-    out.push({ path: k.path, from: other, to, service: exists ? k.service : undefined });
+    out.push({
+      path: k.path,
+      from: other ?? to,
+      to,
+      ...(serverName ? { serverName } : {}),
+      service: exists ? k.service : undefined,
+      why: why.join('; '),
+    });
   }
   return out;
 }
@@ -52,20 +114,167 @@ export function units(kubeconfigs: Kubeconfig[]): string[] {
   return kubeconfigs.filter((k) => k.service).map((k) => `${k.service}.service`);
 }
 
-/** Back up once, rewrite every server: line atomically, restart the services that exist. */
-export function repointScript(changes: Repoint[]): string {
-  const lines = ['set -eu'];
-  for (const c of changes) {
-    const f = quote(c.path);
-    const orig = quote(c.path + ORIGINAL_SUFFIX);
-    lines.push(
-      `[ -e ${orig} ] || cp -p ${f} ${orig}`,
-      `cp -p ${f} ${f}.k8s-ha-new`,
-      `sed -E 's#^([[:space:]]*server:[[:space:]]*).*$#\\1${c.to}#' ${f} > ${f}.k8s-ha-new`,
-      `mv -f ${f}.k8s-ha-new ${f}`,
-    );
+/*
+ * The node side. Plain POSIX sh and awk (mawk, gawk, busybox): minimal Debian and RHEL have no yq
+ * or python. Values reach awk through the environment, not -v, which would expand backslashes.
+ */
+
+/** Every server: line gets URL; with NAME, each one is followed by tls-server-name: NAME at its indentation, older ones dropped. */
+const AWK_REWRITE = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAME"] }
+name != "" && /^[ \\t]*tls-server-name:/ { next }
+/^[ \\t]*server:/ {
+  match($0, /^[ \\t]*server:[ \\t]*/); print substr($0, 1, RLENGTH) to
+  if (name != "") { match($0, /^[ \\t]*/); print substr($0, 1, RLENGTH) "tls-server-name: " name }
+  next
+}
+{ print }`;
+
+/** Fails unless every server: is URL and, with NAME, each has its tls-server-name: NAME. */
+const AWK_CHECK = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAME"] }
+/^[ \\t]*server:/ { n++; v = $0; sub(/^[ \\t]*server:[ \\t]*/, "", v); if (v != to) bad = 1 }
+/^[ \\t]*tls-server-name:/ { t++; v = $0; sub(/^[ \\t]*tls-server-name:[ \\t]*/, "", v); if (name != "" && v != name) bad = 1 }
+END { exit (n == 0 || bad || (name != "" && t != n)) }`;
+
+/*
+ * rewrite_kubeconfig PATH URL NAME. The backup is staged too: a half-written one would never be
+ * replaced. cp -p then `>` keeps the staged file's mode and owner; mv -f swaps it in atomically.
+ */
+const REWRITE_FUNCTION = `rewrite_kubeconfig() {
+  [ -f "$1" ] || { echo "$1 is missing"; return 1; }
+  if [ ! -e "$1${ORIGINAL_SUFFIX}" ]; then
+    cp -p "$1" "$1${ORIGINAL_SUFFIX}.tmp" && mv -f "$1${ORIGINAL_SUFFIX}.tmp" "$1${ORIGINAL_SUFFIX}" || { rm -f "$1${ORIGINAL_SUFFIX}.tmp"; echo "cannot back up $1"; return 1; }
+  fi
+  cp -p "$1" "$1${STAGED_SUFFIX}" || { echo "cannot stage $1${STAGED_SUFFIX}"; return 1; }
+  K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_REWRITE)} "$1" > "$1${STAGED_SUFFIX}" || { rm -f "$1${STAGED_SUFFIX}"; echo "cannot rewrite $1"; return 1; }
+  K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_CHECK)} "$1${STAGED_SUFFIX}" || { rm -f "$1${STAGED_SUFFIX}"; echo "the rewritten $1 does not name server $2 throughout"; return 1; }
+  mv -f "$1${STAGED_SUFFIX}" "$1" || { rm -f "$1${STAGED_SUFFIX}"; echo "cannot move $1${STAGED_SUFFIX} into place"; return 1; }
+}`;
+
+/** restore_file PATH: the original back (same mode and owner), when this or an earlier run kept one. */
+const RESTORE_FUNCTION = `restore_file() {
+  [ -e "$1${ORIGINAL_SUFFIX}" ] || return 0
+  rm -f "$1${STAGED_SUFFIX}"
+  cp -p "$1${ORIGINAL_SUFFIX}" "$1${STAGED_SUFFIX}" && mv -f "$1${STAGED_SUFFIX}" "$1"
+}`;
+
+/*
+ * connected SERVICE: a process of the unit holds an established TCP connection to $LISTEN.
+ * ControlGroup= is stripped rather than read with --value, which systemd 219 (RHEL 7) lacks; the
+ * unit's cgroup.procs is under the unified tree (v2, hybrid) or the systemd one (v1). Without a
+ * working ss, the unit's socket inodes are matched against /proc/net/tcp{,6} ($PROC_ADDRS).
+ */
+const CONNECTED_FUNCTION = `connected() {
+  cg=$(systemctl show -p ControlGroup "$1" 2>/dev/null); cg=\${cg#ControlGroup=}
+  [ -n "$cg" ] || return 1
+  pids=''
+  for root in /sys/fs/cgroup /sys/fs/cgroup/unified /sys/fs/cgroup/systemd; do
+    if [ -r "$root$cg/cgroup.procs" ]; then pids=$(cat "$root$cg/cgroup.procs" 2>/dev/null); break; fi
+  done
+  [ -n "$pids" ] || return 1
+  if out=$(ss -Htnp state established dst "$LISTEN" 2>/dev/null); then
+    for p in $pids; do case "$out" in *"pid=$p,"*) return 0 ;; esac; done
+    return 1
+  fi
+  inodes=$(K8S_HA_ADDRS=" $PROC_ADDRS " awk '$4 == "01" && index(ENVIRON["K8S_HA_ADDRS"], " " $3 " ") { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+  [ -n "$inodes" ] || return 1
+  socks=" $(for p in $pids; do ls -l "/proc/$p/fd" 2>/dev/null; done | sed -n 's/.*socket:\\[\\([0-9]*\\)\\].*/\\1/p' | tr '\\n' ' ') "
+  for i in $inodes; do case "$socks" in *" $i "*) return 0 ;; esac; done
+  return 1
+}`;
+
+/** wait_ready SERVICE: active, running and connected within $TIMEOUT seconds; else $why says which not. */
+const WAIT_FUNCTION = `wait_ready() {
+  end=$(( $(date +%s) + TIMEOUT ))
+  while :; do
+    st=$(systemctl show -p ActiveState -p SubState "$1" 2>/dev/null | sort | tr '\\n' ' ')
+    if [ "$st" = 'ActiveState=active SubState=running ' ]; then
+      connected "$1" && return 0
+      why="no established connection to $LISTEN after \${TIMEOUT}s"
+    else
+      why="not active and running after \${TIMEOUT}s ($st)"
+    fi
+    [ "$(date +%s)" -lt "$end" ] || return 1
+    sleep 1
+  done
+}`;
+
+/** Standalone: rewrite one kubeconfig as repointScript does (exit 0, silent, on success). */
+export function rewriteCommands(path: string, to: string, serverName?: string): string {
+  return `${REWRITE_FUNCTION}\nrewrite_kubeconfig ${quote(path)} ${quote(to)} ${quote(serverName ?? '')}\n`;
+}
+
+/** How a TCP peer appears in /proc/net/tcp{,6}: in both byte orders, IPv4 also as v4-mapped IPv6. */
+export function procNetAddresses(listen: string): string[] {
+  const { host, port } = splitListen(listen);
+  const hex = (bytes: number[]) => bytes.map((b) => b.toString(16).padStart(2, '0')).join('').toUpperCase();
+  // The kernel prints each 32-bit word in host order: reversed within each word on little-endian.
+  const little = (bytes: number[]) => bytes.map((_, i) => bytes[i - (i % 4) + 3 - (i % 4)]!);
+  const forms = net.isIPv4(host) ? [ipv4Bytes(host), [...Array(10).fill(0), 0xff, 0xff, ...ipv4Bytes(host)]] : [ipv6Bytes(host)];
+  const p = port.toString(16).padStart(4, '0').toUpperCase();
+  return [...new Set(forms.flatMap((b) => [little(b), b]).map((b) => `${hex(b)}:${p}`))];
+}
+
+const ipv4Bytes = (h: string) => h.split('.').map(Number);
+
+function ipv6Bytes(h: string): number[] {
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(h);
+  if (v4) {
+    const [a, b, c, d] = ipv4Bytes(v4[1]!);
+    h = h.slice(0, -v4[1]!.length) + `${((a! << 8) | b!).toString(16)}:${((c! << 8) | d!).toString(16)}`;
   }
-  for (const s of new Set(changes.map((c) => c.service).filter(Boolean))) lines.push(`systemctl restart ${quote(s!)}`);
-  lines.push('echo "@@repointed"');
+  const [head, tail] = h.split('::') as [string, string | undefined];
+  const words = (s: string | undefined) => (s ? s.split(':').map((w) => parseInt(w, 16)) : []);
+  const hw = words(head);
+  const tw = words(tail);
+  const all = tail === undefined ? hw : [...hw, ...Array(8 - hw.length - tw.length).fill(0), ...tw];
+  return all.flatMap((w) => [w >> 8, w & 0xff]);
+}
+
+/**
+ * Rewrite each kubeconfig, restart each service that exists, wait for each to be active, running
+ * and connected to the balancer. Prints @@repointed; or @@repoint-failed SUBJECT: reason, puts every
+ * file back from its *.k8s-ha-orig, restarts what it restarted, and prints @@restored or
+ * @@restore-failed reason. No `set -e`: every failure is handled, so the undo always runs.
+ * Without opts (older callers) the listen address is taken from the changes' URL.
+ */
+export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> = {}): string {
+  const listen = opts.listen ?? changes[0]?.to.replace(/^https:\/\//, '') ?? '127.0.0.1:8443';
+  const timeoutS = Math.max(1, Math.floor(opts.timeoutS ?? DEFAULT_TIMEOUT_S));
+  const services = [...new Set(changes.flatMap((c) => (c.service ? [c.service] : [])))];
+  const flag = (i: number) => `restarted_${i}`;
+  const lines = [
+    'set -u',
+    `LISTEN=${quote(hostPort(listen))}`,
+    `TIMEOUT=${quote(String(timeoutS))}`,
+    `PROC_ADDRS=${quote(procNetAddresses(listen).join(' '))}`,
+    ...services.map((_, i) => `${flag(i)}=0`),
+    REWRITE_FUNCTION,
+    RESTORE_FUNCTION,
+    CONNECTED_FUNCTION,
+    WAIT_FUNCTION,
+    'restore() {',
+    "  bad=''",
+    ...changes.map((c) => `  restore_file ${quote(c.path)} || bad="$bad "${quote(c.path)}`),
+    ...services.map((s, i) => `  if [ "$${flag(i)}" = 1 ]; then systemctl restart ${quote(s)} >/dev/null 2>&1 || bad="$bad "${quote(s)}; fi`),
+    `  if [ -z "$bad" ]; then echo '@@restored'; else echo "@@restore-failed could not restore:$bad"; fi`,
+    '}',
+    // One line per marker: the reason may hold the newlines of a command's error output.
+    `failed() { echo "@@repoint-failed $(printf '%s' "$1" | tr '\\n' ' ')"; restore; exit 1; }`,
+    ...changes.map(
+      (c) => `if ! why=$(rewrite_kubeconfig ${quote(c.path)} ${quote(c.to)} ${quote(c.serverName ?? '')} 2>&1); then failed ${quote(c.path)}": $why"; fi`,
+    ),
+    // Restart them all first, so they come up side by side; then wait for each.
+    ...services.map((s, i) => `${flag(i)}=1; if ! out=$(systemctl restart ${quote(s)} 2>&1); then failed ${quote(s)}": restart failed: $out"; fi`),
+    ...services.map((s) => `if ! wait_ready ${quote(s)}; then failed ${quote(s)}": $why"; fi`),
+    "echo '@@repointed'",
+  ];
   return lines.join('\n') + '\n';
+}
+
+/** Pure: what the repoint script's markers say. */
+export function parseRepointOutput(stdout: string): RepointOutcome {
+  const failure = /^@@repoint-failed (.*)$/m.exec(stdout)?.[1];
+  if (failure === undefined) return { ok: /^@@repointed$/m.test(stdout) };
+  const restoreFailure = /^@@restore-failed ?(.*)$/m.exec(stdout)?.[1];
+  return { ok: false, failure, restored: /^@@restored$/m.test(stdout), ...(restoreFailure !== undefined ? { restoreFailure } : {}) };
 }

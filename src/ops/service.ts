@@ -71,8 +71,13 @@ export const service: Operation<ServiceArgs> = {
     const brandNew = u?.loadState === 'not-found' && a.state === 'running';
     // Switching needs the unit loaded before the quick hand-over: no fallback inside it.
     if (ctx.notified.has('daemon-reload') && (!brandNew || oldServing)) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
+    // Taking over from another unit: which one starts at boot changes only once the new one is
+    // verified (enable it and disable the old one together then), so an interrupted switch never
+    // leaves both enabled to race for the port after a reboot.
+    const replacing = !!a.replaces && a.state === 'running' && !!old && (old.unitFileState === 'enabled' || oldServing);
     // --no-reload: enabling only makes the boot-time symlinks; without it systemctl does a second full daemon-reload.
-    if (a.enabled && u?.unitFileState !== 'enabled') changes.push({ kind: 'run', command: `systemctl enable -q --no-reload ${unit}`, label: 'enable' });
+    const enable = a.enabled && u?.unitFileState !== 'enabled' ? `systemctl enable -q --no-reload ${unit}` : undefined;
+    if (enable && !replacing) changes.push({ kind: 'run', command: enable, label: 'enable' });
     if (!a.enabled && u?.unitFileState === 'enabled') changes.push({ kind: 'run', command: `systemctl disable -q --no-reload ${unit}`, label: 'disable' });
     const active = u?.activeState === 'active';
     if (a.state === 'running' && oldServing && a.replaces) {
@@ -105,8 +110,9 @@ export const service: Operation<ServiceArgs> = {
       changes.push({ kind: 'run', command: `systemctl stop ${unit}`, label: 'stop' });
     }
     // The replaced unit stays enabled (and restartable by a rollback) until the new one is verified.
-    if (a.replaces && a.state === 'running' && old && (old.unitFileState === 'enabled' || oldServing)) {
-      changes.push({ kind: 'run', command: `systemctl disable -q --no-reload ${oldUnit}`, label: `disable ${a.replaces.unit}`, when: 'verified' });
+    if (replacing) {
+      if (enable) changes.push({ kind: 'run', command: enable, label: 'enable', when: 'verified' });
+      changes.push({ kind: 'run', command: `systemctl disable -q --no-reload ${oldUnit}`, label: `disable ${a.replaces!.unit}`, when: 'verified' });
     }
     if (!changes.length) return noop(`${a.name} ${a.state}${a.enabled ? ', enabled' : ''}`);
     return { changes, notify: [], summary: changes.map((c) => (c.kind === 'run' ? c.label : '')).join(', ') };

@@ -6,13 +6,21 @@ import { lab, scratchDir, withNode } from './lab.js';
 
 export interface DeployJson {
   ok: boolean;
+  runId: string;
+  interrupted?: { signal: string };
+  peakSessions: number;
   durationMs: number;
-  totals: { ok: number; changed: number; failed: number; unreachable: number; skipped: number };
+  totals: { ok: number; changed: number; failed: number; unreachable: number; skipped: number; locked: number };
   roll?: { serial: number; batches: string[][]; failLimit: number; stoppedAfter?: number; reason?: string };
   hosts: Record<
     string,
     {
-      status: 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped';
+      status: 'ok' | 'changed' | 'failed' | 'unreachable' | 'skipped' | 'locked';
+      /** What this run did about an unfinished earlier run found on the node. */
+      recovered?: string;
+      /** Who holds the node's lock, when this run could not take it. */
+      lockedBy?: string;
+      rollback?: { ok: boolean; detail: string };
       impl?: { wanted: 'nginx' | 'kube-lb' | 'auto'; impl: 'nginx' | 'kube-lb'; why?: string };
       config: 'new' | 'previous' | 'unknown';
       batch?: number;
@@ -61,7 +69,7 @@ export async function serviceState(node: { name: string; address: string }): Pro
     const out = await c.execOk(
       'systemctl show -p ActiveState -p SubState -p ActiveEnterTimestamp -p MainPID kube-nginx; ' +
         'echo "ConfigSha=$(sha256sum /opt/k8s/kube-nginx/conf/kube-nginx.conf 2>/dev/null | cut -d" " -f1)"; ' +
-        'echo "Staged=$(find /opt/k8s/kube-nginx /etc/systemd/system -name "*.k8s-ha-new" 2>/dev/null | wc -l)"',
+        'echo "Staged=$(find /opt/k8s/kube-nginx /etc/systemd/system -name "*.k8s-ha-new*" 2>/dev/null | wc -l)"',
     );
     const kv = Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     const v = (k: string) => kv[k] ?? '';

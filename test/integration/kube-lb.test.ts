@@ -251,7 +251,7 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     expect(d.code).toBe(3);
     const config = d.report.hosts[node.name]!.steps.find((s) => s.name === 'config')!;
     expect(config.status).toBe('failed');
-    expect(config.summary).toMatch(/validation failed, nothing was replaced: kube-lb: .*kube-lb\.yaml\.k8s-ha-new: active: cannot load the CA or client certificate: ENOENT/);
+    expect(config.summary).toMatch(/validation failed, nothing was replaced: kube-lb: .*kube-lb\.yaml\.k8s-ha-new\.\d{8}T\d{6}-[0-9a-f]{6}: active: cannot load the CA or client certificate: ENOENT/);
     expect(d.report.hosts[node.name]!.config).toBe('previous');
     expect(await liveSha()).toBe(sha);
     expect((await units(node)).pid).toBe(before.pid);

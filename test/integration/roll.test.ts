@@ -140,7 +140,7 @@ describe.sequential('rolling reconfigure', () => {
       let stopped = false;
       child.stdout.on('data', (b) => (stdout += b));
       child.stderr.on('data', (b: Buffer) => {
-        if (!stopped && /COMPLETED\] batch 1\/3/.test(b.toString())) {
+        if (!stopped && /^node-1: ok=\d+ changed=\d+/m.test(b.toString())) {
           stopped = true;
           void run('docker', ['stop', '-t', '0', n2id]);
         }

@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { commitScript, factRequest, planHost, PREVIOUS_SUFFIX, stageScript, STAGED_SUFFIX, withStagedPaths, type HostPlan } from '../../src/engine/host.js';
-import { tarGzOf } from '../../src/engine/tarstream.js';
+import { factRequest, planHost } from '../../src/engine/plan.js';
+import { stagedPath, withStagedPaths } from '../../src/engine/scripts.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import { parseFacts, factScript, type HostFacts } from '../../src/facts/host.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
@@ -48,11 +48,12 @@ describe('planHost', () => {
 describe('withStagedPaths', () => {
   it('points validation at the staged copies of files staged in the same run, and nothing else', () => {
     const cmd = '/opt/k/sbin/kube-nginx -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf';
-    expect(withStagedPaths(cmd, ['/opt/k/conf/kube-nginx.conf'])).toBe(`/opt/k/sbin/kube-nginx -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf${STAGED_SUFFIX}`);
-    expect(withStagedPaths(cmd, ['/opt/k/sbin/kube-nginx', '/opt/k/conf/kube-nginx.conf'])).toBe(
-      `/opt/k/sbin/kube-nginx${STAGED_SUFFIX} -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf${STAGED_SUFFIX}`,
+    const R = '20261128T180000-abc123';
+    expect(withStagedPaths(cmd, ['/opt/k/conf/kube-nginx.conf'], R)).toBe(`/opt/k/sbin/kube-nginx -t -q -p /opt/k -c ${stagedPath('/opt/k/conf/kube-nginx.conf', R)}`);
+    expect(withStagedPaths(cmd, ['/opt/k/sbin/kube-nginx', '/opt/k/conf/kube-nginx.conf'], R)).toBe(
+      `/opt/k/sbin/kube-nginx.k8s-ha-new.${R} -t -q -p /opt/k -c /opt/k/conf/kube-nginx.conf.k8s-ha-new.${R}`,
     );
-    expect(withStagedPaths('/opt/k/sbin/kube-nginx-old -v', ['/opt/k/sbin/kube-nginx'])).toBe('/opt/k/sbin/kube-nginx-old -v');
+    expect(withStagedPaths('/opt/k/sbin/kube-nginx-old -v', ['/opt/k/sbin/kube-nginx'], R)).toBe('/opt/k/sbin/kube-nginx-old -v');
   });
 });
 
@@ -95,84 +96,6 @@ describe('facts', () => {
     expect(f.dirs[file]).toBeNull(); // a file where a directory should be
     expect(f.os.glibc).toMatch(/^2\.\d+$/);
     expect(f.guards['exit 3']).toBe(3);
-    fs.rmSync(dir, { recursive: true });
-  });
-});
-
-/** The stage and commit scripts are real shell: run them here on a temporary tree. */
-describe('stage and commit scripts', () => {
-  function setup(validateFor: (dest: string) => string) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-stage-'));
-    const dest = path.join(dir, 'conf', 'app.conf');
-    const validate = validateFor(dest);
-    const plan: HostPlan = {
-      node,
-      facts: noFacts(),
-      steps: [
-        { step: step('directory', { path: path.join(dir, 'conf') }), plan: { changes: [{ kind: 'mkdir', path: path.join(dir, 'conf'), mode: '755' }], notify: [], summary: '' } },
-        {
-          step: step('template', { template: 't', dest }),
-          plan: { changes: [{ kind: 'put', path: dest, content: Buffer.from('new\n'), sha256: 'x', mode: '600', validate }], notify: [], summary: '' },
-        },
-        { step: step('command', { run: 'true', unless: 'false' }), plan: { changes: [{ kind: 'run', command: `echo ran > ${dir}/ran`, label: 'x' }], notify: [], summary: '' } },
-      ],
-    };
-    return { dir, dest, plan };
-  }
-
-  it('stages beside the live file, validates, then commit renames it into place and runs the handlers', async () => {
-    const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
-    fs.mkdirSync(path.dirname(dest), { recursive: true });
-    fs.writeFileSync(dest, 'old\n');
-    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
-    expect(s.stdout).toMatch(/^@@staged$/m);
-    expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
-    expect(fs.readFileSync(dest + STAGED_SUFFIX, 'utf8')).toBe('new\n');
-    const c = await run('sh', ['-c', commitScript(plan)]);
-    expect(c.stdout).toMatch(/^@@committed$/m);
-    expect(fs.readFileSync(dest, 'utf8')).toBe('new\n');
-    expect((fs.statSync(dest).mode & 0o777).toString(8)).toBe('600');
-    expect(fs.existsSync(dest + STAGED_SUFFIX)).toBe(false);
-    expect(fs.readFileSync(path.join(dir, 'ran'), 'utf8')).toBe('ran\n');
-    fs.rmSync(dir, { recursive: true });
-  });
-
-  it('with backups, a stale *.k8s-ha-prev from an earlier run is replaced by this run\'s previous file before anything moves', async () => {
-    const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
-    fs.mkdirSync(path.dirname(dest), { recursive: true });
-    fs.writeFileSync(dest, 'current\n');
-    fs.writeFileSync(dest + PREVIOUS_SUFFIX, 'from two deploys ago\n');
-    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
-    const c = await run('sh', ['-c', commitScript(plan, true)]);
-    expect(c.stdout).toMatch(/^@@committed$/m);
-    expect(fs.readFileSync(dest, 'utf8')).toBe('new\n');
-    expect(fs.readFileSync(dest + PREVIOUS_SUFFIX, 'utf8')).toBe('current\n');
-    fs.rmSync(dir, { recursive: true });
-  });
-
-  it('with backups, a backup that cannot be made stops the commit before any live file moves', async () => {
-    const { dir, dest, plan } = setup((d) => `grep -q new ${d}`);
-    fs.mkdirSync(path.dirname(dest), { recursive: true });
-    fs.writeFileSync(dest, 'current\n');
-    await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
-    fs.mkdirSync(dest + PREVIOUS_SUFFIX); // cp cannot write a file where a directory stands
-    fs.writeFileSync(path.join(dest + PREVIOUS_SUFFIX, 'x'), '');
-    const c = await run('sh', ['-c', commitScript(plan, true)]);
-    expect(c.code).toBe(39);
-    expect(c.stdout).toMatch(/^@@failed 1$/m);
-    expect(fs.readFileSync(dest, 'utf8')).toBe('current\n');
-    fs.rmSync(dir, { recursive: true });
-  });
-
-  it('a failed validation reports its output and leaves nothing staged and the live file as it was', async () => {
-    const { dir, dest, plan } = setup(() => 'echo "config is broken" >&2; exit 7');
-    fs.mkdirSync(path.dirname(dest), { recursive: true });
-    fs.writeFileSync(dest, 'old\n');
-    const s = await run('sh', ['-c', stageScript(plan)], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
-    expect(s.code).toBe(30);
-    expect(s.stdout).toMatch(/^@@invalid 1 7\nconfig is broken$/m);
-    expect(fs.readFileSync(dest, 'utf8')).toBe('old\n');
-    expect(fs.readdirSync(path.dirname(dest))).toEqual(['app.conf']);
     fs.rmSync(dir, { recursive: true });
   });
 });

@@ -90,11 +90,11 @@ describe('switching implementation (service with replaces)', () => {
   const toKubeLb = { name: 'kube-lb', replaces: { unit: 'kube-nginx', listen: '127.0.0.1:8443', order: 'start-first', ready: '127.0.0.1:8444' } };
   const toNginx = { name: 'kube-nginx', replaces: { unit: 'kube-lb', listen: '127.0.0.1:8443', order: 'stop-first' } };
 
-  it('kube-nginx serving: kube-lb starts, is ready, then kube-nginx stops; kube-nginx is disabled only after verify', () => {
+  it('kube-nginx serving: kube-lb starts, is ready, then kube-nginx stops; which one is enabled flips only after verify', () => {
     const p = plan(toKubeLb, { 'kube-lb': missing, 'kube-nginx': unit('active') }, ['daemon-reload', 'restart']);
     const r = runs(p.changes);
-    expect(r.map((c) => c.label)).toEqual(['daemon-reload', 'enable', 'switch from kube-nginx', 'disable kube-nginx']);
-    const sw = r[2]!;
+    expect(r.map((c) => c.label)).toEqual(['daemon-reload', 'switch from kube-nginx', 'enable', 'disable kube-nginx']);
+    const sw = r[1]!;
     expect(sw.switchFrom).toBe('kube-nginx');
     // kube-nginx is stopped only if kube-lb's admin port (8444 = 0x20FC) came up.
     expect(sw.command).toMatch(/^systemctl restart kube-lb && \{ ok=0; for i in .*:20FC 0\+:0000 0A.*then ok=1; break; fi; .*\[ \$ok = 1 \] \|\| \{ echo 'kube-lb did not become ready: nothing listens on 127\.0\.0\.1:8444' >&2; false; \} && systemctl stop kube-nginx; \}$/);
@@ -102,19 +102,21 @@ describe('switching implementation (service with replaces)', () => {
     expect(sw.undo).toMatch(
       /^systemctl stop --no-block kube-lb; systemctl disable -q --no-reload kube-lb; systemctl enable -q --no-reload kube-nginx; systemctl is-active -q kube-nginx \|\| \{ for i in .*:20FB .*; systemctl start kube-nginx; \}$/,
     );
+    expect(r[2]).toMatchObject({ command: 'systemctl enable -q --no-reload kube-lb', when: 'verified' });
     expect(r[3]).toMatchObject({ command: 'systemctl disable -q --no-reload kube-nginx', when: 'verified' });
-    expect(p.summary).toBe('daemon-reload, enable, switch from kube-nginx, disable kube-nginx');
+    expect(p.summary).toBe('daemon-reload, switch from kube-nginx, enable, disable kube-nginx');
   });
 
   it('kube-lb serving: it lets go of the port first, kube-nginx starts the moment the port is free', () => {
     const r = runs(plan(toNginx, { 'kube-nginx': unit('inactive', 'disabled'), 'kube-lb': unit('active') }).changes);
-    expect(r.map((c) => c.label)).toEqual(['enable', 'switch from kube-lb', 'disable kube-lb']);
-    expect(r[1]!.command).toMatch(/^systemctl stop --no-block kube-lb; for i in \$\(seq 1 500\); do grep -Eq ':20FB 0\+:0000 0A' .* \|\| break; sleep 0\.01; done; systemctl restart kube-nginx$/);
+    expect(r.map((c) => c.label)).toEqual(['switch from kube-lb', 'enable', 'disable kube-lb']);
+    expect(r[0]!.command).toMatch(/^systemctl stop --no-block kube-lb; for i in \$\(seq 1 500\); do grep -Eq ':20FB 0\+:0000 0A' .* \|\| break; sleep 0\.01; done; systemctl restart kube-nginx$/);
   });
 
   it('the other unit installed but stopped: a plain start, then it is disabled after verify', () => {
     const r = runs(plan(toKubeLb, { 'kube-lb': unit('inactive', 'disabled'), 'kube-nginx': unit('inactive', 'enabled') }).changes);
-    expect(r.map((c) => c.label)).toEqual(['enable', 'start', 'disable kube-nginx']);
+    expect(r.map((c) => c.label)).toEqual(['start', 'enable', 'disable kube-nginx']);
+    expect(r.filter((c) => c.when === 'verified').map((c) => c.label)).toEqual(['enable', 'disable kube-nginx']);
     expect(r.some((c) => c.switchFrom)).toBe(false);
   });
 

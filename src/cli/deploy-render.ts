@@ -1,0 +1,297 @@
+/**
+ * How a deploy looks: events in, text out. Three ways, chosen for where the output goes: live
+ * task lists in a terminal (listr2), plain lines for CI logs and pipes, and plain lines on stderr
+ * with one JSON report on stdout (--json). The recap and --check views are built from the report alone.
+ */
+import chalk from 'chalk';
+import type { HostPhase } from '../engine/host.js';
+import type { DeployEvent, DeployReport, HostReport, Phase } from '../engine/run.js';
+import type { HostResult } from '../engine/results.js';
+import { displayPath } from '../util/paths.js';
+import { table } from './ui.js';
+
+/** Phases in which a node's live files may be new and not yet verified. */
+const UNSETTLED: ReadonlySet<HostPhase> = new Set(['committing', 'verifying', 'restoring', 'finishing', 'repointing']);
+
+/** What the renderers know, from the events alone: each node's current phase and its result. */
+export class Tracker {
+  readonly phase = new Map<string, HostPhase>();
+  readonly done = new Map<string, HostResult>();
+  inventoryFile = '';
+
+  on(e: DeployEvent): void {
+    if (e.type === 'start') this.inventoryFile = e.inventoryFile;
+    if (e.type === 'host-phase') this.phase.set(e.name, e.phase);
+    if (e.type === 'host-done') {
+      this.phase.delete(e.result.name);
+      this.done.set(e.result.name, e.result);
+    }
+  }
+
+  /** Nodes whose state is not known if we leave now: new files may be live and not verified. */
+  unsettled(): { name: string; phase: HostPhase }[] {
+    return [...this.phase].filter(([, p]) => UNSETTLED.has(p)).map(([name, phase]) => ({ name, phase }));
+  }
+}
+
+export interface Renderer {
+  emit: (e: DeployEvent) => void;
+  stop: () => Promise<void>;
+  tracker: Tracker;
+}
+
+const counts = (r: Pick<HostResult, 'ok' | 'changed' | 'failed'>) => `ok=${r.ok} changed=${r.changed} failed=${r.failed}`;
+
+/** One line for a node that is done. */
+export function hostLine(r: HostResult): string {
+  if (r.status === 'unreachable') return `${r.name}: unreachable: ${r.error?.split('\n')[0] ?? ''}`;
+  if (r.status === 'locked') return `${r.name}: not touched, ${r.error ?? 'locked by another run'}`;
+  if (r.status === 'skipped') return `${r.name}: not reached: ${r.error ?? ''}`;
+  const recovered = r.recovered ? ` [earlier run: ${r.recovered}]` : '';
+  if (r.status === 'failed') {
+    return `${r.name}: ${counts(r)}: ${r.error?.split('\n')[0] ?? 'failed'}${r.rollback ? ` (${r.rollback.ok ? 'restored' : 'NOT restored'})` : ''}${recovered}`;
+  }
+  return `${r.name}: ${counts(r)}${r.verified ? `, verified through ${r.verified.backend ?? 'an apiserver'}` : ''}${recovered}`;
+}
+
+function stoppingLine(e: Extract<DeployEvent, { type: 'interrupted' }>): string {
+  const busy = e.inFlight.map((f) => `${f.name} (${f.phase})`).join(', ');
+  return `stopping (${e.signal}): ${busy ? `finishing ${busy}` : 'no node is being changed'}; no new nodes will start; press Ctrl-C again to abort now`;
+}
+
+const waitLine = (e: Extract<DeployEvent, { type: 'verify-wait' }>) =>
+  `${e.name}: verifying: ${e.waitingFor}, ${Math.round(e.elapsedMs / 1000)} s of ${Math.round(e.deadlineMs / 1000)} s`;
+
+/** Plain lines, one per thing that happened: for CI logs, pipes and --json (on stderr). */
+export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
+  const tracker = new Tracker();
+  const lastWait = new Map<string, number>();
+  let lastBuild = 0;
+  const say = (line: string) => stream.write(line + '\n');
+  const emit = (e: DeployEvent) => {
+    tracker.on(e);
+    switch (e.type) {
+      case 'start':
+        for (const w of e.warnings) say(`${chalk.yellow('warning:')} ${w}`);
+        say(`${e.check ? 'check' : 'deploy'} ${e.runId}: ${e.nodes.length} node${e.nodes.length === 1 ? '' : 's'} from ${displayPath(e.inventoryFile)}, at most ${e.concurrency} at a time`);
+        break;
+      case 'phase':
+        say(chalk.bold(`== ${e.title}`));
+        break;
+      case 'phase-done':
+        say(`   ${e.summary}`);
+        break;
+      case 'build-output':
+        // A compile prints hundreds of progress lines: one every 2 s is enough to see it move. Anything else is said.
+        if (!/^(make: compiled|configure: )/.test(e.line) || Date.now() - lastBuild > 2000) {
+          lastBuild = Date.now();
+          say(`   ${e.line}`);
+        }
+        break;
+      case 'host-phase':
+        if (e.phase !== 'locking' && e.phase !== 'connecting') say(`${e.name}: ${e.phase}${e.detail ? `: ${e.detail}` : ''}`);
+        break;
+      case 'verify-wait':
+        if (Date.now() - (lastWait.get(e.name) ?? 0) >= 3000) {
+          lastWait.set(e.name, Date.now());
+          say(waitLine(e));
+        }
+        break;
+      case 'host-done':
+        say(e.result.status === 'failed' || e.result.status === 'unreachable' || e.result.status === 'locked' ? chalk.red(hostLine(e.result)) : hostLine(e.result));
+        break;
+      case 'batch':
+        say(`-- ${e.phase} batch ${e.index}/${e.total}: ${e.nodes.join(', ')}`);
+        break;
+      case 'batch-done':
+        if (e.stopped) say(chalk.red(`-- ${e.phase} stopped after batch ${e.index}: ${e.stopped}`));
+        break;
+      case 'interrupted':
+        say(chalk.yellow(stoppingLine(e)));
+        break;
+    }
+  };
+  return { emit, tracker, stop: async () => undefined };
+}
+
+const PHASES: { phase: Phase; title: string }[] = [
+  { phase: 'build', title: 'Build' },
+  { phase: 'plan', title: 'Connect, lock and plan' },
+  { phase: 'apply', title: 'Apply' },
+  { phase: 'roll', title: 'Roll' },
+  { phase: 'repoint', title: 'Repoint kubeconfigs' },
+];
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+/** A live task list for a terminal: one task per phase, the nodes at work shown under it. */
+async function liveRenderer(): Promise<Renderer> {
+  const { Listr } = await import('listr2');
+  const tracker = new Tracker();
+  const started = new Map(PHASES.map((p) => [p.phase, deferred<string>()]));
+  const finished = new Map(PHASES.map((p) => [p.phase, deferred<string>()]));
+  const ended = deferred<undefined>();
+  const lines = new Map<string, string>();
+  const notes: string[] = [];
+  let output: ((text: string) => void) | undefined;
+  const refresh = () => output?.([...notes, ...lines.values()].join('\n'));
+  const list = new Listr(
+    PHASES.map((p) => ({
+      title: p.title,
+      task: async (_: unknown, task: { title: string; output: string; skip: (m?: string) => void }) => {
+        const title = await Promise.race([started.get(p.phase)!.promise, ended.promise]);
+        if (title === undefined) return task.skip(`${p.title}: not needed`);
+        task.title = title;
+        output = (text) => (task.output = text);
+        const summary = await Promise.race([finished.get(p.phase)!.promise, ended.promise]);
+        output = undefined;
+        lines.clear();
+        if (summary) task.title = `${title}: ${summary}`;
+      },
+    })),
+    { concurrent: false, exitOnError: false, rendererOptions: { collapseSubtasks: false, outputBar: Infinity } as never },
+  );
+  const running = list.run().catch(() => undefined);
+  const emit = (e: DeployEvent) => {
+    tracker.on(e);
+    if (e.type === 'start') for (const w of e.warnings) notes.push(`${chalk.yellow('warning:')} ${w}`);
+    if (e.type === 'phase') started.get(e.phase)!.resolve(e.title);
+    if (e.type === 'phase-done') finished.get(e.phase)!.resolve(e.summary);
+    if (e.type === 'build-output') lines.set('build', e.line);
+    if (e.type === 'host-phase') lines.set(e.name, `${e.name}: ${e.phase}${e.detail ? `: ${e.detail}` : ''}`);
+    if (e.type === 'verify-wait') lines.set(e.name, waitLine(e));
+    if (e.type === 'host-done') {
+      if (e.result.status === 'ok' || e.result.status === 'changed') lines.delete(e.result.name);
+      else lines.set(e.result.name, chalk.red(hostLine(e.result)));
+    }
+    if (e.type === 'batch') notes.splice(0, notes.length, `${e.phase} batch ${e.index}/${e.total}: ${e.nodes.join(', ')}`);
+    if (e.type === 'interrupted') notes.push(chalk.yellow(stoppingLine(e)));
+    refresh();
+  };
+  return {
+    emit,
+    tracker,
+    stop: async () => {
+      ended.resolve(undefined);
+      await running;
+    },
+  };
+}
+
+/** Live in a terminal; plain lines in CI, in a pipe, or on stderr beside --json. */
+export async function chooseRenderer(json: boolean): Promise<Renderer> {
+  const stream = json ? process.stderr : process.stdout;
+  const live = Boolean(stream.isTTY) && !process.env.CI && process.env.TERM !== 'dumb';
+  return live ? liveRenderer() : plainRenderer(stream);
+}
+
+/** What a second Ctrl-C prints before leaving at once. */
+export function abortNowText(tracker: Tracker, sig: string): string {
+  const unknown = tracker.unsettled();
+  const again = `k8s-ha ${process.argv.slice(2).map((a) => (/^[\w./:=,%@-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
+  const lines = [chalk.red(`aborted (${sig} twice): leaving now`)];
+  if (unknown.length) {
+    lines.push(chalk.red(`state unknown on: ${unknown.map((u) => `${u.name} (was ${u.phase})`).join(', ')}`));
+    lines.push('  each keeps a journal of the change in flight (/var/lib/k8s-ha/journal); the next deploy verifies it and restores the previous files if verify fails');
+    lines.push(`  repair with: ${again}`);
+  } else lines.push('no node was being changed: every node runs its previous or its verified new configuration');
+  return lines.join('\n') + '\n';
+}
+
+const STATUS_COLOUR = { ok: chalk.green, changed: chalk.yellow, failed: chalk.red, unreachable: chalk.red, skipped: chalk.magenta, locked: chalk.red } as const;
+
+/** nginx or kube-lb, `(auto)` when the inventory left the choice to k8s-ha, and a switch that did not happen. */
+function implLabel(h: HostReport): string {
+  const i = h.impl;
+  if (!i) return '';
+  const auto = i.wanted === 'auto' ? ' (auto)' : '';
+  if (i.from && i.running && i.running !== i.impl) return `${i.running} (switch to ${i.impl}${auto} not applied)`;
+  if (!i.running) return `${i.impl}${auto} (state unknown)`;
+  return `${i.impl}${auto}`;
+}
+
+function colourDiff(diff: string): string {
+  return diff
+    .split('\n')
+    .map((l) => (l.startsWith('+') && !l.startsWith('+++') ? chalk.green(l) : l.startsWith('-') && !l.startsWith('---') ? chalk.red(l) : l))
+    .join('\n');
+}
+
+export function renderRecap(r: DeployReport, withDiff: boolean): string {
+  const out: string[] = [''];
+  const hosts = Object.entries(r.hosts);
+  if (withDiff) for (const [name, h] of hosts) for (const ch of h.check?.changes ?? []) if (ch.diff) out.push(chalk.dim(`--- ${name}: ${ch.step}`), colourDiff(ch.diff));
+  out.push(chalk.bold(`RECAP  ${displayPath(r.inventoryFile)}, ${hosts.length} node${hosts.length === 1 ? '' : 's'}, ${(r.durationMs / 1000).toFixed(1)} s, run ${r.runId}${r.interrupted ? chalk.yellow(`, INTERRUPTED (${r.interrupted.signal})`) : ''}`));
+  out.push(
+    table(
+      hosts.map(([name, h]) => [
+        name,
+        h.address,
+        STATUS_COLOUR[h.status](h.status),
+        `ok=${h.ok}`,
+        `changed=${h.changed}`,
+        `failed=${h.failed}`,
+        implLabel(h),
+        h.batch ? `batch ${h.batch}` : '',
+        // Only a passed verify is shown here; a failed one is explained below the table.
+        h.verified && h.config === 'new' && h.status !== 'failed' ? `${h.verified.state}, /readyz ${h.verified.status} via ${r.listen} from ${h.verified.backend ?? '?'}` : '',
+      ]),
+    ),
+  );
+  for (const [name, h] of hosts) if (h.impl?.why) out.push(chalk.yellow(`${name}: ${h.impl.impl} (lb.impl auto): ${h.impl.why}`));
+  for (const [name, h] of hosts) if (h.recovered) out.push(chalk.yellow(`${name}: an unfinished earlier run was found: ${h.recovered}`));
+  const t = r.totals;
+  out.push(
+    `totals: ${t.changed} changed, ${t.ok} ok, ${t.failed} failed, ${t.unreachable} unreachable` +
+      `${t.locked ? `, ${t.locked} locked by another run` : ''}${t.skipped ? `, ${t.skipped} not reached` : ''}`,
+  );
+  const by = (state: HostReport['config']) => hosts.filter(([, h]) => h.config === state).map(([n]) => n);
+  if (r.roll?.stoppedAfter || r.interrupted) {
+    if (r.roll?.stoppedAfter) out.push(chalk.red(`roll stopped after batch ${r.roll.stoppedAfter} of ${r.roll.batches.length}: ${r.roll.reason}`));
+    if (r.interrupted) out.push(chalk.yellow(`interrupted by ${r.interrupted.signal}: nodes already committing were verified (and restored when that failed); no other node was started`));
+    out.push(`  running the new configuration: ${by('new').join(', ') || 'none'}`);
+    out.push(`  running the previous configuration: ${by('previous').join(', ') || 'none'}`);
+    if (by('unknown').length) out.push(chalk.red(`  unknown (could not restore): ${by('unknown').join(', ')}`));
+    out.push('  fix the cause, then run the same deploy again: it picks up where this run stopped');
+  }
+  for (const [name, h] of hosts.filter(([, x]) => x.status === 'failed' || x.status === 'unreachable' || x.status === 'locked')) {
+    out.push('', chalk.red(`${name} (${h.address}) ${h.status}:`));
+    out.push(...(h.error ?? '').split('\n').map((l) => `  ${l}`));
+    if (h.rollback) out.push(`  ${h.rollback.ok ? chalk.green('restored:') : chalk.red('NOT restored:')} ${h.rollback.detail}`);
+    if (h.hint) out.push(`  ${chalk.yellow('fix:')} ${h.hint}`);
+    if (h.stepHint) out.push(`  ${chalk.yellow('hint:')} ${h.stepHint}`);
+    if (h.journal) out.push(`  last lines of the journal:`, ...h.journal.split('\n').map((l) => `    ${l}`));
+  }
+  return out.join('\n') + '\n';
+}
+
+export function renderCheck(r: DeployReport, withDiff: boolean): string {
+  const out: string[] = ['', chalk.bold(`CHECK  ${displayPath(r.inventoryFile)}: nothing was built, installed or changed on any host`)];
+  if (r.build) out.push(chalk.dim(`build: ${r.build}`));
+  let pending = 0;
+  for (const [name, h] of Object.entries(r.hosts)) {
+    if (h.unfinished) out.push(chalk.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): the next deploy verifies it first and restores the previous files if that fails`));
+    if (!h.check) {
+      out.push(`${chalk.red(name)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
+      continue;
+    }
+    const unknown = h.steps.filter((s) => s.status === 'skipped' && /unknown/.test(s.summary));
+    if (!h.check.changes.length) {
+      out.push(`${chalk.green(name)}: up to date${unknown.length ? ` (${unknown.map((s) => `${s.name}: ${s.summary}`).join('; ')})` : ''}`);
+      continue;
+    }
+    pending++;
+    out.push(`${chalk.yellow(name)} (${implLabel(h)}): ${h.check.service === 'nothing' ? 'no restart or reload' : `would ${h.check.service}`}`);
+    for (const ch of h.check.changes) {
+      out.push(`  ${ch.step}: ${ch.summary}`);
+      if (withDiff && ch.diff) out.push(...colourDiff(ch.diff).split('\n').map((l) => `    ${l}`));
+    }
+    for (const s of unknown) out.push(`  ${s.name}: ${s.summary}`);
+  }
+  out.push('', pending ? `${pending} node${pending === 1 ? '' : 's'} would change (exit 5)` : 'every node is up to date');
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,92 @@
+/**
+ * Pure planning for one host: which facts its steps need, and what each step changes given those
+ * facts. No I/O: tested with plain data.
+ */
+import type { FactRequest, HostFacts } from '../facts/host.js';
+import type { InventoryNode } from '../inventory/schema.js';
+import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
+import type { PlaybookStep } from './playbook.js';
+
+export interface HostPlan {
+  node: InventoryNode;
+  facts: HostFacts;
+  steps: { step: PlaybookStep; plan?: StepPlan }[];
+}
+
+export function factRequest(steps: PlaybookStep[]): FactRequest {
+  const req: FactRequest = { files: [], dirs: [], units: [], guards: [] };
+  for (const s of steps) {
+    const part: Partial<FactRequest> = s.type === 'op' ? s.op.facts(s.args) : s.type === 'verify' ? { units: [s.args.unit] } : {};
+    mergeRequest(req, part);
+  }
+  return req;
+}
+
+/** Add what `part` asks for to `req`, once each. */
+export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): FactRequest {
+  for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of part[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
+  return req;
+}
+
+/** Rendered text files the playbook writes: what --diff shows. */
+export function textFiles(steps: PlaybookStep[]): string[] {
+  return steps.flatMap((s) => (s.type === 'op' && (s.op.type === 'template' || s.op.type === 'systemdUnit') ? (s.op.facts(s.args).files ?? []) : []));
+}
+
+/** Every step's plan for one host, handlers flowing from earlier steps to the service step. */
+export function planHost(node: InventoryNode, steps: PlaybookStep[], facts: HostFacts, base: Omit<PlanContext, 'notified'>): HostPlan {
+  const notified = new Set<Handler>();
+  return {
+    node,
+    facts,
+    steps: steps.map((step) => {
+      if (step.type !== 'op') return { step };
+      const plan = step.op.plan(step.args, facts, { ...base, notified });
+      plan.notify.forEach((h) => notified.add(h));
+      return { step, plan };
+    }),
+  };
+}
+
+export interface Planned<C extends Change['kind']> {
+  /** The playbook step the change belongs to. */
+  step: string;
+  change: Extract<Change, { kind: C }>;
+}
+
+/** Every change of one kind, with the name of the step that plans it. */
+export function changesOf<C extends Change['kind']>(plan: HostPlan, kind: C): Planned<C>[] {
+  const out: Planned<C>[] = [];
+  for (const s of plan.steps) {
+    for (const change of s.plan?.changes ?? []) if (change.kind === kind) out.push({ step: s.step.name, change: change as Extract<Change, { kind: C }> });
+  }
+  return out;
+}
+
+export function hasChanges(plan: HostPlan): boolean {
+  return plan.steps.some((st) => st.plan?.changes.length);
+}
+
+/** The unit serving now that this plan takes the listen port from (switching implementation), if any. */
+export function switchingFrom(plan: HostPlan): string | undefined {
+  return changesOf(plan, 'run').find((r) => r.change.switchFrom)?.change.switchFrom;
+}
+
+/** Handlers this host's plan notified, e.g. restart when the binary changed. */
+export function notifiedHandlers(plan: HostPlan): Set<Handler> {
+  const out = new Set<Handler>();
+  for (const st of plan.steps) for (const h of st.plan?.notify ?? []) out.add(h);
+  return out;
+}
+
+export type VerifyStep = Extract<PlaybookStep, { type: 'verify' }>;
+
+export function verifyStep(steps: PlaybookStep[]): VerifyStep | undefined {
+  return steps.find((s): s is VerifyStep => s.type === 'verify');
+}
+
+/** Would applying this plan restart, reload or replace a service that is serving now? Such hosts roll. */
+export function disturbsRunningService(plan: HostPlan, unit: string | undefined): boolean {
+  if (!unit || !hasChanges(plan)) return false;
+  return plan.facts.units[unit]?.activeState === 'active' || !!switchingFrom(plan);
+}

@@ -1,0 +1,45 @@
+/**
+ * --repoint-kubeconfigs, done like a roll: kubelet and kube-proxy move to the node's balancer only
+ * once that balancer is verified, in batches of --serial; the rewritten kubeconfig names the same
+ * server (tls-server-name) that verify checked; the restarted services must be active (running)
+ * with a connection established to the local port, else the original kubeconfig is put back and
+ * the service restarted again. Kubeconfigs are compared on the node: their keys never leave it.
+ */
+import type { SshConnection } from '../connect/ssh.js';
+import type { HostFacts } from '../facts/host.js';
+import type { Inventory } from '../inventory/schema.js';
+import { parseRepointOutput, planRepoint, repointScript, type Repoint } from '../ops/kubeconfig.js';
+
+export const REPOINT_STEP = 'repoint kubeconfigs';
+
+/** How long a restarted kubelet or kube-proxy has to run and connect through the local port. */
+export const REPOINT_TIMEOUT_S = 30;
+
+export interface RepointPlan {
+  changes: Repoint[];
+  summary: string;
+}
+
+export function describeRepoint(r: Repoint): string {
+  return `${r.path}: ${r.why}${r.service ? ` (restart ${r.service})` : ''}`;
+}
+
+export function planRepointFor(inv: Inventory, facts: HostFacts): RepointPlan {
+  const changes = planRepoint(inv.kubeconfigs, inv.lb.listen, facts, inv.tls.serverName);
+  return {
+    changes,
+    summary: changes.length ? changes.map(describeRepoint).join('; ') : 'every kubeconfig present already points at the local balancer',
+  };
+}
+
+export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory): Promise<{ ok: boolean; detail: string }> {
+  const r = await conn.execAsRoot(repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S }));
+  const out = parseRepointOutput(r.stdout);
+  if (out.ok) {
+    const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];
+    return { ok: true, detail: `${plan.summary}${services.length ? `; ${services.join(', ')} active (running) and connected through ${inv.lb.listen}` : ''}` };
+  }
+  const why = out.failure ?? (r.stderr.trim() || `exit ${r.code}`);
+  const restored = out.restored ? 'the original kubeconfig is back and the service restarted on it' : `the original could NOT be restored: ${out.restoreFailure ?? 'unknown'}`;
+  return { ok: false, detail: `${why}; ${restored}` };
+}

@@ -1,0 +1,276 @@
+/**
+ * The shell scripts that change a host, and the one parser of what they print.
+ *
+ * Every run has an id. Staged files (`PATH.k8s-ha-new.RUN`) and backups (`PATH.k8s-ha-prev.RUN`)
+ * carry it, so two runs can never rename each other's files. Before any live file moves, the
+ * apply script writes a journal on the host (JOURNAL_DIR): the run, the files and their backups,
+ * the unit and how to verify it, and two scripts of its own, restore.sh and close.sh. Whoever
+ * finds the journal next (this run, or any later run of any inventory) can finish or undo the
+ * change without knowing how it was planned.
+ *
+ * The apply script ignores SIGHUP and SIGPIPE: a controller that dies mid-commit cannot stop it
+ * half-way, so a host ends on its old files or its new ones, and the journal says which.
+ */
+import { quote } from '../util/quote.js';
+import { changesOf, notifiedHandlers, type HostPlan } from './plan.js';
+
+export const JOURNAL_DIR = '/var/lib/k8s-ha/journal';
+
+export const stagedPath = (path: string, runId: string) => `${path}.k8s-ha-new.${runId}`;
+export const backupPath = (path: string, runId: string) => `${path}.k8s-ha-prev.${runId}`;
+
+/** Where a run stands on a host, as its journal records it. */
+export type JournalState = 'staging' | 'committing' | 'committed' | 'verified';
+
+export interface JournalRecord {
+  run: string;
+  /** user@controller (pid N): who ran it. */
+  by: string;
+  started: string;
+  /** The unit this run restarts, reloads or switches to. */
+  unit?: string;
+  /** How to prove the change works: the balancer's verify step. */
+  verify?: { unit: string; listen: string; path: string; healthz?: string };
+  files: { path: string; staged: string; backup?: string }[];
+  /** True when restore.sh puts a serving balancer back (a rolled host); false: nothing served before. */
+  restorable: boolean;
+}
+
+export interface Journal extends JournalRecord {
+  state: JournalState;
+}
+
+export interface ApplyScriptOptions {
+  runId: string;
+  by: string;
+  /** Keep the live files as backups so a failed verify can put them back (hosts that roll). */
+  backup: boolean;
+  /** The unit to wait for once committed, and how to verify it. */
+  unit?: string;
+  verify?: JournalRecord['verify'];
+  /** Where the journal lives (tests use a temporary folder). */
+  journalDir?: string;
+}
+
+const EOF_MARK = 'K8S_HA_EOF';
+
+function heredoc(file: string, text: string): string {
+  if (text.includes(EOF_MARK)) throw new Error(`internal: ${file} contains ${EOF_MARK}`);
+  return `cat > ${file} <<'${EOF_MARK}'\n${text.endsWith('\n') ? text : text + '\n'}${EOF_MARK}`;
+}
+
+/** Marker lines name steps URI-encoded, so a step name with spaces is still one word. */
+const stepKey = (name: string) => encodeURIComponent(name);
+
+/** Validation commands read staged copies of files staged in the same run. */
+export function withStagedPaths(command: string, staged: string[], runId: string): string {
+  let out = command;
+  for (const p of [...staged].sort((a, b) => b.length - a.length)) {
+    out = out.replace(new RegExp(`${p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?=$|[\\s'";|&)])`, 'g'), stagedPath(p, runId));
+  }
+  return out;
+}
+
+export function journalRecord(plan: HostPlan, o: ApplyScriptOptions): JournalRecord {
+  return {
+    run: o.runId,
+    by: o.by,
+    started: new Date().toISOString(),
+    unit: o.unit,
+    verify: o.verify,
+    files: changesOf(plan, 'put').map((p) => ({ path: p.change.path, staged: stagedPath(p.change.path, o.runId), backup: o.backup ? backupPath(p.change.path, o.runId) : undefined })),
+    restorable: o.backup,
+  };
+}
+
+/** Poll until the unit is active (running), up to 5 s, and print what it is. */
+export function stateScript(unit: string): string {
+  const u = quote(unit);
+  return (
+    `for i in $(seq 1 25); do s=$(systemctl show -p ActiveState -p SubState --value ${u} | tr '\\n' ' '); ` +
+    `[ "$s" = "active running " ] && break; sleep 0.2; done; echo "@@state $s"\n`
+  );
+}
+
+/**
+ * Put back what the run replaced: backups over live files, the replaced unit serving again (a
+ * switch's own undo), or the unit restarted or reloaded on the old files. Prints `@@state`.
+ */
+export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId' | 'unit'>): string {
+  const undo = changesOf(plan, 'run').filter((r) => r.change.undo).map((r) => r.change);
+  const handlers = notifiedHandlers(plan);
+  // After an undone switch, the unit to see running is the one switched away from.
+  const watched = undo.find((u) => u.switchFrom)?.switchFrom ?? o.unit;
+  const lines = ['set -u'];
+  for (const p of changesOf(plan, 'put')) {
+    const b = quote(backupPath(p.change.path, o.runId));
+    lines.push(`if [ -e ${b} ]; then mv -f ${b} ${quote(p.change.path)}; fi`);
+  }
+  if (handlers.has('daemon-reload')) lines.push('systemctl daemon-reload');
+  if (undo.length) lines.push(...undo.map((u) => u.undo!));
+  else if (o.unit) lines.push(handlers.has('restart') ? `systemctl restart ${quote(o.unit)}` : `systemctl reload ${quote(o.unit)}`);
+  if (watched) lines.push(stateScript(watched).trimEnd());
+  return lines.join('\n') + '\n';
+}
+
+/** Remove this run's staged files, backups and journal: the run is over on this host. */
+export function closeScript(plan: HostPlan, runId: string, journalDir = JOURNAL_DIR): string {
+  const paths = changesOf(plan, 'put').flatMap((p) => [stagedPath(p.change.path, runId), backupPath(p.change.path, runId)]);
+  return ['set -u', ...(paths.length ? [`rm -f ${paths.map(quote).join(' ')}`] : []), `rm -rf ${quote(journalDir)}`].join('\n') + '\n';
+}
+
+/** Write the journal (state `staging`) before anything else; refuse when another run's journal is open. */
+function journalScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
+  const J = o.journalDir ?? JOURNAL_DIR;
+  return [
+    `J=${quote(J)}`,
+    `st() { printf '%s\\n' "$1" > "$J/state.tmp" && mv -f "$J/state.tmp" "$J/state"; }`,
+    `if [ -e "$J" ]; then echo "@@failed journal 18"; echo "the journal of an unfinished run is in $J"; exit 18; fi`,
+    `mkdir -p -m 0700 ${quote(J.slice(0, J.lastIndexOf('/')) || '/')} && rm -rf "$J.tmp" && mkdir -m 0700 "$J.tmp" || { echo "@@failed journal 18"; exit 18; }`,
+    heredoc('"$J.tmp/run.json"', JSON.stringify(journalRecord(plan, o))),
+    heredoc('"$J.tmp/restore.sh"', o.backup ? restoreScript(plan, o) : 'echo "@@state nothing to restore"\n'),
+    heredoc('"$J.tmp/close.sh"', closeScript(plan, o.runId, J)),
+    `echo staging > "$J.tmp/state" && mv "$J.tmp" "$J" || { echo "@@failed journal 18"; exit 18; }`,
+  ];
+}
+
+function stageScript(plan: HostPlan, runId: string): string[] {
+  const mkdirs = changesOf(plan, 'mkdir');
+  const puts = changesOf(plan, 'put');
+  const staged = puts.map((p) => p.change.path);
+  const lines = [
+    'stage=$(mktemp -d /tmp/k8s-ha-stage.XXXXXX) || { sh "$J/close.sh"; exit 20; }',
+    "trap 'rm -rf \"$stage\"' EXIT",
+    ...mkdirs.map((m) => `install -d -m ${m.change.mode} ${quote(m.change.path)} || { echo "@@failed ${stepKey(m.step)} 21"; sh "$J/close.sh"; exit 21; }`),
+  ];
+  if (puts.length) {
+    lines.push('tar -xz -C "$stage" -f - || { echo "@@failed tar 22"; sh "$J/close.sh"; exit 22; }');
+    puts.forEach((p, i) => {
+      lines.push(`install -m ${p.change.mode} "$stage/${i}" ${quote(stagedPath(p.change.path, runId))} || { echo "@@failed ${stepKey(p.step)} 23"; sh "$J/close.sh"; exit 23; }`);
+    });
+    for (const p of puts) {
+      if (!p.change.validate) continue;
+      const cmd = withStagedPaths(p.change.validate, staged, runId);
+      lines.push(
+        // The inner subshell makes 2>&1 cover every command of a compound one.
+        `out=$( ( ${cmd} ) 2>&1 ); rc=$?`,
+        `if [ $rc -ne 0 ]; then echo "@@invalid ${stepKey(p.step)} $rc"; printf '%s\\n' "$out"; sh "$J/close.sh"; exit 30; fi`,
+      );
+    }
+  }
+  lines.push('echo "@@staged"');
+  return lines;
+}
+
+function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
+  const lines = ['st committing'];
+  const puts = changesOf(plan, 'put');
+  if (o.backup) {
+    // Every backup is made before any live file moves: a restore then puts back exactly this run's previous files.
+    for (const p of puts) {
+      const live = quote(p.change.path);
+      const b = quote(backupPath(p.change.path, o.runId));
+      // rm fails on what it cannot clear (a directory), where cp would copy *into* it instead.
+      lines.push(`if [ -e ${live} ]; then rm -f ${b} && cp -p ${live} ${b} || { echo "@@failed ${stepKey(p.step)} 39"; exit 39; }; fi`);
+    }
+  }
+  for (const p of puts) {
+    lines.push(`mv -f ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`);
+  }
+  for (const r of changesOf(plan, 'run')) {
+    if (r.change.when === 'verified') continue;
+    lines.push(
+      `out=$( ( ${r.change.command} ) 2>&1 ); rc=$?`,
+      `if [ $rc -ne 0 ]; then echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; exit 41; fi`,
+    );
+  }
+  lines.push('st committed', 'echo "@@committed"');
+  return lines;
+}
+
+/** Journal, stage, validate, commit and wait for the unit: everything that changes a host, in one script. */
+export function applyScript(plan: HostPlan, o: ApplyScriptOptions): string {
+  const lines = [
+    'set -u',
+    // A lost controller must not stop this script between two renames.
+    "trap '' HUP PIPE",
+    ...journalScript(plan, o),
+    ...stageScript(plan, o.runId),
+    ...commitScript(plan, o),
+  ];
+  if (o.unit) lines.push(stateScript(o.unit).trimEnd());
+  return lines.join('\n') + '\n';
+}
+
+/**
+ * Once verified: record it, run what waits for a verified host (disabling the balancer this one
+ * replaced), and close the journal.
+ */
+export function finishScript(plan: HostPlan, journalDir = JOURNAL_DIR): string {
+  const after = changesOf(plan, 'run').filter((r) => r.change.when === 'verified');
+  const lines = ['set -u', "trap '' HUP PIPE", `J=${quote(journalDir)}`, `[ -d "$J" ] && { echo verified > "$J/state.tmp" && mv -f "$J/state.tmp" "$J/state"; }`, 'rc=0'];
+  for (const r of after) {
+    lines.push(`out=$( ( ${r.change.command} ) 2>&1 ) || { rc=$?; echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; }`);
+  }
+  lines.push('[ -f "$J/close.sh" ] && sh "$J/close.sh"', 'echo "@@closed"', 'exit $rc');
+  return lines.join('\n') + '\n';
+}
+
+/** Restore from the journal, then close it. Works for any run's journal, this one's or an earlier one's. */
+export function restoreFromJournal(journalDir = JOURNAL_DIR): string {
+  const J = quote(journalDir);
+  return `set -u\nsh ${J}/restore.sh; sh ${J}/close.sh; echo "@@closed"\n`;
+}
+
+/** Close a journal: remove its run's staged files and backups (keeping what is live), then the journal. */
+export function closeJournal(journalDir = JOURNAL_DIR): string {
+  const J = quote(journalDir);
+  return `set -u\n[ -f ${J}/close.sh ] && sh ${J}/close.sh; rm -rf ${J}; echo "@@closed"\n`;
+}
+
+export interface ScriptOutput {
+  staged: boolean;
+  committed: boolean;
+  closed: boolean;
+  /** `ActiveState SubState` of the watched unit, as the script last saw it. */
+  state?: string;
+  failure?: {
+    /** The step that failed (its name), or `journal` / `tar`. */
+    step: string;
+    /** `invalid`: the staged file failed validation, nothing live changed. */
+    kind: 'failed' | 'invalid';
+    code?: number;
+    /** What the failed command printed. */
+    output: string;
+  };
+}
+
+/** The one parser of every script above: markers in, typed result out. */
+export function parseScriptOutput(stdout: string, stderr = ''): ScriptOutput {
+  const m = /^@@(failed|invalid) (\S+)(?: (\d+))?$/m.exec(stdout);
+  const out: ScriptOutput = {
+    staged: /^@@staged$/m.test(stdout),
+    committed: /^@@committed$/m.test(stdout),
+    closed: /^@@closed$/m.test(stdout),
+    state: /^@@state (.*)$/m.exec(stdout)?.[1]?.trim(),
+  };
+  if (m) {
+    const after = stdout.slice(m.index + m[0].length).replace(/^@@\w+.*$/gm, '').trim();
+    out.failure = { step: decodeURIComponent(m[2]!), kind: m[1] as 'failed' | 'invalid', code: m[3] ? Number(m[3]) : undefined, output: after || stderr.trim() };
+  }
+  return out;
+}
+
+/** Parse a journal as the lock script prints it (run.json, then the state word). */
+export function parseJournal(text: string): Journal | undefined {
+  const [json, state] = text.split('\n@@state-word\n');
+  if (!json?.trim()) return undefined;
+  try {
+    const r = JSON.parse(json) as JournalRecord;
+    const s = (state ?? '').trim();
+    return { ...r, state: (['staging', 'committing', 'committed', 'verified'].includes(s) ? s : 'committing') as JournalState };
+  } catch {
+    // A journal we cannot read is treated as a change in flight whose outcome is unknown.
+    return { run: 'unknown', by: 'unknown', started: '', files: [], restorable: false, state: 'committing' };
+  }
+}

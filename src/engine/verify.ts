@@ -1,0 +1,125 @@
+/**
+ * Prove a balancer works, within a stated deadline: its unit is active (running), an apiserver
+ * answers /readyz through the node's own local port (TLS, from the node itself over an SSH
+ * channel), and, for kube-lb, its own /healthz says an apiserver passed a check since the last
+ * (re)load. While it waits it says what it waits for and how long it has waited.
+ */
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { httpsGet } from '../connect/https-probe.js';
+import type { SshConnection } from '../connect/ssh.js';
+import type { Inventory } from '../inventory/schema.js';
+import { probeReach, splitListen, tlsOptions } from './probe.js';
+import type { HostResult } from './results.js';
+
+export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
+
+export interface VerifyArgs {
+  unit: string;
+  listen: string;
+  path: string;
+  healthz?: string;
+}
+
+export interface VerifyOutcome {
+  ok: boolean;
+  summary: string;
+  verified?: HostResult['verified'];
+}
+
+/** Called about once a second while verify waits: what it waits for, and the time spent of the deadline. */
+export type VerifyProgress = (waitingFor: string, elapsedMs: number, deadlineMs: number) => void;
+
+export interface VerifyOptions {
+  /** Rolling: every connection through the local port must reach a master of the inventory's list. */
+  checkNewList: boolean;
+  deadlineMs: number;
+  progress?: VerifyProgress;
+}
+
+/** GET /healthz?checked over plain HTTP on the host's own loopback (kube-lb's admin port). */
+async function healthz(conn: SshConnection, where: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  const { host, port } = splitListen(where);
+  try {
+    const socket = await conn.connectFromHost(host, port);
+    return await new Promise((resolve) => {
+      const req = http.request(
+        // ?checked: a check must have passed since the last (re)load, so a reload's new settings are what is proven.
+        { createConnection: () => socket as never, path: '/healthz?checked', headers: { host, connection: 'close' }, timeout: timeoutMs },
+        (res) => {
+          let body = '';
+          res.on('data', (b: Buffer) => (body += b.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
+          res.on('error', (e) => resolve({ status: 0, body: e.message }));
+        },
+      );
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.on('error', (e) => resolve({ status: 0, body: e.message }));
+      req.end();
+    });
+  } catch (e) {
+    return { status: 0, body: (e as Error).message };
+  }
+}
+
+const trustOf = (inv: Inventory) => (inv.tls.caFile ? 'TLS verified' : 'TLS NOT verified: set tls.caFile');
+
+/** One attempt: undefined when it passed, else what is still missing. */
+async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o: VerifyOptions, timeoutMs: number): Promise<VerifyOutcome> {
+  const { host, port } = splitListen(args.listen);
+  let verified: HostResult['verified'];
+  let passed: string;
+  if (o.checkNewList) {
+    // For a few ms after a reload, nginx's old workers still accept on the shared socket with the
+    // old list; the loop around this retries until the reload has taken effect or time is up.
+    const reach = await probeReach(conn, inv, timeoutMs);
+    const hit = reach.masters.filter((m) => m.viaLocal > 0).map((m) => m.name);
+    verified = { state: 'active (running)', status: reach.local.ok ? 200 : 0, backend: hit.join(',') || undefined };
+    if (!reach.local.ok) return { ok: false, summary: `no apiserver answered through ${args.listen}: ${reach.local.errors[0] ?? 'no answer'}`, verified };
+    if (reach.local.unknown) {
+      return { ok: false, summary: `${reach.local.unknown} of ${reach.local.attempts} connections through ${args.listen} reached a backend outside the new master list`, verified };
+    }
+    passed = `${reach.local.ok}/${reach.local.attempts} requests through ${args.listen} answered by the new list (${hit.join(', ')}; ${trustOf(inv)})`;
+  } else {
+    try {
+      const r = await httpsGet(() => conn.connectFromHost(host, port), { path: args.path, ...tlsOptions(inv, inv.tls.serverName ?? host), timeoutMs });
+      verified = { state: 'active (running)', status: r.status, backend: r.peer };
+      if (r.status !== 200) return { ok: false, summary: `GET ${args.path} through ${args.listen} answered ${r.status}: ${r.body.trim().split('\n')[0]}`, verified };
+      passed = `GET ${args.path} through ${args.listen}: 200 from ${r.peer ?? 'an apiserver'} (${trustOf(inv)})`;
+    } catch (e) {
+      return { ok: false, summary: `no apiserver answered GET ${args.path} through ${args.listen}: ${(e as Error).message.split('\n')[0]}` };
+    }
+  }
+  if (args.healthz) {
+    const h = await healthz(conn, args.healthz, timeoutMs);
+    if (h.status !== 200) {
+      const why = h.status
+        ? `its /healthz on ${args.healthz} answers ${h.status} (${h.body}): no apiserver passes its health check; check tls.caFile, tls.serverName and kubeLb.check`
+        : `its /healthz on ${args.healthz} does not answer: ${h.body}`;
+      return { ok: false, summary: `${args.unit}: ${why}`, verified };
+    }
+  }
+  return { ok: true, summary: `active (running); ${passed}`, verified };
+}
+
+/** Verify until it passes or the deadline is reached; `state` is `ActiveState SubState` as last seen. */
+export async function verifyBalancer(conn: SshConnection, inv: Inventory, args: VerifyArgs, state: string, o: VerifyOptions): Promise<VerifyOutcome> {
+  const [active = '?', sub = '?'] = state.trim().split(/\s+/);
+  if (active !== 'active' || sub !== 'running') return { ok: false, summary: `${args.unit} is ${active} (${sub}), not active (running)` };
+  const start = Date.now();
+  let last: VerifyOutcome = { ok: false, summary: 'not tried' };
+  let told = 0;
+  for (;;) {
+    const left = o.deadlineMs - (Date.now() - start);
+    last = await attempt(conn, inv, args, o, Math.max(200, Math.min(3000, left)));
+    if (last.ok) return last;
+    const elapsed = Date.now() - start;
+    if (elapsed >= o.deadlineMs) break;
+    if (elapsed - told >= 1000) {
+      told = elapsed;
+      o.progress?.(last.summary, elapsed, o.deadlineMs);
+    }
+    await sleep(Math.min(200, o.deadlineMs - elapsed));
+  }
+  return { ...last, summary: `${last.summary} (gave up after ${(o.deadlineMs / 1000).toFixed(0)} s)` };
+}

@@ -1,0 +1,93 @@
+/**
+ * --repoint-kubeconfigs on three hard-way workers: kubelet moves to 127.0.0.1:8443 only once the
+ * node's balancer is verified, one node at a time with --serial 1, with the same server name
+ * verify checked; a kubelet that does not come back connected is put back on its original.
+ */
+import { describe, expect, it } from 'vitest';
+import { quote } from '../../src/util/quote.js';
+import { k8sha } from '../helpers/cli.js';
+import { deployJson } from '../helpers/deploy.js';
+import { lab, withNode } from '../helpers/lab.js';
+
+type Node = { name: string; address: string };
+
+/** A kubelet stand-in: a unit whose process holds a TCP connection to what its kubeconfig names (or never connects). */
+async function fakeKubelet(n: Node, kubeconfig: string, connects: boolean) {
+  // Reads the server from its kubeconfig as kubelet does, connects, and keeps the connection open.
+  const script = connects
+    ? ['#!/bin/bash', 'u=$(sed -n "s#^ *server: *https://##p" /etc/kubernetes/kubelet.kubeconfig | head -n1)', 'exec 3<>"/dev/tcp/${u%:*}/${u##*:}"', 'exec sleep infinity']
+    : ['#!/bin/sh', 'exec sleep infinity'];
+  await withNode(n, (c) =>
+    c.execOk(
+      `mkdir -p /etc/kubernetes && printf '%s' ${quote(kubeconfig)} > /etc/kubernetes/kubelet.kubeconfig && chmod 600 /etc/kubernetes/kubelet.kubeconfig && ` +
+        `printf '%s\\n' ${script.map(quote).join(' ')} > /usr/local/bin/fake-kubelet && chmod 755 /usr/local/bin/fake-kubelet && ` +
+        `printf '%s\\n' '[Service]' 'ExecStart=/usr/local/bin/fake-kubelet' > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl restart kubelet`,
+    ),
+  );
+}
+
+const started = (n: Node) => withNode(n, (c) => c.execOk('systemctl show -p ActiveEnterTimestampMonotonic --value kubelet')).then((s) => Number(s.trim()));
+
+describe.sequential('deploy --repoint-kubeconfigs', () => {
+  it('restarts kubelet one node at a time, writes tls-server-name, checks it connects, and restores a kubelet that does not', async () => {
+    const nodes = lab().nodes as Node[];
+    const master = lab().masters[0]!;
+    // A key that must never leave the node.
+    const kubeconfig =
+      `apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0EK\n    server: https://${master.address}:6443\n  name: kubernetes\n` +
+      `kind: Config\nusers:\n- name: kubelet\n  user:\n    client-key-data: U0VDUkVULUtFWS1NQVRFUklBTAo=\n`;
+    await fakeKubelet(nodes[0]!, kubeconfig, true);
+    await fakeKubelet(nodes[1]!, kubeconfig, true);
+    await fakeKubelet(nodes[2]!, kubeconfig, false);
+    const before = await Promise.all(nodes.map(started));
+    try {
+      const check = await k8sha(['deploy', '-i', lab().inventory, '--check', '--repoint-kubeconfigs']);
+      expect(check.code, check.stderr).toBe(5);
+      expect(check.stdout).toContain(`repoint kubeconfigs: /etc/kubernetes/kubelet.kubeconfig: server https://${master.address}:6443 -> https://127.0.0.1:8443`);
+      expect(check.stdout).toContain('(restart kubelet)');
+
+      const r = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--serial', '1']);
+      // The key stayed on the node: not in the report, not in the progress lines.
+      expect(r.stdout + r.stderr).not.toContain('U0VDUkVULUtFWS1NQVRFUklBTAo');
+      expect(r.code).toBe(3);
+      // One batch per node, in order, each after the node's balancer was verified.
+      expect(r.stderr).toMatch(/-- repoint batch 1\/3: node-1[\s\S]*-- repoint batch 2\/3: node-2[\s\S]*-- repoint batch 3\/3: node-3/);
+      const step = (n: string) => r.report.hosts[n]!.steps.find((s) => s.name === 'repoint kubeconfigs')!;
+      expect(step('node-1').status).toBe('changed');
+      expect(step('node-2').status).toBe('changed');
+      expect(step('node-3').status).toBe('failed');
+      expect(step('node-3').summary).toMatch(/kubelet.*the original kubeconfig is back/);
+      // The balancer itself is fine on node-3: its configuration is the new one.
+      expect(r.report.hosts['node-3']!.config).toBe('new');
+
+      const after = await Promise.all(nodes.map(started));
+      // Restarted one after the other: node-2's kubelet started after node-1's, node-3's after node-2's.
+      expect(after[0]!).toBeGreaterThan(before[0]!);
+      expect(after[1]!).toBeGreaterThan(after[0]!);
+      expect(after[2]!).toBeGreaterThan(after[1]!);
+      for (const n of nodes.slice(0, 2)) {
+        await withNode(n, async (c) => {
+          const kc = await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig');
+          expect(kc).toContain('    server: https://127.0.0.1:8443\n');
+          expect(kc).toContain('    tls-server-name: kubernetes\n');
+          expect(kc).toContain('client-key-data: U0VDUkVULUtFWS1NQVRFUklBTAo=');
+          expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig.k8s-ha-orig')).toBe(kubeconfig);
+          expect(await c.execOk('stat -c %a /etc/kubernetes/kubelet.kubeconfig')).toBe('600\n');
+          // kubelet's connection goes through the node's balancer.
+          expect(await c.execOk('ss -Htnp state established dst 127.0.0.1:8443')).toMatch(/"bash"|"sleep"/);
+        });
+      }
+      await withNode(nodes[2]!, async (c) => {
+        expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig')).toBe(kubeconfig);
+        expect((await c.execOk('systemctl is-active kubelet')).trim()).toBe('active');
+      });
+
+      const again = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--limit', 'node-1,node-2']);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.report.totals.changed).toBe(0);
+      expect(await started(nodes[0]!)).toBe(after[0]);
+    } finally {
+      for (const n of nodes) await withNode(n, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/fake-kubelet; systemctl daemon-reload'));
+    }
+  });
+});

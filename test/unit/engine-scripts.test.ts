@@ -1,0 +1,234 @@
+/**
+ * The scripts that change a host are real shell: run them here on a temporary tree, with the
+ * journal in a temporary folder, the way a node runs them.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lock.js';
+import type { HostPlan } from '../../src/engine/plan.js';
+import type { PlaybookStep } from '../../src/engine/playbook.js';
+import {
+  applyScript,
+  backupPath,
+  closeJournal,
+  finishScript,
+  parseJournal,
+  parseScriptOutput,
+  restoreFromJournal,
+  stagedPath,
+} from '../../src/engine/scripts.js';
+import { tarGzOf } from '../../src/engine/tarstream.js';
+import { OPERATIONS } from '../../src/ops/catalogue.js';
+import { run } from '../../src/util/exec.js';
+import { hostFacts } from '../helpers/facts.js';
+
+const node = { name: 'node-1', address: '192.0.2.21' };
+const RUN = '20261128T180000-aaaaaa';
+
+function step(type: string, args: unknown, name = type): PlaybookStep {
+  return { name, type: 'op', op: OPERATIONS[type]!, args: OPERATIONS[type]!.args.parse(args) };
+}
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function tree(validate: (dest: string) => string, opts: { after?: string } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-scripts-'));
+  dirs.push(dir);
+  const dest = path.join(dir, 'conf', 'app.conf');
+  const journalDir = path.join(dir, 'state', 'journal');
+  const plan: HostPlan = {
+    node,
+    facts: hostFacts(),
+    steps: [
+      { step: step('directory', { path: path.join(dir, 'conf') }, 'directories'), plan: { changes: [{ kind: 'mkdir', path: path.join(dir, 'conf'), mode: '755' }], notify: [], summary: '' } },
+      {
+        step: step('template', { template: 't', dest }, 'config file'),
+        plan: { changes: [{ kind: 'put', path: dest, content: Buffer.from('new\n'), sha256: 'x', mode: '600', validate: validate(dest) }], notify: [], summary: '' },
+      },
+      {
+        step: step('command', { run: 'true', unless: 'false' }, 'service'),
+        plan: {
+          changes: [
+            { kind: 'run', command: `echo ran >> ${dir}/ran`, label: 'x' },
+            ...(opts.after ? [{ kind: 'run' as const, command: opts.after, label: 'after', when: 'verified' as const }] : []),
+          ],
+          notify: [],
+          summary: '',
+        },
+      },
+    ],
+  };
+  fs.mkdirSync(path.dirname(dest), { recursive: true });
+  fs.writeFileSync(dest, 'old\n');
+  const tar = tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]);
+  const apply = (backup: boolean, runId = RUN) => run('sh', ['-c', applyScript(plan, { runId, by: 'me@here (pid 1)', backup, journalDir })], { input: tar });
+  return { dir, dest, plan, journalDir, apply };
+}
+
+describe('apply script', () => {
+  it('journals, stages beside the live file with the run id, validates, commits, and leaves a committed journal with a backup', async () => {
+    const t = tree((d) => `grep -q new ${d}`);
+    const r = await t.apply(true);
+    const out = parseScriptOutput(r.stdout, r.stderr);
+    expect(out).toMatchObject({ staged: true, committed: true });
+    expect(out.failure).toBeUndefined();
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('new\n');
+    expect((fs.statSync(t.dest).mode & 0o777).toString(8)).toBe('600');
+    expect(fs.readFileSync(backupPath(t.dest, RUN), 'utf8')).toBe('old\n');
+    expect(fs.existsSync(stagedPath(t.dest, RUN))).toBe(false);
+    expect(fs.readFileSync(path.join(t.dir, 'ran'), 'utf8')).toBe('ran\n');
+    const j = parseJournal(`${fs.readFileSync(path.join(t.journalDir, 'run.json'), 'utf8')}\n@@state-word\n${fs.readFileSync(path.join(t.journalDir, 'state'), 'utf8')}`)!;
+    expect(j).toMatchObject({ run: RUN, by: 'me@here (pid 1)', state: 'committed', restorable: true });
+    expect(j.files).toEqual([{ path: t.dest, staged: stagedPath(t.dest, RUN), backup: backupPath(t.dest, RUN) }]);
+  });
+
+  it('finish records the verify, runs what waited for it, and closes the journal: no backup, no staged file left', async () => {
+    const t = tree((d) => `grep -q new ${d}`, { after: 'echo after > "$(dirname "$J")/after"' });
+    await t.apply(true);
+    expect(fs.existsSync(path.join(t.dir, 'state', 'after'))).toBe(false); // not before verify
+    const f = await run('sh', ['-c', finishScript(t.plan, t.journalDir)]);
+    expect(parseScriptOutput(f.stdout).closed).toBe(true);
+    expect(fs.readFileSync(path.join(t.dir, 'state', 'after'), 'utf8')).toBe('after\n');
+    expect(fs.existsSync(t.journalDir)).toBe(false);
+    expect(fs.readdirSync(path.dirname(t.dest))).toEqual(['app.conf']);
+  });
+
+  it('restore from the journal puts the previous file back and closes the journal', async () => {
+    const t = tree((d) => `grep -q new ${d}`);
+    await t.apply(true);
+    const r = await run('sh', ['-c', restoreFromJournal(t.journalDir)]);
+    expect(parseScriptOutput(r.stdout).closed).toBe(true);
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('old\n');
+    expect(fs.readdirSync(path.dirname(t.dest))).toEqual(['app.conf']);
+    expect(fs.existsSync(t.journalDir)).toBe(false);
+  });
+
+  it("refuses to start while another run's journal is open, and touches nothing", async () => {
+    const t = tree((d) => `grep -q new ${d}`);
+    await t.apply(true);
+    fs.writeFileSync(t.dest, 'old\n');
+    const second = await t.apply(true, '20261128T180001-bbbbbb');
+    expect(second.code).toBe(18);
+    expect(parseScriptOutput(second.stdout).failure).toMatchObject({ step: 'journal', kind: 'failed' });
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('old\n');
+    expect(fs.existsSync(stagedPath(t.dest, '20261128T180001-bbbbbb'))).toBe(false);
+    // Closing the first run's journal removes only its own files.
+    await run('sh', ['-c', closeJournal(t.journalDir)]);
+    expect(fs.readdirSync(path.dirname(t.dest))).toEqual(['app.conf']);
+  });
+
+  it('a failed validation names the step, prints its output, and leaves nothing staged, no journal, the live file as it was', async () => {
+    const t = tree(() => 'echo "config is broken" >&2; exit 7');
+    const r = await t.apply(true);
+    expect(r.code).toBe(30);
+    expect(parseScriptOutput(r.stdout)).toMatchObject({ staged: false, committed: false, failure: { step: 'config file', kind: 'invalid', code: 7, output: 'config is broken' } });
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('old\n');
+    expect(fs.readdirSync(path.dirname(t.dest))).toEqual(['app.conf']);
+    expect(fs.existsSync(t.journalDir)).toBe(false);
+  });
+
+  it('a backup that cannot be made stops the commit before any live file moves', async () => {
+    const t = tree((d) => `grep -q new ${d}`);
+    fs.mkdirSync(backupPath(t.dest, RUN)); // cp cannot write a file where a directory stands
+    fs.writeFileSync(path.join(backupPath(t.dest, RUN), 'x'), '');
+    const r = await t.apply(true);
+    expect(r.code).toBe(39);
+    expect(parseScriptOutput(r.stdout)).toMatchObject({ staged: true, committed: false, failure: { step: 'config file', kind: 'failed', code: 39 } });
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('old\n');
+  });
+
+  it('keeps going when the controller goes away mid-script (SIGHUP and a closed stdout are ignored)', async () => {
+    const t = tree((d) => `sleep 0.3; grep -q new ${d}`);
+    const script = applyScript(t.plan, { runId: RUN, by: 'x', backup: true, journalDir: t.journalDir });
+    const child = spawn('sh', ['-c', script], { stdio: ['pipe', 'pipe', 'ignore'] });
+    child.stdin.end(tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]));
+    await new Promise((r) => setTimeout(r, 100));
+    child.stdout.destroy(); // the reader is gone: later echoes hit a closed pipe
+    child.kill('SIGHUP');
+    await new Promise((r) => child.on('close', r));
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('new\n');
+    expect(fs.readFileSync(path.join(t.journalDir, 'state'), 'utf8').trim()).toBe('committed');
+  });
+});
+
+describe('lock', () => {
+  function lockDirs() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-lock-'));
+    dirs.push(dir);
+    return { lock: path.join(dir, 'run'), journal: path.join(dir, 'journal') };
+  }
+
+  /** Start a lock holder; resolves with its output once it says ready or exits. */
+  function holdLock(script: string) {
+    const child = spawn('sh', ['-c', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    const ready = new Promise<string>((resolve) => {
+      child.stdout.on('data', (b) => {
+        out += b;
+        if (/^@@ready$/m.test(out)) resolve(out);
+      });
+      child.on('close', () => resolve(out));
+    });
+    return { child, ready, exited: new Promise((r) => child.on('close', r)) };
+  }
+
+  it('one holder at a time; the second is told who holds it; released when the holder\'s stdin closes', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice@ctl (pid 1) since t, run A', 0, d));
+    expect(parseLockOutput(await a.ready)).toMatchObject({ locked: true, busy: false });
+    const b = holdLock(lockScript('bob@ctl (pid 2) since t, run B', 0, d));
+    const bOut = parseLockOutput(await b.ready);
+    expect(bOut).toMatchObject({ locked: false, busy: true, holder: 'alice@ctl (pid 1) since t, run A' });
+    // /proc/locks shows the holder without taking the lock.
+    const probe = await run('sh', ['-c', `d=${d.lock}; ino=$(stat -c %i "$d/lock"); grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ [0-9a-f]+:[0-9a-f]+:$ino " /proc/locks && echo "@@held" && cat "$d/holder"`]);
+    expect(parseLockProbe(probe.stdout).holder).toBe('alice@ctl (pid 1) since t, run A');
+    a.child.stdin.end(); // the controller closes the channel (or dies)
+    await a.exited;
+    const c = holdLock(lockScript('carol@ctl (pid 3) since t, run C', 0, d));
+    expect(parseLockOutput(await c.ready).locked).toBe(true);
+    c.child.stdin.end();
+    await c.exited;
+  });
+
+  it('with a wait, the second holder gets the lock once the first lets go', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice', 0, d));
+    await a.ready;
+    const b = holdLock(lockScript('bob', 5, d));
+    setTimeout(() => a.child.stdin.end(), 300);
+    const out = await b.ready;
+    expect(out).toMatch(/^@@waiting\nalice/m);
+    expect(parseLockOutput(out).locked).toBe(true);
+    b.child.stdin.end();
+    await b.exited;
+  });
+
+  it('reports an unfinished run\'s journal to the next holder', async () => {
+    const d = lockDirs();
+    fs.mkdirSync(d.journal, { recursive: true });
+    fs.writeFileSync(path.join(d.journal, 'run.json'), JSON.stringify({ run: 'R1', by: 'x', started: 's', files: [], restorable: true }));
+    fs.writeFileSync(path.join(d.journal, 'state'), 'committed\n');
+    const a = holdLock(lockScript('alice', 0, d));
+    expect(parseLockOutput(await a.ready).journal).toMatchObject({ run: 'R1', state: 'committed', restorable: true });
+    a.child.stdin.end();
+    await a.exited;
+  });
+});
+
+describe('parsers', () => {
+  it('a journal that cannot be read is a change in flight of unknown outcome', () => {
+    expect(parseJournal('{not json\n@@state-word\nverified\n')).toMatchObject({ run: 'unknown', state: 'committing', restorable: false });
+    expect(parseJournal('')).toBeUndefined();
+  });
+
+  it('script output: the failed step by name, decoded', () => {
+    const out = parseScriptOutput('@@staged\n@@failed repoint%20kubeconfigs 41\nboom\n@@state active running\n');
+    expect(out).toEqual({ staged: true, committed: false, closed: false, state: 'active running', failure: { step: 'repoint kubeconfigs', kind: 'failed', code: 41, output: 'boom' } });
+  });
+});
