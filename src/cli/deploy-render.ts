@@ -11,7 +11,7 @@ import { displayPath } from '../util/paths.js';
 import { table } from './ui.js';
 
 /** Phases in which a node's live files may be new and not yet verified. */
-const UNSETTLED: ReadonlySet<HostPhase> = new Set(['committing', 'verifying', 'restoring', 'finishing', 'repointing']);
+const UNSETTLED: ReadonlySet<HostPhase> = new Set(['recovering', 'committing', 'verifying', 'restoring', 'finishing', 'repointing']);
 
 /** What the renderers know, from the events alone: each node's current phase and its result. */
 export class Tracker {

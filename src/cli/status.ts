@@ -2,7 +2,7 @@
 import chalk from 'chalk';
 import { Command, InvalidArgumentError } from 'commander';
 import { ExitCode } from '../errors.js';
-import { clusterStatus, type ClusterStatus, type NodeStatus } from '../engine/status.js';
+import type { ClusterStatus, NodeStatus } from '../engine/status.js';
 import { table } from './ui.js';
 
 export function statusCommand(setExit: (code: number) => void): Command {
@@ -17,6 +17,8 @@ export function statusCommand(setExit: (code: number) => void): Command {
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--json', 'JSON on stdout')
     .action(async (o: { inventory: string; limit?: string[]; concurrency: number; playbook?: string; json?: boolean }) => {
+      // Loaded only when the command runs, so `k8s-ha --help` stays quick.
+      const { clusterStatus } = await import('../engine/status.js');
       const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, playbookFile: o.playbook });
       const ok = s.healthy === s.nodes.length;
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');

@@ -1,6 +1,5 @@
 /** How k8s-ha talks to a person: task lists, colours, and errors. */
 import chalk from 'chalk';
-import { Listr, ListrLogger, PRESET_TIMER, ProcessOutput } from 'listr2';
 import { InternalError, K8sHaError } from '../errors.js';
 import type { Step } from '../lab/lab.js';
 
@@ -12,7 +11,8 @@ export interface OutputMode {
 }
 
 /** listr2 options: live in a terminal, plain lines in CI logs; on stderr when stdout carries JSON. */
-export function listrOptions(json: boolean) {
+async function listrOptions(json: boolean) {
+  const { ListrLogger, PRESET_TIMER, ProcessOutput } = await import('listr2');
   const stream = json ? process.stderr : process.stdout;
   const live = Boolean(stream.isTTY) && !process.env.CI && process.env.TERM !== 'dumb';
   const logger = new ListrLogger({ processOutput: new ProcessOutput(stream, process.stderr), useIcons: live });
@@ -24,8 +24,9 @@ export function listrOptions(json: boolean) {
   };
 }
 
-/** Run steps as a listr2 task list. */
+/** Run steps as a listr2 task list (loaded only when a command runs one). */
 export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): Promise<C> {
+  const { Listr } = await import('listr2');
   const list = new Listr<C>(
     steps.map((s) => ({
       title: s.title,
@@ -36,7 +37,7 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): P
         if (result) task.title = `${s.title}: ${result}`;
       },
     })),
-    { ctx, exitOnError: true, ...listrOptions(mode.json) },
+    { ctx, exitOnError: true, ...(await listrOptions(mode.json)) },
   );
   return list.run();
 }

@@ -35,6 +35,8 @@ export interface SshTarget {
   knownHostsFile: string;
   strictHostKeyChecking: StrictHostKeyChecking;
   connectTimeoutMs?: number;
+  /** With accept-new: trust a key never seen before for this session only, without recording it (deploy --check writes nothing). */
+  readOnly?: boolean;
 }
 
 export interface ExecInput {
@@ -130,7 +132,7 @@ export class SshConnection {
       ssh.dispose();
       throw classifyConnectError(target, knownHostsPath, err, verdict, presented);
     }
-    if (verdict?.status === 'unknown' && target.strictHostKeyChecking === 'accept-new' && presented) {
+    if (verdict?.status === 'unknown' && target.strictHostKeyChecking === 'accept-new' && presented && !target.readOnly) {
       await fs.mkdir(path.dirname(knownHostsPath), { recursive: true });
       await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, presented) + '\n', { mode: 0o644 });
     }
@@ -193,7 +195,12 @@ export class SshConnection {
    * satisfies `ready`, or it exits. Closing the channel, or losing the connection, ends it: what it
    * holds (a lock) cannot outlive this controller.
    */
-  hold(script: string, ready: (stdout: string) => boolean): Promise<{ stdout: string; exited: boolean; code: number | null; release: () => void }> {
+  hold(
+    script: string,
+    ready: (stdout: string) => boolean,
+    /** Called with the release function as soon as the channel is open (to give up a wait early). */
+    onOpen?: (release: () => void) => void,
+  ): Promise<{ stdout: string; exited: boolean; code: number | null; release: () => void }> {
     if (this.lost) return Promise.reject(this.lostError());
     const client = this.ssh.connection;
     if (!client) return Promise.reject(this.lostError());
@@ -212,6 +219,7 @@ export class SshConnection {
           channel.end();
           channel.close();
         };
+        onOpen?.(release);
         const settle = (exited: boolean, code: number | null) => {
           if (settled) return;
           settled = true;

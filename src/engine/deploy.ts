@@ -101,7 +101,9 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
     nodes = inv.nodes.filter((n) => options.limit!.includes(n.name));
   }
   const targets = new Map(
-    nodes.concat(inv.nodes.filter((n) => n.name === inv.build.host)).map((n) => [n.name, resolveTarget(inv, n, { acceptNewHostKeys: options.acceptNewHostKeys })]),
+    nodes
+      .concat(inv.nodes.filter((n) => n.name === inv.build.host))
+      .map((n) => [n.name, { ...resolveTarget(inv, n, { acceptNewHostKeys: options.acceptNewHostKeys }), readOnly: !!options.check }]),
   );
   return { options, loaded, playbooks, nodes, targets, startedAt };
 }

@@ -15,14 +15,15 @@ import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { PlanContext } from '../ops/types.js';
 import { BUILD_STEPS } from '../ops/catalogue.js';
 import { quote } from '../util/quote.js';
-import { takeLock } from './lock.js';
+import { LOCK_PROBE, parseLockProbe, takeLock } from './lock.js';
 import { changesOf, factRequest, hasChanges, mergeRequest, planHost, textFiles, verifyStep, type HostPlan } from './plan.js';
 import type { PlaybookStep } from './playbook.js';
 import { finishHost, type HostResult, type StepResult } from './results.js';
 import {
   applyScript,
   closeJournal,
-  finishScript,
+  finishJournal,
+  JOURNAL_DIR,
   parseScriptOutput,
   restoreFromJournal,
   type Journal,
@@ -71,6 +72,8 @@ export interface HostJob {
 export interface Session {
   conn: SshConnection;
   release: () => void;
+  /** The facts script's output, read with the lock (no journal was open): the first plan uses it. */
+  facts?: string;
   /** What was done about an unfinished run found on the host. */
   recovered?: string;
   /** --check: an unfinished run found and left alone. */
@@ -95,7 +98,7 @@ function isUnreachable(e: unknown): boolean {
  */
 export async function openSession(
   job: HostJob,
-  o: { waitLockSeconds: number; check: boolean; verifyDeadlineMs: number; progress?: VerifyProgress },
+  o: { waitLockSeconds: number; check: boolean; verifyDeadlineMs: number; progress?: VerifyProgress; signal?: AbortSignal },
 ): Promise<Session | HostResult> {
   let conn: SshConnection;
   try {
@@ -106,8 +109,18 @@ export async function openSession(
     return hostFailure(job, isUnreachable(e) ? 'unreachable' : 'failed', err.message, { hint: err.hint });
   }
   try {
+    if (o.check) {
+      // Read-only: who holds the lock and what journal is open, from /proc/locks; a check never takes
+      // the lock, so it can never make a real deploy report a node locked.
+      const probe = parseLockProbe((await conn.execAsRoot(LOCK_PROBE)).stdout);
+      if (probe.holder) {
+        conn.close();
+        return hostFailure(job, 'locked', `being changed by another run: locked by ${probe.holder}`, { lockedBy: probe.holder });
+      }
+      return { conn, release: () => undefined, pendingJournal: probe.journal };
+    }
     job.say('locking');
-    const lock = await takeLock(conn, job.holder, o.waitLockSeconds, (holder) => job.say('waiting for the lock', `held by ${holder}`));
+    const lock = await takeLock(conn, job.holder, o.waitLockSeconds, (holder) => job.say('waiting for the lock', `held by ${holder}`), factScript(factRequestOf(job)), o.signal);
     if (!lock.held) {
       conn.close();
       if (lock.busy) {
@@ -118,17 +131,14 @@ export async function openSession(
       }
       return hostFailure(job, 'failed', `cannot take the k8s-ha lock: ${lock.error}`);
     }
-    const session: Session = { conn, release: lock.release };
+    const session: Session = { conn, release: lock.release, facts: lock.then };
     if (lock.journal) {
-      if (o.check) session.pendingJournal = lock.journal;
-      else {
-        job.say('recovering', `run ${lock.journal.run} (${lock.journal.state})`);
-        const r = await recoverJournal(conn, job.inventory, lock.journal, o);
-        session.recovered = r.detail;
-        if (!r.ok) {
-          closeSession(session);
-          return hostFailure(job, 'failed', `an unfinished run (${lock.journal.run} by ${lock.journal.by}) could not be put right: ${r.detail}`, { recovered: r.detail });
-        }
+      job.say('recovering', `run ${lock.journal.run} (${lock.journal.state})`);
+      const r = await recoverJournal(conn, job.inventory, lock.journal, o);
+      session.recovered = r.detail;
+      if (!r.ok) {
+        closeSession(session);
+        return hostFailure(job, 'failed', `an unfinished run (${lock.journal.run} by ${lock.journal.by}) could not be put right: ${r.detail}`, { recovered: r.detail });
       }
     }
     return session;
@@ -160,19 +170,30 @@ async function recoverJournal(
     return r.closed ? { ok: true, detail } : { ok: false, detail: `${detail}; its journal could not be closed` };
   };
   if (j.state === 'staging') return close(`${who} stopped before changing anything: its staged files removed`);
-  if (j.state === 'verified') return close(`${who} had verified: its journal closed`);
+  const finish = async (detail: string) => {
+    // What waits for a verified change (which balancer starts at boot) runs now, then the journal closes.
+    const r = parseScriptOutput((await conn.execAsRoot(finishJournal())).stdout);
+    if (!r.closed) return { ok: false, detail: `${detail}; its journal could not be closed` };
+    return r.failure ? { ok: false, detail: `${detail}; but ${r.failure.output.split('\n')[0]}` } : { ok: true, detail };
+  };
+  if (j.state === 'verified') return finish(`${who} had verified: finished and closed`);
   let v: VerifyOutcome = { ok: false, summary: 'the journal names nothing to verify' };
   if (j.verify) {
     const s = await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(j.verify.unit)} | tr '\\n' ' '`);
     v = await verifyBalancer(conn, inv, j.verify, s.stdout, { checkNewList: false, deadlineMs: o.verifyDeadlineMs, progress: o.progress });
   }
-  if (v.ok) return close(`${who} was never verified: verified now and kept (${v.summary})`);
+  if (v.ok) return finish(`${who} was never verified: verified now and kept (${v.summary})`);
   if (!j.restorable) return close(`${who} was never verified and fails now (${v.summary}); nothing served before it, so nothing to restore`);
-  const r = parseScriptOutput((await conn.execAsRoot(restoreFromJournal())).stdout);
-  const ok = r.closed && (!j.unit || r.state === 'active running' || (r.state ?? '').startsWith('active running'));
+  const out = await conn.execAsRoot(restoreFromJournal());
+  const r = parseScriptOutput(out.stdout);
+  if (!r.closed) {
+    const why = /^@@restore-failed (.+)$/m.exec(out.stdout)?.[1] ?? (out.stderr.trim() || 'the restore script failed');
+    return { ok: false, detail: `${who} was never verified and fails now (${v.summary}); restoring it failed (${why}): its journal and backups are kept in ${JOURNAL_DIR}` };
+  }
+  const ok = !j.unit || r.state === 'active running';
   return {
     ok,
-    detail: `${who} was never verified and fails now (${v.summary}): previous files restored${r.state ? `, ${r.state.trim() === 'active running' ? 'serving again' : `unit is ${r.state}`}` : ''}`,
+    detail: `${who} was never verified and fails now (${v.summary}): previous files restored${r.state ? `, ${r.state === 'active running' ? 'serving again' : `unit is ${r.state}`}` : ''}`,
   };
 }
 
@@ -184,17 +205,30 @@ export interface PlannedHost {
   timings: Record<string, number>;
 }
 
-/** Read the facts and plan every step on an open session. */
-export async function planOn(session: Session, job: HostJob, timings: Record<string, number> = {}): Promise<PlannedHost> {
-  const t0 = Date.now();
-  job.say('gathering facts');
+/** Everything a host's plan needs to know, for its steps and whatever may replace them. */
+function factRequestOf(job: HostJob): FactRequest {
   const req = mergeRequest(factRequest(job.steps), job.extraFacts ?? {});
   if (job.wantText) req.texts = [...textFiles(job.steps), ...(job.extraFacts?.texts ?? [])];
   if (job.extraFacts?.versions) req.versions = job.extraFacts.versions;
   if (job.extraFacts?.kubeconfigs) req.kubeconfigs = job.extraFacts.kubeconfigs;
-  const f = await session.conn.execAsRoot(factScript(req));
-  if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
-  const facts = parseFacts(req, f.stdout);
+  return req;
+}
+
+/** Read the facts (unless read with the lock) and plan every step on an open session. */
+export async function planOn(session: Session, job: HostJob, timings: Record<string, number> = {}): Promise<PlannedHost> {
+  const t0 = Date.now();
+  const req = factRequestOf(job);
+  let stdout = session.facts;
+  // Read with the lock once; any later plan (a roll's replan) reads them afresh.
+  session.facts = undefined;
+  if (stdout !== undefined && !/^@@then-rc 0$/m.test(stdout)) throw new Error(`gathering facts failed (exit ${/^@@then-rc (\d+)$/m.exec(stdout)?.[1] ?? 'unknown'})`);
+  if (stdout === undefined) {
+    job.say('gathering facts');
+    const f = await session.conn.execAsRoot(factScript(req));
+    if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
+    stdout = f.stdout;
+  }
+  const facts = parseFacts(req, stdout);
   const steps = job.choose?.(facts) ?? job.steps;
   const plan = planHost(job.node, steps, facts, { ...job.base, currentText: (path) => facts.texts[path] });
   timings.facts = (timings.facts ?? 0) + Date.now() - t0;
@@ -262,7 +296,11 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
       }
       state = out.script.state ?? '';
     }
-    if (!vstep) return out;
+    if (!vstep) {
+      // Nothing to verify (a playbook without a verify step): the change stands as committed.
+      if (hasChanges(plan)) out.finish = parseScriptOutput((await conn.execAsRoot(finishJournal())).stdout);
+      return out;
+    }
     const t = Date.now();
     job.say('verifying');
     out.verify = await verifyBalancer(conn, job.inventory, vstep.args, state, { checkNewList: o.checkNewList, deadlineMs: o.verifyDeadlineMs, progress: o.progress });
@@ -276,7 +314,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     }
     if (hasChanges(plan)) {
       job.say('finishing');
-      const r = await conn.execAsRoot(finishScript(plan));
+      const r = await conn.execAsRoot(finishJournal());
       out.finish = parseScriptOutput(r.stdout, r.stderr);
     }
     return out;
@@ -290,10 +328,16 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
 async function restore(session: Session, p: PlannedHost, out: ApplyOutcome): Promise<void> {
   p.job.say('restoring');
   try {
-    const r = parseScriptOutput((await session.conn.execAsRoot(restoreFromJournal())).stdout);
+    const raw = await session.conn.execAsRoot(restoreFromJournal());
+    const r = parseScriptOutput(raw.stdout);
     const undo = changesOf(p.plan, 'run').find((c) => c.change.switchFrom)?.change.switchFrom;
     const watched = undo ?? p.unit;
-    const ok = r.closed && (!watched || r.state === 'active running');
+    if (!r.closed) {
+      const why = /^@@restore-failed (.+)$/m.exec(raw.stdout)?.[1] ?? (raw.stderr.trim() || 'the restore script failed');
+      out.rollback = { ok: false, detail: `restoring failed (${why}): the journal and backups are kept in ${JOURNAL_DIR} for the next run` };
+      return;
+    }
+    const ok = !watched || r.state === 'active running';
     const what = undo ? `${watched} serves again` : 'the service runs them';
     out.rollback = { ok, detail: ok ? `previous files restored and ${what}` : `previous files restored, but ${watched} is ${r.state || 'unknown'}` };
   } catch (e) {
@@ -325,7 +369,7 @@ export function stepResults(p: PlannedHost, out?: ApplyOutcome): StepResult[] {
     return results;
   }
   if (out.script && !out.script.committed) {
-    fail(firstOpen(), 'the apply script ended without committing', '');
+    fail(firstOpen(), 'the apply script ended without committing', out.script.stderr ?? '');
     return results;
   }
   if (out.error) {

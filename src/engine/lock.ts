@@ -7,7 +7,7 @@
 import os from 'node:os';
 import type { SshConnection } from '../connect/ssh.js';
 import { quote } from '../util/quote.js';
-import { JOURNAL_DIR, parseJournal, type Journal } from './scripts.js';
+import { applyLockPath, JOURNAL_DIR, parseJournal, type Journal } from './scripts.js';
 
 export const LOCK_DIR = '/run/k8s-ha';
 
@@ -22,7 +22,11 @@ export function controllerIdentity(): string {
   return `${user}@${os.hostname()} (pid ${process.pid})`;
 }
 
-export function lockScript(holder: string, waitSeconds: number, dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR }): string {
+/**
+ * `then`: a script to run once the lock is held and no journal is open (the facts script), so
+ * taking the lock costs no round trip of its own; its output comes between @@then and @@then-end.
+ */
+export function lockScript(holder: string, waitSeconds: number, dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR }, then?: string): string {
   const d = quote(dirs.lock);
   const J = quote(dirs.journal);
   const w = Math.max(0, Math.ceil(waitSeconds));
@@ -38,8 +42,12 @@ export function lockScript(holder: string, waitSeconds: number, dirs = { lock: L
     '  if [ $ok = 0 ]; then sleep 0.3; echo "@@busy"; cat "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; exit 75; fi',
     'fi',
     `printf '%s\\n' ${quote(holder)} > "$d/holder.tmp" && mv -f "$d/holder.tmp" "$d/holder"`,
+    // A script of a controller that died may still be moving files: wait for it before reading the journal.
+    `if [ -d ${quote(dirs.journal.slice(0, dirs.journal.lastIndexOf('/')) || '/')} ]; then flock -w 300 ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for 5 minutes"; exit 73; }; fi`,
     'echo "@@locked"',
     `if [ -f ${J}/run.json ]; then echo "@@journal"; cat ${J}/run.json; echo; echo "@@state-word"; cat ${J}/state 2>/dev/null; echo "@@end-journal"; fi`,
+    ...(then ? [`if [ ! -f ${J}/run.json ]; then echo "@@then"; ( ${then.trim()}
+) 2>/dev/null; echo "@@then-rc $?"; echo "@@then-end"; fi`] : []),
     'echo "@@ready"',
     // cat inherits fd 9 and holds the lock until the controller closes the channel.
     'exec cat >/dev/null',
@@ -47,7 +55,7 @@ export function lockScript(holder: string, waitSeconds: number, dirs = { lock: L
 }
 
 export type LockOutcome =
-  | { held: true; journal?: Journal; release: () => void }
+  | { held: true; journal?: Journal; release: () => void; then?: string }
   | { held: false; busy: true; holder: string }
   | { held: false; busy: false; error: string };
 
@@ -67,18 +75,42 @@ export function parseLockOutput(stdout: string): { locked: boolean; busy: boolea
   return { locked: false, busy: false, error: err ?? (stdout.trim() || 'the lock script ended without a word') };
 }
 
-/** Take the host's lock for this run (waiting up to waitSeconds when another run holds it). */
-export async function takeLock(conn: SshConnection, holder: string, waitSeconds: number, onWait?: (holder: string) => void): Promise<LockOutcome> {
+/** Take the host's lock for this run (waiting up to waitSeconds when another run holds it), then run `then`. */
+export async function takeLock(
+  conn: SshConnection,
+  holder: string,
+  waitSeconds: number,
+  onWait?: (holder: string) => void,
+  then?: string,
+  /** Aborting gives up a wait for the lock (Ctrl-C). */
+  signal?: AbortSignal,
+): Promise<LockOutcome> {
   let told = false;
-  const h = await conn.hold(lockScript(holder, waitSeconds), (out) => {
-    if (!told && /^@@end-holder$/m.test(out) && /^@@waiting$/m.test(out)) {
-      told = true;
-      onWait?.(parseLockOutput(out.replace('@@waiting', '@@busy')).holder ?? 'another run');
-    }
-    return /^@@ready$/m.test(out);
-  });
+  let waitingHolder = 'another run';
+  let release: (() => void) | undefined;
+  // Closing the channel ends the remote flock wait at once.
+  const abort = () => release?.();
+  signal?.addEventListener('abort', abort, { once: true });
+  const h = await conn.hold(
+    lockScript(holder, waitSeconds, undefined, then),
+    (out) => {
+      if (!told && /^@@end-holder$/m.test(out) && /^@@waiting$/m.test(out)) {
+        told = true;
+        waitingHolder = parseLockOutput(out.replace('@@waiting', '@@busy')).holder ?? waitingHolder;
+        onWait?.(waitingHolder);
+      }
+      return /^@@ready$/m.test(out);
+    },
+    (r) => {
+      release = r;
+      if (signal?.aborted && told) r();
+    },
+  );
+  signal?.removeEventListener('abort', abort);
+  if (h.exited && told && signal?.aborted) return { held: false, busy: true, holder: waitingHolder };
   const p = parseLockOutput(h.stdout);
-  if (p.locked && !h.exited) return { held: true, journal: p.journal, release: h.release };
+  const thenOut = /^@@then\n([\s\S]*?)^@@then-end$/m.exec(h.stdout)?.[1];
+  if (p.locked && !h.exited) return { held: true, journal: p.journal, release: h.release, then: thenOut };
   h.release();
   if (p.busy) return { held: false, busy: true, holder: p.holder! };
   return { held: false, busy: false, error: p.error ?? `the lock script exited (${h.code})` };

@@ -34,7 +34,7 @@ import {
 } from './deploy.js';
 import { applyPlanned, closeSession, hostResult, openSession, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
 import { controllerIdentity } from './lock.js';
-import { factRequest, mergeRequest, switchingFrom, textFiles } from './plan.js';
+import { disturbsRunningService, factRequest, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
 import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, planRoll } from './roll.js';
 import { finishHost, totals, type HostResult, type Totals } from './results.js';
@@ -174,10 +174,15 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       emit({ type: 'host-done', result: r });
     };
     const interruptedSkip = (n: NodeRun) => done(n, notReached(n, `the run was interrupted (${stopReason()})`));
-    const open = async (n: NodeRun): Promise<Session | undefined> => {
-      const s = await openSession(n.job, { ...sessionOpts, progress: progressOf(n, emit) });
+    /** Open a node's session; a failure is recorded as its result unless `keep` (a later phase keeps the result it has). */
+    const open = async (n: NodeRun, keep?: (r: HostResult) => void): Promise<Session | undefined> => {
+      const s = await openSession(n.job, { ...sessionOpts, progress: progressOf(n, emit), signal: control.signal });
       if ('status' in s) {
-        done(n, { ...s, recovered: s.recovered ?? n.recovered });
+        if (keep) keep(s);
+        // A wait for the lock cut short by Ctrl-C: the node was simply not reached.
+        else if (stopped() && !n.planned) interruptedSkip(n);
+        else if (stopped()) done(n, notReached(n, `the run was interrupted (${stopReason()})`));
+        else done(n, { ...s, recovered: s.recovered ?? n.recovered });
         return undefined;
       }
       if (s.recovered) n.recovered = s.recovered;
@@ -241,7 +246,11 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       try {
         // Fresh facts right before the commit: a late batch never applies a stale plan.
         if (rolling || !n.session) await plan(n, s);
-        const out = await applyPlanned(s, n.planned!, { backup: rolling, checkNewList: rolling, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit) }, { runId, by: identity });
+        // Interrupted while this node was connecting or planning: it does not start committing.
+        if (stopped()) return done(n, notReached(n, `the run was interrupted (${stopReason()})`));
+        // Replanned from fresh facts, a node meant to go at once may now disturb a serving balancer: it gets backups and a restore too.
+        const guarded = rolling || disturbsRunningService(n.planned!.plan, n.planned!.unit);
+        const out = await applyPlanned(s, n.planned!, { backup: guarded, checkNewList: guarded, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit) }, { runId, by: identity });
         done(n, hostResult(n.planned!, out, { batch, recovered: n.recovered }));
       } catch (e) {
         fail(n, e);
@@ -287,7 +296,8 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
     }
 
     // 5. Repoint kubeconfigs, only on nodes whose balancer is verified, in batches of --serial.
-    const toRepoint = nodes.filter((n) => n.repoint?.changes.length && n.result && !failed(n.result) && n.result.status !== 'skipped');
+    // Only where this run verified the balancer: never onto one it did not check (a locked or skipped node).
+    const toRepoint = nodes.filter((n) => n.repoint?.changes.length && n.result && (n.result.status === 'ok' || n.result.status === 'changed') && n.result.lbVerified);
     if (toRepoint.length) {
       const rb = chunk(toRepoint, batchSize(serial, toRepoint.length));
       emit({ type: 'phase', phase: 'repoint', title: `Repoint kubeconfigs on ${toRepoint.length} node${toRepoint.length === 1 ? '' : 's'}, ${rb[0]!.length} at a time` });
@@ -298,8 +308,8 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
           continue;
         }
         emit({ type: 'batch', phase: 'repoint', index: i + 1, total: rb.length, nodes: batch.map((n) => n.node.name) });
-        await pool(batch, concurrency, () => false, async (n) => {
-          const s = n.session ?? (await open(n));
+        await pool(batch, concurrency, stopped, async (n) => {
+          const s = n.session ?? (await open(n, (r) => (n.result = withRepoint(n.result!, { status: 'failed', summary: `cannot reconnect: ${r.error ?? r.status}`, error: r.error ?? r.status }))));
           if (!s) return;
           try {
             n.phase = 'repointing';
@@ -314,7 +324,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
             n.session = undefined;
           }
           emit({ type: 'host-done', result: n.result! });
-        }, () => undefined);
+        }, (n) => (n.result = withRepoint(n.result!, { status: 'skipped', summary: `not applied: the run was interrupted (${stopReason()})` })));
         const results = batch.map((n) => n.result!);
         const bad = results.filter(failed);
         emit({ type: 'batch-done', phase: 'repoint', index: i + 1, total: rb.length, results, stopped: bad.length ? `repoint failed on ${bad.map((r) => r.name).join(', ')}` : undefined });
@@ -403,7 +413,8 @@ function report(
   const hosts: Record<string, HostReport> = {};
   nodes.forEach((n, i) => {
     const r = results[i]!;
-    const config = configState(r);
+    // --check applied nothing: every node runs what it ran.
+    const config = o.check ? 'previous' : configState(r);
     const failedStep = r.steps.find((s) => s.status === 'failed');
     const playbook = setup.playbooks[n.impl.impl];
     hosts[n.node.name] = {

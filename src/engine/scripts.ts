@@ -104,7 +104,10 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
   const lines = ['set -u'];
   for (const p of changesOf(plan, 'put')) {
     const b = quote(backupPath(p.change.path, o.runId));
-    lines.push(`if [ -e ${b} ]; then mv -f ${b} ${quote(p.change.path)}; fi`);
+    const live = quote(p.change.path);
+    // A file this run created (none stood there before) goes away again.
+    const gone = plan.facts.files[p.change.path] === null ? `; elif [ -e ${live} ]; then rm -f ${live} || { echo "@@restore-failed cannot remove ${p.change.path}"; exit 1; }` : '';
+    lines.push(`if [ -e ${b} ]; then mv -fT ${b} ${live} || { echo "@@restore-failed cannot move ${backupPath(p.change.path, o.runId)} back"; exit 1; }${gone}; fi`);
   }
   if (handlers.has('daemon-reload')) lines.push('systemctl daemon-reload');
   if (undo.length) lines.push(...undo.map((u) => u.undo!));
@@ -115,8 +118,37 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
 
 /** Remove this run's staged files, backups and journal: the run is over on this host. */
 export function closeScript(plan: HostPlan, runId: string, journalDir = JOURNAL_DIR): string {
-  const paths = changesOf(plan, 'put').flatMap((p) => [stagedPath(p.change.path, runId), backupPath(p.change.path, runId)]);
+  const paths = changesOf(plan, 'put').flatMap((p) => [stagedPath(p.change.path, runId), backupPath(p.change.path, runId), `${backupPath(p.change.path, runId)}.tmp`]);
   return ['set -u', ...(paths.length ? [`rm -f ${paths.map(quote).join(' ')}`] : []), `rm -rf ${quote(journalDir)}`].join('\n') + '\n';
+}
+
+/**
+ * Every script that moves live files or journals holds this second lock while it runs. The run
+ * lock dies with the controller's channel, but a script it started keeps going (it ignores SIGHUP):
+ * the next run waits on this lock before it reads the journal, so it never acts on files in motion.
+ */
+export function applyLockPath(journalDir = JOURNAL_DIR): string {
+  return `${journalDir.slice(0, journalDir.lastIndexOf('/')) || ''}/apply.lock`;
+}
+
+function holdApplyLock(journalDir: string): string[] {
+  const parent = journalDir.slice(0, journalDir.lastIndexOf('/')) || '/';
+  return [
+    `mkdir -p -m 0700 ${quote(parent)} && exec 8>>${quote(applyLockPath(journalDir))} || { echo "@@failed journal 17"; exit 17; }`,
+    `flock -w 300 8 || { echo "@@failed journal 17"; echo "another k8s-ha script has held ${applyLockPath(journalDir)} for 5 minutes"; exit 17; }`,
+  ];
+}
+
+/** What runs once the change is verified (e.g. which balancer starts at boot), then the journal is closed. */
+export function afterVerifyScript(plan: HostPlan, journalDir = JOURNAL_DIR): string {
+  const after = changesOf(plan, 'run').filter((r) => r.change.when === 'verified');
+  const lines = ['set -u', 'rc=0'];
+  if (after.length) {
+    // One chain: a switch enables the new unit and only then disables the old one, never leaving neither.
+    lines.push(`out=$( ( ${after.map((a) => a.change.command).join(' && ')} ) 2>&1 ) || { rc=$?; echo "@@failed ${stepKey(after[0]!.step)} $rc"; printf '%s\n' "$out"; }`);
+  }
+  lines.push(`sh ${quote(journalDir)}/close.sh`, 'exit $rc');
+  return lines.join('\n') + '\n';
 }
 
 /** Write the journal (state `staging`) before anything else; refuse when another run's journal is open. */
@@ -124,12 +156,14 @@ function journalScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
   const J = o.journalDir ?? JOURNAL_DIR;
   return [
     `J=${quote(J)}`,
+    ...holdApplyLock(J),
     `st() { printf '%s\\n' "$1" > "$J/state.tmp" && mv -f "$J/state.tmp" "$J/state"; }`,
     `if [ -e "$J" ]; then echo "@@failed journal 18"; echo "the journal of an unfinished run is in $J"; exit 18; fi`,
     `mkdir -p -m 0700 ${quote(J.slice(0, J.lastIndexOf('/')) || '/')} && rm -rf "$J.tmp" && mkdir -m 0700 "$J.tmp" || { echo "@@failed journal 18"; exit 18; }`,
     heredoc('"$J.tmp/run.json"', JSON.stringify(journalRecord(plan, o))),
     heredoc('"$J.tmp/restore.sh"', o.backup ? restoreScript(plan, o) : 'echo "@@state nothing to restore"\n'),
     heredoc('"$J.tmp/close.sh"', closeScript(plan, o.runId, J)),
+    heredoc('"$J.tmp/finish.sh"', afterVerifyScript(plan, J)),
     `echo staging > "$J.tmp/state" && mv "$J.tmp" "$J" || { echo "@@failed journal 18"; exit 18; }`,
   ];
 }
@@ -171,11 +205,14 @@ function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
       const live = quote(p.change.path);
       const b = quote(backupPath(p.change.path, o.runId));
       // rm fails on what it cannot clear (a directory), where cp would copy *into* it instead.
-      lines.push(`if [ -e ${live} ]; then rm -f ${b} && cp -p ${live} ${b} || { echo "@@failed ${stepKey(p.step)} 39"; exit 39; }; fi`);
+      // Copied to a temporary name first: a backup cut short (a full disk) never stands as the backup.
+      const tmp = quote(`${backupPath(p.change.path, o.runId)}.tmp`);
+      lines.push(`if [ -e ${live} ]; then rm -f ${b} ${tmp} && cp -p ${live} ${tmp} && mv -f ${tmp} ${b} || { echo "@@failed ${stepKey(p.step)} 39"; exit 39; }; fi`);
     }
   }
   for (const p of puts) {
-    lines.push(`mv -f ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`);
+    // -T: a directory standing where the file goes is an error, not a place to move the file into.
+    lines.push(`mv -fT ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`);
   }
   for (const r of changesOf(plan, 'run')) {
     if (r.change.when === 'verified') continue;
@@ -203,29 +240,33 @@ export function applyScript(plan: HostPlan, o: ApplyScriptOptions): string {
 }
 
 /**
- * Once verified: record it, run what waits for a verified host (disabling the balancer this one
- * replaced), and close the journal.
+ * Once verified: record it, run the journal's finish.sh (what waits for a verified change, then
+ * close). The same for this run and for a recovery that keeps an earlier run's change.
  */
-export function finishScript(plan: HostPlan, journalDir = JOURNAL_DIR): string {
-  const after = changesOf(plan, 'run').filter((r) => r.change.when === 'verified');
-  const lines = ['set -u', "trap '' HUP PIPE", `J=${quote(journalDir)}`, `[ -d "$J" ] && { echo verified > "$J/state.tmp" && mv -f "$J/state.tmp" "$J/state"; }`, 'rc=0'];
-  for (const r of after) {
-    lines.push(`out=$( ( ${r.change.command} ) 2>&1 ) || { rc=$?; echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; }`);
-  }
-  lines.push('[ -f "$J/close.sh" ] && sh "$J/close.sh"', 'echo "@@closed"', 'exit $rc');
-  return lines.join('\n') + '\n';
+export function finishJournal(journalDir = JOURNAL_DIR): string {
+  const J = quote(journalDir);
+  return [
+    'set -u',
+    "trap '' HUP PIPE",
+    ...holdApplyLock(journalDir),
+    `[ -d ${J} ] || { echo "@@closed"; exit 0; }`,
+    `echo verified > ${J}/state.tmp && mv -f ${J}/state.tmp ${J}/state`,
+    `if [ -f ${J}/finish.sh ]; then sh ${J}/finish.sh; rc=$?; else sh ${J}/close.sh; rc=$?; fi`,
+    'echo "@@closed"',
+    'exit $rc',
+  ].join('\n') + '\n';
 }
 
-/** Restore from the journal, then close it. Works for any run's journal, this one's or an earlier one's. */
+/** Restore from the journal, then close it; a restore that fails keeps the journal (and the backups) for the next run. */
 export function restoreFromJournal(journalDir = JOURNAL_DIR): string {
   const J = quote(journalDir);
-  return `set -u\nsh ${J}/restore.sh; sh ${J}/close.sh; echo "@@closed"\n`;
+  return ['set -u', "trap '' HUP PIPE", ...holdApplyLock(journalDir), `if sh ${J}/restore.sh; then sh ${J}/close.sh; echo "@@closed"; else echo "@@restore-failed"; exit 1; fi`].join('\n') + '\n';
 }
 
 /** Close a journal: remove its run's staged files and backups (keeping what is live), then the journal. */
 export function closeJournal(journalDir = JOURNAL_DIR): string {
   const J = quote(journalDir);
-  return `set -u\n[ -f ${J}/close.sh ] && sh ${J}/close.sh; rm -rf ${J}; echo "@@closed"\n`;
+  return ['set -u', "trap '' HUP PIPE", ...holdApplyLock(journalDir), `[ -f ${J}/close.sh ] && sh ${J}/close.sh; rm -rf ${J}; echo "@@closed"`].join('\n') + '\n';
 }
 
 export interface ScriptOutput {
@@ -234,6 +275,8 @@ export interface ScriptOutput {
   closed: boolean;
   /** `ActiveState SubState` of the watched unit, as the script last saw it. */
   state?: string;
+  /** What the script printed on stderr (kept for a script that ended with no marker). */
+  stderr?: string;
   failure?: {
     /** The step that failed (its name), or `journal` / `tar`. */
     step: string;
@@ -253,6 +296,7 @@ export function parseScriptOutput(stdout: string, stderr = ''): ScriptOutput {
     committed: /^@@committed$/m.test(stdout),
     closed: /^@@closed$/m.test(stdout),
     state: /^@@state (.*)$/m.exec(stdout)?.[1]?.trim(),
+    stderr: stderr.trim() || undefined,
   };
   if (m) {
     const after = stdout.slice(m.index + m[0].length).replace(/^@@\w+.*$/gm, '').trim();

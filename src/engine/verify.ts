@@ -7,6 +7,7 @@
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { httpsGet } from '../connect/https-probe.js';
+import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
 import { probeReach, splitListen, tlsOptions } from './probe.js';
@@ -104,9 +105,18 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
 
 /** Verify until it passes or the deadline is reached; `state` is `ActiveState SubState` as last seen. */
 export async function verifyBalancer(conn: SshConnection, inv: Inventory, args: VerifyArgs, state: string, o: VerifyOptions): Promise<VerifyOutcome> {
-  const [active = '?', sub = '?'] = state.trim().split(/\s+/);
-  if (active !== 'active' || sub !== 'running') return { ok: false, summary: `${args.unit} is ${active} (${sub}), not active (running)` };
   const start = Date.now();
+  // A unit still starting (activating) gets the rest of the deadline to get there.
+  for (;;) {
+    const [active = '?', sub = '?'] = state.trim().split(/\s+/);
+    if (active === 'active' && sub === 'running') break;
+    const elapsed = Date.now() - start;
+    if (active !== 'activating' && active !== 'reloading') return { ok: false, summary: `${args.unit} is ${active} (${sub}), not active (running)` };
+    if (elapsed >= o.deadlineMs) return { ok: false, summary: `${args.unit} is still ${active} (${sub}) after ${(o.deadlineMs / 1000).toFixed(0)} s, not active (running)` };
+    o.progress?.(`${args.unit} is ${active} (${sub})`, elapsed, o.deadlineMs);
+    await sleep(250);
+    state = (await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(args.unit)} | tr '\\n' ' '`)).stdout;
+  }
   let last: VerifyOutcome = { ok: false, summary: 'not tried' };
   let told = 0;
   for (;;) {

@@ -14,7 +14,7 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { EnvironmentError, CommandError } from '../errors.js';
-import { onPath, run, runOk } from '../util/exec.js';
+import { onPath, run } from '../util/exec.js';
 import { cacheDir, packageRoot } from '../util/paths.js';
 import { docker, imageExists } from './docker.js';
 import { aptInstall, isDebianLike, isRoot, type Say } from './engine.js';

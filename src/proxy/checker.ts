@@ -4,7 +4,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ProxyConfig } from './config.js';
-import { backendKey, type Balancer } from './server.js';
+import { type Balancer } from './server.js';
 
 /**
  * Each backend is checked on its own clock: every `interval`, or every `fastInterval` while its

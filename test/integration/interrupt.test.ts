@@ -45,14 +45,6 @@ function refusingInventory(): string {
   });
 }
 
-async function waitJournal(n: Node, state: string) {
-  for (let i = 0; i < 100; i++) {
-    if ((await nodeState(n)).journal === state) return;
-    await sleep(100);
-  }
-  throw new Error(`${n.name}: the journal never reached ${state}`);
-}
-
 async function healthy(): Promise<Record<string, boolean>> {
   const r = await k8sha(['status', '-i', lab().inventory, '--json']);
   return Object.fromEntries(JSON.parse(r.stdout).nodes.map((n: { name: string; healthy: boolean }) => [n.name, n.healthy]));

@@ -11,10 +11,11 @@ import { lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lo
 import type { HostPlan } from '../../src/engine/plan.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import {
+  applyLockPath,
   applyScript,
   backupPath,
   closeJournal,
-  finishScript,
+  finishJournal,
   parseJournal,
   parseScriptOutput,
   restoreFromJournal,
@@ -37,7 +38,7 @@ afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function tree(validate: (dest: string) => string, opts: { after?: string } = {}) {
+function tree(validate: (dest: string) => string, opts: { after?: (dir: string) => string; newFile?: boolean } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-scripts-'));
   dirs.push(dir);
   const dest = path.join(dir, 'conf', 'app.conf');
@@ -56,7 +57,7 @@ function tree(validate: (dest: string) => string, opts: { after?: string } = {})
         plan: {
           changes: [
             { kind: 'run', command: `echo ran >> ${dir}/ran`, label: 'x' },
-            ...(opts.after ? [{ kind: 'run' as const, command: opts.after, label: 'after', when: 'verified' as const }] : []),
+            ...(opts.after ? [{ kind: 'run' as const, command: opts.after(dir), label: 'after', when: 'verified' as const }] : []),
           ],
           notify: [],
           summary: '',
@@ -65,7 +66,9 @@ function tree(validate: (dest: string) => string, opts: { after?: string } = {})
     ],
   };
   fs.mkdirSync(path.dirname(dest), { recursive: true });
-  fs.writeFileSync(dest, 'old\n');
+  // The facts say whether the file stood there before this run.
+  if (opts.newFile) plan.facts.files[dest] = null;
+  else fs.writeFileSync(dest, 'old\n');
   const tar = tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]);
   const apply = (backup: boolean, runId = RUN) => run('sh', ['-c', applyScript(plan, { runId, by: 'me@here (pid 1)', backup, journalDir })], { input: tar });
   return { dir, dest, plan, journalDir, apply };
@@ -89,12 +92,12 @@ describe('apply script', () => {
   });
 
   it('finish records the verify, runs what waited for it, and closes the journal: no backup, no staged file left', async () => {
-    const t = tree((d) => `grep -q new ${d}`, { after: 'echo after > "$(dirname "$J")/after"' });
+    const t = tree((d) => `grep -q new ${d}`, { after: (dir) => `echo after > ${dir}/after` });
     await t.apply(true);
-    expect(fs.existsSync(path.join(t.dir, 'state', 'after'))).toBe(false); // not before verify
-    const f = await run('sh', ['-c', finishScript(t.plan, t.journalDir)]);
+    expect(fs.existsSync(path.join(t.dir, 'after'))).toBe(false); // not before verify
+    const f = await run('sh', ['-c', finishJournal(t.journalDir)]);
     expect(parseScriptOutput(f.stdout).closed).toBe(true);
-    expect(fs.readFileSync(path.join(t.dir, 'state', 'after'), 'utf8')).toBe('after\n');
+    expect(fs.readFileSync(path.join(t.dir, 'after'), 'utf8')).toBe('after\n');
     expect(fs.existsSync(t.journalDir)).toBe(false);
     expect(fs.readdirSync(path.dirname(t.dest))).toEqual(['app.conf']);
   });
@@ -107,6 +110,28 @@ describe('apply script', () => {
     expect(fs.readFileSync(t.dest, 'utf8')).toBe('old\n');
     expect(fs.readdirSync(path.dirname(t.dest))).toEqual(['app.conf']);
     expect(fs.existsSync(t.journalDir)).toBe(false);
+  });
+
+  it('restore removes a file this run created, where none stood before', async () => {
+    const t = tree((d) => `grep -q new ${d}`, { newFile: true });
+    await t.apply(true);
+    expect(fs.readFileSync(t.dest, 'utf8')).toBe('new\n');
+    await run('sh', ['-c', restoreFromJournal(t.journalDir)]);
+    expect(fs.readdirSync(path.dirname(t.dest))).toEqual([]);
+  });
+
+  it('a restore that fails keeps the journal and the backup for the next run', async () => {
+    const t = tree((d) => `grep -q new ${d}`);
+    await t.apply(true);
+    // The live path turned into a directory: mv cannot put the backup back over it.
+    fs.rmSync(t.dest);
+    fs.mkdirSync(path.join(t.dest, 'x'), { recursive: true });
+    const r = await run('sh', ['-c', restoreFromJournal(t.journalDir)]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^@@restore-failed/m);
+    expect(parseScriptOutput(r.stdout).closed).toBe(false);
+    expect(fs.existsSync(path.join(t.journalDir, 'run.json'))).toBe(true);
+    expect(fs.readFileSync(backupPath(t.dest, RUN), 'utf8')).toBe('old\n');
   });
 
   it("refuses to start while another run's journal is open, and touches nothing", async () => {
@@ -207,6 +232,35 @@ describe('lock', () => {
     expect(parseLockOutput(out).locked).toBe(true);
     b.child.stdin.end();
     await b.exited;
+  });
+
+  it('runs the facts script with the lock when no journal is open, and not when one is', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice', 0, d, 'echo "@@os"; echo ID=test'));
+    expect(await a.ready).toMatch(/^@@locked\n@@then\n@@os\nID=test\n@@then-rc 0\n@@then-end\n@@ready$/m);
+    a.child.stdin.end();
+    await a.exited;
+    fs.mkdirSync(d.journal, { recursive: true });
+    fs.writeFileSync(path.join(d.journal, 'run.json'), '{}');
+    const b = holdLock(lockScript('bob', 0, d, 'echo "@@os"'));
+    expect(await b.ready).not.toMatch(/@@then/);
+    b.child.stdin.end();
+    await b.exited;
+  });
+
+  it('the next holder waits for a script of a dead controller still moving files (the apply lock)', async () => {
+    const d = lockDirs();
+    fs.mkdirSync(path.dirname(d.journal), { recursive: true });
+    // A running apply script holds the apply lock for 800 ms.
+    const script = spawn('flock', [applyLockPath(d.journal), 'sleep', '0.8']);
+    const scriptDone = new Promise((r) => script.on('close', r));
+    await new Promise((r) => setTimeout(r, 100));
+    const t = Date.now();
+    const a = holdLock(lockScript('alice', 0, d));
+    expect(parseLockOutput(await a.ready).locked).toBe(true);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(600);
+    a.child.stdin.end();
+    await Promise.all([a.exited, scriptDone]);
   });
 
   it('reports an unfinished run\'s journal to the next holder', async () => {
