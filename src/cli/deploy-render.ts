@@ -3,7 +3,7 @@
  * task lists in a terminal (listr2), plain lines for CI logs and pipes, and plain lines on stderr
  * with one JSON report on stdout (--json). The recap and --check views are built from the report alone.
  */
-import chalk from 'chalk';
+import { colour } from './colour.js';
 import type { HostPhase } from '../engine/host.js';
 import type { DeployEvent, DeployReport, HostReport, Phase } from '../engine/run.js';
 import type { HostResult } from '../engine/results.js';
@@ -72,11 +72,11 @@ export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
     tracker.on(e);
     switch (e.type) {
       case 'start':
-        for (const w of e.warnings) say(`${chalk.yellow('warning:')} ${w}`);
+        for (const w of e.warnings) say(`${colour.yellow('warning:')} ${w}`);
         say(`${e.check ? 'check' : 'deploy'} ${e.runId}: ${e.nodes.length} node${e.nodes.length === 1 ? '' : 's'} from ${displayPath(e.inventoryFile)}, at most ${e.concurrency} at a time`);
         break;
       case 'phase':
-        say(chalk.bold(`== ${e.title}`));
+        say(colour.bold(`== ${e.title}`));
         break;
       case 'phase-done':
         say(`   ${e.summary}`);
@@ -98,16 +98,16 @@ export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
         }
         break;
       case 'host-done':
-        say(e.result.status === 'failed' || e.result.status === 'unreachable' || e.result.status === 'locked' ? chalk.red(hostLine(e.result)) : hostLine(e.result));
+        say(e.result.status === 'failed' || e.result.status === 'unreachable' || e.result.status === 'locked' ? colour.red(hostLine(e.result)) : hostLine(e.result));
         break;
       case 'batch':
         say(`-- ${e.phase} batch ${e.index}/${e.total}: ${e.nodes.join(', ')}`);
         break;
       case 'batch-done':
-        if (e.stopped) say(chalk.red(`-- ${e.phase} stopped after batch ${e.index}: ${e.stopped}`));
+        if (e.stopped) say(colour.red(`-- ${e.phase} stopped after batch ${e.index}: ${e.stopped}`));
         break;
       case 'interrupted':
-        say(chalk.yellow(stoppingLine(e)));
+        say(colour.yellow(stoppingLine(e)));
         break;
     }
   };
@@ -158,7 +158,7 @@ async function liveRenderer(): Promise<Renderer> {
   const running = list.run().catch(() => undefined);
   const emit = (e: DeployEvent) => {
     tracker.on(e);
-    if (e.type === 'start') for (const w of e.warnings) notes.push(`${chalk.yellow('warning:')} ${w}`);
+    if (e.type === 'start') for (const w of e.warnings) notes.push(`${colour.yellow('warning:')} ${w}`);
     if (e.type === 'phase') started.get(e.phase)!.resolve(e.title);
     if (e.type === 'phase-done') finished.get(e.phase)!.resolve(e.summary);
     if (e.type === 'build-output') lines.set('build', e.line);
@@ -166,10 +166,10 @@ async function liveRenderer(): Promise<Renderer> {
     if (e.type === 'verify-wait') lines.set(e.name, waitLine(e));
     if (e.type === 'host-done') {
       if (e.result.status === 'ok' || e.result.status === 'changed') lines.delete(e.result.name);
-      else lines.set(e.result.name, chalk.red(hostLine(e.result)));
+      else lines.set(e.result.name, colour.red(hostLine(e.result)));
     }
     if (e.type === 'batch') notes.splice(0, notes.length, `${e.phase} batch ${e.index}/${e.total}: ${e.nodes.join(', ')}`);
-    if (e.type === 'interrupted') notes.push(chalk.yellow(stoppingLine(e)));
+    if (e.type === 'interrupted') notes.push(colour.yellow(stoppingLine(e)));
     refresh();
   };
   return {
@@ -193,16 +193,16 @@ export async function chooseRenderer(json: boolean): Promise<Renderer> {
 export function abortNowText(tracker: Tracker, sig: string): string {
   const unknown = tracker.unsettled();
   const again = `k8s-ha ${process.argv.slice(2).map((a) => (/^[\w./:=,%@-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
-  const lines = [chalk.red(`aborted (${sig} twice): leaving now`)];
+  const lines = [colour.red(`aborted (${sig} twice): leaving now`)];
   if (unknown.length) {
-    lines.push(chalk.red(`state unknown on: ${unknown.map((u) => `${u.name} (was ${u.phase})`).join(', ')}`));
+    lines.push(colour.red(`state unknown on: ${unknown.map((u) => `${u.name} (was ${u.phase})`).join(', ')}`));
     lines.push('  each keeps a journal of the change in flight (/var/lib/k8s-ha/journal); the next deploy verifies it and restores the previous files if verify fails');
     lines.push(`  repair with: ${again}`);
   } else lines.push('no node was being changed: every node runs its previous or its verified new configuration');
   return lines.join('\n') + '\n';
 }
 
-const STATUS_COLOUR = { ok: chalk.green, changed: chalk.yellow, failed: chalk.red, unreachable: chalk.red, skipped: chalk.magenta, locked: chalk.red } as const;
+const STATUS_COLOUR = { ok: colour.green, changed: colour.yellow, failed: colour.red, unreachable: colour.red, skipped: colour.magenta, locked: colour.red } as const;
 
 /** nginx or kube-lb, `(auto)` when the inventory left the choice to k8s-ha, and a switch that did not happen. */
 function implLabel(h: HostReport): string {
@@ -217,15 +217,15 @@ function implLabel(h: HostReport): string {
 function colourDiff(diff: string): string {
   return diff
     .split('\n')
-    .map((l) => (l.startsWith('+') && !l.startsWith('+++') ? chalk.green(l) : l.startsWith('-') && !l.startsWith('---') ? chalk.red(l) : l))
+    .map((l) => (l.startsWith('+') && !l.startsWith('+++') ? colour.green(l) : l.startsWith('-') && !l.startsWith('---') ? colour.red(l) : l))
     .join('\n');
 }
 
 export function renderRecap(r: DeployReport, withDiff: boolean): string {
   const out: string[] = [''];
   const hosts = Object.entries(r.hosts);
-  if (withDiff) for (const [name, h] of hosts) for (const ch of h.check?.changes ?? []) if (ch.diff) out.push(chalk.dim(`--- ${name}: ${ch.step}`), colourDiff(ch.diff));
-  out.push(chalk.bold(`RECAP  ${displayPath(r.inventoryFile)}, ${hosts.length} node${hosts.length === 1 ? '' : 's'}, ${(r.durationMs / 1000).toFixed(1)} s, run ${r.runId}${r.interrupted ? chalk.yellow(`, INTERRUPTED (${r.interrupted.signal})`) : ''}`));
+  if (withDiff) for (const [name, h] of hosts) for (const ch of h.check?.changes ?? []) if (ch.diff) out.push(colour.dim(`--- ${name}: ${ch.step}`), colourDiff(ch.diff));
+  out.push(colour.bold(`RECAP  ${displayPath(r.inventoryFile)}, ${hosts.length} node${hosts.length === 1 ? '' : 's'}, ${(r.durationMs / 1000).toFixed(1)} s, run ${r.runId}${r.interrupted ? colour.yellow(`, INTERRUPTED (${r.interrupted.signal})`) : ''}`));
   out.push(
     table(
       hosts.map(([name, h]) => [
@@ -242,8 +242,8 @@ export function renderRecap(r: DeployReport, withDiff: boolean): string {
       ]),
     ),
   );
-  for (const [name, h] of hosts) if (h.impl?.why) out.push(chalk.yellow(`${name}: ${h.impl.impl} (lb.impl auto): ${h.impl.why}`));
-  for (const [name, h] of hosts) if (h.recovered) out.push(chalk.yellow(`${name}: an unfinished earlier run was found: ${h.recovered}`));
+  for (const [name, h] of hosts) if (h.impl?.why) out.push(colour.yellow(`${name}: ${h.impl.impl} (lb.impl auto): ${h.impl.why}`));
+  for (const [name, h] of hosts) if (h.recovered) out.push(colour.yellow(`${name}: an unfinished earlier run was found: ${h.recovered}`));
   const t = r.totals;
   out.push(
     `totals: ${t.changed} changed, ${t.ok} ok, ${t.failed} failed, ${t.unreachable} unreachable` +
@@ -251,41 +251,41 @@ export function renderRecap(r: DeployReport, withDiff: boolean): string {
   );
   const by = (state: HostReport['config']) => hosts.filter(([, h]) => h.config === state).map(([n]) => n);
   if (r.roll?.stoppedAfter || r.interrupted) {
-    if (r.roll?.stoppedAfter) out.push(chalk.red(`roll stopped after batch ${r.roll.stoppedAfter} of ${r.roll.batches.length}: ${r.roll.reason}`));
-    if (r.interrupted) out.push(chalk.yellow(`interrupted by ${r.interrupted.signal}: nodes already committing were verified (and restored when that failed); no other node was started`));
+    if (r.roll?.stoppedAfter) out.push(colour.red(`roll stopped after batch ${r.roll.stoppedAfter} of ${r.roll.batches.length}: ${r.roll.reason}`));
+    if (r.interrupted) out.push(colour.yellow(`interrupted by ${r.interrupted.signal}: nodes already committing were verified (and restored when that failed); no other node was started`));
     out.push(`  running the new configuration: ${by('new').join(', ') || 'none'}`);
     out.push(`  running the previous configuration: ${by('previous').join(', ') || 'none'}`);
-    if (by('unknown').length) out.push(chalk.red(`  unknown (could not restore): ${by('unknown').join(', ')}`));
+    if (by('unknown').length) out.push(colour.red(`  unknown (could not restore): ${by('unknown').join(', ')}`));
     out.push('  fix the cause, then run the same deploy again: it picks up where this run stopped');
   }
   for (const [name, h] of hosts.filter(([, x]) => x.status === 'failed' || x.status === 'unreachable' || x.status === 'locked')) {
-    out.push('', chalk.red(`${name} (${h.address}) ${h.status}:`));
+    out.push('', colour.red(`${name} (${h.address}) ${h.status}:`));
     out.push(...(h.error ?? '').split('\n').map((l) => `  ${l}`));
-    if (h.rollback) out.push(`  ${h.rollback.ok ? chalk.green('restored:') : chalk.red('NOT restored:')} ${h.rollback.detail}`);
-    if (h.hint) out.push(`  ${chalk.yellow('fix:')} ${h.hint}`);
-    if (h.stepHint) out.push(`  ${chalk.yellow('hint:')} ${h.stepHint}`);
+    if (h.rollback) out.push(`  ${h.rollback.ok ? colour.green('restored:') : colour.red('NOT restored:')} ${h.rollback.detail}`);
+    if (h.hint) out.push(`  ${colour.yellow('fix:')} ${h.hint}`);
+    if (h.stepHint) out.push(`  ${colour.yellow('hint:')} ${h.stepHint}`);
     if (h.journal) out.push(`  last lines of the journal:`, ...h.journal.split('\n').map((l) => `    ${l}`));
   }
   return out.join('\n') + '\n';
 }
 
 export function renderCheck(r: DeployReport, withDiff: boolean): string {
-  const out: string[] = ['', chalk.bold(`CHECK  ${displayPath(r.inventoryFile)}: nothing was built, installed or changed on any host`)];
-  if (r.build) out.push(chalk.dim(`build: ${r.build}`));
+  const out: string[] = ['', colour.bold(`CHECK  ${displayPath(r.inventoryFile)}: nothing was built, installed or changed on any host`)];
+  if (r.build) out.push(colour.dim(`build: ${r.build}`));
   let pending = 0;
   for (const [name, h] of Object.entries(r.hosts)) {
-    if (h.unfinished) out.push(chalk.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): the next deploy verifies it first and restores the previous files if that fails`));
+    if (h.unfinished) out.push(colour.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): the next deploy verifies it first and restores the previous files if that fails`));
     if (!h.check) {
-      out.push(`${chalk.red(name)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
+      out.push(`${colour.red(name)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
       continue;
     }
     const unknown = h.steps.filter((s) => s.status === 'skipped' && /unknown/.test(s.summary));
     if (!h.check.changes.length) {
-      out.push(`${chalk.green(name)}: up to date${unknown.length ? ` (${unknown.map((s) => `${s.name}: ${s.summary}`).join('; ')})` : ''}`);
+      out.push(`${colour.green(name)}: up to date${unknown.length ? ` (${unknown.map((s) => `${s.name}: ${s.summary}`).join('; ')})` : ''}`);
       continue;
     }
     pending++;
-    out.push(`${chalk.yellow(name)} (${implLabel(h)}): ${h.check.service === 'nothing' ? 'no restart or reload' : `would ${h.check.service}`}`);
+    out.push(`${colour.yellow(name)} (${implLabel(h)}): ${h.check.service === 'nothing' ? 'no restart or reload' : `would ${h.check.service}`}`);
     for (const ch of h.check.changes) {
       out.push(`  ${ch.step}: ${ch.summary}`);
       if (withDiff && ch.diff) out.push(...colourDiff(ch.diff).split('\n').map((l) => `    ${l}`));

@@ -1,5 +1,5 @@
 /** `k8s-ha lab up | prepare | down | status | master`: parse, call, render. The lab's modules load on demand: `deploy` never pays for them. */
-import chalk from 'chalk';
+import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
 import type { MasterAction } from '../lab/control.js';
 import type { LabUpContext } from '../lab/lab.js';
@@ -87,7 +87,7 @@ export function labCommand(setExit: (code: number) => void): Command {
         process.stdout.write(
           table([
             ['HOST', 'ROLE', 'ADDRESS', 'CONTAINER', 'HEALTH'],
-            ...s.hosts.map((h) => [h.service, h.role, h.address, h.container, h.ok ? chalk.green(h.detail) : chalk.red(h.detail || 'down')]),
+            ...s.hosts.map((h) => [h.service, h.role, h.address, h.container, h.ok ? colour.green(h.detail) : colour.red(h.detail || 'down')]),
           ]) + '\n',
         );
       }
@@ -132,7 +132,7 @@ function printLabUp(ctx: LabUpContext): void {
   out.push(
     table([
       ['HOST', 'ROLE', 'ADDRESS', 'HEALTH'],
-      ...ctx.health.map((h) => [h.service, h.role, h.address, h.ok ? chalk.green(h.detail) : chalk.red(h.detail)]),
+      ...ctx.health.map((h) => [h.service, h.role, h.address, h.ok ? colour.green(h.detail) : colour.red(h.detail)]),
     ]),
   );
   const first = ctx.plan!.containers.find((c) => c.role === 'node')!;

@@ -1,5 +1,5 @@
 /** `k8s-ha status -i inventory.yaml`: a table in a terminal, JSON for scripts. */
-import chalk from 'chalk';
+import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
 import { ExitCode } from '../errors.js';
 import type { ClusterStatus, NodeStatus } from '../engine/status.js';
@@ -27,27 +27,27 @@ export function statusCommand(setExit: (code: number) => void): Command {
     });
 }
 
-const good = (t: string) => chalk.green(t);
-const bad = (t: string) => chalk.red(t);
+const good = (t: string) => colour.green(t);
+const bad = (t: string) => colour.red(t);
 
 function reachCell(n: NodeStatus, master: string): string {
   const m = n.masters.find((x) => x.name === master);
   if (!m) return bad('-');
   const direct = m.direct.status === 200 ? good('ok') : bad(m.direct.status ? String(m.direct.status) : 'down');
-  const local = m.viaLocal > 0 ? good('ok') : chalk.dim('-');
+  const local = m.viaLocal > 0 ? good('ok') : colour.dim('-');
   return `${direct}/${local}`;
 }
 
 function driftCell(n: NodeStatus): string {
   const off = Object.entries(n.drift).filter(([, d]) => d !== 'ok');
   if (!off.length) return good('none');
-  return off.map(([k, d]) => (d === 'unknown' ? chalk.dim(`${k}?`) : chalk.yellow(`${k} ${d}`))).join(', ');
+  return off.map(([k, d]) => (d === 'unknown' ? colour.dim(`${k}?`) : colour.yellow(`${k} ${d}`))).join(', ');
 }
 
 /** What runs, and what the inventory asks when that differs (auto is satisfied by either). */
 function implCell(n: NodeStatus): string {
   if (n.wanted === 'auto') return `${n.impl} (auto)`;
-  return n.impl === n.wanted ? n.impl! : chalk.yellow(`${n.impl} (inventory: ${n.wanted})`);
+  return n.impl === n.wanted ? n.impl! : colour.yellow(`${n.impl} (inventory: ${n.wanted})`);
 }
 
 export function renderStatus(s: ClusterStatus): string {
@@ -61,12 +61,12 @@ export function renderStatus(s: ClusterStatus): string {
             implCell(n),
             n.service === 'active (running)' ? good(n.service) : bad(n.service ?? '?'),
             n.since ?? '',
-            n.version ?? chalk.dim('none'),
+            n.version ?? colour.dim('none'),
             driftCell(n),
             n.listening ? good('up') : bad('down'),
             ...masters.map((m) => reachCell(n, m)),
           ]
-        : [bad(n.name), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), chalk.dim(n.error?.split('\n')[0] ?? '')],
+        : [bad(n.name), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
     ),
   ];
   const lines = [table(rows), ''];
@@ -76,9 +76,9 @@ export function renderStatus(s: ClusterStatus): string {
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );
   lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));
-  for (const n of s.nodes.filter((x) => x.lockedBy)) lines.push(chalk.yellow(`${n.name}: a k8s-ha run is working on it: locked by ${n.lockedBy}`));
+  for (const n of s.nodes.filter((x) => x.lockedBy)) lines.push(colour.yellow(`${n.name}: a k8s-ha run is working on it: locked by ${n.lockedBy}`));
   for (const n of s.nodes.filter((x) => x.unfinished && !x.lockedBy)) {
-    lines.push(chalk.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): the next deploy verifies its change first and restores the previous files if that fails`));
+    lines.push(colour.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): the next deploy verifies its change first and restores the previous files if that fails`));
   }
   for (const n of s.nodes.filter((x) => x.reachable && !x.healthy)) {
     lines.push(bad(`${n.name}: ${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`));

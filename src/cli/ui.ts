@@ -1,9 +1,8 @@
 /** How k8s-ha talks to a person: task lists, colours, and errors. */
-import chalk from 'chalk';
+import { colour } from './colour.js';
 import { InternalError, K8sHaError } from '../errors.js';
 import type { Step } from '../lab/lab.js';
 
-if (process.env.NO_COLOR) chalk.level = 0;
 
 export interface OutputMode {
   /** Machine output on stdout; everything for people goes to stderr. */
@@ -45,12 +44,12 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): P
 /** Print an error the way every k8s-ha command does; returns the exit code. */
 export function reportError(err: unknown): number {
   if (err instanceof K8sHaError && !(err instanceof InternalError)) {
-    process.stderr.write(`${chalk.red('k8s-ha: error:')} ${err.message}\n`);
-    if (err.hint) process.stderr.write(`${chalk.yellow('  fix:')} ${err.hint}\n`);
+    process.stderr.write(`${colour.red('k8s-ha: error:')} ${err.message}\n`);
+    if (err.hint) process.stderr.write(`${colour.yellow('  fix:')} ${err.hint}\n`);
     return err.exitCode;
   }
   const e = err as Error;
-  process.stderr.write(`${chalk.red('k8s-ha: internal error:')} ${e?.stack ?? String(err)}\n`);
+  process.stderr.write(`${colour.red('k8s-ha: internal error:')} ${e?.stack ?? String(err)}\n`);
   process.stderr.write('  this is a bug in k8s-ha; please report it with the output above\n');
   return 1;
 }

@@ -74,6 +74,8 @@ export interface Session {
   release: () => void;
   /** The facts script's output, read with the lock (no journal was open): the first plan uses it. */
   facts?: string;
+  /** Milliseconds to connect and take the lock (with the facts read beside it). */
+  connectMs?: number;
   /** What was done about an unfinished run found on the host. */
   recovered?: string;
   /** --check: an unfinished run found and left alone. */
@@ -101,6 +103,7 @@ export async function openSession(
   o: { waitLockSeconds: number; check: boolean; verifyDeadlineMs: number; progress?: VerifyProgress; signal?: AbortSignal },
 ): Promise<Session | HostResult> {
   let conn: SshConnection;
+  const t0 = Date.now();
   try {
     job.say('connecting');
     conn = await SshConnection.open(job.target);
@@ -131,7 +134,7 @@ export async function openSession(
       }
       return hostFailure(job, 'failed', `cannot take the k8s-ha lock: ${lock.error}`);
     }
-    const session: Session = { conn, release: lock.release, facts: lock.then };
+    const session: Session = { conn, release: lock.release, facts: lock.then, connectMs: Date.now() - t0 };
     if (lock.journal) {
       job.say('recovering', `run ${lock.journal.run} (${lock.journal.state})`);
       const r = await recoverJournal(conn, job.inventory, lock.journal, o);
@@ -218,6 +221,8 @@ function factRequestOf(job: HostJob): FactRequest {
 export async function planOn(session: Session, job: HostJob, timings: Record<string, number> = {}): Promise<PlannedHost> {
   const t0 = Date.now();
   const req = factRequestOf(job);
+  if (session.connectMs !== undefined) timings.connect = (timings.connect ?? 0) + session.connectMs;
+  session.connectMs = undefined;
   let stdout = session.facts;
   // Read with the lock once; any later plan (a roll's replan) reads them afresh.
   session.facts = undefined;

@@ -34,16 +34,17 @@ export function lockScript(holder: string, waitSeconds: number, dirs = { lock: L
     'set -u',
     `d=${d}`,
     'command -v flock >/dev/null 2>&1 || { echo "@@lockerr flock (util-linux) is not installed"; exit 72; }',
-    'mkdir -p -m 0700 "$d" || { echo "@@lockerr cannot create $d"; exit 70; }',
+    '[ -d "$d" ] || mkdir -p -m 0700 "$d" || { echo "@@lockerr cannot create $d"; exit 70; }',
     'exec 9>>"$d/lock" || { echo "@@lockerr cannot open $d/lock"; exit 71; }',
     'if ! flock -n 9; then',
     w > 0 ? `  echo "@@waiting"; cat "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; flock -w ${w} 9 && ok=1 || ok=0` : '  ok=0',
     // The holder writes its name just after taking the lock: give it a moment so we do not read its predecessor's.
     '  if [ $ok = 0 ]; then sleep 0.3; echo "@@busy"; cat "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; exit 75; fi',
     'fi',
-    `printf '%s\\n' ${quote(holder)} > "$d/holder.tmp" && mv -f "$d/holder.tmp" "$d/holder"`,
-    // A script of a controller that died may still be moving files: wait for it before reading the journal.
-    `if [ -d ${quote(dirs.journal.slice(0, dirs.journal.lastIndexOf('/')) || '/')} ]; then flock -w 300 ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for 5 minutes"; exit 73; }; fi`,
+    `printf '%s\\n' ${quote(holder)} > "$d/holder"`,
+    // A script of a controller that died may still be moving files: wait for it before reading its journal.
+    // (Without a journal there is nothing to read; a script just starting refuses to run on top of ours.)
+    `if [ -f ${J}/run.json ]; then flock -w 300 ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for 5 minutes"; exit 73; }; fi`,
     'echo "@@locked"',
     `if [ -f ${J}/run.json ]; then echo "@@journal"; cat ${J}/run.json; echo; echo "@@state-word"; cat ${J}/state 2>/dev/null; echo "@@end-journal"; fi`,
     ...(then ? [`if [ ! -f ${J}/run.json ]; then echo "@@then"; ( ${then.trim()}

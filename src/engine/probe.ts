@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import { httpsGet, type HttpsProbeOptions } from '../connect/https-probe.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
+import { hostPortOf } from '../util/hostport.js';
 
 export interface MasterReach {
   name: string;
@@ -35,10 +36,6 @@ export interface Reach {
   local: LocalReach;
 }
 
-export function splitListen(listen: string): { host: string; port: number } {
-  const m = /^\[?(.+?)\]?:(\d+)$/.exec(listen)!;
-  return { host: m[1]!, port: Number(m[2]) };
-}
 
 // One TLS context per inventory: the CA and client certificate are read and parsed once, not per connection.
 const contexts = new WeakMap<Inventory, { secureContext: tls.SecureContext; verify: boolean }>();
@@ -63,7 +60,7 @@ const short = (e: unknown) => (e as Error).message.split('\n')[0]!.slice(0, 160)
 
 export async function probeReach(conn: SshConnection, inv: Inventory, timeoutMs = 3000): Promise<Reach> {
   // Direct and local probes run at once; local answers are matched to masters afterwards.
-  const { host, port } = splitListen(inv.lb.listen);
+  const { host, port } = hostPortOf(inv.lb.listen);
   // As many connections as masters: least_conn gives each to the backend with the fewest and breaks
   // ties round-robin (as round_robin does anyway), so each backend nginx would use answers one.
   const attempts = Math.max(2, inv.masters.length);

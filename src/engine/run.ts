@@ -118,7 +118,12 @@ interface NodeRun {
   recovered?: string;
   pendingJournal?: Journal;
   repoint?: RepointPlan;
+  /** When its facts were read for the plan it has. */
+  plannedAt?: number;
 }
+
+/** A plan made under a lock held since is applied as it is for this long; a later batch reads fresh facts first. */
+const FRESH_PLAN_MS = 5_000;
 
 /** Run fn over items, at most `limit` at once; items not started before `stop()` get `skip`. */
 async function pool<T>(items: T[], limit: number, stop: () => boolean, fn: (item: T) => Promise<void>, skip: (item: T) => void): Promise<void> {
@@ -191,6 +196,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
     };
     const plan = async (n: NodeRun, s: Session) => {
       n.planned = await planOn(s, n.job, n.planned?.timings ?? {});
+      n.plannedAt = Date.now();
       const from = switchingFrom(n.planned.plan);
       n.impl = { ...n.impl, from: from ? implOfUnit(from) : undefined };
       if (options.repointKubeconfigs) n.repoint = planRepointFor(inv, n.planned.plan.facts);
@@ -244,8 +250,9 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         if (!s) return;
       }
       try {
-        // Fresh facts right before the commit: a late batch never applies a stale plan.
-        if (rolling || !n.session) await plan(n, s);
+        // Fresh facts right before the commit when the plan may be stale: the lock was let go since
+        // planning, or a late batch (time has passed). A plan made moments ago under the lock still held stands.
+        if (!n.session || (rolling && Date.now() - n.plannedAt! > FRESH_PLAN_MS)) await plan(n, s);
         // Interrupted while this node was connecting or planning: it does not start committing.
         if (stopped()) return done(n, notReached(n, `the run was interrupted (${stopReason()})`));
         // Replanned from fresh facts, a node meant to go at once may now disturb a serving balancer: it gets backups and a restore too.

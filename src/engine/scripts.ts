@@ -52,11 +52,9 @@ export interface ApplyScriptOptions {
   journalDir?: string;
 }
 
-const EOF_MARK = 'K8S_HA_EOF';
-
-function heredoc(file: string, text: string): string {
-  if (text.includes(EOF_MARK)) throw new Error(`internal: ${file} contains ${EOF_MARK}`);
-  return `cat > ${file} <<'${EOF_MARK}'\n${text.endsWith('\n') ? text : text + '\n'}${EOF_MARK}`;
+/** Write a file with the shell's own printf: no process started (every fork counts on a busy node). */
+function writeFile(file: string, text: string): string {
+  return `printf '%s' ${quote(text.endsWith('\n') ? text : text + '\n')} > ${file}`;
 }
 
 /** Marker lines name steps URI-encoded, so a step name with spaces is still one word. */
@@ -118,8 +116,9 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
 
 /** Remove this run's staged files, backups and journal: the run is over on this host. */
 export function closeScript(plan: HostPlan, runId: string, journalDir = JOURNAL_DIR): string {
-  const paths = changesOf(plan, 'put').flatMap((p) => [stagedPath(p.change.path, runId), backupPath(p.change.path, runId), `${backupPath(p.change.path, runId)}.tmp`]);
-  return ['set -u', ...(paths.length ? [`rm -f ${paths.map(quote).join(' ')}`] : []), `rm -rf ${quote(journalDir)}`].join('\n') + '\n';
+  const paths = changesOf(plan, 'put').flatMap((p) => [stagedPath(p.change.path, runId), backupPath(p.change.path, runId)]);
+  // One rm for everything (sourced by finish: no new shell either).
+  return `rm -rf ${[...paths, journalDir].map(quote).join(' ')}\n`;
 }
 
 /**
@@ -134,7 +133,7 @@ export function applyLockPath(journalDir = JOURNAL_DIR): string {
 function holdApplyLock(journalDir: string): string[] {
   const parent = journalDir.slice(0, journalDir.lastIndexOf('/')) || '/';
   return [
-    `mkdir -p -m 0700 ${quote(parent)} && exec 8>>${quote(applyLockPath(journalDir))} || { echo "@@failed journal 17"; exit 17; }`,
+    `{ [ -d ${quote(parent)} ] || mkdir -p -m 0700 ${quote(parent)}; } && exec 8>>${quote(applyLockPath(journalDir))} || { echo "@@failed journal 17"; exit 17; }`,
     `flock -w 300 8 || { echo "@@failed journal 17"; echo "another k8s-ha script has held ${applyLockPath(journalDir)} for 5 minutes"; exit 17; }`,
   ];
 }
@@ -142,12 +141,13 @@ function holdApplyLock(journalDir: string): string[] {
 /** What runs once the change is verified (e.g. which balancer starts at boot), then the journal is closed. */
 export function afterVerifyScript(plan: HostPlan, journalDir = JOURNAL_DIR): string {
   const after = changesOf(plan, 'run').filter((r) => r.change.when === 'verified');
-  const lines = ['set -u', 'rc=0'];
+  // Sourced by finishJournal: sets rc, starts no shell of its own.
+  const lines = ['rc=0'];
   if (after.length) {
     // One chain: a switch enables the new unit and only then disables the old one, never leaving neither.
     lines.push(`out=$( ( ${after.map((a) => a.change.command).join(' && ')} ) 2>&1 ) || { rc=$?; echo "@@failed ${stepKey(after[0]!.step)} $rc"; printf '%s\n' "$out"; }`);
   }
-  lines.push(`sh ${quote(journalDir)}/close.sh`, 'exit $rc');
+  lines.push(`. ${quote(journalDir)}/close.sh`);
   return lines.join('\n') + '\n';
 }
 
@@ -157,14 +157,17 @@ function journalScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
   return [
     `J=${quote(J)}`,
     ...holdApplyLock(J),
-    `st() { printf '%s\\n' "$1" > "$J/state.tmp" && mv -f "$J/state.tmp" "$J/state"; }`,
-    `if [ -e "$J" ]; then echo "@@failed journal 18"; echo "the journal of an unfinished run is in $J"; exit 18; fi`,
-    `mkdir -p -m 0700 ${quote(J.slice(0, J.lastIndexOf('/')) || '/')} && rm -rf "$J.tmp" && mkdir -m 0700 "$J.tmp" || { echo "@@failed journal 18"; exit 18; }`,
-    heredoc('"$J.tmp/run.json"', JSON.stringify(journalRecord(plan, o))),
-    heredoc('"$J.tmp/restore.sh"', o.backup ? restoreScript(plan, o) : 'echo "@@state nothing to restore"\n'),
-    heredoc('"$J.tmp/close.sh"', closeScript(plan, o.runId, J)),
-    heredoc('"$J.tmp/finish.sh"', afterVerifyScript(plan, J)),
-    `echo staging > "$J.tmp/state" && mv "$J.tmp" "$J" || { echo "@@failed journal 18"; exit 18; }`,
+    // One short word written in place: a write cut short leaves an empty state, which a reader takes as `committing` (the safe guess).
+    `st() { echo "$1" > "$J/state"; }`,
+    `if [ -f "$J/run.json" ]; then echo "@@failed journal 18"; echo "the journal of an unfinished run is in $J"; exit 18; fi`,
+    // Readers wait for the apply lock (held here) before they read, and a journal counts once run.json is in
+    // it: written last, so a journal is never read half-written; a half-written one left by a crash is cleared.
+    `{ [ ! -e "$J" ] || rm -rf "$J"; } && mkdir -m 0700 "$J" || { echo "@@failed journal 18"; exit 18; }`,
+    'st staging',
+    writeFile('"$J/restore.sh"', o.backup ? restoreScript(plan, o) : 'echo "@@state nothing to restore"\n'),
+    writeFile('"$J/close.sh"', closeScript(plan, o.runId, J)),
+    writeFile('"$J/finish.sh"', afterVerifyScript(plan, J)),
+    `${writeFile('"$J/run.json"', JSON.stringify(journalRecord(plan, o)))} || { echo "@@failed journal 18"; exit 18; }`,
   ];
 }
 
@@ -205,9 +208,9 @@ function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
       const live = quote(p.change.path);
       const b = quote(backupPath(p.change.path, o.runId));
       // rm fails on what it cannot clear (a directory), where cp would copy *into* it instead.
-      // Copied to a temporary name first: a backup cut short (a full disk) never stands as the backup.
-      const tmp = quote(`${backupPath(p.change.path, o.runId)}.tmp`);
-      lines.push(`if [ -e ${live} ]; then rm -f ${b} ${tmp} && cp -p ${live} ${tmp} && mv -f ${tmp} ${b} || { echo "@@failed ${stepKey(p.step)} 39"; exit 39; }; fi`);
+      // A hard link to the live file: the commit renames the new file over the live name, so the
+      // old content lives on under the backup name untouched. Atomic, no data copied, never half-written.
+      lines.push(`if [ -e ${live} ]; then ln -fT ${live} ${b} || { echo "@@failed ${stepKey(p.step)} 39"; exit 39; }; fi`);
     }
   }
   for (const p of puts) {
@@ -250,8 +253,8 @@ export function finishJournal(journalDir = JOURNAL_DIR): string {
     "trap '' HUP PIPE",
     ...holdApplyLock(journalDir),
     `[ -d ${J} ] || { echo "@@closed"; exit 0; }`,
-    `echo verified > ${J}/state.tmp && mv -f ${J}/state.tmp ${J}/state`,
-    `if [ -f ${J}/finish.sh ]; then sh ${J}/finish.sh; rc=$?; else sh ${J}/close.sh; rc=$?; fi`,
+    `echo verified > ${J}/state`,
+    `rc=0; if [ -f ${J}/finish.sh ]; then . ${J}/finish.sh; else rm -rf ${J}; fi`,
     'echo "@@closed"',
     'exit $rc',
   ].join('\n') + '\n';

@@ -10,7 +10,8 @@ import { httpsGet } from '../connect/https-probe.js';
 import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
-import { probeReach, splitListen, tlsOptions } from './probe.js';
+import { probeReach, tlsOptions } from './probe.js';
+import { hostPortOf } from '../util/hostport.js';
 import type { HostResult } from './results.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
@@ -40,7 +41,7 @@ export interface VerifyOptions {
 
 /** GET /healthz?checked over plain HTTP on the host's own loopback (kube-lb's admin port). */
 async function healthz(conn: SshConnection, where: string, timeoutMs: number): Promise<{ status: number; body: string }> {
-  const { host, port } = splitListen(where);
+  const { host, port } = hostPortOf(where);
   try {
     const socket = await conn.connectFromHost(host, port);
     return await new Promise((resolve) => {
@@ -67,7 +68,7 @@ const trustOf = (inv: Inventory) => (inv.tls.caFile ? 'TLS verified' : 'TLS NOT 
 
 /** One attempt: undefined when it passed, else what is still missing. */
 async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o: VerifyOptions, timeoutMs: number): Promise<VerifyOutcome> {
-  const { host, port } = splitListen(args.listen);
+  const { host, port } = hostPortOf(args.listen);
   let verified: HostResult['verified'];
   let passed: string;
   if (o.checkNewList) {

@@ -91,13 +91,19 @@ export function factScript(req: FactRequest): string {
   if (req.files.length) lines.push(`echo "@@sha256"; sha256sum ${req.files.map(quote).join(' ')} 2>/dev/null; true`);
   const paths = [...req.files, ...req.dirs];
   if (paths.length) lines.push(`echo "@@stat"; stat -c '%F|%a|%n' ${paths.map(quote).join(' ')} 2>/dev/null; true`);
-  for (const u of req.units) {
-    lines.push(
+  if (req.units.length) {
+    // One `systemctl show` for every unit (blocks keyed by Id): systemctl is the costliest process here.
+    lines.push(`echo "@@units"; systemctl show -p Id -p LoadState -p ActiveState -p SubState -p ActiveEnterTimestamp -p MainPID ${req.units.map((u) => quote(unitFile(u))).join(' ')} 2>/dev/null; true`);
+    for (const u of req.units) {
+      const f = quote(unitFile(u));
       // UnitFileState from is-enabled, which reads the disk: `show` reports systemd's cached value, stale
-      // after `enable --no-reload` or `disable --no-reload` on a loaded unit.
-      `echo ${quote(`@@unit ${u}`)}; systemctl show -p LoadState -p ActiveState -p SubState -p ActiveEnterTimestamp -p MainPID ${quote(u)} 2>/dev/null; ` +
-        `echo "UnitFileState=$(systemctl is-enabled ${quote(u)} 2>/dev/null)"`,
-    );
+      // after `enable --no-reload` on a loaded unit. It stops at the first unknown unit, so one call per
+      // unit, and only where a unit file exists (tested by the shell, no process).
+      lines.push(
+        `echo ${quote(`@@enabled ${u}`)}; for d in /etc/systemd/system /run/systemd/system /lib/systemd/system /usr/lib/systemd/system; do ` +
+          `if [ -e "$d/"${f} ]; then systemctl is-enabled ${f} 2>/dev/null; break; fi; done; true`,
+      );
+    }
   }
   req.guards.forEach((g, i) => {
     lines.push(`echo "@@guard ${i}"; ( ${g} ) >/dev/null 2>&1; echo $?`);
@@ -131,6 +137,35 @@ function keyValues(lines: string[]): Record<string, string> {
     if (i > 0) kv[l.slice(0, i)] = l.slice(i + 1).replace(/^"(.*)"$/, '$1');
   }
   return kv;
+}
+
+/** A unit's full name: `kube-nginx` is `kube-nginx.service`, as systemctl shows its Id. */
+function unitFile(u: string): string {
+  return /\.(service|socket|timer|target|mount|path|slice|scope)$/.test(u) ? u : `${u}.service`;
+}
+
+/**
+ * `systemctl show` for several units: a block of KEY=VALUE lines each, in systemd's own property
+ * order (the blank lines between blocks are dropped by `sections`): a key seen twice starts the next block.
+ */
+export function unitBlocks(lines: string[]): Map<string, Record<string, string>> {
+  const out = new Map<string, Record<string, string>>();
+  let cur: string[] = [];
+  let keys = new Set<string>();
+  const flush = () => {
+    const kv = keyValues(cur);
+    if (kv.Id) out.set(kv.Id, kv);
+    cur = [];
+    keys = new Set();
+  };
+  for (const l of lines) {
+    const k = l.slice(0, l.indexOf('='));
+    if (keys.has(k)) flush();
+    keys.add(k);
+    cur.push(l);
+  }
+  flush();
+  return out;
 }
 
 export function parseFacts(req: FactRequest, stdout: string): HostFacts {
@@ -174,13 +209,14 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     const st = stats.get(d);
     facts.dirs[d] = st && st.type === 'directory' ? st.mode : null;
   }
+  const shown = unitBlocks(s.get('units') ?? []);
   for (const u of req.units) {
-    const kv = keyValues(s.get(`unit ${u}`) ?? []);
+    const kv = shown.get(unitFile(u)) ?? {};
     facts.units[u] = {
       loadState: kv.LoadState ?? 'not-found',
       activeState: kv.ActiveState ?? 'inactive',
       subState: kv.SubState ?? 'dead',
-      unitFileState: kv.UnitFileState ?? '',
+      unitFileState: (s.get(`enabled ${u}`) ?? [])[0]?.trim() ?? '',
       activeEnterTimestamp: kv.ActiveEnterTimestamp ?? '',
       mainPid: Number(kv.MainPID ?? 0),
     };

@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { z } from 'zod';
+import { parseHostPort } from '../util/hostport.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -61,11 +62,8 @@ export const node = z.strictObject({
 export const listen = z
   .string({ error: 'must be ADDRESS:PORT' })
   .refine((v) => {
-    const m = /^(.+):(\d+)$/.exec(v);
-    if (!m) return false;
-    const host = m[1]!.replace(/^\[(.*)\]$/, '$1');
-    const p = Number(m[2]);
-    return net.isIP(host) !== 0 && p >= 1 && p <= 65535;
+    const hp = parseHostPort(v);
+    return !!hp && net.isIP(hp.host) !== 0;
   }, 'must be IP:PORT, e.g. 127.0.0.1:8443');
 
 export const lb = z.strictObject({

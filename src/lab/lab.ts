@@ -59,7 +59,10 @@ export interface LabUpContext {
   health: HostHealth[];
 }
 
-const BOOT_TIMEOUT_MS = 90_000;
+/** Boot deadline: 90 s, plus a second for each container, which all boot on the same cores. */
+const bootTimeoutMs = (containers: number) => 90_000 + 1000 * containers;
+/** Hosts probed at once while they boot: every probe is CPU taken from the hosts still booting. */
+const PROBES_AT_ONCE = 16;
 
 /** Check everything a user typed before touching anything. */
 export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
@@ -198,7 +201,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
       title: 'Hosts answer: nodes boot systemd and accept SSH, stand-ins answer /readyz, mirror serves the tarball',
       run: async (ctx) => {
         if (ctx.options.prepareOnly) return 'skipped (prepare only)';
-        ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, BOOT_TIMEOUT_MS);
+        ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, bootTimeoutMs(ctx.plan!.containers.length));
         const bad = ctx.health.filter((h) => !h.ok);
         if (bad.length) {
           const first = ctx.plan!.containers.find((c) => c.service === bad[0]!.service)!;
@@ -249,11 +252,12 @@ async function chooseSubnet(): Promise<string> {
 /** Every lab host, probed the way a user would: SSH + systemd, TLS /readyz, HTTP HEAD. */
 export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: number): Promise<HostHealth[]> {
   const caPem = await fsp.readFile(paths.caFile, 'utf8');
-  return Promise.all(
-    plan.containers.map((c) =>
-      c.role === 'node' ? waitForNode(c, paths, timeoutMs) : c.role === 'master' ? probeMaster(c, caPem, timeoutMs) : probeMirror(c, timeoutMs),
-    ),
-  );
+  // One deadline for all, from now: a host probed late in the pool does not get less time for its turn.
+  const deadline = Date.now() + timeoutMs;
+  return mapLimit(plan.containers, PROBES_AT_ONCE, (c) => {
+    const left = Math.max(Math.min(timeoutMs, 1000), deadline - Date.now());
+    return c.role === 'node' ? waitForNode(c, paths, left) : c.role === 'master' ? probeMaster(c, caPem, left) : probeMirror(c, left);
+  });
 }
 
 // --- down -----------------------------------------------------------------

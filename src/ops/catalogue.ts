@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { command } from './command.js';
 import { directory, file, systemdUnit, template } from './files.js';
-import { service } from './service.js';
+import { addressPort, service } from './service.js';
 import type { Operation } from './types.js';
 
 /** Build nginx on the controller or a node (see build/nginx.ts); its output is `artifact:nginx`. */
@@ -20,14 +20,14 @@ export type BuildStepType = keyof typeof BUILD_STEPS;
 /** Prove the balancer works: the unit is active (running) and an apiserver answers through the local port. */
 export const verifyArgs = z.strictObject({
   unit: z.string().min(1),
-  listen: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT'),
+  listen: addressPort,
   path: z.string().startsWith('/').default('/readyz'),
   /**
    * The balancer's own health endpoint (kube-lb's admin port): it must answer 200 too, which
    * proves its active checks pass. Without it a balancer whose checks all fail would still be
    * verified, since it then tries every apiserver anyway.
    */
-  healthz: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT').optional(),
+  healthz: addressPort.optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import type { HostFacts, KubeconfigFacts } from '../facts/host.js';
 import { quote } from '../util/quote.js';
+import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
 export interface Kubeconfig {
   path: string;
@@ -48,17 +49,10 @@ const DEFAULT_TIMEOUT_S = 60;
 const SERVER = /^(\s*server:\s*)(\S+)\s*$/gm;
 const TLS_SERVER_NAME = /^\s*tls-server-name:\s*(\S+)\s*$/gm;
 
-/** LISTEN as host and port; an IPv6 host comes back without brackets. */
-export function splitListen(listen: string): { host: string; port: number } {
-  const m = /^(.+):(\d+)$/.exec(listen);
-  if (!m) throw new Error(`not HOST:PORT: ${listen}`);
-  return { host: m[1]!.replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) };
-}
-
-/** The one host:port rule: an IPv6 host is bracketed (`[::1]:8443`), whether LISTEN had brackets or not. */
+/** LISTEN written the one way: an IPv6 host bracketed (`[::1]:8443`), whether LISTEN had brackets or not. */
 export function hostPort(listen: string): string {
-  const { host, port } = splitListen(listen);
-  return `${net.isIPv6(host) ? `[${host}]` : host}:${port}`;
+  const { host, port } = hostPortOf(listen);
+  return formatHostPort(host, port);
 }
 
 export function serverUrl(listen: string): string {
@@ -205,7 +199,7 @@ export function rewriteCommands(path: string, to: string, serverName?: string): 
 
 /** How a TCP peer appears in /proc/net/tcp{,6}: in both byte orders, IPv4 also as v4-mapped IPv6. */
 export function procNetAddresses(listen: string): string[] {
-  const { host, port } = splitListen(listen);
+  const { host, port } = hostPortOf(listen);
   const hex = (bytes: number[]) => bytes.map((b) => b.toString(16).padStart(2, '0')).join('').toUpperCase();
   // The kernel prints each 32-bit word in host order: reversed within each word on little-endian.
   const little = (bytes: number[]) => bytes.map((_, i) => bytes[i - (i % 4) + 3 - (i % 4)]!);

@@ -8,13 +8,17 @@ import { z } from 'zod';
 import { noop, type Change, type Operation } from './types.js';
 import { isServing } from '../facts/host.js';
 import { quote } from '../util/quote.js';
+import { hostPortOf, parseHostPort } from '../util/hostport.js';
+
+/** A playbook's ADDRESS:PORT argument. */
+export const addressPort = z.string().refine((v) => parseHostPort(v) !== undefined, 'must be ADDRESS:PORT');
 
 const unitName = z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a unit name like kube-nginx');
 
 const replacesArgs = z.strictObject({
   unit: unitName,
   /** The address both units listen on. */
-  listen: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT'),
+  listen: addressPort,
   /**
    * start-first: start the new unit, then stop the old; the new one must wait for the port
    * (kube-lb does, for listenWait). stop-first: stop the old, wait until the port is free, start
@@ -22,13 +26,13 @@ const replacesArgs = z.strictObject({
    */
   order: z.enum(['start-first', 'stop-first']),
   /** start-first: the new unit is ready to take the port once this ADDRESS:PORT listens (up to 10 s). */
-  ready: z.string().regex(/^.+:\d+$/, 'must be ADDRESS:PORT').optional(),
+  ready: addressPort.optional(),
 });
 
 type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; replaces?: z.infer<typeof replacesArgs> };
 
 function listening(listen: string): string {
-  const port = Number(/:(\d+)$/.exec(listen)![1]);
+  const { port } = hostPortOf(listen);
   const hex = port.toString(16).toUpperCase().padStart(4, '0');
   return `grep -Eq ':${hex} 0+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
 }

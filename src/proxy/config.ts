@@ -4,6 +4,7 @@
  * orchestrator.
  */
 import { z } from 'zod';
+import { parseHostPort } from '../util/hostport.js';
 
 const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
 
@@ -14,7 +15,8 @@ const duration = z
     const m = /^(\d+)(ms|s|m|h)$/.exec(v)!;
     return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
   });
-const hostPort = z.string().regex(/^\[?[^\]\s]+\]?:\d{1,5}$/, 'must be ADDRESS:PORT');
+// Port 0 lets the system pick one (tests on loopback).
+const hostPort = z.string().refine((v) => parseHostPort(v, { anyPort: true }) !== undefined, 'must be ADDRESS:PORT with a port from 0 to 65535');
 
 export const backendSchema = z.strictObject({
   name: z.string().min(1),

@@ -15,6 +15,7 @@ import net from 'node:net';
 import { order } from './balancer.js';
 import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings, type HealthState } from './health.js';
 import type { Backend, ProxyConfig } from './config.js';
+import { hostPortOf } from '../util/hostport.js';
 
 export type Log = (line: string) => void;
 
@@ -356,8 +357,8 @@ function sum(rt: BackendRuntime, f: (c: { client: net.Socket; upstream: net.Sock
 }
 
 export function splitHostPort(hp: string): [string, number] {
-  const m = /^\[?(.+?)\]?:(\d+)$/.exec(hp)!;
-  return [m[1]!, Number(m[2])];
+  const { host, port } = hostPortOf(hp);
+  return [host, port];
 }
 
 export const backendKey = key;

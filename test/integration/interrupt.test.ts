@@ -45,6 +45,22 @@ function refusingInventory(): string {
   });
 }
 
+/**
+ * SIGKILL the CLI while node-1 verifies: the named apiservers are hung for the moment (frozen),
+ * so verify is still waiting when the controller dies, after the node-side commit completed.
+ */
+async function killWhileVerifying(inventory: string, hung: string[]) {
+  for (const m of hung) expect((await k8sha(['lab', 'master', '--dir', lab().dir, m, 'freeze'])).code).toBe(0);
+  try {
+    const run = startK8sha(['deploy', '-i', inventory, '--serial', '1']);
+    await run.waitFor(/node-1: verifying/, 120_000);
+    run.signal('SIGKILL');
+    await run.done;
+  } finally {
+    for (const m of hung) await k8sha(['lab', 'master', '--dir', lab().dir, m, 'thaw']);
+  }
+}
+
 async function healthy(): Promise<Record<string, boolean>> {
   const r = await k8sha(['status', '-i', lab().inventory, '--json']);
   return Object.fromEntries(JSON.parse(r.stdout).nodes.map((n: { name: string; healthy: boolean }) => [n.name, n.healthy]));
@@ -139,16 +155,7 @@ describe.sequential('interrupting a deploy', () => {
     const two = inventoryVariant('two-masters', (inv) => {
       inv.masters = inv.masters.slice(0, 2);
     });
-    const hung = lab().masters.slice(0, 2).map((m) => m.name);
-    for (const m of hung) expect((await k8sha(['lab', 'master', '--dir', lab().dir, m, 'freeze'])).code).toBe(0);
-    try {
-      const run = startK8sha(['deploy', '-i', two, '--serial', '1']);
-      await run.waitFor(/node-1: verifying/);
-      run.signal('SIGKILL');
-      await run.done;
-    } finally {
-      for (const m of hung) await k8sha(['lab', 'master', '--dir', lab().dir, m, 'thaw']);
-    }
+    await killWhileVerifying(two, lab().masters.slice(0, 2).map((m) => m.name));
     // The node-side commit was complete: new config live, never verified, and the journal says so.
     const n1 = await nodeState(nodes()[0]!);
     expect(n1.journal).toBe('committed');
@@ -168,16 +175,7 @@ describe.sequential('interrupting a deploy', () => {
     const kubeLb = inventoryVariant('kube-lb-switch', (inv) => {
       inv.lb.impl = 'kube-lb';
     });
-    const hung = lab().masters.map((m) => m.name);
-    for (const m of hung) expect((await k8sha(['lab', 'master', '--dir', lab().dir, m, 'freeze'])).code).toBe(0);
-    try {
-      const run = startK8sha(['deploy', '-i', kubeLb, '--serial', '1']);
-      await run.waitFor(/node-1: verifying/, 120_000);
-      run.signal('SIGKILL');
-      await run.done;
-    } finally {
-      for (const m of hung) await k8sha(['lab', 'master', '--dir', lab().dir, m, 'thaw']);
-    }
+    await killWhileVerifying(kubeLb, lab().masters.map((m) => m.name));
     // kube-lb serves on node-1, but only the last verified balancer starts at boot.
     const n1 = await nodeState(nodes()[0]!);
     expect(n1.journal).toBe('committed');

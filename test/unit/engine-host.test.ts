@@ -59,14 +59,18 @@ describe('withStagedPaths', () => {
 
 describe('facts', () => {
   it('parses the sections of the facts script', () => {
-    const req = { files: ['/a', '/b'], dirs: ['/d', '/e'], units: ['kube-nginx'], guards: ['true'] };
+    const req = { files: ['/a', '/b'], dirs: ['/d', '/e'], units: ['kube-nginx', 'kube-lb'], guards: ['true'] };
     const out = [
       '@@os', 'ID=debian', 'VERSION_ID="12"', 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"', 'ARCH=x86_64', 'GLIBC=2.36',
       '@@pkg', 'apt-get',
       '@@tools', 'tar',
       '@@sha256', `${'a'.repeat(64)}  /a`,
       '@@stat', 'regular file|755|/a', 'directory|755|/d',
-      '@@unit kube-nginx', 'LoadState=loaded', 'ActiveState=active', 'SubState=running', 'UnitFileState=enabled', 'ActiveEnterTimestamp=Sun 2026-11-22', 'MainPID=129',
+      // systemctl's own property order, two units in one call; is-enabled only for the unit that has a file.
+      '@@units', 'MainPID=129', 'Id=kube-nginx.service', 'LoadState=loaded', 'ActiveState=active', 'SubState=running', 'ActiveEnterTimestamp=Sun 2026-11-22',
+      'MainPID=0', 'Id=kube-lb.service', 'LoadState=not-found', 'ActiveState=inactive', 'SubState=dead', 'ActiveEnterTimestamp=',
+      '@@enabled kube-nginx', 'enabled',
+      '@@enabled kube-lb',
       '@@guard 0', '0',
     ].join('\n');
     const f = parseFacts(req, out);
@@ -75,7 +79,8 @@ describe('facts', () => {
     expect(f.tools).toEqual(['tar']);
     expect(f.files).toEqual({ '/a': { sha256: 'a'.repeat(64), mode: '755' }, '/b': null });
     expect(f.dirs).toEqual({ '/d': '755', '/e': null });
-    expect(f.units['kube-nginx']).toMatchObject({ activeState: 'active', subState: 'running', mainPid: 129 });
+    expect(f.units['kube-nginx']).toMatchObject({ loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', mainPid: 129 });
+    expect(f.units['kube-lb']).toMatchObject({ loadState: 'not-found', activeState: 'inactive', unitFileState: '', mainPid: 0 });
     expect(f.guards).toEqual({ true: 0 });
   });
 

@@ -134,6 +134,15 @@ describe('apply script', () => {
     expect(fs.readFileSync(backupPath(t.dest, RUN), 'utf8')).toBe('old\n');
   });
 
+  it('a journal left half-written by a crash (no run.json) does not block the next run', async () => {
+    const t = tree((d) => `grep -q new ${d}`);
+    fs.mkdirSync(t.journalDir, { recursive: true });
+    fs.writeFileSync(path.join(t.journalDir, 'restore.sh'), 'half');
+    const r = await t.apply(true);
+    expect(parseScriptOutput(r.stdout).committed).toBe(true);
+    expect(parseJournal(`${fs.readFileSync(path.join(t.journalDir, 'run.json'), 'utf8')}\n@@state-word\ncommitted`)!.run).toBe(RUN);
+  });
+
   it("refuses to start while another run's journal is open, and touches nothing", async () => {
     const t = tree((d) => `grep -q new ${d}`);
     await t.apply(true);
@@ -250,8 +259,9 @@ describe('lock', () => {
 
   it('the next holder waits for a script of a dead controller still moving files (the apply lock)', async () => {
     const d = lockDirs();
-    fs.mkdirSync(path.dirname(d.journal), { recursive: true });
-    // A running apply script holds the apply lock for 800 ms.
+    // A dead controller's apply script: its journal is open, and it holds the apply lock for 800 ms.
+    fs.mkdirSync(d.journal, { recursive: true });
+    fs.writeFileSync(path.join(d.journal, 'run.json'), JSON.stringify({ run: 'R0', by: 'x', started: 's', files: [], restorable: true }));
     const script = spawn('flock', [applyLockPath(d.journal), 'sleep', '0.8']);
     const scriptDone = new Promise((r) => script.on('close', r));
     await new Promise((r) => setTimeout(r, 100));
