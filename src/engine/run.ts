@@ -34,7 +34,7 @@ import {
 } from './deploy.js';
 import { applyPlanned, closeSession, hostResult, openSession, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
 import { controllerIdentity } from './lock.js';
-import { disturbsRunningService, factRequest, mergeRequest, switchingFrom, textFiles } from './plan.js';
+import { disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
 import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, planRoll } from './roll.js';
 import { finishHost, totals, type HostResult, type Totals } from './results.js';
@@ -213,6 +213,12 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       if (!s) return;
       try {
         await plan(n, s);
+        // Nothing to change: verifying reads only, so it happens now, in this slot, rather than on a
+        // second connection later (which is what a node beyond --concurrency would otherwise need).
+        if (!check && !keepSessions && !hasChanges(n.planned!.plan) && !n.repoint?.changes.length) {
+          const out = await applyPlanned(s, n.planned!, { backup: false, checkNewList: false, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit) }, { runId, by: identity });
+          done(n, hostResult(n.planned!, out, { recovered: n.recovered }));
+        }
       } catch (e) {
         closeSession(s);
         return fail(n, e);
@@ -223,7 +229,8 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
     }, interruptedSkip);
     const planned = nodes.filter((n) => n.planned && !n.result);
     const pending = planned.filter((n) => n.planned!.plan.steps.some((st) => st.plan?.changes.length) || n.repoint?.changes.length).length;
-    const cannot = nodes.filter((n) => n.result);
+    // Nodes with nothing to change may be verified already (beyond --concurrency): they are done, not out.
+    const cannot = nodes.filter((n) => n.result && n.result.status !== 'ok');
     emit({
       type: 'phase-done',
       phase: 'plan',

@@ -254,10 +254,22 @@ export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: 
   const caPem = await fsp.readFile(paths.caFile, 'utf8');
   // One deadline for all, from now: a host probed late in the pool does not get less time for its turn.
   const deadline = Date.now() + timeoutMs;
-  return mapLimit(plan.containers, PROBES_AT_ONCE, (c) => {
+  const health = await mapLimit(plan.containers, PROBES_AT_ONCE, (c) => {
     const left = Math.max(Math.min(timeoutMs, 1000), deadline - Date.now());
     return c.role === 'node' ? waitForNode(c, paths, left) : c.role === 'master' ? probeMaster(c, caPem, left) : probeMirror(c, left);
   });
+  // A second chance, once: a node whose sshd never accepted a login (seen on heavily loaded machines) gets
+  // its sshd restarted and is probed again for a minute. Anything else stays as it was found.
+  if (timeoutMs < 10_000) return health;
+  return Promise.all(
+    health.map(async (h, i) => {
+      const c = plan.containers[i]!;
+      if (h.ok || c.role !== 'node' || !/no SSH login/.test(h.detail)) return h;
+      await docker(['exec', c.name, 'systemctl', 'restart', 'ssh']).catch(() => undefined);
+      const again = await waitForNode(c, paths, 60_000);
+      return again.ok ? { ...again, detail: `${again.detail} (after restarting its sshd once)` } : again;
+    }),
+  );
 }
 
 // --- down -----------------------------------------------------------------

@@ -191,3 +191,37 @@ describe('progress renderers', () => {
     expect(t.unsettled()).toEqual([]);
   });
 });
+
+describe('status view', () => {
+  it('names a node another run is working on and a node with an unfinished run', async () => {
+    const { renderStatus } = await import('../../src/cli/status.js');
+    const node = (name: string, extra: object) => ({
+      name,
+      address: '192.0.2.1',
+      reachable: true,
+      impl: 'nginx' as const,
+      wanted: 'nginx' as const,
+      service: 'active (running)',
+      version: 'nginx/1.22.1',
+      drift: { config: 'ok' as const },
+      listening: true,
+      masters: [{ name: 'm1', address: '192.0.2.9', port: 6443, direct: { status: 200 }, viaLocal: 1 }],
+      local: { listening: true, attempts: 2, ok: 2, unknown: 0, errors: [] },
+      healthy: true,
+      ...extra,
+    });
+    const text = renderStatus({
+      nodes: [
+        node('node-1', { lockedBy: 'bob@ctl (pid 9) since t, run R2' }),
+        node('node-2', { unfinished: { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state: 'committed' } }),
+      ],
+      healthy: 2,
+      drifted: 0,
+      masters: { m1: { direct: 2, local: 2 } },
+      durationMs: 300,
+    });
+    expect(text).toContain('node-1: a k8s-ha run is working on it: locked by bob@ctl (pid 9) since t, run R2');
+    expect(text).toContain('node-2: run R1 (alice@ctl (pid 1)) did not finish (committed): the next deploy verifies its change first');
+    expect(text).toContain('2/2 nodes healthy');
+  });
+});
