@@ -6,16 +6,14 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import * as tar from 'tar';
 import { BuildError, CommandError, NoToolchainError } from '../errors.js';
-import type { SshConnection } from '../connect/ssh.js';
+import { LocalConnection, type Connection } from '../connect/connection.js';
 import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
 import { run } from '../util/exec.js';
 import { cacheDir } from '../util/paths.js';
-import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
-import { quote, shellCommand } from '../util/quote.js';
+import { forget, track } from '../util/tempdir.js';
+import { quote } from '../util/quote.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 
 export interface NginxSource {
@@ -30,8 +28,8 @@ export interface BuildHost {
   os: OsFacts;
   tools: string[];
   packageManager: 'apt-get' | 'dnf' | 'yum' | null;
-  /** Absent for the controller. */
-  connection?: SshConnection;
+  /** This machine (LocalConnection) or the node's SSH connection: the build runs the same way on either. */
+  connection: Connection;
   installToolchain: boolean;
 }
 
@@ -105,7 +103,7 @@ export async function controllerOs(): Promise<OsFacts> {
 
 export async function controllerBuildHost(installToolchain: boolean): Promise<BuildHost> {
   const f = await controllerFacts();
-  return { name: 'controller', os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain };
+  return { name: 'controller', os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain, connection: new LocalConnection() };
 }
 
 function noToolchain(host: BuildHost, why: string): BuildError {
@@ -134,9 +132,7 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
     if (!host.installToolchain) throw noToolchain(host, 'no gcc/make, and build.installToolchain is off');
     if (!install) throw noToolchain(host, 'no gcc/make, and no apt-get, dnf or yum to install them');
     say(`installing gcc and make on ${host.name} (${host.packageManager})`);
-    const r = host.connection
-      ? await host.connection.execAsRoot(install)
-      : await run('sh', ['-c', install]);
+    const r = await host.connection.execAsRoot(install);
     if (r.code !== 0) {
       const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8);
       // The first line says it all (it is what a recap shows); the rest of the package manager's words follow.
@@ -146,9 +142,7 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
 
   await fsp.mkdir(dir, { recursive: true });
   const tmpBinary = track(`${binary}.${process.pid}.part`);
-  const versionOut = host.connection
-    ? await buildOnNode(host.connection, src.version, tarball, configure, tmpBinary, say)
-    : await buildHere(src.version, tarball, configure, tmpBinary, say);
+  const versionOut = await buildOn(host.connection, src.version, tarball, configure, tmpBinary, say);
   if (!/--with-stream/.test(versionOut)) {
     throw new BuildError(`the built nginx does not list --with-stream in nginx -V:\n${versionOut}`);
   }
@@ -193,47 +187,15 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], o
   return undefined;
 }
 
-function makeProgress(say: Say): (chunk: string) => void {
-  let compiled = 0;
-  return (chunk) => {
-    for (const line of chunk.split('\n')) {
-      if (/^checking for /.test(line)) say(`configure: ${line.slice(0, 70)}`);
-      const m = /-o objs\/src\/\S+\/(\S+)\.o/.exec(line);
-      if (m) say(`make: compiled ${++compiled} files (${m[1]}.c)`);
-    }
-  };
-}
 
-async function buildHere(version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
-  const work = await makeTempDir('k8s-ha-build-');
-  try {
-    await tar.x({ file: tarball, cwd: work });
-    const srcDir = path.join(work, `nginx-${version}`);
-    const progress = makeProgress(say);
-    for (const [file, args, step] of [
-      ['./configure', configure, 'configure'],
-      ['make', [`-j${os.availableParallelism?.() ?? os.cpus().length}`], 'make'],
-    ] as const) {
-      say(`${step}`);
-      const r = await run(file, args, { cwd: srcDir, onOutput: progress });
-      if (r.code !== 0) {
-        throw new BuildError(
-          new CommandError('controller', shellCommand([file, ...args]), r.code, r.signal, (r.stdout + r.stderr).split('\n').slice(-30).join('\n')).message,
-          { hint: 'the output above is from the nginx build; check the toolchain and configure arguments' },
-        );
-      }
-    }
-    const v = await run(path.join(srcDir, 'objs', 'nginx'), ['-V']);
-    await fsp.copyFile(path.join(srcDir, 'objs', 'nginx'), out);
-    return v.stderr + v.stdout;
-  } finally {
-    await removeTemp(work);
-  }
-}
-
-async function buildOnNode(conn: SshConnection, version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
+/**
+ * Build on a host, this machine or a node, the same way: the tarball streamed to a script that
+ * unpacks it in a temporary folder, configures and makes (logs kept there, their tail shown on
+ * failure), prints `nginx -V`; the binary is then fetched and the folder removed.
+ */
+async function buildOn(conn: Connection, version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
   const script = `set -e
-d=$(mktemp -d /tmp/k8s-ha-build-XXXXXX)
+d=$(mktemp -d "\${TMPDIR:-/tmp}/k8s-ha-build-XXXXXX")
 chmod 755 "$d"
 echo "@@dir $d"
 cat > "$d/src.tar.gz"
@@ -244,18 +206,24 @@ make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1
 chmod 755 objs objs/nginx
 objs/nginx -V 2>&1
 `;
-  say(`building on ${conn.target.name}: configure and make`);
+  say(`building on ${conn.name}: configure and make`);
   const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball) });
   const dir = /^@@dir (\S+)$/m.exec(r.stdout)?.[1];
+  // A second Ctrl-C leaves at once: the folder goes then too (on this machine; a node's /tmp is cleaned by the next build).
+  if (dir && conn.name === 'controller') track(dir);
   try {
     if (r.code !== 0) {
       throw new BuildError(
         new CommandError(conn.where, './configure && make', r.code, r.signal, r.stderr || r.stdout, { step: 'building nginx' }).message,
+        { hint: 'the output above is from the nginx build; check the toolchain and configure arguments' },
       );
     }
     await conn.download(`${dir}/nginx-${version}/objs/nginx`, out);
     return r.stdout.replace(/^@@dir .*\n/m, '');
   } finally {
-    if (dir) await conn.execAsRoot(`rm -rf ${quote(dir)}`).catch(() => undefined);
+    if (dir) {
+      await conn.execAsRoot(`rm -rf ${quote(dir)}`).catch(() => undefined);
+      forget(dir);
+    }
   }
 }

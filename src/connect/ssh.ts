@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Readable, type Duplex } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
 import { CommandError, ConnectError } from '../errors.js';
+import type { Connection } from './connection.js';
 import { quote } from '../util/quote.js';
 import {
   checkHostKey,
@@ -55,7 +56,7 @@ export function expandHome(p: string): string {
   return p === '~' ? os.homedir() : p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p;
 }
 
-export class SshConnection {
+export class SshConnection implements Connection {
   /** Connections open now and the most open at once in this process: what --concurrency bounds. */
   static openNow = 0;
   static peak = 0;
@@ -77,6 +78,10 @@ export class SshConnection {
 
   private lostError(): ConnectError {
     return new ConnectError(this.target.name, 'unreachable', `connection to ${this.target.address}:${this.target.port} lost: ${this.lost?.message ?? 'no answer'}`);
+  }
+
+  get name(): string {
+    return this.target.name;
   }
 
   get where(): string {
