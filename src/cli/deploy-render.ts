@@ -292,6 +292,16 @@ export function renderCheck(r: DeployReport, withDiff: boolean): string {
     }
     for (const s of unknown) out.push(`  ${s.name}: ${s.summary}`);
   }
-  out.push('', pending ? `${pending} node${pending === 1 ? '' : 's'} would change (exit 5)` : 'every node is up to date');
+  const unchecked = Object.values(r.hosts).filter((h) => !h.check).length;
+  const pendingLine = pending ? `${pending} node${pending === 1 ? '' : 's'} would change` : '';
+  const uncheckedLine = unchecked ? `${unchecked} node${unchecked === 1 ? '' : 's'} could not be checked` : '';
+  out.push(
+    '',
+    unchecked
+      ? `${[pendingLine, uncheckedLine].filter(Boolean).join('; ')} (exit 3)`
+      : pending
+        ? `${pendingLine} (exit 5)`
+        : 'every node is up to date',
+  );
   return out.join('\n') + '\n';
 }

@@ -163,6 +163,11 @@ describe('recap and check views', () => {
     expect(text).toContain('node-2 (nginx): would reload kube-nginx');
     expect(exitCodeOf(r)).toBe(5);
     expect(exitCodeOf({ ...r, hosts: { 'node-1': r.hosts['node-1']! } })).toBe(0);
+    // A node that could not be checked is never called up to date.
+    const down = report({ check: true, ok: false, hosts: { 'node-1': host({ status: 'unreachable', error: 'node-1: cannot reach' }) } });
+    expect(renderCheck(down, false)).toContain('1 node could not be checked (exit 3)');
+    expect(renderCheck(down, false)).not.toContain('up to date');
+    expect(exitCodeOf(down)).toBe(3);
   });
 });
 
