@@ -153,7 +153,8 @@ async function liveRenderer(): Promise<Renderer> {
         if (summary) task.title = `${title}: ${summary}`;
       },
     })),
-    { concurrent: false, exitOnError: false, rendererOptions: { collapseSubtasks: false, outputBar: Infinity } as never },
+    // The deploy command handles SIGINT itself (finish, restore, exit 130): listr2's own handler would exit 127 at once.
+    { concurrent: false, exitOnError: false, registerSignalListeners: false, rendererOptions: { collapseSubtasks: false, outputBar: Infinity } as never },
   );
   const running = list.run().catch(() => undefined);
   const emit = (e: DeployEvent) => {

@@ -306,7 +306,11 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         }
         emit({ type: 'batch-done', phase: 'roll', index: i + 1, total: batches.length, results, stopped: stop });
       }
-      emit({ type: 'phase-done', phase: 'roll', summary: rollReport.stoppedAfter ? `stopped after batch ${rollReport.stoppedAfter}: ${rollReport.reason}` : 'done' });
+      emit({
+        type: 'phase-done',
+        phase: 'roll',
+        summary: rollReport.stoppedAfter ? `stopped after batch ${rollReport.stoppedAfter}: ${rollReport.reason}` : stopped() ? `interrupted (${stopReason()})` : 'done',
+      });
     }
 
     // 5. Repoint kubeconfigs, only on nodes whose balancer is verified, in batches of --serial.
