@@ -4,14 +4,13 @@
  * with one JSON report on stdout (--json). The recap and --check views are built from the report alone.
  */
 import { colour } from './colour.js';
-import type { HostPhase } from '../engine/host.js';
+import { UNSETTLED, type HostPhase } from '../engine/host.js';
 import type { DeployEvent, DeployReport, HostReport, Phase } from '../engine/run.js';
 import type { HostResult } from '../engine/results.js';
 import { displayPath } from '../util/paths.js';
+import { shellCommand } from '../util/quote.js';
 import { table } from './ui.js';
 
-/** Phases in which a node's live files may be new and not yet verified. */
-const UNSETTLED: ReadonlySet<HostPhase> = new Set(['recovering', 'committing', 'verifying', 'restoring', 'finishing', 'repointing']);
 
 /** What the renderers know, from the events alone: each node's current phase and its result. */
 export class Tracker {
@@ -193,7 +192,7 @@ export async function chooseRenderer(json: boolean): Promise<Renderer> {
 /** What a second Ctrl-C prints before leaving at once. */
 export function abortNowText(tracker: Tracker, sig: string): string {
   const unknown = tracker.unsettled();
-  const again = `k8s-ha ${process.argv.slice(2).map((a) => (/^[\w./:=,%@-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`;
+  const again = `k8s-ha ${shellCommand(process.argv.slice(2))}`;
   const lines = [colour.red(`aborted (${sig} twice): leaving now`)];
   if (unknown.length) {
     lines.push(colour.red(`state unknown on: ${unknown.map((u) => `${u.name} (was ${u.phase})`).join(', ')}`));

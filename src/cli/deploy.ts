@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { ExitCode } from '../errors.js';
+import { DURATION, durationMs } from '../util/duration.js';
 import type { DeployReport } from '../engine/run.js';
 
 function positive(what: string) {
@@ -19,21 +20,14 @@ function percent(v: string): number {
   return Number(v);
 }
 
-const DURATION = /^(\d+)(ms|s|m|h)$/;
-
 function duration(flag: string, max: string) {
-  const maxMs = toMs(max);
+  const maxMs = durationMs(max);
   return (v: string) => {
     if (!DURATION.test(v)) throw new InvalidArgumentError(`${flag} must be a duration such as 30s, 5m or 1h.`);
-    const ms = toMs(v);
+    const ms = durationMs(v);
     if (ms > maxMs) throw new InvalidArgumentError(`${flag} must be at most ${max}.`);
     return ms;
   };
-}
-
-function toMs(v: string): number {
-  const m = DURATION.exec(v)!;
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
 }
 
 interface DeployFlags {

@@ -46,8 +46,8 @@ export type HostPhase =
   | 'finishing'
   | 'repointing';
 
-/** Phases in which the host's live files may be new and not yet verified. */
-export const UNSETTLED: ReadonlySet<HostPhase> = new Set(['committing', 'verifying', 'restoring', 'finishing']);
+/** Phases in which the host's live files may be new and not yet verified (or a kubelet mid-restart): a run that leaves then leaves them unknown. */
+export const UNSETTLED: ReadonlySet<HostPhase> = new Set(['recovering', 'committing', 'verifying', 'restoring', 'finishing', 'repointing']);
 
 export type Say = (phase: HostPhase, detail?: string) => void;
 
@@ -55,7 +55,6 @@ export interface HostJob {
   inventory: Inventory;
   node: InventoryNode;
   target: SshTarget;
-  runId: string;
   /** Who runs this, for the lock and the journal. */
   holder: string;
   steps: PlaybookStep[];
@@ -188,10 +187,9 @@ async function recoverJournal(
   if (v.ok) return finish(`${who} was never verified: verified now and kept (${v.summary})`);
   if (!j.restorable) return close(`${who} was never verified and fails now (${v.summary}); nothing served before it, so nothing to restore`);
   const out = await conn.execAsRoot(restoreFromJournal());
-  const r = parseScriptOutput(out.stdout);
+  const r = parseScriptOutput(out.stdout, out.stderr);
   if (!r.closed) {
-    const why = /^@@restore-failed (.+)$/m.exec(out.stdout)?.[1] ?? (out.stderr.trim() || 'the restore script failed');
-    return { ok: false, detail: `${who} was never verified and fails now (${v.summary}); restoring it failed (${why}): its journal and backups are kept in ${JOURNAL_DIR}` };
+    return { ok: false, detail: `${who} was never verified and fails now (${v.summary}); restoring it failed (${r.restoreFailure ?? 'the restore script failed'}): its journal and backups are kept in ${JOURNAL_DIR}` };
   }
   const ok = !j.unit || r.state === 'active running';
   return {
@@ -277,10 +275,13 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
   const out: ApplyOutcome = { sent: false };
   const lap = (phase: string, since: number) => (p.timings[phase] = (p.timings[phase] ?? 0) + Date.now() - since);
   const vstep = verifyStep(job.steps);
+  const changes = hasChanges(plan);
+  // After a failure: a rolled host is put back from its backups; any other just has its journal closed.
+  const undo = () => (o.backup ? restore(session, p, out) : conn.execAsRoot(closeJournal()).then(() => undefined, () => undefined));
   try {
     const f0 = p.unit ? plan.facts.units[p.unit] : undefined;
     let state = f0 ? `${f0.activeState} ${f0.subState}` : '';
-    if (hasChanges(plan)) {
+    if (changes) {
       const t = Date.now();
       const puts = changesOf(plan, 'put');
       job.say('committing', puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
@@ -294,8 +295,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
       if (!out.script.committed) {
         if (out.script.staged) {
           out.journal = await journalOf(conn, p.unit);
-          if (o.backup) await restore(session, p, out);
-          else await conn.execAsRoot(closeJournal()).catch(() => undefined);
+          await undo();
         }
         return out;
       }
@@ -303,7 +303,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     }
     if (!vstep) {
       // Nothing to verify (a playbook without a verify step): the change stands as committed.
-      if (hasChanges(plan)) out.finish = parseScriptOutput((await conn.execAsRoot(finishJournal())).stdout);
+      if (changes) out.finish = parseScriptOutput((await conn.execAsRoot(finishJournal())).stdout);
       return out;
     }
     const t = Date.now();
@@ -312,12 +312,10 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     lap('verify', t);
     if (!out.verify.ok) {
       out.journal = await journalOf(conn, vstep.args.unit);
-      if (!hasChanges(plan)) return out;
-      if (o.backup) await restore(session, p, out);
-      else await conn.execAsRoot(closeJournal()).catch(() => undefined);
+      if (changes) await undo();
       return out;
     }
-    if (hasChanges(plan)) {
+    if (changes) {
       job.say('finishing');
       const r = await conn.execAsRoot(finishJournal());
       out.finish = parseScriptOutput(r.stdout, r.stderr);
@@ -334,12 +332,11 @@ async function restore(session: Session, p: PlannedHost, out: ApplyOutcome): Pro
   p.job.say('restoring');
   try {
     const raw = await session.conn.execAsRoot(restoreFromJournal());
-    const r = parseScriptOutput(raw.stdout);
+    const r = parseScriptOutput(raw.stdout, raw.stderr);
     const undo = changesOf(p.plan, 'run').find((c) => c.change.switchFrom)?.change.switchFrom;
     const watched = undo ?? p.unit;
     if (!r.closed) {
-      const why = /^@@restore-failed (.+)$/m.exec(raw.stdout)?.[1] ?? (raw.stderr.trim() || 'the restore script failed');
-      out.rollback = { ok: false, detail: `restoring failed (${why}): the journal and backups are kept in ${JOURNAL_DIR} for the next run` };
+      out.rollback = { ok: false, detail: `restoring failed (${r.restoreFailure ?? 'the restore script failed'}): the journal and backups are kept in ${JOURNAL_DIR} for the next run` };
       return;
     }
     const ok = !watched || r.state === 'active running';

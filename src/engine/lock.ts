@@ -22,6 +22,16 @@ export function controllerIdentity(): string {
   return `${user}@${os.hostname()} (pid ${process.pid})`;
 }
 
+/** Shell: print an open journal (run.json, then its state word) between markers; `journalIn` reads it back. */
+function printJournal(quotedDir: string): string {
+  return `if [ -f ${quotedDir}/run.json ]; then echo "@@journal"; cat ${quotedDir}/run.json; echo; echo "@@state-word"; cat ${quotedDir}/state 2>/dev/null; echo "@@end-journal"; fi`;
+}
+
+function journalIn(stdout: string): Journal | undefined {
+  const j = /^@@journal\n([\s\S]*?)@@end-journal$/m.exec(stdout);
+  return j ? parseJournal(j[1]!) : undefined;
+}
+
 /**
  * `then`: a script to run once the lock is held and no journal is open (the facts script), so
  * taking the lock costs no round trip of its own; its output comes between @@then and @@then-end.
@@ -46,7 +56,7 @@ export function lockScript(holder: string, waitSeconds: number, dirs = { lock: L
     // (Without a journal there is nothing to read; a script just starting refuses to run on top of ours.)
     `if [ -f ${J}/run.json ]; then flock -w 300 ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for 5 minutes"; exit 73; }; fi`,
     'echo "@@locked"',
-    `if [ -f ${J}/run.json ]; then echo "@@journal"; cat ${J}/run.json; echo; echo "@@state-word"; cat ${J}/state 2>/dev/null; echo "@@end-journal"; fi`,
+    printJournal(J),
     ...(then ? [`if [ ! -f ${J}/run.json ]; then echo "@@then"; ( ${then.trim()}
 ) 2>/dev/null; echo "@@then-rc $?"; echo "@@then-end"; fi`] : []),
     'echo "@@ready"',
@@ -68,8 +78,7 @@ export function parseLockOutput(stdout: string): { locked: boolean; busy: boolea
     return rest.slice(0, rest.indexOf('@@end-holder')).trim() || 'another run (holder unknown)';
   };
   if (/^@@locked$/m.test(stdout)) {
-    const j = /^@@journal\n([\s\S]*?)@@end-journal$/m.exec(stdout);
-    return { locked: true, busy: false, journal: j ? parseJournal(j[1]!) : undefined };
+    return { locked: true, busy: false, journal: journalIn(stdout) };
   }
   if (/^@@busy$/m.test(stdout)) return { locked: false, busy: true, holder: holderOf('busy') };
   const err = /^@@lockerr (.*)$/m.exec(stdout)?.[1];
@@ -122,12 +131,11 @@ export const LOCK_PROBE = [
   `d=${LOCK_DIR}`,
   'if [ -e "$d/lock" ]; then ino=$(stat -c %i "$d/lock"); ' +
     'if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ [0-9a-f]+:[0-9a-f]+:$ino " /proc/locks; then echo "@@held"; cat "$d/holder" 2>/dev/null; fi; fi',
-  `if [ -f ${JOURNAL_DIR}/run.json ]; then echo "@@journal"; cat ${JOURNAL_DIR}/run.json; echo; echo "@@state-word"; cat ${JOURNAL_DIR}/state 2>/dev/null; echo "@@end-journal"; fi`,
+  printJournal(quote(JOURNAL_DIR)),
   'true',
 ].join('\n');
 
 export function parseLockProbe(stdout: string): { holder?: string; journal?: Journal } {
   const held = /^@@held\n(.*)$/m.exec(stdout);
-  const j = /^@@journal\n([\s\S]*?)@@end-journal$/m.exec(stdout);
-  return { holder: held ? held[1]!.trim() || 'another run' : undefined, journal: j ? parseJournal(j[1]!) : undefined };
+  return { holder: held ? held[1]!.trim() || 'another run' : undefined, journal: journalIn(stdout) };
 }

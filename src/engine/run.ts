@@ -18,6 +18,8 @@ import { SshConnection } from '../connect/ssh.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { IMPL_UNITS, implOfUnit, TEMPLATES } from '../lb/templates.js';
 import { K8sHaError } from '../errors.js';
+import { emptyRequest } from '../facts/host.js';
+import { units as kubeconfigUnits } from '../ops/kubeconfig.js';
 import { checkNode, type NodeCheck } from './check.js';
 import {
   buildArtifacts,
@@ -170,7 +172,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
     const builds = check ? await cachedArtifacts(setup) : await buildArtifacts(setup, (line) => emit({ type: 'build-output', line }));
     emit({ type: 'phase-done', phase: 'build', summary: builds.summary });
 
-    for (const node of setup.nodes) nodes.push(nodeRun(setup, node, builds, { runId, holder, check, emit, stateOf: () => nodes }));
+    for (const node of setup.nodes) nodes.push(nodeRun(setup, node, builds, { holder, emit }));
     const keepSessions = setup.nodes.length <= concurrency && !check;
     const sessionOpts = { waitLockSeconds: (options.waitLockMs ?? 0) / 1000, check, verifyDeadlineMs: deadlineMs };
     const done = (n: NodeRun, r: HostResult) => {
@@ -185,8 +187,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       if ('status' in s) {
         if (keep) keep(s);
         // A wait for the lock cut short by Ctrl-C: the node was simply not reached.
-        else if (stopped() && !n.planned) interruptedSkip(n);
-        else if (stopped()) done(n, notReached(n, `the run was interrupted (${stopReason()})`));
+        else if (stopped()) interruptedSkip(n);
         else done(n, { ...s, recovered: s.recovered ?? n.recovered });
         return undefined;
       }
@@ -228,7 +229,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       n.phase = undefined;
     }, interruptedSkip);
     const planned = nodes.filter((n) => n.planned && !n.result);
-    const pending = planned.filter((n) => n.planned!.plan.steps.some((st) => st.plan?.changes.length) || n.repoint?.changes.length).length;
+    const pending = planned.filter((n) => hasChanges(n.planned!.plan) || n.repoint?.changes.length).length;
     // Nodes with nothing to change may be verified already (beyond --concurrency): they are done, not out.
     const cannot = nodes.filter((n) => n.result && n.result.status !== 'ok');
     emit({
@@ -261,7 +262,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         // planning, or a late batch (time has passed). A plan made moments ago under the lock still held stands.
         if (!n.session || (rolling && Date.now() - n.plannedAt! > FRESH_PLAN_MS)) await plan(n, s);
         // Interrupted while this node was connecting or planning: it does not start committing.
-        if (stopped()) return done(n, notReached(n, `the run was interrupted (${stopReason()})`));
+        if (stopped()) return interruptedSkip(n);
         // Replanned from fresh facts, a node meant to go at once may now disturb a serving balancer: it gets backups and a restore too.
         const guarded = rolling || disturbsRunningService(n.planned!.plan, n.planned!.unit);
         const out = await applyPlanned(s, n.planned!, { backup: guarded, checkNewList: guarded, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit) }, { runId, by: identity });
@@ -362,7 +363,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
 }
 
 /** A node's host job: its steps, and for lb.impl auto the facts and choice that may replace them. */
-function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { runId: string; holder: string; check: boolean; emit: Emit; stateOf: () => NodeRun[] }): NodeRun {
+function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holder: string; emit: Emit }): NodeRun {
   const inv = setup.loaded.inventory;
   const impl = initialImpl(setup, node);
   const unknownArtifact = (s: ReturnType<typeof stepsFor>[number]) => s.type === 'op' && s.op.type === 'file' && builds.unknown.includes(String((s.args as { source: string }).source).slice('artifact:'.length));
@@ -373,7 +374,7 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { runId
     n.phase = phase;
     ctx.emit({ type: 'host-phase', name: node.name, phase, detail });
   };
-  const extra = mergeRequest({ files: [], dirs: [], units: [], guards: [] }, {});
+  const extra = emptyRequest();
   let alternatives: RunImpl[] = [];
   if (impl.wanted === 'auto') {
     alternatives = ['nginx', 'kube-lb'];
@@ -384,7 +385,6 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { runId
     inventory: inv,
     node,
     target: setup.targets.get(node.name)!,
-    runId: ctx.runId,
     holder: ctx.holder,
     steps,
     base: { artifacts: builds.artifacts, render: (t) => TEMPLATES[t]!(inv) },
@@ -393,7 +393,7 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { runId
       ...extra,
       texts,
       kubeconfigs: setup.options.repointKubeconfigs ? inv.kubeconfigs.map((k) => k.path) : undefined,
-      units: [...extra.units, ...(setup.options.repointKubeconfigs ? inv.kubeconfigs.filter((k) => k.service).map((k) => `${k.service}.service`) : [])],
+      units: [...extra.units, ...(setup.options.repointKubeconfigs ? kubeconfigUnits(inv.kubeconfigs) : [])],
     },
     choose:
       impl.wanted === 'auto'

@@ -280,6 +280,8 @@ export interface ScriptOutput {
   state?: string;
   /** What the script printed on stderr (kept for a script that ended with no marker). */
   stderr?: string;
+  /** A restore that failed: why (the journal and backups are kept). */
+  restoreFailure?: string;
   failure?: {
     /** The step that failed (its name), or `journal` / `tar`. */
     step: string;
@@ -301,6 +303,7 @@ export function parseScriptOutput(stdout: string, stderr = ''): ScriptOutput {
     state: /^@@state (.*)$/m.exec(stdout)?.[1]?.trim(),
     stderr: stderr.trim() || undefined,
   };
+  if (/^@@restore-failed/m.test(stdout)) out.restoreFailure = /^@@restore-failed (.+)$/m.exec(stdout)?.[1] ?? (stderr.trim() || 'the restore script failed');
   if (m) {
     const after = stdout.slice(m.index + m[0].length).replace(/^@@\w+.*$/gm, '').trim();
     out.failure = { step: decodeURIComponent(m[2]!), kind: m[1] as 'failed' | 'invalid', code: m[3] ? Number(m[3]) : undefined, output: after || stderr.trim() };

@@ -91,7 +91,6 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       inventory: inv,
       node,
       target: setup.targets.get(node.name)!,
-      runId: 'status',
       holder: 'status',
       steps,
       base,

@@ -5,18 +5,12 @@
  */
 import net from 'node:net';
 import { z } from 'zod';
+import { DURATION, durationMs } from '../util/duration.js';
 import { parseHostPort } from '../util/hostport.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
-export const DURATION = /^(\d+)(ms|s|m|h)$/;
-
-export function durationMs(text: string): number {
-  const m = DURATION.exec(text);
-  if (!m) throw new Error(`not a duration: ${text}`);
-  const n = Number(m[1]);
-  return n * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-}
+export { DURATION, durationMs };
 
 const name = z
   .string({ error: 'must be a name' })
