@@ -66,7 +66,7 @@ export function httpsGet(
             : { host: (connect as { address: string }).address, port: (connect as { port: number }).port, agent: false, ...tlsOptions }),
           method: 'GET',
           path: opts.path,
-          headers: { host: opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
+          headers: { host: net.isIPv6(opts.servername) ? `[${opts.servername}]` : opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
         },
         (res) => {
           const chunks: Buffer[] = [];

@@ -3,13 +3,13 @@
  * catalogue. Loaded and validated like the inventory; `{{ lb.prefix }}` and
  * friends are filled in from the inventory and the node.
  */
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
-import { describeIssue, validateYaml } from '../inventory/yaml-schema.js';
+import { describeIssue, tooLarge, validateYaml } from '../inventory/yaml-schema.js';
+import { readCapped } from '../inventory/load.js';
 import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
 import type { Operation } from '../ops/types.js';
 import { packageRoot } from '../util/paths.js';
@@ -71,7 +71,8 @@ const playbookShape = z.strictObject({
 type Vars = Record<string, unknown>;
 
 export function playbookVars(inv: Inventory, node: InventoryNode): Vars {
-  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, node: { name: node.name, address: node.address } };
+  // A node without an address is dialed by ssh_config's HostName or its name: the name stands in here.
+  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, node: { name: node.name, address: node.address ?? node.name } };
 }
 
 /** Fill `{{ a.b }}` in every string; unknown names are reported by path. */
@@ -107,7 +108,7 @@ export function parsePlaybook(
   inv: Inventory,
   templates: readonly string[],
 ): { raw?: RawStep[]; name?: string; description?: string; diagnostics: Diagnostic[] } {
-  const v = validateYaml(text, playbookShape);
+  const v = validateYaml(text, playbookShape, 'playbook');
   if (!v.value) return { diagnostics: v.diagnostics };
   const diagnostics: Diagnostic[] = [];
   const raw: RawStep[] = v.value.steps.map((s) => {
@@ -149,8 +150,11 @@ export function playbookSteps(raw: RawStep[], inv: Inventory, node: InventoryNod
 export async function loadPlaybook(file: string, inv: Inventory, templates: readonly string[]): Promise<Playbook> {
   let text: string;
   try {
-    text = await fs.readFile(file, 'utf8');
+    const capped = await readCapped(file);
+    if (capped === undefined) throw new InventoryError(file, [tooLarge('playbook')], 'playbook');
+    text = capped;
   } catch (e) {
+    if (e instanceof InventoryError) throw e;
     throw new UsageError(`cannot read playbook ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
       hint: `pass a playbook with --playbook FILE, or leave it out to use ${DEFAULT_PLAYBOOK}`,
     });

@@ -22,6 +22,9 @@ export function formatDiagnostic(file: string, d: Diagnostic): string {
   return `${where}: ${d.severity === 'warning' ? 'warning: ' : ''}${formatPath(d.path)}: ${d.message}`;
 }
 
+/** Errors listed in full; a file with more (a wrong file, most likely) gets a count of the rest. */
+export const SHOWN_ERRORS = 50;
+
 /** Every error in an inventory at once, each with file:line:col and its path. */
 export class InventoryError extends UsageError {
   constructor(
@@ -30,9 +33,14 @@ export class InventoryError extends UsageError {
     what: 'inventory' | 'playbook' = 'inventory',
   ) {
     const errors = diagnostics.filter((d) => d.severity === 'error');
+    const more = errors.length - SHOWN_ERRORS;
     super(
       `${file}: ${errors.length} error${errors.length === 1 ? '' : 's'} in the ${what}\n` +
-        errors.map((d) => '  ' + formatDiagnostic(file, d)).join('\n'),
+        errors
+          .slice(0, SHOWN_ERRORS)
+          .map((d) => '  ' + formatDiagnostic(file, d))
+          .join('\n') +
+        (more > 0 ? `\n  ... and ${more} more` : ''),
       { hint: `fix the lines above; the ${what} format is in README.md (${what === 'inventory' ? 'Inventory reference' : 'Playbooks'})` },
     );
   }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { expandHome } from '../connect/ssh.js';
 import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics.js';
-import { validateYaml } from './yaml-schema.js';
+import { MAX_YAML_BYTES, tooLarge, validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
 import { inventorySchema, type Inventory } from './schema.js';
 
@@ -18,7 +18,7 @@ export interface ParsedInventory {
 
 /** Pure: text in, inventory and diagnostics out (paths not yet resolved). */
 export function parseInventory(text: string): ParsedInventory {
-  const v = validateYaml(text, inventorySchema);
+  const v = validateYaml(text, inventorySchema, 'inventory');
   if (!v.value) return { diagnostics: v.diagnostics };
   const diagnostics = checkRules(v.value).map((d) => ({ ...d, ...v.position(d.path) }));
   return { inventory: v.value, diagnostics };
@@ -53,16 +53,37 @@ export interface LoadedInventory {
   warnings: string[];
 }
 
-export async function loadInventory(file: string): Promise<LoadedInventory> {
-  let text: string;
+/**
+ * The file's text, or undefined when it is over MAX_YAML_BYTES. Reads no more than that plus one
+ * byte, so `-i /dev/zero` or a disk image is refused at once instead of filling memory.
+ */
+export async function readCapped(file: string): Promise<string | undefined> {
+  const fh = await fs.open(file, 'r');
   try {
-    text = await fs.readFile(file, 'utf8');
+    const buf = Buffer.alloc(MAX_YAML_BYTES + 1);
+    let size = 0;
+    while (size < buf.length) {
+      const { bytesRead } = await fh.read(buf, size, buf.length - size, null);
+      if (bytesRead === 0) break;
+      size += bytesRead;
+    }
+    return size > MAX_YAML_BYTES ? undefined : buf.subarray(0, size).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function loadInventory(file: string): Promise<LoadedInventory> {
+  let text: string | undefined;
+  try {
+    text = await readCapped(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new UsageError(`cannot read inventory ${file}: ${code === 'ENOENT' ? 'no such file' : code}`, {
       hint: 'pass an inventory with -i FILE (see inventory/inventory.example.yaml)',
     });
   }
+  if (text === undefined) throw new InventoryError(file, [tooLarge('inventory')]);
   const parsed = parseInventory(text);
   if (!parsed.inventory || parsed.diagnostics.some((d) => d.severity === 'error')) {
     throw new InventoryError(file, parsed.diagnostics);

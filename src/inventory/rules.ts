@@ -1,22 +1,30 @@
 /** Cross-field checks on a schema-valid inventory: small pure rules, each naming its path. */
 import type { Diagnostic } from './diagnostics.js';
 import { wantedImpl, type Inventory } from './schema.js';
+import { canonicalHost, formatHostPort, hostPortOf, hostPortsOverlap, isLoopback, isWildcard } from '../util/hostport.js';
 
 type Rule = (inv: Inventory) => Diagnostic[];
+
+/** Whether some node may run kube-lb (kube-lb or auto), or nginx (nginx or auto). */
+const mayRun = (inv: Inventory, which: 'nginx' | 'kube-lb') => inv.nodes.some((n) => wantedImpl(inv, n) !== (which === 'nginx' ? 'kube-lb' : 'nginx'));
 
 function duplicates(list: 'nodes' | 'masters', field: 'name' | 'address'): Rule {
   return (inv) => {
     const seen = new Map<string, number>();
     const out: Diagnostic[] = [];
     inv[list].forEach((item, i) => {
-      const key = field === 'address' && list === 'masters' ? `${item.address}:${(item as { port: number }).port}` : item[field];
+      const value = item[field];
+      if (value === undefined) return;
+      // One address written two ways (fd00::1, FD00:0::1) is still one host.
+      const canonical = field === 'address' ? canonicalHost(value) : value;
+      const key = field === 'address' && list === 'masters' ? `${canonical} ${(item as { port: number }).port}` : canonical;
       const first = seen.get(key);
       if (first === undefined) seen.set(key, i);
       else
         out.push({
           severity: 'error',
           path: [list, i, field],
-          message: `duplicate ${field} "${item[field]}" (also ${list}[${first}].${field})`,
+          message: `duplicate ${field} "${value}" (also ${list}[${first}].${field})`,
         });
     });
     return out;
@@ -24,8 +32,7 @@ function duplicates(list: 'nodes' | 'masters', field: 'name' | 'address'): Rule 
 }
 
 const loopbackListen: Rule = (inv) => {
-  const host = inv.lb.listen.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-  if (host.startsWith('127.') || host === '::1') return [];
+  if (isLoopback(hostPortOf(inv.lb.listen).host)) return [];
   return [
     {
       severity: 'warning',
@@ -33,6 +40,112 @@ const loopbackListen: Rule = (inv) => {
       message: `${inv.lb.listen} is not a loopback address: the node-local balancer will be reachable from the network`,
     },
   ];
+};
+
+/** kube-lb's admin listener serves /metrics and /healthz to anyone who can connect. */
+const loopbackAdmin: Rule = (inv) => {
+  if (!mayRun(inv, 'kube-lb')) return [];
+  const admin = hostPortOf(inv.kubeLb.admin);
+  if (isLoopback(admin.host)) return [];
+  return [
+    {
+      severity: 'warning',
+      path: ['kubeLb', 'admin'],
+      message: `${inv.kubeLb.admin} is not a loopback address: kube-lb's /metrics and /healthz have no authentication, so anyone who can reach port ${admin.port} can read them; keep it on 127.0.0.1 (or [::1]), or firewall the port`,
+    },
+  ];
+};
+
+/** The first port from `from` up (then from 1024) that is none of `taken`, for a suggestion. */
+function freePort(taken: number[], from: number): number {
+  for (let p = from; p <= 65535; p++) if (!taken.includes(p)) return p;
+  for (let p = 1024; p < from; p++) if (!taken.includes(p)) return p;
+  return from;
+}
+
+/** kube-lb binds lb.listen and kubeLb.admin side by side: they cannot want one socket. */
+const adminApartFromListen: Rule = (inv) => {
+  if (!mayRun(inv, 'kube-lb')) return [];
+  const admin = hostPortOf(inv.kubeLb.admin);
+  const listen = hostPortOf(inv.lb.listen);
+  if (!hostPortsOverlap(admin, listen)) return [];
+  const fix = `use another port, e.g. ${formatHostPort(admin.host, freePort([listen.port], admin.port + 1))}`;
+  const every = isWildcard(admin.host) ? admin.host : listen.host;
+  return [
+    {
+      severity: 'error',
+      path: ['kubeLb', 'admin'],
+      message:
+        canonicalHost(admin.host) === canonicalHost(listen.host)
+          ? `${inv.kubeLb.admin} is also lb.listen: kube-lb cannot listen twice on one address and port; ${fix}`
+          : `${inv.kubeLb.admin} and lb.listen ${inv.lb.listen} both take port ${listen.port} (${every} is every address): kube-lb cannot listen on both; ${fix}`,
+    },
+  ];
+};
+
+/**
+ * A node that is also a master already has kube-apiserver on the master's port, on every address
+ * unless its --bind-address says otherwise: no listener of the balancer can take that port there,
+ * whatever its address. A master on a loopback address is on every node.
+ */
+function apartFromApiserver(field: 'lb.listen' | 'kubeLb.admin'): Rule {
+  return (inv) => {
+    const [section, key] = field === 'lb.listen' ? (['lb', 'listen'] as const) : (['kubeLb', 'admin'] as const);
+    if (field === 'kubeLb.admin' && !mayRun(inv, 'kube-lb')) return [];
+    const text = section === 'lb' ? inv.lb.listen : inv.kubeLb.admin;
+    const { host, port } = hostPortOf(text);
+    const out: Diagnostic[] = [];
+    const taken = [...inv.masters.map((m) => m.port), hostPortOf(field === 'lb.listen' ? inv.kubeLb.admin : inv.lb.listen).port];
+    const fix = `give ${field === 'lb.listen' ? 'the balancer' : "kube-lb's admin listener"} another port, e.g. ${formatHostPort(host, freePort(taken, field === 'lb.listen' ? 8443 : 8444))}`;
+    for (const m of inv.masters) {
+      if (m.port !== port) continue;
+      const master = `master ${m.name} (${formatHostPort(m.address, m.port)})`;
+      if (isLoopback(m.address)) {
+        out.push({
+          severity: 'error',
+          path: [section, key],
+          message: `${text} takes port ${port} on every node, where ${master} is too (a loopback address): the balancer would take the apiserver's port or forward to itself; ${fix}`,
+        });
+        continue;
+      }
+      for (const n of inv.nodes) {
+        if (n.address === undefined || canonicalHost(n.address) !== canonicalHost(m.address)) continue;
+        out.push({
+          severity: 'error',
+          path: [section, key],
+          message: `${text} takes port ${port} on node ${n.name}, which is also ${master}: kube-apiserver listens on that port there (on every address unless --bind-address says otherwise); ${fix}`,
+        });
+      }
+    }
+    return out;
+  };
+}
+
+/**
+ * Both units run with PrivateTmp=true (a /tmp of their own, so a prefix under /tmp is not there
+ * for them) and kube-lb.service with ProtectHome=true (no /home, /root): the binary would not start.
+ */
+const prefixVisibleToUnit: Rule = (inv) => {
+  const out: Diagnostic[] = [];
+  const check = (which: 'nginx' | 'kube-lb', section: 'lb' | 'kubeLb', example: string, hidden: [string, string][]) => {
+    if (!mayRun(inv, which)) return;
+    const prefix = inv[section].prefix;
+    const hit = hidden.find(([root]) => prefix.startsWith(root + '/'));
+    if (!hit) return;
+    const unit = which === 'nginx' ? 'kube-nginx.service' : 'kube-lb.service';
+    out.push({
+      severity: 'error',
+      path: [section, 'prefix'],
+      message: `is under ${hit[0]}, which ${unit} cannot see (it runs with ${hit[1]}=true): use a directory of its own, like ${example}`,
+    });
+  };
+  const tmp: [string, string][] = [
+    ['/tmp', 'PrivateTmp'],
+    ['/var/tmp', 'PrivateTmp'],
+  ];
+  check('nginx', 'lb', '/opt/k8s/kube-nginx', tmp);
+  check('kube-lb', 'kubeLb', '/opt/k8s/kube-lb', [...tmp, ['/home', 'ProtectHome'], ['/root', 'ProtectHome']]);
+  return out;
 };
 
 const hashBalance: Rule = (inv) =>
@@ -69,7 +182,7 @@ const nginxNeeded: Rule = (inv) => {
 /** kube-lb's active checks verify each apiserver's certificate: they need the cluster CA. */
 const kubeLbTrust: Rule = (inv) => {
   if (inv.tls.caFile || inv.tls.insecureSkipVerify) return [];
-  if (!inv.nodes.some((n) => wantedImpl(inv, n) !== 'nginx')) return [];
+  if (!mayRun(inv, 'kube-lb')) return [];
   return [
     {
       severity: 'error',
@@ -88,7 +201,12 @@ export const RULES: Rule[] = [
   duplicates('nodes', 'address'),
   duplicates('masters', 'name'),
   duplicates('masters', 'address'),
+  apartFromApiserver('lb.listen'),
+  apartFromApiserver('kubeLb.admin'),
+  adminApartFromListen,
+  prefixVisibleToUnit,
   loopbackListen,
+  loopbackAdmin,
   hashBalance,
 ];
 

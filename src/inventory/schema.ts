@@ -1,30 +1,96 @@
 /**
  * The inventory's shape. Unknown keys are errors (a typo must not be ignored);
  * defaults are the node-local balancer's sensible ones. Cross-field rules
- * (duplicates, references, warnings) live in rules.ts.
+ * (duplicates, references, collisions, warnings) live in rules.ts.
  */
 import net from 'node:net';
+import posix from 'node:path/posix';
 import { z } from 'zod';
-import { DURATION, durationMs } from '../util/duration.js';
-import { parseHostPort } from '../util/hostport.js';
+import { parseProxyJump } from '../connect/proxy-jump.js';
+import { DURATION, durationMs, durationRangeProblem, UNIT_MS } from '../util/duration.js';
+import { ipv4LiteralProblem, isWildcard } from '../util/hostport.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export { DURATION, durationMs };
 
+/** A schema that also runs a pure check: its message, when it has one, is the issue. */
+function checked<S extends z.ZodType>(schema: S, problem: (v: z.output<S>) => string | undefined): S {
+  return schema.superRefine((v, ctx) => {
+    const message = problem(v);
+    if (message !== undefined) ctx.addIssue({ code: 'custom', message, input: v });
+  }) as S;
+}
+
 const name = z
   .string({ error: 'must be a name' })
   .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a name of letters, digits, ".", "_" or "-" (at most 63)');
-const address = z
-  .string({ error: 'must be an IP address or host name' })
-  .refine((v) => net.isIP(v) !== 0 || HOSTNAME.test(v), 'not an IP address or host name');
+
+/**
+ * Why a master's or node's address is not one to dial. IPv6 is written plain (`fd00::1`): brackets
+ * belong to ADDRESS:PORT only. A master's address goes into nginx's config and URLs, which cannot
+ * carry an IPv6 zone (`%eth0`).
+ */
+export function addressProblem(v: string, of: 'master' | 'node'): string | undefined {
+  const v4 = ipv4LiteralProblem(v);
+  if (v4) return v4;
+  const bracketed = /^\[([^\]]*)\]$/.exec(v);
+  if (bracketed && net.isIPv6(bracketed[1]!)) return `write an IPv6 address without brackets here: ${bracketed[1]} (brackets go only around the address in ADDRESS:PORT)`;
+  if (net.isIP(v) === 0) {
+    const withPort = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(v);
+    const host = withPort?.[1] ?? withPort?.[2];
+    if (host !== undefined && (net.isIP(host) !== 0 || HOSTNAME.test(host))) {
+      return of === 'master'
+        ? `has a port: write the address alone (${host}) and the port as port: ${withPort![3]}`
+        : `has a port: write the address alone (${host}) and the SSH port as ssh: { port: ${withPort![3]} }`;
+    }
+    return HOSTNAME.test(v) ? undefined : 'not an IP address or host name';
+  }
+  if (isWildcard(v)) return `${v} means every address, not one to connect to: write the ${of}'s own address`;
+  if (of === 'master' && v.includes('%')) {
+    return `has an IPv6 zone (${v.slice(v.indexOf('%'))}), which nginx's config and https:// URLs cannot carry: use the master's global or unique-local address`;
+  }
+  return undefined;
+}
+
+const masterAddress = checked(z.string({ error: 'must be an IP address or host name' }), (v) => addressProblem(v, 'master'));
+const nodeAddress = checked(z.string({ error: 'must be an IP address or host name' }), (v) => addressProblem(v, 'node'));
 const port = z
   .number({ error: 'must be a port number' })
   .int('must be a whole number')
   .min(1, 'must be a port from 1 to 65535')
   .max(65535, 'must be a port from 1 to 65535');
-const duration = z.string({ error: 'must be a duration like 30s' }).regex(DURATION, 'must be a duration like 500ms, 30s, 10m or 1h');
+
+const MS = UNIT_MS;
+/**
+ * A duration within bounds chosen per field (see each field). None may exceed 2^31-1 ms, the
+ * longest a Node.js timer waits (kube-lb and k8s-ha arm timers with them); durationRangeProblem
+ * refuses such bounds.
+ */
+const duration = (minMs: number, maxMs: number) =>
+  checked(
+    z.string({ error: 'must be a duration like 30s' }).regex(DURATION, 'must be a duration like 500ms, 30s, 10m or 1h'),
+    (v) => durationRangeProblem(v, { minMs, maxMs }),
+  );
 const path = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
+
+/** parseProxyJump's message, or undefined for `none` and for bastions. */
+const proxyJumpProblem = (v: string | string[]) => {
+  const r = parseProxyJump(v);
+  return typeof r === 'string' && r !== 'none' ? r : undefined;
+};
+
+/** A value for ssh.proxyJump, read by the same parser that will dial it; a list is placed at its bad element when one alone is bad. */
+function proxyJumpIssues(v: string | string[], ctx: z.core.$RefinementCtx<string | string[]>): void {
+  if (Array.isArray(v)) {
+    for (const [i, item] of v.entries()) {
+      const message = proxyJumpProblem(item);
+      if (message !== undefined) return ctx.addIssue({ code: 'custom', path: [i], message, input: item });
+    }
+  }
+  const message = proxyJumpProblem(v);
+  if (message !== undefined) ctx.addIssue({ code: 'custom', message, input: v });
+}
 
 export const sshSettings = z.strictObject({
   user: z.string().min(1).optional(),
@@ -32,12 +98,23 @@ export const sshSettings = z.strictObject({
   identityFile: path.optional(),
   knownHostsFile: path.optional(),
   strictHostKeyChecking: z.enum(['yes', 'accept-new', 'no']).optional(),
-  connectTimeout: duration.optional(),
+  /** TCP connect and SSH handshake: at least 100ms, at most 10m (a node that needs longer is down for our purposes). */
+  connectTimeout: duration(100, 10 * MS.m).optional(),
+  /**
+   * Bastions to go through, like OpenSSH's ProxyJump: `[user@]host[:port]`, a list (or a
+   * comma-separated string) for several hops in order, or `none` to go direct even where
+   * ssh_config names a ProxyJump.
+   */
+  proxyJump: z
+    .union([z.string(), z.array(z.string()).min(1, 'needs at least one bastion')], { error: 'must be [user@]host[:port], a list of them, or none' })
+    .superRefine(proxyJumpIssues)
+    .optional(),
 });
 
 export const master = z.strictObject({
   name,
-  address,
+  /** An IPv4 or IPv6 address (plain, `fd00::1`) or a host name that resolves on every node. */
+  address: masterAddress,
   port: port.default(6443),
 });
 
@@ -47,44 +124,119 @@ export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` 
 
 export const node = z.strictObject({
   name,
-  address,
+  /** Where to dial (IPv4, plain IPv6, or a name). Without it, ssh_config's HostName for the name is dialed, else the name itself (as `ssh NAME` would). */
+  address: nodeAddress.optional(),
   ssh: sshSettings.optional(),
   /** This node's own choice of balancer, over lb.impl. */
   lb: z.strictObject({ impl }).optional(),
 });
 
-export const listen = z
-  .string({ error: 'must be ADDRESS:PORT' })
-  .refine((v) => {
-    const hp = parseHostPort(v);
-    return !!hp && net.isIP(hp.host) !== 0;
-  }, 'must be IP:PORT, e.g. 127.0.0.1:8443');
+/**
+ * Why a listener is not IP:PORT, with the fix. An IPv6 address needs brackets (`[::1]:8443`):
+ * unbracketed, `::1:8443` is itself an IPv6 address and could mean either. A name is refused: a
+ * balancer binds an address, before and without any resolver. nginx cannot listen on an IPv6 zone.
+ */
+export function listenProblem(v: string, example: string): string | undefined {
+  const bracketed = /^\[([^\]]*)\]:(\d+)$/.exec(v);
+  const plain = bracketed ? undefined : /^(.*):(\d+)$/.exec(v);
+  const m = bracketed ?? plain;
+  const examplePort = example.replace(/^.*:/, '');
+  const generic = `must be IP:PORT, e.g. ${example} or [::1]:${examplePort}`;
+  // `fd00::1` reads as host `fd00:` and port 1: an address alone, really.
+  if (!m || (plain && m[1]!.includes(':') && !net.isIPv6(m[1]!))) {
+    if (net.isIP(v) === 0) return generic;
+    const ip = net.isIPv6(v) ? `[${v}]` : v;
+    return `has no port: write ${ip}:PORT, e.g. ${ip}:${examplePort}`;
+  }
+  const host = m[1]!;
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) return `port ${m[2]} is not from 1 to 65535`;
+  if (bracketed) {
+    if (net.isIPv4(host)) return `only an IPv6 address goes in brackets: write ${host}:${port}`;
+    if (!net.isIPv6(host)) return generic;
+  } else if (net.isIPv6(host)) {
+    return `an IPv6 address needs brackets before :PORT: write [${host}]:${port}`;
+  }
+  const v4 = ipv4LiteralProblem(host);
+  if (v4) return v4;
+  if (net.isIP(host) === 0) return HOSTNAME.test(host) ? `"${host}" is a host name: a balancer listens on an IP address, e.g. ${example}` : generic;
+  if (host.includes('%')) return `has an IPv6 zone (${host.slice(host.indexOf('%'))}), which nginx cannot listen on: use an address without one`;
+  return undefined;
+}
 
+const listen = (example: string) => checked(z.string({ error: 'must be ADDRESS:PORT' }), (v) => listenProblem(v, example));
+
+/**
+ * Directories k8s-ha must never take as a prefix: it creates sbin/, conf/ (and logs/) there and
+ * replaces the files it installs, so a prefix is a directory of the balancer's own.
+ */
+const SYSTEM_DIRS = new Set([
+  '/', '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/media', '/mnt', '/opt',
+  '/proc', '/root', '/run', '/sbin', '/srv', '/sys', '/tmp', '/usr', '/usr/bin', '/usr/sbin', '/usr/lib',
+  '/usr/lib32', '/usr/lib64', '/usr/libexec', '/usr/include', '/usr/share', '/usr/src', '/usr/local',
+  '/usr/local/bin', '/usr/local/sbin', '/usr/local/lib', '/usr/local/share', '/usr/local/etc', '/var', '/var/lib',
+  '/var/log', '/var/cache', '/var/tmp', '/var/run', '/var/spool', '/var/opt', '/var/lib/k8s-ha', '/etc/systemd',
+  '/etc/systemd/system', '/etc/kubernetes', '/etc/kubernetes/pki', '/var/lib/kubelet',
+]);
+/** Not disk at all: the kernel's files, or a tmpfs emptied at every boot (a balancer that vanishes on reboot). */
+const VOLATILE_ROOTS = ['/proc', '/sys', '/dev', '/run', '/var/run'];
+
+/** Why a prefix is not a directory of its own for the balancer, with the fix (`example` is the field's default). */
+export function prefixProblem(v: string, example: string): string | undefined {
+  if (!v.startsWith('/')) return `must be an absolute path, like ${example}`;
+  if (!/^[A-Za-z0-9._/-]+$/.test(v)) return `must be an absolute path of plain characters (letters, digits, ".", "_", "-" and "/"), like ${example}`;
+  const plain = posix.normalize(v).replace(/(.)\/+$/, '$1');
+  if (plain !== v) return `must be written plainly, without "//", "/./", "/../" or a trailing "/": write ${plain}`;
+  if (v === '/') return `is the root directory: k8s-ha puts sbin/ and conf/ in the prefix and owns them; use a directory of its own, like ${example}`;
+  if (SYSTEM_DIRS.has(v)) return `${v} is a system directory: k8s-ha puts sbin/ and conf/ in the prefix and owns them; use a directory of its own, like ${example}`;
+  const root = VOLATILE_ROOTS.find((r) => v.startsWith(r + '/'));
+  if (root) return `is under ${root}, which is ${root === '/proc' || root === '/sys' || root === '/dev' ? 'the kernel\'s, not a disk' : 'emptied at every boot'}: use a directory of its own, like ${example}`;
+  return undefined;
+}
+
+const prefix = (example: string) => checked(z.string({ error: 'must be an absolute path' }), (v) => prefixProblem(v, example)).default(example);
+
+/**
+ * Bounds of the nginx/kube-lb timings, and why:
+ * - failTimeout 1s..1h: both the window for maxFails and how long a master stays marked down.
+ * - connectTimeout 100ms..75s: nginx's proxy_connect_timeout "cannot usually exceed 75 seconds"
+ *   (the kernel's SYN retries give up first).
+ * - proxyTimeout 1s..24h: an idle stream is closed after it. client-go's watches sit idle for
+ *   5-10 minutes, so longer than an hour is fine for streams; beyond a day only keeps half-open
+ *   connections of vanished clients. Still far below 2^31-1 ms (about 24.8 days) for kube-lb's timer.
+ */
 export const lb = z.strictObject({
   impl: impl.default('nginx'),
-  listen: listen.default('127.0.0.1:8443'),
+  /** IP:PORT, IPv6 in brackets: `[::1]:8443`. */
+  listen: listen('127.0.0.1:8443').default('127.0.0.1:8443'),
   balance: z.enum(['least_conn', 'round_robin', 'hash']).default('least_conn'),
   maxFails: z.number().int().min(0).max(1000).default(3),
-  failTimeout: duration.default('30s'),
-  connectTimeout: duration.default('1s'),
-  proxyTimeout: duration.default('10m'),
-  prefix: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path of plain characters').default('/opt/k8s/kube-nginx'),
+  failTimeout: duration(MS.s, MS.h).default('30s'),
+  connectTimeout: duration(100, 75 * MS.s).default('1s'),
+  proxyTimeout: duration(MS.s, 24 * MS.h).default('10m'),
+  /** A directory of the balancer's own (sbin/, conf/, logs/), not a system directory. */
+  prefix: prefix('/opt/k8s/kube-nginx'),
 });
 
-/** kube-lb, the balancer k8s-ha ships as one executable: where it lives and how it checks apiservers. */
+/**
+ * kube-lb, the balancer k8s-ha ships as one executable: where it lives and how it checks apiservers.
+ * Check timings are 100ms..1h: below 100ms the checks alone load every apiserver (each node checks
+ * each master); a check's timeout is at most 1m. drainTimeout and shutdownTimeout may be 0s (at
+ * once), at most 1h.
+ */
 export const kubeLb = z.strictObject({
-  prefix: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path of plain characters').default('/opt/k8s/kube-lb'),
-  /** Its /healthz and /metrics (Prometheus): keep it on loopback. */
-  admin: listen.default('127.0.0.1:8444'),
+  prefix: prefix('/opt/k8s/kube-lb'),
+  /** Its /healthz and /metrics (Prometheus), without authentication: keep it on loopback. */
+  admin: listen('127.0.0.1:8444').default('127.0.0.1:8444'),
   /** Active health checks: HTTPS GET of path on every apiserver, verified with tls.caFile. */
   check: z
     .strictObject({
       path: z.string().startsWith('/', 'must start with /').default('/readyz'),
-      interval: duration.default('1s'),
+      interval: duration(100, MS.h).default('1s'),
       /** Between checks while a verdict is turning: a failing apiserver is confirmed down this soon. */
-      fastInterval: duration.default('250ms'),
+      fastInterval: duration(100, MS.h).default('250ms'),
       /** A whole check (connect, TLS, answer). A hung apiserver is down after 2 timeouts: keep interval + 2 x timeout <= 3 s. */
-      timeout: duration.default('700ms'),
+      timeout: duration(100, MS.m).default('700ms'),
       rise: z.number().int().min(1).max(100).default(2),
       fall: z.number().int().min(1).max(100).default(2),
       /** A client certificate for the checks, as paths on the node (never copied by k8s-ha). */
@@ -93,9 +245,9 @@ export const kubeLb = z.strictObject({
     })
     .default({ path: '/readyz', interval: '1s', fastInterval: '250ms', timeout: '700ms', rise: 2, fall: 2 }),
   /** A backend marked down: close its connections at once (0s), or let them run this long first. */
-  drainTimeout: duration.default('0s'),
-  /** On stop (SIGTERM): how long open connections may finish before they are closed. */
-  shutdownTimeout: duration.default('1s'),
+  drainTimeout: duration(0, MS.h).default('0s'),
+  /** On stop (SIGTERM): how long open connections may finish before they are closed (kube-lb.service waits for it). */
+  shutdownTimeout: duration(0, MS.h).default('1s'),
 });
 
 export const nginx = z.strictObject({

@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import { UsageError } from '../errors.js';
 import type { Inventory } from '../inventory/schema.js';
+import { durationMs } from '../util/duration.js';
+import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
 export const KUBE_LB_SERVICE = 'kube-lb';
 
@@ -43,12 +45,18 @@ function clusterCa(inv: Inventory): string | undefined {
   return caText.get(inv);
 }
 
+/** ADDRESS:PORT the one way, an IPv6 address in brackets, as kube-lb's config reads it. */
+const addressPort = (text: string) => {
+  const { host, port } = hostPortOf(text);
+  return formatHostPort(host, port);
+};
+
 export function renderKubeLbConf(inv: Inventory): string {
   const k = inv.kubeLb;
   const ca = clusterCa(inv);
   const config = {
-    listen: inv.lb.listen,
-    admin: k.admin,
+    listen: addressPort(inv.lb.listen),
+    admin: addressPort(k.admin),
     balance: inv.lb.balance,
     connectTimeout: inv.lb.connectTimeout,
     idleTimeout: inv.lb.proxyTimeout,
@@ -68,6 +76,7 @@ export function renderKubeLbConf(inv: Inventory): string {
       insecureSkipVerify: inv.tls.insecureSkipVerify,
       ...(ca ? { ca } : {}),
     },
+    // An address alone (IPv6 without brackets): kube-lb dials address and port as given.
     backends: inv.masters.map((m) => ({ name: m.name, address: m.address, port: m.port })),
   };
   return (
@@ -76,6 +85,14 @@ export function renderKubeLbConf(inv: Inventory): string {
     `# Check with: ${kubeLbPaths(k.prefix).binary} --check-config ${kubeLbPaths(k.prefix).config}\n` +
     YAML.stringify(config, { lineWidth: 0 })
   );
+}
+
+/**
+ * systemd's stop timeout: kube-lb lets open connections finish for shutdownTimeout after SIGTERM,
+ * so systemd must not SIGKILL it sooner. 30 s (what the unit always had) unless that is too short.
+ */
+export function stopTimeoutS(inv: Inventory): number {
+  return Math.max(30, Math.ceil(durationMs(inv.kubeLb.shutdownTimeout) / 1000) + 10);
 }
 
 export function renderKubeLbUnit(inv: Inventory): string {
@@ -95,7 +112,7 @@ Restart=always
 RestartSec=2
 StartLimitInterval=0
 LimitNOFILE=65536
-TimeoutStopSec=30
+TimeoutStopSec=${stopTimeoutS(inv)}
 NoNewPrivileges=true
 PrivateTmp=true
 ProtectSystem=full

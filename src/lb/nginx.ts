@@ -3,6 +3,7 @@
  * rendered from the inventory here; nothing else knows nginx syntax.
  */
 import type { Inventory } from '../inventory/schema.js';
+import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
 export const NGINX_SERVICE = 'kube-nginx';
 
@@ -30,10 +31,12 @@ function balanceDirective(balance: Inventory['lb']['balance']): string | undefin
 
 export function renderNginxConf(inv: Inventory): string {
   const p = nginxPaths(inv.lb.prefix);
+  const listen = hostPortOf(inv.lb.listen);
   const upstream = [
     balanceDirective(inv.lb.balance),
     ...inv.masters.map(
-      (m) => `server ${m.address}:${m.port} max_fails=${inv.lb.maxFails} fail_timeout=${inv.lb.failTimeout}; # ${m.name}`,
+      // nginx reads an IPv6 server only in brackets: [fd00::1]:6443.
+      (m) => `server ${formatHostPort(m.address, m.port)} max_fails=${inv.lb.maxFails} fail_timeout=${inv.lb.failTimeout}; # ${m.name}`,
     ),
   ].filter(Boolean) as string[];
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
@@ -55,7 +58,7 @@ ${upstream.map((l) => `        ${l}`).join('\n')}
     }
 
     server {
-        listen ${inv.lb.listen};
+        listen ${formatHostPort(listen.host, listen.port)};
         proxy_connect_timeout ${inv.lb.connectTimeout};
         proxy_timeout ${inv.lb.proxyTimeout};
         proxy_pass kube_apiserver;
