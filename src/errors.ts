@@ -80,10 +80,11 @@ export class ConnectError extends K8sHaError {
   constructor(
     readonly host: string,
     readonly kind: 'unreachable' | 'host-key' | 'auth',
-    message: string,
+    /** The message without the host's name in front. */
+    readonly detail: string,
     options?: { hint?: string; cause?: unknown },
   ) {
-    super(`${host}: ${message}`, options);
+    super(`${host}: ${detail}`, options);
   }
 }
 

@@ -230,7 +230,7 @@ export function renderRecap(r: DeployReport, withDiff: boolean): string {
     table(
       hosts.map(([name, h]) => [
         name,
-        h.address,
+        h.via ? `${h.address} ${colour.dim(`via ${h.via}`)}` : h.address,
         STATUS_COLOUR[h.status](h.status),
         `ok=${h.ok}`,
         `changed=${h.changed}`,
@@ -245,6 +245,7 @@ export function renderRecap(r: DeployReport, withDiff: boolean): string {
   for (const [name, h] of hosts) if (h.impl?.why) out.push(colour.yellow(`${name}: ${h.impl.impl} (lb.impl auto): ${h.impl.why}`));
   for (const [name, h] of hosts) if (h.recovered) out.push(colour.yellow(`${name}: an unfinished earlier run was found: ${h.recovered}`));
   const t = r.totals;
+  if (r.bastionLogins) out.push(colour.dim(`through bastions: ${r.bastionLogins} bastion login${r.bastionLogins === 1 ? '' : 's'} for ${hosts.filter(([, h]) => h.via).length} nodes`));
   out.push(
     `totals: ${t.changed} changed, ${t.ok} ok, ${t.failed} failed, ${t.unreachable} unreachable` +
       `${t.locked ? `, ${t.locked} locked by another run` : ''}${t.skipped ? `, ${t.skipped} not reached` : ''}`,

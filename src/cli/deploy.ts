@@ -36,6 +36,7 @@ interface DeployFlags {
   limit?: string[];
   concurrency: number;
   acceptNewHostKeys?: boolean;
+  askPass?: boolean;
   json?: boolean;
   check?: boolean;
   diff?: boolean;
@@ -52,6 +53,13 @@ export function exitCodeOf(r: DeployReport): number {
   if (!r.ok) return ExitCode.hosts;
   if (r.check && Object.values(r.hosts).some((h) => h.check?.changes.length)) return ExitCode.pending;
   return ExitCode.ok;
+}
+
+/** --ask-pass: the keys every node (and bastion) would use, unlocked before the run draws anything. */
+export async function askPassphrases(options: { inventoryFile: string; limit?: string[]; playbookFile?: string; acceptNewHostKeys?: boolean }): Promise<void> {
+  const [{ loadSetup }, { unlockKeys }] = await Promise.all([import('../engine/deploy.js'), import('./ask-pass.js')]);
+  const setup = await loadSetup({ concurrency: 1, acceptNewHostKeys: false, ...options });
+  await unlockKeys(setup.targets.values());
 }
 
 export function deployCommand(setExit: (code: number) => void): Command {
@@ -72,11 +80,27 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .option('--verify-timeout <duration>', 'how long verify waits for an apiserver to answer through the local port, per node', duration('--verify-timeout', '10m'), 15_000)
     .option('--wait-lock <duration>', 'wait this long for nodes another k8s-ha run holds, instead of reporting them locked', duration('--wait-lock', '24h'), 0)
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones)')
+    .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold (asked once per key, kept in memory only)')
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--json', 'print one JSON object on stdout; progress lines go to stderr')
     .action(async (o: DeployFlags) => {
       const [{ runDeploy }, { parseSerial }, render] = await Promise.all([import('../engine/run.js'), import('../engine/roll.js'), import('./deploy-render.js')]);
       const serial = parseSerial(o.serial);
+      const options = {
+        inventoryFile: o.inventory,
+        playbookFile: o.playbook,
+        limit: o.limit,
+        concurrency: o.concurrency,
+        acceptNewHostKeys: !!o.acceptNewHostKeys,
+        check: !!o.check,
+        diff: !!o.diff,
+        serial,
+        maxFailPercent: o.maxFailPercent,
+        repointKubeconfigs: !!o.repointKubeconfigs,
+        verifyTimeoutMs: o.verifyTimeout,
+        waitLockMs: o.waitLock,
+      };
+      if (o.askPass) await askPassphrases(options);
       const renderer = await render.chooseRenderer(!!o.json);
       const control = new AbortController();
       let signals = 0;
@@ -95,24 +119,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
       process.on('SIGTERM', onSignal);
       let report: DeployReport;
       try {
-        report = await runDeploy(
-          {
-            inventoryFile: o.inventory,
-            playbookFile: o.playbook,
-            limit: o.limit,
-            concurrency: o.concurrency,
-            acceptNewHostKeys: !!o.acceptNewHostKeys,
-            check: !!o.check,
-            diff: !!o.diff,
-            serial,
-            maxFailPercent: o.maxFailPercent,
-            repointKubeconfigs: !!o.repointKubeconfigs,
-            verifyTimeoutMs: o.verifyTimeout,
-            waitLockMs: o.waitLock,
-          },
-          renderer.emit,
-          { signal: control.signal },
-        );
+        report = await runDeploy(options, renderer.emit, { signal: control.signal });
       } finally {
         await renderer.stop();
         process.off('SIGINT', onSignal);

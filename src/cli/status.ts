@@ -15,12 +15,15 @@ export function statusCommand(setExit: (code: number) => void): Command {
       return Number(v);
     }, 64)
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
+    .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold')
     .option('--json', 'JSON on stdout')
-    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; playbook?: string; json?: boolean }) => {
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; playbook?: string; json?: boolean; askPass?: boolean }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { clusterStatus } = await import('../engine/status.js');
+      if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
       const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, playbookFile: o.playbook });
       const ok = s.healthy === s.nodes.length;
+      for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${w}\n`);
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
       else process.stdout.write(renderStatus(s));
       if (!ok) setExit(ExitCode.hosts);
@@ -44,6 +47,11 @@ function driftCell(n: NodeStatus): string {
   return off.map(([k, d]) => (d === 'unknown' ? colour.dim(`${k}?`) : colour.yellow(`${k} ${d}`))).join(', ');
 }
 
+/** The address dialed, and the bastion(s) in front of it. */
+function addressCell(n: NodeStatus): string {
+  return n.via ? `${n.address} ${colour.dim(`via ${n.via}`)}` : n.address;
+}
+
 /** What runs, and what the inventory asks when that differs (auto is satisfied by either). */
 function implCell(n: NodeStatus): string {
   if (n.wanted === 'auto') return `${n.impl} (auto)`;
@@ -53,11 +61,12 @@ function implCell(n: NodeStatus): string {
 export function renderStatus(s: ClusterStatus): string {
   const masters = Object.keys(s.masters);
   const rows = [
-    ['NODE', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
+    ['NODE', 'ADDRESS', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
     ...s.nodes.map((n) =>
       n.reachable
         ? [
             n.healthy ? good(n.name) : bad(n.name),
+            addressCell(n),
             implCell(n),
             n.service === 'active (running)' ? good(n.service) : bad(n.service ?? '?'),
             n.since ?? '',
@@ -66,7 +75,7 @@ export function renderStatus(s: ClusterStatus): string {
             n.listening ? good('up') : bad('down'),
             ...masters.map((m) => reachCell(n, m)),
           ]
-        : [bad(n.name), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
+        : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
     ),
   ];
   const lines = [table(rows), ''];

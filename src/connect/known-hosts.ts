@@ -4,8 +4,19 @@
  * patterns, `!` negation and the `@revoked` marker. Pure: no I/O.
  */
 import { createHash, createHmac } from 'node:crypto';
+import { certificateProblem, isCertificate, parseHostCertificate, type HostCertificate } from './host-cert.js';
+
+/** What ssh2 can negotiate once taught (ssh2-certs.ts): listed here so this module stays pure. */
+export const CERT_HOST_KEY_ALGORITHMS = [
+  'ssh-ed25519-cert-v01@openssh.com',
+  'ecdsa-sha2-nistp256-cert-v01@openssh.com',
+  'ecdsa-sha2-nistp384-cert-v01@openssh.com',
+  'ecdsa-sha2-nistp521-cert-v01@openssh.com',
+];
 
 export interface KnownHostEntry {
+  /** The file it came from ('' when parsed from text alone). */
+  file: string;
   line: number;
   marker?: '@revoked' | '@cert-authority';
   patterns: string;
@@ -17,9 +28,11 @@ export type HostKeyCheck =
   | { status: 'match'; entry: KnownHostEntry }
   | { status: 'unknown' }
   | { status: 'revoked'; entry: KnownHostEntry }
-  | { status: 'mismatch'; expected: KnownHostEntry[] };
+  | { status: 'mismatch'; expected: KnownHostEntry[] }
+  /** A host certificate that no trusted CA vouches for (or is expired, or names other hosts), and no plain key line either. */
+  | { status: 'cert-invalid'; reason: string };
 
-export function parseKnownHosts(text: string): KnownHostEntry[] {
+export function parseKnownHosts(text: string, file = ''): KnownHostEntry[] {
   const entries: KnownHostEntry[] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
@@ -29,7 +42,7 @@ export function parseKnownHosts(text: string): KnownHostEntry[] {
     if (fields[0] === '@revoked' || fields[0] === '@cert-authority') marker = fields.shift() as KnownHostEntry['marker'];
     const [patterns, keyType, b64] = fields;
     if (!patterns || !keyType || !b64) return;
-    entries.push({ line: i + 1, marker, patterns, keyType, key: Buffer.from(b64, 'base64') });
+    entries.push({ file, line: i + 1, marker, patterns, keyType, key: Buffer.from(b64, 'base64') });
   });
   return entries;
 }
@@ -84,7 +97,38 @@ export function fingerprint(blob: Buffer): string {
   return 'SHA256:' + createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
 }
 
-export function checkHostKey(entries: KnownHostEntry[], host: string, port: number, presented: Buffer): HostKeyCheck {
+/**
+ * Check what a host presented: a plain key against its known_hosts lines, a certificate against
+ * the `@cert-authority` lines for the host (falling back to its plain key, as OpenSSH does).
+ */
+export function checkHostKey(entries: KnownHostEntry[], host: string, port: number, presented: Buffer, now: Date = new Date()): HostKeyCheck {
+  if (!isCertificate(presented)) return checkPlainKey(entries, host, port, presented);
+  let cert: HostCertificate;
+  try {
+    cert = parseHostCertificate(presented);
+  } catch (e) {
+    return { status: 'cert-invalid', reason: `malformed certificate: ${(e as Error).message}` };
+  }
+  const forHost = entries.filter((e) => entryMatches(e.patterns, host, port));
+  const revoked = forHost.find((e) => e.marker === '@revoked' && (e.key.equals(cert.publicKey) || e.key.equals(cert.signatureKey)));
+  if (revoked) return { status: 'revoked', entry: revoked };
+  const plain = checkPlainKey(entries, host, port, cert.publicKey);
+  const ca = forHost.find((e) => e.marker === '@cert-authority' && e.key.equals(cert.signatureKey));
+  if (!ca) {
+    if (plain.status !== 'unknown' || !forHost.some((e) => e.marker === '@cert-authority')) return plain;
+    return { status: 'cert-invalid', reason: `its CA (${keyTypeOf(cert.signatureKey)} ${fingerprint(cert.signatureKey)}) is not a @cert-authority for ${hostKeyName(host, port)}` };
+  }
+  const problem = certificateProblem(cert, host, now);
+  if (!problem) return { status: 'match', entry: ca };
+  return plain.status === 'match' ? plain : { status: 'cert-invalid', reason: problem };
+}
+
+/** The plain public key of what a host presented (a certificate's certified key). */
+export function plainKeyOf(presented: Buffer): Buffer {
+  return isCertificate(presented) ? parseHostCertificate(presented).publicKey : presented;
+}
+
+function checkPlainKey(entries: KnownHostEntry[], host: string, port: number, presented: Buffer): HostKeyCheck {
   const forHost = entries.filter((e) => e.marker !== '@cert-authority' && entryMatches(e.patterns, host, port));
   const revoked = forHost.find((e) => e.marker === '@revoked' && e.key.equals(presented));
   if (revoked) return { status: 'revoked', entry: revoked };
@@ -99,9 +143,15 @@ export function checkHostKey(entries: KnownHostEntry[], host: string, port: numb
   return plain.length ? { status: 'mismatch', expected: plain } : { status: 'unknown' };
 }
 
-/** Host key algorithms to offer first, so a host presents a key we know. */
-export function knownKeyTypes(entries: KnownHostEntry[], host: string, port: number): string[] {
+/**
+ * Host key algorithms to offer first, so a host presents a key we know: certificates when a CA
+ * is trusted for the host (and ssh2 can take them), then the types of its known plain keys.
+ */
+export function preferredHostKeyTypes(entries: KnownHostEntry[], host: string, port: number, certificates = false): string[] {
   const types = new Set<string>();
+  if (certificates && entries.some((e) => e.marker === '@cert-authority' && entryMatches(e.patterns, host, port))) {
+    CERT_HOST_KEY_ALGORITHMS.forEach((t) => types.add(t));
+  }
   for (const e of entries) {
     if (e.marker || !entryMatches(e.patterns, host, port)) continue;
     if (e.keyType === 'ssh-rsa') ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'].forEach((t) => types.add(t));

@@ -5,20 +5,26 @@
  * `accept-new` records keys never seen before (and only those), `no` is an
  * explicit opt-out.
  */
+// First: ssh2 must learn host certificates before it loads.
+import { hostCertificates } from './ssh2-certs.js';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Readable, type Duplex } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { Duplex, Readable } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
 import { CommandError, ConnectError } from '../errors.js';
 import type { Connection } from './connection.js';
 import { quote } from '../util/quote.js';
+import { formatHostPort } from '../util/hostport.js';
+import { planKeys } from './keys.js';
 import {
   checkHostKey,
   fingerprint,
   keyTypeOf,
   knownHostsLine,
-  knownKeyTypes,
+  plainKeyOf,
+  preferredHostKeyTypes,
   parseKnownHosts,
   type HostKeyCheck,
 } from './known-hosts.js';
@@ -26,18 +32,36 @@ import {
 export type StrictHostKeyChecking = 'yes' | 'accept-new' | 'no';
 
 export interface SshTarget {
-  /** The host's name in the inventory, used in every message. */
+  /** The host's name in the inventory (or `bastion user@host`), used in every message. */
   name: string;
+  /** The address dialed. */
   address: string;
+  /** Where the address came from: `inventory`, `HostName at FILE:LINE`, `name`... */
+  addressFrom?: string;
   port: number;
   user: string;
-  /** Private key file; without one, ssh-agent (SSH_AUTH_SOCK) is tried. */
+  /** A private key that must exist (the inventory's ssh.identityFile). */
   identityFile?: string;
-  knownHostsFile: string;
+  /** More keys, tried in order when they exist (ssh_config's IdentityFile, else OpenSSH's defaults). */
+  identityFiles?: string[];
+  /** ssh_config IdentitiesOnly: offer only the agent keys that are also identity files. */
+  identitiesOnly?: boolean;
+  /** ssh-agent's socket; undefined: $SSH_AUTH_SOCK; null: no agent. */
+  identityAgent?: string | null;
+  /** User known_hosts file(s): the first one is where accept-new records keys. */
+  knownHostsFile: string | string[];
+  /** System-wide known_hosts files, read only (/etc/ssh/ssh_known_hosts). */
+  globalKnownHostsFiles?: string[];
   strictHostKeyChecking: StrictHostKeyChecking;
   connectTimeoutMs?: number;
   /** With accept-new: trust a key never seen before for this session only, without recording it (deploy --check writes nothing). */
   readOnly?: boolean;
+  /** The bastion in front of this host (which may have one in front of it). */
+  jump?: SshTarget;
+  /** ssh_config ProxyCommand, tokens expanded: its stdin/stdout carry the connection. */
+  proxyCommand?: string;
+  /** This target is a bastion: not counted as a node session. */
+  bastion?: boolean;
 }
 
 export interface ExecInput {
@@ -76,8 +100,15 @@ export class SshConnection implements Connection {
     client?.on('close', () => (this.lost ??= new Error('connection closed')));
   }
 
+  /** Called once when the connection ends, whatever the reason. */
+  onLost(fn: () => void): void {
+    const client = this.ssh.connection;
+    if (!client) fn();
+    else client.once('close', fn);
+  }
+
   private lostError(): ConnectError {
-    return new ConnectError(this.target.name, 'unreachable', `connection to ${this.target.address}:${this.target.port} lost: ${this.lost?.message ?? 'no answer'}`);
+    return new ConnectError(this.target.name, 'unreachable', `connection to ${formatHostPort(this.target.address, this.target.port)} lost: ${this.lost?.message ?? 'no answer'}`);
   }
 
   get name(): string {
@@ -88,43 +119,56 @@ export class SshConnection implements Connection {
     return `${this.target.name} (${this.target.user}@${this.target.address})`;
   }
 
+  /** Bastion logins made by this process (each bastion is logged in to once and shared). */
+  static get bastionLogins(): number {
+    return jumps.logins;
+  }
+
+  /** Close bastion connections no node uses any more (at the end of a run: no linger). */
+  static closeIdleBastions(): void {
+    jumps.closeIdle();
+  }
+
   static async open(target: SshTarget): Promise<SshConnection> {
-    const knownHostsPath = expandHome(target.knownHostsFile);
-    const knownText = await fs.readFile(knownHostsPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return '';
-      throw e;
-    });
-    const entries = parseKnownHosts(knownText);
+    const userFiles = ([] as string[]).concat(target.knownHostsFile).map(expandHome);
+    const files = [...userFiles, ...(target.globalKnownHostsFiles ?? []).map(expandHome)];
+    const entries = (await Promise.all(files.map(async (f) => parseKnownHosts(await readIfThere(f), f)))).flat();
     let verdict: HostKeyCheck | undefined;
     let presented: Buffer | undefined;
 
-    let privateKey: string | undefined;
-    if (target.identityFile) {
-      const keyPath = expandHome(target.identityFile);
-      privateKey = await fs.readFile(keyPath, 'utf8').catch((e: NodeJS.ErrnoException) => {
-        throw new ConnectError(target.name, 'auth', `cannot read identity file ${keyPath}: ${e.code ?? e.message}`, {
-          hint: 'set ssh.identityFile in the inventory to a private key that exists',
-        });
+    const keys = await planKeys({
+      name: target.name,
+      identityFile: target.identityFile ? expandHome(target.identityFile) : undefined,
+      identityFiles: target.identityFiles?.map(expandHome),
+      identitiesOnly: target.identitiesOnly,
+      agent: target.identityAgent === undefined ? process.env.SSH_AUTH_SOCK : (target.identityAgent ?? undefined),
+    });
+    const methods = [
+      ...(keys.agent ? [{ type: 'agent' as const, username: target.user, agent: keys.agent }] : []),
+      ...keys.files.map((f) => ({ type: 'publickey' as const, username: target.user, key: f.key })),
+    ];
+    if (!methods.length) {
+      throw new ConnectError(target.name, 'auth', `no key to log in to ${target.user}@${formatHostPort(target.address, target.port)}${keys.skipped.length ? `: ${keys.skipped.join('; ')}` : ''}`, {
+        hint: 'set ssh.identityFile in the inventory, or load a key into ssh-agent (ssh-add)',
       });
     }
 
-    const preferred = knownKeyTypes(entries, target.address, target.port);
+    // Through a bastion or a ProxyCommand: the transport is a stream, not a TCP connection of ours.
+    const route = await openRoute(target);
+    const preferred = preferredHostKeyTypes(entries, target.address, target.port, hostCertificates);
     const ssh = new NodeSSH();
     try {
       await ssh.connect({
         host: target.address,
         port: target.port,
+        sock: route?.sock as never,
         username: target.user,
-        privateKey,
-        // Like OpenSSH: keys from ssh-agent are offered as well as the identity file.
-        agent: process.env.SSH_AUTH_SOCK,
+        authHandler: methods as never,
         readyTimeout: target.connectTimeoutMs ?? 10_000,
         // A node that dies mid-run (or mid-roll) is noticed within about 10 s, not minutes.
         keepaliveInterval: 3_000,
         keepaliveCountMax: 3,
-        algorithms: preferred.length
-          ? { serverHostKey: { prepend: preferred as never[] } as never }
-          : undefined,
+        algorithms: preferred.length ? { serverHostKey: { prepend: preferred as never[] } as never } : undefined,
         hostVerifier: (key: Buffer) => {
           presented = key;
           verdict = checkHostKey(entries, target.address, target.port, key);
@@ -135,16 +179,28 @@ export class SshConnection implements Connection {
       });
     } catch (err) {
       ssh.dispose();
-      throw classifyConnectError(target, knownHostsPath, err, verdict, presented);
+      route?.release();
+      throw classifyConnectError(target, files, err, verdict, presented, keys.skipped, route?.failure());
     }
-    if (verdict?.status === 'unknown' && target.strictHostKeyChecking === 'accept-new' && presented && !target.readOnly) {
+    const knownHostsPath = userFiles[0];
+    if (verdict?.status === 'unknown' && target.strictHostKeyChecking === 'accept-new' && presented && knownHostsPath && !target.readOnly) {
       await fs.mkdir(path.dirname(knownHostsPath), { recursive: true });
-      await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, presented) + '\n', { mode: 0o644 });
+      await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, plainKeyOf(presented)) + '\n', { mode: 0o644 });
     }
-    SshConnection.openNow++;
-    SshConnection.peak = Math.max(SshConnection.peak, SshConnection.openNow);
-    return new SshConnection(target, ssh);
+    if (!target.bastion) {
+      SshConnection.openNow++;
+      SshConnection.peak = Math.max(SshConnection.peak, SshConnection.openNow);
+    }
+    const conn = new SshConnection(target, ssh);
+    conn.releaseRoute = route?.release;
+    conn.notes = keys.notes;
+    return conn;
   }
+
+  /** Gives back the bastion (or ends the ProxyCommand) this connection went through. */
+  private releaseRoute?: () => void;
+  /** What the connection learnt about its keys (a locked key used through the agent...). */
+  notes: string[] = [];
 
   /** True when commands must go through sudo to act as root. */
   get needsSudo(): boolean {
@@ -247,61 +303,233 @@ export class SshConnection implements Connection {
   }
 
   close(): void {
-    if (!this.closed) SshConnection.openNow--;
+    if (!this.closed && !this.target.bastion) SshConnection.openNow--;
+    if (!this.closed) this.releaseRoute?.();
     this.closed = true;
     this.ssh.dispose();
   }
 }
 
+async function readIfThere(file: string): Promise<string> {
+  return fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT' || e.code === 'EACCES') return '';
+    throw e;
+  });
+}
+
+/** Where this host's keys are filed, for messages: user file(s), then the global ones that exist. */
+function knownHostsWhere(files: string[]): string {
+  return files.join(', ');
+}
+
 function classifyConnectError(
   target: SshTarget,
-  knownHostsPath: string,
+  files: string[],
   err: unknown,
   verdict: HostKeyCheck | undefined,
   presented: Buffer | undefined,
+  skippedKeys: string[],
+  routeFailure: string | undefined,
 ): ConnectError {
   const e = err as Error & { code?: string; level?: string };
-  const at = `${target.address}:${target.port}`;
+  const at = `${formatHostPort(target.address, target.port)}`;
+  const firstFile = ([] as string[]).concat(target.knownHostsFile).map(expandHome)[0] ?? '~/.ssh/known_hosts';
   if (verdict && presented && verdict.status !== 'match' && target.strictHostKeyChecking !== 'no') {
-    const fp = fingerprint(presented);
+    let fp: string;
+    try {
+      fp = fingerprint(plainKeyOf(presented));
+    } catch {
+      fp = fingerprint(presented);
+    }
     const type = keyTypeOf(presented);
     if (verdict.status === 'mismatch') {
-      const lines = verdict.expected.map((x) => `${knownHostsPath}:${x.line}`).join(', ');
+      const lines = verdict.expected.map((x) => `${x.file}:${x.line}`).join(', ');
       return new ConnectError(
         target.name,
         'host-key',
         `HOST KEY CHANGED for ${at}: it now presents ${type} ${fp}, which does not match ${lines}. ` +
           'Someone could be intercepting the connection, or the host was reinstalled.',
-        { hint: `if the change is expected, remove the old key with: ssh-keygen -R ${hostArg(target)} -f ${knownHostsPath}` },
+        { hint: `if the change is expected, remove the old key with: ssh-keygen -R ${hostArg(target)} -f ${verdict.expected[0]?.file ?? firstFile}` },
       );
     }
     if (verdict.status === 'revoked') {
-      return new ConnectError(target.name, 'host-key', `host key ${type} ${fp} of ${at} is marked @revoked in ${knownHostsPath}`);
+      return new ConnectError(target.name, 'host-key', `host key ${type} ${fp} of ${at} is marked @revoked in ${verdict.entry.file}:${verdict.entry.line}`);
+    }
+    if (verdict.status === 'cert-invalid') {
+      return new ConnectError(target.name, 'host-key', `host certificate of ${at} (${type}, key ${fp}) is refused: ${verdict.reason}`, {
+        hint: 're-sign the host key with the CA named by @cert-authority for this host, or add the plain host key to known_hosts',
+      });
     }
     return new ConnectError(
       target.name,
       'host-key',
-      `host key of ${at} is not in ${knownHostsPath} (${type} ${fp}); strict host key checking refuses unknown hosts`,
+      `host key of ${at} is not in ${knownHostsWhere(files)} (${type} ${fp}); strict host key checking refuses unknown hosts`,
       { hint: 'check the fingerprint on the host, then add it to known_hosts, or rerun with --accept-new-host-keys' },
     );
   }
   const message = e?.message ?? String(err);
   if (/authentication methods failed/i.test(message) || e?.level === 'client-authentication') {
-    const how = target.identityFile ? `the key ${expandHome(target.identityFile)}` : 'the keys in ssh-agent';
-    return new ConnectError(target.name, 'auth', `authentication failed for ${target.user}@${at} with ${how}`, {
-      hint: `check that the public key is in ~${target.user}/.ssh/authorized_keys on the host, and ssh.user / ssh.identityFile in the inventory`,
-      cause: err,
-    });
+    const tried = [
+      target.identityFile ? `the key ${expandHome(target.identityFile)}` : undefined,
+      ...(target.identityFiles ?? []).map((f) => expandHome(f)).filter((f) => f !== target.identityFile && !skippedKeys.some((x) => x.startsWith(f))),
+    ].filter(Boolean);
+    const how = tried.length ? `with ${tried.join(', ')} and the agent's keys` : 'with the keys in ssh-agent';
+    return new ConnectError(
+      target.name,
+      'auth',
+      `authentication failed for ${target.user}@${at} ${how}${skippedKeys.length ? ` (not tried: ${skippedKeys.join('; ')})` : ''}`,
+      {
+        hint: `check that the public key is in ~${target.user}/.ssh/authorized_keys on the host, and ssh.user / ssh.identityFile in the inventory`,
+        cause: err,
+      },
+    );
   }
-  if (!target.identityFile && !process.env.SSH_AUTH_SOCK && /no (auth|authentication) methods/i.test(message)) {
-    return new ConnectError(target.name, 'auth', `no identity file and no ssh-agent to log in to ${at}`, {
-      hint: 'set ssh.identityFile in the inventory or start ssh-agent',
-    });
-  }
-  const code = e?.code ? ` (${e.code})` : '';
-  return new ConnectError(target.name, 'unreachable', `cannot reach ${at}: ${message}${code}`, { cause: err });
+  if (routeFailure) return new ConnectError(target.name, 'unreachable', `cannot reach ${at}: ${routeFailure}`, { cause: err });
+  const code = e?.code && !message.includes(e.code) ? ` (${e.code})` : '';
+  const via = target.jump ? ` through ${target.jump.name}` : '';
+  return new ConnectError(target.name, 'unreachable', `cannot reach ${at}${via}: ${message}${code}`, { cause: err });
 }
 
 function hostArg(target: SshTarget): string {
   return target.port === 22 ? target.address : `'[${target.address}]:${target.port}'`;
 }
+
+interface Route {
+  sock: Duplex;
+  release: () => void;
+  /** What went wrong on the way (the ProxyCommand's stderr), for the error message. */
+  failure: () => string | undefined;
+}
+
+/** The transport to a host behind a bastion (a channel of the shared bastion connection) or a ProxyCommand. */
+async function openRoute(target: SshTarget): Promise<Route | undefined> {
+  if (target.jump) {
+    const bastion = await jumps.acquire(target.jump).catch((e: ConnectError) => {
+      throw new ConnectError(target.name, e.kind ?? 'unreachable', `cannot reach ${formatHostPort(target.address, target.port)} through ${target.jump!.name}, which failed: ${e.detail ?? e.message}`, {
+        hint: e.hint,
+        cause: e,
+      });
+    });
+    try {
+      // The bastion's own connect may wait minutes for a host that drops packets: bound it like a direct connect.
+      const timeoutMs = target.connectTimeoutMs ?? 10_000;
+      let timer: NodeJS.Timeout | undefined;
+      const channel = bastion.conn.connectFromHost(target.address, target.port);
+      const sock = await Promise.race([
+        channel,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            // A channel that opens after we gave up is closed at once.
+            channel.then((late) => late.destroy(), () => undefined);
+            reject(new Error(`no connection within ${timeoutMs / 1000} s`));
+          }, timeoutMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      return { sock, release: bastion.release, failure: () => undefined };
+    } catch (e) {
+      bastion.release();
+      throw new ConnectError(
+        target.name,
+        'unreachable',
+        `${target.jump.name} cannot open a connection to ${formatHostPort(target.address, target.port)}: ${(e as Error).message}`,
+        { hint: `check from the bastion: ssh ${target.jump.user}@${target.jump.address} nc -zv ${target.address} ${target.port}`, cause: e },
+      );
+    }
+  }
+  if (target.proxyCommand) {
+    const child = spawn('/bin/sh', ['-c', `exec ${target.proxyCommand}`], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let stderr = '';
+    let exit: string | undefined;
+    child.stderr.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-2000)));
+    child.on('exit', (code, signal) => (exit = signal ? `signal ${signal}` : `exit ${code}`));
+    child.on('error', (e) => (exit = e.message));
+    const sock = Duplex.from({ readable: child.stdout, writable: child.stdin });
+    // ssh2 destroys its socket on close; the child's pipes then close and it ends.
+    sock.on('error', () => {});
+    return {
+      sock,
+      release: () => {
+        if (child.exitCode === null) child.kill();
+      },
+      failure: () => (exit ? `ProxyCommand "${target.proxyCommand}" ended (${exit})${stderr.trim() ? `: ${stderr.trim().split('\n').pop()}` : ''}` : undefined),
+    };
+  }
+  return undefined;
+}
+
+/**
+ * One connection per bastion, shared by every host behind it: 200 nodes behind one bastion make
+ * one bastion login, each node a channel of it (direct-tcpip). A bastion that failed is not
+ * tried again for a few seconds, so every node behind it reports the same one failure.
+ */
+class Jumps {
+  logins = 0;
+  private readonly open = new Map<string, { conn: Promise<SshConnection>; users: number; idle?: NodeJS.Timeout; failedAt?: number }>();
+
+  private key(t: SshTarget): string {
+    return `${t.user}@${t.address}:${t.port}${t.proxyCommand ? `|${t.proxyCommand}` : ''}${t.jump ? `<${this.key(t.jump)}` : ''}`;
+  }
+
+  async acquire(bastion: SshTarget): Promise<{ conn: SshConnection; release: () => void }> {
+    const key = this.key(bastion);
+    let slot = this.open.get(key);
+    if (slot?.failedAt !== undefined && Date.now() - slot.failedAt > FAILED_BASTION_MS) {
+      this.open.delete(key);
+      slot = undefined;
+    }
+    if (!slot) {
+      const s: { conn: Promise<SshConnection>; users: number; idle?: NodeJS.Timeout; failedAt?: number } = {
+        users: 0,
+        conn: SshConnection.open(bastion).then(
+          (c) => {
+            this.logins++;
+            c.onLost(() => this.open.get(key) === s && this.open.delete(key));
+            return c;
+          },
+          (e) => {
+            s.failedAt = Date.now();
+            throw e;
+          },
+        ),
+      };
+      slot = s;
+      this.open.set(key, s);
+    }
+    const s = slot;
+    s.users++;
+    clearTimeout(s.idle);
+    let conn: SshConnection;
+    try {
+      conn = await s.conn;
+    } catch (e) {
+      s.users--;
+      throw e;
+    }
+    let released = false;
+    return {
+      conn,
+      release: () => {
+        if (released) return;
+        released = true;
+        if (--s.users > 0) return;
+        // A run that reconnects in batches reuses the bastion: keep it a moment.
+        s.idle = setTimeout(() => this.drop(key, s), BASTION_LINGER_MS);
+        s.idle.unref();
+      },
+    };
+  }
+
+  private drop(key: string, s: { conn: Promise<SshConnection>; users: number }): void {
+    if (s.users > 0) return;
+    if (this.open.get(key) === s) this.open.delete(key);
+    s.conn.then((c) => c.close(), () => {});
+  }
+
+  closeIdle(): void {
+    for (const [key, s] of this.open) if (s.users <= 0) this.drop(key, s);
+  }
+}
+
+const FAILED_BASTION_MS = 5_000;
+const BASTION_LINGER_MS = 2_000;
+const jumps = new Jumps();

@@ -9,7 +9,7 @@ import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
 import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
-import { resolveTarget } from '../connect/targets.js';
+import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
@@ -73,6 +73,8 @@ export interface Setup {
   playbooks: Record<RunImpl, Playbook>;
   nodes: InventoryNode[];
   targets: Map<string, SshTarget>;
+  /** The inventory's warnings, then what resolving SSH settings found (a HostName not used, a Match block ignored). */
+  warnings: string[];
   startedAt: number;
 }
 
@@ -100,12 +102,27 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
     }
     nodes = inv.nodes.filter((n) => options.limit!.includes(n.name));
   }
-  const targets = new Map(
-    nodes
-      .concat(inv.nodes.filter((n) => n.name === inv.build.host))
-      .map((n) => [n.name, { ...resolveTarget(inv, n, { acceptNewHostKeys: options.acceptNewHostKeys }), readOnly: !!options.check }]),
-  );
-  return { options, loaded, playbooks, nodes, targets, startedAt };
+  const resolver = new TargetResolver(inv, { acceptNewHostKeys: options.acceptNewHostKeys });
+  const warnings = [...loaded.warnings];
+  const targets = new Map<string, SshTarget>();
+  for (const n of nodes.concat(inv.nodes.filter((x) => x.name === inv.build.host && !nodes.includes(x)))) {
+    let resolved;
+    try {
+      resolved = resolver.resolve(n);
+    } catch (e) {
+      throw new UsageError(`${options.inventoryFile}: cannot work out how to reach ${n.name}: ${(e as Error).message}`, {
+        hint: 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
+      });
+    }
+    warnings.push(...resolved.warnings);
+    targets.set(n.name, options.check ? readOnly(resolved.target) : resolved.target);
+  }
+  return { options, loaded, playbooks, nodes, targets, warnings, startedAt };
+}
+
+/** --check writes nothing anywhere: not even a new host key, of a node or of a bastion in front of it. */
+function readOnly(t: SshTarget): SshTarget {
+  return { ...t, readOnly: true, jump: t.jump && readOnly(t.jump) };
 }
 
 /** What the inventory asks each node to run; auto starts as nginx until the facts say otherwise. */

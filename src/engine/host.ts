@@ -18,7 +18,7 @@ import { quote } from '../util/quote.js';
 import { LOCK_PROBE, parseLockProbe, takeLock } from './lock.js';
 import { changesOf, factRequest, hasChanges, mergeRequest, planHost, textFiles, verifyStep, type HostPlan } from './plan.js';
 import type { PlaybookStep } from './playbook.js';
-import { finishHost, type HostResult, type StepResult } from './results.js';
+import { dialed, finishHost, type HostResult, type StepResult } from './results.js';
 import {
   applyScript,
   closeJournal,
@@ -84,9 +84,9 @@ export interface Session {
 const notReachedStep = (s: { name: string }): StepResult => ({ name: s.name, status: 'skipped', summary: 'not reached' });
 
 /** A HostResult for a host that could not be worked on at all. */
-function hostFailure(job: Pick<HostJob, 'node' | 'steps'>, status: 'unreachable' | 'failed' | 'locked', error: string, extra: Partial<HostResult> = {}): HostResult {
+function hostFailure(job: Pick<HostJob, 'node' | 'steps' | 'target'>, status: 'unreachable' | 'failed' | 'locked', error: string, extra: Partial<HostResult> = {}): HostResult {
   const summary = status === 'unreachable' ? 'host unreachable' : status === 'locked' ? 'host locked by another run' : 'not reached';
-  return finishHost({ name: job.node.name, address: job.node.address, steps: job.steps.map((s) => ({ ...notReachedStep(s), summary })), status, error, ...extra });
+  return finishHost({ name: job.node.name, ...dialed(job.target), steps: job.steps.map((s) => ({ ...notReachedStep(s), summary })), status, error, ...extra });
 }
 
 function isUnreachable(e: unknown): boolean {
@@ -402,7 +402,7 @@ export function hostResult(p: PlannedHost, out: ApplyOutcome | undefined, extra:
       : undefined;
   return finishHost({
     name: p.job.node.name,
-    address: p.job.node.address,
+    ...dialed(p.job.target),
     steps,
     timings: p.timings,
     status: unreachable ? 'unreachable' : undefined,

@@ -17,7 +17,10 @@ export interface StepResult {
 
 export interface HostResult {
   name: string;
+  /** The address dialed (the inventory's, or ssh_config's HostName). */
   address: string;
+  /** The bastion(s) it was reached through, nearest last: `root@10.0.0.5`. */
+  via?: string;
   status: HostStatus;
   ok: number;
   changed: number;
@@ -70,4 +73,11 @@ export function totals(hosts: HostResult[]): Totals {
   const t: Totals = { ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0, locked: 0 };
   for (const h of hosts) t[h.status]++;
   return t;
+}
+
+/** How a host is reached, for reports: the address dialed and the bastions in front of it. */
+export function dialed(target: { address: string; jump?: { user: string; address: string; port: number; jump?: unknown } }): { address: string; via?: string } {
+  const hops: string[] = [];
+  for (let j = target.jump as typeof target.jump | undefined; j; j = j.jump as typeof target.jump) hops.unshift(`${j.user}@${j.address}${j.port === 22 ? '' : `:${j.port}`}`);
+  return hops.length ? { address: target.address, via: hops.join(' > ') } : { address: target.address };
 }

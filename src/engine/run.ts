@@ -39,7 +39,7 @@ import { controllerIdentity } from './lock.js';
 import { disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
 import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, planRoll } from './roll.js';
-import { finishHost, totals, type HostResult, type Totals } from './results.js';
+import { dialed, finishHost, totals, type HostResult, type Totals } from './results.js';
 import { DEFAULT_VERIFY_TIMEOUT_MS } from './verify.js';
 import type { Journal } from './scripts.js';
 
@@ -74,7 +74,7 @@ export interface RollReport {
 }
 
 export interface HostReport
-  extends Pick<HostResult, 'address' | 'status' | 'ok' | 'changed' | 'failed' | 'steps' | 'error' | 'hint' | 'journal' | 'verified' | 'timings' | 'batch' | 'rollback' | 'recovered' | 'lockedBy'> {
+  extends Pick<HostResult, 'address' | 'via' | 'status' | 'ok' | 'changed' | 'failed' | 'steps' | 'error' | 'hint' | 'journal' | 'verified' | 'timings' | 'batch' | 'rollback' | 'recovered' | 'lockedBy'> {
   config: ReturnType<typeof configState>;
   /** The balancer the node runs after this deploy, and why auto chose it. */
   impl?: NodeImpl;
@@ -99,8 +99,10 @@ export interface DeployReport {
   build: string;
   totals: Totals;
   roll?: RollReport;
-  /** Most SSH connections open at once during the run. */
+  /** Most SSH connections to nodes open at once during the run. */
   peakSessions: number;
+  /** Logins to bastions during the run: one per bastion, whatever the number of nodes behind it. */
+  bastionLogins: number;
   hosts: Record<string, HostReport>;
 }
 
@@ -145,7 +147,7 @@ function notReached(n: NodeRun, why: string): HostResult {
   const steps = n.planned
     ? hostResult(n.planned, undefined).steps.map((s) => (s.status === 'changed' ? { ...s, status: 'skipped' as const, summary: `not applied: ${why}` } : s))
     : n.job.steps.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `not reached: ${why}` }));
-  return { ...finishHost({ name: n.node.name, address: n.node.address, steps, status: 'skipped', error: why }), changed: 0 };
+  return { ...finishHost({ name: n.node.name, ...dialed(n.job.target), steps, status: 'skipped', error: why }), changed: 0 };
 }
 
 export async function runDeploy(options: DeployOptions, emit: Emit, control: RunControl = {}): Promise<DeployReport> {
@@ -158,10 +160,11 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
   const deadlineMs = options.verifyTimeoutMs ?? DEFAULT_VERIFY_TIMEOUT_MS;
   const check = !!options.check;
   const peakBefore = SshConnection.openNow;
+  const bastionsBefore = SshConnection.bastionLogins;
   SshConnection.peak = SshConnection.openNow;
   const stopped = () => !!control.signal?.aborted;
   const stopReason = () => String(control.signal?.reason ?? 'interrupted');
-  emit({ type: 'start', runId, inventoryFile: options.inventoryFile, nodes: setup.nodes.map((n) => n.name), check, warnings: setup.loaded.warnings, concurrency });
+  emit({ type: 'start', runId, inventoryFile: options.inventoryFile, nodes: setup.nodes.map((n) => n.name), check, warnings: setup.warnings, concurrency });
 
   const nodes: NodeRun[] = [];
   const onAbort = () => emit({ type: 'interrupted', signal: stopReason(), inFlight: nodes.filter((n) => n.phase && !n.result).map((n) => ({ name: n.node.name, phase: n.phase! })) });
@@ -245,7 +248,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         const unknown = stepsFor(setup, n.node, { impl: n.impl.impl }).filter((s) => s.type === 'op' && s.op.type === 'file' && !n.planned!.job.steps.some((x) => x.name === s.name) && builds.unknown.length > 0);
         n.result = { ...r, steps: [...r.steps, ...unknown.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `unknown: ${builds.unknown.join(', ')} not built yet (--check builds nothing)` }))] };
       }
-      return report(setup, nodes, { runId, check, builds, stopped: stopped() ? stopReason() : undefined, peakBefore });
+      return report(setup, nodes, { runId, check, builds, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
     }
 
     // 3. Apply at once where no serving balancer is disturbed; 4. roll the rest in batches.
@@ -355,10 +358,11 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       emit({ type: 'phase-done', phase: 'repoint', summary: 'done' });
     }
     for (const n of nodes) if (n.repoint && !n.repoint.changes.length && n.result && n.result.status !== 'skipped') n.result = withRepoint(n.result, { status: 'ok', summary: n.repoint.summary });
-    return report(setup, nodes, { runId, check, builds, roll: rollReport, stopped: stopped() ? stopReason() : undefined, peakBefore });
+    return report(setup, nodes, { runId, check, builds, roll: rollReport, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
   } finally {
     control.signal?.removeEventListener('abort', onAbort);
     for (const n of nodes) if (n.session) closeSession(n.session);
+    SshConnection.closeIdleBastions();
   }
 }
 
@@ -423,7 +427,7 @@ function withRepoint(r: HostResult, step: { status: 'ok' | 'changed' | 'failed' 
 function report(
   setup: Setup,
   nodes: NodeRun[],
-  o: { runId: string; check: boolean; builds: Builds; roll?: RollReport; stopped?: string; peakBefore: number },
+  o: { runId: string; check: boolean; builds: Builds; roll?: RollReport; stopped?: string; peakBefore: number; bastionsBefore: number },
 ): DeployReport {
   const inv = setup.loaded.inventory;
   const results = nodes.map((n) => n.result ?? notReached(n, 'not reached'));
@@ -437,6 +441,7 @@ function report(
     const playbook = setup.playbooks[n.impl.impl];
     hosts[n.node.name] = {
       address: r.address,
+      via: r.via,
       status: r.status,
       ok: r.ok,
       changed: r.changed,
@@ -470,6 +475,7 @@ function report(
     totals: t,
     roll: o.roll,
     peakSessions: SshConnection.peak - o.peakBefore,
+    bastionLogins: SshConnection.bastionLogins - o.bastionsBefore,
     hosts,
   };
 }

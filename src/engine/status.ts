@@ -4,6 +4,7 @@
  * binary's version, the listener, and which apiservers the node reaches,
  * directly and through its own local port. One connection per node, in parallel.
  */
+import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
 import type { Impl, InventoryNode } from '../inventory/schema.js';
 import { isServing } from '../facts/host.js';
@@ -23,6 +24,8 @@ export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
 export interface NodeStatus {
   name: string;
   address: string;
+  /** The bastion(s) it was reached through. */
+  via?: string;
   reachable: boolean;
   error?: string;
   /** The balancer this node runs (the one whose unit is active), else the one it should run. */
@@ -52,6 +55,8 @@ export interface ClusterStatus {
   drifted: number;
   /** For each master: how many nodes reach it directly, and through their local port. */
   masters: Record<string, { direct: number; local: number }>;
+  /** The inventory's warnings and what resolving SSH settings found. */
+  warnings: string[];
   durationMs: number;
 }
 
@@ -80,7 +85,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   try {
     conn = await SshConnection.open(setup.targets.get(node.name)!);
   } catch (e) {
-    return { name: node.name, address: node.address, wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
+    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
   }
   try {
     // Facts, the lock probe and the reach probe need the same connection but not each other: run them at once.
@@ -127,7 +132,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const binary = impl === 'nginx' ? nginxPaths(inv.lb.prefix).binary : kubeLbPaths(inv.kubeLb.prefix).binary;
     return {
       name: node.name,
-      address: node.address,
+      ...dialed(setup.targets.get(node.name)!),
       reachable: true,
       impl,
       wanted,
@@ -143,7 +148,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       healthy: service === 'active (running)' && reach.local.ok > 0,
     };
   } catch (e) {
-    return { name: node.name, address: node.address, wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
+    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
   } finally {
     conn.close();
   }
@@ -156,6 +161,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
   const builds = await cachedArtifacts(setup);
   const known = new Set(Object.keys(builds.artifacts));
   const nodes = await mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known));
+  SshConnection.closeIdleBastions();
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));
   for (const n of nodes) {
     for (const m of n.masters) {
@@ -168,6 +174,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
     healthy: nodes.filter((n) => n.healthy).length,
     drifted: nodes.filter((n) => Object.values(n.drift).some((d) => d !== 'ok')).length,
     masters,
+    warnings: setup.warnings,
     durationMs: Date.now() - setup.startedAt,
   };
 }

@@ -55,7 +55,7 @@ function planned(name: string, o: { serving: boolean; changes: boolean }): Plann
     : { changes: [], notify: [], summary: '/etc/k.conf up to date' };
   const svcPlan: StepPlan = o.changes ? { changes: [{ kind: 'run', command: 'systemctl reload kube-nginx', label: 'reload' }], notify: [], summary: 'reload' } : { changes: [], notify: [], summary: 'kube-nginx running, enabled' };
   const plan: HostPlan = { node: { name, address: '192.0.2.1' }, facts, steps: [{ step: config, plan: cfgPlan }, { step: service, plan: svcPlan }, { step: verify }] };
-  return { job: { node: plan.node, steps: [config, service, verify], base: { artifacts: {}, render: () => '' } } as never, plan, unit: 'kube-nginx', timings: {} };
+  return { job: { node: plan.node, target: { address: '192.0.2.1' }, steps: [config, service, verify], base: { artifacts: {}, render: () => '' } } as never, plan, unit: 'kube-nginx', timings: {} };
 }
 
 describe('planRoll', () => {
@@ -123,6 +123,7 @@ function report(partial: Partial<DeployReport>): DeployReport {
     build: 'nginx from the cache',
     totals: { ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0, locked: 0 },
     peakSessions: 3,
+    bastionLogins: 0,
     hosts: {},
     ...partial,
   };
@@ -223,6 +224,7 @@ describe('status view', () => {
       healthy: 2,
       drifted: 0,
       masters: { m1: { direct: 2, local: 2 } },
+      warnings: [],
       durationMs: 300,
     });
     expect(text).toContain('node-1: a k8s-ha run is working on it: locked by bob@ctl (pid 9) since t, run R2');

@@ -8,7 +8,7 @@ import {
   hostKeyName,
   keyTypeOf,
   knownHostsLine,
-  knownKeyTypes,
+  preferredHostKeyTypes,
   parseKnownHosts,
 } from '../../src/connect/known-hosts.js';
 
@@ -60,6 +60,6 @@ describe('known_hosts', () => {
     expect(keyTypeOf(a.blob)).toBe('ssh-ed25519');
     expect(fingerprint(a.blob)).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
     const entries = parseKnownHosts(`h ssh-rsa AAAA\nh ${a.line}\n`);
-    expect(knownKeyTypes(entries, 'h', 22)).toEqual(['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa', 'ssh-ed25519']);
+    expect(preferredHostKeyTypes(entries, 'h', 22)).toEqual(['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa', 'ssh-ed25519']);
   });
 });

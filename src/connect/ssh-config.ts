@@ -1,0 +1,232 @@
+/**
+ * ssh_config evaluated with OpenSSH's rules (ssh_config(5), readconf.c):
+ *
+ * - files are read in order (the user's ~/.ssh/config, then /etc/ssh/ssh_config), and for each
+ *   setting the FIRST value obtained wins, across all `Host` blocks and files; only settings that
+ *   may repeat (IdentityFile, CertificateFile, ...) collect every value in order;
+ * - a `Host` line applies when one of its patterns matches and none of its `!` patterns does;
+ *   patterns are `*` / `?` globs, compared without regard to case;
+ * - `Include` reads files (globs allowed; relative paths from ~/.ssh, or /etc/ssh in the system
+ *   file), also conditionally inside a Host block;
+ * - `Match` blocks with `all`, `host`, `originalhost`, `user` and `localuser` are evaluated;
+ *   the other criteria (`exec`, `canonical`, `final`, `localnetwork`, `tagged`) are never run:
+ *   such a block is skipped and reported once, never silently.
+ *
+ * A node is looked up by its inventory name and its address: a Host block applies when a pattern
+ * matches either (as `ssh NAME` and `ssh ADDRESS` both would) and no negated pattern matches
+ * either. Pure apart from the injected file reader.
+ */
+import path from 'node:path';
+
+export interface ConfigValue {
+  args: string[];
+  file: string;
+  line: number;
+  /** Order in which values were obtained (across files and includes): for settings that exclude each other. */
+  seq: number;
+}
+
+export interface SshConfigLookup {
+  /** Lower-cased keyword: the first value obtained, or every value for repeatable keywords. */
+  options: Map<string, ConfigValue[]>;
+  /** Blocks that were skipped because they need what k8s-ha does not run, and read errors. */
+  notes: string[];
+}
+
+export interface SshConfigReader {
+  /** The file's text, or undefined when it does not exist. */
+  read(file: string): string | undefined;
+  /** Entry names of a directory (for Include globs); [] when it does not exist. */
+  list(dir: string): string[];
+  home: string;
+  localUser: string;
+}
+
+export interface ConfigFileRef {
+  file: string;
+  /** Relative Include paths are taken from here: ~/.ssh for the user's file, /etc/ssh for the system's. */
+  includeBase: string;
+}
+
+export interface LookupFor {
+  /** The host as named in the inventory. */
+  name: string;
+  /** The inventory's address, when it gives one. */
+  address?: string;
+  /** User already decided (inventory), for Match user. */
+  user?: string;
+  /** The user when neither the inventory nor ssh_config names one (else the local user). */
+  defaultUser?: string;
+}
+
+const REPEATABLE = new Set(['identityfile', 'certificatefile', 'localforward', 'remoteforward', 'dynamicforward', 'sendenv', 'setenv']);
+const MATCH_SUPPORTED = new Set(['all', 'host', 'originalhost', 'user', 'localuser']);
+const MAX_INCLUDE_DEPTH = 16;
+
+/** Split a config line into keyword and arguments: `Key value`, `Key=value`, double quotes group. */
+export function tokenize(line: string): string[] | undefined {
+  const text = line.trim();
+  if (!text || text.startsWith('#')) return undefined;
+  const tokens: string[] = [];
+  let cur = '';
+  let inQuote = false;
+  let started = false;
+  let sawEquals = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inQuote) {
+      if (ch === '"') inQuote = false;
+      else cur += ch;
+      continue;
+    }
+    if (ch === '"') {
+      inQuote = true;
+      started = true;
+      continue;
+    }
+    // `Key=value` and `Key = value`: the first = after the keyword separates like a space.
+    if (/\s/.test(ch) || (ch === '=' && (tokens.length === 0 || (tokens.length === 1 && !started && !sawEquals)))) {
+      if (ch === '=') sawEquals = true;
+      if (started) tokens.push(cur);
+      cur = '';
+      started = false;
+      continue;
+    }
+    if (ch === '#' && !started) break;
+    cur += ch;
+    started = true;
+  }
+  if (started) tokens.push(cur);
+  return tokens.length ? tokens : undefined;
+}
+
+function globRe(pattern: string): RegExp {
+  return new RegExp('^' + pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$', 'i');
+}
+
+/** OpenSSH's pattern list: applies when some positive pattern matches a candidate and no `!` pattern matches any. */
+export function patternListMatches(patterns: string[], candidates: string[]): boolean {
+  let matched = false;
+  for (const p of patterns) {
+    const negated = p.startsWith('!');
+    const re = globRe(negated ? p.slice(1) : p);
+    const hit = candidates.some((c) => re.test(c));
+    if (negated && hit) return false;
+    if (!negated && hit) matched = true;
+  }
+  return matched;
+}
+
+function expandInclude(spec: string, base: string, reader: SshConfigReader): string[] {
+  const full = spec.startsWith('~/') ? path.join(reader.home, spec.slice(2)) : path.isAbsolute(spec) ? spec : path.join(base, spec);
+  const dir = path.dirname(full);
+  const leaf = path.basename(full);
+  if (!/[*?]/.test(leaf)) return [full];
+  if (/[*?]/.test(dir)) return []; // globs in directory names: rare, and reported by the caller as matching nothing
+  const re = globRe(leaf);
+  return reader
+    .list(dir)
+    .filter((n) => re.test(n) && !n.startsWith('.'))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
+export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader: SshConfigReader): SshConfigLookup {
+  const options = new Map<string, ConfigValue[]>();
+  const notes: string[] = [];
+  const names = host.address && host.address !== host.name ? [host.name, host.address] : [host.name];
+  const first = (key: string) => options.get(key)?.[0]?.args[0];
+
+  let seq = 0;
+  const set = (key: string, args: string[], file: string, line: number) => {
+    const value = { args, file, line, seq: seq++ };
+    if (REPEATABLE.has(key)) options.set(key, [...(options.get(key) ?? []), value]);
+    else if (!options.has(key)) options.set(key, [value]);
+  };
+
+  const matchApplies = (args: string[], where: string): boolean => {
+    for (let i = 0; i < args.length; i++) {
+      const criterion = args[i]!.toLowerCase();
+      if (!MATCH_SUPPORTED.has(criterion)) {
+        notes.push(`${where}: "Match ${args.join(' ')}" is ignored: k8s-ha does not evaluate "${args[i]}" (it never runs commands from ssh_config); the block's settings are not applied`);
+        return false;
+      }
+      if (criterion === 'all') continue;
+      const list = args[++i];
+      if (list === undefined) {
+        notes.push(`${where}: "Match ${args.join(' ')}" has no patterns after "${args[i - 1]}": the block is ignored`);
+        return false;
+      }
+      const patterns = list.split(',');
+      const candidates =
+        criterion === 'host'
+          ? [first('hostname') ?? host.address ?? host.name]
+          : criterion === 'originalhost'
+            ? names
+            : criterion === 'user'
+              ? [host.user ?? first('user') ?? host.defaultUser ?? reader.localUser]
+              : [reader.localUser];
+      if (!patternListMatches(patterns, candidates)) return false;
+    }
+    return true;
+  };
+
+  const readFile = (ref: ConfigFileRef, depth: number) => {
+    const text = reader.read(ref.file);
+    if (text === undefined) return;
+    let active = true;
+    text.split('\n').forEach((raw, i) => {
+      const tokens = tokenize(raw);
+      if (!tokens) return;
+      const [keyword, ...args] = tokens as [string, ...string[]];
+      const key = keyword.toLowerCase();
+      const where = `${ref.file}:${i + 1}`;
+      if (key === 'host') {
+        active = patternListMatches(args, names);
+        return;
+      }
+      if (key === 'match') {
+        active = matchApplies(args, where);
+        return;
+      }
+      if (!active) return;
+      if (key === 'include') {
+        if (depth >= MAX_INCLUDE_DEPTH) {
+          notes.push(`${where}: Include nested more than ${MAX_INCLUDE_DEPTH} deep: not followed`);
+          return;
+        }
+        for (const spec of args) {
+          for (const file of expandInclude(spec, ref.includeBase, reader)) readFile({ file, includeBase: ref.includeBase }, depth + 1);
+        }
+        return;
+      }
+      set(key, args, ref.file, i + 1);
+    });
+  };
+
+  for (const ref of files) readFile(ref, 0);
+  return { options, notes };
+}
+
+/** `%h`, `%p`, `%r`, `%n`, `%d`, `%u`, `%%` and a leading `~/`, as OpenSSH expands them in paths and commands. */
+export function expandTokens(text: string, t: { host: string; port: number; user: string; name: string; home: string; localUser: string }): string {
+  const withTokens = text.replace(/%([%hprndu])/g, (_, c: string) => {
+    switch (c) {
+      case 'h':
+        return t.host;
+      case 'p':
+        return String(t.port);
+      case 'r':
+        return t.user;
+      case 'n':
+        return t.name;
+      case 'd':
+        return t.home;
+      case 'u':
+        return t.localUser;
+      default:
+        return '%';
+    }
+  });
+  return withTokens === '~' ? t.home : withTokens.startsWith('~/') ? path.join(t.home, withTokens.slice(2)) : withTokens;
+}
