@@ -13,7 +13,7 @@ import { buildArtifacts, loadSetup } from '../dist/engine/deploy.js';
 import { runDeploy } from '../dist/engine/run.js';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { mapLimit } from '../dist/util/pool.js';
-import { cli, labDown, printTable } from './bench-util.js';
+import { cli, labDown, printTable, settle } from './bench-util.js';
 
 const { values } = parseArgs({
   options: {
@@ -27,24 +27,6 @@ const nodes = Number(values.nodes);
 const concurrency = Number(values.concurrency);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-deploy-'));
 fs.rmdirSync(dir);
-
-/** CPU busy fraction over `ms`, from /proc/stat (the load average counts sleeping container processes here). */
-async function busy(ms) {
-  const read = () => fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);
-  const a = read();
-  await new Promise((r) => setTimeout(r, ms));
-  const b = read();
-  const d = b.map((x, i) => x - a[i]);
-  const total = d.reduce((x, y) => x + y, 0);
-  return total ? 1 - (d[3] + d[4]) / total : 0;
-}
-
-/** Wait (up to 60 s) until the CPUs are at least 80% idle over a second; returns the time waited. */
-async function settle() {
-  const t = performance.now();
-  while ((await busy(1000)) > 0.2 && performance.now() - t < 60_000);
-  return Math.round(performance.now() - t);
-}
 
 /** Run the engine once, sampling the controller's RSS; throws unless every node ends as expected. */
 async function timedDeploy(name, inventoryFile, expectChanged) {

@@ -1,5 +1,6 @@
 // What the benchmark scripts share: run the real CLI and time it, and print a table.
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 
 export const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
 
@@ -24,4 +25,21 @@ export function labDown(dir) {
 export function printTable(rows) {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? '').length)));
   for (const r of rows) console.log(r.map((c, i) => (i === 0 ? String(c).padEnd(widths[i]) : String(c ?? '').padStart(widths[i]))).join('  '));
+}
+
+/** CPU busy fraction over `ms`, from /proc/stat (the load average counts sleeping container processes here). */
+export async function busy(ms) {
+  const read = () => fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);
+  const a = read();
+  await new Promise((r) => setTimeout(r, ms));
+  const d = read().map((x, i) => x - a[i]);
+  const total = d.reduce((x, y) => x + y, 0);
+  return total ? 1 - (d[3] + d[4]) / total : 0;
+}
+
+/** Wait (up to 60 s) until the CPUs are at least 80% idle over a second; returns the time waited. */
+export async function settle() {
+  const t = performance.now();
+  while ((await busy(1000)) > 0.2 && performance.now() - t < 60_000);
+  return Math.round(performance.now() - t);
 }

@@ -28,10 +28,19 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--masters <m>', 'apiserver stand-ins; default 3, or the size of the lab already in --dir', count('--masters'))
     .option('--dir <dir>', 'lab directory: keys, certificates, inventory', '.lab')
     .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
-    .option('--json', 'print only {"inventory","nodes","masters"} as JSON on stdout')
-    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; json?: boolean }) => {
+    .option('--bastion', 'add a bastion host (A.B.0.20) and make the nodes reachable only through it; default: what the lab in --dir has')
+    .option('--keep-direct', 'with --bastion: the nodes stay reachable directly too')
+    .option('--json', 'print only {"inventory","nodes","masters"} (and "bastion" with one) as JSON on stdout')
+    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; json?: boolean }) => {
       const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
-      const ctx = await prepareLabUp({ dir: o.dir, nodes: o.nodes, masters: o.masters, subnet: o.subnet });
+      const ctx = await prepareLabUp({
+        dir: o.dir,
+        nodes: o.nodes,
+        masters: o.masters,
+        subnet: o.subnet,
+        bastion: o.bastion,
+        keepDirect: o.keepDirect,
+      });
       await runSteps(labUpSteps(), ctx, { json: !!o.json });
       if (o.json) {
         process.stdout.write(JSON.stringify(labJson(ctx)) + '\n');
@@ -81,9 +90,15 @@ export function labCommand(setExit: (code: number) => void): Command {
       const s = await labStatus(o.dir);
       const healthy = s.hosts.every((h) => h.ok);
       if (o.json) {
-        process.stdout.write(JSON.stringify({ id: s.state.id, subnet: s.state.subnet, inventory: s.paths.inventory, healthy, hosts: s.hosts }) + '\n');
+        const bastion = s.bastion ? { bastion: s.bastion, bastionInventory: s.paths.bastionInventory, isolated: s.isolated } : {};
+        process.stdout.write(JSON.stringify({ id: s.state.id, subnet: s.state.subnet, inventory: s.paths.inventory, ...bastion, healthy, hosts: s.hosts }) + '\n');
       } else {
         process.stdout.write(`Lab ${s.state.id} in ${rel(s.paths.dir)} (${s.state.subnet})\n`);
+        if (s.bastion) {
+          process.stdout.write(
+            `Bastion ${s.bastion.name} (${s.bastion.address}): nodes reachable ${s.isolated ? 'only through it' : 'through it and directly'}\n`,
+          );
+        }
         process.stdout.write(
           table([
             ['HOST', 'ROLE', 'ADDRESS', 'CONTAINER', 'HEALTH'],
@@ -113,10 +128,19 @@ export function labCommand(setExit: (code: number) => void): Command {
 
 function labJson(ctx: LabUpContext) {
   const plan = ctx.plan!;
+  const bastion = plan.containers.find((c) => c.role === 'bastion');
   return {
     inventory: ctx.paths!.inventory,
     nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: c.address })),
     masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, port: 6443 })),
+    ...(bastion
+      ? {
+          bastion: { name: bastion.service, address: bastion.address },
+          bastionInventory: ctx.paths!.bastionInventory,
+          /** The nodes answer only through the bastion (inventory.yaml goes through it too). */
+          isolated: ctx.options.isolated,
+        }
+      : {}),
   };
 }
 
@@ -136,9 +160,19 @@ function printLabUp(ctx: LabUpContext): void {
     ]),
   );
   const first = ctx.plan!.containers.find((c) => c.role === 'node')!;
-  out.push(`Inventory: ${rel(p.inventory)}`);
-  out.push(
-    `Log in:    ssh -i ${rel(p.identityFile)} -o UserKnownHostsFile=${rel(p.knownHosts)} -o StrictHostKeyChecking=yes root@${first.address}`,
-  );
+  const bastion = ctx.plan!.containers.find((c) => c.role === 'bastion');
+  const direct = `ssh -i ${rel(p.identityFile)} -o UserKnownHostsFile=${rel(p.knownHosts)} -o StrictHostKeyChecking=yes`;
+  if (!bastion) {
+    out.push(`Inventory: ${rel(p.inventory)}`);
+    out.push(`Log in:    ${direct} root@${first.address}`);
+  } else {
+    const isolated = ctx.options.isolated;
+    out.push(`Inventory: ${rel(p.inventory)}${isolated ? ' (through the bastion: the nodes answer nothing else)' : ' (direct)'}`);
+    out.push(`           ${rel(p.bastionInventory)} (through the bastion)`);
+    out.push(`Bastion:   ${bastion.service} ${bastion.address}; host certificate from the lab's SSH CA (${rel(p.certAuthorityKnownHosts)})`);
+    // ssh -J runs a second ssh for the jump and passes it -F, not -i or -o: the lab's ssh_config carries both.
+    out.push(`Log in:    ssh -F ${rel(p.sshConfig)} -J root@${bastion.address} root@${first.address}`);
+    if (!isolated) out.push(`           ${direct} root@${first.address}`);
+  }
   process.stdout.write(out.join('\n') + '\n');
 }

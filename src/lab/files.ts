@@ -3,20 +3,40 @@
  * written before any node boots and strict checking works from the first
  * login), a CA with one serving certificate per stand-in, the tarball for the
  * mirror, and the inventory. Keys and the CA are made once per lab directory.
+ * With a bastion: its host key too, an SSH host CA that signs it, and an
+ * inventory that reaches the nodes through it.
  */
+// Before ssh2 loads, so this process's SSH connections can take host certificates.
+import '../connect/ssh2-certs.js';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import ssh2 from 'ssh2';
 import YAML from 'yaml';
 import { NGINX_SOURCE } from './sources.js';
+import { ensureHostCa, HOST_CA_KEY, bastionSshdConfig } from './host-ca.js';
 import { writeFileAtomic } from './state.js';
-import { APISERVER_PORT, MIRROR_PORT, type LabContainer, type LabPlan } from './topology.js';
+import {
+  APISERVER_PORT,
+  BASTION_HOST_CERT_PATH,
+  BASTION_SSHD_CONF,
+  MIRROR_PORT,
+  type LabContainer,
+  type LabPlan,
+} from './topology.js';
 
 export interface LabPaths {
   dir: string;
   inventory: string;
+  /** Written only when the lab has a bastion: every node through it. */
+  bastionInventory: string;
   knownHosts: string;
+  /** Only `@cert-authority <lab addresses> <host CA key>`: trusts the bastion's certificate, nothing else. */
+  certAuthorityKnownHosts: string;
+  /** The host CA's public key (its private key is beside it, without `.pub`). */
+  hostCaPublicKey: string;
+  /** OpenSSH client settings for the lab, for `ssh -F` (which `ssh -J` passes on to the jump). */
+  sshConfig: string;
   identityFile: string;
   caFile: string;
 }
@@ -26,10 +46,29 @@ export function labPaths(dir: string): LabPaths {
   return {
     dir: abs,
     inventory: path.join(abs, 'inventory.yaml'),
+    bastionInventory: path.join(abs, 'inventory-bastion.yaml'),
     knownHosts: path.join(abs, 'known_hosts'),
+    certAuthorityKnownHosts: path.join(abs, 'known_hosts-cert-authority'),
+    hostCaPublicKey: path.join(abs, 'ssh', `${HOST_CA_KEY}.pub`),
+    sshConfig: path.join(abs, 'ssh_config'),
     identityFile: path.join(abs, 'ssh', 'id_ed25519'),
     caFile: path.join(abs, 'pki', 'ca.crt'),
   };
+}
+
+/** The plan's bastion, if it has one. */
+export function labBastion(plan: LabPlan): LabContainer | undefined {
+  return plan.containers.find((c) => c.role === 'bastion');
+}
+
+/** The `ssh.proxyJump` of an inventory that goes through the lab's bastion. */
+export function bastionJump(bastion: LabContainer): string {
+  return `root@${bastion.address}`;
+}
+
+export interface LabFileOptions {
+  /** The nodes answer only through the bastion: inventory.yaml goes through it too. */
+  isolated?: boolean;
 }
 
 async function missing(file: string): Promise<boolean> {
@@ -42,7 +81,7 @@ function sshKeyPair(comment: string): { private: string; public: string } {
 }
 
 /** Make whatever lab files are missing; leaf certificates follow the plan's addresses. */
-export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string): Promise<LabPaths> {
+export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string, options: LabFileOptions = {}): Promise<LabPaths> {
   const p = labPaths(dir);
   const at = (...parts: string[]) => path.join(p.dir, ...parts);
 
@@ -53,10 +92,11 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
   }
   await writeFileAtomic(at('ssh', 'authorized_keys'), await fsp.readFile(`${p.identityFile}.pub`));
 
-  const nodes = plan.containers.filter((c) => c.role === 'node');
+  // Every SSH host, the bastion included: strict host key checking holds on every hop.
+  const sshHosts = plan.containers.filter((c) => c.role === 'node' || c.role === 'bastion');
   const masters = plan.containers.filter((c) => c.role === 'master');
   const known: string[] = [];
-  for (const n of nodes) {
+  for (const n of sshHosts) {
     const key = at('hosts', n.service, 'ssh_host_ed25519_key');
     if (await missing(key)) {
       const k = sshKeyPair(`root@${n.service}`);
@@ -83,8 +123,43 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
     await fsp.mkdir(path.dirname(served), { recursive: true });
     await fsp.copyFile(tarball, served);
   }
-  await writeFileAtomic(p.inventory, renderLabInventory(plan, p));
+  const bastion = labBastion(plan);
+  if (bastion) {
+    // Mounted as a single file: rewrite it only when it changes, or the running bastion keeps the old inode.
+    const conf = at('hosts', bastion.service, BASTION_SSHD_CONF);
+    const want = bastionSshdConfig(BASTION_HOST_CERT_PATH);
+    if (!fs.existsSync(conf) || (await fsp.readFile(conf, 'utf8')) !== want) await writeFileAtomic(conf, want);
+    await ensureHostCa(plan, bastion, p.dir);
+    await writeFileAtomic(p.bastionInventory, renderLabInventory(plan, p, { proxyJump: bastionJump(bastion) }));
+  } else {
+    // Left by an earlier lab in this folder whose files were deleted in part: they describe no host now.
+    await fsp.rm(p.bastionInventory, { force: true });
+    await fsp.rm(p.certAuthorityKnownHosts, { force: true });
+  }
+  await writeFileAtomic(p.sshConfig, renderLabSshConfig(plan, p));
+  const jump = bastion && options.isolated ? bastionJump(bastion) : undefined;
+  await writeFileAtomic(p.inventory, renderLabInventory(plan, p, { proxyJump: jump }));
   return p;
+}
+
+/**
+ * OpenSSH client settings for the lab. `ssh -J` passes `-F` on to the ssh it
+ * runs for the jump, but not `-i` or `-o`: with this file both hops use the
+ * lab's key and known_hosts under strict checking.
+ */
+export function renderLabSshConfig(plan: LabPlan, p: LabPaths): string {
+  const bastion = labBastion(plan);
+  return [
+    `# OpenSSH client settings for the k8s-ha lab in ${p.dir} (${plan.id}), written by \`k8s-ha lab up\`.`,
+    `# ssh -F ${p.sshConfig} root@<node address>` + (bastion ? `, or through the bastion: ssh -F ${p.sshConfig} -J ${bastionJump(bastion)} root@<node address>` : ''),
+    'Host *',
+    '  User root',
+    `  IdentityFile ${p.identityFile}`,
+    '  IdentitiesOnly yes',
+    `  UserKnownHostsFile ${p.knownHosts}`,
+    '  StrictHostKeyChecking yes',
+    '',
+  ].join('\n');
 }
 
 async function ensureServingCert(
@@ -108,10 +183,21 @@ async function ensureServingCert(
   await writeFileAtomic(stamp, m.address + '\n');
 }
 
-export function renderLabInventory(plan: LabPlan, p: LabPaths): string {
+export interface LabInventoryOptions {
+  /** `[user@]host[:port]` of a bastion every node is reached through. */
+  proxyJump?: string;
+}
+
+export function renderLabInventory(plan: LabPlan, p: LabPaths, options: LabInventoryOptions = {}): string {
   const mirror = plan.containers.find((c) => c.role === 'mirror')!;
   const doc = {
-    ssh: { user: 'root', port: 22, identityFile: p.identityFile, knownHostsFile: p.knownHosts },
+    ssh: {
+      user: 'root',
+      port: 22,
+      identityFile: p.identityFile,
+      knownHostsFile: p.knownHosts,
+      ...(options.proxyJump ? { proxyJump: options.proxyJump } : {}),
+    },
     masters: plan.containers
       .filter((c) => c.role === 'master')
       .map((c) => ({ name: c.service, address: c.address, port: APISERVER_PORT })),
@@ -133,6 +219,7 @@ export function renderLabInventory(plan: LabPlan, p: LabPaths): string {
   );
   return (
     `# Inventory of the k8s-ha lab in ${p.dir} (${plan.id}), written by \`k8s-ha lab up\`.\n` +
+    (options.proxyJump ? `# Every node is reached through the bastion ${options.proxyJump} (its host key is in known_hosts too).\n` : '') +
     '# The same format as any inventory: see README.md, "Inventory reference".\n' +
     yaml
   );

@@ -2,7 +2,7 @@
 import http from 'node:http';
 import { ConnectError } from '../errors.js';
 import { httpsGet } from '../connect/https-probe.js';
-import { SshConnection } from '../connect/ssh.js';
+import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import type { LabPaths } from './files.js';
 import { NGINX_SOURCE } from './sources.js';
 import { APISERVER_PORT, MIRROR_PORT, type LabContainer } from './topology.js';
@@ -18,41 +18,50 @@ export interface HostHealth {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export function nodeTarget(c: LabContainer, p: LabPaths) {
-  return {
+export function nodeTarget(c: LabContainer, p: LabPaths, bastion?: LabContainer): SshTarget {
+  const target: SshTarget = {
     name: c.service,
     address: c.address,
     port: 22,
     user: 'root',
     identityFile: p.identityFile,
     knownHostsFile: p.knownHosts,
-    strictHostKeyChecking: 'yes' as const,
+    strictHostKeyChecking: 'yes',
     connectTimeoutMs: 5000,
   };
+  // Through the bastion the way a deploy goes: one shared bastion login, each node a channel of it.
+  if (bastion) target.jump = { ...nodeTarget(bastion, p), name: `bastion ${bastion.address}`, bastion: true };
+  return target;
 }
 
-/** Log in with the lab key under strict host key checking and wait for systemd to finish booting. */
-export async function waitForNode(c: LabContainer, p: LabPaths, timeoutMs: number): Promise<HostHealth> {
+const BOOTED = 'systemctl is-system-running --wait';
+
+/**
+ * Log in with the lab key under strict host key checking and wait for systemd to finish booting;
+ * through `bastion` when the node is not reachable from here.
+ */
+export async function waitForNode(c: LabContainer, p: LabPaths, timeoutMs: number, bastion?: LabContainer): Promise<HostHealth> {
   const deadline = Date.now() + timeoutMs;
+  const through = bastion ? ` (through the bastion ${bastion.address})` : '';
   let last = 'not tried';
-  while (Date.now() < deadline) {
+  // At least one attempt, however short the time given (`lab status` gives none to wait).
+  do {
     let conn: SshConnection | undefined;
     try {
-      conn = await SshConnection.open(nodeTarget(c, p));
-      const r = await conn.exec('systemctl is-system-running --wait');
-      const state = r.stdout.trim();
-      return { service: c.service, role: c.role, address: c.address, ok: state === 'running', detail: `systemd ${state}` };
+      conn = await SshConnection.open(nodeTarget(c, p, bastion));
+      const state = (await conn.exec(BOOTED)).stdout.trim();
+      return { service: c.service, role: c.role, address: c.address, ok: state === 'running', detail: `systemd ${state}${through}` };
     } catch (e) {
       if (e instanceof ConnectError && e.kind !== 'unreachable') {
         return { service: c.service, role: c.role, address: c.address, ok: false, detail: e.message };
       }
       last = (e as Error).message;
-      await sleep(300);
+      if (Date.now() + 300 < deadline) await sleep(300);
     } finally {
       conn?.close();
     }
-  }
-  return { service: c.service, role: c.role, address: c.address, ok: false, detail: `no SSH login within ${timeoutMs / 1000} s: ${last}` };
+  } while (Date.now() < deadline);
+  return { service: c.service, role: c.role, address: c.address, ok: false, detail: `no SSH login${through} within ${timeoutMs / 1000} s: ${last}` };
 }
 
 export async function probeMaster(c: LabContainer, caPem: string, timeoutMs: number): Promise<HostHealth> {

@@ -10,9 +10,13 @@ import { mapLimit } from '../util/pool.js';
 import { COMPOSE_LAB } from './compose.js';
 import { docker, LAB_DIR_LABEL, LAB_LABEL, LAB_ROLE_LABEL, labContainers, networkExists, networkLabel, usedSubnets } from './docker.js';
 import { ensureEngine, ensureHostLimits, type Say } from './engine.js';
-import { ensureLabFiles, labPaths, type LabPaths } from './files.js';
+import { ensureLabFiles, labBastion, labPaths, type LabPaths } from './files.js';
+import { SshConnection } from '../connect/ssh.js';
 import { probeMaster, probeMirror, waitForNode, type HostHealth } from './health.js';
 import { ensureImages } from './images.js';
+import { applyNodeIsolation } from './isolation.js';
+// Tests isolate and reconnect the nodes of a live lab with it (a fault, like `lab master stop`).
+export { setNodeIsolation } from './isolation.js';
 import { ensureNginxTarball } from './sources.js';
 import {
   checkLabDir,
@@ -41,12 +45,16 @@ export interface LabUpOptions {
   subnet?: string;
   /** `lab prepare`: images and files only, no network or containers. */
   prepareOnly?: boolean;
+  /** Add a bastion and, unless keepDirect, make the nodes reachable only through it. Default: what the lab in dir has. */
+  bastion?: boolean;
+  /** With a bastion: the nodes stay reachable directly too. */
+  keepDirect?: boolean;
 }
 
 const DEFAULT_SIZE = 3;
 
 export interface LabUpContext {
-  options: LabUpOptions & { nodes: number; masters: number };
+  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean };
   id: string;
   existing?: LabState;
   images?: LabImages & { base: string };
@@ -56,6 +64,8 @@ export interface LabUpContext {
   paths?: LabPaths;
   /** What this run changed; empty on a live lab. */
   changes: string[];
+  /** Containers this run created or started: fresh network namespaces, without any route added before. */
+  started?: Set<string>;
   health: HostHealth[];
 }
 
@@ -87,7 +97,22 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
       hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to move it`,
     });
   }
-  const sized = { ...options, nodes: asked.nodes ?? existing?.nodes ?? DEFAULT_SIZE, masters: asked.masters ?? existing?.masters ?? DEFAULT_SIZE };
+  if (asked.keepDirect && !asked.bastion && !existing?.bastion) {
+    throw new UsageError(`--keep-direct keeps the nodes reachable beside a bastion, and ${existing ? `the lab in ${options.dir} has` : 'this lab would have'} none`, {
+      hint: `add --bastion: k8s-ha lab up --dir ${options.dir} --bastion --keep-direct`,
+    });
+  }
+  // Like the size: flags say what to have, no flags keep what the lab has. A bastion can be added to a
+  // live lab (one more container); --bastion alone isolates the nodes, --keep-direct reconnects them.
+  const bastion = !!(asked.bastion || existing?.bastion);
+  const isolated = bastion && !asked.keepDirect && (asked.bastion ? true : !!existing?.isolated);
+  const sized = {
+    ...options,
+    nodes: asked.nodes ?? existing?.nodes ?? DEFAULT_SIZE,
+    masters: asked.masters ?? existing?.masters ?? DEFAULT_SIZE,
+    bastion,
+    isolated,
+  };
   return { options: sized, id: labId(options.dir), existing, changes: [], health: [] };
 }
 
@@ -124,9 +149,19 @@ export function labUpSteps(): Step<LabUpContext>[] {
       run: async (ctx) => {
         const o = ctx.options;
         ctx.subnet = ctx.existing?.subnet ?? o.subnet ?? (o.prepareOnly ? COMPOSE_LAB.subnet : await chooseSubnet());
-        ctx.plan = planLab({ id: ctx.id, nodes: o.nodes, masters: o.masters, subnet: ctx.subnet, dir: path.resolve(o.dir), images: ctx.images! });
-        ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!);
-        return displayPath(ctx.paths.inventory);
+        ctx.plan = planLab({
+          id: ctx.id,
+          nodes: o.nodes,
+          masters: o.masters,
+          subnet: ctx.subnet,
+          dir: path.resolve(o.dir),
+          images: ctx.images!,
+          bastion: o.bastion,
+        });
+        ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!, { isolated: o.isolated });
+        return o.bastion
+          ? `${displayPath(ctx.paths.inventory)}, ${displayPath(ctx.paths.bastionInventory)}, SSH host CA`
+          : displayPath(ctx.paths.inventory);
       },
     },
     {
@@ -147,7 +182,8 @@ export function labUpSteps(): Step<LabUpContext>[] {
             say(what);
           }
         }
-        await ensureHostLimits(ctx.options.nodes, (line) => {
+        // The bastion boots systemd like a node, and takes inotify instances like one.
+        await ensureHostLimits(ctx.options.nodes + (ctx.options.bastion ? 1 : 0), (line) => {
           ctx.changes.push(line);
           say(line);
         });
@@ -167,6 +203,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           });
         }
         const have = new Map((await labContainers(plan.id)).map((c) => [c.name, c]));
+        ctx.started = new Set();
         let created = 0;
         let started = 0;
         let recreated = 0;
@@ -182,11 +219,13 @@ export function labUpSteps(): Step<LabUpContext>[] {
           if (cur?.running) return;
           if (cur) {
             await docker(['start', c.name]);
+            ctx.started!.add(c.name);
             started++;
             return;
           }
           const labels = { [LAB_LABEL]: plan.id, [LAB_DIR_LABEL]: path.resolve(ctx.options.dir), [LAB_ROLE_LABEL]: c.role };
           await docker(['run', '-d', ...dockerRunArgs(plan, c, labels)], { step: `starting ${c.service}` });
+          ctx.started!.add(c.name);
           if (outdated) recreated++;
           else created++;
           say(`started ${c.service} (${c.address})`);
@@ -198,10 +237,29 @@ export function labUpSteps(): Step<LabUpContext>[] {
       },
     },
     {
+      title: 'Nodes reachable from this machine',
+      run: async (ctx, say) => {
+        if (ctx.options.prepareOnly) return 'skipped (prepare only)';
+        const { isolated } = ctx.options;
+        const bastion = labBastion(ctx.plan!);
+        // Every run, not only the first: a node stopped and started has lost its route (see isolation.ts).
+        const changed = await applyNodeIsolation(ctx.plan!, isolated, ctx.started);
+        if (changed.length) {
+          const what = `${isolated ? 'isolated' : 'reconnected'} ${changed.length} node${changed.length === 1 ? '' : 's'} ${isolated ? 'from' : 'to'} this machine`;
+          ctx.changes.push(what);
+          say(what);
+        }
+        if (isolated) return `no: only through the bastion (${bastion!.address})`;
+        return bastion ? `yes, and through the bastion (${bastion.address})` : 'yes';
+      },
+    },
+    {
       title: 'Hosts answer: nodes boot systemd and accept SSH, stand-ins answer /readyz, mirror serves the tarball',
       run: async (ctx) => {
         if (ctx.options.prepareOnly) return 'skipped (prepare only)';
-        ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, bootTimeoutMs(ctx.plan!.containers.length));
+        ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, bootTimeoutMs(ctx.plan!.containers.length), {
+          throughBastion: ctx.options.isolated,
+        });
         const bad = ctx.health.filter((h) => !h.ok);
         if (bad.length) {
           const first = ctx.plan!.containers.find((c) => c.service === bad[0]!.service)!;
@@ -230,6 +288,8 @@ export function labUpSteps(): Step<LabUpContext>[] {
           subnet: ctx.subnet!,
           images: { node: ctx.images!.node, apiserver: ctx.images!.apiserver },
           createdAt: ctx.existing?.createdAt ?? new Date().toISOString(),
+          bastion: o.bastion,
+          isolated: o.isolated,
         };
         if (!o.prepareOnly) await writeState(o.dir, state);
         return o.prepareOnly ? 'not written (prepare only)' : path.join(o.dir, 'lab.json');
@@ -249,27 +309,48 @@ async function chooseSubnet(): Promise<string> {
   return free;
 }
 
+export interface HealthOptions {
+  /**
+   * The nodes do not answer this machine: log in to them through the bastion, as a deploy would.
+   * (Not `docker exec`: that would say nothing of the path a user's deploy takes.)
+   */
+  throughBastion?: boolean;
+}
+
 /** Every lab host, probed the way a user would: SSH + systemd, TLS /readyz, HTTP HEAD. */
-export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: number): Promise<HostHealth[]> {
+export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: number, options: HealthOptions = {}): Promise<HostHealth[]> {
   const caPem = await fsp.readFile(paths.caFile, 'utf8');
   // One deadline for all, from now: a host probed late in the pool does not get less time for its turn.
   const deadline = Date.now() + timeoutMs;
-  const health = await mapLimit(plan.containers, PROBES_AT_ONCE, (c) => {
-    const left = Math.max(Math.min(timeoutMs, 1000), deadline - Date.now());
-    return c.role === 'node' ? waitForNode(c, paths, left) : c.role === 'master' ? probeMaster(c, caPem, left) : probeMirror(c, left);
-  });
-  // A second chance, once: a node whose sshd never accepted a login (seen on heavily loaded machines) gets
-  // its sshd restarted and is probed again for a minute. Anything else stays as it was found.
-  if (timeoutMs < 10_000) return health;
-  return Promise.all(
-    health.map(async (h, i) => {
-      const c = plan.containers[i]!;
-      if (h.ok || c.role !== 'node' || !/no SSH login/.test(h.detail)) return h;
-      await docker(['exec', c.name, 'systemctl', 'restart', 'ssh']).catch(() => undefined);
-      const again = await waitForNode(c, paths, 60_000);
-      return again.ok ? { ...again, detail: `${again.detail} (after restarting its sshd once)` } : again;
-    }),
-  );
+  const bastion = labBastion(plan);
+  if (options.throughBastion && !bastion) throw new Error('checkLabHealth: throughBastion on a lab without a bastion');
+  const through = options.throughBastion ? bastion : undefined;
+  const probe = (c: LabPlan['containers'][number], left: number) =>
+    c.role === 'node'
+      ? waitForNode(c, paths, left, through)
+      : c.role === 'bastion'
+        ? waitForNode(c, paths, left)
+        : c.role === 'master'
+          ? probeMaster(c, caPem, left)
+          : probeMirror(c, left);
+  let health: HostHealth[];
+  try {
+    health = await mapLimit(plan.containers, PROBES_AT_ONCE, (c) => probe(c, Math.max(Math.min(timeoutMs, 1000), deadline - Date.now())));
+    // A second chance, once: a node whose sshd never accepted a login (seen on heavily loaded machines) gets
+    // its sshd restarted and is probed again for a minute. Anything else stays as it was found.
+    if (timeoutMs < 10_000) return health;
+    return await Promise.all(
+      health.map(async (h, i) => {
+        const c = plan.containers[i]!;
+        if (h.ok || (c.role !== 'node' && c.role !== 'bastion') || !/no SSH login/.test(h.detail)) return h;
+        await docker(['exec', c.name, 'systemctl', 'restart', 'ssh']).catch(() => undefined);
+        const next = await probe(c, 60_000);
+        return next.ok ? { ...next, detail: `${next.detail} (after restarting its sshd once)` } : next;
+      }),
+    );
+  } finally {
+    SshConnection.closeIdleBastions();
+  }
 }
 
 // --- down -----------------------------------------------------------------
@@ -313,18 +394,33 @@ export interface LabStatus {
   state: LabState;
   paths: LabPaths;
   hosts: (HostHealth & { container: string })[];
+  bastion?: { name: string; address: string };
+  /** The nodes are reachable only through the bastion (as lab.json records). */
+  isolated: boolean;
 }
 
 export async function labStatus(dir: string): Promise<LabStatus> {
   const state = await readState(dir);
   if (!state) throw new UsageError(`no lab in ${dir}`, { hint: `start one with \`k8s-ha lab up --dir ${dir}\`` });
   const paths = labPaths(dir);
-  const plan = planLab({ id: state.id, nodes: state.nodes, masters: state.masters, subnet: state.subnet, dir: paths.dir, images: state.images });
+  const plan = planLab({
+    id: state.id,
+    nodes: state.nodes,
+    masters: state.masters,
+    subnet: state.subnet,
+    dir: paths.dir,
+    images: state.images,
+    bastion: !!state.bastion,
+  });
   const containers = new Map((await labContainers(state.id)).map((c) => [c.name, c]));
-  const health = await checkLabHealth(plan, paths, 1);
+  const isolated = !!state.bastion && !!state.isolated;
+  const health = await checkLabHealth(plan, paths, 1, { throughBastion: isolated });
+  const bastion = labBastion(plan);
   return {
     state,
     paths,
+    ...(bastion ? { bastion: { name: bastion.service, address: bastion.address } } : {}),
+    isolated,
     hosts: plan.containers.map((c, i) => {
       const ctr = containers.get(c.name);
       const h = health[i]!;

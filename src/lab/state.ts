@@ -23,10 +23,25 @@ export interface LabState {
   subnet: string;
   images: LabImages;
   createdAt: string;
+  /** A bastion host was added (`lab up --bastion`). Absent in labs made before bastions: none. */
+  bastion?: boolean;
+  /** The nodes are reachable only through the bastion (`--bastion` without `--keep-direct`). */
+  isolated?: boolean;
 }
 
 /** Everything the lab writes in its directory; `lab down` removes exactly these. */
-export const LAB_FILES = ['lab.json', 'inventory.yaml', 'known_hosts', 'ssh', 'hosts', 'pki', 'mirror'] as const;
+export const LAB_FILES = [
+  'lab.json',
+  'inventory.yaml',
+  'inventory-bastion.yaml',
+  'known_hosts',
+  'known_hosts-cert-authority',
+  'ssh_config',
+  'ssh',
+  'hosts',
+  'pki',
+  'mirror',
+] as const;
 
 export function labId(dir: string): string {
   const abs = path.resolve(dir);

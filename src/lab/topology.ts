@@ -1,8 +1,9 @@
 /**
  * The lab's topology as plain data: one network, N node containers that boot
- * real systemd, M apiserver stand-ins and one nginx source mirror. `lab up`
- * runs exactly these containers, and docker-compose.test.yml is rendered from
- * the same plan (a unit test keeps the committed file equal to it).
+ * real systemd, M apiserver stand-ins, one nginx source mirror and, with
+ * `--bastion`, one bastion (a node-like systemd+sshd host to jump through).
+ * `lab up` runs exactly these containers, and docker-compose.test.yml is
+ * rendered from the same plan (a unit test keeps the committed file equal to it).
  */
 import path from 'node:path';
 
@@ -11,7 +12,18 @@ export const APISERVER_PORT = 6443;
 export const STANDIN_CONTROL_PORT = 8080;
 export const MIRROR_PORT = 80;
 
-export type LabRole = 'node' | 'master' | 'mirror';
+export type LabRole = 'node' | 'master' | 'mirror' | 'bastion';
+
+/** The bastion's service name and host name. */
+export const BASTION_SERVICE = 'bastion';
+/**
+ * sshd settings only the bastion has (its host certificate), kept in its host
+ * directory and mounted into sshd_config.d: the node image stays the same for
+ * every systemd host, so adding a bastion rebuilds nothing.
+ */
+export const BASTION_SSHD_CONF = 'sshd-bastion.conf';
+/** Where the bastion's host certificate is seen inside it (its host directory is mounted there). */
+export const BASTION_HOST_CERT_PATH = '/etc/k8s-ha-lab/host/ssh_host_ed25519_key-cert.pub';
 
 export interface LabImages {
   node: string;
@@ -28,6 +40,8 @@ export interface LabPlanInput {
   /** The lab directory as the container engine should see it (absolute for `lab up`, relative in the compose file). */
   dir: string;
   images: LabImages;
+  /** Add a bastion host (default: none). */
+  bastion?: boolean;
 }
 
 export interface LabVolume {
@@ -70,11 +84,12 @@ export function parseSubnet16(subnet: string): { a: number; b: number } | string
   return { a, b };
 }
 
-/** Fixed addresses: mirror .0.10, masters .1.(10+i), nodes .2.(10+i). */
+/** Fixed addresses: mirror .0.10, bastion .0.20, masters .1.(10+i), nodes .2.(10+i). */
 export function labAddress(subnet: string, role: LabRole, index: number): string {
   const s = parseSubnet16(subnet);
   if (typeof s === 'string') throw new Error(s);
-  const [third, host] = role === 'mirror' ? [0, 10] : role === 'master' ? [1, 10 + index] : [2, 10 + index];
+  const [third, host] =
+    role === 'mirror' ? [0, 10] : role === 'bastion' ? [0, 20] : role === 'master' ? [1, 10 + index] : [2, 10 + index];
   return `${s.a}.${s.b}.${third}.${host}`;
 }
 
@@ -123,24 +138,28 @@ export function planLab(input: LabPlanInput): LabPlan {
     env: { STANDIN_NAME: 'mirror' },
     command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'mirror', '/srv/mirror'],
   });
-  for (let i = 1; i <= input.nodes; i++) {
-    const service = `node-${i}`;
-    containers.push({
-      service,
-      role: 'node',
-      name: `${input.id}-${service}`,
-      address: labAddress(input.subnet, 'node', i),
-      image: input.images.node,
-      ...structuredClone(SYSTEMD_CONTAINER),
-      volumes: [
-        { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
-        { host: dir('hosts', service), container: '/etc/k8s-ha-lab/host', readOnly: true },
-        { host: dir('ssh', 'authorized_keys'), container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
-      ],
-      env: { container: 'docker' },
-      command: ['/lib/systemd/systemd'],
-    });
-  }
+  // The same image and boot as a node (real systemd, real sshd, its own host key), so a jump
+  // through it meets what a user's bastion runs; only its sshd also presents a host certificate.
+  const sshHost = (service: string, role: 'node' | 'bastion', address: string): LabContainer => ({
+    service,
+    role,
+    name: `${input.id}-${service}`,
+    address,
+    image: input.images.node,
+    ...structuredClone(SYSTEMD_CONTAINER),
+    volumes: [
+      { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
+      { host: dir('hosts', service), container: '/etc/k8s-ha-lab/host', readOnly: true },
+      { host: dir('ssh', 'authorized_keys'), container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      ...(role === 'bastion'
+        ? [{ host: dir('hosts', service, BASTION_SSHD_CONF), container: '/etc/ssh/sshd_config.d/k8s-ha-lab-bastion.conf', readOnly: true }]
+        : []),
+    ],
+    env: { container: 'docker' },
+    command: ['/lib/systemd/systemd'],
+  });
+  if (input.bastion) containers.push(sshHost(BASTION_SERVICE, 'bastion', labAddress(input.subnet, 'bastion', 0)));
+  for (let i = 1; i <= input.nodes; i++) containers.push(sshHost(`node-${i}`, 'node', labAddress(input.subnet, 'node', i)));
   return {
     id: input.id,
     network: { name: input.id, subnet: input.subnet, gateway: `${s.a}.${s.b}.0.1` },

@@ -3,12 +3,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { inject } from 'vitest';
 import { SshConnection, type SshTarget } from '../../src/connect/ssh.js';
+import { run } from '../../src/util/exec.js';
 
 export interface LabInfo {
   dir: string;
   inventory: string;
   nodes: { name: string; address: string }[];
   masters: { name: string; address: string; port: number }[];
+  bastion: { name: string; address: string };
+  /** The same lab's inventory, every node through the bastion. */
+  bastionInventory: string;
 }
 
 declare module 'vitest' {
@@ -56,4 +60,19 @@ let scratch: string | undefined;
 export function scratchDir(): string {
   scratch ??= fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-test-'));
   return scratch;
+}
+
+/** The Docker id of one of the lab's containers (node-1, master-2, bastion...). */
+export async function labContainer(service: string): Promise<string> {
+  const r = await run('docker', ['ps', '-aq', '--filter', `label=io.k8s-ha.lab.dir=${lab().dir}`, '--filter', `name=-${service}$`]);
+  const id = r.stdout.trim();
+  if (!id || id.includes('\n')) throw new Error(`no single lab container named ${service}: "${id}"`);
+  return id;
+}
+
+/** Run a shell command in a lab container as root (not over SSH: for checks while SSH is what is tested). */
+export async function inContainer(service: string, script: string): Promise<string> {
+  const r = await run('docker', ['exec', await labContainer(service), 'sh', '-c', script]);
+  if (r.code !== 0) throw new Error(`${service}: ${script}: exit ${r.code}: ${r.stderr}`);
+  return r.stdout;
 }

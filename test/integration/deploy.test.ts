@@ -10,12 +10,7 @@ import { httpsGet } from '../../src/connect/https-probe.js';
 import { run } from '../../src/util/exec.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant, serviceState, type ServiceState } from '../helpers/deploy.js';
-import { lab, scratchDir, withNode } from '../helpers/lab.js';
-
-async function labContainer(service: string): Promise<string> {
-  const r = await run('docker', ['ps', '-aq', '--filter', `label=io.k8s-ha.lab.dir=${lab().dir}`, '--filter', `name=-${service}$`]);
-  return r.stdout.trim();
-}
+import { lab, labContainer, scratchDir, withNode } from '../helpers/lab.js';
 
 async function states(): Promise<Record<string, ServiceState>> {
   const out: Record<string, ServiceState> = {};

@@ -195,7 +195,7 @@ describe('lab up, again', () => {
     const s = JSON.parse(r.stdout);
     expect(s.healthy).toBe(true);
     expect(s.hosts.map((h: { service: string }) => h.service).sort()).toEqual(
-      [...lab().masters.map((m) => m.name), 'mirror', ...lab().nodes.map((n) => n.name)].sort(),
+      [...lab().masters.map((m) => m.name), 'mirror', 'bastion', ...lab().nodes.map((n) => n.name)].sort(),
     );
   });
 });
