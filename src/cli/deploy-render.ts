@@ -77,6 +77,9 @@ export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
       case 'phase':
         say(colour.bold(`== ${e.title}`));
         break;
+      case 'note':
+        say(`note: ${e.line}`);
+        break;
       case 'phase-done':
         say(`   ${e.summary}`);
         break;
@@ -159,6 +162,7 @@ async function liveRenderer(): Promise<Renderer> {
   const emit = (e: DeployEvent) => {
     tracker.on(e);
     if (e.type === 'start') for (const w of e.warnings) notes.push(`${colour.yellow('warning:')} ${w}`);
+    if (e.type === 'note') notes.push(`note: ${e.line}`);
     if (e.type === 'phase') started.get(e.phase)!.resolve(e.title);
     if (e.type === 'phase-done') finished.get(e.phase)!.resolve(e.summary);
     if (e.type === 'build-output') lines.set('build', e.line);

@@ -57,6 +57,9 @@ export function setPassphrasePrompt(fn: ((keyPath: string) => Promise<string | u
 
 type PublicKeyLike = ParsedKey;
 
+/** Notes already said by this process: one per key, not one per host. */
+const said = new Set<string>();
+
 /** The agent's keys, listed once per socket per run. */
 const agentListings = new Map<string, Promise<PublicKeyLike[]>>();
 
@@ -164,7 +167,9 @@ export async function planKeys(s: KeySources): Promise<KeyPlan> {
     const blob = await publicBlobOf(text, keyPath);
     if (blob) named.push(blob);
     if (inAgent(blob)) {
-      plan.notes.push(`${keyPath} is protected by a passphrase: ssh-agent holds it, so the agent signs with it`);
+      const note = `${keyPath} is protected by a passphrase: ssh-agent holds it, so the agent signs with it`;
+      if (!said.has(note)) plan.notes.push(note);
+      said.add(note);
       continue;
     }
     if (prompt) {

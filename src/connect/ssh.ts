@@ -131,8 +131,11 @@ export class SshConnection implements Connection {
 
   static async open(target: SshTarget): Promise<SshConnection> {
     const userFiles = ([] as string[]).concat(target.knownHostsFile).map(expandHome);
-    const files = [...userFiles, ...(target.globalKnownHostsFiles ?? []).map(expandHome)];
-    const entries = (await Promise.all(files.map(async (f) => parseKnownHosts(await readIfThere(f), f)))).flat();
+    const all = [...userFiles, ...(target.globalKnownHostsFiles ?? []).map(expandHome)];
+    const texts = await Promise.all(all.map(readIfThere));
+    const entries = all.flatMap((f, i) => parseKnownHosts(texts[i] ?? '', f));
+    // Named in messages: the file accept-new writes to, and every other file that exists.
+    const files = all.filter((_, i) => i === 0 || texts[i] !== undefined);
     let verdict: HostKeyCheck | undefined;
     let presented: Buffer | undefined;
 
@@ -193,7 +196,8 @@ export class SshConnection implements Connection {
     }
     const conn = new SshConnection(target, ssh);
     conn.releaseRoute = route?.release;
-    conn.notes = keys.notes;
+    // The bastion's notes (its key, used first) travel with the first node session through it.
+    conn.notes = [...(route?.notes?.splice(0) ?? []), ...keys.notes];
     return conn;
   }
 
@@ -310,16 +314,12 @@ export class SshConnection implements Connection {
   }
 }
 
-async function readIfThere(file: string): Promise<string> {
+/** A known_hosts file's text, or undefined when there is none (or it cannot be read, as ssh skips it). */
+async function readIfThere(file: string): Promise<string | undefined> {
   return fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT' || e.code === 'EACCES') return '';
+    if (e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'EISDIR') return undefined;
     throw e;
   });
-}
-
-/** Where this host's keys are filed, for messages: user file(s), then the global ones that exist. */
-function knownHostsWhere(files: string[]): string {
-  return files.join(', ');
 }
 
 function classifyConnectError(
@@ -363,7 +363,7 @@ function classifyConnectError(
     return new ConnectError(
       target.name,
       'host-key',
-      `host key of ${at} is not in ${knownHostsWhere(files)} (${type} ${fp}); strict host key checking refuses unknown hosts`,
+      `host key of ${at} is not in ${files.join(', ')} (${type} ${fp}); strict host key checking refuses unknown hosts`,
       { hint: 'check the fingerprint on the host, then add it to known_hosts, or rerun with --accept-new-host-keys' },
     );
   }
@@ -396,6 +396,8 @@ function hostArg(target: SshTarget): string {
 
 interface Route {
   sock: Duplex;
+  /** Notes of the bastion connection, not yet said. */
+  notes?: string[];
   release: () => void;
   /** What went wrong on the way (the ProxyCommand's stderr), for the error message. */
   failure: () => string | undefined;
@@ -425,7 +427,7 @@ async function openRoute(target: SshTarget): Promise<Route | undefined> {
           }, timeoutMs);
         }),
       ]).finally(() => clearTimeout(timer));
-      return { sock, release: bastion.release, failure: () => undefined };
+      return { sock, release: bastion.release, failure: () => undefined, notes: bastion.conn.notes };
     } catch (e) {
       bastion.release();
       throw new ConnectError(

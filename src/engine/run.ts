@@ -55,7 +55,9 @@ export type DeployEvent =
   | { type: 'host-done'; result: HostResult }
   | { type: 'batch'; phase: 'roll' | 'repoint'; index: number; total: number; nodes: string[] }
   | { type: 'batch-done'; phase: 'roll' | 'repoint'; index: number; total: number; results: HostResult[]; stopped?: string }
-  | { type: 'interrupted'; signal: string; inFlight: { name: string; phase: HostPhase }[] };
+  | { type: 'interrupted'; signal: string; inFlight: { name: string; phase: HostPhase }[] }
+  /** Said once per run: how a key was used (a locked key signed by ssh-agent...). */
+  | { type: 'note'; line: string };
 
 export type Emit = (e: DeployEvent) => void;
 
@@ -196,6 +198,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       }
       if (s.recovered) n.recovered = s.recovered;
       if (s.pendingJournal) n.pendingJournal = s.pendingJournal;
+      for (const line of s.conn.notes) emit({ type: 'note', line });
       return s;
     };
     const plan = async (n: NodeRun, s: Session) => {

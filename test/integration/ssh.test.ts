@@ -12,7 +12,7 @@ import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { setNodeIsolation } from '../../src/lab/isolation.js';
-import { k8sha } from '../helpers/cli.js';
+import { BIN, k8sha } from '../helpers/cli.js';
 import { deployJson } from '../helpers/deploy.js';
 import { inContainer, lab, nodeTarget, scratchDir } from '../helpers/lab.js';
 
@@ -214,10 +214,33 @@ describe('a passphrase-protected default key', () => {
     for (const h of hosts()) await inContainer(h, "sed -i '/k8s-ha-test-locked/d' /root/.ssh/authorized_keys");
   });
 
-  it('works when ssh-agent holds it (bastion and nodes alike)', async () => {
-    const r = await k8sha(['status', '-i', inv, '--json'], { env: { HOME: home(), SSH_AUTH_SOCK: socket() } });
+  it('works when ssh-agent holds it (bastion and nodes alike), and says so once', async () => {
+    const env = { HOME: home(), SSH_AUTH_SOCK: socket() };
+    const r = await k8sha(['status', '-i', inv, '--json'], { env });
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).nodes.every((n: { healthy: boolean }) => n.healthy)).toBe(true);
+    // --check reaches every node (0: nothing pending, 5: changes pending; 3 would be a node not reached).
+    const check = await k8sha(['deploy', '--check', '-i', inv], { env });
+    expect([0, 5], check.stdout + check.stderr).toContain(check.code);
+    const note = `note: ${keyFile()} is protected by a passphrase: ssh-agent holds it, so the agent signs with it`;
+    expect(check.stdout.split('\n').filter((l) => l === note)).toHaveLength(1);
+  });
+
+  it('with --ask-pass in a terminal: asked once for every node and the bastion, not echoed, and it logs in', async () => {
+    const cmd = `stty cols 120 rows 40; env HOME=${home()} SSH_AUTH_SOCK= ${process.execPath} ${BIN} status -i ${inv} --ask-pass; echo "EXIT=$?"`;
+    const child = spawn('script', ['-qec', cmd, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (b) => (out += b));
+    const closed = new Promise((r) => child.on('close', r));
+    for (let i = 0; i < 200 && !/Enter passphrase for key/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+    child.stdin!.write('lab passphrase\r');
+    await closed;
+    const text = out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    expect(text.match(/Enter passphrase for key/g)).toEqual(['Enter passphrase for key']);
+    expect(text).toContain(`Enter passphrase for key '${keyFile()}':`);
+    expect(text).not.toContain('lab passphrase');
+    expect(text).toMatch(new RegExp(`${lab().nodes.length}/${lab().nodes.length} nodes healthy`));
+    expect(text).toMatch(/EXIT=0/);
   });
 
   it('without the agent: a clear error naming the key and the way out, not "unreachable"', async () => {
