@@ -15,6 +15,8 @@ export const ExitCode = {
   build: 4,
   /** deploy --check: changes are pending (nothing was touched). */
   pending: 5,
+  /** status: nothing is down, but some nodes could not be told (their probes timed out). */
+  unknown: 6,
   /** Stopped by SIGINT or SIGTERM (128 + 2, as shells report Ctrl-C). */
   interrupted: 130,
 } as const;

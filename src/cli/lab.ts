@@ -111,13 +111,15 @@ export function labCommand(setExit: (code: number) => void): Command {
 
   lab
     .command('master')
-    .description('fail or restore an apiserver stand-in: make /readyz red or green, stop/start its container, or freeze/thaw it (a hung host: no answer, no reset)')
+    .description(
+      'fail or restore an apiserver stand-in: make /readyz red or green, crash/recover its apiserver (connections refused, host up), stop/start its container (the host gone), or freeze/thaw it (a hung host: no answer, no reset)',
+    )
     .argument('<name>', 'a master of the lab, e.g. master-1')
-    .argument('<action>', 'ready | unready | stop | start | freeze | thaw')
+    .argument('<action>', 'ready | unready | crash | recover | stop | start | freeze | thaw')
     .option('--dir <dir>', 'lab directory', '.lab')
     .action(async (name: string, action: string, o: { dir: string }) => {
-      if (!['ready', 'unready', 'stop', 'start', 'freeze', 'thaw'].includes(action)) {
-        throw new InvalidArgumentError(`action must be ready, unready, stop, start, freeze or thaw, got "${action}".`);
+      if (!['ready', 'unready', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw'].includes(action)) {
+        throw new InvalidArgumentError(`action must be ready, unready, crash, recover, stop, start, freeze or thaw, got "${action}".`);
       }
       const { controlMaster } = await import('../lab/control.js');
       process.stdout.write((await controlMaster(o.dir, name, action as MasterAction)) + '\n');

@@ -14,19 +14,25 @@ export function statusCommand(setExit: (code: number) => void): Command {
       if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('--concurrency must be a whole number of at least 1.');
       return Number(v);
     }, 64)
+    .option('--probes <n>', 'HTTPS probes running at once, in all (each apiserver gets at most a third of them, at least 4)', (v) => {
+      if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('--probes must be a whole number of at least 1.');
+      return Number(v);
+    })
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold')
     .option('--json', 'JSON on stdout')
-    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; playbook?: string; json?: boolean; askPass?: boolean }) => {
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { clusterStatus } = await import('../engine/status.js');
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
-      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, playbookFile: o.playbook });
+      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook });
       const ok = s.healthy === s.nodes.length;
+      // Something down (on definite evidence) is 3; nothing down but some nodes could not be told is 6.
       for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${w}\n`);
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
       else process.stdout.write(renderStatus(s));
-      if (!ok) setExit(ExitCode.hosts);
+      if (s.down) setExit(ExitCode.hosts);
+      else if (s.unknown) setExit(ExitCode.unknown);
     });
 }
 
@@ -36,7 +42,7 @@ const bad = (t: string) => colour.red(t);
 function reachCell(n: NodeStatus, master: string): string {
   const m = n.masters.find((x) => x.name === master);
   if (!m) return bad('-');
-  const direct = m.direct.status === 200 ? good('ok') : bad(m.direct.status ? String(m.direct.status) : 'down');
+  const direct = m.direct.status === 200 ? good('ok') : m.direct.unknown ? colour.yellow('?') : bad(m.direct.status ? String(m.direct.status) : 'down');
   const local = m.viaLocal > 0 ? good('ok') : colour.dim('-');
   return `${direct}/${local}`;
 }
@@ -65,7 +71,7 @@ export function renderStatus(s: ClusterStatus): string {
     ...s.nodes.map((n) =>
       n.reachable
         ? [
-            n.healthy ? good(n.name) : bad(n.name),
+            n.health === 'healthy' ? good(n.name) : n.health === 'unknown' ? colour.yellow(`${n.name}?`) : bad(n.name),
             addressCell(n),
             implCell(n),
             n.service === 'active (running)' ? good(n.service) : bad(n.service ?? '?'),
@@ -81,6 +87,8 @@ export function renderStatus(s: ClusterStatus): string {
   const lines = [table(rows), ''];
   lines.push(
     `${s.healthy}/${s.nodes.length} nodes healthy` +
+      (s.down ? bad(`, ${s.down} down`) : '') +
+      (s.unknown ? colour.yellow(`, ${s.unknown} unknown (probes timed out twice: could not tell)`) : '') +
       (s.drifted ? `, ${s.drifted} differ from the inventory (k8s-ha deploy --check --diff shows how)` : ', none differs from the inventory') +
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );
@@ -89,8 +97,13 @@ export function renderStatus(s: ClusterStatus): string {
   for (const n of s.nodes.filter((x) => x.unfinished && !x.lockedBy)) {
     lines.push(colour.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): the next deploy verifies its change first and restores the previous files if that fails`));
   }
-  for (const n of s.nodes.filter((x) => x.reachable && !x.healthy)) {
-    lines.push(bad(`${n.name}: ${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`));
+  for (const n of s.nodes.filter((x) => x.reachable && x.health !== 'healthy')) {
+    const line = `${n.name}: ${n.health === 'unknown' ? 'unknown: ' : ''}${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`;
+    lines.push(n.health === 'unknown' ? colour.yellow(line) : bad(line));
+  }
+  for (const m of masters) {
+    const unsure = s.nodes.filter((n) => n.masters.find((x) => x.name === m)?.direct.unknown).length;
+    if (unsure) lines.push(colour.yellow(`${m}: ${unsure} node${unsure === 1 ? '' : 's'} could not tell whether they reach it directly (timed out twice)`));
   }
   return lines.join('\n') + '\n';
 }

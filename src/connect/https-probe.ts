@@ -20,6 +20,15 @@ export interface HttpsProbeOptions {
   /** A context made once with ca/cert/key (tls.createSecureContext): much cheaper than per connection. */
   secureContext?: tls.SecureContext;
   timeoutMs?: number;
+  /** A TLS session from an earlier probe of the same server, to resume instead of a full handshake. */
+  session?: Buffer;
+  /** Called with the session this connection may be resumed with next time. */
+  onSession?: (session: Buffer) => void;
+}
+
+/** The probe ran out of time: says nothing about the server (unlike a refusal or an error status). */
+export class ProbeTimeout extends Error {
+  readonly timedOut = true;
 }
 
 export interface HttpsProbeResult {
@@ -47,7 +56,7 @@ export function httpsGet(
     };
     const timer = setTimeout(() => {
       req?.destroy();
-      done(new Error(`no answer to GET ${opts.path} within ${timeoutMs} ms`));
+      done(new ProbeTimeout(`no answer to GET ${opts.path} within ${timeoutMs} ms`));
     }, timeoutMs);
     let req: ReturnType<typeof https.request> | undefined;
 
@@ -57,12 +66,17 @@ export function httpsGet(
         rejectUnauthorized: !opts.insecureSkipVerify,
         servername: net.isIP(opts.servername) ? undefined : opts.servername,
         checkServerIdentity: (_host, cert) => tls.checkServerIdentity(opts.servername, cert),
+        session: opts.session,
+      };
+      const withSession = (t: tls.TLSSocket) => {
+        if (opts.onSession) t.on('session', (s: Buffer) => opts.onSession!(s));
+        return t;
       };
       req = https.request(
         {
           // With createConnection Node must get no agent at all (agent: false would dial host:443 itself).
           ...(socket
-            ? { createConnection: () => tls.connect({ ...tlsOptions, socket }) }
+            ? { createConnection: () => withSession(tls.connect({ ...tlsOptions, socket })) }
             : { host: (connect as { address: string }).address, port: (connect as { port: number }).port, agent: false, ...tlsOptions }),
           method: 'GET',
           path: opts.path,

@@ -9,14 +9,19 @@ import tls from 'node:tls';
 import { httpsGet, type HttpsProbeOptions } from '../connect/https-probe.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
-import { hostPortOf } from '../util/hostport.js';
+import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { ProbePool } from './probe-pool.js';
+import type { Duplex } from 'node:stream';
 
 export interface MasterReach {
   name: string;
   address: string;
   port: number;
-  /** GET /readyz straight from the node to this master. */
-  direct: { status?: number; error?: string };
+  /**
+   * GET /readyz straight from the node to this master: an HTTP status, a definite error (refused,
+   * TLS...), or `unknown` when every attempt ran out of time (nothing is known).
+   */
+  direct: { status?: number; error?: string; unknown?: string };
   /** Connections through the local port that this master answered with 200. */
   viaLocal: number;
 }
@@ -28,6 +33,8 @@ export interface LocalReach {
   ok: number;
   /** Answered by a certificate that no master of the inventory presents (an old backend?). */
   unknown: number;
+  /** Ran out of time on every attempt: no evidence either way. */
+  timedOut: number;
   errors: string[];
 }
 
@@ -36,6 +43,13 @@ export interface Reach {
   local: LocalReach;
 }
 
+export interface ReachOptions {
+  /** The run's probe pool (bounds, deadlines, retry); without one, every probe at once with `timeoutMs`. */
+  pool?: ProbePool;
+  timeoutMs?: number;
+  /** TLS sessions by server, resumed by the next probe of the same server. */
+  sessions?: Map<string, Buffer>;
+}
 
 // One TLS context per inventory: the CA and client certificate are read and parsed once, not per connection.
 const contexts = new WeakMap<Inventory, { secureContext: tls.SecureContext; verify: boolean }>();
@@ -56,48 +70,53 @@ export function tlsOptions(inv: Inventory, servername: string): Omit<HttpsProbeO
   return { secureContext: c.secureContext, servername, insecureSkipVerify: !c.verify, timeoutMs: 3000 };
 }
 
-const short = (e: unknown) => (e as Error).message.split('\n')[0]!.slice(0, 160);
-
-export async function probeReach(conn: SshConnection, inv: Inventory, timeoutMs = 3000): Promise<Reach> {
-  // Direct and local probes run at once; local answers are matched to masters afterwards.
+export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOptions = {}): Promise<Reach> {
+  const pool = o.pool ?? new ProbePool({ limit: Infinity, perTarget: Infinity, timeoutMs: o.timeoutMs ?? 3000 });
+  const sessions = o.sessions;
+  // Direct and local probes are queued at once; local answers are matched to masters afterwards.
   const { host, port } = hostPortOf(inv.lb.listen);
   // As many connections as masters: least_conn gives each to the backend with the fewest and breaks
   // ties round-robin (as round_robin does anyway), so each backend nginx would use answers one.
   const attempts = Math.max(2, inv.masters.length);
-  const local: LocalReach = { listening: false, attempts, ok: 0, unknown: 0, errors: [] };
+  const local: LocalReach = { listening: false, attempts, ok: 0, unknown: 0, timedOut: 0, errors: [] };
+  const get = (target: string, connect: () => Promise<Duplex>, servername: string) => (timeoutMs: number) =>
+    httpsGet(connect, {
+      path: '/readyz',
+      ...tlsOptions(inv, servername),
+      timeoutMs,
+      session: sessions?.get(target),
+      onSession: sessions ? (s) => sessions.set(target, s) : undefined,
+    });
   const [direct, answers] = await Promise.all([
     Promise.all(
       inv.masters.map(async (m) => {
-        try {
-          const r = await httpsGet(() => conn.connectFromHost(m.address, m.port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? m.address), timeoutMs });
-          return { m, status: r.status, fingerprint: r.fingerprint };
-        } catch (e) {
-          return { m, error: short(e) };
-        }
+        const target = formatHostPort(m.address, m.port);
+        return { m, out: await pool.run(target, get(target, () => conn.connectFromHost(m.address, m.port), inv.tls.serverName ?? m.address)) };
       }),
     ),
-    Promise.all(
-      Array.from({ length: attempts }, async () => {
-        try {
-          return await httpsGet(() => conn.connectFromHost(host, port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? host), timeoutMs });
-        } catch (e) {
-          return { error: short(e) };
-        }
-      }),
-    ),
+    // Each through-the-local-port probe reaches some master: bounded by the pool, not by a master.
+    Promise.all(Array.from({ length: attempts }, () => pool.run(`local ${conn.name}`, get(`local ${inv.lb.listen}`, () => conn.connectFromHost(host, port), inv.tls.serverName ?? host)))),
   ]);
   const fingerprints = new Map<string, string>();
-  const masters: MasterReach[] = direct.map((d) => {
-    if ('fingerprint' in d && d.fingerprint) fingerprints.set(d.fingerprint, d.m.name);
-    return { name: d.m.name, address: d.m.address, port: d.m.port, direct: 'error' in d ? { error: d.error } : { status: d.status }, viaLocal: 0 };
+  const masters: MasterReach[] = direct.map(({ m, out }) => {
+    if (out.kind === 'answer' && out.value.fingerprint) fingerprints.set(out.value.fingerprint, m.name);
+    const d: MasterReach['direct'] =
+      out.kind === 'answer' ? { status: out.value.status } : out.kind === 'failed' ? { error: out.error } : { unknown: `timed out after ${out.timeoutMs / 1000} s (${out.attempts} tries)` };
+    return { name: m.name, address: m.address, port: m.port, direct: d, viaLocal: 0 };
   });
   for (const a of answers) {
-    if ('error' in a && a.error !== undefined) {
+    if (a.kind === 'unknown') {
+      // The connection may have been accepted: a timeout says nothing about the listener.
+      local.timedOut++;
+      local.errors.push(`timed out after ${a.timeoutMs / 1000} s (${a.attempts} tries): ${a.error}`);
+      continue;
+    }
+    if (a.kind === 'failed') {
       if (!/refused/i.test(a.error)) local.listening = true;
       local.errors.push(a.error);
       continue;
     }
-    const r = a as Awaited<ReturnType<typeof httpsGet>>;
+    const r = a.value;
     local.listening = true;
     const who = r.fingerprint ? fingerprints.get(r.fingerprint) : undefined;
     if (!who) local.unknown++;

@@ -17,6 +17,7 @@ import { planOn, type HostJob } from './host.js';
 import { LOCK_PROBE, parseLockProbe } from './lock.js';
 import { factRequest, planHost } from './plan.js';
 import { probeReach, type LocalReach, type MasterReach } from './probe.js';
+import { ProbePool } from './probe-pool.js';
 import type { Journal } from './scripts.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
@@ -47,14 +48,38 @@ export interface NodeStatus {
   unfinished?: Pick<Journal, 'run' | 'by' | 'started' | 'state'>;
   /** Serving: active (running), and an apiserver answered through the local port. */
   healthy: boolean;
+  /**
+   * healthy; down on definite evidence (unreachable, service not running, every probe through the
+   * local port refused or answered with an error); unknown when the probes that could tell ran out
+   * of time (twice) and none answered: no evidence either way.
+   */
+  health: NodeHealth;
+  /** Where the time went on this node. */
+  timings?: { connectMs: number; factsMs: number; probesMs: number };
+}
+
+export type NodeHealth = 'healthy' | 'down' | 'unknown';
+
+/** A node's verdict from what was seen: only definite evidence makes it down. */
+export function nodeHealth(n: Pick<NodeStatus, 'reachable' | 'service' | 'local'>): NodeHealth {
+  if (!n.reachable || n.service !== 'active (running)' || !n.local) return 'down';
+  if (n.local.ok > 0) return 'healthy';
+  return n.local.timedOut > 0 ? 'unknown' : 'down';
 }
 
 export interface ClusterStatus {
   nodes: NodeStatus[];
   healthy: number;
   drifted: number;
+  /** Nodes down on definite evidence, and nodes whose probes could not tell. */
+  down: number;
+  unknown: number;
   /** For each master: how many nodes reach it directly, and through their local port. */
   masters: Record<string, { direct: number; local: number }>;
+  /** How the probes ran: most at once (in all, and against one target), started, retried after a timeout. */
+  probes: { limit: number; perTarget: number; peak: number; peakPerTarget: number; started: number; retried: number };
+  /** Slowest node per phase (connect, facts, probes), in ms. */
+  phases: { connectMs: number; factsMs: number; probesMs: number };
   /** The inventory's warnings and what resolving SSH settings found. */
   warnings: string[];
   durationMs: number;
@@ -74,7 +99,12 @@ function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: 
   return { steps: all.filter((s) => !unknowable.includes(s)), unknowable };
 }
 
-async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, known: Set<string>): Promise<NodeStatus> {
+interface Probing {
+  pool: ProbePool;
+  sessions: Map<string, Buffer>;
+}
+
+async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, known: Set<string>, probing: Probing): Promise<NodeStatus> {
   const inv = setup.loaded.inventory;
   const wanted = initialImpl(setup, node).wanted;
   const first: RunImpl = wanted === 'kube-lb' ? 'kube-lb' : 'nginx';
@@ -82,14 +112,18 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   let { steps, unknowable } = knowableSteps(setup, first, node, known);
   const base = { artifacts: builds.artifacts, render: (t: string) => TEMPLATES[t]!(inv) };
   let conn: SshConnection;
+  const t0 = Date.now();
   try {
     conn = await SshConnection.open(setup.targets.get(node.name)!);
   } catch (e) {
-    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
+    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false, health: 'down' };
   }
+  const connectMs = Date.now() - t0;
   try {
     // Facts, the lock probe and the reach probe need the same connection but not each other: run them at once.
-    const reachProbe = probeReach(conn, inv);
+    const t1 = Date.now();
+    let probesMs = 0;
+    const reachProbe = probeReach(conn, inv, probing).finally(() => (probesMs = Date.now() - t1));
     reachProbe.catch(() => undefined);
     const lockProbe = conn.execAsRoot(LOCK_PROBE).then((r) => parseLockProbe(r.stdout), () => ({}) as ReturnType<typeof parseLockProbe>);
     const job: HostJob = {
@@ -105,6 +139,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     };
     // Status reads and never takes the lock: planning here changes nothing.
     const p = await planOn({ conn, release: () => undefined }, job);
+    const factsMs = Date.now() - t1;
     const facts = p.plan.facts;
     const serving = (i: RunImpl) => isServing(facts.units[IMPL_UNITS[i]]);
     const installed = (i: RunImpl) => facts.units[IMPL_UNITS[i]]?.loadState === 'loaded';
@@ -130,6 +165,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
     const binary = impl === 'nginx' ? nginxPaths(inv.lb.prefix).binary : kubeLbPaths(inv.kubeLb.prefix).binary;
+    const health = nodeHealth({ reachable: true, service, local: reach.local });
     return {
       name: node.name,
       ...dialed(setup.targets.get(node.name)!),
@@ -145,22 +181,39 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       local: reach.local,
       lockedBy: lock.holder,
       unfinished: lock.journal ? { run: lock.journal.run, by: lock.journal.by, started: lock.journal.started, state: lock.journal.state } : undefined,
-      healthy: service === 'active (running)' && reach.local.ok > 0,
+      healthy: health === 'healthy',
+      health,
+      timings: { connectMs, factsMs, probesMs },
     };
   } catch (e) {
-    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false };
+    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false, health: 'down' };
   } finally {
     conn.close();
   }
 }
 
-export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; playbookFile?: string }): Promise<ClusterStatus> {
+/**
+ * Probe bounds for one status run. Each probe is a TLS handshake over an SSH channel: CPU on this
+ * machine, on the node and on the apiserver. 32 at once keep a 2-core controller busy without
+ * starving the probes' own deadlines; 12 per apiserver keep 500 nodes from queueing 500 handshakes
+ * on one. The first deadline is counted from the probe's start; a timeout is retried once, longer.
+ */
+export const PROBE_BOUNDS = { limit: 32, perTarget: 12, timeoutMs: 3000, retryTimeoutMs: 8000 };
+
+/** The pool's bounds for `probes` at once: each apiserver gets a third of them (at least 4). */
+export function probeBounds(probes: number = PROBE_BOUNDS.limit): typeof PROBE_BOUNDS {
+  return { ...PROBE_BOUNDS, limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)) };
+}
+
+export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string }): Promise<ClusterStatus> {
   const setup = await loadSetup({ ...options, acceptNewHostKeys: false });
   const inv = setup.loaded.inventory;
   // Compare binaries with builds already in the cache; status never builds.
   const builds = await cachedArtifacts(setup);
   const known = new Set(Object.keys(builds.artifacts));
-  const nodes = await mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known));
+  const pool = new ProbePool(probeBounds(options.probes));
+  const probing = { pool, sessions: new Map<string, Buffer>() };
+  const nodes = await mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known, probing));
   SshConnection.closeIdleBastions();
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));
   for (const n of nodes) {
@@ -169,9 +222,14 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
       if (m.viaLocal > 0) masters[m.name]!.local++;
     }
   }
+  const slowest = (k: 'connectMs' | 'factsMs' | 'probesMs') => Math.max(0, ...nodes.map((n) => n.timings?.[k] ?? 0));
   return {
     nodes,
-    healthy: nodes.filter((n) => n.healthy).length,
+    healthy: nodes.filter((n) => n.health === 'healthy').length,
+    down: nodes.filter((n) => n.health === 'down').length,
+    unknown: nodes.filter((n) => n.health === 'unknown').length,
+    probes: { limit: pool.o.limit, perTarget: pool.o.perTarget, peak: pool.peak, peakPerTarget: pool.peakPerTarget, started: pool.started, retried: pool.retried },
+    phases: { connectMs: slowest('connectMs'), factsMs: slowest('factsMs'), probesMs: slowest('probesMs') },
     drifted: nodes.filter((n) => Object.values(n.drift).some((d) => d !== 'ok')).length,
     masters,
     warnings: setup.warnings,

@@ -74,7 +74,7 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
   if (o.checkNewList) {
     // For a few ms after a reload, nginx's old workers still accept on the shared socket with the
     // old list; the loop around this retries until the reload has taken effect or time is up.
-    const reach = await probeReach(conn, inv, timeoutMs);
+    const reach = await probeReach(conn, inv, { timeoutMs });
     const hit = reach.masters.filter((m) => m.viaLocal > 0).map((m) => m.name);
     verified = { state: 'active (running)', status: reach.local.ok ? 200 : 0, backend: hit.join(',') || undefined };
     if (!reach.local.ok) return { ok: false, summary: `no apiserver answered through ${args.listen}: ${reach.local.errors[0] ?? 'no answer'}`, verified };

@@ -5,7 +5,7 @@ import { docker } from './docker.js';
 import { readState } from './state.js';
 import { planLab, STANDIN_CONTROL_PORT, type LabContainer } from './topology.js';
 
-export type MasterAction = 'ready' | 'unready' | 'stop' | 'start' | 'freeze' | 'thaw';
+export type MasterAction = 'ready' | 'unready' | 'crash' | 'recover' | 'stop' | 'start' | 'freeze' | 'thaw';
 
 export async function findMaster(dir: string, name: string): Promise<LabContainer> {
   const state = await readState(dir);
@@ -39,5 +39,7 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
     req.on('error', reject);
     req.end();
   });
+  if (action === 'crash') return `${name} (${m.address}) crashed: nothing listens on :6443 (connections refused), the host stays up`;
+  if (action === 'recover') return `${name} (${m.address}) listens on :6443 again`;
   return `${name} (${m.address}) /readyz now answers ${action === 'ready' ? '200' : '500'}`;
 }

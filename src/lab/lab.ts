@@ -345,7 +345,14 @@ export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: 
         if (h.ok || (c.role !== 'node' && c.role !== 'bastion') || !/no SSH login/.test(h.detail)) return h;
         await docker(['exec', c.name, 'systemctl', 'restart', 'ssh']).catch(() => undefined);
         const next = await probe(c, 60_000);
-        return next.ok ? { ...next, detail: `${next.detail} (after restarting its sshd once)` } : next;
+        if (next.ok) return { ...next, detail: `${next.detail} (after restarting its sshd once)` };
+        if (!/no SSH login/.test(next.detail)) return next;
+        // Last, once: the whole container (a boot that wedged before sshd). A restarted node has lost
+        // the route that keeps it from this machine: put it back before probing through the bastion.
+        await docker(['restart', '-t', '1', c.name]).catch(() => undefined);
+        if (through && c.role === 'node') await applyNodeIsolation({ ...plan, containers: [c] }, true).catch(() => undefined);
+        const last = await probe(c, 60_000);
+        return last.ok ? { ...last, detail: `${last.detail} (after restarting its sshd, then its container, once)` } : last;
       }),
     );
   } finally {

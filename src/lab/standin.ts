@@ -11,6 +11,8 @@
  *                             a long-lived chunked stream of JSON events, one a second
  * control (plain HTTP :8080, reachable on the lab network only):
  *   POST /control/ready | /control/unready   flip /readyz
+ *   POST /control/crash | /control/recover   stop listening on :6443 (connections refused, as when
+ *                                            kube-apiserver is gone and its host is up), and listen again
  *   GET  /control/state                      readiness and open connection counts
  * On SIGTERM it behaves like kube-apiserver: /readyz turns red at once, it keeps
  * serving for STANDIN_SHUTDOWN_DELAY_MS (default 0), then closes everything.
@@ -109,8 +111,14 @@ function serveApiserver(): void {
     } else if (req.method === 'POST' && req.url === '/control/unready') {
       ready = false;
       log('made unready');
+    } else if (req.method === 'POST' && req.url === '/control/crash') {
+      if (api.listening) api.close();
+      for (const s of sockets) s.destroy();
+      log('crashed: not listening on :6443');
+    } else if (req.method === 'POST' && req.url === '/control/recover') {
+      if (!api.listening) api.listen(6443, '0.0.0.0', () => log('recovered: listening on :6443'));
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
-      return reply(404, { error: 'POST /control/ready, POST /control/unready or GET /control/state' });
+      return reply(404, { error: 'POST /control/ready, /control/unready, /control/crash, /control/recover or GET /control/state' });
     }
     reply(200, { name, ready: ready && !shuttingDown, connections: sockets.size, watches: watches.size, requests });
   });

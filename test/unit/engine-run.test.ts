@@ -212,8 +212,9 @@ describe('status view', () => {
       drift: { config: 'ok' as const },
       listening: true,
       masters: [{ name: 'm1', address: '192.0.2.9', port: 6443, direct: { status: 200 }, viaLocal: 1 }],
-      local: { listening: true, attempts: 2, ok: 2, unknown: 0, errors: [] },
+      local: { listening: true, attempts: 2, ok: 2, unknown: 0, timedOut: 0, errors: [] },
       healthy: true,
+      health: 'healthy' as const,
       ...extra,
     });
     const text = renderStatus({
@@ -222,6 +223,10 @@ describe('status view', () => {
         node('node-2', { unfinished: { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state: 'committed' } }),
       ],
       healthy: 2,
+      down: 0,
+      unknown: 0,
+      probes: { limit: 32, perTarget: 12, peak: 4, peakPerTarget: 2, started: 12, retried: 0 },
+      phases: { connectMs: 10, factsMs: 20, probesMs: 30 },
       drifted: 0,
       masters: { m1: { direct: 2, local: 2 } },
       warnings: [],
