@@ -6,8 +6,7 @@
 import readline from 'node:readline';
 import { UsageError } from '../errors.js';
 import { planKeys, setPassphrasePrompt } from '../connect/keys.js';
-import type { SshTarget } from '../connect/ssh.js';
-import { expandHome } from '../connect/ssh.js';
+import { keySourcesOf, type SshTarget } from '../connect/ssh.js';
 
 function readHidden(question: string): Promise<string | undefined> {
   return new Promise((resolve) => {
@@ -38,11 +37,11 @@ export async function unlockKeys(targets: Iterable<SshTarget>): Promise<void> {
   const seen = new Set<string>();
   for (const first of targets) {
     for (let t: SshTarget | undefined = first; t; t = t.jump) {
-      const files = [t.identityFile, ...(t.identityFiles ?? [])].filter((f): f is string => !!f).map(expandHome);
-      const key = JSON.stringify(files);
+      const sources = keySourcesOf(t);
+      const key = JSON.stringify([sources.identityFile, sources.identityFiles]);
       if (seen.has(key)) continue;
       seen.add(key);
-      await planKeys({ name: t.name, identityFile: t.identityFile ? expandHome(t.identityFile) : undefined, identityFiles: files, identitiesOnly: t.identitiesOnly, agent: t.identityAgent === undefined ? process.env.SSH_AUTH_SOCK : (t.identityAgent ?? undefined) });
+      await planKeys(sources);
     }
   }
 }

@@ -6,14 +6,8 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { ExitCode } from '../errors.js';
 import { DURATION, durationMs } from '../util/duration.js';
+import { positive } from './flags.js';
 import type { DeployReport } from '../engine/run.js';
-
-function positive(what: string) {
-  return (v: string) => {
-    if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError(`${what} must be a whole number of at least 1.`);
-    return Number(v);
-  };
-}
 
 function percent(v: string): number {
   if (!/^\d+$/.test(v) || Number(v) > 100) throw new InvalidArgumentError('--max-fail-percent must be a whole number from 0 to 100.');

@@ -1,8 +1,9 @@
 /** `k8s-ha status -i inventory.yaml`: a table in a terminal, JSON for scripts. */
 import { colour } from './colour.js';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { ExitCode } from '../errors.js';
 import type { ClusterStatus, NodeStatus } from '../engine/status.js';
+import { positive } from './flags.js';
 import { table } from './ui.js';
 
 export function statusCommand(setExit: (code: number) => void): Command {
@@ -10,14 +11,8 @@ export function statusCommand(setExit: (code: number) => void): Command {
     .description("each node's balancer (kube-nginx or kube-lb): service state, version, drift from the inventory, and which apiservers it reaches directly and through its local port")
     .requiredOption('-i, --inventory <file>', 'inventory YAML')
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
-    .option('--concurrency <n>', 'nodes probed at once', (v) => {
-      if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('--concurrency must be a whole number of at least 1.');
-      return Number(v);
-    }, 64)
-    .option('--probes <n>', 'HTTPS probes running at once, in all (each apiserver gets at most a third of them, at least 4)', (v) => {
-      if (!/^\d+$/.test(v) || Number(v) < 1) throw new InvalidArgumentError('--probes must be a whole number of at least 1.');
-      return Number(v);
-    })
+    .option('--concurrency <n>', 'nodes probed at once', positive('--concurrency'), 64)
+    .option('--probes <n>', 'HTTPS probes running at once, in all (each apiserver gets at most a third of them, at least 4)', positive('--probes'))
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold')
     .option('--json', 'JSON on stdout')
@@ -27,10 +22,10 @@ export function statusCommand(setExit: (code: number) => void): Command {
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
       const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook });
       const ok = s.healthy === s.nodes.length;
-      // Something down (on definite evidence) is 3; nothing down but some nodes could not be told is 6.
       for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${w}\n`);
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
       else process.stdout.write(renderStatus(s));
+      // Something down (on definite evidence) is 3; nothing down but some nodes could not be told is 6.
       if (s.down) setExit(ExitCode.hosts);
       else if (s.unknown) setExit(ExitCode.unknown);
     });

@@ -4,6 +4,7 @@
  * patterns, `!` negation and the `@revoked` marker. Pure: no I/O.
  */
 import { createHash, createHmac } from 'node:crypto';
+import { patternListMatches } from './ssh-config.js';
 import { certificateProblem, isCertificate, parseHostCertificate, type HostCertificate } from './host-cert.js';
 
 /** What ssh2 can negotiate once taught (ssh2-certs.ts): listed here so this module stays pure. */
@@ -52,19 +53,6 @@ export function hostKeyName(host: string, port: number): string {
   return port === 22 ? host : `[${host}]:${port}`;
 }
 
-function globMatch(pattern: string, name: string): boolean {
-  const re = new RegExp(
-    '^' +
-      pattern
-        .toLowerCase()
-        .replace(/[.+^${}()|[\]\\]/g, '\\$&')
-        .replace(/\*/g, '.*')
-        .replace(/\?/g, '.') +
-      '$',
-  );
-  return re.test(name.toLowerCase());
-}
-
 /** Does an entry's host field name this host? */
 export function entryMatches(patterns: string, host: string, port: number): boolean {
   const name = hostKeyName(host, port);
@@ -75,15 +63,8 @@ export function entryMatches(patterns: string, host: string, port: number): bool
     const mac = createHmac('sha1', Buffer.from(salt, 'base64')).update(name.toLowerCase()).digest('base64');
     return mac === hash;
   }
-  let matched = false;
-  for (const p of patterns.split(',')) {
-    if (p.startsWith('!')) {
-      if (globMatch(p.slice(1), name)) return false;
-    } else if (globMatch(p, name)) {
-      matched = true;
-    }
-  }
-  return matched;
+  // The same pattern lists as ssh_config's Host lines (OpenSSH's match_hostname).
+  return patternListMatches(patterns.split(','), [name]);
 }
 
 /** The key type named inside an SSH public key blob (its first string). */

@@ -17,7 +17,7 @@ import { CommandError, ConnectError } from '../errors.js';
 import type { Connection } from './connection.js';
 import { quote } from '../util/quote.js';
 import { formatHostPort } from '../util/hostport.js';
-import { planKeys } from './keys.js';
+import { planKeys, type KeySources } from './keys.js';
 import {
   checkHostKey,
   fingerprint,
@@ -80,6 +80,17 @@ export function expandHome(p: string): string {
   return p === '~' ? os.homedir() : p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p;
 }
 
+/** The keys a target logs in with, paths expanded, and its agent ($SSH_AUTH_SOCK unless the target says otherwise). */
+export function keySourcesOf(target: SshTarget): KeySources {
+  return {
+    name: target.name,
+    identityFile: target.identityFile ? expandHome(target.identityFile) : undefined,
+    identityFiles: target.identityFiles?.map(expandHome),
+    identitiesOnly: target.identitiesOnly,
+    agent: target.identityAgent === undefined ? process.env.SSH_AUTH_SOCK : (target.identityAgent ?? undefined),
+  };
+}
+
 export class SshConnection implements Connection {
   /** Connections open now and the most open at once in this process: what --concurrency bounds. */
   static openNow = 0;
@@ -139,13 +150,7 @@ export class SshConnection implements Connection {
     let verdict: HostKeyCheck | undefined;
     let presented: Buffer | undefined;
 
-    const keys = await planKeys({
-      name: target.name,
-      identityFile: target.identityFile ? expandHome(target.identityFile) : undefined,
-      identityFiles: target.identityFiles?.map(expandHome),
-      identitiesOnly: target.identitiesOnly,
-      agent: target.identityAgent === undefined ? process.env.SSH_AUTH_SOCK : (target.identityAgent ?? undefined),
-    });
+    const keys = await planKeys(keySourcesOf(target));
     const methods = [
       ...(keys.agent ? [{ type: 'agent' as const, username: target.user, agent: keys.agent }] : []),
       ...keys.files.map((f) => ({ type: 'publickey' as const, username: target.user, key: f.key })),
@@ -332,8 +337,7 @@ function classifyConnectError(
   routeFailure: string | undefined,
 ): ConnectError {
   const e = err as Error & { code?: string; level?: string };
-  const at = `${formatHostPort(target.address, target.port)}`;
-  const firstFile = ([] as string[]).concat(target.knownHostsFile).map(expandHome)[0] ?? '~/.ssh/known_hosts';
+  const at = formatHostPort(target.address, target.port);
   if (verdict && presented && verdict.status !== 'match' && target.strictHostKeyChecking !== 'no') {
     let fp: string;
     try {
@@ -349,7 +353,7 @@ function classifyConnectError(
         'host-key',
         `HOST KEY CHANGED for ${at}: it now presents ${type} ${fp}, which does not match ${lines}. ` +
           'Someone could be intercepting the connection, or the host was reinstalled.',
-        { hint: `if the change is expected, remove the old key with: ssh-keygen -R ${hostArg(target)} -f ${verdict.expected[0]?.file ?? firstFile}` },
+        { hint: `if the change is expected, remove the old key with: ssh-keygen -R ${hostArg(target)} -f ${verdict.expected[0]?.file ?? files[0]}` },
       );
     }
     if (verdict.status === 'revoked') {
@@ -369,9 +373,10 @@ function classifyConnectError(
   }
   const message = e?.message ?? String(err);
   if (/authentication methods failed/i.test(message) || e?.level === 'client-authentication') {
+    const k = keySourcesOf(target);
     const tried = [
-      target.identityFile ? `the key ${expandHome(target.identityFile)}` : undefined,
-      ...(target.identityFiles ?? []).map((f) => expandHome(f)).filter((f) => f !== target.identityFile && !skippedKeys.some((x) => x.startsWith(f))),
+      k.identityFile ? `the key ${k.identityFile}` : undefined,
+      ...(k.identityFiles ?? []).filter((f) => f !== k.identityFile && !skippedKeys.some((x) => x.startsWith(f))),
     ].filter(Boolean);
     const how = tried.length ? `with ${tried.join(', ')} and the agent's keys` : 'with the keys in ssh-agent';
     return new ConnectError(
@@ -464,9 +469,17 @@ async function openRoute(target: SshTarget): Promise<Route | undefined> {
  * one bastion login, each node a channel of it (direct-tcpip). A bastion that failed is not
  * tried again for a few seconds, so every node behind it reports the same one failure.
  */
+/** A bastion connection and the sessions using it. */
+interface JumpSlot {
+  conn: Promise<SshConnection>;
+  users: number;
+  idle?: NodeJS.Timeout;
+  failedAt?: number;
+}
+
 class Jumps {
   logins = 0;
-  private readonly open = new Map<string, { conn: Promise<SshConnection>; users: number; idle?: NodeJS.Timeout; failedAt?: number }>();
+  private readonly open = new Map<string, JumpSlot>();
 
   private key(t: SshTarget): string {
     return `${t.user}@${t.address}:${t.port}${t.proxyCommand ? `|${t.proxyCommand}` : ''}${t.jump ? `<${this.key(t.jump)}` : ''}`;
@@ -480,7 +493,7 @@ class Jumps {
       slot = undefined;
     }
     if (!slot) {
-      const s: { conn: Promise<SshConnection>; users: number; idle?: NodeJS.Timeout; failedAt?: number } = {
+      const s: JumpSlot = {
         users: 0,
         conn: SshConnection.open(bastion).then(
           (c) => {
@@ -521,7 +534,7 @@ class Jumps {
     };
   }
 
-  private drop(key: string, s: { conn: Promise<SshConnection>; users: number }): void {
+  private drop(key: string, s: JumpSlot): void {
     if (s.users > 0) return;
     if (this.open.get(key) === s) this.open.delete(key);
     s.conn.then((c) => c.close(), () => {});

@@ -101,6 +101,13 @@ function strictness(v: string | undefined): StrictHostKeyChecking | undefined {
 
 const at = (v: ConfigValue) => `${v.file}:${v.line}`;
 
+/** ssh_config IdentityAgent: `none` is no agent (null); `SSH_AUTH_SOCK` or `$SSH_AUTH_SOCK` the environment's; else a socket path. */
+function identityAgent(value: string | undefined, t: Parameters<typeof expandTokens>[1]): string | null | undefined {
+  if (value === undefined || value === 'SSH_AUTH_SOCK' || value === '$SSH_AUTH_SOCK') return undefined;
+  if (value.toLowerCase() === 'none') return null;
+  return expandTokens(value, t);
+}
+
 /** Resolves hosts against one set of ssh_config files; one per inventory load. */
 export class TargetResolver {
   private readonly reader: SshConfigReader;
@@ -193,12 +200,11 @@ export class TargetResolver {
     const identityFiles = identityFile || fromConfig.length ? fromConfig : DEFAULT_IDENTITIES.map((p) => expandTokens(p, t));
     let strictness_ = strictness(strict ?? arg('stricthostkeychecking')?.[0]) ?? 'yes';
     if (this.opts.acceptNewHostKeys && strictness_ === 'yes') strictness_ = 'accept-new';
-    const agent = arg('identityagent')?.[0];
     return {
       identityFile: identityFile ? expandTokens(identityFile, t) : undefined,
       identityFiles,
       identitiesOnly: arg('identitiesonly')?.[0]?.toLowerCase() === 'yes',
-      identityAgent: agent === undefined ? process.env.SSH_AUTH_SOCK : agent.toLowerCase() === 'none' ? undefined : agent === 'SSH_AUTH_SOCK' ? process.env.SSH_AUTH_SOCK : expandTokens(agent.replace(/^\$SSH_AUTH_SOCK$/, process.env.SSH_AUTH_SOCK ?? ''), t),
+      identityAgent: identityAgent(arg('identityagent')?.[0], t),
       knownHostsFile: knownHostsFile ? [expandTokens(knownHostsFile, t)] : (arg('userknownhostsfile') ?? USER_KNOWN_HOSTS).map((p) => expandTokens(p, t)),
       globalKnownHostsFiles: (arg('globalknownhostsfile') ?? GLOBAL_KNOWN_HOSTS).map((p) => expandTokens(p, t)),
       strictHostKeyChecking: strictness_,

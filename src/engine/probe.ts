@@ -70,6 +70,8 @@ export function tlsOptions(inv: Inventory, servername: string): Omit<HttpsProbeO
   return { secureContext: c.secureContext, servername, insecureSkipVerify: !c.verify, timeoutMs: 3000 };
 }
 
+const timedOut = (o: { timeoutMs: number; attempts: number }) => `timed out after ${o.timeoutMs / 1000} s (${o.attempts} tries)`;
+
 export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOptions = {}): Promise<Reach> {
   const pool = o.pool ?? new ProbePool({ limit: Infinity, perTarget: Infinity, timeoutMs: o.timeoutMs ?? 3000 });
   const sessions = o.sessions;
@@ -100,15 +102,14 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
   const fingerprints = new Map<string, string>();
   const masters: MasterReach[] = direct.map(({ m, out }) => {
     if (out.kind === 'answer' && out.value.fingerprint) fingerprints.set(out.value.fingerprint, m.name);
-    const d: MasterReach['direct'] =
-      out.kind === 'answer' ? { status: out.value.status } : out.kind === 'failed' ? { error: out.error } : { unknown: `timed out after ${out.timeoutMs / 1000} s (${out.attempts} tries)` };
+    const d: MasterReach['direct'] = out.kind === 'answer' ? { status: out.value.status } : out.kind === 'failed' ? { error: out.error } : { unknown: timedOut(out) };
     return { name: m.name, address: m.address, port: m.port, direct: d, viaLocal: 0 };
   });
   for (const a of answers) {
     if (a.kind === 'unknown') {
       // The connection may have been accepted: a timeout says nothing about the listener.
       local.timedOut++;
-      local.errors.push(`timed out after ${a.timeoutMs / 1000} s (${a.attempts} tries): ${a.error}`);
+      local.errors.push(`${timedOut(a)}: ${a.error}`);
       continue;
     }
     if (a.kind === 'failed') {

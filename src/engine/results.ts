@@ -1,4 +1,6 @@
 /** What a deploy did on each host, and the recap totals. */
+import { formatHop } from '../connect/proxy-jump.js';
+import type { SshTarget } from '../connect/ssh.js';
 
 export type StepStatus = 'ok' | 'changed' | 'failed' | 'skipped';
 /**
@@ -75,9 +77,9 @@ export function totals(hosts: HostResult[]): Totals {
   return t;
 }
 
-/** How a host is reached, for reports: the address dialed and the bastions in front of it. */
-export function dialed(target: { address: string; jump?: { user: string; address: string; port: number; jump?: unknown } }): { address: string; via?: string } {
+/** How a host is reached, for reports: the address dialed and the bastions in front of it, first hop first. */
+export function dialed(target: SshTarget): { address: string; via?: string } {
   const hops: string[] = [];
-  for (let j = target.jump as typeof target.jump | undefined; j; j = j.jump as typeof target.jump) hops.unshift(`${j.user}@${j.address}${j.port === 22 ? '' : `:${j.port}`}`);
+  for (let j = target.jump; j; j = j.jump) hops.unshift(formatHop({ user: j.user, host: j.address, port: j.port }));
   return hops.length ? { address: target.address, via: hops.join(' > ') } : { address: target.address };
 }

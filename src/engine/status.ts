@@ -17,7 +17,7 @@ import { planOn, type HostJob } from './host.js';
 import { LOCK_PROBE, parseLockProbe } from './lock.js';
 import { factRequest, planHost } from './plan.js';
 import { probeReach, type LocalReach, type MasterReach } from './probe.js';
-import { ProbePool } from './probe-pool.js';
+import { ProbePool, type ProbePoolOptions } from './probe-pool.js';
 import type { Journal } from './scripts.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
@@ -193,16 +193,14 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
 }
 
 /**
- * Probe bounds for one status run. Each probe is a TLS handshake over an SSH channel: CPU on this
- * machine, on the node and on the apiserver. 32 at once keep a 2-core controller busy without
- * starving the probes' own deadlines; 12 per apiserver keep 500 nodes from queueing 500 handshakes
- * on one. The first deadline is counted from the probe's start; a timeout is retried once, longer.
+ * Probe bounds for one status run (`probes` at once, default 32). Each probe is a TLS handshake
+ * over an SSH channel: CPU on this machine, on the node and on the apiserver. 32 at once keep a
+ * 2-core controller busy without starving the probes' own deadlines; a third of them per apiserver
+ * (at least 4) keeps 500 nodes from queueing 500 handshakes on one. The first deadline is counted
+ * from the probe's start; a timeout is retried once, longer.
  */
-export const PROBE_BOUNDS = { limit: 32, perTarget: 12, timeoutMs: 3000, retryTimeoutMs: 8000 };
-
-/** The pool's bounds for `probes` at once: each apiserver gets a third of them (at least 4). */
-export function probeBounds(probes: number = PROBE_BOUNDS.limit): typeof PROBE_BOUNDS {
-  return { ...PROBE_BOUNDS, limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)) };
+export function probeBounds(probes = 32): ProbePoolOptions {
+  return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
 }
 
 export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string }): Promise<ClusterStatus> {

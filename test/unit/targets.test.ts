@@ -105,6 +105,15 @@ tls: { insecureSkipVerify: true }
     expect(none.globalKnownHostsFiles).toEqual(['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2']);
   });
 
+  it('IdentityAgent none means no agent; SSH_AUTH_SOCK (or unset) the environment\'s; a path is that socket', () => {
+    const inv = inventory('{}');
+    const agentOf = (line: string) => resolver(inv, { [USER]: line }).resolve(inv.nodes[0]!).target.identityAgent;
+    expect(agentOf('IdentityAgent none\n')).toBeNull();
+    expect(agentOf('IdentityAgent SSH_AUTH_SOCK\n')).toBeUndefined();
+    expect(agentOf('')).toBeUndefined();
+    expect(agentOf('IdentityAgent ~/.ssh/agent-%r.sock\n')).toBe('/home/op/.ssh/agent-root.sock');
+  });
+
   it('lets the node override the inventory, and the inventory override ssh_config', () => {
     const tree = { [USER]: 'Host node-*\n  User admin\n  Port 2200\n  UserKnownHostsFile /kh/a /kh/b\n  GlobalKnownHostsFile /kh/global\n  StrictHostKeyChecking no\n' };
     const inv = inventory('{ user: ops, port: 22, identityFile: /keys/root, strictHostKeyChecking: "yes" }', '{ name: node-1, address: 192.0.2.21, ssh: { user: deploy } }');
