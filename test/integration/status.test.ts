@@ -75,14 +75,16 @@ describe('status', () => {
     });
   });
 
-  describe('a master whose host is gone (its container stopped: nothing answers, nothing refuses)', () => {
+  // A hung host: frozen, it answers nothing and refuses nothing. (A stopped container is not a silence:
+  // once ARP for it fails, its neighbours get "No route to host", a definite answer.)
+  describe('a master whose host hangs (frozen: nothing answers, nothing refuses)', () => {
     afterAll(async () => {
-      await k8sha(['lab', 'master', 'master-2', 'start', '--dir', lab().dir]);
+      await k8sha(['lab', 'master', 'master-2', 'thaw', '--dir', lab().dir]);
     });
 
     it('is unknown from every node, never down: a silence is no evidence; the nodes stay healthy through the others', async () => {
-      const stop = await k8sha(['lab', 'master', 'master-2', 'stop', '--dir', lab().dir]);
-      expect(stop.code, stop.stderr).toBe(0);
+      const freeze = await k8sha(['lab', 'master', 'master-2', 'freeze', '--dir', lab().dir]);
+      expect(freeze.code, freeze.stderr).toBe(0);
       const { code, s } = await status();
       for (const n of s.nodes) {
         const m2 = n.masters.find((m) => m.name === 'master-2')!;
