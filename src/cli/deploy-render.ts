@@ -10,6 +10,8 @@ import type { HostResult } from '../engine/results.js';
 import { displayPath } from '../util/paths.js';
 import { shellCommand } from '../util/quote.js';
 import { table } from './ui.js';
+import { vipLabel, type VipReport } from '../engine/vip.js';
+import { formatHostPort } from '../util/hostport.js';
 
 
 /** What the renderers know, from the events alone: each node's current phase and its result. */
@@ -122,6 +124,7 @@ const PHASES: { phase: Phase; title: string }[] = [
   { phase: 'apply', title: 'Apply' },
   { phase: 'roll', title: 'Roll' },
   { phase: 'repoint', title: 'Repoint kubeconfigs' },
+  { phase: 'vip', title: 'VIP (haproxy + keepalived)' },
 ];
 
 function deferred<T>() {
@@ -263,15 +266,44 @@ export function renderRecap(r: DeployReport, withDiff: boolean): string {
     if (by('unknown').length) out.push(colour.red(`  unknown (could not restore): ${by('unknown').join(', ')}`));
     out.push('  fix the cause, then run the same deploy again: it picks up where this run stopped');
   }
-  for (const [name, h] of hosts.filter(([, x]) => x.status === 'failed' || x.status === 'unreachable' || x.status === 'locked')) {
+  if (r.vip) out.push(...vipRecap(r.vip));
+  const vipFailed = Object.entries(r.vip?.hosts ?? {}).map(([n, h]) => [vipLabel(n), h] as const);
+  for (const [name, h] of [...hosts, ...vipFailed].filter(([, x]) => x.status === 'failed' || x.status === 'unreachable' || x.status === 'locked')) {
     out.push('', colour.red(`${name} (${h.address}) ${h.status}:`));
     out.push(...(h.error ?? '').split('\n').map((l) => `  ${l}`));
     if (h.rollback) out.push(`  ${h.rollback.ok ? colour.green('restored:') : colour.red('NOT restored:')} ${h.rollback.detail}`);
     if (h.hint) out.push(`  ${colour.yellow('fix:')} ${h.hint}`);
-    if (h.stepHint) out.push(`  ${colour.yellow('hint:')} ${h.stepHint}`);
+    if ('stepHint' in h && h.stepHint) out.push(`  ${colour.yellow('hint:')} ${h.stepHint}`);
     if (h.journal) out.push(`  last lines of the journal:`, ...h.journal.split('\n').map((l) => `    ${l}`));
   }
   return out.join('\n') + '\n';
+}
+
+/** The VIP: who holds it, whether it answers, and each VIP host's line. */
+function vipRecap(v: VipReport): string[] {
+  const where = formatHostPort(v.address, v.port);
+  const head = v.error
+    ? colour.red(`VIP ${where}: ${v.error}`)
+    : v.through
+      ? colour.green(`VIP ${where}: held by ${v.holders?.join(', ')}; ${v.through.summary}`)
+      : `VIP ${where}: ${v.holders?.length === 1 ? `held by ${v.holders[0]}` : 'not proven'}`;
+  return [
+    '',
+    colour.bold(head),
+    table(
+      Object.entries(v.hosts).map(([name, h]) => [
+        vipLabel(name),
+        h.via ? `${h.address} ${colour.dim(`via ${h.via}`)}` : h.address,
+        STATUS_COLOUR[h.status](h.status),
+        `ok=${h.ok}`,
+        `changed=${h.changed}`,
+        `failed=${h.failed}`,
+        h.heldBefore ? 'held the VIP' : '',
+        v.rolled.includes(name) ? `rolled ${v.rolled.indexOf(name) + 1}/${v.rolled.length}` : '',
+        h.verified && h.status !== 'failed' ? `${h.verified.state}, /readyz ${h.verified.status} from ${h.verified.backend ?? '?'}` : '',
+      ]),
+    ),
+  ];
 }
 
 export function renderCheck(r: DeployReport, withDiff: boolean): string {
@@ -297,7 +329,25 @@ export function renderCheck(r: DeployReport, withDiff: boolean): string {
     }
     for (const s of unknown) out.push(`  ${s.name}: ${s.summary}`);
   }
-  const unchecked = Object.values(r.hosts).filter((h) => !h.check).length;
+  for (const [name, h] of Object.entries(r.vip?.hosts ?? {})) {
+    const label = vipLabel(name);
+    if (!h.check) {
+      out.push(`${colour.red(label)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
+      continue;
+    }
+    if (!h.check.changes.length) {
+      out.push(`${colour.green(label)}: up to date${h.heldBefore ? ' (holds the VIP)' : ''}`);
+      continue;
+    }
+    pending++;
+    out.push(`${colour.yellow(label)}${h.heldBefore ? ' (holds the VIP: it would change last)' : ''}: ${h.check.service === 'nothing' ? 'no restart or reload' : `would ${h.check.service}`}`);
+    for (const ch of h.check.changes) {
+      out.push(`  ${ch.step}: ${ch.summary}`);
+      if (withDiff && ch.diff) out.push(...colourDiff(ch.diff).split('\n').map((l) => `    ${l}`));
+    }
+  }
+  if (r.vip?.error) out.push(colour.red(`VIP ${formatHostPort(r.vip.address, r.vip.port)}: ${r.vip.error}`));
+  const unchecked = [...Object.values(r.hosts), ...Object.values(r.vip?.hosts ?? {})].filter((h) => !h.check).length;
   const pendingLine = pending ? `${pending} node${pending === 1 ? '' : 's'} would change` : '';
   const uncheckedLine = unchecked ? `${unchecked} node${unchecked === 1 ? '' : 's'} could not be checked` : '';
   out.push(

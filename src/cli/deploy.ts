@@ -45,7 +45,7 @@ interface DeployFlags {
 export function exitCodeOf(r: DeployReport): number {
   if (r.interrupted) return ExitCode.interrupted;
   if (!r.ok) return ExitCode.hosts;
-  if (r.check && Object.values(r.hosts).some((h) => h.check?.changes.length)) return ExitCode.pending;
+  if (r.check && [...Object.values(r.hosts), ...Object.values(r.vip?.hosts ?? {})].some((h) => h.check?.changes.length)) return ExitCode.pending;
   return ExitCode.ok;
 }
 

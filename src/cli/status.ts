@@ -5,6 +5,8 @@ import { ExitCode } from '../errors.js';
 import type { ClusterStatus, NodeStatus } from '../engine/status.js';
 import { positive } from './flags.js';
 import { table } from './ui.js';
+import type { VipStatus } from '../engine/vip-status.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export function statusCommand(setExit: (code: number) => void): Command {
   return new Command('status')
@@ -21,12 +23,12 @@ export function statusCommand(setExit: (code: number) => void): Command {
       const { clusterStatus } = await import('../engine/status.js');
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
       const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook });
-      const ok = s.healthy === s.nodes.length;
+      const ok = s.healthy === s.nodes.length && !s.vip?.problem;
       for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${w}\n`);
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
       else process.stdout.write(renderStatus(s));
       // Something down (on definite evidence) is 3; nothing down but some nodes could not be told is 6.
-      if (s.down) setExit(ExitCode.hosts);
+      if (s.down || s.vip?.problem) setExit(ExitCode.hosts);
       else if (s.unknown) setExit(ExitCode.unknown);
     });
 }
@@ -96,9 +98,42 @@ export function renderStatus(s: ClusterStatus): string {
     const line = `${n.name}: ${n.health === 'unknown' ? 'unknown: ' : ''}${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`;
     lines.push(n.health === 'unknown' ? colour.yellow(line) : bad(line));
   }
+  if (s.vip) lines.push('', ...renderVipStatus(s.vip));
   for (const m of masters) {
     const unsure = s.nodes.filter((n) => n.masters.find((x) => x.name === m)?.direct.unknown).length;
     if (unsure) lines.push(colour.yellow(`${m}: ${unsure} node${unsure === 1 ? '' : 's'} could not tell whether they reach it directly (timed out twice)`));
   }
   return lines.join('\n') + '\n';
+}
+
+/** The VIP: one line of verdict, then each VIP host's state and haproxy's view of every master. */
+export function renderVipStatus(v: VipStatus): string[] {
+  const where = formatHostPort(v.address, v.port);
+  const masters = [...new Set(v.hosts.flatMap((h) => h.backends.map((b) => b.name)))];
+  const backend = (h: VipStatus['hosts'][number], m: string) => {
+    const b = h.backends.find((x) => x.name === m);
+    if (!b) return colour.dim('-');
+    const text = `${b.status} ${b.sessions}`;
+    return /^UP/.test(b.status) ? good(text) : bad(text);
+  };
+  const rows = [
+    ['VIP HOST', 'ADDRESS', 'VIP', 'VRRP', 'HAPROXY', 'KEEPALIVED', ...masters.map((m) => `${m} (state sessions)`)],
+    ...v.hosts.map((h) =>
+      h.reachable
+        ? [
+            h.holds ? good(h.name) : h.name,
+            h.via ? `${h.address} ${colour.dim(`via ${h.via}`)}` : h.address,
+            h.holds ? good('holds') : colour.dim('-'),
+            h.vrrp === 'FAULT' || h.vrrp === 'STOP' ? bad(h.vrrp) : (h.vrrp ?? colour.dim('unknown')),
+            h.haproxy === 'active (running)' ? good(h.haproxy) : bad(h.haproxy ?? '?'),
+            h.keepalived === 'active (running)' ? good(h.keepalived) : bad(h.keepalived ?? '?'),
+            ...masters.map((m) => backend(h, m)),
+          ]
+        : [bad(h.name), h.address, bad('unreachable'), '', '', '', colour.dim(h.error?.split('\n')[0] ?? '')],
+    ),
+  ];
+  const head = v.problem ? bad(`VIP ${where}: ${v.problem}`) : good(`VIP ${where}: held by ${v.holders[0]}`);
+  const out = [head, table(rows)];
+  for (const h of v.hosts.filter((x) => x.reachable && x.statsError)) out.push(colour.yellow(`${h.name}: haproxy's view of the masters could not be read: ${h.statsError}`));
+  return out;
 }

@@ -11,10 +11,12 @@ import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from 
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
-import { wantedImpl, type Impl, type Inventory, type InventoryNode } from '../inventory/schema.js';
+import { wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
-import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, type Playbook, type PlaybookStep } from './playbook.js';
+import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, VIP_PLAYBOOK, type Playbook, type PlaybookStep } from './playbook.js';
+import { VIP_TEMPLATES } from '../lb/vip.js';
+import { selectedVipHosts } from './vip.js';
 import type { Serial } from './roll.js';
 
 export interface DeployOptions {
@@ -73,6 +75,10 @@ export interface Setup {
   playbooks: Record<RunImpl, Playbook>;
   nodes: InventoryNode[];
   targets: Map<string, SshTarget>;
+  /** The VIP hosts this run works on (vip.hosts, or those --limit names), how to reach each, and their playbook. */
+  vipHosts: VipHost[];
+  vipTargets: Map<string, SshTarget>;
+  vipPlaybook?: Playbook;
   /** The inventory's warnings, then what resolving SSH settings found (a HostName not used, a Match block ignored). */
   warnings: string[];
   startedAt: number;
@@ -94,14 +100,17 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const playbooks = await loadPlaybooks(inv, options.playbookFile);
   let nodes = inv.nodes;
   if (options.limit?.length) {
-    const unknown = options.limit.filter((n) => !inv.nodes.some((x) => x.name === n));
+    const vipNames = inv.vip?.hosts ?? [];
+    const unknown = options.limit.filter((n) => !inv.nodes.some((x) => x.name === n) && !vipNames.includes(n));
     if (unknown.length) {
       throw new UsageError(`--limit names ${unknown.join(', ')}, not in ${options.inventoryFile}`, {
-        hint: `use node names from the inventory: ${inv.nodes.map((n) => n.name).join(', ')}`,
+        hint: `use node names${vipNames.length ? ' or VIP hosts' : ''} from the inventory: ${[...inv.nodes.map((n) => n.name), ...vipNames.filter((n) => !inv.nodes.some((x) => x.name === n))].join(', ')}`,
       });
     }
     nodes = inv.nodes.filter((n) => options.limit!.includes(n.name));
   }
+  const vipHosts = selectedVipHosts(inv, options.limit);
+  const vipPlaybook = inv.vip ? await loadPlaybook(defaultPlaybookPath(VIP_PLAYBOOK), inv, Object.keys(VIP_TEMPLATES)) : undefined;
   const resolver = new TargetResolver(inv, { acceptNewHostKeys: options.acceptNewHostKeys });
   const warnings = [...loaded.warnings];
   const targets = new Map<string, SshTarget>();
@@ -117,7 +126,20 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
     warnings.push(...resolved.warnings);
     targets.set(n.name, options.check ? readOnly(resolved.target) : resolved.target);
   }
-  return { options, loaded, playbooks, nodes, targets, warnings, startedAt };
+  const vipTargets = new Map<string, SshTarget>();
+  for (const h of vipHosts) {
+    let resolved;
+    try {
+      resolved = resolver.resolve({ name: h.name, address: h.address, ssh: h.ssh });
+    } catch (e) {
+      throw new UsageError(`${options.inventoryFile}: cannot work out how to reach VIP host ${h.name}: ${(e as Error).message}`, {
+        hint: 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
+      });
+    }
+    if (!targets.has(h.name)) warnings.push(...resolved.warnings);
+    vipTargets.set(h.name, options.check ? readOnly(resolved.target) : resolved.target);
+  }
+  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, startedAt };
 }
 
 /** --check writes nothing anywhere: not even a new host key, of a node or of a bastion in front of it. */

@@ -25,6 +25,7 @@ export function factRequest(steps: PlaybookStep[]): FactRequest {
 /** Add what `part` asks for to `req`, once each. */
 export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): FactRequest {
   for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of part[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
+  for (const v of part.interfaces ?? []) if (!(req.interfaces ??= []).includes(v)) req.interfaces.push(v);
   return req;
 }
 
@@ -33,7 +34,7 @@ export function textFiles(steps: PlaybookStep[]): string[] {
   return steps.flatMap((s) => (s.type === 'op' && (s.op.type === 'template' || s.op.type === 'systemdUnit') ? (s.op.facts(s.args).files ?? []) : []));
 }
 
-/** Every step's plan for one host, handlers flowing from earlier steps to the service step. */
+/** Every step's plan for one host, handlers flowing from earlier steps to the next service step. */
 export function planHost(node: InventoryNode, steps: PlaybookStep[], facts: HostFacts, base: Omit<PlanContext, 'notified'>): HostPlan {
   const notified = new Set<Handler>();
   return {
@@ -43,6 +44,9 @@ export function planHost(node: InventoryNode, steps: PlaybookStep[], facts: Host
       if (step.type !== 'op') return { step };
       const plan = step.op.plan(step.args, facts, { ...base, notified });
       plan.notify.forEach((h) => notified.add(h));
+      // A service step acts on what the steps before it notified: a later service (the VIP hosts'
+      // keepalived after haproxy) reloads only for the files of its own steps.
+      if (step.op.type === 'service') notified.clear();
       return { step, plan };
     }),
   };

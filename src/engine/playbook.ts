@@ -13,6 +13,7 @@ import { readCapped } from '../inventory/load.js';
 import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
 import type { Operation } from '../ops/types.js';
 import { packageRoot } from '../util/paths.js';
+import { formatHostPort } from '../util/hostport.js';
 
 export type PlaybookStep =
   | { name: string; hint?: string; type: 'nginxBuild'; args: z.infer<typeof nginxBuildArgs> }
@@ -40,6 +41,9 @@ export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
 
 /** The playbook each balancer implementation runs, in playbooks/. */
 export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml' } as const;
+
+/** The playbook of the VIP hosts (vip.hosts). */
+export const VIP_PLAYBOOK = 'vip.yaml';
 
 export function defaultPlaybookPath(file: string = DEFAULT_PLAYBOOK): string {
   return path.join(packageRoot(), 'playbooks', file);
@@ -72,7 +76,9 @@ type Vars = Record<string, unknown>;
 
 export function playbookVars(inv: Inventory, node: InventoryNode): Vars {
   // A node without an address is dialed by ssh_config's HostName or its name: the name stands in here.
-  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, node: { name: node.name, address: node.address ?? node.name } };
+  const address = node.address ?? node.name;
+  const vip = inv.vip ? { address: inv.vip.address, port: inv.vip.port, statsListen: inv.vip.statsListen, hostFrontend: formatHostPort(address, inv.vip.port) } : undefined;
+  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address } };
 }
 
 /** Fill `{{ a.b }}` in every string; unknown names are reported by path. */
@@ -82,7 +88,7 @@ export function substitute(value: unknown, vars: Vars, at: (string | number)[], 
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
-        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, node.name, node.address` });
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address` });
         return whole;
       }
       return String(cur);

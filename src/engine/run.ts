@@ -42,8 +42,9 @@ import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, pla
 import { dialed, finishHost, totals, type HostResult, type Totals } from './results.js';
 import { DEFAULT_VERIFY_TIMEOUT_MS } from './verify.js';
 import type { Journal } from './scripts.js';
+import { runVip, type VipReport } from './vip.js';
 
-export type Phase = 'build' | 'plan' | 'apply' | 'roll' | 'repoint';
+export type Phase = 'build' | 'plan' | 'apply' | 'roll' | 'repoint' | 'vip';
 
 export type DeployEvent =
   | { type: 'start'; runId: string; inventoryFile: string; nodes: string[]; check: boolean; warnings: string[]; concurrency: number }
@@ -53,8 +54,8 @@ export type DeployEvent =
   | { type: 'host-phase'; name: string; phase: HostPhase; detail?: string }
   | { type: 'verify-wait'; name: string; waitingFor: string; elapsedMs: number; deadlineMs: number }
   | { type: 'host-done'; result: HostResult }
-  | { type: 'batch'; phase: 'roll' | 'repoint'; index: number; total: number; nodes: string[] }
-  | { type: 'batch-done'; phase: 'roll' | 'repoint'; index: number; total: number; results: HostResult[]; stopped?: string }
+  | { type: 'batch'; phase: 'roll' | 'repoint' | 'vip'; index: number; total: number; nodes: string[] }
+  | { type: 'batch-done'; phase: 'roll' | 'repoint' | 'vip'; index: number; total: number; results: HostResult[]; stopped?: string }
   | { type: 'interrupted'; signal: string; inFlight: { name: string; phase: HostPhase }[] }
   /** Said once per run: how a key was used (a locked key signed by ssh-agent...). */
   | { type: 'note'; line: string };
@@ -106,6 +107,8 @@ export interface DeployReport {
   /** Logins to bastions during the run: one per bastion, whatever the number of nodes behind it. */
   bastionLogins: number;
   hosts: Record<string, HostReport>;
+  /** The VIP layer (with vip: in the inventory): its hosts, who holds the VIP, and /readyz through it. */
+  vip?: VipReport;
 }
 
 export function newRunId(now = new Date()): string {
@@ -251,7 +254,8 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         const unknown = stepsFor(setup, n.node, { impl: n.impl.impl }).filter((s) => s.type === 'op' && s.op.type === 'file' && !n.planned!.job.steps.some((x) => x.name === s.name) && builds.unknown.length > 0);
         n.result = { ...r, steps: [...r.steps, ...unknown.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `unknown: ${builds.unknown.join(', ')} not built yet (--check builds nothing)` }))] };
       }
-      return report(setup, nodes, { runId, check, builds, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
+      const vip = await runVip(setup, { runId, identity, holder, emit, signal: control.signal, concurrency, verifyDeadlineMs: deadlineMs });
+      return report(setup, nodes, { runId, check, builds, vip, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
     }
 
     // 3. Apply at once where no serving balancer is disturbed; 4. roll the rest in batches.
@@ -361,7 +365,15 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       emit({ type: 'phase-done', phase: 'repoint', summary: 'done' });
     }
     for (const n of nodes) if (n.repoint && !n.repoint.changes.length && n.result && n.result.status !== 'skipped') n.result = withRepoint(n.result, { status: 'ok', summary: n.repoint.summary });
-    return report(setup, nodes, { runId, check, builds, roll: rollReport, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
+
+    // 6. The VIP layer, once every node is done: a VIP host that is also a node is locked by one job at a time.
+    for (const n of nodes) {
+      if (!n.session) continue;
+      closeSession(n.session);
+      n.session = undefined;
+    }
+    const vip = await runVip(setup, { runId, identity, holder, emit, signal: control.signal, concurrency, verifyDeadlineMs: deadlineMs });
+    return report(setup, nodes, { runId, check, builds, roll: rollReport, vip, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
   } finally {
     control.signal?.removeEventListener('abort', onAbort);
     for (const n of nodes) if (n.session) closeSession(n.session);
@@ -430,7 +442,7 @@ function withRepoint(r: HostResult, step: { status: 'ok' | 'changed' | 'failed' 
 function report(
   setup: Setup,
   nodes: NodeRun[],
-  o: { runId: string; check: boolean; builds: Builds; roll?: RollReport; stopped?: string; peakBefore: number; bastionsBefore: number },
+  o: { runId: string; check: boolean; builds: Builds; roll?: RollReport; vip?: VipReport; stopped?: string; peakBefore: number; bastionsBefore: number },
 ): DeployReport {
   const inv = setup.loaded.inventory;
   const results = nodes.map((n) => n.result ?? notReached(n, 'not reached'));
@@ -467,7 +479,7 @@ function report(
     };
   });
   return {
-    ok: !o.stopped && t.failed === 0 && t.unreachable === 0 && t.skipped === 0 && t.locked === 0,
+    ok: !o.stopped && t.failed === 0 && t.unreachable === 0 && t.skipped === 0 && t.locked === 0 && (!o.vip || o.vip.ok),
     runId: o.runId,
     inventoryFile: setup.options.inventoryFile,
     listen: inv.lb.listen,
@@ -480,6 +492,7 @@ function report(
     peakSessions: SshConnection.peak - o.peakBefore,
     bastionLogins: SshConnection.bastionLogins - o.bastionsBefore,
     hosts,
+    vip: o.vip,
   };
 }
 

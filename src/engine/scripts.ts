@@ -30,7 +30,7 @@ export interface JournalRecord {
   /** The unit this run restarts, reloads or switches to. */
   unit?: string;
   /** How to prove the change works: the balancer's verify step. */
-  verify?: { unit: string; listen: string; path: string; healthz?: string };
+  verify?: { unit: string; listen: string; path: string; healthz?: string; also?: string[] };
   files: { path: string; staged: string; backup?: string }[];
   /** True when restore.sh puts a serving balancer back (a rolled host); false: nothing served before. */
   restorable: boolean;
@@ -108,7 +108,11 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
     lines.push(`if [ -e ${b} ]; then mv -fT ${b} ${live} || { echo "@@restore-failed cannot move ${backupPath(p.change.path, o.runId)} back"; exit 1; }${gone}; fi`);
   }
   if (handlers.has('daemon-reload')) lines.push('systemctl daemon-reload');
+  // Every service the commit restarted or reloaded does so again on the files put back (the VIP
+  // hosts have two: haproxy and keepalived); a plan without such a change restarts or reloads the unit.
+  const again = changesOf(plan, 'run').filter((r) => r.change.label === 'restart' || r.change.label === 'reload').map((r) => r.change.command);
   if (undo.length) lines.push(...undo.map((u) => u.undo!));
+  else if (again.length) lines.push(...again);
   else if (o.unit) lines.push(handlers.has('restart') ? `systemctl restart ${quote(o.unit)}` : `systemctl reload ${quote(o.unit)}`);
   if (watched) lines.push(stateScript(watched).trimEnd());
   return lines.join('\n') + '\n';
@@ -180,6 +184,14 @@ function stageScript(plan: HostPlan, runId: string): string[] {
     "trap 'rm -rf \"$stage\"' EXIT",
     ...mkdirs.map((m) => `install -d -m ${m.change.mode} ${quote(m.change.path)} || { echo "@@failed ${stepKey(m.step)} 21"; sh "$J/close.sh"; exit 21; }`),
   ];
+  // What a validation needs (a package): before anything is staged, so a failure leaves no live file moved.
+  for (const r of changesOf(plan, 'run')) {
+    if (r.change.when !== 'staging') continue;
+    lines.push(
+      `out=$( ( ${r.change.command} ) 2>&1 ); rc=$?`,
+      `if [ $rc -ne 0 ]; then echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; sh "$J/close.sh"; exit 24; fi`,
+    );
+  }
   if (puts.length) {
     lines.push('tar -xz -C "$stage" -f - || { echo "@@failed tar 22"; sh "$J/close.sh"; exit 22; }');
     puts.forEach((p, i) => {
@@ -218,7 +230,7 @@ function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
     lines.push(`mv -fT ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`);
   }
   for (const r of changesOf(plan, 'run')) {
-    if (r.change.when === 'verified') continue;
+    if (r.change.when === 'verified' || r.change.when === 'staging') continue;
     lines.push(
       `out=$( ( ${r.change.command} ) 2>&1 ); rc=$?`,
       `if [ $rc -ne 0 ]; then echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; exit 41; fi`,

@@ -19,6 +19,7 @@ import { factRequest, planHost } from './plan.js';
 import { probeReach, type LocalReach, type MasterReach } from './probe.js';
 import { ProbePool, type ProbePoolOptions } from './probe-pool.js';
 import type { Journal } from './scripts.js';
+import { vipStatus, type VipStatus } from './vip-status.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
 
@@ -82,6 +83,8 @@ export interface ClusterStatus {
   phases: { connectMs: number; factsMs: number; probesMs: number };
   /** The inventory's warnings and what resolving SSH settings found. */
   warnings: string[];
+  /** With vip: in the inventory: who holds the VIP, each VIP host's VRRP state and haproxy's view of the masters. */
+  vip?: VipStatus;
   durationMs: number;
 }
 
@@ -211,7 +214,10 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
   const known = new Set(Object.keys(builds.artifacts));
   const pool = new ProbePool(probeBounds(options.probes));
   const probing = { pool, sessions: new Map<string, Buffer>() };
-  const nodes = await mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known, probing));
+  const [nodes, vip] = await Promise.all([
+    mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known, probing)),
+    vipStatus(inv, setup.vipHosts, setup.vipTargets, options.concurrency),
+  ]);
   SshConnection.closeIdleBastions();
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));
   for (const n of nodes) {
@@ -231,6 +237,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
     drifted: nodes.filter((n) => Object.values(n.drift).some((d) => d !== 'ok')).length,
     masters,
     warnings: setup.warnings,
+    vip,
     durationMs: Date.now() - setup.startedAt,
   };
 }

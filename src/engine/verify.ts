@@ -21,6 +21,8 @@ export interface VerifyArgs {
   listen: string;
   path: string;
   healthz?: string;
+  /** Units that must be active (running) besides `unit`. */
+  also?: string[];
 }
 
 export interface VerifyOutcome {
@@ -117,6 +119,18 @@ export async function verifyBalancer(conn: SshConnection, inv: Inventory, args: 
     o.progress?.(`${args.unit} is ${active} (${sub})`, elapsed, o.deadlineMs);
     await sleep(250);
     state = (await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(args.unit)} | tr '\\n' ' '`)).stdout;
+  }
+  for (const other of args.also ?? []) {
+    // A companion (keepalived beside haproxy) gets the same wait for its start as the unit.
+    for (;;) {
+      const s = (await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(other)} | tr '\\n' ' '`)).stdout;
+      const [active = '?', sub = '?'] = s.trim().split(/\s+/);
+      if (active === 'active' && sub === 'running') break;
+      const elapsed = Date.now() - start;
+      if ((active !== 'activating' && active !== 'reloading') || elapsed >= o.deadlineMs) return { ok: false, summary: `${other} is ${active} (${sub}), not active (running)` };
+      o.progress?.(`${other} is ${active} (${sub})`, elapsed, o.deadlineMs);
+      await sleep(250);
+    }
   }
   let last: VerifyOutcome = { ok: false, summary: 'not tried' };
   let told = 0;

@@ -51,6 +51,8 @@ export interface HostFacts {
    * predating it still type-check; parseFacts always sets it.
    */
   kubeconfigs?: Record<string, KubeconfigFacts | null>;
+  /** The interface that carries each of the host's own addresses asked for (`ip addr show to`); null where none does. */
+  interfaces?: Record<string, string | null>;
 }
 
 export interface KubeconfigFacts {
@@ -71,6 +73,8 @@ export interface FactRequest {
   versions?: string[];
   /** Kubeconfigs whose server: and tls-server-name: values are wanted (repointing); only those lines leave the host. */
   kubeconfigs?: string[];
+  /** The host's own addresses whose interface is wanted: where keepalived puts a VIP beside them. */
+  interfaces?: string[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -115,6 +119,7 @@ export function factScript(req: FactRequest): string {
     lines.push(`echo "@@version ${i}"; [ -x ${quote(v)} ] && ${quote(v)} -v 2>&1 | head -n 1; true`);
   });
   (req.kubeconfigs ?? []).forEach((k, i) => lines.push(kubeconfigFactLine(k, i)));
+  (req.interfaces ?? []).forEach((a, i) => lines.push(`echo "@@interface ${i}"; ip -o addr show to ${quote(a)} 2>/dev/null | head -n 1; true`));
   return lines.join('\n') + '\n';
 }
 
@@ -189,6 +194,7 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     texts: {},
     versions: {},
     kubeconfigs: {},
+    interfaces: {},
   };
   const sums = new Map<string, string>();
   for (const line of s.get('sha256') ?? []) {
@@ -235,7 +241,15 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   (req.kubeconfigs ?? []).forEach((k, i) => {
     facts.kubeconfigs![k] = parseKubeconfigFacts(s.get(`kubeconfig ${i}`) ?? []);
   });
+  (req.interfaces ?? []).forEach((a, i) => {
+    facts.interfaces![a] = interfaceOf((s.get(`interface ${i}`) ?? [])[0] ?? '');
+  });
   return facts;
+}
+
+/** The interface of one line of `ip -o addr show to ADDR`, e.g. `2: eth0    inet 10.0.0.2/16 ...` (eth0@if23 in a container: eth0); null for none. */
+export function interfaceOf(line: string): string | null {
+  return /^\d+:\s+([^\s@:]+)/.exec(line)?.[1] ?? null;
 }
 
 /**

@@ -1,6 +1,7 @@
 /** Cross-field checks on a schema-valid inventory: small pure rules, each naming its path. */
 import type { Diagnostic } from './diagnostics.js';
-import { wantedImpl, type Inventory } from './schema.js';
+import net from 'node:net';
+import { vipHosts, wantedImpl, type Inventory } from './schema.js';
 import { canonicalHost, formatHostPort, hostPortOf, hostPortsOverlap, isLoopback, isWildcard } from '../util/hostport.js';
 
 type Rule = (inv: Inventory) => Diagnostic[];
@@ -193,6 +194,65 @@ const kubeLbTrust: Rule = (inv) => {
   ];
 };
 
+/**
+ * The VIP layer: every host named once and found, with an IP address keepalived can use as its
+ * VRRP source and peer; the VIP an address of its own; haproxy's ports free on each host.
+ */
+const vipLayer: Rule = (inv) => {
+  const v = inv.vip;
+  if (!v) return [];
+  const out: Diagnostic[] = [];
+  const err = (path: (string | number)[], message: string) => out.push({ severity: 'error', path, message });
+  const known = [...inv.masters.map((m) => m.name), ...inv.nodes.map((n) => n.name)];
+  const seen = new Set<string>();
+  v.hosts.forEach((h, i) => {
+    if (seen.has(h)) err(['vip', 'hosts', i], `names ${h} twice`);
+    seen.add(h);
+    const isMaster = inv.masters.some((m) => m.name === h);
+    const isNode = inv.nodes.some((n) => n.name === h);
+    if (!isMaster && !isNode) err(['vip', 'hosts', i], `"${h}" is neither a master nor a node of this inventory; use one of: ${known.join(', ')}`);
+    else if (isMaster && isNode) err(['vip', 'hosts', i], `"${h}" is both a master and a node: give the two entries different names so it is clear which one carries the VIP`);
+  });
+  for (const h of vipHosts(inv)) {
+    const at = ['vip', 'hosts', v.hosts.indexOf(h.name)];
+    if (net.isIP(h.address) === 0) {
+      err(at, `${h.name} has no IP address in the inventory (${h.address === h.name ? 'none given' : h.address}): keepalived's unicast VRRP needs each host's IP address; write it as ${h.role === 'master' ? 'masters' : 'nodes'}[].address`);
+      continue;
+    }
+    if (net.isIP(h.address) !== net.isIP(v.address)) err(at, `${h.name}'s address ${h.address} and the VIP ${v.address} are not of one IP version: VRRP runs over one`);
+    const master = inv.masters.find((m) => m.name === h.name);
+    if (master && master.port === v.port) {
+      err(['vip', 'port'], `${v.port} is the apiserver's port on ${h.name}: haproxy cannot take it there; use another port, e.g. ${freePort(inv.masters.map((m) => m.port), 8443)}`);
+    }
+    const node = inv.nodes.find((n) => n.name === h.name);
+    if (node) {
+      const mine = [
+        { what: 'lb.listen', hp: hostPortOf(inv.lb.listen) },
+        ...(mayRun(inv, 'kube-lb') ? [{ what: 'kubeLb.admin', hp: hostPortOf(inv.kubeLb.admin) }] : []),
+      ];
+      const theirs = [
+        { what: 'vip.port', hp: { host: h.address, port: v.port } },
+        { what: 'vip.port', hp: { host: v.address, port: v.port } },
+        { what: 'vip.statsListen', hp: hostPortOf(v.statsListen) },
+      ];
+      for (const a of mine) {
+        const b = theirs.find((t) => hostPortsOverlap(a.hp, t.hp));
+        if (b) err(['vip', b.what === 'vip.port' ? 'port' : 'statsListen'], `${h.name} is a node whose ${a.what} (${formatHostPort(a.hp.host, a.hp.port)}) takes the port haproxy needs for ${b.what}; use another port`);
+      }
+    }
+  }
+  for (const m of inv.masters) if (canonicalHost(m.address) === canonicalHost(v.address)) err(['vip', 'address'], `${v.address} is master ${m.name}'s address: the VIP must be an address no host has`);
+  for (const n of inv.nodes) if (n.address && canonicalHost(n.address) === canonicalHost(v.address)) err(['vip', 'address'], `${v.address} is node ${n.name}'s address: the VIP must be an address no host has`);
+  if (!inv.tls.caFile && !inv.tls.insecureSkipVerify) {
+    err(['tls', 'caFile'], "is required with vip: haproxy's /readyz checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying");
+  }
+  if (v.hosts.length === 1) out.push({ severity: 'warning', path: ['vip', 'hosts'], message: 'names one host: the VIP has nowhere to move when it fails; name two or more' });
+  if (!isLoopback(hostPortOf(v.statsListen).host)) {
+    out.push({ severity: 'warning', path: ['vip', 'statsListen'], message: `${v.statsListen} is not a loopback address: haproxy's stats and /metrics have no authentication; keep them on 127.0.0.1` });
+  }
+  return out;
+};
+
 export const RULES: Rule[] = [
   nginxNeeded,
   kubeLbTrust,
@@ -208,6 +268,7 @@ export const RULES: Rule[] = [
   loopbackListen,
   loopbackAdmin,
   hashBalance,
+  vipLayer,
 ];
 
 export function checkRules(inv: Inventory): Diagnostic[] {

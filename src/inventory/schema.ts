@@ -116,6 +116,8 @@ export const master = z.strictObject({
   /** An IPv4 or IPv6 address (plain, `fd00::1`) or a host name that resolves on every node. */
   address: masterAddress,
   port: port.default(6443),
+  /** How to log in, when the master is a VIP host (vip.hosts): as for a node, over the inventory's ssh. */
+  ssh: sshSettings.optional(),
 });
 
 /** Which balancer runs on a node: nginx's stream proxy, our kube-lb, or auto (nginx where it can be built and run, else kube-lb). */
@@ -283,6 +285,44 @@ export const kubeconfigs = z
     { path: '/etc/kubernetes/kube-proxy.kubeconfig', service: 'kube-proxy' },
   ]);
 
+/** An IP address alone: what keepalived holds and VRRP peers write to each other. */
+const ipLiteral = checked(z.string({ error: 'must be an IP address' }), (v) => {
+  const v4 = ipv4LiteralProblem(v);
+  if (v4) return v4;
+  if (net.isIP(v) === 0) return /^\[.*\]$/.test(v) ? 'write an IPv6 address without brackets here' : 'must be an IP address (a virtual IP is never a host name)';
+  if (isWildcard(v)) return `${v} means every address: write the one address clients will use`;
+  if (v.includes('%')) return 'must not carry an IPv6 zone';
+  return undefined;
+});
+
+/**
+ * The endpoint for clients outside the nodes (kubectl, CI, kubeadm join): a virtual IP that
+ * keepalived moves between `hosts`, each running haproxy on `port` in front of every master.
+ * Bounds: haproxy's idle timeouts 1m..24h (watches, `kubectl logs -f` and exec sit idle for
+ * minutes: below an hour they get cut); hardStopAfter 10s..24h.
+ */
+export const vip = z.strictObject({
+  /** The virtual IP clients use: an address of the hosts' network that no host has. */
+  address: ipLiteral,
+  /** haproxy's frontend on the VIP hosts: not the apiservers' port when the hosts are masters. */
+  port: port.default(8443),
+  /** Masters or nodes of this inventory, by name: each runs haproxy and keepalived. Two or more for failover. */
+  hosts: z.array(name).min(1, 'must name at least one host (two or more for failover)'),
+  /** The interface keepalived adds the VIP to: found on each host from its route to the VIP when omitted. */
+  interface: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}$/, 'must be a network interface name such as eth0 (at most 15 characters)')
+    .optional(),
+  /** VRRP virtual router id, 1..255: unique among keepalived clusters on the same network segment. */
+  routerId: z.number({ error: 'must be a number from 1 to 255' }).int('must be a whole number').min(1, 'must be from 1 to 255').max(255, 'must be from 1 to 255').default(51),
+  /** haproxy's stats page, Prometheus /metrics and /healthz (its own health, used by keepalived): loopback. */
+  statsListen: listen('127.0.0.1:8404').default('127.0.0.1:8404'),
+  /** Client, server and tunnel idle timeout: a watch or `kubectl logs -f` idle this long is closed. */
+  timeout: duration(MS.m, 24 * MS.h).default('1h'),
+  /** After a reload, old haproxy processes close what they still carry after this long. */
+  hardStopAfter: duration(10 * MS.s, 24 * MS.h).default('15m'),
+});
+
 export const inventorySchema = z.strictObject({
   ssh: sshSettings.default({}),
   masters: z.array(master, { error: 'must be a list of apiservers' }).min(1, 'must name at least one apiserver'),
@@ -294,12 +334,36 @@ export const inventorySchema = z.strictObject({
   tls: tls.default(tls.parse({})),
   build: build.default(build.parse({})),
   kubeconfigs,
+  vip: vip.optional(),
 });
 
 export type Inventory = z.infer<typeof inventorySchema>;
 export type InventoryNode = z.infer<typeof node>;
 export type InventoryMaster = z.infer<typeof master>;
 export type Impl = z.infer<typeof impl>;
+export type InventoryVip = z.infer<typeof vip>;
+
+/** A host that carries the VIP: a master or node of the inventory, reached over SSH as nodes are. */
+export interface VipHost {
+  name: string;
+  /** Its IP address (rules.ts checks that it has one): its VRRP source and haproxy's own frontend. */
+  address: string;
+  ssh?: SshSettings;
+  role: 'master' | 'node';
+}
+
+/** The inventory's VIP hosts, in vip.hosts order; a name found nowhere is left out (rules.ts reports it). */
+export function vipHosts(inv: Inventory): VipHost[] {
+  const out: VipHost[] = [];
+  for (const name of inv.vip?.hosts ?? []) {
+    const m = inv.masters.find((x) => x.name === name);
+    const n = inv.nodes.find((x) => x.name === name);
+    const h = m ?? n;
+    if (!h || out.some((x) => x.name === name)) continue;
+    out.push({ name, address: h.address ?? name, ssh: h.ssh, role: m ? 'master' : 'node' });
+  }
+  return out;
+}
 
 /** The balancer a node asked for: its own lb.impl, else the inventory's. */
 export function wantedImpl(inv: Inventory, node: InventoryNode): Impl {

@@ -26,7 +26,8 @@ export function kubeLbPaths(prefix: string) {
 // Read once per inventory: every node gets the same config.
 const caText = new WeakMap<Inventory, string | undefined>();
 
-function clusterCa(inv: Inventory): string | undefined {
+/** The cluster CA, read once per inventory; undefined without tls.caFile. */
+export function clusterCa(inv: Inventory): string | undefined {
   if (!inv.tls.caFile) return undefined;
   if (!caText.has(inv)) {
     let text: string;

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { command } from './command.js';
 import { directory, file, systemdUnit, template } from './files.js';
+import { packages } from './packages.js';
 import { addressPort, service } from './service.js';
 import type { Operation } from './types.js';
 
@@ -28,6 +29,8 @@ export const verifyArgs = z.strictObject({
    * verified, since it then tries every apiserver anyway.
    */
   healthz: addressPort.optional(),
+  /** Other units that must be active (running) too (the VIP hosts' keepalived beside haproxy). */
+  also: z.array(z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a unit name like keepalived')).optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {
@@ -37,6 +40,7 @@ export const OPERATIONS: Record<string, Operation<any>> = {
   systemdUnit,
   service,
   command,
+  packages,
 };
 
 export const STEP_TYPES = ['nginxBuild', 'kubeLbBuild', 'verify', ...Object.keys(OPERATIONS)] as const;

@@ -76,7 +76,7 @@ export const template: Operation<{ template: string; dest: string; mode: string;
   args: z.strictObject({ template: z.string(), dest: absPath, mode: mode.default('0644'), validate: z.string().optional(), notify: handlers }),
   facts: (a) => ({ files: [a.dest] }),
   plan(a, facts, ctx) {
-    return planPut(a.dest, Buffer.from(ctx.render(a.template)), a.mode, facts, ctx, { validate: a.validate, notify: a.notify, text: true, what: 'write' });
+    return planPut(a.dest, Buffer.from(ctx.render(a.template, facts)), a.mode, facts, ctx, { validate: a.validate, notify: a.notify, text: true, what: 'write' });
   },
 };
 
@@ -86,7 +86,7 @@ export const systemdUnit: Operation<{ name: string; template: string; notify: Ha
   args: z.strictObject({ name: z.string().regex(/^[A-Za-z0-9@._-]+\.(service|socket|timer)$/, 'must be a unit name like kube-nginx.service'), template: z.string(), notify: handlers }),
   facts: (a) => ({ files: [`/etc/systemd/system/${a.name}`] }),
   plan(a, facts, ctx) {
-    const p = planPut(`/etc/systemd/system/${a.name}`, Buffer.from(ctx.render(a.template)), '0644', facts, ctx, {
+    const p = planPut(`/etc/systemd/system/${a.name}`, Buffer.from(ctx.render(a.template, facts)), '0644', facts, ctx, {
       notify: a.notify,
       text: true,
       what: 'write',

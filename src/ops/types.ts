@@ -27,8 +27,11 @@ export type Change =
       kind: 'run';
       command: string;
       label: string;
-      /** `verified`: run only once the verify step passed (e.g. disabling the balancer this one replaced). */
-      when?: 'verified';
+      /**
+       * `verified`: run only once the verify step passed (e.g. disabling the balancer this one replaced).
+       * `staging`: run before files are staged and validated, when nothing live has moved (installing a package a validation needs).
+       */
+      when?: 'verified' | 'staging';
       /** What puts this back if the host fails verification (a roll's rollback), instead of restarting the unit. */
       undo?: string;
       /** This command hands the listen port over from that unit, which is serving now. */
@@ -49,7 +52,7 @@ export interface PlanContext {
   /** Build outputs by name, e.g. `nginx`. */
   artifacts: Record<string, { content: Buffer; sha256: string; describe: string }>;
   /** Named renderers for templates. */
-  render: (template: string) => string;
+  render: (template: string, facts: HostFacts) => string;
   /** The remote text of a file, for diffs; undefined when unknown. */
   currentText?: (path: string) => string | undefined;
 }

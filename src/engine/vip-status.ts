@@ -1,0 +1,147 @@
+/**
+ * `k8s-ha status` for the VIP layer: on each VIP host, whether it holds the VIP, its VRRP state
+ * (as keepalived's notify recorded it), haproxy and keepalived as systemd sees them, and
+ * haproxy's own view of every master (its stats page, read on the host's loopback). Then the
+ * verdict an operator needs: exactly one holder, none (an outage) or several (a split brain).
+ */
+import http from 'node:http';
+import { SshConnection } from '../connect/ssh.js';
+import type { Inventory, VipHost } from '../inventory/schema.js';
+import { VIP_BACKEND, VIP_PATHS } from '../lb/vip.js';
+import { hostPortOf } from '../util/hostport.js';
+import { mapLimit } from '../util/pool.js';
+import { quote } from '../util/quote.js';
+import type { SshTarget } from '../connect/ssh.js';
+import { dialed } from './results.js';
+import { holdsCommand } from './vip.js';
+
+export interface VipBackendStatus {
+  name: string;
+  /** haproxy's word: UP, DOWN, `UP 1/2` (turning), MAINT, no check... */
+  status: string;
+  /** Sessions open to it now. */
+  sessions: number;
+  /** The last check's outcome, e.g. `L7OK/200 in 3ms`, `L4CON`. */
+  check?: string;
+}
+
+export interface VipHostStatus {
+  name: string;
+  address: string;
+  via?: string;
+  reachable: boolean;
+  error?: string;
+  holds?: boolean;
+  /** MASTER, BACKUP, FAULT, STOP: the last state keepalived announced, and when. */
+  vrrp?: string;
+  vrrpSince?: string;
+  haproxy?: string;
+  keepalived?: string;
+  backends: VipBackendStatus[];
+  /** Why haproxy's view could not be read. */
+  statsError?: string;
+}
+
+export interface VipStatus {
+  address: string;
+  port: number;
+  hosts: VipHostStatus[];
+  holders: string[];
+  /** A split brain, no holder, or a VIP host that cannot be asked: what is wrong, in a line. */
+  problem?: string;
+}
+
+/** haproxy's CSV stats: the servers of the masters' backend. */
+export function parseHaproxyCsv(csv: string, backend = VIP_BACKEND): VipBackendStatus[] {
+  const lines = csv.split('\n').filter((l) => l.trim());
+  const header = lines[0]?.replace(/^#\s*/, '').split(',') ?? [];
+  const col = (name: string) => header.indexOf(name);
+  const [px, sv, scur, status, check, desc] = [col('pxname'), col('svname'), col('scur'), col('status'), col('check_status'), col('check_desc')];
+  if (px < 0 || sv < 0) return [];
+  const out: VipBackendStatus[] = [];
+  for (const line of lines.slice(1)) {
+    const f = line.split(',');
+    if (f[px] !== backend || f[sv] === 'BACKEND' || f[sv] === 'FRONTEND') continue;
+    const c = f[check] ?? '';
+    out.push({ name: f[sv]!, status: f[status] ?? '?', sessions: Number(f[scur] ?? 0), check: c ? `${c}${f[desc] ? ` (${f[desc]})` : ''}` : undefined });
+  }
+  return out;
+}
+
+async function statsCsv(conn: SshConnection, statsListen: string): Promise<string> {
+  const { host, port } = hostPortOf(statsListen);
+  const socket = await conn.connectFromHost(host, port);
+  return new Promise((resolve, reject) => {
+    const req = http.request({ createConnection: () => socket as never, path: '/stats;csv', headers: { host, connection: 'close' }, timeout: 3000 }, (res) => {
+      let body = '';
+      res.on('data', (b: Buffer) => (body += b.toString()));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`haproxy's stats answered ${res.statusCode}`))));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error("haproxy's stats did not answer within 3 s")));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function hostStatus(inv: Inventory, host: VipHost, target: SshTarget): Promise<VipHostStatus> {
+  const v = inv.vip!;
+  const base = { name: host.name, ...dialed(target), backends: [] as VipBackendStatus[] };
+  let conn: SshConnection;
+  try {
+    conn = await SshConnection.open(target);
+  } catch (e) {
+    return { ...base, reachable: false, error: (e as Error).message };
+  }
+  try {
+    const script = [
+      `if ${holdsCommand(v.address)}; then echo "@@holds yes"; else echo "@@holds no"; fi`,
+      `echo "@@vrrp $(cat ${quote(VIP_PATHS.state)} 2>/dev/null)"`,
+      `for u in haproxy keepalived; do echo "@@unit $u $(systemctl show -p ActiveState -p SubState --value $u | tr '\\n' ' ')"; done`,
+    ].join('\n');
+    const [r, csv] = await Promise.all([
+      conn.execAsRoot(script),
+      statsCsv(conn, v.statsListen).then(
+        (text) => ({ text }),
+        (e: Error) => ({ error: e.message.split('\n')[0] }),
+      ),
+    ]);
+    const out = r.stdout;
+    const unit = (u: string) => {
+      const [a = '?', s = '?'] = (new RegExp(`^@@unit ${u} (.*)$`, 'm').exec(out)?.[1] ?? '').trim().split(/\s+/);
+      return a === 'active' ? `active (${s})` : a === 'inactive' && s === 'dead' ? 'inactive (dead)' : `${a} (${s})`;
+    };
+    const [vrrp, since] = (/^@@vrrp (.*)$/m.exec(out)?.[1] ?? '').trim().split(/\s+/);
+    return {
+      ...base,
+      reachable: true,
+      holds: /^@@holds yes$/m.test(out),
+      vrrp: vrrp || undefined,
+      vrrpSince: since || undefined,
+      haproxy: unit('haproxy'),
+      keepalived: unit('keepalived'),
+      backends: 'text' in csv ? parseHaproxyCsv(csv.text) : [],
+      statsError: 'error' in csv ? csv.error : undefined,
+    };
+  } catch (e) {
+    return { ...base, reachable: false, error: (e as Error).message };
+  } finally {
+    conn.close();
+  }
+}
+
+/** The verdict on a set of VIP host states: one holder is right; none, several or a silent host are problems. */
+export function vipProblem(hosts: Pick<VipHostStatus, 'name' | 'reachable' | 'holds'>[], address: string): string | undefined {
+  const holders = hosts.filter((h) => h.holds).map((h) => h.name);
+  const silent = hosts.filter((h) => !h.reachable).map((h) => h.name);
+  if (holders.length > 1) return `split brain: ${holders.join(' and ')} all hold the VIP ${address}`;
+  if (!holders.length) return silent.length ? `no reachable host holds the VIP ${address} (${silent.join(', ')} could not be asked)` : `no host holds the VIP ${address}: clients outside the nodes cannot reach the apiservers`;
+  return undefined;
+}
+
+export async function vipStatus(inv: Inventory, hosts: VipHost[], targets: Map<string, SshTarget>, concurrency: number): Promise<VipStatus | undefined> {
+  const v = inv.vip;
+  if (!v || !hosts.length) return undefined;
+  const states = await mapLimit(hosts, concurrency, (h) => hostStatus(inv, h, targets.get(h.name)!));
+  return { address: v.address, port: v.port, hosts: states, holders: states.filter((h) => h.holds).map((h) => h.name), problem: vipProblem(states, v.address) };
+}
