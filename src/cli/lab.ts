@@ -1,9 +1,8 @@
 /** `k8s-ha lab up | prepare | down | status | master`: parse, call, render. The lab's modules load on demand: `deploy` never pays for them. */
 import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
-import type { MasterAction } from '../lab/control.js';
 import type { LabUpContext } from '../lab/lab.js';
-import { MAX_LAB_HOSTS } from '../lab/topology.js';
+import { MASTER_ACTIONS, MAX_LAB_HOSTS, type MasterAction } from '../lab/topology.js';
 import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
 
@@ -19,13 +18,15 @@ function count(what: string) {
 
 
 export function labCommand(setExit: (code: number) => void): Command {
-  const lab = new Command('lab').description('a throwaway cluster of systemd+sshd nodes and apiserver stand-ins on the local Docker engine');
+  const lab = new Command('lab').description(
+    'a throwaway cluster on the local Docker engine: systemd+sshd nodes, and systemd+sshd masters whose kube-apiserver is a stand-in',
+  );
 
   lab
     .command('up')
     .description('start the lab (or check that it is up), write its inventory')
     .option('--nodes <n>', 'node containers (systemd + sshd); default 3, or the size of the lab already in --dir', count('--nodes'))
-    .option('--masters <m>', 'apiserver stand-ins; default 3, or the size of the lab already in --dir', count('--masters'))
+    .option('--masters <m>', 'master containers (systemd + sshd + an apiserver stand-in); default 3, or the size of the lab already in --dir', count('--masters'))
     .option('--dir <dir>', 'lab directory: keys, certificates, inventory', '.lab')
     .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
     .option('--bastion', 'add a bastion host (A.B.0.20) and make the nodes reachable only through it; default: what the lab in --dir has')
@@ -112,14 +113,17 @@ export function labCommand(setExit: (code: number) => void): Command {
   lab
     .command('master')
     .description(
-      'fail or restore an apiserver stand-in: make /readyz red or green, crash/recover its apiserver (connections refused, host up), stop/start its container (the host gone), or freeze/thaw it (a hung host: no answer, no reset)',
+      'fail or restore a master: ready/unready turn its /readyz green/red; crash/recover make its apiserver stop/resume listening ' +
+        '(connections refused, process and host up); stop/start its kube-apiserver service (SIGTERM: /readyz red, then connections refused; ' +
+        'the host up, SSH works); freeze/thaw the whole host (hung: no answer, no reset); down/up the whole host (container stopped: ' +
+        'nothing answers; up waits until SSH and /readyz answer again)',
     )
     .argument('<name>', 'a master of the lab, e.g. master-1')
-    .argument('<action>', 'ready | unready | crash | recover | stop | start | freeze | thaw')
+    .argument('<action>', MASTER_ACTIONS.join(' | '))
     .option('--dir <dir>', 'lab directory', '.lab')
     .action(async (name: string, action: string, o: { dir: string }) => {
-      if (!['ready', 'unready', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw'].includes(action)) {
-        throw new InvalidArgumentError(`action must be ready, unready, crash, recover, stop, start, freeze or thaw, got "${action}".`);
+      if (!(MASTER_ACTIONS as readonly string[]).includes(action)) {
+        throw new InvalidArgumentError(`action must be ${MASTER_ACTIONS.slice(0, -1).join(', ')} or ${MASTER_ACTIONS.at(-1)}, got "${action}".`);
       }
       const { controlMaster } = await import('../lab/control.js');
       process.stdout.write((await controlMaster(o.dir, name, action as MasterAction)) + '\n');
@@ -176,5 +180,8 @@ function printLabUp(ctx: LabUpContext): void {
     out.push(`Log in:    ssh -F ${rel(p.sshConfig)} -J root@${bastion.address} root@${first.address}`);
     if (!isolated) out.push(`           ${direct} root@${first.address}`);
   }
+  // Masters are hosts too, never behind the bastion: the same key and known_hosts reach them directly.
+  const master = ctx.plan!.containers.find((c) => c.role === 'master');
+  if (master) out.push(`Masters:   ${direct} root@${master.address} systemctl status kube-apiserver`);
   process.stdout.write(out.join('\n') + '\n');
 }

@@ -1,7 +1,7 @@
 /**
  * docker-compose.test.yml, rendered from the same plan `lab up` runs.
  * Compose v1 (1.29) has no cgroupns setting: on cgroup v1 engines the host
- * namespace is the default, which is what systemd in the nodes needs.
+ * namespace is the default, which is what systemd in the nodes and masters needs.
  */
 import YAML from 'yaml';
 import { planLab, type LabPlan } from './topology.js';
@@ -12,7 +12,11 @@ export const COMPOSE_FILE = 'docker-compose.test.yml';
 export const COMPOSE_LAB = { nodes: 3, masters: 3, dir: '.lab', subnet: '10.210.0.0/16' } as const;
 
 /** Stable image names the compose file refers to; `lab up` and `lab prepare` tag them. */
-export const COMPOSE_IMAGES = { node: 'k8s-ha-lab-node:latest', apiserver: 'k8s-ha-lab-apiserver:latest' } as const;
+export const COMPOSE_IMAGES = {
+  node: 'k8s-ha-lab-node:latest',
+  master: 'k8s-ha-lab-master:latest',
+  apiserver: 'k8s-ha-lab-apiserver:latest',
+} as const;
 
 export function renderCompose(plan: LabPlan): string {
   const services: Record<string, unknown> = {};
@@ -36,7 +40,7 @@ export function renderCompose(plan: LabPlan): string {
     networks: { lab: { ipam: { config: [{ subnet: plan.network.subnet, gateway: plan.network.gateway }] } } },
   };
   const header = [
-    '# The k8s-ha lab for docker-compose v1: 3 systemd+sshd nodes, 3 apiserver stand-ins, one nginx source mirror.',
+    '# The k8s-ha lab for docker-compose v1: 3 systemd+sshd nodes, 3 systemd+sshd masters whose kube-apiserver is a stand-in, one nginx source mirror.',
     '# Generated from src/lab/topology.ts by `npm run compose:write`; a unit test keeps it equal to what `k8s-ha lab up` runs.',
     '# First write the images and the lab files (keys, certificates, tarball) it mounts from ./.lab:',
     '#   npx k8s-ha lab prepare',

@@ -1,45 +1,109 @@
-/** Make an apiserver stand-in unready, or stop and start it: how tests and demos fail a master. */
+/**
+ * Fail a lab master the ways a real one fails, and restore it: how tests and
+ * demos take an apiserver away. A master is a host (systemd, sshd) whose
+ * kube-apiserver service is the stand-in, so each action names what it hits:
+ *   ready | unready    the stand-in's /readyz answers 200 | 500 (its control port)
+ *   crash | recover    the stand-in stops | resumes listening on :6443, its process alive
+ *   stop | start       `systemctl stop | start kube-apiserver`: SIGTERM, /readyz red, then
+ *                      connections refused; the host stays up (SSH works)
+ *   freeze | thaw      the whole host paused | resumed: no answer, no FIN, no reset
+ *   down | up          the whole host gone (container stopped) | back: booted, SSH and /readyz answer
+ */
+import fs from 'node:fs/promises';
 import http from 'node:http';
-import { UsageError } from '../errors.js';
+import { EnvironmentError, UsageError } from '../errors.js';
 import { docker } from './docker.js';
-import { readState } from './state.js';
-import { planLab, STANDIN_CONTROL_PORT, type LabContainer } from './topology.js';
+import { labPaths } from './files.js';
+import { probeMaster, waitForMaster } from './health.js';
+import { planOfState, readState } from './state.js';
+import { STANDIN_CONTROL_PORT, type LabContainer, type MasterAction } from './topology.js';
 
-export type MasterAction = 'ready' | 'unready' | 'crash' | 'recover' | 'stop' | 'start' | 'freeze' | 'thaw';
+/** The systemd unit of the stand-in in the master image. */
+export const APISERVER_UNIT = 'kube-apiserver';
 
-export async function findMaster(dir: string, name: string): Promise<LabContainer> {
+/** How long `start` waits for the stand-in to answer /readyz, and `up` for the host to boot and answer SSH and /readyz. */
+const START_TIMEOUT_MS = 30_000;
+const UP_TIMEOUT_MS = 60_000;
+
+interface FoundMaster {
+  master: LabContainer;
+  /** The lab's directory, as lab.json records it. */
+  dir: string;
+}
+
+async function findMaster(dir: string, name: string): Promise<FoundMaster> {
   const state = await readState(dir);
   if (!state) throw new UsageError(`no lab in ${dir}`, { hint: `start one with \`k8s-ha lab up --dir ${dir}\`` });
-  const plan = planLab({ ...state, dir: state.dir });
+  const plan = planOfState(state, dir);
   const m = plan.containers.find((c) => c.role === 'master' && c.service === name);
   if (!m) {
     const names = plan.containers.filter((c) => c.role === 'master').map((c) => c.service);
     throw new UsageError(`the lab has no master named ${name}`, { hint: `use one of: ${names.join(', ')}` });
   }
-  return m;
+  return { master: m, dir: state.dir };
 }
 
 export async function controlMaster(dir: string, name: string, action: MasterAction): Promise<string> {
-  const m = await findMaster(dir, name);
+  const { master: m, dir: labDir } = await findMaster(dir, name);
+  const who = `${name} (${m.address})`;
   if (action === 'freeze' || action === 'thaw') {
-    // docker pause: every process of the stand-in stops dead; its TCP peers get no FIN and no RST.
+    // docker pause: every process of the host stops dead; its TCP peers get no FIN and no RST.
     await docker([action === 'freeze' ? 'pause' : 'unpause', m.name], { step: `${action} ${name}` });
-    return `${name} (${m.address}) ${action === 'freeze' ? 'frozen: it answers nothing and resets nothing' : 'thawed'}`;
+    return action === 'freeze'
+      ? `${who} frozen: the whole host is paused, it answers nothing and resets nothing`
+      : `${who} thawed: the host runs again`;
+  }
+  if (action === 'down') {
+    // Not a clean shutdown: systemd as PID 1 takes SIGTERM as "re-execute", so after 1 s the container is
+    // killed, like a host that loses power. Its address then answers nothing.
+    await docker(['stop', '-t', '1', m.name], { step: `taking ${name} down` });
+    return `${who} down: the whole host is stopped (its container), nothing answers at its address`;
+  }
+  if (action === 'up') {
+    await docker(['start', m.name], { step: `bringing ${name} up` });
+    const paths = labPaths(labDir);
+    const h = await waitForMaster(m, paths, await fs.readFile(paths.caFile, 'utf8'), UP_TIMEOUT_MS, 'answer');
+    if (!h.ok) {
+      throw new EnvironmentError(`${who} was started but is not healthy within ${UP_TIMEOUT_MS / 1000} s: ${h.detail}`, {
+        hint: `look at \`docker logs ${m.name}\`, or \`docker exec ${m.name} systemctl status ${APISERVER_UNIT}\``,
+      });
+    }
+    return `${who} up: the host booted (${h.detail})`;
   }
   if (action === 'stop' || action === 'start') {
-    await docker([action, m.name], { step: `${action} ${name}` });
-    return `${name} (${m.address}) ${action === 'stop' ? 'stopped' : 'started'}`;
+    // systemctl returns once the unit has stopped (the stand-in has closed :6443) or has been started.
+    await docker(['exec', m.name, 'systemctl', action, APISERVER_UNIT], { step: `systemctl ${action} ${APISERVER_UNIT} on ${name}` });
+    if (action === 'stop') {
+      return `${who} kube-apiserver stopped (SIGTERM: /readyz turned red, then it closed :6443): connections are refused, the host stays up`;
+    }
+    const caPem = await fs.readFile(labPaths(labDir).caFile, 'utf8');
+    // Started already (systemctl changes nothing then) and made unready on purpose: it answers, which will do.
+    const h = await probeMaster(m, caPem, START_TIMEOUT_MS, 'answer');
+    if (!h.ok) {
+      throw new EnvironmentError(`${who} kube-apiserver was started but does not answer /readyz within ${START_TIMEOUT_MS / 1000} s: ${h.detail}`, {
+        hint: `look at \`docker exec ${m.name} journalctl -u ${APISERVER_UNIT}\``,
+      });
+    }
+    return `${who} kube-apiserver started: ${h.detail}`;
   }
   await new Promise<void>((resolve, reject) => {
     const req = http.request({ host: m.address, port: STANDIN_CONTROL_PORT, method: 'POST', path: `/control/${action}`, timeout: 5000 }, (res) => {
       res.resume();
       res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`${name} control answered HTTP ${res.statusCode}`))));
     });
-    req.on('timeout', () => req.destroy(new Error(`${name} control port did not answer within 5 s (is it stopped?)`)));
-    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error(`${name} control port did not answer within 5 s (is the host frozen?)`)));
+    req.on('error', (e: NodeJS.ErrnoException) =>
+      reject(
+        e.code === 'ECONNREFUSED'
+          ? new UsageError(`${who}: its kube-apiserver is not running, so it cannot be made ${action}`, {
+              hint: `start it first: k8s-ha lab master ${name} start --dir ${dir}`,
+            })
+          : e,
+      ),
+    );
     req.end();
   });
-  if (action === 'crash') return `${name} (${m.address}) crashed: nothing listens on :6443 (connections refused), the host stays up`;
-  if (action === 'recover') return `${name} (${m.address}) listens on :6443 again`;
-  return `${name} (${m.address}) /readyz now answers ${action === 'ready' ? '200' : '500'}`;
+  if (action === 'crash') return `${who} crashed: its kube-apiserver listens no more on :6443 (connections refused), its process and the host stay up`;
+  if (action === 'recover') return `${who} recovered: its kube-apiserver listens on :6443 again`;
+  return `${who} /readyz now answers ${action === 'ready' ? '200' : '500'}`;
 }

@@ -68,34 +68,40 @@ export async function ensureEngine(say: Say): Promise<void> {
 
 const INOTIFY_INSTANCES = '/proc/sys/fs/inotify/max_user_instances';
 
-/** inotify instances a lab of this many systemd nodes needs: several per node, plus the host's own. */
-export function inotifyInstancesNeeded(nodes: number): number {
-  return Math.max(512, 128 + 12 * nodes);
+/** inotify instances this many systemd containers need: several each, plus the host's own. */
+export function inotifyInstancesNeeded(hosts: number): number {
+  return Math.max(512, 128 + 12 * hosts);
 }
 
+/** Lab roles whose containers boot systemd (the mirror runs one process). */
+const SYSTEMD_ROLES = new Set(['node', 'master', 'bastion']);
+
 /**
- * Every systemd in a node container takes several inotify instances from the
- * host's per-user limit (128 by default): past about 40 nodes, boots fail with
- * "Failed to create inotify object". Raise it when we can; say how otherwise.
+ * Every systemd in a lab container (node, master or bastion) takes several
+ * inotify instances from the host's per-user limit (128 by default): past
+ * about 40 of them, boots fail with "Failed to create inotify object". Raise
+ * it when we can; say how otherwise. `hosts`: the systemd containers to start.
  */
-export async function ensureHostLimits(nodes: number, say: Say): Promise<void> {
-  // Every systemd node on this engine counts, this lab's and any other lab's.
-  const running = await run('docker', ['ps', '-q', '--filter', `label=${LAB_ROLE_LABEL}=node`]).catch(() => undefined);
-  nodes += running?.stdout.split('\n').filter(Boolean).length ?? 0;
+export async function ensureHostLimits(hosts: number, say: Say): Promise<void> {
+  // Every running systemd container on this engine counts, this lab's and any other lab's.
+  const running = await run('docker', ['ps', '--filter', `label=${LAB_ROLE_LABEL}`, '--format', `{{.Label "${LAB_ROLE_LABEL}"}}`]).catch(
+    () => undefined,
+  );
+  hosts += running?.stdout.split('\n').filter((role) => SYSTEMD_ROLES.has(role.trim())).length ?? 0;
   let current: number;
   try {
     current = Number(fs.readFileSync(INOTIFY_INSTANCES, 'utf8').trim());
   } catch {
     return; // not Linux /proc: the engine runs elsewhere (Docker Desktop) and has its own limits
   }
-  const needed = inotifyInstancesNeeded(nodes);
+  const needed = inotifyInstancesNeeded(hosts);
   if (current >= needed) return;
   if (!isRoot()) {
     throw new EnvironmentError(
-      `fs.inotify.max_user_instances is ${current}; ${nodes} systemd nodes on this engine need about ${needed}`,
+      `fs.inotify.max_user_instances is ${current}; ${hosts} systemd containers on this engine need about ${needed}`,
       { hint: `run: sudo sysctl -w fs.inotify.max_user_instances=${needed}` },
     );
   }
   fs.writeFileSync(INOTIFY_INSTANCES, String(needed));
-  say(`raised fs.inotify.max_user_instances from ${current} to ${needed} (${nodes} systemd nodes on this engine, each uses several)`);
+  say(`raised fs.inotify.max_user_instances from ${current} to ${needed} (${hosts} systemd containers on this engine, each uses several)`);
 }

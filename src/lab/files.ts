@@ -1,8 +1,9 @@
 /**
- * The lab's files: its SSH key pair, one host key per node (so known_hosts is
- * written before any node boots and strict checking works from the first
- * login), a CA with one serving certificate per stand-in, the tarball for the
- * mirror, and the inventory. Keys and the CA are made once per lab directory.
+ * The lab's files: its SSH key pair, one host key per SSH host (node, master,
+ * bastion: so known_hosts is written before any of them boots and strict
+ * checking works from the first login), a CA with one serving certificate per
+ * master's stand-in, the tarball for the mirror, and the inventory. Keys and
+ * the CA are made once per lab directory.
  * With a bastion: its host key too, an SSH host CA that signs it, and an
  * inventory that reaches the nodes through it.
  */
@@ -92,8 +93,8 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
   }
   await writeFileAtomic(at('ssh', 'authorized_keys'), await fsp.readFile(`${p.identityFile}.pub`));
 
-  // Every SSH host, the bastion included: strict host key checking holds on every hop.
-  const sshHosts = plan.containers.filter((c) => c.role === 'node' || c.role === 'bastion');
+  // Every SSH host, masters and the bastion included: strict host key checking holds on every hop and every login.
+  const sshHosts = plan.containers.filter((c) => c.role !== 'mirror');
   const masters = plan.containers.filter((c) => c.role === 'master');
   const known: string[] = [];
   for (const n of sshHosts) {
@@ -151,7 +152,7 @@ export function renderLabSshConfig(plan: LabPlan, p: LabPaths): string {
   const bastion = labBastion(plan);
   return [
     `# OpenSSH client settings for the k8s-ha lab in ${p.dir} (${plan.id}), written by \`k8s-ha lab up\`.`,
-    `# ssh -F ${p.sshConfig} root@<node address>` + (bastion ? `, or through the bastion: ssh -F ${p.sshConfig} -J ${bastionJump(bastion)} root@<node address>` : ''),
+    `# ssh -F ${p.sshConfig} root@<node or master address>` + (bastion ? `, or through the bastion: ssh -F ${p.sshConfig} -J ${bastionJump(bastion)} root@<node address>` : ''),
     'Host *',
     '  User root',
     `  IdentityFile ${p.identityFile}`,

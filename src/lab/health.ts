@@ -64,13 +64,27 @@ export async function waitForNode(c: LabContainer, p: LabPaths, timeoutMs: numbe
   return { service: c.service, role: c.role, address: c.address, ok: false, detail: `no SSH login${through} within ${timeoutMs / 1000} s: ${last}` };
 }
 
-export async function probeMaster(c: LabContainer, caPem: string, timeoutMs: number): Promise<HostHealth> {
+/**
+ * A master is up when it is a host like a node (an SSH login under strict host key checking, systemd
+ * booted) and its kube-apiserver stand-in answers /readyz 200 over TLS. Always directly: a bastion
+ * hides the nodes only, never the masters. Both are probed at once, within the same time.
+ * `want: 'answer'`: any HTTP status will do (a master made unready on purpose is still up).
+ */
+export async function waitForMaster(c: LabContainer, p: LabPaths, caPem: string, timeoutMs: number, want: MasterWant = 'ready'): Promise<HostHealth> {
+  const [host, api] = await Promise.all([waitForNode(c, p, timeoutMs), probeMaster(c, caPem, timeoutMs, want)]);
+  return { ...host, ok: host.ok && api.ok, detail: `${host.detail}, ${api.detail}` };
+}
+
+/** What a master's /readyz must say: 200, or anything at all (the stand-in listens). */
+export type MasterWant = 'ready' | 'answer';
+
+export async function probeMaster(c: LabContainer, caPem: string, timeoutMs: number, want: MasterWant = 'ready'): Promise<HostHealth> {
   const deadline = Date.now() + timeoutMs;
   let last = '';
   do {
     try {
       const r = await httpsGet({ address: c.address, port: APISERVER_PORT }, { path: '/readyz', ca: caPem, servername: c.address, timeoutMs: 3000 });
-      const ok = r.status === 200;
+      const ok = r.status === 200 || want === 'answer';
       if (ok || Date.now() >= deadline) return { service: c.service, role: c.role, address: c.address, ok, detail: `/readyz ${r.status}` };
       last = `/readyz ${r.status}`;
     } catch (e) {

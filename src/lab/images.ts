@@ -5,7 +5,11 @@
  *              `docker build` from debian:bookworm where a registry answers,
  *              else debootstrap + `docker import` (no registry needed).
  *   node       base + a boot unit installing the lab's host key and authorized key.
- *   apiserver  base + Node.js + the stand-in script (apiserver stand-ins and the mirror).
+ *   master     node + Node.js + the stand-in script, run by systemd as the
+ *              kube-apiserver service: a master is a host like a node. Built
+ *              on the node image, so the node image stays as small as it was
+ *              and the two share every layer below.
+ *   apiserver  base + Node.js + the stand-in script, run as PID 1 (the mirror).
  */
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -83,6 +87,36 @@ RUN chmod 0755 /usr/local/sbin/k8s-ha-lab-init \\
 `;
 }
 
+/**
+ * The apiserver stand-in as a systemd service named like the real one, so
+ * `systemctl stop kube-apiserver` stops it the way kube-apiserver stops: a
+ * SIGTERM, on which the stand-in turns /readyz red, then closes its port. %l
+ * is the host name, which the lab sets to the master's name (master-1...).
+ */
+const MASTER_APISERVER_UNIT = `[Unit]
+Description=k8s-ha lab: apiserver stand-in (HTTPS :6443, like kube-apiserver)
+After=network.target
+
+[Service]
+Environment=STANDIN_NAME=%l
+ExecStart=/usr/local/bin/node /opt/k8s-ha-lab/standin.js apiserver
+Restart=on-failure
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+function masterDockerfile(node: string): string {
+  return `FROM ${node}
+COPY node /usr/local/bin/node
+COPY standin.js /opt/k8s-ha-lab/standin.js
+COPY kube-apiserver.service /etc/systemd/system/kube-apiserver.service
+RUN /usr/local/bin/node --version \
+ && systemctl enable kube-apiserver.service
+`;
+}
+
 function apiserverDockerfile(base: string): string {
   return `FROM ${base}
 COPY node /usr/local/bin/node
@@ -114,16 +148,22 @@ export async function ensureImages(say: Say): Promise<LabImages & { base: string
     throw new EnvironmentError(`${standin} is missing`, { hint: 'run `npm run build` (npm ci does it) first' });
   }
   const nodeBinary = await fsp.realpath(process.execPath);
-  const apiserver = await ensureBuiltImage(
-    'k8s-ha-lab-apiserver',
-    apiserverDockerfile(base),
-    { node: { copyFrom: nodeBinary, hashWith: `${process.version} ${(await fsp.stat(nodeBinary)).size}` }, 'standin.js': await fsp.readFile(standin, 'utf8') },
+  const standinFiles = {
+    node: { copyFrom: nodeBinary, hashWith: `${process.version} ${(await fsp.stat(nodeBinary)).size}` },
+    'standin.js': await fsp.readFile(standin, 'utf8'),
+  };
+  const master = await ensureBuiltImage(
+    'k8s-ha-lab-master',
+    masterDockerfile(node),
+    { ...standinFiles, 'kube-apiserver.service': MASTER_APISERVER_UNIT },
     say,
   );
+  const apiserver = await ensureBuiltImage('k8s-ha-lab-apiserver', apiserverDockerfile(base), standinFiles, say);
   // Stable names for docker-compose.test.yml.
   await docker(['tag', node, COMPOSE_IMAGES.node]);
+  await docker(['tag', master, COMPOSE_IMAGES.master]);
   await docker(['tag', apiserver, COMPOSE_IMAGES.apiserver]);
-  return { base, node, apiserver };
+  return { base, node, master, apiserver };
 }
 
 type ContextFile = string | { copyFrom: string; hashWith: string };

@@ -15,8 +15,8 @@
 import { UsageError } from '../errors.js';
 import { mapLimit } from '../util/pool.js';
 import { docker, labContainers } from './docker.js';
-import { readState } from './state.js';
-import { planLab, type LabContainer, type LabPlan } from './topology.js';
+import { planOfState, readState } from './state.js';
+import type { LabContainer, LabPlan } from './topology.js';
 
 /**
  * Shell run in a node (as root, which has NET_ADMIN there): add or remove the
@@ -52,13 +52,13 @@ export async function applyNodeIsolation(plan: LabPlan, isolated: boolean, fresh
 
 /**
  * Isolate the nodes of the lab in `dir` from this machine, or reconnect them.
- * A fault to inject, like `lab master stop`: lab.json and the inventories stay
+ * A fault to inject, like `lab master NAME down`: lab.json and the inventories stay
  * as they are, and the next `lab up` puts back what lab.json says.
  */
 export async function setNodeIsolation(dir: string, isolated: boolean): Promise<void> {
   const state = await readState(dir);
   if (!state) throw new UsageError(`no lab in ${dir}`, { hint: `start one with \`k8s-ha lab up --dir ${dir} --bastion\`` });
-  const plan = planLab({ ...state, dir: state.dir });
+  const plan = planOfState(state, dir);
   const running = new Set((await labContainers(state.id)).filter((c) => c.running).map((c) => c.name));
   const down = plan.containers.filter((c) => c.role === 'node' && !running.has(c.name)).map((c) => c.service);
   if (down.length) {

@@ -12,10 +12,10 @@ import { docker, LAB_DIR_LABEL, LAB_LABEL, LAB_ROLE_LABEL, labContainers, networ
 import { ensureEngine, ensureHostLimits, type Say } from './engine.js';
 import { ensureLabFiles, labBastion, labPaths, type LabPaths } from './files.js';
 import { SshConnection } from '../connect/ssh.js';
-import { probeMaster, probeMirror, waitForNode, type HostHealth } from './health.js';
+import { probeMirror, waitForMaster, waitForNode, type HostHealth } from './health.js';
 import { ensureImages } from './images.js';
 import { applyNodeIsolation } from './isolation.js';
-// Tests isolate and reconnect the nodes of a live lab with it (a fault, like `lab master stop`).
+// Tests isolate and reconnect the nodes of a live lab with it (a fault, like `lab master NAME down`).
 export { setNodeIsolation } from './isolation.js';
 import { ensureNginxTarball } from './sources.js';
 import {
@@ -25,6 +25,7 @@ import {
   LAB_FILES,
   labId,
   pickSubnet,
+  planOfState,
   readState,
   STATE_KIND,
   writeState,
@@ -134,7 +135,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
         });
         ctx.images = images;
         if (built) ctx.changes.push('built images');
-        return `${images.node}, ${images.apiserver}${built ? '' : ' (cached)'}`;
+        return `${images.node}, ${images.master}, ${images.apiserver}${built ? '' : ' (cached)'}`;
       },
     },
     {
@@ -182,8 +183,8 @@ export function labUpSteps(): Step<LabUpContext>[] {
             say(what);
           }
         }
-        // The bastion boots systemd like a node, and takes inotify instances like one.
-        await ensureHostLimits(ctx.options.nodes + (ctx.options.bastion ? 1 : 0), (line) => {
+        // Masters and the bastion boot systemd like a node, and take inotify instances like one.
+        await ensureHostLimits(ctx.options.nodes + ctx.options.masters + (ctx.options.bastion ? 1 : 0), (line) => {
           ctx.changes.push(line);
           say(line);
         });
@@ -254,7 +255,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
       },
     },
     {
-      title: 'Hosts answer: nodes boot systemd and accept SSH, stand-ins answer /readyz, mirror serves the tarball',
+      title: 'Hosts answer: nodes and masters boot systemd and accept SSH, masters answer /readyz, mirror serves the tarball',
       run: async (ctx) => {
         if (ctx.options.prepareOnly) return 'skipped (prepare only)';
         ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, bootTimeoutMs(ctx.plan!.containers.length), {
@@ -286,7 +287,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           nodes: o.nodes,
           masters: o.masters,
           subnet: ctx.subnet!,
-          images: { node: ctx.images!.node, apiserver: ctx.images!.apiserver },
+          images: { node: ctx.images!.node, master: ctx.images!.master, apiserver: ctx.images!.apiserver },
           createdAt: ctx.existing?.createdAt ?? new Date().toISOString(),
           bastion: o.bastion,
           isolated: o.isolated,
@@ -317,7 +318,7 @@ export interface HealthOptions {
   throughBastion?: boolean;
 }
 
-/** Every lab host, probed the way a user would: SSH + systemd, TLS /readyz, HTTP HEAD. */
+/** Every lab host, probed the way a user would: SSH + systemd (and TLS /readyz on masters), HTTP HEAD. */
 export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: number, options: HealthOptions = {}): Promise<HostHealth[]> {
   const caPem = await fsp.readFile(paths.caFile, 'utf8');
   // One deadline for all, from now: a host probed late in the pool does not get less time for its turn.
@@ -331,18 +332,18 @@ export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: 
       : c.role === 'bastion'
         ? waitForNode(c, paths, left)
         : c.role === 'master'
-          ? probeMaster(c, caPem, left)
+          ? waitForMaster(c, paths, caPem, left)
           : probeMirror(c, left);
   let health: HostHealth[];
   try {
     health = await mapLimit(plan.containers, PROBES_AT_ONCE, (c) => probe(c, Math.max(Math.min(timeoutMs, 1000), deadline - Date.now())));
-    // A second chance, once: a node whose sshd never accepted a login (seen on heavily loaded machines) gets
+    // A second chance, once: a host whose sshd never accepted a login (seen on heavily loaded machines) gets
     // its sshd restarted and is probed again for a minute. Anything else stays as it was found.
     if (timeoutMs < 10_000) return health;
     return await Promise.all(
       health.map(async (h, i) => {
         const c = plan.containers[i]!;
-        if (h.ok || (c.role !== 'node' && c.role !== 'bastion') || !/no SSH login/.test(h.detail)) return h;
+        if (h.ok || c.role === 'mirror' || !/no SSH login/.test(h.detail)) return h;
         await docker(['exec', c.name, 'systemctl', 'restart', 'ssh']).catch(() => undefined);
         const next = await probe(c, 60_000);
         if (next.ok) return { ...next, detail: `${next.detail} (after restarting its sshd once)` };
@@ -410,15 +411,7 @@ export async function labStatus(dir: string): Promise<LabStatus> {
   const state = await readState(dir);
   if (!state) throw new UsageError(`no lab in ${dir}`, { hint: `start one with \`k8s-ha lab up --dir ${dir}\`` });
   const paths = labPaths(dir);
-  const plan = planLab({
-    id: state.id,
-    nodes: state.nodes,
-    masters: state.masters,
-    subnet: state.subnet,
-    dir: paths.dir,
-    images: state.images,
-    bastion: !!state.bastion,
-  });
+  const plan = planOfState(state, dir);
   const containers = new Map((await labContainers(state.id)).map((c) => [c.name, c]));
   const isolated = !!state.bastion && !!state.isolated;
   const health = await checkLabHealth(plan, paths, 1, { throughBastion: isolated });

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import { type LabImages, MAX_LAB_HOSTS } from './topology.js';
+import { type LabImages, type LabPlan, MAX_LAB_HOSTS, planLab } from './topology.js';
 
 export const STATE_FILE = 'lab.json';
 export const STATE_KIND = 'k8s-ha-lab';
@@ -21,7 +21,8 @@ export interface LabState {
   nodes: number;
   masters: number;
   subnet: string;
-  images: LabImages;
+  /** `master` is absent in labs made while masters were bare stand-ins: see planOfState. */
+  images: Omit<LabImages, 'master'> & { master?: string };
   createdAt: string;
   /** A bastion host was added (`lab up --bastion`). Absent in labs made before bastions: none. */
   bastion?: boolean;
@@ -75,6 +76,22 @@ export async function readState(dir: string): Promise<LabState | undefined> {
   throw new UsageError(`${file} is not a k8s-ha lab state file`, {
     hint: `choose another --dir, or remove ${dir} if it is yours to delete`,
   });
+}
+
+/**
+ * The plan of a live lab, for commands that act on its hosts (`lab status`,
+ * `lab master`). A lab made while masters were bare stand-ins (no systemd, no
+ * sshd: lab.json names no master image) is refused with what to run: `lab up`
+ * recreates its masters from the current image and keeps everything else.
+ */
+export function planOfState(state: LabState, dir: string): LabPlan {
+  const { master } = state.images;
+  if (!master) {
+    throw new UsageError(`the lab in ${dir} was made by an older k8s-ha, whose masters were not hosts (no systemd, no sshd)`, {
+      hint: `run \`k8s-ha lab up --dir ${dir}\` to recreate its masters (the nodes stay as they are)`,
+    });
+  }
+  return planLab({ ...state, images: { ...state.images, master }, bastion: !!state.bastion });
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * The lab's topology as plain data: one network, N node containers that boot
- * real systemd, M apiserver stand-ins, one nginx source mirror and, with
- * `--bastion`, one bastion (a node-like systemd+sshd host to jump through).
+ * real systemd, M masters (hosts like the nodes whose kube-apiserver service
+ * is a stand-in), one nginx source mirror and, with `--bastion`, one bastion
+ * (a node-like systemd+sshd host to jump through).
  * `lab up` runs exactly these containers, and docker-compose.test.yml is
  * rendered from the same plan (a unit test keeps the committed file equal to it).
  */
@@ -11,6 +12,10 @@ export const MAX_LAB_HOSTS = 200;
 export const APISERVER_PORT = 6443;
 export const STANDIN_CONTROL_PORT = 8080;
 export const MIRROR_PORT = 80;
+
+/** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
+export const MASTER_ACTIONS = ['ready', 'unready', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'down', 'up'] as const;
+export type MasterAction = (typeof MASTER_ACTIONS)[number];
 
 export type LabRole = 'node' | 'master' | 'mirror' | 'bastion';
 
@@ -22,11 +27,17 @@ export const BASTION_SERVICE = 'bastion';
  * every systemd host, so adding a bastion rebuilds nothing.
  */
 export const BASTION_SSHD_CONF = 'sshd-bastion.conf';
+/** Where a master's serving certificate, its key and the lab CA are seen inside it (the stand-in reads them there). */
+export const MASTER_PKI_DIR = '/etc/k8s-ha-lab/pki';
 /** Where the bastion's host certificate is seen inside it (its host directory is mounted there). */
 export const BASTION_HOST_CERT_PATH = '/etc/k8s-ha-lab/host/ssh_host_ed25519_key-cert.pub';
 
 export interface LabImages {
+  /** systemd + sshd: nodes and the bastion. */
   node: string;
+  /** The node image plus Node.js, the stand-in and its kube-apiserver unit: masters. */
+  master: string;
+  /** Node.js and the stand-in as PID 1, no systemd: the mirror. */
   apiserver: string;
 }
 
@@ -107,23 +118,30 @@ export function planLab(input: LabPlanInput): LabPlan {
   const dir = (...parts: string[]) => joinDir(input.dir, ...parts);
   const containers: LabContainer[] = [];
 
-  for (let i = 1; i <= input.masters; i++) {
-    const service = `master-${i}`;
-    containers.push({
-      service,
-      role: 'master',
-      name: `${input.id}-${service}`,
-      address: labAddress(input.subnet, 'master', i),
-      image: input.images.apiserver,
-      capAdd: [],
-      securityOpt: [],
-      tmpfs: [],
-      cgroupnsHost: false,
-      volumes: [{ host: dir('pki', service), container: '/etc/k8s-ha-lab/pki', readOnly: true }],
-      env: { STANDIN_NAME: service },
-      command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'apiserver'],
-    });
-  }
+  // Every SSH host boots the same way (real systemd, real sshd, its own host key): a jump through the
+  // bastion meets what a user's bastion runs, and a master is a host a deploy could log in to. Only the
+  // bastion's sshd also presents a host certificate; only a master runs a kube-apiserver (the stand-in,
+  // a unit of its image) and mounts its serving certificate.
+  const sshHost = (service: string, role: 'node' | 'bastion' | 'master', address: string): LabContainer => ({
+    service,
+    role,
+    name: `${input.id}-${service}`,
+    address,
+    image: role === 'master' ? input.images.master : input.images.node,
+    ...structuredClone(SYSTEMD_CONTAINER),
+    volumes: [
+      { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
+      { host: dir('hosts', service), container: '/etc/k8s-ha-lab/host', readOnly: true },
+      { host: dir('ssh', 'authorized_keys'), container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      ...(role === 'bastion'
+        ? [{ host: dir('hosts', service, BASTION_SSHD_CONF), container: '/etc/ssh/sshd_config.d/k8s-ha-lab-bastion.conf', readOnly: true }]
+        : []),
+      ...(role === 'master' ? [{ host: dir('pki', service), container: MASTER_PKI_DIR, readOnly: true }] : []),
+    ],
+    env: { container: 'docker' },
+    command: ['/lib/systemd/systemd'],
+  });
+  for (let i = 1; i <= input.masters; i++) containers.push(sshHost(`master-${i}`, 'master', labAddress(input.subnet, 'master', i)));
   containers.push({
     service: 'mirror',
     role: 'mirror',
@@ -137,26 +155,6 @@ export function planLab(input: LabPlanInput): LabPlan {
     volumes: [{ host: dir('mirror'), container: '/srv/mirror', readOnly: true }],
     env: { STANDIN_NAME: 'mirror' },
     command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'mirror', '/srv/mirror'],
-  });
-  // The same image and boot as a node (real systemd, real sshd, its own host key), so a jump
-  // through it meets what a user's bastion runs; only its sshd also presents a host certificate.
-  const sshHost = (service: string, role: 'node' | 'bastion', address: string): LabContainer => ({
-    service,
-    role,
-    name: `${input.id}-${service}`,
-    address,
-    image: input.images.node,
-    ...structuredClone(SYSTEMD_CONTAINER),
-    volumes: [
-      { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
-      { host: dir('hosts', service), container: '/etc/k8s-ha-lab/host', readOnly: true },
-      { host: dir('ssh', 'authorized_keys'), container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
-      ...(role === 'bastion'
-        ? [{ host: dir('hosts', service, BASTION_SSHD_CONF), container: '/etc/ssh/sshd_config.d/k8s-ha-lab-bastion.conf', readOnly: true }]
-        : []),
-    ],
-    env: { container: 'docker' },
-    command: ['/lib/systemd/systemd'],
   });
   if (input.bastion) containers.push(sshHost(BASTION_SERVICE, 'bastion', labAddress(input.subnet, 'bastion', 0)));
   for (let i = 1; i <= input.nodes; i++) containers.push(sshHost(`node-${i}`, 'node', labAddress(input.subnet, 'node', i)));

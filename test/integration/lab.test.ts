@@ -1,6 +1,7 @@
 /**
- * The lab as a user meets it: real sshd under real systemd, strict host key
- * checking, TLS stand-ins reached from inside the nodes, the mirror's tarball.
+ * The lab as a user meets it: real sshd under real systemd on nodes and
+ * masters, strict host key checking, TLS stand-ins (each master's
+ * kube-apiserver service) reached from inside the nodes, the mirror's tarball.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -17,17 +18,20 @@ import { lab, nodeTarget, scratchDir, withNode } from '../helpers/lab.js';
 
 const NGINX_SHA256 = '9ebb333a9e82b952acd3e2b4aeb1d4ff6406f72491bab6cd9fe69f0dea737f31';
 
-function openssh(address: string, command: string, knownHosts = lab().knownHosts) {
+function openssh(address: string, command: string, knownHosts = lab().knownHosts, user = 'root') {
   return run('ssh', [
     '-i', lab().identityFile,
     '-o', `UserKnownHostsFile=${knownHosts}`,
     '-o', 'StrictHostKeyChecking=yes',
     '-o', 'BatchMode=yes',
     '-o', 'ConnectTimeout=10',
-    `root@${address}`,
+    `${user}@${address}`,
     command,
   ]);
 }
+
+const readyz = (m: { address: string; port: number }) =>
+  httpsGet({ address: m.address, port: m.port }, { path: '/readyz', ca: lab().caPem, servername: m.address, timeoutMs: 2000 });
 
 describe('lab nodes', () => {
   it('every node accepts the OpenSSH client with the lab key under strict host key checking, and systemd is running', async () => {
@@ -89,6 +93,50 @@ describe('lab nodes', () => {
   });
 });
 
+describe('lab masters', () => {
+  it('every master is a host like a node: OpenSSH logs in as root and as k8s-admin (sudo), systemd runs kube-apiserver', async () => {
+    for (const m of lab().masters) {
+      const r = await openssh(m.address, 'systemctl is-system-running; systemctl is-active ssh kube-apiserver; hostname');
+      expect(r.stderr).toBe('');
+      expect(r.stdout.split('\n')).toEqual(['running', 'active', 'active', m.name, '']);
+      const admin = await openssh(m.address, 'id -un; sudo -n systemctl is-active kube-apiserver', lab().knownHosts, 'k8s-admin');
+      expect(admin.stderr).toBe('');
+      expect(admin.stdout).toBe('k8s-admin\nactive\n');
+    }
+  });
+
+  it('each master has its own host key in known_hosts, and k8s-ha’s own SSH connection reaches it', async () => {
+    const lines = fs.readFileSync(lab().knownHosts, 'utf8').trim().split('\n');
+    const keys = lab().masters.map((m) => lines.find((l) => l.startsWith(`${m.address} `))?.split(' ')[2]);
+    expect(keys.every(Boolean)).toBe(true);
+    expect(new Set([...keys, ...lab().nodes.map((n) => lines.find((l) => l.startsWith(`${n.address} `))?.split(' ')[2])]).size).toBe(
+      lab().masters.length + lab().nodes.length,
+    );
+    const m = lab().masters[0]!;
+    await withNode({ name: m.name, address: m.address }, async (c) => {
+      expect((await c.execOk('systemctl show -p Environment --value kube-apiserver')).trim()).toBe(`STANDIN_NAME=${m.name}`);
+    });
+  });
+
+  it('down takes the whole host away (SSH and /readyz gone); up brings it back and returns once both answer', async () => {
+    const m = lab().masters[2]!;
+    const dir = ['--dir', lab().dir];
+    const down = await k8sha(['lab', 'master', m.name, 'down', ...dir]);
+    expect(down.code, down.stderr).toBe(0);
+    expect(down.stdout).toMatch(/down: the whole host is stopped/);
+    try {
+      await expect(readyz(m)).rejects.toThrow();
+      await expect(SshConnection.open(nodeTarget(m, { connectTimeoutMs: 3000 }))).rejects.toThrow(ConnectError);
+    } finally {
+      const up = await k8sha(['lab', 'master', m.name, 'up', ...dir]);
+      expect(up.code, up.stderr).toBe(0);
+      expect(up.stdout).toMatch(/up: the host booted \(systemd running, \/readyz 200\)/);
+    }
+    expect((await readyz(m)).status).toBe(200);
+    expect((await openssh(m.address, 'systemctl is-active kube-apiserver')).stdout).toBe('active\n');
+  });
+});
+
 describe('apiserver stand-ins', () => {
   it('from inside every node, each stand-in answers /readyz and /version over TLS verified by the lab CA', async () => {
     for (const n of lab().nodes) {
@@ -112,24 +160,28 @@ describe('apiserver stand-ins', () => {
     );
   });
 
-  it('can be made unready and ready again, and stopped and started', async () => {
+  it('can be made unready and ready again; its kube-apiserver service stopped (SIGTERM, connections refused, the host up) and started', async () => {
     const m = lab().masters[1]!;
-    const readyz = () => httpsGet({ address: m.address, port: m.port }, { path: '/readyz', ca: lab().caPem, servername: m.address, timeoutMs: 2000 });
     const dir = ['--dir', lab().dir];
     expect((await k8sha(['lab', 'master', m.name, 'unready', ...dir])).code).toBe(0);
-    expect((await readyz()).status).toBe(500);
+    expect((await readyz(m)).status).toBe(500);
     expect((await k8sha(['lab', 'master', m.name, 'ready', ...dir])).code).toBe(0);
-    expect((await readyz()).status).toBe(200);
+    expect((await readyz(m)).status).toBe(200);
 
-    expect((await k8sha(['lab', 'master', m.name, 'stop', ...dir])).code).toBe(0);
-    await expect(readyz()).rejects.toThrow();
-    expect((await k8sha(['lab', 'master', m.name, 'start', ...dir])).code).toBe(0);
-    let status = 0;
-    for (let i = 0; i < 50 && status !== 200; i++) {
-      status = await readyz().then((r) => r.status, () => 0);
-      if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+    const stop = await k8sha(['lab', 'master', m.name, 'stop', ...dir]);
+    expect(stop.code, stop.stderr).toBe(0);
+    try {
+      await expect(readyz(m)).rejects.toThrow(/ECONNREFUSED/);
+      // The host is up: SSH works, and the stand-in went the way kube-apiserver goes on SIGTERM.
+      const r = await openssh(m.address, 'systemctl is-active kube-apiserver; journalctl -u kube-apiserver --no-pager -o cat | tail -n 5');
+      expect(r.stdout).toMatch(/^inactive\n/);
+      expect(r.stdout).toMatch(/SIGTERM: \/readyz is red/);
+    } finally {
+      const start = await k8sha(['lab', 'master', m.name, 'start', ...dir]);
+      expect(start.code, start.stderr).toBe(0);
+      expect(start.stdout).toMatch(/kube-apiserver started: \/readyz 200/);
     }
-    expect(status).toBe(200);
+    expect((await readyz(m)).status).toBe(200);
   });
 
   it('serves a long-lived stream of events, like a watch', async () => {

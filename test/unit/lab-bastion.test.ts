@@ -12,7 +12,7 @@ import { prepareLabUp } from '../../src/lab/lab.js';
 import { LAB_FILES, STATE_KIND, type LabState } from '../../src/lab/state.js';
 import { BASTION_HOST_CERT_PATH, dockerRunArgs, labAddress, planLab } from '../../src/lab/topology.js';
 
-const images = { node: 'n:1', apiserver: 'a:1' };
+const images = { node: 'n:1', master: 'm:1', apiserver: 'a:1' };
 const plan = (bastion?: boolean) => planLab({ id: 'k8s-ha-lab-abc', nodes: 2, masters: 1, subnet: '10.220.0.0/16', dir: '/x/.lab', images, bastion });
 
 describe('lab plan with a bastion', () => {

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { COMPOSE_FILE, COMPOSE_IMAGES, COMPOSE_LAB, composeForDefaultLab } from '../../src/lab/compose.js';
 import { dockerRunArgs, labAddress, parseSubnet16, planLab } from '../../src/lab/topology.js';
 
-const images = { node: 'n:1', apiserver: 'a:1' };
+const images = { node: 'n:1', master: 'm:1', apiserver: 'a:1' };
 
 describe('lab topology', () => {
   it('gives every host a fixed address in the /16 and names containers after the lab', () => {
@@ -38,6 +38,27 @@ describe('lab topology', () => {
     expect(args.slice(-2)).toEqual(['n:1', '/lib/systemd/systemd']);
     expect(args).toContain('--ip');
     expect(args[args.indexOf('--ip') + 1]).toBe('10.210.2.11');
+  });
+
+  it('boots masters like nodes (systemd as PID 1, the same capabilities and mounts) from the master image, with their certificates', () => {
+    const plan = planLab({ id: 'l', nodes: 1, masters: 2, subnet: '10.210.0.0/16', dir: '/l', images });
+    const node = plan.containers.find((c) => c.role === 'node')!;
+    const master = plan.containers.find((c) => c.service === 'master-2')!;
+    expect(master).toMatchObject({ role: 'master', name: 'l-master-2', address: '10.210.1.12', image: 'm:1' });
+    const like = (c: typeof node) => ({ ...c, service: '', name: '', address: '', role: '', image: '', volumes: [] });
+    expect(like(master)).toEqual(like(node));
+    expect(master.volumes).toEqual([
+      { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
+      { host: '/l/hosts/master-2', container: '/etc/k8s-ha-lab/host', readOnly: true },
+      { host: '/l/ssh/authorized_keys', container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      { host: '/l/pki/master-2', container: '/etc/k8s-ha-lab/pki', readOnly: true },
+    ]);
+    const args = dockerRunArgs(plan, master, {});
+    expect(args).not.toContain('--privileged');
+    expect(args.join(' ')).toContain('--hostname master-2');
+    expect(args.slice(-2)).toEqual(['m:1', '/lib/systemd/systemd']);
+    // The mirror stays one process in the apiserver image.
+    expect(plan.containers.find((c) => c.role === 'mirror')).toMatchObject({ image: 'a:1', command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'mirror', '/srv/mirror'] });
   });
 
   it('rejects a subnet that is not a /16', () => {

@@ -1,0 +1,64 @@
+/** Lab masters are SSH hosts like the nodes: their host keys, what an older lab.json says, the actions on them. */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ensureLabFiles } from '../../src/lab/files.js';
+import { planOfState, STATE_KIND, type LabState } from '../../src/lab/state.js';
+import { MASTER_ACTIONS, planLab } from '../../src/lab/topology.js';
+
+const images = { node: 'n:1', master: 'm:1', apiserver: 'a:1' };
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-lab-masters-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+describe('lab files for masters', () => {
+  it('every master gets its own host key in known_hosts, beside its serving certificate; the inventory lists it as before', async () => {
+    const dir = path.join(tmp, 'lab');
+    const tarball = path.join(tmp, 'nginx.tar.gz');
+    fs.writeFileSync(tarball, 'not really a tarball');
+    const plan = planLab({ id: 'k8s-ha-lab-abc', nodes: 1, masters: 2, subnet: '10.220.0.0/16', dir, images });
+    const p = await ensureLabFiles(plan, dir, tarball);
+    const known = fs.readFileSync(p.knownHosts, 'utf8').trim().split('\n');
+    expect(known.map((l) => l.split(' ')[0])).toEqual(['10.220.1.11', '10.220.1.12', '10.220.2.11']);
+    for (const m of ['master-1', 'master-2']) {
+      const pub = fs.readFileSync(path.join(dir, 'hosts', m, 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(' ');
+      expect(known).toContain(`${plan.containers.find((c) => c.service === m)!.address} ${pub[0]} ${pub[1]}`);
+      expect(fs.existsSync(path.join(dir, 'pki', m, 'tls.crt'))).toBe(true);
+    }
+    expect(new Set(known.map((l) => l.split(' ')[2])).size).toBe(3);
+    const inventory = YAML.parse(fs.readFileSync(p.inventory, 'utf8'));
+    expect(inventory.masters).toEqual([
+      { name: 'master-1', address: '10.220.1.11', port: 6443 },
+      { name: 'master-2', address: '10.220.1.12', port: 6443 },
+    ]);
+  });
+});
+
+describe('lab.json', () => {
+  const state = (imgs: LabState['images']): LabState => ({
+    kind: STATE_KIND,
+    version: 1,
+    id: 'x',
+    dir: '/x/.lab',
+    nodes: 1,
+    masters: 1,
+    subnet: '10.220.0.0/16',
+    images: imgs,
+    createdAt: '2026-01-01T00:00:00.000Z',
+  });
+
+  it('of a current lab plans its masters from the master image', () => {
+    expect(planOfState(state(images), '.lab').containers.find((c) => c.role === 'master')!.image).toBe('m:1');
+  });
+
+  it('of a lab made while masters were bare stand-ins is refused with what to run', () => {
+    expect(() => planOfState(state({ node: 'n:0', apiserver: 'a:0' }), '.lab')).toThrow(/made by an older k8s-ha, whose masters were not hosts/);
+  });
+});
+
+describe('lab master actions', () => {
+  it('are the stand-in’s own, the kube-apiserver service’s, and the whole host’s', () => {
+    expect([...MASTER_ACTIONS].sort()).toEqual(['crash', 'down', 'freeze', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up']);
+  });
+});
