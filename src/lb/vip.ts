@@ -6,7 +6,7 @@
  * How the VIP moves, and why this way (ANCHORS: keepalived's and kube-vip's failure modes):
  * - Every host has the same priority and `nopreempt`: the VIP moves only when its holder fails,
  *   never back when a host returns (a return is not a second outage).
- * - The checks carry no weight: a host whose haproxy process is gone (track_process) or whose
+ * - The checks carry no weight: a host whose haproxy process is gone or whose
  *   haproxy has no apiserver up (its own /healthz, a vrrp_script) goes to FAULT and releases the
  *   VIP. A weighted check with nopreempt never fails over (keepalived #2599, #2483); with equal
  *   priorities a weight is not needed to lose the election: FAULT leaves it.
@@ -98,7 +98,11 @@ defaults
     log global
     option tcplog
     option dontlognull
-    timeout connect 5s
+    # A master that refuses or ignores a connection before its check marks it down: within 2 s the
+    # client goes to another.
+    timeout connect 2s
+    retries 2
+    option redispatch 1
     # Longer than a watch: kubectl logs -f and exec send nothing while idle.
     timeout client ${t}
     timeout server ${t}
@@ -150,18 +154,23 @@ global_defs {
     # Listen before claiming: a host that (re)starts hears the holder first, no split brain after a reboot.
     vrrp_startup_delay 5
     vrrp_garp_master_refresh 60
+    # Real-time scheduling: a starved keepalived misses adverts and its peers take the VIP too.
+    max_auto_priority
 }
 
-# haproxy's process gone: FAULT at once (the process table is watched, no polling).
-vrrp_track_process k8s_ha_haproxy {
-    process haproxy
-    quorum 1
-    delay 1
+# haproxy's process gone: FAULT within a second. (Polled, not vrrp_track_process: that needs the
+# kernel's process events, which a host in a container, or without CAP_NET_ADMIN, does not get.)
+vrrp_script k8s_ha_haproxy_process {
+    script "${VIP_PATHS.check} process"
+    interval 1
+    timeout 1
+    rise 1
+    fall 1
 }
 
 # haproxy up but no apiserver up behind it: its /healthz answers 503.
 vrrp_script k8s_ha_haproxy_healthz {
-    script "${VIP_PATHS.check}"
+    script "${VIP_PATHS.check} healthz"
     interval 2
     timeout 1
     rise 2
@@ -183,10 +192,8 @@ ${others.map((p) => `        ${p.address}`).join('\n')}
     virtual_ipaddress {
         ${v.address}/${prefix} dev ${dev}
     }
-    track_process {
-        k8s_ha_haproxy
-    }
     track_script {
+        k8s_ha_haproxy_process
         k8s_ha_haproxy_healthz
     }
     notify ${VIP_PATHS.notify} root
@@ -194,12 +201,21 @@ ${others.map((p) => `        ${p.address}`).join('\n')}
 `;
 }
 
-/** keepalived's check of haproxy's own /healthz, in plain sh with no tool beyond what every host has. */
+/** keepalived's checks of haproxy: its process, and its own /healthz, in bash with no tool beyond what every host has. */
 export function renderVipCheck(inv: Inventory): string {
   const stats = hostPortOf(inv.vip!.statsListen);
   return `#!/bin/bash
-# Managed by k8s-ha. keepalived runs this every 2 s (as nobody): exit 0 while haproxy on this host has an
-# apiserver up (its /healthz answers 200), else 1, which puts this host in FAULT and releases the VIP.
+# Managed by k8s-ha. keepalived runs this as nobody: with "process" every second (is a haproxy process
+# running?), with "healthz" every 2 s (does haproxy on this host have an apiserver up: its /healthz
+# answers 200?). Exit 1 puts this host in FAULT, which releases the VIP.
+# Shell builtins only: no process is started, every second, on a busy host.
+if [ "$1" = process ]; then
+  { read -r pid < /run/haproxy.pid && read -r comm < "/proc/$pid/comm" && [ "$comm" = haproxy ] && exit 0; } 2>/dev/null
+  for d in /proc/[0-9]*; do
+    { read -r comm < "$d/comm" && [ "$comm" = haproxy ] && exit 0; } 2>/dev/null
+  done
+  exit 1
+fi
 exec 3<>/dev/tcp/${stats.host}/${stats.port} || exit 1
 printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3
 IFS= read -r -t 1 status <&3 || exit 1

@@ -133,7 +133,7 @@ describe('keepalived on a VIP host', () => {
       expect(c).not.toMatch(/^\s*weight/m);
       expect(c).toContain('vrrp_startup_delay 5');
       expect(c).toContain('enable_script_security');
-      expect(c).toContain('track_process {\n        k8s_ha_haproxy\n    }');
+      expect(c).toContain('track_script {\n        k8s_ha_haproxy_process\n        k8s_ha_haproxy_healthz\n    }');
     }
   });
 
