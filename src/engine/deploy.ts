@@ -84,13 +84,13 @@ export interface Setup {
   startedAt: number;
 }
 
-/** Both implementations' playbooks; --playbook replaces the one of the same name (kube-lb), else nginx's. */
+/** Every implementation's playbook; --playbook replaces the one of the same name (kube-lb, kube-haproxy), else nginx's. */
 async function loadPlaybooks(inv: Inventory, file: string | undefined): Promise<Record<RunImpl, Playbook>> {
   const templates = Object.keys(TEMPLATES);
   const own = file ? await loadPlaybook(file, inv, templates) : undefined;
-  const slot: RunImpl | undefined = own ? (own.name === 'kube-lb' ? 'kube-lb' : 'nginx') : undefined;
+  const slot: RunImpl | undefined = own ? (own.name === 'kube-lb' ? 'kube-lb' : own.name === 'kube-haproxy' ? 'haproxy' : 'nginx') : undefined;
   const load = async (impl: RunImpl) => (slot === impl ? own! : loadPlaybook(defaultPlaybookPath(IMPL_PLAYBOOKS[impl]), inv, templates));
-  return { nginx: await load('nginx'), 'kube-lb': await load('kube-lb') };
+  return { nginx: await load('nginx'), 'kube-lb': await load('kube-lb'), haproxy: await load('haproxy') };
 }
 
 export async function loadSetup(options: DeployOptions): Promise<Setup> {

@@ -40,7 +40,7 @@ interface RawStep {
 export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
 
 /** The playbook each balancer implementation runs, in playbooks/. */
-export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml' } as const;
+export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml', haproxy: 'kube-haproxy.yaml' } as const;
 
 /** The playbook of the VIP hosts (vip.hosts). */
 export const VIP_PLAYBOOK = 'vip.yaml';

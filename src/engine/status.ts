@@ -10,6 +10,7 @@ import type { Impl, InventoryNode } from '../inventory/schema.js';
 import { isServing } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { nginxPaths } from '../lb/nginx.js';
+import { kubeHaproxyPaths } from '../lb/haproxy.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
 import { cachedArtifacts, initialImpl, loadSetup, type Builds, type RunImpl, type Setup } from './deploy.js';
@@ -110,10 +111,11 @@ interface Probing {
 async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, known: Set<string>, probing: Probing): Promise<NodeStatus> {
   const inv = setup.loaded.inventory;
   const wanted = initialImpl(setup, node).wanted;
-  const first: RunImpl = wanted === 'kube-lb' ? 'kube-lb' : 'nginx';
-  const other: RunImpl = first === 'nginx' ? 'kube-lb' : 'nginx';
+  const first: RunImpl = wanted === 'auto' ? 'nginx' : wanted;
+  const others = (Object.keys(IMPL_UNITS) as RunImpl[]).filter((i) => i !== first);
   let { steps, unknowable } = knowableSteps(setup, first, node, known);
   const base = { artifacts: builds.artifacts, render: (t: string) => TEMPLATES[t]!(inv) };
+  const binaries: Record<RunImpl, string> = { nginx: nginxPaths(inv.lb.prefix).binary, 'kube-lb': kubeLbPaths(inv.kubeLb.prefix).binary, haproxy: kubeHaproxyPaths.binary };
   let conn: SshConnection;
   const t0 = Date.now();
   try {
@@ -136,8 +138,8 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       holder: 'status',
       steps,
       base,
-      // Both implementations' files and versions: which one runs is only known from the facts.
-      extraFacts: { ...factRequest(knowableSteps(setup, other, node, known).steps), versions: [nginxPaths(inv.lb.prefix).binary, kubeLbPaths(inv.kubeLb.prefix).binary] },
+      // Every implementation's files and versions: which one runs is only known from the facts.
+      extraFacts: { ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)), versions: Object.values(binaries) },
       say: () => undefined,
     };
     // Status reads and never takes the lock: planning here changes nothing.
@@ -147,7 +149,8 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const serving = (i: RunImpl) => isServing(facts.units[IMPL_UNITS[i]]);
     const installed = (i: RunImpl) => facts.units[IMPL_UNITS[i]]?.loadState === 'loaded';
     // What runs: an active unit; else, for auto, whichever is installed; else what the inventory asks.
-    const impl: RunImpl = serving('kube-lb') && !serving('nginx') ? 'kube-lb' : serving('nginx') ? 'nginx' : wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first;
+    const impl: RunImpl =
+      (['nginx', 'kube-lb', 'haproxy'] as RunImpl[]).find(serving) ?? (wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first);
     // Drift is against what the node should run: the inventory's choice, or (auto) what it runs.
     const target: RunImpl = wanted === 'auto' ? impl : wanted;
     let plan = p.plan;
@@ -167,7 +170,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const u = facts.units[IMPL_UNITS[impl]];
     const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
-    const binary = impl === 'nginx' ? nginxPaths(inv.lb.prefix).binary : kubeLbPaths(inv.kubeLb.prefix).binary;
+    const binary = binaries[impl];
     const health = nodeHealth({ reachable: true, service, local: reach.local });
     return {
       name: node.name,

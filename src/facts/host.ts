@@ -236,7 +236,7 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   });
   (req.versions ?? []).forEach((v, i) => {
     const line = (s.get(`version ${i}`) ?? [])[0];
-    if (line) facts.versions[v] = line.replace(/^nginx version: /, '');
+    if (line) facts.versions[v] = line.replace(/^nginx version: /, '').replace(/^HAProxy version (\S+).*/, 'haproxy/$1');
   });
   (req.kubeconfigs ?? []).forEach((k, i) => {
     facts.kubeconfigs![k] = parseKubeconfigFacts(s.get(`kubeconfig ${i}`) ?? []);

@@ -6,8 +6,12 @@ import { canonicalHost, formatHostPort, hostPortOf, hostPortsOverlap, isLoopback
 
 type Rule = (inv: Inventory) => Diagnostic[];
 
-/** Whether some node may run kube-lb (kube-lb or auto), or nginx (nginx or auto). */
-const mayRun = (inv: Inventory, which: 'nginx' | 'kube-lb') => inv.nodes.some((n) => wantedImpl(inv, n) !== (which === 'nginx' ? 'kube-lb' : 'nginx'));
+/** Whether some node may run kube-lb (kube-lb or auto), nginx (nginx or auto), or haproxy. */
+const mayRun = (inv: Inventory, which: 'nginx' | 'kube-lb' | 'haproxy') =>
+  inv.nodes.some((n) => {
+    const w = wantedImpl(inv, n);
+    return w === which || (w === 'auto' && which !== 'haproxy');
+  });
 
 function duplicates(list: 'nodes' | 'masters', field: 'name' | 'address'): Rule {
   return (inv) => {
@@ -150,13 +154,13 @@ const prefixVisibleToUnit: Rule = (inv) => {
 };
 
 const hashBalance: Rule = (inv) =>
-  inv.lb.balance === 'hash' && inv.nodes.some((n) => wantedImpl(inv, n) !== 'kube-lb')
+  inv.lb.balance === 'hash' && (mayRun(inv, 'nginx') || mayRun(inv, 'haproxy'))
     ? [
         {
           severity: 'warning',
           path: ['lb', 'balance'],
           message:
-            'with nginx, hash on a node-local balancer keys on 127.0.0.1 for every client, so every node sends all its traffic to one apiserver; least_conn spreads it (kube-lb hashes the client port too)',
+            'with nginx or haproxy, hash on a node-local balancer keys on 127.0.0.1 for every client, so every node sends all its traffic to one apiserver; least_conn spreads it (kube-lb hashes the client port too)',
         },
       ]
     : [];
@@ -169,7 +173,7 @@ const buildHost: Rule = (inv) =>
 /** nginx must be described wherever it may be built. */
 const nginxNeeded: Rule = (inv) => {
   if (inv.nginx) return [];
-  const who = inv.nodes.filter((n) => wantedImpl(inv, n) !== 'kube-lb');
+  const who = inv.nodes.filter((n) => wantedImpl(inv, n) === 'nginx' || wantedImpl(inv, n) === 'auto');
   if (!who.length) return [];
   return [
     {
@@ -180,16 +184,16 @@ const nginxNeeded: Rule = (inv) => {
   ];
 };
 
-/** kube-lb's active checks verify each apiserver's certificate: they need the cluster CA. */
+/** kube-lb's and haproxy's active checks verify each apiserver's certificate: they need the cluster CA. */
 const kubeLbTrust: Rule = (inv) => {
   if (inv.tls.caFile || inv.tls.insecureSkipVerify) return [];
-  if (!mayRun(inv, 'kube-lb')) return [];
+  const who = mayRun(inv, 'kube-lb') ? 'kube-lb' : mayRun(inv, 'haproxy') ? 'haproxy' : undefined;
+  if (!who) return [];
   return [
     {
       severity: 'error',
       path: ['tls', 'caFile'],
-      message:
-        'is required where kube-lb may run: its health checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying',
+      message: `is required where ${who} may run: its health checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying`,
     },
   ];
 };

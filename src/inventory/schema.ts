@@ -120,8 +120,11 @@ export const master = z.strictObject({
   ssh: sshSettings.optional(),
 });
 
-/** Which balancer runs on a node: nginx's stream proxy, our kube-lb, or auto (nginx where it can be built and run, else kube-lb). */
-export const IMPLS = ['nginx', 'kube-lb', 'auto'] as const;
+/**
+ * Which balancer runs on a node: nginx's stream proxy, our kube-lb, haproxy from the node's own
+ * packages (active checks, no compiler), or auto (nginx where it can be built and run, else kube-lb).
+ */
+export const IMPLS = ['nginx', 'kube-lb', 'haproxy', 'auto'] as const;
 export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` });
 
 export const node = z.strictObject({

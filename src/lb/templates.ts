@@ -2,9 +2,11 @@
 import type { Impl, Inventory } from '../inventory/schema.js';
 import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
 import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
+import { KUBE_HAPROXY_SERVICE, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
+import { renderVipCa } from './vip.js';
 
 /** The systemd service each balancer implementation runs as. */
-export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE };
+export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE, haproxy: KUBE_HAPROXY_SERVICE };
 
 /** The implementation a service belongs to. */
 export function implOfUnit(unit: string): Exclude<Impl, 'auto'> | undefined {
@@ -16,4 +18,7 @@ export const TEMPLATES: Record<string, (inv: Inventory) => string> = {
   'kube-nginx.service': renderNginxUnit,
   'kube-lb.yaml': renderKubeLbConf,
   'kube-lb.service': renderKubeLbUnit,
+  'kube-haproxy.cfg': renderKubeHaproxyConf,
+  'kube-haproxy.service': renderKubeHaproxyUnit,
+  'kube-haproxy-ca.crt': renderVipCa,
 };

@@ -18,9 +18,9 @@
 import { UsageError } from '../errors.js';
 import type { HostFacts } from '../facts/host.js';
 import type { Inventory, InventoryVip, VipHost } from '../inventory/schema.js';
-import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 import { clusterCa } from './kube-lb.js';
+import { haproxyBackend, haproxyTimeouts, seconds } from './haproxy.js';
 
 export const VIP_HAPROXY_SERVICE = 'haproxy';
 export const VIP_KEEPALIVED_SERVICE = 'keepalived';
@@ -39,8 +39,6 @@ export const VIP_PATHS = {
 export const VIP_BACKEND = 'kube_apiservers';
 export const VIP_INSTANCE = 'k8s_ha_vip';
 
-/** Seconds, as haproxy and keepalived read them (haproxy also takes ms, s, m, h; plain s is clearest). */
-const seconds = (d: string) => `${Math.max(1, Math.round(durationMs(d) / 1000))}s`;
 
 /** The host's own frontend, ADDRESS:PORT (verify goes through it; IPv6 in brackets). */
 export function vipHostFrontend(v: InventoryVip, host: Pick<VipHost, 'address'>): string {
@@ -67,18 +65,6 @@ export function renderVipCa(inv: Inventory): string {
 export function renderVipHaproxy(inv: Inventory, host: VipHost): string {
   const v = inv.vip!;
   const stats = hostPortOf(v.statsListen);
-  const verify = inv.tls.caFile && !inv.tls.insecureSkipVerify;
-  const sni = inv.tls.serverName;
-  // TLS checks of /readyz, verified with the cluster CA and the name the certificates carry.
-  const check = [
-    'check',
-    'check-ssl',
-    verify ? `verify required ca-file ${VIP_PATHS.ca}` : 'verify none',
-    ...(sni ? [`check-sni ${sni}`, ...(verify ? [`verifyhost ${sni}`] : [])] : []),
-    'inter 2s fastinter 1s downinter 5s rise 2 fall 2',
-    // A master marked down has its sessions closed: clients reconnect to a live one at once.
-    'on-marked-down shutdown-sessions',
-  ].join(' ');
   const t = seconds(v.timeout);
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
 # The VIP endpoint for clients outside the nodes: ${formatHostPort(v.address, v.port)} (and ${vipHostFrontend(v, host)} on ${host.name})
@@ -98,17 +84,7 @@ defaults
     log global
     option tcplog
     option dontlognull
-    # A master that refuses or ignores a connection before its check marks it down: within 2 s the
-    # client goes to another.
-    timeout connect 2s
-    retries 2
-    option redispatch 1
-    # Longer than a watch: kubectl logs -f and exec send nothing while idle.
-    timeout client ${t}
-    timeout server ${t}
-    timeout tunnel ${t}
-    timeout client-fin 30s
-    timeout server-fin 30s
+${haproxyTimeouts({ connect: '2s', idle: t })}
 
 frontend k8s_ha_vip
     # The VIP, bound before this host holds it (transparent: a free bind), and the host's own address.
@@ -116,13 +92,7 @@ frontend k8s_ha_vip
     bind ${vipHostFrontend(v, host)}
     default_backend ${VIP_BACKEND}
 
-backend ${VIP_BACKEND}
-    balance leastconn
-    option httpchk
-    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host ${sni ?? 'kubernetes'}
-    http-check expect status 200
-    default-server ${check}
-${inv.masters.map((m) => `    server ${m.name} ${formatHostPort(m.address, m.port)}`).join('\n')}
+${haproxyBackend(inv, { name: VIP_BACKEND, balance: 'leastconn', ca: VIP_PATHS.ca })}
 
 # Loopback only: stats, Prometheus /metrics, and /healthz (503 when no apiserver is up), which keepalived checks.
 frontend k8s_ha_stats
@@ -208,12 +178,10 @@ export function renderVipCheck(inv: Inventory): string {
 # Managed by k8s-ha. keepalived runs this as nobody: with "process" every second (is a haproxy process
 # running?), with "healthz" every 2 s (does haproxy on this host have an apiserver up: its /healthz
 # answers 200?). Exit 1 puts this host in FAULT, which releases the VIP.
-# Shell builtins only: no process is started, every second, on a busy host.
+# Shell builtins only: no process is started, every second, on a busy host. The packaged unit's
+# PID file names this haproxy (a node-local kube-haproxy on the same host is another process).
 if [ "$1" = process ]; then
   { read -r pid < /run/haproxy.pid && read -r comm < "/proc/$pid/comm" && [ "$comm" = haproxy ] && exit 0; } 2>/dev/null
-  for d in /proc/[0-9]*; do
-    { read -r comm < "$d/comm" && [ "$comm" = haproxy ] && exit 0; } 2>/dev/null
-  done
   exit 1
 fi
 exec 3<>/dev/tcp/${stats.host}/${stats.port} || exit 1

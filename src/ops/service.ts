@@ -29,7 +29,19 @@ const replacesArgs = z.strictObject({
   ready: addressPort.optional(),
 });
 
-type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; replaces?: z.infer<typeof replacesArgs> };
+type Replaces = z.infer<typeof replacesArgs>;
+type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; replaces?: Replaces | Replaces[] };
+
+const listOf = (r: ServiceArgs['replaces']): Replaces[] => (r === undefined ? [] : Array.isArray(r) ? r : [r]);
+
+/**
+ * Of the units this service may take over from (the other balancers), the one to take over from on
+ * this host: the one serving, else one enabled at boot, else none.
+ */
+export function replacedOn(a: Pick<ServiceArgs, 'replaces'>, units: Record<string, { activeState: string; unitFileState: string } | undefined>): Replaces | undefined {
+  const list = listOf(a.replaces);
+  return list.find((r) => isServing(units[r.unit] as never)) ?? list.find((r) => units[r.unit]?.unitFileState === 'enabled');
+}
 
 function listening(listen: string): string {
   const { port } = hostPortOf(listen);
@@ -59,10 +71,12 @@ export const service: Operation<ServiceArgs> = {
     name: unitName,
     enabled: z.boolean().default(true),
     state: z.enum(['running', 'stopped']).default('running'),
-    replaces: replacesArgs.optional(),
+    // One unit, or several (each balancer can replace either of the others).
+    replaces: z.union([replacesArgs, z.array(replacesArgs).min(1)]).optional(),
   }),
-  facts: (a) => ({ units: a.replaces ? [a.name, a.replaces.unit] : [a.name] }),
-  plan(a, facts, ctx) {
+  facts: (a) => ({ units: [a.name, ...listOf(a.replaces).map((r) => r.unit)] }),
+  plan(args, facts, ctx) {
+    const a = { ...args, replaces: replacedOn(args, facts.units) };
     const u = facts.units[a.name];
     const unit = quote(a.name);
     const changes: Change[] = [];

@@ -9,6 +9,8 @@ import { parseInventory } from '../../src/inventory/load.js';
 import { vipHosts, type Inventory } from '../../src/inventory/schema.js';
 import { renderKeepalived, renderVipCheck, renderVipHaproxy, vipInterface } from '../../src/lb/vip.js';
 import { packages, installCommand } from '../../src/ops/packages.js';
+import { replacedOn } from '../../src/ops/service.js';
+import { renderKubeHaproxyConf, renderKubeHaproxyUnit } from '../../src/lb/haproxy.js';
 import { interfaceOf, type HostFacts } from '../../src/facts/host.js';
 import { parseHaproxyCsv, vipProblem } from '../../src/engine/vip-status.js';
 import { planHost } from '../../src/engine/plan.js';
@@ -218,5 +220,34 @@ describe('haproxy stats and the VIP verdict', () => {
     expect(vipProblem([h('m1', true), h('m2', true)], '10.0.3.100')).toBe('split brain: m1 and m2 all hold the VIP 10.0.3.100');
     expect(vipProblem([h('m1', false), h('m2', false)], '10.0.3.100')).toBe('no host holds the VIP 10.0.3.100: clients outside the nodes cannot reach the apiservers');
     expect(vipProblem([h('m1', false), h('m2', false, false)], '10.0.3.100')).toBe('no reachable host holds the VIP 10.0.3.100 (m2 could not be asked)');
+  });
+});
+
+describe('lb.impl: haproxy on a node', () => {
+  const inv = load(text('', { nodes: '[{ name: n1, address: 10.0.2.21, lb: { impl: haproxy } }]' }).replace(NGINX + '\n', ''));
+
+  it('needs no nginx section, and the cluster CA for its checks', () => {
+    expect(lines(text('', { nodes: '[{ name: n1, address: 10.0.2.21, lb: { impl: haproxy } }]', tls: '{}' }).replace(NGINX + '\n', ''))).toEqual([
+      'inv.yaml:3:6: tls.caFile: is required where haproxy may run: its health checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying',
+    ]);
+  });
+
+  it('listens on lb.listen, balances as lb.balance says, with the same checks as the VIP hosts and the node timeouts', () => {
+    const cfg = renderKubeHaproxyConf(inv);
+    expect(cfg).toContain('bind 127.0.0.1:8443\n');
+    expect(cfg).toContain('balance leastconn');
+    expect(cfg).toContain('default-server check check-ssl verify required ca-file /etc/haproxy/kube-haproxy-ca.crt check-sni kubernetes verifyhost kubernetes inter 2s');
+    expect(cfg).toContain('timeout connect 1000ms');
+    expect(cfg).toContain('timeout tunnel 600s');
+    expect(cfg).toContain('hard-stop-after 10s');
+    expect(renderKubeHaproxyUnit(inv)).toMatch(/^ExecReload=\/bin\/kill -USR2 \$MAINPID$/m);
+  });
+
+  it('takes the port over from whichever balancer serves: the one serving, else the one enabled', () => {
+    const args = { replaces: [{ unit: 'kube-nginx', listen: '127.0.0.1:8443', order: 'stop-first' as const }, { unit: 'kube-lb', listen: '127.0.0.1:8443', order: 'stop-first' as const }] };
+    const u = (activeState: string, unitFileState: string) => ({ activeState, unitFileState });
+    expect(replacedOn(args, { 'kube-nginx': u('inactive', 'disabled'), 'kube-lb': u('active', 'enabled') })?.unit).toBe('kube-lb');
+    expect(replacedOn(args, { 'kube-nginx': u('failed', 'enabled'), 'kube-lb': u('inactive', 'disabled') })?.unit).toBe('kube-nginx');
+    expect(replacedOn(args, {})).toBeUndefined();
   });
 });
