@@ -21,9 +21,9 @@ export interface HttpsProbeOptions {
   secureContext?: tls.SecureContext;
   timeoutMs?: number;
   /** A TLS session from an earlier probe of the same server, to resume instead of a full handshake. */
-  session?: Buffer;
+  session?: ProbeSession;
   /** Called with the session this connection may be resumed with next time. */
-  onSession?: (session: Buffer) => void;
+  onSession?: (session: ProbeSession) => void;
 }
 
 /** The probe ran out of time: says nothing about the server (unlike a refusal or an error status). */
@@ -39,6 +39,19 @@ export interface HttpsProbeResult {
   /** SHA-256 fingerprint of that certificate: tells apiservers apart even when they share a CN. */
   fingerprint?: string;
 }
+
+/**
+ * A TLS session to resume, with the certificate it was made with: a resumed connection shows no
+ * certificate, and only the server that issued a session (its ticket key) resumes it, so the
+ * session's certificate is the one of the server that answered.
+ */
+export interface ProbeSession {
+  ticket: Buffer;
+  fingerprint?: string;
+  peer?: string;
+}
+
+const commonName = (subject: string) => /(?:^|\n)CN=([^\n]*)/.exec(subject)?.[1];
 
 export function httpsGet(
   connect: { address: string; port: number } | (() => Promise<Duplex>),
@@ -66,10 +79,24 @@ export function httpsGet(
         rejectUnauthorized: !opts.insecureSkipVerify,
         servername: net.isIP(opts.servername) ? undefined : opts.servername,
         checkServerIdentity: (_host, cert) => tls.checkServerIdentity(opts.servername, cert),
-        session: opts.session,
+        session: opts.session?.ticket,
+      };
+      /**
+       * Which server this connection reached: its certificate, or the resumed session's. Read at the
+       * handshake: once a TLS 1.3 session ticket has arrived, Node shows no peer certificate any more.
+       */
+      let id: { fingerprint?: string; peer?: string } = {};
+      const identify = (t: tls.TLSSocket) => {
+        if (t.isSessionReused()) id = { fingerprint: opts.session?.fingerprint, peer: opts.session?.peer };
+        else {
+          // The X509Certificate form is lazy: far cheaper than getPeerCertificate()'s full object.
+          const cert = t.getPeerX509Certificate?.();
+          id = { fingerprint: cert?.fingerprint256, peer: cert ? commonName(cert.subject) : undefined };
+        }
       };
       const withSession = (t: tls.TLSSocket) => {
-        if (opts.onSession) t.on('session', (s: Buffer) => opts.onSession!(s));
+        t.once('secureConnect', () => identify(t));
+        if (opts.onSession) t.on('session', (ticket: Buffer) => opts.onSession!({ ticket, ...id }));
         return t;
       };
       req = https.request(
@@ -84,21 +111,14 @@ export function httpsGet(
         },
         (res) => {
           const chunks: Buffer[] = [];
-          // The X509Certificate form is lazy: far cheaper than getPeerCertificate()'s full object.
-          const cert = (res.socket as tls.TLSSocket).getPeerX509Certificate?.();
-          const peer = cert ? /(?:^|\n)CN=([^\n]*)/.exec(cert.subject)?.[1] : undefined;
+          const { fingerprint, peer } = id;
           res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () =>
-            done(null, {
-              status: res.statusCode ?? 0,
-              body: Buffer.concat(chunks).toString(),
-              peer,
-              fingerprint: cert?.fingerprint256,
-            }),
-          );
+          res.on('end', () => done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint }));
           res.on('error', (e) => done(e));
         },
       );
+      // Dialled by https itself: the identity is read at its handshake too.
+      if (!socket) req.once('socket', (s) => (s as tls.TLSSocket).once('secureConnect', () => identify(s as tls.TLSSocket)));
       req.on('error', (e) => done(e));
       req.end();
     };

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { httpsGet, type HttpsProbeOptions } from '../connect/https-probe.js';
+import { httpsGet, type HttpsProbeOptions, type ProbeSession } from '../connect/https-probe.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
@@ -48,7 +48,7 @@ export interface ReachOptions {
   pool?: ProbePool;
   timeoutMs?: number;
   /** TLS sessions by server, resumed by the next probe of the same server. */
-  sessions?: Map<string, Buffer>;
+  sessions?: Map<string, ProbeSession>;
 }
 
 // One TLS context per inventory: the CA and client certificate are read and parsed once, not per connection.

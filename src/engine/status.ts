@@ -13,6 +13,7 @@ import { nginxPaths } from '../lb/nginx.js';
 import { kubeHaproxyPaths } from '../lb/haproxy.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
+import type { ProbeSession } from '../connect/https-probe.js';
 import { cachedArtifacts, initialImpl, loadSetup, type Builds, type RunImpl, type Setup } from './deploy.js';
 import { planOn, type HostJob } from './host.js';
 import { LOCK_PROBE, parseLockProbe } from './lock.js';
@@ -105,7 +106,7 @@ function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: 
 
 interface Probing {
   pool: ProbePool;
-  sessions: Map<string, Buffer>;
+  sessions: Map<string, ProbeSession>;
 }
 
 async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, known: Set<string>, probing: Probing): Promise<NodeStatus> {
@@ -216,7 +217,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
   const builds = await cachedArtifacts(setup);
   const known = new Set(Object.keys(builds.artifacts));
   const pool = new ProbePool(probeBounds(options.probes));
-  const probing = { pool, sessions: new Map<string, Buffer>() };
+  const probing = { pool, sessions: new Map<string, ProbeSession>() };
   const [nodes, vip] = await Promise.all([
     mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known, probing)),
     vipStatus(inv, setup.vipHosts, setup.vipTargets, options.concurrency),
