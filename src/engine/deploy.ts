@@ -11,7 +11,7 @@ import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from 
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
-import { wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
+import { vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
 import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, VIP_PLAYBOOK, type Playbook, type PlaybookStep } from './playbook.js';
@@ -75,8 +75,9 @@ export interface Setup {
   playbooks: Record<RunImpl, Playbook>;
   nodes: InventoryNode[];
   targets: Map<string, SshTarget>;
-  /** The VIP hosts this run works on (vip.hosts, or those --limit names), how to reach each, and their playbook. */
+  /** The VIP hosts this run works on (vip.hosts, or those --limit names), and their playbook. */
   vipHosts: VipHost[];
+  /** How to reach every VIP host, selected or not: who holds the VIP is asked of all of them. */
   vipTargets: Map<string, SshTarget>;
   vipPlaybook?: Playbook;
   /** The inventory's warnings, then what resolving SSH settings found (a HostName not used, a Match block ignored). */
@@ -127,7 +128,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
     targets.set(n.name, options.check ? readOnly(resolved.target) : resolved.target);
   }
   const vipTargets = new Map<string, SshTarget>();
-  for (const h of vipHosts) {
+  for (const h of allVipHosts(inv)) {
     let resolved;
     try {
       resolved = resolver.resolve({ name: h.name, address: h.address, ssh: h.ssh });

@@ -114,6 +114,8 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
   if (undo.length) lines.push(...undo.map((u) => u.undo!));
   else if (again.length) lines.push(...again);
   else if (o.unit) lines.push(handlers.has('restart') ? `systemctl restart ${quote(o.unit)}` : `systemctl reload ${quote(o.unit)}`);
+  // A unit beside the watched one that this run started (the VIP hosts' keepalived, new) did not run before: it stops again.
+  for (const r of changesOf(plan, 'run')) if (r.change.label === 'start' && r.change.unit && r.change.unit !== o.unit) lines.push(`systemctl stop ${quote(r.change.unit)}`);
   if (watched) lines.push(stateScript(watched).trimEnd());
   return lines.join('\n') + '\n';
 }

@@ -6,7 +6,7 @@
  */
 import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
-import type { Impl, InventoryNode } from '../inventory/schema.js';
+import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
 import { isServing } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { nginxPaths } from '../lb/nginx.js';
@@ -220,7 +220,8 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
   const probing = { pool, sessions: new Map<string, ProbeSession>() };
   const [nodes, vip] = await Promise.all([
     mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known, probing)),
-    vipStatus(inv, setup.vipHosts, setup.vipTargets, options.concurrency),
+    // Every VIP host once any is asked for: a verdict on who holds the VIP needs all of them.
+    vipStatus(inv, setup.vipHosts.length ? vipHosts(inv) : [], setup.vipTargets, options.concurrency),
   ]);
   SshConnection.closeIdleBastions();
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));

@@ -130,12 +130,16 @@ async function hostStatus(inv: Inventory, host: VipHost, target: SshTarget): Pro
   }
 }
 
-/** The verdict on a set of VIP host states: one holder is right; none, several or a silent host are problems. */
+/**
+ * The verdict on a set of VIP host states: one holder is right; none, several, or a host that could
+ * not be asked (down, or holding the VIP too for all anyone knows) are problems.
+ */
 export function vipProblem(hosts: Pick<VipHostStatus, 'name' | 'reachable' | 'holds'>[], address: string): string | undefined {
   const holders = hosts.filter((h) => h.holds).map((h) => h.name);
   const silent = hosts.filter((h) => !h.reachable).map((h) => h.name);
   if (holders.length > 1) return `split brain: ${holders.join(' and ')} all hold the VIP ${address}`;
   if (!holders.length) return silent.length ? `no reachable host holds the VIP ${address} (${silent.join(', ')} could not be asked)` : `no host holds the VIP ${address}: clients outside the nodes cannot reach the apiservers`;
+  if (silent.length) return `${silent.join(', ')} could not be asked: the VIP has ${silent.length === 1 ? 'one host' : 'hosts'} fewer to move to (held by ${holders[0]})`;
   return undefined;
 }
 

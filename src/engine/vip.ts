@@ -13,6 +13,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { httpsGet } from '../connect/https-probe.js';
+import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { K8sHaError } from '../errors.js';
 import { vipHosts, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE, VIP_TEMPLATES } from '../lb/vip.js';
@@ -108,17 +109,20 @@ function notReached(r: VipRun, why: string): HostResult {
   return { ...finishHost({ name: r.job.node.name, ...dialed(r.job.target), steps, status: 'skipped', error: why }), changed: 0 };
 }
 
-/** Which VIP hosts hold the address now, asked over their open sessions; a host that does not answer is left out and named. */
-export async function vipHolders(sessions: { name: string; session: Session }[], address: string): Promise<{ holders: string[]; silent: string[] }> {
+/** Asks one VIP host a shell command as root: over the run's session, or a connection of its own. */
+export type VipAsk = { name: string; exec: (command: string) => Promise<{ code: number | null }> };
+
+/** Which VIP hosts hold the address now; a host that does not answer is left out and named. */
+export async function vipHolders(hosts: VipAsk[], address: string): Promise<{ holders: string[]; silent: string[] }> {
   const holders: string[] = [];
   const silent: string[] = [];
   await Promise.all(
-    sessions.map(async ({ name, session }) => {
+    hosts.map(async (h) => {
       try {
-        const r = await session.conn.execAsRoot(holdsCommand(address));
-        if (r.code === 0) holders.push(name);
+        const r = await h.exec(holdsCommand(address));
+        if (r.code === 0) holders.push(h.name);
       } catch {
-        silent.push(name);
+        silent.push(h.name);
       }
     }),
   );
@@ -132,6 +136,7 @@ export async function vipHolders(sessions: { name: string; session: Session }[],
 export async function proveVip(
   inv: Inventory,
   sessions: { name: string; session: Session }[],
+  others: VipAsk[],
   deadlineMs: number,
 ): Promise<Pick<VipReport, 'holders' | 'through' | 'error'>> {
   const v = inv.vip!;
@@ -139,13 +144,14 @@ export async function proveVip(
   let seen: { holders: string[]; silent: string[] } = { holders: [], silent: [] };
   // A first deploy waits for vrrp_startup_delay and an election (about 5 + 3 s); a split brain must last to count.
   for (;;) {
-    seen = await vipHolders(sessions, v.address);
+    // Every VIP host, also those --limit left out: any of them may hold the VIP.
+    seen = await vipHolders([...sessions.map((x) => ({ name: x.name, exec: (c: string) => x.session.conn.execAsRoot(c) })), ...others], v.address);
     if (seen.holders.length === 1 || Date.now() - start >= deadlineMs) break;
     await sleep(500);
   }
   const { holders } = seen;
   const silent = seen.silent.length ? ` (${seen.silent.join(', ')} did not answer)` : '';
-  if (holders.length === 0) return { holders, error: `no host holds the VIP ${v.address} after ${Math.round(deadlineMs / 1000)} s${silent}: look at \`journalctl -u keepalived\` on ${sessions.map((s) => s.name).join(', ')}` };
+  if (holders.length === 0) return { holders, error: `no host holds the VIP ${v.address} after ${Math.round(deadlineMs / 1000)} s${silent}: look at \`journalctl -u keepalived\` on ${[...sessions.map((s) => s.name), ...others.map((o) => o.name)].join(', ')}` };
   if (holders.length > 1) {
     return { holders, error: `split brain: ${holders.join(' and ')} all hold the VIP ${v.address}; their keepalived instances do not hear each other (VRRP, IP protocol 112, blocked between them?)${silent}` };
   }
@@ -167,6 +173,16 @@ export async function proveVip(
   }
   const summary = `GET /readyz through ${where} from ${from.name}: ${last}`;
   return { holders, through: { ok: false, from: from.name, summary }, error: `the VIP does not answer: ${summary}` };
+}
+
+/** One command on a host over a connection of its own, closed after. */
+async function askOnce(target: SshTarget, command: string): Promise<{ code: number | null }> {
+  const conn = await SshConnection.open(target);
+  try {
+    return await conn.execAsRoot(command);
+  } finally {
+    conn.close();
+  }
 }
 
 /** How long the VIP may take to settle after a change: keepalived's startup delay, an election, haproxy's first checks. */
@@ -223,20 +239,27 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
         const out = await applyPlanned(r.session!, r.planned!, { backup: rolling, checkNewList: false, verifyDeadlineMs: o.verifyDeadlineMs }, { runId: o.runId, by: o.identity });
         done(r, hostResult(r.planned!, out));
       };
-      // Not serving yet (or nothing to change, which only verifies): all at once.
-      const atOnce = planned.filter((r) => !hasChanges(r.planned!.plan) || !serving(r.planned!));
-      await Promise.all(atOnce.map((r) => apply(r, false)));
+      // Nothing to change: only verified, at once.
+      const unchanged = planned.filter((r) => !hasChanges(r.planned!.plan));
+      await Promise.all(unchanged.map((r) => apply(r, false)));
       // Serving: one at a time, the VIP's holder last, stopping at the first failure.
-      const rolling = planned.filter((r) => !atOnce.includes(r)).sort((a, b) => Number(heldBefore.has(a.host.name)) - Number(heldBefore.has(b.host.name)));
+      const rolling = planned.filter((r) => !unchanged.includes(r) && serving(r.planned!)).sort((a, b) => Number(heldBefore.has(a.host.name)) - Number(heldBefore.has(b.host.name)));
+      // Not serving yet: at once, and only once the serving hosts know them as peers. A new host started
+      // first would hear no advert from a holder that does not send it any, and claim the VIP too.
+      const fresh = planned.filter((r) => !unchanged.includes(r) && !rolling.includes(r));
       report.rolled = rolling.map((r) => r.host.name);
+      let failedAt: string | undefined;
       for (const [i, r] of rolling.entries()) {
         emit({ type: 'batch', phase: 'vip', index: i + 1, total: rolling.length, nodes: [r.job.node.name] });
         await apply(r, true);
         if (r.result!.status === 'failed' || r.result!.status === 'unreachable') {
+          failedAt = r.host.name;
           for (const rest of rolling.slice(i + 1)) done(rest, notReached(rest, `${r.host.name} failed before it: the VIP hosts change one at a time`));
           break;
         }
       }
+      if (failedAt) for (const r of fresh) done(r, notReached(r, `${failedAt} failed: new VIP hosts start only once every serving one knows them`));
+      else await Promise.all(fresh.map((r) => apply(r, false)));
     }
     for (const r of runs) {
       const h = r.result ?? notReached(r, 'not reached');
@@ -261,15 +284,20 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
       };
     }
     const live = runs.filter((r) => r.session).map((r) => ({ name: r.host.name, session: r.session! }));
+    // VIP hosts --limit left out are asked too (read-only, over a connection of their own): the holder may be one of them.
+    const others: VipAsk[] = vipHosts(inv)
+      .filter((h) => !hosts.some((x) => x.name === h.name))
+      .map((h) => ({ name: h.name, exec: (c: string) => askOnce(setup.vipTargets.get(h.name)!, c) }));
     const allOk = runs.every((r) => r.result && (r.result.status === 'ok' || r.result.status === 'changed'));
     if (check) {
-      report.holders = [...heldBefore].sort();
+      const elsewhere = others.length ? (await vipHolders(others, v.address)).holders : [];
+      report.holders = [...heldBefore, ...elsewhere].sort();
       if (report.holders.length > 1) report.error = `split brain: ${report.holders.join(' and ')} all hold the VIP ${v.address}`;
       else if (!report.holders.length && planned.length === runs.length && planned.some((r) => serving(r.planned!))) report.error = `no host holds the VIP ${v.address}`;
       report.ok = allOk && !report.error;
     } else if (live.length && !stopped()) {
       const changedAny = runs.some((r) => r.result?.status === 'changed');
-      Object.assign(report, await proveVip(inv, live, changedAny ? VIP_SETTLE_MS : Math.min(VIP_SETTLE_MS, o.verifyDeadlineMs)));
+      Object.assign(report, await proveVip(inv, live, others, changedAny ? VIP_SETTLE_MS : Math.min(VIP_SETTLE_MS, o.verifyDeadlineMs)));
       report.ok = allOk && !report.error && !!report.through?.ok;
     }
     emit({

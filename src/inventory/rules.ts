@@ -250,7 +250,6 @@ const vipLayer: Rule = (inv) => {
   if (!inv.tls.caFile && !inv.tls.insecureSkipVerify) {
     err(['tls', 'caFile'], "is required with vip: haproxy's /readyz checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying");
   }
-  if (v.hosts.length === 1) out.push({ severity: 'warning', path: ['vip', 'hosts'], message: 'names one host: the VIP has nowhere to move when it fails; name two or more' });
   if (!isLoopback(hostPortOf(v.statsListen).host)) {
     out.push({ severity: 'warning', path: ['vip', 'statsListen'], message: `${v.statsListen} is not a loopback address: haproxy's stats and /metrics have no authentication; keep them on 127.0.0.1` });
   }

@@ -310,7 +310,7 @@ export const vip = z.strictObject({
   /** haproxy's frontend on the VIP hosts: not the apiservers' port when the hosts are masters. */
   port: port.default(8443),
   /** Masters or nodes of this inventory, by name: each runs haproxy and keepalived. Two or more for failover. */
-  hosts: z.array(name).min(1, 'must name at least one host (two or more for failover)'),
+  hosts: z.array(name).min(2, 'must name two or more hosts for the VIP to move between'),
   /** The interface keepalived adds the VIP to: found on each host from its route to the VIP when omitted. */
   interface: z
     .string()

@@ -77,7 +77,6 @@ global
     # A reload starts new workers on the same listeners (master-worker mode, the packaged unit's -Ws);
     # old ones finish their sessions, but never for longer than this.
     hard-stop-after ${seconds(v.hardStopAfter)}
-    stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
 
 defaults
     mode tcp

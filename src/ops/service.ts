@@ -120,10 +120,10 @@ export const service: Operation<ServiceArgs> = {
       });
     } else if (a.state === 'running') {
       // restart (not start) also recovers a unit that is failed or stuck activating.
-      if (brandNew) changes.push({ kind: 'run', command: `systemctl restart ${unit} 2>/dev/null || { systemctl daemon-reload && systemctl restart ${unit}; }`, label: 'start' });
-      else if (!active) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'start' });
-      else if (ctx.notified.has('restart')) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'restart' });
-      else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload' });
+      if (brandNew) changes.push({ kind: 'run', command: `systemctl restart ${unit} 2>/dev/null || { systemctl daemon-reload && systemctl restart ${unit}; }`, label: 'start', unit: a.name });
+      else if (!active) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'start', unit: a.name });
+      else if (ctx.notified.has('restart')) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'restart', unit: a.name });
+      else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload', unit: a.name });
     } else if (active) {
       changes.push({ kind: 'run', command: `systemctl stop ${unit}`, label: 'stop' });
     }

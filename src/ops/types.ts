@@ -36,6 +36,8 @@ export type Change =
       undo?: string;
       /** This command hands the listen port over from that unit, which is serving now. */
       switchFrom?: string;
+      /** The unit this command starts, restarts or reloads. */
+      unit?: string;
     };
 
 export interface StepPlan {

@@ -173,7 +173,7 @@ describe('the VIP on three masters', () => {
     expect((await deployVip(inventory)).code).toBe(0);
   });
 
-  it('an apiserver stopped: every VIP host marks it down within 6 s and requests through the VIP keep succeeding', async () => {
+  it('an apiserver stopped: every VIP host marks it down within seconds (goal 6 s, 8 s allowed here) and requests through the VIP keep succeeding', async () => {
     const load = stream();
     await sleep(1000);
     const t0 = Date.now();
@@ -188,7 +188,8 @@ describe('the VIP on three masters', () => {
     await sleep(1000);
     const seen = await load.stop();
     await k8sha(['lab', 'master', '--dir', lab().dir, 'master-4', 'start']);
-    expect(markedMs).toBeLessThanOrEqual(6000 + 2000);
+    console.log(`master-4 stopped: marked down on every VIP host after ${markedMs} ms (status polled)`);
+    expect(markedMs).toBeLessThanOrEqual(8000);
     expect(seen.failed, JSON.stringify(seen)).toBe(0);
   });
 
@@ -254,7 +255,8 @@ describe('the VIP on three masters', () => {
 
   it('a config haproxy refuses is refused on the staged copy: the live one keeps running and serving', async () => {
     const h = await holder(inventory);
-    const liveBefore = await inContainer(h, 'sha256sum /etc/haproxy/haproxy.cfg');
+    const live = 'sha256sum /etc/haproxy/haproxy.cfg /etc/haproxy/k8s-ha-cluster-ca.crt';
+    const liveBefore = await Promise.all(HOSTS.map((x) => inContainer(x, live)));
     // A CA file haproxy cannot load: only its own check on the host can tell.
     const badCa = path.join(scratchDir(), 'bad-ca.pem');
     fs.writeFileSync(badCa, '-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n');
@@ -271,7 +273,8 @@ describe('the VIP on three masters', () => {
       expect(st.name).toBe('cluster CA');
       expect(st.summary).toMatch(/^validation failed, nothing was replaced/);
     }
-    expect(await inContainer(h, 'sha256sum /etc/haproxy/haproxy.cfg')).toBe(liveBefore);
+    // Neither the CA nor the config changed on any host: nothing was replaced.
+    expect(await Promise.all(HOSTS.map((x) => inContainer(x, live)))).toEqual(liveBefore);
     expect((await inContainer(h, 'systemctl is-active haproxy keepalived')).trim().split('\n')).toEqual(['active', 'active']);
     expect((await readyz()).ok).toBe(true);
   });

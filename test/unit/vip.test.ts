@@ -14,6 +14,7 @@ import { renderKubeHaproxyConf, renderKubeHaproxyUnit } from '../../src/lb/hapro
 import { interfaceOf, type HostFacts } from '../../src/facts/host.js';
 import { parseHaproxyCsv, vipProblem } from '../../src/engine/vip-status.js';
 import { planHost } from '../../src/engine/plan.js';
+import { restoreScript } from '../../src/engine/scripts.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 
 const NGINX = `nginx: { version: 1.22.1, sources: [http://x.invalid/n.tar.gz], sha256: ${'a'.repeat(64)} }`;
@@ -66,12 +67,13 @@ describe('vip: in the inventory', () => {
     ]);
   });
 
-  it('needs an IP address for each host, the cluster CA, and warns of a single host', () => {
-    expect(lines(text('vip: { address: 10.0.3.100, hosts: [n2] }', { nodes: '[{ name: n1, address: 10.0.2.21 }, { name: n2 }]', tls: '{}' }))).toEqual([
+  it('needs an IP address for each host, the cluster CA, and two hosts at least', () => {
+    expect(lines(text('vip: { address: 10.0.3.100, hosts: [n2, m1] }', { nodes: '[{ name: n1, address: 10.0.2.21 }, { name: n2 }]', tls: '{}' }))).toEqual([
       'inv.yaml:5:37: vip.hosts[0]: n2 has no IP address in the inventory (none given): keepalived\'s unicast VRRP needs each host\'s IP address; write it as nodes[].address',
       "inv.yaml:4:6: tls.caFile: is required with vip: haproxy's /readyz checks verify every apiserver with the cluster CA (e.g. /etc/kubernetes/pki/ca.crt); set tls.insecureSkipVerify: true only to check without verifying",
-      'inv.yaml:5:36: warning: vip.hosts: names one host: the VIP has nowhere to move when it fails; name two or more',
     ]);
+    // One host has no VRRP peer: keepalived would never take the VIP.
+    expect(lines(text('vip: { address: 10.0.3.100, hosts: [m1] }'))).toEqual(['inv.yaml:5:36: vip.hosts: must name two or more hosts for the VIP to move between']);
   });
 
   it('refuses a node VIP host whose balancer takes haproxy\'s ports, and a VIP that is not an IP', () => {
@@ -196,6 +198,27 @@ describe('two services in one playbook', () => {
   });
 });
 
+describe('a VIP host put back after a failed verify', () => {
+  it('reloads the service that served on the old files, and stops the one this run started', () => {
+    const op = (type: string, args: unknown) => ({ name: `${type} ${JSON.stringify(args)}`, type: 'op' as const, op: OPERATIONS[type]!, args: OPERATIONS[type]!.args.parse(args) });
+    const steps = [
+      op('template', { template: 'a', dest: '/etc/haproxy/haproxy.cfg', mode: '0644', notify: ['reload'] }),
+      op('service', { name: 'haproxy' }),
+      op('template', { template: 'b', dest: '/etc/keepalived/keepalived.conf', mode: '0644', notify: ['reload'] }),
+      op('service', { name: 'keepalived' }),
+    ];
+    const running = { loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 };
+    const absent = { loadState: 'not-found', activeState: 'inactive', subState: 'dead', unitFileState: '', activeEnterTimestamp: '', mainPid: 0 };
+    const f = facts({ units: { haproxy: running, keepalived: absent }, files: { '/etc/haproxy/haproxy.cfg': { sha256: 'x', mode: '644' }, '/etc/keepalived/keepalived.conf': null } });
+    const plan = planHost({ name: 'm1', address: '10.0.1.11' }, steps, f, { artifacts: {}, render: () => 'new\n' });
+    const restore = restoreScript(plan, { runId: 'R', unit: 'haproxy' });
+    expect(restore).toContain('systemctl reload haproxy\n');
+    expect(restore).toContain('systemctl stop keepalived\n');
+    // keepalived.conf did not exist before: it goes away again.
+    expect(restore).toContain("rm -f /etc/keepalived/keepalived.conf");
+  });
+});
+
 describe('haproxy stats and the VIP verdict', () => {
   it('reads each master\'s state, sessions and last check from the CSV', () => {
     const header = '# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,last_agt,qtime,ctime,rtime,ttime,agent_status,agent_code,agent_duration,check_desc';
@@ -220,6 +243,7 @@ describe('haproxy stats and the VIP verdict', () => {
     expect(vipProblem([h('m1', true), h('m2', true)], '10.0.3.100')).toBe('split brain: m1 and m2 all hold the VIP 10.0.3.100');
     expect(vipProblem([h('m1', false), h('m2', false)], '10.0.3.100')).toBe('no host holds the VIP 10.0.3.100: clients outside the nodes cannot reach the apiservers');
     expect(vipProblem([h('m1', false), h('m2', false, false)], '10.0.3.100')).toBe('no reachable host holds the VIP 10.0.3.100 (m2 could not be asked)');
+    expect(vipProblem([h('m1', true), h('m2', false, false)], '10.0.3.100')).toBe('m2 could not be asked: the VIP has one host fewer to move to (held by m1)');
   });
 });
 
