@@ -2,7 +2,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { k8sha, type CliResult } from './cli.js';
-import { lab, scratchDir, withNode } from './lab.js';
+import { SshConnection } from '../../src/connect/ssh.js';
+import { watchPort, type GapReport } from '../../src/lab/gap.js';
+import { lab, nodeTarget, scratchDir, withNode } from './lab.js';
 
 export interface DeployJson {
   ok: boolean;
@@ -75,4 +77,19 @@ export async function serviceState(node: { name: string; address: string }): Pro
     const v = (k: string) => kv[k] ?? '';
     return { active: v('ActiveState'), sub: v('SubState'), since: v('ActiveEnterTimestamp'), pid: v('MainPID'), configSha: v('ConfigSha'), staged: v('Staged') };
   });
+}
+
+/** Deploy while every node's local port is connected to back to back: the deploy, and each node's longest refusal. */
+export async function deployWatchingGaps(args: string[]): Promise<{ d: CliResult & { report: DeployJson }; gaps: GapReport[] }> {
+  const conns = await Promise.all(lab().nodes.map((n) => SshConnection.open(nodeTarget(n))));
+  try {
+    const watchers = conns.map((c) => watchPort(() => c.connectFromHost('127.0.0.1', 8443)));
+    await new Promise((r) => setTimeout(r, 300));
+    const d = await deployJson(args);
+    await new Promise((r) => setTimeout(r, 300));
+    const gaps = await Promise.all(watchers.map((w) => w.stop()));
+    return { d, gaps };
+  } finally {
+    for (const c of conns) c.close();
+  }
 }

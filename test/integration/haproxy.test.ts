@@ -6,31 +6,15 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { httpsGet } from '../../src/connect/https-probe.js';
-import { SshConnection } from '../../src/connect/ssh.js';
-import { watchPort, type GapReport } from '../../src/lab/gap.js';
 import { k8sha } from '../helpers/cli.js';
-import { deployJson, inventoryVariant } from '../helpers/deploy.js';
-import { lab, nodeTarget, withNode } from '../helpers/lab.js';
+import { deployJson, deployWatchingGaps, inventoryVariant } from '../helpers/deploy.js';
+import { lab, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let haproxyInv: string;
 const inventory = () => (haproxyInv ??= inventoryVariant('haproxy', (inv) => (inv.lb.impl = 'haproxy')));
 
-/** Deploy while every node's local port is connected to back to back; each node's longest refusal. */
-async function deployWatchingGaps(args: string[]) {
-  const conns = await Promise.all(lab().nodes.map((n) => SshConnection.open(nodeTarget(n))));
-  try {
-    const watchers = conns.map((c) => watchPort(() => c.connectFromHost('127.0.0.1', 8443)));
-    await sleep(300);
-    const d = await deployJson(args);
-    await sleep(300);
-    const gaps: GapReport[] = await Promise.all(watchers.map((w) => w.stop()));
-    return { d, gaps };
-  } finally {
-    for (const c of conns) c.close();
-  }
-}
 
 async function units(node: { name: string; address: string }) {
   return withNode(node, async (c) => {

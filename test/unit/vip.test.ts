@@ -16,6 +16,7 @@ import { parseHaproxyCsv, vipProblem } from '../../src/engine/vip-status.js';
 import { planHost } from '../../src/engine/plan.js';
 import { restoreScript } from '../../src/engine/scripts.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
+import { hostFacts } from '../helpers/facts.js';
 
 const NGINX = `nginx: { version: 1.22.1, sources: [http://x.invalid/n.tar.gz], sha256: ${'a'.repeat(64)} }`;
 const MASTERS = '[{ name: m1, address: 10.0.1.11 }, { name: m2, address: 10.0.1.12 }, { name: m3, address: 10.0.1.13 }]';
@@ -26,21 +27,20 @@ function text(vip: string, o: { nodes?: string; tls?: string } = {}): string {
 const lines = (t: string) => parseInventory(t).diagnostics.map((d) => formatDiagnostic('inv.yaml', d));
 const load = (t: string) => parseInventory(t).inventory as Inventory;
 
-function facts(extra: Partial<HostFacts> = {}): HostFacts {
-  return {
-    os: { id: 'debian', versionId: '12', prettyName: 'Debian', arch: 'x86_64', glibc: '2.36' },
-    packageManager: 'apt-get',
-    tools: [],
-    files: {},
-    dirs: {},
-    units: {},
-    guards: {},
-    texts: {},
-    versions: {},
-    interfaces: { '10.0.1.11': 'eth0', '10.0.1.12': 'eth0', '10.0.1.13': 'ens3' },
-    ...extra,
-  };
+/** A host's facts, with the interfaces the masters' addresses are on. */
+const facts = (extra: Partial<HostFacts> = {}): HostFacts => hostFacts({ interfaces: { '10.0.1.11': 'eth0', '10.0.1.12': 'eth0', '10.0.1.13': 'ens3' }, ...extra });
+
+/** The VIP playbook's shape: haproxy's config and service, then keepalived's. */
+function twoServices() {
+  const op = (type: string, args: unknown) => ({ name: `${type} ${JSON.stringify(args)}`, type: 'op' as const, op: OPERATIONS[type]!, args: OPERATIONS[type]!.args.parse(args) });
+  return [
+    op('template', { template: 'a', dest: '/etc/haproxy/haproxy.cfg', mode: '0644', notify: ['reload'] }),
+    op('service', { name: 'haproxy' }),
+    op('template', { template: 'b', dest: '/etc/keepalived/keepalived.conf', mode: '0644', notify: ['reload'] }),
+    op('service', { name: 'keepalived' }),
+  ];
 }
+const RUNNING = { loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 };
 
 describe('vip: in the inventory', () => {
   it('takes the defaults the README documents', () => {
@@ -179,15 +179,8 @@ describe('the packages step', () => {
 
 describe('two services in one playbook', () => {
   it('reload each only for the files of its own steps', () => {
-    const op = (type: string, args: unknown) => ({ name: `${type} ${JSON.stringify(args)}`, type: 'op' as const, op: OPERATIONS[type]!, args: OPERATIONS[type]!.args.parse(args) });
-    const steps = [
-      op('template', { template: 'a', dest: '/etc/haproxy/haproxy.cfg', mode: '0644', notify: ['reload'] }),
-      op('service', { name: 'haproxy' }),
-      op('template', { template: 'b', dest: '/etc/keepalived/keepalived.conf', mode: '0644', notify: ['reload'] }),
-      op('service', { name: 'keepalived' }),
-    ];
-    const running = { loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 };
-    const f = facts({ units: { haproxy: running, keepalived: running }, files: { '/etc/haproxy/haproxy.cfg': null, '/etc/keepalived/keepalived.conf': { sha256: 'x', mode: '644' } } });
+    const steps = twoServices();
+    const f = facts({ units: { haproxy: RUNNING, keepalived: RUNNING }, files: { '/etc/haproxy/haproxy.cfg': null, '/etc/keepalived/keepalived.conf': { sha256: 'x', mode: '644' } } });
     // Only haproxy's config differs: keepalived's is the same text (its sha256 is made to match below).
     const render = (t: string) => (t === 'b' ? 'same\n' : 'new\n');
     const sha = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -200,16 +193,9 @@ describe('two services in one playbook', () => {
 
 describe('a VIP host put back after a failed verify', () => {
   it('reloads the service that served on the old files, and stops the one this run started', () => {
-    const op = (type: string, args: unknown) => ({ name: `${type} ${JSON.stringify(args)}`, type: 'op' as const, op: OPERATIONS[type]!, args: OPERATIONS[type]!.args.parse(args) });
-    const steps = [
-      op('template', { template: 'a', dest: '/etc/haproxy/haproxy.cfg', mode: '0644', notify: ['reload'] }),
-      op('service', { name: 'haproxy' }),
-      op('template', { template: 'b', dest: '/etc/keepalived/keepalived.conf', mode: '0644', notify: ['reload'] }),
-      op('service', { name: 'keepalived' }),
-    ];
-    const running = { loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 };
+    const steps = twoServices();
     const absent = { loadState: 'not-found', activeState: 'inactive', subState: 'dead', unitFileState: '', activeEnterTimestamp: '', mainPid: 0 };
-    const f = facts({ units: { haproxy: running, keepalived: absent }, files: { '/etc/haproxy/haproxy.cfg': { sha256: 'x', mode: '644' }, '/etc/keepalived/keepalived.conf': null } });
+    const f = facts({ units: { haproxy: RUNNING, keepalived: absent }, files: { '/etc/haproxy/haproxy.cfg': { sha256: 'x', mode: '644' }, '/etc/keepalived/keepalived.conf': null } });
     const plan = planHost({ name: 'm1', address: '10.0.1.11' }, steps, f, { artifacts: {}, render: () => 'new\n' });
     const restore = restoreScript(plan, { runId: 'R', unit: 'haproxy' });
     expect(restore).toContain('systemctl reload haproxy\n');
