@@ -76,9 +76,24 @@ async function missing(file: string): Promise<boolean> {
   return !fs.existsSync(file);
 }
 
+/**
+ * An ed25519 key pair in OpenSSH's formats. ssh2 1.17's generator strips every leading zero byte of
+ * the public key (meaning to drop only the BIT STRING's unused-bits byte): one key in 256 comes out
+ * 31 bytes long, and sshd refuses it ("error in libcrypto"), so the lab host never accepts a login.
+ * Such a key is made again.
+ */
 function sshKeyPair(comment: string): { private: string; public: string } {
-  const k = ssh2.utils.generateKeyPairSync('ed25519', { comment });
-  return { private: k.private, public: k.public.trim() + '\n' };
+  for (;;) {
+    const k = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+    if (ed25519KeyLength(k.public) === 32) return { private: k.private, public: k.public.trim() + '\n' };
+  }
+}
+
+/** The length of the key inside an `ssh-ed25519 BLOB` line: string "ssh-ed25519", then string key. */
+export function ed25519KeyLength(publicLine: string): number {
+  const blob = Buffer.from(publicLine.trim().split(/\s+/)[1] ?? '', 'base64');
+  const nameLength = blob.length >= 4 ? blob.readUInt32BE(0) : 0;
+  return blob.length >= 8 + nameLength ? blob.readUInt32BE(4 + nameLength) : 0;
 }
 
 /** Make whatever lab files are missing; leaf certificates follow the plan's addresses. */
