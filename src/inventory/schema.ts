@@ -236,7 +236,7 @@ export const kubeLb = z.strictObject({
   /** Active health checks: HTTPS GET of path on every apiserver, verified with tls.caFile. */
   check: z
     .strictObject({
-      path: z.string().startsWith('/', 'must start with /').default('/readyz'),
+      path: z.string().regex(/^\/[\x21-\x7e]*$/, 'must be a request path: a / then printable characters, no spaces (e.g. /readyz)').default('/readyz'),
       interval: duration(100, MS.h).default('1s'),
       /** Between checks while a verdict is turning: a failing apiserver is confirmed down this soon. */
       fastInterval: duration(100, MS.h).default('250ms'),

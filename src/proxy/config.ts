@@ -4,24 +4,37 @@
  * orchestrator.
  */
 import { z } from 'zod';
+import { DURATION, durationMs, durationRangeProblem, UNIT_MS } from '../util/duration.js';
 import { parseHostPort } from '../util/hostport.js';
 
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+const MS = UNIT_MS;
 
-const duration = z
-  .string()
-  .regex(/^(\d+)(ms|s|m|h)$/, 'must be a duration like 500ms, 2s, 10m')
-  .transform((v) => {
-    const m = /^(\d+)(ms|s|m|h)$/.exec(v)!;
-    return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
-  });
-// Port 0 lets the system pick one (tests on loopback).
-const hostPort = z.string().refine((v) => parseHostPort(v, { anyPort: true }) !== undefined, 'must be ADDRESS:PORT with a port from 0 to 65535');
+/**
+ * A duration within the field's range, in milliseconds. None may exceed 2^31-1 ms, the longest a Node.js
+ * timer waits (beyond it a timer fires at once: a check interval would become a flood of checks).
+ */
+const duration = (minMs: number, maxMs: number) =>
+  z
+    .string()
+    .regex(DURATION, 'must be a duration like 500ms, 2s, 10m')
+    .superRefine((v, ctx) => {
+      const problem = durationRangeProblem(v, { minMs, maxMs });
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    })
+    .transform(durationMs);
+
+const count = (min: number, max: number) => z.number().int('must be a whole number').min(min, `must be from ${min} to ${max}`).max(max, `must be from ${min} to ${max}`);
+
+/** ADDRESS:PORT to listen on, port 1 to 65535 (port 0, "any", would leave kubelet no port to dial). */
+const hostPort = z.string().refine((v) => parseHostPort(v) !== undefined, 'must be ADDRESS:PORT with a port from 1 to 65535 (an IPv6 address in brackets)');
+
+/** A request path as an HTTP request line carries it: starts with /, no spaces or control characters. */
+const requestPath = z.string().regex(/^\/[\x21-\x7e]*$/, 'must be a request path: a / then printable characters, no spaces (e.g. /readyz)');
 
 export const backendSchema = z.strictObject({
   name: z.string().min(1),
   address: z.string().min(1),
-  port: z.number().int().min(1).max(65535),
+  port: count(1, 65535),
 });
 
 export const proxyConfigSchema = z.strictObject({
@@ -31,23 +44,25 @@ export const proxyConfigSchema = z.strictObject({
   backends: z.array(backendSchema).min(1, 'needs at least one backend'),
   /** least_conn (default), round_robin, or hash on the client's address and port (spreads a node's own clients). */
   balance: z.enum(['least_conn', 'round_robin', 'hash']).default('least_conn'),
-  connectTimeout: duration.default(1000),
-  /** Close a connection idle this long. client-go watches last 5 to 10 minutes: keep above. */
-  idleTimeout: duration.default(15 * 60_000),
+  /** 100ms to 75s: the kernel gives up a connect before 75 s anyway. */
+  connectTimeout: duration(100, 75 * MS.s).default(1000),
+  /** Close a connection idle this long (1s to 24h). client-go watches last 5 to 10 minutes: keep above. */
+  idleTimeout: duration(MS.s, 24 * MS.h).default(15 * 60_000),
   passive: z
-    .strictObject({ maxFails: z.number().int().min(0).default(3), failTimeout: duration.default(30_000) })
+    .strictObject({ maxFails: count(0, 1000).default(3), failTimeout: duration(MS.s, MS.h).default(30_000) })
     .default({ maxFails: 3, failTimeout: 30_000 }),
   active: z
     .strictObject({
       enabled: z.boolean().default(true),
-      path: z.string().startsWith('/').default('/readyz'),
-      interval: duration.default(1000),
-      /** Between checks while a backend's verdict is turning (HAProxy's fastinter). */
-      fastInterval: duration.default(250),
-      /** The whole check: connect, TLS and answer. interval + fall x timeout bounds how long a hung backend keeps its clients. */
-      timeout: duration.default(700),
-      rise: z.number().int().min(1).default(2),
-      fall: z.number().int().min(1).default(2),
+      path: requestPath.default('/readyz'),
+      /** 100ms to 1h: below, the checks alone load every apiserver (each node checks each). */
+      interval: duration(100, MS.h).default(1000),
+      /** Between checks while a backend's verdict is turning (HAProxy's fastinter), 100ms to 1h. */
+      fastInterval: duration(100, MS.h).default(250),
+      /** The whole check: connect, TLS and answer (100ms to 1m). interval + fall x timeout bounds how long a hung backend keeps its clients. */
+      timeout: duration(100, MS.m).default(700),
+      rise: count(1, 100).default(2),
+      fall: count(1, 100).default(2),
       caFile: z.string().optional(),
       /** The CA as PEM text, in the config itself (what deploy writes): one file to validate and swap. */
       ca: z.string().includes('-----BEGIN CERTIFICATE-----', { error: 'must be PEM text with a certificate' }).optional(),
@@ -58,14 +73,14 @@ export const proxyConfigSchema = z.strictObject({
     })
     .default({ enabled: true, path: '/readyz', interval: 1000, fastInterval: 250, timeout: 700, rise: 2, fall: 2, insecureSkipVerify: false }),
   /** When a backend goes down: close its connections at once (0), or after this long. */
-  drainTimeout: duration.default(0),
-  /** SIGTERM: stop accepting at once, let open connections finish for up to this long, then close them. */
-  shutdownTimeout: duration.default(1000),
+  drainTimeout: duration(0, MS.h).default(0),
+  /** SIGTERM: stop accepting at once, let open connections finish for up to this long (0s to 1h), then close them. */
+  shutdownTimeout: duration(0, MS.h).default(1000),
   /**
    * The listen address held by another process (the balancer this one replaces): retry for this
    * long before giving up. The new balancer takes the port the moment the old one lets go.
    */
-  listenWait: duration.default(10_000),
+  listenWait: duration(0, 10 * MS.m).default(10_000),
 });
 
 export type ProxyConfig = z.infer<typeof proxyConfigSchema>;

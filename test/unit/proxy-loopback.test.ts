@@ -48,13 +48,13 @@ async function startStandin(name: string): Promise<Standin> {
 }
 
 function config(backends: Standin[], extra: Record<string, unknown> = {}) {
-  return proxyConfigSchema.parse({
-    listen: '127.0.0.1:0',
-    admin: '127.0.0.1:0',
+  const parsed = proxyConfigSchema.parse({
     backends: backends.map((s) => ({ name: s.name, address: '127.0.0.1', port: s.port })),
     active: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1, caFile, serverName: 'kubernetes' },
     ...extra,
   });
+  // Port 0 (any free port) is what tests on loopback need and what a config file may not say.
+  return { ...parsed, listen: '127.0.0.1:0', admin: '127.0.0.1:0' };
 }
 
 function get(p = '/version'): Promise<string> {

@@ -1,0 +1,73 @@
+/**
+ * kube-lb --check-config refuses every setting that would flood the apiservers, crash it at start or
+ * on SIGHUP, or make every check throw: each out-of-range field is named with its range.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { main } from '../../src/proxy/main.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-lb-bounds-'));
+
+/** `kube-lb --check-config` on a config with these settings: its exit code and what it wrote to stderr. */
+async function checkConfig(settings: Record<string, unknown>): Promise<{ code: number; stderr: string }> {
+  const file = path.join(dir, `c${Math.random().toString(36).slice(2)}.json`);
+  const config = { backends: [{ name: 'm1', address: '192.0.2.11', port: 6443 }], ...settings, active: { insecureSkipVerify: true, ...(settings.active as object | undefined) } };
+  fs.writeFileSync(file, JSON.stringify(config));
+  let stderr = '';
+  const write = process.stderr.write.bind(process.stderr);
+  const out = process.stdout.write.bind(process.stdout);
+  process.stderr.write = ((s: string) => ((stderr += s), true)) as typeof process.stderr.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    const code = await main(['--check-config', file]);
+    return { code, stderr: stderr.replace(`${file}: `, '') };
+  } finally {
+    process.stderr.write = write;
+    process.stdout.write = out;
+  }
+}
+
+describe('kube-lb --check-config bounds', () => {
+  it.each([
+    [{ active: { interval: '0s' } }, 'active.interval: must be from 100ms to 1h'],
+    [{ active: { interval: '25d' } }, 'active.interval: must be a duration like 500ms, 2s, 10m'],
+    [{ active: { interval: '600h' } }, 'active.interval: must be from 100ms to 1h'],
+    [{ active: { fastInterval: '10ms' } }, 'active.fastInterval: must be from 100ms to 1h'],
+    [{ active: { timeout: '10m' } }, 'active.timeout: must be from 100ms to 1m'],
+    [{ active: { rise: 0 } }, 'active.rise: must be from 1 to 100'],
+    [{ active: { fall: 1000 } }, 'active.fall: must be from 1 to 100'],
+    [{ active: { path: '/ready z' } }, 'active.path: must be a request path: a / then printable characters, no spaces (e.g. /readyz)'],
+    [{ connectTimeout: '0s' }, 'connectTimeout: must be from 100ms to 75s'],
+    [{ idleTimeout: '48h' }, 'idleTimeout: must be from 1s to 24h'],
+    [{ passive: { maxFails: -1 } }, 'passive.maxFails: must be from 0 to 1000'],
+    [{ passive: { failTimeout: '2h' } }, 'passive.failTimeout: must be from 1s to 1h'],
+    [{ drainTimeout: '2h' }, 'drainTimeout: must be from 0s to 1h'],
+    [{ shutdownTimeout: '2h' }, 'shutdownTimeout: must be from 0s to 1h'],
+    [{ listenWait: '1h' }, 'listenWait: must be from 0s to 10m'],
+    [{ listen: '127.0.0.1:0' }, 'listen: must be ADDRESS:PORT with a port from 1 to 65535 (an IPv6 address in brackets)'],
+    [{ admin: '127.0.0.1:99999' }, 'admin: must be ADDRESS:PORT with a port from 1 to 65535 (an IPv6 address in brackets)'],
+    [{ backends: [{ name: 'm1', address: '192.0.2.11', port: 0 }] }, 'backends.0.port: must be from 1 to 65535'],
+  ])('%j is refused: %s', async (settings, message) => {
+    const r = await checkConfig(settings);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`kube-lb: ${message}\n`);
+  });
+
+  it('takes the bounds themselves', async () => {
+    const r = await checkConfig({ connectTimeout: '75s', idleTimeout: '24h', listenWait: '0s', drainTimeout: '1h', active: { interval: '100ms', fastInterval: '1h', timeout: '1m', rise: 100, fall: 1, path: '/readyz?verbose=1' } });
+    expect(r).toEqual({ code: 0, stderr: '' });
+  });
+});
+
+describe('the inventory feeding kube-lb', () => {
+  it('refuses a check path kube-lb would refuse, before any node is touched', async () => {
+    const { parseInventory } = await import('../../src/inventory/load.js');
+    const { formatDiagnostic } = await import('../../src/inventory/diagnostics.js');
+    const text = 'masters: [{ name: m1, address: 10.0.0.11 }]\nnodes: [{ name: n1, address: 10.0.0.21 }]\nlb: { impl: kube-lb }\ntls: { caFile: ca.crt }\nkubeLb: { check: { path: "/ready z" } }\n';
+    expect(parseInventory(text).diagnostics.map((d) => formatDiagnostic('inv.yaml', d))).toEqual([
+      'inv.yaml:5:26: kubeLb.check.path: must be a request path: a / then printable characters, no spaces (e.g. /readyz)',
+    ]);
+  });
+});
