@@ -11,22 +11,36 @@ import { type Balancer } from './server.js';
  * verdict is turning (a failed check on an up backend, a good one on a down backend), as HAProxy's
  * fastinter does. A dying apiserver is then confirmed down a fraction of an interval after its
  * first failed check, not a whole one.
+ *
+ * Spread, so a thousand nodes do not check an apiserver on one beat: the first check of each backend
+ * comes at a random point of the first interval (a batch of nodes restarted together does not stay
+ * in step), and every wait is the interval +-20% at random. Each check resumes the TLS session of
+ * the last one to that backend (a session ticket: no certificate exchange or key agreement beyond
+ * the first), until a check fails or the configuration is reloaded.
  */
+export const JITTER = 0.2;
+
 export class Checker {
   private timers = new Map<string, NodeJS.Timeout>();
+  private sessions = new Map<string, Buffer>();
   private generation = 0;
   private ctx?: tls.SecureContext;
 
-  constructor(private readonly lb: Balancer) {}
+  constructor(
+    private readonly lb: Balancer,
+    private readonly random: () => number = Math.random,
+  ) {}
 
-  /** (Re)start checking every backend of the current config, the first check of each at once. */
+  /** (Re)start checking every backend of the current config, each first check at a random point of the first interval. */
   start(): void {
     this.stop();
+    // A new CA or client certificate: sessions made under the old ones are not resumed.
+    this.sessions.clear();
     const a = this.lb.config.active;
     if (!a.enabled) return;
     this.ctx = secureContext(this.lb.config);
     const gen = this.generation;
-    for (const k of this.lb.backends.keys()) this.run(k, gen);
+    for (const k of this.lb.backends.keys()) this.after(k, gen, this.random() * a.interval);
   }
 
   stop(): void {
@@ -35,24 +49,34 @@ export class Checker {
     this.timers.clear();
   }
 
+  /** A wait of `ms` +-20%, at random. */
+  spread(ms: number): number {
+    return ms * (1 + (this.random() * 2 - 1) * JITTER);
+  }
+
+  private after(k: string, gen: number, ms: number): void {
+    const timer = setTimeout(() => this.run(k, gen), Math.max(0, ms));
+    timer.unref();
+    this.timers.set(k, timer);
+  }
+
   private run(k: string, gen: number): void {
     const rt = this.lb.backends.get(k);
     if (!rt || gen !== this.generation) return;
     const a = this.lb.config.active;
     const t0 = Date.now();
-    check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!)
+    check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!, this.sessions.get(k), (s) => this.sessions.set(k, s))
       .then(
-        (status) => ({ ok: status === 200, detail: `HTTP ${status}` }),
-        (e: Error) => ({ ok: false, detail: e.message }),
+        (r) => ({ ok: r.status === 200, detail: `HTTP ${r.status}`, resumed: r.resumed }),
+        (e: Error) => ({ ok: false, detail: e.message, resumed: false }),
       )
-      .then(({ ok, detail }) => {
+      .then(({ ok, detail, resumed }) => {
         if (gen !== this.generation) return;
-        this.lb.checked(k, ok, Date.now() - t0, detail);
+        if (!ok) this.sessions.delete(k);
+        this.lb.checked(k, ok, Date.now() - t0, detail, resumed);
         const turning = this.lb.backends.get(k)?.health.streak ?? 0;
-        const wait = turning ? a.fastInterval : a.interval;
-        const timer = setTimeout(() => this.run(k, gen), Math.max(0, wait - (Date.now() - t0)));
-        timer.unref();
-        this.timers.set(k, timer);
+        const wait = this.spread(turning ? a.fastInterval : a.interval);
+        this.after(k, gen, wait - (Date.now() - t0));
       });
   }
 }
@@ -66,7 +90,14 @@ export function secureContext(cfg: ProxyConfig): tls.SecureContext {
   });
 }
 
-function check(cfg: ProxyConfig, host: string, port: number, secureContext: tls.SecureContext): Promise<number> {
+function check(
+  cfg: ProxyConfig,
+  host: string,
+  port: number,
+  secureContext: tls.SecureContext,
+  session: Buffer | undefined,
+  onSession: (s: Buffer) => void,
+): Promise<{ status: number; resumed: boolean }> {
   const a = cfg.active;
   const servername = a.serverName ?? host;
   return new Promise((resolve, reject) => {
@@ -81,15 +112,18 @@ function check(cfg: ProxyConfig, host: string, port: number, secureContext: tls.
         rejectUnauthorized: !a.insecureSkipVerify,
         checkServerIdentity: (_h, cert) => tls.checkServerIdentity(servername, cert),
         headers: { 'user-agent': 'kube-lb', connection: 'close' },
+        session,
         // https hands secureContext on to tls.connect; its type does not list it.
       } as https.RequestOptions,
       (res) => {
         clearTimeout(deadline);
+        const resumed = (res.socket as tls.TLSSocket).isSessionReused?.() ?? false;
         // The status is all a check needs: drop the body and the connection now.
         res.destroy();
-        resolve(res.statusCode ?? 0);
+        resolve({ status: res.statusCode ?? 0, resumed });
       },
     );
+    req.once('socket', (s) => s.on('session', onSession));
     // One deadline for the whole check (connect, TLS, answer): a socket idle timer would restart
     // with every packet, and a hung apiserver that completed the TCP handshake takes twice as long.
     const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${a.timeout} ms`)), a.timeout);

@@ -31,6 +31,10 @@ export interface BackendRuntime {
   checksOk: number;
   checksFailed: number;
   lastCheckMs: number;
+  /** When the last check ended (ms since the epoch; 0: none yet). */
+  lastCheckAt: number;
+  /** Checks whose TLS session was resumed (no full handshake). */
+  checksResumed: number;
   /** The configuration generation of this backend's last passing check (-1: none yet). */
   okGeneration: number;
 }
@@ -146,6 +150,8 @@ export class Balancer {
         checksOk: 0,
         checksFailed: 0,
         lastCheckMs: 0,
+        lastCheckAt: 0,
+        checksResumed: 0,
         okGeneration: -1,
       });
     }
@@ -153,10 +159,12 @@ export class Balancer {
   }
 
   /** Record an active check; a backend that goes down loses its connections. */
-  checked(k: string, ok: boolean, ms: number, detail: string): void {
+  checked(k: string, ok: boolean, ms: number, detail: string, resumed = false): void {
     const rt = this.backends.get(k);
     if (!rt) return;
     rt.lastCheckMs = ms;
+    rt.lastCheckAt = Date.now();
+    if (resumed) rt.checksResumed++;
     if (ok) {
       rt.checksOk++;
       rt.okGeneration = this.generation;
@@ -326,6 +334,8 @@ export class Balancer {
       ['kube_lb_backend_checks_ok_total', 'counter', 'health checks that passed', (rt) => rt.checksOk],
       ['kube_lb_backend_checks_failed_total', 'counter', 'health checks that failed', (rt) => rt.checksFailed],
       ['kube_lb_backend_check_duration_seconds', 'gauge', 'duration of the last health check', (rt) => rt.lastCheckMs / 1000],
+      ['kube_lb_backend_last_check_timestamp_seconds', 'gauge', 'when the last health check ended (checks are spread: interval +-20%)', (rt) => rt.lastCheckAt / 1000],
+      ['kube_lb_backend_checks_resumed_total', 'counter', 'health checks that resumed a TLS session instead of a full handshake', (rt) => rt.checksResumed],
     ];
     const out: string[] = [];
     for (const [name, type, help, value] of rows) {

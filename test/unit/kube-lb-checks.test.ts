@@ -1,0 +1,62 @@
+/**
+ * kube-lb's active checks against a real TLS server on loopback: spread in time (a random start
+ * and every wait the interval +-20%), and resuming the TLS session of the check before.
+ */
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCa, issueCertificate } from '../../src/lab/pki.js';
+import { Checker, JITTER } from '../../src/proxy/checker.js';
+import { proxyConfigSchema } from '../../src/proxy/config.js';
+import { Balancer } from '../../src/proxy/server.js';
+
+let server: https.Server;
+let port: number;
+let ca: { cert: string; key: string };
+/** Each /readyz the server answered: when, and whether the client resumed a TLS session. */
+const seen: { at: number; resumed: boolean }[] = [];
+
+beforeAll(async () => {
+  ca = await createCa('kube-lb checks CA');
+  const leaf = await issueCertificate(ca, { commonName: 'm1', dnsNames: ['kubernetes'], ipAddresses: ['127.0.0.1'], usage: 'server' });
+  server = https.createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
+    seen.push({ at: performance.now(), resumed: (req.socket as TLSSocket).isSessionReused() });
+    res.end('ok');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  port = (server.address() as AddressInfo).port;
+});
+afterAll(() => server.close());
+
+describe('kube-lb health checks', () => {
+  it('wait the interval +-20%: never less, never more', () => {
+    const lb = new Balancer(proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '127.0.0.1', port: 1 }], active: { insecureSkipVerify: true } }), () => undefined);
+    const at = (r: number) => new Checker(lb, () => r).spread(1000);
+    expect([at(0), at(0.5), at(0.999999)].map(Math.round)).toEqual([1000 * (1 - JITTER), 1000, 1000 * (1 + JITTER)]);
+  });
+
+  it('are spread in time and resume the TLS session of the check before', async () => {
+    const cfg = proxyConfigSchema.parse({
+      backends: [{ name: 'm1', address: '127.0.0.1', port }],
+      active: { interval: '100ms', timeout: '1s', ca: ca.cert, serverName: 'kubernetes' },
+    });
+    const lb = new Balancer(cfg, () => undefined);
+    const checker = new Checker(lb);
+    checker.start();
+    await new Promise((r) => setTimeout(r, 2500));
+    checker.stop();
+    const gaps = seen.slice(1).map((s, i) => s.at - seen[i]!.at);
+    expect(seen.length).toBeGreaterThan(15);
+    // Waits spread over the +-20% band (80 to 120 ms, plus the check's own few ms), not on one beat.
+    expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(15);
+    for (const g of gaps) expect(g).toBeGreaterThan(100 * (1 - JITTER) - 5);
+    // Every check after the first resumed a session: one full handshake in all.
+    expect(seen.filter((s) => !s.resumed).length).toBe(1);
+    // Counted in /metrics (a check still in flight when the checker stopped is not).
+    const counted = Number(new RegExp(`kube_lb_backend_checks_resumed_total\\{backend="m1",address="127\\.0\\.0\\.1:${port}"\\} (\\d+)`).exec(lb.metrics())?.[1]);
+    const resumed = seen.filter((s) => s.resumed).length;
+    expect(counted).toBeGreaterThanOrEqual(resumed - 1);
+    expect(counted).toBeLessThanOrEqual(resumed);
+  });
+});
