@@ -46,7 +46,7 @@ describe.sequential('lb.impl: haproxy on the nodes', () => {
       console.log(`kube-nginx -> kube-haproxy on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
       expect(g.attempts).toBeGreaterThan(50);
       // nginx lets go, haproxy starts the moment the port is free: a gap of a start, not an outage.
-      expect(g.longestGapMs).toBeLessThan(3000);
+      expect(g.longestGapMs).toBeLessThan(2000);
     });
     for (const r of reports) expect(r.requests - r.failures.length).toBeGreaterThan(10);
 
@@ -104,7 +104,7 @@ describe.sequential('lb.impl: haproxy on the nodes', () => {
     }
     gaps.forEach((g, i) => {
       console.log(`kube-haproxy -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
-      expect(g.longestGapMs).toBeLessThan(3000);
+      expect(g.longestGapMs).toBeLessThan(2000);
     });
   });
 });

@@ -84,6 +84,9 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     gaps.forEach((g, i) => {
       console.log(`kube-nginx -> kube-lb on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
       expect(g.attempts).toBeGreaterThan(50);
+      // bench:switch measured at most 214 ms this way (docs/benchmarks.md); 2 s leaves room for a busy CI machine
+      // and still fails a hand-over that became a restart-sized outage.
+      expect(g.longestGapMs).toBeLessThan(2000);
     });
     // Short requests through the port kept being answered, before and after the switch.
     for (const r of reports) expect(r.requests - r.failures.length).toBeGreaterThan(10);
@@ -286,7 +289,11 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       }
       expect(u).toMatchObject({ lbActive: 'inactive', nginxActive: 'active', lbEnabled: 'disabled', nginxEnabled: 'enabled' });
     }
-    gaps.forEach((g, i) => console.log(`kube-lb -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`));
+    gaps.forEach((g, i) => {
+      console.log(`kube-lb -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
+      // bench:switch: at most 458 ms with three nodes switching at once on two cores.
+      expect(g.longestGapMs).toBeLessThan(2000);
+    });
     const s = JSON.parse((await k8sha(['status', '-i', lab().inventory, '--json'])).stdout);
     for (const n of s.nodes) expect(n).toMatchObject({ impl: 'nginx', service: 'active (running)', healthy: true });
   });
