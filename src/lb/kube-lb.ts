@@ -96,9 +96,15 @@ export function stopTimeoutS(inv: Inventory): number {
   return Math.max(30, Math.ceil(durationMs(inv.kubeLb.shutdownTimeout) / 1000) + 10);
 }
 
+/** The system user kube-lb runs as: it needs no privilege beyond its own sockets. */
+export const KUBE_LB_USER = 'kube-lb';
+
 export function renderKubeLbUnit(inv: Inventory): string {
   const p = kubeLbPaths(inv.kubeLb.prefix);
+  const lowPort = [inv.lb.listen, inv.kubeLb.admin].some((l) => hostPortOf(l).port < 1024);
   return `# Managed by k8s-ha.
+# kube-lb runs as its own system user, with nothing it does not use: it reads its config and the CA,
+# listens and connects. Binding a port below 1024 is the only capability it may get, and only then.
 [Unit]
 Description=kube-lb: node-local load balancer for kube-apiserver (${inv.lb.listen})
 After=network-online.target
@@ -114,10 +120,21 @@ RestartSec=2
 StartLimitInterval=0
 LimitNOFILE=65536
 TimeoutStopSec=${stopTimeoutS(inv)}
+User=${KUBE_LB_USER}
+Group=${KUBE_LB_USER}
+${lowPort ? 'AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE' : 'CapabilityBoundingSet='}
 NoNewPrivileges=true
 PrivateTmp=true
-ProtectSystem=full
+PrivateDevices=true
+ProtectSystem=strict
 ProtectHome=true
+ProtectKernelTunables=true
+ProtectKernelModules=true
+ProtectControlGroups=true
+RestrictNamespaces=true
+RestrictSUIDSGID=true
+LockPersonality=true
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 
 [Install]
 WantedBy=multi-user.target

@@ -4,7 +4,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ProxyConfig } from './config.js';
-import { type Balancer } from './server.js';
+import { LOCAL_ERRORS, type Balancer } from './server.js';
 
 /**
  * Each backend is checked on its own clock: every `interval`, or every `fastInterval` while its
@@ -67,13 +67,17 @@ export class Checker {
     const t0 = Date.now();
     check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!, this.sessions.get(k), (s) => this.sessions.set(k, s))
       .then(
-        (r) => ({ ok: r.status === 200, detail: `HTTP ${r.status}`, resumed: r.resumed }),
-        (e: Error) => ({ ok: false, detail: e.message, resumed: false }),
+        (r) => ({ ok: r.status === 200, detail: `HTTP ${r.status}`, resumed: r.resumed, local: undefined }),
+        (e: NodeJS.ErrnoException) => ({ ok: false, detail: e.message, resumed: false, local: e.code && LOCAL_ERRORS.has(e.code) ? e : undefined }),
       )
-      .then(({ ok, detail, resumed }) => {
+      .then(({ ok, detail, resumed, local }) => {
         if (gen !== this.generation) return;
-        if (!ok) this.sessions.delete(k);
-        this.lb.checked(k, ok, Date.now() - t0, detail, resumed);
+        // This node could not even open the check's socket: the backend is not judged on it.
+        if (local) this.lb.localError(`checking ${rt.backend.name}`, local.code!, local);
+        else {
+          if (!ok) this.sessions.delete(k);
+          this.lb.checked(k, ok, Date.now() - t0, detail, resumed);
+        }
         const turning = this.lb.backends.get(k)?.health.streak ?? 0;
         const wait = this.spread(turning ? a.fastInterval : a.interval);
         this.after(k, gen, wait - (Date.now() - t0));

@@ -41,6 +41,14 @@ export interface BackendRuntime {
 
 const key = (b: Backend) => `${b.address}:${b.port}`;
 
+/**
+ * Connect errors that are this node's own: out of file descriptors (process or system), of local
+ * ports, of socket buffers or memory. A leaking process on the node must not make kube-lb mark the
+ * apiservers down and cut every watch. Everything else (refused, reset, unreachable, a timeout) is
+ * the backend's.
+ */
+export const LOCAL_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
+
 export function healthSettings(cfg: ProxyConfig): HealthSettings {
   return {
     maxFails: cfg.passive.maxFails,
@@ -57,6 +65,10 @@ export class Balancer {
   private list: BackendRuntime[] = [];
   private rr = 0;
   private panicLogged = 0;
+  /** Connects that failed for this node's own want (descriptors, ports, buffers), by errno code. */
+  readonly localErrors = new Map<string, number>();
+  private localLogged = 0;
+  private localUnlogged = 0;
   private server?: net.Server;
   private closing = false;
   /** Bumped by every reload. */
@@ -97,6 +109,9 @@ export class Balancer {
           server.once('error', reject);
           server.listen({ host, port, backlog: 4096 }, () => {
             server.off('error', reject);
+            // Once listening, an error is a failed accept (out of descriptors): Node emits it on the
+            // server, and without a listener it would end the process and every connection with it.
+            server.on('error', (err: NodeJS.ErrnoException) => this.localError(`accepting a client on ${this.cfg.listen}`, err.code ?? 'EUNKNOWN', err));
             resolve(server.address() as net.AddressInfo);
           });
         });
@@ -256,6 +271,12 @@ export class Balancer {
     upstream.setTimeout(this.cfg.connectTimeout);
     const onEarly = (e?: Error) => {
       upstream.destroy();
+      const code = (e as NodeJS.ErrnoException | undefined)?.code;
+      if (code && LOCAL_ERRORS.has(code)) {
+        // Only this client is refused; no other backend is tried (it would meet the same want).
+        client.destroy();
+        return this.localError(`connecting to ${rt.backend.name} (${key(rt.backend)})`, code, e!);
+      }
       rt.connectErrors++;
       rt.health = connectFailed(rt.health, healthSettings(this.cfg), this.now());
       this.refresh(rt, `${rt.connectErrors} failed connects (${e?.message ?? `connect timeout after ${this.cfg.connectTimeout} ms`})`);
@@ -274,6 +295,23 @@ export class Balancer {
       }
       this.join(client, upstream, rt);
     });
+  }
+
+  /**
+   * This node, not a backend, failed (out of file descriptors or local ports): counted by errno,
+   * logged at most every 5 s. No backend is counted against, and no connection is closed for it.
+   */
+  localError(what: string, code: string, e: Error): void {
+    this.localErrors.set(code, (this.localErrors.get(code) ?? 0) + 1);
+    const now = this.now();
+    if (now - this.localLogged < 5000) {
+      this.localUnlogged++;
+      return;
+    }
+    const more = this.localUnlogged ? ` (and ${this.localUnlogged} more since the last such line)` : '';
+    this.localLogged = now;
+    this.localUnlogged = 0;
+    this.log(`local error ${what}: ${e.message}${more}; that client was refused, no backend is blamed`);
   }
 
   private join(client: net.Socket, upstream: net.Socket, rt: BackendRuntime): void {
@@ -342,6 +380,8 @@ export class Balancer {
       out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
       for (const rt of this.backends.values()) out.push(`${name}{backend="${rt.backend.name}",address="${key(rt.backend)}"} ${value(rt)}`);
     }
+    out.push('# HELP kube_lb_local_errors_total connects that failed for want of this node\'s own resources (descriptors, local ports, buffers), by errno', '# TYPE kube_lb_local_errors_total counter');
+    for (const code of new Set([...LOCAL_ERRORS, ...this.localErrors.keys()])) out.push(`kube_lb_local_errors_total{code="${code}"} ${this.localErrors.get(code) ?? 0}`);
     out.push('# HELP kube_lb_backends_up healthy backends', '# TYPE kube_lb_backends_up gauge');
     out.push(`kube_lb_backends_up ${[...this.backends.values()].filter((rt) => rt.up).length}`);
     return out.join('\n') + '\n';

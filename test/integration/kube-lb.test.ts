@@ -12,7 +12,7 @@ import { k8sha } from '../helpers/cli.js';
 import { deployJson, deployWatchingGaps, inventoryVariant } from '../helpers/deploy.js';
 import { lab, nodeTarget, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
-import { watchesOn } from '../helpers/watch.js';
+import { openWatch, watchesOn } from '../helpers/watch.js';
 
 const KUBE_LB = '/opt/k8s/kube-lb';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -100,6 +100,16 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       expect(unit).toMatch(/^ExecStartPre=\/opt\/k8s\/kube-lb\/sbin\/kube-lb --check-config \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml$/m);
       expect(unit).toMatch(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
       expect(unit).toMatch(/^Restart=always$/m);
+      // Its own user, none of root's capabilities, the system read-only.
+      const pid = (await c.execOk('systemctl show -p MainPID --value kube-lb')).trim();
+      expect((await c.execOk(`ps -o user= -p ${pid}`)).trim()).toBe('kube-lb');
+      const shown = Object.fromEntries(
+        (await c.execOk('systemctl show -p User -p NoNewPrivileges -p ProtectSystem -p ProtectHome -p PrivateTmp -p CapabilityBoundingSet kube-lb'))
+          .trim()
+          .split('\n')
+          .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      );
+      expect(shown).toEqual({ User: 'kube-lb', NoNewPrivileges: 'yes', ProtectSystem: 'strict', ProtectHome: 'yes', PrivateTmp: 'yes', CapabilityBoundingSet: '' });
       // Every master checked and up, as its metrics say.
       const m = await metrics(c);
       for (const x of lab().masters) expect(m).toContain(`kube_lb_backend_up{backend="${x.name}",address="${x.address}:6443"} 1`);
@@ -224,6 +234,50 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     }
     // Back to the full list for what follows.
     expect((await deployJson(['-i', inventory(), '--limit', node.name])).code).toBe(0);
+  });
+
+  it("the node out of file descriptors: only the clients that hit it are refused, no apiserver is blamed, the watch flows on", async () => {
+    await withNode(lab().nodes[0]!, async (c) => {
+      const watch = await openWatch(c);
+      const pid = (await c.execOk('systemctl show -p MainPID --value kube-lb')).trim();
+      const connectErrors = (m: string) => [...m.matchAll(/^kube_lb_backend_connect_errors_total\{[^}]*\} (\d+)$/gm)].reduce((n, x) => n + Number(x[1]), 0);
+      const errorsBefore = connectErrors(await metrics(c));
+      // Leave kube-lb a few descriptors beyond what it holds now: the connections below run it out.
+      // (Its soft limit, lowered as its own user: root here has no CAP_SYS_RESOURCE over another user's process.)
+      const inUse = Number((await c.execOk(`ls /proc/${pid}/fd | wc -l`)).trim());
+      const soft = Number(/^Max open files\s+(\d+)/m.exec(await c.execOk(`cat /proc/${pid}/limits`))![1]);
+      const prlimit = (n: number) => c.execOk(`runuser -u kube-lb -- prlimit --pid ${pid} --nofile=${n}:`);
+      // An odd number free: two clients take two each, the third's accept takes the last one and its
+      // connect to an apiserver finds none (EMFILE); later clients are dropped at accept; checks find none.
+      await prlimit(inUse + 5);
+      const sockets: { destroy: () => void }[] = [];
+      try {
+        for (let i = 0; i < 8; i++) {
+          sockets.push(await c.connectFromHost('127.0.0.1', 8443));
+          await sleep(100);
+        }
+        const before = watch.events();
+        // Two check intervals and more with no descriptor to spare.
+        await sleep(3000);
+        expect(watch.events()).toBeGreaterThan(before);
+        for (const sk of sockets) sk.destroy();
+        await sleep(500);
+        const m = await metrics(c);
+        const local = [...m.matchAll(/^kube_lb_local_errors_total\{code="(EMFILE|ENFILE)"\} (\d+)$/gm)].reduce((n, x) => n + Number(x[2]), 0);
+        expect(local).toBeGreaterThan(0);
+        for (const x of lab().masters) expect(m).toContain(`kube_lb_backend_up{backend="${x.name}",address="${x.address}:6443"} 1`);
+        // No failed connect was counted against any apiserver.
+        expect(connectErrors(m)).toBe(errorsBefore);
+        // The watch kubelet would hold kept flowing, and kube-lb kept running.
+        expect(watch.isClosed()).toBe(false);
+        expect((await c.execOk('systemctl show -p MainPID --value kube-lb')).trim()).toBe(pid);
+        expect(await c.execOk('journalctl -u kube-lb -n 50 --no-pager -o cat')).toMatch(/local error (connecting to|checking|accepting a client on) .*EMFILE.*no backend is blamed/);
+      } finally {
+        for (const sk of sockets) sk.destroy();
+        watch.close();
+        await prlimit(soft);
+      }
+    });
   });
 
   it('a config kube-lb cannot load is refused by --check-config and by deploy, before any file is swapped', async () => {

@@ -71,3 +71,19 @@ describe('the inventory feeding kube-lb', () => {
     ]);
   });
 });
+
+describe("kube-lb's unit", () => {
+  it('runs kube-lb as its own user with no capability, and grants the one to bind a port below 1024 only when it listens on one', async () => {
+    const { parseInventory } = await import('../../src/inventory/load.js');
+    const { renderKubeLbUnit } = await import('../../src/lb/kube-lb.js');
+    const inv = (listen: string) =>
+      parseInventory(`masters: [{ name: m1, address: 10.0.0.11 }]\nnodes: [{ name: n1, address: 10.0.0.21 }]\nlb: { impl: kube-lb, listen: "${listen}" }\ntls: { caFile: ca.crt }\n`).inventory!;
+    const high = renderKubeLbUnit(inv('127.0.0.1:8443'));
+    expect(high).toMatch(/^User=kube-lb$/m);
+    expect(high).toMatch(/^CapabilityBoundingSet=$/m);
+    expect(high).not.toMatch(/AmbientCapabilities/);
+    for (const d of ['NoNewPrivileges=true', 'ProtectSystem=strict', 'ProtectHome=true', 'PrivateTmp=true']) expect(high).toContain(`\n${d}\n`);
+    const low = renderKubeLbUnit(inv('127.0.0.1:443'));
+    expect(low).toMatch(/^AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m);
+  });
+});
