@@ -11,7 +11,7 @@ import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
 import { probeReach, tlsOptions } from './probe.js';
-import { hostPortOf } from '../util/hostport.js';
+import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 import type { HostResult } from './results.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
@@ -68,11 +68,43 @@ async function healthz(conn: SshConnection, where: string, timeoutMs: number): P
 
 const trustOf = (inv: Inventory) => (inv.tls.caFile ? 'TLS verified' : 'TLS NOT verified: set tls.caFile');
 
+/**
+ * Shell: who listens on the port, as `@@owner ours`, `@@owner other PID COMMAND` (a listener that is
+ * neither the unit's main process nor one of its children: nginx's and haproxy's workers are), or
+ * `@@owner unknown` where `ss` is missing. Without it, verify would pass through whatever else holds
+ * the port while the unit waits for it.
+ */
+export function portOwnerScript(unit: string, listen: string): string {
+  const { host, port } = hostPortOf(listen);
+  // Listeners that overlap this one: on its address, or on every address (either side a wildcard).
+  const local = formatHostPort(host, port);
+  const any = isWildcard(host) ? '1' : '0';
+  const overlaps = `awk -v a=${quote(local)} -v any=${any} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
+  return [
+    `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
+    `main=$(systemctl show -p MainPID --value ${quote(unit)})`,
+    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    `  pp=$(awk '/^PPid:/{print $2}' /proc/$p/status 2>/dev/null)`,
+    `  if [ "$p" != "$main" ] && [ "$pp" != "$main" ]; then echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; fi`,
+    `done`,
+    `echo "@@owner ours"`,
+  ].join('\n');
+}
+
+/** Another process holds the port: who, in words; undefined when the unit's own processes hold it (or it cannot be told). */
+export function portOwnerProblem(stdout: string, unit: string, listen: string): string | undefined {
+  const m = /^@@owner other (\d+) ?(.*)$/m.exec(stdout);
+  return m ? `${listen} is held by another process (pid ${m[1]}${m[2] ? `, ${m[2]}` : ''}), not by ${unit}: it cannot take the port while that runs` : undefined;
+}
+
 /** One attempt: undefined when it passed, else what is still missing. */
 async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o: VerifyOptions, timeoutMs: number): Promise<VerifyOutcome> {
   const { host, port } = hostPortOf(args.listen);
   let verified: HostResult['verified'];
   let passed: string;
+  // First: the port is the unit's. An answer through it from another process proves nothing.
+  const owner = portOwnerProblem((await conn.execAsRoot(portOwnerScript(args.unit, args.listen))).stdout, args.unit, args.listen);
+  if (owner) return { ok: false, summary: owner };
   if (o.checkNewList) {
     // For a few ms after a reload, nginx's old workers still accept on the shared socket with the
     // old list; the loop around this retries until the reload has taken effect or time is up.

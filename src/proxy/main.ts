@@ -60,13 +60,17 @@ export async function main(argv: string[]): Promise<number> {
   // Signals first: SIGHUP's default action would kill the process while it waits for the port.
   const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
   let listening = false;
+  /** Why the last SIGHUP was refused, until one succeeds: /healthz?checked says so rather than vouch for the old config. */
+  let refused: string | undefined;
   process.on('SIGHUP', () => {
     let next: ProxyConfig;
     try {
       next = loadConfig(file);
     } catch (e) {
-      return log(`reload refused, keeping the running configuration: ${(e as Error).message}`);
+      refused = (e as Error).message;
+      return log(`reload refused, keeping the running configuration: ${refused}`);
     }
+    refused = undefined;
     const before = lb.config;
     lb.reload(next);
     checker.start();
@@ -89,10 +93,12 @@ export async function main(argv: string[]): Promise<number> {
   });
 
   const admin = http.createServer((req, res) => {
-    // /healthz?checked: as /healthz, and some backend passed a check under the current configuration (deploy's verify).
+    // /healthz?checked (deploy's verify): as /healthz, and this process holds the listen address, the
+    // last reload was taken, and some backend passed a check under the configuration it runs.
     if (req.url === '/healthz' || req.url === '/healthz?checked') {
-      const ok = lb.healthy(req.url.endsWith('?checked'));
-      res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'ok\n' : 'no healthy backend\n');
+      const checked = req.url.endsWith('?checked');
+      const why = checked && refused ? `the last reload was refused: ${refused}` : checked && !listening ? `not listening on ${lb.config.listen} yet` : lb.healthy(checked) ? undefined : 'no healthy backend';
+      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(why ? `${why}\n` : 'ok\n');
     } else if (req.url === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());
     } else res.writeHead(404).end();

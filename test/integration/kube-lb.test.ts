@@ -280,6 +280,28 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     });
   });
 
+  it('another process holding 127.0.0.1:8443: verify fails and says who, rather than passing through it', async () => {
+    const node = lab().nodes[2]!;
+    const nginx = '/opt/k8s/kube-nginx';
+    await withNode(node, async (c) => {
+      // kube-lb stopped, and an nginx started by hand (no unit) takes the port: it forwards to the
+      // apiservers, so /readyz through the port answers 200 whoever is listening.
+      await c.execOk('systemctl stop kube-lb');
+      await c.execOk(`${nginx}/sbin/kube-nginx -p ${nginx} -c ${nginx}/conf/kube-nginx.conf`);
+      try {
+        const r = await deployJson(['-i', inventory(), '--limit', node.name, '--verify-timeout', '5s']);
+        expect(r.code).toBe(3);
+        const h = r.report.hosts[node.name]!;
+        expect(h.status).toBe('failed');
+        expect(h.error).toMatch(/^verify: 127\.0\.0\.1:8443 is held by another process \(pid \d+, kube-nginx\), not by kube-lb/);
+      } finally {
+        await c.exec(`kill $(cat ${nginx}/logs/kube-nginx.pid)`);
+      }
+      const again = await deployJson(['-i', inventory(), '--limit', node.name]);
+      expect(again.code, again.stderr).toBe(0);
+    });
+  });
+
   it('a config kube-lb cannot load is refused by --check-config and by deploy, before any file is swapped', async () => {
     const node = lab().nodes[1]!;
     const before = await units(node);
@@ -303,6 +325,28 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/kube-lb-bad\.yaml: .*backends: needs at least one backend/);
       expect(r.stderr).toMatch(/balance: /);
+      // A bad config put in place by hand and a SIGHUP: refused, the old config serves, and the
+      // health endpoint deploy's verify reads no longer vouches for it until a reload is taken.
+      const healthz = async () => {
+        const s = await c.connectFromHost('127.0.0.1', 8444);
+        return new Promise<string>((resolve) => {
+          let out = '';
+          s.on('data', (b: Buffer) => (out += b.toString()));
+          s.on('end', () => resolve(out));
+          s.write('GET /healthz?checked HTTP/1.0\r\n\r\n');
+        });
+      };
+      const conf = `${KUBE_LB}/conf/kube-lb.yaml`;
+      await c.execOk(`cp ${conf} /tmp/kube-lb-good.yaml && printf 'balance: fastest\n' >> ${conf} && systemctl reload kube-lb`);
+      try {
+        await sleep(500);
+        expect(await healthz()).toMatch(/^HTTP\/1\.1 503 [\s\S]*the last reload was refused: /);
+        expect((await units(node)).pid).toBe(before.pid);
+      } finally {
+        await c.execOk(`cp /tmp/kube-lb-good.yaml ${conf} && rm -f /tmp/kube-lb-good.yaml && systemctl reload kube-lb`);
+      }
+      await sleep(2500);
+      expect(await healthz()).toMatch(/^HTTP\/1\.1 200 /);
     });
   });
 

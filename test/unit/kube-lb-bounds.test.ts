@@ -87,3 +87,16 @@ describe("kube-lb's unit", () => {
     expect(low).toMatch(/^AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m);
   });
 });
+
+describe('verify: whose port', () => {
+  it('names the other process that holds the port, and nothing when the unit holds it', async () => {
+    const { portOwnerProblem, portOwnerScript } = await import('../../src/engine/verify.js');
+    expect(portOwnerProblem('@@owner other 4242 nginx\n', 'kube-lb', '127.0.0.1:8443')).toBe(
+      '127.0.0.1:8443 is held by another process (pid 4242, nginx), not by kube-lb: it cannot take the port while that runs',
+    );
+    expect(portOwnerProblem('@@owner ours\n', 'kube-lb', '127.0.0.1:8443')).toBeUndefined();
+    expect(portOwnerProblem('@@owner unknown\n', 'kube-lb', '127.0.0.1:8443')).toBeUndefined();
+    // Only listeners on this address or on every address count: a VIP host's haproxy on 10.0.1.11:8443 is not in the way.
+    expect(portOwnerScript('kube-lb', '127.0.0.1:8443')).toContain('awk -v a=127.0.0.1:8443 -v any=0 -v p=8443');
+  });
+});
