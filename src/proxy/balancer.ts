@@ -36,6 +36,23 @@ export function rankByHash(candidates: Candidate[], key: string): Candidate[] {
   return [...candidates].sort((a, b) => fnv1a(`${key}|${b.name}`) - fnv1a(`${key}|${a.name}`) || a.name.localeCompare(b.name));
 }
 
+/**
+ * The index of order(...)[0] for least_conn and round_robin, without sorting or allocating: what
+ * every new connection asks (the full order is needed only after a failed dial, and for hash).
+ * The same rotation and tie-break as order(), so the two never disagree. `active(i)` is the open
+ * connections of candidate i.
+ */
+export function firstIndex(count: number, active: (i: number) => number, balance: Exclude<Balance, 'hash'>, rr: number): number {
+  const start = rr % count;
+  if (balance === 'round_robin' || count === 1) return start;
+  let best = start;
+  for (let j = 1; j < count; j++) {
+    const i = (start + j) % count;
+    if (active(i) < active(best)) best = i;
+  }
+  return best;
+}
+
 export function order(candidates: Candidate[], balance: Balance, rr: number, key: string): Candidate[] {
   if (candidates.length <= 1) return candidates;
   if (balance === 'hash') return rankByHash(candidates, key);

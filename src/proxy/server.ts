@@ -2,8 +2,8 @@
  * kube-lb's data plane: a TCP balancer for kube-apiservers on one node.
  * - The listener pauses each new client until a backend accepts, so a failed
  *   dial moves on to the next backend before any client byte is read.
- * - Bytes flow by pipe(): no JavaScript per chunk; counters come from the
- *   sockets' own byte counts.
+ * - Bytes flow by write() with backpressure (pause on a full buffer, resume
+ *   on drain); counters come from the sockets' own byte counts.
  * - A backend marked down (active /readyz, or passive connect failures) gets
  *   no new connections, and its open ones are closed (or drained after
  *   drainTimeout) so watches reconnect to a healthy apiserver.
@@ -12,7 +12,7 @@
  *   connection to a backend that stays.
  */
 import net from 'node:net';
-import { order } from './balancer.js';
+import { firstIndex, order } from './balancer.js';
 import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings, type HealthState } from './health.js';
 import type { Backend, ProxyConfig } from './config.js';
 import { hostPortOf } from '../util/hostport.js';
@@ -230,17 +230,11 @@ export class Balancer {
     return this.list;
   }
 
-  /** The first choice, cheaply: least_conn and round_robin need no sort for it. */
+  /** The first choice (balancer.ts's policy, without a sort for least_conn and round_robin). */
   private first(cands: BackendRuntime[], rr: number, client: net.Socket): BackendRuntime {
-    if (cands.length === 1 || this.cfg.balance === 'hash') return this.ranked(cands, rr, client)[0]!;
-    const start = rr % cands.length;
-    if (this.cfg.balance === 'round_robin') return cands[start]!;
-    let best = cands[start]!;
-    for (let j = 1; j < cands.length; j++) {
-      const c = cands[(start + j) % cands.length]!;
-      if (c.conns.size < best.conns.size) best = c;
-    }
-    return best;
+    const balance = this.cfg.balance;
+    if (balance === 'hash') return this.ranked(cands, rr, client)[0]!;
+    return cands[firstIndex(cands.length, (i) => cands[i]!.conns.size, balance, rr)]!;
   }
 
   /** Every candidate in the order to try them (after a failed dial, or for hash). */

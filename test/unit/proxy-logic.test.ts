@@ -129,3 +129,20 @@ describe('kube-lb --check-config and --version', () => {
     expect(out.join('')).toMatch(/usage: kube-lb --config FILE/);
   });
 });
+
+describe('firstIndex', () => {
+  it('is always order()[0] for least_conn and round_robin, whatever the counter and the load', async () => {
+    const { firstIndex, order } = await import('../../src/proxy/balancer.js');
+    // A fixed pseudo-random sequence: the same cases every run.
+    let seed = 42;
+    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    for (let i = 0; i < 2000; i++) {
+      const n = 1 + rand(5);
+      const cands = Array.from({ length: n }, (_, k) => ({ name: `m${k}`, active: rand(4) }));
+      for (const balance of ['least_conn', 'round_robin'] as const) {
+        const rr = rand(100);
+        expect(cands[firstIndex(n, (k) => cands[k]!.active, balance, rr)]!.name).toBe(order(cands, balance, rr, '')[0]!.name);
+      }
+    }
+  });
+});
