@@ -218,23 +218,36 @@ describe('the VIP on three masters', () => {
   it('the holder host down under a stream of requests: the VIP moves within seconds, and does not flap back when the host returns', async () => {
     const before = await holder(inventory);
     const load = stream();
-    await sleep(1000);
-    await k8sha(['lab', 'master', '--dir', lab().dir, before, 'down']);
-    // The host was an apiserver too: answered again once the VIP moved and haproxy marked it down.
-    await waitFor('requests to succeed again', async () => (await Promise.all([readyz(), readyz(), readyz()])).every((r) => r.ok), 20_000);
-    await sleep(1500);
-    const seen = await load.stop();
-    expect(seen.lastOk).toBe(true);
-    // Measured about 3-4 s (docs/benchmarks.md); the bound leaves room for a busy CI machine.
-    expect(seen.gapMs, JSON.stringify(seen)).toBeLessThanOrEqual(8000);
-    const after = await holder(inventory);
-    expect(after).not.toBe(before);
-    const back = stream();
-    expect((await k8sha(['lab', 'master', '--dir', lab().dir, before, 'up'])).code).toBe(0);
-    await sleep(12_000);
-    const during = await back.stop();
-    expect(await holder(inventory)).toBe(after);
-    expect(during.failed, JSON.stringify(during)).toBe(0);
+    let isUp = false;
+    try {
+      await sleep(1000);
+      await k8sha(['lab', 'master', '--dir', lab().dir, before, 'down']);
+      // Recovered once the VIP has moved and haproxy on its new holder has marked the lost host's
+      // apiserver down (until then a connection sent to it waits out timeout connect).
+      await waitFor('the VIP to move and the lost apiserver to be marked down', async () => {
+        const { s } = await vipStatus(inventory);
+        const now = s.vip.hosts.find((h) => h.holds && h.name !== before);
+        return !!now && !!now.backends.find((b) => b.name === before)?.status.startsWith('DOWN');
+      }, 30_000);
+      await sleep(1500);
+      const seen = await load.stop();
+      expect(seen.lastOk, JSON.stringify(seen)).toBe(true);
+      // Measured 4.6 s (docs/benchmarks.md); the bound leaves room for a busy CI machine.
+      expect(seen.gapMs, JSON.stringify(seen)).toBeLessThanOrEqual(8000);
+      const after = await holder(inventory);
+      expect(after).not.toBe(before);
+      const back = stream();
+      expect((await k8sha(['lab', 'master', '--dir', lab().dir, before, 'up'])).code).toBe(0);
+      isUp = true;
+      await sleep(12_000);
+      const during = await back.stop();
+      expect(await holder(inventory)).toBe(after);
+      expect(during.failed, JSON.stringify(during)).toBe(0);
+    } finally {
+      await load.stop();
+      // Whatever failed above, the host comes back for the tests after this one.
+      if (!isUp) await k8sha(['lab', 'master', '--dir', lab().dir, before, 'up']);
+    }
   });
 
   it('a host added to vip.hosts joins as a backup: never two holders, and the VIP stays where it is', async () => {
@@ -245,7 +258,10 @@ describe('the VIP on three masters', () => {
     const seen = new Set<string>();
     const watch = (async () => {
       while (on) {
-        const held = await Promise.all(['master-1', 'master-2', 'master-3', 'master-4'].map(async (m) => ((await inContainer(m, `ip -o addr show to ${vipAddress()}`)).trim() ? m : '')));
+        // A host that cannot be asked is recorded as such: it fails the test below, not the run.
+        const held = await Promise.all(
+          ['master-1', 'master-2', 'master-3', 'master-4'].map((m) => inContainer(m, `ip -o addr show to ${vipAddress()}`).then((out) => (out.trim() ? m : ''), () => `${m}?`)),
+        );
         seen.add(held.filter(Boolean).join('+') || 'none');
         await sleep(300);
       }
