@@ -389,6 +389,20 @@ export function stepResults(p: PlannedHost, out?: ApplyOutcome): StepResult[] {
   return results;
 }
 
+/** A host this run did not change: what its plan would have done, not applied (or, unplanned, its steps not reached), and why. */
+export function notReached(h: { job: HostJob; planned?: PlannedHost }, why: string): HostResult {
+  const steps = h.planned
+    ? hostResult(h.planned, undefined).steps.map((s) => (s.status === 'changed' ? { ...s, status: 'skipped' as const, summary: `not applied: ${why}` } : s))
+    : h.job.steps.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `not reached: ${why}` }));
+  return { ...finishHost({ name: h.job.node.name, ...dialed(h.job.target), steps, status: 'skipped', error: why }), changed: 0 };
+}
+
+/** A host that could not be worked on for an error outside its steps (planning threw, say). */
+export function failedResult(h: { job: HostJob; planned?: PlannedHost }, e: unknown): HostResult {
+  const err = e instanceof K8sHaError ? e : new K8sHaError((e as Error).message);
+  return { ...notReached(h, err.message), status: 'failed', failed: 1, error: err.message, hint: err.hint };
+}
+
 /** The host's result: its steps, and what the deploy did to it. */
 export function hostResult(p: PlannedHost, out: ApplyOutcome | undefined, extra: Partial<HostResult> = {}): HostResult {
   const steps = stepResults(p, out);

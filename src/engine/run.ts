@@ -17,7 +17,6 @@ import { randomBytes } from 'node:crypto';
 import { SshConnection } from '../connect/ssh.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { IMPL_UNITS, implOfUnit, TEMPLATES } from '../lb/templates.js';
-import { K8sHaError } from '../errors.js';
 import { emptyRequest } from '../facts/host.js';
 import { units as kubeconfigUnits } from '../ops/kubeconfig.js';
 import { checkNode, type NodeCheck } from './check.js';
@@ -34,12 +33,12 @@ import {
   type RunImpl,
   type Setup,
 } from './deploy.js';
-import { applyPlanned, closeSession, hostResult, openSession, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
+import { applyPlanned, closeSession, failedResult, hostResult, notReached, openSession, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
 import { controllerIdentity } from './lock.js';
 import { disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
 import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, planRoll } from './roll.js';
-import { dialed, finishHost, totals, type HostResult, type Totals } from './results.js';
+import { finishHost, totals, type HostResult, type Totals } from './results.js';
 import { DEFAULT_VERIFY_TIMEOUT_MS } from './verify.js';
 import type { Journal } from './scripts.js';
 import { runVip, type VipReport } from './vip.js';
@@ -147,13 +146,6 @@ async function pool<T>(items: T[], limit: number, stop: () => boolean, fn: (item
   await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
 }
 
-/** A node this run did not change: what it would have done, not applied, and why. */
-function notReached(n: NodeRun, why: string): HostResult {
-  const steps = n.planned
-    ? hostResult(n.planned, undefined).steps.map((s) => (s.status === 'changed' ? { ...s, status: 'skipped' as const, summary: `not applied: ${why}` } : s))
-    : n.job.steps.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `not reached: ${why}` }));
-  return { ...finishHost({ name: n.node.name, ...dialed(n.job.target), steps, status: 'skipped', error: why }), changed: 0 };
-}
 
 export async function runDeploy(options: DeployOptions, emit: Emit, control: RunControl = {}): Promise<DeployReport> {
   const setup = await loadSetup(options);
@@ -211,10 +203,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       n.impl = { ...n.impl, from: from ? implOfUnit(from) : undefined };
       if (options.repointKubeconfigs) n.repoint = planRepointFor(inv, n.planned.plan.facts);
     };
-    const fail = (n: NodeRun, e: unknown) => {
-      const err = e instanceof K8sHaError ? e : new K8sHaError((e as Error).message);
-      done(n, { ...notReached(n, err.message), status: 'failed', failed: 1, error: err.message, hint: err.hint, recovered: n.recovered });
-    };
+    const fail = (n: NodeRun, e: unknown) => done(n, { ...failedResult(n, e), recovered: n.recovered });
 
     // 2. Connect, lock, plan: every node, at most `concurrency` at once.
     emit({ type: 'phase', phase: 'plan', title: `Connect to ${nodes.length} node${nodes.length === 1 ? '' : 's'}, lock and plan (${Math.min(concurrency, nodes.length)} at a time)` });

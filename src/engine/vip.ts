@@ -14,17 +14,16 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { httpsGet } from '../connect/https-probe.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
-import { K8sHaError } from '../errors.js';
 import { vipHosts, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE, VIP_TEMPLATES } from '../lb/vip.js';
 import { mapLimit } from '../util/pool.js';
 import { quote } from '../util/quote.js';
 import { formatHostPort } from '../util/hostport.js';
 import type { Setup } from './deploy.js';
-import { applyPlanned, closeSession, hostResult, openSession, planOn, type HostJob, type PlannedHost, type Session } from './host.js';
+import { applyPlanned, closeSession, failedResult, hostResult, notReached, openSession, planOn, type HostJob, type PlannedHost, type Session } from './host.js';
 import { hasChanges } from './plan.js';
 import { tlsOptions } from './probe.js';
-import { dialed, finishHost, type HostResult } from './results.js';
+import type { HostResult } from './results.js';
 import type { Emit } from './run.js';
 import { checkNode, type NodeCheck } from './check.js';
 
@@ -103,11 +102,6 @@ function vipJob(setup: Setup, host: VipHost, o: VipOptions): HostJob {
 }
 
 const serving = (p: PlannedHost) => [VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE].some((u) => p.plan.facts.units[u]?.activeState === 'active');
-
-function notReached(r: VipRun, why: string): HostResult {
-  const steps = r.job.steps.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `not reached: ${why}` }));
-  return { ...finishHost({ name: r.job.node.name, ...dialed(r.job.target), steps, status: 'skipped', error: why }), changed: 0 };
-}
 
 /** Asks one VIP host a shell command as root: over the run's session, or a connection of its own. */
 export type VipAsk = { name: string; exec: (command: string) => Promise<{ code: number | null }> };
@@ -203,10 +197,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     emit({ type: 'host-done', result });
   };
   const sessionOpts = { waitLockSeconds: (setup.options.waitLockMs ?? 0) / 1000, check, verifyDeadlineMs: o.verifyDeadlineMs, signal: o.signal };
-  const fail = (r: VipRun, e: unknown) => {
-    const err = e instanceof K8sHaError ? e : new K8sHaError((e as Error).message);
-    done(r, { ...notReached(r, err.message), status: 'failed', failed: 1, error: err.message, hint: err.hint });
-  };
+  const fail = (r: VipRun, e: unknown) => done(r, failedResult(r, e));
   emit({
     type: 'phase',
     phase: 'vip',
