@@ -41,15 +41,17 @@ export interface VerifyOptions {
   progress?: VerifyProgress;
 }
 
-/** GET /healthz?checked over plain HTTP on the host's own loopback (kube-lb's admin port). */
-async function healthz(conn: SshConnection, where: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+/**
+ * GET over plain HTTP on an ADDRESS:PORT as the host itself sees it (its loopback: kube-lb's admin
+ * port, haproxy's stats page), over an SSH channel. Never throws: status 0 and the reason instead.
+ */
+export async function httpGetOnHost(conn: SshConnection, where: string, path: string, timeoutMs: number): Promise<{ status: number; body: string }> {
   const { host, port } = hostPortOf(where);
   try {
     const socket = await conn.connectFromHost(host, port);
     return await new Promise((resolve) => {
       const req = http.request(
-        // ?checked: a check must have passed since the last (re)load, so a reload's new settings are what is proven.
-        { createConnection: () => socket as never, path: '/healthz?checked', headers: { host, connection: 'close' }, timeout: timeoutMs },
+        { createConnection: () => socket as never, path, headers: { host, connection: 'close' }, timeout: timeoutMs },
         (res) => {
           let body = '';
           res.on('data', (b: Buffer) => (body += b.toString()));
@@ -127,7 +129,8 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
     }
   }
   if (args.healthz) {
-    const h = await healthz(conn, args.healthz, timeoutMs);
+    // ?checked: a check must have passed since the last (re)load, so a reload's new settings are what is proven.
+    const h = await httpGetOnHost(conn, args.healthz, '/healthz?checked', timeoutMs);
     if (h.status !== 200) {
       const why = h.status
         ? `its /healthz on ${args.healthz} answers ${h.status} (${h.body}): no apiserver passes its health check; check tls.caFile, tls.serverName and kubeLb.check`

@@ -4,15 +4,14 @@
  * haproxy's own view of every master (its stats page, read on the host's loopback). Then the
  * verdict an operator needs: exactly one holder, none (an outage) or several (a split brain).
  */
-import http from 'node:http';
 import { SshConnection } from '../connect/ssh.js';
 import type { Inventory, VipHost } from '../inventory/schema.js';
 import { VIP_BACKEND, VIP_PATHS } from '../lb/vip.js';
-import { hostPortOf } from '../util/hostport.js';
 import { mapLimit } from '../util/pool.js';
 import { quote } from '../util/quote.js';
 import type { SshTarget } from '../connect/ssh.js';
 import { dialed } from './results.js';
+import { httpGetOnHost } from './verify.js';
 import { holdsCommand } from './vip.js';
 
 export interface VipBackendStatus {
@@ -68,20 +67,11 @@ export function parseHaproxyCsv(csv: string, backend = VIP_BACKEND): VipBackendS
   return out;
 }
 
+/** haproxy's stats page as CSV, read on the host's loopback; throws with the reason when it does not answer 200. */
 async function statsCsv(conn: SshConnection, statsListen: string): Promise<string> {
-  const { host, port } = hostPortOf(statsListen);
-  const socket = await conn.connectFromHost(host, port);
-  return new Promise((resolve, reject) => {
-    const req = http.request({ createConnection: () => socket as never, path: '/stats;csv', headers: { host, connection: 'close' }, timeout: 3000 }, (res) => {
-      let body = '';
-      res.on('data', (b: Buffer) => (body += b.toString()));
-      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`haproxy's stats answered ${res.statusCode}`))));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error("haproxy's stats did not answer within 3 s")));
-    req.on('error', reject);
-    req.end();
-  });
+  const r = await httpGetOnHost(conn, statsListen, '/stats;csv', 3000);
+  if (r.status === 200) return r.body;
+  throw new Error(r.status ? `haproxy's stats answered ${r.status}` : `haproxy's stats did not answer: ${r.body}`);
 }
 
 async function hostStatus(inv: Inventory, host: VipHost, target: SshTarget): Promise<VipHostStatus> {
