@@ -30,7 +30,7 @@ import {
   type ScriptOutput,
 } from './scripts.js';
 import { tarGzOf } from './tarstream.js';
-import { verifyBalancer, type VerifyOutcome, type VerifyProgress } from './verify.js';
+import { unitStateCommand, verifyBalancer, type VerifyOutcome, type VerifyProgress } from './verify.js';
 
 /** What a host is doing now: the phases a renderer shows and an interrupt reports. */
 export type HostPhase =
@@ -181,7 +181,7 @@ async function recoverJournal(
   if (j.state === 'verified') return finish(`${who} had verified: finished and closed`);
   let v: VerifyOutcome = { ok: false, summary: 'the journal names nothing to verify' };
   if (j.verify) {
-    const s = await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(j.verify.unit)} | tr '\\n' ' '`);
+    const s = await conn.execAsRoot(unitStateCommand(j.verify.unit));
     v = await verifyBalancer(conn, inv, j.verify, s.stdout, { checkNewList: false, deadlineMs: o.verifyDeadlineMs, progress: o.progress });
   }
   if (v.ok) return finish(`${who} was never verified: verified now and kept (${v.summary})`);

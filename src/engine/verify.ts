@@ -142,30 +142,36 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
 }
 
 /** Verify until it passes or the deadline is reached; `state` is `ActiveState SubState` as last seen. */
+/** Shell: a unit's `ActiveState SubState` on one line. */
+export const unitStateCommand = (unit: string) => `systemctl show -p ActiveState -p SubState --value ${quote(unit)} | tr '\\n' ' '`;
+
+/**
+ * Wait until the unit is active (running): one still starting (activating, reloading) gets what is
+ * left of the deadline. `state` is its `ActiveState SubState` as last seen, when known. The reason
+ * when it is not, else undefined.
+ */
+async function untilRunning(conn: SshConnection, unit: string, state: string | undefined, start: number, o: VerifyOptions): Promise<string | undefined> {
+  for (;;) {
+    state ??= (await conn.execAsRoot(unitStateCommand(unit))).stdout;
+    const [active = '?', sub = '?'] = state.trim().split(/\s+/);
+    if (active === 'active' && sub === 'running') return undefined;
+    const elapsed = Date.now() - start;
+    if (active !== 'activating' && active !== 'reloading') return `${unit} is ${active} (${sub}), not active (running)`;
+    if (elapsed >= o.deadlineMs) return `${unit} is still ${active} (${sub}) after ${(o.deadlineMs / 1000).toFixed(0)} s, not active (running)`;
+    o.progress?.(`${unit} is ${active} (${sub})`, elapsed, o.deadlineMs);
+    await sleep(250);
+    state = undefined;
+  }
+}
+
 export async function verifyBalancer(conn: SshConnection, inv: Inventory, args: VerifyArgs, state: string, o: VerifyOptions): Promise<VerifyOutcome> {
   const start = Date.now();
-  // A unit still starting (activating) gets the rest of the deadline to get there.
-  for (;;) {
-    const [active = '?', sub = '?'] = state.trim().split(/\s+/);
-    if (active === 'active' && sub === 'running') break;
-    const elapsed = Date.now() - start;
-    if (active !== 'activating' && active !== 'reloading') return { ok: false, summary: `${args.unit} is ${active} (${sub}), not active (running)` };
-    if (elapsed >= o.deadlineMs) return { ok: false, summary: `${args.unit} is still ${active} (${sub}) after ${(o.deadlineMs / 1000).toFixed(0)} s, not active (running)` };
-    o.progress?.(`${args.unit} is ${active} (${sub})`, elapsed, o.deadlineMs);
-    await sleep(250);
-    state = (await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(args.unit)} | tr '\\n' ' '`)).stdout;
-  }
+  // The unit, then its companions (keepalived beside haproxy), each given the same wait for its start.
+  const notRunning = await untilRunning(conn, args.unit, state, start, o);
+  if (notRunning) return { ok: false, summary: notRunning };
   for (const other of args.also ?? []) {
-    // A companion (keepalived beside haproxy) gets the same wait for its start as the unit.
-    for (;;) {
-      const s = (await conn.execAsRoot(`systemctl show -p ActiveState -p SubState --value ${quote(other)} | tr '\\n' ' '`)).stdout;
-      const [active = '?', sub = '?'] = s.trim().split(/\s+/);
-      if (active === 'active' && sub === 'running') break;
-      const elapsed = Date.now() - start;
-      if ((active !== 'activating' && active !== 'reloading') || elapsed >= o.deadlineMs) return { ok: false, summary: `${other} is ${active} (${sub}), not active (running)` };
-      o.progress?.(`${other} is ${active} (${sub})`, elapsed, o.deadlineMs);
-      await sleep(250);
-    }
+    const why = await untilRunning(conn, other, undefined, start, o);
+    if (why) return { ok: false, summary: why };
   }
   let last: VerifyOutcome = { ok: false, summary: 'not tried' };
   let told = 0;
