@@ -12,7 +12,7 @@ import { quote } from '../util/quote.js';
 import type { SshTarget } from '../connect/ssh.js';
 import { dialed } from './results.js';
 import { httpGetOnHost } from './verify.js';
-import { holdsCommand } from './vip.js';
+import { holdsCommand, splitBrain } from './vip.js';
 
 export interface VipBackendStatus {
   name: string;
@@ -127,7 +127,7 @@ async function hostStatus(inv: Inventory, host: VipHost, target: SshTarget): Pro
 export function vipProblem(hosts: Pick<VipHostStatus, 'name' | 'reachable' | 'holds'>[], address: string): string | undefined {
   const holders = hosts.filter((h) => h.holds).map((h) => h.name);
   const silent = hosts.filter((h) => !h.reachable).map((h) => h.name);
-  if (holders.length > 1) return `split brain: ${holders.join(' and ')} all hold the VIP ${address}`;
+  if (holders.length > 1) return splitBrain(holders, address);
   if (!holders.length) return silent.length ? `no reachable host holds the VIP ${address} (${silent.join(', ')} could not be asked)` : `no host holds the VIP ${address}: clients outside the nodes cannot reach the apiservers`;
   if (silent.length) return `${silent.join(', ')} could not be asked: the VIP has ${silent.length === 1 ? 'one host' : 'hosts'} fewer to move to (held by ${holders[0]})`;
   return undefined;

@@ -32,6 +32,9 @@ export function holdsCommand(address: string): string {
   return `ip -o addr show to ${quote(address)} | grep -q .`;
 }
 
+/** The one way deploy, --check and status say that several hosts hold the VIP. */
+export const splitBrain = (holders: string[], address: string) => `split brain: ${holders.join(' and ')} all hold the VIP ${address}`;
+
 /** How a VIP host's name is shown beside the nodes (a master may share a node's name space). */
 export const vipLabel = (name: string) => `vip/${name}`;
 
@@ -147,7 +150,7 @@ export async function proveVip(
   const silent = seen.silent.length ? ` (${seen.silent.join(', ')} did not answer)` : '';
   if (holders.length === 0) return { holders, error: `no host holds the VIP ${v.address} after ${Math.round(deadlineMs / 1000)} s${silent}: look at \`journalctl -u keepalived\` on ${[...sessions.map((s) => s.name), ...others.map((o) => o.name)].join(', ')}` };
   if (holders.length > 1) {
-    return { holders, error: `split brain: ${holders.join(' and ')} all hold the VIP ${v.address}; their keepalived instances do not hear each other (VRRP, IP protocol 112, blocked between them?)${silent}` };
+    return { holders, error: `${splitBrain(holders, v.address)}; their keepalived instances do not hear each other (VRRP, IP protocol 112, blocked between them?)${silent}` };
   }
   const from = sessions.find((s) => s.name !== holders[0]) ?? sessions[0]!;
   const where = formatHostPort(v.address, v.port);
@@ -283,7 +286,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     if (check) {
       const elsewhere = others.length ? (await vipHolders(others, v.address)).holders : [];
       report.holders = [...heldBefore, ...elsewhere].sort();
-      if (report.holders.length > 1) report.error = `split brain: ${report.holders.join(' and ')} all hold the VIP ${v.address}`;
+      if (report.holders.length > 1) report.error = splitBrain(report.holders, v.address);
       else if (!report.holders.length && planned.length === runs.length && planned.some((r) => serving(r.planned!))) report.error = `no host holds the VIP ${v.address}`;
       report.ok = allOk && !report.error;
     } else if (live.length && !stopped()) {
