@@ -7,7 +7,7 @@
 import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
 import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
-import { isServing } from '../facts/host.js';
+import { isServing, serviceState } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { nginxPaths } from '../lb/nginx.js';
 import { kubeHaproxyPaths } from '../lb/haproxy.js';
@@ -90,13 +90,6 @@ export interface ClusterStatus {
   durationMs: number;
 }
 
-export function serviceState(loadState: string, active: string, sub: string): string {
-  if (loadState === 'not-found') return 'not installed';
-  if (active === 'failed') return 'failed';
-  if (active === 'activating') return 'activating';
-  return `${active} (${sub})`;
-}
-
 /** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
 function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: Set<string>) {
   const all = setup.playbooks[impl].steps(node);
@@ -169,7 +162,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     }
     for (const st of unknowable) drift[st.name] = 'unknown';
     const u = facts.units[IMPL_UNITS[impl]];
-    const service = u ? serviceState(u.loadState, u.activeState, u.subState) : 'not installed';
+    const service = serviceState(u);
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
     const binary = binaries[impl];
     const health = nodeHealth({ reachable: true, service, local: reach.local });

@@ -6,9 +6,9 @@
  */
 import { SshConnection } from '../connect/ssh.js';
 import type { Inventory, VipHost } from '../inventory/schema.js';
-import { VIP_BACKEND, VIP_PATHS } from '../lb/vip.js';
+import { emptyRequest, factScript, parseFacts, serviceState, type FactRequest } from '../facts/host.js';
+import { VIP_BACKEND, VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE, VIP_PATHS } from '../lb/vip.js';
 import { mapLimit } from '../util/pool.js';
-import { quote } from '../util/quote.js';
 import type { SshTarget } from '../connect/ssh.js';
 import { dialed } from './results.js';
 import { httpGetOnHost } from './verify.js';
@@ -84,32 +84,25 @@ async function hostStatus(inv: Inventory, host: VipHost, target: SshTarget): Pro
     return { ...base, reachable: false, error: (e as Error).message };
   }
   try {
-    const script = [
-      `if ${holdsCommand(v.address)}; then echo "@@holds yes"; else echo "@@holds no"; fi`,
-      `echo "@@vrrp $(cat ${quote(VIP_PATHS.state)} 2>/dev/null)"`,
-      `for u in haproxy keepalived; do echo "@@unit $u $(systemctl show -p ActiveState -p SubState --value $u | tr '\\n' ' ')"; done`,
-    ].join('\n');
+    // The facts script deploy reads: the units, whether this host has the VIP, and the VRRP state file.
+    const req: FactRequest = { ...emptyRequest(), units: [VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE], guards: [holdsCommand(v.address)], texts: [VIP_PATHS.state] };
     const [r, csv] = await Promise.all([
-      conn.execAsRoot(script),
+      conn.execAsRoot(factScript(req)),
       statsCsv(conn, v.statsListen).then(
         (text) => ({ text }),
         (e: Error) => ({ error: e.message.split('\n')[0] }),
       ),
     ]);
-    const out = r.stdout;
-    const unit = (u: string) => {
-      const [a = '?', s = '?'] = (new RegExp(`^@@unit ${u} (.*)$`, 'm').exec(out)?.[1] ?? '').trim().split(/\s+/);
-      return a === 'active' ? `active (${s})` : a === 'inactive' && s === 'dead' ? 'inactive (dead)' : `${a} (${s})`;
-    };
-    const [vrrp, since] = (/^@@vrrp (.*)$/m.exec(out)?.[1] ?? '').trim().split(/\s+/);
+    const facts = parseFacts(req, r.stdout);
+    const [vrrp, since] = (facts.texts[VIP_PATHS.state] ?? '').trim().split(/\s+/);
     return {
       ...base,
       reachable: true,
-      holds: /^@@holds yes$/m.test(out),
+      holds: facts.guards[holdsCommand(v.address)] === 0,
       vrrp: vrrp || undefined,
       vrrpSince: since || undefined,
-      haproxy: unit('haproxy'),
-      keepalived: unit('keepalived'),
+      haproxy: serviceState(facts.units[VIP_HAPROXY_SERVICE]),
+      keepalived: serviceState(facts.units[VIP_KEEPALIVED_SERVICE]),
       backends: 'text' in csv ? parseHaproxyCsv(csv.text) : [],
       statsError: 'error' in csv ? csv.error : undefined,
     };

@@ -27,6 +27,14 @@ export interface UnitFacts {
   mainPid: number;
 }
 
+/** A unit as systemctl status says it: `active (running)`, `inactive (dead)`, `failed`, `activating`, `not installed`. */
+export function serviceState(u: UnitFacts | undefined): string {
+  if (!u || u.loadState === 'not-found') return 'not installed';
+  if (u.activeState === 'failed') return 'failed';
+  if (u.activeState === 'activating') return 'activating';
+  return `${u.activeState} (${u.subState})`;
+}
+
 /** The unit is running, or on its way there (starting, reloading): it holds its port. */
 export function isServing(u: UnitFacts | undefined): boolean {
   return u?.activeState === 'active' || u?.activeState === 'activating' || u?.activeState === 'reloading';
