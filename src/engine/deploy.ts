@@ -114,32 +114,24 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const vipPlaybook = inv.vip ? await loadPlaybook(defaultPlaybookPath(VIP_PLAYBOOK), inv, Object.keys(VIP_TEMPLATES)) : undefined;
   const resolver = new TargetResolver(inv, { acceptNewHostKeys: options.acceptNewHostKeys });
   const warnings = [...loaded.warnings];
+  /** How to reach a host (a node, or a VIP host); its ssh_config warnings are said once per name. */
+  const reach = (host: InventoryNode, what: string): SshTarget => {
+    let resolved;
+    try {
+      resolved = resolver.resolve(host);
+    } catch (e) {
+      throw new UsageError(`${options.inventoryFile}: cannot work out how to reach ${what}${host.name}: ${(e as Error).message}`, {
+        hint: 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
+      });
+    }
+    for (const w of resolved.warnings) if (!warnings.includes(w)) warnings.push(w);
+    return options.check ? readOnly(resolved.target) : resolved.target;
+  };
   const targets = new Map<string, SshTarget>();
-  for (const n of nodes.concat(inv.nodes.filter((x) => x.name === inv.build.host && !nodes.includes(x)))) {
-    let resolved;
-    try {
-      resolved = resolver.resolve(n);
-    } catch (e) {
-      throw new UsageError(`${options.inventoryFile}: cannot work out how to reach ${n.name}: ${(e as Error).message}`, {
-        hint: 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
-      });
-    }
-    warnings.push(...resolved.warnings);
-    targets.set(n.name, options.check ? readOnly(resolved.target) : resolved.target);
-  }
+  for (const n of nodes.concat(inv.nodes.filter((x) => x.name === inv.build.host && !nodes.includes(x)))) targets.set(n.name, reach(n, ''));
   const vipTargets = new Map<string, SshTarget>();
-  for (const h of allVipHosts(inv)) {
-    let resolved;
-    try {
-      resolved = resolver.resolve({ name: h.name, address: h.address, ssh: h.ssh });
-    } catch (e) {
-      throw new UsageError(`${options.inventoryFile}: cannot work out how to reach VIP host ${h.name}: ${(e as Error).message}`, {
-        hint: 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
-      });
-    }
-    if (!targets.has(h.name)) warnings.push(...resolved.warnings);
-    vipTargets.set(h.name, options.check ? readOnly(resolved.target) : resolved.target);
-  }
+  // A VIP host that is a node of this run is reached as that node (rules.ts: no name is both a master and a node).
+  for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
   return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, startedAt };
 }
 
