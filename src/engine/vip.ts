@@ -139,16 +139,17 @@ export async function proveVip(
   const v = inv.vip!;
   const start = Date.now();
   let seen: { holders: string[]; silent: string[] } = { holders: [], silent: [] };
+  // Every VIP host, also those --limit left out: any of them may hold the VIP.
+  const all: VipAsk[] = [...sessions.map((x) => ({ name: x.name, exec: (c: string) => x.session.conn.execAsRoot(c) })), ...others];
   // A first deploy waits for vrrp_startup_delay and an election (about 5 + 3 s); a split brain must last to count.
   for (;;) {
-    // Every VIP host, also those --limit left out: any of them may hold the VIP.
-    seen = await vipHolders([...sessions.map((x) => ({ name: x.name, exec: (c: string) => x.session.conn.execAsRoot(c) })), ...others], v.address);
+    seen = await vipHolders(all, v.address);
     if (seen.holders.length === 1 || Date.now() - start >= deadlineMs) break;
     await sleep(500);
   }
   const { holders } = seen;
   const silent = seen.silent.length ? ` (${seen.silent.join(', ')} did not answer)` : '';
-  if (holders.length === 0) return { holders, error: `no host holds the VIP ${v.address} after ${Math.round(deadlineMs / 1000)} s${silent}: look at \`journalctl -u keepalived\` on ${[...sessions.map((s) => s.name), ...others.map((o) => o.name)].join(', ')}` };
+  if (holders.length === 0) return { holders, error: `no host holds the VIP ${v.address} after ${Math.round(deadlineMs / 1000)} s${silent}: look at \`journalctl -u keepalived\` on ${all.map((h) => h.name).join(', ')}` };
   if (holders.length > 1) {
     return { holders, error: `${splitBrain(holders, v.address)}; their keepalived instances do not hear each other (VRRP, IP protocol 112, blocked between them?)${silent}` };
   }

@@ -6,6 +6,7 @@
 import type { Inventory } from '../inventory/schema.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { clusterCa } from './kube-lb.js';
 
 export const KUBE_HAPROXY_SERVICE = 'kube-haproxy';
 
@@ -60,6 +61,11 @@ export function haproxyBackend(inv: Inventory, o: { name: string; balance: strin
     http-check expect status 200
     default-server ${check}
 ${inv.masters.map((m) => `    server ${m.name} ${formatHostPort(m.address, m.port)}`).join('\n')}`;
+}
+
+/** The CA haproxy verifies the apiservers with, as a file of its own (the VIP hosts' and kube-haproxy's). */
+export function renderHaproxyCa(inv: Inventory): string {
+  return clusterCa(inv) ?? "# tls.insecureSkipVerify: the apiservers' certificates are not verified\n";
 }
 
 /** lb.balance in haproxy's words; hash is the client's address (every node-local client is 127.0.0.1: warned of). */

@@ -2,8 +2,8 @@
 import type { Impl, Inventory } from '../inventory/schema.js';
 import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
 import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
-import { KUBE_HAPROXY_SERVICE, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
-import { renderVipCa } from './vip.js';
+import { KUBE_HAPROXY_SERVICE, renderHaproxyCa, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
+
 
 /** The systemd service each balancer implementation runs as. */
 export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE, haproxy: KUBE_HAPROXY_SERVICE };
@@ -20,5 +20,5 @@ export const TEMPLATES: Record<string, (inv: Inventory) => string> = {
   'kube-lb.service': renderKubeLbUnit,
   'kube-haproxy.cfg': renderKubeHaproxyConf,
   'kube-haproxy.service': renderKubeHaproxyUnit,
-  'kube-haproxy-ca.crt': renderVipCa,
+  'kube-haproxy-ca.crt': renderHaproxyCa,
 };

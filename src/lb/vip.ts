@@ -19,8 +19,7 @@ import { UsageError } from '../errors.js';
 import type { HostFacts } from '../facts/host.js';
 import type { Inventory, InventoryVip, VipHost } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
-import { clusterCa } from './kube-lb.js';
-import { haproxyBackend, haproxyTimeouts, seconds } from './haproxy.js';
+import { haproxyBackend, haproxyTimeouts, renderHaproxyCa, seconds } from './haproxy.js';
 
 export const VIP_HAPROXY_SERVICE = 'haproxy';
 export const VIP_KEEPALIVED_SERVICE = 'keepalived';
@@ -55,11 +54,6 @@ export function vipInterface(v: InventoryVip, host: VipHost, facts: Pick<HostFac
     });
   }
   return found;
-}
-
-/** The CA haproxy verifies the apiservers with, as a file of its own. */
-export function renderVipCa(inv: Inventory): string {
-  return clusterCa(inv) ?? '# tls.insecureSkipVerify: the apiservers\' certificates are not verified\n';
 }
 
 export function renderVipHaproxy(inv: Inventory, host: VipHost): string {
@@ -207,7 +201,7 @@ mkdir -p ${dir} && printf '%s %s\\n' "$3" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > ${V
 /** The templates the VIP playbook names, rendered per host. */
 export const VIP_TEMPLATES: Record<string, (inv: Inventory, host: VipHost, facts: HostFacts, peers: VipHost[]) => string> = {
   'vip-haproxy.cfg': (inv, host) => renderVipHaproxy(inv, host),
-  'vip-cluster-ca.crt': (inv) => renderVipCa(inv),
+  'vip-cluster-ca.crt': (inv) => renderHaproxyCa(inv),
   'vip-keepalived.conf': (inv, host, facts, peers) => renderKeepalived(inv, host, facts, peers),
   'vip-check-haproxy': (inv) => renderVipCheck(inv),
   'vip-notify': () => renderVipNotify(),
