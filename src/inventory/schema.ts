@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { parseProxyJump } from '../connect/proxy-jump.js';
 import { DURATION, durationMs, durationRangeProblem, UNIT_MS } from '../util/duration.js';
 import { ipv4LiteralProblem, isWildcard } from '../util/hostport.js';
+import { DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS } from '../proxy/config.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -253,6 +254,8 @@ export const kubeLb = z.strictObject({
   drainTimeout: duration(0, MS.h).default('0s'),
   /** On stop (SIGTERM): how long open connections may finish before they are closed (kube-lb.service waits for it). */
   shutdownTimeout: duration(0, MS.h).default('1s'),
+  /** Client connections kube-lb holds open at most (beyond, new ones are refused); the unit's LimitNOFILE follows it. */
+  maxConnections: z.number().int('must be a whole number').min(1, `must be from 1 to ${MAX_CONNECTIONS}`).max(MAX_CONNECTIONS, `must be from 1 to ${MAX_CONNECTIONS}`).default(DEFAULT_MAX_CONNECTIONS),
 });
 
 export const nginx = z.strictObject({

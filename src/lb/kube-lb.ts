@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import YAML from 'yaml';
 import { UsageError } from '../errors.js';
 import type { Inventory } from '../inventory/schema.js';
+import { DEFAULT_LISTEN_WAIT_MS } from '../proxy/config.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
@@ -63,6 +64,7 @@ export function renderKubeLbConf(inv: Inventory): string {
     idleTimeout: inv.lb.proxyTimeout,
     drainTimeout: k.drainTimeout,
     shutdownTimeout: k.shutdownTimeout,
+    maxConnections: k.maxConnections,
     passive: { maxFails: inv.lb.maxFails, failTimeout: inv.lb.failTimeout },
     active: {
       path: k.check.path,
@@ -96,6 +98,23 @@ export function stopTimeoutS(inv: Inventory): number {
   return Math.max(30, Math.ceil(durationMs(inv.kubeLb.shutdownTimeout) / 1000) + 10);
 }
 
+/** Descriptors beyond two per connection: listeners, checks, the admin port, stdout. */
+const FD_MARGIN = 256;
+
+export function limitNofile(maxConnections: number): number {
+  return 2 * maxConnections + FD_MARGIN;
+}
+
+/**
+ * systemd's start timeout: ExecStartPost waits up to listenWait (10 s: kube-lb's default, the
+ * inventory does not change it) for the port, then a first round of checks (interval + 20% jitter
+ * and a timeout). systemd must wait longer than that, or it kills a kube-lb that was about to be ready.
+ */
+export function startTimeoutS(inv: Inventory): number {
+  const checks = durationMs(inv.kubeLb.check.interval) * 1.2 + durationMs(inv.kubeLb.check.timeout);
+  return Math.ceil((DEFAULT_LISTEN_WAIT_MS + checks) / 1000) + 15;
+}
+
 /** The system user kube-lb runs as: it needs no privilege beyond its own sockets. */
 export const KUBE_LB_USER = 'kube-lb';
 
@@ -111,14 +130,21 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
+# Started means ready: ExecStartPost keeps the unit activating until this kube-lb (the unit's MainPID)
+# holds ${inv.lb.listen} and has checked every apiserver, and fails the start if it does not within
+# the wait for the port plus a round of checks. Type=notify would say the same, but Node.js cannot
+# send sd_notify's datagram, and systemd-notify from a child races its own exit (NotifyAccess).
 Type=simple
 ExecStartPre=${p.binary} --check-config ${p.config}
 ExecStart=${p.binary} --config ${p.config}
+ExecStartPost=${p.binary} --wait-ready ${p.config} \${MAINPID}
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=2
 StartLimitInterval=0
-LimitNOFILE=65536
+TimeoutStartSec=${startTimeoutS(inv)}
+# Two descriptors for each of kubeLb.maxConnections (${inv.kubeLb.maxConnections}), and ${FD_MARGIN} for checks, the admin port and the journal.
+LimitNOFILE=${limitNofile(inv.kubeLb.maxConnections)}
 TimeoutStopSec=${stopTimeoutS(inv)}
 User=${KUBE_LB_USER}
 Group=${KUBE_LB_USER}

@@ -103,7 +103,9 @@ export const service: Operation<ServiceArgs> = {
       const command =
         r.order === 'start-first'
           ? // The old unit is stopped only once the new one is ready: if it never is, the commit fails with the old one still serving.
-            `systemctl restart ${unit} && { ${r.ready ? `${waitPortListening(r.ready, a.name)} && ` : ''}systemctl stop ${oldUnit}; }`
+            // --no-block: the new unit's start ends only once it holds the port (kube-lb's ExecStartPost),
+            // which it cannot while the old one serves; verify waits for it to be active (running).
+            `systemctl restart --no-block ${unit} && { ${r.ready ? `${waitPortListening(r.ready, a.name)} && ` : ''}systemctl stop ${oldUnit}; }`
           : `systemctl stop --no-block ${oldUnit}; ${waitPortFree(r.listen)}; systemctl restart ${unit}`;
       changes.push({
         kind: 'run',

@@ -1,13 +1,15 @@
 /**
- * Which backend a new connection goes to. Pure: the candidates (already healthy,
- * or all of them in panic mode) in, an ordered list of choices out: the first
- * is tried, then the next if its connect fails before any byte flowed.
+ * Which backend a new connection goes to: one pure function. The candidates (the healthy
+ * backends, or all of them in panic mode) and the ones already tried for this connection in, the
+ * next to try out. The first choice and every retry after a failed dial ask the same question, so
+ * they can never disagree; nothing is sorted or allocated on the accept path.
  */
 
 export interface Candidate {
-  name: string;
+  /** Stable identity (address:port): what hash ranks. */
+  readonly id: string;
   /** Open connections now. */
-  active: number;
+  readonly active: number;
 }
 
 export type Balance = 'least_conn' | 'round_robin' | 'hash';
@@ -28,37 +30,41 @@ export function fnv1a(text: string): number {
 }
 
 /**
- * Rendezvous (highest random weight) hashing: each key ranks every backend; removing one moves only
- * its own keys. The key is the client's address AND port: on a node-local balancer every client is
- * 127.0.0.1, so the address alone would send everything to one backend.
+ * The candidate to try next, or undefined when every one was tried.
+ * - round_robin: the first untried one from position `rr` on, whatever the load.
+ * - least_conn: the untried one with the fewest open connections; ties go to the first from
+ *   position `rr` on, so equal backends take turns.
+ * - hash: rendezvous (highest random weight) hashing of `key()` with each candidate's id; removing
+ *   a backend moves only its own keys. The key is the client's address AND port: on a node-local
+ *   balancer every client is 127.0.0.1, so the address alone would send everything to one backend.
+ *   `key` is a function so the other policies never build the string.
  */
-export function rankByHash(candidates: Candidate[], key: string): Candidate[] {
-  return [...candidates].sort((a, b) => fnv1a(`${key}|${b.name}`) - fnv1a(`${key}|${a.name}`) || a.name.localeCompare(b.name));
-}
-
-/**
- * The index of order(...)[0] for least_conn and round_robin, without sorting or allocating: what
- * every new connection asks (the full order is needed only after a failed dial, and for hash).
- * The same rotation and tie-break as order(), so the two never disagree. `active(i)` is the open
- * connections of candidate i.
- */
-export function firstIndex(count: number, active: (i: number) => number, balance: Exclude<Balance, 'hash'>, rr: number): number {
-  const start = rr % count;
-  if (balance === 'round_robin' || count === 1) return start;
-  let best = start;
-  for (let j = 1; j < count; j++) {
-    const i = (start + j) % count;
-    if (active(i) < active(best)) best = i;
+export function pick<C extends Candidate>(cands: readonly C[], balance: Balance, rr: number, key: () => string, tried?: ReadonlySet<C>): C | undefined {
+  const n = cands.length;
+  let best: C | undefined;
+  if (balance === 'hash') {
+    const k = key();
+    let top = -1;
+    for (const c of cands) {
+      if (tried?.has(c)) continue;
+      const score = fnv1a(`${k}|${c.id}`);
+      if (score > top || (score === top && c.id < best!.id)) [best, top] = [c, score];
+    }
+    return best;
+  }
+  const start = rr % n;
+  for (let j = 0; j < n; j++) {
+    const c = cands[(start + j) % n]!;
+    if (tried?.has(c)) continue;
+    if (balance === 'round_robin') return c;
+    if (!best || c.active < best.active) best = c;
   }
   return best;
 }
 
-export function order(candidates: Candidate[], balance: Balance, rr: number, key: string): Candidate[] {
-  if (candidates.length <= 1) return candidates;
-  if (balance === 'hash') return rankByHash(candidates, key);
-  // Rotate by the round-robin counter: round_robin uses it as is, least_conn to break ties fairly.
-  const start = rr % candidates.length;
-  const rotated = [...candidates.slice(start), ...candidates.slice(0, start)];
-  if (balance === 'round_robin') return rotated;
-  return rotated.map((c, i) => ({ c, i })).sort((a, b) => a.c.active - b.c.active || a.i - b.i).map((x) => x.c);
+/** Every candidate in the order pick() would try them (for tests and tools; the proxy asks pick() as it goes). */
+export function order<C extends Candidate>(cands: readonly C[], balance: Balance, rr: number, key: string): C[] {
+  const tried = new Set<C>();
+  for (let c = pick(cands, balance, rr, () => key, tried); c; c = pick(cands, balance, rr, () => key, tried)) tried.add(c);
+  return [...tried];
 }

@@ -4,7 +4,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ProxyConfig } from './config.js';
-import { LOCAL_ERRORS, type Balancer } from './server.js';
+import { LOCAL_ERRORS, type Pool } from './pool.js';
 
 /**
  * Each backend is checked on its own clock: every `interval`, or every `fastInterval` while its
@@ -27,7 +27,7 @@ export class Checker {
   private ctx?: tls.SecureContext;
 
   constructor(
-    private readonly lb: Balancer,
+    private readonly lb: Pool,
     private readonly random: () => number = Math.random,
   ) {}
 

@@ -9,6 +9,12 @@ import { parseHostPort } from '../util/hostport.js';
 
 const MS = UNIT_MS;
 
+/** kube-lb's default and largest maxConnections: two descriptors each must stay under the kernel's nr_open (2^20). */
+export const DEFAULT_MAX_CONNECTIONS = 8192;
+export const MAX_CONNECTIONS = 500_000;
+/** How long kube-lb waits for its listen address by default (the balancer it replaces letting go). */
+export const DEFAULT_LISTEN_WAIT_MS = 10_000;
+
 /**
  * A duration within the field's range, in milliseconds. None may exceed 2^31-1 ms, the longest a Node.js
  * timer waits (beyond it a timer fires at once: a check interval would become a flood of checks).
@@ -80,7 +86,12 @@ export const proxyConfigSchema = z.strictObject({
    * The listen address held by another process (the balancer this one replaces): retry for this
    * long before giving up. The new balancer takes the port the moment the old one lets go.
    */
-  listenWait: duration(0, 10 * MS.m).default(10_000),
+  listenWait: duration(0, 10 * MS.m).default(DEFAULT_LISTEN_WAIT_MS),
+  /**
+   * Open client connections beyond which new ones are refused (closed at once, counted): each takes
+   * two descriptors, and the unit's LimitNOFILE is sized from this. 1 to 500000.
+   */
+  maxConnections: count(1, MAX_CONNECTIONS).default(DEFAULT_MAX_CONNECTIONS),
 });
 
 export type ProxyConfig = z.infer<typeof proxyConfigSchema>;

@@ -2,6 +2,9 @@
  * kube-lb: the node-local kube-apiserver load balancer.
  *   kube-lb --config FILE        run (SIGHUP reloads the file, SIGTERM drains and exits)
  *   kube-lb --check-config FILE  validate a config, as `nginx -t` (exit 0 or 1)
+ *   kube-lb --wait-ready FILE PID
+ *                                wait until the kube-lb of that PID owns its listen address and
+ *                                has checked every backend (the unit's ExecStartPost: see readiness.ts)
  *   kube-lb --version
  * Logs are plain lines on stdout, for journald.
  */
@@ -10,7 +13,9 @@ import http from 'node:http';
 import YAML from 'yaml';
 import { Checker, secureContext } from './checker.js';
 import { proxyConfigSchema, type ProxyConfig } from './config.js';
-import { Balancer, splitHostPort } from './server.js';
+import { hostPortOf } from '../util/hostport.js';
+import { PID_HEADER, readiness, waitReady } from './readiness.js';
+import { Balancer } from './server.js';
 
 export const KUBE_LB_VERSION = '0.1.0';
 
@@ -38,8 +43,8 @@ export async function main(argv: string[]): Promise<number> {
     log(`kube-lb ${KUBE_LB_VERSION}`);
     return 0;
   }
-  if ((flag !== '--config' && flag !== '--check-config') || !argv[1]) {
-    process.stderr.write('usage: kube-lb --config FILE | --check-config FILE | --version\n');
+  if ((flag !== '--config' && flag !== '--check-config' && flag !== '--wait-ready') || !argv[1] || (flag === '--wait-ready' && !/^\d+$/.test(argv[2] ?? ''))) {
+    process.stderr.write('usage: kube-lb --config FILE | --check-config FILE | --wait-ready FILE PID | --version\n');
     return 2;
   }
   const file = argv[1];
@@ -54,12 +59,16 @@ export async function main(argv: string[]): Promise<number> {
     log(`kube-lb: ${file}: ok (${cfg.backends.length} backends, listen ${cfg.listen})`);
     return 0;
   }
+  if (flag === '--wait-ready') {
+    const r = await waitReady(cfg, Number(argv[2]));
+    (r.ok ? process.stdout : process.stderr).write(`kube-lb: ${r.text}\n`);
+    return r.ok ? 0 : 1;
+  }
 
   const lb = new Balancer(cfg, log);
-  const checker = new Checker(lb);
+  const checker = new Checker(lb.pool);
   // Signals first: SIGHUP's default action would kill the process while it waits for the port.
   const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
-  let listening = false;
   /** Why the last SIGHUP was refused, until one succeeds: /healthz?checked says so rather than vouch for the old config. */
   let refused: string | undefined;
   process.on('SIGHUP', () => {
@@ -80,7 +89,7 @@ export async function main(argv: string[]): Promise<number> {
       listenAdmin(next.admin);
     }
     // A new listen address: bind it (the old one closes once the new one is bound; open connections stay).
-    if (listening && next.listen !== before.listen) {
+    if (lb.listening && next.listen !== before.listen) {
       lb.listen().then(
         (a) => log(`now listening on ${a.address}:${a.port} instead of ${before.listen}`),
         (e: Error) => {
@@ -93,19 +102,19 @@ export async function main(argv: string[]): Promise<number> {
   });
 
   const admin = http.createServer((req, res) => {
-    // /healthz?checked (deploy's verify): as /healthz, and this process holds the listen address, the
-    // last reload was taken, and some backend passed a check under the configuration it runs.
-    if (req.url === '/healthz' || req.url === '/healthz?checked') {
-      const checked = req.url.endsWith('?checked');
-      const why = checked && refused ? `the last reload was refused: ${refused}` : checked && !listening ? `not listening on ${lb.config.listen} yet` : lb.healthy(checked) ? undefined : 'no healthy backend';
-      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(why ? `${why}\n` : 'ok\n');
+    const [path, query] = (req.url ?? '').split('?');
+    if (path === '/healthz') {
+      // /healthz: some backend takes connections. ?checked (deploy's verify) and ?ready (the unit's
+      // start): see readiness.ts. Every answer names this process, so a waiter can tell it from another.
+      const why = readiness(lb, query, refused);
+      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain', [PID_HEADER]: String(process.pid) }).end(why ? `${why}\n` : 'ok\n');
     } else if (req.url === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());
     } else res.writeHead(404).end();
   });
   const listenAdmin = (where: string) =>
     new Promise<void>((resolve) => {
-      const [ah, ap] = splitHostPort(where);
+      const { host: ah, port: ap } = hostPortOf(where);
       const failed = (e: Error) => {
         log(`admin listener ${where} failed: ${e.message}; balancing without /healthz and /metrics`);
         resolve();
@@ -132,7 +141,6 @@ export async function main(argv: string[]): Promise<number> {
     await lb.stop(0);
     return 0;
   }
-  listening = true;
   log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
 
   await terminated;

@@ -86,6 +86,21 @@ describe("kube-lb's unit", () => {
     const low = renderKubeLbUnit(inv('127.0.0.1:443'));
     expect(low).toMatch(/^AmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE$/m);
   });
+
+  it('is started only once kube-lb is ready, and its descriptor limit fits kubeLb.maxConnections', async () => {
+    const { parseInventory } = await import('../../src/inventory/load.js');
+    const { renderKubeLbUnit } = await import('../../src/lb/kube-lb.js');
+    const inv = (kubeLb: string) =>
+      parseInventory(`masters: [{ name: m1, address: 10.0.0.11 }]\nnodes: [{ name: n1, address: 10.0.0.21 }]\nlb: { impl: kube-lb }\ntls: { caFile: ca.crt }\nkubeLb: ${kubeLb}\n`);
+    const unit = renderKubeLbUnit(inv('{}').inventory!);
+    expect(unit).toContain('\nExecStartPost=/opt/k8s/kube-lb/sbin/kube-lb --wait-ready /opt/k8s/kube-lb/conf/kube-lb.yaml ${MAINPID}\n');
+    // 10 s for the port, a 1 s interval +20% and a 700 ms check, and a margin beyond kube-lb's own wait.
+    expect(unit).toMatch(/^TimeoutStartSec=27$/m);
+    expect(unit).toMatch(/^LimitNOFILE=16640$/m);
+    expect(renderKubeLbUnit(inv('{ maxConnections: 100000 }').inventory!)).toMatch(/^LimitNOFILE=200256$/m);
+    const { formatDiagnostic } = await import('../../src/inventory/diagnostics.js');
+    expect(inv('{ maxConnections: 0 }').diagnostics.map((d) => formatDiagnostic('inv.yaml', d))).toEqual(['inv.yaml:5:27: kubeLb.maxConnections: must be from 1 to 500000']);
+  });
 });
 
 describe('verify: whose port', () => {

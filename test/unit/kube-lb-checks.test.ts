@@ -32,7 +32,7 @@ afterAll(() => server.close());
 describe('kube-lb health checks', () => {
   it('wait the interval +-20%: never less, never more', () => {
     const lb = new Balancer(proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '127.0.0.1', port: 1 }], active: { insecureSkipVerify: true } }), () => undefined);
-    const at = (r: number) => new Checker(lb, () => r).spread(1000);
+    const at = (r: number) => new Checker(lb.pool, () => r).spread(1000);
     expect([at(0), at(0.5), at(0.999999)].map(Math.round)).toEqual([1000 * (1 - JITTER), 1000, 1000 * (1 + JITTER)]);
   });
 
@@ -42,7 +42,7 @@ describe('kube-lb health checks', () => {
       active: { interval: '100ms', timeout: '1s', ca: ca.cert, serverName: 'kubernetes' },
     });
     const lb = new Balancer(cfg, () => undefined);
-    const checker = new Checker(lb);
+    const checker = new Checker(lb.pool);
     checker.start();
     await new Promise((r) => setTimeout(r, 2500));
     checker.stop();

@@ -97,7 +97,7 @@ describe('switching implementation (service with replaces)', () => {
     const sw = r[1]!;
     expect(sw.switchFrom).toBe('kube-nginx');
     // kube-nginx is stopped only if kube-lb's admin port (8444 = 0x20FC) came up.
-    expect(sw.command).toMatch(/^systemctl restart kube-lb && \{ ok=0; for i in .*:20FC 0\+:0000 0A.*then ok=1; break; fi; .*\[ \$ok = 1 \] \|\| \{ echo 'kube-lb did not become ready: nothing listens on 127\.0\.0\.1:8444' >&2; false; \} && systemctl stop kube-nginx; \}$/);
+    expect(sw.command).toMatch(/^systemctl restart --no-block kube-lb && \{ ok=0; for i in .*:20FC 0\+:0000 0A.*then ok=1; break; fi; .*\[ \$ok = 1 \] \|\| \{ echo 'kube-lb did not become ready: nothing listens on 127\.0\.0\.1:8444' >&2; false; \} && systemctl stop kube-nginx; \}$/);
     // The undo re-enables kube-nginx (it was enabled), and starts it only if it is not serving still.
     expect(sw.undo).toMatch(
       /^systemctl stop --no-block kube-lb; systemctl disable -q --no-reload kube-lb; systemctl enable -q --no-reload kube-nginx; systemctl is-active -q kube-nginx \|\| \{ for i in .*:20FB .*; systemctl start kube-nginx; \}$/,

@@ -1,40 +1,58 @@
 import { describe, expect, it } from 'vitest';
-import { order, rankByHash } from '../../src/proxy/balancer.js';
+import { order, pick } from '../../src/proxy/balancer.js';
 import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings } from '../../src/proxy/health.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
 
-const c = (name: string, active = 0) => ({ name, active });
+const c = (id: string, active = 0) => ({ id, active });
+const ids = (list: { id: string }[]) => list.map((x) => x.id);
+const firstByHash = (cands: { id: string; active: number }[], key: string) => pick(cands, 'hash', 0, () => key)!.id;
 
 describe('balancing', () => {
   it('least_conn picks the backend with the fewest connections, ties in turn', () => {
-    expect(order([c('a', 3), c('b', 1), c('c', 2)], 'least_conn', 0, '').map((x) => x.name)).toEqual(['b', 'c', 'a']);
-    const firsts = [0, 1, 2].map((rr) => order([c('a'), c('b'), c('c')], 'least_conn', rr, '')[0]!.name);
+    expect(ids(order([c('a', 3), c('b', 1), c('c', 2)], 'least_conn', 0, ''))).toEqual(['b', 'c', 'a']);
+    const firsts = [0, 1, 2].map((rr) => pick([c('a'), c('b'), c('c')], 'least_conn', rr, () => '')!.id);
     expect(firsts).toEqual(['a', 'b', 'c']);
   });
 
   it('round_robin rotates whatever the load', () => {
-    expect([0, 1, 2, 3].map((rr) => order([c('a', 9), c('b'), c('c')], 'round_robin', rr, '')[0]!.name)).toEqual(['a', 'b', 'c', 'a']);
+    expect([0, 1, 2, 3].map((rr) => pick([c('a', 9), c('b'), c('c')], 'round_robin', rr, () => '')!.id)).toEqual(['a', 'b', 'c', 'a']);
   });
 
   it('hash on the client address and port spreads one node\'s clients over every backend', () => {
     const counts: Record<string, number> = { a: 0, b: 0, c: 0 };
-    for (let port = 30000; port < 33000; port++) counts[rankByHash([c('a'), c('b'), c('c')], `127.0.0.1:${port}`)[0]!.name]!++;
+    for (let port = 30000; port < 33000; port++) counts[firstByHash([c('a'), c('b'), c('c')], `127.0.0.1:${port}`)]!++;
     for (const n of Object.values(counts)) expect(n).toBeGreaterThan(800); // about 1000 each of 3000
   });
 
   it('hash is stable, and removing a backend moves only its own clients', () => {
     const keys = Array.from({ length: 500 }, (_, i) => `127.0.0.1:${40000 + i}`);
-    const before = keys.map((k) => rankByHash([c('a'), c('b'), c('c')], k)[0]!.name);
-    const after = keys.map((k) => rankByHash([c('a'), c('c')], k)[0]!.name);
+    const before = keys.map((k) => firstByHash([c('a'), c('b'), c('c')], k));
+    const after = keys.map((k) => firstByHash([c('a'), c('c')], k));
     keys.forEach((_, i) => {
       if (before[i] !== 'b') expect(after[i]).toBe(before[i]);
     });
-    expect(keys.map((k) => rankByHash([c('a'), c('b'), c('c')], k)[0]!.name)).toEqual(before);
+    expect(keys.map((k) => firstByHash([c('c'), c('b'), c('a')], k))).toEqual(before);
   });
 
-  it('returns every candidate, in the order to try them', () => {
-    expect(order([c('a', 1), c('b', 0)], 'least_conn', 0, '').map((x) => x.name)).toEqual(['b', 'a']);
-    expect(rankByHash([c('a'), c('b'), c('c')], 'k').map((x) => x.name).sort()).toEqual(['a', 'b', 'c']);
+  it('after a failed dial, the next choice skips what was tried, for every policy, until none is left', () => {
+    for (const balance of ['least_conn', 'round_robin', 'hash'] as const) {
+      const cands = [c('a', 2), c('b', 0), c('c', 1)];
+      const tried = new Set<(typeof cands)[number]>();
+      for (let i = 0; i < 3; i++) tried.add(pick(cands, balance, 1, () => '127.0.0.1:5000', tried)!);
+      expect(tried.size).toBe(3);
+      expect(pick(cands, balance, 1, () => '127.0.0.1:5000', tried)).toBeUndefined();
+    }
+    expect(ids(order([c('a', 1), c('b', 0)], 'least_conn', 0, ''))).toEqual(['b', 'a']);
+    expect(ids(order([c('a'), c('b'), c('c')], 'hash', 0, 'k')).sort()).toEqual(['a', 'b', 'c']);
+    expect(order([], 'least_conn', 0, '')).toEqual([]);
+  });
+
+  it('never builds the hash key for the other policies', () => {
+    const key = () => {
+      throw new Error('key asked');
+    };
+    expect(pick([c('a'), c('b')], 'least_conn', 0, key)!.id).toBe('a');
+    expect(pick([c('a'), c('b')], 'round_robin', 1, key)!.id).toBe('b');
   });
 });
 
@@ -127,22 +145,5 @@ describe('kube-lb --check-config and --version', () => {
     expect(out.join('')).toMatch(/bad\.json: backends\.0\.port: .*; balance: /);
     expect(out.join('')).toMatch(/^kube-lb 0\.1\.0$/m);
     expect(out.join('')).toMatch(/usage: kube-lb --config FILE/);
-  });
-});
-
-describe('firstIndex', () => {
-  it('is always order()[0] for least_conn and round_robin, whatever the counter and the load', async () => {
-    const { firstIndex, order } = await import('../../src/proxy/balancer.js');
-    // A fixed pseudo-random sequence: the same cases every run.
-    let seed = 42;
-    const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
-    for (let i = 0; i < 2000; i++) {
-      const n = 1 + rand(5);
-      const cands = Array.from({ length: n }, (_, k) => ({ name: `m${k}`, active: rand(4) }));
-      for (const balance of ['least_conn', 'round_robin'] as const) {
-        const rr = rand(100);
-        expect(cands[firstIndex(n, (k) => cands[k]!.active, balance, rr)]!.name).toBe(order(cands, balance, rr, '')[0]!.name);
-      }
-    }
   });
 });

@@ -4,14 +4,16 @@
  * (No lab needed: this is the component alone.)
  */
 import fs from 'node:fs';
+import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createCa, issueCertificate } from '../../src/lab/pki.js';
 import { Checker } from '../../src/proxy/checker.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
+import { PID_HEADER, readiness, waitReady } from '../../src/proxy/readiness.js';
 import { Balancer, backendKey } from '../../src/proxy/server.js';
 
 interface Standin {
@@ -95,9 +97,19 @@ beforeAll(async () => {
   for (const n of ['m1', 'm2', 'm3']) standins.push(await startStandin(n));
   lb = new Balancer(config(standins), (l) => logs.push(l));
   lbPort = (await lb.listen()).port;
-  checker = new Checker(lb);
+  checker = new Checker(lb.pool);
   checker.start();
   expect(await until(() => [...lb.backends.values()].every((b) => b.up))).toBe(true);
+});
+
+// Each case starts from the same state, whatever ran before it (or whether it ran): every stand-in
+// ready, the full backend list, every backend up and checked under the current config, no old logs.
+beforeEach(async () => {
+  for (const s of standins) s.ready = true;
+  lb.reload(config(standins));
+  checker.start();
+  expect(await until(() => [...lb.backends.values()].every((b) => b.up) && lb.pool.judged())).toBe(true);
+  logs.length = 0;
 });
 
 afterAll(async () => {
@@ -129,6 +141,7 @@ describe('kube-lb on loopback', () => {
     for (const w of watches) w.stop();
     standins[1]!.ready = true;
     expect(await until(() => lb.backends.get(backendKey({ name: 'm2', address: '127.0.0.1', port: standins[1]!.port }))!.up)).toBe(true);
+    expect(logs.join('\n')).toMatch(/backend m2 .* is UP: its health check passes/);
   });
 
   it('a reload with a changed backend list keeps the listener and the open connections to backends that stay', async () => {
@@ -147,9 +160,6 @@ describe('kube-lb on loopback', () => {
     expect(m3Closed).toBe(false);
     expect(new Set(await Promise.all(Array.from({ length: 6 }, () => get())))).toEqual(new Set(['m2', 'm3']));
     for (const w of watches) w.stop();
-    lb.reload(config(standins));
-    checker.start();
-    expect(await until(() => [...lb.backends.values()].every((b) => b.up))).toBe(true);
   });
 
   it('after a reload, /healthz?checked waits for a check under the new settings; plain health does not drop', async () => {
@@ -170,6 +180,20 @@ describe('kube-lb on loopback', () => {
     expect(await until(() => lb.healthy())).toBe(true);
   });
 
+  it('past maxConnections a new client is refused and counted; those already open keep flowing', async () => {
+    lb.reload({ ...config(standins), maxConnections: 3 });
+    const held = await Promise.all(Array.from({ length: 3 }, () => watch()));
+    await expect(get()).rejects.toThrow();
+    expect(lb.metrics()).toMatch(/^kube_lb_refused_connections_total [1-9]/m);
+    expect(logs.join('\n')).toMatch(/3 connections are open \(maxConnections\): refusing new clients/);
+    // The held watches still stream.
+    const more = await Promise.all(held.map((w) => new Promise<boolean>((r) => { const t = setTimeout(() => r(true), 300); void w.closed.then(() => { clearTimeout(t); r(false); }); })));
+    expect(more).toEqual([true, true, true]);
+    for (const w of held) w.stop();
+    await until(() => lb.pool.open() === 0);
+    expect(await get()).toMatch(/^m[123]$/);
+  });
+
   it('a connect that fails moves on to the next backend before the client notices', async () => {
     const dead = net.createServer();
     await new Promise<void>((r) => dead.listen(0, '127.0.0.1', () => r()));
@@ -182,7 +206,29 @@ describe('kube-lb on loopback', () => {
     const answers = await Promise.all(Array.from({ length: 8 }, () => get()));
     for (const a of answers) expect(a).toMatch(/^m[123]$/);
     expect(lb.metrics()).toMatch(/kube_lb_backend_connect_errors_total\{backend="gone",address="127\.0\.0\.1:\d+"\} [1-9]/);
+  });
+
+  it('is ready for systemd only while it holds the port and has checked every backend under its config', async () => {
+    expect(readiness(lb, 'ready', undefined)).toBeUndefined();
+    checker.stop();
     lb.reload(config(standins));
+    expect(readiness(lb, 'ready', undefined)).toBe('not every backend has been checked yet');
     checker.start();
+    expect(await until(() => readiness(lb, 'ready', undefined) === undefined)).toBe(true);
+    const idle = new Balancer(config(standins), () => undefined);
+    expect(readiness(idle, 'ready', undefined)).toMatch(/^not listening on 127\.0\.0\.1:0 yet$/);
+    // A refused reload fails the verify question, not the start question.
+    expect(readiness(lb, 'checked', 'bad.yaml: listen: ...')).toMatch(/^the last reload was refused: bad\.yaml/);
+  });
+
+  it('--wait-ready takes no answer from another process on the admin port as readiness', async () => {
+    const other = http.createServer((_req, res) => res.writeHead(200, { [PID_HEADER]: '424242' }).end('ok\n'));
+    await new Promise<void>((r) => other.listen(0, '127.0.0.1', () => r()));
+    const admin = `127.0.0.1:${(other.address() as net.AddressInfo).port}`;
+    const cfg = { ...config(standins), admin };
+    const wrong = await waitReady(cfg, process.pid, 300);
+    expect(wrong).toEqual({ ok: false, text: `pid ${process.pid} is not ready after 0 s: ${admin} is answered by pid 424242, not ${process.pid}` });
+    expect((await waitReady(cfg, 424242, 300)).ok).toBe(true);
+    other.close();
   });
 });
