@@ -150,13 +150,18 @@ export const unitStateCommand = (unit: string) => `systemctl show -p ActiveState
  * left of the deadline. `state` is its `ActiveState SubState` as last seen, when known. The reason
  * when it is not, else undefined.
  */
-async function untilRunning(conn: SshConnection, unit: string, state: string | undefined, start: number, o: VerifyOptions): Promise<string | undefined> {
+async function untilRunning(conn: SshConnection, unit: string, state: string | undefined, start: number, o: VerifyOptions, listen?: string): Promise<string | undefined> {
   for (;;) {
     state ??= (await conn.execAsRoot(unitStateCommand(unit))).stdout;
     const [active = '?', sub = '?'] = state.trim().split(/\s+/);
     if (active === 'active' && sub === 'running') return undefined;
     const elapsed = Date.now() - start;
     if (active !== 'activating' && active !== 'reloading') return `${unit} is ${active} (${sub}), not active (running)`;
+    // A unit that is started only once it holds its port (kube-lb) waits in vain while another process holds it: say who, now.
+    if (listen && active === 'activating') {
+      const owner = portOwnerProblem((await conn.execAsRoot(portOwnerScript(unit, listen))).stdout, unit, listen);
+      if (owner) return `${unit} is still ${active} (${sub}): ${owner}`;
+    }
     if (elapsed >= o.deadlineMs) return `${unit} is still ${active} (${sub}) after ${(o.deadlineMs / 1000).toFixed(0)} s, not active (running)`;
     o.progress?.(`${unit} is ${active} (${sub})`, elapsed, o.deadlineMs);
     await sleep(250);
@@ -167,7 +172,7 @@ async function untilRunning(conn: SshConnection, unit: string, state: string | u
 export async function verifyBalancer(conn: SshConnection, inv: Inventory, args: VerifyArgs, state: string, o: VerifyOptions): Promise<VerifyOutcome> {
   const start = Date.now();
   // The unit, then its companions (keepalived beside haproxy), each given the same wait for its start.
-  const notRunning = await untilRunning(conn, args.unit, state, start, o);
+  const notRunning = await untilRunning(conn, args.unit, state, start, o, args.listen);
   if (notRunning) return { ok: false, summary: notRunning };
   for (const other of args.also ?? []) {
     const why = await untilRunning(conn, other, undefined, start, o);

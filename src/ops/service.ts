@@ -30,7 +30,7 @@ const replacesArgs = z.strictObject({
 });
 
 type Replaces = z.infer<typeof replacesArgs>;
-type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; replaces?: Replaces | Replaces[] };
+type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; noBlock: boolean; replaces?: Replaces | Replaces[] };
 
 const listOf = (r: ServiceArgs['replaces']): Replaces[] => (r === undefined ? [] : Array.isArray(r) ? r : [r]);
 
@@ -71,6 +71,12 @@ export const service: Operation<ServiceArgs> = {
     name: unitName,
     enabled: z.boolean().default(true),
     state: z.enum(['running', 'stopped']).default('running'),
+    /**
+     * Start and restart with --no-block: for a unit whose start lasts until it is ready to serve
+     * (kube-lb: until it holds its port). verify then waits for active (running), and says what it
+     * waits for (another process on the port) rather than systemctl failing after the unit's timeout.
+     */
+    noBlock: z.boolean().default(false),
     // One unit, or several (each balancer can replace either of the others).
     replaces: z.union([replacesArgs, z.array(replacesArgs).min(1)]).optional(),
   }),
@@ -122,9 +128,10 @@ export const service: Operation<ServiceArgs> = {
       });
     } else if (a.state === 'running') {
       // restart (not start) also recovers a unit that is failed or stuck activating.
-      if (brandNew) changes.push({ kind: 'run', command: `systemctl restart ${unit} 2>/dev/null || { systemctl daemon-reload && systemctl restart ${unit}; }`, label: 'start', unit: a.name });
-      else if (!active) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'start', unit: a.name });
-      else if (ctx.notified.has('restart')) changes.push({ kind: 'run', command: `systemctl restart ${unit}`, label: 'restart', unit: a.name });
+      const restart = `systemctl restart ${a.noBlock ? '--no-block ' : ''}${unit}`;
+      if (brandNew) changes.push({ kind: 'run', command: `${restart} 2>/dev/null || { systemctl daemon-reload && ${restart}; }`, label: 'start', unit: a.name });
+      else if (!active) changes.push({ kind: 'run', command: restart, label: 'start', unit: a.name });
+      else if (ctx.notified.has('restart')) changes.push({ kind: 'run', command: restart, label: 'restart', unit: a.name });
       else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload', unit: a.name });
     } else if (active) {
       changes.push({ kind: 'run', command: `systemctl stop ${unit}`, label: 'stop' });

@@ -32,6 +32,9 @@ export function renderMetrics(pool: Pool, refused: number): string {
   out.push(`kube_lb_max_connections ${pool.config.maxConnections}`);
   head('kube_lb_backends_up', 'gauge', 'healthy backends');
   out.push(`kube_lb_backends_up ${[...pool.backends.values()].filter((b) => b.up).length}`);
+  const m = process.memoryUsage();
+  head('kube_lb_memory_bytes', 'gauge', 'memory of this process: resident (rss), the JavaScript heap (heap_total, heap_used), and outside it (external, array_buffers: socket buffers)');
+  for (const [kind, v] of [['rss', m.rss], ['heap_total', m.heapTotal], ['heap_used', m.heapUsed], ['external', m.external], ['array_buffers', m.arrayBuffers]] as const) out.push(`kube_lb_memory_bytes{kind="${kind}"} ${v}`);
   return out.join('\n') + '\n';
 }
 

@@ -100,6 +100,10 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       expect(unit).toMatch(/^ExecStartPre=\/opt\/k8s\/kube-lb\/sbin\/kube-lb --check-config \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml$/m);
       expect(unit).toMatch(/^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
       expect(unit).toMatch(/^Restart=always$/m);
+      // Started only once it holds the port and has checked every master; descriptors for 8192 connections.
+      expect(unit).toMatch(/^ExecStartPost=\/opt\/k8s\/kube-lb\/sbin\/kube-lb --wait-ready \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml \$\{MAINPID\}$/m);
+      expect((await c.execOk('systemctl show -p LimitNOFILE -p Environment --value kube-lb')).trim().split('\n')).toEqual(['16640', 'NODE_OPTIONS=--max-semi-space-size=1']);
+      expect(await c.execOk('journalctl -u kube-lb --no-pager -o cat | grep -c "is ready: it holds 127.0.0.1:8443 and has checked every backend" || true')).not.toBe('0\n');
       // Its own user, none of root's capabilities, the system read-only.
       const pid = (await c.execOk('systemctl show -p MainPID --value kube-lb')).trim();
       expect((await c.execOk(`ps -o user= -p ${pid}`)).trim()).toBe('kube-lb');
@@ -125,6 +129,33 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     // A second deploy changes nothing.
     const again = await deployJson(['-i', inventory()]);
     expect(again.report.totals.changed).toBe(0);
+  });
+
+  it('nodes restarted together do not check the apiservers in step, and each checks at its interval', async () => {
+    const nodes = lab().nodes;
+    const m1 = lab().masters[0]!;
+    // The worst case for a herd: every node's kube-lb restarted at the same moment.
+    await Promise.all(nodes.map((n) => withNode(n, (c) => c.execOk('systemctl restart kube-lb'))));
+    // Then, on every node at once, kube-lb's own record of when its last check of m1 ended, read every 50 ms for 8 s.
+    const poll =
+      `for i in $(seq 160); do exec 3<>/dev/tcp/127.0.0.1/8444 && printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3 && ` +
+      `grep '^kube_lb_backend_last_check_timestamp_seconds{backend="${m1.name}"' <&3; exec 3<&-; sleep 0.05; done | awk '{print $2}' | uniq`;
+    const times = await Promise.all(nodes.map((n) => withNode(n, async (c) => (await c.execOk(poll)).trim().split('\n').map(Number).filter((t) => t > 0))));
+    for (const [i, t] of times.entries()) {
+      const gaps = t.slice(1).map((x, k) => x - t[k]!);
+      const mean = gaps.reduce((a, b) => a + b, 0) / gaps.length;
+      console.log(`${nodes[i]!.name}: ${t.length} checks of ${m1.name} in 8 s, gaps ${gaps.map((g) => g.toFixed(3)).join(' ')}`);
+      // The rate matches the 1 s interval (+-20%, plus each check's own few ms)...
+      expect(t.length).toBeGreaterThanOrEqual(5);
+      expect(mean).toBeGreaterThan(0.8);
+      expect(mean).toBeLessThan(1.3);
+      // ...and the waits vary: no fixed beat.
+      expect(Math.max(...gaps) - Math.min(...gaps)).toBeGreaterThan(0.05);
+    }
+    // In step, every check of the first node would have one within 20 ms on each other node.
+    const near = (list: number[], x: number) => list.some((y) => Math.abs(x - y) < 0.02);
+    const inStep = times[0]!.filter((x) => times.slice(1).every((other) => near(other, x))).length;
+    expect(inStep / times[0]!.length).toBeLessThan(0.5);
   });
 
   it('a master whose /readyz turns red: within 3 s no new connection reaches it and its watches are closed', async () => {
@@ -293,7 +324,10 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
         expect(r.code).toBe(3);
         const h = r.report.hosts[node.name]!;
         expect(h.status).toBe('failed');
-        expect(h.error).toMatch(/^verify: 127\.0\.0\.1:8443 is held by another process \(pid \d+, kube-nginx\), not by kube-lb/);
+        expect(h.error).toMatch(/^verify: kube-lb is still activating \([a-z-]+\): 127\.0\.0\.1:8443 is held by another process \(pid \d+, kube-nginx\), not by kube-lb/);
+        // systemd itself never called it started: it waits for the port (or failed waiting), and no report was green.
+        expect((await c.execOk('systemctl show -p ActiveState --value kube-lb')).trim()).toMatch(/^(activating|failed)$/);
+        expect(r.report.totals.failed).toBe(1);
       } finally {
         await c.exec(`kill $(cat ${nginx}/logs/kube-nginx.pid)`);
       }
