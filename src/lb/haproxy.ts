@@ -103,7 +103,10 @@ export function renderKubeHaproxyUnit(inv: Inventory): string {
   return `# Managed by k8s-ha.
 # haproxy from the host's package, with a config of its own: the packaged haproxy.service is left
 # to whatever else uses it (a VIP host's haproxy). Master-worker mode (-Ws, Type=notify): a reload
-# hands the listener to new workers, no connection is refused.
+# hands the listener to new workers, no connection is refused. No ExecStartPre check: deploy checks
+# the staged config with haproxy -c before it is swapped in, haproxy refuses a bad one at start
+# anyway (the unit fails with its message), and a switch from another balancer starts haproxy while
+# the port is free, so every millisecond before it binds is a refused connection.
 [Unit]
 Description=kube-haproxy: node-local load balancer for kube-apiserver (${inv.lb.listen})
 After=network-online.target
@@ -111,7 +114,6 @@ Wants=network-online.target
 
 [Service]
 Environment="CONFIG=${p.config}" "PIDFILE=${p.pid}"
-ExecStartPre=${p.binary} -Ws -f $CONFIG -c -q
 ExecStart=${p.binary} -Ws -f $CONFIG -p $PIDFILE
 ExecReload=${p.binary} -Ws -f $CONFIG -c -q
 ExecReload=/bin/kill -USR2 $MAINPID
