@@ -111,7 +111,8 @@ function ensureWrk() {
   if (r.status !== 0) throw new Error('apt-get install wrk failed');
 }
 
-async function nginxBuild(configure) {
+/** The balancer as deploy builds it (static, musl); the backend natively (its http module is not under test). */
+async function nginxBuild(configure, link) {
   const sources = cacheDir('sources');
   const wanted = path.join(sources, `${NGINX_SOURCE.sha256.slice(0, 16)}-${NGINX_SOURCE.file}`);
   if (!fs.existsSync(wanted)) {
@@ -123,7 +124,7 @@ async function nginxBuild(configure) {
     fs.copyFileSync(plain, wanted);
   }
   const src = { version: NGINX_SOURCE.version, sources: [`file://${wanted}`], sha256: NGINX_SOURCE.sha256 };
-  return ensureNginxBinary(src, configure, await controllerBuildHost(true), say);
+  return ensureNginxBinary(src, configure, await controllerBuildHost(true, link), say);
 }
 
 // ---- wrk --------------------------------------------------------------------------------------
@@ -154,8 +155,8 @@ function wrk(args) {
 // ---- setup ------------------------------------------------------------------------------------
 ensureWrk();
 say('building (or finding in the cache) nginx with the stream module, the backend nginx, and kube-lb');
-const streamNginx = await nginxBuild(['--prefix=/opt/k8s/kube-nginx', '--with-stream', '--without-http', '--without-http-cache']);
-const httpNginx = await nginxBuild(['--prefix=/opt/k8s/bench-backend', '--with-stream', '--without-http_rewrite_module', '--without-http_gzip_module']);
+const streamNginx = await nginxBuild(['--prefix=/opt/k8s/kube-nginx', '--with-stream', '--without-http', '--without-http-cache'], 'static');
+const httpNginx = await nginxBuild(['--prefix=/opt/k8s/bench-backend', '--with-stream', '--without-http_rewrite_module', '--without-http_gzip_module'], 'native');
 const kubeLb = await ensureKubeLb(say);
 
 const backendPort = await freePort();

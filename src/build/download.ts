@@ -41,8 +41,11 @@ function get(url: string, redirects = 5): Promise<http.IncomingMessage> {
   });
 }
 
+/** A whole download's deadline: a mirror that trickles a byte every few seconds never trips the idle timeout alone. */
+export const DOWNLOAD_DEADLINE_MS = 5 * 60_000;
+
 /** The verified tarball's path in the cache; downloads only when it is not there yet. */
-export async function fetchVerified(name: string, sources: string[], sha256: string, say: Say): Promise<string> {
+export async function fetchVerified(name: string, sources: string[], sha256: string, say: Say, deadlineMs = DOWNLOAD_DEADLINE_MS): Promise<string> {
   const dir = cacheDir('sources');
   const file = path.join(dir, `${sha256.slice(0, 16)}-${name}`);
   if (fs.existsSync(file) && (await sha256File(file)) === sha256) return file;
@@ -52,14 +55,23 @@ export async function fetchVerified(name: string, sources: string[], sha256: str
     const part = `${file}.${process.pid}.part`;
     try {
       say(`downloading ${url}`);
+      const started = Date.now();
       const res = await get(url);
       const h = createHash('sha256');
       await new Promise<void>((resolve, reject) => {
         const out = fs.createWriteStream(part);
+        const left = deadlineMs - (Date.now() - started);
+        const deadline = setTimeout(() => res.destroy(new Error(`not complete within ${Math.round(deadlineMs / 1000)} s (${res.socket?.bytesRead ?? 0} bytes received): the mirror is too slow`)), Math.max(0, left));
         res.on('data', (c: Buffer) => h.update(c));
-        res.on('error', reject);
+        res.on('error', (e) => {
+          clearTimeout(deadline);
+          reject(e);
+        });
         out.on('error', reject);
-        out.on('finish', resolve);
+        out.on('finish', () => {
+          clearTimeout(deadline);
+          resolve();
+        });
         res.pipe(out);
       });
       const got = h.digest('hex');

@@ -14,6 +14,7 @@ import { BuildError } from '../errors.js';
 import { run } from '../util/exec.js';
 import { cacheDir, packageRoot } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
+import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
 import { sha256File, type Say } from './download.js';
 
 /** Node's fuse that marks an executable as carrying a single-executable blob. */
@@ -74,10 +75,15 @@ export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
   say('bundling src/proxy');
   const { code, key } = await kubeLbBundle();
   const p = paths(key);
-  if (fs.existsSync(p.binary) && fs.existsSync(p.meta)) {
-    const meta = JSON.parse(await fsp.readFile(p.meta, 'utf8')) as KubeLbBinary;
-    if ((await sha256File(p.binary)) === meta.sha256) return { ...meta, path: p.binary, cached: true };
-  }
+  const cached = await fromCache(p);
+  if (cached) return cached;
+  // One builder per key: a second deploy needing the same executable waits for it, then finds it here.
+  return withCacheLock(p.dir, 'kube-lb', say, async () => (await fromCache(p)) ?? build(code, key, p, say));
+}
+
+const fromCache = (p: ReturnType<typeof paths>) => readCached<KubeLbBinary>(p.binary, p.meta);
+
+async function build(code: Buffer, key: string, p: ReturnType<typeof paths>, say: Say): Promise<KubeLbBinary> {
   const work = await makeTempDir('k8s-ha-kube-lb-');
   try {
     const bundle = path.join(work, 'kube-lb.cjs');
@@ -114,7 +120,7 @@ export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
       node: `${process.version} ${process.platform}-${process.arch}`,
       key,
     };
-    await fsp.writeFile(p.meta, JSON.stringify(meta, null, 2) + '\n');
+    await writeFileAtomic(p.meta, JSON.stringify(meta, null, 2) + '\n');
     return meta;
   } finally {
     await removeTemp(work);

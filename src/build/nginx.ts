@@ -1,7 +1,15 @@
 /**
  * Build nginx with the stream module, once per (version, tarball, configure
- * arguments, build host OS), on this machine or on a node, as the seed does.
+ * arguments, linking), on this machine or on a node, as the seed does.
  * The binary is cached; the next deploy does not rebuild.
+ *
+ * By default it is linked statically against musl (musl-gcc, from musl-tools): nginx built
+ * --without-http needs nothing but the C library, so one stripped binary of about 1 MB runs on
+ * every Linux of the build host's CPU architecture, glibc 2.17 or 2.39, musl or none. musl rather
+ * than static glibc: glibc's static link warns that getpwnam (nginx's `user` directive) needs the
+ * running system's NSS libraries of the same glibc version, the very dependency a static binary is
+ * meant to shed; musl resolves users from /etc/passwd itself. `build.link: native` links against the
+ * build host's glibc instead (it then runs only where that glibc or a later one is).
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -14,6 +22,7 @@ import { run } from '../util/exec.js';
 import { cacheDir } from '../util/paths.js';
 import { forget, track } from '../util/tempdir.js';
 import { quote } from '../util/quote.js';
+import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 
 export interface NginxSource {
@@ -22,9 +31,12 @@ export interface NginxSource {
   sha256: string;
 }
 
+export type Link = 'static' | 'native';
+
 export interface BuildHost {
   /** `controller`, or the node's name. */
   name: string;
+  link: Link;
   os: OsFacts;
   tools: string[];
   packageManager: 'apt-get' | 'dnf' | 'yum' | null;
@@ -39,6 +51,7 @@ export interface BuiltBinary {
   size: number;
   cached: boolean;
   builtOn: string;
+  /** The build host's OS key (native), or `static-musl-ARCH`: what the binary needs to run. */
   osKey: string;
   /** `nginx -V` output. */
   configure: string;
@@ -46,16 +59,19 @@ export interface BuiltBinary {
   version?: string;
   sourceSha256?: string;
   configureArgs?: string[];
+  /** static (musl) or native (the build host's glibc); absent in builds made before static existed (native). */
+  link?: Link;
 }
 
 /**
- * Why a binary built on `built` cannot run on a host, or undefined when it can. nginx built with
- * --without-http links against nothing but the C library: the CPU architecture and the glibc
- * version (at least the build host's) decide.
+ * Why a binary cannot run on a host, or undefined when it can. nginx built with --without-http
+ * links against nothing but the C library: the CPU architecture decides, and for a native build the
+ * glibc version too (at least the build host's). A static build needs no libc at all.
  */
-export function cannotRun(built: { arch: string; glibc: string } | undefined, host: OsFacts): string | undefined {
+export function cannotRun(built: { arch: string; glibc: string; static?: boolean } | undefined, host: OsFacts): string | undefined {
   if (!built) return undefined;
   if (built.arch !== host.arch) return `the nginx binary is for ${built.arch}, this node is ${host.arch}`;
+  if (built.static) return undefined;
   const v = (x: string) => x.split('.').map(Number);
   const [a, b] = [v(built.glibc), v(host.glibc)];
   if (!a[0] || Number.isNaN(a[0])) return undefined; // the build's glibc is unknown: the binary's own -v check decides
@@ -64,31 +80,87 @@ export function cannotRun(built: { arch: string; glibc: string } | undefined, ho
   return older ? `the nginx binary needs glibc ${built.glibc} or later (built on glibc ${built.glibc}), this node has ${host.glibc}` : undefined;
 }
 
-/** The architecture and glibc of the host a cached build was made on, from its OS key. */
-export function builtFor(b: Pick<BuiltBinary, 'osKey'>): { arch: string; glibc: string } | undefined {
+const STATIC_KEY = /^static-musl-(.+)$/;
+
+/** What a cached build needs to run, from its OS key: the architecture, and the glibc unless static. */
+export function builtFor(b: Pick<BuiltBinary, 'osKey'>): { arch: string; glibc: string; static: boolean } | undefined {
+  const st = STATIC_KEY.exec(b.osKey);
+  if (st) return { arch: st[1]!, glibc: '', static: true };
   const m = /-([^-]+)-glibc([\d.]*)$/.exec(b.osKey);
-  return m ? { arch: m[1]!, glibc: m[2]! } : undefined;
+  return m ? { arch: m[1]!, glibc: m[2]!, static: false } : undefined;
 }
 
-export function buildKey(src: NginxSource, configure: string[], os: OsFacts): string {
+/** The OS key of a build: the build host's OS for a native one; for a static one only the CPU architecture matters. */
+export function buildOsKey(os: OsFacts, link: Link): string {
+  return link === 'static' ? `static-musl-${os.arch}` : osKey(os);
+}
+
+/** ./configure arguments for the link mode: musl-gcc, static, small (the stripping comes after make). */
+export function linkArgs(link: Link): string[] {
+  return link === 'static' ? ['--with-cc=musl-gcc', '--with-cc-opt=-static -Os -Imusl-compat', '--with-ld-opt=-static'] : [];
+}
+
+/**
+ * Shell, in the nginx source folder before ./configure: nginx's Linux headers include <crypt.h>,
+ * which some musl packagings (Debian's musl-dev) leave out although musl declares crypt() in
+ * <unistd.h>. Where musl-gcc cannot find it, a crypt.h that includes <unistd.h> stands in
+ * (in musl-compat/, on the include path of a static build).
+ */
+const MUSL_COMPAT = `if ! printf '#include <crypt.h>\\n' | musl-gcc -E - >/dev/null 2>&1; then mkdir -p musl-compat && printf '#include <unistd.h>\\n' > musl-compat/crypt.h; fi
+`;
+
+export function buildKey(src: NginxSource, configure: string[], os: OsFacts, link: Link): string {
   return createHash('sha256')
-    .update(JSON.stringify([src.version, src.sha256, configure, osKey(os)]))
+    .update(JSON.stringify([src.version, src.sha256, configure, buildOsKey(os, link)]))
     .digest('hex')
     .slice(0, 16);
 }
 
-/** Commands that install a C toolchain with the host's package manager. */
-export function toolchainInstallCommand(pm: BuildHost['packageManager']): string | undefined {
+/** Commands that install a C toolchain with the host's package manager (musl-gcc too for a static build: musl-tools, or musl-gcc from EPEL). */
+export function toolchainInstallCommand(pm: BuildHost['packageManager'], link: Link = 'native'): string | undefined {
   if (pm === 'apt-get') {
-    return 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc make libc6-dev';
+    return `export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc make libc6-dev${link === 'static' ? ' musl-tools binutils' : ''}`;
   }
-  if (pm === 'dnf') return 'dnf install -y -q gcc make glibc-devel';
-  if (pm === 'yum') return 'yum install -y -q gcc make glibc-devel';
+  if (pm === 'dnf') return `dnf install -y -q gcc make glibc-devel${link === 'static' ? ' musl-gcc binutils' : ''}`;
+  if (pm === 'yum') return `yum install -y -q gcc make glibc-devel${link === 'static' ? ' musl-gcc binutils' : ''}`;
   return undefined;
 }
 
-export function hasToolchain(tools: string[]): boolean {
-  return (tools.includes('gcc') || tools.includes('cc')) && tools.includes('make');
+export function hasToolchain(tools: string[], link: Link = 'native'): boolean {
+  const cc = (tools.includes('gcc') || tools.includes('cc')) && tools.includes('make');
+  return link === 'static' ? cc && tools.includes('musl-gcc') && tools.includes('strip') : cc;
+}
+
+/**
+ * Why a package install failed, read from what the package manager printed: `busy` (another
+ * process holds its lock), `unreachable` (no mirror answered), `missing` (the mirror answered and has
+ * no such package: the toolchain truly cannot be had here), or undefined (something else). Only
+ * `missing` makes a host one without a compiler.
+ */
+export function packageFailure(output: string): 'busy' | 'unreachable' | 'missing' | undefined {
+  if (/Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock the administration directory|is another process using it\?|Waiting for process with pid|holding the yum lock|Another app is currently holding/i.test(output)) return 'busy';
+  if (/Temporary failure resolving|Could not resolve|Failed to fetch|Could not connect to|Connection failed|Connection timed out|Network is unreachable|No route to host|Cannot download repomd|Failed to download metadata|Curl error|Cannot find a valid baseurl/i.test(output)) return 'unreachable';
+  if (/Unable to locate package|has no installation candidate|No match for argument|No package \S+ available|Package .* is not available/i.test(output)) return 'missing';
+  return undefined;
+}
+
+/**
+ * Whether an ELF executable is statically linked: it has no program interpreter (PT_INTERP) and
+ * no dynamic section (PT_DYNAMIC). Read from the file itself, as `file` does; undefined when the
+ * bytes are not a 64- or 32-bit little-endian ELF file.
+ */
+export function staticElf(head: Buffer): boolean | undefined {
+  if (head.length < 64 || head.readUInt32BE(0) !== 0x7f454c46 || head[5] !== 1) return undefined;
+  const is64 = head[4] === 2;
+  const phoff = is64 ? Number(head.readBigUInt64LE(32)) : head.readUInt32LE(28);
+  const phentsize = head.readUInt16LE(is64 ? 54 : 42);
+  const phnum = head.readUInt16LE(is64 ? 56 : 44);
+  if (phoff + phentsize * phnum > head.length) return undefined;
+  for (let i = 0; i < phnum; i++) {
+    const type = head.readUInt32LE(phoff + i * phentsize);
+    if (type === 2 || type === 3) return false;
+  }
+  return true;
 }
 
 /** This machine, read by the same facts script as every node: the same OS key, tools and package manager. */
@@ -101,50 +173,75 @@ export async function controllerOs(): Promise<OsFacts> {
   return (await controllerFacts()).os;
 }
 
-export async function controllerBuildHost(installToolchain: boolean): Promise<BuildHost> {
+export async function controllerBuildHost(installToolchain: boolean, link: Link): Promise<BuildHost> {
   const f = await controllerFacts();
-  return { name: 'controller', os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain, connection: new LocalConnection() };
+  return { name: 'controller', link, os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain, connection: new LocalConnection() };
 }
 
 function noToolchain(host: BuildHost, why: string): BuildError {
+  const what = host.link === 'static' ? 'gcc, make and musl-gcc (musl-tools)' : 'gcc and make';
   return new NoToolchainError(`cannot build nginx on ${host.name}: ${why}`, {
     hint:
       host.name === 'controller'
-        ? 'install gcc and make here, set build.installToolchain: true, or build on a node of the same OS (build.host: node-1); hosts that can get no compiler can run kube-lb instead'
-        : `install gcc and make on ${host.name}, allow build.installToolchain, or build elsewhere; hosts that can get no compiler can run kube-lb instead`,
+        ? `install ${what} here, set build.installToolchain: true, or build on a node (build.host: node-1); hosts that can get no compiler can run kube-lb instead`
+        : `install ${what} on ${host.name}, allow build.installToolchain, or build elsewhere; hosts that can get no compiler can run kube-lb instead`,
   });
 }
 
+/** The build in the cache for this key, when whole (its binary's sha256 as recorded). */
+const fromCache = (dir: string) => readCached<BuiltBinary>(path.join(dir, 'kube-nginx'), path.join(dir, 'build.json'));
+
 export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say): Promise<BuiltBinary> {
-  const key = buildKey(src, configure, host.os);
-  const dir = cacheDir('builds', key);
+  const dir = cacheDir('builds', buildKey(src, configure, host.os, host.link));
+  const cached = await fromCache(dir);
+  if (cached) return cached;
+  // One builder per key: a second deploy needing the same build waits for it, then finds it here.
+  return withCacheLock(dir, `nginx ${src.version} (${host.link})`, say, async () => (await fromCache(dir)) ?? build(src, configure, host, dir, say));
+}
+
+async function build(src: NginxSource, configure: string[], host: BuildHost, dir: string, say: Say): Promise<BuiltBinary> {
   const binary = path.join(dir, 'kube-nginx');
   const metaFile = path.join(dir, 'build.json');
-  if (fs.existsSync(binary) && fs.existsSync(metaFile)) {
-    const meta = JSON.parse(await fsp.readFile(metaFile, 'utf8')) as BuiltBinary;
-    if ((await sha256File(binary)) === meta.sha256) return { ...meta, path: binary, cached: true };
-  }
 
   const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
 
-  if (!hasToolchain(host.tools)) {
-    const install = toolchainInstallCommand(host.packageManager);
-    if (!host.installToolchain) throw noToolchain(host, 'no gcc/make, and build.installToolchain is off');
-    if (!install) throw noToolchain(host, 'no gcc/make, and no apt-get, dnf or yum to install them');
-    say(`installing gcc and make on ${host.name} (${host.packageManager})`);
+  if (!hasToolchain(host.tools, host.link)) {
+    const install = toolchainInstallCommand(host.packageManager, host.link);
+    const what = host.link === 'static' ? 'gcc, make or musl-gcc' : 'gcc/make';
+    if (!host.installToolchain) throw noToolchain(host, `no ${what}, and build.installToolchain is off`);
+    if (!install) throw noToolchain(host, `no ${what}, and no apt-get, dnf or yum to install them`);
+    say(`installing ${host.link === 'static' ? 'gcc, make and musl-gcc' : 'gcc and make'} on ${host.name} (${host.packageManager})`);
     const r = await host.connection.execAsRoot(install);
     if (r.code !== 0) {
+      const output = `${r.stdout}\n${r.stderr}`;
       const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8);
+      const failure = packageFailure(output);
+      const doing = `installing ${what.replace(' or ', ' and ')} with ${host.packageManager} on ${host.name}`;
       // The first line says it all (it is what a recap shows); the rest of the package manager's words follow.
-      throw noToolchain(host, `installing gcc and make with ${host.packageManager} failed (exit ${r.code}): ${tail[tail.length - 1] ?? ''}\n${tail.join('\n')}`);
+      const detail = `${tail[tail.length - 1] ?? ''}\n${tail.join('\n')}`;
+      if (failure === 'missing') throw noToolchain(host, `installing ${what.replace(' or ', ' and ')} with ${host.packageManager} failed (exit ${r.code}): ${detail}`);
+      // Anything else passes: it is no reason to give the nodes another balancer (lb.impl auto) until the next run.
+      if (failure === 'busy') {
+        throw new BuildError(`${doing}: the package manager is busy (another process holds its lock): ${detail}`, { hint: `wait for the other apt-get, dpkg or unattended-upgrades on ${host.name} to finish, then run again` });
+      }
+      if (failure === 'unreachable') {
+        throw new BuildError(`${doing}: the package mirror cannot be reached: ${detail}`, { hint: `check ${host.name}'s package sources and network (a proxy, DNS), or install the toolchain by hand, then run again` });
+      }
+      throw new BuildError(`${doing} failed (exit ${r.code}): ${detail}`, { hint: `run the same install on ${host.name} by hand to see why: ${install}` });
     }
   }
 
   await fsp.mkdir(dir, { recursive: true });
   const tmpBinary = track(`${binary}.${process.pid}.part`);
-  const versionOut = await buildOn(host.connection, src.version, tarball, configure, tmpBinary, say);
+  const versionOut = await buildOn(host.connection, src.version, tarball, [...configure, ...linkArgs(host.link)], host.link === 'static', tmpBinary, say);
   if (!/--with-stream/.test(versionOut)) {
     throw new BuildError(`the built nginx does not list --with-stream in nginx -V:\n${versionOut}`);
+  }
+  if (host.link === 'static') {
+    const fd = await fsp.open(tmpBinary, 'r');
+    const head = Buffer.alloc(4096);
+    await fd.read(head, 0, head.length, 0).finally(() => fd.close());
+    if (staticElf(head) !== true) throw new BuildError(`musl-gcc on ${host.name} made a binary that is not statically linked`, { hint: 'check the musl-tools installation, or set build.link: native' });
   }
   await fsp.chmod(tmpBinary, 0o755);
   await fsp.rename(tmpBinary, binary);
@@ -155,13 +252,14 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
     size: (await fsp.stat(binary)).size,
     cached: false,
     builtOn: `${host.name} (${host.os.prettyName})`,
-    osKey: osKey(host.os),
+    osKey: buildOsKey(host.os, host.link),
     configure: versionOut.trim(),
     version: src.version,
     sourceSha256: src.sha256,
     configureArgs: configure,
+    link: host.link,
   };
-  await fsp.writeFile(metaFile, JSON.stringify(meta, null, 2) + '\n');
+  await writeFileAtomic(metaFile, JSON.stringify(meta, null, 2) + '\n');
   return meta;
 }
 
@@ -169,9 +267,9 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
  * A build already in the cache for this source and these arguments, without building:
  * the one for `os` when given, else any. For `status`, which must not build.
  */
-export async function cachedNginxBinary(src: NginxSource, configure: string[], os?: OsFacts): Promise<BuiltBinary | undefined> {
+export async function cachedNginxBinary(src: NginxSource, configure: string[], link: Link, os?: OsFacts): Promise<BuiltBinary | undefined> {
   if (os) {
-    const dir = cacheDir('builds', buildKey(src, configure, os));
+    const dir = cacheDir('builds', buildKey(src, configure, os, link));
     const meta = await fsp.readFile(path.join(dir, 'build.json'), 'utf8').catch(() => undefined);
     return meta ? { ...(JSON.parse(meta) as BuiltBinary), path: path.join(dir, 'kube-nginx'), cached: true } : undefined;
   }
@@ -180,7 +278,7 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], o
     const meta = await fsp.readFile(path.join(root, key, 'build.json'), 'utf8').catch(() => undefined);
     if (!meta) continue;
     const b = JSON.parse(meta) as BuiltBinary;
-    if (b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure)) {
+    if (b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure) && (b.link ?? 'native') === link) {
       return { ...b, path: path.join(root, key, 'kube-nginx'), cached: true };
     }
   }
@@ -193,7 +291,7 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], o
  * unpacks it in a temporary folder, configures and makes (logs kept there, their tail shown on
  * failure), prints `nginx -V`; the binary is then fetched and the folder removed.
  */
-async function buildOn(conn: Connection, version: string, tarball: string, configure: string[], out: string, say: Say): Promise<string> {
+async function buildOn(conn: Connection, version: string, tarball: string, configure: string[], isStatic: boolean, out: string, say: Say): Promise<string> {
   const script = `set -e
 d=$(mktemp -d "\${TMPDIR:-/tmp}/k8s-ha-build-XXXXXX")
 chmod 755 "$d"
@@ -201,9 +299,9 @@ echo "@@dir $d"
 cat > "$d/src.tar.gz"
 tar -xzf "$d/src.tar.gz" -C "$d"
 cd "$d/nginx-${version}"
-./configure ${configure.map(quote).join(' ')} > "$d/configure.log" 2>&1 || { tail -n 30 "$d/configure.log" >&2; exit 1; }
+${isStatic ? MUSL_COMPAT : ''}./configure ${configure.map(quote).join(' ')} > "$d/configure.log" 2>&1 || { tail -n 30 "$d/configure.log" >&2; exit 1; }
 make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1; }
-chmod 755 objs objs/nginx
+${isStatic ? 'strip objs/nginx\n' : ''}chmod 755 objs objs/nginx
 objs/nginx -V 2>&1
 `;
   say(`building on ${conn.name}: configure and make`);

@@ -2,7 +2,7 @@
 import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
 import type { LabUpContext } from '../lab/lab.js';
-import { MASTER_ACTIONS, MAX_LAB_HOSTS, type MasterAction } from '../lab/topology.js';
+import { MASTER_ACTIONS, MAX_LAB_HOSTS, nodeOs, type MasterAction } from '../lab/topology.js';
 import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
 
@@ -31,8 +31,9 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
     .option('--bastion', 'add a bastion host (A.B.0.20) and make the nodes reachable only through it; default: what the lab in --dir has')
     .option('--keep-direct', 'with --bastion: the nodes stay reachable directly too')
+    .option('--os <releases>', 'the nodes\' Debian releases, in turn (node-1 the first...): bookworm, bullseye, or a list such as bookworm,bullseye; default bookworm, or what the lab in --dir has')
     .option('--json', 'print only {"inventory","nodes","masters"} (and "bastion" with one) as JSON on stdout')
-    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; json?: boolean }) => {
+    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; os?: string; json?: boolean }) => {
       const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({
         dir: o.dir,
@@ -41,6 +42,7 @@ export function labCommand(setExit: (code: number) => void): Command {
         subnet: o.subnet,
         bastion: o.bastion,
         keepDirect: o.keepDirect,
+        os: o.os?.split(',').map((x) => x.trim()),
       });
       await runSteps(labUpSteps(), ctx, { json: !!o.json });
       if (o.json) {
@@ -133,11 +135,12 @@ export function labCommand(setExit: (code: number) => void): Command {
 }
 
 function labJson(ctx: LabUpContext) {
+  // The Debian release of each node, for a lab of more than one (lab up --os).
   const plan = ctx.plan!;
   const bastion = plan.containers.find((c) => c.role === 'bastion');
   return {
     inventory: ctx.paths!.inventory,
-    nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: c.address })),
+    nodes: plan.containers.filter((c) => c.role === 'node').map((c, i) => ({ name: c.service, address: c.address, ...(ctx.options.os ? { os: nodeOs(ctx.options.os, i + 1) } : {}) })),
     masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, port: 6443 })),
     ...(bastion
       ? {

@@ -148,6 +148,12 @@ export function initialImpl(setup: Setup, node: InventoryNode): NodeImpl {
 
 type BuildStep<T extends PlaybookStep['type']> = Extract<PlaybookStep, { type: T }>;
 
+/** How a build is linked, in words: what it needs to run. */
+function linkText(b: BuiltBinary): string {
+  const f = builtFor(b);
+  return f?.static ? `static, musl, runs on any ${f.arch} Linux` : f ? `linked to glibc ${f.glibc}, runs on ${f.arch} with glibc ${f.glibc} or later` : 'native';
+}
+
 /** The nginx build step, as the nginx playbook declares it. */
 export function buildStepOf(setup: Setup): BuildStep<'nginxBuild'> | undefined {
   const first = setup.nodes[0] ?? setup.loaded.inventory.nodes[0]!;
@@ -162,7 +168,7 @@ export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean } 
 
 async function buildHost(setup: Setup): Promise<BuildHost> {
   const inv = setup.loaded.inventory;
-  if (inv.build.host === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false);
+  if (inv.build.host === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false, inv.build.link);
   const target = setup.targets.get(inv.build.host)!;
   let conn: SshConnection;
   try {
@@ -172,7 +178,7 @@ async function buildHost(setup: Setup): Promise<BuildHost> {
   }
   const req = emptyRequest();
   const facts = parseFacts(req, (await conn.execAsRoot(factScript(req))).stdout);
-  return { name: target.name, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
+  return { name: target.name, link: inv.build.link, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 
 /**
@@ -195,9 +201,9 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
       out.artifacts.nginx = {
         content: await fsp.readFile(built.path),
         sha256: built.sha256,
-        describe: `nginx ${inv.nginx!.version} (sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
+        describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
       };
-      done.push(`nginx ${inv.nginx!.version} ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+      done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
     } catch (e) {
       if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx')) throw e;
       // Every node that would run nginx said auto: they run kube-lb, and each says why.
@@ -237,7 +243,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   const step = buildStepOf(setup);
   const done: string[] = [];
   if (need.nginx && step && inv.nginx) {
-    const cached = await cachedNginxBinary(inv.nginx, step.args.configure, inv.build.host === 'controller' ? await controllerOs() : undefined);
+    const cached = await cachedNginxBinary(inv.nginx, step.args.configure, inv.build.link, inv.build.host === 'controller' ? await controllerOs() : undefined);
     if (cached) {
       out.nginx = cached;
       out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, from the cache)` };

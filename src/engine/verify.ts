@@ -72,22 +72,24 @@ const trustOf = (inv: Inventory) => (inv.tls.caFile ? 'TLS verified' : 'TLS NOT 
 
 /**
  * Shell: who listens on the port, as `@@owner ours`, `@@owner other PID COMMAND` (a listener that is
- * neither the unit's main process nor one of its children: nginx's and haproxy's workers are), or
- * `@@owner unknown` where `ss` is missing. Without it, verify would pass through whatever else holds
- * the port while the unit waits for it.
+ * not one of the unit's processes: its main process, a child of it (nginx's and haproxy's workers),
+ * or any process in the unit's cgroup (during nginx's binary upgrade the new master's workers are
+ * grandchildren)), or `@@owner unknown` where `ss` is missing. Without it, verify would pass through
+ * whatever else holds the port while the unit waits for it.
  */
 export function portOwnerScript(unit: string, listen: string): string {
   const { host, port } = hostPortOf(listen);
   // Listeners that overlap this one: on its address, or on every address (either side a wildcard).
   const local = formatHostPort(host, port);
   const any = isWildcard(host) ? '1' : '0';
+  const unitFile = unit.includes('.') ? unit : `${unit}.service`;
   const overlaps = `awk -v a=${quote(local)} -v any=${any} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
   return [
     `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
     `main=$(systemctl show -p MainPID --value ${quote(unit)})`,
     `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
     `  pp=$(awk '/^PPid:/{print $2}' /proc/$p/status 2>/dev/null)`,
-    `  if [ "$p" != "$main" ] && [ "$pp" != "$main" ]; then echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; fi`,
+    `  [ "$p" = "$main" ] || [ "$pp" = "$main" ] || grep -q ${quote(`/${unitFile}$`)} /proc/$p/cgroup 2>/dev/null || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
     `done`,
     `echo "@@owner ours"`,
   ].join('\n');

@@ -98,7 +98,7 @@ export function factScript(req: FactRequest): string {
   const lines = [
     'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; g=$(getconf GNU_LIBC_VERSION 2>/dev/null); echo "GLIBC=${g#glibc }"',
     'echo "@@pkg"; for p in apt-get dnf yum; do if command -v "$p" >/dev/null 2>&1; then echo "$p"; break; fi; done',
-    'echo "@@tools"; for t in gcc cc make tar; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
+    'echo "@@tools"; for t in gcc cc make tar musl-gcc strip; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
   ];
   if (req.files.length) lines.push(`echo "@@sha256"; sha256sum ${req.files.map(quote).join(' ')} 2>/dev/null; true`);
   const paths = [...req.files, ...req.dirs];

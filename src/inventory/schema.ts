@@ -279,8 +279,14 @@ export const tls = z.strictObject({
 export const build = z.strictObject({
   /** `controller` (this machine) or the name of a node, as the seed compiles on its first node. */
   host: z.string().min(1).default('controller'),
-  /** Install gcc and make with the build host's package manager when missing. Default: yes on a node, no on the controller. */
+  /** Install gcc and make (and musl-gcc for a static build) with the build host's package manager when missing. Default: yes on a node, no on the controller. */
   installToolchain: z.boolean().optional(),
+  /**
+   * static (default): nginx linked statically against musl, one binary for every Linux of the build
+   * host's CPU architecture, whatever its libc. native: linked against the build host's glibc, as a
+   * distribution's own package is; it runs only where that glibc (or a later one) is.
+   */
+  link: z.enum(['static', 'native']).default('static'),
 });
 
 /** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer, and the service to restart after. */

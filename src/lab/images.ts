@@ -4,7 +4,8 @@
  *   base       Debian bookworm with systemd and openssh-server, no compiler:
  *              `docker build` from debian:bookworm where a registry answers,
  *              else debootstrap + `docker import` (no registry needed).
- *   node       base + a boot unit installing the lab's host key and authorized key.
+ *   node       base + a boot unit installing the lab's host key and authorized key;
+ *              with `lab up --os`, one per Debian release asked for (bullseye beside bookworm).
  *   master     node + Node.js + the stand-in script, run by systemd as the
  *              kube-apiserver service: a master is a host like a node. Built
  *              on the node image, so the node image stays as small as it was
@@ -25,7 +26,14 @@ import { aptInstall, isDebianLike, isRoot, type Say } from './engine.js';
 import { COMPOSE_IMAGES } from './compose.js';
 import type { LabImages } from './topology.js';
 
+/** The Debian release of every lab host unless `lab up --os` says otherwise. */
 export const SUITE = 'bookworm';
+/**
+ * Releases a lab node may run (`lab up --os`): what the Debian mirror serves for debootstrap, with
+ * their glibc: a static nginx must run on both, a native one built on bookworm only on bookworm.
+ */
+export const LAB_SUITES = { bookworm: 'Debian 12, glibc 2.36', bullseye: 'Debian 11, glibc 2.31' } as const;
+export type LabSuite = keyof typeof LAB_SUITES;
 export const BASE_PACKAGES = [
   'systemd',
   'systemd-sysv',
@@ -131,9 +139,8 @@ function hash(...parts: (string | Buffer)[]): string {
   return h.digest('hex').slice(0, 12);
 }
 
-export async function ensureImages(say: Say): Promise<LabImages & { base: string }> {
-  const base = await ensureBaseImage(say);
-  const node = await ensureBuiltImage(
+const nodeImage = (base: string, say: Say) =>
+  ensureBuiltImage(
     'k8s-ha-lab-node',
     nodeDockerfile(base),
     {
@@ -143,6 +150,13 @@ export async function ensureImages(say: Say): Promise<LabImages & { base: string
     },
     say,
   );
+
+/** The lab's images; `suites`: node images for these Debian releases too (`lab up --os`). */
+export async function ensureImages(say: Say, suites: readonly LabSuite[] = []): Promise<LabImages & { base: string }> {
+  const base = await ensureBaseImage(say, SUITE);
+  const node = await nodeImage(base, say);
+  const nodeByOs: Record<string, string> = {};
+  for (const suite of new Set(suites)) nodeByOs[suite] = suite === SUITE ? node : await nodeImage(await ensureBaseImage(say, suite), say);
   const standin = path.join(packageRoot(), 'dist', 'lab', 'standin.js');
   if (!fs.existsSync(standin)) {
     throw new EnvironmentError(`${standin} is missing`, { hint: 'run `npm run build` (npm ci does it) first' });
@@ -163,7 +177,7 @@ export async function ensureImages(say: Say): Promise<LabImages & { base: string
   await docker(['tag', node, COMPOSE_IMAGES.node]);
   await docker(['tag', master, COMPOSE_IMAGES.master]);
   await docker(['tag', apiserver, COMPOSE_IMAGES.apiserver]);
-  return { base, node, master, apiserver };
+  return { base, node, master, apiserver, ...(suites.length ? { nodeByOs } : {}) };
 }
 
 type ContextFile = string | { copyFrom: string; hashWith: string };
@@ -188,27 +202,27 @@ async function ensureBuiltImage(repo: string, dockerfile: string, files: Record<
   return tag;
 }
 
-async function ensureBaseImage(say: Say): Promise<string> {
-  const tag = `k8s-ha-lab-base:${hash(SUITE, 'minbase', ...BASE_PACKAGES)}`;
+async function ensureBaseImage(say: Say, suite: LabSuite): Promise<string> {
+  const tag = `k8s-ha-lab-base:${hash(suite, 'minbase', ...BASE_PACKAGES)}`;
   if (await imageExists(tag)) return tag;
-  if (await registryAnswers()) {
-    say(`building ${tag} from debian:${SUITE}`);
+  if (await registryAnswers(suite)) {
+    say(`building ${tag} from debian:${suite}`);
     await ensureBuiltImage(
       'k8s-ha-lab-base-registry',
-      `FROM debian:${SUITE}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${BASE_PACKAGES.join(' ')} && rm -rf /var/lib/apt/lists/*\n`,
+      `FROM debian:${suite}\nRUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${BASE_PACKAGES.join(' ')} && rm -rf /var/lib/apt/lists/*\n`,
       {},
       say,
     ).then((built) => docker(['tag', built, tag]));
     return tag;
   }
-  say(`no container registry answers: building ${tag} with debootstrap (about a minute, once)`);
-  await debootstrapImage(tag, say);
+  say(`no container registry answers: building ${tag} (Debian ${suite}) with debootstrap (about a minute, once)`);
+  await debootstrapImage(tag, suite, say);
   return tag;
 }
 
-async function registryAnswers(): Promise<boolean> {
-  if (await imageExists(`debian:${SUITE}`)) return true;
-  const r = await run('docker', ['pull', '-q', `debian:${SUITE}`], { timeoutMs: 60_000 });
+async function registryAnswers(suite: LabSuite): Promise<boolean> {
+  if (await imageExists(`debian:${suite}`)) return true;
+  const r = await run('docker', ['pull', '-q', `debian:${suite}`], { timeoutMs: 60_000 });
   return r.code === 0;
 }
 
@@ -241,7 +255,7 @@ export function configuredDebianMirror(): string | undefined {
   return candidates[0];
 }
 
-async function debootstrapImage(tag: string, say: Say): Promise<void> {
+async function debootstrapImage(tag: string, suite: LabSuite, say: Say): Promise<void> {
   if (!isRoot()) {
     throw new EnvironmentError('building the lab image without a registry needs debootstrap, which needs root', {
       hint: 'run `k8s-ha lab up` once as root, or make debian:bookworm pullable',
@@ -269,7 +283,7 @@ async function debootstrapImage(tag: string, say: Say): Promise<void> {
     let lastStage = '';
     const r = await run(
       'debootstrap',
-      ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, SUITE, rootfs, mirror],
+      ['--variant=minbase', `--include=${BASE_PACKAGES.join(',')}`, suite, rootfs, mirror],
       {
         onOutput: (chunk) => {
           for (const line of chunk.split('\n')) {
@@ -283,7 +297,7 @@ async function debootstrapImage(tag: string, say: Say): Promise<void> {
       },
     );
     if (r.code !== 0) {
-      throw new CommandError('this machine', `debootstrap ${SUITE}`, r.code, r.signal, r.stdout + r.stderr, {
+      throw new CommandError('this machine', `debootstrap ${suite}`, r.code, r.signal, r.stdout + r.stderr, {
         step: 'building the lab base image',
       });
     }

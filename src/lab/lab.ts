@@ -13,7 +13,7 @@ import { ensureEngine, ensureHostLimits, type Say } from './engine.js';
 import { ensureLabFiles, labBastion, labPaths, type LabPaths } from './files.js';
 import { SshConnection } from '../connect/ssh.js';
 import { probeMirror, waitForMaster, waitForNode, type HostHealth } from './health.js';
-import { ensureImages } from './images.js';
+import { ensureImages, LAB_SUITES, SUITE, type LabSuite } from './images.js';
 import { applyNodeIsolation } from './isolation.js';
 // Tests isolate and reconnect the nodes of a live lab with it (a fault, like `lab master NAME down`).
 export { setNodeIsolation } from './isolation.js';
@@ -50,12 +50,14 @@ export interface LabUpOptions {
   bastion?: boolean;
   /** With a bastion: the nodes stay reachable directly too. */
   keepDirect?: boolean;
+  /** The nodes' Debian releases, in turn. Default: what the lab in dir has, else every node on the default release. */
+  os?: string[];
 }
 
 const DEFAULT_SIZE = 3;
 
 export interface LabUpContext {
-  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean };
+  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean; os?: LabSuite[] };
   id: string;
   existing?: LabState;
   images?: LabImages & { base: string };
@@ -93,6 +95,19 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
       { hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to make one of another size` },
     );
   }
+  for (const os of asked.os ?? []) {
+    if (!(os in LAB_SUITES)) {
+      throw new UsageError(`--os ${asked.os!.join(',')}: "${os}" is not a release the lab can build`, {
+        hint: `use ${Object.entries(LAB_SUITES).map(([k, v]) => `${k} (${v})`).join(' or ')}, or a list: --os bookworm,bullseye`,
+      });
+    }
+  }
+  const os = (asked.os ?? existing?.os) as LabSuite[] | undefined;
+  if (existing && asked.os && JSON.stringify(asked.os) !== JSON.stringify(existing.os ?? [SUITE])) {
+    throw new UsageError(`the lab in ${options.dir} runs ${(existing.os ?? [SUITE]).join(',')} on its nodes, not ${asked.os.join(',')}`, {
+      hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to change it`,
+    });
+  }
   if (existing && options.subnet && existing.subnet !== options.subnet) {
     throw new UsageError(`the lab in ${options.dir} uses ${existing.subnet}, not ${options.subnet}`, {
       hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to move it`,
@@ -113,6 +128,7 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
     masters: asked.masters ?? existing?.masters ?? DEFAULT_SIZE,
     bastion,
     isolated,
+    os,
   };
   return { options: sized, id: labId(options.dir), existing, changes: [], health: [] };
 }
@@ -132,10 +148,11 @@ export function labUpSteps(): Step<LabUpContext>[] {
         const images = await ensureImages((line) => {
           built = true;
           say(line);
-        });
+        }, ctx.options.os);
         ctx.images = images;
         if (built) ctx.changes.push('built images');
-        return `${images.node}, ${images.master}, ${images.apiserver}${built ? '' : ' (cached)'}`;
+        const others = Object.entries(images.nodeByOs ?? {}).filter(([, tag]) => tag !== images.node).map(([os, tag]) => `${tag} (${os})`);
+        return `${[images.node, ...others, images.master, images.apiserver].join(', ')}${built ? '' : ' (cached)'}`;
       },
     },
     {
@@ -158,6 +175,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           dir: path.resolve(o.dir),
           images: ctx.images!,
           bastion: o.bastion,
+          os: o.os,
         });
         ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!, { isolated: o.isolated });
         return o.bastion
@@ -287,10 +305,11 @@ export function labUpSteps(): Step<LabUpContext>[] {
           nodes: o.nodes,
           masters: o.masters,
           subnet: ctx.subnet!,
-          images: { node: ctx.images!.node, master: ctx.images!.master, apiserver: ctx.images!.apiserver },
+          images: { node: ctx.images!.node, master: ctx.images!.master, apiserver: ctx.images!.apiserver, ...(ctx.images!.nodeByOs ? { nodeByOs: ctx.images!.nodeByOs } : {}) },
           createdAt: ctx.existing?.createdAt ?? new Date().toISOString(),
           bastion: o.bastion,
           isolated: o.isolated,
+          ...(o.os ? { os: o.os } : {}),
         };
         if (!o.prepareOnly) await writeState(o.dir, state);
         return o.prepareOnly ? 'not written (prepare only)' : path.join(o.dir, 'lab.json');

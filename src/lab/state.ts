@@ -28,6 +28,8 @@ export interface LabState {
   bastion?: boolean;
   /** The nodes are reachable only through the bastion (`--bastion` without `--keep-direct`). */
   isolated?: boolean;
+  /** The nodes' Debian releases, in turn (`lab up --os`); absent: every node runs the default one. */
+  os?: string[];
 }
 
 /** Everything the lab writes in its directory; `lab down` removes exactly these. */

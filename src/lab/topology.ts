@@ -39,6 +39,8 @@ export interface LabImages {
   master: string;
   /** Node.js and the stand-in as PID 1, no systemd: the mirror. */
   apiserver: string;
+  /** Node images by Debian release, for a lab whose nodes run more than one (`lab up --os`). */
+  nodeByOs?: Record<string, string>;
 }
 
 export interface LabPlanInput {
@@ -53,6 +55,8 @@ export interface LabPlanInput {
   images: LabImages;
   /** Add a bastion host (default: none). */
   bastion?: boolean;
+  /** The nodes' Debian releases, in turn: node-1 the first, node-2 the second... (default: the node image's). */
+  os?: string[];
 }
 
 export interface LabVolume {
@@ -112,6 +116,19 @@ const SYSTEMD_CONTAINER = {
   cgroupnsHost: true,
 };
 
+/** Node i's Debian release (1-based), when the lab names them. */
+export function nodeOs(os: string[] | undefined, i: number): string | undefined {
+  return os?.length ? os[(i - 1) % os.length] : undefined;
+}
+
+function nodeImageOf(input: LabPlanInput, i: number): string {
+  const os = nodeOs(input.os, i);
+  if (!os) return input.images.node;
+  const image = input.images.nodeByOs?.[os];
+  if (!image) throw new Error(`no node image for ${os}`);
+  return image;
+}
+
 export function planLab(input: LabPlanInput): LabPlan {
   const s = parseSubnet16(input.subnet);
   if (typeof s === 'string') throw new Error(s);
@@ -122,12 +139,12 @@ export function planLab(input: LabPlanInput): LabPlan {
   // bastion meets what a user's bastion runs, and a master is a host a deploy could log in to. Only the
   // bastion's sshd also presents a host certificate; only a master runs a kube-apiserver (the stand-in,
   // a unit of its image) and mounts its serving certificate.
-  const sshHost = (service: string, role: 'node' | 'bastion' | 'master', address: string): LabContainer => ({
+  const sshHost = (service: string, role: 'node' | 'bastion' | 'master', address: string, image = role === 'master' ? input.images.master : input.images.node): LabContainer => ({
     service,
     role,
     name: `${input.id}-${service}`,
     address,
-    image: role === 'master' ? input.images.master : input.images.node,
+    image,
     ...structuredClone(SYSTEMD_CONTAINER),
     volumes: [
       { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
@@ -157,7 +174,7 @@ export function planLab(input: LabPlanInput): LabPlan {
     command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'mirror', '/srv/mirror'],
   });
   if (input.bastion) containers.push(sshHost(BASTION_SERVICE, 'bastion', labAddress(input.subnet, 'bastion', 0)));
-  for (let i = 1; i <= input.nodes; i++) containers.push(sshHost(`node-${i}`, 'node', labAddress(input.subnet, 'node', i)));
+  for (let i = 1; i <= input.nodes; i++) containers.push(sshHost(`node-${i}`, 'node', labAddress(input.subnet, 'node', i), nodeImageOf(input, i)));
   return {
     id: input.id,
     network: { name: input.id, subnet: input.subnet, gateway: `${s.a}.${s.b}.0.1` },

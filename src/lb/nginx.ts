@@ -77,10 +77,18 @@ After=network-online.target
 Wants=network-online.target
 
 [Service]
+# nginx daemonizes (Type=forking) and names its master in the PID file: in a binary upgrade (USR2)
+# the new master writes that file and systemd follows it when the old master exits, so the unit
+# keeps running across the upgrade with no connection dropped. (daemon off under Type=exec would
+# make the new master a child systemd does not track: the old master's exit would end the unit.)
 Type=forking
 PIDFile=${p.pid}
 ExecStartPre=${cmd} -t
 ExecStart=${cmd}
+# nginx's parent exits before the daemon has written the PID file; systemd reading it at that moment
+# finds it empty ("Failed to parse PID from file"). With an ExecStartPost, systemd reads the PID
+# file only after it has run, and this one waits (up to 5 s) until nginx has written it.
+ExecStartPost=/bin/sh -c 'for i in $$(seq 500); do [ -s ${p.pid} ] && exit 0; sleep 0.01; done; echo "nginx wrote no PID file to ${p.pid}" >&2; exit 1'
 ExecReload=${cmd} -s reload
 PrivateTmp=true
 Restart=always

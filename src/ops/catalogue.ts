@@ -8,7 +8,7 @@ import type { Operation } from './types.js';
 
 /** Build nginx on the controller or a node (see build/nginx.ts); its output is `artifact:nginx`. */
 export const nginxBuildArgs = z.strictObject({
-  configure: z.array(z.string().regex(/^--[a-z0-9-]+(=\S+)?$/, 'must be a ./configure option such as --with-stream')).min(1),
+  configure: z.array(z.string().regex(/^--[a-z0-9_-]+(=\S+)?$/, 'must be a ./configure option such as --with-stream or --with-stream_realip_module')).min(1),
 });
 
 /** Build kube-lb as one executable on the controller (see build/kube-lb.ts); its output is `artifact:kube-lb`. */

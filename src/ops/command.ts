@@ -1,13 +1,13 @@
 /** A command run only when its guard fails: `unless` exits non-zero (checked with the facts, so --check sees it). */
 import { z } from 'zod';
-import { noop, type Operation } from './types.js';
+import { HANDLERS, noop, type Handler, type Operation } from './types.js';
 
-export const command: Operation<{ run: string; unless: string; notify: ('daemon-reload' | 'restart' | 'reload')[] }> = {
+export const command: Operation<{ run: string; unless: string; notify: Handler[] }> = {
   type: 'command',
   args: z.strictObject({
     run: z.string().min(1),
     unless: z.string().min(1, 'a guard is required so the step is idempotent'),
-    notify: z.array(z.enum(['daemon-reload', 'restart', 'reload'])).default([]),
+    notify: z.array(z.enum(HANDLERS)).default([]),
   }),
   facts: (a) => ({ guards: [a.unless] }),
   plan(a, facts) {

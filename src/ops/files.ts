@@ -1,12 +1,12 @@
 /** Operations on files: directories, uploads checked by sha256, rendered templates, systemd units. */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { noop, type Change, type Handler, type Operation, type PlanContext, type StepPlan } from './types.js';
+import { HANDLERS, noop, type Change, type Handler, type Operation, type PlanContext, type StepPlan } from './types.js';
 import type { HostFacts } from '../facts/host.js';
 
 const mode = z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0755"');
 const absPath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
-const handlers = z.array(z.enum(['daemon-reload', 'restart', 'reload'])).default([]);
+const handlers = z.array(z.enum(HANDLERS)).default([]);
 
 const normMode = (m: string) => m.replace(/^0(?=[0-7]{3}$)/, '');
 

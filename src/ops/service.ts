@@ -30,7 +30,7 @@ const replacesArgs = z.strictObject({
 });
 
 type Replaces = z.infer<typeof replacesArgs>;
-type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; noBlock: boolean; replaces?: Replaces | Replaces[] };
+type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; noBlock: boolean; binaryUpgrade?: { pidFile: string }; replaces?: Replaces | Replaces[] };
 
 const listOf = (r: ServiceArgs['replaces']): Replaces[] => (r === undefined ? [] : Array.isArray(r) ? r : [r]);
 
@@ -65,6 +65,45 @@ export function waitPortListening(listen: string, who: string): string {
   );
 }
 
+/**
+ * Shell: nginx's binary upgrade, up to the point where both masters run. USR2 makes the running
+ * master (in pidFile) rename that file to .oldbin and start the new binary, which inherits the
+ * listening sockets and writes pidFile; then WINCH makes the old master's workers stop accepting
+ * and finish their connections (as after a reload, at worker_shutdown_timeout at most). Fails,
+ * saying why, when there is no running master or no new one within 10 s.
+ */
+export function upgradeInPlace(pidFile: string): string {
+  const pf = quote(pidFile);
+  return [
+    `old=$(cat ${pf} 2>/dev/null); [ -n "$old" ] && kill -0 "$old" 2>/dev/null || { echo ${quote(`no running master in ${pidFile}`)} >&2; exit 1; }`,
+    `[ ! -e ${quote(`${pidFile}.oldbin`)} ] || { echo ${quote(`${pidFile}.oldbin exists: an upgrade is already under way`)} >&2; exit 1; }`,
+    'kill -USR2 "$old"',
+    `new=; for i in $(seq 1 1000); do n=$(cat ${pf} 2>/dev/null); if [ -n "$n" ] && [ "$n" != "$old" ] && kill -0 "$n" 2>/dev/null; then new=$n; break; fi; sleep 0.01; done`,
+    `[ -n "$new" ] || { echo "the new binary did not start a master within 10 s (its error log says why)" >&2; exit 1; }`,
+    'kill -WINCH "$old"',
+    'echo "upgraded in place: master $old -> $new"',
+  ].join('; ');
+}
+
+/** Shell: nginx's own rollback of an upgrade not verified: the old master starts workers again, the new master leaves. */
+export function upgradeRollback(pidFile: string, unit: string): string {
+  const pf = quote(pidFile);
+  const ob = quote(`${pidFile}.oldbin`);
+  return (
+    `if [ -s ${ob} ]; then old=$(cat ${ob}); new=$(cat ${pf} 2>/dev/null); kill -HUP "$old"; ` +
+    `if [ -n "$new" ] && [ "$new" != "$old" ]; then kill -QUIT "$new"; fi; ` +
+    // The old master takes pidFile back once the new one has gone.
+    `for i in $(seq 1 1000); do [ -e ${ob} ] || break; sleep 0.01; done; ` +
+    `else systemctl restart ${quote(unit)}; fi`
+  );
+}
+
+/** Shell: the upgrade verified, the old master leaves (its workers already finishing); systemd follows pidFile to the new one. */
+export function retireOldMaster(pidFile: string): string {
+  const ob = quote(`${pidFile}.oldbin`);
+  return `if [ -s ${ob} ]; then kill -QUIT "$(cat ${ob})"; fi`;
+}
+
 export const service: Operation<ServiceArgs> = {
   type: 'service',
   args: z.strictObject({
@@ -77,6 +116,12 @@ export const service: Operation<ServiceArgs> = {
      * waits for (another process on the port) rather than systemctl failing after the unit's timeout.
      */
     noBlock: z.boolean().default(false),
+    /**
+     * nginx's in-place binary upgrade, for an `upgrade` notified without a `restart`: the running
+     * master (named in pidFile) starts the new binary on the listening socket it holds, its own
+     * workers finish gracefully, and it leaves once the new one is verified. No connection is refused.
+     */
+    binaryUpgrade: z.strictObject({ pidFile: z.string().regex(/^\/\S+$/, 'must be an absolute path') }).optional(),
     // One unit, or several (each balancer can replace either of the others).
     replaces: z.union([replacesArgs, z.array(replacesArgs).min(1)]).optional(),
   }),
@@ -131,7 +176,13 @@ export const service: Operation<ServiceArgs> = {
       const restart = `systemctl restart ${a.noBlock ? '--no-block ' : ''}${unit}`;
       if (brandNew) changes.push({ kind: 'run', command: `${restart} 2>/dev/null || { systemctl daemon-reload && ${restart}; }`, label: 'start', unit: a.name });
       else if (!active) changes.push({ kind: 'run', command: restart, label: 'start', unit: a.name });
-      else if (ctx.notified.has('restart')) changes.push({ kind: 'run', command: restart, label: 'restart', unit: a.name });
+      else if (ctx.notified.has('restart') || (ctx.notified.has('upgrade') && !a.binaryUpgrade)) changes.push({ kind: 'run', command: restart, label: 'restart', unit: a.name });
+      else if (ctx.notified.has('upgrade')) {
+        // The new master reads the config at its start: a config changed in the same run needs no reload.
+        const pf = a.binaryUpgrade!.pidFile;
+        changes.push({ kind: 'run', command: upgradeInPlace(pf), label: 'upgrade in place', unit: a.name, undo: upgradeRollback(pf, a.name) });
+        changes.push({ kind: 'run', command: retireOldMaster(pf), label: 'retire the old master', when: 'verified' });
+      }
       else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload', unit: a.name });
     } else if (active) {
       changes.push({ kind: 'run', command: `systemctl stop ${unit}`, label: 'stop' });

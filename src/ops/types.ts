@@ -6,8 +6,13 @@
 import type { z } from 'zod';
 import type { FactRequest, HostFacts } from '../facts/host.js';
 
-/** Handlers a step can notify; the service step turns them into systemctl calls. */
-export type Handler = 'daemon-reload' | 'restart' | 'reload';
+/**
+ * Handlers a step can notify; the service step turns them into systemctl calls. `upgrade`: a new
+ * binary the running service can take in place (nginx's USR2 upgrade, see the service step's
+ * `binaryUpgrade`); where it cannot, it is a restart.
+ */
+export const HANDLERS = ['daemon-reload', 'restart', 'reload', 'upgrade'] as const;
+export type Handler = (typeof HANDLERS)[number];
 
 export type Change =
   | { kind: 'mkdir'; path: string; mode: string }

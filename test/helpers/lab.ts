@@ -54,6 +54,24 @@ export async function withNode<T>(node: { name: string; address: string }, fn: (
   }
 }
 
+/** As withNode, on a node of a lab of a test's own (not the shared one): its key and known_hosts are in `dir`. */
+export async function withNodeOfLab<T>(dir: string, node: { name: string; address: string }, fn: (c: SshConnection) => Promise<T>): Promise<T> {
+  const c = await SshConnection.open({
+    name: node.name,
+    address: node.address,
+    port: 22,
+    user: 'root',
+    identityFile: path.join(dir, 'ssh', 'id_ed25519'),
+    knownHostsFile: path.join(dir, 'known_hosts'),
+    strictHostKeyChecking: 'yes',
+  });
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
 let scratch: string | undefined;
 
 /** A folder for a test run's own files (inventory variants, caches): never the lab's folder, which lab down owns. */

@@ -7,31 +7,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SshConnection } from '../../src/connect/ssh.js';
+import type { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha, ROOT } from '../helpers/cli.js';
 import type { DeployJson } from '../helpers/deploy.js';
-import { scratchDir } from '../helpers/lab.js';
+import { scratchDir, withNodeOfLab } from '../helpers/lab.js';
 
 const DIR = path.join(ROOT, '.lab-test-build');
 let inventory: string;
 let node: { name: string; address: string };
 
-async function onNode<T>(fn: (c: SshConnection) => Promise<T>): Promise<T> {
-  const c = await SshConnection.open({
-    name: node.name,
-    address: node.address,
-    port: 22,
-    user: 'root',
-    identityFile: path.join(DIR, 'ssh', 'id_ed25519'),
-    knownHostsFile: path.join(DIR, 'known_hosts'),
-    strictHostKeyChecking: 'yes',
-  });
-  try {
-    return await fn(c);
-  } finally {
-    c.close();
-  }
-}
+const onNode = <T>(fn: (c: SshConnection) => Promise<T>): Promise<T> => withNodeOfLab(DIR, node, fn);
 
 beforeAll(async () => {
   // This test changes its node for good (it installs a compiler): always start from a fresh lab.
@@ -50,16 +35,20 @@ afterAll(async () => {
   if (!process.env.K8S_HA_KEEP_LAB) await k8sha(['lab', 'down', '--dir', DIR]);
 });
 
-/** Every apt source points at a port where nothing answers; the returned function puts them back. */
-async function breakApt(): Promise<() => Promise<void>> {
-  await onNode((c) =>
-    c.execOk(
-      'mkdir -p /root/apt-saved && mv /etc/apt/sources.list /etc/apt/sources.list.d /root/apt-saved/ 2>/dev/null; ' +
-        'mkdir -p /etc/apt/sources.list.d && echo "deb http://127.0.0.1:9/debian bookworm main" > /etc/apt/sources.list',
-    ),
-  );
+/**
+ * Every apt source replaced: `unreachable` points at a port where nothing answers; `empty` at a
+ * repository on the node itself that answers and holds no package (the toolchain truly cannot be
+ * had). The returned function puts them back.
+ */
+async function breakApt(kind: 'unreachable' | 'empty'): Promise<() => Promise<void>> {
+  const source =
+    kind === 'unreachable'
+      ? 'echo "deb http://127.0.0.1:9/debian bookworm main" > /etc/apt/sources.list'
+      : 'mkdir -p /root/empty-repo && : > /root/empty-repo/Packages && printf "Origin: empty\\nLabel: empty\\n" > /root/empty-repo/Release && ' +
+        'echo "deb [trusted=yes] file:/root/empty-repo ./" > /etc/apt/sources.list';
+  await onNode((c) => c.execOk(`mkdir -p /root/apt-saved && mv /etc/apt/sources.list /etc/apt/sources.list.d /root/apt-saved/ 2>/dev/null; mkdir -p /etc/apt/sources.list.d && ${source}`));
   return async () => {
-    await onNode((c) => c.execOk('rm -rf /etc/apt/sources.list /etc/apt/sources.list.d && mv /root/apt-saved/* /etc/apt/ && rmdir /root/apt-saved'));
+    await onNode((c) => c.execOk('rm -rf /etc/apt/sources.list /etc/apt/sources.list.d /root/empty-repo && mv /root/apt-saved/* /etc/apt/ && rmdir /root/apt-saved && rm -rf /var/lib/apt/lists/*'));
   };
 }
 
@@ -72,22 +61,37 @@ function autoInventory(): string {
 }
 
 describe.sequential('deploy with build.host set to a node', () => {
-  it('lb.impl auto on a node whose package manager reaches no mirror: kube-lb, and the recap says why', async () => {
+  it('a package mirror that cannot be reached is said as such: the run stops before any node is touched, and auto does not flip to kube-lb', async () => {
     const auto = autoInventory();
-    const restoreApt = await breakApt();
+    const restoreApt = await breakApt('unreachable');
+    try {
+      const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-unreachable-'));
+      const r = await k8sha(['deploy', '-i', auto], { env: { K8S_HA_CACHE_DIR: cache } });
+      expect(r.code, r.stdout + r.stderr).toBe(4);
+      expect(r.stderr).toMatch(/installing gcc, make and musl-gcc with apt-get on node-1: the package mirror cannot be reached: /);
+      expect(r.stderr).toMatch(/check node-1's package sources and network/);
+      expect(await onNode((c) => c.execOk('systemctl is-active kube-lb kube-nginx || true; command -v gcc || echo no-gcc'))).toBe('inactive\ninactive\nno-gcc\n');
+    } finally {
+      await restoreApt();
+    }
+  });
+
+  it('lb.impl auto on a node whose mirror has no compiler: kube-lb, and the recap says why', async () => {
+    const auto = autoInventory();
+    const restoreApt = await breakApt('empty');
     try {
       const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-auto-'));
       const r = await k8sha(['deploy', '-i', auto, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
       expect(r.code, r.stderr).toBe(0);
       const h = (JSON.parse(r.stdout) as DeployJson).hosts[node.name]!;
       expect(h.impl).toMatchObject({ wanted: 'auto', impl: 'kube-lb' });
-      expect(h.impl!.why).toMatch(/^nginx cannot be built: cannot build nginx on node-1: installing gcc and make with apt-get failed \(exit \d+\): \S/);
+      expect(h.impl!.why).toMatch(/^nginx cannot be built: cannot build nginx on node-1: installing gcc, make and musl-gcc with apt-get failed \(exit \d+\): E: Unable to locate package/);
       expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
       expect(await onNode((c) => c.execOk('systemctl is-active kube-lb; command -v gcc || echo no-gcc'))).toBe('active\nno-gcc\n');
       // The human recap names the choice and its reason.
       const text = await k8sha(['deploy', '-i', auto], { env: { K8S_HA_CACHE_DIR: cache } });
       expect(text.code).toBe(0);
-      expect(text.stdout).toMatch(/node-1: kube-lb \(lb\.impl auto\): nginx cannot be built: cannot build nginx on node-1: installing gcc and make with apt-get failed/);
+      expect(text.stdout).toMatch(/node-1: kube-lb \(lb\.impl auto\): nginx cannot be built: cannot build nginx on node-1: installing gcc, make and musl-gcc with apt-get failed/);
       expect(text.stdout).toMatch(/node-1 .* kube-lb \(auto\) /);
     } finally {
       await restoreApt();
@@ -100,7 +104,7 @@ describe.sequential('deploy with build.host set to a node', () => {
     const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-'));
     const r = await k8sha(['deploy', '-i', inventory, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/installing gcc and make on node-1 \(apt-get\)/);
+    expect(r.stderr).toMatch(/installing gcc, make and musl-gcc on node-1 \(apt-get\)/);
     const report = JSON.parse(r.stdout) as DeployJson;
     const build = report.hosts[node.name]!.steps.find((s) => s.name === 'build nginx')!;
     expect(build.summary).toMatch(/built on node-1 \(Debian GNU\/Linux 12 \(bookworm\)\)/);
@@ -110,6 +114,10 @@ describe.sequential('deploy with build.host set to a node', () => {
     const meta = JSON.parse(fs.readFileSync(path.join(cache, 'builds', key!, 'build.json'), 'utf8'));
     expect(meta.builtOn).toMatch(/^node-1 /);
     expect(meta.configure).toMatch(/--with-stream/);
+    // Static by default, wherever it is built: musl, stripped, no program interpreter.
+    expect(meta).toMatchObject({ link: 'static', osKey: 'static-musl-x86_64' });
+    expect(meta.configure).toMatch(/--with-cc=musl-gcc/);
+    expect(await onNode((c) => c.exec('ldd /opt/k8s/kube-nginx/sbin/kube-nginx'))).toMatchObject({ code: 1 });
 
     // The next deploy finds the binary in the cache: no rebuild, nothing changed.
     const again = await k8sha(['deploy', '-i', inventory, '--json'], { env: { K8S_HA_CACHE_DIR: cache } });
@@ -119,17 +127,17 @@ describe.sequential('deploy with build.host set to a node', () => {
   });
 
   it('lb.impl auto does not switch a node that serves with nginx because nginx cannot be built right now', async () => {
-    // The node runs kube-nginx (the test above); now its compiler is gone, its mirror unreachable,
+    // The node runs kube-nginx (the test above); now its compiler is gone, its mirror has none,
     // and this controller has no nginx build cached. (The last test of this lab: nothing puts gcc back.)
     expect(await onNode((c) => c.execOk('dpkg --remove --force-depends gcc make >/dev/null 2>&1; for t in gcc cc make; do command -v $t || echo "no $t"; done'))).toBe(
       'no gcc\nno cc\nno make\n',
     );
-    const restoreApt = await breakApt();
+    const restoreApt = await breakApt('empty');
     try {
       const cache = fs.mkdtempSync(path.join(scratchDir(), 'cache-keep-'));
       const r = await k8sha(['deploy', '-i', autoInventory()], { env: { K8S_HA_CACHE_DIR: cache } });
       expect(r.code, r.stderr).toBe(0);
-      expect(r.stdout).toMatch(/node-1: nginx \(lb\.impl auto\): kept on nginx, its binary left as it is \(nginx cannot be built: .*installing gcc and make with apt-get failed/);
+      expect(r.stdout).toMatch(/node-1: nginx \(lb\.impl auto\): kept on nginx, its binary left as it is \(nginx cannot be built: .*installing gcc, make and musl-gcc with apt-get failed/);
       expect(r.stdout).toMatch(/node-1 .* nginx \(auto\) .*active \(running\), \/readyz 200/);
       expect(await onNode((c) => c.execOk('systemctl is-active kube-nginx; systemctl is-active kube-lb || true'))).toBe('active\ninactive\n');
     } finally {

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { builtFor, cannotRun } from '../../src/build/nginx.js';
+import { buildKey, builtFor, cannotRun, hasToolchain, linkArgs, staticElf, toolchainInstallCommand } from '../../src/build/nginx.js';
 import type { UnitFacts } from '../../src/facts/host.js';
 import { parseInventory, resolvePaths } from '../../src/inventory/load.js';
 import { renderKubeLbConf, renderKubeLbUnit } from '../../src/lb/kube-lb.js';
@@ -131,7 +131,14 @@ describe('lb.impl auto: can the nginx binary run on this node?', () => {
   const built = builtFor({ osKey: 'debian-12-x86_64-glibc2.36' })!;
 
   it('reads the build host from its OS key', () => {
-    expect(built).toEqual({ arch: 'x86_64', glibc: '2.36' });
+    expect(built).toEqual({ arch: 'x86_64', glibc: '2.36', static: false });
+  });
+
+  it('a static (musl) build runs on any glibc, or none, of its architecture: only another CPU stops it', () => {
+    const st = builtFor({ osKey: 'static-musl-x86_64' })!;
+    expect(st).toEqual({ arch: 'x86_64', glibc: '', static: true });
+    for (const glibc of ['2.17', '2.28', '2.31', '2.36', '']) expect(cannotRun(st, os('x86_64', glibc))).toBeUndefined();
+    expect(cannotRun(st, os('aarch64', '2.36'))).toBe('the nginx binary is for x86_64, this node is aarch64');
   });
 
   it('runs on the same or a newer glibc of the same architecture', () => {
@@ -144,5 +151,93 @@ describe('lb.impl auto: can the nginx binary run on this node?', () => {
     expect(cannotRun(built, os('x86_64', '1.99'))).toMatch(/needs glibc 2\.36/);
     expect(cannotRun(built, os('aarch64', '2.36'))).toBe('the nginx binary is for x86_64, this node is aarch64');
     expect(cannotRun(built, os('x86_64', ''))).toBe('the nginx binary needs glibc 2.36; this node has no glibc');
+  });
+});
+
+describe('the static nginx build', () => {
+  const os = (id: string, glibc: string, arch = 'x86_64') => ({ id, versionId: '1', prettyName: id, arch, glibc });
+  const src = { version: '1.22.1', sources: ['http://x/nginx-1.22.1.tar.gz'], sha256: 'a'.repeat(64) };
+  const configure = ['--with-stream', '--without-http'];
+
+  it('is cached once per architecture, whatever the build host OS; a native build once per OS; the two never share a key', () => {
+    expect(buildKey(src, configure, os('debian', '2.36'), 'static')).toBe(buildKey(src, configure, os('rocky', '2.28'), 'static'));
+    expect(buildKey(src, configure, os('debian', '2.36'), 'static')).not.toBe(buildKey(src, configure, os('debian', '2.36', 'aarch64'), 'static'));
+    expect(buildKey(src, configure, os('debian', '2.36'), 'native')).not.toBe(buildKey(src, configure, os('rocky', '2.28'), 'native'));
+    expect(buildKey(src, configure, os('debian', '2.36'), 'native')).not.toBe(buildKey(src, configure, os('debian', '2.36'), 'static'));
+  });
+
+  it('compiles with musl-gcc, statically, and needs musl-gcc and strip on the build host', () => {
+    expect(linkArgs('static')).toEqual(['--with-cc=musl-gcc', '--with-cc-opt=-static -Os -Imusl-compat', '--with-ld-opt=-static']);
+    expect(linkArgs('native')).toEqual([]);
+    expect(hasToolchain(['gcc', 'make'], 'native')).toBe(true);
+    expect(hasToolchain(['gcc', 'make', 'strip'], 'static')).toBe(false);
+    expect(hasToolchain(['gcc', 'make', 'musl-gcc', 'strip'], 'static')).toBe(true);
+    expect(toolchainInstallCommand('apt-get', 'static')).toMatch(/apt-get install -y -qq --no-install-recommends gcc make libc6-dev musl-tools binutils$/);
+    expect(toolchainInstallCommand('dnf', 'static')).toBe('dnf install -y -q gcc make glibc-devel musl-gcc binutils');
+    expect(toolchainInstallCommand('apt-get', 'native')).toMatch(/libc6-dev$/);
+  });
+
+  it('tells a static ELF executable from a dynamic one by its program headers', () => {
+    // A 64-bit little-endian ELF header with program headers at 64, each 56 bytes.
+    const elf = (types: number[]) => {
+      const b = Buffer.alloc(64 + 56 * types.length);
+      b.writeUInt32BE(0x7f454c46, 0);
+      b[4] = 2;
+      b[5] = 1;
+      b.writeBigUInt64LE(64n, 32);
+      b.writeUInt16LE(56, 54);
+      b.writeUInt16LE(types.length, 56);
+      types.forEach((t, i) => b.writeUInt32LE(t, 64 + 56 * i));
+      return b;
+    };
+    expect(staticElf(elf([6, 1, 1, 4]))).toBe(true); // PHDR, LOAD, LOAD, NOTE
+    expect(staticElf(elf([6, 3, 1, 2]))).toBe(false); // an interpreter and a dynamic section
+    expect(staticElf(elf([1, 2]))).toBe(false);
+    expect(staticElf(Buffer.from('#!/bin/sh\n'.padEnd(64)))).toBeUndefined();
+    // This machine's own node binary is dynamically linked.
+    const head = Buffer.alloc(4096);
+    const fd = fs.openSync(process.execPath, 'r');
+    fs.readSync(fd, head, 0, 4096, 0);
+    fs.closeSync(fd);
+    expect(staticElf(head)).toBe(false);
+  });
+});
+
+describe("nginx's binary upgrade in place (service with binaryUpgrade)", () => {
+  const nginx = { name: 'kube-nginx', binaryUpgrade: { pidFile: '/opt/k8s/kube-nginx/logs/kube-nginx.pid' } };
+
+  it('a new binary for a running kube-nginx: upgraded in place, nginx\'s own rollback as the undo, the old master retired only once verified', () => {
+    const r = runs(plan(nginx, { 'kube-nginx': unit('active') }, ['upgrade', 'reload']).changes);
+    expect(r.map((c) => [c.label, c.when])).toEqual([
+      ['upgrade in place', undefined],
+      ['retire the old master', 'verified'],
+    ]);
+    const [up, retire] = r;
+    expect(up!.command).toContain('kill -USR2 "$old"');
+    expect(up!.command).toContain('kill -WINCH "$old"');
+    expect(up!.command.indexOf('USR2')).toBeLessThan(up!.command.indexOf('WINCH'));
+    expect(up!.undo).toMatch(/kill -HUP "\$old"; if .* kill -QUIT "\$new"/);
+    expect(up!.undo).toContain('else systemctl restart kube-nginx; fi');
+    expect(retire!.command).toBe(`if [ -s /opt/k8s/kube-nginx/logs/kube-nginx.pid.oldbin ]; then kill -QUIT "$(cat /opt/k8s/kube-nginx/logs/kube-nginx.pid.oldbin)"; fi`);
+  });
+
+  it('a changed unit, a stopped service, or a service with no binaryUpgrade: restarted or started as before', () => {
+    expect(runs(plan(nginx, { 'kube-nginx': unit('active') }, ['upgrade', 'daemon-reload', 'restart']).changes).map((c) => c.label)).toEqual(['daemon-reload', 'restart']);
+    expect(runs(plan(nginx, { 'kube-nginx': unit('inactive') }, ['upgrade']).changes).map((c) => c.label)).toEqual(['start']);
+    expect(runs(plan({ name: 'kube-nginx' }, { 'kube-nginx': unit('active') }, ['upgrade']).changes).map((c) => c.label)).toEqual(['restart']);
+  });
+});
+
+describe('a toolchain install that fails: why, from what the package manager printed', () => {
+  it('tells a busy package manager and an unreachable mirror from a package that does not exist', async () => {
+    const { packageFailure } = await import('../../src/build/nginx.js');
+    expect(packageFailure('E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (unattended-upgr)\nE: Unable to acquire the dpkg frontend lock')).toBe('busy');
+    // apt-get update only warns when no mirror answers; the install then finds no package at all: the mirror is the cause.
+    expect(packageFailure('W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Could not connect to 127.0.0.1:9 (127.0.0.1). - connect (111: Connection refused)\nE: Unable to locate package gcc')).toBe('unreachable');
+    expect(packageFailure('Err:1 http://deb.debian.org/debian bookworm InRelease\n  Temporary failure resolving \'deb.debian.org\'')).toBe('unreachable');
+    expect(packageFailure('Error: Failed to download metadata for repo \'baseos\': Cannot download repomd.xml')).toBe('unreachable');
+    expect(packageFailure('E: Unable to locate package musl-tools')).toBe('missing');
+    expect(packageFailure('Error: Unable to find a match: musl-gcc\nNo match for argument: musl-gcc')).toBe('missing');
+    expect(packageFailure('E: Sub-process /usr/bin/dpkg returned an error code (1)')).toBeUndefined();
   });
 });

@@ -51,6 +51,8 @@ describe('kube-nginx.service', () => {
       'LimitNOFILE=65536',
       'WantedBy=multi-user.target',
       'PIDFile=/srv/kn/logs/kube-nginx.pid',
+      // systemd reads the PID file only once nginx has written it: no race with the forking parent's exit.
+      `ExecStartPost=/bin/sh -c 'for i in $$(seq 500); do [ -s /srv/kn/logs/kube-nginx.pid ] && exit 0; sleep 0.01; done; echo "nginx wrote no PID file to /srv/kn/logs/kube-nginx.pid" >&2; exit 1'`,
     ]) {
       expect(unit.split('\n')).toContain(line);
     }

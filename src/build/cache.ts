@@ -1,0 +1,76 @@
+/**
+ * The build cache's own safety: metadata written whole or not at all, and one builder per entry.
+ * Two deploys (two operators, or two terminals) that need the same build at once make it once: the
+ * second waits for the first and takes its result.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { BuildError } from '../errors.js';
+import { forget, track } from '../util/tempdir.js';
+import { sha256File, type Say } from './download.js';
+
+/** Write a file whole or not at all: a reader never sees half of it (a temporary file beside it, then rename). */
+export async function writeFileAtomic(file: string, text: string): Promise<void> {
+  const tmp = track(`${file}.${process.pid}.${Date.now()}.part`);
+  await fsp.writeFile(tmp, text);
+  await fsp.rename(tmp, file);
+  forget(tmp);
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/**
+ * Run `fn` holding the lock of cache entry `dir` (a file made with O_EXCL holding our PID). Another
+ * process holding it: wait, saying so, until it lets go (or dies: a lock whose process is gone is
+ * taken over), up to `waitMs`; `fn` then finds that process's result in the cache.
+ */
+export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000): Promise<T> {
+  await fsp.mkdir(dir, { recursive: true });
+  const lock = path.join(dir, '.lock');
+  const end = Date.now() + waitMs;
+  let told = false;
+  for (;;) {
+    try {
+      const fd = fs.openSync(lock, 'wx');
+      fs.writeSync(fd, `${process.pid}\n`);
+      fs.closeSync(fd);
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const holder = Number(fs.readFileSync(lock, 'utf8').trim());
+    if (!holder || !alive(holder)) {
+      // Left by a process that is gone (killed mid-build): take it over. An empty file is one being written: wait.
+      if (holder) fs.rmSync(lock, { force: true });
+      else await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    if (Date.now() >= end) throw new BuildError(`${what}: another k8s-ha (pid ${holder}) has been building it for ${Math.round(waitMs / 60_000)} min`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
+    if (!told) say(`${what}: another k8s-ha (pid ${holder}) is building it; waiting for its result`);
+    told = true;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  track(lock);
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(lock, { force: true });
+    forget(lock);
+  }
+}
+
+/** A cache entry when whole: its metadata, and the binary beside it with the sha256 recorded there. */
+export async function readCached<T extends { sha256: string }>(binary: string, metaFile: string): Promise<(T & { path: string; cached: true }) | undefined> {
+  const text = await fsp.readFile(metaFile, 'utf8').catch(() => undefined);
+  if (!text || !fs.existsSync(binary)) return undefined;
+  const meta = JSON.parse(text) as T;
+  return (await sha256File(binary)) === meta.sha256 ? { ...meta, path: binary, cached: true } : undefined;
+}
