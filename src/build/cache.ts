@@ -64,6 +64,12 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
   } finally {
     fs.rmSync(lock, { force: true });
     forget(lock);
+    // A build that failed leaves no empty entry behind.
+    try {
+      fs.rmdirSync(dir);
+    } catch {
+      /* not empty: the entry was made */
+    }
   }
 }
 

@@ -195,15 +195,15 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
   const dir = cacheDir('builds', buildKey(src, configure, host.os, host.link));
   const cached = await fromCache(dir);
   if (cached) return cached;
+  // The verified tarball first: a wrong one stops everything before the cache is touched.
+  const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
   // One builder per key: a second deploy needing the same build waits for it, then finds it here.
-  return withCacheLock(dir, `nginx ${src.version} (${host.link})`, say, async () => (await fromCache(dir)) ?? build(src, configure, host, dir, say));
+  return withCacheLock(dir, `nginx ${src.version} (${host.link})`, say, async () => (await fromCache(dir)) ?? build(src, configure, host, dir, tarball, say));
 }
 
-async function build(src: NginxSource, configure: string[], host: BuildHost, dir: string, say: Say): Promise<BuiltBinary> {
+async function build(src: NginxSource, configure: string[], host: BuildHost, dir: string, tarball: string, say: Say): Promise<BuiltBinary> {
   const binary = path.join(dir, 'kube-nginx');
   const metaFile = path.join(dir, 'build.json');
-
-  const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
 
   if (!hasToolchain(host.tools, host.link)) {
     const install = toolchainInstallCommand(host.packageManager, host.link);
