@@ -4,7 +4,7 @@
  * The binary is cached; the next deploy does not rebuild.
  *
  * By default it is linked statically against musl (musl-gcc, from musl-tools): nginx built
- * --without-http needs nothing but the C library, so one stripped binary of about 1 MB runs on
+ * --without-http needs nothing but the C library, so one stripped binary of about 0.4 MB runs on
  * every Linux of the build host's CPU architecture, glibc 2.17 or 2.39, musl or none. musl rather
  * than static glibc: glibc's static link warns that getpwnam (nginx's `user` directive) needs the
  * running system's NSS libraries of the same glibc version, the very dependency a static binary is
