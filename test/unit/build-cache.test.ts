@@ -49,3 +49,37 @@ describe('the build cache', () => {
     expect(fs.readdirSync(dir)).toEqual(['build.json']);
   });
 });
+
+describe('downloading a source tarball', () => {
+  it('a mirror that trickles is abandoned at the whole download\'s deadline, not kept by the idle timeout, and the next source is tried', async () => {
+    const http = await import('node:http');
+    const { fetchVerified } = await import('../../src/build/download.js');
+    const body = Buffer.from('tarball bytes');
+    const sha = createHash('sha256').update(body).digest('hex');
+    // One byte every 100 ms: never idle for the 15 s idle timeout, never done.
+    const slow = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': '1000000' });
+      const t = setInterval(() => res.write('x'), 100);
+      res.on('close', () => clearInterval(t));
+    });
+    const good = http.createServer((_req, res) => res.end(body));
+    await Promise.all([slow, good].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()))));
+    const url = (s: typeof slow) => `http://127.0.0.1:${(s.address() as import('node:net').AddressInfo).port}/nginx.tar.gz`;
+    const said: string[] = [];
+    process.env.K8S_HA_CACHE_DIR = tmp();
+    try {
+      const t0 = Date.now();
+      const file = await fetchVerified('nginx-test.tar.gz', [url(slow), url(good)], sha, (l) => said.push(l), 800);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(fs.readFileSync(file)).toEqual(body);
+      expect(said).toEqual([`downloading ${url(slow)}`, `downloading ${url(good)}`]);
+      // Alone, the trickling source fails and says why.
+      await expect(fetchVerified('nginx-other.tar.gz', [url(slow)], sha.replace(/^./, '0'), () => undefined, 800)).rejects.toThrow(/not complete within 1 s \(\d+ bytes received\): the mirror is too slow/);
+    } finally {
+      delete process.env.K8S_HA_CACHE_DIR;
+      slow.closeAllConnections();
+      slow.close();
+      good.close();
+    }
+  });
+});
