@@ -27,6 +27,15 @@ const alive = (pid: number) => {
   }
 };
 
+/** A lock file's PID text, or undefined when there is none. */
+function readLock(lock: string): string | undefined {
+  try {
+    return fs.readFileSync(lock, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Run `fn` holding the lock of cache entry `dir` (a file made with O_EXCL holding our PID). Another
  * process holding it: wait, saying so, until it lets go (or dies: a lock whose process is gone is
@@ -37,6 +46,7 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
   const lock = path.join(dir, '.lock');
   const end = Date.now() + waitMs;
   let told = false;
+  let emptySince = 0;
   for (;;) {
     try {
       const fd = fs.openSync(lock, 'wx');
@@ -44,13 +54,26 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
       fs.closeSync(fd);
       break;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      // The entry's folder removed by a builder that failed: make it again and retry.
+      if (code === 'ENOENT') {
+        await fsp.mkdir(dir, { recursive: true });
+        continue;
+      }
+      if (code !== 'EEXIST') throw e;
     }
-    const holder = Number(fs.readFileSync(lock, 'utf8').trim());
-    if (!holder || !alive(holder)) {
-      // Left by a process that is gone (killed mid-build): take it over. An empty file is one being written: wait.
-      if (holder) fs.rmSync(lock, { force: true });
-      else await new Promise((r) => setTimeout(r, 50));
+    const text = readLock(lock);
+    if (text === undefined) continue; // let go of just now: try to take it
+    const holder = Number(text);
+    // An empty lock is one being written; one empty for seconds was left by a process killed in between.
+    emptySince = holder ? 0 : emptySince || Date.now();
+    if ((!holder && Date.now() - emptySince > 5000) || (holder && !alive(holder))) {
+      // Left by a process that is gone (killed mid-build): take it over, unless another waiter already did.
+      if (readLock(lock) === text) fs.rmSync(lock, { force: true });
+      continue;
+    }
+    if (!holder) {
+      await new Promise((r) => setTimeout(r, 50));
       continue;
     }
     if (Date.now() >= end) throw new BuildError(`${what}: another k8s-ha (pid ${holder}) has been building it for ${Math.round(waitMs / 60_000)} min`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
@@ -62,7 +85,8 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
   try {
     return await fn();
   } finally {
-    fs.rmSync(lock, { force: true });
+    // Ours only: a lock another process took over (it thought us gone) is its own.
+    if (readLock(lock) === String(process.pid)) fs.rmSync(lock, { force: true });
     forget(lock);
     // A build that failed leaves no empty entry behind.
     try {

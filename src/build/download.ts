@@ -62,12 +62,14 @@ export async function fetchVerified(name: string, sources: string[], sha256: str
         const out = fs.createWriteStream(part);
         const left = deadlineMs - (Date.now() - started);
         const deadline = setTimeout(() => res.destroy(new Error(`not complete within ${Math.round(deadlineMs / 1000)} s (${res.socket?.bytesRead ?? 0} bytes received): the mirror is too slow`)), Math.max(0, left));
-        res.on('data', (c: Buffer) => h.update(c));
-        res.on('error', (e) => {
+        deadline.unref();
+        const fail = (e: Error) => {
           clearTimeout(deadline);
           reject(e);
-        });
-        out.on('error', reject);
+        };
+        res.on('data', (c: Buffer) => h.update(c));
+        res.on('error', fail);
+        out.on('error', fail);
         out.on('finish', () => {
           clearTimeout(deadline);
           resolve();

@@ -29,6 +29,7 @@ export function checkNode(p: PlannedHost, repoint: RepointPlan | undefined, with
     const change: PendingChange = { step: st.step.name, summary: plan.summary };
     for (const c of plan.changes) {
       if (c.kind === 'run' && (c.label === 'restart' || c.label === 'reload' || c.label === 'start')) service = `${c.label} ${p.unit}`;
+      if (c.kind === 'run' && c.label === 'upgrade in place') service = `upgrade ${p.unit} in place`;
       if (c.kind === 'run' && c.switchFrom) service = `switch from ${c.switchFrom} to ${p.unit}`;
       if (withDiff && c.kind === 'put' && c.after !== undefined) {
         change.diff = createTwoFilesPatch(`${c.path} (on ${p.job.node.name})`, `${c.path} (from the inventory)`, c.before ?? '', c.after, '', '', { context: 3 })

@@ -158,7 +158,8 @@ async function untilRunning(conn: SshConnection, unit: string, state: string | u
     const [active = '?', sub = '?'] = state.trim().split(/\s+/);
     if (active === 'active' && sub === 'running') return undefined;
     const elapsed = Date.now() - start;
-    if (active !== 'activating' && active !== 'reloading') return `${unit} is ${active} (${sub}), not active (running)`;
+    // deactivating: a --no-block restart whose old process still drains (kube-lb's shutdownTimeout); the start follows.
+    if (active !== 'activating' && active !== 'reloading' && active !== 'deactivating') return `${unit} is ${active} (${sub}), not active (running)`;
     // A unit that is started only once it holds its port (kube-lb) waits in vain while another process holds it: say who, now.
     if (listen && active === 'activating') {
       const owner = portOwnerProblem((await conn.execAsRoot(portOwnerScript(unit, listen))).stdout, unit, listen);

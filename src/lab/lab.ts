@@ -96,7 +96,7 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
     );
   }
   for (const os of asked.os ?? []) {
-    if (!(os in LAB_SUITES)) {
+    if (!Object.hasOwn(LAB_SUITES, os)) {
       throw new UsageError(`--os ${asked.os!.join(',')}: "${os}" is not a release the lab can build`, {
         hint: `use ${Object.entries(LAB_SUITES).map(([k, v]) => `${k} (${v})`).join(' or ')}, or a list: --os bookworm,bullseye`,
       });

@@ -6,6 +6,8 @@ import type { Inventory } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
 export const NGINX_SERVICE = 'kube-nginx';
+/** The system user nginx's workers run as (the playbook makes it). */
+export const NGINX_USER = 'kube-nginx';
 
 // Inventory durations (ms|s|m|h) are written as nginx reads them. How nginx is built is declared in
 // playbooks/kube-nginx.yaml (nginxBuild).
@@ -41,6 +43,9 @@ export function renderNginxConf(inv: Inventory): string {
   ].filter(Boolean) as string[];
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
 # The node-local apiserver load balancer: ${inv.lb.listen} -> ${inv.masters.map((m) => m.name).join(', ')}.
+# Workers run as kube-nginx (made by the playbook), not as nginx's built-in nobody and
+# nogroup-or-nobody: one binary's built-in names do not exist on every distribution.
+user ${NGINX_USER} ${NGINX_USER};
 worker_processes 1;
 worker_rlimit_nofile 65535;
 # A reload starts new workers; old ones close their connections within this time.

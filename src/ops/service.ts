@@ -65,18 +65,24 @@ export function waitPortListening(listen: string, who: string): string {
   );
 }
 
+/** Shell: true when the process whose PID is in $1 is one of the unit's (in its cgroup): never signal a PID a stale file names. */
+const ofUnit = (unit: string) => `ours() { [ -n "$1" ] && grep -q ${quote(`/${unit}.service$`)} /proc/$1/cgroup 2>/dev/null; }`;
+
 /**
  * Shell: nginx's binary upgrade, up to the point where both masters run. USR2 makes the running
  * master (in pidFile) rename that file to .oldbin and start the new binary, which inherits the
  * listening sockets and writes pidFile; then WINCH makes the old master's workers stop accepting
  * and finish their connections (as after a reload, at worker_shutdown_timeout at most). Fails,
- * saying why, when there is no running master or no new one within 10 s.
+ * saying why, when there is no running master of the unit or no new one within 10 s. A .oldbin
+ * left by a master that is gone (killed, a reboot) is removed, not taken for an upgrade under way.
  */
-export function upgradeInPlace(pidFile: string): string {
+export function upgradeInPlace(pidFile: string, unit: string): string {
   const pf = quote(pidFile);
+  const ob = quote(`${pidFile}.oldbin`);
   return [
-    `old=$(cat ${pf} 2>/dev/null); [ -n "$old" ] && kill -0 "$old" 2>/dev/null || { echo ${quote(`no running master in ${pidFile}`)} >&2; exit 1; }`,
-    `[ ! -e ${quote(`${pidFile}.oldbin`)} ] || { echo ${quote(`${pidFile}.oldbin exists: an upgrade is already under way`)} >&2; exit 1; }`,
+    ofUnit(unit),
+    `if [ -e ${ob} ]; then o=$(cat ${ob} 2>/dev/null); if ours "$o"; then echo "an upgrade is already under way: the old master $o (${pidFile}.oldbin) still runs" >&2; exit 1; fi; rm -f ${ob}; fi`,
+    `old=$(cat ${pf} 2>/dev/null); ours "$old" || { echo ${quote(`no running master of ${unit} in ${pidFile}`)} >&2; exit 1; }`,
     'kill -USR2 "$old"',
     `new=; for i in $(seq 1 1000); do n=$(cat ${pf} 2>/dev/null); if [ -n "$n" ] && [ "$n" != "$old" ] && kill -0 "$n" 2>/dev/null; then new=$n; break; fi; sleep 0.01; done`,
     `[ -n "$new" ] || { echo "the new binary did not start a master within 10 s (its error log says why)" >&2; exit 1; }`,
@@ -85,23 +91,28 @@ export function upgradeInPlace(pidFile: string): string {
   ].join('; ');
 }
 
-/** Shell: nginx's own rollback of an upgrade not verified: the old master starts workers again, the new master leaves. */
+/**
+ * Shell: nginx's own rollback of an upgrade not verified: the old master starts workers again (HUP),
+ * the new master leaves (QUIT), and the old master takes pidFile back. Without an old master of the
+ * unit to go back to, a restart on the files put back.
+ */
 export function upgradeRollback(pidFile: string, unit: string): string {
   const pf = quote(pidFile);
   const ob = quote(`${pidFile}.oldbin`);
   return (
-    `if [ -s ${ob} ]; then old=$(cat ${ob}); new=$(cat ${pf} 2>/dev/null); kill -HUP "$old"; ` +
-    `if [ -n "$new" ] && [ "$new" != "$old" ]; then kill -QUIT "$new"; fi; ` +
-    // The old master takes pidFile back once the new one has gone.
-    `for i in $(seq 1 1000); do [ -e ${ob} ] || break; sleep 0.01; done; ` +
-    `else systemctl restart ${quote(unit)}; fi`
+    `${ofUnit(unit)}; old=$(cat ${ob} 2>/dev/null); ` +
+    `if ours "$old"; then new=$(cat ${pf} 2>/dev/null); kill -HUP "$old"; ` +
+    `if [ "$new" != "$old" ] && ours "$new"; then kill -QUIT "$new"; fi; ` +
+    `for i in $(seq 1 1500); do [ -e ${ob} ] || break; sleep 0.01; done; ` +
+    `[ ! -e ${ob} ] || { echo ${quote(`the new master has not left after 15 s: ${pidFile}.oldbin is still there`)} >&2; exit 1; }; ` +
+    `else rm -f ${ob}; systemctl restart ${quote(unit)}; fi`
   );
 }
 
 /** Shell: the upgrade verified, the old master leaves (its workers already finishing); systemd follows pidFile to the new one. */
-export function retireOldMaster(pidFile: string): string {
+export function retireOldMaster(pidFile: string, unit: string): string {
   const ob = quote(`${pidFile}.oldbin`);
-  return `if [ -s ${ob} ]; then kill -QUIT "$(cat ${ob})"; fi`;
+  return `${ofUnit(unit)}; o=$(cat ${ob} 2>/dev/null); if ours "$o"; then kill -QUIT "$o"; else rm -f ${ob}; fi`;
 }
 
 export const service: Operation<ServiceArgs> = {
@@ -180,8 +191,8 @@ export const service: Operation<ServiceArgs> = {
       else if (ctx.notified.has('upgrade')) {
         // The new master reads the config at its start: a config changed in the same run needs no reload.
         const pf = a.binaryUpgrade!.pidFile;
-        changes.push({ kind: 'run', command: upgradeInPlace(pf), label: 'upgrade in place', unit: a.name, undo: upgradeRollback(pf, a.name) });
-        changes.push({ kind: 'run', command: retireOldMaster(pf), label: 'retire the old master', when: 'verified' });
+        changes.push({ kind: 'run', command: upgradeInPlace(pf, a.name), label: 'upgrade in place', unit: a.name, undo: upgradeRollback(pf, a.name) });
+        changes.push({ kind: 'run', command: retireOldMaster(pf, a.name), label: 'retire the old master', when: 'verified' });
       }
       else if (ctx.notified.has('reload')) changes.push({ kind: 'run', command: `systemctl reload ${unit}`, label: 'reload', unit: a.name });
     } else if (active) {

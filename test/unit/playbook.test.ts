@@ -26,6 +26,7 @@ describe('the kube-nginx playbook', () => {
       ['build nginx', 'nginxBuild'],
       ['directories', 'directory'],
       ['binary', 'file'],
+      ['user', 'command'],
       ['config', 'template'],
       ['unit', 'systemdUnit'],
       ['service', 'service'],
@@ -33,7 +34,9 @@ describe('the kube-nginx playbook', () => {
     ]);
     // Variables come from the inventory.
     expect(steps[2]!.args).toMatchObject({ dest: '/srv/lb/sbin/kube-nginx', validate: '/srv/lb/sbin/kube-nginx -v' });
-    expect(steps[6]!.args).toEqual({ unit: 'kube-nginx', listen: '127.0.0.1:8443', path: '/readyz' });
+    // The workers' user exists before kube-nginx -t looks it up.
+    expect(steps[3]!.args).toMatchObject({ unless: 'id -u kube-nginx', stage: true });
+    expect(steps[7]!.args).toEqual({ unit: 'kube-nginx', listen: '127.0.0.1:8443', path: '/readyz' });
   });
 });
 
