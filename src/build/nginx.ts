@@ -207,19 +207,20 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
 
   if (!hasToolchain(host.tools, host.link)) {
     const install = toolchainInstallCommand(host.packageManager, host.link);
-    const what = host.link === 'static' ? 'gcc, make or musl-gcc' : 'gcc/make';
-    if (!host.installToolchain) throw noToolchain(host, `no ${what}, and build.installToolchain is off`);
-    if (!install) throw noToolchain(host, `no ${what}, and no apt-get, dnf or yum to install them`);
-    say(`installing ${host.link === 'static' ? 'gcc, make and musl-gcc' : 'gcc and make'} on ${host.name} (${host.packageManager})`);
+    const missing = host.link === 'static' ? 'gcc, make or musl-gcc' : 'gcc/make';
+    const tools = host.link === 'static' ? 'gcc, make and musl-gcc' : 'gcc and make';
+    if (!host.installToolchain) throw noToolchain(host, `no ${missing}, and build.installToolchain is off`);
+    if (!install) throw noToolchain(host, `no ${missing}, and no apt-get, dnf or yum to install them`);
+    say(`installing ${tools} on ${host.name} (${host.packageManager})`);
     const r = await host.connection.execAsRoot(install);
     if (r.code !== 0) {
       const output = `${r.stdout}\n${r.stderr}`;
       const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8);
       const failure = packageFailure(output);
-      const doing = `installing ${what.replace(' or ', ' and ')} with ${host.packageManager} on ${host.name}`;
+      const doing = `installing ${tools} with ${host.packageManager} on ${host.name}`;
       // The first line says it all (it is what a recap shows); the rest of the package manager's words follow.
       const detail = `${tail[tail.length - 1] ?? ''}\n${tail.join('\n')}`;
-      if (failure === 'missing') throw noToolchain(host, `installing ${what.replace(' or ', ' and ')} with ${host.packageManager} failed (exit ${r.code}): ${detail}`);
+      if (failure === 'missing') throw noToolchain(host, `installing ${tools} with ${host.packageManager} failed (exit ${r.code}): ${detail}`);
       // Anything else passes: it is no reason to give the nodes another balancer (lb.impl auto) until the next run.
       if (failure === 'busy') {
         throw new BuildError(`${doing}: the package manager is busy (another process holds its lock): ${detail}`, { hint: `wait for the other apt-get, dpkg or unattended-upgrades on ${host.name} to finish, then run again` });
@@ -284,7 +285,6 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], l
   }
   return undefined;
 }
-
 
 /**
  * Build on a host, this machine or a node, the same way: the tarball streamed to a script that

@@ -146,7 +146,6 @@ async function pool<T>(items: T[], limit: number, stop: () => boolean, fn: (item
   await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
 }
 
-
 export async function runDeploy(options: DeployOptions, emit: Emit, control: RunControl = {}): Promise<DeployReport> {
   const setup = await loadSetup(options);
   const inv = setup.loaded.inventory;

@@ -13,6 +13,7 @@ import type { Inventory } from '../inventory/schema.js';
 import { probeReach, tlsOptions } from './probe.js';
 import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 import type { HostResult } from './results.js';
+import { inUnitCgroup } from '../facts/host.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
 
@@ -82,14 +83,13 @@ export function portOwnerScript(unit: string, listen: string): string {
   // Listeners that overlap this one: on its address, or on every address (either side a wildcard).
   const local = formatHostPort(host, port);
   const any = isWildcard(host) ? '1' : '0';
-  const unitFile = unit.includes('.') ? unit : `${unit}.service`;
   const overlaps = `awk -v a=${quote(local)} -v any=${any} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
   return [
     `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
     `main=$(systemctl show -p MainPID --value ${quote(unit)})`,
     `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
     `  pp=$(awk '/^PPid:/{print $2}' /proc/$p/status 2>/dev/null)`,
-    `  [ "$p" = "$main" ] || [ "$pp" = "$main" ] || grep -q ${quote(`/${unitFile}$`)} /proc/$p/cgroup 2>/dev/null || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
+    `  [ "$p" = "$main" ] || [ "$pp" = "$main" ] || ${inUnitCgroup(unit, '$p')} || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
     `done`,
     `echo "@@owner ours"`,
   ].join('\n');
@@ -143,7 +143,6 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
   return { ok: true, summary: `active (running); ${passed}`, verified };
 }
 
-/** Verify until it passes or the deadline is reached; `state` is `ActiveState SubState` as last seen. */
 /** Shell: a unit's `ActiveState SubState` on one line. */
 export const unitStateCommand = (unit: string) => `systemctl show -p ActiveState -p SubState --value ${quote(unit)} | tr '\\n' ' '`;
 
@@ -172,6 +171,7 @@ async function untilRunning(conn: SshConnection, unit: string, state: string | u
   }
 }
 
+/** Verify until it passes or the deadline is reached; `state` is `ActiveState SubState` as last seen. */
 export async function verifyBalancer(conn: SshConnection, inv: Inventory, args: VerifyArgs, state: string, o: VerifyOptions): Promise<VerifyOutcome> {
   const start = Date.now();
   // The unit, then its companions (keepalived beside haproxy), each given the same wait for its start.

@@ -35,6 +35,15 @@ export function serviceState(u: UnitFacts | undefined): string {
   return `${u.activeState} (${u.subState})`;
 }
 
+/**
+ * Shell: true when the process whose PID `pid` expands to runs in the unit's cgroup (its main
+ * process, its workers, and whatever they started): a PID is the unit's whoever its parent is.
+ */
+export function inUnitCgroup(unit: string, pid: string): string {
+  const unitFile = unit.includes('.') ? unit : `${unit}.service`;
+  return `grep -q ${quote(`/${unitFile}$`)} /proc/${pid}/cgroup 2>/dev/null`;
+}
+
 /** The unit is running, or on its way there (starting, reloading): it holds its port. */
 export function isServing(u: UnitFacts | undefined): boolean {
   return u?.activeState === 'active' || u?.activeState === 'activating' || u?.activeState === 'reloading';

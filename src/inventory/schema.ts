@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { parseProxyJump } from '../connect/proxy-jump.js';
 import { DURATION, durationMs, durationRangeProblem, UNIT_MS } from '../util/duration.js';
 import { ipv4LiteralProblem, isWildcard } from '../util/hostport.js';
-import { DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS } from '../proxy/config.js';
+import { count, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS, requestPath } from '../proxy/config.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -237,7 +237,7 @@ export const kubeLb = z.strictObject({
   /** Active health checks: HTTPS GET of path on every apiserver, verified with tls.caFile. */
   check: z
     .strictObject({
-      path: z.string().regex(/^\/[\x21-\x7e]*$/, 'must be a request path: a / then printable characters, no spaces (e.g. /readyz)').default('/readyz'),
+      path: requestPath.default('/readyz'),
       interval: duration(100, MS.h).default('1s'),
       /** Between checks while a verdict is turning: a failing apiserver is confirmed down this soon. */
       fastInterval: duration(100, MS.h).default('250ms'),
@@ -255,7 +255,7 @@ export const kubeLb = z.strictObject({
   /** On stop (SIGTERM): how long open connections may finish before they are closed (kube-lb.service waits for it). */
   shutdownTimeout: duration(0, MS.h).default('1s'),
   /** Client connections kube-lb holds open at most (beyond, new ones are refused); the unit's LimitNOFILE follows it. */
-  maxConnections: z.number().int('must be a whole number').min(1, `must be from 1 to ${MAX_CONNECTIONS}`).max(MAX_CONNECTIONS, `must be from 1 to ${MAX_CONNECTIONS}`).default(DEFAULT_MAX_CONNECTIONS),
+  maxConnections: count(1, MAX_CONNECTIONS).default(DEFAULT_MAX_CONNECTIONS),
 });
 
 export const nginx = z.strictObject({

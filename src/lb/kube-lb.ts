@@ -8,6 +8,7 @@ import YAML from 'yaml';
 import { UsageError } from '../errors.js';
 import type { Inventory } from '../inventory/schema.js';
 import { DEFAULT_LISTEN_WAIT_MS } from '../proxy/config.js';
+import { readyDeadlineMs } from '../proxy/readiness.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
@@ -113,13 +114,13 @@ export function limitNofile(maxConnections: number): number {
 }
 
 /**
- * systemd's start timeout: ExecStartPost waits up to listenWait (10 s: kube-lb's default, the
- * inventory does not change it) for the port, then a first round of checks (interval + 20% jitter
- * and a timeout). systemd must wait longer than that, or it kills a kube-lb that was about to be ready.
+ * systemd's start timeout: 10 s longer than ExecStartPost's own wait (`kube-lb --wait-ready`: the
+ * port, listenWait, 10 s by default, which the inventory does not change, then a first round of
+ * checks), so the waiter gives up first and says why, rather than systemd killing it.
  */
 export function startTimeoutS(inv: Inventory): number {
-  const checks = durationMs(inv.kubeLb.check.interval) * 1.2 + durationMs(inv.kubeLb.check.timeout);
-  return Math.ceil((DEFAULT_LISTEN_WAIT_MS + checks) / 1000) + 15;
+  const active = { interval: durationMs(inv.kubeLb.check.interval), timeout: durationMs(inv.kubeLb.check.timeout) };
+  return Math.ceil(readyDeadlineMs({ listenWait: DEFAULT_LISTEN_WAIT_MS, active }) / 1000) + 10;
 }
 
 /** The system user kube-lb runs as: it needs no privilege beyond its own sockets. */

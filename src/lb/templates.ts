@@ -4,7 +4,6 @@ import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.j
 import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
 import { KUBE_HAPROXY_SERVICE, renderHaproxyCa, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
 
-
 /** The systemd service each balancer implementation runs as. */
 export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE, haproxy: KUBE_HAPROXY_SERVICE };
 

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import { noop, type Change, type Operation } from './types.js';
-import { isServing } from '../facts/host.js';
+import { inUnitCgroup, isServing } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 import { hostPortOf, parseHostPort } from '../util/hostport.js';
 
@@ -66,7 +66,7 @@ export function waitPortListening(listen: string, who: string): string {
 }
 
 /** Shell: true when the process whose PID is in $1 is one of the unit's (in its cgroup): never signal a PID a stale file names. */
-const ofUnit = (unit: string) => `ours() { [ -n "$1" ] && grep -q ${quote(`/${unit}.service$`)} /proc/$1/cgroup 2>/dev/null; }`;
+const ofUnit = (unit: string) => `ours() { [ -n "$1" ] && ${inUnitCgroup(unit, '$1')}; }`;
 
 /**
  * Shell: nginx's binary upgrade, up to the point where both masters run. USR2 makes the running

@@ -29,13 +29,13 @@ const duration = (minMs: number, maxMs: number) =>
     })
     .transform(durationMs);
 
-const count = (min: number, max: number) => z.number().int('must be a whole number').min(min, `must be from ${min} to ${max}`).max(max, `must be from ${min} to ${max}`);
+export const count = (min: number, max: number) => z.number().int('must be a whole number').min(min, `must be from ${min} to ${max}`).max(max, `must be from ${min} to ${max}`);
 
 /** ADDRESS:PORT to listen on, port 1 to 65535 (port 0, "any", would leave kubelet no port to dial). */
 const hostPort = z.string().refine((v) => parseHostPort(v) !== undefined, 'must be ADDRESS:PORT with a port from 1 to 65535 (an IPv6 address in brackets)');
 
 /** A request path as an HTTP request line carries it: starts with /, no spaces or control characters. */
-const requestPath = z.string().regex(/^\/[\x21-\x7e]*$/, 'must be a request path: a / then printable characters, no spaces (e.g. /readyz)');
+export const requestPath = z.string().regex(/^\/[\x21-\x7e]*$/, 'must be a request path: a / then printable characters, no spaces (e.g. /readyz)');
 
 export const backendSchema = z.strictObject({
   name: z.string().min(1),

@@ -15,6 +15,7 @@
  * readiness.
  */
 import http from 'node:http';
+import { JITTER } from './checker.js';
 import type { ProxyConfig } from './config.js';
 import type { Balancer } from './server.js';
 import { hostPortOf } from '../util/hostport.js';
@@ -45,8 +46,8 @@ export function readiness(lb: Balancer, query: string | undefined, refused: stri
 }
 
 /** How long --wait-ready waits: the port held by the balancer this one replaces, then one round of checks. */
-export function readyDeadlineMs(cfg: ProxyConfig): number {
-  return cfg.listenWait + cfg.active.interval * (1 + 0.2) + cfg.active.timeout + 5000;
+export function readyDeadlineMs(cfg: Pick<ProxyConfig, 'listenWait'> & { active: Pick<ProxyConfig['active'], 'interval' | 'timeout'> }): number {
+  return cfg.listenWait + cfg.active.interval * (1 + JITTER) + cfg.active.timeout + 5000;
 }
 
 /** Ask /healthz?ready of `cfg.admin` until the process `pid` says it is ready, or the deadline passes. */
