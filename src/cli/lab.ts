@@ -2,7 +2,7 @@
 import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
 import type { LabUpContext } from '../lab/lab.js';
-import { MASTER_ACTIONS, MAX_LAB_HOSTS, nodeOs, type MasterAction } from '../lab/topology.js';
+import { APISERVER_PORT, LOCAL_LB, MASTER_ACTIONS, MAX_LAB_HOSTS, nodeOs, type MasterAction } from '../lab/topology.js';
 import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
 
@@ -32,7 +32,7 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--bastion', 'add a bastion host (A.B.0.20) and make the nodes reachable only through it; default: what the lab in --dir has')
     .option('--keep-direct', 'with --bastion: the nodes stay reachable directly too')
     .option('--os <releases>', 'the nodes\' Debian releases, in turn (node-1 the first...): bookworm, bullseye, or a list such as bookworm,bullseye; default bookworm, or what the lab in --dir has')
-    .option('--json', 'print only {"inventory","nodes","masters"} (and "bastion" with one) as JSON on stdout')
+    .option('--json', 'print only {"inventory","kubeconfig","kubectl","nodes","masters"} (and "bastion" with one) as JSON on stdout')
     .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; os?: string; json?: boolean }) => {
       const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({
@@ -140,8 +140,10 @@ function labJson(ctx: LabUpContext) {
   const bastion = plan.containers.find((c) => c.role === 'bastion');
   return {
     inventory: ctx.paths!.inventory,
+    kubeconfig: ctx.paths!.kubeconfig,
+    kubectl: ctx.paths!.kubectl,
     nodes: plan.containers.filter((c) => c.role === 'node').map((c, i) => ({ name: c.service, address: c.address, ...(ctx.options.os ? { os: nodeOs(ctx.options.os, i + 1) } : {}) })),
-    masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, port: 6443 })),
+    masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, port: APISERVER_PORT })),
     ...(bastion
       ? {
           bastion: { name: bastion.service, address: bastion.address },
@@ -186,5 +188,8 @@ function printLabUp(ctx: LabUpContext): void {
   // Masters are hosts too, never behind the bastion: the same key and known_hosts reach them directly.
   const master = ctx.plan!.containers.find((c) => c.role === 'master');
   if (master) out.push(`Masters:   ${direct} root@${master.address} systemctl status kube-apiserver`);
+  // A real client: on every host through its 127.0.0.1:8443 (once deployed), from here straight to a master.
+  out.push(`kubectl:   on every host, \`kubectl get pods\` goes through its ${LOCAL_LB} (once k8s-ha has deployed there)`);
+  if (master) out.push(`           ${rel(p.kubectl)} --kubeconfig ${rel(p.kubeconfig)} --server https://${master.address}:${APISERVER_PORT} get pods`);
   process.stdout.write(out.join('\n') + '\n');
 }

@@ -16,11 +16,14 @@ import ssh2 from 'ssh2';
 import YAML from 'yaml';
 import { NGINX_SOURCE } from './sources.js';
 import { ensureHostCa, HOST_CA_KEY, bastionSshdConfig } from './host-ca.js';
+import { ensureKubeconfig } from './kubectl.js';
 import { writeFileAtomic } from './state.js';
 import {
   APISERVER_PORT,
   BASTION_HOST_CERT_PATH,
   BASTION_SSHD_CONF,
+  KUBECONFIG_FILE,
+  LOCAL_LB,
   MIRROR_PORT,
   type LabContainer,
   type LabPlan,
@@ -40,6 +43,10 @@ export interface LabPaths {
   sshConfig: string;
   identityFile: string;
   caFile: string;
+  /** Points at the node-local balancer; on every SSH host as ~/.kube/config. */
+  kubeconfig: string;
+  /** kubectl for this machine, copied out of the node image. */
+  kubectl: string;
 }
 
 export function labPaths(dir: string): LabPaths {
@@ -54,6 +61,8 @@ export function labPaths(dir: string): LabPaths {
     sshConfig: path.join(abs, 'ssh_config'),
     identityFile: path.join(abs, 'ssh', 'id_ed25519'),
     caFile: path.join(abs, 'pki', 'ca.crt'),
+    kubeconfig: path.join(abs, KUBECONFIG_FILE),
+    kubectl: path.join(abs, 'bin', 'kubectl'),
   };
 }
 
@@ -133,6 +142,19 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
   }
   const ca = { cert: await fsp.readFile(p.caFile, 'utf8'), key: await fsp.readFile(at('pki', 'ca.key'), 'utf8') };
   for (const m of masters) await ensureServingCert(ca, m, at('pki', m.service), issueCertificate);
+  // kubectl's identity: a client certificate, as kubelet presents one (through an L4 balancer, unchanged).
+  const adminCert = at('pki', 'lab-admin.crt');
+  if (await missing(adminCert)) {
+    const leaf = await issueCertificate(ca, { commonName: 'lab-admin', dnsNames: [], ipAddresses: [], usage: 'client' });
+    await writeFileAtomic(at('pki', 'lab-admin.key'), leaf.key, 0o600);
+    await writeFileAtomic(adminCert, leaf.cert);
+  }
+  await ensureKubeconfig({
+    file: p.kubeconfig,
+    labId: plan.id,
+    caPem: ca.cert,
+    client: { cert: await fsp.readFile(adminCert, 'utf8'), key: await fsp.readFile(at('pki', 'lab-admin.key'), 'utf8') },
+  });
 
   const served = at('mirror', NGINX_SOURCE.file);
   if (await missing(served)) {
@@ -218,7 +240,7 @@ export function renderLabInventory(plan: LabPlan, p: LabPaths, options: LabInven
       .filter((c) => c.role === 'master')
       .map((c) => ({ name: c.service, address: c.address, port: APISERVER_PORT })),
     nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: c.address })),
-    lb: { listen: '127.0.0.1:8443', balance: 'least_conn' },
+    lb: { listen: LOCAL_LB, balance: 'least_conn' },
     nginx: {
       version: NGINX_SOURCE.version,
       sources: [`http://${mirror.address}${MIRROR_PORT === 80 ? '' : `:${MIRROR_PORT}`}/${NGINX_SOURCE.file}`],

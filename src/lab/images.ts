@@ -4,7 +4,8 @@
  *   base       Debian bookworm with systemd and openssh-server, no compiler:
  *              `docker build` from debian:bookworm where a registry answers,
  *              else debootstrap + `docker import` (no registry needed).
- *   node       base + a boot unit installing the lab's host key and authorized key;
+ *   node       base + kubectl (Debian's kubernetes-client) + a boot unit installing the lab's
+ *              host key, authorized key and kubeconfig;
  *              with `lab up --os`, one per Debian release asked for (bullseye beside bookworm).
  *   master     node + Node.js + the stand-in script, run by systemd as the
  *              kube-apiserver service: a master is a host like a node. Built
@@ -55,6 +56,14 @@ install -m 0600 "$src/authorized_keys" /root/.ssh/authorized_keys
 # A non-root login with passwordless sudo, as many clusters use.
 install -d -m 0700 -o k8s-admin -g k8s-admin /home/k8s-admin/.ssh
 install -m 0600 -o k8s-admin -g k8s-admin "$src/authorized_keys" /home/k8s-admin/.ssh/authorized_keys
+# kubectl (Debian's kubernetes-client, a client-go client) goes through this host's local
+# balancer, 127.0.0.1:8443, as kubelet does: the lab's kubeconfig says so.
+if [ -e "$src/kubeconfig" ]; then
+  install -d -m 0700 /root/.kube
+  install -m 0600 "$src/kubeconfig" /root/.kube/config
+  install -d -m 0700 -o k8s-admin -g k8s-admin /home/k8s-admin/.kube
+  install -m 0600 -o k8s-admin -g k8s-admin "$src/kubeconfig" /home/k8s-admin/.kube/config
+fi
 for key in "$src"/host/ssh_host_*_key; do
   [ -e "$key" ] || continue
   name=$(basename "$key")
@@ -81,8 +90,16 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 PasswordAuthentication no
 `;
 
+/** A real Kubernetes client on every lab host: Debian's kubectl, built on client-go. */
+export const KUBECTL_PACKAGE = 'kubernetes-client';
+export const KUBECTL_PATH = '/usr/bin/kubectl';
+
 function nodeDockerfile(base: string): string {
   return `FROM ${base}
+RUN apt-get update \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${KUBECTL_PACKAGE} \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && ${KUBECTL_PATH} version --client >/dev/null
 COPY k8s-ha-lab-init /usr/local/sbin/k8s-ha-lab-init
 COPY k8s-ha-lab-init.service /etc/systemd/system/k8s-ha-lab-init.service
 COPY sshd-k8s-ha-lab.conf /etc/ssh/sshd_config.d/k8s-ha-lab.conf

@@ -14,6 +14,7 @@ import { ensureLabFiles, labBastion, labPaths, type LabPaths } from './files.js'
 import { SshConnection } from '../connect/ssh.js';
 import { probeMirror, waitForMaster, waitForNode, type HostHealth } from './health.js';
 import { ensureImages, LAB_SUITES, SUITE, type LabSuite } from './images.js';
+import { ensureKubectl } from './kubectl.js';
 import { applyNodeIsolation } from './isolation.js';
 // Tests isolate and reconnect the nodes of a live lab with it (a fault, like `lab master NAME down`).
 export { setNodeIsolation } from './isolation.js';
@@ -163,7 +164,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
       },
     },
     {
-      title: 'Lab files: SSH keys, host keys, CA and certificates, inventory',
+      title: 'Lab files: SSH keys, host keys, CA and certificates, inventory, kubeconfig and kubectl',
       run: async (ctx) => {
         const o = ctx.options;
         ctx.subnet = ctx.existing?.subnet ?? o.subnet ?? (o.prepareOnly ? COMPOSE_LAB.subnet : await chooseSubnet());
@@ -178,9 +179,11 @@ export function labUpSteps(): Step<LabUpContext>[] {
           os: o.os,
         });
         ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!, { isolated: o.isolated });
+        await ensureKubectl(o.dir, ctx.images!.node);
+        const kube = `${displayPath(ctx.paths.kubeconfig)}, ${displayPath(ctx.paths.kubectl)}`;
         return o.bastion
-          ? `${displayPath(ctx.paths.inventory)}, ${displayPath(ctx.paths.bastionInventory)}, SSH host CA`
-          : displayPath(ctx.paths.inventory);
+          ? `${displayPath(ctx.paths.inventory)}, ${displayPath(ctx.paths.bastionInventory)}, SSH host CA, ${kube}`
+          : `${displayPath(ctx.paths.inventory)}, ${kube}`;
       },
     },
     {

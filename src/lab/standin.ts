@@ -1,14 +1,28 @@
 /**
  * The lab's apiserver stand-in and nginx source mirror, run inside the lab's
- * apiserver image as `node standin.js apiserver` or `node standin.js mirror DIR`.
+ * images as `node standin.js apiserver` or `node standin.js mirror DIR`.
  * It imports only Node's own modules: the image holds this one file.
  *
- * apiserver (HTTPS :6443, certificate from the lab CA):
+ * The stand-in is not an apiserver. It serves a small slice of the Kubernetes API, enough for
+ * kubectl and client-go's list-and-watch to work through the balancers, over HTTPS with HTTP/2
+ * (and HTTP/1.1), like kube-apiserver:
  *   GET /healthz, /livez      "ok"
  *   GET /readyz               "ok", or 500 while made unready (or shutting down)
  *   GET /version              JSON naming this stand-in, so a client can tell who answered
- *   GET /watch, or any path with ?watch=true
- *                             a long-lived chunked stream of JSON events, one a second
+ *   GET /api, /apis, /api/v1  discovery: the core group v1 with one resource, pods
+ *   GET /api/v1/namespaces/NS/pods, /api/v1/pods, /api/v1/namespaces/NS/pods/NAME
+ *                             list (limit/continue, resourceVersion, resourceVersionMatch), get,
+ *                             and with ?watch=1 a watch (resourceVersion, allowWatchBookmarks,
+ *                             timeoutSeconds); a Table when kubectl asks for one
+ *   GET /watch                a lab probe, not Kubernetes: a BOOKMARK line a second
+ * Every answer has an `x-standin` header naming the stand-in that served it.
+ *
+ * The pods' history: one event every TICK_MS, numbered from the Unix epoch; an event's number is
+ * its resourceVersion, and what it does is a pure function of that number (see eventAt). Every
+ * stand-in reads the same clock, so all of them serve one consistent history, as apiservers
+ * sharing etcd do: a client that moves to another stand-in resumes from its resourceVersion
+ * without a gap. A watch can resume from the last WINDOW events; older answers 410 Expired.
+ *
  * control (plain HTTP :8080, reachable on the lab network only):
  *   POST /control/ready | /control/unready   flip /readyz
  *   POST /control/crash | /control/recover   stop listening on :6443 (connections refused, as when
@@ -17,79 +31,475 @@
  * On SIGTERM it behaves like kube-apiserver: /readyz turns red at once, it keeps
  * serving for STANDIN_SHUTDOWN_DELAY_MS (default 0), then closes everything.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import https from 'node:https';
+import http2 from 'node:http2';
 import path from 'node:path';
 import type { Socket } from 'node:net';
+import { pathToFileURL } from 'node:url';
 
-const name = process.env.STANDIN_NAME ?? 'standin';
-const pkiDir = process.env.STANDIN_PKI_DIR ?? '/etc/k8s-ha-lab/pki';
-const shutdownDelayMs = Number(process.env.STANDIN_SHUTDOWN_DELAY_MS ?? '0');
+// --- the history every stand-in serves ------------------------------------------------------
 
-function log(message: string): void {
-  process.stdout.write(`${new Date().toISOString()} ${name} ${message}\n`);
+/** One event per tick: a watch's events come this often. */
+export const TICK_MS = 250;
+/** The pods: lab-pod-0 ... lab-pod-7, in namespace default. */
+export const PODS = 8;
+export const NAMESPACE = 'default';
+/** A pod's events from its creation to its deletion: ADDED, LIFE - 2 × MODIFIED, DELETED (a minute). */
+export const LIFE = 30;
+/** How many past events a watch can resume from (10 minutes), as kube-apiserver's watch cache holds a window. */
+export const WINDOW = 2400;
+/** How far ahead of the clock a resourceVersion may be before it is refused as too large. */
+const FUTURE_SLACK = 12;
+/** With allowWatchBookmarks, a BOOKMARK this often. */
+export const BOOKMARK_MS = 5000;
+/** A watch without timeoutSeconds ends after between this and twice this, as kube-apiserver's --min-request-timeout. */
+const MIN_REQUEST_TIMEOUT_S = 1800;
+
+export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+export interface Pod {
+  kind: 'Pod';
+  apiVersion: 'v1';
+  metadata: {
+    name: string;
+    namespace: string;
+    uid: string;
+    resourceVersion: string;
+    creationTimestamp: string;
+    deletionTimestamp?: string;
+    deletionGracePeriodSeconds?: number;
+    labels: Record<string, string>;
+    annotations: Record<string, string>;
+  };
+  spec: { containers: { name: string; image: string }[]; restartPolicy: string };
+  status: {
+    phase: string;
+    conditions: { type: string; status: string }[];
+    containerStatuses: { name: string; ready: boolean; restartCount: number; image: string; started: boolean }[];
+  };
 }
 
-function serveApiserver(): void {
+export interface WatchEvent {
+  type: EventType;
+  object: Pod;
+}
+
+/** The resourceVersion current at `ms` (epoch milliseconds): the events that have happened by then. */
+export function rvAt(ms: number): number {
+  return Math.floor(ms / TICK_MS);
+}
+
+const timestamp = (rv: number) => new Date(rv * TICK_MS).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function uid(name: string, life: number): string {
+  const h = createHash('sha256').update(`${name}/${life}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** Which pod event `rv` touches, and where that pod is in its life (the pods' lives are staggered). */
+function place(rv: number): { index: number; phase: number; life: number } {
+  const index = rv % PODS;
+  const round = Math.floor(rv / PODS) + Math.floor((index * LIFE) / PODS);
+  return { index, phase: round % LIFE, life: Math.floor(round / LIFE) };
+}
+
+/** The event whose resourceVersion is `rv` (every rv ≥ 1 has exactly one). */
+export function eventAt(rv: number): WatchEvent {
+  const { index, phase, life } = place(rv);
+  const type: EventType = phase === 0 ? 'ADDED' : phase === LIFE - 1 ? 'DELETED' : 'MODIFIED';
+  const name = `lab-pod-${index}`;
+  const image = 'registry.k8s.io/pause:3.10';
+  const pod: Pod = {
+    kind: 'Pod',
+    apiVersion: 'v1',
+    metadata: {
+      name,
+      namespace: NAMESPACE,
+      uid: uid(name, life),
+      resourceVersion: String(rv),
+      creationTimestamp: timestamp(rv - phase * PODS),
+      labels: { app: 'lab-pod', 'pod-index': String(index) },
+      annotations: { 'lab.k8s-ha.io/changes': String(phase) },
+    },
+    spec: { containers: [{ name: 'pause', image }], restartPolicy: 'Always' },
+    status: {
+      phase: type === 'DELETED' ? 'Succeeded' : 'Running',
+      conditions: [{ type: 'Ready', status: type === 'DELETED' ? 'False' : 'True' }],
+      containerStatuses: [{ name: 'pause', ready: type !== 'DELETED', restartCount: Math.floor(phase / 10), image, started: type !== 'DELETED' }],
+    },
+  };
+  if (type === 'DELETED') {
+    pod.metadata.deletionTimestamp = timestamp(rv);
+    pod.metadata.deletionGracePeriodSeconds = 0;
+  }
+  return { type, object: pod };
+}
+
+/** The pods as they are at `rv`, in the order of their keys (by name), as a list returns them. */
+export function podsAt(rv: number): Pod[] {
+  const pods: Pod[] = [];
+  for (let index = 0; index < PODS; index++) {
+    const last = rv - (((rv - index) % PODS) + PODS) % PODS;
+    if (last < 1) continue;
+    const e = eventAt(last);
+    if (e.type !== 'DELETED') pods.push(e.object);
+  }
+  return pods.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+}
+
+// --- the API ----------------------------------------------------------------------------------
+
+type Req = http.IncomingMessage | http2.Http2ServerRequest;
+type Res = http.ServerResponse | http2.Http2ServerResponse;
+/** The two response types write alike; TypeScript cannot call a union of their overloads. */
+const write = (res: Res, chunk: string) => (res as http.ServerResponse).write(chunk);
+
+interface Answer {
+  status: number;
+  body: unknown;
+}
+
+function status(code: number, reason: string, message: string): Answer {
+  return { status: code, body: { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, details: {}, code } };
+}
+
+const notFound = () => status(404, 'NotFound', 'the server could not find the requested resource');
+
+const DISCOVERY = {
+  '/api': (host: string) => ({
+    kind: 'APIVersions',
+    versions: ['v1'],
+    serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: host }],
+  }),
+  '/apis': () => ({ kind: 'APIGroupList', apiVersion: 'v1', groups: [] }),
+  '/api/v1': () => ({
+    kind: 'APIResourceList',
+    groupVersion: 'v1',
+    resources: [
+      { name: 'pods', singularName: '', namespaced: true, kind: 'Pod', verbs: ['get', 'list', 'watch'], shortNames: ['po'], categories: ['all'] },
+    ],
+  }),
+} as const;
+
+/** `/api/v1/pods`, `/api/v1/namespaces/NS/pods` or `/api/v1/namespaces/NS/pods/NAME`, else undefined. */
+export function podsPath(pathname: string): { namespace?: string; name?: string } | undefined {
+  if (pathname === '/api/v1/pods') return {};
+  const m = /^\/api\/v1\/namespaces\/([a-z0-9-]+)\/pods(?:\/([a-z0-9.-]+))?\/?$/.exec(pathname);
+  return m ? { namespace: m[1], ...(m[2] ? { name: m[2] } : {}) } : undefined;
+}
+
+const inNamespace = (ns: string | undefined) => ns === undefined || ns === NAMESPACE;
+
+/** `?resourceVersion=`: undefined for "most recent" ('' and unset), else a number, or an error answer. */
+function parseRv(q: URLSearchParams): number | undefined | Answer {
+  const v = q.get('resourceVersion');
+  if (v === null || v === '') return undefined;
+  if (!/^\d+$/.test(v)) return status(400, 'BadRequest', `resourceVersion: Invalid value: "${v}": must be a number`);
+  return Number(v);
+}
+
+/** Selectors are outside the slice the stand-in serves: refuse them rather than ignore them. */
+function unsupported(q: URLSearchParams): Answer | undefined {
+  for (const p of ['labelSelector', 'fieldSelector', 'sendInitialEvents']) {
+    if (q.get(p)) return status(400, 'BadRequest', `${p} is not implemented by the k8s-ha lab's apiserver stand-in`);
+  }
+  return undefined;
+}
+
+function tooLarge(rv: number, now: number): Answer {
+  return status(504, 'Timeout', `Too large resource version: ${rv}, current: ${now}`);
+}
+
+interface ContinueToken {
+  rv: number;
+  after: string;
+}
+
+/** A list: at the current resourceVersion, or exactly at one still in the window; chunked by limit/continue. */
+export function list(q: URLSearchParams, namespace: string | undefined, now: number): Answer {
+  let at = now;
+  let after = '';
+  const cont = q.get('continue');
+  if (cont) {
+    let token: ContinueToken;
+    try {
+      token = JSON.parse(Buffer.from(cont, 'base64url').toString('utf8'));
+      if (!Number.isSafeInteger(token.rv) || typeof token.after !== 'string') throw new Error();
+    } catch {
+      return status(400, 'BadRequest', 'continue key is not valid');
+    }
+    if (token.rv < now - WINDOW) {
+      return status(410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. Start a new list without the continue parameter.');
+    }
+    at = token.rv;
+    after = token.after;
+  } else {
+    const rv = parseRv(q);
+    if (typeof rv === 'object') return rv;
+    if (rv !== undefined && rv > now) return tooLarge(rv, now);
+    const match = q.get('resourceVersionMatch') ?? '';
+    if (match === 'Exact') {
+      if (rv === undefined) return status(400, 'BadRequest', 'resourceVersionMatch: Forbidden: resourceVersionMatch "Exact" is forbidden for resourceVersion ""');
+      if (rv < now - WINDOW || rv < 1) return status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`);
+      at = rv;
+    } else if (match !== '' && match !== 'NotOlderThan') {
+      return status(400, 'BadRequest', `resourceVersionMatch: Unsupported value: "${match}"`);
+    }
+  }
+  let items = inNamespace(namespace) ? podsAt(at).filter((p) => p.metadata.name > after) : [];
+  const limit = Number(q.get('limit') ?? '0');
+  const metadata: Record<string, unknown> = { resourceVersion: String(at) };
+  if (Number.isSafeInteger(limit) && limit > 0 && items.length > limit) {
+    metadata.remainingItemCount = items.length - limit;
+    items = items.slice(0, limit);
+    metadata.continue = Buffer.from(JSON.stringify({ rv: at, after: items.at(-1)!.metadata.name } satisfies ContinueToken)).toString('base64url');
+  }
+  return { status: 200, body: { kind: 'PodList', apiVersion: 'v1', metadata, items } };
+}
+
+/** kubectl asks for server-side printing: `Accept: application/json;as=Table;v=v1;g=meta.k8s.io,...`. */
+export function wantsTable(accept: string | undefined): boolean {
+  return /as=Table;v=v1;g=meta\.k8s\.io/.test(accept ?? '');
+}
+
+/** How long ago, as kubectl prints it (apimachinery's HumanDuration): 45s, 3m12s, 125m, 4h30m, 9h, 3d5h, 20d. */
+export function age(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const both = (a: number, x: string, b: number, y: string) => `${a}${x}${b ? `${b}${y}` : ''}`;
+  if (s < 120) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 10) return both(m, 'm', s % 60, 's');
+  if (m < 180) return `${m}m`;
+  const h = Math.floor(m / 60);
+  if (h < 8) return both(h, 'h', m % 60, 'm');
+  if (h < 48) return `${h}h`;
+  if (h < 192) return both(Math.floor(h / 24), 'd', h % 24, 'h');
+  return `${Math.floor(h / 24)}d`;
+}
+
+const TABLE_COLUMNS = [
+  { name: 'Name', type: 'string', format: 'name', description: 'Name of the pod', priority: 0 },
+  { name: 'Ready', type: 'string', format: '', description: 'Ready containers', priority: 0 },
+  { name: 'Status', type: 'string', format: '', description: 'The pod phase', priority: 0 },
+  { name: 'Restarts', type: 'integer', format: '', description: 'Container restarts', priority: 0 },
+  { name: 'Age', type: 'string', format: '', description: 'Time since creation', priority: 0 },
+];
+
+/** Pods as a meta.k8s.io/v1 Table; `includeObject`: None, Metadata (the default) or Object. */
+export function table(pods: Pod[], meta: Record<string, unknown>, includeObject: string | null, nowMs: number): unknown {
+  return {
+    kind: 'Table',
+    apiVersion: 'meta.k8s.io/v1',
+    metadata: meta,
+    columnDefinitions: TABLE_COLUMNS,
+    rows: pods.map((p) => {
+      const c = p.status.containerStatuses[0]!;
+      const deleting = p.metadata.deletionTimestamp !== undefined;
+      const row: Record<string, unknown> = {
+        cells: [p.metadata.name, `${c.ready ? 1 : 0}/1`, deleting ? 'Terminating' : p.status.phase, c.restartCount, age((nowMs - Date.parse(p.metadata.creationTimestamp)) / 1000)],
+      };
+      if (includeObject === 'Object') row.object = p;
+      else if (includeObject !== 'None') row.object = { kind: 'PartialObjectMetadata', apiVersion: 'meta.k8s.io/v1', metadata: p.metadata };
+      return row;
+    }),
+  };
+}
+
+function bookmark(rv: number): unknown {
+  return { type: 'BOOKMARK', object: { kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(rv), creationTimestamp: null }, spec: { containers: null }, status: {} } };
+}
+
+/** What a watch sends first: the events after `from` (or, with no resourceVersion, the pods as ADDED), else an ERROR. */
+export function watchStart(q: URLSearchParams, namespace: string | undefined, now: number): { events: unknown[]; from: number; end?: boolean } | Answer {
+  const rv = parseRv(q);
+  if (typeof rv === 'object') return rv;
+  const error = (a: Answer) => ({ events: [{ type: 'ERROR', object: a.body }], from: now, end: true });
+  if (rv === undefined || rv === 0) {
+    // "Most recent" and "any": the state now, as synthetic ADDED events, then what follows.
+    const pods = inNamespace(namespace) ? podsAt(now) : [];
+    return { events: pods.map((object) => ({ type: 'ADDED', object })), from: now };
+  }
+  // As kube-apiserver's watch cache answers: a 200 stream whose one event is the error.
+  if (rv < now - WINDOW) return error(status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`));
+  if (rv > now + FUTURE_SLACK) return error(tooLarge(rv, now));
+  return { events: [], from: rv };
+}
+
+/** The events of (from, to] a watch of `namespace` sees. */
+function eventsBetween(from: number, to: number, namespace: string | undefined): WatchEvent[] {
+  const out: WatchEvent[] = [];
+  if (!inNamespace(namespace)) return out;
+  for (let rv = from + 1; rv <= to; rv++) out.push(eventAt(rv));
+  return out;
+}
+
+interface Watcher {
+  res: Res;
+  namespace?: string;
+  /** The last resourceVersion sent. */
+  at: number;
+  bookmarks: boolean;
+  table: boolean;
+  nextBookmark: number;
+}
+
+export interface StandinOptions {
+  name: string;
+  pkiDir: string;
+  port: number;
+  controlPort: number;
+  host?: string;
+  shutdownDelayMs: number;
+  log?: (message: string) => void;
+}
+
+export interface Standin {
+  api: http2.Http2SecureServer;
+  control: http.Server;
+  /** Close every port and connection at once. */
+  close: () => void;
+  /** As kube-apiserver on SIGTERM: /readyz red at once, serve shutdownDelayMs more, then close. */
+  terminate: () => Promise<void>;
+}
+
+export function serveApiserver(o: StandinOptions): Standin {
+  const { name } = o;
+  const log = o.log ?? ((message: string) => process.stdout.write(`${new Date().toISOString()} ${name} ${message}\n`));
   let ready = true;
   let shuttingDown = false;
   let requests = 0;
   const sockets = new Set<Socket>();
-  const watches = new Set<http.ServerResponse>();
+  const watchers = new Set<Watcher>();
+  const probes = new Set<Res>();
 
-  const api = https.createServer(
+  const send = (res: Res, a: Answer, extra: Record<string, string> = {}) => {
+    res.writeHead(a.status, { 'content-type': 'application/json', 'x-standin': name, ...extra });
+    res.end(JSON.stringify(a.body));
+  };
+  const line = (w: Watcher, e: unknown) => {
+    const ev = e as { type: string; object: Pod };
+    const object = w.table && ev.type !== 'BOOKMARK' && ev.type !== 'ERROR' ? table([ev.object], { resourceVersion: ev.object.metadata.resourceVersion }, null, Date.now()) : ev.object;
+    write(w.res, JSON.stringify({ type: ev.type, object }) + '\n');
+  };
+
+  // One clock for every watch: at each tick, each watch gets the events it has not had.
+  let ticker: NodeJS.Timeout | undefined;
+  const tick = () => {
+    const nowMs = Date.now();
+    const now = rvAt(nowMs);
+    for (const w of watchers) {
+      for (const e of eventsBetween(w.at, now, w.namespace)) line(w, e);
+      w.at = Math.max(w.at, now);
+      if (w.bookmarks && nowMs >= w.nextBookmark) {
+        line(w, bookmark(w.at));
+        w.nextBookmark = nowMs + BOOKMARK_MS;
+      }
+    }
+    ticker = watchers.size ? setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1) : undefined;
+  };
+  const startTicker = () => {
+    ticker ??= setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1);
+  };
+
+  const watch = (req: Req, res: Res, q: URLSearchParams, namespace: string | undefined) => {
+    const now = rvAt(Date.now());
+    const start = watchStart(q, namespace, now);
+    if ('status' in start) return send(res, start);
+    res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
+    const w: Watcher = {
+      res,
+      ...(namespace ? { namespace } : {}),
+      at: start.from,
+      bookmarks: q.get('allowWatchBookmarks') === 'true',
+      table: wantsTable(req.headers.accept),
+      nextBookmark: Date.now() + BOOKMARK_MS,
+    };
+    for (const e of start.events) line(w, e);
+    if (start.end) return void res.end();
+    for (const e of eventsBetween(w.at, now, namespace)) line(w, e);
+    w.at = Math.max(w.at, now);
+    watchers.add(w);
+    startTicker();
+    const asked = Number(q.get('timeoutSeconds') ?? '');
+    const seconds = Number.isFinite(asked) && asked > 0 ? asked : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
+    const timer = setTimeout(() => res.end(), seconds * 1000);
+    res.on('close', () => {
+      clearTimeout(timer);
+      watchers.delete(w);
+    });
+  };
+
+  const probe = (res: Res) => {
+    res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
+    probes.add(res);
+    let seq = 0;
+    const beat = () => {
+      seq++;
+      write(res, JSON.stringify({ type: 'BOOKMARK', object: { standin: name, seq } }) + '\n');
+    };
+    beat();
+    const timer = setInterval(beat, 1000);
+    res.on('close', () => {
+      clearInterval(timer);
+      probes.delete(res);
+    });
+  };
+
+  const handle = (req: Req, res: Res) => {
+    requests++;
+    const url = new URL(req.url ?? '/', 'https://standin');
+    const q = url.searchParams;
+    const text = (code: number, body: string) => {
+      res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8', 'x-standin': name });
+      res.end(body);
+    };
+    const p = url.pathname;
+    if (p === '/healthz' || p === '/livez') return text(200, 'ok');
+    if (p === '/readyz') {
+      if (shuttingDown) return text(500, '[-]shutdown failed: reason withheld\nreadyz check failed');
+      return ready ? text(200, 'ok') : text(500, '[-]etcd failed: reason withheld\nreadyz check failed');
+    }
+    if (req.method !== 'GET') return send(res, status(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (the k8s-ha lab's apiserver stand-in only reads)`));
+    if (p === '/version') {
+      return send(res, { status: 200, body: { major: '1', minor: '31', gitVersion: 'v1.31.0-k8s-ha-lab', platform: 'linux/amd64', standin: name } });
+    }
+    if (p === '/watch') return probe(res);
+    if (Object.hasOwn(DISCOVERY, p)) return send(res, { status: 200, body: DISCOVERY[p as keyof typeof DISCOVERY](String(req.headers.host ?? req.headers[':authority'] ?? '')) });
+    const target = podsPath(p);
+    if (!target) return p.startsWith('/api') ? send(res, notFound()) : text(404, '404 page not found');
+    const refused = unsupported(q);
+    if (refused) return send(res, refused);
+    const nowMs = Date.now();
+    const now = rvAt(nowMs);
+    if (target.name) {
+      if (q.get('watch')) return send(res, status(400, 'BadRequest', 'watch a single pod with fieldSelector, which the stand-in does not implement'));
+      const pod = inNamespace(target.namespace) ? podsAt(now).find((x) => x.metadata.name === target.name) : undefined;
+      if (!pod) return send(res, status(404, 'NotFound', `pods "${target.name}" not found`));
+      return send(res, wantsTable(req.headers.accept) ? { status: 200, body: table([pod], { resourceVersion: String(now) }, q.get('includeObject'), nowMs) } : { status: 200, body: pod });
+    }
+    if (q.get('watch') === '1' || q.get('watch') === 'true') return watch(req, res, q, target.namespace);
+    const answer = list(q, target.namespace, now);
+    if (answer.status === 200 && wantsTable(req.headers.accept)) {
+      const l = answer.body as { metadata: Record<string, unknown>; items: Pod[] };
+      return send(res, { status: 200, body: table(l.items, l.metadata, q.get('includeObject'), nowMs) });
+    }
+    send(res, answer);
+  };
+
+  const api = http2.createSecureServer(
     {
-      cert: fs.readFileSync(path.join(pkiDir, 'tls.crt')),
-      key: fs.readFileSync(path.join(pkiDir, 'tls.key')),
-      ca: fs.readFileSync(path.join(pkiDir, 'ca.crt')),
+      cert: fs.readFileSync(path.join(o.pkiDir, 'tls.crt')),
+      key: fs.readFileSync(path.join(o.pkiDir, 'tls.key')),
+      ca: fs.readFileSync(path.join(o.pkiDir, 'ca.crt')),
+      // HTTP/2 for clients that offer it (client-go does), HTTP/1.1 for the rest, as kube-apiserver.
+      allowHTTP1: true,
       // Accept a client certificate when one is offered, as kube-apiserver does; never demand one.
       requestCert: true,
       rejectUnauthorized: false,
     },
-    (req, res) => {
-      requests++;
-      const url = new URL(req.url ?? '/', 'https://standin');
-      const text = (status: number, body: string) => {
-        res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'x-standin': name });
-        res.end(body);
-      };
-      if (url.pathname === '/healthz' || url.pathname === '/livez') return text(200, 'ok');
-      if (url.pathname === '/readyz') {
-        if (shuttingDown) return text(500, '[-]shutdown failed: reason withheld\nreadyz check failed');
-        return ready ? text(200, 'ok') : text(500, '[-]etcd failed: reason withheld\nreadyz check failed');
-      }
-      if (url.pathname === '/version') {
-        res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
-        res.end(
-          JSON.stringify({
-            major: '1',
-            minor: '31',
-            gitVersion: 'v1.31.0-k8s-ha-lab',
-            platform: 'linux/amd64',
-            standin: name,
-          }),
-        );
-        return;
-      }
-      if (url.pathname === '/watch' || url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1') {
-        res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
-        watches.add(res);
-        let seq = 0;
-        const tick = () => {
-          seq++;
-          res.write(JSON.stringify({ type: 'BOOKMARK', object: { standin: name, seq } }) + '\n');
-        };
-        tick();
-        const timer = setInterval(tick, 1000);
-        res.on('close', () => {
-          clearInterval(timer);
-          watches.delete(res);
-        });
-        return;
-      }
-      text(404, `404 page not found (${name})`);
-    },
+    handle,
   );
   api.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -98,11 +508,15 @@ function serveApiserver(): void {
   api.on('tlsClientError', () => {
     /* port probes and aborted handshakes are normal here */
   });
-  api.listen(6443, '0.0.0.0', () => log('apiserver stand-in listening on :6443'));
+  api.on('sessionError', () => {
+    /* a client gone mid-stream */
+  });
+  const host = o.host ?? '0.0.0.0';
+  api.listen(o.port, host, () => log(`apiserver stand-in listening on :${o.port}`));
 
   const control = http.createServer((req, res) => {
-    const reply = (status: number, body: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
+    const reply = (code: number, body: unknown) => {
+      res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
     if (req.method === 'POST' && req.url === '/control/ready') {
@@ -114,31 +528,39 @@ function serveApiserver(): void {
     } else if (req.method === 'POST' && req.url === '/control/crash') {
       if (api.listening) api.close();
       for (const s of sockets) s.destroy();
-      log('crashed: not listening on :6443');
+      log(`crashed: not listening on :${o.port}`);
     } else if (req.method === 'POST' && req.url === '/control/recover') {
-      if (!api.listening) api.listen(6443, '0.0.0.0', () => log('recovered: listening on :6443'));
+      if (!api.listening) api.listen(o.port, host, () => log(`recovered: listening on :${o.port}`));
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
       return reply(404, { error: 'POST /control/ready, /control/unready, /control/crash, /control/recover or GET /control/state' });
     }
-    reply(200, { name, ready: ready && !shuttingDown, connections: sockets.size, watches: watches.size, requests });
+    reply(200, { name, ready: ready && !shuttingDown, connections: sockets.size, watches: watchers.size + probes.size, requests });
   });
-  control.listen(8080, '0.0.0.0');
+  control.listen(o.controlPort, host);
 
-  process.on('SIGTERM', () => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    log(`SIGTERM: /readyz is red, serving ${shutdownDelayMs} ms more`);
-    setTimeout(() => {
-      api.close();
-      control.close();
-      for (const s of sockets) s.destroy();
-      log('stopped');
-      process.exit(0);
-    }, shutdownDelayMs);
-  });
+  const close = () => {
+    if (ticker) clearTimeout(ticker);
+    if (api.listening) api.close();
+    control.close();
+    control.closeAllConnections();
+    for (const s of sockets) s.destroy();
+  };
+  let terminated: Promise<void> | undefined;
+  const terminate = () =>
+    (terminated ??= new Promise<void>((resolve) => {
+      shuttingDown = true;
+      log(`SIGTERM: /readyz is red, serving ${o.shutdownDelayMs} ms more`);
+      setTimeout(() => {
+        close();
+        log('stopped');
+        resolve();
+      }, o.shutdownDelayMs);
+    }));
+  return { api, control, close, terminate };
 }
 
 function serveMirror(root: string): void {
+  const log = (message: string) => process.stdout.write(`${new Date().toISOString()} mirror ${message}\n`);
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://mirror');
     const rel = path.posix.normalize(decodeURIComponent(url.pathname)).replace(/^\/+/, '');
@@ -167,10 +589,21 @@ function serveMirror(root: string): void {
   });
 }
 
-const mode = process.argv[2];
-if (mode === 'apiserver') serveApiserver();
-else if (mode === 'mirror') serveMirror(path.resolve(process.argv[3] ?? '/srv/mirror'));
-else {
-  process.stderr.write('usage: standin.js apiserver | standin.js mirror DIR\n');
-  process.exit(2);
+// Run as a program (in the lab's images), not when imported (unit tests import the history and the API).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const mode = process.argv[2];
+  if (mode === 'apiserver') {
+    const standin = serveApiserver({
+      name: process.env.STANDIN_NAME ?? 'standin',
+      pkiDir: process.env.STANDIN_PKI_DIR ?? '/etc/k8s-ha-lab/pki',
+      port: 6443,
+      controlPort: 8080,
+      shutdownDelayMs: Number(process.env.STANDIN_SHUTDOWN_DELAY_MS ?? '0'),
+    });
+    process.on('SIGTERM', () => void standin.terminate().then(() => process.exit(0)));
+  } else if (mode === 'mirror') serveMirror(path.resolve(process.argv[3] ?? '/srv/mirror'));
+  else {
+    process.stderr.write('usage: standin.js apiserver | standin.js mirror DIR\n');
+    process.exit(2);
+  }
 }

@@ -40,6 +40,8 @@ export const LAB_FILES = [
   'known_hosts',
   'known_hosts-cert-authority',
   'ssh_config',
+  'kubeconfig',
+  'bin',
   'ssh',
   'hosts',
   'pki',

@@ -12,6 +12,11 @@ export const MAX_LAB_HOSTS = 200;
 export const APISERVER_PORT = 6443;
 export const STANDIN_CONTROL_PORT = 8080;
 export const MIRROR_PORT = 80;
+/** The node-local balancer's address in the lab's inventory, and where the lab's kubeconfig points. */
+export const LOCAL_LB = '127.0.0.1:8443';
+/** The lab's kubeconfig, in its directory and on every SSH host. */
+export const KUBECONFIG_FILE = 'kubeconfig';
+export const HOST_KUBECONFIG = '/etc/k8s-ha-lab/kubeconfig';
 
 /** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
 export const MASTER_ACTIONS = ['ready', 'unready', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'down', 'up'] as const;
@@ -150,6 +155,7 @@ export function planLab(input: LabPlanInput): LabPlan {
       { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
       { host: dir('hosts', service), container: '/etc/k8s-ha-lab/host', readOnly: true },
       { host: dir('ssh', 'authorized_keys'), container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      { host: dir(KUBECONFIG_FILE), container: HOST_KUBECONFIG, readOnly: true },
       ...(role === 'bastion'
         ? [{ host: dir('hosts', service, BASTION_SSHD_CONF), container: '/etc/ssh/sshd_config.d/k8s-ha-lab-bastion.conf', readOnly: true }]
         : []),

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import { SshConnection, type SshTarget } from '../../src/connect/ssh.js';
 import { run } from '../../src/util/exec.js';
+import { k8sha } from './cli.js';
 
 export interface LabInfo {
   dir: string;
@@ -93,4 +94,11 @@ export async function inContainer(service: string, script: string): Promise<stri
   const r = await run('docker', ['exec', await labContainer(service), 'sh', '-c', script]);
   if (r.code !== 0) throw new Error(`${service}: ${script}: exit ${r.code}: ${r.stderr}`);
   return r.stdout;
+}
+
+/** Whatever a test did to them: every master thawed, its kube-apiserver started and ready, as the other files expect. */
+export async function restoreMasters(): Promise<void> {
+  for (const m of lab().masters) {
+    for (const action of ['thaw', 'start', 'ready']) await k8sha(['lab', 'master', '--dir', lab().dir, m.name, action]);
+  }
 }

@@ -10,7 +10,7 @@ import { httpsGet } from '../../src/connect/https-probe.js';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, deployWatchingGaps, inventoryVariant } from '../helpers/deploy.js';
-import { lab, nodeTarget, withNode } from '../helpers/lab.js';
+import { lab, nodeTarget, restoreMasters, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
 import { openWatch, watchesOn } from '../helpers/watch.js';
 
@@ -57,11 +57,7 @@ async function units(node: { name: string; address: string }) {
 
 afterAll(async () => {
   // Whatever happened above: every master healthy, every node back on kube-nginx.
-  for (const m of lab().masters) {
-    await k8sha(['lab', 'master', '--dir', lab().dir, m.name, 'thaw']);
-    await k8sha(['lab', 'master', '--dir', lab().dir, m.name, 'start']);
-    await k8sha(['lab', 'master', '--dir', lab().dir, m.name, 'ready']);
-  }
+  await restoreMasters();
   await deployJson(['-i', lab().inventory, '--serial', '100%']);
 });
 

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { parseHaproxyCsv } from '../../src/engine/vip-status.js';
+import { expectNothingLost, kubectlHere, underFault } from '../helpers/kubectl.js';
 import { inContainer, lab, scratchDir } from '../helpers/lab.js';
 
 const HOSTS = ['master-1', 'master-2', 'master-3'];
@@ -256,6 +257,24 @@ describe('the VIP on three masters', () => {
       // Whatever failed above, the host comes back for the tests after this one.
       if (!isUp) await k8sha(['lab', 'master', '--dir', lab().dir, before, 'up']);
     }
+  });
+
+  it('a real client (kubectl here, a reflector) watching through the VIP while the holder goes down: it resumes through the new holder, no event lost', async () => {
+    const before = await holder(inventory);
+    const run = await underFault(kubectlHere(`https://${vipAddress()}:8443`), {
+      apply: async () => {
+        expect((await k8sha(['lab', 'master', '--dir', lab().dir, before, 'down'])).code).toBe(0);
+      },
+      undo: async () => {
+        await k8sha(['lab', 'master', '--dir', lab().dir, before, 'up']);
+      },
+      // The lost host sends no reset: client-go's HTTP/2 health check (30 s idle, then a ping the new holder resets) ends the watch.
+      recovered: (l, _victim, at) => l.watches.some((w) => w.startedAt > at && w.events > 0),
+      timeoutMs: 90_000,
+      what: 'a new watch through the VIP delivering events',
+    });
+    expectNothingLost(run);
+    expect(await holder(inventory)).not.toBe(before);
   });
 
   it('a host added to vip.hosts joins as a backup: never two holders, and the VIP stays where it is', async () => {

@@ -40,6 +40,7 @@ describe('lab plan with a bastion', () => {
       { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
       { host: '/x/.lab/hosts/bastion', container: '/etc/k8s-ha-lab/host', readOnly: true },
       { host: '/x/.lab/ssh/authorized_keys', container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      { host: '/x/.lab/kubeconfig', container: '/etc/k8s-ha-lab/kubeconfig', readOnly: true },
       { host: '/x/.lab/hosts/bastion/sshd-bastion.conf', container: '/etc/ssh/sshd_config.d/k8s-ha-lab-bastion.conf', readOnly: true },
     ]);
     const args = dockerRunArgs(p, b, { 'io.k8s-ha.lab.role': 'bastion' }).join(' ');

@@ -51,6 +51,7 @@ describe('lab topology', () => {
       { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
       { host: '/l/hosts/master-2', container: '/etc/k8s-ha-lab/host', readOnly: true },
       { host: '/l/ssh/authorized_keys', container: '/etc/k8s-ha-lab/authorized_keys', readOnly: true },
+      { host: '/l/kubeconfig', container: '/etc/k8s-ha-lab/kubeconfig', readOnly: true },
       { host: '/l/pki/master-2', container: '/etc/k8s-ha-lab/pki', readOnly: true },
     ]);
     const args = dockerRunArgs(plan, master, {});

@@ -1,0 +1,38 @@
+/**
+ * The lab's real Kubernetes client (Debian's kubectl, on client-go) in tests: on a node, where it
+ * goes through the node-local balancer as kubelet does, or on this machine toward a VIP.
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { expect } from 'vitest';
+import { LAB_SERVER_NAME } from '../../src/lab/kubectl.js';
+import type { FaultRun, KubectlRunner } from '../../src/lab/reflector.js';
+export { movedOn, underFault } from '../../src/lab/reflector.js';
+import { lab, labContainer } from './lab.js';
+
+/** kubectl on a lab host (docker exec starts it; it talks to the host's own 127.0.0.1:8443). */
+export async function kubectlOn(service: string): Promise<KubectlRunner> {
+  const id = await labContainer(service);
+  return (args) => spawn('docker', ['exec', id, 'kubectl', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/**
+ * kubectl on this machine (copied out of the node image by lab up), with the lab's kubeconfig, toward
+ * `server`. kubectl drops the kubeconfig's tls-server-name when --server is given: name it again.
+ */
+export function kubectlHere(server: string): KubectlRunner {
+  const dir = lab().dir;
+  const flags = ['--kubeconfig', path.join(dir, 'kubeconfig'), '--server', server, '--tls-server-name', LAB_SERVER_NAME];
+  return (args) => spawn(path.join(dir, 'bin', 'kubectl'), [...flags, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** What a user checks of a reflector's run: every event once, in order, none lost, its store right. */
+export function expectNothingLost(run: FaultRun): void {
+  const v = run.verdict;
+  const why = JSON.stringify({ victim: run.victim, verdict: { ...v, missing: v.missing.slice(0, 10) }, failures: run.log.failures.slice(0, 5), watches: run.log.watches.length });
+  expect(v.missing, why).toEqual([]);
+  expect(v.repeated, why).toEqual([]);
+  expect(v.wrong, why).toBe(0);
+  expect(v.storeMatches, why).toBe(true);
+  expect(run.log.gone, why).toBe(0);
+}

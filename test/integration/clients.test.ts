@@ -1,0 +1,167 @@
+/**
+ * A real Kubernetes client through the node-local balancers: Debian's kubectl (client-go) on the
+ * lab's nodes, talking to 127.0.0.1:8443 as kubelet does. node-1 runs kube-nginx and node-2
+ * kube-lb. A reflector around kubectl (list, watch, resume from the last resourceVersion, list
+ * again on 410) keeps its store right while the stand-in serving its watch is made unready,
+ * frozen, stopped, or retired by a rolling reconfigure; the stand-ins' history is known, so every
+ * event is checked. The last test puts every node back on kube-nginx, as the other files expect.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { eventAt, podsAt, PODS, type Pod } from '../../src/lab/standin.js';
+import { k8sha } from '../helpers/cli.js';
+import { deployJson, inventoryVariant } from '../helpers/deploy.js';
+import { expectNothingLost, kubectlOn, movedOn, underFault } from '../helpers/kubectl.js';
+import { lab, labContainer, restoreMasters, withNode } from '../helpers/lab.js';
+
+const BALANCERS = [
+  { impl: 'nginx', node: 'node-1' },
+  { impl: 'kube-lb', node: 'node-2' },
+] as const;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The lab's inventory with node-2 on kube-lb, changed by `change`. */
+function clientsInventory(name: string, change: (inv: Record<string, any>) => void = () => {}): string {
+  return inventoryVariant(`clients-${name}`, (inv) => {
+    inv.nodes.find((n: { name: string }) => n.name === 'node-2').lb = { impl: 'kube-lb' };
+    change(inv);
+  });
+}
+
+/** The same, without one master: a roll that retires it. */
+const without = (victim: string) => clientsInventory(`without-${victim}`, (inv) => (inv.masters = inv.masters.filter((m: { name: string }) => m.name !== victim)));
+
+async function master(name: string, action: string): Promise<void> {
+  const r = await k8sha(['lab', 'master', '--dir', lab().dir, name, action]);
+  if (r.code !== 0) throw new Error(`lab master ${name} ${action}: ${r.stderr}`);
+}
+
+async function deploy(inventory: string, ...args: string[]): Promise<void> {
+  const r = await deployJson(['-i', inventory, ...args]);
+  expect(r.code, r.stderr + JSON.stringify(r.report.hosts, null, 1).slice(0, 3000)).toBe(0);
+}
+
+const node = (name: string) => lab().nodes.find((n) => n.name === name)!;
+
+beforeAll(async () => {
+  await deploy(clientsInventory('base'), '--serial', '100%');
+}, 300_000);
+
+afterAll(async () => {
+  await restoreMasters();
+  await deployJson(['-i', lab().inventory, '--serial', '100%']);
+});
+
+describe.each(BALANCERS)('kubectl through $impl on $node', ({ node: name }) => {
+  it('kubectl get pods prints the pods the history has', async () => {
+    const out = await withNode(node(name), (c) => c.execOk('kubectl get pods'));
+    const [head, ...rows] = out.trim().split('\n');
+    expect(head!.split(/\s+/)).toEqual(['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE']);
+    expect(rows.length).toBeGreaterThanOrEqual(PODS - 2);
+    for (const row of rows) expect(row).toMatch(/^lab-pod-\d\s+[01]\/1\s+(Running|Terminating)\s+\d+\s+\d+[smhd]/);
+  });
+
+  it('kubectl get pods -o json: every object as the history has it; a raw list is the history at its resourceVersion', async () => {
+    const json = JSON.parse(await withNode(node(name), (c) => c.execOk('kubectl get pods -o json'))) as { items: Pod[] };
+    expect(json.items.length).toBeGreaterThanOrEqual(PODS - 2);
+    for (const p of json.items) expect(p).toEqual(eventAt(Number(p.metadata.resourceVersion)).object);
+    const raw = JSON.parse(await withNode(node(name), (c) => c.execOk("kubectl get --raw '/api/v1/namespaces/default/pods'"))) as { metadata: { resourceVersion: string }; items: Pod[] };
+    expect(raw.items).toEqual(podsAt(Number(raw.metadata.resourceVersion)));
+  });
+});
+
+describe.sequential.each(BALANCERS)('a reflector on kubectl through $impl on $node', ({ impl, node: name }) => {
+  it('its stand-in made unready: the watch goes on, no event lost', async () => {
+    const run = await underFault(await kubectlOn(name), {
+      apply: (v) => master(v, 'unready'),
+      undo: (v) => master(v, 'ready'),
+      // kube-lb closes what it carries to a backend its checks fail (in about 2 s); kube-nginx keeps it.
+      recovered: (l, victim, at) => (impl === 'kube-lb' ? movedOn(l, victim, at) : l.events.some((e) => e.at > at + 6000)),
+      timeoutMs: 30_000,
+      what: impl === 'kube-lb' ? 'events from another stand-in' : 'events 6 s after the fault',
+    });
+    expectNothingLost(run);
+  });
+
+  it('its stand-in frozen (no FIN, no reset): the watch resumes on another, no event lost', async () => {
+    const run = await underFault(await kubectlOn(name), {
+      apply: (v) => master(v, 'freeze'),
+      undo: (v) => master(v, 'thaw'),
+      recovered: movedOn,
+      // kube-nginx has no checks: client-go's own HTTP/2 health check (30 s idle, 15 s ping) ends the watch.
+      timeoutMs: 90_000,
+      what: 'events from another stand-in',
+    });
+    expectNothingLost(run);
+    // kube-lb's checks find a hung apiserver and cut what it carries long before client-go's 45 s.
+    if (impl === 'kube-lb') expect(run.verdict.longestGapMs).toBeLessThan(20_000);
+  });
+
+  it('its stand-in stopped (systemctl stop kube-apiserver): the watch resumes on another, no event lost', async () => {
+    const run = await underFault(await kubectlOn(name), {
+      apply: (v) => master(v, 'stop'),
+      undo: (v) => master(v, 'start'),
+      recovered: movedOn,
+      timeoutMs: 30_000,
+      what: 'events from another stand-in',
+    });
+    expectNothingLost(run);
+  });
+
+  it('its stand-in retired by a rolling reconfigure: the watch moves to one still listed, no event lost', async () => {
+    const base = clientsInventory('base');
+    const run = await underFault(await kubectlOn(name), {
+      apply: (v) => deploy(without(v), '--limit', name),
+      undo: () => deploy(base, '--limit', name),
+      // kube-nginx's old workers keep what they carry until worker_shutdown_timeout (10 s).
+      recovered: movedOn,
+      timeoutMs: 60_000,
+      what: 'events from another stand-in',
+    });
+    expectNothingLost(run);
+  });
+});
+
+describe('kubectl get --raw /readyz from every node during a roll', () => {
+  it('never fails, on kube-nginx and kube-lb nodes alike', async () => {
+    const stop = '/tmp/k8s-ha-test-stop-readyz';
+    const loops = await Promise.all(
+      lab().nodes.map(async (n) => {
+        const id = await labContainer(n.name);
+        const child = spawn('docker', [
+          'exec', id, 'sh', '-c',
+          `rm -f ${stop}; ok=0; failed=0; while [ ! -e ${stop} ]; do if kubectl get --raw /readyz >/dev/null 2>/tmp/readyz.err; then ok=$((ok+1)); else failed=$((failed+1)); cat /tmp/readyz.err >&2; fi; done; echo "$ok $failed"`,
+        ], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        child.stdout.on('data', (d: Buffer) => (out += d));
+        child.stderr.on('data', (d: Buffer) => (err += d));
+        const done = new Promise<{ node: string; ok: number; failed: number; errors: string }>((resolve) =>
+          child.on('close', () => {
+            const [ok, failed] = out.trim().split(' ').map(Number);
+            resolve({ node: n.name, ok: ok ?? 0, failed: failed ?? -1, errors: err.slice(0, 500) });
+          }),
+        );
+        return { id, done };
+      }),
+    );
+    await sleep(1500);
+    // A roll that retires master-4 on every node, one at a time, and one that brings it back.
+    await deploy(without('master-4'), '--serial', '1');
+    await deploy(clientsInventory('base'), '--serial', '1');
+    await sleep(1000);
+    await Promise.all(loops.map(({ id }) => new Promise((r) => spawn('docker', ['exec', id, 'touch', stop]).on('close', r))));
+    const results = await Promise.all(loops.map((l) => l.done));
+    for (const r of results) {
+      expect(r.failed, JSON.stringify(r)).toBe(0);
+      expect(r.ok, JSON.stringify(r)).toBeGreaterThan(10);
+    }
+    const impls = await Promise.all(lab().nodes.map((n) => withNode(n, (c) => c.exec('systemctl is-active kube-lb kube-nginx'))));
+    expect(impls.map((r) => r.stdout.trim().split('\n'))).toEqual([
+      ['inactive', 'active'],
+      ['active', 'inactive'],
+      ['inactive', 'active'],
+    ]);
+  });
+});
