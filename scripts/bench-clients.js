@@ -19,9 +19,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import YAML from 'yaml';
-import { movedOn, underFault } from '../dist/lab/reflector.js';
-import { LAB_SERVER_NAME } from '../dist/lab/kubectl.js';
-import { cli, labDown, printTable } from './bench-util.js';
+import { movedOn, resumed, underFault } from '../dist/lab/reflector.js';
+import { kubectlInContainer, kubectlToward } from '../dist/lab/kubectl.js';
+import { bin, cli, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({ options: { rounds: { type: 'string', default: '2' }, keep: { type: 'boolean', default: false } } });
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-clients-'));
@@ -42,8 +42,22 @@ function inventoryFile(name, base, change) {
   return file;
 }
 
+/**
+ * `k8s-ha ARGS` without blocking: the reflector reads kubectl's output while a fault is applied, or
+ * every event of that time would be stamped when the call returns.
+ */
+function cliAsync(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`k8s-ha ${args.join(' ')} exited ${code}:\n${out}`))));
+  });
+}
+
 const container = (name) => spawnSync('docker', ['ps', '-q', '--filter', `label=io.k8s-ha.lab.dir=${dir}`, '--filter', `name=-${name}$`], { encoding: 'utf8' }).stdout.trim();
-const master = async (name, action) => cli(['lab', 'master', '--dir', dir, name, action]);
+const master = (name, action) => cliAsync(['lab', 'master', '--dir', dir, name, action]);
 
 try {
   const lab = cli(['lab', 'up', '--dir', dir, '--nodes', '3', '--masters', '4', '--json'], { json: true }).out;
@@ -58,15 +72,15 @@ try {
       apply: (v) => master(v, 'unready'),
       undo: (v) => master(v, 'ready'),
       // kube-lb closes what it carries to a backend its checks fail; kube-nginx keeps it (the watch goes on).
-      recovered: (l, v, at) => (impl === 'kube-lb' ? movedOn(l, v, at) : l.events.some((e) => e.at > at + 6000)),
+      recovered: (l, v, cut, at) => (impl === 'kube-lb' ? movedOn(l, v, cut) : l.events.some((e) => e.at > at + 6000)),
       timeoutMs: 30_000,
       what: 'the watch going on',
     },
     frozen: { apply: (v) => master(v, 'freeze'), undo: (v) => master(v, 'thaw'), recovered: movedOn, timeoutMs: 90_000, what: 'events from another stand-in' },
     stopped: { apply: (v) => master(v, 'stop'), undo: (v) => master(v, 'start'), recovered: movedOn, timeoutMs: 30_000, what: 'events from another stand-in' },
     retired: {
-      apply: async (v) => cli(['deploy', '-i', without(v), '--limit', node, '--json'], { json: true }),
-      undo: async () => cli(['deploy', '-i', base, '--limit', node, '--json'], { json: true }),
+      apply: (v) => cliAsync(['deploy', '-i', without(v), '--limit', node]),
+      undo: () => cliAsync(['deploy', '-i', base, '--limit', node]),
       recovered: movedOn,
       timeoutMs: 60_000,
       what: 'events from another stand-in',
@@ -76,25 +90,24 @@ try {
   const runs = [];
   const record = (balancer, fault, round, run) => {
     const v = run.verdict;
-    const row = { balancer, fault, round, victim: run.victim, gapMs: v.longestGapMs, lost: v.missing.length, repeated: v.repeated.length, wrong: v.wrong, storeMatches: v.storeMatches, lists: v.lists, events: v.events, gone: run.log.gone };
+    const row = { balancer, fault, round, victim: run.victim, cutAfterMs: run.cutAfterMs ?? null, gapMs: v.longestGapMs, lost: v.missing.length, repeated: v.repeated.length, wrong: v.wrong, storeMatches: v.storeMatches, lists: v.lists, events: v.events, gone: run.log.gone };
     runs.push(row);
     console.error(JSON.stringify(row));
   };
   for (let round = 1; round <= Number(values.rounds); round++) {
     for (const { impl, node } of BALANCERS) {
       const id = container(node);
-      const kubectl = (args) => spawn('docker', ['exec', id, 'kubectl', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const kubectl = kubectlInContainer(id);
       for (const [fault, f] of Object.entries(faults(impl, node))) record(impl, fault, round, await underFault(kubectl, f));
     }
     // Through the VIP from this machine: the holder's whole host goes down.
-    const kubectl = (args) =>
-      spawn(lab.kubectl, ['--kubeconfig', lab.kubeconfig, '--server', `https://${vip}:8443`, '--tls-server-name', LAB_SERVER_NAME, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const holder = () => JSON.parse(spawnSync(process.execPath, [new URL('../bin/k8s-ha.js', import.meta.url).pathname, 'status', '-i', base, '--limit', VIP_HOSTS.join(','), '--json'], { encoding: 'utf8' }).stdout).vip.holders[0];
+    const kubectl = kubectlToward(lab.kubectl, lab.kubeconfig, `https://${vip}:8443`);
+    const holder = () => JSON.parse(spawnSync(process.execPath, [bin, 'status', '-i', base, '--limit', VIP_HOSTS.join(','), '--json'], { encoding: 'utf8' }).stdout).vip.holders[0];
     const h = holder();
     record('VIP (haproxy + keepalived)', 'holder down', round, await underFault(kubectl, {
       apply: () => master(h, 'down'),
       undo: () => master(h, 'up'),
-      recovered: (l, _v, at) => l.watches.some((w) => w.startedAt > at && w.events > 0),
+      recovered: resumed,
       timeoutMs: 90_000,
       what: 'a new watch through the VIP delivering events',
     }));

@@ -5,6 +5,7 @@
  * node is what a node's own clients see. The same binary is copied out of the node image into the
  * lab's bin/ for this machine, where the kubeconfig is used with --server (a master, or a VIP).
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import YAML from 'yaml';
 import { docker } from './docker.js';
 import { writeFileAtomic } from './state.js';
 import { KUBECTL_PATH } from './images.js';
+import type { KubectlRunner } from './reflector.js';
 import { LOCAL_LB } from './topology.js';
 
 /** The name the stand-ins' certificates carry and the lab's clients verify, as the inventory's tls.serverName. */
@@ -77,4 +79,24 @@ export async function ensureKubectl(dir: string, nodeImage: string): Promise<str
   await fsp.rename(staged, kubectl);
   await writeFileAtomic(stamp, nodeImage + '\n');
   return kubectl;
+}
+
+/** Run "$@"; when stdin closes, kill it (stdin reaches the reader as fd 3: an async list's own stdin is /dev/null). */
+const KILL_ON_EOF = 'exec 3<&0; "$@" </dev/null & k=$!; { read _ <&3; kill $k; } >/dev/null 2>&1 & wait $k';
+
+/**
+ * kubectl on a lab host, started with docker exec: it talks to that host's own 127.0.0.1:8443.
+ * Killing `docker exec` does not stop what it started, so kubectl is stopped when the exec's stdin closes.
+ */
+export function kubectlInContainer(container: string): KubectlRunner {
+  return (args) => spawn('docker', ['exec', '-i', container, 'sh', '-c', KILL_ON_EOF, 'sh', 'kubectl', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/**
+ * This machine's kubectl (the lab's bin/kubectl) with the lab's kubeconfig, toward `server` (a
+ * master, a VIP). kubectl drops the kubeconfig's tls-server-name when --server is given: name it again.
+ */
+export function kubectlToward(kubectl: string, kubeconfig: string, server: string): KubectlRunner {
+  const flags = ['--kubeconfig', kubeconfig, '--server', server, '--tls-server-name', LAB_SERVER_NAME];
+  return (args) => spawn(kubectl, [...flags, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
 }

@@ -1,25 +1,33 @@
 /**
  * A reflector, as client-go's informers run one, around a real kubectl (for lab tests and
- * bench:clients). It lists to get a resourceVersion, watches from it with bookmarks and a
- * timeoutSeconds, resumes from the last resourceVersion it saw each time a watch ends, waits a
- * second when the watch is refused, and lists again on 410 Gone or any other failed watch, as
- * client-go 1.20's ListAndWatch does. `kubectl get --watch` would not do: it ends with its watch.
- *
+ * bench:clients). `kubectl get --watch` would not do: it ends with its watch. It follows the rules of
+ * client-go 1.20's ListAndWatch:
+ *   - list (the pods, with no resourceVersion: the newest), keep them as its store;
+ *   - watch from the list's resourceVersion with allowWatchBookmarks and a timeoutSeconds;
+ *   - a watch that was answered and then ended (its timeout, a cut connection, client-go's HTTP/2
+ *     health check giving up) is watched again at once from the last resourceVersion seen;
+ *   - a watch refused (connection refused) is tried again from there after a second;
+ *   - a watch that could not start for another reason, or ended within a second with nothing,
+ *     and a 410 Gone, end the run: list again, after client-go's backoff (800 ms doubling to 30 s)
+ *     unless it was a 410.
  * Each kubectl is one process and one connection, so a resumed watch also pays for a process
  * start; client-go would reuse its HTTP/2 connection when it still works.
  *
- * What the reflector saw is judged against the stand-ins' known history (analyse): every event
- * once, in order, none missing, and its store equal to the pods at the last resourceVersion.
+ * What it saw is judged against the stand-ins' known history (analyse): every event once, in
+ * order, none missing, and its store (what it built from what it received) equal to the pods the
+ * history has at the last resourceVersion it saw.
  */
 import type { ChildProcess } from 'node:child_process';
 import { eventAt, podsAt, type Pod } from './standin.js';
 
-/** Run kubectl with these arguments (on a node through docker exec or SSH, or here). */
+/** Run kubectl with these arguments (on a node, or here). stop() ends its stdin, then kills it. */
 export type KubectlRunner = (args: string[]) => ChildProcess;
 
 export const PODS_PATH = '/api/v1/namespaces/default/pods';
 
 export interface SeenEvent {
+  /** Order of arrival among lists and events. */
+  seq: number;
   rv: number;
   type: string;
   /** ms since the epoch, on arrival. */
@@ -34,6 +42,8 @@ export interface WatchRecord {
   from: number;
   standin?: string;
   startedAt: number;
+  /** The stand-in answered (HTTP 200): the watch started. */
+  answered: boolean;
   endedAt?: number;
   exit?: number | null;
   events: number;
@@ -42,6 +52,7 @@ export interface WatchRecord {
 }
 
 export interface ListRecord {
+  seq: number;
   rv: number;
   at: number;
   names: string[];
@@ -54,36 +65,42 @@ export interface ReflectorLog {
   events: SeenEvent[];
   bookmarks: number;
   watches: WatchRecord[];
-  /** 410 Gone answers (watch ERROR events or list statuses). */
+  /** 410 Gone: watch ERROR events carrying code 410. */
   gone: number;
   /** Failures to list or to start a watch, with when. */
   failures: { at: number; what: string }[];
+  /** The reflector's store, built from the objects it received: name -> uid, and the resourceVersion it reflects. */
+  store: Record<string, string>;
+  storeRv?: number;
 }
 
 export interface ReflectorOptions {
-  /** Each watch asks for a timeoutSeconds between this and twice this (client-go: 5 to 10 minutes). */
+  /** Each watch asks for a timeoutSeconds between this and twice this (client-go: 300, 5 to 10 minutes). */
   watchTimeoutS?: number;
-  /** Print what happens (kubectl's errors, resumptions). */
+  /** Print what happens (kubectl's errors). */
   log?: (line: string) => void;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** kubectl -v=8 prints each response's headers: the stand-in that served the request names itself. */
+/** kubectl -v=8 prints each response's status and headers: the stand-in that served the request names itself. */
 const STANDIN_HEADER = /\]\s+X-Standin: (\S+)/i;
+const ANSWERED = /\]\s+Response Status: 200/;
+
+type Outcome = 'resume' | 'refused' | 'relist' | 'backoff';
 
 export class Reflector {
-  readonly log: ReflectorLog = { lists: [], events: [], bookmarks: 0, watches: [], gone: 0, failures: [] };
+  readonly log: ReflectorLog = { lists: [], events: [], bookmarks: 0, watches: [], gone: 0, failures: [], store: {} };
   private running = false;
   private loop?: Promise<void>;
-  private child?: ChildProcess;
+  private children = new Set<ChildProcess>();
+  private wake?: () => void;
+  private seq = 0;
   private readonly watchTimeoutS: number;
 
   constructor(
     private readonly kubectl: KubectlRunner,
     private readonly options: ReflectorOptions = {},
   ) {
-    this.watchTimeoutS = options.watchTimeoutS ?? 10;
+    this.watchTimeoutS = options.watchTimeoutS ?? 300;
   }
 
   start(): void {
@@ -102,15 +119,30 @@ export class Reflector {
     const deadline = Date.now() + timeoutMs;
     while (!test(this.log)) {
       if (Date.now() > deadline) throw new Error(`the reflector did not see ${what} within ${timeoutMs / 1000} s`);
-      await sleep(100);
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 
   async stop(): Promise<ReflectorLog> {
     this.running = false;
-    this.child?.kill();
+    this.wake?.();
+    for (const c of this.children) {
+      c.stdin?.end();
+      c.kill();
+    }
     await this.loop;
     return this.log;
+  }
+
+  /** A sleep stop() cuts short. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
   }
 
   private async run(): Promise<void> {
@@ -119,27 +151,27 @@ export class Reflector {
     while (this.running) {
       if (rv === undefined) {
         rv = await this.list();
+        if (!this.running) break;
         if (rv === undefined) {
-          // client-go's backoff between failed ListAndWatch runs: 800 ms, doubling, at most 30 s.
-          await sleep(backoffMs);
+          await this.pause(backoffMs);
           backoffMs = Math.min(30_000, backoffMs * 2);
           continue;
         }
-        backoffMs = 800;
       }
-      const w = await this.watch(rv);
+      const { outcome, next } = await this.watch(rv);
       if (!this.running) break;
-      rv = w.next;
-      if (w.outcome === 'refused') await sleep(1000);
-      else if (w.outcome === 'failed') {
-        await sleep(backoffMs);
+      rv = outcome === 'resume' || outcome === 'refused' ? next : undefined;
+      if (outcome === 'refused') await this.pause(1000);
+      else if (outcome === 'backoff') {
+        await this.pause(backoffMs);
         backoffMs = Math.min(30_000, backoffMs * 2);
-      } else backoffMs = 800;
+      } else if (outcome === 'resume') backoffMs = 800;
     }
   }
 
   private async list(): Promise<number | undefined> {
     const r = await this.runKubectl(['get', '--raw', PODS_PATH]);
+    if (!this.running) return undefined;
     if (r.code !== 0) {
       this.fail(`list: ${lastLine(r.stderr) || `kubectl exit ${r.code}`}`);
       return undefined;
@@ -148,7 +180,9 @@ export class Reflector {
       const l = JSON.parse(r.stdout) as { metadata: { resourceVersion: string }; items: Pod[] };
       const rv = Number(l.metadata.resourceVersion);
       const wrong = JSON.stringify(l.items) !== JSON.stringify(podsAt(rv));
-      this.log.lists.push({ rv, at: Date.now(), names: l.items.map((p) => p.metadata.name), ...(wrong ? { wrong } : {}) });
+      this.log.lists.push({ seq: this.seq++, rv, at: Date.now(), names: l.items.map((p) => p.metadata.name), ...(wrong ? { wrong } : {}) });
+      this.log.store = Object.fromEntries(l.items.map((p) => [p.metadata.name, p.metadata.uid]));
+      this.log.storeRv = rv;
       return rv;
     } catch (e) {
       this.fail(`list: not a PodList: ${(e as Error).message}`);
@@ -156,22 +190,28 @@ export class Reflector {
     }
   }
 
-  /** One watch from `from`; what to resume from, and how it ended. */
-  private watch(from: number): Promise<{ next: number | undefined; outcome: 'ended' | 'refused' | 'failed' }> {
+  /** One watch from `from`; what to resume from, and what to do next. */
+  private watch(from: number): Promise<{ next: number; outcome: Outcome }> {
     const timeout = Math.round(this.watchTimeoutS * (1 + Math.random()));
-    const rec: WatchRecord = { from, startedAt: Date.now(), events: 0 };
+    const rec: WatchRecord = { from, startedAt: Date.now(), answered: false, events: 0 };
     this.log.watches.push(rec);
-    const child = this.kubectl(['-v=8', 'get', '--raw', `${PODS_PATH}?watch=1&resourceVersion=${from}&allowWatchBookmarks=true&timeoutSeconds=${timeout}`]);
-    this.child = child;
-    let next: number | undefined = from;
+    const child = this.spawn(['-v=8', 'get', '--raw', `${PODS_PATH}?watch=1&resourceVersion=${from}&allowWatchBookmarks=true&timeoutSeconds=${timeout}`]);
+    const firstEvent = this.log.events.length;
+    let next = from;
     let gone = false;
+    let lines = 0;
     let buf = '';
     let stderr = '';
     child.stdout!.setEncoding('utf8');
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (d: string) => {
       stderr += d;
-      rec.standin ??= STANDIN_HEADER.exec(stderr)?.[1];
+      rec.answered ||= ANSWERED.test(stderr);
+      if (!rec.standin) {
+        rec.standin = STANDIN_HEADER.exec(stderr)?.[1];
+        // Events that came before the header did on stderr are this watch's too.
+        if (rec.standin) for (const e of this.log.events.slice(firstEvent)) e.standin ??= rec.standin;
+      }
       if (stderr.length > 65536) stderr = stderr.slice(-8192);
     });
     child.stdout!.on('data', (d: string) => {
@@ -181,7 +221,8 @@ export class Reflector {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         if (!line.trim()) continue;
-        let e: { type: string; object: { code?: number; metadata?: { resourceVersion?: string } } };
+        lines++;
+        let e: { type: string; object: Pod & { code?: number } };
         try {
           e = JSON.parse(line);
         } catch {
@@ -196,39 +237,65 @@ export class Reflector {
           continue;
         }
         const erv = Number(e.object.metadata?.resourceVersion);
-        if (e.type === 'BOOKMARK') this.log.bookmarks++;
-        else {
-          const wrong = JSON.stringify(e) !== JSON.stringify(eventAt(erv));
-          this.log.events.push({ rv: erv, type: e.type, at, standin: rec.standin, ...(wrong ? { wrong } : {}) });
-          rec.events++;
+        if (!Number.isSafeInteger(erv)) {
+          this.fail(`watch: an event without a resourceVersion: ${line.slice(0, 120)}`);
+          continue;
         }
-        if (Number.isFinite(erv)) next = erv;
+        next = erv;
+        if (e.type === 'BOOKMARK') {
+          this.log.bookmarks++;
+          this.log.storeRv = erv;
+          continue;
+        }
+        const wrong = JSON.stringify(e) !== JSON.stringify(eventAt(erv));
+        this.log.events.push({ seq: this.seq++, rv: erv, type: e.type, at, standin: rec.standin, ...(wrong ? { wrong } : {}) });
+        rec.events++;
+        const m = e.object.metadata;
+        if (e.type === 'DELETED') delete this.log.store[m.name];
+        else this.log.store[m.name] = m.uid;
+        this.log.storeRv = erv;
       }
     });
     return new Promise((resolve) => {
-      child.on('close', (code) => {
+      const done = (code: number | null) => {
+        if (rec.endedAt !== undefined) return;
         rec.endedAt = Date.now();
         rec.exit = code;
-        if (this.child === child) this.child = undefined;
-        if (gone) return resolve({ next: undefined, outcome: 'ended' });
-        if (code === 0 || rec.events > 0) return resolve({ next, outcome: 'ended' });
+        this.children.delete(child);
+        if (gone) return resolve({ next, outcome: 'relist' });
+        const short = rec.endedAt - rec.startedAt < 1000 && lines === 0;
+        if ((rec.answered || lines > 0) && !short) return resolve({ next, outcome: 'resume' });
         rec.error = lastLine(stderr);
         this.fail(`watch from ${from}: ${rec.error || `kubectl exit ${code}`}`);
-        // client-go waits a second and watches again when refused; any other failure ends ListAndWatch: back off, list again.
-        resolve(/refused/i.test(stderr) ? { next, outcome: 'refused' } : { next: undefined, outcome: 'failed' });
+        resolve({ next, outcome: /refused/i.test(stderr) ? 'refused' : 'backoff' });
+      };
+      child.on('error', (e) => {
+        stderr += `\n${e.message}`;
+        done(null);
       });
+      child.on('close', done);
     });
+  }
+
+  private spawn(args: string[]): ChildProcess {
+    const child = this.kubectl(args);
+    this.children.add(child);
+    return child;
   }
 
   private runKubectl(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
-      const child = this.kubectl(args);
+      const child = this.spawn(args);
       let stdout = '';
       let stderr = '';
       child.stdout!.on('data', (d: Buffer) => (stdout += d));
       child.stderr!.on('data', (d: Buffer) => (stderr += d));
-      child.on('error', (e) => resolve({ code: null, stdout, stderr: stderr + e.message }));
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
+      const done = (code: number | null, extra = '') => {
+        this.children.delete(child);
+        resolve({ code, stdout, stderr: stderr + extra });
+      };
+      child.on('error', (e) => done(null, e.message));
+      child.on('close', (code) => done(code));
     });
   }
 
@@ -258,7 +325,7 @@ export interface ReflectorVerdict {
   repeated: number[];
   /** Events or lists whose objects differ from the history's. */
   wrong: number;
-  /** The reflector's store (list, then every event applied) equals the pods at the last resourceVersion it saw. */
+  /** The reflector's own store equals the pods the history has at the resourceVersion it reflects. */
   storeMatches: boolean;
   /** The longest time between two events, and when it began (ms since the epoch). */
   longestGapMs: number;
@@ -268,21 +335,19 @@ export interface ReflectorVerdict {
 }
 
 /** Judge a reflector's log against the history: pure, for tests and the benchmark. */
-export function analyse(log: Pick<ReflectorLog, 'lists' | 'events'>): ReflectorVerdict {
+export function analyse(log: Pick<ReflectorLog, 'lists' | 'events' | 'store' | 'storeRv'>): ReflectorVerdict {
   const missing: number[] = [];
   const repeated: number[] = [];
   const wrong = log.lists.filter((l) => l.wrong).length + log.events.filter((e) => e.wrong).length;
-  let store = new Map<string, string>();
-  let last: number | undefined;
   let expectNext: number | undefined;
-  // Walk lists and events in the order they happened: a list starts a new run of events.
-  type Step = { at: number; list?: ListRecord; event?: SeenEvent };
-  const steps: Step[] = [...log.lists.map((l) => ({ at: l.at, list: l })), ...log.events.map((e) => ({ at: e.at, event: e }))].sort((a: Step, b: Step) => a.at - b.at || (a.list ? -1 : 1));
+  // In the order they happened: a list starts a new run of events.
+  const steps: { list?: ListRecord; event?: SeenEvent; seq: number }[] = [
+    ...log.lists.map((list) => ({ list, seq: list.seq })),
+    ...log.events.map((event) => ({ event, seq: event.seq })),
+  ].sort((a, b) => a.seq - b.seq);
   for (const s of steps) {
     if (s.list) {
-      store = new Map(podsAt(s.list.rv).map((p) => [p.metadata.name, p.metadata.uid]));
       expectNext = s.list.rv + 1;
-      last = s.list.rv;
       continue;
     }
     const e = s.event!;
@@ -292,13 +357,10 @@ export function analyse(log: Pick<ReflectorLog, 'lists' | 'events'>): ReflectorV
     }
     for (let rv = expectNext; rv < e.rv; rv++) missing.push(rv);
     expectNext = e.rv + 1;
-    last = e.rv;
-    const o = eventAt(e.rv).object;
-    if (e.type === 'DELETED') store.delete(o.metadata.name);
-    else store.set(o.metadata.name, o.metadata.uid);
   }
-  const truth = last === undefined ? [] : podsAt(last).map((p) => [p.metadata.name, p.metadata.uid]);
-  const storeMatches = last !== undefined && JSON.stringify([...store.entries()].sort()) === JSON.stringify(truth.sort());
+  const truth = log.storeRv === undefined ? undefined : Object.fromEntries(podsAt(log.storeRv).map((p) => [p.metadata.name, p.metadata.uid]));
+  const sorted = (o: Record<string, string>) => JSON.stringify(Object.entries(o).sort());
+  const storeMatches = truth !== undefined && sorted(truth) === sorted(log.store);
   let longestGapMs = 0;
   let longestGapAt: number | undefined;
   for (let i = 1; i < log.events.length; i++) {
@@ -324,10 +386,10 @@ export function analyse(log: Pick<ReflectorLog, 'lists' | 'events'>): ReflectorV
 }
 
 export interface Fault {
-  apply: (victim: string) => Promise<void>;
-  undo: (victim: string) => Promise<void>;
-  /** The client is back: judged on its log, the stand-in hit and when. */
-  recovered: (log: ReflectorLog, victim: string, at: number) => boolean;
+  apply: (victim: string) => Promise<unknown>;
+  undo: (victim: string) => Promise<unknown>;
+  /** The client is back: judged on its log, the stand-in hit, and the watch that was running then. */
+  recovered: (log: ReflectorLog, victim: string, cut: WatchRecord, at: number) => boolean;
   timeoutMs: number;
   /** What recovery looks like, for the error when it does not come. */
   what: string;
@@ -338,34 +400,55 @@ export interface FaultRun {
   victim: string;
   /** When the fault began (ms since the epoch). */
   at: number;
+  /** The watch that was running when the fault began ended (was cut), and after how long. */
+  cutAfterMs?: number;
   log: ReflectorLog;
   verdict: ReflectorVerdict;
 }
 
 /**
  * Run a reflector until it streams, hit the stand-in its watch is on with `fault`, wait for
- * `recovered` (or fail after timeoutMs), undo the fault, and return what the client saw.
+ * `recovered` (or fail after timeoutMs), undo the fault, and return what the client saw. Its
+ * watches ask for 5 to 10 minutes, as client-go's: none ends by itself during a run.
  */
 export async function underFault(kubectl: KubectlRunner, fault: Fault): Promise<FaultRun> {
-  const r = new Reflector(kubectl, { watchTimeoutS: 30 });
+  const r = new Reflector(kubectl);
   r.start();
   let victim: string | undefined;
   let at = 0;
+  let cut: WatchRecord | undefined;
   try {
-    await r.until((l) => l.events.length >= 8 && !!r.standin, 30_000, 'a streaming watch');
-    victim = r.standin!;
-    at = Date.now();
-    await fault.apply(victim);
-    await r.until((l) => fault.recovered(l, victim!, at), fault.timeoutMs, fault.what);
-    // A few more events after recovery: the run of events goes on.
-    const seen = r.log.events.length;
-    await r.until((l) => l.events.length >= seen + 4, 10_000, 'events after recovery');
+    try {
+      await r.until((l) => l.events.length >= 8 && !!r.standin, 30_000, 'a streaming watch');
+      victim = r.standin!;
+      cut = r.log.watches.at(-1)!;
+      at = Date.now();
+      await fault.apply(victim);
+      await r.until((l) => fault.recovered(l, victim!, cut!, at), fault.timeoutMs, fault.what);
+      // A few more events after recovery: the run of events goes on.
+      const seen = r.log.events.length;
+      await r.until((l) => l.events.length >= seen + 4, 10_000, 'events after recovery');
+    } finally {
+      if (victim) await fault.undo(victim);
+    }
   } finally {
-    if (victim) await fault.undo(victim);
     await r.stop();
   }
-  return { victim, at, log: r.log, verdict: analyse(r.log) };
+  return {
+    victim: victim!,
+    at,
+    ...(cut?.endedAt !== undefined ? { cutAfterMs: cut.endedAt - at } : {}),
+    log: r.log,
+    verdict: analyse(r.log),
+  };
 }
 
-/** Events came from a stand-in other than the victim after the fault. */
-export const movedOn = (l: ReflectorLog, victim: string, at: number) => l.events.some((e) => e.at > at && e.standin !== undefined && e.standin !== victim);
+/** The watch running at the fault was cut, and a later one delivers events from another stand-in. */
+export function movedOn(l: ReflectorLog, victim: string, cut: WatchRecord): boolean {
+  return cut.endedAt !== undefined && l.watches.some((w) => w.startedAt >= cut.endedAt! && w.events > 0 && w.standin !== undefined && w.standin !== victim);
+}
+
+/** The watch running at the fault was cut, and a later one delivers events (through a VIP: whichever stand-in). */
+export function resumed(l: ReflectorLog, _victim: string, cut: WatchRecord): boolean {
+  return cut.endedAt !== undefined && l.watches.some((w) => w.startedAt >= cut.endedAt! && w.events > 0);
+}

@@ -56,6 +56,8 @@ const FUTURE_SLACK = 12;
 export const BOOKMARK_MS = 5000;
 /** A watch without timeoutSeconds ends after between this and twice this, as kube-apiserver's --min-request-timeout. */
 const MIN_REQUEST_TIMEOUT_S = 1800;
+/** The longest timeoutSeconds honoured (a day; a timer cannot wait longer than 24.8 days). */
+const MAX_WATCH_S = 86_400;
 
 export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
@@ -208,8 +210,11 @@ function unsupported(q: URLSearchParams): Answer | undefined {
   return undefined;
 }
 
+/** As kube-apiserver words it: client-go recognises it by the cause, and lists again from "". */
 function tooLarge(rv: number, now: number): Answer {
-  return status(504, 'Timeout', `Too large resource version: ${rv}, current: ${now}`);
+  const a = status(504, 'Timeout', `Too large resource version: ${rv}, current: ${now}`);
+  (a.body as { details: unknown }).details = { causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }], retryAfterSeconds: 1 };
+  return a;
 }
 
 interface ContinueToken {
@@ -222,6 +227,9 @@ export function list(q: URLSearchParams, namespace: string | undefined, now: num
   let at = now;
   let after = '';
   const cont = q.get('continue');
+  if (cont && (q.get('resourceVersion') ?? '') !== '') {
+    return status(400, 'BadRequest', 'specifying resource version is not allowed when using continue');
+  }
   if (cont) {
     let token: ContinueToken;
     try {
@@ -241,9 +249,11 @@ export function list(q: URLSearchParams, namespace: string | undefined, now: num
     if (rv !== undefined && rv > now) return tooLarge(rv, now);
     const match = q.get('resourceVersionMatch') ?? '';
     if (match === 'Exact') {
-      if (rv === undefined) return status(400, 'BadRequest', 'resourceVersionMatch: Forbidden: resourceVersionMatch "Exact" is forbidden for resourceVersion ""');
-      if (rv < now - WINDOW || rv < 1) return status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`);
+      if (rv === undefined || rv === 0) return status(400, 'BadRequest', `resourceVersionMatch: Forbidden: resourceVersionMatch "Exact" is forbidden for resourceVersion "${rv ?? ''}"`);
+      if (rv < now - WINDOW) return status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`);
       at = rv;
+    } else if (match === 'NotOlderThan' && rv === undefined) {
+      return status(400, 'BadRequest', 'resourceVersionMatch: Forbidden: resourceVersionMatch "NotOlderThan" is forbidden for resourceVersion ""');
     } else if (match !== '' && match !== 'NotOlderThan') {
       return status(400, 'BadRequest', `resourceVersionMatch: Unsupported value: "${match}"`);
     }
@@ -352,6 +362,8 @@ export interface StandinOptions {
   controlPort: number;
   host?: string;
   shutdownDelayMs: number;
+  /** With allowWatchBookmarks, a BOOKMARK this often; default BOOKMARK_MS. */
+  bookmarkMs?: number;
   log?: (message: string) => void;
 }
 
@@ -366,6 +378,7 @@ export interface Standin {
 
 export function serveApiserver(o: StandinOptions): Standin {
   const { name } = o;
+  const bookmarkMs = o.bookmarkMs ?? BOOKMARK_MS;
   const log = o.log ?? ((message: string) => process.stdout.write(`${new Date().toISOString()} ${name} ${message}\n`));
   let ready = true;
   let shuttingDown = false;
@@ -379,6 +392,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     res.end(JSON.stringify(a.body));
   };
   const line = (w: Watcher, e: unknown) => {
+    if (w.res.writableEnded || w.res.destroyed) return;
     const ev = e as { type: string; object: Pod };
     const object = w.table && ev.type !== 'BOOKMARK' && ev.type !== 'ERROR' ? table([ev.object], { resourceVersion: ev.object.metadata.resourceVersion }, null, Date.now()) : ev.object;
     write(w.res, JSON.stringify({ type: ev.type, object }) + '\n');
@@ -394,7 +408,7 @@ export function serveApiserver(o: StandinOptions): Standin {
       w.at = Math.max(w.at, now);
       if (w.bookmarks && nowMs >= w.nextBookmark) {
         line(w, bookmark(w.at));
-        w.nextBookmark = nowMs + BOOKMARK_MS;
+        w.nextBookmark = nowMs + bookmarkMs;
       }
     }
     ticker = watchers.size ? setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1) : undefined;
@@ -408,13 +422,15 @@ export function serveApiserver(o: StandinOptions): Standin {
     const start = watchStart(q, namespace, now);
     if ('status' in start) return send(res, start);
     res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
+    // An HTTP/1.1 client waits for the headers: send them now, not with the first event.
+    if ('flushHeaders' in res) res.flushHeaders();
     const w: Watcher = {
       res,
       ...(namespace ? { namespace } : {}),
       at: start.from,
       bookmarks: q.get('allowWatchBookmarks') === 'true',
       table: wantsTable(req.headers.accept),
-      nextBookmark: Date.now() + BOOKMARK_MS,
+      nextBookmark: Date.now() + bookmarkMs,
     };
     for (const e of start.events) line(w, e);
     if (start.end) return void res.end();
@@ -423,8 +439,12 @@ export function serveApiserver(o: StandinOptions): Standin {
     watchers.add(w);
     startTicker();
     const asked = Number(q.get('timeoutSeconds') ?? '');
-    const seconds = Number.isFinite(asked) && asked > 0 ? asked : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
-    const timer = setTimeout(() => res.end(), seconds * 1000);
+    const seconds = Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
+    const timer = setTimeout(() => {
+      // Out of the ticker first: nothing may be written after the end.
+      watchers.delete(w);
+      res.end();
+    }, seconds * 1000);
     res.on('close', () => {
       clearTimeout(timer);
       watchers.delete(w);
@@ -456,12 +476,14 @@ export function serveApiserver(o: StandinOptions): Standin {
       res.end(body);
     };
     const p = url.pathname;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      return send(res, status(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (the k8s-ha lab's apiserver stand-in only reads)`));
+    }
     if (p === '/healthz' || p === '/livez') return text(200, 'ok');
     if (p === '/readyz') {
       if (shuttingDown) return text(500, '[-]shutdown failed: reason withheld\nreadyz check failed');
       return ready ? text(200, 'ok') : text(500, '[-]etcd failed: reason withheld\nreadyz check failed');
     }
-    if (req.method !== 'GET') return send(res, status(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (the k8s-ha lab's apiserver stand-in only reads)`));
     if (p === '/version') {
       return send(res, { status: 200, body: { major: '1', minor: '31', gitVersion: 'v1.31.0-k8s-ha-lab', platform: 'linux/amd64', standin: name } });
     }
@@ -473,13 +495,14 @@ export function serveApiserver(o: StandinOptions): Standin {
     if (refused) return send(res, refused);
     const nowMs = Date.now();
     const now = rvAt(nowMs);
+    const watching = q.get('watch') === '1' || q.get('watch') === 'true';
     if (target.name) {
-      if (q.get('watch')) return send(res, status(400, 'BadRequest', 'watch a single pod with fieldSelector, which the stand-in does not implement'));
+      if (watching) return send(res, status(400, 'BadRequest', 'watch a single pod with fieldSelector, which the stand-in does not implement'));
       const pod = inNamespace(target.namespace) ? podsAt(now).find((x) => x.metadata.name === target.name) : undefined;
       if (!pod) return send(res, status(404, 'NotFound', `pods "${target.name}" not found`));
       return send(res, wantsTable(req.headers.accept) ? { status: 200, body: table([pod], { resourceVersion: String(now) }, q.get('includeObject'), nowMs) } : { status: 200, body: pod });
     }
-    if (q.get('watch') === '1' || q.get('watch') === 'true') return watch(req, res, q, target.namespace);
+    if (watching) return watch(req, res, q, target.namespace);
     const answer = list(q, target.namespace, now);
     if (answer.status === 200 && wantsTable(req.headers.accept)) {
       const l = answer.body as { metadata: Record<string, unknown>; items: Pod[] };

@@ -2,28 +2,21 @@
  * The lab's real Kubernetes client (Debian's kubectl, on client-go) in tests: on a node, where it
  * goes through the node-local balancer as kubelet does, or on this machine toward a VIP.
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { LAB_SERVER_NAME } from '../../src/lab/kubectl.js';
+import { kubectlInContainer, kubectlToward } from '../../src/lab/kubectl.js';
 import type { FaultRun, KubectlRunner } from '../../src/lab/reflector.js';
-export { movedOn, underFault } from '../../src/lab/reflector.js';
+export { movedOn, resumed, underFault } from '../../src/lab/reflector.js';
 import { lab, labContainer } from './lab.js';
 
-/** kubectl on a lab host (docker exec starts it; it talks to the host's own 127.0.0.1:8443). */
+/** kubectl on a lab host: it talks to the host's own 127.0.0.1:8443. */
 export async function kubectlOn(service: string): Promise<KubectlRunner> {
-  const id = await labContainer(service);
-  return (args) => spawn('docker', ['exec', id, 'kubectl', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return kubectlInContainer(await labContainer(service));
 }
 
-/**
- * kubectl on this machine (copied out of the node image by lab up), with the lab's kubeconfig, toward
- * `server`. kubectl drops the kubeconfig's tls-server-name when --server is given: name it again.
- */
+/** kubectl on this machine (copied out of the node image by lab up), with the lab's kubeconfig, toward `server`. */
 export function kubectlHere(server: string): KubectlRunner {
-  const dir = lab().dir;
-  const flags = ['--kubeconfig', path.join(dir, 'kubeconfig'), '--server', server, '--tls-server-name', LAB_SERVER_NAME];
-  return (args) => spawn(path.join(dir, 'bin', 'kubectl'), [...flags, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return kubectlToward(path.join(lab().dir, 'bin', 'kubectl'), path.join(lab().dir, 'kubeconfig'), server);
 }
 
 /** What a user checks of a reflector's run: every event once, in order, none lost, its store right. */

@@ -3,25 +3,42 @@
  * lost, repeated or altered event looks like, what a list after 410 covers, and the longest gap.
  */
 import { describe, expect, it } from 'vitest';
-import { analyse, type ListRecord, type SeenEvent } from '../../src/lab/reflector.js';
+import { analyse, type ListRecord, type ReflectorLog, type SeenEvent } from '../../src/lab/reflector.js';
 import { eventAt, podsAt, rvAt } from '../../src/lab/standin.js';
 
 const L = rvAt(Date.parse('2026-12-02T12:00:00Z'));
 const T = 1_800_000_000_000;
-const list = (rv: number, at: number): ListRecord => ({ rv, at, names: podsAt(rv).map((p) => p.metadata.name) });
+const list = (rv: number, at: number): Omit<ListRecord, 'seq'> => ({ rv, at, names: podsAt(rv).map((p) => p.metadata.name) });
 /** Events rv from..to, one every 250 ms from `at`. */
-const events = (from: number, to: number, at: number, standin = 'master-1'): SeenEvent[] =>
+const events = (from: number, to: number, at: number, standin = 'master-1'): Omit<SeenEvent, 'seq'>[] =>
   Array.from({ length: to - from + 1 }, (_, i) => ({ rv: from + i, type: eventAt(from + i).type, at: at + 250 * i, standin }));
+
+/** A log as a reflector would keep it: lists and events in the order given, its store built from them. */
+function run(...steps: (Omit<ListRecord, 'seq'> | Omit<SeenEvent, 'seq'>)[]): Pick<ReflectorLog, 'lists' | 'events' | 'store' | 'storeRv'> {
+  const log: Pick<ReflectorLog, 'lists' | 'events' | 'store' | 'storeRv'> = { lists: [], events: [], store: {} };
+  steps.forEach((s, seq) => {
+    if ('names' in s) {
+      log.lists.push({ ...s, seq });
+      log.store = Object.fromEntries(podsAt(s.rv).map((p) => [p.metadata.name, p.metadata.uid]));
+    } else {
+      log.events.push({ ...s, seq });
+      const o = eventAt(s.rv).object.metadata;
+      if (s.type === 'DELETED') delete log.store[o.name];
+      else log.store[o.name] = o.uid;
+    }
+    log.storeRv = s.rv;
+  });
+  return log;
+}
 
 describe('analyse', () => {
   it('a whole run: nothing missing or repeated, the store equal to the history, the gap one tick', () => {
-    const v = analyse({ lists: [list(L, T)], events: events(L + 1, L + 40, T + 250) });
+    const v = analyse(run(list(L, T), ...events(L + 1, L + 40, T + 250)));
     expect(v).toMatchObject({ events: 40, lists: 1, missing: [], repeated: [], wrong: 0, storeMatches: true, longestGapMs: 250, standins: ['master-1'] });
   });
 
   it('an event that never came is missing, and a hole in time is the longest gap, from where it began', () => {
-    const seen = [...events(L + 1, L + 9, T + 250), ...events(L + 11, L + 20, T + 250 * 11 + 3000, 'master-2')];
-    const v = analyse({ lists: [list(L, T)], events: seen });
+    const v = analyse(run(list(L, T), ...events(L + 1, L + 9, T + 250), ...events(L + 11, L + 20, T + 250 * 11 + 3000, 'master-2')));
     expect(v.missing).toEqual([L + 10]);
     expect(v.longestGapMs).toBe(3500);
     expect(v.longestGapAt).toBe(T + 250 * 9);
@@ -31,26 +48,25 @@ describe('analyse', () => {
   it('an event seen twice, or back in time, is repeated', () => {
     const seen = events(L + 1, L + 6, T + 250);
     seen.splice(3, 0, { ...seen[2]!, at: seen[2]!.at + 1 });
-    expect(analyse({ lists: [list(L, T)], events: seen }).repeated).toEqual([L + 3]);
+    expect(analyse(run(list(L, T), ...seen)).repeated).toEqual([L + 3]);
   });
 
   it('a deletion never seen leaves a pod in the store that the history has gone', () => {
     const deleted = events(L + 1, L + 400, T + 250).find((e) => e.type === 'DELETED')!;
     // Up to just after it: the pod comes back (ADDED, a new uid) only at its next event.
-    const all = events(L + 1, deleted.rv + 2, T + 250);
-    const v = analyse({ lists: [list(L, T)], events: all.filter((e) => e.rv !== deleted.rv) });
+    const v = analyse(run(list(L, T), ...events(L + 1, deleted.rv + 2, T + 250).filter((e) => e.rv !== deleted.rv)));
     expect(v.missing).toEqual([deleted.rv]);
     expect(v.storeMatches).toBe(false);
   });
 
   it('a list after 410 covers what happened before it: nothing is counted missing across it', () => {
-    const v = analyse({ lists: [list(L, T), list(L + 500, T + 10_000)], events: [...events(L + 1, L + 5, T + 250), ...events(L + 501, L + 510, T + 10_250)] });
+    const v = analyse(run(list(L, T), ...events(L + 1, L + 5, T + 250), list(L + 500, T + 10_000), ...events(L + 501, L + 510, T + 10_250)));
     expect(v).toMatchObject({ lists: 2, missing: [], repeated: [], storeMatches: true });
   });
 
   it('counts what differs from the history', () => {
     const seen = events(L + 1, L + 4, T + 250);
     seen[1] = { ...seen[1]!, wrong: true };
-    expect(analyse({ lists: [{ ...list(L, T), wrong: true }], events: seen }).wrong).toBe(2);
+    expect(analyse(run({ ...list(L, T), wrong: true }, ...seen)).wrong).toBe(2);
   });
 });
