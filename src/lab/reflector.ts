@@ -417,6 +417,7 @@ export async function underFault(kubectl: KubectlRunner, fault: Fault): Promise<
   let victim: string | undefined;
   let at = 0;
   let cut: WatchRecord | undefined;
+  let cutAt: number | undefined;
   try {
     try {
       await r.until((l) => l.events.length >= 8 && !!r.standin, 30_000, 'a streaming watch');
@@ -428,6 +429,8 @@ export async function underFault(kubectl: KubectlRunner, fault: Fault): Promise<
       // A few more events after recovery: the run of events goes on.
       const seen = r.log.events.length;
       await r.until((l) => l.events.length >= seen + 4, 10_000, 'events after recovery');
+      // Before undo and stop, which end it too.
+      cutAt = cut.endedAt;
     } finally {
       if (victim) await fault.undo(victim);
     }
@@ -437,7 +440,7 @@ export async function underFault(kubectl: KubectlRunner, fault: Fault): Promise<
   return {
     victim: victim!,
     at,
-    ...(cut?.endedAt !== undefined ? { cutAfterMs: cut.endedAt - at } : {}),
+    ...(cutAt !== undefined ? { cutAfterMs: cutAt - at } : {}),
     log: r.log,
     verdict: analyse(r.log),
   };
