@@ -19,7 +19,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import YAML from 'yaml';
-import { movedOn, resumed, underFault } from '../dist/lab/reflector.js';
+import { holderDown, standinFaults, underFault } from '../dist/lab/reflector.js';
 import { kubectlInContainer, kubectlToward } from '../dist/lab/kubectl.js';
 import { bin, cli, labDown, printTable } from './bench-util.js';
 
@@ -72,26 +72,6 @@ try {
       delete doc.vip;
     });
 
-  const faults = (impl, node) => ({
-    unready: {
-      apply: (v) => master(v, 'unready'),
-      undo: (v) => master(v, 'ready'),
-      // kube-lb closes what it carries to a backend its checks fail; kube-nginx keeps it (the watch goes on).
-      recovered: (l, v, cut, at) => (impl === 'kube-lb' ? movedOn(l, v, cut) : l.events.some((e) => e.at > at + 6000)),
-      timeoutMs: 30_000,
-      what: 'the watch going on',
-    },
-    frozen: { apply: (v) => master(v, 'freeze'), undo: (v) => master(v, 'thaw'), recovered: movedOn, timeoutMs: 90_000, what: 'events from another stand-in' },
-    stopped: { apply: (v) => master(v, 'stop'), undo: (v) => master(v, 'start'), recovered: movedOn, timeoutMs: 30_000, what: 'events from another stand-in' },
-    retired: {
-      apply: (v) => cliAsync(['deploy', '-i', without(v), '--limit', node]),
-      undo: () => cliAsync(['deploy', '-i', base, '--limit', node]),
-      recovered: movedOn,
-      timeoutMs: 60_000,
-      what: 'events from another stand-in',
-    },
-  });
-
   const runs = [];
   const record = (balancer, fault, round, run) => {
     const v = run.verdict;
@@ -103,19 +83,17 @@ try {
     for (const { impl, node } of BALANCERS) {
       const id = container(node);
       const kubectl = kubectlInContainer(id);
-      for (const [fault, f] of Object.entries(faults(impl, node))) record(impl, fault, round, await underFault(kubectl, f));
+      const faults = standinFaults(impl, {
+        master,
+        retire: (v) => cliAsync(['deploy', '-i', without(v), '--limit', node]),
+        restore: () => cliAsync(['deploy', '-i', base, '--limit', node]),
+      });
+      for (const [fault, f] of Object.entries(faults)) record(impl, fault, round, await underFault(kubectl, f));
     }
     // Through the VIP from this machine: the holder's whole host goes down.
     const kubectl = kubectlToward(lab.kubectl, lab.kubeconfig, `https://${vip}:8443`);
     const holder = () => JSON.parse(spawnSync(process.execPath, [bin, 'status', '-i', base, '--limit', VIP_HOSTS.join(','), '--json'], { encoding: 'utf8' }).stdout).vip.holders[0];
-    const h = holder();
-    record('VIP (haproxy + keepalived)', 'holder down', round, await underFault(kubectl, {
-      apply: () => master(h, 'down'),
-      undo: () => master(h, 'up'),
-      recovered: resumed,
-      timeoutMs: 90_000,
-      what: 'a new watch through the VIP delivering events',
-    }));
+    record('VIP (haproxy + keepalived)', 'holder down', round, await underFault(kubectl, holderDown(holder(), master)));
   }
   const groups = [...new Set(runs.map((r) => `${r.balancer}\t${r.fault}`))].map((k) => {
     const [balancer, fault] = k.split('\t');

@@ -16,8 +16,8 @@ import ssh2 from 'ssh2';
 import YAML from 'yaml';
 import { NGINX_SOURCE } from './sources.js';
 import { ensureHostCa, HOST_CA_KEY, bastionSshdConfig } from './host-ca.js';
-import { ensureKubeconfig } from './kubectl.js';
-import { writeFileAtomic } from './state.js';
+import { renderKubeconfig } from './kubectl.js';
+import { writeFileAtomic, writeFileIfChanged } from './state.js';
 import {
   APISERVER_PORT,
   BASTION_HOST_CERT_PATH,
@@ -149,12 +149,13 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
     await writeFileAtomic(at('pki', 'lab-admin.key'), leaf.key, 0o600);
     await writeFileAtomic(adminCert, leaf.cert);
   }
-  await ensureKubeconfig({
-    file: p.kubeconfig,
+  const kubeconfig = renderKubeconfig({
+    paths: p,
     labId: plan.id,
     caPem: ca.cert,
     client: { cert: await fsp.readFile(adminCert, 'utf8'), key: await fsp.readFile(at('pki', 'lab-admin.key'), 'utf8') },
   });
+  await writeFileIfChanged(p.kubeconfig, kubeconfig, 0o600);
 
   const served = at('mirror', NGINX_SOURCE.file);
   if (await missing(served)) {
@@ -163,10 +164,9 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
   }
   const bastion = labBastion(plan);
   if (bastion) {
-    // Mounted as a single file: rewrite it only when it changes, or the running bastion keeps the old inode.
     const conf = at('hosts', bastion.service, BASTION_SSHD_CONF);
     const want = bastionSshdConfig(BASTION_HOST_CERT_PATH);
-    if (!fs.existsSync(conf) || (await fsp.readFile(conf, 'utf8')) !== want) await writeFileAtomic(conf, want);
+    await writeFileIfChanged(conf, want);
     await ensureHostCa(plan, bastion, p.dir);
     await writeFileAtomic(p.bastionInventory, renderLabInventory(plan, p, { proxyJump: bastionJump(bastion) }));
   } else {

@@ -11,22 +11,21 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import YAML from 'yaml';
 import { docker } from './docker.js';
+import type { LabPaths } from './files.js';
 import { writeFileAtomic } from './state.js';
 import { KUBECTL_PATH } from './images.js';
 import type { KubectlRunner } from './reflector.js';
-import { LOCAL_LB } from './topology.js';
+import { APISERVER_PORT, LOCAL_LB } from './topology.js';
 
 /** The name the stand-ins' certificates carry and the lab's clients verify, as the inventory's tls.serverName. */
 export const LAB_SERVER_NAME = 'kubernetes';
 
 export interface KubeconfigInput {
-  /** Where the file is and whose lab it is, for its header. */
-  file: string;
+  /** Where the kubeconfig and this machine's kubectl are, and whose lab it is, for its header. */
+  paths: Pick<LabPaths, 'kubeconfig' | 'kubectl'>;
   labId: string;
   caPem: string;
   client: { cert: string; key: string };
-  /** Default: the node-local balancer. */
-  server?: string;
 }
 
 const b64 = (pem: string) => Buffer.from(pem).toString('base64');
@@ -38,7 +37,7 @@ export function renderKubeconfig(k: KubeconfigInput): string {
     clusters: [
       {
         name: 'k8s-ha-lab',
-        cluster: { server: k.server ?? `https://${LOCAL_LB}`, 'certificate-authority-data': b64(k.caPem), 'tls-server-name': LAB_SERVER_NAME },
+        cluster: { server: `https://${LOCAL_LB}`, 'certificate-authority-data': b64(k.caPem), 'tls-server-name': LAB_SERVER_NAME },
       },
     ],
     users: [{ name: 'lab-admin', user: { 'client-certificate-data': b64(k.client.cert), 'client-key-data': b64(k.client.key) } }],
@@ -48,25 +47,16 @@ export function renderKubeconfig(k: KubeconfigInput): string {
   return (
     `# kubeconfig of the k8s-ha lab ${k.labId}, written by \`k8s-ha lab up\`.\n` +
     `# On every lab host it is ~/.kube/config: kubectl there goes through ${LOCAL_LB}, the node-local balancer, as kubelet does.\n` +
-    `# From this machine: ${path.join(path.dirname(k.file), 'bin', 'kubectl')} --kubeconfig ${k.file} --server https://MASTER:6443 get pods\n` +
+    `# From this machine: ${k.paths.kubectl} --kubeconfig ${k.paths.kubeconfig} --server https://MASTER:${APISERVER_PORT} get pods\n` +
     YAML.stringify(doc, { lineWidth: 0 })
   );
 }
 
-/** Write the kubeconfig when it differs: it is mounted into the hosts as a single file, whose inode a running host keeps. */
-export async function ensureKubeconfig(k: KubeconfigInput): Promise<void> {
-  const want = renderKubeconfig(k);
-  if (fs.existsSync(k.file) && (await fsp.readFile(k.file, 'utf8')) === want) return;
-  await writeFileAtomic(k.file, want, 0o600);
-}
-
-/** Copy kubectl out of the node image into `dir`/bin, once per image; returns its path. */
-export async function ensureKubectl(dir: string, nodeImage: string): Promise<string> {
-  const bin = path.join(path.resolve(dir), 'bin');
-  const kubectl = path.join(bin, 'kubectl');
-  const stamp = path.join(bin, '.kubectl-image');
-  if (fs.existsSync(kubectl) && fs.existsSync(stamp) && (await fsp.readFile(stamp, 'utf8')).trim() === nodeImage) return kubectl;
-  await fsp.mkdir(bin, { recursive: true });
+/** Copy kubectl out of the node image to `kubectl` (the lab's bin/kubectl), once per image. */
+export async function ensureKubectl(kubectl: string, nodeImage: string): Promise<void> {
+  const stamp = path.join(path.dirname(kubectl), '.kubectl-image');
+  if (fs.existsSync(kubectl) && (await fsp.readFile(stamp, 'utf8').catch(() => '')).trim() === nodeImage) return;
+  await fsp.mkdir(path.dirname(kubectl), { recursive: true });
   // An image from `docker import` has no command: name one, it never runs.
   const id = (await docker(['create', nodeImage, KUBECTL_PATH], { step: 'copying kubectl out of the node image' })).trim();
   const staged = `${kubectl}.k8s-ha-new`;
@@ -78,7 +68,6 @@ export async function ensureKubectl(dir: string, nodeImage: string): Promise<str
   await fsp.chmod(staged, 0o755);
   await fsp.rename(staged, kubectl);
   await writeFileAtomic(stamp, nodeImage + '\n');
-  return kubectl;
 }
 
 /** Run "$@"; when stdin closes, kill it (stdin reaches the reader as fd 3: an async list's own stdin is /dev/null). */

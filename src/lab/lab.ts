@@ -179,7 +179,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           os: o.os,
         });
         ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!, { isolated: o.isolated });
-        await ensureKubectl(o.dir, ctx.images!.node);
+        await ensureKubectl(ctx.paths.kubectl, ctx.images!.node);
         const kube = `${displayPath(ctx.paths.kubeconfig)}, ${displayPath(ctx.paths.kubectl)}`;
         return o.bastion
           ? `${displayPath(ctx.paths.inventory)}, ${displayPath(ctx.paths.bastionInventory)}, SSH host CA, ${kube}`

@@ -19,6 +19,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { eventAt, podsAt, type Pod } from './standin.js';
+import type { MasterAction } from './topology.js';
 
 /** Run kubectl with these arguments (on a node, or here). stop() ends its stdin, then kills it. */
 export type KubectlRunner = (args: string[]) => ChildProcess;
@@ -454,4 +455,50 @@ export function movedOn(l: ReflectorLog, victim: string, cut: WatchRecord): bool
 /** The watch running at the fault was cut, and a later one delivers events (through a VIP: whichever stand-in). */
 export function resumed(l: ReflectorLog, _victim: string, cut: WatchRecord): boolean {
   return cut.endedAt !== undefined && l.watches.some((w) => w.startedAt >= cut.endedAt! && w.events > 0);
+}
+
+/** What a fault does to the lab: `lab master NAME ACTION`, and deploys to the client's node. */
+export interface LabOps {
+  master: (name: string, action: MasterAction) => Promise<unknown>;
+  /** Deploy the client's node without this master: a rolling reconfigure that retires it. */
+  retire: (victim: string) => Promise<unknown>;
+  /** Deploy the client's node as before. */
+  restore: () => Promise<unknown>;
+}
+
+export const STANDIN_FAULTS = ['unready', 'frozen', 'stopped', 'retired'] as const;
+
+/**
+ * The faults a node-local balancer's client meets, hitting the stand-in its watch is on, and what
+ * recovery is through `impl`: one definition for the lab tests and bench:clients.
+ */
+export function standinFaults(impl: 'nginx' | 'kube-lb', ops: LabOps): Record<(typeof STANDIN_FAULTS)[number], Fault> {
+  const other = 'events from another stand-in';
+  return {
+    unready: {
+      apply: (v) => ops.master(v, 'unready'),
+      undo: (v) => ops.master(v, 'ready'),
+      // kube-lb closes what it carries to a backend its checks fail (in about 2 s); kube-nginx keeps it.
+      recovered: (l, victim, cut, at) => (impl === 'kube-lb' ? movedOn(l, victim, cut) : l.events.some((e) => e.at > at + 6000)),
+      timeoutMs: 30_000,
+      what: impl === 'kube-lb' ? other : 'events 6 s after the fault',
+    },
+    // kube-nginx has no checks: client-go's own HTTP/2 health check (30 s idle, 15 s ping) ends the watch.
+    frozen: { apply: (v) => ops.master(v, 'freeze'), undo: (v) => ops.master(v, 'thaw'), recovered: movedOn, timeoutMs: 90_000, what: other },
+    stopped: { apply: (v) => ops.master(v, 'stop'), undo: (v) => ops.master(v, 'start'), recovered: movedOn, timeoutMs: 30_000, what: other },
+    // kube-nginx's old workers keep what they carry until worker_shutdown_timeout (10 s).
+    retired: { apply: (v) => ops.retire(v), undo: () => ops.restore(), recovered: movedOn, timeoutMs: 60_000, what: other },
+  };
+}
+
+/** The host holding a VIP goes down (`lab master HOST down`), and comes back; the client is through the VIP. */
+export function holderDown(holder: string, master: LabOps['master']): Fault {
+  return {
+    apply: () => master(holder, 'down'),
+    undo: () => master(holder, 'up'),
+    // The lost host sends no reset: the watch ends when the client notices, then resumes through the new holder.
+    recovered: resumed,
+    timeoutMs: 90_000,
+    what: 'a new watch through the VIP delivering events',
+  };
 }

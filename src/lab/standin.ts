@@ -211,6 +211,11 @@ function unsupported(q: URLSearchParams): Answer | undefined {
 }
 
 /** As kube-apiserver words it: client-go recognises it by the cause, and lists again from "". */
+/** A resourceVersion before the window: a watch or a list from it cannot be served consistently. */
+function tooOld(rv: number, now: number): Answer {
+  return status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`);
+}
+
 function tooLarge(rv: number, now: number): Answer {
   const a = status(504, 'Timeout', `Too large resource version: ${rv}, current: ${now}`);
   (a.body as { details: unknown }).details = { causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }], retryAfterSeconds: 1 };
@@ -250,7 +255,7 @@ export function list(q: URLSearchParams, namespace: string | undefined, now: num
     const match = q.get('resourceVersionMatch') ?? '';
     if (match === 'Exact') {
       if (rv === undefined || rv === 0) return status(400, 'BadRequest', `resourceVersionMatch: Forbidden: resourceVersionMatch "Exact" is forbidden for resourceVersion "${rv ?? ''}"`);
-      if (rv < now - WINDOW) return status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`);
+      if (rv < now - WINDOW) return tooOld(rv, now);
       at = rv;
     } else if (match === 'NotOlderThan' && rv === undefined) {
       return status(400, 'BadRequest', 'resourceVersionMatch: Forbidden: resourceVersionMatch "NotOlderThan" is forbidden for resourceVersion ""');
@@ -332,7 +337,7 @@ export function watchStart(q: URLSearchParams, namespace: string | undefined, no
     return { events: pods.map((object) => ({ type: 'ADDED', object })), from: now };
   }
   // As kube-apiserver's watch cache answers: a 200 stream whose one event is the error.
-  if (rv < now - WINDOW) return error(status(410, 'Expired', `too old resource version: ${rv} (${now - WINDOW})`));
+  if (rv < now - WINDOW) return error(tooOld(rv, now));
   if (rv > now + FUTURE_SLACK) return error(tooLarge(rv, now));
   return { events: [], from: rv };
 }
@@ -387,8 +392,8 @@ export function serveApiserver(o: StandinOptions): Standin {
   const watchers = new Set<Watcher>();
   const probes = new Set<Res>();
 
-  const send = (res: Res, a: Answer, extra: Record<string, string> = {}) => {
-    res.writeHead(a.status, { 'content-type': 'application/json', 'x-standin': name, ...extra });
+  const send = (res: Res, a: Answer) => {
+    res.writeHead(a.status, { 'content-type': 'application/json', 'x-standin': name });
     res.end(JSON.stringify(a.body));
   };
   const line = (w: Watcher, e: unknown) => {
@@ -398,23 +403,24 @@ export function serveApiserver(o: StandinOptions): Standin {
     write(w.res, JSON.stringify({ type: ev.type, object }) + '\n');
   };
 
-  // One clock for every watch: at each tick, each watch gets the events it has not had.
+  /** Send a watch the events up to `now` it has not had. */
+  const catchUp = (w: Watcher, now: number) => {
+    for (const e of eventsBetween(w.at, now, w.namespace)) line(w, e);
+    w.at = Math.max(w.at, now);
+  };
+  // One clock for every watch, just after each tick: each watch gets what it has not had.
   let ticker: NodeJS.Timeout | undefined;
+  const nextTick = () => setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1);
   const tick = () => {
     const nowMs = Date.now();
-    const now = rvAt(nowMs);
     for (const w of watchers) {
-      for (const e of eventsBetween(w.at, now, w.namespace)) line(w, e);
-      w.at = Math.max(w.at, now);
+      catchUp(w, rvAt(nowMs));
       if (w.bookmarks && nowMs >= w.nextBookmark) {
         line(w, bookmark(w.at));
         w.nextBookmark = nowMs + bookmarkMs;
       }
     }
-    ticker = watchers.size ? setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1) : undefined;
-  };
-  const startTicker = () => {
-    ticker ??= setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1);
+    ticker = watchers.size ? nextTick() : undefined;
   };
 
   const watch = (req: Req, res: Res, q: URLSearchParams, namespace: string | undefined) => {
@@ -434,10 +440,9 @@ export function serveApiserver(o: StandinOptions): Standin {
     };
     for (const e of start.events) line(w, e);
     if (start.end) return void res.end();
-    for (const e of eventsBetween(w.at, now, namespace)) line(w, e);
-    w.at = Math.max(w.at, now);
+    catchUp(w, now);
     watchers.add(w);
-    startTicker();
+    ticker ??= nextTick();
     const asked = Number(q.get('timeoutSeconds') ?? '');
     const seconds = Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
     const timer = setTimeout(() => {

@@ -130,6 +130,15 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
   await fsp.rename(tmp, file);
 }
 
+/**
+ * writeFileAtomic, only when the content differs: for a file mounted into running lab hosts on its
+ * own, whose old inode a running host keeps when the file is replaced.
+ */
+export async function writeFileIfChanged(file: string, data: string, mode = 0o644): Promise<void> {
+  if ((await fsp.readFile(file, 'utf8').catch(() => undefined)) === data) return;
+  await writeFileAtomic(file, data, mode);
+}
+
 // --- subnets -------------------------------------------------------------
 
 function cidrRange(cidr: string): [number, number] | undefined {

@@ -2,11 +2,11 @@
  * The lab's real Kubernetes client (Debian's kubectl, on client-go) in tests: on a node, where it
  * goes through the node-local balancer as kubelet does, or on this machine toward a VIP.
  */
-import path from 'node:path';
 import { expect } from 'vitest';
+import { labPaths } from '../../src/lab/files.js';
 import { kubectlInContainer, kubectlToward } from '../../src/lab/kubectl.js';
 import type { FaultRun, KubectlRunner } from '../../src/lab/reflector.js';
-export { movedOn, resumed, underFault } from '../../src/lab/reflector.js';
+export { holderDown, standinFaults, underFault } from '../../src/lab/reflector.js';
 import { lab, labContainer } from './lab.js';
 
 /** kubectl on a lab host: it talks to the host's own 127.0.0.1:8443. */
@@ -16,7 +16,8 @@ export async function kubectlOn(service: string): Promise<KubectlRunner> {
 
 /** kubectl on this machine (copied out of the node image by lab up), with the lab's kubeconfig, toward `server`. */
 export function kubectlHere(server: string): KubectlRunner {
-  return kubectlToward(path.join(lab().dir, 'bin', 'kubectl'), path.join(lab().dir, 'kubeconfig'), server);
+  const p = labPaths(lab().dir);
+  return kubectlToward(p.kubectl, p.kubeconfig, server);
 }
 
 /** What a user checks of a reflector's run: every event once, in order, none lost, its store right. */

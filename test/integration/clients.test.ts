@@ -9,9 +9,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { eventAt, podsAt, PODS, rvAt, type Pod } from '../../src/lab/standin.js';
+import type { MasterAction } from '../../src/lab/topology.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant } from '../helpers/deploy.js';
-import { expectNothingLost, kubectlOn, movedOn, underFault } from '../helpers/kubectl.js';
+import { expectNothingLost, kubectlOn, standinFaults, underFault } from '../helpers/kubectl.js';
 import { lab, labContainer, restoreMasters, withNode } from '../helpers/lab.js';
 
 const BALANCERS = [
@@ -34,7 +35,7 @@ function clientsInventory(name: string, change: (inv: Record<string, any>) => vo
 /** The same, without one master: a roll that retires it. */
 const without = (victim: string) => clientsInventory(`without-${victim}`, (inv) => (inv.masters = inv.masters.filter((m: { name: string }) => m.name !== victim)));
 
-async function master(name: string, action: string): Promise<void> {
+async function master(name: string, action: MasterAction): Promise<void> {
   const r = await k8sha(['lab', 'master', '--dir', lab().dir, name, action]);
   if (r.code !== 0) throw new Error(`lab master ${name} ${action}: ${r.stderr}`);
 }
@@ -79,54 +80,29 @@ describe.each(BALANCERS)('kubectl through $impl on $node', ({ node: name }) => {
 });
 
 describe.sequential.each(BALANCERS)('a reflector on kubectl through $impl on $node', ({ impl, node: name }) => {
+  const faults = standinFaults(impl, {
+    master,
+    retire: (v) => deploy(without(v), '--limit', name),
+    restore: () => deploy(clientsInventory('base'), '--limit', name),
+  });
+
   it('its stand-in made unready: the watch goes on, no event lost', async () => {
-    const run = await underFault(await kubectlOn(name), {
-      apply: (v) => master(v, 'unready'),
-      undo: (v) => master(v, 'ready'),
-      // kube-lb closes what it carries to a backend its checks fail (in about 2 s); kube-nginx keeps it.
-      recovered: (l, victim, cut, at) => (impl === 'kube-lb' ? movedOn(l, victim, cut) : l.events.some((e) => e.at > at + 6000)),
-      timeoutMs: 30_000,
-      what: impl === 'kube-lb' ? 'events from another stand-in' : 'events 6 s after the fault',
-    });
-    expectNothingLost(run);
+    expectNothingLost(await underFault(await kubectlOn(name), faults.unready));
   }, FAULT_TEST_MS);
 
   it('its stand-in frozen (no FIN, no reset): the watch resumes on another, no event lost', async () => {
-    const run = await underFault(await kubectlOn(name), {
-      apply: (v) => master(v, 'freeze'),
-      undo: (v) => master(v, 'thaw'),
-      recovered: movedOn,
-      // kube-nginx has no checks: client-go's own HTTP/2 health check (30 s idle, 15 s ping) ends the watch.
-      timeoutMs: 90_000,
-      what: 'events from another stand-in',
-    });
+    const run = await underFault(await kubectlOn(name), faults.frozen);
     expectNothingLost(run);
     // kube-lb's checks find a hung apiserver and cut what it carries long before client-go's 45 s.
     if (impl === 'kube-lb') expect(run.verdict.longestGapMs).toBeLessThan(20_000);
   }, FAULT_TEST_MS);
 
   it('its stand-in stopped (systemctl stop kube-apiserver): the watch resumes on another, no event lost', async () => {
-    const run = await underFault(await kubectlOn(name), {
-      apply: (v) => master(v, 'stop'),
-      undo: (v) => master(v, 'start'),
-      recovered: movedOn,
-      timeoutMs: 30_000,
-      what: 'events from another stand-in',
-    });
-    expectNothingLost(run);
+    expectNothingLost(await underFault(await kubectlOn(name), faults.stopped));
   }, FAULT_TEST_MS);
 
   it('its stand-in retired by a rolling reconfigure: the watch moves to one still listed, no event lost', async () => {
-    const base = clientsInventory('base');
-    const run = await underFault(await kubectlOn(name), {
-      apply: (v) => deploy(without(v), '--limit', name),
-      undo: () => deploy(base, '--limit', name),
-      // kube-nginx's old workers keep what they carry until worker_shutdown_timeout (10 s).
-      recovered: movedOn,
-      timeoutMs: 60_000,
-      what: 'events from another stand-in',
-    });
-    expectNothingLost(run);
+    expectNothingLost(await underFault(await kubectlOn(name), faults.retired));
   }, FAULT_TEST_MS);
 });
 

@@ -10,6 +10,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConnectError } from '../../src/errors.js';
+import { labPaths } from '../../src/lab/files.js';
 import { eventAt } from '../../src/lab/standin.js';
 import { httpsGet } from '../../src/connect/https-probe.js';
 import { SshConnection } from '../../src/connect/ssh.js';
@@ -248,14 +249,14 @@ describe('apiserver stand-ins', () => {
 
 describe('a real client: kubectl', () => {
   it('lab up puts the kubeconfig on every host as ~/.kube/config, for root and k8s-admin, and kubectl here reaches a master with it', async () => {
-    const kubeconfig = path.join(lab().dir, 'kubeconfig');
+    const { kubeconfig, kubectl } = labPaths(lab().dir);
     expect(fs.statSync(kubeconfig).mode & 0o777).toBe(0o600);
     for (const h of [...lab().nodes, lab().masters[0]!]) {
       const r = await openssh(h.address, 'stat -c "%a %U" /root/.kube/config /home/k8s-admin/.kube/config; cmp /root/.kube/config /etc/k8s-ha-lab/kubeconfig && kubectl config view -o jsonpath="{.clusters[0].cluster.server}"');
       expect(r.stdout, r.stderr).toBe('600 root\n600 k8s-admin\nhttps://127.0.0.1:8443');
     }
     const m = lab().masters[1]!;
-    const r = await run(path.join(lab().dir, 'bin', 'kubectl'), ['--kubeconfig', kubeconfig, '--server', `https://${m.address}:${m.port}`, 'get', 'pods', '-o', 'name']);
+    const r = await run(kubectl, ['--kubeconfig', kubeconfig, '--server', `https://${m.address}:${m.port}`, 'get', 'pods', '-o', 'name']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^(pod\/lab-pod-\d\n){6,8}$/);
   });
