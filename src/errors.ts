@@ -90,6 +90,17 @@ export class ConnectError extends K8sHaError {
   }
 }
 
+/**
+ * No answer, as opposed to a definite failure: a connect or handshake that timed out (a host that
+ * drops packets, a network too slow or a controller too busy), or a command past its deadline.
+ * A refusal, a reset, "no route to host" or an authentication failure are answers.
+ */
+export function isNoAnswer(e: unknown): boolean {
+  if (e instanceof DeadlineError) return e.outputBytes === undefined;
+  const m = (e as Error)?.message ?? '';
+  return /Timed out while waiting for handshake|no connection within|\bETIMEDOUT\b|connect timed out/i.test(m);
+}
+
 /** The nginx build failed (download, checksum, toolchain, compile): exit 4, nothing touched on any node. */
 export class BuildError extends K8sHaError {
   override readonly exitCode = ExitCode.build;
@@ -97,3 +108,31 @@ export class BuildError extends K8sHaError {
 
 /** No C toolchain on the build host, and none could be installed: where lb.impl is auto, kube-lb runs instead. */
 export class NoToolchainError extends BuildError {}
+
+/**
+ * A command on a host ran past its deadline (or printed more than it may): its channel was closed.
+ * What it was doing is unknown, so nothing is undone after it: the host's journal stays for the next
+ * run to recover, as after an interrupt.
+ */
+export class DeadlineError extends K8sHaError {
+  constructor(
+    readonly host: string,
+    /** What was running, in the words a recap uses: `gathering facts`, `committing`. */
+    readonly step: string,
+    readonly seconds: number,
+    /** Set when the command was ended for its output, not its time. */
+    readonly outputBytes?: number,
+  ) {
+    super(
+      outputBytes === undefined
+        ? `timed out after ${seconds} s in ${step}`
+        : `${step} printed more than ${Math.round(outputBytes / 1024 / 1024)} MiB: ended`,
+      {
+        hint:
+          outputBytes === undefined
+            ? `look on ${host} for what hangs (a stuck disk, package mirror or systemd job); its lock is released and the next run recovers it. The bound is timeouts.${step} in the inventory`
+            : undefined,
+      },
+    );
+  }
+}

@@ -78,14 +78,16 @@ export function renderStatus(s: ClusterStatus): string {
             n.listening ? good('up') : bad('down'),
             ...masters.map((m) => reachCell(n, m)),
           ]
-        : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
+        : n.health === 'unknown'
+          ? [colour.yellow(`${n.name}?`), addressCell(n), n.wanted, colour.yellow('no answer'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')]
+          : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
     ),
   ];
   const lines = [table(rows), ''];
   lines.push(
     `${s.healthy}/${s.nodes.length} nodes healthy` +
       (s.down ? bad(`, ${s.down} down`) : '') +
-      (s.unknown ? colour.yellow(`, ${s.unknown} unknown (probes timed out twice: could not tell)`) : '') +
+      (s.unknown ? colour.yellow(`, ${s.unknown} unknown (no answer in time: could not tell)`) : '') +
       (s.drifted ? `, ${s.drifted} differ from the inventory (k8s-ha deploy --check --diff shows how)` : ', none differs from the inventory') +
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );

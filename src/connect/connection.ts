@@ -4,7 +4,9 @@
  */
 import fsp from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { DeadlineError } from '../errors.js';
 import { run } from '../util/exec.js';
+import { deadlineOf, secondsOf, STEP_WORDS, type Deadlines } from './deadlines.js';
 import type { ExecInput, RemoteResult } from './ssh.js';
 
 export interface Connection {
@@ -31,8 +33,15 @@ export class LocalConnection implements Connection {
   readonly name = 'controller';
   readonly where = 'controller';
 
+  constructor(private readonly deadlines?: Deadlines) {}
+
+  /** Bounded like a node's command: past its kind's deadline the script is killed and a DeadlineError says so. */
   async execAsRoot(script: string, options: ExecInput = {}): Promise<RemoteResult> {
-    const r = await run('sh', ['-c', script], { input: await bufferOf(options.input) });
+    const kind = options.kind ?? 'command';
+    const timeoutMs = deadlineOf(kind, this.deadlines);
+    const t0 = Date.now();
+    const r = await run('sh', ['-c', script], { input: await bufferOf(options.input), timeoutMs });
+    if (r.signal === 'SIGKILL' && Date.now() - t0 >= timeoutMs) throw new DeadlineError(this.name, STEP_WORDS[kind], secondsOf(timeoutMs));
     return { stdout: r.stdout, stderr: r.stderr, code: r.code, signal: r.signal };
   }
 

@@ -8,6 +8,9 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 
+
+/** The most of a probe's answer kept: a status and a short body are all a probe needs. */
+export const MAX_BODY_BYTES = 64 * 1024;
 export interface HttpsProbeOptions {
   path: string;
   /** PEM of the CA that must have signed the server's certificate. */
@@ -111,8 +114,18 @@ export function httpsGet(
         },
         (res) => {
           const chunks: Buffer[] = [];
+          let bytes = 0;
           const { fingerprint, peer } = id;
-          res.on('data', (c: Buffer) => chunks.push(c));
+          // /readyz answers in a few hundred bytes: keep at most MAX_BODY_BYTES of whatever answers, and stop reading there.
+          res.on('data', (c: Buffer) => {
+            if (bytes >= MAX_BODY_BYTES) return;
+            chunks.push(c.subarray(0, MAX_BODY_BYTES - bytes));
+            bytes += c.length;
+            if (bytes >= MAX_BODY_BYTES) {
+              req?.destroy();
+              done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint });
+            }
+          });
           res.on('end', () => done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint }));
           res.on('error', (e) => done(e));
         },

@@ -13,7 +13,8 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Duplex, Readable } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
-import { CommandError, ConnectError } from '../errors.js';
+import { CommandError, ConnectError, DeadlineError } from '../errors.js';
+import { deadlineOf, MAX_OUTPUT_BYTES, secondsOf, STEP_WORDS, type Deadlines, type StepKind } from './deadlines.js';
 import type { Connection } from './connection.js';
 import { quote } from '../util/quote.js';
 import { formatHostPort } from '../util/hostport.js';
@@ -62,12 +63,24 @@ export interface SshTarget {
   proxyCommand?: string;
   /** This target is a bastion: not counted as a node session. */
   bastion?: boolean;
+  /** The inventory's deadlines per kind of step (timeouts:); the defaults where unset. */
+  deadlines?: Deadlines;
 }
 
 export interface ExecInput {
   /** Standard input for the command: text, bytes, or a stream (a tarball, a binary). */
   input?: string | Buffer | Readable;
+  /** What kind of step this is: it sets the command's deadline (deadlines.ts). Default `command`. */
+  kind?: StepKind;
 }
+
+/**
+ * Renews a node's lock lease: the holder on the node exits (and its flock goes) when no byte has
+ * come for LOCK_LEASE_S, so a controller that vanishes without a FIN releases every node's lock
+ * within that bound instead of after sshd's or TCP's keepalive (hours by default).
+ */
+export const LOCK_RENEW_MS = 5_000;
+export const LOCK_LEASE_S = 30;
 
 export interface RemoteResult {
   stdout: string;
@@ -180,6 +193,8 @@ export class SshConnection implements Connection {
         hostVerifier: (key: Buffer) => {
           presented = key;
           verdict = checkHostKey(entries, target.address, target.port, key);
+          // As OpenSSH: a key or CA marked @revoked is refused whatever StrictHostKeyChecking says.
+          if (verdict.status === 'revoked') return false;
           if (target.strictHostKeyChecking === 'no') return true;
           if (verdict.status === 'match') return true;
           return verdict.status === 'unknown' && target.strictHostKeyChecking === 'accept-new';
@@ -192,8 +207,17 @@ export class SshConnection implements Connection {
     }
     const knownHostsPath = userFiles[0];
     if (verdict?.status === 'unknown' && target.strictHostKeyChecking === 'accept-new' && presented && knownHostsPath && !target.readOnly) {
-      await fs.mkdir(path.dirname(knownHostsPath), { recursive: true });
-      await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, plainKeyOf(presented)) + '\n', { mode: 0o644 });
+      try {
+        // ~/.ssh as ssh-keygen makes it: the user's alone.
+        await fs.mkdir(path.dirname(knownHostsPath), { recursive: true, mode: 0o700 });
+        await fs.appendFile(knownHostsPath, knownHostsLine(target.address, target.port, plainKeyOf(presented)) + '\n', { mode: 0o644 });
+      } catch (e) {
+        ssh.dispose();
+        route?.release();
+        throw new ConnectError(target.name, 'host-key', `cannot record the host key of ${formatHostPort(target.address, target.port)} in ${knownHostsPath}: ${(e as Error).message}`, {
+          hint: `make ${knownHostsPath} writable, or add the key to it by hand`,
+        });
+      }
     }
     if (!target.bastion) {
       SshConnection.openNow++;
@@ -203,6 +227,18 @@ export class SshConnection implements Connection {
     conn.releaseRoute = route?.release;
     // The bastion's notes (its key, used first) travel with the first node session through it.
     conn.notes = [...(route?.notes?.splice(0) ?? []), ...keys.notes];
+    if (target.strictHostKeyChecking === 'no' && verdict && verdict.status !== 'match' && presented) {
+      const what = verdict.status === 'unknown' ? 'it is in no known_hosts file' : verdict.status === 'mismatch' ? `it does NOT match ${verdict.expected.map((x) => `${x.file}:${x.line}`).join(', ')}` : verdict.status === 'cert-invalid' ? `its certificate is refused: ${verdict.reason}` : verdict.status;
+      conn.notes.push(`${target.name}: host key ${keyTypeOf(presented)} ${fingerprint(plainKeyOf(presented))} of ${formatHostPort(target.address, target.port)} accepted UNCHECKED (StrictHostKeyChecking no): ${what}`);
+    }
+    if (!hostCertificates && !certsSaid && entries.some((e) => e.marker === '@cert-authority')) {
+      certsSaid = true;
+      const ca = entries.find((e) => e.marker === '@cert-authority')!;
+      conn.notes.push(
+        `host certificates cannot be negotiated with this ssh2 version, so the @cert-authority lines (${ca.file}:${ca.line}) vouch for no host: ` +
+          'hosts known only through them fail as unknown; add their plain keys to known_hosts, or use the ssh2 version in package.json',
+      );
+    }
     return conn;
   }
 
@@ -216,24 +252,71 @@ export class SshConnection implements Connection {
     return this.target.user !== 'root';
   }
 
-  /** Run a shell command line as the login user; never throws on a non-zero exit. */
+  /**
+   * Run a shell command line as the login user; never throws on a non-zero exit. Every command has
+   * a deadline (its kind's, from the inventory's timeouts or the defaults) and a cap on what it may
+   * print: past either, its channel is closed and a DeadlineError names the step. The connection
+   * itself stays usable.
+   */
   async exec(command: string, options: ExecInput = {}): Promise<RemoteResult> {
     if (this.lost) throw this.lostError();
-    const input = options.input;
-    const stdin = input === undefined ? undefined : typeof input === 'string' ? input : Buffer.isBuffer(input) ? Readable.from([input]) : input;
-    let r;
-    try {
-      r = await this.ssh.execCommand(command, { stdin, noTrim: true });
-    } catch (e) {
-      this.lost ??= e as Error;
-      throw this.lostError();
-    }
+    const client = this.ssh.connection;
+    if (!client) throw this.lostError();
+    const kind = options.kind ?? 'command';
+    const deadlineMs = deadlineOf(kind, this.target.deadlines);
+    const r = await new Promise<RemoteResult>((resolve, reject) => {
+      client.exec(command, (err, channel) => {
+        if (err) {
+          this.lost ??= err;
+          reject(this.lostError());
+          return;
+        }
+        const out: Buffer[] = [];
+        const errs: Buffer[] = [];
+        let outBytes = 0;
+        let errBytes = 0;
+        let code: number | null = null;
+        let signal: string | null = null;
+        let done = false;
+        const finish = (e?: Error) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          if (e) {
+            channel.close();
+            reject(e);
+          } else resolve({ stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errs).toString(), code, signal });
+        };
+        const timer = setTimeout(() => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs))), deadlineMs);
+        const tooMuch = () => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), MAX_OUTPUT_BYTES));
+        channel.on('data', (b: Buffer) => {
+          if ((outBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
+          out.push(b);
+        });
+        channel.stderr.on('data', (b: Buffer) => {
+          if ((errBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
+          errs.push(b);
+        });
+        channel.on('exit', (c: number | null, sig?: string) => {
+          code = c ?? null;
+          signal = sig ?? null;
+        });
+        channel.on('close', () => finish());
+        const input = options.input;
+        if (input === undefined) channel.end();
+        else if (typeof input === 'string' || Buffer.isBuffer(input)) channel.end(input);
+        else {
+          input.on('error', (e) => finish(e));
+          input.pipe(channel);
+        }
+      });
+    });
     // No exit code and no signal: the connection went away under the command. What it did is unknown.
     if (r.code === null && r.signal === null) {
       this.lost ??= new Error('the command got no exit status');
       throw this.lostError();
     }
-    return { stdout: r.stdout, stderr: r.stderr, code: r.code, signal: r.signal };
+    return r;
   }
 
   /** Run a shell script as root: directly when logged in as root, else through passwordless sudo. */
@@ -263,13 +346,19 @@ export class SshConnection implements Connection {
   /**
    * Start a script (as root) that keeps running until released: resolves once its output so far
    * satisfies `ready`, or it exits. Closing the channel, or losing the connection, ends it: what it
-   * holds (a lock) cannot outlive this controller.
+   * holds (a lock) cannot outlive this controller. A byte goes down the channel every
+   * LOCK_RENEW_MS: the script may treat their absence as a vanished controller (the lock's lease).
+   * Not ready in time: released, and a DeadlineError. The time is the deadline of the step the
+   * script is in, as `phase` reads it from the output so far (the lock's, plus `waitMs` the caller
+   * asked to wait; then the facts' once they start), counted from when that step began.
    */
   hold(
     script: string,
     ready: (stdout: string) => boolean,
     /** Called with the release function as soon as the channel is open (to give up a wait early). */
     onOpen?: (release: () => void) => void,
+    waitMs = 0,
+    phase: (stdout: string) => StepKind = () => 'lock',
   ): Promise<{ stdout: string; exited: boolean; code: number | null; release: () => void }> {
     if (this.lost) return Promise.reject(this.lostError());
     const client = this.ssh.connection;
@@ -285,23 +374,58 @@ export class SshConnection implements Connection {
         let stdout = '';
         let stderr = '';
         let settled = false;
+        // The lease: renewed from the start, since the holder's clock starts when it takes the lock.
+        const renew = setInterval(() => channel.write('.'), LOCK_RENEW_MS);
+        renew.unref();
         const release = () => {
+          clearInterval(renew);
           channel.end();
           channel.close();
         };
         onOpen?.(release);
+        let kind = phase('');
+        let deadlineMs = 0;
+        let timer: NodeJS.Timeout | undefined;
+        const arm = () => {
+          clearTimeout(timer);
+          deadlineMs = deadlineOf(kind, this.target.deadlines) + (kind === 'lock' ? waitMs : 0);
+          timer = setTimeout(() => {
+            if (settled) return;
+            settled = true;
+            release();
+            reject(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs)));
+          }, deadlineMs);
+        };
+        arm();
         const settle = (exited: boolean, code: number | null) => {
           if (settled) return;
           settled = true;
+          clearTimeout(timer);
+          if (exited) clearInterval(renew);
           resolve({ stdout: exited && !stdout.trim() ? stderr : stdout, exited, code, release });
         };
         channel.on('data', (b: Buffer) => {
+          if (settled) return;
           stdout += b.toString();
-          if (ready(stdout)) settle(false, null);
+          if (stdout.length > MAX_OUTPUT_BYTES) {
+            settled = true;
+            clearTimeout(timer);
+            release();
+            reject(new DeadlineError(this.target.name, STEP_WORDS.lock, secondsOf(deadlineMs), MAX_OUTPUT_BYTES));
+          } else if (ready(stdout)) settle(false, null);
+          else if (phase(stdout) !== kind) {
+            kind = phase(stdout);
+            arm();
+          }
         });
-        channel.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        channel.stderr.on('data', (b: Buffer) => {
+          if (stderr.length < 64 * 1024) stderr += b.toString();
+        });
         channel.on('exit', (code: number | null) => settle(true, code));
-        channel.on('close', () => settle(true, null));
+        channel.on('close', () => {
+          clearInterval(renew);
+          settle(true, null);
+        });
       });
     });
   }
@@ -338,7 +462,7 @@ function classifyConnectError(
 ): ConnectError {
   const e = err as Error & { code?: string; level?: string };
   const at = formatHostPort(target.address, target.port);
-  if (verdict && presented && verdict.status !== 'match' && target.strictHostKeyChecking !== 'no') {
+  if (verdict && presented && verdict.status !== 'match' && (target.strictHostKeyChecking !== 'no' || verdict.status === 'revoked')) {
     let fp: string;
     try {
       fp = fingerprint(plainKeyOf(presented));
@@ -544,6 +668,9 @@ class Jumps {
     for (const [key, s] of this.open) if (s.users <= 0) this.drop(key, s);
   }
 }
+
+/** The missing host-certificate capability is said once per run. */
+let certsSaid = false;
 
 const FAILED_BASTION_MS = 5_000;
 const BASTION_LINGER_MS = 2_000;

@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { durationMs } from '../util/duration.js';
+import { deadlinesOf } from './deadlines.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import { formatHop, parseProxyJump, type JumpHop } from './proxy-jump.js';
 import { expandTokens, lookupSshConfig, type ConfigFileRef, type ConfigValue, type SshConfigLookup, type SshConfigReader } from './ssh-config.js';
@@ -177,6 +178,7 @@ export class TargetResolver {
       user,
       ...this.keysAndTrust(own.identityFile ?? all.identityFile, own.knownHostsFile ?? all.knownHostsFile, own.strictHostKeyChecking ?? all.strictHostKeyChecking, cfg, t),
       connectTimeoutMs: this.timeout(own.connectTimeout ?? all.connectTimeout, cfg),
+      deadlines: deadlinesOf(this.inv),
     };
     this.addRoute(target, own.proxyJump ?? all.proxyJump, cfg, t, warnings, 0);
     return { target, warnings };

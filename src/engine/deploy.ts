@@ -177,7 +177,7 @@ async function buildHost(setup: Setup): Promise<BuildHost> {
     throw new BuildError(`cannot reach the build host: ${(e as Error).message}`, { hint: (e as ConnectError).hint });
   }
   const req = emptyRequest();
-  const facts = parseFacts(req, (await conn.execAsRoot(factScript(req))).stdout);
+  const facts = parseFacts(req, (await conn.execAsRoot(factScript(req), { kind: 'facts' })).stdout);
   return { name: target.name, link: inv.build.link, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 

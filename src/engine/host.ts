@@ -186,7 +186,7 @@ async function recoverJournal(
   }
   if (v.ok) return finish(`${who} was never verified: verified now and kept (${v.summary})`);
   if (!j.restorable) return close(`${who} was never verified and fails now (${v.summary}); nothing served before it, so nothing to restore`);
-  const out = await conn.execAsRoot(restoreFromJournal());
+  const out = await conn.execAsRoot(restoreFromJournal(), { kind: 'restore' });
   const r = parseScriptOutput(out.stdout, out.stderr);
   if (!r.closed) {
     return { ok: false, detail: `${who} was never verified and fails now (${v.summary}); restoring it failed (${r.restoreFailure ?? 'the restore script failed'}): its journal and backups are kept in ${JOURNAL_DIR}` };
@@ -227,7 +227,7 @@ export async function planOn(session: Session, job: HostJob, timings: Record<str
   if (stdout !== undefined && !/^@@then-rc 0$/m.test(stdout)) throw new Error(`gathering facts failed (exit ${/^@@then-rc (\d+)$/m.exec(stdout)?.[1] ?? 'unknown'})`);
   if (stdout === undefined) {
     job.say('gathering facts');
-    const f = await session.conn.execAsRoot(factScript(req));
+    const f = await session.conn.execAsRoot(factScript(req), { kind: 'facts' });
     if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
     stdout = f.stdout;
   }
@@ -288,7 +288,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
       out.sent = true;
       const a = await conn.execAsRoot(
         applyScript(plan, { runId: byRun.runId, by: byRun.by, backup: o.backup, unit: p.unit, verify: vstep?.args }),
-        { input: puts.length ? tarGzOf(puts.map((x) => x.change)) : undefined },
+        { input: puts.length ? tarGzOf(puts.map((x) => x.change)) : undefined, kind: 'apply' },
       );
       lap('apply', t);
       out.script = parseScriptOutput(a.stdout, a.stderr);
@@ -331,7 +331,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
 async function restore(session: Session, p: PlannedHost, out: ApplyOutcome): Promise<void> {
   p.job.say('restoring');
   try {
-    const raw = await session.conn.execAsRoot(restoreFromJournal());
+    const raw = await session.conn.execAsRoot(restoreFromJournal(), { kind: 'restore' });
     const r = parseScriptOutput(raw.stdout, raw.stderr);
     const undo = changesOf(p.plan, 'run').find((c) => c.change.switchFrom)?.change.switchFrom;
     const watched = undo ?? p.unit;

@@ -1,11 +1,14 @@
 /**
  * One run at a time per host: a flock on /run/k8s-ha/lock, held by a process on the host that
- * lives exactly as long as this controller's SSH channel (it waits on stdin). A controller that
- * dies, or a connection that drops, releases the lock with it. The holder writes who it is beside
- * the lock, so a second run can say who holds it and since when.
+ * lives as long as this controller's SSH channel and no longer than its lease: the controller
+ * sends a byte every LOCK_RENEW_MS, and a holder that hears nothing for LOCK_LEASE_S (a controller
+ * gone silent: power lost, network cut, no FIN) or reads the end of its input (a controller that
+ * exited or closed the channel) exits, and the lock goes with it. The holder writes who it is
+ * beside the lock, so a second run can say who holds it and since when.
  */
 import os from 'node:os';
-import type { SshConnection } from '../connect/ssh.js';
+import { deadlineOf } from '../connect/deadlines.js';
+import { LOCK_LEASE_S, type SshConnection } from '../connect/ssh.js';
 import { quote } from '../util/quote.js';
 import { applyLockPath, JOURNAL_DIR, parseJournal, type Journal } from './scripts.js';
 
@@ -36,7 +39,16 @@ function journalIn(stdout: string): Journal | undefined {
  * `then`: a script to run once the lock is held and no journal is open (the facts script), so
  * taking the lock costs no round trip of its own; its output comes between @@then and @@then-end.
  */
-export function lockScript(holder: string, waitSeconds: number, dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR }, then?: string): string {
+export function lockScript(
+  holder: string,
+  waitSeconds: number,
+  dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR },
+  then?: string,
+  /** How long a holder keeps the lock without hearing from its controller. */
+  leaseSeconds = LOCK_LEASE_S,
+  /** How long to wait for a script of an earlier run still moving files (its apply deadline). */
+  applyWaitSeconds = 300,
+): string {
   const d = quote(dirs.lock);
   const J = quote(dirs.journal);
   const w = Math.max(0, Math.ceil(waitSeconds));
@@ -44,24 +56,34 @@ export function lockScript(holder: string, waitSeconds: number, dirs = { lock: L
     'set -u',
     `d=${d}`,
     'command -v flock >/dev/null 2>&1 || { echo "@@lockerr flock (util-linux) is not installed"; exit 72; }',
+    'command -v timeout >/dev/null 2>&1 || { echo "@@lockerr timeout (coreutils) is not installed"; exit 72; }',
     '[ -d "$d" ] || mkdir -p -m 0700 "$d" || { echo "@@lockerr cannot create $d"; exit 70; }',
     'exec 9>>"$d/lock" || { echo "@@lockerr cannot open $d/lock"; exit 71; }',
     'if ! flock -n 9; then',
-    w > 0 ? `  echo "@@waiting"; cat "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; flock -w ${w} 9 && ok=1 || ok=0` : '  ok=0',
+    w > 0 ? `  echo "@@waiting"; head -n 1 "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; flock -w ${w} 9 && ok=1 || ok=0` : '  ok=0',
     // The holder writes its name just after taking the lock: give it a moment so we do not read its predecessor's.
-    '  if [ $ok = 0 ]; then sleep 0.3; echo "@@busy"; cat "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; exit 75; fi',
+    '  if [ $ok = 0 ]; then sleep 0.3; echo "@@busy"; head -n 1 "$d/holder" 2>/dev/null; echo; echo "@@end-holder"; exit 75; fi',
     'fi',
-    `printf '%s\\n' ${quote(holder)} > "$d/holder"`,
+    // The lease keeper alone holds the lock from here: it reads the controller's renewal bytes and
+    // exits at the end of its input (the channel closed) or after leaseSeconds of silence (a
+    // controller gone without a word), and the lock goes with it. This shell lets go of fd 9, so
+    // nothing it runs next (a facts read stuck on a hung disk) can keep the lock past its run.
+    // (A background job's stdin is /dev/null unless given: fd 3 carries the channel to it.)
+    'exec 3<&0',
+    `( while [ $(timeout ${Math.max(1, Math.ceil(leaseSeconds))} head -c 1 2>/dev/null | wc -c) -gt 0 ]; do :; done ) <&3 >/dev/null 2>&1 &`,
+    'exec 9>&- 3<&-',
+    // Who holds it, and the keeper's PID: a probe sees the lock held when that process has it open
+    // (/proc/locks hides a lock whose taker, the flock utility, has exited, inside a container).
+    `printf '%s\\npid %s\\n' ${quote(holder)} "$!" > "$d/holder"`,
     // A script of a controller that died may still be moving files: wait for it before reading its journal.
     // (Without a journal there is nothing to read; a script just starting refuses to run on top of ours.)
-    `if [ -f ${J}/run.json ]; then flock -w 300 ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for 5 minutes"; exit 73; }; fi`,
+    `if [ -f ${J}/run.json ]; then flock -w ${Math.ceil(applyWaitSeconds)} ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for ${Math.ceil(applyWaitSeconds)} s"; kill $! 2>/dev/null; exit 73; }; fi`,
     'echo "@@locked"',
     printJournal(J),
     ...(then ? [`if [ ! -f ${J}/run.json ]; then echo "@@then"; ( ${then.trim()}
 ) 2>/dev/null; echo "@@then-rc $?"; echo "@@then-end"; fi`] : []),
     'echo "@@ready"',
-    // cat inherits fd 9 and holds the lock until the controller closes the channel.
-    'exec cat >/dev/null',
+    'wait',
   ].join('\n');
 }
 
@@ -101,8 +123,9 @@ export async function takeLock(
   // Closing the channel ends the remote flock wait at once.
   const abort = () => release?.();
   signal?.addEventListener('abort', abort, { once: true });
+  const applyWaitSeconds = deadlineOf('apply', conn.target.deadlines) / 1000;
   const h = await conn.hold(
-    lockScript(holder, waitSeconds, undefined, then),
+    lockScript(holder, waitSeconds, undefined, then, LOCK_LEASE_S, applyWaitSeconds),
     (out) => {
       if (!told && /^@@end-holder$/m.test(out) && /^@@waiting$/m.test(out)) {
         told = true;
@@ -115,6 +138,10 @@ export async function takeLock(
       release = r;
       if (signal?.aborted && told) r();
     },
+    // The lock's own deadline runs on top of the waits asked for: --wait-lock, and an earlier run's script.
+    (Math.max(0, waitSeconds) + applyWaitSeconds) * 1000,
+    // Once the facts start, theirs.
+    (out) => (/^@@then$/m.test(out) ? 'facts' : 'lock'),
   );
   signal?.removeEventListener('abort', abort);
   if (h.exited && told && signal?.aborted) return { held: false, busy: true, holder: waitingHolder };
@@ -126,14 +153,20 @@ export async function takeLock(
   return { held: false, busy: false, error: p.error ?? `the lock script exited (${h.code})` };
 }
 
-/** Read-only: who holds the host's lock now, if anyone (status). Reads /proc/locks; never takes the lock. */
-export const LOCK_PROBE = [
-  `d=${LOCK_DIR}`,
-  'if [ -e "$d/lock" ]; then ino=$(stat -c %i "$d/lock"); ' +
-    'if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ [0-9a-f]+:[0-9a-f]+:$ino " /proc/locks; then echo "@@held"; cat "$d/holder" 2>/dev/null; fi; fi',
-  printJournal(quote(JOURNAL_DIR)),
-  'true',
-].join('\n');
+/** Read-only: who holds the host's lock now, if anyone (status, --check). Reads /proc/locks; never takes the lock. */
+export function lockProbe(dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR }): string {
+  return [
+    `d=${quote(dirs.lock)}`,
+    // Held: the lock file has a flock in /proc/locks, or the holder's keeper is alive with it open.
+    'if [ -e "$d/lock" ]; then ino=$(stat -c %i "$d/lock"); p=$(sed -n "2s/^pid //p" "$d/holder" 2>/dev/null); ' +
+      'if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ [0-9a-f]+:[0-9a-f]+:$ino " /proc/locks || { [ -n "$p" ] && [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" = "$d/lock" ]; }; then ' +
+      'echo "@@held"; head -n 1 "$d/holder" 2>/dev/null; fi; fi',
+    printJournal(quote(dirs.journal)),
+    'true',
+  ].join('\n');
+}
+
+export const LOCK_PROBE = lockProbe();
 
 export function parseLockProbe(stdout: string): { holder?: string; journal?: Journal } {
   const held = /^@@held\n(.*)$/m.exec(stdout);

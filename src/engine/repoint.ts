@@ -33,7 +33,7 @@ export function planRepointFor(inv: Inventory, facts: HostFacts): RepointPlan {
 }
 
 export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory): Promise<{ ok: boolean; detail: string }> {
-  const r = await conn.execAsRoot(repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S }));
+  const r = await conn.execAsRoot(repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S }), { kind: 'repoint' });
   const out = parseRepointOutput(r.stdout);
   if (out.ok) {
     const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];

@@ -4,6 +4,7 @@
  * binary's version, the listener, and which apiservers the node reaches,
  * directly and through its own local port. One connection per node, in parallel.
  */
+import { isNoAnswer } from '../errors.js';
 import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
 import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
@@ -110,21 +111,29 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   let { steps, unknowable } = knowableSteps(setup, first, node, known);
   const base = { artifacts: builds.artifacts, render: (t: string) => TEMPLATES[t]!(inv) };
   const binaries: Record<RunImpl, string> = { nginx: nginxPaths(inv.lb.prefix).binary, 'kube-lb': kubeLbPaths(inv.kubeLb.prefix).binary, haproxy: kubeHaproxyPaths.binary };
+  /** Not reached, or no facts: silence (a timeout) is no evidence of down, an answer (refused, reset, no route) is. */
+  const unreached = (e: unknown): NodeStatus => {
+    const silent = isNoAnswer(e);
+    const error = `${silent ? 'no answer' : 'unreachable'}: ${(e as Error).message.replace(new RegExp(`^${node.name}: `), '')}`;
+    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error, drift: {}, masters: [], healthy: false, health: silent ? 'unknown' : 'down' };
+  };
   let conn: SshConnection;
   const t0 = Date.now();
   try {
     conn = await SshConnection.open(setup.targets.get(node.name)!);
   } catch (e) {
-    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false, health: 'down' };
+    return unreached(e);
   }
   const connectMs = Date.now() - t0;
+  // Hosts accepted unchecked, a missing capability: said with the run's warnings.
+  setup.warnings.push(...conn.notes.splice(0));
   try {
     // Facts, the lock probe and the reach probe need the same connection but not each other: run them at once.
     const t1 = Date.now();
     let probesMs = 0;
     const reachProbe = probeReach(conn, inv, probing).finally(() => (probesMs = Date.now() - t1));
     reachProbe.catch(() => undefined);
-    const lockProbe = conn.execAsRoot(LOCK_PROBE).then((r) => parseLockProbe(r.stdout), () => ({}) as ReturnType<typeof parseLockProbe>);
+    const lockProbe = conn.execAsRoot(LOCK_PROBE, { kind: 'facts' }).then((r) => parseLockProbe(r.stdout), () => ({}) as ReturnType<typeof parseLockProbe>);
     const job: HostJob = {
       inventory: inv,
       node,
@@ -186,7 +195,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       timings: { connectMs, factsMs, probesMs },
     };
   } catch (e) {
-    return { name: node.name, ...dialed(setup.targets.get(node.name)!), wanted, reachable: false, error: (e as Error).message, drift: {}, masters: [], healthy: false, health: 'down' };
+    return unreached(e);
   } finally {
     conn.close();
   }

@@ -87,7 +87,7 @@ async function hostStatus(inv: Inventory, host: VipHost, target: SshTarget): Pro
     // The facts script deploy reads: the units, whether this host has the VIP, and the VRRP state file.
     const req: FactRequest = { ...emptyRequest(), units: [VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE], guards: [holdsCommand(v.address)], texts: [VIP_PATHS.state] };
     const [r, csv] = await Promise.all([
-      conn.execAsRoot(factScript(req)),
+      conn.execAsRoot(factScript(req), { kind: 'facts' }),
       statsCsv(conn, v.statsListen).then(
         (text) => ({ text }),
         (e: Error) => ({ error: e.message.split('\n')[0] }),

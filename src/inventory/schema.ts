@@ -289,6 +289,21 @@ export const build = z.strictObject({
   link: z.enum(['static', 'native']).default('static'),
 });
 
+/**
+ * Deadlines of the commands k8s-ha runs on hosts, per kind of step (defaults and why in
+ * src/connect/deadlines.ts). Past one, the command's channel is closed and the host fails
+ * (`timed out after 60 s in gathering facts`); the others go on. 1s..2h (build: up to 10h).
+ */
+export const timeouts = z.strictObject({
+  command: duration(MS.s, 2 * MS.h).optional(),
+  lock: duration(MS.s, 2 * MS.h).optional(),
+  facts: duration(MS.s, 2 * MS.h).optional(),
+  apply: duration(MS.s, 2 * MS.h).optional(),
+  restore: duration(MS.s, 2 * MS.h).optional(),
+  repoint: duration(MS.s, 2 * MS.h).optional(),
+  build: duration(MS.s, 10 * MS.h).optional(),
+});
+
 /** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer, and the service to restart after. */
 export const kubeconfigs = z
   .array(z.strictObject({ path: z.string().regex(/^\/\S+$/, 'must be an absolute path'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/).optional() }))
@@ -347,6 +362,7 @@ export const inventorySchema = z.strictObject({
   build: build.default(build.parse({})),
   kubeconfigs,
   vip: vip.optional(),
+  timeouts: timeouts.default({}),
 });
 
 export type Inventory = z.infer<typeof inventorySchema>;

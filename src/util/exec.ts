@@ -27,11 +27,21 @@ export function run(file: string, args: readonly string[], options: ExecOptions 
       cwd: options.cwd,
       env: options.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
+      // With a deadline, a group of its own: what the child started (make, a shell's sleep) dies with it.
+      detached: options.timeoutMs !== undefined,
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;
-    if (options.timeoutMs) timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+    if (options.timeoutMs) {
+      timer = setTimeout(() => {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
+      }, options.timeoutMs);
+    }
     child.stdout.on('data', (b: Buffer) => {
       out.push(b);
       options.onOutput?.(b.toString());

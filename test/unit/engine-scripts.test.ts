@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lock.js';
+import { lockProbe, lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lock.js';
 import type { HostPlan } from '../../src/engine/plan.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import {
@@ -219,15 +219,66 @@ describe('lock', () => {
     const b = holdLock(lockScript('bob@ctl (pid 2) since t, run B', 0, d));
     const bOut = parseLockOutput(await b.ready);
     expect(bOut).toMatchObject({ locked: false, busy: true, holder: 'alice@ctl (pid 1) since t, run A' });
-    // /proc/locks shows the holder without taking the lock.
-    const probe = await run('sh', ['-c', `d=${d.lock}; ino=$(stat -c %i "$d/lock"); grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ [0-9a-f]+:[0-9a-f]+:$ino " /proc/locks && echo "@@held" && cat "$d/holder"`]);
+    // /proc/locks shows the holder without taking the lock: the probe status and --check run.
+    const probe = await run('sh', ['-c', lockProbe(d)]);
     expect(parseLockProbe(probe.stdout).holder).toBe('alice@ctl (pid 1) since t, run A');
     a.child.stdin.end(); // the controller closes the channel (or dies)
     await a.exited;
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBeUndefined();
     const c = holdLock(lockScript('carol@ctl (pid 3) since t, run C', 0, d));
     expect(parseLockOutput(await c.ready).locked).toBe(true);
     c.child.stdin.end();
     await c.exited;
+  });
+
+  it('a holder that hears nothing from its controller for the lease lets go (a controller gone silent)', async () => {
+    const d = lockDirs();
+    // The channel stays open and says nothing, as when the controller's network dies without a FIN.
+    const a = holdLock(lockScript('alice', 0, d, undefined, 1));
+    expect(parseLockOutput(await a.ready).locked).toBe(true);
+    const b = holdLock(lockScript('bob', 10, d));
+    const out = await b.ready;
+    expect(parseLockOutput(out).locked).toBe(true);
+    await a.exited;
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('bob');
+    b.child.stdin.end();
+    await b.exited;
+  });
+
+  it('a holder whose controller renews the lease keeps the lock past it', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice', 0, d, undefined, 1));
+    await a.ready;
+    const renew = setInterval(() => a.child.stdin.write('.'), 300);
+    try {
+      await new Promise((r) => setTimeout(r, 2500));
+      const b = holdLock(lockScript('bob', 0, d));
+      expect(parseLockOutput(await b.ready)).toMatchObject({ locked: false, busy: true, holder: 'alice' });
+    } finally {
+      clearInterval(renew);
+    }
+    a.child.stdin.end();
+    await a.exited;
+  });
+
+  it('facts stuck on a hung read do not keep the lock once the controller gives up on them', async () => {
+    const d = lockDirs();
+    const fifo = path.join(path.dirname(d.lock), 'hung');
+    await run('mkfifo', [fifo]);
+    // The facts read a file that never answers (a FIFO nobody writes: a read on a hung disk).
+    const a = holdLock(lockScript('alice', 0, d, `sha256sum ${fifo}`));
+    let out = '';
+    a.child.stdout.on('data', (b) => (out += b));
+    await new Promise((r) => setTimeout(r, 500));
+    expect(out).toMatch(/^@@then$/m);
+    expect(out).not.toMatch(/^@@ready$/m);
+    a.child.stdin.end(); // the controller's deadline: it closes the channel
+    const b = holdLock(lockScript('bob', 5, d));
+    expect(parseLockOutput(await b.ready).locked).toBe(true);
+    b.child.stdin.end();
+    await b.exited;
+    fs.writeFileSync(fifo, 'x'); // let the stuck read go
+    await a.exited;
   });
 
   it('with a wait, the second holder gets the lock once the first lets go', async () => {
