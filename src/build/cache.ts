@@ -42,7 +42,7 @@ function readLock(lock: string): string | undefined {
  * taken over), up to `waitMs`; `fn` then finds that process's result in the cache.
  */
 export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000): Promise<T> {
-  await fsp.mkdir(dir, { recursive: true });
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const lock = path.join(dir, '.lock');
   const end = Date.now() + waitMs;
   let told = false;
@@ -57,7 +57,7 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
       const code = (e as NodeJS.ErrnoException).code;
       // The entry's folder removed by a builder that failed: make it again and retry.
       if (code === 'ENOENT') {
-        await fsp.mkdir(dir, { recursive: true });
+        await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
         continue;
       }
       if (code !== 'EEXIST') throw e;

@@ -9,7 +9,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import { BuildError } from '../errors.js';
-import { cacheDir } from '../util/paths.js';
+import { privateCacheDir } from '../util/paths.js';
 
 export type Say = (line: string) => void;
 
@@ -46,10 +46,9 @@ export const DOWNLOAD_DEADLINE_MS = 5 * 60_000;
 
 /** The verified tarball's path in the cache; downloads only when it is not there yet. */
 export async function fetchVerified(name: string, sources: string[], sha256: string, say: Say, deadlineMs = DOWNLOAD_DEADLINE_MS): Promise<string> {
-  const dir = cacheDir('sources');
+  const dir = await privateCacheDir('sources');
   const file = path.join(dir, `${sha256.slice(0, 16)}-${name}`);
   if (fs.existsSync(file) && (await sha256File(file)) === sha256) return file;
-  await fsp.mkdir(dir, { recursive: true });
   const tried: string[] = [];
   for (const url of sources) {
     const part = `${file}.${process.pid}.part`;

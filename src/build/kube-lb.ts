@@ -12,7 +12,7 @@ import path from 'node:path';
 import * as esbuild from 'esbuild';
 import { BuildError } from '../errors.js';
 import { run } from '../util/exec.js';
-import { cacheDir, packageRoot } from '../util/paths.js';
+import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
 import { sha256File, type Say } from './download.js';
@@ -74,6 +74,8 @@ export async function cachedKubeLb(): Promise<KubeLbBinary | undefined> {
 export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
   say('bundling src/proxy');
   const { code, key } = await kubeLbBundle();
+  // Nothing is read from a cache another user could have written to.
+  await ensureCacheRoot();
   const p = paths(key);
   const cached = await fromCache(p);
   if (cached) return cached;
@@ -84,6 +86,7 @@ export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
 const fromCache = (p: ReturnType<typeof paths>) => readCached<KubeLbBinary>(p.binary, p.meta);
 
 async function build(code: Buffer, key: string, p: ReturnType<typeof paths>, say: Say): Promise<KubeLbBinary> {
+  // mkdtemp's folder is 0700 and stays so: the executable made in it is run as root on every node.
   const work = await makeTempDir('k8s-ha-kube-lb-');
   try {
     const bundle = path.join(work, 'kube-lb.cjs');
@@ -105,7 +108,7 @@ async function build(code: Buffer, key: string, p: ReturnType<typeof paths>, say
     if (v.code !== 0 || !/^kube-lb \S+/.test(v.stdout)) {
       throw new BuildError(`the kube-lb executable does not run here: exit ${v.code}\n${(v.stderr || v.stdout).trim()}`);
     }
-    await fsp.mkdir(p.dir, { recursive: true });
+    await fsp.mkdir(p.dir, { recursive: true, mode: 0o700 });
     const tmp = track(`${p.binary}.${process.pid}.part`);
     await fsp.copyFile(exe, tmp);
     await fsp.chmod(tmp, 0o755);

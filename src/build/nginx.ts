@@ -19,7 +19,7 @@ import { BuildError, CommandError, NoToolchainError } from '../errors.js';
 import { LocalConnection, type Connection } from '../connect/connection.js';
 import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
 import { run } from '../util/exec.js';
-import { cacheDir } from '../util/paths.js';
+import { cacheDir, ensureCacheRoot } from '../util/paths.js';
 import { forget, track } from '../util/tempdir.js';
 import { quote } from '../util/quote.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
@@ -192,6 +192,8 @@ function noToolchain(host: BuildHost, why: string): BuildError {
 const fromCache = (dir: string) => readCached<BuiltBinary>(path.join(dir, 'kube-nginx'), path.join(dir, 'build.json'));
 
 export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say): Promise<BuiltBinary> {
+  // Nothing is read from a cache another user could have written to.
+  await ensureCacheRoot();
   const dir = cacheDir('builds', buildKey(src, configure, host.os, host.link));
   const cached = await fromCache(dir);
   if (cached) return cached;
@@ -232,7 +234,7 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
     }
   }
 
-  await fsp.mkdir(dir, { recursive: true });
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const tmpBinary = track(`${binary}.${process.pid}.part`);
   const versionOut = await buildOn(host.connection, src.version, tarball, [...configure, ...linkArgs(host.link)], host.link === 'static', tmpBinary, say);
   if (!/--with-stream/.test(versionOut)) {
@@ -289,20 +291,25 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], l
 /**
  * Build on a host, this machine or a node, the same way: the tarball streamed to a script that
  * unpacks it in a temporary folder, configures and makes (logs kept there, their tail shown on
- * failure), prints `nginx -V`; the binary is then fetched and the folder removed.
+ * failure), prints `nginx -V`; the binary is then read back as root and the folder removed.
+ *
+ * The folder is mktemp's, 0700 and root's, and stays so; the tarball is unpacked with
+ * --no-same-owner (nginx's tarball says uid 1001: as root, tar would otherwise give the tree to
+ * whichever account has that uid on the build host, free to edit configure or the Makefile while
+ * root runs them) and --no-same-permissions (no mode from the tarball, only root's umask 077). The
+ * binary never becomes readable by the login user: it comes back over the root shell's own channel.
  */
 async function buildOn(conn: Connection, version: string, tarball: string, configure: string[], isStatic: boolean, out: string, say: Say): Promise<string> {
   const script = `set -e
+umask 077
 d=$(mktemp -d "\${TMPDIR:-/tmp}/k8s-ha-build-XXXXXX")
-chmod 755 "$d"
 echo "@@dir $d"
 cat > "$d/src.tar.gz"
-tar -xzf "$d/src.tar.gz" -C "$d"
+tar --no-same-owner --no-same-permissions -xzf "$d/src.tar.gz" -C "$d"
 cd "$d/nginx-${version}"
 ${isStatic ? MUSL_COMPAT : ''}./configure ${configure.map(quote).join(' ')} > "$d/configure.log" 2>&1 || { tail -n 30 "$d/configure.log" >&2; exit 1; }
 make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1; }
-${isStatic ? 'strip objs/nginx\n' : ''}chmod 755 objs objs/nginx
-objs/nginx -V 2>&1
+${isStatic ? 'strip objs/nginx\n' : ''}objs/nginx -V 2>&1
 `;
   say(`building on ${conn.name}: configure and make`);
   const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball) });
@@ -316,7 +323,7 @@ objs/nginx -V 2>&1
         { hint: 'the output above is from the nginx build; check the toolchain and configure arguments' },
       );
     }
-    await conn.download(`${dir}/nginx-${version}/objs/nginx`, out);
+    await fsp.writeFile(out, await readAsRoot(conn, `${dir}/nginx-${version}/objs/nginx`), { mode: 0o600 });
     return r.stdout.replace(/^@@dir .*\n/m, '');
   } finally {
     if (dir) {
@@ -324,4 +331,18 @@ objs/nginx -V 2>&1
       forget(dir);
     }
   }
+}
+
+/**
+ * A file read by the root shell and sent back base64 over its channel, with its size to check the
+ * whole of it arrived. Not SFTP: that reads as the login user, and with sudo the file (in root's
+ * 0700 build folder) is not theirs to read; opening it up for them would let them change it too.
+ */
+export async function readAsRoot(conn: Connection, file: string): Promise<Buffer> {
+  const r = await conn.execAsRoot(`f=${quote(file)}; wc -c < "$f" && base64 < "$f"`);
+  if (r.code !== 0) throw new BuildError(new CommandError(conn.where, `base64 < ${file}`, r.code, r.signal, r.stderr || r.stdout, { step: 'reading the built nginx' }).message);
+  const [size, ...rest] = r.stdout.split('\n');
+  const bytes = Buffer.from(rest.join(''), 'base64');
+  if (bytes.length !== Number(size?.trim())) throw new BuildError(`reading the built nginx from ${conn.where}: got ${bytes.length} bytes of ${size?.trim()}`);
+  return bytes;
 }

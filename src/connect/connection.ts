@@ -16,7 +16,7 @@ export interface Connection {
   readonly where: string;
   /** Run a POSIX sh script as root (on this machine: as the user k8s-ha runs as); never throws on a non-zero exit. */
   execAsRoot(script: string, options?: ExecInput): Promise<RemoteResult>;
-  /** Copy a file from the host to this machine. */
+  /** Copy a file from the host to this machine, read as the login user (SFTP): a root-only file is read through execAsRoot. */
   download(remote: string, local: string): Promise<void>;
   close(): void;
 }

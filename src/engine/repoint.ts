@@ -2,8 +2,9 @@
  * --repoint-kubeconfigs, done like a roll: kubelet and kube-proxy move to the node's balancer only
  * once that balancer is verified, in batches of --serial; the rewritten kubeconfig names the same
  * server (tls-server-name) that verify checked; the restarted services must be active (running)
- * with a connection established to the local port, else the original kubeconfig is put back and
- * the service restarted again. Kubeconfigs are compared on the node: their keys never leave it.
+ * with a connection established to the local port, else the kubeconfig it replaced is put back and
+ * the service restarted again. Kubeconfigs are compared on the node: their keys never leave it, and
+ * once verified no copy of them (this run's backup, or an earlier version's *.k8s-ha-orig) stays.
  */
 import type { SshConnection } from '../connect/ssh.js';
 import type { HostFacts } from '../facts/host.js';
@@ -32,14 +33,14 @@ export function planRepointFor(inv: Inventory, facts: HostFacts): RepointPlan {
   };
 }
 
-export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory): Promise<{ ok: boolean; detail: string }> {
-  const r = await conn.execAsRoot(repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S }), { kind: 'repoint' });
+export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory, runId: string): Promise<{ ok: boolean; detail: string }> {
+  const r = await conn.execAsRoot(repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S, runId }), { kind: 'repoint' });
   const out = parseRepointOutput(r.stdout);
   if (out.ok) {
     const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];
     return { ok: true, detail: `${plan.summary}${services.length ? `; ${services.join(', ')} active (running) and connected through ${inv.lb.listen}` : ''}` };
   }
   const why = out.failure ?? (r.stderr.trim() || `exit ${r.code}`);
-  const restored = out.restored ? 'the original kubeconfig is back and the service restarted on it' : `the original could NOT be restored: ${out.restoreFailure ?? 'unknown'}`;
+  const restored = out.restored ? 'the kubeconfig this run replaced is back and the service restarted on it' : `the kubeconfig this run replaced could NOT be restored: ${out.restoreFailure ?? 'unknown'}`;
   return { ok: false, detail: `${why}; ${restored}` };
 }

@@ -72,11 +72,16 @@ export interface HostFacts {
   interfaces?: Record<string, string | null>;
 }
 
+/** The backup earlier versions kept for good beside each repointed kubeconfig (a copy of its client key). */
+export const LEGACY_SUFFIX = '.k8s-ha-orig';
+
 export interface KubeconfigFacts {
   servers: string[];
   tlsServerNames: string[];
   /** Octal permission bits, e.g. 600. */
   mode: string;
+  /** A *.k8s-ha-orig beside it: the copy earlier versions kept for good (with its client key). */
+  legacyBackup?: boolean;
 }
 
 export interface FactRequest {
@@ -277,6 +282,7 @@ function kubeconfigFactLine(path: string, i: number): string {
   const p = quote(path);
   return (
     `echo "@@kubeconfig ${i}"; if [ -f ${p} ]; then stat -c 'mode=%a' ${p}; ` +
+    `if [ -e ${quote(path + LEGACY_SUFFIX)} ] || [ -h ${quote(path + LEGACY_SUFFIX)} ]; then echo legacy-backup=yes; fi; ` +
     `sed -n -e 's/^[[:space:]]*server:[[:space:]]*/server=/p' -e 's/^[[:space:]]*tls-server-name:[[:space:]]*/tls-server-name=/p' ${p}; ` +
     `else echo missing; fi`
   );
@@ -298,6 +304,7 @@ export function parseKubeconfigFacts(lines: string[]): KubeconfigFacts | null {
     const key = l.slice(0, i);
     const value = l.slice(i + 1);
     if (key === 'mode') out.mode = value;
+    else if (key === 'legacy-backup') out.legacyBackup = true;
     else if (key === 'server') out.servers.push(scalar(value));
     else if (key === 'tls-server-name') out.tlsServerNames.push(scalar(value));
   }

@@ -10,7 +10,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { sha256File } from '../build/download.js';
 import { EnvironmentError } from '../errors.js';
-import { cacheDir } from '../util/paths.js';
+import { privateCacheDir } from '../util/paths.js';
 import { docker } from './docker.js';
 import type { Say } from './engine.js';
 
@@ -42,10 +42,9 @@ chmod 0644 /out/${NGINX_SOURCE.file}.part
 
 /** Path of the verified tarball in the cache, fetching it once if needed. */
 export async function ensureNginxTarball(baseImage: string, say: Say): Promise<string> {
-  const dir = cacheDir('sources');
+  const dir = await privateCacheDir('sources');
   const file = path.join(dir, NGINX_SOURCE.file);
   if (fs.existsSync(file) && (await sha256File(file)) === NGINX_SOURCE.sha256) return file;
-  await fsp.mkdir(dir, { recursive: true });
   say(`fetching ${NGINX_SOURCE.file} from Debian's source package`);
   const part = `${file}.part`;
   await fsp.rm(part, { force: true });

@@ -1,11 +1,12 @@
 /**
  * Point kubelet and kube-proxy at the node-local balancer: rewrite `server:` in their kubeconfigs
  * to https://LISTEN (and `tls-server-name:` when the apiservers' certificate needs a name), keep
- * the original as *.k8s-ha-orig, restart each service and wait until it is connected through the
- * balancer; put everything back when it does not get there. Pure plan from facts; one script to apply.
+ * what it replaced for this run only (*.k8s-ha-prev.RUN), restart each service and wait until it is
+ * connected through the balancer; put back exactly what it replaced when it does not get there, and
+ * keep no copy of the file (nor of its client key) once it does. Pure plan from facts; one script to apply.
  */
 import net from 'node:net';
-import type { HostFacts, KubeconfigFacts } from '../facts/host.js';
+import { LEGACY_SUFFIX, type HostFacts, type KubeconfigFacts } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 
@@ -25,10 +26,14 @@ export interface Repoint {
   service?: string;
   /** What differs, for the plan's summary. */
   why: string;
+  /** Nothing to rewrite: only an earlier version's *.k8s-ha-orig to remove (no restart). */
+  forgetOnly?: boolean;
 }
 
 export interface RepointOptions {
   listen: string;
+  /** The deploy's run id: names this run's backups, so one run never restores another's. */
+  runId: string;
   /** How long each restarted service gets to be active, running and connected to the balancer. */
   timeoutS: number;
 }
@@ -42,8 +47,10 @@ export interface RepointOutcome {
   restoreFailure?: string;
 }
 
-export const ORIGINAL_SUFFIX = '.k8s-ha-orig';
-const STAGED_SUFFIX = '.k8s-ha-new';
+export { LEGACY_SUFFIX };
+/** A run's names beside a kubeconfig (in the shell, FILE may be "$f"), like the deploy's `*.k8s-ha-new.RUN` and `*.k8s-ha-prev.RUN`. */
+export const stagedName = (file: string, runId = '$RUN') => `${file}.k8s-ha-new.${runId}`;
+export const backupName = (file: string, runId = '$RUN') => `${file}.k8s-ha-prev.${runId}`;
 const DEFAULT_TIMEOUT_S = 60;
 
 const SERVER = /^(\s*server:\s*)(\S+)\s*$/gm;
@@ -89,7 +96,11 @@ export function planRepoint(kubeconfigs: Kubeconfig[], listen: string, facts: Ho
       const now = kc.tlsServerNames.find((n) => n !== serverName);
       why.push(`tls-server-name ${now ?? '(none)'} -> ${serverName}`);
     }
-    if (!why.length) continue;
+    if (!why.length) {
+      // Pointed already (by an earlier version, which kept a copy for good): that copy of the key goes.
+      if (kc.legacyBackup) out.push({ path: k.path, from: to, to, why: `remove ${k.path}${LEGACY_SUFFIX}, the copy an earlier version kept`, forgetOnly: true });
+      continue;
+    }
     const unit = k.service ? `${k.service}.service` : undefined;
     const exists = unit ? facts.units[unit] && facts.units[unit]!.loadState !== 'not-found' : false;
     out.push({
@@ -130,25 +141,37 @@ const AWK_CHECK = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAM
 END { exit (n == 0 || bad || (name != "" && t != n)) }`;
 
 /*
- * rewrite_kubeconfig PATH URL NAME. The backup is staged too: a half-written one would never be
- * replaced. cp -p then `>` keeps the staged file's mode and owner; mv -f swaps it in atomically.
+ * rewrite_kubeconfig PATH URL NAME, in the script's own shell (not a $(...) subshell): it sets $why
+ * on failure and $kept to the file whose backup it made. A symlinked kubeconfig is resolved once
+ * (readlink -f) and its target rewritten, as kubelet reads it; the link stays. Nothing is written
+ * through a name another process could have made: the staged copy is a fresh mktemp name beside the
+ * file (cp -p onto it, then `>`, keep its mode and owner), and the backup is a hard link made with
+ * ln, which fails on any name already there, symlink or not. The backup is the replaced file itself,
+ * so putting it back with mv restores exactly it: content, mode, owner and labels.
  */
 const REWRITE_FUNCTION = `rewrite_kubeconfig() {
-  [ -f "$1" ] || { echo "$1 is missing"; return 1; }
-  if [ ! -e "$1${ORIGINAL_SUFFIX}" ]; then
-    cp -p "$1" "$1${ORIGINAL_SUFFIX}.tmp" && mv -f "$1${ORIGINAL_SUFFIX}.tmp" "$1${ORIGINAL_SUFFIX}" || { rm -f "$1${ORIGINAL_SUFFIX}.tmp"; echo "cannot back up $1"; return 1; }
-  fi
-  cp -p "$1" "$1${STAGED_SUFFIX}" || { echo "cannot stage $1${STAGED_SUFFIX}"; return 1; }
-  K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_REWRITE)} "$1" > "$1${STAGED_SUFFIX}" || { rm -f "$1${STAGED_SUFFIX}"; echo "cannot rewrite $1"; return 1; }
-  K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_CHECK)} "$1${STAGED_SUFFIX}" || { rm -f "$1${STAGED_SUFFIX}"; echo "the rewritten $1 does not name server $2 throughout"; return 1; }
-  mv -f "$1${STAGED_SUFFIX}" "$1" || { rm -f "$1${STAGED_SUFFIX}"; echo "cannot move $1${STAGED_SUFFIX} into place"; return 1; }
+  kept=''
+  [ -f "$1" ] || { why="$1 is missing"; return 1; }
+  f=$(readlink -f -- "$1") && [ -f "$f" ] || { why="cannot resolve $1"; return 1; }
+  t=$(mktemp "${stagedName('$f')}.XXXXXX" 2>&1) || { why="cannot stage $f: $t"; return 1; }
+  if ! err=$(cp -p -- "$f" "$t" 2>&1); then rm -f -- "$t"; why="cannot stage $f: $err"; return 1; fi
+  if ! err=$(K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_REWRITE)} "$f" 2>&1 > "$t"); then rm -f -- "$t"; why="cannot rewrite $1: $err"; return 1; fi
+  if ! K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_CHECK)} "$t"; then rm -f -- "$t"; why="the rewritten $1 does not name server $2 throughout"; return 1; fi
+  if ! err=$(ln -- "$f" "${backupName('$f')}" 2>&1); then rm -f -- "$t"; why="cannot keep $f as ${backupName('$f')}: $err"; return 1; fi
+  kept=$f
+  if ! err=$(mv -f -- "$t" "$f" 2>&1); then rm -f -- "$t"; why="cannot move the rewritten $1 into place: $err"; return 1; fi
 }`;
 
-/** restore_file PATH: the original back (same mode and owner), when this or an earlier run kept one. */
+/** restore_file KEPT: the file this run replaced back in place (nothing when it replaced none). */
 const RESTORE_FUNCTION = `restore_file() {
-  [ -e "$1${ORIGINAL_SUFFIX}" ] || return 0
-  rm -f "$1${STAGED_SUFFIX}"
-  cp -p "$1${ORIGINAL_SUFFIX}" "$1${STAGED_SUFFIX}" && mv -f "$1${STAGED_SUFFIX}" "$1"
+  [ -n "$1" ] || return 0
+  if [ "${backupName('$1')}" -ef "$1" ]; then rm -f -- "${backupName('$1')}"; else mv -f -- "${backupName('$1')}" "$1"; fi
+}`;
+
+/** forget_file KEPT PATH, once verified: this run's backup and any left by earlier versions go; no copy of the key stays. */
+const FORGET_FUNCTION = `forget_file() {
+  if [ -n "$1" ]; then rm -f -- "${backupName('$1')}"; fi
+  rm -f -- "$2${LEGACY_SUFFIX}"
 }`;
 
 /*
@@ -192,9 +215,9 @@ const WAIT_FUNCTION = `wait_ready() {
   done
 }`;
 
-/** Standalone: rewrite one kubeconfig as repointScript does (exit 0, silent, on success). */
-export function rewriteCommands(path: string, to: string, serverName?: string): string {
-  return `${REWRITE_FUNCTION}\nrewrite_kubeconfig ${quote(path)} ${quote(to)} ${quote(serverName ?? '')}\n`;
+/** Standalone: rewrite one kubeconfig as repointScript does, its backup left for the caller (exit 0, silent, on success). */
+export function rewriteCommands(path: string, to: string, serverName: string | undefined, runId: string): string {
+  return `RUN=${quote(runId)}\n${REWRITE_FUNCTION}\nrewrite_kubeconfig ${quote(path)} ${quote(to)} ${quote(serverName ?? '')} || { echo "$why"; exit 1; }\n`;
 }
 
 /** How a TCP peer appears in /proc/net/tcp{,6}: in both byte orders, IPv4 also as v4-mapped IPv6. */
@@ -226,40 +249,48 @@ function ipv6Bytes(h: string): number[] {
 
 /**
  * Rewrite each kubeconfig, restart each service that exists, wait for each to be active, running
- * and connected to the balancer. Prints @@repointed; or @@repoint-failed SUBJECT: reason, puts every
- * file back from its *.k8s-ha-orig, restarts what it restarted, and prints @@restored or
- * @@restore-failed reason. No `set -e`: every failure is handled, so the undo always runs.
- * Without opts (older callers) the listen address is taken from the changes' URL.
+ * and connected to the balancer. Prints @@repointed once the backups are gone; or @@repoint-failed
+ * SUBJECT: reason, puts back every file this run replaced (from its *.k8s-ha-prev.RUN), restarts
+ * what it restarted, and prints @@restored or @@restore-failed reason. No `set -e`: every failure is
+ * handled, so the undo always runs; SIGHUP and SIGPIPE are ignored, so a controller lost on the way
+ * cannot stop it between a rewrite and its undo (or leave a backup of the key behind).
  */
-export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> = {}): string {
+export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> & { runId: string }): string {
   const listen = opts.listen ?? changes[0]?.to.replace(/^https:\/\//, '') ?? '127.0.0.1:8443';
   const timeoutS = Math.max(1, Math.floor(opts.timeoutS ?? DEFAULT_TIMEOUT_S));
-  const services = [...new Set(changes.flatMap((c) => (c.service ? [c.service] : [])))];
+  const rewrites = changes.filter((c) => !c.forgetOnly);
+  const services = [...new Set(rewrites.flatMap((c) => (c.service ? [c.service] : [])))];
   const flag = (i: number) => `restarted_${i}`;
+  const kept = (i: number) => `kept_${i}`;
   const lines = [
     'set -u',
+    "trap '' HUP PIPE",
+    `RUN=${quote(opts.runId)}`,
     `LISTEN=${quote(hostPort(listen))}`,
     `TIMEOUT=${quote(String(timeoutS))}`,
     `PROC_ADDRS=${quote(procNetAddresses(listen).join(' '))}`,
+    "why=''",
     ...services.map((_, i) => `${flag(i)}=0`),
+    ...rewrites.map((_, i) => `${kept(i)}=''`),
     REWRITE_FUNCTION,
     RESTORE_FUNCTION,
+    FORGET_FUNCTION,
     CONNECTED_FUNCTION,
     WAIT_FUNCTION,
     'restore() {',
     "  bad=''",
-    ...changes.map((c) => `  restore_file ${quote(c.path)} || bad="$bad "${quote(c.path)}`),
+    ...rewrites.map((c, i) => `  restore_file "$${kept(i)}" || bad="$bad "${quote(c.path)}`),
     ...services.map((s, i) => `  if [ "$${flag(i)}" = 1 ]; then systemctl restart ${quote(s)} >/dev/null 2>&1 || bad="$bad "${quote(s)}; fi`),
     `  if [ -z "$bad" ]; then echo '@@restored'; else echo "@@restore-failed could not restore:$bad"; fi`,
     '}',
     // One line per marker: the reason may hold the newlines of a command's error output.
     `failed() { echo "@@repoint-failed $(printf '%s' "$1" | tr '\\n' ' ')"; restore; exit 1; }`,
-    ...changes.map(
-      (c) => `if ! why=$(rewrite_kubeconfig ${quote(c.path)} ${quote(c.to)} ${quote(c.serverName ?? '')} 2>&1); then failed ${quote(c.path)}": $why"; fi`,
-    ),
+    ...rewrites.map((c, i) => `rewrite_kubeconfig ${quote(c.path)} ${quote(c.to)} ${quote(c.serverName ?? '')}; ok=$?; ${kept(i)}=$kept; [ "$ok" = 0 ] || failed ${quote(c.path)}": $why"`),
     // Restart them all first, so they come up side by side; then wait for each.
     ...services.map((s, i) => `${flag(i)}=1; if ! out=$(systemctl restart ${quote(s)} 2>&1); then failed ${quote(s)}": restart failed: $out"; fi`),
     ...services.map((s) => `if ! wait_ready ${quote(s)}; then failed ${quote(s)}": $why"; fi`),
+    ...rewrites.map((c, i) => `forget_file "$${kept(i)}" ${quote(c.path)}`),
+    ...changes.filter((c) => c.forgetOnly).map((c) => `forget_file '' ${quote(c.path)}`),
     "echo '@@repointed'",
   ];
   return lines.join('\n') + '\n';

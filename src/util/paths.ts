@@ -1,7 +1,9 @@
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EnvironmentError } from '../errors.js';
 
 /** The k8s-ha package root (the folder holding package.json), from src/ or dist/ alike. */
 export function packageRoot(): string {
@@ -20,6 +22,42 @@ export function cacheDir(...parts: string[]): string {
     process.env.K8S_HA_CACHE_DIR ??
     path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'k8s-ha');
   return path.join(base, ...parts);
+}
+
+/**
+ * The cache folder, made 0700 and checked: what is in it (source tarballs, built binaries) is copied
+ * to every node and run there as root, so no other account may be able to change it. One that
+ * belongs to another user, or that its group or others can write to, is refused, not repaired: a
+ * chmod would bless whatever another user may already have put there. One that others can only read
+ * (0755, as earlier versions made it) is tightened to 0700: nobody else can have changed it.
+ */
+export async function ensureCacheRoot(): Promise<string> {
+  const root = cacheDir();
+  await fsp.mkdir(root, { recursive: true, mode: 0o700 });
+  const st = await fsp.stat(root);
+  const uid = process.getuid?.();
+  if (!st.isDirectory()) throw new EnvironmentError(`the k8s-ha cache ${root} is not a folder`, { hint: 'remove it, or point K8S_HA_CACHE_DIR at a folder of your own' });
+  if (uid !== undefined && st.uid !== uid) {
+    throw new EnvironmentError(`the k8s-ha cache ${root} belongs to uid ${st.uid}, not to uid ${uid} who runs k8s-ha: that user could change the binaries built there before they reach the nodes`, {
+      hint: 'point K8S_HA_CACHE_DIR at a folder of your own (k8s-ha makes it, mode 0700), or remove that one',
+    });
+  }
+  if (st.mode & 0o022) {
+    const mode = (st.mode & 0o7777).toString(8).padStart(4, '0');
+    throw new EnvironmentError(`the k8s-ha cache ${root} is writable by ${st.mode & 0o020 ? 'its group' : 'others'} (mode ${mode}): its sources and binaries may have been changed by another user`, {
+      hint: `remove it (rm -rf ${root}): k8s-ha makes it again, mode 0700, and downloads and builds afresh`,
+    });
+  }
+  if (st.mode & 0o077) await fsp.chmod(root, 0o700);
+  return root;
+}
+
+/** A folder in the checked cache, made 0700 like the cache itself. */
+export async function privateCacheDir(...parts: string[]): Promise<string> {
+  await ensureCacheRoot();
+  const dir = cacheDir(...parts);
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  return dir;
 }
 
 /** A path as a person wants to read it: relative when under the current folder, absolute otherwise. */

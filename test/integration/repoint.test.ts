@@ -1,7 +1,8 @@
 /**
  * --repoint-kubeconfigs on three hard-way workers: kubelet moves to 127.0.0.1:8443 only once the
  * node's balancer is verified, one node at a time with --serial 1, with the same server name
- * verify checked; a kubelet that does not come back connected is put back on its original.
+ * verify checked; a kubelet that does not come back connected is put back on the kubeconfig that
+ * run replaced; once verified, no copy of the kubeconfig (nor of its client key) stays beside it.
  */
 import { describe, expect, it } from 'vitest';
 import { quote } from '../../src/util/quote.js';
@@ -39,6 +40,8 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
     await fakeKubelet(nodes[0]!, kubeconfig, true);
     await fakeKubelet(nodes[1]!, kubeconfig, true);
     await fakeKubelet(nodes[2]!, kubeconfig, false);
+    // What earlier versions kept for good beside a repointed kubeconfig: a verified repoint removes it.
+    await withNode(nodes[0]!, (c) => c.execOk(`cp -p /etc/kubernetes/kubelet.kubeconfig /etc/kubernetes/kubelet.kubeconfig.k8s-ha-orig`));
     const before = await Promise.all(nodes.map(started));
     try {
       const check = await k8sha(['deploy', '-i', lab().inventory, '--check', '--repoint-kubeconfigs']);
@@ -56,7 +59,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       expect(step('node-1').status).toBe('changed');
       expect(step('node-2').status).toBe('changed');
       expect(step('node-3').status).toBe('failed');
-      expect(step('node-3').summary).toMatch(/kubelet.*the original kubeconfig is back/);
+      expect(step('node-3').summary).toMatch(/kubelet.*the kubeconfig this run replaced is back/);
       // The balancer itself is fine on node-3: its configuration is the new one.
       expect(r.report.hosts['node-3']!.config).toBe('new');
 
@@ -71,7 +74,8 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
           expect(kc).toContain('    server: https://127.0.0.1:8443\n');
           expect(kc).toContain('    tls-server-name: kubernetes\n');
           expect(kc).toContain('client-key-data: U0VDUkVULUtFWS1NQVRFUklBTAo=');
-          expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig.k8s-ha-orig')).toBe(kubeconfig);
+          // No backup of this run, no earlier version's *.k8s-ha-orig: the key is in the kubeconfig alone.
+          expect(await c.execOk('ls -A /etc/kubernetes; grep -rl client-key-data /etc/kubernetes')).toBe('kubelet.kubeconfig\n/etc/kubernetes/kubelet.kubeconfig\n');
           expect(await c.execOk('stat -c %a /etc/kubernetes/kubelet.kubeconfig')).toBe('600\n');
           // kubelet's connection goes through the node's balancer.
           expect(await c.execOk('ss -Htnp state established dst 127.0.0.1:8443')).toMatch(/"bash"|"sleep"/);
@@ -79,6 +83,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       }
       await withNode(nodes[2]!, async (c) => {
         expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig')).toBe(kubeconfig);
+        expect(await c.execOk('ls -A /etc/kubernetes')).toBe('kubelet.kubeconfig\n');
         expect((await c.execOk('systemctl is-active kubelet')).trim()).toBe('active');
       });
 
@@ -88,6 +93,49 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       expect(await started(nodes[0]!)).toBe(after[0]);
     } finally {
       for (const n of nodes) await withNode(n, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/fake-kubelet; systemctl daemon-reload'));
+    }
+  });
+
+  it('a failed repoint puts back the kubeconfig it replaced (the operator\'s newer one), not the one an earlier run replaced, and follows no planted symlink', async () => {
+    const node = (lab().nodes as Node[])[0]!;
+    const [m1, m2] = lab().masters;
+    const first =
+      `apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: Q0EK\n    server: https://${m1!.address}:6443\n  name: kubernetes\n` +
+      `kind: Config\nusers:\n- name: kubelet\n  user:\n    client-certificate-data: T0xELUNFUlQK\n    client-key-data: T0xELUtFWQo=\n`;
+    try {
+      // Run A: pointed and verified.
+      await fakeKubelet(node, first, true);
+      const a = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--limit', node.name]);
+      expect(a.code, a.stderr).toBe(0);
+      expect(a.report.hosts[node.name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.status).toBe('changed');
+
+      // The operator renews the client certificate and key and points the file at another apiserver by hand
+      // (mode 640 now); kubelet will not connect through the balancer this time.
+      const newer = first.replace('T0xELUNFUlQK', 'TkVXLUNFUlQK').replace('T0xELUtFWQo=', 'TkVXLUtFWQo=').replace(m1!.address, (m2 ?? m1)!.address);
+      await fakeKubelet(node, newer, false);
+      await withNode(node, (c) =>
+        c.execOk(
+          'chmod 640 /etc/kubernetes/kubelet.kubeconfig && echo "not yours" > /root/victim && ' +
+            // The name earlier versions staged through, planted as a symlink: never written through.
+            'ln -s /root/victim /etc/kubernetes/kubelet.kubeconfig.k8s-ha-new',
+        ),
+      );
+      const inode = await withNode(node, (c) => c.execOk('stat -c %i /etc/kubernetes/kubelet.kubeconfig'));
+
+      // Run B fails, and puts back exactly the file it replaced.
+      const b = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--limit', node.name]);
+      expect(b.code).toBe(3);
+      expect(b.report.hosts[node.name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.summary).toMatch(/kubelet: no established connection to 127\.0\.0\.1:8443 after 30s; the kubeconfig this run replaced is back/);
+      await withNode(node, async (c) => {
+        expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig')).toBe(newer);
+        expect(await c.execOk('stat -c "%i %a %U" /etc/kubernetes/kubelet.kubeconfig')).toBe(`${inode.trim()} 640 root\n`);
+        expect(await c.execOk('cat /root/victim; readlink /etc/kubernetes/kubelet.kubeconfig.k8s-ha-new')).toBe('not yours\n/root/victim\n');
+        // No backup of either run stays; the only copy of the key is the kubeconfig itself.
+        expect(await c.execOk('ls -A /etc/kubernetes; grep -rl client-key-data /etc/kubernetes')).toBe('kubelet.kubeconfig\nkubelet.kubeconfig.k8s-ha-new\n/etc/kubernetes/kubelet.kubeconfig\n');
+        expect((await c.execOk('systemctl is-active kubelet')).trim()).toBe('active');
+      });
+    } finally {
+      await withNode(node, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/fake-kubelet /root/victim; systemctl daemon-reload'));
     }
   });
 });

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { factScript, parseFacts, parseKubeconfigFacts, type FactRequest } from '../../src/facts/host.js';
 import {
-  ORIGINAL_SUFFIX,
+  backupName,
+  LEGACY_SUFFIX,
   parseRepointOutput,
   planRepoint,
   procNetAddresses,
@@ -73,7 +74,7 @@ const kcs = [
 
 const unit = (loadState: string) => ({ loadState, activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 });
 
-function facts(kubelet: { servers: string[]; tlsServerNames?: string[] } | null, kubeletUnit = 'loaded') {
+function facts(kubelet: { servers: string[]; tlsServerNames?: string[]; legacyBackup?: boolean } | null, kubeletUnit = 'loaded') {
   return hostFacts({
     kubeconfigs: { [KUBELET]: kubelet && { tlsServerNames: [], mode: '600', ...kubelet }, '/etc/kubernetes/kube-proxy.kubeconfig': null },
     units: { 'kubelet.service': unit(kubeletUnit), 'kube-proxy.service': unit('not-found') },
@@ -107,6 +108,17 @@ describe('kubeconfig facts', () => {
       [file]: { servers: ['https://192.0.2.11:6443', 'https://192.0.2.12:6443'], tlsServerNames: ['old.example'], mode: '640' },
       [missing]: null,
     });
+  });
+
+  it('says whether an earlier version left its *.k8s-ha-orig copy beside it', async () => {
+    const dir = tmp();
+    const file = path.join(dir, 'kubelet.kubeconfig');
+    fs.writeFileSync(file, KUBECONFIG, { mode: 0o600 });
+    const req: FactRequest = { files: [], dirs: [], units: [], guards: [], kubeconfigs: [file] };
+    const read = async () => parseFacts(req, (await run('sh', ['-c', factScript(req)])).stdout).kubeconfigs![file];
+    expect((await read())!.legacyBackup).toBeUndefined();
+    fs.writeFileSync(file + LEGACY_SUFFIX, KUBECONFIG, { mode: 0o600 });
+    expect(await read()).toMatchObject({ legacyBackup: true, mode: '600' });
   });
 
   it('parses the section with plain data', () => {
@@ -149,6 +161,15 @@ describe('planning a repoint', () => {
     expect(planRepoint(kcs, LISTEN, facts(pointed))).toEqual([]);
   });
 
+  it('plans removing the copy an earlier version kept beside a kubeconfig already pointed, with no restart', () => {
+    const pointed = { servers: ['https://127.0.0.1:8443'], tlsServerNames: ['kubernetes'] };
+    expect(planRepoint(kcs, LISTEN, facts({ ...pointed, legacyBackup: true }), 'kubernetes')).toEqual([
+      { path: KUBELET, from: 'https://127.0.0.1:8443', to: 'https://127.0.0.1:8443', why: `remove ${KUBELET}.k8s-ha-orig, the copy an earlier version kept`, forgetOnly: true },
+    ]);
+    // Still to be pointed: the rewrite removes it once verified.
+    expect(planRepoint(kcs, LISTEN, facts({ servers: ['https://192.0.2.11:6443'], legacyBackup: true }))[0]).not.toHaveProperty('forgetOnly');
+  });
+
   it('brackets an IPv6 listen address in the URL, with or without brackets in the inventory', () => {
     expect(serverUrl('[::1]:8443')).toBe('https://[::1]:8443');
     expect(serverUrl('::1:8443')).toBe('https://[::1]:8443');
@@ -167,41 +188,47 @@ describe('planning a repoint', () => {
 });
 
 describe('rewriting a kubeconfig on the node', () => {
-  it('rewrites every server, sets one tls-server-name per cluster, keeps the original once and the mode, leaves the rest untouched', async () => {
+  const RUN_A = '20270101T000000-aaaaaa';
+  const RUN_B = '20270102T000000-bbbbbb';
+
+  it('rewrites every server, sets one tls-server-name per cluster, keeps what it replaced under the run id with its mode, leaves the rest untouched', async () => {
     const dir = tmp();
     const file = path.join(dir, "kube let's.kubeconfig");
     fs.writeFileSync(file, KUBECONFIG, { mode: 0o640 });
-    const r = await run('/bin/sh', ['-c', rewriteCommands(file, 'https://127.0.0.1:8443', 'kubernetes')]);
+    const r = await run('/bin/sh', ['-c', rewriteCommands(file, 'https://127.0.0.1:8443', 'kubernetes', RUN_A)]);
     expect(r).toMatchObject({ code: 0, stdout: '', stderr: '' });
     expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
     expect((fs.statSync(file).mode & 0o777).toString(8)).toBe('640');
-    expect(fs.readFileSync(file + ORIGINAL_SUFFIX, 'utf8')).toBe(KUBECONFIG);
-    expect((fs.statSync(file + ORIGINAL_SUFFIX).mode & 0o777).toString(8)).toBe('640');
+    // The backup is the replaced file itself: its bytes, its mode, its owner.
+    expect(fs.readFileSync(backupName(file, RUN_A), 'utf8')).toBe(KUBECONFIG);
+    expect((fs.statSync(backupName(file, RUN_A)).mode & 0o777).toString(8)).toBe('640');
 
-    // Again: the same file (no second tls-server-name), and the original backup is never overwritten.
-    expect((await run('/bin/sh', ['-c', rewriteCommands(file, 'https://127.0.0.1:8443', 'kubernetes')])).code).toBe(0);
+    // Again: the same file (no second tls-server-name); another run keeps what it replaced, under its own name.
+    expect((await run('/bin/sh', ['-c', rewriteCommands(file, 'https://127.0.0.1:8443', 'kubernetes', RUN_B)])).code).toBe(0);
     expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
-    await run('/bin/sh', ['-c', rewriteCommands(file, 'https://[::1]:8443')]);
+    expect(fs.readFileSync(backupName(file, RUN_B), 'utf8')).toBe(REWRITTEN);
+    fs.rmSync(backupName(file, RUN_B));
+    await run('/bin/sh', ['-c', rewriteCommands(file, 'https://[::1]:8443', undefined, RUN_B)]);
     expect(serversIn(fs.readFileSync(file, 'utf8'))).toEqual(['https://[::1]:8443', 'https://[::1]:8443']);
     // Without a server name, existing tls-server-name lines stay as they are.
     expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN.replaceAll('https://127.0.0.1:8443', 'https://[::1]:8443'));
-    expect(fs.readFileSync(file + ORIGINAL_SUFFIX, 'utf8')).toBe(KUBECONFIG);
-    expect(fs.readdirSync(dir).sort()).toEqual([path.basename(file), path.basename(file) + ORIGINAL_SUFFIX]);
+    expect(fs.readdirSync(dir).sort()).toEqual([path.basename(file), path.basename(backupName(file, RUN_A)), path.basename(backupName(file, RUN_B))].sort());
   });
 
-  it('refuses a file whose rewrite has no server line, leaving it and no staged copy behind', async () => {
+  it('refuses a file whose rewrite has no server line, leaving it and no staged copy or backup behind', async () => {
     const dir = tmp();
     const file = path.join(dir, 'empty.kubeconfig');
     fs.writeFileSync(file, 'apiVersion: v1\nclusters: []\n', { mode: 0o600 });
-    const r = await run('/bin/sh', ['-c', rewriteCommands(file, 'https://127.0.0.1:8443', 'kubernetes')]);
+    const r = await run('/bin/sh', ['-c', rewriteCommands(file, 'https://127.0.0.1:8443', 'kubernetes', RUN_A)]);
     expect(r.code).not.toBe(0);
     expect(r.stdout).toContain('does not name server https://127.0.0.1:8443');
     expect(fs.readFileSync(file, 'utf8')).toBe('apiVersion: v1\nclusters: []\n');
-    expect(fs.existsSync(`${file}.k8s-ha-new`)).toBe(false);
+    expect(fs.readdirSync(dir)).toEqual(['empty.kubeconfig']);
   });
 });
 
 describe('the repoint script', () => {
+  const RUN = '20270101T000000-abcdef';
   const change = (file: string, service?: string): Repoint => ({
     path: file,
     from: 'https://192.0.2.11:6443',
@@ -212,8 +239,8 @@ describe('the repoint script', () => {
   });
 
   it('restarts, waits on the unit state and its connection to the balancer, and undoes on failure', () => {
-    const s = repointScript([change('/etc/kubernetes/kubelet.kubeconfig', 'kubelet')], { listen: '[::1]:8443', timeoutS: 30 });
-    expect(s.split('\n')[0]).toBe('set -u');
+    const s = repointScript([change('/etc/kubernetes/kubelet.kubeconfig', 'kubelet')], { listen: '[::1]:8443', timeoutS: 30, runId: RUN });
+    expect(s.split('\n').slice(0, 3)).toEqual(['set -u', "trap '' HUP PIPE", `RUN=${RUN}`]);
     expect(s).not.toContain('set -e');
     expect(s).toContain("LISTEN='[::1]:8443'");
     expect(s).toContain('TIMEOUT=30');
@@ -224,7 +251,8 @@ describe('the repoint script', () => {
     expect(s).toContain('ss -Htnp state established dst "$LISTEN"');
     expect(s).toContain('/proc/net/tcp /proc/net/tcp6');
     expect(s).toContain('rewrite_kubeconfig /etc/kubernetes/kubelet.kubeconfig https://127.0.0.1:8443 kubernetes');
-    expect(s).toContain('restore_file /etc/kubernetes/kubelet.kubeconfig');
+    expect(s).toContain('restore_file "$kept_0"');
+    expect(s).toContain('forget_file "$kept_0" /etc/kubernetes/kubelet.kubeconfig');
     for (const m of ['@@repointed', '@@repoint-failed', '@@restored', '@@restore-failed']) expect(s).toContain(m);
   });
 
@@ -250,15 +278,20 @@ describe('the repoint script', () => {
     });
   });
 
-  /** Runs the whole script with stand-ins for systemctl and ss on PATH; the unit's cgroup is a temp dir. */
-  async function runWithFakes(opts: { subState: string; ssPid: string }) {
-    const dir = tmp();
+  /**
+   * Runs the whole script with stand-ins for systemctl and ss on PATH; the unit's cgroup is a temp
+   * dir. `file` (default: a fresh kubelet.kubeconfig holding KUBECONFIG) is what the kubeconfig
+   * entry names; `prepare` plants whatever else the test needs beside it first.
+   */
+  async function runWithFakes(opts: { subState: string; ssPid: string; runId?: string; dir?: string; file?: string; prepare?: (dir: string, file: string) => void }) {
+    const dir = opts.dir ?? tmp();
     const bin = path.join(dir, 'bin');
     const cg = path.join(dir, 'cg');
-    fs.mkdirSync(bin);
-    fs.mkdirSync(cg);
+    fs.mkdirSync(bin, { recursive: true });
+    fs.mkdirSync(cg, { recursive: true });
     fs.writeFileSync(path.join(cg, 'cgroup.procs'), '4242\n');
     const log = path.join(dir, 'systemctl.log');
+    fs.writeFileSync(log, '');
     fs.writeFileSync(
       path.join(bin, 'systemctl'),
       `#!/bin/sh\necho "$*" >> ${log}\ncase "$*" in\n*ControlGroup*) echo "ControlGroup=/../../..${cg}" ;;\n` +
@@ -266,31 +299,109 @@ describe('the repoint script', () => {
       { mode: 0o755 },
     );
     fs.writeFileSync(path.join(bin, 'ss'), `#!/bin/sh\necho "0 0 127.0.0.1:40000 127.0.0.1:8443 users:((\\"kubelet\\",pid=${opts.ssPid},fd=7))"\n`, { mode: 0o755 });
-    const file = path.join(dir, 'kubelet.kubeconfig');
-    fs.writeFileSync(file, KUBECONFIG, { mode: 0o600 });
-    const script = repointScript([change(file, 'kubelet')], { listen: '127.0.0.1:8443', timeoutS: 1 });
+    const file = opts.file ?? path.join(dir, 'kubelet.kubeconfig');
+    if (!opts.file) fs.writeFileSync(file, KUBECONFIG, { mode: 0o600 });
+    opts.prepare?.(dir, file);
+    const script = repointScript([change(file, 'kubelet')], { listen: '127.0.0.1:8443', timeoutS: 1, runId: opts.runId ?? RUN });
     const r = await run('/bin/sh', ['-c', script], { env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
-    return { r, file, calls: fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith('restart')) };
+    return { r, dir, file, calls: fs.readFileSync(log, 'utf8').split('\n').filter((l) => l.startsWith('restart')) };
   }
 
-  it.skipIf(!fs.existsSync('/sys/fs/cgroup'))('succeeds once the restarted unit runs and one of its processes is connected to the balancer', async () => {
-    const { r, file, calls } = await runWithFakes({ subState: 'running', ssPid: '4242' });
+  /** What lies beside the kubeconfig, the fakes' own files aside. */
+  const beside = (dir: string) => fs.readdirSync(dir).filter((f) => !['bin', 'cg', 'systemctl.log'].includes(f)).sort();
+  const noCgroups = !fs.existsSync('/sys/fs/cgroup');
+
+  it.skipIf(noCgroups)('succeeds once the restarted unit runs and one of its processes is connected to the balancer; no copy of the file stays, nor an earlier version\'s', async () => {
+    const { r, dir, file, calls } = await runWithFakes({ subState: 'running', ssPid: '4242', prepare: (_, f) => fs.writeFileSync(f + LEGACY_SUFFIX, KUBECONFIG, { mode: 0o600 }) });
     expect(r.stdout).toBe('@@repointed\n');
     expect(parseRepointOutput(r.stdout)).toEqual({ ok: true });
     expect(calls).toEqual(['restart kubelet']);
     expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
+    // No backup of this run, no *.k8s-ha-orig: the client key is in the kubeconfig alone.
+    expect(beside(dir)).toEqual(['kubelet.kubeconfig']);
   });
 
-  it.skipIf(!fs.existsSync('/sys/fs/cgroup'))('puts the original back and restarts again when the unit never connects', async () => {
-    const { r, file, calls } = await runWithFakes({ subState: 'running', ssPid: '999' });
+  it.skipIf(noCgroups)('puts back the file it replaced and restarts again when the unit never connects', async () => {
+    const { r, dir, file, calls } = await runWithFakes({ subState: 'running', ssPid: '999' });
     expect(parseRepointOutput(r.stdout)).toEqual({ ok: false, failure: 'kubelet: no established connection to 127.0.0.1:8443 after 1s', restored: true });
     expect(r.code).toBe(1);
     expect(calls).toEqual(['restart kubelet', 'restart kubelet']);
     expect(fs.readFileSync(file, 'utf8')).toBe(KUBECONFIG);
     expect((fs.statSync(file).mode & 0o777).toString(8)).toBe('600');
+    expect(beside(dir)).toEqual(['kubelet.kubeconfig']);
   });
 
-  it.skipIf(!fs.existsSync('/sys/fs/cgroup'))('fails when the unit is not running', async () => {
+  it.skipIf(noCgroups)('a failed run restores the file it replaced, not one an earlier run replaced', async () => {
+    const a = await runWithFakes({ subState: 'running', ssPid: '4242', runId: '20270101T000000-aaaaaa' });
+    expect(a.r.stdout).toBe('@@repointed\n');
+    // The operator's newer file: a new client certificate, the server pointed elsewhere again, mode 640.
+    const newer = KUBECONFIG.replace('client-certificate-data: LS0tLS1DRVJU', 'client-certificate-data: TkVXLUNFUlQ=').replaceAll('192.0.2.1', '198.51.100.1');
+    fs.rmSync(a.file);
+    fs.writeFileSync(a.file, newer, { mode: 0o640 });
+    const ino = fs.statSync(a.file).ino;
+    const b = await runWithFakes({ subState: 'running', ssPid: '999', runId: '20270102T000000-bbbbbb', dir: a.dir, file: a.file });
+    expect(parseRepointOutput(b.r.stdout)).toMatchObject({ ok: false, restored: true });
+    expect(fs.readFileSync(a.file, 'utf8')).toBe(newer);
+    // Exactly that file: the same inode, so its mode and owner too.
+    expect(fs.statSync(a.file).ino).toBe(ino);
+    expect((fs.statSync(a.file).mode & 0o777).toString(8)).toBe('640');
+    expect(beside(a.dir)).toEqual(['kubelet.kubeconfig']);
+  });
+
+  it.skipIf(noCgroups)('follows no symlink planted at the old fixed staging name, nor at this run\'s backup name', async () => {
+    const victim = path.join(tmp(), 'victim');
+    fs.writeFileSync(victim, 'not yours\n');
+    // The name earlier versions staged through: written with `>`, it would have overwritten the victim.
+    const ok = await runWithFakes({ subState: 'running', ssPid: '4242', prepare: (_, f) => fs.symlinkSync(victim, `${f}.k8s-ha-new`) });
+    expect(ok.r.stdout).toBe('@@repointed\n');
+    expect(fs.readFileSync(victim, 'utf8')).toBe('not yours\n');
+    expect(fs.readFileSync(ok.file, 'utf8')).toBe(REWRITTEN);
+    expect(fs.readlinkSync(`${ok.file}.k8s-ha-new`)).toBe(victim);
+
+    // This run's backup name taken already: the run stops before replacing anything, and the undo moves no stranger's file into place.
+    const taken = await runWithFakes({ subState: 'running', ssPid: '4242', prepare: (_, f) => fs.symlinkSync(victim, backupName(f, RUN)) });
+    expect(parseRepointOutput(taken.r.stdout)).toMatchObject({ ok: false, restored: true });
+    expect(taken.r.stdout).toMatch(/cannot keep .*kubelet\.kubeconfig as .*kubelet\.kubeconfig\.k8s-ha-prev\.20270101T000000-abcdef/);
+    expect(taken.calls).toEqual([]);
+    expect(fs.readFileSync(taken.file, 'utf8')).toBe(KUBECONFIG);
+    expect(fs.lstatSync(taken.file).isSymbolicLink()).toBe(false);
+    expect(fs.readFileSync(victim, 'utf8')).toBe('not yours\n');
+    expect(beside(taken.dir)).toEqual(['kubelet.kubeconfig', `kubelet.kubeconfig.k8s-ha-prev.${RUN}`]);
+  });
+
+  it.skipIf(noCgroups)('rewrites the target of a symlinked kubeconfig (the link stays), and puts that target back on failure', async () => {
+    const real = path.join(tmp(), 'kubelet.real');
+    fs.writeFileSync(real, KUBECONFIG, { mode: 0o600 });
+    const prepare = (_: string, f: string) => {
+      fs.rmSync(f);
+      fs.symlinkSync(real, f);
+    };
+    const failed = await runWithFakes({ subState: 'running', ssPid: '999', prepare });
+    expect(parseRepointOutput(failed.r.stdout)).toMatchObject({ ok: false, restored: true });
+    expect(fs.readlinkSync(failed.file)).toBe(real);
+    expect(fs.readFileSync(real, 'utf8')).toBe(KUBECONFIG);
+    const ok = await runWithFakes({ subState: 'running', ssPid: '4242', prepare });
+    expect(ok.r.stdout).toBe('@@repointed\n');
+    expect(fs.readlinkSync(ok.file)).toBe(real);
+    expect(fs.readFileSync(real, 'utf8')).toBe(REWRITTEN);
+    expect(fs.readdirSync(path.dirname(real))).toEqual(['kubelet.real']);
+  });
+
+  it('removes an earlier version\'s copy beside a kubeconfig already pointed, touching nothing else', async () => {
+    const dir = tmp();
+    const file = path.join(dir, 'kubelet.kubeconfig');
+    fs.writeFileSync(file, REWRITTEN, { mode: 0o600 });
+    fs.writeFileSync(file + LEGACY_SUFFIX, KUBECONFIG, { mode: 0o600 });
+    const script = repointScript([{ path: file, from: 'https://127.0.0.1:8443', to: 'https://127.0.0.1:8443', why: 'x', forgetOnly: true }], { listen: '127.0.0.1:8443', runId: RUN });
+    expect(script).not.toContain('systemctl restart');
+    expect(script).not.toMatch(/^rewrite_kubeconfig /m);
+    const r = await run('/bin/sh', ['-c', script]);
+    expect(r.stdout).toBe('@@repointed\n');
+    expect(fs.readdirSync(dir)).toEqual(['kubelet.kubeconfig']);
+    expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
+  });
+
+  it.skipIf(noCgroups)('fails when the unit is not running', async () => {
     const { r } = await runWithFakes({ subState: 'auto-restart', ssPid: '4242' });
     expect(parseRepointOutput(r.stdout)).toMatchObject({ ok: false, failure: 'kubelet: not active and running after 1s (ActiveState=active SubState=auto-restart )', restored: true });
   });
