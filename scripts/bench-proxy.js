@@ -191,7 +191,24 @@ function inventory(masters, prefix, caFile) {
   });
 }
 
+/**
+ * The rendered config runs nginx's workers as kube-nginx, a user the playbook makes on each node.
+ * A machine no deploy ran on has none: make it here the playbook's own way (as root; a non-root
+ * nginx ignores `user` and runs its workers as whoever started it).
+ */
+function ensureNginxUser() {
+  if (process.getuid?.() !== 0) return;
+  const book = YAML.parse(fs.readFileSync(path.join(root, 'playbooks', 'kube-nginx.yaml'), 'utf8'));
+  const step = book.steps.find((s) => s.name === 'user')?.command;
+  if (!step) throw new Error('playbooks/kube-nginx.yaml has no user step');
+  if (spawnSync('sh', ['-c', step.unless], { stdio: 'ignore' }).status === 0) return;
+  const r = spawnSync('sh', ['-c', step.run], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`making nginx's worker user: ${step.run}: ${r.stderr}`);
+  console.error(`made the system user nginx's workers run as, as deploy does on a node: ${step.run}`);
+}
+
 async function startNginx(masters, caFile) {
+  ensureNginxUser();
   const port = await freePort();
   const prefix = path.join(work, `nginx-${port}`);
   fs.mkdirSync(path.join(prefix, 'logs'), { recursive: true });

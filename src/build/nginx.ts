@@ -17,6 +17,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { BuildError, CommandError, NoToolchainError } from '../errors.js';
 import { LocalConnection, type Connection } from '../connect/connection.js';
+import type { Deadlines } from '../connect/deadlines.js';
 import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
 import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot } from '../util/paths.js';
@@ -173,9 +174,9 @@ export async function controllerOs(): Promise<OsFacts> {
   return (await controllerFacts()).os;
 }
 
-export async function controllerBuildHost(installToolchain: boolean, link: Link): Promise<BuildHost> {
+export async function controllerBuildHost(installToolchain: boolean, link: Link, deadlines?: Deadlines): Promise<BuildHost> {
   const f = await controllerFacts();
-  return { name: 'controller', link, os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain, connection: new LocalConnection() };
+  return { name: 'controller', link, os: f.os, tools: f.tools, packageManager: f.packageManager, installToolchain, connection: new LocalConnection(deadlines) };
 }
 
 function noToolchain(host: BuildHost, why: string): BuildError {
@@ -214,7 +215,7 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
     if (!host.installToolchain) throw noToolchain(host, `no ${missing}, and build.installToolchain is off`);
     if (!install) throw noToolchain(host, `no ${missing}, and no apt-get, dnf or yum to install them`);
     say(`installing ${tools} on ${host.name} (${host.packageManager})`);
-    const r = await host.connection.execAsRoot(install);
+    const r = await host.connection.execAsRoot(install, { kind: 'build' });
     if (r.code !== 0) {
       const output = `${r.stdout}\n${r.stderr}`;
       const tail = (r.stderr || r.stdout).trim().split('\n').slice(-8);
@@ -312,7 +313,7 @@ make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1
 ${isStatic ? 'strip objs/nginx\n' : ''}objs/nginx -V 2>&1
 `;
   say(`building on ${conn.name}: configure and make`);
-  const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball) });
+  const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball), kind: 'build' });
   const dir = /^@@dir (\S+)$/m.exec(r.stdout)?.[1];
   // A second Ctrl-C leaves at once: the folder goes then too (on this machine; a node's /tmp is cleaned by the next build).
   if (dir && conn.name === 'controller') track(dir);

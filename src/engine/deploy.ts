@@ -3,6 +3,7 @@
  * loaded and checked, the nodes selected, how to reach each, and the builds the nodes install.
  * Which balancer a node on `lb.impl: auto` gets is decided once, by the pure `chooseImpl`.
  */
+import { deadlinesOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError } from '../errors.js';
 import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
@@ -168,7 +169,7 @@ export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean } 
 
 async function buildHost(setup: Setup): Promise<BuildHost> {
   const inv = setup.loaded.inventory;
-  if (inv.build.host === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false, inv.build.link);
+  if (inv.build.host === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false, inv.build.link, deadlinesOf(inv));
   const target = setup.targets.get(inv.build.host)!;
   let conn: SshConnection;
   try {

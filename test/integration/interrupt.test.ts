@@ -270,7 +270,8 @@ describe.sequential('deploy --check', () => {
       );
     const before = await snapshot();
     const r = await k8sha(['deploy', '-i', onNode, '--check'], { env: { K8S_HA_CACHE_DIR: cache } });
-    expect([0, 5], r.stderr + r.stdout).toContain(r.code);
+    // The lab is on its own inventory: nothing but the binary could differ, and that is unknown, not pending.
+    expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/binary: unknown: nginx not built yet \(--check builds nothing\)/);
     expect(r.stdout).toContain('nothing was built, installed or changed on any host');
     expect(await snapshot()).toBe(before);

@@ -15,6 +15,17 @@ const pick = (names: string[]) => (inv: Record<string, any>) => {
   inv.masters = inv.masters.filter((m: { name: string }) => names.includes(m.name));
 };
 
+/** Polls until the node's systemd says running over SSH (a booting host: sshd refuses, then systemd starts units). */
+async function untilBooted(node: { name: string; address: string }, limitMs = 60_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const state = await withNode(node, (c) => c.exec('systemctl is-system-running --wait')).then((r) => r.stdout.trim(), () => 'no ssh');
+    if (state === 'running' || state === 'degraded') return;
+    if (Date.now() - t0 > limitMs) throw new Error(`${node.name} did not boot within ${limitMs / 1000} s (${state})`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 async function container(service: string): Promise<string> {
   const r = await run('docker', ['ps', '-aq', '--filter', `label=io.k8s-ha.lab.dir=${lab().dir}`, '--filter', `name=-${service}$`]);
   return r.stdout.trim();
@@ -172,11 +183,9 @@ describe.sequential('rolling reconfigure', () => {
     } finally {
       await run('docker', ['start', n2id]);
     }
-    let again = await deployJson(['-i', next]);
-    for (let i = 0; i < 20 && again.code !== 0; i++) {
-      await new Promise((res) => setTimeout(res, 1000));
-      again = await deployJson(['-i', next]);
-    }
+    // The operator waits for the host to boot (systemd and sshd up), then reruns once: that one run finishes the job.
+    await untilBooted(n2!);
+    const again = await deployJson(['-i', next]);
     expect(again.code, JSON.stringify(again.report.hosts)).toBe(0);
     for (const n of lab().nodes) expect(await configOf(n)).toContain('max_fails=5');
     const { code, s } = await statusJson(next);
