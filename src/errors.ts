@@ -1,3 +1,5 @@
+import { printable } from './util/printable.js';
+
 /**
  * The few error classes k8s-ha raises. The CLI's single top-level catch maps
  * them to exit codes; only an InternalError (a bug) prints a stack.
@@ -53,9 +55,10 @@ export class CommandError extends K8sHaError {
     options?: { hint?: string; step?: string },
   ) {
     const why = code === null ? `killed by ${signal ?? 'a signal'}` : `exit code ${code}`;
-    const tail = lastLines(stderr, 20);
+    // A host's stderr is shown, never obeyed by the terminal (no escape sequences pass).
+    const tail = printable(lastLines(stderr, 20));
     super(
-      `${options?.step ? `${options.step}: ` : ''}\`${command}\` failed on ${where} (${why})` +
+      `${options?.step ? `${options.step}: ` : ''}\`${printable(command)}\` failed on ${where} (${why})` +
         (tail ? `\n${indent(tail)}` : ''),
       { hint: options?.hint },
     );

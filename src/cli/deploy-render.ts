@@ -12,6 +12,7 @@ import { shellCommand } from '../util/quote.js';
 import { table } from './ui.js';
 import { vipLabel, type VipReport } from '../engine/vip.js';
 import { formatHostPort } from '../util/hostport.js';
+import { printableDeep } from '../util/printable.js';
 
 
 /** What the renderers know, from the events alone: each node's current phase and its result. */
@@ -69,7 +70,9 @@ export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
   const lastWait = new Map<string, number>();
   let lastBuild = 0;
   const say = (line: string) => stream.write(line + '\n');
-  const emit = (e: DeployEvent) => {
+  const emit = (event: DeployEvent) => {
+    // Hosts' text (errors, journal lines, build output) is shown, never obeyed by the terminal.
+    const e = printableDeep(event);
     tracker.on(e);
     switch (e.type) {
       case 'start':
@@ -162,7 +165,8 @@ async function liveRenderer(): Promise<Renderer> {
     { concurrent: false, exitOnError: false, registerSignalListeners: false, rendererOptions: { collapseSubtasks: false, outputBar: Infinity } as never },
   );
   const running = list.run().catch(() => undefined);
-  const emit = (e: DeployEvent) => {
+  const emit = (event: DeployEvent) => {
+    const e = printableDeep(event);
     tracker.on(e);
     if (e.type === 'start') for (const w of e.warnings) notes.push(`${colour.yellow('warning:')} ${w}`);
     if (e.type === 'note') notes.push(`note: ${e.line}`);
@@ -228,7 +232,8 @@ function colourDiff(diff: string): string {
     .join('\n');
 }
 
-export function renderRecap(r: DeployReport, withDiff: boolean): string {
+export function renderRecap(report: DeployReport, withDiff: boolean): string {
+  const r = printableDeep(report);
   const out: string[] = [''];
   const hosts = Object.entries(r.hosts);
   if (withDiff) for (const [name, h] of hosts) for (const ch of h.check?.changes ?? []) if (ch.diff) out.push(colour.dim(`--- ${name}: ${ch.step}`), colourDiff(ch.diff));
@@ -306,7 +311,8 @@ function vipRecap(v: VipReport): string[] {
   ];
 }
 
-export function renderCheck(r: DeployReport, withDiff: boolean): string {
+export function renderCheck(report: DeployReport, withDiff: boolean): string {
+  const r = printableDeep(report);
   const out: string[] = ['', colour.bold(`CHECK  ${displayPath(r.inventoryFile)}: nothing was built, installed or changed on any host`)];
   if (r.build) out.push(colour.dim(`build: ${r.build}`));
   let pending = 0;

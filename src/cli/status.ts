@@ -7,6 +7,7 @@ import { positive } from './flags.js';
 import { table } from './ui.js';
 import type { VipStatus } from '../engine/vip-status.js';
 import { formatHostPort } from '../util/hostport.js';
+import { printable, printableDeep } from '../util/printable.js';
 
 export function statusCommand(setExit: (code: number) => void): Command {
   return new Command('status')
@@ -24,7 +25,7 @@ export function statusCommand(setExit: (code: number) => void): Command {
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
       const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook });
       const ok = s.healthy === s.nodes.length && !s.vip?.problem;
-      for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${w}\n`);
+      for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${printable(w)}\n`);
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
       else process.stdout.write(renderStatus(s));
       // Something down (on definite evidence) is 3; nothing down but some nodes could not be told is 6.
@@ -61,7 +62,9 @@ function implCell(n: NodeStatus): string {
   return n.impl === n.wanted ? n.impl! : colour.yellow(`${n.impl} (inventory: ${n.wanted})`);
 }
 
-export function renderStatus(s: ClusterStatus): string {
+export function renderStatus(status: ClusterStatus): string {
+  // What nodes said (a foreign listener's name, a journal line) is shown, never obeyed by the terminal.
+  const s = printableDeep(status);
   const masters = Object.keys(s.masters);
   const rows = [
     ['NODE', 'ADDRESS', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
@@ -109,7 +112,8 @@ export function renderStatus(s: ClusterStatus): string {
 }
 
 /** The VIP: one line of verdict, then each VIP host's state and haproxy's view of every master. */
-export function renderVipStatus(v: VipStatus): string[] {
+export function renderVipStatus(vip: VipStatus): string[] {
+  const v = printableDeep(vip);
   const where = formatHostPort(v.address, v.port);
   const masters = [...new Set(v.hosts.flatMap((h) => h.backends.map((b) => b.name)))];
   const backend = (h: VipStatus['hosts'][number], m: string) => {

@@ -1,6 +1,7 @@
 /** How k8s-ha talks to a person: task lists, colours, and errors. */
 import { colour } from './colour.js';
 import { InternalError, K8sHaError } from '../errors.js';
+import { printable } from '../util/printable.js';
 import type { Step } from '../lab/lab.js';
 
 
@@ -44,8 +45,9 @@ export async function runSteps<C>(steps: Step<C>[], ctx: C, mode: OutputMode): P
 /** Print an error the way every k8s-ha command does; returns the exit code. */
 export function reportError(err: unknown): number {
   if (err instanceof K8sHaError && !(err instanceof InternalError)) {
-    process.stderr.write(`${colour.red('k8s-ha: error:')} ${err.message}\n`);
-    if (err.hint) process.stderr.write(`${colour.yellow('  fix:')} ${err.hint}\n`);
+    // Messages quote hosts and files (stderr, a hostile value in the inventory): shown, never obeyed by the terminal.
+    process.stderr.write(`${colour.red('k8s-ha: error:')} ${printable(err.message)}\n`);
+    if (err.hint) process.stderr.write(`${colour.yellow('  fix:')} ${printable(err.hint)}\n`);
     return err.exitCode;
   }
   const e = err as Error;

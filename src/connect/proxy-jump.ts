@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import { ipv4LiteralProblem } from '../util/hostport.js';
+import { userNameProblem } from '../util/safe-values.js';
 
 export interface JumpHop {
   user?: string;
@@ -45,9 +46,9 @@ function parseHop(text: string): JumpHop | string {
   if (!/^[A-Za-z0-9._:-]+$/.test(host)) return `${bad}: "${host}" is not a host name or address`;
   // ssh and its ssh_config would read a leading "-" as an option: OpenSSH refuses such names too.
   if (host.startsWith('-')) return `${bad}: a host name cannot start with "-"`;
-  if (user !== undefined && (user.startsWith('-') || /['"`$;&|<>(){}\\*?!]/.test(user))) {
-    return `${bad}: "${user}" is not a user name (no leading "-", no shell characters)`;
-  }
+  // The same rule as ssh.user: a bastion's user reaches ProxyCommand's %r too.
+  const userProblem = user === undefined ? undefined : userNameProblem(user);
+  if (userProblem) return `${bad}: ${userProblem}`;
   const v4 = ipv4LiteralProblem(host);
   if (v4) return host === text ? v4 : `${bad}: ${v4}`;
   const hop: JumpHop = { host };

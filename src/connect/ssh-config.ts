@@ -17,6 +17,7 @@
  * either. Pure apart from the injected file reader.
  */
 import path from 'node:path';
+import { quote } from '../util/quote.js';
 
 export interface ConfigValue {
   args: string[];
@@ -208,25 +209,37 @@ export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader:
   return { options, notes };
 }
 
-/** `%h`, `%p`, `%r`, `%n`, `%d`, `%u`, `%%` and a leading `~/`, as OpenSSH expands them in paths and commands. */
-export function expandTokens(text: string, t: { host: string; port: number; user: string; name: string; home: string; localUser: string }): string {
-  const withTokens = text.replace(/%([%hprndu])/g, (_, c: string) => {
-    switch (c) {
-      case 'h':
-        return t.host;
-      case 'p':
-        return String(t.port);
-      case 'r':
-        return t.user;
-      case 'n':
-        return t.name;
-      case 'd':
-        return t.home;
-      case 'u':
-        return t.localUser;
-      default:
-        return '%';
-    }
+export interface TokenValues {
+  host: string;
+  port: number;
+  user: string;
+  name: string;
+  home: string;
+  localUser: string;
+}
+
+/** `%h`, `%p`, `%r`, `%n`, `%d`, `%u` and `%%`, each value passed through `each` (`%%` is a plain `%`). */
+function replaceTokens(text: string, t: TokenValues, each: (value: string) => string): string {
+  return text.replace(/%([%hprndu])/g, (_, c: string) => {
+    if (c === '%') return '%';
+    const value = { h: t.host, p: String(t.port), r: t.user, n: t.name, d: t.home, u: t.localUser }[c]!;
+    return each(value);
   });
+}
+
+/** `%h`, `%p`, `%r`, `%n`, `%d`, `%u`, `%%` and a leading `~/`, as OpenSSH expands them in paths (IdentityFile, HostName...). */
+export function expandTokens(text: string, t: TokenValues): string {
+  const withTokens = replaceTokens(text, t, (v) => v);
   return withTokens === '~' ? t.home : withTokens.startsWith('~/') ? path.join(t.home, withTokens.slice(2)) : withTokens;
+}
+
+/**
+ * The same tokens in a command run with `/bin/sh -c` (ProxyCommand): each value is quoted for POSIX
+ * sh where it is put, so a host, user or name can only ever be one word of the command. OpenSSH
+ * puts them in as they are; k8s-ha also refuses user names that are not names at load, and a value
+ * the rules accept (letters, digits, `._-:%`) comes out unchanged. Write the tokens unquoted in the
+ * command (`nc %h %p`, not `nc "%h" %p`): the quoting is done here.
+ */
+export function expandCommandTokens(text: string, t: TokenValues): string {
+  return replaceTokens(text, t, quote);
 }

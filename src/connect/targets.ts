@@ -22,7 +22,9 @@ import { durationMs } from '../util/duration.js';
 import { deadlinesOf } from './deadlines.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import { formatHop, parseProxyJump, type JumpHop } from './proxy-jump.js';
-import { expandTokens, lookupSshConfig, type ConfigFileRef, type ConfigValue, type SshConfigLookup, type SshConfigReader } from './ssh-config.js';
+import { UsageError } from '../errors.js';
+import { userNameProblem } from '../util/safe-values.js';
+import { expandCommandTokens, expandTokens, lookupSshConfig, type ConfigFileRef, type ConfigValue, type SshConfigLookup, type SshConfigReader } from './ssh-config.js';
 import type { SshTarget, StrictHostKeyChecking } from './ssh.js';
 
 export interface TargetOptions {
@@ -102,6 +104,21 @@ function strictness(v: string | undefined): StrictHostKeyChecking | undefined {
 
 const at = (v: ConfigValue) => `${v.file}:${v.line}`;
 
+/**
+ * ssh_config's User for a host, held to the inventory's rule for ssh.user (it reaches ProxyCommand's
+ * %r as they do): a bad one stops the run before any connection, naming the file and line.
+ */
+function configUser(cfg: SshConfigLookup, host: string): string | undefined {
+  const v = cfg.options.get('user')?.[0];
+  if (!v) return undefined;
+  const user = v.args[0] ?? '';
+  const problem = userNameProblem(user);
+  if (problem) {
+    throw new UsageError(`${at(v)}: User for ${host}: ${problem}`, { hint: `correct the User line at ${at(v)}, or set ssh.user in the inventory (it comes first)` });
+  }
+  return user;
+}
+
 /** ssh_config IdentityAgent: `none` is no agent (null); `SSH_AUTH_SOCK` or `$SSH_AUTH_SOCK` the environment's; else a socket path. */
 function identityAgent(value: string | undefined, t: Parameters<typeof expandTokens>[1]): string | null | undefined {
   if (value === undefined || value === 'SSH_AUTH_SOCK' || value === '$SSH_AUTH_SOCK') return undefined;
@@ -148,7 +165,7 @@ export class TargetResolver {
     const arg = (k: string) => get(k)?.args[0];
 
     const port = own.port ?? all.port ?? (arg('port') ? Number(arg('port')) : 22);
-    const user = userSet ?? arg('user') ?? 'root';
+    const user = userSet ?? configUser(cfg, node.name) ?? 'root';
     const hostName = get('hostname');
     const configHost = hostName ? expandTokens(hostName.args[0]!, this.tokens(node.name, port, user, node.name)) : undefined;
     let address: string;
@@ -244,7 +261,7 @@ export class TargetResolver {
     }
     if (command) {
       const line = command.args.join(' ');
-      if (line.toLowerCase() !== 'none') target.proxyCommand = expandTokens(line, t);
+      if (line.toLowerCase() !== 'none') target.proxyCommand = expandCommandTokens(line, t);
     }
   }
 
@@ -256,7 +273,7 @@ export class TargetResolver {
       const cfg = this.lookup(hop.host, undefined, hop.user, warnings);
       const arg = (k: string) => cfg.options.get(k)?.[0]?.args[0];
       const port = hop.port ?? (arg('port') ? Number(arg('port')) : 22);
-      const user = hop.user ?? arg('user') ?? this.reader.localUser;
+      const user = hop.user ?? configUser(cfg, `bastion ${hop.host}`) ?? this.reader.localUser;
       const hostName = arg('hostname');
       const address = hostName ? expandTokens(hostName, this.tokens(hop.host, port, user, hop.host)) : hop.host;
       const t = this.tokens(address, port, user, hop.host);

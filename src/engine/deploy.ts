@@ -5,13 +5,14 @@
  */
 import { deadlinesOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
-import { BuildError, ConnectError, NoToolchainError, UsageError } from '../errors.js';
+import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
 import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
 import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
+import { identityFileProblem } from '../inventory/local-files.js';
 import { vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import type { PlanContext } from '../ops/types.js';
@@ -122,7 +123,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
       resolved = resolver.resolve(host);
     } catch (e) {
       throw new UsageError(`${options.inventoryFile}: cannot work out how to reach ${what}${host.name}: ${(e as Error).message}`, {
-        hint: 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
+        hint: (e as K8sHaError).hint ?? 'check ssh.proxyJump in the inventory and ProxyJump in ~/.ssh/config',
       });
     }
     for (const w of resolved.warnings) if (!warnings.includes(w)) warnings.push(w);
@@ -133,7 +134,24 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const vipTargets = new Map<string, SshTarget>();
   // A VIP host that is a node of this run is reached as that node (rules.ts: no name is both a master and a node).
   for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
+  await checkIdentityFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values()]);
   return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, startedAt };
+}
+
+/**
+ * ssh.identityFile of every host and bastion, as its tokens (%h, %r...) expand for it: the load
+ * checked the ones without tokens; these name their file only now, still before any connection.
+ */
+async function checkIdentityFiles(inventoryFile: string, targets: SshTarget[]): Promise<void> {
+  const seen = new Set<string>();
+  for (const top of targets) {
+    for (let t: SshTarget | undefined = top; t; t = t.jump) {
+      if (!t.identityFile || seen.has(t.identityFile)) continue;
+      seen.add(t.identityFile);
+      const problem = await identityFileProblem(t.identityFile);
+      if (problem) throw new UsageError(`${inventoryFile}: ssh.identityFile of ${t.name}: ${problem}`, { hint: 'correct ssh.identityFile in the inventory' });
+    }
+  }
 }
 
 /** --check writes nothing anywhere: not even a new host key, of a node or of a bastion in front of it. */

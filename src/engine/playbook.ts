@@ -10,7 +10,8 @@ import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import { describeIssue, tooLarge, validateYaml } from '../inventory/yaml-schema.js';
 import { readCapped } from '../inventory/load.js';
-import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
+import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, SHELL_ARGS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
+import { quote } from '../util/quote.js';
 import type { Operation } from '../ops/types.js';
 import { packageRoot } from '../util/paths.js';
 import { formatHostPort } from '../util/hostport.js';
@@ -81,24 +82,66 @@ export function playbookVars(inv: Inventory, node: InventoryNode): Vars {
   return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address } };
 }
 
-/** Fill `{{ a.b }}` in every string; unknown names are reported by path. */
-export function substitute(value: unknown, vars: Vars, at: (string | number)[], errors: { path: (string | number)[]; message: string }[]): unknown {
+const VARIABLE = /\{\{\s*([A-Za-z_][\w.]*)\s*\}\}/g;
+
+/** Where a value goes: `shell`, a command run by sh on the node (the value is quoted), or `text`, anything else. */
+export type SubstitutionContext = 'text' | 'shell';
+
+/** Whether offset `at` of a shell command is inside '...' or "..." (where a quoted value would not be one word). */
+function insideQuotes(command: string, at: number): boolean {
+  let open: string | undefined;
+  for (let i = 0; i < at; i++) {
+    const c = command[i]!;
+    if (open === "'") {
+      if (c === "'") open = undefined;
+    } else if (c === '\\') i++;
+    else if (open === '"') {
+      if (c === '"') open = undefined;
+    } else if (c === "'" || c === '"') open = c;
+  }
+  return open !== undefined;
+}
+
+/**
+ * Fill `{{ a.b }}` in every string; unknown names are reported by path. In a shell command
+ * (`context` shell) each value is quoted for POSIX sh, so it is one word whatever it holds; a
+ * `{{ }}` written inside quotes there is an error (the value would be quoted twice).
+ */
+export function substitute(
+  value: unknown,
+  vars: Vars,
+  at: (string | number)[],
+  errors: { path: (string | number)[]; message: string }[],
+  context: SubstitutionContext = 'text',
+): unknown {
   if (typeof value === 'string') {
-    return value.replace(/\{\{\s*([A-Za-z_][\w.]*)\s*\}\}/g, (whole, name: string) => {
+    return value.replace(VARIABLE, (whole, name: string, offset: number) => {
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
         errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address` });
         return whole;
       }
-      return String(cur);
+      if (context === 'text') return String(cur);
+      if (insideQuotes(value, offset)) {
+        errors.push({ path: at, message: `{{ ${name} }} is inside quotes in a shell command: write it unquoted, k8s-ha quotes its value for the shell` });
+        return whole;
+      }
+      return quote(String(cur));
     });
   }
-  if (Array.isArray(value)) return value.map((v, i) => substitute(v, vars, [...at, i], errors));
+  if (Array.isArray(value)) return value.map((v, i) => substitute(v, vars, [...at, i], errors, context));
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, vars, [...at, k], errors)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substitute(v, vars, [...at, k], errors, context)]));
   }
   return value;
+}
+
+/** A step's arguments with `{{ }}` filled in, its shell commands (SHELL_ARGS) quoting their values. */
+export function substituteArgs(type: string, args: unknown, vars: Vars, at: (string | number)[], errors: { path: (string | number)[]; message: string }[]): unknown {
+  const shell = SHELL_ARGS[type] ?? [];
+  if (!args || typeof args !== 'object' || Array.isArray(args)) return substitute(args, vars, at, errors);
+  return Object.fromEntries(Object.entries(args).map(([k, v]) => [k, substitute(v, vars, [...at, k], errors, shell.includes(k) ? 'shell' : 'text')]));
 }
 
 function argsSchema(type: string): z.ZodType {
@@ -125,7 +168,7 @@ export function parsePlaybook(
   const node = inv.nodes[0]!;
   raw.forEach((s, i) => {
     const errors: { path: (string | number)[]; message: string }[] = [];
-    const args = substitute(s.args, playbookVars(inv, node), ['steps', i, s.type], errors);
+    const args = substituteArgs(s.type, s.args, playbookVars(inv, node), ['steps', i, s.type], errors);
     for (const e of errors) diagnostics.push({ severity: 'error', path: e.path, message: e.message, ...v.position(e.path) });
     const r = argsSchema(s.type).safeParse(args);
     if (!r.success) {
@@ -147,7 +190,7 @@ export function parsePlaybook(
 export function playbookSteps(raw: RawStep[], inv: Inventory, node: InventoryNode): PlaybookStep[] {
   return raw.map((s) => {
     const errors: { path: (string | number)[]; message: string }[] = [];
-    const args = argsSchema(s.type).parse(substitute(s.args, playbookVars(inv, node), [], errors));
+    const args = argsSchema(s.type).parse(substituteArgs(s.type, s.args, playbookVars(inv, node), [], errors));
     if (s.type === 'nginxBuild' || s.type === 'kubeLbBuild' || s.type === 'verify') return { name: s.name, hint: s.hint, type: s.type, args } as PlaybookStep;
     return { name: s.name, hint: s.hint, type: 'op', op: OPERATIONS[s.type]!, args };
   });

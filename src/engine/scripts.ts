@@ -104,8 +104,8 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
     const b = quote(backupPath(p.change.path, o.runId));
     const live = quote(p.change.path);
     // A file this run created (none stood there before) goes away again.
-    const gone = plan.facts.files[p.change.path] === null ? `; elif [ -e ${live} ]; then rm -f ${live} || { echo "@@restore-failed cannot remove ${p.change.path}"; exit 1; }` : '';
-    lines.push(`if [ -e ${b} ]; then mv -fT ${b} ${live} || { echo "@@restore-failed cannot move ${backupPath(p.change.path, o.runId)} back"; exit 1; }${gone}; fi`);
+    const gone = plan.facts.files[p.change.path] === null ? `; elif [ -e ${live} ]; then rm -f ${live} || { echo ${quote(`@@restore-failed cannot remove ${p.change.path}`)}; exit 1; }` : '';
+    lines.push(`if [ -e ${b} ]; then mv -fT ${b} ${live} || { echo ${quote(`@@restore-failed cannot move ${backupPath(p.change.path, o.runId)} back`)}; exit 1; }${gone}; fi`);
   }
   if (handlers.has('daemon-reload')) lines.push('systemctl daemon-reload');
   // Every service the commit restarted or reloaded does so again on the files put back (the VIP
@@ -140,7 +140,7 @@ function holdApplyLock(journalDir: string): string[] {
   const parent = journalDir.slice(0, journalDir.lastIndexOf('/')) || '/';
   return [
     `{ [ -d ${quote(parent)} ] || mkdir -p -m 0700 ${quote(parent)}; } && exec 8>>${quote(applyLockPath(journalDir))} || { echo "@@failed journal 17"; exit 17; }`,
-    `flock -w 300 8 || { echo "@@failed journal 17"; echo "another k8s-ha script has held ${applyLockPath(journalDir)} for 5 minutes"; exit 17; }`,
+    `flock -w 300 8 || { echo "@@failed journal 17"; echo ${quote(`another k8s-ha script has held ${applyLockPath(journalDir)} for 5 minutes`)}; exit 17; }`,
   ];
 }
 

@@ -9,19 +9,22 @@ import { expandHome } from '../connect/ssh.js';
 import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics.js';
 import { MAX_YAML_BYTES, tooLarge, validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
+import { checkLocalFiles } from './local-files.js';
 import { inventorySchema, type Inventory } from './schema.js';
 
 export interface ParsedInventory {
   inventory?: Inventory;
   diagnostics: Diagnostic[];
+  /** Line and column of a path in the text, for problems found later (the files it names). */
+  position: (p: Diagnostic['path']) => { line?: number; col?: number };
 }
 
 /** Pure: text in, inventory and diagnostics out (paths not yet resolved). */
 export function parseInventory(text: string): ParsedInventory {
   const v = validateYaml(text, inventorySchema, 'inventory');
-  if (!v.value) return { diagnostics: v.diagnostics };
+  if (!v.value) return { diagnostics: v.diagnostics, position: v.position };
   const diagnostics = checkRules(v.value).map((d) => ({ ...d, ...v.position(d.path) }));
-  return { inventory: v.value, diagnostics };
+  return { inventory: v.value, diagnostics, position: v.position };
 }
 
 const PATH_FIELDS = [
@@ -40,7 +43,8 @@ export function resolvePaths(inv: Inventory, baseDir: string): Inventory {
     const obj = out[section] as Record<string, string | undefined>;
     if (obj[field] !== undefined) obj[field] = abs(obj[field]);
   }
-  for (const n of out.nodes) {
+  // A master's ssh: (a VIP host) is read like a node's.
+  for (const n of [...out.nodes, ...out.masters]) {
     if (n.ssh?.identityFile) n.ssh.identityFile = abs(n.ssh.identityFile);
     if (n.ssh?.knownHostsFile) n.ssh.knownHostsFile = abs(n.ssh.knownHostsFile);
   }
@@ -88,9 +92,14 @@ export async function loadInventory(file: string): Promise<LoadedInventory> {
   if (!parsed.inventory || parsed.diagnostics.some((d) => d.severity === 'error')) {
     throw new InventoryError(file, parsed.diagnostics);
   }
+  const inventory = resolvePaths(parsed.inventory, path.dirname(path.resolve(file)));
+  // The files it names, now: not at verify (after the change is live) or at each node's login.
+  const files = (await checkLocalFiles(inventory)).map((d) => ({ ...d, ...parsed.position(d.path) }));
+  const diagnostics = [...parsed.diagnostics, ...files];
+  if (diagnostics.some((d) => d.severity === 'error')) throw new InventoryError(file, diagnostics);
   return {
     file,
-    inventory: resolvePaths(parsed.inventory, path.dirname(path.resolve(file))),
-    warnings: parsed.diagnostics.filter((d) => d.severity === 'warning').map((d) => formatDiagnostic(file, d)),
+    inventory,
+    warnings: diagnostics.filter((d) => d.severity === 'warning').map((d) => formatDiagnostic(file, d)),
   };
 }

@@ -10,6 +10,7 @@ import { parseProxyJump } from '../connect/proxy-jump.js';
 import { DURATION, durationMs, durationRangeProblem, UNIT_MS } from '../util/duration.js';
 import { ipv4LiteralProblem, isWildcard } from '../util/hostport.js';
 import { count, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS, requestPath } from '../proxy/config.js';
+import { nodePathProblem, userNameProblem } from '../util/safe-values.js';
 
 const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -73,7 +74,23 @@ const duration = (minMs: number, maxMs: number) =>
     z.string({ error: 'must be a duration like 30s' }).regex(DURATION, 'must be a duration like 500ms, 30s, 10m or 1h'),
     (v) => durationRangeProblem(v, { minMs, maxMs }),
   );
+/** A file on this machine (the controller): relative to the inventory file; load.ts checks that it is there. */
 const path = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
+
+/** A file on the nodes, written into their scripts and configs: the one node path rule (util/safe-values.ts). */
+export const nodePath = (example: string) => checked(z.string({ error: 'must be an absolute path' }), (v) => nodePathProblem(v, example));
+
+/** A login name (ssh.user): it reaches ProxyCommand's %r and the messages; useradd's rule. */
+const userName = checked(z.string({ error: 'must be a user name' }), userNameProblem);
+
+/**
+ * Why a name to verify the apiservers' certificate against is not a DNS name or IP address. It is
+ * written into haproxy's config (check-sni, verifyhost) and kube-lb's: one word, nothing else.
+ */
+export function serverNameProblem(v: string): string | undefined {
+  if (HOSTNAME.test(v) || (net.isIP(v) !== 0 && !v.includes('%'))) return undefined;
+  return `${JSON.stringify(v.length > 80 ? v.slice(0, 80) + '...' : v)} is not a DNS name or IP address: write a name the apiservers' certificate carries, e.g. kubernetes or kubernetes.default.svc`;
+}
 
 /** parseProxyJump's message, or undefined for `none` and for bastions. */
 const proxyJumpProblem = (v: string | string[]) => {
@@ -94,7 +111,8 @@ function proxyJumpIssues(v: string | string[], ctx: z.core.$RefinementCtx<string
 }
 
 export const sshSettings = z.strictObject({
-  user: z.string().min(1).optional(),
+  /** A login name by useradd's rule (letters, digits, _ . -, a trailing $): it reaches ProxyCommand's %r. */
+  user: userName.optional(),
   port: port.optional(),
   identityFile: path.optional(),
   knownHostsFile: path.optional(),
@@ -246,8 +264,8 @@ export const kubeLb = z.strictObject({
       rise: z.number().int().min(1).max(100).default(2),
       fall: z.number().int().min(1).max(100).default(2),
       /** A client certificate for the checks, as paths on the node (never copied by k8s-ha). */
-      clientCertFile: z.string().regex(/^\/\S+$/, 'must be an absolute path on the node').optional(),
-      clientKeyFile: z.string().regex(/^\/\S+$/, 'must be an absolute path on the node').optional(),
+      clientCertFile: nodePath('/etc/kubernetes/pki/apiserver-kubelet-client.crt').optional(),
+      clientKeyFile: nodePath('/etc/kubernetes/pki/apiserver-kubelet-client.key').optional(),
     })
     .default({ path: '/readyz', interval: '1s', fastInterval: '250ms', timeout: '700ms', rise: 2, fall: 2 }),
   /** A backend marked down: close its connections at once (0s), or let them run this long first. */
@@ -270,7 +288,7 @@ export const tls = z.strictObject({
   /** CA that signed the apiservers' certificates, for end-to-end checks. */
   caFile: path.optional(),
   /** Name to verify the apiserver certificate against when connecting through the local port. */
-  serverName: z.string().optional(),
+  serverName: checked(z.string({ error: 'must be a DNS name or IP address' }), serverNameProblem).optional(),
   clientCertFile: path.optional(),
   clientKeyFile: path.optional(),
   insecureSkipVerify: z.boolean().default(false),
@@ -306,7 +324,7 @@ export const timeouts = z.strictObject({
 
 /** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer, and the service to restart after. */
 export const kubeconfigs = z
-  .array(z.strictObject({ path: z.string().regex(/^\/\S+$/, 'must be an absolute path'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/).optional() }))
+  .array(z.strictObject({ path: nodePath('/etc/kubernetes/kubelet.kubeconfig'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/).optional() }))
   .default([
     { path: '/etc/kubernetes/kubelet.kubeconfig', service: 'kubelet' },
     { path: '/etc/kubernetes/kube-proxy.kubeconfig', service: 'kube-proxy' },

@@ -7,6 +7,7 @@ import type { Inventory } from '../inventory/schema.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 import { clusterCa } from './kube-lb.js';
+import { haproxyWord as w, unitWord as u } from './config-words.js';
 
 export const KUBE_HAPROXY_SERVICE = 'kube-haproxy';
 
@@ -27,13 +28,13 @@ export const kubeHaproxyPaths = {
 /** The defaults' timeouts: connect to a master, and the idle time of an established stream (client, server, tunnel). */
 export function haproxyTimeouts(t: { connect: string; idle: string }): string {
   return `    # A master that refuses or ignores a connection before its check marks it down: the client goes to another.
-    timeout connect ${t.connect}
+    timeout connect ${w(t.connect)}
     retries 2
     option redispatch 1
     # Longer than a watch: kubectl logs -f and exec send nothing while idle.
-    timeout client ${t.idle}
-    timeout server ${t.idle}
-    timeout tunnel ${t.idle}
+    timeout client ${w(t.idle)}
+    timeout server ${w(t.idle)}
+    timeout tunnel ${w(t.idle)}
     timeout client-fin 30s
     timeout server-fin 30s`;
 }
@@ -49,18 +50,18 @@ export function haproxyBackend(inv: Inventory, o: { name: string; balance: strin
   const check = [
     'check',
     'check-ssl',
-    verify ? `verify required ca-file ${o.ca}` : 'verify none',
-    ...(sni ? [`check-sni ${sni}`, ...(verify ? [`verifyhost ${sni}`] : [])] : []),
+    verify ? `verify required ca-file ${w(o.ca)}` : 'verify none',
+    ...(sni ? [`check-sni ${w(sni)}`, ...(verify ? [`verifyhost ${w(sni)}`] : [])] : []),
     'inter 2s fastinter 1s downinter 5s rise 2 fall 2',
     'on-marked-down shutdown-sessions',
   ].join(' ');
-  return `backend ${o.name}
-    balance ${o.balance}
+  return `backend ${w(o.name)}
+    balance ${w(o.balance)}
     option httpchk
-    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host ${sni ?? 'kubernetes'}
+    http-check send meth GET uri /readyz ver HTTP/1.1 hdr Host ${w(sni ?? 'kubernetes')}
     http-check expect status 200
     default-server ${check}
-${inv.masters.map((m) => `    server ${m.name} ${formatHostPort(m.address, m.port)}`).join('\n')}`;
+${inv.masters.map((m) => `    server ${w(m.name)} ${w(formatHostPort(m.address, m.port))}`).join('\n')}`;
 }
 
 /** The CA haproxy verifies the apiservers with, as a file of its own (the VIP hosts' and kube-haproxy's). */
@@ -74,7 +75,7 @@ const BALANCE: Record<Inventory['lb']['balance'], string> = { least_conn: 'least
 export function renderKubeHaproxyConf(inv: Inventory): string {
   const listen = hostPortOf(inv.lb.listen);
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
-# The node-local apiserver load balancer (lb.impl: haproxy): ${inv.lb.listen} -> ${inv.masters.map((m) => m.name).join(', ')}.
+# The node-local apiserver load balancer (lb.impl: haproxy): ${w(inv.lb.listen)} -> ${inv.masters.map((m) => w(m.name)).join(', ')}.
 # Checked with: haproxy -c -f ${kubeHaproxyPaths.config}
 global
     log /dev/log local0 notice
@@ -91,7 +92,7 @@ defaults
 ${haproxyTimeouts({ connect: millis(inv.lb.connectTimeout), idle: seconds(inv.lb.proxyTimeout) })}
 
 frontend kube_haproxy
-    bind ${formatHostPort(listen.host, listen.port)}
+    bind ${w(formatHostPort(listen.host, listen.port))}
     default_backend kube_apiservers
 
 ${haproxyBackend(inv, { name: 'kube_apiservers', balance: BALANCE[inv.lb.balance], ca: kubeHaproxyPaths.ca })}
@@ -108,7 +109,7 @@ export function renderKubeHaproxyUnit(inv: Inventory): string {
 # anyway (the unit fails with its message), and a switch from another balancer starts haproxy while
 # the port is free, so every millisecond before it binds is a refused connection.
 [Unit]
-Description=kube-haproxy: node-local load balancer for kube-apiserver (${inv.lb.listen})
+Description=kube-haproxy: node-local load balancer for kube-apiserver (${u(inv.lb.listen)})
 After=network-online.target
 Wants=network-online.target
 

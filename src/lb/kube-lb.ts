@@ -11,6 +11,7 @@ import { DEFAULT_LISTEN_WAIT_MS } from '../proxy/config.js';
 import { readyDeadlineMs } from '../proxy/readiness.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { unitWord as u } from './config-words.js';
 
 export const KUBE_LB_SERVICE = 'kube-lb';
 
@@ -127,19 +128,19 @@ export function startTimeoutS(inv: Inventory): number {
 export const KUBE_LB_USER = 'kube-lb';
 
 export function renderKubeLbUnit(inv: Inventory): string {
-  const p = kubeLbPaths(inv.kubeLb.prefix);
+  const p = Object.fromEntries(Object.entries(kubeLbPaths(inv.kubeLb.prefix)).map(([k, v]) => [k, u(v)])) as ReturnType<typeof kubeLbPaths>;
   const lowPort = [inv.lb.listen, inv.kubeLb.admin].some((l) => hostPortOf(l).port < 1024);
   return `# Managed by k8s-ha.
 # kube-lb runs as its own system user, with nothing it does not use: it reads its config and the CA,
 # listens and connects. Binding a port below 1024 is the only capability it may get, and only then.
 [Unit]
-Description=kube-lb: node-local load balancer for kube-apiserver (${inv.lb.listen})
+Description=kube-lb: node-local load balancer for kube-apiserver (${u(inv.lb.listen)})
 After=network-online.target
 Wants=network-online.target
 
 [Service]
 # Started means ready: ExecStartPost keeps the unit activating until this kube-lb (the unit's MainPID)
-# holds ${inv.lb.listen} and has checked every apiserver, and fails the start if it does not within
+# holds ${u(inv.lb.listen)} and has checked every apiserver, and fails the start if it does not within
 # the wait for the port plus a round of checks. Type=notify would say the same, but Node.js cannot
 # send sd_notify's datagram, and systemd-notify from a child races its own exit (NotifyAccess).
 Type=simple

@@ -4,6 +4,7 @@
  */
 import type { Inventory } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { nginxWord as w, unitWord as u } from './config-words.js';
 
 export const NGINX_SERVICE = 'kube-nginx';
 /** The system user nginx's workers run as (the playbook makes it). */
@@ -38,11 +39,11 @@ export function renderNginxConf(inv: Inventory): string {
     balanceDirective(inv.lb.balance),
     ...inv.masters.map(
       // nginx reads an IPv6 server only in brackets: [fd00::1]:6443.
-      (m) => `server ${formatHostPort(m.address, m.port)} max_fails=${inv.lb.maxFails} fail_timeout=${inv.lb.failTimeout}; # ${m.name}`,
+      (m) => `server ${w(formatHostPort(m.address, m.port))} max_fails=${w(inv.lb.maxFails)} fail_timeout=${w(inv.lb.failTimeout)}; # ${w(m.name)}`,
     ),
   ].filter(Boolean) as string[];
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
-# The node-local apiserver load balancer: ${inv.lb.listen} -> ${inv.masters.map((m) => m.name).join(', ')}.
+# The node-local apiserver load balancer: ${w(inv.lb.listen)} -> ${inv.masters.map((m) => w(m.name)).join(', ')}.
 # Workers run as kube-nginx (made by the playbook), not as nginx's built-in nobody and
 # nogroup-or-nobody: one binary's built-in names do not exist on every distribution.
 user ${NGINX_USER} ${NGINX_USER};
@@ -50,8 +51,8 @@ worker_processes 1;
 worker_rlimit_nofile 65535;
 # A reload starts new workers; old ones close their connections within this time.
 worker_shutdown_timeout 10s;
-error_log ${p.logs}/error.log warn;
-pid ${p.pid};
+error_log ${w(p.logs)}/error.log warn;
+pid ${w(p.pid)};
 
 events {
     worker_connections 16384;
@@ -63,9 +64,9 @@ ${upstream.map((l) => `        ${l}`).join('\n')}
     }
 
     server {
-        listen ${formatHostPort(listen.host, listen.port)};
-        proxy_connect_timeout ${inv.lb.connectTimeout};
-        proxy_timeout ${inv.lb.proxyTimeout};
+        listen ${w(formatHostPort(listen.host, listen.port))};
+        proxy_connect_timeout ${w(inv.lb.connectTimeout)};
+        proxy_timeout ${w(inv.lb.proxyTimeout)};
         proxy_pass kube_apiserver;
     }
 }
@@ -74,10 +75,10 @@ ${upstream.map((l) => `        ${l}`).join('\n')}
 
 export function renderNginxUnit(inv: Inventory): string {
   const p = nginxPaths(inv.lb.prefix);
-  const cmd = `${p.binary} -p ${p.prefix} -c ${p.config}`;
+  const cmd = `${u(p.binary)} -p ${u(p.prefix)} -c ${u(p.config)}`;
   return `# Managed by k8s-ha.
 [Unit]
-Description=kube-nginx: node-local load balancer for kube-apiserver (${inv.lb.listen})
+Description=kube-nginx: node-local load balancer for kube-apiserver (${u(inv.lb.listen)})
 After=network-online.target
 Wants=network-online.target
 
@@ -87,13 +88,13 @@ Wants=network-online.target
 # keeps running across the upgrade with no connection dropped. (daemon off under Type=exec would
 # make the new master a child systemd does not track: the old master's exit would end the unit.)
 Type=forking
-PIDFile=${p.pid}
+PIDFile=${u(p.pid)}
 ExecStartPre=${cmd} -t
 ExecStart=${cmd}
 # nginx's parent exits before the daemon has written the PID file; systemd reading it at that moment
 # finds it empty ("Failed to parse PID from file"). With an ExecStartPost, systemd reads the PID
 # file only after it has run, and this one waits (up to 5 s) until nginx has written it.
-ExecStartPost=/bin/sh -c 'for i in $$(seq 500); do [ -s ${p.pid} ] && exit 0; sleep 0.01; done; echo "nginx wrote no PID file to ${p.pid}" >&2; exit 1'
+ExecStartPost=/bin/sh -c 'for i in $$(seq 500); do [ -s ${u(p.pid)} ] && exit 0; sleep 0.01; done; echo "nginx wrote no PID file to ${u(p.pid)}" >&2; exit 1'
 ExecReload=${cmd} -s reload
 PrivateTmp=true
 Restart=always

@@ -20,6 +20,7 @@ import type { HostFacts } from '../facts/host.js';
 import type { Inventory, InventoryVip, VipHost } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 import { haproxyBackend, haproxyTimeouts, renderHaproxyCa, seconds } from './haproxy.js';
+import { haproxyWord as w, keepalivedWord as k } from './config-words.js';
 
 export const VIP_HAPROXY_SERVICE = 'haproxy';
 export const VIP_KEEPALIVED_SERVICE = 'keepalived';
@@ -61,8 +62,8 @@ export function renderVipHaproxy(inv: Inventory, host: VipHost): string {
   const stats = hostPortOf(v.statsListen);
   const t = seconds(v.timeout);
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
-# The VIP endpoint for clients outside the nodes: ${formatHostPort(v.address, v.port)} (and ${vipHostFrontend(v, host)} on ${host.name})
-# -> ${inv.masters.map((m) => m.name).join(', ')}. Checked with: haproxy -c -f ${VIP_PATHS.haproxyConfig}
+# The VIP endpoint for clients outside the nodes: ${w(formatHostPort(v.address, v.port))} (and ${w(vipHostFrontend(v, host))} on ${w(host.name)})
+# -> ${inv.masters.map((m) => w(m.name)).join(', ')}. Checked with: haproxy -c -f ${VIP_PATHS.haproxyConfig}
 global
     log /dev/log local0 notice
     user haproxy
@@ -81,8 +82,8 @@ ${haproxyTimeouts({ connect: '2s', idle: t })}
 
 frontend k8s_ha_vip
     # The VIP, bound before this host holds it (transparent: a free bind), and the host's own address.
-    bind ${formatHostPort(v.address, v.port)} transparent
-    bind ${vipHostFrontend(v, host)}
+    bind ${w(formatHostPort(v.address, v.port))} transparent
+    bind ${w(vipHostFrontend(v, host))}
     default_backend ${VIP_BACKEND}
 
 ${haproxyBackend(inv, { name: VIP_BACKEND, balance: 'leastconn', ca: VIP_PATHS.ca })}
@@ -90,7 +91,7 @@ ${haproxyBackend(inv, { name: VIP_BACKEND, balance: 'leastconn', ca: VIP_PATHS.c
 # Loopback only: stats, Prometheus /metrics, and /healthz (503 when no apiserver is up), which keepalived checks.
 frontend k8s_ha_stats
     mode http
-    bind ${formatHostPort(stats.host, stats.port)}
+    bind ${w(formatHostPort(stats.host, stats.port))}
     timeout client 10s
     monitor-uri /healthz
     monitor fail if { nbsrv(${VIP_BACKEND}) lt 1 }
@@ -103,15 +104,15 @@ frontend k8s_ha_stats
 
 export function renderKeepalived(inv: Inventory, host: VipHost, facts: Pick<HostFacts, 'interfaces'>, peers: VipHost[]): string {
   const v = inv.vip!;
-  const dev = vipInterface(v, host, facts);
+  const dev = k(vipInterface(v, host, facts));
   const others = peers.filter((p) => p.name !== host.name);
   const prefix = v.address.includes(':') ? 128 : 32;
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
-# Holds the VIP ${v.address} on one of ${peers.map((p) => p.name).join(', ')}. Checked with: keepalived -t -f ${VIP_PATHS.keepalivedConfig}
+# Holds the VIP ${k(v.address)} on one of ${peers.map((p) => k(p.name)).join(', ')}. Checked with: keepalived -t -f ${VIP_PATHS.keepalivedConfig}
 # Equal priorities and nopreempt: the VIP moves only when its holder fails, never back. The checks have
 # no weight: a failing one puts this host in FAULT, which releases the VIP (a weight would not, with nopreempt).
 global_defs {
-    router_id ${host.name}
+    router_id ${k(host.name)}
     enable_script_security
     script_user nobody
     # Listen before claiming: a host that (re)starts hears the holder first, no split brain after a reboot.
@@ -143,17 +144,17 @@ vrrp_script k8s_ha_haproxy_healthz {
 vrrp_instance ${VIP_INSTANCE} {
     state BACKUP
     interface ${dev}
-    virtual_router_id ${v.routerId}
+    virtual_router_id ${k(v.routerId)}
     priority 100
     nopreempt
     advert_int 1
-    unicast_src_ip ${host.address}
+    unicast_src_ip ${k(host.address)}
     unicast_peer {
-${others.map((p) => `        ${p.address}`).join('\n')}
+${others.map((p) => `        ${k(p.address)}`).join('\n')}
     }
     unicast_fault_no_peer
     virtual_ipaddress {
-        ${v.address}/${prefix} dev ${dev}
+        ${k(v.address)}/${prefix} dev ${dev}
     }
     track_script {
         k8s_ha_haproxy_process

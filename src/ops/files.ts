@@ -3,9 +3,11 @@ import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { HANDLERS, noop, type Change, type Handler, type Operation, type PlanContext, type StepPlan } from './types.js';
 import type { HostFacts } from '../facts/host.js';
+import { nodePath } from '../inventory/schema.js';
 
 const mode = z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0755"');
-const absPath = z.string().regex(/^\/[^\0]*$/, 'must be an absolute path');
+/** A path on the node, by the one rule of node paths (util/safe-values.ts): it goes into the apply script. */
+const absPath = nodePath('/etc/k8s-ha/file.conf');
 const handlers = z.array(z.enum(HANDLERS)).default([]);
 
 const normMode = (m: string) => m.replace(/^0(?=[0-7]{3}$)/, '');

@@ -9,6 +9,7 @@ import { noop, type Change, type Operation } from './types.js';
 import { inUnitCgroup, isServing } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 import { hostPortOf, parseHostPort } from '../util/hostport.js';
+import { nodePath } from '../inventory/schema.js';
 
 /** A playbook's ADDRESS:PORT argument. */
 export const addressPort = z.string().refine((v) => parseHostPort(v) !== undefined, 'must be ADDRESS:PORT');
@@ -81,7 +82,7 @@ export function upgradeInPlace(pidFile: string, unit: string): string {
   const ob = quote(`${pidFile}.oldbin`);
   return [
     ofUnit(unit),
-    `if [ -e ${ob} ]; then o=$(cat ${ob} 2>/dev/null); if ours "$o"; then echo "an upgrade is already under way: the old master $o (${pidFile}.oldbin) still runs" >&2; exit 1; fi; rm -f ${ob}; fi`,
+    `if [ -e ${ob} ]; then o=$(cat ${ob} 2>/dev/null); if ours "$o"; then echo "an upgrade is already under way: the old master $o" ${quote(`(${pidFile}.oldbin) still runs`)} >&2; exit 1; fi; rm -f ${ob}; fi`,
     `old=$(cat ${pf} 2>/dev/null); ours "$old" || { echo ${quote(`no running master of ${unit} in ${pidFile}`)} >&2; exit 1; }`,
     'kill -USR2 "$old"',
     `new=; for i in $(seq 1 1000); do n=$(cat ${pf} 2>/dev/null); if [ -n "$n" ] && [ "$n" != "$old" ] && kill -0 "$n" 2>/dev/null; then new=$n; break; fi; sleep 0.01; done`,
@@ -132,7 +133,7 @@ export const service: Operation<ServiceArgs> = {
      * master (named in pidFile) starts the new binary on the listening socket it holds, its own
      * workers finish gracefully, and it leaves once the new one is verified. No connection is refused.
      */
-    binaryUpgrade: z.strictObject({ pidFile: z.string().regex(/^\/\S+$/, 'must be an absolute path') }).optional(),
+    binaryUpgrade: z.strictObject({ pidFile: nodePath('/opt/k8s/kube-nginx/logs/kube-nginx.pid') }).optional(),
     // One unit, or several (each balancer can replace either of the others).
     replaces: z.union([replacesArgs, z.array(replacesArgs).min(1)]).optional(),
   }),

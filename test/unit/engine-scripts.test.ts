@@ -19,8 +19,11 @@ import {
   parseJournal,
   parseScriptOutput,
   restoreFromJournal,
+  restoreScript,
   stagedPath,
 } from '../../src/engine/scripts.js';
+import { retireOldMaster, upgradeInPlace, upgradeRollback } from '../../src/ops/service.js';
+import { quote } from '../../src/util/quote.js';
 import { tarGzOf } from '../../src/engine/tarstream.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 import { run } from '../../src/util/exec.js';
@@ -345,5 +348,50 @@ describe('parsers', () => {
   it('script output: the failed step by name, decoded', () => {
     const out = parseScriptOutput('@@staged\n@@failed repoint%20kubeconfigs 41\nboom\n@@state active running\n');
     expect(out).toEqual({ staged: true, committed: false, closed: false, state: 'active running', failure: { step: 'repoint kubeconfigs', kind: 'failed', code: 41, output: 'boom' } });
+  });
+});
+
+describe('paths in node-side scripts are quoted, not put in "..."', () => {
+  // A path the inventory and playbook rules refuse: the scripts must still never run what it holds.
+  const hostile = (dir: string) => `${dir}/a$(touch X)b.conf`;
+
+  it("a restore that cannot move a backup back says so with the path as text, running nothing in it", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-scripts-'));
+    dirs.push(dir);
+    const live = hostile(dir);
+    const plan: HostPlan = {
+      node,
+      facts: hostFacts(),
+      steps: [{ step: step('template', { template: 't', dest: '/etc/x.conf' }, 'config'), plan: { changes: [{ kind: 'put', path: live, content: Buffer.from('x'), sha256: 'x', mode: '644' }], notify: [], summary: '' } }],
+    };
+    // The backup is there, and a non-empty directory stands where it goes back: mv fails, the message is printed.
+    fs.writeFileSync(backupPath(live, RUN), 'old\n');
+    fs.mkdirSync(live);
+    fs.writeFileSync(path.join(live, 'in'), '');
+    const r = await run('sh', ['-c', `cd ${quote(dir)} && ${restoreScript(plan, { runId: RUN })}`]);
+    expect(r.stdout).toContain(`@@restore-failed cannot move ${backupPath(live, RUN)} back`);
+    expect(fs.existsSync(path.join(dir, 'X'))).toBe(false);
+    expect(parseScriptOutput(r.stdout).restoreFailure).toBe(`cannot move ${backupPath(live, RUN)} back`);
+  });
+
+  it('every message naming a path quotes it with quote()', () => {
+    const p = '/srv/a$(reboot)b.conf';
+    const plan: HostPlan = {
+      node,
+      facts: hostFacts({ files: { [p]: null } }),
+      steps: [{ step: step('template', { template: 't', dest: '/etc/x.conf' }, 'config'), plan: { changes: [{ kind: 'put', path: p, content: Buffer.from('x'), sha256: 'x', mode: '644' }], notify: [], summary: '' } }],
+    };
+    const restore = restoreScript(plan, { runId: RUN });
+    expect(restore).toContain(`echo ${quote(`@@restore-failed cannot remove ${p}`)}`);
+    expect(restore).toContain(`echo ${quote(`@@restore-failed cannot move ${backupPath(p, RUN)} back`)}`);
+    const lockDir = '/var/lib/a$(reboot)/journal';
+    expect(finishJournal(lockDir)).toContain(`echo ${quote(`another k8s-ha script has held ${applyLockPath(lockDir)} for 5 minutes`)}`);
+    const upgrade = upgradeInPlace(p, 'kube-nginx');
+    expect(upgrade).toContain(quote(`(${p}.oldbin) still runs`));
+    expect(upgrade).toContain(quote(`no running master of kube-nginx in ${p}`));
+    // Nowhere is the path inside double quotes, where $( ) would run.
+    for (const script of [restore, finishJournal(lockDir), upgrade, upgradeRollback(p, 'kube-nginx'), retireOldMaster(p, 'kube-nginx')]) {
+      expect(script).not.toMatch(/"[^"']*\$\(reboot\)[^"]*"/);
+    }
   });
 });

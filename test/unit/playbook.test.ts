@@ -1,8 +1,13 @@
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { formatDiagnostic } from '../../src/inventory/diagnostics.js';
+import { ExitCode } from '../../src/errors.js';
+import { formatDiagnostic, type InventoryError } from '../../src/inventory/diagnostics.js';
 import { parseInventory } from '../../src/inventory/load.js';
-import { defaultPlaybookPath, parsePlaybook, playbookSteps } from '../../src/engine/playbook.js';
+import { defaultPlaybookPath, loadPlaybook, parsePlaybook, playbookSteps, substituteArgs } from '../../src/engine/playbook.js';
+import { run } from '../../src/util/exec.js';
+import { quote } from '../../src/util/quote.js';
 import { TEMPLATES } from '../../src/lb/templates.js';
 
 const inv = parseInventory(`
@@ -61,9 +66,9 @@ steps:
     // Once every step has a known type, the arguments are checked.
     const text2 = text.replace('  - name: c\n    frobnicate: {}\n', '').replace('  - name: e\n', '');
     expect(errors(text2)).toEqual([
-      'pb.yaml:4:24: steps[0].directory.path: must be an absolute path',
+      'pb.yaml:4:24: steps[0].directory.path: must be an absolute path, like /etc/k8s-ha/file.conf',
       'pb.yaml:6:44: steps[1].template.dest: unknown variable {{ lb.nothing }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address',
-      'pb.yaml:6:44: steps[1].template.dest: must be an absolute path',
+      'pb.yaml:6:44: steps[1].template.dest: must be an absolute path, like /etc/k8s-ha/file.conf',
       'pb.yaml:6:27: steps[1].template.template: no template named nope.conf; known: kube-nginx.conf, kube-nginx.service, kube-lb.yaml, kube-lb.service, kube-haproxy.cfg, kube-haproxy.service, kube-haproxy-ca.crt',
       'pb.yaml:8:14: steps[2].service: unknown key colour',
     ]);
@@ -71,5 +76,61 @@ steps:
 
   it('a command step must have a guard, so that it is idempotent', () => {
     expect(errors('name: x\nsteps:\n  - name: c\n    command: { run: "touch /x" }\n')).toEqual(['pb.yaml:4:14: steps[0].command.unless: is required']);
+  });
+});
+
+describe('playbook values that reach a shell', () => {
+  it('a dest with shell in it is refused at load, with file:line and exit 2', async () => {
+    const text = 'name: custom\nsteps:\n  - name: conf\n    template: { template: kube-nginx.conf, dest: "/etc/app/$(reboot).conf" }\n';
+    expect(errors(text)).toEqual([
+      'pb.yaml:4:50: steps[0].template.dest: holds "$": a path on a node may hold only letters, digits and . _ + @ % = : , / - (nothing a shell or a config file reads specially), like /etc/k8s-ha/file.conf',
+    ]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-pb-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'pb.yaml'), text);
+      const e = await loadPlaybook(path.join(dir, 'pb.yaml'), inv, templates).then(() => undefined, (err: unknown) => err as InventoryError);
+      expect(e?.exitCode).toBe(ExitCode.usage);
+      expect(e?.message).toContain(`${dir}/pb.yaml:4:50: steps[0].template.dest: holds "$"`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('directories, pid files and ".." are held to the same path rule', () => {
+    expect(errors('name: x\nsteps:\n  - name: d\n    directory: { path: ["/srv/ok", "/srv/a b"] }\n')).toEqual([
+      expect.stringMatching(/^pb\.yaml:4:36: steps\[0\]\.directory\.path\[1\]: holds " "/),
+    ]);
+    expect(errors('name: x\nsteps:\n  - name: s\n    service: { name: x, binaryUpgrade: { pidFile: "/run/`id`.pid" } }\n')[0]).toMatch(/steps\[0\]\.service\.binaryUpgrade\.pidFile: holds "`"/);
+    expect(errors('name: x\nsteps:\n  - name: d\n    directory: { path: /srv/../etc }\n')[0]).toMatch(/steps\[0\]\.directory\.path: must not hold a "\.\." segment/);
+  });
+
+  it('{{ }} in a shell command (run, unless, validate) is one quoted word, whatever the value', async () => {
+    const hostile = `x'; touch X; echo "$(touch Y)`;
+    const vars = { node: { name: hostile }, lb: { prefix: '/opt/k8s/kube-nginx' } };
+    const errs: { path: (string | number)[]; message: string }[] = [];
+    const args = substituteArgs('command', { run: 'printf %s {{ node.name }}', unless: 'test -e {{ lb.prefix }}/x', notify: ['{{ node.name }}'] }, vars, [], errs) as Record<string, unknown>;
+    expect(errs).toEqual([]);
+    expect(args.run).toBe(`printf %s ${quote(hostile)}`);
+    // A value with nothing a shell reads specially stays as it is.
+    expect(args.unless).toBe('test -e /opt/k8s/kube-nginx/x');
+    // Elsewhere (not a shell command) the value goes in as it is: the argument's own schema judges it.
+    expect(args.notify).toEqual([hostile]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-pb-'));
+    try {
+      const r = await run('/bin/sh', ['-c', `cd ${dir} && ${args.run as string}`]);
+      expect(r.stdout).toBe(hostile);
+      expect(fs.readdirSync(dir)).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('{{ }} written inside quotes in a shell command is an error: the value is quoted for the shell already', () => {
+    expect(errors('name: x\nsteps:\n  - name: c\n    command: { run: "echo \\"{{ node.name }}\\"", unless: "false" }\n')).toEqual([
+      'pb.yaml:4:21: steps[0].command.run: {{ node.name }} is inside quotes in a shell command: write it unquoted, k8s-ha quotes its value for the shell',
+    ]);
+    expect(errors("name: x\nsteps:\n  - name: c\n    command: { run: \"echo '{{ node.name }}'\", unless: \"false\" }\n")[0]).toMatch(/is inside quotes/);
+    // In quotes that closed before it: fine.
+    expect(errors("name: x\nsteps:\n  - name: c\n    command: { run: \"echo 'a' {{ node.name }}\", unless: \"false\" }\n")).toEqual([]);
   });
 });

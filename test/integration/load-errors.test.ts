@@ -1,0 +1,83 @@
+/**
+ * Bad input is refused through the real CLI before any connection: exit 2, the file, the path and
+ * the fix. The nodes point at a port of this machine that counts the connections made to it: none
+ * may be. (No lab host is needed; the suite's lab is simply not used here.)
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { k8sha } from '../helpers/cli.js';
+
+let dir: string;
+let server: net.Server;
+let port: number;
+let connections = 0;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-load-errors-'));
+  server = net.createServer((s) => {
+    connections++;
+    s.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  port = (server.address() as net.AddressInfo).port;
+  // A home of its own: ssh_config with a ProxyCommand that puts %r into a shell command.
+  fs.mkdirSync(path.join(dir, 'home', '.ssh'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'home', '.ssh', 'config'), 'Host *\n  ProxyCommand echo %r\n');
+});
+
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function inventory(name: string, head: string, tls: string): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(
+    file,
+    `${head}
+masters: [{ name: m1, address: 127.0.0.1, port: ${port} }]
+nodes: [{ name: n1, address: 127.0.0.1, ssh: { port: ${port} } }, { name: n2, address: 127.0.0.2, ssh: { port: ${port} } }]
+lb: { impl: haproxy, listen: "127.0.0.1:18443" }
+tls: ${tls}
+`,
+  );
+  return file;
+}
+
+const env = () => ({ HOME: path.join(dir, 'home') });
+
+describe('refused at load, before any connection (exit 2)', () => {
+  it('a shell command in ssh.user: deploy --check and status name the path, and it never runs', async () => {
+    const mark = path.join(dir, 'X');
+    const file = inventory('user.yaml', `ssh: { user: 'ops$(touch ${mark})' }`, '{ insecureSkipVerify: true }');
+    for (const args of [['deploy', '--check', '-i', file], ['status', '-i', file]]) {
+      const r = await k8sha(args, { env: env() });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`${file}:1:14: ssh.user: "ops$(touch ${mark})" is not a user name: a login name is letters, digits`);
+      expect(r.stderr).toContain('fix:');
+    }
+    expect(fs.existsSync(mark)).toBe(false);
+    expect(connections).toBe(0);
+  });
+
+  it('a missing tls.caFile: deploy stops with the CA error, not at verify after the change is live', async () => {
+    const file = inventory('ca.yaml', '', '{ caFile: pki/missing-ca.crt, serverName: kubernetes }');
+    const r = await k8sha(['deploy', '-i', file], { env: env() });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`${file}:5:16: tls.caFile: ${path.join(dir, 'pki/missing-ca.crt')} does not exist: point it at the cluster CA`);
+    expect(r.stderr).not.toMatch(/unreachable|connect/i);
+    expect(connections).toBe(0);
+  });
+
+  it('a missing ssh.identityFile: once, at load, not per node at login', async () => {
+    const file = inventory('key.yaml', 'ssh: { identityFile: keys/none }', '{ insecureSkipVerify: true }');
+    const r = await k8sha(['deploy', '--check', '-i', file], { env: env() });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr.match(/keys\/none does not exist/g)).toHaveLength(1);
+    expect(r.stderr).toContain(`${file}:1:22: ssh.identityFile: ${path.join(dir, 'keys/none')} does not exist`);
+    expect(connections).toBe(0);
+  });
+});
