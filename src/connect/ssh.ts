@@ -446,7 +446,7 @@ export class SshConnection implements Connection {
 /** A known_hosts file's text, or undefined when there is none (or it cannot be read, as ssh skips it). */
 async function readIfThere(file: string): Promise<string | undefined> {
   return fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT' || e.code === 'EACCES' || e.code === 'EISDIR') return undefined;
+    if (e.code === 'ENOENT' || e.code === 'ENOTDIR' || e.code === 'EACCES' || e.code === 'EISDIR') return undefined;
     throw e;
   });
 }

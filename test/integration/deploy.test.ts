@@ -46,6 +46,9 @@ describe.sequential('k8s-ha deploy', () => {
         expect(out).toMatch(/--without-http/);
         expect(out).toMatch(/^755 root$/m);
         expect(out).toMatch(/^enabled$/m);
+        // The master runs as root (it binds and reads its config); every worker as kube-nginx, no shell, no home.
+        const users = await c.execOk('m=$(systemctl show -p MainPID --value kube-nginx); ps -o user= -p "$m"; ps -o user= --ppid "$m" | sort -u; getent passwd kube-nginx | cut -d: -f6,7');
+        expect(users.trim().split('\n')).toEqual(['root', 'kube-nginx', '/nonexistent:/usr/sbin/nologin']);
       });
     }
   });

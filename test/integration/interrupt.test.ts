@@ -255,6 +255,26 @@ describe.sequential('two runs at once', () => {
 });
 
 describe.sequential('deploy --check', () => {
+  it('--diff shows each changed file as a unified diff, node by node, and touches nothing', async () => {
+    const changed = inventoryVariant('max-fails-7', (inv) => (inv.lb = { ...(inv.lb ?? {}), maxFails: 7 }));
+    const conf = '/opt/k8s/kube-nginx/conf/kube-nginx.conf';
+    const before = await withNode(nodes()[0]!, (c) => c.execOk(`sha256sum ${conf}`));
+    const r = await k8sha(['deploy', '-i', changed, '--check', '--diff']);
+    expect(r.code, r.stderr).toBe(5);
+    for (const n of nodes()) {
+      const part = r.stdout.slice(r.stdout.indexOf(`${n.name}: would reload kube-nginx`));
+      expect(part).toMatch(new RegExp(`^    --- ${conf} \\(on ${n.name}\\)`, 'm'));
+      expect(part).toMatch(new RegExp(`^    \\+\\+\\+ ${conf} \\(from the inventory\\)`, 'm'));
+      expect(part).toMatch(/^    @@ -\d+,\d+ \+\d+,\d+ @@/m);
+    }
+    for (const m of lab().masters) {
+      expect(r.stdout).toMatch(new RegExp(`^    -\\s+server ${m.address.replace(/\./g, '\\.')}:6443 max_fails=3 fail_timeout=30s; # ${m.name}$`, 'm'));
+      expect(r.stdout).toMatch(new RegExp(`^    \\+\\s+server ${m.address.replace(/\./g, '\\.')}:6443 max_fails=7 fail_timeout=30s; # ${m.name}$`, 'm'));
+    }
+    expect(r.stdout).toMatch(/nodes would change \(exit 5\)/);
+    expect(await withNode(nodes()[0]!, (c) => c.execOk(`sha256sum ${conf}`))).toBe(before);
+  });
+
   it('with an empty cache and build.host on a node: builds nothing, installs nothing, writes nothing anywhere', async () => {
     const cache = path.join(scratchDir(), 'empty-cache');
     fs.mkdirSync(cache, { recursive: true });

@@ -1,6 +1,6 @@
 /** Bad input is refused before anything is created; `lab down` removes exactly what the lab made. */
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { labId } from '../../src/lab/state.js';
@@ -50,13 +50,24 @@ describe('lab up refuses bad input with one clear line, exit 2, and creates noth
     }
   });
 
-  // Runs the CLI as `nobody`, which needs the checkout to be readable by that user.
-  const nobodyCanRun = spawnSync('runuser', ['-u', 'nobody', '--', 'test', '-r', path.join(ROOT, 'dist/cli/main.js')]).status === 0;
-  it.skipIf(!nobodyCanRun)('no Docker engine, for a user who cannot install one', async () => {
-    const r = await run('runuser', ['-u', 'nobody', '--', 'env', 'HOME=/tmp', 'NO_COLOR=1', process.execPath, path.join(ROOT, 'bin/k8s-ha.js'), 'lab', 'up', '--dir', '/tmp/k8s-ha-nobody-lab']);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toMatch(/k8s-ha: error: no Docker engine answers `docker info`\n {2}fix: install and start Docker Engine/);
-    expect(fs.existsSync('/tmp/k8s-ha-nobody-lab')).toBe(false);
+  // Runs the CLI as `nobody`, from a copy of what it needs in a folder that user can read (the
+  // checkout may sit in a home folder nobody cannot enter, as CI's does).
+  it('no Docker engine, for a user who cannot install one', async () => {
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-nobody-'));
+    fs.chmodSync(copy, 0o755);
+    try {
+      for (const part of ['bin', 'dist', 'package.json', 'node_modules']) {
+        // Hard links where the folders share a file system (instant), else a copy.
+        const linked = await run('cp', ['-al', path.join(ROOT, part), copy]);
+        if (linked.code !== 0) expect((await run('cp', ['-r', path.join(ROOT, part), copy])).code).toBe(0);
+      }
+      const r = await run('runuser', ['-u', 'nobody', '--', 'env', 'HOME=/tmp', 'NO_COLOR=1', process.execPath, path.join(copy, 'bin/k8s-ha.js'), 'lab', 'up', '--dir', '/tmp/k8s-ha-nobody-lab']);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/k8s-ha: error: no Docker engine answers `docker info`\n {2}fix: install and start Docker Engine/);
+      expect(fs.existsSync('/tmp/k8s-ha-nobody-lab')).toBe(false);
+    } finally {
+      fs.rmSync(copy, { recursive: true, force: true });
+    }
   });
 });
 

@@ -129,6 +129,39 @@ describe('the node lock is a lease', () => {
   });
 });
 
+describe('status and --check show a run in progress, and touch neither', () => {
+  it('a held lock and an unfinished journal', async () => {
+    const [n1, n2] = lab().nodes;
+    const c = await SshConnection.open(nodeTarget(n1!));
+    const holder = 'ops@ctl-9 (pid 4242) since 2026-12-05T08:00:00Z, run R-HELD';
+    const lock = await takeLock(c, holder, 0);
+    expect(lock.held).toBe(true);
+    // What a controller killed mid-commit leaves on a node: a journal, committed and never verified.
+    const journal = '/var/lib/k8s-ha/journal';
+    await inContainer(
+      n2!.name,
+      `mkdir -p ${journal} && printf '%s' '{"run":"R-LEFT","by":"ops@ctl-9 (pid 1)","started":"2026-12-05T08:00:00Z","files":[],"restorable":false}' > ${journal}/run.json && echo committed > ${journal}/state`,
+    );
+    try {
+      const st = await k8sha(['status', '-i', lab().inventory]);
+      expect(st.stdout).toContain(`${n1!.name}: a k8s-ha run is working on it: locked by ${holder}`);
+      expect(st.stdout).toMatch(new RegExp(`${n2!.name}: run R-LEFT \\(ops@ctl-9 \\(pid 1\\)\\) did not finish \\(committed\\): the next deploy verifies its change first`));
+      const chk = await k8sha(['deploy', '-i', lab().inventory, '--check', '--json']);
+      const report = JSON.parse(chk.stdout);
+      expect(report.hosts[n1!.name]).toMatchObject({ status: 'locked', lockedBy: holder });
+      expect(report.hosts[n2!.name].unfinished).toEqual({ run: 'R-LEFT', by: 'ops@ctl-9 (pid 1)', started: '2026-12-05T08:00:00Z', state: 'committed' });
+      expect(chk.code).toBe(3);
+      // Neither took the lock nor closed the journal.
+      await withNode(n2!, async (x) => expect((await x.execAsRoot(`cat ${journal}/state`)).stdout).toBe('committed\n'));
+      expect(parseLockProbe((await c.execAsRoot(LOCK_PROBE)).stdout).holder).toBe(holder);
+    } finally {
+      lock.held && lock.release();
+      c.close();
+      await inContainer(n2!.name, `rm -rf ${journal}`);
+    }
+  });
+});
+
 describe('status: silence is unknown, never down', () => {
   const silence = new Silence();
   afterAll(() => silence.off());
@@ -180,5 +213,27 @@ describe('StrictHostKeyChecking no', () => {
     } finally {
       c.close();
     }
+  });
+
+  it('accept-new makes ~/.ssh 0700; a known_hosts it cannot write to fails the login and leaves no connection open', async () => {
+    const node = lab().nodes[0]!;
+    const dir = path.join(scratchDir(), 'home-ssh', '.ssh');
+    const c = await SshConnection.open({ ...nodeTarget(node), knownHostsFile: path.join(dir, 'known_hosts'), strictHostKeyChecking: 'accept-new' });
+    c.close();
+    expect(fs.statSync(dir).mode & 0o777).toBe(0o700);
+    expect(fs.readFileSync(path.join(dir, 'known_hosts'), 'utf8')).toMatch(new RegExp(`^${node.address} ssh-`));
+
+    const sockets = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+    const before = sockets();
+    // A path under a file: the folder cannot be made.
+    const blocked = path.join(scratchDir(), 'not-a-folder');
+    fs.writeFileSync(blocked, '');
+    const e = await SshConnection.open({ ...nodeTarget(node), knownHostsFile: path.join(blocked, 'known_hosts'), strictHostKeyChecking: 'accept-new' }).then(
+      (x) => (x.close(), undefined),
+      (x: unknown) => x as Error,
+    );
+    expect(e?.message).toMatch(/cannot record the host key of .* in .*not-a-folder\/known_hosts/);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(sockets()).toBe(before);
   });
 });
