@@ -115,7 +115,8 @@ export function labCommand(setExit: (code: number) => void): Command {
   lab
     .command('master')
     .description(
-      'fail or restore a master: ready/unready turn its /readyz green/red; crash/recover make its apiserver stop/resume listening ' +
+      'fail or restore a master: ready/unready turn its /readyz green/red; anonymous-off/anonymous-on make it answer 401 to requests ' +
+        'without a client certificate of the lab CA (as --anonymous-auth=false) or serve them again; crash/recover make its apiserver stop/resume listening ' +
         '(connections refused, process and host up); stop/start its kube-apiserver service (SIGTERM: /readyz red, then connections refused; ' +
         'the host up, SSH works); freeze/thaw the whole host (hung: no answer, no reset); down/up the whole host (container stopped: ' +
         'nothing answers; up waits until SSH and /readyz answer again)',

@@ -103,6 +103,11 @@ export function renderStatus(status: ClusterStatus): string {
     const line = `${n.name}: ${n.health === 'unknown' ? 'unknown: ' : ''}${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`;
     lines.push(n.health === 'unknown' ? colour.yellow(line) : bad(line));
   }
+  // A master that refuses the probes' identity: every node says the same, so once per master.
+  for (const m of masters) {
+    const refused = s.nodes.map((n) => n.masters.find((x) => x.name === m)?.direct.refused).filter(Boolean);
+    if (refused.length) lines.push(bad(`${m}: ${refused[0]} (seen from ${refused.length} node${refused.length === 1 ? '' : 's'})`));
+  }
   if (s.vip) lines.push('', ...renderVipStatus(s.vip));
   for (const m of masters) {
     const unsure = s.nodes.filter((n) => n.masters.find((x) => x.name === m)?.direct.unknown).length;

@@ -15,6 +15,7 @@ import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
 import { vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
+import { clientPem } from '../lb/client-cert.js';
 import type { PlanContext } from '../ops/types.js';
 import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, VIP_PLAYBOOK, type Playbook, type PlaybookStep } from './playbook.js';
 import { VIP_TEMPLATES } from '../lb/vip.js';
@@ -100,6 +101,8 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const startedAt = Date.now();
   const loaded = await loadInventory(options.inventoryFile);
   const inv = loaded.inventory;
+  // The checks' client certificate is read and judged now (exit 2 before any connection), not per host.
+  clientPem(inv);
   const playbooks = await loadPlaybooks(inv, options.playbookFile);
   let nodes = inv.nodes;
   if (options.limit?.length) {

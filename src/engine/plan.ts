@@ -31,7 +31,9 @@ export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): Fact
 
 /** Rendered text files the playbook writes: what --diff shows. */
 export function textFiles(steps: PlaybookStep[]): string[] {
-  return steps.flatMap((s) => (s.type === 'op' && (s.op.type === 'template' || s.op.type === 'systemdUnit') ? (s.op.facts(s.args).files ?? []) : []));
+  // A secret template (a private key) is never read back from a host.
+  const shown = (s: PlaybookStep) => s.type === 'op' && (s.op.type === 'systemdUnit' || (s.op.type === 'template' && !(s.args as { secret?: boolean }).secret));
+  return steps.flatMap((s) => (s.type === 'op' && shown(s) ? (s.op.facts(s.args).files ?? []) : []));
 }
 
 /** Every step's plan for one host, handlers flowing from earlier steps to the next service step. */

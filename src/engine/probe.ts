@@ -10,6 +10,7 @@ import { httpsGet, type HttpsProbeOptions, type ProbeSession } from '../connect/
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { refusedReadyz } from '../lb/client-cert.js';
 import { ProbePool } from './probe-pool.js';
 import type { Duplex } from 'node:stream';
 
@@ -21,7 +22,7 @@ export interface MasterReach {
    * GET /readyz straight from the node to this master: an HTTP status, a definite error (refused,
    * TLS...), or `unknown` when every attempt ran out of time (nothing is known).
    */
-  direct: { status?: number; error?: string; unknown?: string };
+  direct: { status?: number; error?: string; unknown?: string; refused?: string };
   /** Connections through the local port that this master answered with 200. */
   viaLocal: number;
 }
@@ -102,7 +103,9 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
   const fingerprints = new Map<string, string>();
   const masters: MasterReach[] = direct.map(({ m, out }) => {
     if (out.kind === 'answer' && out.value.fingerprint) fingerprints.set(out.value.fingerprint, m.name);
-    const d: MasterReach['direct'] = out.kind === 'answer' ? { status: out.value.status } : out.kind === 'failed' ? { error: out.error } : { unknown: timedOut(out) };
+    const refused = out.kind === 'answer' ? refusedReadyz(inv, out.value.status) : undefined;
+    const d: MasterReach['direct'] =
+      out.kind === 'answer' ? { status: out.value.status, ...(refused ? { refused } : {}) } : out.kind === 'failed' ? { error: out.error } : { unknown: timedOut(out) };
     return { name: m.name, address: m.address, port: m.port, direct: d, viaLocal: 0 };
   });
   for (const a of answers) {
@@ -126,7 +129,8 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
       const m = masters.find((x) => x.name === who);
       if (m) m.viaLocal++;
     } else {
-      local.errors.push(`HTTP ${r.status} from ${who ?? 'an unknown backend'}`);
+      const refused = refusedReadyz(inv, r.status);
+      local.errors.push(`HTTP ${r.status} from ${who ?? 'an unknown backend'}${refused ? `: ${refused}` : ''}`);
     }
   }
   return { masters, local };

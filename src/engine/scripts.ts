@@ -197,7 +197,8 @@ function stageScript(plan: HostPlan, runId: string): string[] {
   if (puts.length) {
     lines.push('tar -xz -C "$stage" -f - || { echo "@@failed tar 22"; sh "$J/close.sh"; exit 22; }');
     puts.forEach((p, i) => {
-      lines.push(`install -m ${p.change.mode} "$stage/${i}" ${quote(stagedPath(p.change.path, runId))} || { echo "@@failed ${stepKey(p.step)} 23"; sh "$J/close.sh"; exit 23; }`);
+      const owner = p.change.owner ? ` -o ${quote(p.change.owner.split(':')[0]!)} -g ${quote(p.change.owner.split(':')[1]!)}` : '';
+      lines.push(`install -m ${p.change.mode}${owner} "$stage/${i}" ${quote(stagedPath(p.change.path, runId))} || { echo "@@failed ${stepKey(p.step)} 23"; sh "$J/close.sh"; exit 23; }`);
     });
     for (const p of puts) {
       if (!p.change.validate) continue;

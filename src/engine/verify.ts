@@ -14,6 +14,7 @@ import { probeReach, tlsOptions } from './probe.js';
 import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 import type { HostResult } from './results.js';
 import { inUnitCgroup } from '../facts/host.js';
+import { refusedReadyz } from '../lb/client-cert.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
 
@@ -101,6 +102,22 @@ export function portOwnerProblem(stdout: string, unit: string, listen: string): 
   return m ? `${listen} is held by another process (pid ${m[1]}${m[2] ? `, ${m[2]}` : ''}), not by ${unit}: it cannot take the port while that runs` : undefined;
 }
 
+/**
+ * The first master's /readyz, from the node, with the identity the checks use: why it refuses them
+ * (401: anonymous auth is off and no client certificate is set), or undefined.
+ */
+async function directRefusal(conn: SshConnection, inv: Inventory, timeoutMs: number): Promise<string | undefined> {
+  const m = inv.masters[0];
+  if (!m) return undefined;
+  try {
+    const r = await httpsGet(() => conn.connectFromHost(m.address, m.port), { path: '/readyz', ...tlsOptions(inv, inv.tls.serverName ?? m.address), timeoutMs });
+    const why = refusedReadyz(inv, r.status);
+    return why ? `${m.name} says: ${why}` : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** One attempt: undefined when it passed, else what is still missing. */
 async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o: VerifyOptions, timeoutMs: number): Promise<VerifyOutcome> {
   const { host, port } = hostPortOf(args.listen);
@@ -124,10 +141,14 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
     try {
       const r = await httpsGet(() => conn.connectFromHost(host, port), { path: args.path, ...tlsOptions(inv, inv.tls.serverName ?? host), timeoutMs });
       verified = { state: 'active (running)', status: r.status, backend: r.peer };
-      if (r.status !== 200) return { ok: false, summary: `GET ${args.path} through ${args.listen} answered ${r.status}: ${r.body.trim().split('\n')[0]}`, verified };
+      if (r.status !== 200) {
+        return { ok: false, summary: `GET ${args.path} through ${args.listen} answered ${r.status}: ${refusedReadyz(inv, r.status) ?? r.body.trim().split('\n')[0]}`, verified };
+      }
       passed = `GET ${args.path} through ${args.listen}: 200 from ${r.peer ?? 'an apiserver'} (${trustOf(inv)})`;
     } catch (e) {
-      return { ok: false, summary: `no apiserver answered GET ${args.path} through ${args.listen}: ${(e as Error).message.split('\n')[0]}` };
+      // A balancer whose checks mark every master down closes the connection: ask a master why.
+      const why = await directRefusal(conn, inv, timeoutMs);
+      return { ok: false, summary: `no apiserver answered GET ${args.path} through ${args.listen}: ${(e as Error).message.split('\n')[0]}${why ? `; ${why}` : ''}` };
     }
   }
   if (args.healthz) {

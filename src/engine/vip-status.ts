@@ -55,13 +55,14 @@ export function parseHaproxyCsv(csv: string, backend = VIP_BACKEND): VipBackendS
   const lines = csv.split('\n').filter((l) => l.trim());
   const header = lines[0]?.replace(/^#\s*/, '').split(',') ?? [];
   const col = (name: string) => header.indexOf(name);
-  const [px, sv, scur, status, check, desc] = [col('pxname'), col('svname'), col('scur'), col('status'), col('check_status'), col('check_desc')];
+  const [px, sv, scur, status, check, desc, code] = [col('pxname'), col('svname'), col('scur'), col('status'), col('check_status'), col('check_desc'), col('check_code')];
   if (px < 0 || sv < 0) return [];
   const out: VipBackendStatus[] = [];
   for (const line of lines.slice(1)) {
     const f = line.split(',');
     if (f[px] !== backend || f[sv] === 'BACKEND' || f[sv] === 'FRONTEND') continue;
-    const c = f[check] ?? '';
+    // The HTTP status a failed check got (L7STS): 401 is an apiserver refusing anonymous /readyz.
+    const c = `${f[check] ?? ''}${f[check] === 'L7STS' && f[code] ? ` ${f[code]}` : ''}`;
     out.push({ name: f[sv]!, status: f[status] ?? '?', sessions: Number(f[scur] ?? 0), check: c ? `${c}${f[desc] ? ` (${f[desc]})` : ''}` : undefined });
   }
   return out;

@@ -16,6 +16,8 @@ export interface OsFacts {
 export interface FileFacts {
   sha256: string;
   mode: string;
+  /** `user:group`. */
+  owner?: string;
 }
 
 export interface UnitFacts {
@@ -116,7 +118,7 @@ export function factScript(req: FactRequest): string {
   ];
   if (req.files.length) lines.push(`echo "@@sha256"; sha256sum ${req.files.map(quote).join(' ')} 2>/dev/null; true`);
   const paths = [...req.files, ...req.dirs];
-  if (paths.length) lines.push(`echo "@@stat"; stat -c '%F|%a|%n' ${paths.map(quote).join(' ')} 2>/dev/null; true`);
+  if (paths.length) lines.push(`echo "@@stat"; stat -c '%F|%a|%U:%G|%n' ${paths.map(quote).join(' ')} 2>/dev/null; true`);
   if (req.units.length) {
     // One `systemctl show` for every unit (blocks keyed by Id): systemctl is the costliest process here.
     lines.push(`echo "@@units"; systemctl show -p Id -p LoadState -p ActiveState -p SubState -p ActiveEnterTimestamp -p MainPID ${req.units.map((u) => quote(unitFile(u))).join(' ')} 2>/dev/null; true`);
@@ -223,15 +225,17 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
     const m = /^([0-9a-f]{64}) [ *](.*)$/.exec(line);
     if (m) sums.set(m[2]!, m[1]!);
   }
-  const stats = new Map<string, { type: string; mode: string }>();
+  const stats = new Map<string, { type: string; mode: string; owner: string }>();
   for (const line of s.get('stat') ?? []) {
-    const [type = '', mode = '', ...name] = line.split('|');
-    stats.set(name.join('|'), { type, mode });
+    const [type = '', mode = '', ...rest] = line.split('|');
+    // Every path asked about is absolute: a field before it that is not one is the owner.
+    const owner = rest.length > 1 && !rest[0]!.startsWith('/') ? rest.shift()! : '';
+    stats.set(rest.join('|'), { type, mode, owner });
   }
   for (const f of req.files) {
     const st = stats.get(f);
     const sha256 = sums.get(f);
-    facts.files[f] = sha256 && st && /regular/.test(st.type) ? { sha256, mode: st.mode } : null;
+    facts.files[f] = sha256 && st && /regular/.test(st.type) ? { sha256, mode: st.mode, ...(st.owner ? { owner: st.owner } : {}) } : null;
   }
   for (const d of req.dirs) {
     const st = stats.get(d);

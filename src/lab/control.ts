@@ -3,6 +3,9 @@
  * demos take an apiserver away. A master is a host (systemd, sshd) whose
  * kube-apiserver service is the stand-in, so each action names what it hits:
  *   ready | unready    the stand-in's /readyz answers 200 | 500 (its control port)
+ *   anonymous-off | anonymous-on
+ *                      the stand-in answers 401 | serves a request without a client certificate of
+ *                      the lab CA (pki/lab-readyz.crt is one), as kube-apiserver --anonymous-auth=false
  *   crash | recover    the stand-in stops | resumes listening on :6443, its process alive
  *   stop | start       `systemctl stop | start kube-apiserver`: SIGTERM, /readyz red, then
  *                      connections refused; the host stays up (SSH works)
@@ -105,5 +108,7 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
   });
   if (action === 'crash') return `${who} crashed: its kube-apiserver listens no more on :6443 (connections refused), its process and the host stay up`;
   if (action === 'recover') return `${who} recovered: its kube-apiserver listens on :6443 again`;
+  if (action === 'anonymous-off') return `${who} refuses anonymous requests: /readyz, /livez and the API answer 401 without a client certificate of the lab CA`;
+  if (action === 'anonymous-on') return `${who} serves anonymous requests again`;
   return `${who} /readyz now answers ${action === 'ready' ? '200' : '500'}`;
 }

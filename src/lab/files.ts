@@ -43,6 +43,9 @@ export interface LabPaths {
   sshConfig: string;
   identityFile: string;
   caFile: string;
+  /** A client certificate (and its key) for health checks, for masters made to refuse anonymous requests. */
+  readyzCert: string;
+  readyzKey: string;
   /** Points at the node-local balancer; on every SSH host as ~/.kube/config. */
   kubeconfig: string;
   /** kubectl for this machine, copied out of the node image. */
@@ -61,6 +64,8 @@ export function labPaths(dir: string): LabPaths {
     sshConfig: path.join(abs, 'ssh_config'),
     identityFile: path.join(abs, 'ssh', 'id_ed25519'),
     caFile: path.join(abs, 'pki', 'ca.crt'),
+    readyzCert: path.join(abs, 'pki', 'lab-readyz.crt'),
+    readyzKey: path.join(abs, 'pki', 'lab-readyz.key'),
     kubeconfig: path.join(abs, KUBECONFIG_FILE),
     kubectl: path.join(abs, 'bin', 'kubectl'),
   };
@@ -148,6 +153,13 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
     const leaf = await issueCertificate(ca, { commonName: 'lab-admin', dnsNames: [], ipAddresses: [], usage: 'client' });
     await writeFileAtomic(at('pki', 'lab-admin.key'), leaf.key, 0o600);
     await writeFileAtomic(adminCert, leaf.cert);
+  }
+  // The health checks' identity for `anonymous-off` masters (tls.clientCertFile): a client certificate
+  // of the lab CA with no other use. A real one would be a user allowed only get on /readyz and /livez.
+  if (await missing(p.readyzCert)) {
+    const leaf = await issueCertificate(ca, { commonName: 'k8s-ha-health', dnsNames: [], ipAddresses: [], usage: 'client' });
+    await writeFileAtomic(p.readyzKey, leaf.key, 0o600);
+    await writeFileAtomic(p.readyzCert, leaf.cert);
   }
   const kubeconfig = renderKubeconfig({
     paths: p,

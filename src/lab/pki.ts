@@ -51,6 +51,8 @@ export async function createCa(commonName: string): Promise<PemPair> {
 
 export interface LeafRequest {
   commonName: string;
+  /** O= of the subject: a client certificate's groups, to Kubernetes. */
+  organizations?: string[];
   dnsNames: string[];
   ipAddresses: string[];
   usage: 'server' | 'client';
@@ -63,7 +65,7 @@ export async function issueCertificate(ca: PemPair, req: LeafRequest): Promise<P
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
-    subject: `CN=${req.commonName}`,
+    subject: [`CN=${req.commonName}`, ...(req.organizations ?? []).map((o) => `O=${o}`)].join(', '),
     issuer: caCert.subject,
     notBefore: new Date(now - 3600_000),
     notAfter: new Date(now + 5 * YEAR_MS),

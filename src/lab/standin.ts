@@ -25,6 +25,9 @@
  *
  * control (plain HTTP :8080, reachable on the lab network only):
  *   POST /control/ready | /control/unready   flip /readyz
+ *   POST /control/anonymous-off | -on        refuse | serve requests without a client certificate
+ *                                            signed by the lab CA: 401 on every path (/readyz and
+ *                                            /livez too), as kube-apiserver --anonymous-auth=false
  *   POST /control/crash | /control/recover   stop listening on :6443 (connections refused, as when
  *                                            kube-apiserver is gone and its host is up), and listen again
  *   GET  /control/state                      readiness and open connection counts
@@ -37,6 +40,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import path from 'node:path';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { pathToFileURL } from 'node:url';
 
 // --- the history every stand-in serves ------------------------------------------------------
@@ -386,6 +390,8 @@ export function serveApiserver(o: StandinOptions): Standin {
   const bookmarkMs = o.bookmarkMs ?? BOOKMARK_MS;
   const log = o.log ?? ((message: string) => process.stdout.write(`${new Date().toISOString()} ${name} ${message}\n`));
   let ready = true;
+  /** Off: kube-apiserver with --anonymous-auth=false, every request needs a client certificate of the lab CA. */
+  let anonymous = true;
   let shuttingDown = false;
   let requests = 0;
   const sockets = new Set<Socket>();
@@ -481,6 +487,9 @@ export function serveApiserver(o: StandinOptions): Standin {
       res.end(body);
     };
     const p = url.pathname;
+    // Authentication comes first, before any path: kube-apiserver without anonymous auth answers 401 to
+    // /readyz, /livez and /healthz alike. `authorized`: a certificate verified against the lab CA.
+    if (!anonymous && !(req.socket as TLSSocket).authorized) return send(res, status(401, 'Unauthorized', 'Unauthorized'));
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, status(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (the k8s-ha lab's apiserver stand-in only reads)`));
     }
@@ -553,6 +562,9 @@ export function serveApiserver(o: StandinOptions): Standin {
     } else if (req.method === 'POST' && req.url === '/control/unready') {
       ready = false;
       log('made unready');
+    } else if (req.method === 'POST' && (req.url === '/control/anonymous-off' || req.url === '/control/anonymous-on')) {
+      anonymous = req.url === '/control/anonymous-on';
+      log(anonymous ? 'serving anonymous requests' : 'refusing anonymous requests (401)');
     } else if (req.method === 'POST' && req.url === '/control/crash') {
       if (api.listening) api.close();
       for (const s of sockets) s.destroy();
@@ -560,9 +572,9 @@ export function serveApiserver(o: StandinOptions): Standin {
     } else if (req.method === 'POST' && req.url === '/control/recover') {
       if (!api.listening) api.listen(o.port, host, () => log(`recovered: listening on :${o.port}`));
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
-      return reply(404, { error: 'POST /control/ready, /control/unready, /control/crash, /control/recover or GET /control/state' });
+      return reply(404, { error: 'POST /control/ready, /control/unready, /control/anonymous-off, /control/anonymous-on, /control/crash, /control/recover or GET /control/state' });
     }
-    reply(200, { name, ready: ready && !shuttingDown, connections: sockets.size, watches: watchers.size + probes.size, requests });
+    reply(200, { name, ready: ready && !shuttingDown, anonymous, connections: sockets.size, watches: watchers.size + probes.size, requests });
   });
   control.listen(o.controlPort, host);
 

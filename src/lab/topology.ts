@@ -19,7 +19,7 @@ export const KUBECONFIG_FILE = 'kubeconfig';
 export const HOST_KUBECONFIG = '/etc/k8s-ha-lab/kubeconfig';
 
 /** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
-export const MASTER_ACTIONS = ['ready', 'unready', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'down', 'up'] as const;
+export const MASTER_ACTIONS = ['ready', 'unready', 'anonymous-off', 'anonymous-on', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'down', 'up'] as const;
 export type MasterAction = (typeof MASTER_ACTIONS)[number];
 
 export type LabRole = 'node' | 'master' | 'mirror' | 'bastion';

@@ -6,6 +6,7 @@
 import type { Inventory } from '../inventory/schema.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { CLIENT_PEM, clientPem } from './client-cert.js';
 import { clusterCa } from './kube-lb.js';
 import { haproxyWord as w, unitWord as u } from './config-words.js';
 
@@ -20,6 +21,8 @@ const millis = (d: string) => `${durationMs(d)}ms`;
 export const kubeHaproxyPaths = {
   config: '/etc/haproxy/kube-haproxy.cfg',
   ca: '/etc/haproxy/kube-haproxy-ca.crt',
+  /** The checks' client certificate and key (tls.clientCertFile): root's alone, read by haproxy before it drops root. */
+  client: CLIENT_PEM.kubeHaproxy,
   pid: '/run/kube-haproxy.pid',
   unit: `/etc/systemd/system/${KUBE_HAPROXY_SERVICE}.service`,
   binary: '/usr/sbin/haproxy',
@@ -42,15 +45,19 @@ export function haproxyTimeouts(t: { connect: string; idle: string }): string {
 /**
  * The masters' backend: every master, GET /readyz over TLS verified with the cluster CA (at `ca`)
  * and tls.serverName, `inter 2s fastinter 1s downinter 5s rise 2 fall 2`, and the sessions of a
- * master marked down closed so their clients reconnect to a live one.
+ * master marked down closed so their clients reconnect to a live one. With tls.clientCertFile the
+ * checks present it (`crt`, at `client`): an apiserver with --anonymous-auth=false answers an
+ * anonymous /readyz with 401, which would mark every master down at once. `crt` without `ssl`
+ * touches only the checks (check-ssl); the clients' own TLS passes through untouched.
  */
-export function haproxyBackend(inv: Inventory, o: { name: string; balance: string; ca: string }): string {
+export function haproxyBackend(inv: Inventory, o: { name: string; balance: string; ca: string; client: string }): string {
   const verify = inv.tls.caFile && !inv.tls.insecureSkipVerify;
   const sni = inv.tls.serverName;
   const check = [
     'check',
     'check-ssl',
     verify ? `verify required ca-file ${w(o.ca)}` : 'verify none',
+    ...(clientPem(inv) ? [`crt ${w(o.client)}`] : []),
     ...(sni ? [`check-sni ${w(sni)}`, ...(verify ? [`verifyhost ${w(sni)}`] : [])] : []),
     'inter 2s fastinter 1s downinter 5s rise 2 fall 2',
     'on-marked-down shutdown-sessions',
@@ -95,7 +102,7 @@ frontend kube_haproxy
     bind ${w(formatHostPort(listen.host, listen.port))}
     default_backend kube_apiservers
 
-${haproxyBackend(inv, { name: 'kube_apiservers', balance: BALANCE[inv.lb.balance], ca: kubeHaproxyPaths.ca })}
+${haproxyBackend(inv, { name: 'kube_apiservers', balance: BALANCE[inv.lb.balance], ca: kubeHaproxyPaths.ca, client: kubeHaproxyPaths.client })}
 `;
 }
 

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
 import { UsageError } from '../errors.js';
+import { CLIENT_PEM, clientPem } from './client-cert.js';
 import type { Inventory } from '../inventory/schema.js';
 import { DEFAULT_LISTEN_WAIT_MS } from '../proxy/config.js';
 import { readyDeadlineMs } from '../proxy/readiness.js';
@@ -55,6 +56,18 @@ const addressPort = (text: string) => {
   return formatHostPort(host, port);
 };
 
+/**
+ * The checks' client certificate: kubeLb.check's paths on the node when set (the user's own files),
+ * else the copy of tls.clientCertFile deploy installs beside the config (certificate and key in one).
+ */
+function checkClient(inv: Inventory): { clientCertFile?: string; clientKeyFile?: string } {
+  const c = inv.kubeLb.check;
+  if (c.clientCertFile || c.clientKeyFile) return { ...(c.clientCertFile ? { clientCertFile: c.clientCertFile } : {}), ...(c.clientKeyFile ? { clientKeyFile: c.clientKeyFile } : {}) };
+  if (!clientPem(inv)) return {};
+  const shipped = CLIENT_PEM.kubeLb(inv.kubeLb.prefix);
+  return { clientCertFile: shipped, clientKeyFile: shipped };
+}
+
 export function renderKubeLbConf(inv: Inventory): string {
   const k = inv.kubeLb;
   const ca = clusterCa(inv);
@@ -76,8 +89,7 @@ export function renderKubeLbConf(inv: Inventory): string {
       rise: k.check.rise,
       fall: k.check.fall,
       ...(inv.tls.serverName ? { serverName: inv.tls.serverName } : {}),
-      ...(k.check.clientCertFile ? { clientCertFile: k.check.clientCertFile } : {}),
-      ...(k.check.clientKeyFile ? { clientKeyFile: k.check.clientKeyFile } : {}),
+      ...checkClient(inv),
       insecureSkipVerify: inv.tls.insecureSkipVerify,
       ...(ca ? { ca } : {}),
     },

@@ -1,6 +1,7 @@
 /** The templates a playbook may name, each a typed renderer of the inventory; and each balancer's unit. */
 import type { Impl, Inventory } from '../inventory/schema.js';
 import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
+import { renderClientPem } from './client-cert.js';
 import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
 import { KUBE_HAPROXY_SERVICE, renderHaproxyCa, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
 
@@ -20,4 +21,8 @@ export const TEMPLATES: Record<string, (inv: Inventory) => string> = {
   'kube-haproxy.cfg': renderKubeHaproxyConf,
   'kube-haproxy.service': renderKubeHaproxyUnit,
   'kube-haproxy-ca.crt': renderHaproxyCa,
+  // The health checks' client certificate and key: playbooks install these with `secret: true`.
+  'kube-haproxy-client.pem': renderClientPem,
+  'kube-lb-client.pem': (inv) =>
+    inv.kubeLb.check.clientCertFile || inv.kubeLb.check.clientKeyFile ? '# kubeLb.check names the client certificate on the node\n' : renderClientPem(inv),
 };

@@ -19,6 +19,7 @@ import { UsageError } from '../errors.js';
 import type { HostFacts } from '../facts/host.js';
 import type { Inventory, InventoryVip, VipHost } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
+import { CLIENT_PEM, renderClientPem } from './client-cert.js';
 import { haproxyBackend, haproxyTimeouts, renderHaproxyCa, seconds } from './haproxy.js';
 import { haproxyWord as w, keepalivedWord as k } from './config-words.js';
 
@@ -28,6 +29,7 @@ export const VIP_KEEPALIVED_SERVICE = 'keepalived';
 export const VIP_PATHS = {
   haproxyConfig: '/etc/haproxy/haproxy.cfg',
   ca: '/etc/haproxy/k8s-ha-cluster-ca.crt',
+  client: CLIENT_PEM.vip,
   keepalivedConfig: '/etc/keepalived/keepalived.conf',
   check: '/etc/keepalived/k8s-ha-check-haproxy',
   notify: '/etc/keepalived/k8s-ha-notify',
@@ -86,7 +88,7 @@ frontend k8s_ha_vip
     bind ${w(vipHostFrontend(v, host))}
     default_backend ${VIP_BACKEND}
 
-${haproxyBackend(inv, { name: VIP_BACKEND, balance: 'leastconn', ca: VIP_PATHS.ca })}
+${haproxyBackend(inv, { name: VIP_BACKEND, balance: 'leastconn', ca: VIP_PATHS.ca, client: VIP_PATHS.client })}
 
 # Loopback only: stats, Prometheus /metrics, and /healthz (503 when no apiserver is up), which keepalived checks.
 frontend k8s_ha_stats
@@ -203,6 +205,7 @@ mkdir -p ${dir} && printf '%s %s\\n' "$3" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" > ${V
 export const VIP_TEMPLATES: Record<string, (inv: Inventory, host: VipHost, facts: HostFacts, peers: VipHost[]) => string> = {
   'vip-haproxy.cfg': (inv, host) => renderVipHaproxy(inv, host),
   'vip-cluster-ca.crt': (inv) => renderHaproxyCa(inv),
+  'vip-client.pem': (inv) => renderClientPem(inv),
   'vip-keepalived.conf': (inv, host, facts, peers) => renderKeepalived(inv, host, facts, peers),
   'vip-check-haproxy': (inv) => renderVipCheck(inv),
   'vip-notify': () => renderVipNotify(),

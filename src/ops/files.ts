@@ -9,6 +9,8 @@ const mode = z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "07
 /** A path on the node, by the one rule of node paths (util/safe-values.ts): it goes into the apply script. */
 const absPath = nodePath('/etc/k8s-ha/file.conf');
 const handlers = z.array(z.enum(HANDLERS)).default([]);
+/** `user:group` a file is installed as (the host's root otherwise): names as useradd accepts them. */
+const owner = z.string().regex(/^[a-z_][a-z0-9_-]*:[a-z_][a-z0-9_-]*$/, 'must be user:group, e.g. root:kube-lb');
 
 const normMode = (m: string) => m.replace(/^0(?=[0-7]{3}$)/, '');
 
@@ -34,18 +36,25 @@ export function planPut(
   m: string,
   facts: HostFacts,
   ctx: PlanContext,
-  opts: { validate?: string; notify: Handler[]; text: boolean; what: string; sha256?: string },
+  opts: { validate?: string; notify: Handler[]; text: boolean; what: string; sha256?: string; owner?: string },
 ): StepPlan {
   // A build output brings its checksum: it is not hashed again for every host.
   const sha256 = opts.sha256 ?? createHash('sha256').update(content).digest('hex');
   const cur = facts.files[dest];
-  if (cur && cur.sha256 === sha256 && normMode(cur.mode) === normMode(m)) return noop(`${dest} up to date`);
-  const change: Change = { kind: 'put', path: dest, content, sha256, mode: normMode(m), validate: opts.validate };
+  const ownerOk = !opts.owner || !cur?.owner || cur.owner === opts.owner;
+  if (cur && cur.sha256 === sha256 && normMode(cur.mode) === normMode(m) && ownerOk) return noop(`${dest} up to date`);
+  const change: Change = { kind: 'put', path: dest, content, sha256, mode: normMode(m), validate: opts.validate, ...(opts.owner ? { owner: opts.owner } : {}) };
   if (opts.text) {
     change.before = cur ? ctx.currentText?.(dest) : '';
     change.after = content.toString();
   }
-  const why = !cur ? 'new' : cur.sha256 !== sha256 ? 'content changed' : `mode ${cur.mode} -> ${normMode(m)}`;
+  const why = !cur
+    ? 'new'
+    : cur.sha256 !== sha256
+      ? 'content changed'
+      : normMode(cur.mode) !== normMode(m)
+        ? `mode ${cur.mode} -> ${normMode(m)}`
+        : `owner ${cur.owner} -> ${opts.owner}`;
   return { changes: [change], notify: opts.notify, summary: `${opts.what} ${dest} (${why})` };
 }
 
@@ -73,12 +82,30 @@ export const file: Operation<{ source: string; dest: string; mode: string; valid
   },
 };
 
-export const template: Operation<{ template: string; dest: string; mode: string; validate?: string; notify: Handler[] }> = {
+/**
+ * A rendered file. `secret`: it holds a private key, so it is never shown: no diff (--diff, --json),
+ * its current text is never read from the host, a change is only reported as changed.
+ */
+export const template: Operation<{ template: string; dest: string; mode: string; owner?: string; secret: boolean; validate?: string; notify: Handler[] }> = {
   type: 'template',
-  args: z.strictObject({ template: z.string(), dest: absPath, mode: mode.default('0644'), validate: z.string().optional(), notify: handlers }),
+  args: z.strictObject({
+    template: z.string(),
+    dest: absPath,
+    mode: mode.default('0644'),
+    owner: owner.optional(),
+    secret: z.boolean().default(false),
+    validate: z.string().optional(),
+    notify: handlers,
+  }),
   facts: (a) => ({ files: [a.dest] }),
   plan(a, facts, ctx) {
-    return planPut(a.dest, Buffer.from(ctx.render(a.template, facts)), a.mode, facts, ctx, { validate: a.validate, notify: a.notify, text: true, what: 'write' });
+    return planPut(a.dest, Buffer.from(ctx.render(a.template, facts)), a.mode, facts, ctx, {
+      validate: a.validate,
+      notify: a.notify,
+      text: !a.secret,
+      what: a.secret ? 'write (secret, not shown)' : 'write',
+      owner: a.owner,
+    });
   },
 };
 

@@ -22,6 +22,8 @@ export type Change =
       content: Buffer;
       sha256: string;
       mode: string;
+      /** `user:group` to install it as; the host's root otherwise. */
+      owner?: string;
       /** Run against the staged file before it replaces the live one. Live paths of files staged in the same run are read as their staged copies. */
       validate?: string;
       /** Text of the file now and after, for --diff (text files only). */

@@ -93,9 +93,9 @@ describe('facts', () => {
     const req = { files: [file, path.join(dir, 'missing'), spaced, dir], dirs: [dir, file], units: [], guards: ['exit 3'] };
     const r = await run('sh', ['-c', factScript(req)]);
     const f = parseFacts(req, r.stdout);
-    expect(f.files[file]).toEqual({ sha256: createHash('sha256').update('hello').digest('hex'), mode: '640' });
+    expect(f.files[file]).toEqual({ sha256: createHash('sha256').update('hello').digest('hex'), mode: '640', owner: expect.stringMatching(/^[^:]+:[^:]+$/) });
     expect(f.files[path.join(dir, 'missing')]).toBeNull();
-    expect(f.files[spaced]).toEqual({ sha256: createHash('sha256').update('').digest('hex'), mode: '644' });
+    expect(f.files[spaced]).toEqual({ sha256: createHash('sha256').update('').digest('hex'), mode: '644', owner: expect.stringMatching(/^[^:]+:[^:]+$/) });
     expect(f.files[dir]).toBeNull(); // a directory where a file should be
     expect(f.dirs[dir]).toBe('700');
     expect(f.dirs[file]).toBeNull(); // a file where a directory should be

@@ -59,7 +59,7 @@ describe('lab.json', () => {
 
 describe('lab master actions', () => {
   it('are the stand-in’s own, the kube-apiserver service’s, and the whole host’s', () => {
-    expect([...MASTER_ACTIONS].sort()).toEqual(['crash', 'down', 'freeze', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up']);
+    expect([...MASTER_ACTIONS].sort()).toEqual(['anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up']);
   });
 });
 
