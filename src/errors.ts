@@ -125,6 +125,8 @@ export class DeadlineError extends K8sHaError {
     readonly seconds: number,
     /** Set when the command was ended for its output, not its time. */
     readonly outputBytes?: number,
+    /** The inventory setting that bounds it: `timeouts.facts`. */
+    setting?: string,
   ) {
     super(
       outputBytes === undefined
@@ -133,7 +135,7 @@ export class DeadlineError extends K8sHaError {
       {
         hint:
           outputBytes === undefined
-            ? `look on ${host} for what hangs (a stuck disk, package mirror or systemd job); its lock is released and the next run recovers it. The bound is timeouts.${step} in the inventory`
+            ? `look on ${host} for what hangs (a stuck disk, package mirror or systemd job); its lock is released and the next run recovers it${setting ? `. The bound is ${setting} in the inventory` : ''}`
             : undefined,
       },
     );

@@ -287,7 +287,7 @@ export class SshConnection implements Connection {
             reject(e);
           } else resolve({ stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errs).toString(), code, signal });
         };
-        const timer = setTimeout(() => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs))), deadlineMs);
+        const timer = setTimeout(() => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), undefined, `timeouts.${kind}`)), deadlineMs);
         const tooMuch = () => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), MAX_OUTPUT_BYTES));
         channel.on('data', (b: Buffer) => {
           if ((outBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
@@ -393,7 +393,7 @@ export class SshConnection implements Connection {
             if (settled) return;
             settled = true;
             release();
-            reject(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs)));
+            reject(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), undefined, `timeouts.${kind}`));
           }, deadlineMs);
         };
         arm();
