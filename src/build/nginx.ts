@@ -313,7 +313,15 @@ make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1
 ${isStatic ? 'strip objs/nginx\n' : ''}objs/nginx -V 2>&1
 `;
   say(`building on ${conn.name}: configure and make`);
-  const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball), kind: 'build' });
+  // On this machine the folder is tracked as soon as it exists: a second Ctrl-C removes it too.
+  let seen = '';
+  const onOutput = (chunk: string) => {
+    if (conn.name !== 'controller' || seen.includes('\n')) return;
+    seen += chunk;
+    const d = /^@@dir (\S+)$/m.exec(seen)?.[1];
+    if (d) track(d);
+  };
+  const r = await conn.execAsRoot(script, { input: fs.createReadStream(tarball), kind: 'build', onOutput });
   const dir = /^@@dir (\S+)$/m.exec(r.stdout)?.[1];
   // A second Ctrl-C leaves at once: the folder goes then too (on this machine; a node's /tmp is cleaned by the next build).
   if (dir && conn.name === 'controller') track(dir);
@@ -340,7 +348,7 @@ ${isStatic ? 'strip objs/nginx\n' : ''}objs/nginx -V 2>&1
  * 0700 build folder) is not theirs to read; opening it up for them would let them change it too.
  */
 export async function readAsRoot(conn: Connection, file: string): Promise<Buffer> {
-  const r = await conn.execAsRoot(`f=${quote(file)}; wc -c < "$f" && base64 < "$f"`);
+  const r = await conn.execAsRoot(`f=${quote(file)}; wc -c < "$f" && base64 < "$f"`, { kind: 'build' });
   if (r.code !== 0) throw new BuildError(new CommandError(conn.where, `base64 < ${file}`, r.code, r.signal, r.stderr || r.stdout, { step: 'reading the built nginx' }).message);
   const [size, ...rest] = r.stdout.split('\n');
   const bytes = Buffer.from(rest.join(''), 'base64');

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Duplex, Readable } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
+import type { ClientChannel } from 'ssh2';
 import { CommandError, ConnectError, DeadlineError } from '../errors.js';
 import { deadlineOf, MAX_OUTPUT_BYTES, secondsOf, STEP_WORDS, type Deadlines, type StepKind } from './deadlines.js';
 import type { Connection } from './connection.js';
@@ -72,6 +73,8 @@ export interface ExecInput {
   input?: string | Buffer | Readable;
   /** What kind of step this is: it sets the command's deadline (deadlines.ts). Default `command`. */
   kind?: StepKind;
+  /** Called with each piece of stdout as it arrives. */
+  onOutput?: (chunk: string) => void;
 }
 
 /**
@@ -265,49 +268,55 @@ export class SshConnection implements Connection {
     const kind = options.kind ?? 'command';
     const deadlineMs = deadlineOf(kind, this.target.deadlines);
     const r = await new Promise<RemoteResult>((resolve, reject) => {
-      client.exec(command, (err, channel) => {
+      // The deadline runs from the request: a server that never opens the channel is bounded too.
+      let channel: ClientChannel | undefined;
+      let done = false;
+      const finish = (e?: Error, result?: RemoteResult) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        if (e) {
+          channel?.close();
+          reject(e);
+        } else resolve(result!);
+      };
+      const timer = setTimeout(() => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), undefined, `timeouts.${kind}`)), deadlineMs);
+      client.exec(command, (err, ch) => {
         if (err) {
           this.lost ??= err;
-          reject(this.lostError());
+          finish(this.lostError());
           return;
         }
+        channel = ch;
+        // Opened after the deadline: closed at once.
+        if (done) return ch.close();
         const out: Buffer[] = [];
         const errs: Buffer[] = [];
         let outBytes = 0;
         let errBytes = 0;
         let code: number | null = null;
         let signal: string | null = null;
-        let done = false;
-        const finish = (e?: Error) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          if (e) {
-            channel.close();
-            reject(e);
-          } else resolve({ stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errs).toString(), code, signal });
-        };
-        const timer = setTimeout(() => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), undefined, `timeouts.${kind}`)), deadlineMs);
         const tooMuch = () => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), MAX_OUTPUT_BYTES));
-        channel.on('data', (b: Buffer) => {
+        ch.on('data', (b: Buffer) => {
           if ((outBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
           out.push(b);
+          options.onOutput?.(b.toString());
         });
-        channel.stderr.on('data', (b: Buffer) => {
+        ch.stderr.on('data', (b: Buffer) => {
           if ((errBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
           errs.push(b);
         });
-        channel.on('exit', (c: number | null, sig?: string) => {
+        ch.on('exit', (c: number | null, sig?: string) => {
           code = c ?? null;
           signal = sig ?? null;
         });
-        channel.on('close', () => finish());
+        ch.on('close', () => finish(undefined, { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errs).toString(), code, signal }));
         const input = options.input;
-        if (input === undefined) channel.end();
-        else if (typeof input === 'string' || Buffer.isBuffer(input)) channel.end(input);
+        if (input === undefined) ch.end();
+        else if (typeof input === 'string' || Buffer.isBuffer(input)) ch.end(input);
         else {
           input.on('error', (e) => finish(e));
-          input.pipe(channel);
+          input.pipe(ch);
         }
       });
     });

@@ -15,7 +15,8 @@ import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { PlanContext } from '../ops/types.js';
 import { BUILD_STEPS } from '../ops/catalogue.js';
 import { quote } from '../util/quote.js';
-import { LOCK_PROBE, parseLockProbe, takeLock } from './lock.js';
+import { LOCK_DIR, LOCK_PROBE, parseLockProbe, takeLock } from './lock.js';
+import { deadlineOf } from '../connect/deadlines.js';
 import { changesOf, factRequest, hasChanges, mergeRequest, planHost, textFiles, verifyStep, type HostPlan } from './plan.js';
 import type { PlaybookStep } from './playbook.js';
 import { dialed, finishHost, type HostResult, type StepResult } from './results.js';
@@ -287,7 +288,16 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
       job.say('committing', puts.length ? `staging ${puts.length} file${puts.length === 1 ? '' : 's'}, validating, committing` : 'applying');
       out.sent = true;
       const a = await conn.execAsRoot(
-        applyScript(plan, { runId: byRun.runId, by: byRun.by, backup: o.backup, unit: p.unit, verify: vstep?.args }),
+        applyScript(plan, {
+          runId: byRun.runId,
+          by: byRun.by,
+          backup: o.backup,
+          unit: p.unit,
+          verify: vstep?.args,
+          // Held only by a session that took the lock (status and --check never apply).
+          lockDir: LOCK_DIR,
+          applyWaitSeconds: deadlineOf('apply', conn.target.deadlines) / 2000,
+        }),
         { input: puts.length ? tarGzOf(puts.map((x) => x.change)) : undefined, kind: 'apply' },
       );
       lap('apply', t);

@@ -80,8 +80,9 @@ export function lockScript(
     `if [ -f ${J}/run.json ]; then flock -w ${Math.ceil(applyWaitSeconds)} ${quote(applyLockPath(dirs.journal))} true || { echo "@@lockerr a k8s-ha script on this host has been running for ${Math.ceil(applyWaitSeconds)} s"; kill $! 2>/dev/null; exit 73; }; fi`,
     'echo "@@locked"',
     printJournal(J),
+    // Their stdin is not the channel: a guard that reads it would eat the lease's renewals.
     ...(then ? [`if [ ! -f ${J}/run.json ]; then echo "@@then"; ( ${then.trim()}
-) 2>/dev/null; echo "@@then-rc $?"; echo "@@then-end"; fi`] : []),
+) </dev/null 2>/dev/null; echo "@@then-rc $?"; echo "@@then-end"; fi`] : []),
     'echo "@@ready"',
     'wait',
   ].join('\n');
@@ -158,8 +159,10 @@ export function lockProbe(dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR }): stri
   return [
     `d=${quote(dirs.lock)}`,
     // Held: the lock file has a flock in /proc/locks, or the holder's keeper is alive with it open.
-    'if [ -e "$d/lock" ]; then ino=$(stat -c %i "$d/lock"); p=$(sed -n "2s/^pid //p" "$d/holder" 2>/dev/null); ' +
-      'if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ [0-9a-f]+:[0-9a-f]+:$ino " /proc/locks || { [ -n "$p" ] && [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" = "$d/lock" ]; }; then ' +
+    // /proc/locks names a file by MAJ:MIN:INODE in hex, as the kernel splits st_dev: inode numbers alone repeat across file systems.
+    'if [ -e "$d/lock" ]; then ino=$(stat -c %i "$d/lock"); dev=$(stat -c %d "$d/lock"); ' +
+      'key=$(printf "%02x:%02x:%s" $(( (dev >> 8) & 0xfff )) $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) )) "$ino"); p=$(sed -n "2s/^pid //p" "$d/holder" 2>/dev/null); ' +
+      'if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ $key " /proc/locks || { [ -n "$p" ] && [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" = "$d/lock" ]; }; then ' +
       'echo "@@held"; head -n 1 "$d/holder" 2>/dev/null; fi; fi',
     printJournal(quote(dirs.journal)),
     'true',

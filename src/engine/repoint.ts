@@ -9,7 +9,11 @@
 import type { SshConnection } from '../connect/ssh.js';
 import type { HostFacts } from '../facts/host.js';
 import type { Inventory } from '../inventory/schema.js';
+import { deadlineOf } from '../connect/deadlines.js';
 import { parseRepointOutput, planRepoint, repointScript, type Repoint } from '../ops/kubeconfig.js';
+import { quote } from '../util/quote.js';
+import { LOCK_DIR } from './lock.js';
+import { guardedBy } from './scripts.js';
 
 export const REPOINT_STEP = 'repoint kubeconfigs';
 
@@ -34,7 +38,9 @@ export function planRepointFor(inv: Inventory, facts: HostFacts): RepointPlan {
 }
 
 export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory, runId: string): Promise<{ ok: boolean; detail: string }> {
-  const r = await conn.execAsRoot(repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S, runId }), { kind: 'repoint' });
+  // Behind any other k8s-ha script on the node, and only while this run still holds its lock.
+  const guard = guardedBy(runId, { lockDir: LOCK_DIR, waitSeconds: deadlineOf('repoint', conn.target.deadlines) / 4000, say: (why) => `echo ${quote(`@@repoint-failed ${why}`)}` });
+  const r = await conn.execAsRoot(guard + repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S, runId }), { kind: 'repoint' });
   const out = parseRepointOutput(r.stdout);
   if (out.ok) {
     const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];

@@ -50,6 +50,14 @@ export interface ApplyScriptOptions {
   verify?: JournalRecord['verify'];
   /** Where the journal lives (tests use a temporary folder). */
   journalDir?: string;
+  /**
+   * The node lock's folder: the script goes on only while this run holds the lock (its holder line
+   * names the run and its lease keeper lives), so a run whose lease lapsed (a controller paused or
+   * cut off past the lease) cannot commit beside the run that took the lock since.
+   */
+  lockDir?: string;
+  /** Longest wait for another k8s-ha script on the node: less than this script's own deadline. */
+  applyWaitSeconds?: number;
 }
 
 /** Write a file with the shell's own printf: no process started (every fork counts on a busy node). */
@@ -136,12 +144,32 @@ export function applyLockPath(journalDir = JOURNAL_DIR): string {
   return `${journalDir.slice(0, journalDir.lastIndexOf('/')) || ''}/apply.lock`;
 }
 
-function holdApplyLock(journalDir: string): string[] {
+function holdApplyLock(journalDir: string, waitSeconds = 120): string[] {
   const parent = journalDir.slice(0, journalDir.lastIndexOf('/')) || '/';
+  const w = Math.max(1, Math.floor(waitSeconds));
   return [
     `{ [ -d ${quote(parent)} ] || mkdir -p -m 0700 ${quote(parent)}; } && exec 8>>${quote(applyLockPath(journalDir))} || { echo "@@failed journal 17"; exit 17; }`,
-    `flock -w 300 8 || { echo "@@failed journal 17"; echo ${quote(`another k8s-ha script has held ${applyLockPath(journalDir)} for 5 minutes`)}; exit 17; }`,
+    `flock -w ${w} 8 || { echo "@@failed journal 17"; echo ${quote(`another k8s-ha script has held ${applyLockPath(journalDir)} for ${w} s`)}; exit 17; }`,
   ];
+}
+
+/** Shell: go on only while run `runId` holds the node lock in `lockDir` (its holder line, its live keeper). */
+export function stillHoldsLock(lockDir: string, runId: string, say: (why: string) => string = (why) => `echo "@@failed lock 19"; echo ${quote(why)}`): string {
+  const d = quote(lockDir);
+  const why = `run ${runId} no longer holds the node's lock (its lease lapsed: the controller was silent for too long); nothing was changed`;
+  return (
+    `h=$(head -n 1 ${d}/holder 2>/dev/null); p=$(sed -n "2s/^pid //p" ${d}/holder 2>/dev/null); ` +
+    `case "$h" in *${quote(`, run ${runId}`)}) ;; *) p=; esac; ` +
+    `if [ -z "$p" ] || [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" != ${d}/lock ]; then ${say(why)}; exit 19; fi`
+  );
+}
+
+/**
+ * Shell put before a script that changes a node outside a journal (repointing kubeconfigs): it
+ * waits its turn behind any other k8s-ha script there, and goes on only while this run holds the lock.
+ */
+export function guardedBy(runId: string, o: { lockDir: string; journalDir?: string; waitSeconds?: number; say?: (why: string) => string }): string {
+  return [...holdApplyLock(o.journalDir ?? JOURNAL_DIR, o.waitSeconds), stillHoldsLock(o.lockDir, runId, o.say)].join('\n') + '\n';
 }
 
 /** What runs once the change is verified (e.g. which balancer starts at boot), then the journal is closed. */
@@ -162,7 +190,8 @@ function journalScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
   const J = o.journalDir ?? JOURNAL_DIR;
   return [
     `J=${quote(J)}`,
-    ...holdApplyLock(J),
+    ...holdApplyLock(J, o.applyWaitSeconds),
+    ...(o.lockDir ? [stillHoldsLock(o.lockDir, o.runId)] : []),
     // One short word written in place: a write cut short leaves an empty state, which a reader takes as `committing` (the safe guess).
     `st() { echo "$1" > "$J/state"; }`,
     `if [ -f "$J/run.json" ]; then echo "@@failed journal 18"; echo "the journal of an unfinished run is in $J"; exit 18; fi`,

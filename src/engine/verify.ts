@@ -6,7 +6,8 @@
  */
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { httpsGet } from '../connect/https-probe.js';
+import type { Duplex } from 'node:stream';
+import { httpsGet, MAX_BODY_BYTES } from '../connect/https-probe.js';
 import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
@@ -49,24 +50,41 @@ export interface VerifyOptions {
  */
 export async function httpGetOnHost(conn: SshConnection, where: string, path: string, timeoutMs: number): Promise<{ status: number; body: string }> {
   const { host, port } = hostPortOf(where);
-  try {
-    const socket = await conn.connectFromHost(host, port);
-    return await new Promise((resolve) => {
-      const req = http.request(
-        { createConnection: () => socket as never, path, headers: { host, connection: 'close' }, timeout: timeoutMs },
-        (res) => {
-          let body = '';
-          res.on('data', (b: Buffer) => (body += b.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
-          res.on('error', (e) => resolve({ status: 0, body: e.message }));
-        },
-      );
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+  let timer: NodeJS.Timeout | undefined;
+  let socket: Duplex | undefined;
+  // One deadline for the whole of it (the channel, the answer, its body), and a cap on the body.
+  const deadline = new Promise<{ status: number; body: string }>((resolve) => {
+    timer = setTimeout(() => {
+      socket?.destroy();
+      resolve({ status: 0, body: `no answer within ${timeoutMs} ms` });
+    }, timeoutMs);
+  });
+  const get = (async () => {
+    const channel = conn.connectFromHost(host, port);
+    socket = await channel;
+    if (!timer) socket.destroy();
+    return await new Promise<{ status: number; body: string }>((resolve) => {
+      const req = http.request({ createConnection: () => socket as never, path, headers: { host, connection: 'close' } }, (res) => {
+        let body = '';
+        res.on('data', (b: Buffer) => {
+          body += b.toString();
+          if (body.length > MAX_BODY_BYTES) {
+            req.destroy();
+            resolve({ status: res.statusCode ?? 0, body: body.slice(0, MAX_BODY_BYTES).trim() });
+          }
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
+        res.on('error', (e) => resolve({ status: 0, body: e.message }));
+      });
       req.on('error', (e) => resolve({ status: 0, body: e.message }));
       req.end();
     });
-  } catch (e) {
-    return { status: 0, body: (e as Error).message };
+  })().catch((e: Error) => ({ status: 0, body: e.message }));
+  try {
+    return await Promise.race([get, deadline]);
+  } finally {
+    clearTimeout(timer);
+    timer = undefined;
   }
 }
 

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { HANDLERS, noop, type Change, type Handler, type Operation, type PlanContext, type StepPlan } from './types.js';
 import type { HostFacts } from '../facts/host.js';
 import { nodePath } from '../inventory/schema.js';
+import { UsageError } from '../errors.js';
 
 const mode = z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0755"');
 /** A path on the node, by the one rule of node paths (util/safe-values.ts): it goes into the apply script. */
@@ -86,6 +87,9 @@ export const file: Operation<{ source: string; dest: string; mode: string; valid
  * A rendered file. `secret`: it holds a private key, so it is never shown: no diff (--diff, --json),
  * its current text is never read from the host, a change is only reported as changed.
  */
+/** Templates that hold a private key (the health checks' client certificate and key). */
+export const SECRET_TEMPLATES: ReadonlySet<string> = new Set(['kube-haproxy-client.pem', 'kube-lb-client.pem', 'vip-client.pem']);
+
 export const template: Operation<{ template: string; dest: string; mode: string; owner?: string; secret: boolean; validate?: string; notify: Handler[] }> = {
   type: 'template',
   args: z.strictObject({
@@ -99,11 +103,16 @@ export const template: Operation<{ template: string; dest: string; mode: string;
   }),
   facts: (a) => ({ files: [a.dest] }),
   plan(a, facts, ctx) {
+    // A template that holds a key is secret whatever a playbook says, and never readable by others.
+    const secret = a.secret || SECRET_TEMPLATES.has(a.template);
+    if (secret && parseInt(a.mode, 8) & 0o137) {
+      throw new UsageError(`template ${a.template} holds a private key: mode ${a.mode} lets others read it or anyone execute it`, { hint: 'give it mode 0600 (or 0640 with an owner group that must read it)' });
+    }
     return planPut(a.dest, Buffer.from(ctx.render(a.template, facts)), a.mode, facts, ctx, {
       validate: a.validate,
       notify: a.notify,
-      text: !a.secret,
-      what: a.secret ? 'write (secret, not shown)' : 'write',
+      text: !secret,
+      what: secret ? 'write (secret, not shown)' : 'write',
       owner: a.owner,
     });
   },

@@ -20,6 +20,28 @@ export interface ExecOptions {
   onOutput?: (chunk: string) => void;
 }
 
+/**
+ * Process groups started with a deadline (detached: a terminal's Ctrl-C no longer reaches them):
+ * killed on the way out, however the process leaves, so no make runs on after a second Ctrl-C.
+ */
+const groups = new Set<number>();
+let groupsHooked = false;
+function trackGroup(pid: number): void {
+  if (!groupsHooked) {
+    groupsHooked = true;
+    process.on('exit', () => {
+      for (const g of groups) {
+        try {
+          process.kill(-g, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    });
+  }
+  groups.add(pid);
+}
+
 /** Run a program on this machine (no shell) and collect its output. Never throws on a non-zero exit. */
 export function run(file: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
@@ -33,6 +55,7 @@ export function run(file: string, args: readonly string[], options: ExecOptions 
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timer: NodeJS.Timeout | undefined;
+    if (options.timeoutMs !== undefined && child.pid !== undefined) trackGroup(child.pid);
     if (options.timeoutMs) {
       timer = setTimeout(() => {
         try {
@@ -56,6 +79,7 @@ export function run(file: string, args: readonly string[], options: ExecOptions 
     });
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
+      if (child.pid !== undefined) groups.delete(child.pid);
       resolve({
         stdout: Buffer.concat(out).toString(),
         stderr: Buffer.concat(err).toString(),

@@ -4,11 +4,15 @@
  * as a visible escape (`\x1b`), so no host can move the cursor, clear the screen, retitle the
  * window or hide a line in what k8s-ha prints. Applied where remote text is rendered, before colour.
  */
+// Also the bidirectional overrides and isolates, which reorder what a line seems to say.
 // eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f]/g;
+const CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]/g;
 
 export function printable(text: string): string {
-  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return text.replace(CONTROL, (c) => {
+    const n = c.charCodeAt(0);
+    return n > 0xff ? `\\u${n.toString(16)}` : `\\x${n.toString(16).padStart(2, '0')}`;
+  });
 }
 
 /** The same through every string of a plain value (a report, an event): arrays and plain objects are copied, anything else kept. */

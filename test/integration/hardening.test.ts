@@ -224,6 +224,8 @@ describe('StrictHostKeyChecking no', () => {
     expect(fs.readFileSync(path.join(dir, 'known_hosts'), 'utf8')).toMatch(new RegExp(`^${node.address} ssh-`));
 
     const sockets = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap').length;
+    // Counted once the connection above has closed: a leak would leave one more open after the failed login.
+    await new Promise((r) => setTimeout(r, 300));
     const before = sockets();
     // A path under a file: the folder cannot be made.
     const blocked = path.join(scratchDir(), 'not-a-folder');
@@ -233,7 +235,7 @@ describe('StrictHostKeyChecking no', () => {
       (x: unknown) => x as Error,
     );
     expect(e?.message).toMatch(/cannot record the host key of .* in .*not-a-folder\/known_hosts/);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(sockets()).toBe(before);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sockets()).toBeLessThanOrEqual(before);
   });
 });

@@ -127,6 +127,23 @@ describe('the key is a secret file', () => {
     }
   });
 
+  it('stays secret when a custom playbook forgets to say so, and may not be readable by others', () => {
+    const inv = withCert();
+    const book = (mode: string) =>
+      fs.readFileSync(defaultPlaybookPath('kube-haproxy.yaml'), 'utf8').replace(/\n(\s+)secret: true\n/, '\n').replace(/(template: kube-haproxy-client\.pem[\s\S]*?mode: )"?0600"?/, `$1"${mode}"`);
+    const plan = (mode: string) => {
+      const parsed = parsePlaybook(book(mode), inv, Object.keys(TEMPLATES));
+      expect(parsed.diagnostics).toEqual([]);
+      const steps = playbookSteps(parsed.raw!, inv, inv.nodes[0]!);
+      expect(textFiles(steps)).not.toContain('/etc/haproxy/kube-haproxy-client.pem');
+      return planHost(inv.nodes[0]!, steps, hostFacts(), { artifacts: {}, render: (t) => TEMPLATES[t]!(inv), currentText: () => undefined });
+    };
+    const key = plan('0600').steps.flatMap((s) => s.plan?.changes ?? []).find((c) => c.kind === 'put' && c.path === '/etc/haproxy/kube-haproxy-client.pem') as { after?: string };
+    expect(key).toBeDefined();
+    expect(key.after).toBeUndefined();
+    expect(() => plan('0644')).toThrow(/holds a private key: mode 0644 lets others read it/);
+  });
+
   it('deploy --check --diff shows the CA and config diffs, never the key: the key file is only "changed", and --json holds no key', () => {
     const inv = withCert();
     const old = { sha256: 'a'.repeat(64), mode: '600', owner: 'root:root' };

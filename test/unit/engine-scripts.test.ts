@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { lockProbe, lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lock.js';
+import { stillHoldsLock } from '../../src/engine/scripts.js';
 import type { HostPlan } from '../../src/engine/plan.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import {
@@ -284,6 +285,19 @@ describe('lock', () => {
     await a.exited;
   });
 
+  it('a script goes on only while its run holds the lock: not for another run, not once the lease is gone', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice@ctl (pid 1) since t, run R1', 0, d));
+    await a.ready;
+    const check = (id: string) => run('sh', ['-c', stillHoldsLock(d.lock, id) + '\necho going on']);
+    expect((await check('R1')).stdout).toBe('going on\n');
+    const other = await check('R2');
+    expect([other.code, other.stdout]).toEqual([19, "@@failed lock 19\nrun R2 no longer holds the node's lock (its lease lapsed: the controller was silent for too long); nothing was changed\n"]);
+    a.child.stdin.end();
+    await a.exited;
+    expect((await check('R1')).code).toBe(19);
+  });
+
   it('with a wait, the second holder gets the lock once the first lets go', async () => {
     const d = lockDirs();
     const a = holdLock(lockScript('alice', 0, d));
@@ -385,7 +399,7 @@ describe('paths in node-side scripts are quoted, not put in "..."', () => {
     expect(restore).toContain(`echo ${quote(`@@restore-failed cannot remove ${p}`)}`);
     expect(restore).toContain(`echo ${quote(`@@restore-failed cannot move ${backupPath(p, RUN)} back`)}`);
     const lockDir = '/var/lib/a$(reboot)/journal';
-    expect(finishJournal(lockDir)).toContain(`echo ${quote(`another k8s-ha script has held ${applyLockPath(lockDir)} for 5 minutes`)}`);
+    expect(finishJournal(lockDir)).toContain(`echo ${quote(`another k8s-ha script has held ${applyLockPath(lockDir)} for 120 s`)}`);
     const upgrade = upgradeInPlace(p, 'kube-nginx');
     expect(upgrade).toContain(quote(`(${p}.oldbin) still runs`));
     expect(upgrade).toContain(quote(`no running master of kube-nginx in ${p}`));

@@ -20,7 +20,7 @@ function lines(text: string): string[] {
   return parseInventory(text).diagnostics.map((d) => formatDiagnostic('inv.yaml', d));
 }
 
-const USER_FIX = 'a login name is letters, digits, "_", "." or "-", starting with a letter or "_" (a trailing "$" allowed), at most 32 characters';
+const USER_FIX = 'a login name is letters, digits, "_", ".", "@" or "-", not starting with "-" (a trailing "$" allowed), at most 256 characters';
 
 describe('user names (they reach ProxyCommand %r)', () => {
   const inv = (ssh: string, nodes = '') => `ssh: ${ssh}\n${BASE.replace(/^nodes:.*\n/m, nodes || 'nodes: [{ name: n1, address: 192.0.2.21 }]\n')}tls: { insecureSkipVerify: true }\n`;
@@ -46,9 +46,10 @@ lb: { impl: kube-lb }
     ]);
   });
 
-  it('accepts what useradd accepts: dots, dashes, underscores, a trailing $, capitals; at most 32', () => {
-    for (const u of ['root', 'ops.admin', 'svc-deploy_1', '_apt', 'MACHINE$', 'a'.repeat(32)]) expect(lines(inv(`{ user: "${u}" }`)), u).toEqual([]);
-    expect(lines(inv(`{ user: "${'a'.repeat(33)}" }`))[0]).toMatch(/ssh\.user: .* is longer than 32 characters/);
+  it('accepts what useradd and directory services make: dots, dashes, underscores, a trailing $, capitals, user@domain; at most 256', () => {
+    for (const u of ['root', 'ops.admin', 'svc-deploy_1', '_apt', 'MACHINE$', 'alice@corp.example.com', '1ops', 'a'.repeat(256)]) expect(lines(inv(`{ user: "${u}" }`)), u).toEqual([]);
+    expect(lines(inv(`{ user: "${'a'.repeat(257)}" }`))[0]).toMatch(/ssh\.user: .* is longer than 256 characters/);
+    expect(lines(inv('{ user: "-oProxyCommand=x" }'))[0]).toMatch(/ssh\.user: "-oProxyCommand=x" is not a user name/);
     expect(lines(inv('{ user: "" }'))[0]).toMatch(/ssh\.user: is empty/);
   });
 });
@@ -77,8 +78,8 @@ kubeconfigs: [{ path: "/etc/kubernetes/$(reboot).conf" }, { path: /etc/kubernete
 kubeLb: { check: { clientCertFile: "/etc/pki/a b.crt" } }
 `;
     expect(lines(text)).toEqual([
-      'inv.yaml:6:36: kubeLb.check.clientCertFile: holds " ": a path on a node may hold only letters, digits and . _ + @ % = : , / - (nothing a shell or a config file reads specially), like /etc/kubernetes/pki/apiserver-kubelet-client.crt',
-      'inv.yaml:5:23: kubeconfigs[0].path: holds "$": a path on a node may hold only letters, digits and . _ + @ % = : , / - (nothing a shell or a config file reads specially), like /etc/kubernetes/kubelet.kubeconfig',
+      'inv.yaml:6:36: kubeLb.check.clientCertFile: holds " ": a path on a node may hold only letters, digits and . _ + @ = : , / - (nothing a shell or a config file reads specially), like /etc/kubernetes/pki/apiserver-kubelet-client.crt',
+      'inv.yaml:5:23: kubeconfigs[0].path: holds "$": a path on a node may hold only letters, digits and . _ + @ = : , / - (nothing a shell or a config file reads specially), like /etc/kubernetes/kubelet.kubeconfig',
       'inv.yaml:5:67: kubeconfigs[1].path: must not hold a ".." segment: write the path plainly, like /etc/kubernetes/kubelet.kubeconfig',
     ]);
   });

@@ -74,3 +74,9 @@ describe('where remote text is rendered', () => {
     expect(recap).toContain(`    ${SHOWN}`);
   });
 });
+
+describe('bidirectional controls', () => {
+  it('are shown, not obeyed: a line cannot be made to read backwards', () => {
+    expect(printable('ok \u202eetadpu\u202c done\u2066x\u2069')).toBe('ok \\u202eetadpu\\u202c done\\u2066x\\u2069');
+  });
+});

@@ -42,8 +42,8 @@ describe('ProxyJump, read as OpenSSH reads it', () => {
   it('refuses what ssh would read as an option, or a shell would expand', () => {
     expect(parseProxyJump('-oProxyCommand=sh')).toBe('"-oProxyCommand=sh" is not [user@]host[:port]: "-oProxyCommand=sh" is not a host name or address');
     expect(parseProxyJump('-gw')).toBe('"-gw" is not [user@]host[:port]: a host name cannot start with "-"');
-    expect(parseProxyJump('-o@gw')).toBe('"-o@gw" is not [user@]host[:port]: "-o" is not a user name: a login name is letters, digits, "_", "." or "-", starting with a letter or "_" (a trailing "$" allowed), at most 32 characters');
-    expect(parseProxyJump('a;b@gw')).toBe('"a;b@gw" is not [user@]host[:port]: "a;b" is not a user name: a login name is letters, digits, "_", "." or "-", starting with a letter or "_" (a trailing "$" allowed), at most 32 characters');
+    expect(parseProxyJump('-o@gw')).toBe('"-o@gw" is not [user@]host[:port]: "-o" is not a user name: a login name is letters, digits, "_", ".", "@" or "-", not starting with "-" (a trailing "$" allowed), at most 256 characters');
+    expect(parseProxyJump('a;b@gw')).toBe('"a;b@gw" is not [user@]host[:port]: "a;b" is not a user name: a login name is letters, digits, "_", ".", "@" or "-", not starting with "-" (a trailing "$" allowed), at most 256 characters');
     expect(parseProxyJump('ops$(id)@gw')).toMatch(/is not a user name/);
   });
 
