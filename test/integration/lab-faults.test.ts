@@ -123,6 +123,21 @@ describe('lab master partition | heal', () => {
   }, 60_000);
 });
 
+describe('lab up on a lab with a partitioned master', () => {
+  it('keeps it partitioned, as lab.json records, and does not count it against the lab', async () => {
+    try {
+      expect((await labMaster('partition')).code).toBe(0);
+      const up = await k8sha(['lab', 'up', '--dir', lab().dir]);
+      expect(up.code, up.stderr).toBe(0);
+      expect(up.stdout + up.stderr).toMatch(new RegExp(`hosts healthy; ${master().name} partitioned, as lab\\.json records`));
+      expect(up.stdout).toMatch(new RegExp(`^${master().name} .*partitioned \\(k8s-ha lab master ${master().name} heal\\)`, 'm'));
+      await withNode(node(), async (c) => expect(await connectFromNode(c, 6443, 2)).toMatchObject({ rc: 124, err: '' }));
+    } finally {
+      await labMaster('heal');
+    }
+  }, 60_000);
+});
+
 describe('lab master power-off | power-on', () => {
   it('the host vanishes mid-connection without FIN or reset, nothing answers its address, power-on brings it back healthy', async () => {
     await withNode(node(), async (c) => {
