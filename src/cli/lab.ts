@@ -118,8 +118,11 @@ export function labCommand(setExit: (code: number) => void): Command {
       'fail or restore a master: ready/unready turn its /readyz green/red; anonymous-off/anonymous-on make it answer 401 to requests ' +
         'without a client certificate of the lab CA (as --anonymous-auth=false) or serve them again; crash/recover make its apiserver stop/resume listening ' +
         '(connections refused, process and host up); stop/start its kube-apiserver service (SIGTERM: /readyz red, then connections refused; ' +
-        'the host up, SSH works); freeze/thaw the whole host (hung: no answer, no reset); down/up the whole host (container stopped: ' +
-        'nothing answers; up waits until SSH and /readyz answer again)',
+        'the host up, SSH works); freeze/thaw the whole host (hung: no answer, no reset, but its kernel still completes handshakes); ' +
+        'partition/heal the whole host (every packet to and from it dropped: no handshake, no reset, no ICMP, no ARP answer; kept in lab.json); ' +
+        'down/up the whole host (container stopped: nothing answers; up waits until SSH and /readyz answer again); ' +
+        'power-off/power-on the whole host (partitioned, then killed: it vanishes mid-connection without FIN or reset; kept in lab.json; ' +
+        'power-on waits as up does)',
     )
     .argument('<name>', 'a master of the lab, e.g. master-1')
     .argument('<action>', MASTER_ACTIONS.join(' | '))

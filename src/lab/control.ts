@@ -9,16 +9,25 @@
  *   crash | recover    the stand-in stops | resumes listening on :6443, its process alive
  *   stop | start       `systemctl stop | start kube-apiserver`: SIGTERM, /readyz red, then
  *                      connections refused; the host stays up (SSH works)
- *   freeze | thaw      the whole host paused | resumed: no answer, no FIN, no reset
- *   down | up          the whole host gone (container stopped) | back: booted, SSH and /readyz answer
+ *   freeze | thaw      the whole host paused | resumed: no answer, no FIN, no reset, but its kernel
+ *                      still completes TCP handshakes (a hung host, not a silent one)
+ *   partition | heal   every packet to and from the host dropped | let through again: no handshake, no
+ *                      reset, no ICMP, no ARP answer (see partition.ts); recorded in lab.json
+ *   down | up          the whole host gone (container stopped: its processes close their connections
+ *                      on the way) | back: booted, SSH and /readyz answer
+ *   power-off | power-on
+ *                      the host vanishes mid-connection: partitioned first, so nothing it sends on the
+ *                      way down leaves it, then killed; recorded in lab.json | started again (a fresh
+ *                      network namespace, so healed) and healthy, as `up`
  */
 import fs from 'node:fs/promises';
 import http from 'node:http';
 import { EnvironmentError, UsageError } from '../errors.js';
-import { docker } from './docker.js';
+import { docker, labContainers } from './docker.js';
 import { labPaths } from './files.js';
 import { probeMaster, waitForMaster } from './health.js';
-import { planOfState, readState } from './state.js';
+import { applyPartition } from './partition.js';
+import { planOfState, readState, setMasterFault, type LabState } from './state.js';
 import { STANDIN_CONTROL_PORT, type LabContainer, type MasterAction } from './topology.js';
 
 /** The systemd unit of the stand-in in the master image. */
@@ -32,6 +41,7 @@ interface FoundMaster {
   master: LabContainer;
   /** The lab's directory, as lab.json records it. */
   dir: string;
+  state: LabState;
 }
 
 async function findMaster(dir: string, name: string): Promise<FoundMaster> {
@@ -43,12 +53,34 @@ async function findMaster(dir: string, name: string): Promise<FoundMaster> {
     const names = plan.containers.filter((c) => c.role === 'master').map((c) => c.service);
     throw new UsageError(`the lab has no master named ${name}`, { hint: `use one of: ${names.join(', ')}` });
   }
-  return { master: m, dir: state.dir };
+  return { master: m, dir: state.dir, state };
 }
 
 export async function controlMaster(dir: string, name: string, action: MasterAction): Promise<string> {
-  const { master: m, dir: labDir } = await findMaster(dir, name);
+  const { master: m, dir: labDir, state } = await findMaster(dir, name);
   const who = `${name} (${m.address})`;
+  const fault = state.faults?.[name];
+  if (fault === 'powered-off' && action !== 'power-on' && action !== 'up' && action !== 'power-off') {
+    throw new UsageError(`${who} is powered off: \`${action}\` needs it running`, {
+      hint: `power it on first: k8s-ha lab master ${name} power-on --dir ${dir}`,
+    });
+  }
+  if (action === 'partition' || action === 'heal') {
+    const changed = await applyPartition(m, action === 'partition');
+    await setMasterFault(dir, name, action === 'partition' ? 'partitioned' : undefined);
+    if (action === 'heal') return `${who} healed: packets to and from it flow again${changed ? '' : ' (it was not partitioned)'}`;
+    return `${who} partitioned: every packet to and from it is dropped, no handshake, no reset, no ICMP, no ARP answer${changed ? '' : ' (it was already)'}`;
+  }
+  if (action === 'power-off') {
+    const running = (await labContainers(state.id)).some((c) => c.name === m.name && c.running);
+    if (running) {
+      // The partition first: what the kernel sends while the host dies (FIN, RST to its peers) goes nowhere.
+      await applyPartition(m, true);
+      await docker(['kill', m.name], { step: `powering ${name} off` });
+    }
+    await setMasterFault(dir, name, 'powered-off');
+    return `${who} powered off: it vanished mid-connection (no FIN, no reset), nothing answers at its address, not even ARP`;
+  }
   if (action === 'freeze' || action === 'thaw') {
     // docker pause: every process of the host stops dead; its TCP peers get no FIN and no RST.
     await docker([action === 'freeze' ? 'pause' : 'unpause', m.name], { step: `${action} ${name}` });
@@ -62,8 +94,12 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
     await docker(['stop', '-t', '1', m.name], { step: `taking ${name} down` });
     return `${who} down: the whole host is stopped (its container), nothing answers at its address`;
   }
-  if (action === 'up') {
+  if (action === 'up' || action === 'power-on') {
     await docker(['start', m.name], { step: `bringing ${name} up` });
+    // A started container has a fresh network namespace, without the qdiscs of a partition; one left
+    // running (partitioned, then powered on) is healed here.
+    await applyPartition(m, false);
+    if (fault) await setMasterFault(dir, name, undefined);
     const paths = labPaths(labDir);
     const h = await waitForMaster(m, paths, await fs.readFile(paths.caFile, 'utf8'), UP_TIMEOUT_MS, 'answer');
     if (!h.ok) {
@@ -71,7 +107,7 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
         hint: `look at \`docker logs ${m.name}\`, or \`docker exec ${m.name} systemctl status ${APISERVER_UNIT}\``,
       });
     }
-    return `${who} up: the host booted (${h.detail})`;
+    return `${who} ${action === 'up' ? 'up' : 'powered on'}: the host booted (${h.detail})`;
   }
   if (action === 'stop' || action === 'start') {
     // systemctl returns once the unit has stopped (the stand-in has closed :6443) or has been started.

@@ -5,7 +5,7 @@ import { httpsGet } from '../connect/https-probe.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import type { LabPaths } from './files.js';
 import { NGINX_SOURCE } from './sources.js';
-import { APISERVER_PORT, MIRROR_PORT, type LabContainer } from './topology.js';
+import { APISERVER_PORT, MIRROR_PORT, type LabContainer, type MasterFault } from './topology.js';
 
 export interface HostHealth {
   service: string;
@@ -14,6 +14,8 @@ export interface HostHealth {
   ok: boolean;
   /** What was seen: `running`, `/readyz 200`, an error... */
   detail: string;
+  /** A master partitioned or powered off on purpose, as lab.json records: not probed. */
+  fault?: MasterFault;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

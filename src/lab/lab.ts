@@ -32,7 +32,8 @@ import {
   writeState,
   type LabState,
 } from './state.js';
-import { dockerRunArgs, parseSubnet16, planLab, type LabImages, type LabPlan } from './topology.js';
+import { applyPartition } from './partition.js';
+import { dockerRunArgs, parseSubnet16, planLab, type LabContainer, type LabImages, type LabPlan } from './topology.js';
 
 export interface Step<C> {
   title: string;
@@ -225,6 +226,8 @@ export function labUpSteps(): Step<LabUpContext>[] {
           });
         }
         const have = new Map((await labContainers(plan.id)).map((c) => [c.name, c]));
+        const faults = ctx.existing?.faults ?? {};
+        const labels = (c: LabContainer) => ({ [LAB_LABEL]: plan.id, [LAB_DIR_LABEL]: path.resolve(ctx.options.dir), [LAB_ROLE_LABEL]: c.role });
         ctx.started = new Set();
         let created = 0;
         let started = 0;
@@ -239,19 +242,28 @@ export function labUpSteps(): Step<LabUpContext>[] {
             cur = undefined;
           }
           if (cur?.running) return;
+          // Powered off on purpose (lab.json says so): it stays off; made, not started, when missing.
+          if (faults[c.service] === 'powered-off') {
+            if (!cur) await docker(['create', ...dockerRunArgs(plan, c, labels(c))], { step: `making ${c.service}` });
+            return;
+          }
           if (cur) {
             await docker(['start', c.name]);
             ctx.started!.add(c.name);
             started++;
             return;
           }
-          const labels = { [LAB_LABEL]: plan.id, [LAB_DIR_LABEL]: path.resolve(ctx.options.dir), [LAB_ROLE_LABEL]: c.role };
-          await docker(['run', '-d', ...dockerRunArgs(plan, c, labels)], { step: `starting ${c.service}` });
+          await docker(['run', '-d', ...dockerRunArgs(plan, c, labels(c))], { step: `starting ${c.service}` });
           ctx.started!.add(c.name);
           if (outdated) recreated++;
           else created++;
           say(`started ${c.service} (${c.address})`);
         });
+        // Partitioned on purpose (lab.json says so): a master started again has lost its qdiscs.
+        const partitioned = plan.containers.filter((c) => faults[c.service] === 'partitioned');
+        for (const m of partitioned) {
+          if (await applyPartition(m, true)) ctx.changes.push(`partitioned ${m.service} again, as lab.json records`);
+        }
         if (recreated) ctx.changes.push(`recreated ${recreated} container${recreated === 1 ? '' : 's'} with a newer image`);
         if (created) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
         if (started) ctx.changes.push(`started ${started} stopped container${started === 1 ? '' : 's'}`);
@@ -281,8 +293,10 @@ export function labUpSteps(): Step<LabUpContext>[] {
         if (ctx.options.prepareOnly) return 'skipped (prepare only)';
         ctx.health = await checkLabHealth(ctx.plan!, ctx.paths!, bootTimeoutMs(ctx.plan!.containers.length), {
           throughBastion: ctx.options.isolated,
+          faults: ctx.existing?.faults,
         });
-        const bad = ctx.health.filter((h) => !h.ok);
+        const bad = ctx.health.filter((h) => !h.ok && !h.fault);
+        const faulted = ctx.health.filter((h) => h.fault);
         if (bad.length) {
           const first = ctx.plan!.containers.find((c) => c.service === bad[0]!.service)!;
           throw new EnvironmentError(
@@ -292,6 +306,9 @@ export function labUpSteps(): Step<LabUpContext>[] {
               hint: `look at \`docker logs ${first.name}\` and \`docker ps -a\`; \`k8s-ha lab up\` again starts what stopped, \`k8s-ha lab down\` removes it all`,
             },
           );
+        }
+        if (faulted.length) {
+          return `${ctx.health.length - faulted.length} hosts healthy; ${faulted.map((h) => `${h.service} ${h.fault}`).join(', ')}, as lab.json records`;
         }
         return `${ctx.health.length} hosts healthy`;
       },
@@ -313,6 +330,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           bastion: o.bastion,
           isolated: o.isolated,
           ...(o.os ? { os: o.os } : {}),
+          ...(ctx.existing?.faults ? { faults: ctx.existing.faults } : {}),
         };
         if (!o.prepareOnly) await writeState(o.dir, state);
         return o.prepareOnly ? 'not written (prepare only)' : path.join(o.dir, 'lab.json');
@@ -338,6 +356,8 @@ export interface HealthOptions {
    * (Not `docker exec`: that would say nothing of the path a user's deploy takes.)
    */
   throughBastion?: boolean;
+  /** Masters partitioned or powered off on purpose (lab.json): not probed, reported as such. */
+  faults?: LabState['faults'];
 }
 
 /** Every lab host, probed the way a user would: SSH + systemd (and TLS /readyz on masters), HTTP HEAD. */
@@ -357,15 +377,21 @@ export async function checkLabHealth(plan: LabPlan, paths: LabPaths, timeoutMs: 
           ? waitForMaster(c, paths, caPem, left)
           : probeMirror(c, left);
   let health: HostHealth[];
+  const faulted = (c: LabPlan['containers'][number]): HostHealth | undefined => {
+    const fault = options.faults?.[c.service];
+    if (!fault) return undefined;
+    const undo = fault === 'partitioned' ? 'heal' : 'power-on';
+    return { service: c.service, role: c.role, address: c.address, ok: false, fault, detail: `${fault} (k8s-ha lab master ${c.service} ${undo})` };
+  };
   try {
-    health = await mapLimit(plan.containers, PROBES_AT_ONCE, (c) => probe(c, Math.max(Math.min(timeoutMs, 1000), deadline - Date.now())));
+    health = await mapLimit(plan.containers, PROBES_AT_ONCE, async (c) => faulted(c) ?? probe(c, Math.max(Math.min(timeoutMs, 1000), deadline - Date.now())));
     // A second chance, once: a host whose sshd never accepted a login (seen on heavily loaded machines) gets
     // its sshd restarted and is probed again for a minute. Anything else stays as it was found.
     if (timeoutMs < 10_000) return health;
     return await Promise.all(
       health.map(async (h, i) => {
         const c = plan.containers[i]!;
-        if (h.ok || c.role === 'mirror' || !/no SSH login/.test(h.detail)) return h;
+        if (h.ok || h.fault || c.role === 'mirror' || !/no SSH login/.test(h.detail)) return h;
         await docker(['exec', c.name, 'systemctl', 'restart', 'ssh']).catch(() => undefined);
         const next = await probe(c, 60_000);
         if (next.ok) return { ...next, detail: `${next.detail} (after restarting its sshd once)` };
@@ -436,7 +462,7 @@ export async function labStatus(dir: string): Promise<LabStatus> {
   const plan = planOfState(state, dir);
   const containers = new Map((await labContainers(state.id)).map((c) => [c.name, c]));
   const isolated = !!state.bastion && !!state.isolated;
-  const health = await checkLabHealth(plan, paths, 1, { throughBastion: isolated });
+  const health = await checkLabHealth(plan, paths, 1, { throughBastion: isolated, faults: state.faults });
   const bastion = labBastion(plan);
   return {
     state,
@@ -447,7 +473,7 @@ export async function labStatus(dir: string): Promise<LabStatus> {
       const ctr = containers.get(c.name);
       const h = health[i]!;
       const container = ctr ? ctr.status : 'missing';
-      return { ...h, ok: h.ok && !!ctr?.running, detail: ctr?.running ? h.detail : '', container };
+      return { ...h, ok: h.ok && !!ctr?.running, detail: ctr?.running || h.fault ? h.detail : '', container };
     }),
   };
 }

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
-import { type LabImages, type LabPlan, MAX_LAB_HOSTS, planLab } from './topology.js';
+import { type LabImages, type LabPlan, MAX_LAB_HOSTS, type MasterFault, planLab } from './topology.js';
 
 export const STATE_FILE = 'lab.json';
 export const STATE_KIND = 'k8s-ha-lab';
@@ -30,6 +30,12 @@ export interface LabState {
   isolated?: boolean;
   /** The nodes' Debian releases, in turn (`lab up --os`); absent: every node runs the default one. */
   os?: string[];
+  /**
+   * Masters partitioned or powered off (`lab master NAME partition | power-off`), by name: `lab status`
+   * shows them, and `lab up` keeps them so (it partitions again a master whose container lost its qdiscs,
+   * and starts no powered-off one). Absent: none.
+   */
+  faults?: Record<string, MasterFault>;
 }
 
 /** Everything the lab writes in its directory; `lab down` removes exactly these. */
@@ -117,6 +123,17 @@ export async function checkLabDir(dir: string): Promise<LabState | undefined> {
     });
   }
   return undefined;
+}
+
+/** Record a master's fault in lab.json, or clear it (undefined); the rest of the file stays as it is. */
+export async function setMasterFault(dir: string, name: string, fault: MasterFault | undefined): Promise<void> {
+  const state = await readState(dir);
+  if (!state) throw new UsageError(`no lab in ${dir}`, { hint: `start one with \`k8s-ha lab up --dir ${dir}\`` });
+  const faults = { ...state.faults };
+  if (fault) faults[name] = fault;
+  else delete faults[name];
+  const { faults: _old, ...rest } = state;
+  await writeState(dir, Object.keys(faults).length ? { ...rest, faults } : rest);
 }
 
 export async function writeState(dir: string, state: LabState): Promise<void> {

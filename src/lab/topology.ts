@@ -19,8 +19,11 @@ export const KUBECONFIG_FILE = 'kubeconfig';
 export const HOST_KUBECONFIG = '/etc/k8s-ha-lab/kubeconfig';
 
 /** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
-export const MASTER_ACTIONS = ['ready', 'unready', 'anonymous-off', 'anonymous-on', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'down', 'up'] as const;
+export const MASTER_ACTIONS = ['ready', 'unready', 'anonymous-off', 'anonymous-on', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'partition', 'heal', 'down', 'up', 'power-off', 'power-on'] as const;
 export type MasterAction = (typeof MASTER_ACTIONS)[number];
+
+/** Faults lab.json records, because Docker cannot tell them (a partition) or `lab up` would undo them (a power-off). */
+export type MasterFault = 'partitioned' | 'powered-off';
 
 export type LabRole = 'node' | 'master' | 'mirror' | 'bastion';
 

@@ -5,7 +5,8 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ed25519KeyLength, ensureLabFiles } from '../../src/lab/files.js';
-import { planOfState, STATE_KIND, type LabState } from '../../src/lab/state.js';
+import { partitionScript } from '../../src/lab/partition.js';
+import { planOfState, readState, setMasterFault, STATE_KIND, writeState, type LabState } from '../../src/lab/state.js';
 import { MASTER_ACTIONS, planLab } from '../../src/lab/topology.js';
 
 const images = { node: 'n:1', master: 'm:1', apiserver: 'a:1' };
@@ -59,7 +60,54 @@ describe('lab.json', () => {
 
 describe('lab master actions', () => {
   it('are the stand-in’s own, the kube-apiserver service’s, and the whole host’s', () => {
-    expect([...MASTER_ACTIONS].sort()).toEqual(['anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up']);
+    expect([...MASTER_ACTIONS].sort()).toEqual([
+      'anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'heal', 'partition', 'power-off', 'power-on', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up',
+    ]);
+  });
+});
+
+describe('lab master partition', () => {
+  const on = partitionScript(true);
+  const off = partitionScript(false);
+
+  it('drops what leaves eth0 in a blackhole qdisc and sends everything that arrives there, ARP included, into it', () => {
+    const blackhole = on.indexOf('tc qdisc replace dev eth0 root blackhole');
+    const redirect = on.indexOf('tc filter add dev eth0 parent ffff: protocol all prio 1 u32 match u32 0 0 action mirred egress redirect dev eth0');
+    expect(blackhole).toBeGreaterThan(-1);
+    expect(redirect).toBeGreaterThan(-1);
+    // While the redirect stands without the blackhole, arriving packets would go back out onto the lab network.
+    expect(blackhole).toBeLessThan(redirect);
+  });
+
+  it('heals by taking the redirect away before the blackhole', () => {
+    const ingress = off.lastIndexOf('tc qdisc del dev eth0 ingress');
+    const root = off.lastIndexOf('tc qdisc del dev eth0 root');
+    expect(ingress).toBeGreaterThan(-1);
+    expect(ingress).toBeLessThan(root);
+  });
+
+  it('changes nothing on a second run: it says kept when the host already is as asked', () => {
+    expect(on).toMatch(/^if tc qdisc show dev eth0 root \| grep -q '\^qdisc blackhole' && tc filter show dev eth0 ingress \| grep -q mirred; then echo kept; else /);
+    expect(off).toMatch(/then .* echo changed; else echo kept; fi$/);
+  });
+
+  it('quotes the interface name', () => {
+    expect(partitionScript(true, "e'th")).toContain(`dev 'e'\\''th' root blackhole`);
+  });
+});
+
+describe('lab.json faults', () => {
+  it('records a partitioned or powered-off master and clears it, keeping the rest of the file', async () => {
+    const dir = path.join(tmp, 'faults');
+    fs.mkdirSync(dir);
+    const s: LabState = { kind: STATE_KIND, version: 1, id: 'x', dir, nodes: 1, masters: 2, subnet: '10.220.0.0/16', images, createdAt: '2026-01-01T00:00:00.000Z' };
+    await writeState(dir, s);
+    await setMasterFault(dir, 'master-1', 'partitioned');
+    await setMasterFault(dir, 'master-2', 'powered-off');
+    expect((await readState(dir))!.faults).toEqual({ 'master-1': 'partitioned', 'master-2': 'powered-off' });
+    await setMasterFault(dir, 'master-1', undefined);
+    await setMasterFault(dir, 'master-2', undefined);
+    expect(await readState(dir)).toEqual(s);
   });
 });
 
