@@ -2,7 +2,7 @@
 import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
 import type { LabUpContext } from '../lab/lab.js';
-import { APISERVER_PORT, LOCAL_LB, MASTER_ACTIONS, MAX_LAB_HOSTS, nodeOs, type MasterAction } from '../lab/topology.js';
+import { APISERVER_PORT, LOCAL_LB, MASTER_ACTIONS, MAX_LAB_HOSTS, masterActionValue, nodeOs, type MasterAction } from '../lab/topology.js';
 import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
 
@@ -116,8 +116,9 @@ export function labCommand(setExit: (code: number) => void): Command {
     .command('master')
     .description(
       'fail or restore a master: ready/unready turn its /readyz green/red; anonymous-off/anonymous-on make it answer 401 to requests ' +
-        'without a client certificate of the lab CA (as --anonymous-auth=false) or serve them again; crash/recover make its apiserver stop/resume listening ' +
-        '(connections refused, process and host up); stop/start its kube-apiserver service (SIGTERM: /readyz red, then connections refused; ' +
+        'without a client certificate of the lab CA (as --anonymous-auth=false) or serve them again; lag MS puts its watch cache MS behind etcd ' +
+        '(watches see events MS late, a read at a newer resourceVersion waits up to 3 s, then 504; 0: in step); crash/recover make its apiserver stop/resume listening ' +
+        '(connections refused, process and host up); stop/start its kube-apiserver service (SIGTERM: /readyz red, served 5 s more, then GOAWAY, watches ended, requests drained, connections refused; ' +
         'the host up, SSH works); freeze/thaw the whole host (hung: no answer, no reset, but its kernel still completes handshakes); ' +
         'partition/heal the whole host (every packet to and from it dropped: no handshake, no reset, no ICMP, no ARP answer; kept in lab.json); ' +
         'down/up the whole host (container stopped: nothing answers; up waits until SSH and /readyz answer again); ' +
@@ -126,13 +127,20 @@ export function labCommand(setExit: (code: number) => void): Command {
     )
     .argument('<name>', 'a master of the lab, e.g. master-1')
     .argument('<action>', MASTER_ACTIONS.join(' | '))
+    .argument('[ms]', 'with lag: how far its watch cache is behind, in ms (0: in step)')
     .option('--dir <dir>', 'lab directory', '.lab')
-    .action(async (name: string, action: string, o: { dir: string }) => {
+    .action(async (name: string, action: string, value: string | undefined, o: { dir: string }) => {
       if (!(MASTER_ACTIONS as readonly string[]).includes(action)) {
         throw new InvalidArgumentError(`action must be ${MASTER_ACTIONS.slice(0, -1).join(', ')} or ${MASTER_ACTIONS.at(-1)}, got "${action}".`);
       }
+      let lagMs: number | undefined;
+      try {
+        lagMs = masterActionValue(action as MasterAction, value);
+      } catch (e) {
+        throw new InvalidArgumentError(`${(e as Error).message}.`);
+      }
       const { controlMaster } = await import('../lab/control.js');
-      process.stdout.write((await controlMaster(o.dir, name, action as MasterAction)) + '\n');
+      process.stdout.write((await controlMaster(o.dir, name, action as MasterAction, lagMs)) + '\n');
     });
 
   return lab;

@@ -6,9 +6,11 @@
  *   anonymous-off | anonymous-on
  *                      the stand-in answers 401 | serves a request without a client certificate of
  *                      the lab CA (pki/lab-readyz.crt is one), as kube-apiserver --anonymous-auth=false
+ *   lag MS             the stand-in's watch cache MS behind etcd (its clock); 0: in step
  *   crash | recover    the stand-in stops | resumes listening on :6443, its process alive
- *   stop | start       `systemctl stop | start kube-apiserver`: SIGTERM, /readyz red, then
- *                      connections refused; the host stays up (SSH works)
+ *   stop | start       `systemctl stop | start kube-apiserver`: SIGTERM, and kube-apiserver's shutdown
+ *                      sequence (/readyz red, everything served for the delay, then GOAWAY, watches
+ *                      ended, in-flight requests drained), then connections refused; the host stays up
  *   freeze | thaw      the whole host paused | resumed: no answer, no FIN, no reset, but its kernel
  *                      still completes TCP handshakes (a hung host, not a silent one)
  *   partition | heal   every packet to and from the host dropped | let through again: no handshake, no
@@ -56,7 +58,7 @@ async function findMaster(dir: string, name: string): Promise<FoundMaster> {
   return { master: m, dir: state.dir, state };
 }
 
-export async function controlMaster(dir: string, name: string, action: MasterAction): Promise<string> {
+export async function controlMaster(dir: string, name: string, action: MasterAction, lagMs?: number): Promise<string> {
   const { master: m, dir: labDir, state } = await findMaster(dir, name);
   const who = `${name} (${m.address})`;
   const fault = state.faults?.[name];
@@ -110,10 +112,10 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
     return `${who} ${action === 'up' ? 'up' : 'powered on'}: the host booted (${h.detail})`;
   }
   if (action === 'stop' || action === 'start') {
-    // systemctl returns once the unit has stopped (the stand-in has closed :6443) or has been started.
+    // systemctl returns once the unit has stopped (the stand-in has gone through its shutdown sequence and exited) or has been started.
     await docker(['exec', m.name, 'systemctl', action, APISERVER_UNIT], { step: `systemctl ${action} ${APISERVER_UNIT} on ${name}` });
     if (action === 'stop') {
-      return `${who} kube-apiserver stopped (SIGTERM: /readyz turned red, then it closed :6443): connections are refused, the host stays up`;
+      return `${who} kube-apiserver stopped (SIGTERM: /readyz turned red, it served its shutdown delay, sent GOAWAY, ended its watches, drained its requests and exited): connections are refused, the host stays up`;
     }
     const caPem = await fs.readFile(labPaths(labDir).caFile, 'utf8');
     // Started already (systemctl changes nothing then) and made unready on purpose: it answers, which will do.
@@ -125,8 +127,10 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
     }
     return `${who} kube-apiserver started: ${h.detail}`;
   }
+  if (action === 'lag' && lagMs === undefined) throw new UsageError('lag needs the watch cache\'s lag in milliseconds', { hint: `e.g. k8s-ha lab master ${name} lag 2000` });
+  const controlPath = action === 'lag' ? `/control/lag?ms=${lagMs}` : `/control/${action}`;
   await new Promise<void>((resolve, reject) => {
-    const req = http.request({ host: m.address, port: STANDIN_CONTROL_PORT, method: 'POST', path: `/control/${action}`, timeout: 5000 }, (res) => {
+    const req = http.request({ host: m.address, port: STANDIN_CONTROL_PORT, method: 'POST', path: controlPath, timeout: 5000 }, (res) => {
       res.resume();
       res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`${name} control answered HTTP ${res.statusCode}`))));
     });
@@ -146,5 +150,10 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
   if (action === 'recover') return `${who} recovered: its kube-apiserver listens on :6443 again`;
   if (action === 'anonymous-off') return `${who} refuses anonymous requests: /readyz, /livez and the API answer 401 without a client certificate of the lab CA`;
   if (action === 'anonymous-on') return `${who} serves anonymous requests again`;
+  if (action === 'lag') {
+    return lagMs
+      ? `${who} watch cache ${lagMs} ms behind etcd: watches get events ${lagMs} ms late, reads at a newer resourceVersion wait up to 3 s, then 504`
+      : `${who} watch cache in step with etcd again`;
+  }
   return `${who} /readyz now answers ${action === 'ready' ? '200' : '500'}`;
 }

@@ -115,16 +115,23 @@ RUN chmod 0755 /usr/local/sbin/k8s-ha-lab-init \\
 /**
  * The apiserver stand-in as a systemd service named like the real one, so
  * `systemctl stop kube-apiserver` stops it the way kube-apiserver stops: a
- * SIGTERM, on which the stand-in turns /readyz red, then closes its port. %l
- * is the host name, which the lab sets to the master's name (master-1...).
+ * SIGTERM, on which the stand-in turns /readyz red, serves everything for
+ * the shutdown delay, then sends GOAWAY, ends its watches and drains its
+ * requests (up to the drain bound) before it exits. TimeoutStopSec is well
+ * above delay + drain, so systemd never kills it mid-sequence. %l is the host
+ * name, which the lab sets to the master's name (master-1...).
  */
-const MASTER_APISERVER_UNIT = `[Unit]
+export const STANDIN_SHUTDOWN_DELAY_MS = 5000;
+export const STANDIN_DRAIN_MS = 10_000;
+const STANDIN_STOP_TIMEOUT_S = (STANDIN_SHUTDOWN_DELAY_MS + STANDIN_DRAIN_MS) / 1000 + 15;
+export const MASTER_APISERVER_UNIT = `[Unit]
 Description=k8s-ha lab: apiserver stand-in (HTTPS :6443, like kube-apiserver)
 After=network.target
 
 [Service]
 Environment=STANDIN_NAME=%l
-ExecStart=/usr/local/bin/node /opt/k8s-ha-lab/standin.js apiserver
+ExecStart=/usr/local/bin/node /opt/k8s-ha-lab/standin.js apiserver --shutdown-delay ${STANDIN_SHUTDOWN_DELAY_MS} --drain ${STANDIN_DRAIN_MS}
+TimeoutStopSec=${STANDIN_STOP_TIMEOUT_S}
 Restart=on-failure
 RestartSec=1
 

@@ -8,8 +8,9 @@
  *     health check giving up) is watched again at once from the last resourceVersion seen;
  *   - a watch refused (connection refused) is tried again from there after a second;
  *   - a watch that could not start for another reason, or ended within a second with nothing,
- *     and a 410 Gone, end the run: list again, after client-go's backoff (800 ms doubling to 30 s)
- *     unless it was a 410.
+ *     and a watch ERROR event (410 Gone; 504 Too large resource version from a lagging watch
+ *     cache) end the run: list again, after client-go's backoff (800 ms doubling to 30 s) unless
+ *     it was a 410.
  * Each kubectl is one process and one connection, so a resumed watch also pays for a process
  * start; client-go would reuse its HTTP/2 connection when it still works.
  *
@@ -200,6 +201,8 @@ export class Reflector {
     const firstEvent = this.log.events.length;
     let next = from;
     let gone = false;
+    /** Another ERROR event: client-go's watchHandler returns it, and the reflector lists again. */
+    let failed = false;
     let lines = 0;
     let buf = '';
     let stderr = '';
@@ -234,7 +237,10 @@ export class Reflector {
           if (e.object.code === 410) {
             gone = true;
             this.log.gone++;
-          } else this.fail(`watch: ERROR ${JSON.stringify(e.object).slice(0, 200)}`);
+          } else {
+            failed = true;
+            this.fail(`watch: ERROR ${JSON.stringify(e.object).slice(0, 200)}`);
+          }
           continue;
         }
         const erv = Number(e.object.metadata?.resourceVersion);
@@ -264,6 +270,7 @@ export class Reflector {
         rec.exit = code;
         this.children.delete(child);
         if (gone) return resolve({ next, outcome: 'relist' });
+        if (failed) return resolve({ next, outcome: 'backoff' });
         const short = rec.endedAt - rec.startedAt < 1000 && lines === 0;
         if ((rec.answered || lines > 0) && !short) return resolve({ next, outcome: 'resume' });
         rec.error = lastLine(stderr);

@@ -28,11 +28,21 @@
  *   POST /control/anonymous-off | -on        refuse | serve requests without a client certificate
  *                                            signed by the lab CA: 401 on every path (/readyz and
  *                                            /livez too), as kube-apiserver --anonymous-auth=false
+ *   POST /control/lag?ms=N                   the watch cache N ms behind the clock (0: in step)
  *   POST /control/crash | /control/recover   stop listening on :6443 (connections refused, as when
  *                                            kube-apiserver is gone and its host is up), and listen again
  *   GET  /control/state                      readiness and open connection counts
- * On SIGTERM it behaves like kube-apiserver: /readyz turns red at once, it keeps
- * serving for STANDIN_SHUTDOWN_DELAY_MS (default 0), then closes everything.
+ * On SIGTERM it shuts down like kube-apiserver: /readyz turns red at once and everything else is
+ * served for --shutdown-delay MS (kube-apiserver's --shutdown-delay-duration); then it accepts no
+ * new connection, sends GOAWAY on every HTTP/2 session, closes idle HTTP/1.1 connections and ends
+ * every watch cleanly; requests in flight get up to --drain MS to finish; then it exits.
+ *
+ * The watch cache: kube-apiserver serves watches and most lists from a cache that follows etcd a
+ * little behind. With --cache-lag MS (or POST /control/lag?ms=N) a stand-in's cache is that far
+ * behind the clock (its etcd): a watch streams events only as the cache reaches them, a list at
+ * resourceVersion "0" sees the cache as it is, a list or get at a resourceVersion N the cache has not
+ * reached waits up to 3 s for it, then answers 504 Too large resource version, as kube-apiserver's
+ * cacher does (see readAt for which reads go to etcd instead).
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -54,8 +64,12 @@ export const NAMESPACE = 'default';
 export const LIFE = 30;
 /** How many past events a watch can resume from (10 minutes), as kube-apiserver's watch cache holds a window. */
 export const WINDOW = 2400;
-/** How far ahead of the clock a resourceVersion may be before it is refused as too large. */
+/** How far ahead of the clock (etcd, not the cache) a watch's resourceVersion may be before it is refused as too large. */
 const FUTURE_SLACK = 12;
+/** How long a read at a resourceVersion the watch cache has not reached waits for it: kube-apiserver's blockTimeout. */
+export const FRESH_WAIT_MS = 3000;
+/** How often such a read looks at the cache again. */
+const FRESH_POLL_MS = 50;
 /** With allowWatchBookmarks, a BOOKMARK this often. */
 export const BOOKMARK_MS = 5000;
 /** A watch without timeoutSeconds ends after between this and twice this, as kube-apiserver's --min-request-timeout. */
@@ -330,8 +344,14 @@ function bookmark(rv: number): unknown {
   return { type: 'BOOKMARK', object: { kind: 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(rv), creationTimestamp: null }, spec: { containers: null }, status: {} } };
 }
 
-/** What a watch sends first: the events after `from` (or, with no resourceVersion, the pods as ADDED), else an ERROR. */
-export function watchStart(q: URLSearchParams, namespace: string | undefined, now: number): { events: unknown[]; from: number; end?: boolean } | Answer {
+/**
+ * What a watch sends first: the events after `from` (or, with no resourceVersion, the pods as ADDED), else an ERROR.
+ * `now` is the watch cache's resourceVersion, `clock` etcd's (the clock's; the same without a cache lag). As
+ * kube-apiserver's cacher, a watch from a resourceVersion the cache has not reached yet is not refused and does not
+ * wait: it starts at once, and its events come as the cache reaches them (only a watch asking for sendInitialEvents
+ * waits for the cache, which the stand-in refuses).
+ */
+export function watchStart(q: URLSearchParams, namespace: string | undefined, now: number, clock = now): { events: unknown[]; from: number; end?: boolean } | Answer {
   const rv = parseRv(q);
   if (typeof rv === 'object') return rv;
   const error = (a: Answer) => ({ events: [{ type: 'ERROR', object: a.body }], from: now, end: true });
@@ -342,7 +362,8 @@ export function watchStart(q: URLSearchParams, namespace: string | undefined, no
   }
   // As kube-apiserver's watch cache answers: a 200 stream whose one event is the error.
   if (rv < now - WINDOW) return error(tooOld(rv, now));
-  if (rv > now + FUTURE_SLACK) return error(tooLarge(rv, now));
+  // Not kube-apiserver's (its watch would wait for ever): a resourceVersion etcd has not had is a client's mistake.
+  if (rv > clock + FUTURE_SLACK) return error(tooLarge(rv, clock));
   return { events: [], from: rv };
 }
 
@@ -357,6 +378,8 @@ function eventsBetween(from: number, to: number, namespace: string | undefined):
 interface Watcher {
   res: Res;
   namespace?: string;
+  /** The resourceVersion it started from. */
+  from: number;
   /** The last resourceVersion sent. */
   at: number;
   bookmarks: boolean;
@@ -370,7 +393,12 @@ export interface StandinOptions {
   port: number;
   controlPort: number;
   host?: string;
+  /** On SIGTERM, how long /readyz is red while everything else is served (kube-apiserver's --shutdown-delay-duration). */
   shutdownDelayMs: number;
+  /** Then, how long in-flight requests may take to finish before the rest is cut (kube-apiserver's is 60 s); default 10 s. */
+  drainMs?: number;
+  /** How far the watch cache is behind etcd (the clock), in ms; default 0. `POST /control/lag?ms=N` changes it. */
+  cacheLagMs?: number;
   /** With allowWatchBookmarks, a BOOKMARK this often; default BOOKMARK_MS. */
   bookmarkMs?: number;
   log?: (message: string) => void;
@@ -381,22 +409,42 @@ export interface Standin {
   control: http.Server;
   /** Close every port and connection at once. */
   close: () => void;
-  /** As kube-apiserver on SIGTERM: /readyz red at once, serve shutdownDelayMs more, then close. */
+  /**
+   * As kube-apiserver on SIGTERM: /readyz red at once, everything else served shutdownDelayMs more; then no new
+   * connections, GOAWAY on every HTTP/2 session, idle HTTP/1.1 connections closed, watches ended; in-flight
+   * requests finish within drainMs; then every connection is closed. Resolves then.
+   */
   terminate: () => Promise<void>;
+  /** Set the watch cache's lag (ms behind the clock). Raising it stalls the cache: it never goes back. */
+  setCacheLag: (ms: number) => void;
 }
 
 export function serveApiserver(o: StandinOptions): Standin {
   const { name } = o;
   const bookmarkMs = o.bookmarkMs ?? BOOKMARK_MS;
+  const drainMs = o.drainMs ?? 10_000;
   const log = o.log ?? ((message: string) => process.stdout.write(`${new Date().toISOString()} ${name} ${message}\n`));
   let ready = true;
   /** Off: kube-apiserver with --anonymous-auth=false, every request needs a client certificate of the lab CA. */
   let anonymous = true;
+  /** SIGTERM came: /readyz is red. */
   let shuttingDown = false;
+  /** The shutdown delay is over: no new connections, in-flight requests finish. */
+  let draining = false;
   let requests = 0;
+  let lagMs = o.cacheLagMs ?? 0;
+  /** The newest resourceVersion the watch cache has: it never goes back, so raising the lag stalls it. */
+  let cacheRv = 0;
+  const cacheNow = () => (cacheRv = Math.max(cacheRv, rvAt(Date.now() - lagMs)));
   const sockets = new Set<Socket>();
+  const tlsSockets = new Set<TLSSocket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
   const watchers = new Set<Watcher>();
   const probes = new Set<Res>();
+  /** Requests being answered, watches and probes aside: what the drain waits for. */
+  const inflight = new Set<Res>();
+  /** HTTP/1.1 connections with a request being answered: closed once it is, while draining. */
+  const busy = new Map<TLSSocket, number>();
 
   const send = (res: Res, a: Answer) => {
     res.writeHead(a.status, { 'content-type': 'application/json', 'x-standin': name });
@@ -409,19 +457,35 @@ export function serveApiserver(o: StandinOptions): Standin {
     write(w.res, JSON.stringify({ type: ev.type, object }) + '\n');
   };
 
-  /** Send a watch the events up to `now` it has not had. */
+  /**
+   * The cache's resourceVersion once it has reached `rv`, polling it; undefined after FRESH_WAIT_MS, or when
+   * the client has gone. As kube-apiserver's waitUntilFreshAndBlock.
+   */
+  const fresh = async (rv: number, res: Res): Promise<number | undefined> => {
+    const deadline = Date.now() + FRESH_WAIT_MS;
+    for (;;) {
+      const now = cacheNow();
+      if (now >= rv) return now;
+      if (Date.now() >= deadline || res.destroyed) return undefined;
+      await new Promise((r) => setTimeout(r, FRESH_POLL_MS));
+    }
+  };
+
+  /** Send a watch the events up to `now` (the cache's) it has not had. */
   const catchUp = (w: Watcher, now: number) => {
     for (const e of eventsBetween(w.at, now, w.namespace)) line(w, e);
     w.at = Math.max(w.at, now);
   };
-  // One clock for every watch, just after each tick: each watch gets what it has not had.
+  // One clock for every watch, just after each tick: each watch gets what the cache has and it has not had.
   let ticker: NodeJS.Timeout | undefined;
-  const nextTick = () => setTimeout(tick, TICK_MS - (Date.now() % TICK_MS) + 1);
+  const nextTick = () => setTimeout(tick, TICK_MS - ((Date.now() - lagMs) % TICK_MS) + 1);
   const tick = () => {
     const nowMs = Date.now();
+    const cache = cacheNow();
     for (const w of watchers) {
-      catchUp(w, rvAt(nowMs));
-      if (w.bookmarks && nowMs >= w.nextBookmark) {
+      catchUp(w, cache);
+      // As the cacher's: a bookmark only once the cache is past where the watch started (none would go back).
+      if (w.bookmarks && w.at === cache && cache > w.from && nowMs >= w.nextBookmark) {
         line(w, bookmark(w.at));
         w.nextBookmark = nowMs + bookmarkMs;
       }
@@ -430,8 +494,8 @@ export function serveApiserver(o: StandinOptions): Standin {
   };
 
   const watch = (req: Req, res: Res, q: URLSearchParams, namespace: string | undefined) => {
-    const now = rvAt(Date.now());
-    const start = watchStart(q, namespace, now);
+    const now = cacheNow();
+    const start = watchStart(q, namespace, now, rvAt(Date.now()));
     if ('status' in start) return send(res, start);
     res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
     // An HTTP/1.1 client waits for the headers: send them now, not with the first event.
@@ -439,6 +503,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     const w: Watcher = {
       res,
       ...(namespace ? { namespace } : {}),
+      from: start.from,
       at: start.from,
       bookmarks: q.get('allowWatchBookmarks') === 'true',
       table: wantsTable(req.headers.accept),
@@ -448,6 +513,8 @@ export function serveApiserver(o: StandinOptions): Standin {
     if (start.end) return void res.end();
     catchUp(w, now);
     watchers.add(w);
+    // Not waited for by the drain: it ends watches when it begins.
+    inflight.delete(res);
     ticker ??= nextTick();
     const asked = Number(q.get('timeoutSeconds') ?? '');
     const seconds = Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
@@ -465,6 +532,7 @@ export function serveApiserver(o: StandinOptions): Standin {
   const probe = (res: Res) => {
     res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
     probes.add(res);
+    inflight.delete(res);
     let seq = 0;
     const beat = () => {
       seq++;
@@ -476,6 +544,49 @@ export function serveApiserver(o: StandinOptions): Standin {
       clearInterval(timer);
       probes.delete(res);
     });
+  };
+
+  /**
+   * Where kube-apiserver reads a list or a get from (the cacher's rules): etcd (here the clock) for a continue,
+   * resourceVersionMatch=Exact, or a limit with a resourceVersion other than "0"; the cache as it is for "0";
+   * the cache once it has reached N for N (else 504 Too large resource version after FRESH_WAIT_MS); a get with
+   * none from etcd; a list with none is a consistent read: the cache once it has reached etcd's resourceVersion
+   * (ConsistentListFromCache), else etcd after FRESH_WAIT_MS.
+   */
+  const readAt = async (q: URLSearchParams, res: Res, single: boolean): Promise<{ now: number } | Answer | undefined> => {
+    const v = q.get('resourceVersion') ?? '';
+    const clock = rvAt(Date.now());
+    const limit = Number(q.get('limit') ?? '0');
+    if (!single && (q.get('continue') || q.get('resourceVersionMatch') === 'Exact' || (limit > 0 && v !== '0'))) return { now: clock };
+    // A get with no resourceVersion, and a resourceVersion that is not one (list() says so), go to etcd.
+    if ((single && v === '') || (!/^\d+$/.test(v) && v !== '')) return { now: clock };
+    if (v === '0') return { now: cacheNow() };
+    const wanted = v === '' ? clock : Number(v);
+    const at = await fresh(wanted, res);
+    if (res.destroyed) return undefined;
+    if (at !== undefined) return { now: at };
+    return v === '' ? { now: rvAt(Date.now()) } : tooLarge(wanted, cacheNow());
+  };
+
+  const pods = async (req: Req, res: Res, q: URLSearchParams, target: { namespace?: string; name?: string }) => {
+    const watching = q.get('watch') === '1' || q.get('watch') === 'true';
+    if (target.name && watching) return send(res, status(400, 'BadRequest', 'watch a single pod with fieldSelector, which the stand-in does not implement'));
+    if (watching) return watch(req, res, q, target.namespace);
+    const at = await readAt(q, res, !!target.name);
+    if (!at) return;
+    if ('status' in at) return send(res, at);
+    const nowMs = Date.now();
+    if (target.name) {
+      const pod = inNamespace(target.namespace) ? podsAt(at.now).find((x) => x.metadata.name === target.name) : undefined;
+      if (!pod) return send(res, status(404, 'NotFound', `pods "${target.name}" not found`));
+      return send(res, wantsTable(req.headers.accept) ? { status: 200, body: table([pod], { resourceVersion: String(at.now) }, q.get('includeObject'), nowMs) } : { status: 200, body: pod });
+    }
+    const answer = list(q, target.namespace, at.now);
+    if (answer.status === 200 && wantsTable(req.headers.accept)) {
+      const l = answer.body as { metadata: Record<string, unknown>; items: Pod[] };
+      return send(res, { status: 200, body: table(l.items, l.metadata, q.get('includeObject'), nowMs) });
+    }
+    send(res, answer);
   };
 
   const handle = (req: Req, res: Res) => {
@@ -495,7 +606,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     }
     if (p === '/healthz' || p === '/livez') return text(200, 'ok');
     if (p === '/readyz') {
-      if (shuttingDown) return text(500, '[-]shutdown failed: reason withheld\nreadyz check failed');
+      if (shuttingDown) return text(500, '[+]ping ok\n[+]etcd ok\n[-]shutdown failed: reason withheld\nreadyz check failed');
       return ready ? text(200, 'ok') : text(500, '[-]etcd failed: reason withheld\nreadyz check failed');
     }
     if (p === '/version') {
@@ -507,22 +618,34 @@ export function serveApiserver(o: StandinOptions): Standin {
     if (!target) return p.startsWith('/api') ? send(res, notFound()) : text(404, '404 page not found');
     const refused = unsupported(q);
     if (refused) return send(res, refused);
-    const nowMs = Date.now();
-    const now = rvAt(nowMs);
-    const watching = q.get('watch') === '1' || q.get('watch') === 'true';
-    if (target.name) {
-      if (watching) return send(res, status(400, 'BadRequest', 'watch a single pod with fieldSelector, which the stand-in does not implement'));
-      const pod = inNamespace(target.namespace) ? podsAt(now).find((x) => x.metadata.name === target.name) : undefined;
-      if (!pod) return send(res, status(404, 'NotFound', `pods "${target.name}" not found`));
-      return send(res, wantsTable(req.headers.accept) ? { status: 200, body: table([pod], { resourceVersion: String(now) }, q.get('includeObject'), nowMs) } : { status: 200, body: pod });
-    }
-    if (watching) return watch(req, res, q, target.namespace);
-    const answer = list(q, target.namespace, now);
-    if (answer.status === 200 && wantsTable(req.headers.accept)) {
-      const l = answer.body as { metadata: Record<string, unknown>; items: Pod[] };
-      return send(res, { status: 200, body: table(l.items, l.metadata, q.get('includeObject'), nowMs) });
-    }
-    send(res, answer);
+    pods(req, res, q, target).catch((e: Error) => {
+      if (!res.headersSent) send(res, status(500, 'InternalError', e.message));
+      else res.destroy();
+    });
+  };
+
+  /** Track what the drain waits for, then answer. */
+  const serve = (req: Req, res: Res) => {
+    const h1 = req.httpVersion !== '2.0' ? (req.socket as TLSSocket) : undefined;
+    inflight.add(res);
+    if (h1) busy.set(h1, (busy.get(h1) ?? 0) + 1);
+    let done = false;
+    const finished = () => {
+      if (done) return;
+      done = true;
+      inflight.delete(res);
+      if (!h1) return;
+      const n = (busy.get(h1) ?? 1) - 1;
+      if (n > 0) busy.set(h1, n);
+      else {
+        busy.delete(h1);
+        // As Go's http.Server.Shutdown: a connection that has become idle is closed.
+        if (draining) h1.end();
+      }
+    };
+    res.on('finish', finished);
+    res.on('close', finished);
+    handle(req, res);
   };
 
   const api = http2.createSecureServer(
@@ -536,11 +659,19 @@ export function serveApiserver(o: StandinOptions): Standin {
       requestCert: true,
       rejectUnauthorized: false,
     },
-    handle,
+    serve,
   );
   api.on('connection', (s: Socket) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
+  });
+  api.on('secureConnection', (s: TLSSocket) => {
+    tlsSockets.add(s);
+    s.on('close', () => tlsSockets.delete(s));
+  });
+  api.on('session', (s: http2.ServerHttp2Session) => {
+    sessions.add(s);
+    s.on('close', () => sessions.delete(s));
   });
   api.on('tlsClientError', () => {
     /* port probes and aborted handshakes are normal here */
@@ -549,13 +680,24 @@ export function serveApiserver(o: StandinOptions): Standin {
     /* a client gone mid-stream */
   });
   const host = o.host ?? '0.0.0.0';
-  api.listen(o.port, host, () => log(`apiserver stand-in listening on :${o.port}`));
+  // The port bound (o.port may be 0), which a test reads from this line.
+  api.listen(o.port, host, () => log(`apiserver stand-in listening on :${(api.address() as { port: number }).port}${lagMs ? `, its watch cache ${lagMs} ms behind` : ''}`));
+
+  const setCacheLag = (ms: number) => {
+    lagMs = ms;
+    // The ticker follows the cache's ticks: start the next one on the new lag.
+    if (ticker) {
+      clearTimeout(ticker);
+      ticker = nextTick();
+    }
+  };
 
   const control = http.createServer((req, res) => {
     const reply = (code: number, body: unknown) => {
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
+    const url = new URL(req.url ?? '/', 'http://control');
     if (req.method === 'POST' && req.url === '/control/ready') {
       ready = true;
       log('made ready');
@@ -565,6 +707,11 @@ export function serveApiserver(o: StandinOptions): Standin {
     } else if (req.method === 'POST' && (req.url === '/control/anonymous-off' || req.url === '/control/anonymous-on')) {
       anonymous = req.url === '/control/anonymous-on';
       log(anonymous ? 'serving anonymous requests' : 'refusing anonymous requests (401)');
+    } else if (req.method === 'POST' && url.pathname === '/control/lag') {
+      const ms = url.searchParams.get('ms') ?? '';
+      if (!/^\d{1,7}$/.test(ms)) return reply(400, { error: `lag: ms must be a whole number of milliseconds (0 to 9999999), got "${ms}"` });
+      setCacheLag(Number(ms));
+      log(Number(ms) ? `watch cache ${ms} ms behind` : 'watch cache in step');
     } else if (req.method === 'POST' && req.url === '/control/crash') {
       if (api.listening) api.close();
       for (const s of sockets) s.destroy();
@@ -572,9 +719,18 @@ export function serveApiserver(o: StandinOptions): Standin {
     } else if (req.method === 'POST' && req.url === '/control/recover') {
       if (!api.listening) api.listen(o.port, host, () => log(`recovered: listening on :${o.port}`));
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
-      return reply(404, { error: 'POST /control/ready, /control/unready, /control/anonymous-off, /control/anonymous-on, /control/crash, /control/recover or GET /control/state' });
+      return reply(404, { error: 'POST /control/ready, /control/unready, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover or GET /control/state' });
     }
-    reply(200, { name, ready: ready && !shuttingDown, anonymous, connections: sockets.size, watches: watchers.size + probes.size, requests });
+    reply(200, {
+      name,
+      ready: ready && !shuttingDown,
+      anonymous,
+      cacheLagMs: lagMs,
+      cacheResourceVersion: cacheNow(),
+      connections: sockets.size,
+      watches: watchers.size + probes.size,
+      requests,
+    });
   });
   control.listen(o.controlPort, host);
 
@@ -585,18 +741,42 @@ export function serveApiserver(o: StandinOptions): Standin {
     control.closeAllConnections();
     for (const s of sockets) s.destroy();
   };
+
+  /** After the delay: no new connections, GOAWAY, idle HTTP/1.1 closed, watches ended. */
+  const drain = () => {
+    draining = true;
+    if (api.listening) api.close();
+    // session.close(): GOAWAY now, the session ends once its open streams have.
+    for (const s of sessions) if (!s.closed) s.close();
+    for (const s of tlsSockets) if (s.alpnProtocol !== 'h2' && !busy.has(s)) s.end();
+    // kube-apiserver ends its watches on shutdown (the cacher terminates its watchers): a clean end of stream.
+    for (const w of watchers) {
+      watchers.delete(w);
+      w.res.end();
+    }
+    for (const r of probes) r.end();
+  };
+
   let terminated: Promise<void> | undefined;
   const terminate = () =>
     (terminated ??= new Promise<void>((resolve) => {
       shuttingDown = true;
       log(`SIGTERM: /readyz is red, serving ${o.shutdownDelayMs} ms more`);
       setTimeout(() => {
-        close();
-        log('stopped');
-        resolve();
+        drain();
+        log(`not accepting connections; waiting up to ${drainMs} ms for ${inflight.size} requests in flight`);
+        const deadline = Date.now() + drainMs;
+        const poll = () => {
+          if (inflight.size && Date.now() < deadline) return void setTimeout(poll, FRESH_POLL_MS);
+          if (inflight.size) log(`${inflight.size} requests still in flight after ${drainMs} ms: cut`);
+          close();
+          log('stopped');
+          resolve();
+        };
+        poll();
       }, o.shutdownDelayMs);
     }));
-  return { api, control, close, terminate };
+  return { api, control, close, terminate, setCacheLag };
 }
 
 function serveMirror(root: string): void {
@@ -630,20 +810,55 @@ function serveMirror(root: string): void {
 }
 
 // Run as a program (in the lab's images), not when imported (unit tests import the history and the API).
+const USAGE = 'usage: standin.js apiserver [--cache-lag MS] [--shutdown-delay MS] [--drain MS] | standin.js mirror DIR\n';
+
+/**
+ * The apiserver's settings: `--cache-lag MS` (else STANDIN_CACHE_LAG_MS, else 0), `--shutdown-delay MS`
+ * (STANDIN_SHUTDOWN_DELAY_MS, 0), `--drain MS` (STANDIN_DRAIN_MS, 10000); whole milliseconds, else an error.
+ */
+export function apiserverSettings(args: string[], env: NodeJS.ProcessEnv): { cacheLagMs: number; shutdownDelayMs: number; drainMs: number } {
+  const flags: Record<string, [string, string]> = {
+    '--cache-lag': ['STANDIN_CACHE_LAG_MS', '0'],
+    '--shutdown-delay': ['STANDIN_SHUTDOWN_DELAY_MS', '0'],
+    '--drain': ['STANDIN_DRAIN_MS', '10000'],
+  };
+  const given: Record<string, string> = {};
+  for (let i = 0; i < args.length; i += 2) {
+    const [flag, value] = [args[i]!, args[i + 1]];
+    if (!Object.hasOwn(flags, flag) || value === undefined) throw new Error(`unknown argument or missing value: ${flag}`);
+    given[flag] = value;
+  }
+  const ms = (flag: string) => {
+    const [envName, fallback] = flags[flag]!;
+    const v = given[flag] ?? env[envName] ?? fallback;
+    if (!/^\d{1,7}$/.test(v)) throw new Error(`${flag} (or ${envName}) must be a whole number of milliseconds, got "${v}"`);
+    return Number(v);
+  };
+  return { cacheLagMs: ms('--cache-lag'), shutdownDelayMs: ms('--shutdown-delay'), drainMs: ms('--drain') };
+}
+
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   const mode = process.argv[2];
   if (mode === 'apiserver') {
+    let settings: ReturnType<typeof apiserverSettings>;
+    try {
+      settings = apiserverSettings(process.argv.slice(3), process.env);
+    } catch (e) {
+      process.stderr.write(`standin.js: ${(e as Error).message}\n${USAGE}`);
+      process.exit(2);
+    }
     const standin = serveApiserver({
       name: process.env.STANDIN_NAME ?? 'standin',
       pkiDir: process.env.STANDIN_PKI_DIR ?? '/etc/k8s-ha-lab/pki',
-      port: 6443,
-      controlPort: 8080,
-      shutdownDelayMs: Number(process.env.STANDIN_SHUTDOWN_DELAY_MS ?? '0'),
+      port: Number(process.env.STANDIN_PORT ?? '6443'),
+      controlPort: Number(process.env.STANDIN_CONTROL_PORT ?? '8080'),
+      ...(process.env.STANDIN_HOST ? { host: process.env.STANDIN_HOST } : {}),
+      ...settings,
     });
     process.on('SIGTERM', () => void standin.terminate().then(() => process.exit(0)));
   } else if (mode === 'mirror') serveMirror(path.resolve(process.argv[3] ?? '/srv/mirror'));
   else {
-    process.stderr.write('usage: standin.js apiserver | standin.js mirror DIR\n');
+    process.stderr.write(USAGE);
     process.exit(2);
   }
 }

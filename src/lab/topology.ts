@@ -19,8 +19,25 @@ export const KUBECONFIG_FILE = 'kubeconfig';
 export const HOST_KUBECONFIG = '/etc/k8s-ha-lab/kubeconfig';
 
 /** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
-export const MASTER_ACTIONS = ['ready', 'unready', 'anonymous-off', 'anonymous-on', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'partition', 'heal', 'down', 'up', 'power-off', 'power-on'] as const;
+export const MASTER_ACTIONS = ['ready', 'unready', 'anonymous-off', 'anonymous-on', 'lag', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'partition', 'heal', 'down', 'up', 'power-off', 'power-on'] as const;
 export type MasterAction = (typeof MASTER_ACTIONS)[number];
+/** The longest watch-cache lag `lab master NAME lag MS` sets (10 minutes: the whole window a watch can resume from). */
+export const MAX_CACHE_LAG_MS = 600_000;
+
+/**
+ * `lab master NAME lag MS`: MS a whole number of milliseconds, 0 to MAX_CACHE_LAG_MS; every other action takes none.
+ * Returns the lag, or undefined for another action; throws a message naming the fix.
+ */
+export function masterActionValue(action: MasterAction, value: string | undefined): number | undefined {
+  if (action !== 'lag') {
+    if (value !== undefined) throw new Error(`${action} takes no value, got "${value}"`);
+    return undefined;
+  }
+  if (value === undefined || !/^\d{1,6}$/.test(value) || Number(value) > MAX_CACHE_LAG_MS) {
+    throw new Error(`lag needs the watch cache's lag in whole milliseconds, 0 (in step) to ${MAX_CACHE_LAG_MS}, e.g. \`lag 2000\`; got ${value === undefined ? 'none' : `"${value}"`}`);
+  }
+  return Number(value);
+}
 
 /** Faults lab.json records, because Docker cannot tell them (a partition) or `lab up` would undo them (a power-off). */
 export type MasterFault = 'partitioned' | 'powered-off';

@@ -7,7 +7,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { ed25519KeyLength, ensureLabFiles } from '../../src/lab/files.js';
 import { partitionScript } from '../../src/lab/partition.js';
 import { planOfState, readState, setMasterFault, STATE_KIND, writeState, type LabState } from '../../src/lab/state.js';
-import { MASTER_ACTIONS, planLab } from '../../src/lab/topology.js';
+import { MASTER_APISERVER_UNIT, STANDIN_DRAIN_MS, STANDIN_SHUTDOWN_DELAY_MS } from '../../src/lab/images.js';
+import { MASTER_ACTIONS, masterActionValue, planLab } from '../../src/lab/topology.js';
 
 const images = { node: 'n:1', master: 'm:1', apiserver: 'a:1' };
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-lab-masters-'));
@@ -61,7 +62,7 @@ describe('lab.json', () => {
 describe('lab master actions', () => {
   it('are the stand-in’s own, the kube-apiserver service’s, and the whole host’s', () => {
     expect([...MASTER_ACTIONS].sort()).toEqual([
-      'anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'heal', 'partition', 'power-off', 'power-on', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up',
+      'anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'heal', 'lag', 'partition', 'power-off', 'power-on', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up',
     ]);
   });
 });
@@ -108,6 +109,23 @@ describe('lab.json faults', () => {
     await setMasterFault(dir, 'master-1', undefined);
     await setMasterFault(dir, 'master-2', undefined);
     expect(await readState(dir)).toEqual(s);
+  });
+});
+
+describe('lab master lag and stop', () => {
+
+  it('lag takes the watch cache\'s lag in whole milliseconds (0 turns it off); no other action takes a value', () => {
+    expect(masterActionValue('lag', '2000')).toBe(2000);
+    expect(masterActionValue('lag', '0')).toBe(0);
+    for (const bad of [undefined, '2s', '-1', '600001', '1e3']) expect(() => masterActionValue('lag', bad)).toThrow(/whole milliseconds, 0 \(in step\) to 600000/);
+    expect(masterActionValue('stop', undefined)).toBeUndefined();
+    expect(() => masterActionValue('stop', '5')).toThrow(/stop takes no value/);
+  });
+
+  it('stop: systemd waits out the stand-in\'s whole shutdown sequence (delay + drain) before it would kill it', () => {
+    expect(MASTER_APISERVER_UNIT).toMatch(new RegExp(`standin\\.js apiserver --shutdown-delay ${STANDIN_SHUTDOWN_DELAY_MS} --drain ${STANDIN_DRAIN_MS}\n`));
+    const stopS = Number(/^TimeoutStopSec=(\d+)$/m.exec(MASTER_APISERVER_UNIT)?.[1]);
+    expect(stopS * 1000).toBeGreaterThan(STANDIN_SHUTDOWN_DELAY_MS + STANDIN_DRAIN_MS + 5000);
   });
 });
 

@@ -3,7 +3,8 @@
  * lost, repeated or altered event looks like, what a list after 410 covers, and the longest gap.
  */
 import { describe, expect, it } from 'vitest';
-import { analyse, type ListRecord, type ReflectorLog, type SeenEvent } from '../../src/lab/reflector.js';
+import { spawn } from 'node:child_process';
+import { analyse, PODS_PATH, Reflector, type ListRecord, type ReflectorLog, type SeenEvent } from '../../src/lab/reflector.js';
 import { eventAt, podsAt, rvAt } from '../../src/lab/standin.js';
 
 const L = rvAt(Date.parse('2026-12-02T12:00:00Z'));
@@ -64,9 +65,40 @@ describe('analyse', () => {
     expect(v).toMatchObject({ lists: 2, missing: [], repeated: [], storeMatches: true });
   });
 
+  it('a relist on a lagging stand-in, older than events already seen, starts a new run: nothing counted repeated across it', () => {
+    // Watched up to L + 20 on one stand-in; its watch got 504 Too large; the list on a stand-in whose cache lags answers at L + 12.
+    const v = analyse(run(list(L, T), ...events(L + 1, L + 20, T + 250), list(L + 12, T + 6000), ...events(L + 13, L + 30, T + 6250, 'master-2')));
+    expect(v).toMatchObject({ lists: 2, events: 38, missing: [], repeated: [], storeMatches: true, standins: ['master-1', 'master-2'] });
+  });
+
   it('counts what differs from the history', () => {
     const seen = events(L + 1, L + 4, T + 250);
     seen[1] = { ...seen[1]!, wrong: true };
     expect(analyse(run({ ...list(L, T), wrong: true }, ...seen)).wrong).toBe(2);
+  });
+});
+
+describe('the reflector', () => {
+  it('a watch ERROR 504 Too large resource version (a lagging watch cache) ends its watch, and it lists again, as client-go does', async () => {
+    const rv = rvAt(Date.now());
+    const tooLarge = { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Timeout', code: 504, message: `Too large resource version: ${rv + 20}, current: ${rv}`, details: { causes: [{ reason: 'ResourceVersionTooLarge' }] } };
+    const watches: string[][] = [];
+    // kubectl played by node: a list answers the history at rv; a watch answers 200 and then the ERROR.
+    const kubectl = (args: string[]) => {
+      const watching = args.some((a) => a.includes('watch=1'));
+      if (watching) watches.push(args);
+      const script = watching
+        ? `process.stderr.write('I1205 round_trippers.go] Response Status: 200 OK\\n'); console.log(${JSON.stringify(JSON.stringify({ type: 'ERROR', object: tooLarge }))})`
+        : `console.log(${JSON.stringify(JSON.stringify({ kind: 'PodList', metadata: { resourceVersion: String(rv) }, items: podsAt(rv) }))})`;
+      return spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    };
+    const r = new Reflector(kubectl);
+    r.start();
+    await r.until((l) => l.lists.length >= 2, 10_000, 'a second list');
+    const log = await r.stop();
+    expect(watches[0]!.at(-1)).toContain(`${PODS_PATH}?watch=1&resourceVersion=${rv}`);
+    expect(log.failures.map((f) => f.what)).toContainEqual(expect.stringMatching(/^watch: ERROR .*Too large resource version/));
+    expect(log.gone).toBe(0);
+    expect(analyse(log)).toMatchObject({ lists: log.lists.length, missing: [], repeated: [], storeMatches: true });
   });
 });
