@@ -151,7 +151,7 @@ export async function proveVip(
   const silent = seen.silent.length ? ` (${seen.silent.join(', ')} did not answer)` : '';
   if (holders.length === 0) return { holders, error: `no host holds the VIP ${v.address} after ${Math.round(deadlineMs / 1000)} s${silent}: look at \`journalctl -u keepalived\` on ${all.map((h) => h.name).join(', ')}` };
   if (holders.length > 1) {
-    return { holders, error: `${splitBrain(holders, v.address)}; their keepalived instances do not hear each other (VRRP, IP protocol 112, blocked between them?)${silent}` };
+    return { holders, error: `${splitBrain(holders, v.address)}; their keepalived instances do not hear each other (VRRP, IP protocol 112, blocked between them? or dropped as "not a unicast peer": \`journalctl -u keepalived\`)${silent}` };
   }
   const from = sessions.find((s) => s.name !== holders[0]) ?? sessions[0]!;
   const where = formatHostPort(v.address, v.port);

@@ -13,6 +13,14 @@
  * - Unicast to every peer (clouds and many switches drop multicast VRRP), with
  *   `unicast_fault_no_peer`; `vrrp_startup_delay` so a rebooted host does not claim the VIP
  *   before it has heard the holder (split brain after reboot).
+ * - `check_unicast_src`: an advert counts only from a listed peer. Without it any host that can
+ *   send IP protocol 112 with our router id and the VIP wins the election with a higher priority:
+ *   the holder steps down (with nopreempt the backups then wait for that host: an outage).
+ *   And `lower_prio_no_advert`: keepalived's master otherwise restarts its advert timer on every
+ *   advert it receives, dropped ones too (vrrp_scheduler.c, 2.2.7 and since), so such a host sending
+ *   every second delays the holder's adverts until the backups time out and take the VIP.
+ *   The source address can be forged on the hosts' own segment: the README's firewall rules and
+ *   the network's anti-spoofing cover what keepalived cannot.
  * - `advert_int 1`: a holder that stops advertising is replaced in about 3 s.
  */
 import { UsageError } from '../errors.js';
@@ -154,6 +162,12 @@ vrrp_instance ${VIP_INSTANCE} {
     unicast_peer {
 ${others.map((p) => `        ${k(p.address)}`).join('\n')}
     }
+    # Adverts from any other address are dropped (logged: "unicast source address ... not a unicast peer").
+    check_unicast_src
+    # A master restarts its own advert timer on every advert it receives, even one it drops: a foreign
+    # sender every second would hold ours back until the backups take over. With this it does not (and,
+    # as the RFCs say, answers a lower-priority advert with its next regular one, not at once).
+    lower_prio_no_advert
     unicast_fault_no_peer
     virtual_ipaddress {
         ${k(v.address)}/${prefix} dev ${dev}

@@ -14,6 +14,8 @@ import { parseHaproxyCsv } from '../../src/engine/vip-status.js';
 import { expectNothingLost, holderDown, kubectlHere, underFault } from '../helpers/kubectl.js';
 import type { MasterAction } from '../../src/lab/topology.js';
 import { inContainer, lab, scratchDir } from '../helpers/lab.js';
+import { installCommand } from '../../src/ops/packages.js';
+import { quote } from '../../src/util/quote.js';
 
 const HOSTS = ['master-1', 'master-2', 'master-3'];
 
@@ -346,4 +348,89 @@ describe('the VIP on three masters', () => {
     expect((await inContainer(h, 'systemctl is-active haproxy keepalived')).trim().split('\n')).toEqual(['active', 'active']);
     expect((await readyz()).ok).toBe(true);
   });
+
+  it('adverts from a host that is not a peer (same router id and VIP, priority 254) are dropped: the holder stays MASTER, no backup moves, and the VIP keeps serving', async () => {
+    const before = await holder(inventory);
+    const rogue = lab().nodes[0]!;
+    const peers = lab().masters.filter((m) => HOSTS.includes(m.name));
+    // vip.routerId's default (the inventory sets none). The rogue's VIP goes on its loopback: it
+    // believes it is master and holds the address, but sends no gratuitous ARP into the lab's
+    // network. A host on the same segment can always take an address by ARP, VRRP or not (README,
+    // "VRRP and the VIP port"); what is tested here is keepalived's answer to the adverts.
+    const conf = `global_defs {
+    router_id rogue
+}
+vrrp_instance rogue {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 254
+    advert_int 1
+    unicast_src_ip ${rogue.address}
+    unicast_peer {
+${peers.map((p) => `        ${p.address}`).join('\n')}
+    }
+    virtual_ipaddress {
+        ${vipAddress()}/32 dev lo
+    }
+}
+`;
+    const installed = !!(await inContainer(rogue.name, 'command -v keepalived || true')).trim();
+    let on = true;
+    let watch: Promise<void> = Promise.resolve();
+    let load: ReturnType<typeof stream> | undefined;
+    try {
+      // From Debian's packages, as deploy installs it on the VIP hosts.
+      if (!installed) await inContainer(rogue.name, installCommand(['keepalived'], 'apt-get'));
+      await inContainer(rogue.name, `mkdir -p /etc/keepalived && printf %s ${quote(conf)} > /etc/keepalived/keepalived.conf`);
+      // Who holds the VIP among the real hosts, every second from before the rogue starts until the end
+      // (the journals below record every state change; this is what a user would see).
+      const seen = new Set<string>();
+      watch = (async () => {
+        while (on) {
+          const held = await Promise.all(peers.map((m) => inContainer(m.name, `ip -o addr show to ${vipAddress()}`).then((out) => (out.trim() ? m.name : ''), () => `${m.name}?`)));
+          seen.add(held.filter(Boolean).join('+') || 'none');
+          await sleep(1000);
+        }
+      })();
+      load = stream();
+      const since = Math.floor(Date.now() / 1000);
+      await inContainer(rogue.name, 'systemctl restart keepalived');
+      // The rogue believes it is master: it has added the VIP (to its loopback) and advertises 254 to every real host.
+      await waitFor('the rogue keepalived to take the VIP', async () => !!(await inContainer(rogue.name, `ip -o addr show to ${vipAddress()}`)).trim(), 20_000);
+      await sleep(10_000);
+      const traffic = await load.stop();
+      on = false;
+      await watch;
+      // Each real host's keepalived log over the window: no state change, and the rogue's adverts dropped for their source.
+      const journals = await Promise.all(peers.map((m) => inContainer(m.name, `journalctl -u keepalived --since @${since} -o cat --no-pager`)));
+      const { s } = await vipStatus(inventory);
+      console.log(
+        `rogue ${rogue.name} (${rogue.address}) at priority 254 for 10 s: holders seen ${[...seen].join(', ')}; ` +
+          `adverts dropped per host: ${peers.map((m, i) => `${m.name} ${journals[i]!.split('\n').filter((l) => l.includes('not a unicast peer')).length}`).join(', ')}; ` +
+          `requests ${traffic.sent}, failed ${traffic.failed}`,
+      );
+      const logs = peers.map((m, i) => `${m.name}:\n${journals[i]!.split('\n').filter((l) => !l.includes('not a unicast peer')).join('\n')}`).join('\n');
+      expect([...seen], logs).toEqual([before]);
+      expect(s.vip.holders, logs).toEqual([before]);
+      expect(Object.fromEntries(s.vip.hosts.map((h) => [h.name, h.vrrp])), logs).toEqual(Object.fromEntries(HOSTS.map((h) => [h, h === before ? 'MASTER' : 'BACKUP'])));
+      for (const [i, m] of peers.entries()) {
+        const lines = journals[i]!.split('\n');
+        expect(lines.filter((l) => /Entering (MASTER|BACKUP|FAULT) STATE|received advert .* with higher priority/i.test(l)), m.name).toEqual([]);
+        expect(lines.filter((l) => l.includes(`unicast source address ${rogue.address} not a unicast peer`)).length, `${m.name}:\n${journals[i]}`).toBeGreaterThan(0);
+      }
+      expect(traffic.failed, JSON.stringify(traffic)).toBe(0);
+    } finally {
+      on = false;
+      await watch;
+      await load?.stop();
+      // Whatever failed: the rogue stopped, its config and address gone, and its keepalived removed if this test installed it.
+      await inContainer(
+        rogue.name,
+        `systemctl stop keepalived; rm -f /etc/keepalived/keepalived.conf; ip addr del ${vipAddress()}/32 dev lo 2>/dev/null; ` +
+          (installed ? 'true' : 'DEBIAN_FRONTEND=noninteractive apt-get purge -y -q keepalived >/dev/null'),
+      );
+    }
+    expect(await holder(inventory)).toBe(before);
+  }, 300_000);
 });

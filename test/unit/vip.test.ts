@@ -122,10 +122,46 @@ describe('keepalived on a VIP host', () => {
   const conf = renderKeepalived(inv, m3, facts(), vipHosts(inv));
 
   it('speaks unicast to every peer but itself, from its own address, and faults without peers', () => {
-    expect(conf).toContain('unicast_src_ip 10.0.1.13\n    unicast_peer {\n        10.0.1.11\n        10.0.1.12\n    }\n    unicast_fault_no_peer');
+    expect(conf).toMatch(/unicast_src_ip 10\.0\.1\.13\n    unicast_peer \{\n        10\.0\.1\.11\n        10\.0\.1\.12\n    \}\n(.*\n)*    unicast_fault_no_peer/);
     expect(conf).toContain('virtual_router_id 77');
     expect(conf).toContain('interface ens3');
     expect(conf).toContain('10.0.3.100/32 dev ens3');
+  });
+
+  it('takes adverts only from its peers, in every instance, on every host', () => {
+    /** Each vrrp_instance block: its name, and the keywords and values in it (nested blocks flattened). */
+    const instances = (c: string) =>
+      [...c.matchAll(/^vrrp_instance (\S+) \{\n([\s\S]*?)^\}$/gm)].map(([, name, body]) => ({ name, body: body!, words: body!.split('\n').map((l) => l.trim()) }));
+    const peersIn = (body: string) => /unicast_peer \{\n([\s\S]*?)\n    \}/.exec(body)![1]!.split('\n').map((l) => l.trim());
+    for (const host of vipHosts(inv)) {
+      const c = renderKeepalived(inv, host, facts(), vipHosts(inv));
+      const found = instances(c);
+      // Exactly as many instances as the config names (a block this parse missed would go unchecked).
+      expect(found.length).toBe(c.match(/^vrrp_instance /gm)!.length);
+      expect(found.length).toBeGreaterThan(0);
+      for (const i of found) {
+        expect(i.words, `${host.name} ${i.name}`).toContain('check_unicast_src');
+        // Without it a dropped advert still restarts the master's advert timer (README, "VRRP and the VIP port").
+        expect(i.words).toContain('lower_prio_no_advert');
+        expect(i.words).toContain(`unicast_src_ip ${host.address}`);
+        expect(peersIn(i.body)).toEqual(vipHosts(inv).filter((p) => p.name !== host.name).map((p) => p.address));
+      }
+      // Not in global_defs only (vrrp_check_unicast_src would do the same, but each instance says it where a reader looks).
+      expect(c).not.toContain('vrrp_check_unicast_src');
+      // No VRRP authentication: the source check and the firewall are the defence (README, "VRRP and the VIP port").
+      expect(c).not.toMatch(/auth_(type|pass)/);
+    }
+  });
+
+  it('with IPv6 too: the source checked against every peer\'s IPv6 address', () => {
+    const v6 = load(
+      'masters: [{ name: m1, address: "fd00::11" }, { name: m2, address: "fd00::12" }]\nnodes: [{ name: n1, address: "fd00::21" }]\n' +
+        `${NGINX}\ntls: { caFile: ca.crt, serverName: kubernetes }\nvip: { address: "fd00::100", hosts: [m1, m2, n1] }\n`,
+    );
+    const [a, b, n] = vipHosts(v6) as [ReturnType<typeof vipHosts>[number], ReturnType<typeof vipHosts>[number], ReturnType<typeof vipHosts>[number]];
+    const c = renderKeepalived(v6, n, { interfaces: { 'fd00::21': 'eth0' } }, vipHosts(v6));
+    expect(c).toContain(`unicast_src_ip fd00::21\n    unicast_peer {\n        ${a.address}\n        ${b.address}\n    }\n`);
+    expect(c).toMatch(/^    check_unicast_src$/m);
   });
 
   it('never fails over only to move back: equal priorities, nopreempt, and checks without weight', () => {
