@@ -102,3 +102,15 @@ export async function restoreMasters(): Promise<void> {
     for (const action of ['thaw', 'start', 'ready']) await k8sha(['lab', 'master', '--dir', lab().dir, m.name, action]);
   }
 }
+
+/** kube-lb's own /metrics, from inside the node. */
+export async function kubeLbMetrics(c: SshConnection): Promise<string> {
+  const s = await c.connectFromHost('127.0.0.1', 8444);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    s.on('data', (b: Buffer) => (out += b.toString()));
+    s.on('end', () => resolve(out));
+    s.on('error', reject);
+    s.write('GET /metrics HTTP/1.0\r\n\r\n');
+  });
+}

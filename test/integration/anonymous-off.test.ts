@@ -16,7 +16,7 @@ import { httpsGet } from '../../src/connect/https-probe.js';
 import type { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant } from '../helpers/deploy.js';
-import { inContainer, lab, withNode } from '../helpers/lab.js';
+import { inContainer, kubeLbMetrics as metrics, lab, withNode } from '../helpers/lab.js';
 
 const HOSTS = ['master-1', 'master-2', 'master-3'];
 const REFUSED = 'anonymous /readyz refused (401): set tls.clientCertFile/clientKeyFile';
@@ -52,17 +52,6 @@ async function through(c: SshConnection, p: string) {
   return httpsGet(() => c.connectFromHost('127.0.0.1', 8443), { path: p, ca: lab().caPem, servername: 'kubernetes', timeoutMs: 5000, ...client() });
 }
 
-/** kube-lb's own /metrics, from inside the node. */
-async function metrics(c: SshConnection): Promise<string> {
-  const s = await c.connectFromHost('127.0.0.1', 8444);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    s.on('data', (b: Buffer) => (out += b.toString()));
-    s.on('end', () => resolve(out));
-    s.on('error', reject);
-    s.write('GET /metrics HTTP/1.0\r\n\r\n');
-  });
-}
 
 const fileState = (c: SshConnection, file: string) => c.execOk(`stat -c '%a %U:%G' ${file}`).then((s) => s.trim());
 

@@ -10,7 +10,7 @@ import { httpsGet } from '../../src/connect/https-probe.js';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, deployWatchingGaps, inventoryVariant } from '../helpers/deploy.js';
-import { lab, nodeTarget, restoreMasters, withNode } from '../helpers/lab.js';
+import { kubeLbMetrics as metrics, lab, nodeTarget, restoreMasters, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
 import { openWatch, watchesOn } from '../helpers/watch.js';
 
@@ -32,17 +32,6 @@ async function who(c: SshConnection): Promise<string> {
   return JSON.parse(r.body).standin;
 }
 
-/** kube-lb's own /metrics, from inside the node. */
-async function metrics(c: SshConnection): Promise<string> {
-  const s = await c.connectFromHost('127.0.0.1', 8444);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    s.on('data', (b: Buffer) => (out += b.toString()));
-    s.on('end', () => resolve(out));
-    s.on('error', reject);
-    s.write('GET /metrics HTTP/1.0\r\n\r\n');
-  });
-}
 
 /** Units as systemd reports them on each node. */
 async function units(node: { name: string; address: string }) {
