@@ -255,6 +255,12 @@ describe.sequential('two runs at once', () => {
 });
 
 describe.sequential('deploy --check', () => {
+  // From the lab's own state: whatever the tests above left, every node on the lab inventory.
+  beforeAll(async () => {
+    const r = await deployJson(['-i', lab().inventory, '--serial', '100%']);
+    expect(r.code, r.stderr).toBe(0);
+  });
+
   it('--diff shows each changed file as a unified diff, node by node, and touches nothing', async () => {
     const changed = inventoryVariant('max-fails-7', (inv) => (inv.lb = { ...(inv.lb ?? {}), maxFails: 7 }));
     const conf = '/opt/k8s/kube-nginx/conf/kube-nginx.conf';
@@ -262,7 +268,9 @@ describe.sequential('deploy --check', () => {
     const r = await k8sha(['deploy', '-i', changed, '--check', '--diff']);
     expect(r.code, r.stderr).toBe(5);
     for (const n of nodes()) {
-      const part = r.stdout.slice(r.stdout.indexOf(`${n.name}: would reload kube-nginx`));
+      const at = r.stdout.indexOf(`${n.name} (nginx): would reload kube-nginx`);
+      expect(at, r.stdout).toBeGreaterThanOrEqual(0);
+      const part = r.stdout.slice(at);
       expect(part).toMatch(new RegExp(`^    --- ${conf} \\(on ${n.name}\\)`, 'm'));
       expect(part).toMatch(new RegExp(`^    \\+\\+\\+ ${conf} \\(from the inventory\\)`, 'm'));
       expect(part).toMatch(/^    @@ -\d+,\d+ \+\d+,\d+ @@/m);
