@@ -77,20 +77,21 @@ describe.sequential('interrupting a deploy', () => {
     baseline = Object.fromEntries(await Promise.all(nodes().map(async (n) => [n.name, await nodeState(n)] as const)));
   });
 
-  it('Ctrl-C while node-1 verifies a config that cannot work: exit 130, node-1 restored and serving, the others untouched, nothing left behind', async () => {
+  // Ctrl-C, and SIGTERM as systemd, a CI runner or `kill` sends it: handled alike.
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s while node-1 verifies a config that cannot work: exit 130, node-1 restored and serving, the others untouched, nothing left behind', async (sig) => {
     const run = startK8sha(['deploy', '-i', refusingInventory(), '--serial', '1', '--max-fail-percent', '100', '--verify-timeout', '8s', '--json']);
     await run.waitFor(/node-1: verifying/);
     await sleep(500);
-    run.signal('SIGINT');
+    run.signal(sig);
     const r = await run.done;
     expect(r.code).toBe(130);
-    expect(r.stderr).toMatch(/stopping \(SIGINT\): finishing node-1 \(verifying\); no new nodes will start; press Ctrl-C again to abort now/);
+    expect(r.stderr).toContain(`stopping (${sig}): finishing node-1 (verifying); no new nodes will start; press Ctrl-C again to abort now`);
     const report = JSON.parse(r.stdout) as DeployJson;
-    expect(report.interrupted).toEqual({ signal: 'SIGINT' });
+    expect(report.interrupted).toEqual({ signal: sig });
     expect(report.hosts['node-1']).toMatchObject({ status: 'failed', config: 'previous', rollback: { ok: true } });
     for (const n of ['node-2', 'node-3']) {
       expect(report.hosts[n]!.status).toBe('skipped');
-      expect(report.hosts[n]!.error).toMatch(/interrupted \(SIGINT\)/);
+      expect(report.hosts[n]!.error).toContain(`interrupted (${sig})`);
     }
     for (const n of nodes()) expect(await nodeState(n)).toEqual(baseline[n.name]);
     expect(await healthy()).toEqual({ 'node-1': true, 'node-2': true, 'node-3': true });
