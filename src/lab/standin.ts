@@ -599,8 +599,10 @@ export function serveApiserver(o: StandinOptions): Standin {
     };
     const p = url.pathname;
     // Authentication comes first, before any path: kube-apiserver without anonymous auth answers 401 to
-    // /readyz, /livez and /healthz alike. `authorized`: a certificate verified against the lab CA.
-    if (!anonymous && !(req.socket as TLSSocket).authorized) return send(res, status(401, 'Unauthorized', 'Unauthorized'));
+    // /readyz, /livez and /healthz alike. `authorized`: a certificate verified against the lab CA, and
+    // one there at all: a resumed TLS session of a client that sent none says authorized too.
+    const peer = req.socket as TLSSocket;
+    if (!anonymous && !(peer.authorized && peer.getPeerCertificate()?.raw)) return send(res, status(401, 'Unauthorized', 'Unauthorized'));
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return send(res, status(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (the k8s-ha lab's apiserver stand-in only reads)`));
     }

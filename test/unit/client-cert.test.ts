@@ -284,6 +284,31 @@ describe('the lab stand-in with anonymous requests refused', () => {
       const strangerCa = await createCa('stranger');
       const stranger = await issueCertificate(strangerCa, { commonName: 'k8s-ha-health', dnsNames: [], ipAddresses: [], usage: 'client' });
       expect((await get('/readyz', stranger)).status).toBe(401);
+      // A resumed TLS session (status's probes resume theirs) of a client that sent no certificate is still anonymous;
+      // one of a client that sent the lab's is still that client.
+      for (const [who, client, want] of [['anonymous', undefined, 401], ['k8s-ha-health', health, 200]] as const) {
+        let session: Buffer | undefined;
+        const first = await new Promise<number>((resolve, reject) => {
+          const req = https.get({ host: '127.0.0.1', port, path: '/readyz', ca: ca.cert, servername: 'kubernetes', agent: false, ...(client ?? {}) }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode!));
+          });
+          req.on('socket', (sock) => sock.on('session', (t: Buffer) => (session = t)));
+          req.on('error', reject);
+        });
+        expect(first, who).toBe(want);
+        expect(session, who).toBeDefined();
+        const resumed = await new Promise<{ status: number; reused: boolean }>((resolve, reject) => {
+          const options: https.RequestOptions & { session?: Buffer } = { host: '127.0.0.1', port, path: '/readyz', ca: ca.cert, servername: 'kubernetes', agent: false, session, ...(client ?? {}) };
+          const req = https.get(options, (res) => {
+            const reused = (res.socket as import('node:tls').TLSSocket).isSessionReused();
+            res.resume();
+            res.on('end', () => resolve({ status: res.statusCode!, reused }));
+          });
+          req.on('error', reject);
+        });
+        expect(resumed, who).toEqual({ status: want, reused: true });
+      }
     } finally {
       await post('anonymous-on');
     }
