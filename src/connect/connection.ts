@@ -40,8 +40,7 @@ export class LocalConnection implements Connection {
     const kind = options.kind ?? 'command';
     const timeoutMs = deadlineOf(kind, this.deadlines);
     const t0 = Date.now();
-    const out = options.onOutput;
-    const r = await run('sh', ['-c', script], { input: await bufferOf(options.input), timeoutMs, onOutput: out });
+    const r = await run('sh', ['-c', script], { input: await bufferOf(options.input), timeoutMs, onOutput: options.onOutput });
     if (r.signal === 'SIGKILL' && Date.now() - t0 >= timeoutMs) throw new DeadlineError(this.name, STEP_WORDS[kind], secondsOf(timeoutMs), undefined, `timeouts.${kind}`);
     return { stdout: r.stdout, stderr: r.stderr, code: r.code, signal: r.signal };
   }

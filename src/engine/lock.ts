@@ -10,7 +10,7 @@ import os from 'node:os';
 import { deadlineOf } from '../connect/deadlines.js';
 import { LOCK_LEASE_S, type SshConnection } from '../connect/ssh.js';
 import { quote } from '../util/quote.js';
-import { applyLockPath, JOURNAL_DIR, parseJournal, type Journal } from './scripts.js';
+import { applyLockPath, JOURNAL_DIR, keeperHoldsLock, parseJournal, type Journal } from './scripts.js';
 
 export const LOCK_DIR = '/run/k8s-ha';
 
@@ -161,8 +161,8 @@ export function lockProbe(dirs = { lock: LOCK_DIR, journal: JOURNAL_DIR }): stri
     // Held: the lock file has a flock in /proc/locks, or the holder's keeper is alive with it open.
     // /proc/locks names a file by MAJ:MIN:INODE in hex, as the kernel splits st_dev: inode numbers alone repeat across file systems.
     'if [ -e "$d/lock" ]; then ino=$(stat -c %i "$d/lock"); dev=$(stat -c %d "$d/lock"); ' +
-      'key=$(printf "%02x:%02x:%s" $(( (dev >> 8) & 0xfff )) $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) )) "$ino"); p=$(sed -n "2s/^pid //p" "$d/holder" 2>/dev/null); ' +
-      'if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ $key " /proc/locks || { [ -n "$p" ] && [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" = "$d/lock" ]; }; then ' +
+      'key=$(printf "%02x:%02x:%s" $(( (dev >> 8) & 0xfff )) $(( (dev & 0xff) | ((dev >> 12) & 0xfff00) )) "$ino"); ' +
+      `if grep -Eq "FLOCK +ADVISORY +WRITE +[0-9]+ $key " /proc/locks || ${keeperHoldsLock('"$d"')}; then ` +
       'echo "@@held"; head -n 1 "$d/holder" 2>/dev/null; fi; fi',
     printJournal(quote(dirs.journal)),
     'true',

@@ -2,7 +2,7 @@
  * Pure planning for one host: which facts its steps need, and what each step changes given those
  * facts. No I/O: tested with plain data.
  */
-import { SECRET_TEMPLATES } from '../ops/files.js';
+import { isSecretTemplate } from '../ops/files.js';
 import type { FactRequest, HostFacts } from '../facts/host.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
@@ -33,8 +33,7 @@ export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): Fact
 /** Rendered text files the playbook writes: what --diff shows. */
 export function textFiles(steps: PlaybookStep[]): string[] {
   // A secret template (a private key) is never read back from a host.
-  const secret = (a: { secret?: boolean; template?: string }) => a.secret || SECRET_TEMPLATES.has(a.template ?? '');
-  const shown = (s: PlaybookStep) => s.type === 'op' && (s.op.type === 'systemdUnit' || (s.op.type === 'template' && !secret(s.args as { secret?: boolean; template?: string })));
+  const shown = (s: PlaybookStep) => s.type === 'op' && (s.op.type === 'systemdUnit' || (s.op.type === 'template' && !isSecretTemplate(s.args as { secret?: boolean; template?: string })));
   return steps.flatMap((s) => (s.type === 'op' && shown(s) ? (s.op.facts(s.args).files ?? []) : []));
 }
 

@@ -153,14 +153,21 @@ function holdApplyLock(journalDir: string, waitSeconds = 120): string[] {
   ];
 }
 
+/**
+ * Shell condition: the keeper named in the holder file (`pid N`, its second line, written by the
+ * lock script) is alive with the lock file open on fd 9. `d` is a shell word for the lock folder.
+ */
+export function keeperHoldsLock(d: string): string {
+  return `{ p=$(sed -n "2s/^pid //p" ${d}/holder 2>/dev/null); [ -n "$p" ] && [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" = ${d}/lock ]; }`;
+}
+
 /** Shell: go on only while run `runId` holds the node lock in `lockDir` (its holder line, its live keeper). */
 export function stillHoldsLock(lockDir: string, runId: string, say: (why: string) => string = (why) => `echo "@@failed lock 19"; echo ${quote(why)}`): string {
   const d = quote(lockDir);
   const why = `run ${runId} no longer holds the node's lock (its lease lapsed: the controller was silent for too long); nothing was changed`;
   return (
-    `h=$(head -n 1 ${d}/holder 2>/dev/null); p=$(sed -n "2s/^pid //p" ${d}/holder 2>/dev/null); ` +
-    `case "$h" in *${quote(`, run ${runId}`)}) ;; *) p=; esac; ` +
-    `if [ -z "$p" ] || [ "$(readlink "/proc/$p/fd/9" 2>/dev/null)" != ${d}/lock ]; then ${say(why)}; exit 19; fi`
+    `h=$(head -n 1 ${d}/holder 2>/dev/null); ` +
+    `if ! { case "$h" in *${quote(`, run ${runId}`)}) true ;; *) false ;; esac && ${keeperHoldsLock(d)}; }; then ${say(why)}; exit 19; fi`
   );
 }
 

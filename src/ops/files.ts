@@ -90,6 +90,9 @@ export const file: Operation<{ source: string; dest: string; mode: string; valid
 /** Templates that hold a private key (the health checks' client certificate and key). */
 export const SECRET_TEMPLATES: ReadonlySet<string> = new Set(['kube-haproxy-client.pem', 'kube-lb-client.pem', 'vip-client.pem']);
 
+/** A template step that holds a private key: marked so by its playbook, or one of SECRET_TEMPLATES whatever it says. */
+export const isSecretTemplate = (a: { secret?: boolean; template?: string }): boolean => !!a.secret || SECRET_TEMPLATES.has(a.template ?? '');
+
 export const template: Operation<{ template: string; dest: string; mode: string; owner?: string; secret: boolean; validate?: string; notify: Handler[] }> = {
   type: 'template',
   args: z.strictObject({
@@ -104,7 +107,7 @@ export const template: Operation<{ template: string; dest: string; mode: string;
   facts: (a) => ({ files: [a.dest] }),
   plan(a, facts, ctx) {
     // A template that holds a key is secret whatever a playbook says, and never readable by others.
-    const secret = a.secret || SECRET_TEMPLATES.has(a.template);
+    const secret = isSecretTemplate(a);
     if (secret && parseInt(a.mode, 8) & 0o137) {
       throw new UsageError(`template ${a.template} holds a private key: mode ${a.mode} lets others read it or anyone execute it`, { hint: 'give it mode 0600 (or 0640 with an owner group that must read it)' });
     }
