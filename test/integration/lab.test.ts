@@ -170,14 +170,19 @@ describe('apiserver stand-ins', () => {
     expect((await k8sha(['lab', 'master', m.name, 'ready', ...dir])).code).toBe(0);
     expect((await readyz(m)).status).toBe(200);
 
+    // Where the journal stands before the stop, so the lines read after it are this stop's and all of them.
+    const before = await openssh(m.address, 'journalctl -u kube-apiserver -n 0 --show-cursor --no-pager');
+    const cursor = /-- cursor: (\S+)/.exec(before.stdout)?.[1];
+    expect(cursor, before.stdout + before.stderr).toBeTruthy();
     const stop = await k8sha(['lab', 'master', m.name, 'stop', ...dir]);
     expect(stop.code, stop.stderr).toBe(0);
     try {
       await expect(readyz(m)).rejects.toThrow(/ECONNREFUSED/);
       // The host is up: SSH works, and the stand-in went the way kube-apiserver goes on SIGTERM.
-      const r = await openssh(m.address, 'systemctl is-active kube-apiserver; journalctl -u kube-apiserver --no-pager -o cat | tail -n 5');
+      const r = await openssh(m.address, `systemctl is-active kube-apiserver; journalctl -u kube-apiserver --no-pager -o cat --after-cursor '${cursor}'`);
       expect(r.stdout).toMatch(/^inactive\n/);
-      expect(r.stdout).toMatch(/SIGTERM: \/readyz is red/);
+      // In kube-apiserver's order: /readyz red while still serving, then no new connections, then gone.
+      expect(r.stdout).toMatch(/SIGTERM: \/readyz is red[^]*not accepting connections[^]*stopped/);
     } finally {
       const start = await k8sha(['lab', 'master', m.name, 'start', ...dir]);
       expect(start.code, start.stderr).toBe(0);
