@@ -20,6 +20,8 @@ export interface KnownHostEntry {
   file: string;
   line: number;
   marker?: '@revoked' | '@cert-authority';
+  /** Set for a key from ssh_config's RevokedHostKeys file: revoked for every host. */
+  revokedList?: true;
   patterns: string;
   keyType: string;
   key: Buffer;
@@ -46,6 +48,35 @@ export function parseKnownHosts(text: string, file = ''): KnownHostEntry[] {
     entries.push({ file, line: i + 1, marker, patterns, keyType, key: Buffer.from(b64, 'base64') });
   });
   return entries;
+}
+
+/** OpenSSH's binary key revocation list (KRL) starts with these bytes. */
+const KRL_MAGIC = Buffer.from('SSHKRL\n\0', 'latin1');
+
+/**
+ * ssh_config's RevokedHostKeys file as plain text: one public key a line (`TYPE BASE64 [comment]`),
+ * each revoked for every host, and a certificate whose key or CA is listed revoked too (OpenSSH's
+ * sshkey_in_file with check_ca). A line that is not a key is refused, not skipped: a typo in a
+ * revocation list must not quietly let a revoked key in. A binary KRL (`ssh-keygen -k`) is refused
+ * with the way to list its keys as text, since k8s-ha does not read KRLs.
+ */
+export function parseRevokedKeys(content: Buffer, file: string): { entries: KnownHostEntry[] } | { problem: string } {
+  if (content.subarray(0, KRL_MAGIC.length).equals(KRL_MAGIC)) {
+    return { problem: `${file} is a binary key revocation list (KRL), which k8s-ha does not read: list the revoked keys as text instead, one public key a line (the .pub files the KRL was made from)` };
+  }
+  const entries: KnownHostEntry[] = [];
+  const lines = content.toString('utf8').split('\n');
+  for (const [i, raw] of lines.entries()) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const [keyType, b64] = line.split(/\s+/);
+    const key = b64 && /^[A-Za-z0-9+/]+={0,2}$/.test(b64) ? Buffer.from(b64, 'base64') : undefined;
+    if (!keyType || !key || keyTypeOf(key) !== keyType) {
+      return { problem: `${file}:${i + 1} is not a public key ("TYPE BASE64 [comment]", as in a .pub file)` };
+    }
+    entries.push({ file, line: i + 1, marker: '@revoked', revokedList: true, patterns: '*', keyType, key });
+  }
+  return { entries };
 }
 
 /** The name a host is filed under: `host` on port 22, `[host]:port` otherwise. */

@@ -28,7 +28,9 @@ import {
   plainKeyOf,
   preferredHostKeyTypes,
   parseKnownHosts,
+  parseRevokedKeys,
   type HostKeyCheck,
+  type KnownHostEntry,
 } from './known-hosts.js';
 
 export type StrictHostKeyChecking = 'yes' | 'accept-new' | 'no';
@@ -55,6 +57,8 @@ export interface SshTarget {
   /** System-wide known_hosts files, read only (/etc/ssh/ssh_known_hosts). */
   globalKnownHostsFiles?: string[];
   strictHostKeyChecking: StrictHostKeyChecking;
+  /** ssh_config RevokedHostKeys: a file of public keys refused for every host, whatever StrictHostKeyChecking says. */
+  revokedHostKeys?: { file: string; from: string };
   connectTimeoutMs?: number;
   /** With accept-new: trust a key never seen before for this session only, without recording it (deploy --check writes nothing). */
   readOnly?: boolean;
@@ -160,7 +164,7 @@ export class SshConnection implements Connection {
     const userFiles = ([] as string[]).concat(target.knownHostsFile).map(expandHome);
     const all = [...userFiles, ...(target.globalKnownHostsFiles ?? []).map(expandHome)];
     const texts = await Promise.all(all.map(readIfThere));
-    const entries = all.flatMap((f, i) => parseKnownHosts(texts[i] ?? '', f));
+    const entries = [...all.flatMap((f, i) => parseKnownHosts(texts[i] ?? '', f)), ...(await revokedKeysOf(target))];
     // Named in messages: the file accept-new writes to, and every other file that exists.
     const files = all.filter((_, i) => i === 0 || texts[i] !== undefined);
     let verdict: HostKeyCheck | undefined;
@@ -453,6 +457,29 @@ export class SshConnection implements Connection {
 }
 
 /** A known_hosts file's text, or undefined when there is none (or it cannot be read, as ssh skips it). */
+/**
+ * The keys of ssh_config's RevokedHostKeys, or why they cannot be had. As OpenSSH, a revocation
+ * list that cannot be read is not taken as an empty one: the host is refused (deploy checks the
+ * file before any connection, so this is a file that changed during the run).
+ */
+export async function readRevokedKeys(r: { file: string; from: string }): Promise<{ entries: KnownHostEntry[] } | { problem: string }> {
+  let content: Buffer;
+  try {
+    content = await fs.readFile(expandHome(r.file));
+  } catch (e) {
+    return { problem: `${r.file} (${r.from}) cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` };
+  }
+  const parsed = parseRevokedKeys(content, r.file);
+  return 'problem' in parsed ? { problem: `${parsed.problem} (${r.from})` } : parsed;
+}
+
+async function revokedKeysOf(target: SshTarget): Promise<KnownHostEntry[]> {
+  if (!target.revokedHostKeys) return [];
+  const r = await readRevokedKeys(target.revokedHostKeys);
+  if ('problem' in r) throw new ConnectError(target.name, 'host-key', `no host key can be trusted: ${r.problem}`, { hint: 'correct the RevokedHostKeys file, or the ssh_config line that names it' });
+  return r.entries;
+}
+
 async function readIfThere(file: string): Promise<string | undefined> {
   return fs.readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT' || e.code === 'ENOTDIR' || e.code === 'EACCES' || e.code === 'EISDIR') return undefined;
@@ -490,7 +517,9 @@ function classifyConnectError(
       );
     }
     if (verdict.status === 'revoked') {
-      return new ConnectError(target.name, 'host-key', `host key ${type} ${fp} of ${at} is marked @revoked in ${verdict.entry.file}:${verdict.entry.line}`);
+      const where = `${verdict.entry.file}:${verdict.entry.line}`;
+      const why = verdict.entry.revokedList ? `is listed as revoked in ${where} (${target.revokedHostKeys?.from ?? 'RevokedHostKeys'})` : `is marked @revoked in ${where}`;
+      return new ConnectError(target.name, 'host-key', `host key ${type} ${fp} of ${at} ${why}`);
     }
     if (verdict.status === 'cert-invalid') {
       return new ConnectError(target.name, 'host-key', `host certificate of ${at} (${type}, key ${fp}) is refused: ${verdict.reason}`, {

@@ -213,8 +213,9 @@ export class TargetResolver {
     strict: string | undefined,
     cfg: SshConfigLookup,
     t: ReturnType<TargetResolver['tokens']>,
-  ): Pick<SshTarget, 'identityFile' | 'identityFiles' | 'identitiesOnly' | 'identityAgent' | 'knownHostsFile' | 'globalKnownHostsFiles' | 'strictHostKeyChecking'> {
+  ): Pick<SshTarget, 'identityFile' | 'identityFiles' | 'identitiesOnly' | 'identityAgent' | 'knownHostsFile' | 'globalKnownHostsFiles' | 'strictHostKeyChecking' | 'revokedHostKeys'> {
     const arg = (k: string) => cfg.options.get(k)?.[0]?.args;
+    const revoked = cfg.options.get('revokedhostkeys')?.[0];
     const fromConfig = (cfg.options.get('identityfile') ?? []).map((v) => expandTokens(v.args[0]!, t));
     const identityFiles = identityFile || fromConfig.length ? fromConfig : DEFAULT_IDENTITIES.map((p) => expandTokens(p, t));
     let strictness_ = strictness(strict ?? arg('stricthostkeychecking')?.[0]) ?? 'yes';
@@ -227,6 +228,10 @@ export class TargetResolver {
       knownHostsFile: knownHostsFile ? [expandTokens(knownHostsFile, t)] : (arg('userknownhostsfile') ?? USER_KNOWN_HOSTS).map((p) => expandTokens(p, t)),
       globalKnownHostsFiles: (arg('globalknownhostsfile') ?? GLOBAL_KNOWN_HOSTS).map((p) => expandTokens(p, t)),
       strictHostKeyChecking: strictness_,
+      revokedHostKeys:
+        revoked?.args[0] && revoked.args[0].toLowerCase() !== 'none'
+          ? { file: expandTokens(revoked.args[0], t), from: `RevokedHostKeys at ${revoked.file}:${revoked.line}` }
+          : undefined,
     };
   }
 

@@ -9,7 +9,7 @@ import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError
 import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
 import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
-import { SshConnection, type SshTarget } from '../connect/ssh.js';
+import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
@@ -137,22 +137,31 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const vipTargets = new Map<string, SshTarget>();
   // A VIP host that is a node of this run is reached as that node (rules.ts: no name is both a master and a node).
   for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
-  await checkIdentityFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values()]);
+  await checkSshFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values()]);
   return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, startedAt };
 }
 
 /**
  * ssh.identityFile of every host and bastion, as its tokens (%h, %r...) expand for it: the load
  * checked the ones without tokens; these name their file only now, still before any connection.
+ * And ssh_config's RevokedHostKeys file, which must be a list of keys k8s-ha can read: one it
+ * could not would revoke nothing.
  */
-async function checkIdentityFiles(inventoryFile: string, targets: SshTarget[]): Promise<void> {
+async function checkSshFiles(inventoryFile: string, targets: SshTarget[]): Promise<void> {
   const seen = new Set<string>();
   for (const top of targets) {
     for (let t: SshTarget | undefined = top; t; t = t.jump) {
-      if (!t.identityFile || seen.has(t.identityFile)) continue;
-      seen.add(t.identityFile);
-      const problem = await identityFileProblem(t.identityFile);
-      if (problem) throw new UsageError(`${inventoryFile}: ssh.identityFile of ${t.name}: ${problem}`, { hint: 'correct ssh.identityFile in the inventory' });
+      if (t.identityFile && !seen.has(t.identityFile)) {
+        seen.add(t.identityFile);
+        const problem = await identityFileProblem(t.identityFile);
+        if (problem) throw new UsageError(`${inventoryFile}: ssh.identityFile of ${t.name}: ${problem}`, { hint: 'correct ssh.identityFile in the inventory' });
+      }
+      const revoked = t.revokedHostKeys;
+      if (revoked && !seen.has(`revoked:${revoked.file}`)) {
+        seen.add(`revoked:${revoked.file}`);
+        const r = await readRevokedKeys(revoked);
+        if ('problem' in r) throw new UsageError(`${t.name}: ${r.problem}`, { hint: 'correct the file, or the ssh_config line that names it' });
+      }
     }
   }
 }

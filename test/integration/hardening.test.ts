@@ -192,7 +192,7 @@ describe('status: silence is unknown, never down', () => {
 });
 
 describe('StrictHostKeyChecking no', () => {
-  it('still refuses a host key marked @revoked, and names every host it accepts unchecked', async () => {
+  it('still refuses a host key marked @revoked or listed in RevokedHostKeys, and names every host it accepts unchecked', async () => {
     const node = lab().nodes[0]!;
     const known = fs.readFileSync(lab().knownHosts, 'utf8').split('\n').filter((l) => l.startsWith(`${node.address} `));
     expect(known.length).toBeGreaterThan(0);
@@ -204,6 +204,19 @@ describe('StrictHostKeyChecking no', () => {
       (x: unknown) => x as Error,
     );
     expect(e?.message).toMatch(/is marked @revoked in .*known_hosts\.revoked:1/);
+
+    // ssh_config's RevokedHostKeys, a list of public keys: refused for every host, whatever the setting.
+    const list = path.join(dir, 'revoked-keys');
+    fs.writeFileSync(list, `# retired\n${known.map((l) => l.split(' ').slice(1).join(' ')).join('\n')}\n`);
+    const listed = await SshConnection.open({
+      ...nodeTarget(node),
+      strictHostKeyChecking: 'no',
+      revokedHostKeys: { file: list, from: 'RevokedHostKeys at ~/.ssh/config:4' },
+    }).then(
+      (c) => (c.close(), undefined),
+      (x: unknown) => x as Error,
+    );
+    expect(listed?.message).toMatch(/is listed as revoked in .*revoked-keys:\d \(RevokedHostKeys at ~\/\.ssh\/config:4\)/);
 
     const empty = path.join(dir, 'known_hosts.empty');
     fs.writeFileSync(empty, '');

@@ -80,4 +80,20 @@ describe('refused at load, before any connection (exit 2)', () => {
     expect(r.stderr).toContain(`${file}:1:22: ssh.identityFile: ${path.join(dir, 'keys/none')} does not exist`);
     expect(connections).toBe(0);
   });
+
+  it("ssh_config's RevokedHostKeys naming a binary KRL: refused before any login, with the line that names it", async () => {
+    const home = path.join(dir, 'home-krl');
+    fs.mkdirSync(path.join(home, '.ssh'), { recursive: true });
+    // What `ssh-keygen -k` writes starts with this magic; k8s-ha cannot read the rest, so nothing may pass as unrevoked.
+    fs.writeFileSync(path.join(home, '.ssh', 'revoked.krl'), Buffer.concat([Buffer.from('SSHKRL\n\0', 'latin1'), Buffer.alloc(40)]));
+    fs.writeFileSync(path.join(home, '.ssh', 'config'), 'Host *\n  StrictHostKeyChecking no\n  RevokedHostKeys ~/.ssh/revoked.krl\n');
+    const file = inventory('krl.yaml', '', '{ insecureSkipVerify: true }');
+    for (const args of [['deploy', '--check', '-i', file], ['status', '-i', file]]) {
+      const r = await k8sha(args, { env: { HOME: home } });
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`${path.join(home, '.ssh', 'revoked.krl')} is a binary key revocation list (KRL), which k8s-ha does not read`);
+      expect(r.stderr).toContain(`RevokedHostKeys at ${path.join(home, '.ssh', 'config')}:3`);
+    }
+    expect(connections).toBe(0);
+  });
 });

@@ -10,6 +10,7 @@ import {
   knownHostsLine,
   preferredHostKeyTypes,
   parseKnownHosts,
+  parseRevokedKeys,
 } from '../../src/connect/known-hosts.js';
 
 function key(): { line: string; blob: Buffer } {
@@ -61,5 +62,29 @@ describe('known_hosts', () => {
     expect(fingerprint(a.blob)).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
     const entries = parseKnownHosts(`h ssh-rsa AAAA\nh ${a.line}\n`);
     expect(preferredHostKeyTypes(entries, 'h', 22)).toEqual(['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa', 'ssh-ed25519']);
+  });
+});
+
+describe("ssh_config's RevokedHostKeys file", () => {
+  const a = key();
+  const b = key();
+
+  it('revokes every listed key for every host, whatever known_hosts says of it', () => {
+    const listed = parseRevokedKeys(Buffer.from(`# retired hosts\n${a.line} old-node\n\n`), '/etc/ssh/revoked');
+    if (!('entries' in listed)) throw new Error(listed.problem);
+    const known = parseKnownHosts(`10.0.0.1 ${a.line}\n10.0.0.2 ${b.line}\n`);
+    const all = [...known, ...listed.entries];
+    expect(checkHostKey(all, '10.0.0.1', 22, a.blob)).toMatchObject({ status: 'revoked', entry: { file: '/etc/ssh/revoked', line: 2, revokedList: true } });
+    expect(checkHostKey(all, 'elsewhere', 2222, a.blob).status).toBe('revoked');
+    expect(checkHostKey(all, '10.0.0.2', 22, b.blob).status).toBe('match');
+  });
+
+  it('refuses a line that is not a key, naming it, and a binary KRL, saying how to list its keys', () => {
+    expect(parseRevokedKeys(Buffer.from(`${a.line}\nssh-ed25519 AAAA-not-base64\n`), '/r')).toEqual({ problem: expect.stringMatching(/^\/r:2 is not a public key/) });
+    // A type that is not the blob's own: a hand-edited line.
+    expect(parseRevokedKeys(Buffer.from(`ssh-rsa ${a.line.split(' ')[1]}\n`), '/r')).toEqual({ problem: expect.stringMatching(/^\/r:1 is not a public key/) });
+    const krl = Buffer.concat([Buffer.from('SSHKRL\n\0', 'latin1'), Buffer.alloc(32)]);
+    expect(parseRevokedKeys(krl, '/r.krl')).toEqual({ problem: expect.stringMatching(/^\/r\.krl is a binary key revocation list \(KRL\).*one public key a line/) });
+    expect(parseRevokedKeys(Buffer.from(''), '/empty')).toEqual({ entries: [] });
   });
 });

@@ -42,6 +42,13 @@ describe('ssh_config, read the way OpenSSH reads it', () => {
     expect(patternListMatches(['192.0.2.*'], ['node-1', '192.0.2.21'])).toBe(true);
   });
 
+  it("takes RevokedHostKeys with its tokens expanded, naming the line it came from; none is no file", () => {
+    const inv = inventory('{}');
+    const t = resolver(inv, { [USER]: 'Host node-*\n  RevokedHostKeys ~/.ssh/revoked-%n\n' }).resolve(inv.nodes[0]!).target;
+    expect(t.revokedHostKeys).toEqual({ file: '/home/op/.ssh/revoked-node-1', from: `RevokedHostKeys at ${USER}:2` });
+    expect(resolver(inv, { [USER]: 'RevokedHostKeys none\n' }).resolve(inv.nodes[0]!).target.revokedHostKeys).toBeUndefined();
+  });
+
   it('keeps the first value obtained: a later Host * does not override the node block, an earlier one does', () => {
     const tree = {
       [USER]: 'Host node-1\n  User admin\n  Port 2201\nHost *\n  User nobody\n  Port 22\n  ConnectTimeout 3\n',
