@@ -84,6 +84,12 @@ export interface KubeconfigFacts {
   mode: string;
   /** A *.k8s-ha-orig beside it: the copy earlier versions kept for good (with its client key). */
   legacyBackup?: boolean;
+  /**
+   * A run's backup (*.k8s-ha-prev.RUN) or staged copy (*.k8s-ha-new.RUN.*) beside the file, found
+   * while this run holds the node's lock: a run that was killed between its rewrite and its cleanup
+   * (SIGKILL, a reboot) left it, with a copy of the client key.
+   */
+  leftovers?: string[];
 }
 
 export interface FactRequest {
@@ -287,6 +293,8 @@ function kubeconfigFactLine(path: string, i: number): string {
   return (
     `echo "@@kubeconfig ${i}"; if [ -f ${p} ]; then stat -c 'mode=%a' ${p}; ` +
     `if [ -e ${quote(path + LEGACY_SUFFIX)} ] || [ -h ${quote(path + LEGACY_SUFFIX)} ]; then echo legacy-backup=yes; fi; ` +
+    // Runs name their copies after the file a symlinked kubeconfig resolves to (kubeconfig.ts).
+    `if kc_real=$(readlink -f -- ${p}); then for kc_x in "$kc_real".k8s-ha-prev.* "$kc_real".k8s-ha-new.*; do if [ -e "$kc_x" ] || [ -h "$kc_x" ]; then printf 'leftover=%s\\n' "$kc_x"; fi; done; fi; ` +
     `sed -n -e 's/^[[:space:]]*server:[[:space:]]*/server=/p' -e 's/^[[:space:]]*tls-server-name:[[:space:]]*/tls-server-name=/p' ${p}; ` +
     `else echo missing; fi`
   );
@@ -309,6 +317,7 @@ export function parseKubeconfigFacts(lines: string[]): KubeconfigFacts | null {
     const value = l.slice(i + 1);
     if (key === 'mode') out.mode = value;
     else if (key === 'legacy-backup') out.legacyBackup = true;
+    else if (key === 'leftover') out.leftovers = [...(out.leftovers ?? []), value];
     else if (key === 'server') out.servers.push(scalar(value));
     else if (key === 'tls-server-name') out.tlsServerNames.push(scalar(value));
   }

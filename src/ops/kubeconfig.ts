@@ -97,8 +97,13 @@ export function planRepoint(kubeconfigs: Kubeconfig[], listen: string, facts: Ho
       why.push(`tls-server-name ${now ?? '(none)'} -> ${serverName}`);
     }
     if (!why.length) {
-      // Pointed already (by an earlier version, which kept a copy for good): that copy of the key goes.
-      if (kc.legacyBackup) out.push({ path: k.path, from: to, to, why: `remove ${k.path}${LEGACY_SUFFIX}, the copy an earlier version kept`, forgetOnly: true });
+      // Pointed already, with copies of the key beside it: an earlier version's, kept for good, or
+      // those of a run killed before its cleanup. They go; the file and its service are left alone.
+      const copies = [
+        ...(kc.legacyBackup ? [`${k.path}${LEGACY_SUFFIX}, the copy an earlier version kept`] : []),
+        ...(kc.leftovers?.length ? [`${kc.leftovers.join(', ')}, left by an interrupted run`] : []),
+      ];
+      if (copies.length) out.push({ path: k.path, from: to, to, why: `remove ${copies.join('; ')}`, forgetOnly: true });
       continue;
     }
     const unit = k.service ? `${k.service}.service` : undefined;
@@ -168,10 +173,18 @@ const RESTORE_FUNCTION = `restore_file() {
   if [ "${backupName('$1')}" -ef "$1" ]; then rm -f -- "${backupName('$1')}"; else mv -f -- "${backupName('$1')}" "$1"; fi
 }`;
 
-/** forget_file KEPT PATH, once verified: this run's backup and any left by earlier versions go; no copy of the key stays. */
+/**
+ * forget_file KEPT PATH, once verified: this run's backup goes, and every copy of the key left beside
+ * the file by earlier versions or by runs killed before their cleanup (this run holds the node's
+ * lock, so no other run is using them); no copy of the key stays.
+ */
 const FORGET_FUNCTION = `forget_file() {
   if [ -n "$1" ]; then rm -f -- "${backupName('$1')}"; fi
   rm -f -- "$2${LEGACY_SUFFIX}"
+  real=$(readlink -f -- "$2") || return 0
+  for x in "${backupName('$real', '')}"* "${stagedName('$real', '')}"*; do
+    if [ -e "$x" ] || [ -h "$x" ]; then rm -f -- "$x"; fi
+  done
 }`;
 
 /*

@@ -121,6 +121,20 @@ describe('kubeconfig facts', () => {
     expect(await read()).toMatchObject({ legacyBackup: true, mode: '600' });
   });
 
+  it("names the copies a killed run left beside it (its backup, its staged file), under the name the link resolves to", async () => {
+    const dir = tmp();
+    const real = path.join(dir, 'kubelet.real');
+    const file = path.join(dir, 'kubelet.kubeconfig');
+    fs.writeFileSync(real, KUBECONFIG, { mode: 0o600 });
+    fs.symlinkSync(real, file);
+    const req: FactRequest = { files: [], dirs: [], units: [], guards: [], kubeconfigs: [file] };
+    const read = async () => parseFacts(req, (await run('sh', ['-c', factScript(req)])).stdout).kubeconfigs![file];
+    expect((await read())!.leftovers).toBeUndefined();
+    fs.linkSync(real, `${real}.k8s-ha-prev.20261201T010203-abcdef`);
+    fs.writeFileSync(`${real}.k8s-ha-new.20261201T010203-abcdef.Q1w2E3`, REWRITTEN);
+    expect((await read())!.leftovers).toEqual([`${real}.k8s-ha-prev.20261201T010203-abcdef`, `${real}.k8s-ha-new.20261201T010203-abcdef.Q1w2E3`]);
+  });
+
   it('parses the section with plain data', () => {
     expect(parseKubeconfigFacts(['mode=600', 'server=https://[::1]:8443', "tls-server-name='kubernetes'"])).toEqual({
       servers: ['https://[::1]:8443'],
@@ -396,6 +410,23 @@ describe('the repoint script', () => {
     expect(script).not.toContain('systemctl restart');
     expect(script).not.toMatch(/^rewrite_kubeconfig /m);
     const r = await run('/bin/sh', ['-c', script]);
+    expect(r.stdout).toBe('@@repointed\n');
+    expect(fs.readdirSync(dir)).toEqual(['kubelet.kubeconfig']);
+    expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
+  });
+
+  it('removes the copies a killed run left beside a kubeconfig already pointed, and says why in the plan', async () => {
+    const dir = tmp();
+    const file = path.join(dir, 'kubelet.kubeconfig');
+    fs.writeFileSync(file, REWRITTEN, { mode: 0o600 });
+    const prev = `${file}.k8s-ha-prev.20261201T010203-abcdef`;
+    const staged = `${file}.k8s-ha-new.20261201T010203-abcdef.Q1w2E3`;
+    fs.writeFileSync(prev, KUBECONFIG, { mode: 0o600 });
+    fs.writeFileSync(staged, REWRITTEN, { mode: 0o600 });
+    const kc = { servers: ['https://127.0.0.1:8443'], tlsServerNames: [], mode: '600', leftovers: [prev, staged] };
+    const plan = planRepoint([{ path: file, service: 'kubelet' }], '127.0.0.1:8443', { ...facts(null), kubeconfigs: { [file]: kc } });
+    expect(plan).toEqual([{ path: file, from: 'https://127.0.0.1:8443', to: 'https://127.0.0.1:8443', why: `remove ${prev}, ${staged}, left by an interrupted run`, forgetOnly: true }]);
+    const r = await run('/bin/sh', ['-c', repointScript(plan, { listen: '127.0.0.1:8443', runId: RUN })]);
     expect(r.stdout).toBe('@@repointed\n');
     expect(fs.readdirSync(dir)).toEqual(['kubelet.kubeconfig']);
     expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
