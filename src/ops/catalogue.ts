@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { command } from './command.js';
 import { directory, file, systemdUnit, template } from './files.js';
 import { packages } from './packages.js';
-import { addressPort, service } from './service.js';
+import { addressPort, service, unitName } from './service.js';
 import type { Operation } from './types.js';
 
 /** Build nginx on the controller or a node (see build/nginx.ts); its output is `artifact:nginx`. */
@@ -20,9 +20,13 @@ export type BuildStepType = keyof typeof BUILD_STEPS;
 
 /** Prove the balancer works: the unit is active (running) and an apiserver answers through the local port. */
 export const verifyArgs = z.strictObject({
-  unit: z.string().min(1),
+  unit: unitName,
   listen: addressPort,
-  path: z.string().startsWith('/').default('/readyz'),
+  /** Sent as the request line's path: RFC 3986 characters only, so nothing can end the line or add a header. */
+  path: z
+    .string()
+    .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@/%?-]*$/, 'must be an HTTP path such as /readyz (no spaces or control characters)')
+    .default('/readyz'),
   /**
    * The balancer's own health endpoint (kube-lb's admin port): it must answer 200 too, which
    * proves its active checks pass. Without it a balancer whose checks all fail would still be
@@ -30,7 +34,7 @@ export const verifyArgs = z.strictObject({
    */
   healthz: addressPort.optional(),
   /** Other units that must be active (running) too (the VIP hosts' keepalived beside haproxy). */
-  also: z.array(z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a unit name like keepalived')).optional(),
+  also: z.array(unitName).optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {

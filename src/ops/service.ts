@@ -14,7 +14,11 @@ import { nodePath } from '../inventory/schema.js';
 /** A playbook's ADDRESS:PORT argument. */
 export const addressPort = z.string().refine((v) => parseHostPort(v) !== undefined, 'must be ADDRESS:PORT');
 
-const unitName = z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a unit name like kube-nginx');
+/** A systemd unit's name as playbooks give it: what systemd allows, never starting with `-` (an option to systemctl). */
+export const unitName = z
+  .string()
+  .max(256)
+  .regex(/^[A-Za-z0-9@._:\\][A-Za-z0-9@._:\\-]*$/, 'must be a unit name like kube-nginx (letters, digits, @ . _ : \\ -, not starting with -)');
 
 const replacesArgs = z.strictObject({
   unit: unitName,

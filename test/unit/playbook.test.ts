@@ -104,6 +104,17 @@ describe('playbook values that reach a shell', () => {
     expect(errors('name: x\nsteps:\n  - name: d\n    directory: { path: /srv/../etc }\n')[0]).toMatch(/steps\[0\]\.directory\.path: must not hold a "\.\." segment/);
   });
 
+  it("verify's unit, its other units and its HTTP path are held to their rules at load", () => {
+    const verify = (args: string) => errors(`name: x\nsteps:\n  - name: v\n    verify: { listen: "127.0.0.1:8443", ${args} }\n`);
+    expect(verify('unit: kube-nginx, also: [keepalived], path: /readyz?verbose')).toEqual([]);
+    expect(verify('unit: "kube-nginx; reboot"')[0]).toMatch(/^pb\.yaml:4:\d+: steps\[0\]\.verify\.unit: must be a unit name like kube-nginx/);
+    // An option to systemctl, not a unit.
+    expect(verify('unit: "-H", also: [ok]')[0]).toMatch(/steps\[0\]\.verify\.unit: must be a unit name/);
+    expect(verify('unit: x, also: ["$(id)"]')[0]).toMatch(/steps\[0\]\.verify\.also\[0\]: must be a unit name/);
+    // Nothing that could end the request line or add a header.
+    expect(verify('unit: x, path: "/readyz HTTP/1.1\\r\\nX-Evil: 1"')[0]).toMatch(/steps\[0\]\.verify\.path: must be an HTTP path such as \/readyz/);
+  });
+
   it('{{ }} in a shell command (run, unless, validate) is one quoted word, whatever the value', async () => {
     const hostile = `x'; touch X; echo "$(touch Y)`;
     const vars = { node: { name: hostile }, lb: { prefix: '/opt/k8s/kube-nginx' } };
