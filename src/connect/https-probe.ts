@@ -7,10 +7,38 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
+import type { IncomingMessage } from 'node:http';
 
 
 /** The most of a probe's answer kept: a status and a short body are all a probe needs. */
 export const MAX_BODY_BYTES = 64 * 1024;
+
+/**
+ * An answer's body, at most MAX_BODY_BYTES of it: /readyz answers in a few hundred bytes, so at the
+ * cap reading stops (stop() ends the request) and what came is the body. Calls back once.
+ */
+export function readCapped(res: IncomingMessage, stop: () => void, then: (e: Error | null, body?: string) => void): void {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let called = false;
+  const finish = (e: Error | null) => {
+    if (called) return;
+    called = true;
+    if (e) then(e);
+    else then(null, Buffer.concat(chunks).toString());
+  };
+  res.on('data', (c: Buffer) => {
+    if (bytes >= MAX_BODY_BYTES) return;
+    chunks.push(c.subarray(0, MAX_BODY_BYTES - bytes));
+    bytes += c.length;
+    if (bytes >= MAX_BODY_BYTES) {
+      stop();
+      finish(null);
+    }
+  });
+  res.on('end', () => finish(null));
+  res.on('error', (e) => finish(e));
+}
 export interface HttpsProbeOptions {
   path: string;
   /** PEM of the CA that must have signed the server's certificate. */
@@ -113,21 +141,8 @@ export function httpsGet(
           headers: { host: net.isIPv6(opts.servername) ? `[${opts.servername}]` : opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          let bytes = 0;
           const { fingerprint, peer } = id;
-          // /readyz answers in a few hundred bytes: keep at most MAX_BODY_BYTES of whatever answers, and stop reading there.
-          res.on('data', (c: Buffer) => {
-            if (bytes >= MAX_BODY_BYTES) return;
-            chunks.push(c.subarray(0, MAX_BODY_BYTES - bytes));
-            bytes += c.length;
-            if (bytes >= MAX_BODY_BYTES) {
-              req?.destroy();
-              done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint });
-            }
-          });
-          res.on('end', () => done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint }));
-          res.on('error', (e) => done(e));
+          readCapped(res, () => req?.destroy(), (e, body) => (e ? done(e) : done(null, { status: res.statusCode ?? 0, body: body!, peer, fingerprint })));
         },
       );
       // Dialled by https itself: the identity is read at its handshake too.

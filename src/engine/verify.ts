@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
-import { httpsGet, MAX_BODY_BYTES } from '../connect/https-probe.js';
+import { httpsGet, readCapped } from '../connect/https-probe.js';
 import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
@@ -65,16 +65,7 @@ export async function httpGetOnHost(conn: SshConnection, where: string, path: st
     if (!timer) socket.destroy();
     return await new Promise<{ status: number; body: string }>((resolve) => {
       const req = http.request({ createConnection: () => socket as never, path, headers: { host, connection: 'close' } }, (res) => {
-        let body = '';
-        res.on('data', (b: Buffer) => {
-          body += b.toString();
-          if (body.length > MAX_BODY_BYTES) {
-            req.destroy();
-            resolve({ status: res.statusCode ?? 0, body: body.slice(0, MAX_BODY_BYTES).trim() });
-          }
-        });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: body.trim() }));
-        res.on('error', (e) => resolve({ status: 0, body: e.message }));
+        readCapped(res, () => req.destroy(), (e, body) => resolve(e ? { status: 0, body: e.message } : { status: res.statusCode ?? 0, body: body!.trim() }));
       });
       req.on('error', (e) => resolve({ status: 0, body: e.message }));
       req.end();

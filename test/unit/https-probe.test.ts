@@ -44,3 +44,32 @@ describe('httpsGet: who answered', () => {
     expect(sessions.get(a)?.peer).toBe('apiserver-a');
   });
 });
+
+describe('httpsGet: a bounded answer', () => {
+  it('keeps 64 KiB of an endless body and ends the connection there, rather than read on', async () => {
+    const leaf = await issueCertificate(ca, { commonName: 'flood', dnsNames: ['kubernetes'], ipAddresses: ['127.0.0.1'], usage: 'server' });
+    let sent = 0;
+    let closed!: () => void;
+    const gone = new Promise<void>((r) => (closed = r));
+    // An apiserver, or something in its place, that answers /readyz with a body that never ends.
+    const s = https.createServer({ cert: leaf.cert, key: leaf.key }, (_req, res) => {
+      res.writeHead(200);
+      const chunk = Buffer.alloc(16 * 1024, 'x');
+      const pump = () => {
+        while (!res.destroyed && res.write(chunk)) sent += chunk.length;
+        if (!res.destroyed) res.once('drain', pump);
+      };
+      res.on('close', closed);
+      pump();
+    });
+    servers.push(s);
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    const port = (s.address() as AddressInfo).port;
+    const r = await httpsGet({ address: '127.0.0.1', port }, { path: '/readyz', ca: ca.cert, servername: 'kubernetes' });
+    expect(r.status).toBe(200);
+    expect(r.body.length).toBe(64 * 1024);
+    // The server sees the connection end: the probe stopped reading, it did not drain the flood.
+    await gone;
+    expect(sent).toBeLessThan(16 * 1024 * 1024);
+  });
+});
