@@ -294,7 +294,7 @@ describe('the repoint script', () => {
 
   /**
    * Runs the whole script with stand-ins for systemctl and ss on PATH; the unit's cgroup is a temp
-   * dir. `file` (default: a fresh kubelet.kubeconfig holding KUBECONFIG) is what the kubeconfig
+   * dir, reached as /sys/fs/cgroup/../../..DIR (every Linux this runs on has /sys/fs/cgroup). `file` (default: a fresh kubelet.kubeconfig holding KUBECONFIG) is what the kubeconfig
    * entry names; `prepare` plants whatever else the test needs beside it first.
    */
   async function runWithFakes(opts: { subState: string; ssPid: string; runId?: string; dir?: string; file?: string; prepare?: (dir: string, file: string) => void }) {
@@ -323,9 +323,8 @@ describe('the repoint script', () => {
 
   /** What lies beside the kubeconfig, the fakes' own files aside. */
   const beside = (dir: string) => fs.readdirSync(dir).filter((f) => !['bin', 'cg', 'systemctl.log'].includes(f)).sort();
-  const noCgroups = !fs.existsSync('/sys/fs/cgroup');
 
-  it.skipIf(noCgroups)('succeeds once the restarted unit runs and one of its processes is connected to the balancer; no copy of the file stays, nor an earlier version\'s', async () => {
+  it('succeeds once the restarted unit runs and one of its processes is connected to the balancer; no copy of the file stays, nor an earlier version\'s', async () => {
     const { r, dir, file, calls } = await runWithFakes({ subState: 'running', ssPid: '4242', prepare: (_, f) => fs.writeFileSync(f + LEGACY_SUFFIX, KUBECONFIG, { mode: 0o600 }) });
     expect(r.stdout).toBe('@@repointed\n');
     expect(parseRepointOutput(r.stdout)).toEqual({ ok: true });
@@ -335,7 +334,7 @@ describe('the repoint script', () => {
     expect(beside(dir)).toEqual(['kubelet.kubeconfig']);
   });
 
-  it.skipIf(noCgroups)('puts back the file it replaced and restarts again when the unit never connects', async () => {
+  it('puts back the file it replaced and restarts again when the unit never connects', async () => {
     const { r, dir, file, calls } = await runWithFakes({ subState: 'running', ssPid: '999' });
     expect(parseRepointOutput(r.stdout)).toEqual({ ok: false, failure: 'kubelet: no established connection to 127.0.0.1:8443 after 1s', restored: true });
     expect(r.code).toBe(1);
@@ -345,7 +344,7 @@ describe('the repoint script', () => {
     expect(beside(dir)).toEqual(['kubelet.kubeconfig']);
   });
 
-  it.skipIf(noCgroups)('a failed run restores the file it replaced, not one an earlier run replaced', async () => {
+  it('a failed run restores the file it replaced, not one an earlier run replaced', async () => {
     const a = await runWithFakes({ subState: 'running', ssPid: '4242', runId: '20270101T000000-aaaaaa' });
     expect(a.r.stdout).toBe('@@repointed\n');
     // The operator's newer file: a new client certificate, the server pointed elsewhere again, mode 640.
@@ -362,7 +361,7 @@ describe('the repoint script', () => {
     expect(beside(a.dir)).toEqual(['kubelet.kubeconfig']);
   });
 
-  it.skipIf(noCgroups)('follows no symlink planted at the old fixed staging name, nor at this run\'s backup name', async () => {
+  it('follows no symlink planted at the old fixed staging name, nor at this run\'s backup name', async () => {
     const victim = path.join(tmp(), 'victim');
     fs.writeFileSync(victim, 'not yours\n');
     // The name earlier versions staged through: written with `>`, it would have overwritten the victim.
@@ -383,7 +382,7 @@ describe('the repoint script', () => {
     expect(beside(taken.dir)).toEqual(['kubelet.kubeconfig', `kubelet.kubeconfig.k8s-ha-prev.${RUN}`]);
   });
 
-  it.skipIf(noCgroups)('rewrites the target of a symlinked kubeconfig (the link stays), and puts that target back on failure', async () => {
+  it('rewrites the target of a symlinked kubeconfig (the link stays), and puts that target back on failure', async () => {
     const real = path.join(tmp(), 'kubelet.real');
     fs.writeFileSync(real, KUBECONFIG, { mode: 0o600 });
     const prepare = (_: string, f: string) => {
@@ -432,7 +431,7 @@ describe('the repoint script', () => {
     expect(fs.readFileSync(file, 'utf8')).toBe(REWRITTEN);
   });
 
-  it.skipIf(noCgroups)('fails when the unit is not running', async () => {
+  it('fails when the unit is not running', async () => {
     const { r } = await runWithFakes({ subState: 'auto-restart', ssPid: '4242' });
     expect(parseRepointOutput(r.stdout)).toMatchObject({ ok: false, failure: 'kubelet: not active and running after 1s (ActiveState=active SubState=auto-restart )', restored: true });
   });
