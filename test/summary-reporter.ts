@@ -1,4 +1,8 @@
-/** Ends every run with one plain line, `N passed, N failed, N skipped`, for CI logs. */
+/**
+ * Ends every run with the integration files by the time each took, slowest first (the suite has a
+ * time budget, and this is where it goes), then one plain line, `N passed, N failed, N skipped`,
+ * for CI logs.
+ */
 import type { Reporter, TestModule } from 'vitest/node';
 
 export default class SummaryReporter implements Reporter {
@@ -13,6 +17,15 @@ export default class SummaryReporter implements Reporter {
         else if (state === 'failed') failed++;
         else skipped++;
       }
+    }
+    const files = modules
+      .filter((m) => m.project.name === 'integration')
+      .map((m) => ({ file: m.relativeModuleId, s: m.diagnostic().duration / 1000 }))
+      .sort((a, b) => b.s - a.s);
+    if (files.length) {
+      const total = files.reduce((sum, f) => sum + f.s, 0);
+      process.stdout.write(`\nintegration files, ${total.toFixed(0)} s in all (tests and hooks; the shared lab's start is not in any):\n`);
+      for (const f of files) process.stdout.write(`  ${f.s.toFixed(1).padStart(7)} s  ${f.file}\n`);
     }
     process.stdout.write(`\n${passed} passed, ${failed} failed, ${skipped} skipped\n`);
   }
