@@ -194,6 +194,7 @@ try {
           watchOn,
           victim,
           newHolder: after,
+          laterHolder: later,
           movedBack: later !== after,
           ...seen,
           failedDuringUndo: duringUndo.failed,
