@@ -1,5 +1,5 @@
 // What the benchmark scripts share: run the real CLI and time it, and print a table.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 
 export const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
@@ -14,6 +14,22 @@ export function cli(args, { json = false } = {}) {
     throw new Error(`k8s-ha ${args.join(' ')} exited ${r.status}`);
   }
   return { wallMs, out: json ? JSON.parse(r.stdout) : r.stdout };
+}
+
+/**
+ * `k8s-ha ARGS` without blocking: a bench that reads a client's output (or sends requests) while a fault
+ * is applied must not stall, or everything of that time would be stamped when the call returns.
+ * Resolves with stdout and the exit code; rejects on an exit other than 0 or `ok`'s codes.
+ */
+export function cliAsync(args, { ok = [0] } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [bin, ...args], { env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('close', (code) => (ok.includes(code) ? resolve({ code, out }) : reject(new Error(`k8s-ha ${args.join(' ')} exited ${code}:\n${out}${err}`))));
+  });
 }
 
 /** Best effort, never throws: for cleanup in `finally`. */
