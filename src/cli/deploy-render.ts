@@ -8,6 +8,7 @@ import { UNSETTLED, type HostPhase } from '../engine/host.js';
 import type { DeployEvent, DeployReport, HostReport, Phase } from '../engine/run.js';
 import type { HostResult } from '../engine/results.js';
 import { displayPath } from '../util/paths.js';
+import { nextDeployDoes } from '../engine/scripts.js';
 import { shellCommand } from '../util/quote.js';
 import { table } from './ui.js';
 import { vipLabel, type VipReport } from '../engine/vip.js';
@@ -317,7 +318,7 @@ export function renderCheck(report: DeployReport, withDiff: boolean): string {
   if (r.build) out.push(colour.dim(`build: ${r.build}`));
   let pending = 0;
   for (const [name, h] of Object.entries(r.hosts)) {
-    if (h.unfinished) out.push(colour.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): the next deploy verifies it first and restores the previous files if that fails`));
+    if (h.unfinished) out.push(colour.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): ${nextDeployDoes(h.unfinished.state)}`));
     if (!h.check) {
       out.push(`${colour.red(name)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
       continue;

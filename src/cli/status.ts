@@ -5,6 +5,7 @@ import { ExitCode } from '../errors.js';
 import type { ClusterStatus, NodeStatus } from '../engine/status.js';
 import { positive } from './flags.js';
 import { table } from './ui.js';
+import { nextDeployDoes } from '../engine/scripts.js';
 import type { VipStatus } from '../engine/vip-status.js';
 import { formatHostPort } from '../util/hostport.js';
 import { printable, printableDeep } from '../util/printable.js';
@@ -97,7 +98,7 @@ export function renderStatus(status: ClusterStatus): string {
   lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));
   for (const n of s.nodes.filter((x) => x.lockedBy)) lines.push(colour.yellow(`${n.name}: a k8s-ha run is working on it: locked by ${n.lockedBy}`));
   for (const n of s.nodes.filter((x) => x.unfinished && !x.lockedBy)) {
-    lines.push(colour.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): the next deploy verifies its change first and restores the previous files if that fails`));
+    lines.push(colour.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): ${nextDeployDoes(n.unfinished!.state)}`));
   }
   for (const n of s.nodes.filter((x) => x.reachable && x.health !== 'healthy')) {
     const line = `${n.name}: ${n.health === 'unknown' ? 'unknown: ' : ''}${n.service}${n.local?.errors.length ? `; through the local port: ${n.local.errors[0]}` : ''}`;

@@ -40,6 +40,16 @@ export interface Journal extends JournalRecord {
   state: JournalState;
 }
 
+/**
+ * What the next deploy does about an unfinished run's journal in this state (the recovery in
+ * host.ts), as status and --check say it before anyone acts on it.
+ */
+export function nextDeployDoes(state: JournalState): string {
+  if (state === 'staging') return 'no live file had moved: the next deploy removes its staged files and closes it';
+  if (state === 'verified') return 'its change was verified: the next deploy keeps it, closes it and removes its backups';
+  return 'the next deploy verifies its change first and restores the previous files if that fails';
+}
+
 export interface ApplyScriptOptions {
   runId: string;
   by: string;

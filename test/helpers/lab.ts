@@ -73,6 +73,17 @@ export async function withNodeOfLab<T>(dir: string, node: { name: string; addres
   }
 }
 
+/** Polls until the node's systemd says running over SSH (a booting host: sshd refuses, then systemd starts units). */
+export async function untilBooted(node: { name: string; address: string }, limitMs = 60_000): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const state = await withNode(node, (c) => c.exec('systemctl is-system-running --wait')).then((r) => r.stdout.trim(), () => 'no ssh');
+    if (state === 'running' || state === 'degraded') return;
+    if (Date.now() - t0 > limitMs) throw new Error(`${node.name} did not boot within ${limitMs / 1000} s (${state})`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 let scratch: string | undefined;
 
 /** A folder for a test run's own files (inventory variants, caches): never the lab's folder, which lab down owns. */

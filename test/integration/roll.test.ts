@@ -8,23 +8,12 @@ import { describe, expect, it } from 'vitest';
 import { run } from '../../src/util/exec.js';
 import { BIN, k8sha, ROOT } from '../helpers/cli.js';
 import { deployJson, inventoryVariant, serviceState } from '../helpers/deploy.js';
-import { lab, withNode } from '../helpers/lab.js';
+import { lab, untilBooted, withNode } from '../helpers/lab.js';
 import { NodeLoad, withLoad } from '../helpers/load.js';
 
 const pick = (names: string[]) => (inv: Record<string, any>) => {
   inv.masters = inv.masters.filter((m: { name: string }) => names.includes(m.name));
 };
-
-/** Polls until the node's systemd says running over SSH (a booting host: sshd refuses, then systemd starts units). */
-async function untilBooted(node: { name: string; address: string }, limitMs = 60_000): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    const state = await withNode(node, (c) => c.exec('systemctl is-system-running --wait')).then((r) => r.stdout.trim(), () => 'no ssh');
-    if (state === 'running' || state === 'degraded') return;
-    if (Date.now() - t0 > limitMs) throw new Error(`${node.name} did not boot within ${limitMs / 1000} s (${state})`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 async function container(service: string): Promise<string> {
   const r = await run('docker', ['ps', '-aq', '--filter', `label=io.k8s-ha.lab.dir=${lab().dir}`, '--filter', `name=-${service}$`]);

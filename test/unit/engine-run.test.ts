@@ -160,7 +160,7 @@ describe('recap and check views', () => {
     });
     const text = renderCheck(r, false);
     expect(text).toContain('node-1: up to date (binary: unknown: nginx not built yet (--check builds nothing))');
-    expect(text).toContain('node-2: an unfinished run R1 (alice@ctl (pid 1), committed): the next deploy verifies it first');
+    expect(text).toContain('node-2: an unfinished run R1 (alice@ctl (pid 1), committed): the next deploy verifies its change first');
     expect(text).toContain('node-2 (nginx): would reload kube-nginx');
     expect(exitCodeOf(r)).toBe(5);
     expect(exitCodeOf({ ...r, hosts: { 'node-1': r.hosts['node-1']! } })).toBe(0);
@@ -235,5 +235,31 @@ describe('status view', () => {
     expect(text).toContain('node-1: a k8s-ha run is working on it: locked by bob@ctl (pid 9) since t, run R2');
     expect(text).toContain('node-2: run R1 (alice@ctl (pid 1)) did not finish (committed): the next deploy verifies its change first');
     expect(text).toContain('2/2 nodes healthy');
+  });
+
+  it('says what the next deploy does about an unfinished run, by its journal state (the README table)', async () => {
+    const { renderStatus } = await import('../../src/cli/status.js');
+    const said = (state: 'staging' | 'committing' | 'committed' | 'verified') => {
+      const unfinished = { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state };
+      const status = renderStatus({
+        nodes: [{ name: 'node-2', address: '192.0.2.1', reachable: true, impl: 'nginx', wanted: 'nginx', service: 'active (running)', drift: { config: 'ok' }, listening: true, masters: [], healthy: true, health: 'healthy', unfinished }],
+        healthy: 1,
+        down: 0,
+        unknown: 0,
+        probes: { limit: 32, perTarget: 12, peak: 1, peakPerTarget: 1, started: 1, retried: 0 },
+        phases: { connectMs: 1, factsMs: 1, probesMs: 1 },
+        drifted: 0,
+        masters: {},
+        warnings: [],
+        durationMs: 1,
+      } as never);
+      const check = renderCheck(report({ check: true, hosts: { 'node-2': host({ unfinished, check: { service: 'nothing', changes: [] } }) } }), false);
+      return [/node-2: run R1 \(alice@ctl \(pid 1\)\) did not finish \(\w+\): (.*)/.exec(status)?.[1], /node-2: an unfinished run R1 \(alice@ctl \(pid 1\), \w+\): (.*)/.exec(check)?.[1]];
+    };
+    const both = (line: string) => [line, line];
+    expect(said('staging')).toEqual(both('no live file had moved: the next deploy removes its staged files and closes it'));
+    expect(said('committing')).toEqual(both('the next deploy verifies its change first and restores the previous files if that fails'));
+    expect(said('committed')).toEqual(both('the next deploy verifies its change first and restores the previous files if that fails'));
+    expect(said('verified')).toEqual(both('its change was verified: the next deploy keeps it, closes it and removes its backups'));
   });
 });
