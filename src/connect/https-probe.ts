@@ -11,6 +11,7 @@ import type { Duplex } from 'node:stream';
 
 /** The most of a probe's answer kept: a status and a short body are all a probe needs. */
 export const MAX_BODY_BYTES = 64 * 1024;
+
 export interface HttpsProbeOptions {
   path: string;
   /** PEM of the CA that must have signed the server's certificate. */
@@ -33,6 +34,12 @@ export interface HttpsProbeOptions {
 export class ProbeTimeout extends Error {
   readonly timedOut = true;
 }
+
+/**
+ * The answer went past MAX_BODY_BYTES: reading stopped there. A definite answer, and not a health
+ * endpoint's (an apiserver's /readyz is a few hundred bytes), so whatever its status it proves nothing.
+ */
+export class ProbeOversized extends Error {}
 
 export interface HttpsProbeResult {
   status: number;
@@ -116,14 +123,15 @@ export function httpsGet(
           const chunks: Buffer[] = [];
           let bytes = 0;
           const { fingerprint, peer } = id;
-          // /readyz answers in a few hundred bytes: keep at most MAX_BODY_BYTES of whatever answers, and stop reading there.
+          // /readyz answers in a few hundred bytes: read at most MAX_BODY_BYTES of whatever answers, then hang up.
           res.on('data', (c: Buffer) => {
-            if (bytes >= MAX_BODY_BYTES) return;
-            chunks.push(c.subarray(0, MAX_BODY_BYTES - bytes));
+            if (settled) return;
+            chunks.push(c);
             bytes += c.length;
-            if (bytes >= MAX_BODY_BYTES) {
+            if (bytes > MAX_BODY_BYTES) {
               req?.destroy();
-              done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint });
+              const from = peer ? ` from ${peer}` : '';
+              done(new ProbeOversized(`GET ${opts.path} answered HTTP ${res.statusCode ?? 0}${from} with more than ${MAX_BODY_BYTES / 1024} KiB: not a health answer, stopped reading there`));
             }
           });
           res.on('end', () => done(null, { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString(), peer, fingerprint }));

@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
-import { httpsGet, MAX_BODY_BYTES } from '../connect/https-probe.js';
+import { httpsGet, MAX_BODY_BYTES, ProbeOversized } from '../connect/https-probe.js';
 import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
@@ -164,6 +164,8 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
       }
       passed = `GET ${args.path} through ${args.listen}: 200 from ${r.peer ?? 'an apiserver'} (${trustOf(inv)})`;
     } catch (e) {
+      // An answer, just not a health answer: nothing to ask a master about.
+      if (e instanceof ProbeOversized) return { ok: false, summary: `GET ${args.path} through ${args.listen}: ${e.message}` };
       // A balancer whose checks mark every master down closes the connection: ask a master why.
       const why = await directRefusal(conn, inv, timeoutMs);
       return { ok: false, summary: `no apiserver answered GET ${args.path} through ${args.listen}: ${(e as Error).message.split('\n')[0]}${why ? `; ${why}` : ''}` };
