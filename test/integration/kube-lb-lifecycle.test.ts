@@ -33,7 +33,8 @@ const loginsSince = async (name: string, cursor: string) =>
 
 afterAll(async () => {
   // node-1 back on kube-nginx, whatever happened above.
-  await deployJson(['-i', lab().inventory, '--limit', lab().nodes[0]!.name]);
+  const back = await deployJson(['-i', lab().inventory, '--limit', lab().nodes[0]!.name]);
+  expect(back.code, back.stderr).toBe(0);
 });
 
 describe.sequential('kube-lb: build failures and SIGTERM', () => {
@@ -80,7 +81,7 @@ describe.sequential('kube-lb: build failures and SIGTERM', () => {
 
       // Stop, then connect back to back until the first refusal: from then on the port takes no one.
       const stop = await c.execOk(
-        'since=$(date +%s.%N); systemctl stop --no-block kube-lb; ' +
+        'since=$(( $(date +%s) - 1 )); systemctl stop --no-block kube-lb; ' +
           'while (exec 3<>/dev/tcp/127.0.0.1/8443) 2>/dev/null; do sleep 0.01; done; refused=$(date +%s%3N); ' +
           'n=0; for i in 1 2 3 4 5; do (exec 3<>/dev/tcp/127.0.0.1/8443) 2>/dev/null && n=$((n+1)); sleep 0.02; done; echo "$since $refused $n"',
       );
@@ -94,7 +95,7 @@ describe.sequential('kube-lb: build failures and SIGTERM', () => {
       // The unit stopped by itself (systemd did not kill it at TimeoutStopSec).
       let unit = '';
       for (let i = 0; i < 70 && !/^inactive /.test(unit); i++) {
-        unit = (await c.execOk('systemctl show -p ActiveState -p Result --value kube-lb | tr "\\n" " "')).trim();
+        unit = (await c.execOk('echo $(systemctl show -p ActiveState --value kube-lb) $(systemctl show -p Result --value kube-lb)')).trim();
         if (!/^inactive /.test(unit)) await sleep(500);
       }
       expect(unit).toBe('inactive success');
@@ -109,9 +110,10 @@ describe.sequential('kube-lb: build failures and SIGTERM', () => {
       const sigterm = at(/SIGTERM: not accepting new connections, draining/);
       const stopped = at(/: stopped$/);
       console.log(`kube-lb SIGTERM: first refusal ${Number(refusedAt) - sigterm} ms after, watch closed after ${closedAt - sigterm} ms, exited after ${stopped - sigterm} ms`);
-      // The open watch had its shutdownTimeout (1 s; a few ms for the journal's own stamp)...
-      expect(closedAt - sigterm).toBeGreaterThanOrEqual(950);
-      expect(stopped - sigterm).toBeGreaterThanOrEqual(950);
+      // The open watch had its shutdownTimeout (1 s; journald stamps a line when it receives it, a little
+      // after kube-lb wrote it: 100 ms of slack still tells a drain from a close at once)...
+      expect(closedAt - sigterm).toBeGreaterThanOrEqual(900);
+      expect(stopped - sigterm).toBeGreaterThanOrEqual(900);
       // ...and was then closed: the README's 1 s, plus a second of slack for a busy machine, far below the 30 s bound.
       expect(stopped - sigterm).toBeLessThan(2000);
       watch.close();

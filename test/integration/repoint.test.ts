@@ -43,6 +43,8 @@ async function fakeKubeProxy(n: Node, master: { address: string }) {
     "ExecStartPre=/bin/sh -c 'stat -c \"%%n %%i\" /etc/kubernetes/kube-proxy.kubeconfig* >> /run/kube-proxy-starts; echo -- >> /run/kube-proxy-starts'",
     `ExecStart=/usr/bin/kubectl --kubeconfig ${KUBE_PROXY_KUBECONFIG} get pods --watch`,
     'StandardOutput=null',
+    // kubectl ends a watch interrupted by SIGTERM with exit 1: a stop, not a failure.
+    'SuccessExitStatus=1',
     'Restart=always',
   ];
   await withNode(n, (c) =>
@@ -178,7 +180,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
     } finally {
       for (const n of nodes) {
         await withNode(n, (c) =>
-          c.execOk('systemctl stop kubelet kube-proxy; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /etc/systemd/system/kube-proxy.service /usr/local/bin/fake-kubelet /run/kube-proxy-starts; systemctl daemon-reload'),
+          c.execOk('systemctl stop kubelet kube-proxy; systemctl reset-failed kubelet kube-proxy 2>/dev/null; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /etc/systemd/system/kube-proxy.service /usr/local/bin/fake-kubelet /run/kube-proxy-starts; systemctl daemon-reload'),
         );
       }
     }
