@@ -115,7 +115,7 @@ export function labCommand(setExit: (code: number) => void): Command {
   lab
     .command('master')
     .description(
-      'fail or restore a master: ready/unready turn its /readyz green/red; anonymous-off/anonymous-on make it answer 401 to requests ' +
+      'fail or restore a master: ready/unready turn its /readyz green/red; readyz-flood makes it answer 200 and a body that never ends (ready undoes it); anonymous-off/anonymous-on make it answer 401 to requests ' +
         'without a client certificate of the lab CA (as --anonymous-auth=false) or serve them again; lag MS puts its watch cache MS behind etcd ' +
         '(watches see events MS late, a read at a newer resourceVersion waits up to 3 s, then 504; 0: in step); crash/recover make its apiserver stop/resume listening ' +
         '(connections refused, process and host up); stop/start its kube-apiserver service (SIGTERM: /readyz red, served 5 s more, then GOAWAY, watches ended, requests drained, connections refused; ' +

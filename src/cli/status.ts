@@ -108,6 +108,9 @@ export function renderStatus(status: ClusterStatus): string {
   for (const m of masters) {
     const refused = s.nodes.map((n) => n.masters.find((x) => x.name === m)?.direct.refused).filter(Boolean);
     if (refused.length) lines.push(bad(`${m}: ${refused[0]} (seen from ${refused.length} node${refused.length === 1 ? '' : 's'})`));
+    // Why a master is down from the nodes that got a definite answer (refused, reset, an oversized /readyz...).
+    const failed = s.nodes.map((n) => n.masters.find((x) => x.name === m)?.direct.error).filter(Boolean);
+    if (failed.length) lines.push(bad(`${m}: ${failed[0]} (seen from ${failed.length} node${failed.length === 1 ? '' : 's'})`));
   }
   if (s.vip) lines.push('', ...renderVipStatus(s.vip));
   for (const m of masters) {

@@ -14,31 +14,32 @@ import type { IncomingMessage } from 'node:http';
 export const MAX_BODY_BYTES = 64 * 1024;
 
 /**
- * An answer's body, at most MAX_BODY_BYTES of it: /readyz answers in a few hundred bytes, so at the
- * cap reading stops (stop() ends the request) and what came is the body. Calls back once.
+ * An answer's body, when it is at most MAX_BODY_BYTES: /readyz answers in a few hundred bytes. Past
+ * that, reading stops there (stop() hangs up) and the answer is `oversized`: whatever its status, it
+ * is no health answer. Calls back once.
  */
-export function readCapped(res: IncomingMessage, stop: () => void, then: (e: Error | null, body?: string) => void): void {
+export function readCapped(res: IncomingMessage, stop: () => void, then: (r: { body: string } | { oversized: true } | { error: Error }) => void): void {
   const chunks: Buffer[] = [];
   let bytes = 0;
   let called = false;
-  const finish = (e: Error | null) => {
+  const finish = (r: Parameters<typeof then>[0]) => {
     if (called) return;
     called = true;
-    if (e) then(e);
-    else then(null, Buffer.concat(chunks).toString());
+    then(r);
   };
   res.on('data', (c: Buffer) => {
-    if (bytes >= MAX_BODY_BYTES) return;
-    chunks.push(c.subarray(0, MAX_BODY_BYTES - bytes));
+    if (called) return;
+    chunks.push(c);
     bytes += c.length;
-    if (bytes >= MAX_BODY_BYTES) {
+    if (bytes > MAX_BODY_BYTES) {
       stop();
-      finish(null);
+      finish({ oversized: true });
     }
   });
-  res.on('end', () => finish(null));
-  res.on('error', (e) => finish(e));
+  res.on('end', () => finish({ body: Buffer.concat(chunks).toString() }));
+  res.on('error', (error) => finish({ error }));
 }
+
 export interface HttpsProbeOptions {
   path: string;
   /** PEM of the CA that must have signed the server's certificate. */
@@ -61,6 +62,12 @@ export interface HttpsProbeOptions {
 export class ProbeTimeout extends Error {
   readonly timedOut = true;
 }
+
+/**
+ * The answer went past MAX_BODY_BYTES: reading stopped there. A definite answer, and not a health
+ * endpoint's (an apiserver's /readyz is a few hundred bytes), so whatever its status it proves nothing.
+ */
+export class ProbeOversized extends Error {}
 
 export interface HttpsProbeResult {
   status: number;
@@ -142,7 +149,16 @@ export function httpsGet(
         },
         (res) => {
           const { fingerprint, peer } = id;
-          readCapped(res, () => req?.destroy(), (e, body) => (e ? done(e) : done(null, { status: res.statusCode ?? 0, body: body!, peer, fingerprint })));
+          readCapped(
+            res,
+            () => req?.destroy(),
+            (r) => {
+              if ('error' in r) return done(r.error);
+              if ('body' in r) return done(null, { status: res.statusCode ?? 0, body: r.body, peer, fingerprint });
+              const from = peer ? ` from ${peer}` : '';
+              done(new ProbeOversized(`GET ${opts.path} answered HTTP ${res.statusCode ?? 0}${from} with more than ${MAX_BODY_BYTES / 1024} KiB: not a health answer, stopped reading there`));
+            },
+          );
         },
       );
       // Dialled by https itself: the identity is read at its handshake too.

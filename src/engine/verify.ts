@@ -7,7 +7,7 @@
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Duplex } from 'node:stream';
-import { httpsGet, readCapped } from '../connect/https-probe.js';
+import { httpsGet, MAX_BODY_BYTES, ProbeOversized, readCapped } from '../connect/https-probe.js';
 import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
@@ -65,7 +65,16 @@ export async function httpGetOnHost(conn: SshConnection, where: string, path: st
     if (!timer) socket.destroy();
     return await new Promise<{ status: number; body: string }>((resolve) => {
       const req = http.request({ createConnection: () => socket as never, path, headers: { host, connection: 'close' } }, (res) => {
-        readCapped(res, () => req.destroy(), (e, body) => resolve(e ? { status: 0, body: e.message } : { status: res.statusCode ?? 0, body: body!.trim() }));
+        readCapped(
+          res,
+          () => req.destroy(),
+          (r) =>
+            resolve(
+              'body' in r
+                ? { status: res.statusCode ?? 0, body: r.body.trim() }
+                : { status: 0, body: 'error' in r ? r.error.message : `answered HTTP ${res.statusCode ?? 0} with more than ${MAX_BODY_BYTES / 1024} KiB, stopped reading there` },
+            ),
+        );
       });
       req.on('error', (e) => resolve({ status: 0, body: e.message }));
       req.end();
@@ -155,6 +164,8 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
       }
       passed = `GET ${args.path} through ${args.listen}: 200 from ${r.peer ?? 'an apiserver'} (${trustOf(inv)})`;
     } catch (e) {
+      // An answer, just not a health answer: nothing to ask a master about.
+      if (e instanceof ProbeOversized) return { ok: false, summary: `GET ${args.path} through ${args.listen}: ${e.message}` };
       // A balancer whose checks mark every master down closes the connection: ask a master why.
       const why = await directRefusal(conn, inv, timeoutMs);
       return { ok: false, summary: `no apiserver answered GET ${args.path} through ${args.listen}: ${(e as Error).message.split('\n')[0]}${why ? `; ${why}` : ''}` };

@@ -3,6 +3,7 @@
  * demos take an apiserver away. A master is a host (systemd, sshd) whose
  * kube-apiserver service is the stand-in, so each action names what it hits:
  *   ready | unready    the stand-in's /readyz answers 200 | 500 (its control port)
+ *   readyz-flood       its /readyz answers 200 and a body that never ends (`ready` undoes it)
  *   anonymous-off | anonymous-on
  *                      the stand-in answers 401 | serves a request without a client certificate of
  *                      the lab CA (pki/lab-readyz.crt is one), as kube-apiserver --anonymous-auth=false
@@ -155,5 +156,6 @@ export async function controlMaster(dir: string, name: string, action: MasterAct
       ? `${who} watch cache ${lagMs} ms behind etcd: watches get events ${lagMs} ms late, reads at a newer resourceVersion wait up to 3 s, then 504`
       : `${who} watch cache in step with etcd again`;
   }
+  if (action === 'readyz-flood') return `${who} /readyz now answers 200 and a body that never ends`;
   return `${who} /readyz now answers ${action === 'ready' ? '200' : '500'}`;
 }

@@ -7,7 +7,8 @@
  * kubectl and client-go's list-and-watch to work through the balancers, over HTTPS with HTTP/2
  * (and HTTP/1.1), like kube-apiserver:
  *   GET /healthz, /livez      "ok"
- *   GET /readyz               "ok", or 500 while made unready (or shutting down)
+ *   GET /readyz               "ok", or 500 while made unready (or shutting down); while flooding,
+ *                             200 and a body that never ends (for probes' size cap)
  *   GET /version              JSON naming this stand-in, so a client can tell who answered
  *   GET /api, /apis, /api/v1  discovery: the core group v1 with one resource, pods
  *   GET /api/v1/namespaces/NS/pods, /api/v1/pods, /api/v1/namespaces/NS/pods/NAME
@@ -25,6 +26,7 @@
  *
  * control (plain HTTP :8080, reachable on the lab network only):
  *   POST /control/ready | /control/unready   flip /readyz
+ *   POST /control/readyz-flood               /readyz answers 200 and an endless body (ready: undone)
  *   POST /control/anonymous-off | -on        refuse | serve requests without a client certificate
  *                                            signed by the lab CA: 401 on every path (/readyz and
  *                                            /livez too), as kube-apiserver --anonymous-auth=false
@@ -425,6 +427,8 @@ export function serveApiserver(o: StandinOptions): Standin {
   const drainMs = o.drainMs ?? 10_000;
   const log = o.log ?? ((message: string) => process.stdout.write(`${new Date().toISOString()} ${name} ${message}\n`));
   let ready = true;
+  /** /readyz answers 200 and a body that never ends: no health answer, for the probes' size cap. */
+  let flood = false;
   /** Off: kube-apiserver with --anonymous-auth=false, every request needs a client certificate of the lab CA. */
   let anonymous = true;
   /** SIGTERM came: /readyz is red. */
@@ -609,6 +613,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     if (p === '/healthz' || p === '/livez') return text(200, 'ok');
     if (p === '/readyz') {
       if (shuttingDown) return text(500, '[+]ping ok\n[+]etcd ok\n[-]shutdown failed: reason withheld\nreadyz check failed');
+      if (flood) return endless(res);
       return ready ? text(200, 'ok') : text(500, '[-]etcd failed: reason withheld\nreadyz check failed');
     }
     if (p === '/version') {
@@ -624,6 +629,19 @@ export function serveApiserver(o: StandinOptions): Standin {
       if (!res.headersSent) send(res, status(500, 'InternalError', e.message));
       else res.destroy();
     });
+  };
+
+  /** 200 and 16 KiB after 16 KiB for as long as the client reads: what a probe must stop reading. */
+  const endless = (res: Res) => {
+    res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'x-standin': name });
+    const chunk = Buffer.alloc(16 * 1024, '[+]ok\n');
+    // Either protocol's response is a writable stream with backpressure; the union's overloads are not callable as one.
+    const out = res as unknown as NodeJS.WritableStream & { destroyed: boolean };
+    const more = () => {
+      while (!out.destroyed && out.write(chunk));
+    };
+    res.on('drain', more);
+    more();
   };
 
   /** Track what the drain waits for, then answer. */
@@ -702,7 +720,11 @@ export function serveApiserver(o: StandinOptions): Standin {
     const url = new URL(req.url ?? '/', 'http://control');
     if (req.method === 'POST' && req.url === '/control/ready') {
       ready = true;
+      flood = false;
       log('made ready');
+    } else if (req.method === 'POST' && req.url === '/control/readyz-flood') {
+      flood = true;
+      log('flooding: /readyz answers 200 and a body that never ends');
     } else if (req.method === 'POST' && req.url === '/control/unready') {
       ready = false;
       log('made unready');
@@ -721,11 +743,11 @@ export function serveApiserver(o: StandinOptions): Standin {
     } else if (req.method === 'POST' && req.url === '/control/recover') {
       if (!api.listening) api.listen(o.port, host, () => log(`recovered: listening on :${o.port}`));
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
-      return reply(404, { error: 'POST /control/ready, /control/unready, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover or GET /control/state' });
+      return reply(404, { error: 'POST /control/ready, /control/unready, /control/readyz-flood, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover or GET /control/state' });
     }
     reply(200, {
       name,
-      ready: ready && !shuttingDown,
+      ready: ready && !flood && !shuttingDown,
       anonymous,
       cacheLagMs: lagMs,
       cacheResourceVersion: cacheNow(),

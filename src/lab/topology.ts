@@ -19,7 +19,7 @@ export const KUBECONFIG_FILE = 'kubeconfig';
 export const HOST_KUBECONFIG = '/etc/k8s-ha-lab/kubeconfig';
 
 /** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
-export const MASTER_ACTIONS = ['ready', 'unready', 'anonymous-off', 'anonymous-on', 'lag', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'partition', 'heal', 'down', 'up', 'power-off', 'power-on'] as const;
+export const MASTER_ACTIONS = ['ready', 'unready', 'readyz-flood', 'anonymous-off', 'anonymous-on', 'lag', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'partition', 'heal', 'down', 'up', 'power-off', 'power-on'] as const;
 export type MasterAction = (typeof MASTER_ACTIONS)[number];
 /** The longest watch-cache lag `lab master NAME lag MS` sets (10 minutes: the whole window a watch can resume from). */
 export const MAX_CACHE_LAG_MS = 600_000;

@@ -1,8 +1,10 @@
 /**
- * --repoint-kubeconfigs on three hard-way workers: kubelet moves to 127.0.0.1:8443 only once the
- * node's balancer is verified, one node at a time with --serial 1, with the same server name
- * verify checked; a kubelet that does not come back connected is put back on the kubeconfig that
- * run replaced; once verified, no copy of the kubeconfig (nor of its client key) stays beside it.
+ * --repoint-kubeconfigs on three hard-way workers: kubelet and kube-proxy move to 127.0.0.1:8443
+ * only once the node's balancer is verified, one node at a time with --serial 1, with the same
+ * server name verify checked; a kubelet that does not come back connected is put back on the
+ * kubeconfig that run replaced (and kube-proxy with it); once verified, no copy of the kubeconfig
+ * (nor of its client key) stays beside it. kube-proxy here is a real client: kubectl watching pods
+ * with kube-proxy's kubeconfig, as kube-proxy watches services.
  */
 import { describe, expect, it } from 'vitest';
 import { quote } from '../../src/util/quote.js';
@@ -27,10 +29,55 @@ async function fakeKubelet(n: Node, kubeconfig: string, connects: boolean) {
   );
 }
 
+const KUBE_PROXY_KUBECONFIG = '/etc/kubernetes/kube-proxy.kubeconfig';
+
+/**
+ * A kube-proxy stand-in: a unit running a real client (kubectl, client-go) that watches pods with
+ * kube-proxy's kubeconfig, as kubeadm writes it (the master's address, the cluster CA, no
+ * tls-server-name). Each start first records what lies beside its kubeconfig (name and inode):
+ * the repoint's backup is there only while the run is under way.
+ */
+async function fakeKubeProxy(n: Node, master: { address: string }) {
+  const unit = [
+    '[Service]',
+    "ExecStartPre=/bin/sh -c 'stat -c \"%%n %%i\" /etc/kubernetes/kube-proxy.kubeconfig* >> /run/kube-proxy-starts; echo -- >> /run/kube-proxy-starts'",
+    `ExecStart=/usr/bin/kubectl --kubeconfig ${KUBE_PROXY_KUBECONFIG} get pods --watch`,
+    'StandardOutput=null',
+    // kubectl ends a watch interrupted by SIGTERM with exit 1: a stop, not a failure.
+    'SuccessExitStatus=1',
+    'Restart=always',
+  ];
+  await withNode(n, (c) =>
+    c.execOk(
+      `mkdir -p /etc/kubernetes && sed -e ${quote(`s#server: https://127.0.0.1:8443#server: https://${master.address}:6443#`)} -e '/tls-server-name:/d' /etc/k8s-ha-lab/kubeconfig > ${KUBE_PROXY_KUBECONFIG} && ` +
+        `chmod 600 ${KUBE_PROXY_KUBECONFIG} && rm -f /run/kube-proxy-starts && ` +
+        `printf '%s\\n' ${unit.map(quote).join(' ')} > /etc/systemd/system/kube-proxy.service && systemctl daemon-reload && systemctl restart kube-proxy`,
+    ),
+  );
+}
+
+/** kube-proxy's established connections, as `ss` shows them: PEER "kubectl" per line. */
+const kubeProxyConnections = (c: { execOk: (cmd: string) => Promise<string> }) =>
+  c.execOk(`for p in $(systemctl show -p MainPID --value kube-proxy); do ss -Htnp state established | grep "pid=$p," | awk '{print $4}'; done`);
+
+/** kube-proxy's peers once one is `peer` (kubectl connects a moment after systemd starts it), or as they are after 10 s. */
+async function connectedTo(c: { execOk: (cmd: string) => Promise<string> }, peer: string): Promise<string> {
+  let peers = '';
+  for (let i = 0; i < 50 && !peers.includes(peer); i++) {
+    peers = await kubeProxyConnections(c);
+    if (!peers.includes(peer)) await new Promise((res) => setTimeout(res, 200));
+  }
+  return peers;
+}
+
+/** The indentation of the line that `line` ends. */
+const indent = (text: string, line: string) => /( *)$/.exec(text.slice(0, text.indexOf(line)))![1];
+
 const started = (n: Node) => withNode(n, (c) => c.execOk('systemctl show -p ActiveEnterTimestampMonotonic --value kubelet')).then((s) => Number(s.trim()));
+const proxyStarted = (n: Node) => withNode(n, (c) => c.execOk('systemctl show -p ActiveEnterTimestampMonotonic --value kube-proxy')).then((s) => Number(s.trim()));
 
 describe.sequential('deploy --repoint-kubeconfigs', () => {
-  it('restarts kubelet one node at a time, writes tls-server-name, checks it connects, and restores a kubelet that does not', async () => {
+  it('restarts kubelet and kube-proxy one node at a time, writes tls-server-name, checks they connect, and restores a node whose kubelet does not', async () => {
     const nodes = lab().nodes as Node[];
     const master = lab().masters[0]!;
     // A key that must never leave the node.
@@ -40,14 +87,21 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
     await fakeKubelet(nodes[0]!, kubeconfig, true);
     await fakeKubelet(nodes[1]!, kubeconfig, true);
     await fakeKubelet(nodes[2]!, kubeconfig, false);
+    for (const n of nodes) await fakeKubeProxy(n, master);
+    const proxyConfigs = await Promise.all(nodes.map((n) => withNode(n, (c) => c.execOk(`cat ${KUBE_PROXY_KUBECONFIG}`))));
+    const proxyInodes = await Promise.all(nodes.map((n) => withNode(n, (c) => c.execOk(`stat -c %i ${KUBE_PROXY_KUBECONFIG}`))));
+    // kube-proxy talks to the master directly before the run.
+    for (const n of nodes) expect(await withNode(n, (c) => connectedTo(c, `${master.address}:6443`))).toContain(`${master.address}:6443`);
     // What earlier versions kept for good beside a repointed kubeconfig: a verified repoint removes it.
     await withNode(nodes[0]!, (c) => c.execOk(`cp -p /etc/kubernetes/kubelet.kubeconfig /etc/kubernetes/kubelet.kubeconfig.k8s-ha-orig`));
     const before = await Promise.all(nodes.map(started));
+    const proxyBefore = await Promise.all(nodes.map(proxyStarted));
     try {
       const check = await k8sha(['deploy', '-i', lab().inventory, '--check', '--repoint-kubeconfigs']);
       expect(check.code, check.stderr).toBe(5);
       expect(check.stdout).toContain(`repoint kubeconfigs: /etc/kubernetes/kubelet.kubeconfig: server https://${master.address}:6443 -> https://127.0.0.1:8443`);
       expect(check.stdout).toContain('(restart kubelet)');
+      expect(check.stdout).toContain(`${KUBE_PROXY_KUBECONFIG}: server https://${master.address}:6443 -> https://127.0.0.1:8443; tls-server-name (none) -> kubernetes (restart kube-proxy)`);
 
       const r = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--serial', '1']);
       // The key stayed on the node: not in the report, not in the progress lines.
@@ -58,6 +112,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       const step = (n: string) => r.report.hosts[n]!.steps.find((s) => s.name === 'repoint kubeconfigs')!;
       expect(step('node-1').status).toBe('changed');
       expect(step('node-2').status).toBe('changed');
+      expect(step('node-1').summary).toMatch(/kubelet, kube-proxy active \(running\) and connected through 127\.0\.0\.1:8443$/);
       expect(step('node-3').status).toBe('failed');
       expect(step('node-3').summary).toMatch(/kubelet.*the kubeconfig this run replaced is back/);
       // The balancer itself is fine on node-3: its configuration is the new one.
@@ -68,6 +123,11 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       expect(after[0]!).toBeGreaterThan(before[0]!);
       expect(after[1]!).toBeGreaterThan(after[0]!);
       expect(after[2]!).toBeGreaterThan(after[1]!);
+      // kube-proxy restarted with them, node by node (node-3's twice: onto the new file, then back).
+      const proxyAfter = await Promise.all(nodes.map(proxyStarted));
+      expect(proxyAfter[0]!).toBeGreaterThan(proxyBefore[0]!);
+      expect(proxyAfter[1]!).toBeGreaterThan(after[0]!);
+      expect(proxyAfter[2]!).toBeGreaterThan(after[1]!);
       for (const n of nodes.slice(0, 2)) {
         await withNode(n, async (c) => {
           const kc = await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig');
@@ -75,24 +135,54 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
           expect(kc).toContain('    tls-server-name: kubernetes\n');
           expect(kc).toContain('client-key-data: U0VDUkVULUtFWS1NQVRFUklBTAo=');
           // No backup of this run, no earlier version's *.k8s-ha-orig: the key is in the kubeconfig alone.
-          expect(await c.execOk('ls -A /etc/kubernetes; grep -rl client-key-data /etc/kubernetes')).toBe('kubelet.kubeconfig\n/etc/kubernetes/kubelet.kubeconfig\n');
+          expect(await c.execOk('LC_ALL=C ls -A /etc/kubernetes; grep -rl client-key-data /etc/kubernetes | LC_ALL=C sort')).toBe(
+            `kube-proxy.kubeconfig\nkubelet.kubeconfig\n${KUBE_PROXY_KUBECONFIG}\n/etc/kubernetes/kubelet.kubeconfig\n`,
+          );
           expect(await c.execOk('stat -c %a /etc/kubernetes/kubelet.kubeconfig')).toBe('600\n');
           // kubelet's connection goes through the node's balancer.
           expect(await c.execOk('ss -Htnp state established dst 127.0.0.1:8443')).toMatch(/"bash"|"sleep"/);
         });
       }
+      for (const [i, n] of nodes.slice(0, 2).entries()) {
+        await withNode(n, async (c) => {
+          const kc = await c.execOk(`cat ${KUBE_PROXY_KUBECONFIG}`);
+          // Only the server changed, and the name verify checked was added beside it.
+          expect(kc).toBe(proxyConfigs[i]!.replace(`server: https://${master.address}:6443\n`, (line) => `server: https://127.0.0.1:8443\n${indent(proxyConfigs[i]!, line)}tls-server-name: kubernetes\n`));
+          expect(await c.execOk(`stat -c %a ${KUBE_PROXY_KUBECONFIG}`)).toBe('600\n');
+          // When the run restarted kube-proxy, the file it replaced was kept beside it as this run's
+          // backup (that very file: its inode); once verified, the backup is gone.
+          expect(await c.execOk('cat /run/kube-proxy-starts')).toContain(`${KUBE_PROXY_KUBECONFIG}.k8s-ha-prev.${r.report.runId} ${proxyInodes[i]}`);
+          expect(await c.execOk('ls /etc/kubernetes | grep kube-proxy')).toBe('kube-proxy.kubeconfig\n');
+          // kube-proxy (kubectl) holds its watch through the balancer, and kubectl with this kubeconfig is answered through it.
+          expect(await kubeProxyConnections(c)).toMatch(/^127\.0\.0\.1:8443$/m);
+          expect(await kubeProxyConnections(c)).not.toContain(`${master.address}:6443`);
+          const get = await c.exec(`kubectl --kubeconfig ${KUBE_PROXY_KUBECONFIG} -v=6 get --raw /version`);
+          expect(get.code, get.stderr).toBe(0);
+          expect(get.stderr).toMatch(/GET https:\/\/127\.0\.0\.1:8443\/version 200 OK/);
+          expect(JSON.parse(get.stdout).standin).toMatch(/^master-\d$/);
+        });
+      }
       await withNode(nodes[2]!, async (c) => {
         expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig')).toBe(kubeconfig);
-        expect(await c.execOk('ls -A /etc/kubernetes')).toBe('kubelet.kubeconfig\n');
-        expect((await c.execOk('systemctl is-active kubelet')).trim()).toBe('active');
+        // kube-proxy's file is back too (the very file: same inode), and kube-proxy on it talks to the master again.
+        expect(await c.execOk(`cat ${KUBE_PROXY_KUBECONFIG}`)).toBe(proxyConfigs[2]);
+        expect(await c.execOk(`stat -c %i ${KUBE_PROXY_KUBECONFIG}`)).toBe(proxyInodes[2]);
+        expect(await c.execOk('LC_ALL=C ls -A /etc/kubernetes')).toBe('kube-proxy.kubeconfig\nkubelet.kubeconfig\n');
+        expect((await c.execOk('systemctl is-active kubelet kube-proxy')).trim()).toBe('active\nactive');
+        expect(await connectedTo(c, `${master.address}:6443`)).toContain(`${master.address}:6443`);
       });
 
       const again = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--limit', 'node-1,node-2']);
       expect(again.code, again.stderr).toBe(0);
       expect(again.report.totals.changed).toBe(0);
       expect(await started(nodes[0]!)).toBe(after[0]);
+      expect(await proxyStarted(nodes[0]!)).toBe(proxyAfter[0]);
     } finally {
-      for (const n of nodes) await withNode(n, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/fake-kubelet; systemctl daemon-reload'));
+      for (const n of nodes) {
+        await withNode(n, (c) =>
+          c.execOk('systemctl stop kubelet kube-proxy; systemctl reset-failed kubelet kube-proxy 2>/dev/null; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /etc/systemd/system/kube-proxy.service /usr/local/bin/fake-kubelet /run/kube-proxy-starts; systemctl daemon-reload'),
+        );
+      }
     }
   });
 

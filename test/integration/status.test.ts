@@ -7,13 +7,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { k8sha } from '../helpers/cli.js';
-import { deployJson } from '../helpers/deploy.js';
+import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { lab } from '../helpers/lab.js';
 
 interface StatusJson {
   healthy: number;
   down: number;
   unknown: number;
+  masters: Record<string, { direct: number; local: number }>;
   nodes: { name: string; health: 'healthy' | 'down' | 'unknown'; masters: { name: string; direct: { status?: number; error?: string; unknown?: string } }[] }[];
   probes: { limit: number; perTarget: number; peak: number; peakPerTarget: number };
 }
@@ -94,6 +95,40 @@ describe('status', () => {
       expect(code).toBe(0);
       const table = await k8sha(['status', '-i', lab().inventory]);
       expect(table.stdout).toContain(`master-2: ${lab().nodes.length} nodes could not tell whether they reach it directly (timed out twice)`);
+    });
+  });
+
+  // The README's bound: a probe reads at most 64 KiB of an answer. This master's /readyz never ends,
+  // so a probe that read it whole would run out of time (unknown) rather than answer.
+  describe('a master whose /readyz answers 200 and a body that never ends', () => {
+    afterAll(async () => {
+      await k8sha(['lab', 'master', 'master-2', 'ready', '--dir', lab().dir]);
+    });
+
+    it('is not counted ready: status says why from every node, having stopped at 64 KiB; verify says the same and puts the node back', async () => {
+      const flood = await k8sha(['lab', 'master', 'master-2', 'readyz-flood', '--dir', lab().dir]);
+      expect(flood.code, flood.stderr).toBe(0);
+      const oversized = /^GET \/readyz answered HTTP 200 from master-2 with more than 64 KiB: not a health answer, stopped reading there$/;
+      const { code, s } = await status();
+      for (const n of s.nodes) {
+        const m2 = n.masters.find((m) => m.name === 'master-2')!;
+        expect([n.name, m2.direct.status, m2.direct.unknown, m2.direct.error]).toEqual([n.name, undefined, undefined, expect.stringMatching(oversized)]);
+        expect(n.health).toBe('healthy');
+      }
+      expect(s.masters['master-2']!.direct).toBe(0);
+      expect(code).toBe(0);
+      const table = await k8sha(['status', '-i', lab().inventory]);
+      expect(table.stdout).toContain(`master-2: 0/${lab().nodes.length} nodes reach it directly`);
+      expect(table.stdout).toContain(`master-2: GET /readyz answered HTTP 200 from master-2 with more than 64 KiB: not a health answer, stopped reading there (seen from ${lab().nodes.length} nodes)`);
+
+      // A node whose only apiserver is that master: its balancer answers, but verify counts nothing as ready.
+      const node = lab().nodes[0]!.name;
+      const only2 = inventoryVariant('only-master-2', (inv) => (inv.masters = inv.masters.filter((m: { name: string }) => m.name === 'master-2')));
+      const d = await deployJson(['-i', only2, '--limit', node, '--verify-timeout', '5s']);
+      expect(d.code, d.stderr).toBe(3);
+      const h = d.report.hosts[node]!;
+      expect([h.status, h.config]).toEqual(['failed', 'previous']);
+      expect(h.steps.find((x) => x.name === 'verify')!.summary).toMatch(/GET \/readyz answered HTTP 200 from master-2 with more than 64 KiB: not a health answer/);
     });
   });
 });

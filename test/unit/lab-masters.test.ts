@@ -62,7 +62,7 @@ describe('lab.json', () => {
 describe('lab master actions', () => {
   it('are the stand-in’s own, the kube-apiserver service’s, and the whole host’s', () => {
     expect([...MASTER_ACTIONS].sort()).toEqual([
-      'anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'heal', 'lag', 'partition', 'power-off', 'power-on', 'ready', 'recover', 'start', 'stop', 'thaw', 'unready', 'up',
+      'anonymous-off', 'anonymous-on', 'crash', 'down', 'freeze', 'heal', 'lag', 'partition', 'power-off', 'power-on', 'ready', 'readyz-flood', 'recover', 'start', 'stop', 'thaw', 'unready', 'up',
     ]);
   });
 });

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { transformSync } from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpsGet, ProbeOversized } from '../../src/connect/https-probe.js';
 import { createCa, issueCertificate } from '../../src/lab/pki.js';
 import { apiserverSettings, eventAt, podsAt, rvAt, serveApiserver, TICK_MS, type Pod, type Standin } from '../../src/lab/standin.js';
 
@@ -279,4 +280,26 @@ describe('SIGTERM: kube-apiserver\'s shutdown sequence', () => {
     expect(exit.at - termAt).toBeLessThan(DELAY + DRAIN + 2000);
     open.destroy();
   }, 20_000);
+});
+
+describe('a stand-in whose /readyz floods (lab master NAME readyz-flood)', () => {
+  it('answers 200 and a body that never ends: the probe stops past 64 KiB and says so; ready puts it back', async () => {
+    const pki = await pkiDir();
+    const standin = serveApiserver({ name: 'flooding', pkiDir: pki.dir, port: 0, controlPort: 0, host: '127.0.0.1', shutdownDelayMs: 0, log: () => {} });
+    try {
+      await new Promise((r) => (standin.api.listening ? r(undefined) : standin.api.once('listening', r)));
+      await new Promise((r) => (standin.control.listening ? r(undefined) : standin.control.once('listening', r)));
+      const port = (standin.api.address() as { port: number }).port;
+      const controlPort = (standin.control.address() as { port: number }).port;
+      const probe = () => httpsGet({ address: '127.0.0.1', port }, { path: '/readyz', ca: pki.caPem, servername: 'kubernetes', timeoutMs: 5000 });
+      expect((await post(controlPort, '/control/readyz-flood')).status).toBe(200);
+      await expect(probe()).rejects.toThrow(ProbeOversized);
+      await expect(probe()).rejects.toThrow(/^GET \/readyz answered HTTP 200 from standin with more than 64 KiB/);
+      expect((await post(controlPort, '/control/ready')).status).toBe(200);
+      expect(await probe()).toMatchObject({ status: 200, body: 'ok' });
+    } finally {
+      standin.close();
+      fs.rmSync(pki.dir, { recursive: true, force: true });
+    }
+  });
 });
