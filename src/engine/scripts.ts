@@ -228,7 +228,8 @@ function stageScript(plan: HostPlan, runId: string): string[] {
   const puts = changesOf(plan, 'put');
   const staged = puts.map((p) => p.change.path);
   const lines = [
-    'stage=$(mktemp -d /tmp/k8s-ha-stage.XXXXXX) || { sh "$J/close.sh"; exit 20; }',
+    // Inside the journal (root's, 0700): what a node that lost power mid-stage leaves there goes when the next run closes the journal.
+    'stage=$(mktemp -d "$J/stage.XXXXXX") || { sh "$J/close.sh"; exit 20; }',
     "trap 'rm -rf \"$stage\"' EXIT",
     ...mkdirs.map((m) => `install -d -m ${m.change.mode} ${quote(m.change.path)} || { echo "@@failed ${stepKey(m.step)} 21"; sh "$J/close.sh"; exit 21; }`),
   ];
