@@ -1,9 +1,9 @@
-// How long a node's 127.0.0.1:8443 refuses connections while deploy switches it between
+// How long a node's 127.0.0.1:8443 goes without serving while deploy switches it between
 // kube-nginx and kube-lb: npm run bench:switch -- [--nodes 3] [--rounds 3] [--keep]
 // Starts a fresh lab, deploys nginx, then switches every node to kube-lb and back, --rounds
 // times, through the real CLI. Meanwhile, from inside every node (SSH direct-tcpip to its
-// 127.0.0.1:8443), connections are opened back to back; an outage is the time from the last
-// connection that worked to the next one that does. Prints a table, then one JSON line.
+// 127.0.0.1:8443), GET /version is sent every 20 ms; a node's gap is the longest time between
+// two answers, and requests with no answer are counted. Prints a table, then one JSON line.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,7 +13,7 @@ import YAML from 'yaml';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { resolveTarget } from '../dist/connect/targets.js';
 import { loadInventory } from '../dist/inventory/load.js';
-import { watchPort } from '../dist/lab/gap.js';
+import { watchNodePort } from '../dist/lab/gap.js';
 import { bin, cli, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({
@@ -52,11 +52,12 @@ try {
   cli(['deploy', '-i', nginxInv, '--json'], { json: true });
 
   const { inventory: inv } = await loadInventory(nginxInv);
+  const ca = fs.readFileSync(path.join(dir, 'pki', 'ca.crt'), 'utf8');
   const conns = await Promise.all(inv.nodes.map((n) => SshConnection.open(resolveTarget(inv, n, { sshConfig: null }))));
   const runs = [];
   for (let round = 1; round <= Number(values.rounds); round++) {
     for (const [to, file, unit] of [['kube-lb', kubeLbInv, 'kube-lb'], ['nginx', nginxInv, 'kube-nginx']]) {
-      const watchers = conns.map((c) => watchPort(() => c.connectFromHost('127.0.0.1', 8443)));
+      const watchers = conns.map((c) => watchNodePort(() => c.connectFromHost('127.0.0.1', 8443), { ca, servername: 'kubernetes' }));
       await new Promise((r) => setTimeout(r, 300));
       const d = await deploy(file);
       await new Promise((r) => setTimeout(r, 300));
@@ -69,19 +70,26 @@ try {
         const active = (await c.exec(`systemctl is-active ${unit}`)).stdout.trim();
         if (active !== 'active') throw new Error(`${c.target.name}: ${unit} is ${active} after the switch`);
       }
-      runs.push({ round, to, deployMs: d.wallMs, gapsMs: gaps.map((g) => g.longestGapMs), refused: gaps.reduce((n, g) => n + g.refused, 0), resolutionMs: median(gaps.map((g) => g.resolutionMs)) });
+      runs.push({ round, to, deployMs: d.wallMs, gapsMs: gaps.map((g) => g.longestGapMs), sent: gaps.reduce((n, g) => n + g.sent, 0), unanswered: gaps.reduce((n, g) => n + g.failures.length, 0) });
     }
   }
   for (const c of conns) c.close();
   const summary = (to) => {
     const rs = runs.filter((r) => r.to === to);
     const all = rs.flatMap((r) => r.gapsMs);
-    return { switches: all.length, medianGapMs: median(all), maxGapMs: Math.max(...all), medianDeployMs: median(rs.map((r) => r.deployMs)), probeEveryMs: Number(median(rs.map((r) => r.resolutionMs)).toFixed(2)) };
+    return {
+      switches: all.length,
+      medianGapMs: median(all),
+      maxGapMs: Math.max(...all),
+      unanswered: rs.reduce((n, r) => n + r.unanswered, 0),
+      sent: rs.reduce((n, r) => n + r.sent, 0),
+      medianDeployMs: median(rs.map((r) => r.deployMs)),
+    };
   };
-  const result = { benchmark: 'switch', nodes: inv.nodes.length, rounds: Number(values.rounds), cores: os.cpus().length, toKubeLb: summary('kube-lb'), toNginx: summary('nginx'), runs };
+  const result = { benchmark: 'switch', requestEveryMs: 20, nodes: inv.nodes.length, rounds: Number(values.rounds), cores: os.cpus().length, toKubeLb: summary('kube-lb'), toNginx: summary('nginx'), runs };
   printTable([
-    ['switch', 'node switches', 'median gap ms', 'max gap ms', 'median deploy ms', 'probe every ms'],
-    ...[['kube-nginx -> kube-lb', result.toKubeLb], ['kube-lb -> kube-nginx', result.toNginx]].map(([n, s]) => [n, s.switches, s.medianGapMs, s.maxGapMs, s.medianDeployMs, s.probeEveryMs]),
+    ['switch', 'node switches', 'median gap ms', 'max gap ms', 'unanswered / sent', 'median deploy ms'],
+    ...[['kube-nginx -> kube-lb', result.toKubeLb], ['kube-lb -> kube-nginx', result.toNginx]].map(([n, s]) => [n, s.switches, s.medianGapMs, s.maxGapMs, `${s.unanswered} / ${s.sent}`, s.medianDeployMs]),
   ]);
   console.log(JSON.stringify(result));
 } finally {

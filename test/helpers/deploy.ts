@@ -1,9 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
+import { expect } from 'vitest';
 import { k8sha, type CliResult } from './cli.js';
 import { SshConnection } from '../../src/connect/ssh.js';
-import { watchPort, type GapReport } from '../../src/lab/gap.js';
+import { failureWindow, watchNodePort, type ServedReport } from '../../src/lab/gap.js';
+import type { LoadReport } from './load.js';
 import { lab, nodeTarget, scratchDir, withNode } from './lab.js';
 
 export interface DeployJson {
@@ -79,11 +81,14 @@ export async function serviceState(node: { name: string; address: string }): Pro
   });
 }
 
-/** Deploy while every node's local port is connected to back to back: the deploy, and each node's longest refusal. */
-export async function deployWatchingGaps(args: string[]): Promise<{ d: CliResult & { report: DeployJson }; gaps: GapReport[] }> {
+/**
+ * Deploy while every node's local port is asked for /version every 20 ms: the deploy, and what each
+ * node served (its longest time between two answers, and the requests it left unanswered).
+ */
+export async function deployWatchingGaps(args: string[]): Promise<{ d: CliResult & { report: DeployJson }; gaps: ServedReport[] }> {
   const conns = await Promise.all(lab().nodes.map((n) => SshConnection.open(nodeTarget(n))));
   try {
-    const watchers = conns.map((c) => watchPort(() => c.connectFromHost('127.0.0.1', 8443)));
+    const watchers = conns.map((c) => watchNodePort(() => c.connectFromHost('127.0.0.1', 8443), { ca: lab().caPem, servername: 'kubernetes' }));
     await new Promise((r) => setTimeout(r, 300));
     const d = await deployJson(args);
     await new Promise((r) => setTimeout(r, 300));
@@ -92,4 +97,32 @@ export async function deployWatchingGaps(args: string[]): Promise<{ d: CliResult
   } finally {
     for (const c of conns) c.close();
   }
+}
+
+/** One line for the test log: what a node served during a switch. */
+export function describeServed(what: string, node: string, g: ServedReport): string {
+  const failed = g.failures.length ? `: ${g.failures.slice(0, 3).map((f) => `sent at ${f.sentMs} ms, failed at ${f.failedMs} ms: ${f.error}`).join('; ')}${g.failures.length > 3 ? '; ...' : ''}` : '';
+  return (
+    `${what} on ${node}: longest gap between answers ${g.longestGapMs} ms (${g.longestGapFromMs} to ${g.longestGapToMs} ms), ` +
+    `${g.answered} of ${g.sent} requests answered, ${g.failures.length} unanswered${failed}`
+  );
+}
+
+/**
+ * A switch as the README promises it, on one node: the port never went more than `boundMs` without
+ * an answer, and every request that failed (the watcher's, and the other traffic's) did so within
+ * one stretch of at most `boundMs`.
+ */
+export function expectOneShortGap(what: string, node: string, g: ServedReport, boundMs: number, load?: LoadReport): void {
+  const others = (load?.failures ?? []).map((f) => Date.parse(f.slice(0, f.indexOf(' '))) - g.startedAt);
+  const window = failureWindow(g, others);
+  const line =
+    describeServed(what, node, g) +
+    (window ? `; every failure within ${window.fromMs} to ${window.toMs} ms (${window.ms} ms)` : '') +
+    (load ? `; other traffic: ${load.requests} requests, ${load.failures.length} failed` : '');
+  console.log(line);
+  // Requests kept going all through the deploy: one every 20 ms, so hundreds.
+  expect(g.sent, line).toBeGreaterThan(100);
+  expect(g.longestGapMs, line).toBeLessThanOrEqual(boundMs);
+  expect(window?.ms ?? 0, line).toBeLessThanOrEqual(boundMs);
 }

@@ -7,11 +7,16 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { httpsGet } from '../../src/connect/https-probe.js';
 import { k8sha } from '../helpers/cli.js';
-import { deployJson, deployWatchingGaps, inventoryVariant } from '../helpers/deploy.js';
+import { deployJson, deployWatchingGaps, expectOneShortGap, inventoryVariant } from '../helpers/deploy.js';
 import { lab, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * README, "haproxy on the nodes": either way one balancer lets go of the port and the other starts on
+ * it, as in a switch to nginx; each node's longest gap between answered requests, as the lab tests hold it.
+ */
+const SWITCH_MS = 2500;
 let haproxyInv: string;
 const inventory = () => (haproxyInv ??= inventoryVariant('haproxy', (inv) => (inv.lb.impl = 'haproxy')));
 
@@ -42,13 +47,8 @@ describe.sequential('lb.impl: haproxy on the nodes', () => {
       expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
       expect(await units(n)).toEqual({ haproxyActive: 'active', nginxActive: 'inactive', haproxyEnabled: 'enabled', nginxEnabled: 'disabled' });
     }
-    gaps.forEach((g, i) => {
-      console.log(`kube-nginx -> kube-haproxy on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
-      expect(g.attempts).toBeGreaterThan(50);
-      // nginx lets go, haproxy starts the moment the port is free: a gap of a start, not an outage.
-      expect(g.longestGapMs).toBeLessThan(2000);
-    });
-    for (const r of reports) expect(r.requests - r.failures.length).toBeGreaterThan(10);
+    // nginx lets go, haproxy starts the moment the port is free: one short gap, the only time requests went unanswered.
+    gaps.forEach((g, i) => expectOneShortGap('kube-nginx -> kube-haproxy', lab().nodes[i]!.name, g, SWITCH_MS, reports[i]));
 
     await withNode(lab().nodes[0]!, async (c) => {
       // From the node's own packages: no compiler on the node, none needed.
@@ -102,9 +102,6 @@ describe.sequential('lb.impl: haproxy on the nodes', () => {
       expect(d.report.hosts[n.name]!.steps.find((s) => s.name === 'service')!.summary).toMatch(/switch from kube-haproxy.*disable kube-haproxy/);
       expect(await units(n)).toEqual({ haproxyActive: 'inactive', nginxActive: 'active', haproxyEnabled: 'disabled', nginxEnabled: 'enabled' });
     }
-    gaps.forEach((g, i) => {
-      console.log(`kube-haproxy -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
-      expect(g.longestGapMs).toBeLessThan(2000);
-    });
+    gaps.forEach((g, i) => expectOneShortGap('kube-haproxy -> kube-nginx', lab().nodes[i]!.name, g, SWITCH_MS));
   });
 });

@@ -9,12 +9,17 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { httpsGet } from '../../src/connect/https-probe.js';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha } from '../helpers/cli.js';
-import { deployJson, deployWatchingGaps, inventoryVariant } from '../helpers/deploy.js';
+import { deployJson, deployWatchingGaps, expectOneShortGap, inventoryVariant } from '../helpers/deploy.js';
 import { kubeLbMetrics as metrics, lab, nodeTarget, restoreMasters, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
 import { openWatch, watchesOn } from '../helpers/watch.js';
 
 const KUBE_LB = '/opt/k8s/kube-lb';
+/** README, "Switching": each node's longest gap between answered requests during a switch, as the lab tests hold it. */
+const SWITCH_TO_KUBE_LB_MS = 1500;
+const SWITCH_TO_NGINX_MS = 2500;
+/** README, kube-lb table: a hung apiserver is marked down and its connections closed within 3 s. */
+const FROZEN_CLOSED_MS = 3000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let kubeLbInv: string;
@@ -65,16 +70,8 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
       expect(await units(n)).toMatchObject({ lbActive: 'active', nginxActive: 'inactive', lbEnabled: 'enabled', nginxEnabled: 'disabled' });
     }
-    // The port changed hands on every node, and came back (a gap, not an outage).
-    gaps.forEach((g, i) => {
-      console.log(`kube-nginx -> kube-lb on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
-      expect(g.attempts).toBeGreaterThan(50);
-      // bench:switch measured at most 214 ms this way (docs/benchmarks.md); 2 s leaves room for a busy CI machine
-      // and still fails a hand-over that became a restart-sized outage.
-      expect(g.longestGapMs).toBeLessThan(2000);
-    });
-    // Short requests through the port kept being answered, before and after the switch.
-    for (const r of reports) expect(r.requests - r.failures.length).toBeGreaterThan(10);
+    // The port changed hands on every node: requests through it went unanswered for one short gap, and only then.
+    gaps.forEach((g, i) => expectOneShortGap('kube-nginx -> kube-lb', lab().nodes[i]!.name, g, SWITCH_TO_KUBE_LB_MS, reports[i]));
 
     await withNode(lab().nodes[0]!, async (c) => {
       // One executable, on a node with no Node.js and no compiler.
@@ -206,9 +203,10 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       await master('master-3', 'freeze');
       const frozenAt = Date.now();
       try {
-        // nginx would leave it open until proxy_timeout (10 min); kube-lb's checks time out instead.
-        const closedAt = await Promise.race([w['master-3']!.closed, sleep(8000).then(() => 0)]);
-        expect(closedAt, 'the watch on the frozen master was left open').toBeGreaterThan(0);
+        // nginx would leave it open until proxy_timeout (10 min); kube-lb's checks time out instead:
+        // at most a check interval (1 s), a check timing out (700 ms), the quick re-check (250 ms) timing out too.
+        const closedAt = await Promise.race([w['master-3']!.closed, sleep(FROZEN_CLOSED_MS).then(() => 0)]);
+        expect(closedAt, `the watch on the frozen master was not closed within ${FROZEN_CLOSED_MS} ms`).toBeGreaterThan(0);
         console.log(`frozen master-3: its watch closed ${closedAt - frozenAt} ms after the freeze`);
         const seen = new Set<string>();
         for (let i = 0; i < 8; i++) seen.add(await who(c));
@@ -393,7 +391,7 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
   });
 
   it('switches every node back to kube-nginx under traffic; kube-lb is stopped and disabled', async () => {
-    const { result } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', lab().inventory]));
+    const { result, reports } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', lab().inventory]));
     const { d, gaps } = result;
     expect(d.code, d.stderr).toBe(0);
     for (const n of lab().nodes) {
@@ -408,11 +406,7 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       }
       expect(u).toMatchObject({ lbActive: 'inactive', nginxActive: 'active', lbEnabled: 'disabled', nginxEnabled: 'enabled' });
     }
-    gaps.forEach((g, i) => {
-      console.log(`kube-lb -> kube-nginx on ${lab().nodes[i]!.name}: longest refusal ${g.longestGapMs} ms (${g.refused} of ${g.attempts} connects refused)`);
-      // bench:switch: at most 458 ms with three nodes switching at once on two cores.
-      expect(g.longestGapMs).toBeLessThan(2000);
-    });
+    gaps.forEach((g, i) => expectOneShortGap('kube-lb -> kube-nginx', lab().nodes[i]!.name, g, SWITCH_TO_NGINX_MS, reports[i]));
     const s = JSON.parse((await k8sha(['status', '-i', lab().inventory, '--json'])).stdout);
     for (const n of s.nodes) expect(n).toMatchObject({ impl: 'nginx', service: 'active (running)', healthy: true });
   });
