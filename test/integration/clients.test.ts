@@ -93,8 +93,10 @@ describe.sequential.each(BALANCERS)('a reflector on kubectl through $impl on $no
   it('its stand-in frozen (no FIN, no reset): the watch resumes on another, no event lost', async () => {
     const run = await underFault(await kubectlOn(name), faults.frozen);
     expectNothingLost(run);
-    // kube-lb's checks find a hung apiserver and cut what it carries long before client-go's 45 s.
-    if (impl === 'kube-lb') expect(run.verdict.longestGapMs).toBeLessThan(20_000);
+    // The README's figures: kube-lb's checks cut what a hung apiserver carries and the watch resumes
+    // within 6 s; behind kube-nginx it waits for client-go's own health check, about 45 s.
+    if (impl === 'kube-lb') expect(run.verdict.longestGapMs).toBeLessThanOrEqual(6_000);
+    else expect(run.verdict.longestGapMs).toBeLessThanOrEqual(50_000);
   }, FAULT_TEST_MS);
 
   it('its stand-in stopped (systemctl stop kube-apiserver): the watch resumes on another, no event lost', async () => {
