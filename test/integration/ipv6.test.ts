@@ -1,11 +1,12 @@
 /**
  * IPv6 end to end on the shared lab, whose network is dual-stack: the lab's inventory-ipv6.yaml
  * names every master, node and the nginx mirror by its IPv6 address, so SSH logins, the nginx
- * source download, the balancers' upstreams, kube-lb's checks and status's probes all go over
+ * source URL, the balancers' upstreams, kube-lb's checks and status's probes all go over
  * IPv6 (the rendered configs name no IPv4 master address: no byte to a master can take IPv4).
  * Then lb.listen on [::1], a partitioned master and isolated nodes over IPv6. afterAll deploys
  * the lab's own inventory again: every node on kube-nginx at 127.0.0.1:8443, as the other files expect.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import { httpsGet, ProbeTimeout } from '../../src/connect/https-probe.js';
 import { setNodeIsolation } from '../../src/lab/isolation.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson } from '../helpers/deploy.js';
-import { kubectlOn } from '../helpers/kubectl.js';
+import { quote } from '../../src/util/quote.js';
 import { kubeLbMetrics, lab, scratchDir, withNode } from '../helpers/lab.js';
 
 const V6 = /^fd00:6b38:/;
@@ -44,18 +45,10 @@ async function versionThrough(node: { name: string; address: string }, host: str
   });
 }
 
-/** kubectl on a node (its kubeconfig: https://127.0.0.1:8443, or `server`): the answering stand-in. */
-async function kubectlVersion(service: string, server?: string): Promise<string> {
-  const run = await kubectlOn(service);
-  const p = run([...(server ? ['--server', server, '--tls-server-name', 'kubernetes'] : []), 'get', '--raw', '/version']);
-  p.stdin?.end();
-  let out = '';
-  let err = '';
-  p.stdout!.on('data', (b: Buffer) => (out += b));
-  p.stderr!.on('data', (b: Buffer) => (err += b));
-  const code = await new Promise<number | null>((resolve) => p.on('close', resolve));
-  expect(code, `kubectl on ${service}: ${err}`).toBe(0);
-  return JSON.parse(out).standin;
+/** kubectl on a node, run over SSH to its IPv6 address (its kubeconfig: https://127.0.0.1:8443, or `server`): the stand-in that answered /version. */
+async function kubectlVersion(node: { name: string; address: string }, server?: string): Promise<string> {
+  const flags = server ? `--server ${quote(server)} --tls-server-name kubernetes ` : '';
+  return withNode(node, async (c) => JSON.parse(await c.execOk(`kubectl ${flags}get --raw /version`)).standin);
 }
 
 /** What this machine gets from ADDRESS:PORT within ms: 'answer' (a first byte, as sshd's banner), 'closed', 'refused' or 'silent'. */
@@ -97,6 +90,13 @@ describe.sequential('IPv6 on the dual-stack lab', () => {
     expect(inv.nginx.sources[0]).toMatch(/^http:\/\/\[fd00:6b38:[0-9a-f:]+\]\//);
   });
 
+  it('the mirror serves the nginx tarball at its IPv6 URL, the sha256 the inventory names', async () => {
+    const inv = readYaml(lab().inventory6);
+    const r = await fetch(inv.nginx.sources[0]);
+    expect(r.status).toBe(200);
+    expect(createHash('sha256').update(Buffer.from(await r.arrayBuffer())).digest('hex')).toBe(inv.nginx.sha256);
+  });
+
   it('deploys kube-nginx and kube-lb over SSH to IPv6 addresses, toward masters named by IPv6: verified, kubectl answered through 127.0.0.1:8443', async () => {
     const inv = ipv6Inventory('ipv6');
     const d = await deployJson(['-i', inv, '--serial', '100%']);
@@ -114,7 +114,7 @@ describe.sequential('IPv6 on the dual-stack lab', () => {
     });
     await withNode(n2!, async (c) => {
       const conf = await c.execOk('cat /opt/k8s/kube-lb/conf/kube-lb.yaml');
-      for (const m of lab().masters) expect(conf).toContain(`[${m.address6}]:6443`);
+      for (const m of lab().masters) expect(conf).toContain(`- name: ${m.name}\n    address: ${m.address6}\n    port: 6443\n`);
       for (const a of v4) expect(conf).not.toContain(a);
       // kube-lb's own HTTPS checks reached every master over IPv6 and found it ready.
       const metrics = await kubeLbMetrics(c);
@@ -122,7 +122,7 @@ describe.sequential('IPv6 on the dual-stack lab', () => {
     });
 
     // Real clients on the nodes: kubectl (its kubeconfig says https://127.0.0.1:8443) gets /version from a stand-in.
-    for (const n of [n1!, n2!]) expect(await kubectlVersion(n.name)).toMatch(/^master-\d+$/);
+    for (const n of [n1!, n2!]) expect(await kubectlVersion(n)).toMatch(/^master-\d+$/);
 
     // status, over the same IPv6 logins: every master answers every node directly and through its local port.
     const s = await k8sha(['status', '-i', inv, '--json']);
@@ -143,7 +143,7 @@ describe.sequential('IPv6 on the dual-stack lab', () => {
       expect(d.report.hosts[n.name]!.verified).toMatchObject({ state: 'active (running)', status: 200 });
       expect(await versionThrough(n, '::1')).toMatch(/^master-\d+$/);
       // kubectl toward [::1]: a client's bytes through the IPv6 listener.
-      expect(await kubectlVersion(n.name, 'https://[::1]:8443')).toMatch(/^master-\d+$/);
+      expect(await kubectlVersion(n, 'https://[::1]:8443')).toMatch(/^master-\d+$/);
       // The port moved: nothing answers on 127.0.0.1:8443 now.
       await withNode(n, async (c) => {
         expect(await c.execOk(`ss -Htln 'sport = :8443' | awk '{print $4}'`)).toBe('[::1]:8443\n');
