@@ -2,7 +2,7 @@
 import { colour } from './colour.js';
 import { Command, InvalidArgumentError } from 'commander';
 import type { LabUpContext } from '../lab/lab.js';
-import { APISERVER_PORT, LOCAL_LB, MASTER_ACTIONS, MAX_LAB_HOSTS, masterActionValue, nodeOs, type MasterAction } from '../lab/topology.js';
+import { APISERVER_PORT, labSubnet6, LOCAL_LB, MASTER_ACTIONS, MAX_LAB_HOSTS, masterActionValue, nodeOs, type MasterAction } from '../lab/topology.js';
 import { displayPath as rel } from '../util/paths.js';
 import { runSteps, table } from './ui.js';
 
@@ -94,9 +94,9 @@ export function labCommand(setExit: (code: number) => void): Command {
       const healthy = s.hosts.every((h) => h.ok);
       if (o.json) {
         const bastion = s.bastion ? { bastion: s.bastion, bastionInventory: s.paths.bastionInventory, isolated: s.isolated } : {};
-        process.stdout.write(JSON.stringify({ id: s.state.id, subnet: s.state.subnet, inventory: s.paths.inventory, ...bastion, healthy, hosts: s.hosts }) + '\n');
+        process.stdout.write(JSON.stringify({ id: s.state.id, subnet: s.state.subnet, subnet6: labSubnet6(s.state.subnet), inventory: s.paths.inventory, inventory6: s.paths.inventory6, ...bastion, healthy, hosts: s.hosts }) + '\n');
       } else {
-        process.stdout.write(`Lab ${s.state.id} in ${rel(s.paths.dir)} (${s.state.subnet})\n`);
+        process.stdout.write(`Lab ${s.state.id} in ${rel(s.paths.dir)} (${s.state.subnet}, ${labSubnet6(s.state.subnet)})\n`);
         if (s.bastion) {
           process.stdout.write(
             `Bastion ${s.bastion.name} (${s.bastion.address}): nodes reachable ${s.isolated ? 'only through it' : 'through it and directly'}\n`,
@@ -104,8 +104,8 @@ export function labCommand(setExit: (code: number) => void): Command {
         }
         process.stdout.write(
           table([
-            ['HOST', 'ROLE', 'ADDRESS', 'CONTAINER', 'HEALTH'],
-            ...s.hosts.map((h) => [h.service, h.role, h.address, h.container, h.ok ? colour.green(h.detail) : colour.red(h.detail || 'down')]),
+            ['HOST', 'ROLE', 'ADDRESS', 'IPV6', 'CONTAINER', 'HEALTH'],
+            ...s.hosts.map((h) => [h.service, h.role, h.address, h.address6, h.container, h.ok ? colour.green(h.detail) : colour.red(h.detail || 'down')]),
           ]) + '\n',
         );
       }
@@ -152,10 +152,11 @@ function labJson(ctx: LabUpContext) {
   const bastion = plan.containers.find((c) => c.role === 'bastion');
   return {
     inventory: ctx.paths!.inventory,
+    inventory6: ctx.paths!.inventory6,
     kubeconfig: ctx.paths!.kubeconfig,
     kubectl: ctx.paths!.kubectl,
-    nodes: plan.containers.filter((c) => c.role === 'node').map((c, i) => ({ name: c.service, address: c.address, ...(ctx.options.os ? { os: nodeOs(ctx.options.os, i + 1) } : {}) })),
-    masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, port: APISERVER_PORT })),
+    nodes: plan.containers.filter((c) => c.role === 'node').map((c, i) => ({ name: c.service, address: c.address, address6: c.address6, ...(ctx.options.os ? { os: nodeOs(ctx.options.os, i + 1) } : {}) })),
+    masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, address6: c.address6, port: APISERVER_PORT })),
     ...(bastion
       ? {
           bastion: { name: bastion.service, address: bastion.address },
@@ -187,11 +188,13 @@ function printLabUp(ctx: LabUpContext): void {
   const direct = `ssh -i ${rel(p.identityFile)} -o UserKnownHostsFile=${rel(p.knownHosts)} -o StrictHostKeyChecking=yes`;
   if (!bastion) {
     out.push(`Inventory: ${rel(p.inventory)}`);
+    out.push(`           ${rel(p.inventory6)} (every host by its IPv6 address)`);
     out.push(`Log in:    ${direct} root@${first.address}`);
   } else {
     const isolated = ctx.options.isolated;
     out.push(`Inventory: ${rel(p.inventory)}${isolated ? ' (through the bastion: the nodes answer nothing else)' : ' (direct)'}`);
     out.push(`           ${rel(p.bastionInventory)} (through the bastion)`);
+    out.push(`           ${rel(p.inventory6)} (every host by its IPv6 address${isolated ? ', through the bastion' : ''})`);
     out.push(`Bastion:   ${bastion.service} ${bastion.address}; host certificate from the lab's SSH CA (${rel(p.certAuthorityKnownHosts)})`);
     // ssh -J runs a second ssh for the jump and passes it -F, not -i or -o: the lab's ssh_config carries both.
     out.push(`Log in:    ssh -F ${rel(p.sshConfig)} -J root@${bastion.address} root@${first.address}`);
@@ -200,6 +203,7 @@ function printLabUp(ctx: LabUpContext): void {
   // Masters are hosts too, never behind the bastion: the same key and known_hosts reach them directly.
   const master = ctx.plan!.containers.find((c) => c.role === 'master');
   if (master) out.push(`Masters:   ${direct} root@${master.address} systemctl status kube-apiserver`);
+  out.push(`IPv6:      ${ctx.plan!.network.subnet6}, each host's address ending as its IPv4 one does (${first.service} ${first.address6})`);
   // A real client: on every host through its 127.0.0.1:8443 (once deployed), from here straight to a master.
   out.push(`kubectl:   on every host, \`kubectl get pods\` goes through its ${LOCAL_LB} (once k8s-ha has deployed there)`);
   if (master) out.push(`           ${rel(p.kubectl)} --kubeconfig ${rel(p.kubeconfig)} --server https://${master.address}:${APISERVER_PORT} get pods`);

@@ -24,7 +24,7 @@ export function renderCompose(plan: LabPlan): string {
     const service: Record<string, unknown> = {
       image: c.image,
       hostname: c.service,
-      networks: { lab: { ipv4_address: c.address } },
+      networks: { lab: { ipv4_address: c.address, ipv6_address: c.address6 } },
     };
     if (c.capAdd.length) service.cap_add = c.capAdd;
     if (c.securityOpt.length) service.security_opt = c.securityOpt;
@@ -37,7 +37,17 @@ export function renderCompose(plan: LabPlan): string {
   const doc = {
     version: '2.4',
     services,
-    networks: { lab: { ipam: { config: [{ subnet: plan.network.subnet, gateway: plan.network.gateway }] } } },
+    networks: {
+      lab: {
+        enable_ipv6: true,
+        ipam: {
+          config: [
+            { subnet: plan.network.subnet, gateway: plan.network.gateway },
+            { subnet: plan.network.subnet6, gateway: plan.network.gateway6 },
+          ],
+        },
+      },
+    },
   };
   const header = [
     '# The k8s-ha lab for docker-compose v1: 3 systemd+sshd nodes, 3 systemd+sshd masters whose kube-apiserver is a stand-in, one nginx source mirror.',

@@ -9,7 +9,7 @@ export const LAB_LABEL = 'io.k8s-ha.lab';
 export const LAB_DIR_LABEL = 'io.k8s-ha.lab.dir';
 export const LAB_ROLE_LABEL = 'io.k8s-ha.lab.role';
 
-export async function docker(args: string[], options: ExecOptions & { step?: string } = {}): Promise<string> {
+export async function docker(args: string[], options: ExecOptions & { step?: string; hint?: string } = {}): Promise<string> {
   return runOk('docker', args, { ...options, env: { ...process.env, DOCKER_BUILDKIT: '0' } });
 }
 
@@ -59,6 +59,12 @@ export async function labContainers(labId: string): Promise<ContainerState[]> {
 export async function networkExists(name: string): Promise<boolean> {
   const r = await run('docker', ['network', 'inspect', '--format', '{{.Name}}', name]);
   return r.code === 0;
+}
+
+/** Whether a network has IPv6 on (`docker network create --ipv6`); false when it does not exist. */
+export async function networkHasIpv6(name: string): Promise<boolean> {
+  const r = await run('docker', ['network', 'inspect', '--format', '{{.EnableIPv6}}', name]);
+  return r.code === 0 && r.stdout.trim() === 'true';
 }
 
 /** Subnets of every network the engine has, to pick a free one for a new lab. */

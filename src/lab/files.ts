@@ -32,6 +32,8 @@ import {
 export interface LabPaths {
   dir: string;
   inventory: string;
+  /** The same lab with every host (masters, nodes, the mirror) named by its IPv6 address. */
+  inventory6: string;
   /** Written only when the lab has a bastion: every node through it. */
   bastionInventory: string;
   knownHosts: string;
@@ -57,6 +59,7 @@ export function labPaths(dir: string): LabPaths {
   return {
     dir: abs,
     inventory: path.join(abs, 'inventory.yaml'),
+    inventory6: path.join(abs, 'inventory-ipv6.yaml'),
     bastionInventory: path.join(abs, 'inventory-bastion.yaml'),
     knownHosts: path.join(abs, 'known_hosts'),
     certAuthorityKnownHosts: path.join(abs, 'known_hosts-cert-authority'),
@@ -134,7 +137,8 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
       await writeFileAtomic(`${key}.pub`, k.public);
     }
     const [type, blob] = (await fsp.readFile(`${key}.pub`, 'utf8')).trim().split(/\s+/);
-    known.push(`${n.address} ${type} ${blob}`);
+    // A line for each address, as `ssh` with accept-new would record them: a login by either is checked strictly.
+    known.push(`${n.address} ${type} ${blob}`, `${n.address6} ${type} ${blob}`);
   }
   await writeFileAtomic(p.knownHosts, known.join('\n') + '\n');
 
@@ -189,6 +193,7 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
   await writeFileAtomic(p.sshConfig, renderLabSshConfig(plan, p));
   const jump = bastion && options.isolated ? bastionJump(bastion) : undefined;
   await writeFileAtomic(p.inventory, renderLabInventory(plan, p, { proxyJump: jump }));
+  await writeFileAtomic(p.inventory6, renderLabInventory(plan, p, { proxyJump: jump, ipv6: true }));
   return p;
 }
 
@@ -219,27 +224,32 @@ async function ensureServingCert(
   issueCertificate: typeof import('./pki.js').issueCertificate,
 ): Promise<void> {
   const stamp = path.join(dir, 'address');
-  if (fs.existsSync(stamp) && (await fsp.readFile(stamp, 'utf8')).trim() === m.address) return;
+  const addresses = `${m.address} ${m.address6}`;
+  if (fs.existsSync(stamp) && (await fsp.readFile(stamp, 'utf8')).trim() === addresses) return;
   // Names a real kube-apiserver certificate carries, so clients verify it the same way here.
   const leaf = await issueCertificate(ca, {
     commonName: m.service,
     dnsNames: [m.service, 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost'],
-    ipAddresses: [m.address, '127.0.0.1'],
+    ipAddresses: [m.address, m.address6, '127.0.0.1', '::1'],
     usage: 'server',
   });
   await writeFileAtomic(path.join(dir, 'tls.key'), leaf.key, 0o600);
   await writeFileAtomic(path.join(dir, 'tls.crt'), leaf.cert);
   await writeFileAtomic(path.join(dir, 'ca.crt'), ca.cert);
-  await writeFileAtomic(stamp, m.address + '\n');
+  await writeFileAtomic(stamp, addresses + '\n');
 }
 
 export interface LabInventoryOptions {
   /** `[user@]host[:port]` of a bastion every node is reached through. */
   proxyJump?: string;
+  /** Name masters, nodes and the mirror by their IPv6 addresses (the bastion, a jump host, keeps its IPv4 one). */
+  ipv6?: boolean;
 }
 
 export function renderLabInventory(plan: LabPlan, p: LabPaths, options: LabInventoryOptions = {}): string {
   const mirror = plan.containers.find((c) => c.role === 'mirror')!;
+  const addr = (c: LabContainer) => (options.ipv6 ? c.address6 : c.address);
+  const mirrorHost = options.ipv6 ? `[${mirror.address6}]` : mirror.address;
   const doc = {
     ssh: {
       user: 'root',
@@ -250,12 +260,12 @@ export function renderLabInventory(plan: LabPlan, p: LabPaths, options: LabInven
     },
     masters: plan.containers
       .filter((c) => c.role === 'master')
-      .map((c) => ({ name: c.service, address: c.address, port: APISERVER_PORT })),
-    nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: c.address })),
+      .map((c) => ({ name: c.service, address: addr(c), port: APISERVER_PORT })),
+    nodes: plan.containers.filter((c) => c.role === 'node').map((c) => ({ name: c.service, address: addr(c) })),
     lb: { listen: LOCAL_LB, balance: 'least_conn' },
     nginx: {
       version: NGINX_SOURCE.version,
-      sources: [`http://${mirror.address}${MIRROR_PORT === 80 ? '' : `:${MIRROR_PORT}`}/${NGINX_SOURCE.file}`],
+      sources: [`http://${mirrorHost}${MIRROR_PORT === 80 ? '' : `:${MIRROR_PORT}`}/${NGINX_SOURCE.file}`],
       sha256: NGINX_SOURCE.sha256,
     },
     tls: { caFile: p.caFile, serverName: 'kubernetes' },
@@ -269,6 +279,7 @@ export function renderLabInventory(plan: LabPlan, p: LabPaths, options: LabInven
   );
   return (
     `# Inventory of the k8s-ha lab in ${p.dir} (${plan.id}), written by \`k8s-ha lab up\`.\n` +
+    (options.ipv6 ? '# Every master, node and the mirror by its IPv6 address on the lab network (the lab is dual-stack).\n' : '') +
     (options.proxyJump ? `# Every node is reached through the bastion ${options.proxyJump} (its host key is in known_hosts too).\n` : '') +
     '# The same format as any inventory: see README.md, "Inventory reference".\n' +
     yaml

@@ -1,6 +1,6 @@
 /**
  * Nodes this machine cannot reach, as behind a real bastion: inside each node
- * an `unreachable` route to the lab network's gateway address. This machine
+ * an `unreachable` route to the lab network's gateway address, IPv4 and IPv6. This machine
  * talks to the containers from that address (the bridge's own), so a node's
  * replies to it go nowhere and a direct SSH login times out, while everything
  * else keeps working: the bastion, masters and mirror are on the same bridge
@@ -20,13 +20,23 @@ import type { LabContainer, LabPlan } from './topology.js';
 
 /**
  * Shell run in a node (as root, which has NET_ADMIN there): add or remove the
- * route, printing `changed` or `kept` so `lab up` can say what it did.
+ * routes, printing `changed` or `kept` so `lab up` can say what it did. Both
+ * families: this machine reaches the node from the bridge's IPv6 address too
+ * (gateway6), and a route for one family does nothing for the other.
  */
-export function isolationScript(gateway: string, isolated: boolean): string {
-  const has = `ip route show ${gateway}/32 | grep -q '^unreachable'`;
-  return isolated
-    ? `if ${has}; then echo kept; else ip route add unreachable ${gateway}/32 && echo changed; fi`
-    : `if ${has}; then ip route del unreachable ${gateway}/32 && echo changed; else echo kept; fi`;
+export function isolationScript(gateway: string, gateway6: string, isolated: boolean): string {
+  const routes = [
+    { ip: 'ip', dest: `${gateway}/32` },
+    { ip: 'ip -6', dest: `${gateway6}/128` },
+  ];
+  const steps = routes.map(({ ip, dest }) => {
+    const has = `${ip} route show ${dest} | grep -q '^unreachable'`;
+    return isolated
+      ? `{ ${has} || { ${ip} route add unreachable ${dest} && c=changed; }; }`
+      : `{ ! ${has} || { ${ip} route del unreachable ${dest} && c=changed; }; }`;
+  });
+  // One word for both: the node's isolation is one fact.
+  return `c=kept && ${steps.join(' && ')} && echo $c`;
 }
 
 /** docker exec runs at once: each is cheap, and the engine serialises much of it anyway. */
@@ -40,7 +50,7 @@ const EXECS_AT_ONCE = 8;
  */
 export async function applyNodeIsolation(plan: LabPlan, isolated: boolean, freshlyStarted: ReadonlySet<string> = new Set()): Promise<string[]> {
   const nodes = plan.containers.filter((c) => c.role === 'node' && (isolated || !freshlyStarted.has(c.name)));
-  const script = isolationScript(plan.network.gateway, isolated);
+  const script = isolationScript(plan.network.gateway, plan.network.gateway6, isolated);
   const changed = await mapLimit(nodes, EXECS_AT_ONCE, async (n: LabContainer) => {
     const out = await docker(['exec', n.name, 'sh', '-c', script], {
       step: `${isolated ? 'isolating' : 'reconnecting'} ${n.service} ${isolated ? 'from' : 'to'} this machine`,

@@ -8,7 +8,7 @@ import { EnvironmentError, UsageError } from '../errors.js';
 import { displayPath } from '../util/paths.js';
 import { mapLimit } from '../util/pool.js';
 import { COMPOSE_LAB } from './compose.js';
-import { docker, LAB_DIR_LABEL, LAB_LABEL, LAB_ROLE_LABEL, labContainers, networkExists, networkLabel, usedSubnets } from './docker.js';
+import { docker, LAB_DIR_LABEL, LAB_LABEL, LAB_ROLE_LABEL, labContainers, networkExists, networkHasIpv6, networkLabel, usedSubnets } from './docker.js';
 import { ensureEngine, ensureHostLimits, type Say } from './engine.js';
 import { ensureLabFiles, labBastion, labPaths, type LabPaths } from './files.js';
 import { SshConnection } from '../connect/ssh.js';
@@ -210,20 +210,40 @@ export function labUpSteps(): Step<LabUpContext>[] {
           ctx.changes.push(line);
           say(line);
         });
+        if (await networkExists(plan.network.name)) {
+          if ((await networkLabel(plan.network.name, LAB_LABEL)) !== plan.id) {
+            throw new UsageError(`a Docker network named ${plan.network.name} exists and is not this lab's`, {
+              hint: `remove it (docker network rm ${plan.network.name}) or choose another --dir`,
+            });
+          }
+          if (!(await networkHasIpv6(plan.network.name))) {
+            // Made by a k8s-ha whose lab was IPv4 only. Docker cannot turn IPv6 on in a network that
+            // exists, and a container keeps the addresses it was made with: make both again, as for
+            // a newer image (what was deployed on the old containers goes with them).
+            const old = await labContainers(plan.id);
+            if (old.length) await docker(['rm', '-f', ...old.map((c) => c.id)]);
+            await docker(['network', 'rm', plan.network.name]);
+            const what = `removed the IPv4-only network ${plan.network.name} and its ${old.length} container${old.length === 1 ? '' : 's'}, to make them dual-stack`;
+            ctx.changes.push(what);
+            say(what);
+          }
+        }
         if (!(await networkExists(plan.network.name))) {
           await docker([
             'network', 'create',
             '--subnet', plan.network.subnet,
             '--gateway', plan.network.gateway,
+            '--ipv6',
+            '--subnet', plan.network.subnet6,
+            '--gateway', plan.network.gateway6,
             '--label', `${LAB_LABEL}=${plan.id}`,
             '--label', `${LAB_DIR_LABEL}=${path.resolve(ctx.options.dir)}`,
             plan.network.name,
-          ]);
-          ctx.changes.push(`created network ${plan.network.name} (${plan.network.subnet})`);
-        } else if ((await networkLabel(plan.network.name, LAB_LABEL)) !== plan.id) {
-          throw new UsageError(`a Docker network named ${plan.network.name} exists and is not this lab's`, {
-            hint: `remove it (docker network rm ${plan.network.name}) or choose another --dir`,
+          ], {
+            step: `creating the lab network ${plan.network.name} (${plan.network.subnet} and ${plan.network.subnet6})`,
+            hint: 'the lab network is dual-stack: this machine needs IPv6 on (sysctl net.ipv6.conf.all.disable_ipv6=0, no ipv6.disable=1 at boot)',
           });
+          ctx.changes.push(`created network ${plan.network.name} (${plan.network.subnet}, ${plan.network.subnet6})`);
         }
         const have = new Map((await labContainers(plan.id)).map((c) => [c.name, c]));
         const faults = ctx.existing?.faults ?? {};
@@ -257,7 +277,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           ctx.started!.add(c.name);
           if (outdated) recreated++;
           else created++;
-          say(`started ${c.service} (${c.address})`);
+          say(`started ${c.service} (${c.address}, ${c.address6})`);
         });
         // Partitioned on purpose (lab.json says so): a master started again has lost its qdiscs.
         const partitioned = plan.containers.filter((c) => faults[c.service] === 'partitioned');
@@ -267,7 +287,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
         if (recreated) ctx.changes.push(`recreated ${recreated} container${recreated === 1 ? '' : 's'} with a newer image`);
         if (created) ctx.changes.push(`created ${created} container${created === 1 ? '' : 's'}`);
         if (started) ctx.changes.push(`started ${started} stopped container${started === 1 ? '' : 's'}`);
-        return `${plan.containers.length} containers on ${plan.network.subnet}` + (created + recreated || started ? '' : ' (all running)');
+        return `${plan.containers.length} containers on ${plan.network.subnet} and ${plan.network.subnet6}` + (created + recreated || started ? '' : ' (all running)');
       },
     },
     {
@@ -449,7 +469,7 @@ export async function labDown(dir: string): Promise<LabDownResult> {
 export interface LabStatus {
   state: LabState;
   paths: LabPaths;
-  hosts: (HostHealth & { container: string })[];
+  hosts: (HostHealth & { container: string; address6: string })[];
   bastion?: { name: string; address: string };
   /** The nodes are reachable only through the bastion (as lab.json records). */
   isolated: boolean;
@@ -473,7 +493,7 @@ export async function labStatus(dir: string): Promise<LabStatus> {
       const ctr = containers.get(c.name);
       const h = health[i]!;
       const container = ctr ? ctr.status : 'missing';
-      return { ...h, ok: h.ok && !!ctr?.running, detail: ctr?.running || h.fault ? h.detail : '', container };
+      return { ...h, address6: c.address6, ok: h.ok && !!ctr?.running, detail: ctr?.running || h.fault ? h.detail : '', container };
     }),
   };
 }

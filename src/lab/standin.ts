@@ -699,7 +699,9 @@ export function serveApiserver(o: StandinOptions): Standin {
   api.on('sessionError', () => {
     /* a client gone mid-stream */
   });
-  const host = o.host ?? '0.0.0.0';
+  // No host: Node binds `::` with IPV6_V6ONLY off, which takes IPv4 too (as kube-apiserver's
+  // --bind-address 0.0.0.0 does on a dual-stack host), or 0.0.0.0 where the host has no IPv6.
+  const host = o.host;
   // The port bound (o.port may be 0), which a test reads from this line.
   api.listen(o.port, host, () => log(`apiserver stand-in listening on :${(api.address() as { port: number }).port}${lagMs ? `, its watch cache ${lagMs} ms behind` : ''}`));
 
@@ -825,7 +827,8 @@ function serveMirror(root: string): void {
       fs.createReadStream(file).pipe(res);
     });
   });
-  server.listen(80, '0.0.0.0', () => log(`mirror serving ${root} on :80`));
+  // IPv4 and IPv6 alike (see the apiserver's listen).
+  server.listen(80, () => log(`mirror serving ${root} on :80`));
   process.on('SIGTERM', () => {
     server.close();
     server.closeAllConnections();

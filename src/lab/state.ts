@@ -42,6 +42,7 @@ export interface LabState {
 export const LAB_FILES = [
   'lab.json',
   'inventory.yaml',
+  'inventory-ipv6.yaml',
   'inventory-bastion.yaml',
   'known_hosts',
   'known_hosts-cert-authority',

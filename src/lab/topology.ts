@@ -1,5 +1,5 @@
 /**
- * The lab's topology as plain data: one network, N node containers that boot
+ * The lab's topology as plain data: one dual-stack network, N node containers that boot
  * real systemd, M masters (hosts like the nodes whose kube-apiserver service
  * is a stand-in), one nginx source mirror and, with `--bastion`, one bastion
  * (a node-like systemd+sshd host to jump through).
@@ -97,6 +97,8 @@ export interface LabContainer {
   /** Container name for `lab up`. */
   name: string;
   address: string;
+  /** Its IPv6 address on the same network (labAddress6). */
+  address6: string;
   image: string;
   capAdd: string[];
   securityOpt: string[];
@@ -110,7 +112,8 @@ export interface LabContainer {
 
 export interface LabPlan {
   id: string;
-  network: { name: string; subnet: string; gateway: string };
+  /** IPv4 and IPv6 (a ULA /64 derived from the IPv4 /16, see labSubnet6): every host has both. */
+  network: { name: string; subnet: string; gateway: string; subnet6: string; gateway6: string };
   containers: LabContainer[];
 }
 
@@ -131,6 +134,31 @@ export function labAddress(subnet: string, role: LabRole, index: number): string
   const [third, host] =
     role === 'mirror' ? [0, 10] : role === 'bastion' ? [0, 20] : role === 'master' ? [1, 10 + index] : [2, 10 + index];
   return `${s.a}.${s.b}.${third}.${host}`;
+}
+
+/**
+ * The lab network's IPv6 /64, a unique local prefix derived from its IPv4 /16 (10.210.0.0/16 gives
+ * fd00:6b38:a:d2::/64), so two labs never share one and lab.json needs nothing more to name it.
+ */
+export function labSubnet6(subnet: string): string {
+  const s = parseSubnet16(subnet);
+  if (typeof s === 'string') throw new Error(s);
+  return `fd00:6b38:${s.a.toString(16)}:${s.b.toString(16)}::/64`;
+}
+
+/**
+ * A host's IPv6 address: its IPv4 address's last two octets, written as they read (10.210.1.11 is
+ * fd00:6b38:a:d2::1:11, the mirror 10.210.0.10 is fd00:6b38:a:d2::10), in canonical form, the form
+ * the inventory compares and a user would type.
+ */
+export function labAddress6(subnet: string, role: LabRole, index: number): string {
+  const [, , third, host] = labAddress(subnet, role, index).split('.');
+  return canonical6(labSubnet6(subnet).replace(/::\/64$/, `::${third}:${host}`));
+}
+
+/** RFC 5952's form (WHATWG URL parsing gives it): fd00:6b38:ac:0::1 is fd00:6b38:ac::1. */
+function canonical6(address: string): string {
+  return new URL(`http://[${address}]/`).hostname.slice(1, -1);
 }
 
 // What a container needs to boot real systemd without --privileged (see docs/lab.md).
@@ -164,11 +192,12 @@ export function planLab(input: LabPlanInput): LabPlan {
   // bastion meets what a user's bastion runs, and a master is a host a deploy could log in to. Only the
   // bastion's sshd also presents a host certificate; only a master runs a kube-apiserver (the stand-in,
   // a unit of its image) and mounts its serving certificate.
-  const sshHost = (service: string, role: 'node' | 'bastion' | 'master', address: string, image = role === 'master' ? input.images.master : input.images.node): LabContainer => ({
+  const sshHost = (service: string, role: 'node' | 'bastion' | 'master', index: number, image = role === 'master' ? input.images.master : input.images.node): LabContainer => ({
     service,
     role,
     name: `${input.id}-${service}`,
-    address,
+    address: labAddress(input.subnet, role, index),
+    address6: labAddress6(input.subnet, role, index),
     image,
     ...structuredClone(SYSTEMD_CONTAINER),
     volumes: [
@@ -184,12 +213,13 @@ export function planLab(input: LabPlanInput): LabPlan {
     env: { container: 'docker' },
     command: ['/lib/systemd/systemd'],
   });
-  for (let i = 1; i <= input.masters; i++) containers.push(sshHost(`master-${i}`, 'master', labAddress(input.subnet, 'master', i)));
+  for (let i = 1; i <= input.masters; i++) containers.push(sshHost(`master-${i}`, 'master', i));
   containers.push({
     service: 'mirror',
     role: 'mirror',
     name: `${input.id}-mirror`,
     address: labAddress(input.subnet, 'mirror', 0),
+    address6: labAddress6(input.subnet, 'mirror', 0),
     image: input.images.apiserver,
     capAdd: [],
     securityOpt: [],
@@ -199,11 +229,17 @@ export function planLab(input: LabPlanInput): LabPlan {
     env: { STANDIN_NAME: 'mirror' },
     command: ['/usr/local/bin/node', '/opt/k8s-ha-lab/standin.js', 'mirror', '/srv/mirror'],
   });
-  if (input.bastion) containers.push(sshHost(BASTION_SERVICE, 'bastion', labAddress(input.subnet, 'bastion', 0)));
-  for (let i = 1; i <= input.nodes; i++) containers.push(sshHost(`node-${i}`, 'node', labAddress(input.subnet, 'node', i), nodeImageOf(input, i)));
+  if (input.bastion) containers.push(sshHost(BASTION_SERVICE, 'bastion', 0));
+  for (let i = 1; i <= input.nodes; i++) containers.push(sshHost(`node-${i}`, 'node', i, nodeImageOf(input, i)));
   return {
     id: input.id,
-    network: { name: input.id, subnet: input.subnet, gateway: `${s.a}.${s.b}.0.1` },
+    network: {
+      name: input.id,
+      subnet: input.subnet,
+      gateway: `${s.a}.${s.b}.0.1`,
+      subnet6: labSubnet6(input.subnet),
+      gateway6: canonical6(labSubnet6(input.subnet).replace(/\/64$/, '1')),
+    },
     containers,
   };
 }
@@ -216,7 +252,7 @@ function joinDir(dir: string, ...parts: string[]): string {
 
 /** `docker run` arguments for one container of the plan (after `docker run -d`). */
 export function dockerRunArgs(plan: LabPlan, c: LabContainer, labels: Record<string, string>): string[] {
-  const args = ['--name', c.name, '--hostname', c.service, '--network', plan.network.name, '--ip', c.address];
+  const args = ['--name', c.name, '--hostname', c.service, '--network', plan.network.name, '--ip', c.address, '--ip6', c.address6];
   for (const [k, v] of Object.entries(labels)) args.push('--label', `${k}=${v}`);
   for (const cap of c.capAdd) args.push('--cap-add', cap);
   for (const opt of c.securityOpt) args.push('--security-opt', opt);

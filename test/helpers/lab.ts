@@ -9,8 +9,10 @@ import { k8sha } from './cli.js';
 export interface LabInfo {
   dir: string;
   inventory: string;
-  nodes: { name: string; address: string }[];
-  masters: { name: string; address: string; port: number }[];
+  /** The same lab, every master, node and the mirror by its IPv6 address. */
+  inventory6: string;
+  nodes: { name: string; address: string; address6: string }[];
+  masters: { name: string; address: string; address6: string; port: number }[];
   bastion: { name: string; address: string };
   /** The same lab's inventory, every node through the bastion. */
   bastionInventory: string;

@@ -35,7 +35,7 @@ describe('lab plan with a bastion', () => {
     const b = labBastion(p)!;
     const node = p.containers.find((c) => c.service === 'node-1')!;
     expect(b.name).toBe('k8s-ha-lab-abc-bastion');
-    expect({ ...b, service: '', name: '', address: '', role: '', volumes: [] }).toEqual({ ...node, service: '', name: '', address: '', role: '', volumes: [] });
+    expect({ ...b, service: '', name: '', address: '', address6: '', role: '', volumes: [] }).toEqual({ ...node, service: '', name: '', address: '', address6: '', role: '', volumes: [] });
     expect(b.volumes).toEqual([
       { host: '/sys/fs/cgroup', container: '/sys/fs/cgroup', readOnly: false },
       { host: '/x/.lab/hosts/bastion', container: '/etc/k8s-ha-lab/host', readOnly: true },
@@ -124,11 +124,13 @@ describe('lab SSH host CA', () => {
 
 describe('node isolation', () => {
   it('adds or removes an unreachable route to the gateway, saying whether it changed anything', () => {
-    expect(isolationScript('10.220.0.1', true)).toBe(
-      "if ip route show 10.220.0.1/32 | grep -q '^unreachable'; then echo kept; else ip route add unreachable 10.220.0.1/32 && echo changed; fi",
+    expect(isolationScript('10.220.0.1', 'fd00:6b38:a:dc::1', true)).toBe(
+      "c=kept && { ip route show 10.220.0.1/32 | grep -q '^unreachable' || { ip route add unreachable 10.220.0.1/32 && c=changed; }; } && " +
+        "{ ip -6 route show fd00:6b38:a:dc::1/128 | grep -q '^unreachable' || { ip -6 route add unreachable fd00:6b38:a:dc::1/128 && c=changed; }; } && echo $c",
     );
-    expect(isolationScript('10.220.0.1', false)).toBe(
-      "if ip route show 10.220.0.1/32 | grep -q '^unreachable'; then ip route del unreachable 10.220.0.1/32 && echo changed; else echo kept; fi",
+    expect(isolationScript('10.220.0.1', 'fd00:6b38:a:dc::1', false)).toBe(
+      "c=kept && { ! ip route show 10.220.0.1/32 | grep -q '^unreachable' || { ip route del unreachable 10.220.0.1/32 && c=changed; }; } && " +
+        "{ ! ip -6 route show fd00:6b38:a:dc::1/128 | grep -q '^unreachable' || { ip -6 route del unreachable fd00:6b38:a:dc::1/128 && c=changed; }; } && echo $c",
     );
   });
 });

@@ -4,7 +4,9 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
+import { X509Certificate } from 'node:crypto';
 import { ed25519KeyLength, ensureLabFiles } from '../../src/lab/files.js';
+import { loadInventory } from '../../src/inventory/load.js';
 import { partitionScript } from '../../src/lab/partition.js';
 import { planOfState, readState, setMasterFault, STATE_KIND, writeState, type LabState } from '../../src/lab/state.js';
 import { MASTER_APISERVER_UNIT, STANDIN_DRAIN_MS, STANDIN_SHUTDOWN_DELAY_MS } from '../../src/lab/images.js';
@@ -22,11 +24,22 @@ describe('lab files for masters', () => {
     const plan = planLab({ id: 'k8s-ha-lab-abc', nodes: 1, masters: 2, subnet: '10.220.0.0/16', dir, images });
     const p = await ensureLabFiles(plan, dir, tarball);
     const known = fs.readFileSync(p.knownHosts, 'utf8').trim().split('\n');
-    expect(known.map((l) => l.split(' ')[0])).toEqual(['10.220.1.11', '10.220.1.12', '10.220.2.11']);
+    // Each host under both its addresses: a login by either is checked strictly.
+    expect(known.map((l) => l.split(' ')[0])).toEqual([
+      '10.220.1.11', 'fd00:6b38:a:dc::1:11',
+      '10.220.1.12', 'fd00:6b38:a:dc::1:12',
+      '10.220.2.11', 'fd00:6b38:a:dc::2:11',
+    ]);
     for (const m of ['master-1', 'master-2']) {
       const pub = fs.readFileSync(path.join(dir, 'hosts', m, 'ssh_host_ed25519_key.pub'), 'utf8').trim().split(' ');
-      expect(known).toContain(`${plan.containers.find((c) => c.service === m)!.address} ${pub[0]} ${pub[1]}`);
-      expect(fs.existsSync(path.join(dir, 'pki', m, 'tls.crt'))).toBe(true);
+      const c = plan.containers.find((c) => c.service === m)!;
+      expect(known).toContain(`${c.address} ${pub[0]} ${pub[1]}`);
+      expect(known).toContain(`${c.address6} ${pub[0]} ${pub[1]}`);
+      // The serving certificate is valid for the IPv6 address a client may dial, as for the IPv4 one.
+      const cert = new X509Certificate(fs.readFileSync(path.join(dir, 'pki', m, 'tls.crt')));
+      expect(cert.checkIP(c.address6)).toBe(c.address6);
+      expect(cert.checkIP(c.address)).toBe(c.address);
+      expect(cert.checkIP('::1')).toBe('::1');
     }
     expect(new Set(known.map((l) => l.split(' ')[2])).size).toBe(3);
     const inventory = YAML.parse(fs.readFileSync(p.inventory, 'utf8'));
@@ -34,6 +47,15 @@ describe('lab files for masters', () => {
       { name: 'master-1', address: '10.220.1.11', port: 6443 },
       { name: 'master-2', address: '10.220.1.12', port: 6443 },
     ]);
+    // inventory-ipv6.yaml: the same lab, every host by its IPv6 address, and an inventory k8s-ha loads.
+    const loaded = await loadInventory(p.inventory6);
+    expect(loaded.inventory.masters.map((m) => [m.name, m.address, m.port])).toEqual([
+      ['master-1', 'fd00:6b38:a:dc::1:11', 6443],
+      ['master-2', 'fd00:6b38:a:dc::1:12', 6443],
+    ]);
+    expect(loaded.inventory.nodes.map((n) => [n.name, n.address])).toEqual([['node-1', 'fd00:6b38:a:dc::2:11']]);
+    expect(loaded.inventory.nginx?.sources[0]).toMatch(/^http:\/\/\[fd00:6b38:a:dc::10\]\/nginx-/);
+    expect(loaded.inventory.lb.listen).toBe('127.0.0.1:8443');
   });
 });
 
