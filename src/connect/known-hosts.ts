@@ -74,7 +74,17 @@ export function parseRevokedKeys(content: Buffer, file: string): { entries: Know
     if (!keyType || !key || keyTypeOf(key) !== keyType) {
       return { problem: `${file}:${i + 1} is not a public key ("TYPE BASE64 [comment]", as in a .pub file)` };
     }
-    entries.push({ file, line: i + 1, marker: '@revoked', revokedList: true, patterns: '*', keyType, key });
+    // As OpenSSH compares them, by public key: a listed certificate revokes its key, and so every
+    // certificate of that key and the plain key itself (compared whole, it would match nothing).
+    let revoked: Buffer = key;
+    if (isCertificate(key)) {
+      try {
+        revoked = parseHostCertificate(key).publicKey;
+      } catch (e) {
+        return { problem: `${file}:${i + 1} is a certificate that does not parse: ${(e as Error).message}` };
+      }
+    }
+    entries.push({ file, line: i + 1, marker: '@revoked', revokedList: true, patterns: '*', keyType: keyTypeOf(revoked), key: revoked });
   }
   return { entries };
 }

@@ -18,7 +18,7 @@ export const addressPort = z.string().refine((v) => parseHostPort(v) !== undefin
 export const unitName = z
   .string()
   .max(256)
-  .regex(/^[A-Za-z0-9@._:\\][A-Za-z0-9@._:\\-]*$/, 'must be a unit name like kube-nginx (letters, digits, @ . _ : \\ -, not starting with -)');
+  .regex(/^[A-Za-z0-9@._:][A-Za-z0-9@._:-]*$/, 'must be a unit name like kube-nginx (letters, digits, @ . _ : -, not starting with -)');
 
 const replacesArgs = z.strictObject({
   unit: unitName,

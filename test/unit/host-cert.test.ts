@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { certificateProblem, isCertificate, parseHostCertificate } from '../../src/connect/host-cert.js';
-import { checkHostKey, parseKnownHosts, preferredHostKeyTypes } from '../../src/connect/known-hosts.js';
+import { checkHostKey, parseKnownHosts, parseRevokedKeys, preferredHostKeyTypes } from '../../src/connect/known-hosts.js';
 import { hostCertificates } from '../../src/connect/ssh2-certs.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-cert-'));
@@ -77,6 +77,22 @@ describe('host certificates', () => {
     expect(checkHostKey(revokedCa, '10.0.0.5', 22, good).status).toBe('revoked');
     const revokedKey = [...trust('ca'), ...parseKnownHosts(`@revoked * ${lineOf('host.pub')}\n`, '/kh')];
     expect(checkHostKey(revokedKey, '10.0.0.5', 22, good).status).toBe('revoked');
+  });
+
+  it("are refused when RevokedHostKeys lists the CA, the certified key, or any certificate of that key", () => {
+    const listed = (file: string) => {
+      const r = parseRevokedKeys(fs.readFileSync(path.join(dir, file)), `/revoked/${file}`);
+      if ('problem' in r) throw new Error(r.problem);
+      return [...trust('ca'), ...r.entries];
+    };
+    expect(checkHostKey(listed('ca.pub'), '10.0.0.5', 22, good).status).toBe('revoked');
+    expect(checkHostKey(listed('host.pub'), '10.0.0.5', 22, good).status).toBe('revoked');
+    // As OpenSSH compares them, by public key: a listed certificate revokes the key it certifies, in
+    // every certificate of it and as a plain key too.
+    expect(checkHostKey(listed('any-cert.pub'), '10.0.0.5', 22, good).status).toBe('revoked');
+    expect(checkHostKey([...listed('any-cert.pub'), ...parseKnownHosts(`10.0.0.5 ${lineOf('host.pub')}\n`)], '10.0.0.5', 22, blobOf('host.pub')).status).toBe('revoked');
+    // Another key's certificate revokes nothing of this host's.
+    expect(checkHostKey(listed('ecdsa-cert.pub'), '10.0.0.5', 22, good).status).toBe('match');
   });
 
   it('notice a forged signature', () => {
