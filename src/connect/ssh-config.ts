@@ -32,7 +32,15 @@ export interface SshConfigLookup {
   options: Map<string, ConfigValue[]>;
   /** Blocks that were skipped because they need what k8s-ha does not run, and read errors. */
   notes: string[];
+  /**
+   * Host key settings in a block k8s-ha could not evaluate (Match exec...): OpenSSH might apply
+   * them, so going on without them could trust what the operator revoked or meant to check.
+   */
+  unsafe: string[];
 }
+
+/** Settings about which host keys to trust: one of these in a block that cannot be evaluated stops the run. */
+const TRUST_KEYWORDS = new Set(['revokedhostkeys', 'stricthostkeychecking', 'userknownhostsfile', 'globalknownhostsfile', 'knownhostscommand']);
 
 export interface SshConfigReader {
   /** The file's text, or undefined when it does not exist. */
@@ -135,6 +143,7 @@ function expandInclude(spec: string, base: string, reader: SshConfigReader): str
 export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader: SshConfigReader): SshConfigLookup {
   const options = new Map<string, ConfigValue[]>();
   const notes: string[] = [];
+  const unsafe: string[] = [];
   const names = host.address && host.address !== host.name ? [host.name, host.address] : [host.name];
   const first = (key: string) => options.get(key)?.[0]?.args[0];
 
@@ -145,10 +154,13 @@ export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader:
     else if (!options.has(key)) options.set(key, [value]);
   };
 
+  /** Where the block being read was skipped because k8s-ha cannot evaluate it (undefined: it was not). */
+  let unevaluated: string | undefined;
   const matchApplies = (args: string[], where: string): boolean => {
     for (let i = 0; i < args.length; i++) {
       const criterion = args[i]!.toLowerCase();
       if (!MATCH_SUPPORTED.has(criterion)) {
+        unevaluated = `${where}: "Match ${args.join(' ')}"`;
         notes.push(`${where}: "Match ${args.join(' ')}" is ignored: k8s-ha does not evaluate "${args[i]}" (it never runs commands from ssh_config); the block's settings are not applied`);
         return false;
       }
@@ -176,6 +188,7 @@ export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader:
     const text = reader.read(ref.file);
     if (text === undefined) return;
     let active = true;
+    unevaluated = undefined;
     text.split('\n').forEach((raw, i) => {
       const tokens = tokenize(raw);
       if (!tokens) return;
@@ -183,14 +196,19 @@ export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader:
       const key = keyword.toLowerCase();
       const where = `${ref.file}:${i + 1}`;
       if (key === 'host') {
+        unevaluated = undefined;
         active = patternListMatches(args, names);
         return;
       }
       if (key === 'match') {
+        unevaluated = undefined;
         active = matchApplies(args, where);
         return;
       }
-      if (!active) return;
+      if (!active) {
+        if (unevaluated && TRUST_KEYWORDS.has(key)) unsafe.push(`${where}: ${keyword} is in ${unevaluated}, which k8s-ha cannot evaluate`);
+        return;
+      }
       if (key === 'include') {
         if (depth >= MAX_INCLUDE_DEPTH) {
           notes.push(`${where}: Include nested more than ${MAX_INCLUDE_DEPTH} deep: not followed`);
@@ -199,6 +217,8 @@ export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader:
         for (const spec of args) {
           for (const file of expandInclude(spec, ref.includeBase, reader)) readFile({ file, includeBase: ref.includeBase }, depth + 1);
         }
+        // Back in a block that applies (an Include is followed only there).
+        unevaluated = undefined;
         return;
       }
       set(key, args, ref.file, i + 1);
@@ -206,7 +226,7 @@ export function lookupSshConfig(files: ConfigFileRef[], host: LookupFor, reader:
   };
 
   for (const ref of files) readFile(ref, 0);
-  return { options, notes };
+  return { options, notes, unsafe };
 }
 
 export interface TokenValues {

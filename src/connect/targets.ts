@@ -143,6 +143,10 @@ export class TargetResolver {
 
   private lookup(name: string, address: string | undefined, user: string | undefined, warnings: string[], defaultUser?: string): SshConfigLookup {
     const found = lookupSshConfig(this.files, { name, address, user, defaultUser }, this.reader);
+    // Fail closed: OpenSSH might apply these, and without them k8s-ha could trust a key they revoke.
+    if (found.unsafe.length) {
+      throw new Error(`${found.unsafe.join('; ')}: whether it applies to ${name} decides which host keys are trusted, so k8s-ha will not guess; move the setting out of that Match block (into a Host block, or the inventory's ssh:)`);
+    }
     for (const note of found.notes) {
       // The same ignored Match block would be reported for every node: once is enough.
       if (!this.noted.has(note)) warnings.push(note);

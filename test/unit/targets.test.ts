@@ -49,6 +49,19 @@ describe('ssh_config, read the way OpenSSH reads it', () => {
     expect(resolver(inv, { [USER]: 'RevokedHostKeys none\n' }).resolve(inv.nodes[0]!).target.revokedHostKeys).toBeUndefined();
   });
 
+  it("stops at a host key setting inside a Match block it cannot evaluate, rather than go on without it", () => {
+    const inv = inventory('{}');
+    const tree = { [USER]: 'Host node-1\n  User admin\nMatch exec "test -f /etc/prod"\n  RevokedHostKeys /etc/ssh/revoked\n  User other\n' };
+    expect(() => resolver(inv, tree).resolve(inv.nodes[0]!)).toThrow(
+      `${USER}:4: RevokedHostKeys is in ${USER}:3: "Match exec test -f /etc/prod", which k8s-ha cannot evaluate: whether it applies to node-1 decides which host keys are trusted`,
+    );
+    // Other settings there are only reported, as before; and a Host line after it ends the block.
+    const harmless = { [USER]: 'Match exec "test -f /etc/prod"\n  User other\nHost *\n  StrictHostKeyChecking yes\n' };
+    const r = resolver(inv, harmless).resolve(inv.nodes[0]!);
+    expect(r.target.user).toBe('root');
+    expect(r.warnings.join('\n')).toMatch(/"Match exec test -f \/etc\/prod" is ignored/);
+  });
+
   it('keeps the first value obtained: a later Host * does not override the node block, an earlier one does', () => {
     const tree = {
       [USER]: 'Host node-1\n  User admin\n  Port 2201\nHost *\n  User nobody\n  Port 22\n  ConnectTimeout 3\n',
