@@ -14,12 +14,14 @@ function percent(v: string): number {
   return Number(v);
 }
 
-function duration(flag: string, max: string) {
+function duration(flag: string, max: string, min?: string) {
   const maxMs = durationMs(max);
+  const minMs = min ? durationMs(min) : 0;
   return (v: string) => {
     if (!DURATION.test(v)) throw new InvalidArgumentError(`${flag} must be a duration such as 30s, 5m or 1h.`);
     const ms = durationMs(v);
     if (ms > maxMs) throw new InvalidArgumentError(`${flag} must be at most ${max}.`);
+    if (ms < minMs) throw new InvalidArgumentError(`${flag} must be at least ${min}.`);
     return ms;
   };
 }
@@ -38,6 +40,7 @@ interface DeployFlags {
   maxFailPercent: number;
   repointKubeconfigs?: boolean;
   verifyTimeout: number;
+  repointTimeout: number;
   waitLock: number;
 }
 
@@ -72,6 +75,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'at most this many SSH sessions, uploads and verify probes at once', positive('--concurrency'), 64)
     .option('--verify-timeout <duration>', 'how long verify waits for an apiserver to answer through the local port, per node', duration('--verify-timeout', '10m'), 15_000)
+    .option('--repoint-timeout <duration>', 'with --repoint-kubeconfigs: how long each restarted kubelet or kube-proxy has to run and connect through the local balancer', duration('--repoint-timeout', '10m', '1s'), 30_000)
     .option('--wait-lock <duration>', 'wait this long for nodes another k8s-ha run holds, instead of reporting them locked', duration('--wait-lock', '24h'), 0)
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones)')
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold (asked once per key, kept in memory only)')
@@ -92,6 +96,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
         maxFailPercent: o.maxFailPercent,
         repointKubeconfigs: !!o.repointKubeconfigs,
         verifyTimeoutMs: o.verifyTimeout,
+        repointTimeoutMs: o.repointTimeout,
         waitLockMs: o.waitLock,
       };
       if (o.askPass) await askPassphrases(options);

@@ -3,7 +3,7 @@
  * loaded and checked, the nodes selected, how to reach each, and the builds the nodes install.
  * Which balancer a node on `lb.impl: auto` gets is decided once, by the pure `chooseImpl`.
  */
-import { deadlinesOf } from '../connect/deadlines.js';
+import { deadlineOf, deadlinesOf, secondsOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
 import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
@@ -41,6 +41,8 @@ export interface DeployOptions {
   repointKubeconfigs?: boolean;
   /** --verify-timeout: how long verify waits for an apiserver to answer through the local port. */
   verifyTimeoutMs?: number;
+  /** --repoint-timeout: how long each restarted kubelet or kube-proxy has to run and connect through it. */
+  repointTimeoutMs?: number;
   /** --wait-lock: how long to wait for a node another run holds (0: report it locked at once). */
   waitLockMs?: number;
 }
@@ -101,6 +103,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const startedAt = Date.now();
   const loaded = await loadInventory(options.inventoryFile);
   const inv = loaded.inventory;
+  checkRepointTimeout(options, inv);
   // The checks' client certificate is read and judged now (exit 2 before any connection), not per host.
   clientPem(inv);
   const playbooks = await loadPlaybooks(inv, options.playbookFile);
@@ -139,6 +142,25 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
   await checkSshFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values()]);
   return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, startedAt };
+}
+
+/**
+ * The repoint script waits --repoint-timeout for each restarted service in turn, and may then put the
+ * files back and restart them: all of it must fit in its deadline (timeouts.repoint), with 30 s for
+ * the restarts, or the deadline would end the script mid-way and leave the node to the next run.
+ */
+const REPOINT_RESTARTS_MS = 30_000;
+function checkRepointTimeout(options: DeployOptions, inv: Parameters<typeof deadlinesOf>[0] & { kubeconfigs: unknown[] }): void {
+  if (!options.repointKubeconfigs || options.repointTimeoutMs === undefined) return;
+  const deadline = deadlineOf('repoint', deadlinesOf(inv));
+  const services = Math.max(1, inv.kubeconfigs.length);
+  if (services * options.repointTimeoutMs + REPOINT_RESTARTS_MS > deadline) {
+    const most = Math.floor((deadline - REPOINT_RESTARTS_MS) / services / 1000);
+    throw new UsageError(
+      `--repoint-timeout ${secondsOf(options.repointTimeoutMs)} s for each of ${services} services, and the restarts, does not fit in timeouts.repoint (${secondsOf(deadline)} s) of ${options.inventoryFile}`,
+      { hint: most >= 1 ? `give --repoint-timeout at most ${most}s, or raise timeouts.repoint` : 'raise timeouts.repoint' },
+    );
+  }
 }
 
 /**

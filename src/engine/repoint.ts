@@ -17,7 +17,7 @@ import { guardedBy } from './scripts.js';
 
 export const REPOINT_STEP = 'repoint kubeconfigs';
 
-/** How long a restarted kubelet or kube-proxy has to run and connect through the local port. */
+/** How long a restarted kubelet or kube-proxy has to run and connect through the local port, unless --repoint-timeout says. */
 export const REPOINT_TIMEOUT_S = 30;
 
 export interface RepointPlan {
@@ -37,10 +37,10 @@ export function planRepointFor(inv: Inventory, facts: HostFacts): RepointPlan {
   };
 }
 
-export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory, runId: string): Promise<{ ok: boolean; detail: string }> {
+export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory, runId: string, timeoutS = REPOINT_TIMEOUT_S): Promise<{ ok: boolean; detail: string }> {
   // Behind any other k8s-ha script on the node, and only while this run still holds its lock.
   const guard = guardedBy(runId, { lockDir: LOCK_DIR, waitSeconds: deadlineOf('repoint', conn.target.deadlines) / 4000, say: (why) => `echo ${quote(`@@repoint-failed ${why}`)}` });
-  const r = await conn.execAsRoot(guard + repointScript(plan.changes, { listen: inv.lb.listen, timeoutS: REPOINT_TIMEOUT_S, runId }), { kind: 'repoint' });
+  const r = await conn.execAsRoot(guard + repointScript(plan.changes, { listen: inv.lb.listen, timeoutS, runId }), { kind: 'repoint' });
   const out = parseRepointOutput(r.stdout);
   if (out.ok) {
     const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];

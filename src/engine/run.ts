@@ -331,7 +331,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
           try {
             n.phase = 'repointing';
             emit({ type: 'host-phase', name: n.node.name, phase: 'repointing' });
-            const r = await repointHost(s.conn, n.repoint!, inv, runId);
+            const r = await repointHost(s.conn, n.repoint!, inv, runId, options.repointTimeoutMs === undefined ? undefined : Math.max(1, Math.round(options.repointTimeoutMs / 1000)));
             n.result = withRepoint(n.result!, r.ok ? { status: 'changed', summary: r.detail } : { status: 'failed', summary: r.detail, error: r.detail });
           } catch (e) {
             n.result = withRepoint(n.result!, { status: 'failed', summary: (e as Error).message, error: (e as Error).message });

@@ -96,4 +96,14 @@ describe('refused at load, before any connection (exit 2)', () => {
     }
     expect(connections).toBe(0);
   });
+
+  it('a --repoint-timeout that cannot fit in timeouts.repoint: refused with the most it may be', async () => {
+    const file = inventory('repoint.yaml', '', '{ insecureSkipVerify: true }');
+    const r = await k8sha(['deploy', '--repoint-kubeconfigs', '--repoint-timeout', '2m', '-i', file], { env: env() });
+    expect(r.code, r.stderr).toBe(2);
+    // Two kubeconfigs by default, each waited for in turn, and 30 s for restarts, within the default 3 min.
+    expect(r.stderr).toContain(`--repoint-timeout 120 s for each of 2 services, and the restarts, does not fit in timeouts.repoint (180 s) of ${file}`);
+    expect(r.stderr).toContain('give --repoint-timeout at most 75s, or raise timeouts.repoint');
+    expect(connections).toBe(0);
+  });
 });

@@ -103,7 +103,8 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       expect(check.stdout).toContain('(restart kubelet)');
       expect(check.stdout).toContain(`${KUBE_PROXY_KUBECONFIG}: server https://${master.address}:6443 -> https://127.0.0.1:8443; tls-server-name (none) -> kubernetes (restart kube-proxy)`);
 
-      const r = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--serial', '1']);
+      // node-3's kubelet will never connect: 10 s to find that out, not the default 30.
+      const r = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--serial', '1', '--repoint-timeout', '10s']);
       // The key stayed on the node: not in the report, not in the progress lines.
       expect(r.stdout + r.stderr).not.toContain('U0VDUkVULUtFWS1NQVRFUklBTAo');
       expect(r.code).toBe(3);
@@ -213,9 +214,9 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
       const inode = await withNode(node, (c) => c.execOk('stat -c %i /etc/kubernetes/kubelet.kubeconfig'));
 
       // Run B fails, and puts back exactly the file it replaced.
-      const b = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--limit', node.name]);
+      const b = await deployJson(['-i', lab().inventory, '--repoint-kubeconfigs', '--limit', node.name, '--repoint-timeout', '10s']);
       expect(b.code).toBe(3);
-      expect(b.report.hosts[node.name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.summary).toMatch(/kubelet: no established connection to 127\.0\.0\.1:8443 after 30s; the kubeconfig this run replaced is back/);
+      expect(b.report.hosts[node.name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.summary).toMatch(/kubelet: no established connection to 127\.0\.0\.1:8443 after 10s; the kubeconfig this run replaced is back/);
       await withNode(node, async (c) => {
         expect(await c.execOk('cat /etc/kubernetes/kubelet.kubeconfig')).toBe(newer);
         expect(await c.execOk('stat -c "%i %a %U" /etc/kubernetes/kubelet.kubeconfig')).toBe(`${inode.trim()} 640 root\n`);
