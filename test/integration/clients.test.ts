@@ -90,14 +90,16 @@ describe.sequential.each(BALANCERS)('a reflector on kubectl through $impl on $no
     expectNothingLost(await underFault(await kubectlOn(name), faults.unready));
   }, FAULT_TEST_MS);
 
-  it('its stand-in frozen (no FIN, no reset): the watch resumes on another, no event lost', async () => {
-    const run = await underFault(await kubectlOn(name), faults.frozen);
-    expectNothingLost(run);
-    // The README's figures: kube-lb's checks cut what a hung apiserver carries and the watch resumes
-    // within 6 s; behind kube-nginx it waits for client-go's own health check, about 45 s.
-    if (impl === 'kube-lb') expect(run.verdict.longestGapMs).toBeLessThanOrEqual(6_000);
-    else expect(run.verdict.longestGapMs).toBeLessThanOrEqual(50_000);
-  }, FAULT_TEST_MS);
+  // Through kube-lb only: behind kube-nginx a hung apiserver's watch waits for client-go's own
+  // health check, about 45 s of the suite's time; bench:clients measures that (docs/benchmarks.md).
+  if (impl === 'kube-lb') {
+    it('its stand-in frozen (no FIN, no reset): the watch resumes on another within 6 s, no event lost', async () => {
+      const run = await underFault(await kubectlOn(name), faults.frozen);
+      expectNothingLost(run);
+      // The README's figure: kube-lb's checks cut what a hung apiserver carries within 3 s and the watch resumes within 6 s.
+      expect(run.verdict.longestGapMs).toBeLessThanOrEqual(6_000);
+    }, FAULT_TEST_MS);
+  }
 
   it('its stand-in stopped (systemctl stop kube-apiserver): the watch resumes on another, no event lost', async () => {
     expectNothingLost(await underFault(await kubectlOn(name), faults.stopped));
