@@ -113,8 +113,10 @@ export class Pool {
     for (const [k, b] of this.backends) {
       if (wanted.has(k)) continue;
       this.backends.delete(k);
-      this.log(`backend ${b.backend.name} (${k}) removed: closing its ${b.conns.size} connection(s)`);
-      this.shed(b);
+      // A master taken out of the list is not a failed one: what is in flight finishes (for as long as
+      // on SIGTERM), then what is left, the watches, is closed and reconnects to the masters listed.
+      this.log(`backend ${b.backend.name} (${k}) removed: no new connections; its ${b.conns.size} open connection(s) closed in ${this.cfg.shutdownTimeout} ms`);
+      this.shed(b, this.cfg.shutdownTimeout);
     }
     const hs = healthSettings(this.cfg);
     for (const backend of list) {

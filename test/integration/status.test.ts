@@ -86,14 +86,14 @@ describe('status', () => {
     it('is unknown from every node, never down: a silence is no evidence; the nodes stay healthy through the others', async () => {
       const freeze = await k8sha(['lab', 'master', 'master-2', 'freeze', '--dir', lab().dir]);
       expect(freeze.code, freeze.stderr).toBe(0);
-      const { code, s } = await status();
+      // The table and --json side by side: each waits out the same probe deadlines.
+      const [{ code, s }, table] = await Promise.all([status(), k8sha(['status', '-i', lab().inventory])]);
       for (const n of s.nodes) {
         const m2 = n.masters.find((m) => m.name === 'master-2')!;
         expect([n.name, m2.direct.status, m2.direct.error, m2.direct.unknown]).toEqual([n.name, undefined, undefined, 'timed out after 8 s (2 tries)']);
         expect(n.health).toBe('healthy');
       }
       expect(code).toBe(0);
-      const table = await k8sha(['status', '-i', lab().inventory]);
       expect(table.stdout).toContain(`master-2: ${lab().nodes.length} nodes could not tell whether they reach it directly (timed out twice)`);
     });
   });
