@@ -21,25 +21,14 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import YAML from 'yaml';
 import { holderDown, movedOn, standinFaults, underFault } from '../dist/lab/reflector.js';
 import { kubectlInContainer, kubectlToward } from '../dist/lab/kubectl.js';
-import { bin, cli, cliAsync, labDown, printTable } from './bench-util.js';
+import { bin, cli, cliAsync, faultBenchArgs, labDown, printTable } from './bench-util.js';
 
 const ALL_FAULTS = ['unready', 'frozen', 'stopped', 'retired', 'partitioned', 'powered-off', 'lagging', 'holder-down'];
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '2' },
-    faults: { type: 'string', default: ALL_FAULTS.join(',') },
-    lag: { type: 'string', default: '2000' },
-    keep: { type: 'boolean', default: false },
-  },
-});
-const FAULTS = values.faults.split(',').map((f) => f.trim());
-for (const f of FAULTS) if (!ALL_FAULTS.includes(f)) throw new Error(`--faults: no fault "${f}"; use some of ${ALL_FAULTS.join(', ')}`);
-if (!/^\d{1,6}$/.test(values.lag)) throw new Error(`--lag: whole milliseconds, got "${values.lag}"`);
+const { values, faults: FAULTS } = faultBenchArgs(ALL_FAULTS, { rounds: 2 });
 const started = performance.now();
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-clients-'));
 fs.rmdirSync(dir);

@@ -1,6 +1,7 @@
 // What the benchmark scripts share: run the real CLI and time it, and print a table.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { parseArgs } from 'node:util';
 
 export const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
 
@@ -35,6 +36,26 @@ export function cliAsync(args, { ok = [0] } = {}) {
 /** Best effort, never throws: for cleanup in `finally`. */
 export function labDown(dir) {
   spawnSync(process.execPath, [bin, 'lab', 'down', '--dir', dir], { stdio: 'ignore' });
+}
+
+/**
+ * The options of a bench that applies faults: --rounds, --faults (some of `all`, all by default),
+ * --lag MS (the `lagging` fault's cache lag) and --keep (leave the lab up). Throws on a fault it
+ * does not know or a lag that is not whole milliseconds.
+ */
+export function faultBenchArgs(all, { rounds }) {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: String(rounds) },
+      faults: { type: 'string', default: all.join(',') },
+      lag: { type: 'string', default: '2000' },
+      keep: { type: 'boolean', default: false },
+    },
+  });
+  const faults = values.faults.split(',').map((f) => f.trim());
+  for (const f of faults) if (!all.includes(f)) throw new Error(`--faults: no fault "${f}"; use some of ${all.join(', ')}`);
+  if (!/^\d{1,6}$/.test(values.lag)) throw new Error(`--lag: whole milliseconds, got "${values.lag}"`);
+  return { values, faults };
 }
 
 /** Rows of cells; the first column left-aligned, the others right-aligned. */

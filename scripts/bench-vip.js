@@ -27,24 +27,13 @@ import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { Reflector, analyse } from '../dist/lab/reflector.js';
 import { kubectlToward } from '../dist/lab/kubectl.js';
-import { cli, cliAsync, labDown, printTable } from './bench-util.js';
+import { cli, cliAsync, faultBenchArgs, labDown, printTable } from './bench-util.js';
 
 const ALL_FAULTS = ['host-down', 'haproxy-down', 'apiserver-stop', 'partitioned', 'powered-off', 'lagging'];
-const { values } = parseArgs({
-  options: {
-    rounds: { type: 'string', default: '3' },
-    faults: { type: 'string', default: ALL_FAULTS.join(',') },
-    lag: { type: 'string', default: '2000' },
-    keep: { type: 'boolean', default: false },
-  },
-});
-const FAULTS = values.faults.split(',').map((f) => f.trim());
-for (const f of FAULTS) if (!ALL_FAULTS.includes(f)) throw new Error(`--faults: no fault "${f}"; use some of ${ALL_FAULTS.join(', ')}`);
-if (!/^\d{1,6}$/.test(values.lag)) throw new Error(`--lag: whole milliseconds, got "${values.lag}"`);
+const { values, faults: FAULTS } = faultBenchArgs(ALL_FAULTS, { rounds: 3 });
 const started = performance.now();
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-vip-'));
 fs.rmdirSync(dir);

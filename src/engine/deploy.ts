@@ -150,7 +150,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
  * the restarts, or the deadline would end the script mid-way and leave the node to the next run.
  */
 const REPOINT_RESTARTS_MS = 30_000;
-function checkRepointTimeout(options: DeployOptions, inv: Parameters<typeof deadlinesOf>[0] & { kubeconfigs: unknown[] }): void {
+function checkRepointTimeout(options: DeployOptions, inv: Inventory): void {
   if (!options.repointKubeconfigs || options.repointTimeoutMs === undefined) return;
   const deadline = deadlineOf('repoint', deadlinesOf(inv));
   const services = Math.max(1, inv.kubeconfigs.length);

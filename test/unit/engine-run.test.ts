@@ -198,6 +198,22 @@ describe('progress renderers', () => {
   });
 });
 
+/** A status report around these nodes, every one healthy: the view's input as plain data. */
+function statusReport<N>(nodes: N[], masters: Record<string, { direct: number; local: number }> = {}) {
+  return {
+    nodes,
+    healthy: nodes.length,
+    down: 0,
+    unknown: 0,
+    probes: { limit: 32, perTarget: 12, peak: 4, peakPerTarget: 2, started: 12, retried: 0 },
+    phases: { connectMs: 10, factsMs: 20, probesMs: 30 },
+    drifted: 0,
+    masters,
+    warnings: [],
+    durationMs: 300,
+  };
+}
+
 describe('status view', () => {
   it('names a node another run is working on and a node with an unfinished run', async () => {
     const { renderStatus } = await import('../../src/cli/status.js');
@@ -217,21 +233,12 @@ describe('status view', () => {
       health: 'healthy' as const,
       ...extra,
     });
-    const text = renderStatus({
-      nodes: [
-        node('node-1', { lockedBy: 'bob@ctl (pid 9) since t, run R2' }),
-        node('node-2', { unfinished: { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state: 'committed' } }),
-      ],
-      healthy: 2,
-      down: 0,
-      unknown: 0,
-      probes: { limit: 32, perTarget: 12, peak: 4, peakPerTarget: 2, started: 12, retried: 0 },
-      phases: { connectMs: 10, factsMs: 20, probesMs: 30 },
-      drifted: 0,
-      masters: { m1: { direct: 2, local: 2 } },
-      warnings: [],
-      durationMs: 300,
-    });
+    const text = renderStatus(
+      statusReport(
+        [node('node-1', { lockedBy: 'bob@ctl (pid 9) since t, run R2' }), node('node-2', { unfinished: { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state: 'committed' } })],
+        { m1: { direct: 2, local: 2 } },
+      ),
+    );
     expect(text).toContain('node-1: a k8s-ha run is working on it: locked by bob@ctl (pid 9) since t, run R2');
     expect(text).toContain('node-2: run R1 (alice@ctl (pid 1)) did not finish (committed): the next deploy verifies its change first');
     expect(text).toContain('2/2 nodes healthy');
@@ -241,18 +248,9 @@ describe('status view', () => {
     const { renderStatus } = await import('../../src/cli/status.js');
     const said = (state: 'staging' | 'committing' | 'committed' | 'verified') => {
       const unfinished = { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state };
-      const status = renderStatus({
-        nodes: [{ name: 'node-2', address: '192.0.2.1', reachable: true, impl: 'nginx', wanted: 'nginx', service: 'active (running)', drift: { config: 'ok' }, listening: true, masters: [], healthy: true, health: 'healthy', unfinished }],
-        healthy: 1,
-        down: 0,
-        unknown: 0,
-        probes: { limit: 32, perTarget: 12, peak: 1, peakPerTarget: 1, started: 1, retried: 0 },
-        phases: { connectMs: 1, factsMs: 1, probesMs: 1 },
-        drifted: 0,
-        masters: {},
-        warnings: [],
-        durationMs: 1,
-      } as never);
+      const status = renderStatus(
+        statusReport([{ name: 'node-2', address: '192.0.2.1', reachable: true, impl: 'nginx', wanted: 'nginx', service: 'active (running)', drift: { config: 'ok' }, listening: true, masters: [], healthy: true, health: 'healthy', unfinished }] as never),
+      );
       const check = renderCheck(report({ check: true, hosts: { 'node-2': host({ unfinished, check: { service: 'nothing', changes: [] } }) } }), false);
       return [/node-2: run R1 \(alice@ctl \(pid 1\)\) did not finish \(\w+\): (.*)/.exec(status)?.[1], /node-2: an unfinished run R1 \(alice@ctl \(pid 1\), \w+\): (.*)/.exec(check)?.[1]];
     };
