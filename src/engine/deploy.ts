@@ -14,7 +14,9 @@ import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
 import { vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
-import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
+import { IMAGE_ARTIFACT, IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
+import { nginxImage } from '../build/image.js';
+import type { Runtime } from '../lb/container.js';
 import { clientPem } from '../lb/client-cert.js';
 import type { PlanContext } from '../ops/types.js';
 import { defaultPlaybookPath, IMPL_PLAYBOOKS, loadPlaybook, VIP_PLAYBOOK, type Playbook, type PlaybookStep } from './playbook.js';
@@ -94,9 +96,10 @@ export interface Setup {
 async function loadPlaybooks(inv: Inventory, file: string | undefined): Promise<Record<RunImpl, Playbook>> {
   const templates = Object.keys(TEMPLATES);
   const own = file ? await loadPlaybook(file, inv, templates) : undefined;
-  const slot: RunImpl | undefined = own ? (own.name === 'kube-lb' ? 'kube-lb' : own.name === 'kube-haproxy' ? 'haproxy' : 'nginx') : undefined;
+  const slots: Record<string, RunImpl> = { 'kube-lb': 'kube-lb', 'kube-haproxy': 'haproxy', 'kube-nginx-container': 'container' };
+  const slot: RunImpl | undefined = own ? (slots[own.name] ?? 'nginx') : undefined;
   const load = async (impl: RunImpl) => (slot === impl ? own! : loadPlaybook(defaultPlaybookPath(IMPL_PLAYBOOKS[impl]), inv, templates));
-  return { nginx: await load('nginx'), 'kube-lb': await load('kube-lb'), haproxy: await load('haproxy') };
+  return { nginx: await load('nginx'), 'kube-lb': await load('kube-lb'), haproxy: await load('haproxy'), container: await load('container') };
 }
 
 export async function loadSetup(options: DeployOptions): Promise<Setup> {
@@ -213,10 +216,18 @@ export function buildStepOf(setup: Setup): BuildStep<'nginxBuild'> | undefined {
   return setup.playbooks.nginx.steps(first).find((s): s is BuildStep<'nginxBuild'> => s.type === 'nginxBuild');
 }
 
-/** What the nodes need built: nginx where any may run it, kube-lb where any runs it or may (auto). */
-export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean } {
+/** What the nodes need built: nginx where any may run it (itself or in its image), its image where any runs a container, kube-lb where any runs it or may (auto). */
+export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean; image: boolean } {
   const all = setup.nodes.map((n) => initialImpl(setup, n));
-  return { nginx: all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb' || i.wanted === 'auto') };
+  const image = all.some((i) => i.impl === 'container');
+  return { nginx: image || all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb' || i.wanted === 'auto'), image };
+}
+
+/** The balancer's image, made from the nginx build (pure and quick: no cache of its own). */
+function imageArtifact(binary: Buffer, built: Pick<BuiltBinary, 'osKey'>, version: string): PlanContext['artifacts'][string] {
+  const arch = builtFor(built)?.arch ?? process.arch;
+  const img = nginxImage(binary, version, arch === 'x64' ? 'x86_64' : arch);
+  return { content: img.archive, sha256: img.sha256, ref: img.ref, describe: `image ${img.ref} (${(img.archive.length / 1e6).toFixed(1)} MB)` };
 }
 
 async function buildHost(setup: Setup): Promise<BuildHost> {
@@ -257,6 +268,11 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
       };
       done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+      if (need.image) {
+        if (!builtFor(built)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
+        out.artifacts[IMAGE_ARTIFACT] = imageArtifact(out.artifacts.nginx.content, built, inv.nginx!.version);
+        done.push(out.artifacts[IMAGE_ARTIFACT]!.describe);
+      }
     } catch (e) {
       if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx')) throw e;
       // Every node that would run nginx said auto: they run kube-lb, and each says why.
@@ -301,8 +317,11 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
       out.nginx = cached;
       out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, from the cache)` };
       done.push(`nginx ${inv.nginx.version} found in the cache`);
+      // The image is a pure function of the binary: made here too, so its tag is known without building.
+      if (need.image) out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(cached.path), cached, inv.nginx.version);
     } else {
       out.unknown.push('nginx');
+      if (need.image) out.unknown.push(IMAGE_ARTIFACT);
       done.push(`nginx ${inv.nginx.version} not built yet: its binary is reported as unknown (nothing is built with --check)`);
     }
   }
@@ -322,6 +341,8 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
 
 export interface ImplChoice {
   impl: RunImpl;
+  /** lb.impl container: the node's runtime, from its facts (undefined when it has none). */
+  runtime?: Runtime;
   why?: string;
   /** nginx on a node that keeps the binary it has (nginx cannot be built this time). */
   keepBinary?: boolean;
@@ -350,7 +371,10 @@ export function chooseImpl(
 }
 
 /** The steps a node runs for a choice: the implementation's playbook (nginx without its binary when kept). */
-export function stepsFor(setup: Setup, node: InventoryNode, choice: ImplChoice): PlaybookStep[] {
-  const steps = setup.playbooks[choice.impl].steps(node);
+export function stepsFor(setup: Setup, node: InventoryNode, choice: ImplChoice, builds?: Pick<Builds, 'artifacts'>): PlaybookStep[] {
+  const inv = setup.loaded.inventory;
+  const ref = builds?.artifacts[IMAGE_ARTIFACT]?.ref;
+  const container = choice.impl === 'container' && choice.runtime && ref ? { runtime: choice.runtime, image: ref } : inv.lb.runtime !== 'auto' && ref ? { runtime: inv.lb.runtime, image: ref } : undefined;
+  const steps = setup.playbooks[choice.impl].steps(node, container);
   return choice.keepBinary ? steps.filter((s) => s.type !== 'nginxBuild' && !(s.type === 'op' && s.op.type === 'file')) : steps;
 }

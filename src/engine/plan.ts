@@ -27,6 +27,7 @@ export function factRequest(steps: PlaybookStep[]): FactRequest {
 export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): FactRequest {
   for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of part[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
   for (const v of part.interfaces ?? []) if (!(req.interfaces ??= []).includes(v)) req.interfaces.push(v);
+  for (const v of part.images ?? []) if (!(req.images ??= []).includes(v)) req.images.push(v);
   return req;
 }
 

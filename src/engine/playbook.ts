@@ -15,6 +15,7 @@ import { quote } from '../util/quote.js';
 import type { Operation } from '../ops/types.js';
 import { packageRoot } from '../util/paths.js';
 import { formatHostPort } from '../util/hostport.js';
+import { IMAGE_REPOSITORY } from '../build/image.js';
 
 export type PlaybookStep =
   | { name: string; hint?: string; type: 'nginxBuild'; args: z.infer<typeof nginxBuildArgs> }
@@ -28,7 +29,17 @@ export interface Playbook {
   description?: string;
   /** Raw steps, before variables are filled in: `steps(node)` gives the validated ones. */
   raw: RawStep[];
-  steps: (node: InventoryNode) => PlaybookStep[];
+  steps: (node: InventoryNode, container?: ContainerVars) => PlaybookStep[];
+}
+
+/**
+ * `{{ container.runtime }}` and `{{ container.image }}`: the node's runtime (from its facts, for
+ * lb.runtime auto) and the image this run built; until both are known, what the inventory says
+ * and the repository's placeholder tag (enough to check the playbook and gather facts).
+ */
+export interface ContainerVars {
+  runtime: string;
+  image: string;
 }
 
 interface RawStep {
@@ -41,7 +52,7 @@ interface RawStep {
 export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
 
 /** The playbook each balancer implementation runs, in playbooks/. */
-export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml', haproxy: 'kube-haproxy.yaml' } as const;
+export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml', haproxy: 'kube-haproxy.yaml', container: 'kube-nginx-container.yaml' } as const;
 
 /** The playbook of the VIP hosts (vip.hosts). */
 export const VIP_PLAYBOOK = 'vip.yaml';
@@ -75,11 +86,12 @@ const playbookShape = z.strictObject({
 
 type Vars = Record<string, unknown>;
 
-export function playbookVars(inv: Inventory, node: InventoryNode): Vars {
+export function playbookVars(inv: Inventory, node: InventoryNode, container?: ContainerVars): Vars {
   // A node without an address is dialed by ssh_config's HostName or its name: the name stands in here.
   const address = node.address ?? node.name;
   const vip = inv.vip ? { address: inv.vip.address, port: inv.vip.port, statsListen: inv.vip.statsListen, hostFrontend: formatHostPort(address, inv.vip.port) } : undefined;
-  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address } };
+  const c = container ?? { runtime: inv.lb.runtime === 'auto' ? 'podman' : inv.lb.runtime, image: `${IMAGE_REPOSITORY}:unbuilt` };
+  return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address }, container: c };
 }
 
 const VARIABLE = /\{\{\s*([A-Za-z_][\w.]*)\s*\}\}/g;
@@ -119,7 +131,7 @@ export function substitute(
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
-        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address` });
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image` });
         return whole;
       }
       if (context === 'text') return String(cur);
@@ -187,10 +199,10 @@ export function parsePlaybook(
   return { raw, name: v.value.name, description: v.value.description, diagnostics };
 }
 
-export function playbookSteps(raw: RawStep[], inv: Inventory, node: InventoryNode): PlaybookStep[] {
+export function playbookSteps(raw: RawStep[], inv: Inventory, node: InventoryNode, container?: ContainerVars): PlaybookStep[] {
   return raw.map((s) => {
     const errors: { path: (string | number)[]; message: string }[] = [];
-    const args = argsSchema(s.type).parse(substituteArgs(s.type, s.args, playbookVars(inv, node), [], errors));
+    const args = argsSchema(s.type).parse(substituteArgs(s.type, s.args, playbookVars(inv, node, container), [], errors));
     if (s.type === 'nginxBuild' || s.type === 'kubeLbBuild' || s.type === 'verify') return { name: s.name, hint: s.hint, type: s.type, args } as PlaybookStep;
     return { name: s.name, hint: s.hint, type: 'op', op: OPERATIONS[s.type]!, args };
   });
@@ -213,6 +225,6 @@ export async function loadPlaybook(file: string, inv: Inventory, templates: read
     throw new InventoryError(file, parsed.diagnostics, 'playbook');
   }
   const raw = parsed.raw;
-  return { file, name: parsed.name!, description: parsed.description, raw, steps: (node) => playbookSteps(raw, inv, node) };
+  return { file, name: parsed.name!, description: parsed.description, raw, steps: (node, container) => playbookSteps(raw, inv, node, container) };
 }
 

@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { SshConnection } from '../connect/ssh.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import { IMPL_UNITS, implOfUnit, TEMPLATES } from '../lb/templates.js';
+import { resolveRuntime } from '../lb/container.js';
 import { emptyRequest } from '../facts/host.js';
 import { units as kubeconfigUnits } from '../ops/kubeconfig.js';
 import { checkNode, type NodeCheck } from './check.js';
@@ -239,7 +240,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       for (const n of planned) {
         const r = hostResult(n.planned!, undefined);
         // A binary not in the cache cannot be compared: say so rather than leave the step out.
-        const unknown = stepsFor(setup, n.node, { impl: n.impl.impl }).filter((s) => s.type === 'op' && s.op.type === 'file' && !n.planned!.job.steps.some((x) => x.name === s.name) && builds.unknown.length > 0);
+        const unknown = stepsFor(setup, n.node, { impl: n.impl.impl }, builds).filter((s) => s.type === 'op' && (s.op.type === 'file' || s.op.type === 'image') && !n.planned!.job.steps.some((x) => x.name === s.name) && builds.unknown.length > 0);
         n.result = { ...r, steps: [...r.steps, ...unknown.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `unknown: ${builds.unknown.join(', ')} not built yet (--check builds nothing)` }))] };
       }
       const vip = await runVip(setup, { runId, identity, holder, emit, signal: control.signal, concurrency, verifyDeadlineMs: deadlineMs });
@@ -373,9 +374,9 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
 function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holder: string; emit: Emit }): NodeRun {
   const inv = setup.loaded.inventory;
   const impl = initialImpl(setup, node);
-  const unknownArtifact = (s: ReturnType<typeof stepsFor>[number]) => s.type === 'op' && s.op.type === 'file' && builds.unknown.includes(String((s.args as { source: string }).source).slice('artifact:'.length));
+  const unknownArtifact = (s: ReturnType<typeof stepsFor>[number]) => s.type === 'op' && (s.op.type === 'file' || s.op.type === 'image') && builds.unknown.includes(String((s.args as { source: string }).source).slice('artifact:'.length));
   const known = (steps: ReturnType<typeof stepsFor>) => steps.filter((s) => !unknownArtifact(s));
-  const steps = known(stepsFor(setup, node, { impl: impl.impl }));
+  const steps = known(stepsFor(setup, node, { impl: impl.impl }, builds));
   const n: NodeRun = { node, impl, job: undefined as never };
   const say = (phase: HostPhase, detail?: string) => {
     n.phase = phase;
@@ -385,16 +386,16 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holde
   let alternatives: RunImpl[] = [];
   if (impl.wanted === 'auto') {
     alternatives = ['nginx', 'kube-lb'];
-    for (const i of alternatives) mergeRequest(extra, factRequest(known(stepsFor(setup, node, { impl: i }))));
+    for (const i of alternatives) mergeRequest(extra, factRequest(known(stepsFor(setup, node, { impl: i }, builds))));
   }
-  const texts = setup.options.diff ? [...new Set(alternatives.flatMap((i) => textFiles(known(stepsFor(setup, node, { impl: i })))))] : undefined;
+  const texts = setup.options.diff ? [...new Set(alternatives.flatMap((i) => textFiles(known(stepsFor(setup, node, { impl: i }, builds)))))] : undefined;
   n.job = {
     inventory: inv,
     node,
     target: setup.targets.get(node.name)!,
     holder: ctx.holder,
     steps,
-    base: { artifacts: builds.artifacts, render: (t) => TEMPLATES[t]!(inv) },
+    base: { artifacts: builds.artifacts, render: (t, facts) => TEMPLATES[t]!(inv, { facts, artifacts: builds.artifacts }) },
     wantText: setup.options.diff,
     extraFacts: {
       ...extra,
@@ -407,9 +408,12 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holde
         ? (facts) => {
             const c = chooseImpl('auto', facts, { nginx: builds.nginx, nginxUnbuildable: builds.nginxUnbuildable, kubeLb: !!builds.artifacts['kube-lb'] });
             n.impl = { ...n.impl, impl: c.impl, why: c.why };
-            return known(stepsFor(setup, node, c));
+            return known(stepsFor(setup, node, c, builds));
           }
-        : undefined,
+        : impl.impl === 'container'
+          ? // The runtime is the node's own (lb.runtime auto): known from its facts.
+            (facts) => known(stepsFor(setup, node, { impl: 'container', runtime: resolveRuntime(inv.lb.runtime, facts.tools) }, builds))
+          : undefined,
     say,
   };
   return n;

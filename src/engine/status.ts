@@ -8,8 +8,9 @@ import { isNoAnswer } from '../errors.js';
 import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
 import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
-import { isServing, serviceState } from '../facts/host.js';
+import { isServing, serviceState, type HostFacts } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
+import { IMAGE_REPOSITORY } from '../build/image.js';
 import { nginxPaths } from '../lb/nginx.js';
 import { kubeHaproxyPaths } from '../lb/haproxy.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
@@ -91,10 +92,16 @@ export interface ClusterStatus {
   durationMs: number;
 }
 
+/** The balancer image's tag a node's runtimes hold (`podman localhost/k8s-ha/kube-nginx:1.22.1-...`): the newest listed first. */
+function containerVersion(facts: HostFacts): string | undefined {
+  const line = facts.images?.[IMAGE_REPOSITORY]?.[0];
+  return line ? line.split(' ')[1] : undefined;
+}
+
 /** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
 function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: Set<string>) {
   const all = setup.playbooks[impl].steps(node);
-  const unknowable = all.filter((s) => s.type === 'op' && s.op.type === 'file' && !known.has(String((s.args as { source: string }).source).slice('artifact:'.length)));
+  const unknowable = all.filter((s) => s.type === 'op' && (s.op.type === 'file' || s.op.type === 'image') && !known.has(String((s.args as { source: string }).source).slice('artifact:'.length)));
   return { steps: all.filter((s) => !unknowable.includes(s)), unknowable };
 }
 
@@ -109,8 +116,9 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   const first: RunImpl = wanted === 'auto' ? 'nginx' : wanted;
   const others = (Object.keys(IMPL_UNITS) as RunImpl[]).filter((i) => i !== first);
   let { steps, unknowable } = knowableSteps(setup, first, node, known);
-  const base = { artifacts: builds.artifacts, render: (t: string) => TEMPLATES[t]!(inv) };
-  const binaries: Record<RunImpl, string> = { nginx: nginxPaths(inv.lb.prefix).binary, 'kube-lb': kubeLbPaths(inv.kubeLb.prefix).binary, haproxy: kubeHaproxyPaths.binary };
+  const base = { artifacts: builds.artifacts, render: (t: string, facts: HostFacts) => TEMPLATES[t]!(inv, { facts, artifacts: builds.artifacts }) };
+  // A container's nginx is in its image, not on the host: its version is the image's tag.
+  const binaries: Record<Exclude<RunImpl, 'container'>, string> = { nginx: nginxPaths(inv.lb.prefix).binary, 'kube-lb': kubeLbPaths(inv.kubeLb.prefix).binary, haproxy: kubeHaproxyPaths.binary };
   /** Not reached, or no facts: silence (a timeout) is no evidence of down, an answer (refused, reset, no route) is. */
   const unreached = (e: unknown): NodeStatus => {
     const silent = isNoAnswer(e);
@@ -153,7 +161,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const installed = (i: RunImpl) => facts.units[IMPL_UNITS[i]]?.loadState === 'loaded';
     // What runs: an active unit; else, for auto, whichever is installed; else what the inventory asks.
     const impl: RunImpl =
-      (['nginx', 'kube-lb', 'haproxy'] as RunImpl[]).find(serving) ?? (wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first);
+      (['nginx', 'kube-lb', 'haproxy', 'container'] as RunImpl[]).find(serving) ?? (wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first);
     // Drift is against what the node should run: the inventory's choice, or (auto) what it runs.
     const target: RunImpl = wanted === 'auto' ? impl : wanted;
     let plan = p.plan;
@@ -173,7 +181,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const u = facts.units[IMPL_UNITS[impl]];
     const service = serviceState(u);
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
-    const binary = binaries[impl];
+    const binary = impl === 'container' ? undefined : binaries[impl];
     const health = nodeHealth({ reachable: true, service, local: reach.local });
     return {
       name: node.name,
@@ -183,7 +191,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       wanted,
       service,
       since: u?.activeEnterTimestamp || undefined,
-      version: facts.versions[binary],
+      version: binary ? facts.versions[binary] : containerVersion(facts),
       drift,
       listening: reach.local.listening,
       masters: reach.masters,

@@ -16,6 +16,7 @@ import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 import type { HostResult } from './results.js';
 import { inUnitCgroup } from '../facts/host.js';
 import { refusedReadyz } from '../lb/client-cert.js';
+import { containerStateScript, parseContainerState, type Runtime } from '../lb/container.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
 
@@ -26,6 +27,8 @@ export interface VerifyArgs {
   healthz?: string;
   /** Units that must be active (running) besides `unit`. */
   also?: string[];
+  /** lb.impl container: the container the unit runs, as its runtime names it, and the image it must run. */
+  container?: { runtime: Runtime; name: string; image: string };
 }
 
 export interface VerifyOutcome {
@@ -114,6 +117,35 @@ export function portOwnerScript(unit: string, listen: string): string {
   ].join('\n');
 }
 
+/**
+ * Shell: the container as its runtime sees it (containerStateScript), then who listens on the port:
+ * `@@owner ours` when every listener is a process of that container (in its PID namespace, where
+ * nginx's master and workers are), else `@@owner other PID COMMAND`.
+ */
+export function containerOwnerScript(c: NonNullable<VerifyArgs['container']>, listen: string): string {
+  const { port } = hostPortOf(listen);
+  return [
+    containerStateScript(c.runtime, c.name),
+    `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
+    `cpid=$(printf '%s' "$s" | cut -d ' ' -f 2)`,
+    `ns=$(readlink /proc/$cpid/ns/pid 2>/dev/null)`,
+    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    `  [ -n "$ns" ] && [ "$(readlink /proc/$p/ns/pid 2>/dev/null)" = "$ns" ] || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
+    `done`,
+    `echo "@@owner ours"`,
+  ].join('\n');
+}
+
+/** Why the container is not what verify waits for (not there, not running, another image), or undefined. */
+export function containerProblem(stdout: string, c: NonNullable<VerifyArgs['container']>): string | undefined {
+  const st = parseContainerState(stdout);
+  if (!st) return `${c.runtime} has no container ${c.name}`;
+  if (!st.running) return `${c.runtime} shows container ${c.name} not running`;
+  // podman names an image `localhost/...`; so does Docker for a tag it was given with that prefix.
+  if (st.image !== c.image) return `container ${c.name} runs ${st.image}, not ${c.image}`;
+  return undefined;
+}
+
 /** Another process holds the port: who, in words; undefined when the unit's own processes hold it (or it cannot be told). */
 export function portOwnerProblem(stdout: string, unit: string, listen: string): string | undefined {
   const m = /^@@owner other (\d+) ?(.*)$/m.exec(stdout);
@@ -141,9 +173,15 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
   const { host, port } = hostPortOf(args.listen);
   let verified: HostResult['verified'];
   let passed: string;
-  // First: the port is the unit's. An answer through it from another process proves nothing.
-  const owner = portOwnerProblem((await conn.execAsRoot(portOwnerScript(args.unit, args.listen))).stdout, args.unit, args.listen);
-  if (owner) return { ok: false, summary: owner };
+  // First: the port is the unit's (or its container's). An answer through it from another process proves nothing.
+  if (args.container) {
+    const out = (await conn.execAsRoot(containerOwnerScript(args.container, args.listen))).stdout;
+    const why = containerProblem(out, args.container) ?? portOwnerProblem(out, `container ${args.container.name}`, args.listen);
+    if (why) return { ok: false, summary: why };
+  } else {
+    const owner = portOwnerProblem((await conn.execAsRoot(portOwnerScript(args.unit, args.listen))).stdout, args.unit, args.listen);
+    if (owner) return { ok: false, summary: owner };
+  }
   if (o.checkNewList) {
     // For a few ms after a reload, nginx's old workers still accept on the shared socket with the
     // old list; the loop around this retries until the reload has taken effect or time is up.

@@ -72,6 +72,8 @@ export interface HostFacts {
   kubeconfigs?: Record<string, KubeconfigFacts | null>;
   /** The interface that carries each of the host's own addresses asked for (`ip addr show to`); null where none does. */
   interfaces?: Record<string, string | null>;
+  /** Images of each repository asked for, as `RUNTIME REPOSITORY:TAG`, from every runtime the host has (podman, docker). */
+  images?: Record<string, string[]>;
 }
 
 /** The backup earlier versions kept for good beside each repointed kubeconfig (a copy of its client key). */
@@ -105,6 +107,8 @@ export interface FactRequest {
   kubeconfigs?: string[];
   /** The host's own addresses whose interface is wanted: where keepalived puts a VIP beside them. */
   interfaces?: string[];
+  /** Image repositories (e.g. localhost/k8s-ha/kube-nginx) whose tags each container runtime holds. */
+  images?: string[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -120,7 +124,7 @@ export function factScript(req: FactRequest): string {
   const lines = [
     'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; g=$(getconf GNU_LIBC_VERSION 2>/dev/null); echo "GLIBC=${g#glibc }"',
     'echo "@@pkg"; for p in apt-get dnf yum; do if command -v "$p" >/dev/null 2>&1; then echo "$p"; break; fi; done',
-    'echo "@@tools"; for t in gcc cc make tar musl-gcc strip; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
+    'echo "@@tools"; for t in gcc cc make tar musl-gcc strip podman docker; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
   ];
   if (req.files.length) lines.push(`echo "@@sha256"; sha256sum ${req.files.map(quote).join(' ')} 2>/dev/null; true`);
   const paths = [...req.files, ...req.dirs];
@@ -150,6 +154,12 @@ export function factScript(req: FactRequest): string {
   });
   (req.kubeconfigs ?? []).forEach((k, i) => lines.push(kubeconfigFactLine(k, i)));
   (req.interfaces ?? []).forEach((a, i) => lines.push(`echo "@@interface ${i}"; ip -o addr show to ${quote(a)} 2>/dev/null | head -n 1; true`));
+  (req.images ?? []).forEach((r, i) =>
+    lines.push(
+      `echo "@@images ${i}"; for rt in podman docker; do command -v "$rt" >/dev/null 2>&1 || continue; ` +
+        `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}}" ${quote(r)} 2>/dev/null; done; true`,
+    ),
+  );
   return lines.join('\n') + '\n';
 }
 
@@ -275,6 +285,10 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   });
   (req.interfaces ?? []).forEach((a, i) => {
     facts.interfaces![a] = interfaceOf((s.get(`interface ${i}`) ?? [])[0] ?? '');
+  });
+  facts.images = {};
+  (req.images ?? []).forEach((r, i) => {
+    facts.images![r] = (s.get(`images ${i}`) ?? []).map((l) => l.trim()).filter((l) => /^(podman|docker) \S+$/.test(l));
   });
   return facts;
 }

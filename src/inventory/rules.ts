@@ -154,7 +154,7 @@ const prefixVisibleToUnit: Rule = (inv) => {
 };
 
 const hashBalance: Rule = (inv) =>
-  inv.lb.balance === 'hash' && (mayRun(inv, 'nginx') || mayRun(inv, 'haproxy'))
+  inv.lb.balance === 'hash' && (mayRun(inv, 'nginx') || mayRun(inv, 'haproxy') || inv.nodes.some((n) => wantedImpl(inv, n) === 'container'))
     ? [
         {
           severity: 'warning',
@@ -173,7 +173,7 @@ const buildHost: Rule = (inv) =>
 /** nginx must be described wherever it may be built. */
 const nginxNeeded: Rule = (inv) => {
   if (inv.nginx) return [];
-  const who = inv.nodes.filter((n) => wantedImpl(inv, n) === 'nginx' || wantedImpl(inv, n) === 'auto');
+  const who = inv.nodes.filter((n) => ['nginx', 'auto', 'container'].includes(wantedImpl(inv, n)));
   if (!who.length) return [];
   return [
     {
@@ -183,6 +183,12 @@ const nginxNeeded: Rule = (inv) => {
     },
   ];
 };
+
+/** The image holds nginx and nothing else, no C library: only a static build runs in it. */
+const containerStatic: Rule = (inv) =>
+  inv.build.link === 'native' && inv.nodes.some((n) => wantedImpl(inv, n) === 'container')
+    ? [{ severity: 'error', path: ['build', 'link'], message: 'is native, but lb.impl container runs nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)' }]
+    : [];
 
 /** kube-lb's and haproxy's active checks verify each apiserver's certificate: they need the cluster CA. */
 const kubeLbTrust: Rule = (inv) => {
@@ -258,6 +264,7 @@ const vipLayer: Rule = (inv) => {
 
 export const RULES: Rule[] = [
   nginxNeeded,
+  containerStatic,
   kubeLbTrust,
   buildHost,
   duplicates('nodes', 'name'),

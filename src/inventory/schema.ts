@@ -141,9 +141,13 @@ export const master = z.strictObject({
 
 /**
  * Which balancer runs on a node: nginx's stream proxy, our kube-lb, haproxy from the node's own
- * packages (active checks, no compiler), or auto (nginx where it can be built and run, else kube-lb).
+ * packages (active checks, no compiler), the same nginx as a container under systemd (container),
+ * or auto (nginx where it can be built and run, else kube-lb).
  */
-export const IMPLS = ['nginx', 'kube-lb', 'haproxy', 'auto'] as const;
+export const IMPLS = ['nginx', 'kube-lb', 'haproxy', 'container', 'auto'] as const;
+
+/** The container runtime that runs lb.impl container: auto takes podman where the node has it, else docker. */
+export const RUNTIMES = ['auto', 'podman', 'docker'] as const;
 export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` });
 
 export const node = z.strictObject({
@@ -240,6 +244,8 @@ export const lb = z.strictObject({
   proxyTimeout: duration(MS.s, 24 * MS.h).default('10m'),
   /** A directory of the balancer's own (sbin/, conf/, logs/), not a system directory. */
   prefix: prefix('/opt/k8s/kube-nginx'),
+  /** lb.impl container: the runtime that runs the image (auto: podman where the node has it, else docker). */
+  runtime: z.enum(RUNTIMES, { error: `must be one of ${RUNTIMES.join(', ')}` }).default('auto'),
 });
 
 /**

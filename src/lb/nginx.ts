@@ -32,8 +32,19 @@ function balanceDirective(balance: Inventory['lb']['balance']): string | undefin
   return undefined; // round_robin is nginx's default
 }
 
-export function renderNginxConf(inv: Inventory): string {
+/**
+ * Where nginx writes what it writes: under the prefix on the host, or, in a container (lb.impl
+ * container), its PID file in the image's own /tmp and its log to stderr, which the runtime keeps.
+ */
+export interface NginxRunPaths {
+  errorLog: string;
+  pid: string;
+}
+
+export function renderNginxConf(inv: Inventory, run?: NginxRunPaths): string {
   const p = nginxPaths(inv.lb.prefix);
+  const errorLog = run?.errorLog ?? `${p.logs}/error.log`;
+  const pid = run?.pid ?? p.pid;
   const listen = hostPortOf(inv.lb.listen);
   const upstream = [
     balanceDirective(inv.lb.balance),
@@ -44,15 +55,15 @@ export function renderNginxConf(inv: Inventory): string {
   ].filter(Boolean) as string[];
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.
 # The node-local apiserver load balancer: ${w(inv.lb.listen)} -> ${inv.masters.map((m) => w(m.name)).join(', ')}.
-# Workers run as kube-nginx (made by the playbook), not as nginx's built-in nobody and
+# Workers run as kube-nginx (made by the playbook${run ? ', or the image\'s own user' : ''}), not as nginx's built-in nobody and
 # nogroup-or-nobody: one binary's built-in names do not exist on every distribution.
 user ${NGINX_USER} ${NGINX_USER};
 worker_processes 1;
 worker_rlimit_nofile 65535;
 # A reload starts new workers; old ones close their connections within this time.
 worker_shutdown_timeout 10s;
-error_log ${w(p.logs)}/error.log warn;
-pid ${w(p.pid)};
+error_log ${w(errorLog)} warn;
+pid ${w(pid)};
 
 events {
     worker_connections 16384;

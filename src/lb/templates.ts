@@ -1,21 +1,43 @@
 /** The templates a playbook may name, each a typed renderer of the inventory; and each balancer's unit. */
 import type { Impl, Inventory } from '../inventory/schema.js';
+import type { HostFacts } from '../facts/host.js';
+import type { PlanContext } from '../ops/types.js';
+import { CONTAINER_SERVICE, renderContainerConf, renderContainerUnit, resolveRuntime } from './container.js';
 import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
 import { renderClientPem } from './client-cert.js';
 import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
 import { KUBE_HAPROXY_SERVICE, renderHaproxyCa, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
 
 /** The systemd service each balancer implementation runs as. */
-export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE, haproxy: KUBE_HAPROXY_SERVICE };
+export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE, haproxy: KUBE_HAPROXY_SERVICE, container: CONTAINER_SERVICE };
 
 /** The implementation a service belongs to. */
 export function implOfUnit(unit: string): Exclude<Impl, 'auto'> | undefined {
   return (Object.keys(IMPL_UNITS) as Exclude<Impl, 'auto'>[]).find((i) => IMPL_UNITS[i] === unit);
 }
 
-export const TEMPLATES: Record<string, (inv: Inventory) => string> = {
-  'kube-nginx.conf': renderNginxConf,
+/** What a template may read besides the inventory: the host's facts and the run's builds. */
+export interface TemplateContext {
+  facts?: HostFacts;
+  artifacts?: PlanContext['artifacts'];
+}
+
+/** The build output that is the balancer's image. */
+export const IMAGE_ARTIFACT = 'kube-nginx-image';
+
+/** The container unit names its runtime (the node's, from its facts) and the image (the build's). */
+function containerUnit(inv: Inventory, ctx: TemplateContext = {}): string {
+  const runtime = resolveRuntime(inv.lb.runtime, ctx.facts?.tools ?? []) ?? 'podman';
+  const image = ctx.artifacts?.[IMAGE_ARTIFACT]?.ref;
+  if (!image) throw new Error(`the ${IMAGE_ARTIFACT} build must come before the unit that runs it`);
+  return renderContainerUnit(inv, runtime, image);
+}
+
+export const TEMPLATES: Record<string, (inv: Inventory, ctx?: TemplateContext) => string> = {
+  'kube-nginx.conf': (inv) => renderNginxConf(inv),
   'kube-nginx.service': renderNginxUnit,
+  'kube-nginx-container.conf': (inv) => renderContainerConf(inv),
+  'kube-nginx-container.service': containerUnit,
   'kube-lb.yaml': renderKubeLbConf,
   'kube-lb.service': renderKubeLbUnit,
   'kube-haproxy.cfg': renderKubeHaproxyConf,

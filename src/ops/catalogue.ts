@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { command } from './command.js';
 import { directory, file, systemdUnit, template } from './files.js';
 import { packages } from './packages.js';
+import { image } from './image.js';
 import { addressPort, service, unitName } from './service.js';
 import type { Operation } from './types.js';
 
@@ -35,6 +36,17 @@ export const verifyArgs = z.strictObject({
   healthz: addressPort.optional(),
   /** Other units that must be active (running) too (the VIP hosts' keepalived beside haproxy). */
   also: z.array(unitName).optional(),
+  /**
+   * The balancer runs in this container (lb.impl container): the runtime must show it running the
+   * image named here, and the listeners on the port must be its processes (its PID namespace).
+   */
+  container: z
+    .strictObject({
+      runtime: z.enum(['podman', 'docker']),
+      name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a container name such as kube-nginx'),
+      image: z.string().regex(/^[a-z0-9][a-z0-9._/:-]*$/, 'must be an image name:tag'),
+    })
+    .optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {
@@ -45,6 +57,7 @@ export const OPERATIONS: Record<string, Operation<any>> = {
   service,
   command,
   packages,
+  image,
 };
 
 /**

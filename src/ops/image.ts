@@ -1,0 +1,62 @@
+/**
+ * A container image in the node's runtime, loaded from a build output with no registry: the archive
+ * is uploaded with the run's other files and loaded while they are staged (`podman load`,
+ * `docker load`), before any live file moves, so a config check inside the image can run then and
+ * an image that does not load stops the host with nothing changed. Loading an image changes
+ * nothing that runs. An image the runtime already has (by name and tag, which carry its digest)
+ * is not sent again.
+ */
+import { z } from 'zod';
+import { resolveRuntime, type Runtime } from '../lb/container.js';
+import { RUNTIMES } from '../inventory/schema.js';
+import { quote } from '../util/quote.js';
+import { noop, type Operation } from './types.js';
+
+type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string };
+
+/** What the runtime lacks, in words, with the fix. */
+export function noRuntime(want: ImageArgs['runtime']): string {
+  return want === 'auto'
+    ? 'no container runtime on this node: lb.impl container needs podman or docker (install one from the package manager, e.g. apt-get install podman)'
+    : `lb.runtime is ${want}, but this node has no ${want} on its PATH: install it, or set lb.runtime to the runtime the node has`;
+}
+
+export const image: Operation<ImageArgs> = {
+  type: 'image',
+  args: z.strictObject({
+    source: z.string().regex(/^artifact:[a-z0-9-]+$/, 'must name a build output, e.g. artifact:kube-nginx-image'),
+    /** The repository the build names its image in: what the node's runtimes are asked about. */
+    repository: z.string().regex(/^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, 'must be an image repository such as localhost/k8s-ha/kube-nginx'),
+    runtime: z.enum(RUNTIMES),
+    /** Where the archive is kept on the node (root's alone): loaded from there. */
+    archive: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path'),
+  }),
+  facts: (a) => ({ images: [a.repository] }),
+  plan(a, facts, ctx) {
+    const name = a.source.slice('artifact:'.length);
+    const artifact = ctx.artifacts[name];
+    if (!artifact?.ref) throw new Error(`no image built as ${name}: a build step must come first`);
+    if (!artifact.ref.startsWith(`${a.repository}:`)) throw new Error(`the image ${artifact.ref} is not in ${a.repository}`);
+    const runtime: Runtime | undefined = resolveRuntime(a.runtime, facts.tools);
+    if (!runtime) {
+      // Stops the host while it stages: nothing live has moved.
+      return { changes: [{ kind: 'run', command: `echo ${quote(noRuntime(a.runtime))} >&2; exit 1`, label: 'find a container runtime', when: 'staging' }], notify: [], summary: noRuntime(a.runtime) };
+    }
+    if ((facts.images?.[a.repository] ?? []).includes(`${runtime} ${artifact.ref}`)) return noop(`${artifact.ref} is in ${runtime}`);
+    return {
+      changes: [
+        {
+          kind: 'put',
+          path: a.archive,
+          content: artifact.content,
+          sha256: artifact.sha256,
+          mode: '0600',
+          // Read from the staged copy: the image is in the runtime before any config is checked in it.
+          validate: `/usr/bin/${runtime} load -q -i ${quote(a.archive)}`,
+        },
+      ],
+      notify: [],
+      summary: `load ${artifact.ref} into ${runtime} (${(artifact.content.length / 1e6).toFixed(1)} MB, no registry)`,
+    };
+  },
+};
