@@ -60,6 +60,8 @@ export interface NginxImage {
   /** The `docker save` archive. */
   archive: Buffer;
   sha256: string;
+  /** The nginx binary's sha256 (also the image's io.k8s-ha.binary.sha256 label). */
+  binarySha256: string;
 }
 
 /** The image of a static nginx binary: pure, the same bytes for the same input. */
@@ -101,5 +103,5 @@ export function nginxImage(binary: Buffer, version: string, machine: string): Ng
     { path: `${id}.json`, mode: 0o644, content: config },
     { path: 'manifest.json', mode: 0o644, content: manifest },
   ]);
-  return { ref, id, archive, sha256: sha256(archive) };
+  return { ref, id, archive, sha256: sha256(archive), binarySha256: sha256(binary) };
 }

@@ -210,10 +210,10 @@ function linkText(b: BuiltBinary): string {
   return f?.static ? `static, musl, runs on any ${f.arch} Linux` : f ? `linked to glibc ${f.glibc}, runs on ${f.arch} with glibc ${f.glibc} or later` : 'native';
 }
 
-/** The nginx build step, as the nginx playbook declares it. */
-export function buildStepOf(setup: Setup): BuildStep<'nginxBuild'> | undefined {
+/** The nginx build step, as the nginx playbook declares it (or the container playbook, for the image's nginx). */
+export function buildStepOf(setup: Setup, impl: 'nginx' | 'container' = 'nginx'): BuildStep<'nginxBuild'> | undefined {
   const first = setup.nodes[0] ?? setup.loaded.inventory.nodes[0]!;
-  return setup.playbooks.nginx.steps(first).find((s): s is BuildStep<'nginxBuild'> => s.type === 'nginxBuild');
+  return setup.playbooks[impl].steps(first).find((s): s is BuildStep<'nginxBuild'> => s.type === 'nginxBuild');
 }
 
 /** What the nodes need built: nginx where any may run it (itself or in its image), its image where any runs a container, kube-lb where any runs it or may (auto). */
@@ -227,7 +227,7 @@ export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean; i
 function imageArtifact(binary: Buffer, built: Pick<BuiltBinary, 'osKey'>, version: string): PlanContext['artifacts'][string] {
   const arch = builtFor(built)?.arch ?? process.arch;
   const img = nginxImage(binary, version, arch === 'x64' ? 'x86_64' : arch);
-  return { content: img.archive, sha256: img.sha256, ref: img.ref, describe: `image ${img.ref} (${(img.archive.length / 1e6).toFixed(1)} MB)` };
+  return { content: img.archive, sha256: img.sha256, ref: img.ref, describe: `image ${img.ref} (${(img.archive.length / 1e6).toFixed(1)} MB: nginx ${version}, static, sha256 ${img.binarySha256.slice(0, 12)})` };
 }
 
 async function buildHost(setup: Setup): Promise<BuildHost> {
@@ -254,27 +254,35 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
   const out: Builds = { artifacts: {}, unknown: [], summary: '' };
   const done: string[] = [];
   const step = buildStepOf(setup);
+  const imageStep = buildStepOf(setup, 'container');
   const need = buildsNeeded(setup);
   const all = setup.nodes.map((n) => initialImpl(setup, n));
-  if (need.nginx && step) {
+  const forNodes = all.some((i) => i.impl === 'nginx');
+  if (need.nginx && (step || imageStep)) {
     let host: BuildHost | undefined;
     try {
       host = await buildHost(setup);
-      const built = await ensureNginxBinary(inv.nginx!, step.args.configure, host, say);
-      out.nginx = built;
-      out.artifacts.nginx = {
-        content: await fsp.readFile(built.path),
-        sha256: built.sha256,
-        describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
-      };
-      done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
-      if (need.image) {
-        if (!builtFor(built)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
-        out.artifacts[IMAGE_ARTIFACT] = imageArtifact(out.artifacts.nginx.content, built, inv.nginx!.version);
-        done.push(out.artifacts[IMAGE_ARTIFACT]!.describe);
+      let built: BuiltBinary | undefined;
+      if (forNodes && step) {
+        built = await ensureNginxBinary(inv.nginx!, step.args.configure, host, say);
+        out.nginx = built;
+        out.artifacts.nginx = {
+          content: await fsp.readFile(built.path),
+          sha256: built.sha256,
+          describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
+        };
+        done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+      }
+      if (need.image && imageStep) {
+        // The image's nginx: the same build as the nodes' when both playbooks configure it alike.
+        const same = built && step && JSON.stringify(step.args.configure) === JSON.stringify(imageStep.args.configure);
+        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, imageStep.args.configure, host, say);
+        if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
+        out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version);
+        done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${inImage.cached ? 'from the cache' : 'built'} on ${inImage.builtOn}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
       }
     } catch (e) {
-      if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx')) throw e;
+      if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx' || i.wanted === 'container')) throw e;
       // Every node that would run nginx said auto: they run kube-lb, and each says why.
       out.nginxUnbuildable = `nginx cannot be built: ${e.message.split('\n')[0]}`;
       done.push(`nginx not built (${e.message.split('\n')[0]}): the nodes on lb.impl auto get kube-lb`);
@@ -311,18 +319,29 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   const need = buildsNeeded(setup);
   const step = buildStepOf(setup);
   const done: string[] = [];
-  if (need.nginx && step && inv.nginx) {
-    const cached = await cachedNginxBinary(inv.nginx, step.args.configure, inv.build.link, inv.build.host === 'controller' ? await controllerOs() : undefined);
+  const forNodes = setup.nodes.some((n) => initialImpl(setup, n).impl === 'nginx');
+  const imageStep = buildStepOf(setup, 'container');
+  const os = inv.build.host === 'controller' ? await controllerOs() : undefined;
+  if (need.nginx && forNodes && step && inv.nginx) {
+    const cached = await cachedNginxBinary(inv.nginx, step.args.configure, inv.build.link, os);
     if (cached) {
       out.nginx = cached;
       out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, from the cache)` };
       done.push(`nginx ${inv.nginx.version} found in the cache`);
-      // The image is a pure function of the binary: made here too, so its tag is known without building.
-      if (need.image) out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(cached.path), cached, inv.nginx.version);
     } else {
       out.unknown.push('nginx');
-      if (need.image) out.unknown.push(IMAGE_ARTIFACT);
       done.push(`nginx ${inv.nginx.version} not built yet: its binary is reported as unknown (nothing is built with --check)`);
+    }
+  }
+  if (need.image && imageStep && inv.nginx) {
+    // The image is a pure function of its nginx: made here too, so its tag is known without building.
+    const cached = await cachedNginxBinary(inv.nginx, imageStep.args.configure, inv.build.link, os);
+    if (cached) {
+      out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(cached.path), cached, inv.nginx.version);
+      done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, from nginx in the cache`);
+    } else {
+      out.unknown.push(IMAGE_ARTIFACT);
+      done.push(`the image's nginx ${inv.nginx.version} is not built yet: the image is reported as unknown`);
     }
   }
   if (need.kubeLb) {

@@ -31,6 +31,7 @@ import {
   type ScriptOutput,
 } from './scripts.js';
 import { tarGzOf } from './tarstream.js';
+import { IMAGE_ARTIFACT } from '../lb/templates.js';
 import { unitStateCommand, verifyBalancer, type VerifyOutcome, type VerifyProgress } from './verify.js';
 
 /** What a host is doing now: the phases a renderer shows and an interrupt reports. */
@@ -362,7 +363,10 @@ export function stepResults(p: PlannedHost, out?: ApplyOutcome): StepResult[] {
   const results: StepResult[] = p.plan.steps.map((st) => {
     if (st.plan) return { name: st.step.name, status: st.plan.changes.length ? 'changed' : 'ok', summary: st.plan.summary };
     if (st.step.type in BUILD_STEPS) {
-      return { name: st.step.name, status: 'ok', summary: p.job.base.artifacts[BUILD_STEPS[st.step.type as keyof typeof BUILD_STEPS]]?.describe ?? 'built' };
+      // A container's nginx is in its image: that is what this node gets from the build.
+      const imaged = p.job.steps.some((s) => s.type === 'op' && s.op.type === 'image');
+      const artifact = imaged ? p.job.base.artifacts[IMAGE_ARTIFACT] : p.job.base.artifacts[BUILD_STEPS[st.step.type as keyof typeof BUILD_STEPS]];
+      return { name: st.step.name, status: 'ok', summary: artifact?.describe ?? 'built' };
     }
     return notReachedStep(st.step);
   });

@@ -47,7 +47,10 @@ Description=kube-nginx in a container (${runtime}): node-local load balancer for
 After=network-online.target${runtime === 'docker' ? ' docker.service\nRequires=docker.service' : ''}
 Wants=network-online.target
 `;
-  const tail = `Restart=always
+  // The container inherits the runtime's open-file limit (nginx raises its workers' to 65535):
+  // podman's from this unit; Docker's from dockerd.
+  const tail = `LimitNOFILE=65536
+Restart=always
 RestartSec=2
 StartLimitInterval=0
 TimeoutStartSec=60
@@ -66,7 +69,7 @@ WantedBy=multi-user.target
 Type=notify
 NotifyAccess=all
 Environment=PODMAN_SYSTEMD_UNIT=%n
-ExecStart=/usr/bin/podman run --name ${name} --replace --rm -d --pull=never --net=host --cgroups=no-conmon --sdnotify=conmon --stop-timeout 10 --ulimit nofile=65536:65536 ${mount} ${u(image)}
+ExecStart=/usr/bin/podman run --name ${name} --replace --rm -d --pull=never --net=host --cgroups=no-conmon --sdnotify=conmon --stop-timeout 10 ${mount} ${u(image)}
 # A config change: nginx re-reads the file (the folder is mounted, so the renamed file is seen) and
 # starts new workers; the old ones finish their connections (worker_shutdown_timeout).
 ExecReload=/usr/bin/podman kill --signal HUP ${name}
@@ -80,7 +83,7 @@ ${tail}`;
 # restart policy stays off (--restart=no), so systemd is the only restarter. --pull=never: the image
 # is loaded by k8s-ha.
 ExecStartPre=-/usr/bin/docker rm -f ${name}
-ExecStart=/usr/bin/docker run --name ${name} --rm --restart=no --pull=never --net=host --stop-timeout 10 --ulimit nofile=65536:65536 ${mount} ${u(image)}
+ExecStart=/usr/bin/docker run --name ${name} --rm --restart=no --pull=never --net=host --stop-timeout 10 ${mount} ${u(image)}
 # A config change: nginx re-reads the file (the folder is mounted, so the renamed file is seen) and
 # starts new workers; the old ones finish their connections (worker_shutdown_timeout).
 ExecReload=/usr/bin/docker kill --signal HUP ${name}

@@ -64,6 +64,6 @@ export const OPERATIONS: Record<string, Operation<any>> = {
  * The arguments of each step type that are shell commands run on the node: a `{{ }}` in them is
  * replaced by its value quoted for POSIX sh (one word), anywhere else by the value as it is.
  */
-export const SHELL_ARGS: Readonly<Record<string, readonly string[]>> = { command: ['run', 'unless'], file: ['validate'], template: ['validate'] };
+export const SHELL_ARGS: Readonly<Record<string, readonly string[]>> = { command: ['run', 'unless'], file: ['validate'], template: ['validate'], image: ['validate'] };
 
 export const STEP_TYPES = ['nginxBuild', 'kubeLbBuild', 'verify', ...Object.keys(OPERATIONS)] as const;

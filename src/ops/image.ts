@@ -12,7 +12,7 @@ import { RUNTIMES } from '../inventory/schema.js';
 import { quote } from '../util/quote.js';
 import { noop, type Operation } from './types.js';
 
-type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string };
+type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string; validate?: string };
 
 /** What the runtime lacks, in words, with the fix. */
 export function noRuntime(want: ImageArgs['runtime']): string {
@@ -30,6 +30,11 @@ export const image: Operation<ImageArgs> = {
     runtime: z.enum(RUNTIMES),
     /** Where the archive is kept on the node (root's alone): loaded from there. */
     archive: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path'),
+    /**
+     * Run once a new image is loaded, before anything live moves: the config checked inside the new
+     * image (the staged config when it changes too, else the live one, which the new image must run).
+     */
+    validate: z.string().optional(),
   }),
   facts: (a) => ({ images: [a.repository] }),
   plan(a, facts, ctx) {
@@ -37,7 +42,8 @@ export const image: Operation<ImageArgs> = {
     const artifact = ctx.artifacts[name];
     if (!artifact?.ref) throw new Error(`no image built as ${name}: a build step must come first`);
     if (!artifact.ref.startsWith(`${a.repository}:`)) throw new Error(`the image ${artifact.ref} is not in ${a.repository}`);
-    const runtime: Runtime | undefined = resolveRuntime(a.runtime, facts.tools);
+    const found: Runtime | undefined = resolveRuntime(a.runtime, facts.tools);
+    const runtime = found && facts.tools.includes(found) ? found : undefined;
     if (!runtime) {
       // Stops the host while it stages: nothing live has moved.
       return { changes: [{ kind: 'run', command: `echo ${quote(noRuntime(a.runtime))} >&2; exit 1`, label: 'find a container runtime', when: 'staging' }], notify: [], summary: noRuntime(a.runtime) };
@@ -52,7 +58,7 @@ export const image: Operation<ImageArgs> = {
           sha256: artifact.sha256,
           mode: '0600',
           // Read from the staged copy: the image is in the runtime before any config is checked in it.
-          validate: `/usr/bin/${runtime} load -q -i ${quote(a.archive)}`,
+          validate: `/usr/bin/${runtime} load -q -i ${quote(a.archive)}${a.validate ? ` && { ${a.validate}; }` : ''}`,
         },
       ],
       notify: [],

@@ -1,0 +1,165 @@
+/**
+ * lb.impl: container: the static nginx in an image k8s-ha builds on the controller (no registry, no
+ * container engine there), loaded into each node's podman while the run stages, run by
+ * kube-nginx-container.service on the host's network. Switched from kube-nginx and back under
+ * traffic; a config change is a reload inside the same container with no request unanswered; an
+ * image whose nginx rejects the config is refused before anything live changes. The last test puts
+ * every node back on kube-nginx, as the other test files expect.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import { k8sha } from '../helpers/cli.js';
+import { describeServed, deployJson, deployWatchingGaps, expectOneShortGap, inventoryVariant } from '../helpers/deploy.js';
+import { lab, scratchDir, withNode } from '../helpers/lab.js';
+import { withLoad } from '../helpers/load.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { defaultPlaybookPath } from '../../src/engine/playbook.js';
+
+/** README, "The balancer in a container": a switch either way is stop-first, as between nginx and haproxy. */
+const SWITCH_MS = 2500;
+const REPO = 'localhost/k8s-ha/kube-nginx';
+let containerInv: string;
+const inventory = () => (containerInv ??= inventoryVariant('container', (inv) => (inv.lb.impl = 'container')));
+
+/** What an operator looks at on a node: systemd's units, podman's container, who listens on 8443, the live config. */
+async function onNode(node: { name: string; address: string }) {
+  return withNode(node, async (c) => {
+    const units = (await c.exec('systemctl is-active kube-nginx-container kube-nginx; systemctl is-enabled kube-nginx-container kube-nginx')).stdout.trim().split('\n');
+    const ps = (await c.exec(`podman ps --filter name=^kube-nginx$ --format '{{.ID}} {{.Image}} {{.Status}}'`)).stdout.trim();
+    const listener = (await c.exec(`ss -Hltnp 'sport = :8443'`)).stdout.trim();
+    const pid = /pid=(\d+)/.exec(listener)?.[1];
+    const inspectPid = (await c.exec(`podman inspect --format '{{.State.Pid}}' kube-nginx 2>/dev/null`)).stdout.trim();
+    const sameNs = pid && inspectPid ? (await c.exec(`[ "$(readlink /proc/${pid}/ns/pid)" = "$(readlink /proc/${inspectPid}/ns/pid)" ] && echo yes`)).stdout.trim() : '';
+    const config = (await c.exec('sha256sum /etc/kube-nginx/kube-nginx.conf | cut -d" " -f1; ls /etc/kube-nginx')).stdout.trim().split('\n');
+    return {
+      units: { containerActive: units[0], nginxActive: units[1], containerEnabled: units[2], nginxEnabled: units[3] },
+      container: ps ? { id: ps.split(' ')[0]!, image: ps.split(' ')[1]!, up: / Up /.test(` ${ps}`) } : undefined,
+      listenerInContainer: sameNs === 'yes',
+      configSha: config[0],
+      configDir: config.slice(1),
+    };
+  });
+}
+
+afterAll(async () => {
+  await deployJson(['-i', lab().inventory, '--serial', '100%']);
+});
+
+describe.sequential('lb.impl: container (podman on the nodes)', () => {
+  let image = '';
+
+  it('switches every node from kube-nginx to the container under traffic: image loaded without a registry, verified through 127.0.0.1:8443', async () => {
+    const base = await deployJson(['-i', lab().inventory, '--serial', '100%']);
+    expect(base.code, base.stderr).toBe(0);
+    const { result, reports } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', inventory(), '--serial', '100%']));
+    const { d, gaps } = result;
+    expect(d.code, d.stderr).toBe(0);
+    for (const n of lab().nodes) {
+      const h = d.report.hosts[n.name]!;
+      expect(h.impl).toMatchObject({ wanted: 'container', impl: 'container' });
+      const load = h.steps.find((s) => s.name === 'image')!;
+      expect(load.summary).toMatch(new RegExp(`^load ${REPO}:1\\.22\\.1-[0-9a-f]{12} into podman .*no registry`));
+      image ||= /load (\S+) into/.exec(load.summary)![1]!;
+      expect(h.steps.find((s) => s.name === 'service')!.summary).toMatch(/switch from kube-nginx.*disable kube-nginx/);
+      expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
+      const s = await onNode(n);
+      expect(s.units).toEqual({ containerActive: 'active', nginxActive: 'inactive', containerEnabled: 'enabled', nginxEnabled: 'disabled' });
+      // podman's own view: the container runs the image this run built, and it is what holds the port.
+      expect(s.container).toMatchObject({ image, up: true });
+      expect(s.listenerInContainer).toBe(true);
+    }
+    gaps.forEach((g, i) => expectOneShortGap('kube-nginx -> container', lab().nodes[i]!.name, g, SWITCH_MS, reports[i]));
+
+    await withNode(lab().nodes[0]!, async (c) => {
+      const unit = await c.execOk('systemctl cat kube-nginx-container');
+      expect(unit).toContain(`--pull=never --net=host`);
+      expect(unit).toContain(`-v /etc/kube-nginx:/etc/kube-nginx:ro ${image}`);
+      // systemd is the only restarter: no --restart policy of podman's.
+      expect(unit).not.toMatch(/--restart/);
+      expect(unit).toMatch(/^Restart=always$/m);
+      // The image holds nginx, its user and /tmp: nothing else (no shell to exec into).
+      expect((await c.exec(`podman run --rm --pull=never --entrypoint /bin/sh ${image} -c true`)).code).not.toBe(0);
+      expect(await c.execOk(`podman image inspect --format '{{.Id}}' ${image}`)).toMatch(new RegExp(`^${image.slice(-12)}`));
+      // Workers run as the image's unprivileged user, the master as root (to bind and read the config).
+      expect(await c.execOk(`ps -o user:12=,args= -C kube-nginx | sort -u | sed 's/ *nginx: / /'`)).toMatch(/^root +master process.*\n65532 +worker process/);
+    });
+
+    const st = await k8sha(['status', '-i', inventory(), '--json']);
+    expect(st.code, st.stderr).toBe(0);
+    for (const n of JSON.parse(st.stdout).nodes) {
+      expect(n).toMatchObject({ impl: 'container', wanted: 'container', service: 'active (running)', healthy: true, version: image });
+      expect(Object.values(n.drift).every((x) => x === 'ok')).toBe(true);
+    }
+    const again = await deployJson(['-i', inventory()]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.report.totals.changed).toBe(0);
+    expect(again.report.hosts[lab().nodes[0]!.name]!.steps.find((s) => s.name === 'image')!.summary).toBe(`${image} is in podman`);
+  });
+
+  it('a config change is a reload in the same container: no request through any node goes unanswered', async () => {
+    const before = await Promise.all(lab().nodes.map(onNode));
+    const changed = inventoryVariant('container-fail-timeout', (inv) => {
+      inv.lb.impl = 'container';
+      inv.lb.failTimeout = '20s';
+    });
+    const { d, gaps } = await deployWatchingGaps(['-i', changed, '--serial', '100%']);
+    expect(d.code, d.stderr).toBe(0);
+    for (const [i, n] of lab().nodes.entries()) {
+      const h = d.report.hosts[n.name]!;
+      expect(h.steps.find((s) => s.name === 'service')!.summary).toBe('reload');
+      expect(h.steps.find((s) => s.name === 'image')!.status).toBe('ok');
+      const after = await onNode(n);
+      // The same container (nginx re-read its config, nothing restarted), on the new config.
+      expect(after.container!.id).toBe(before[i]!.container!.id);
+      expect(after.configSha).not.toBe(before[i]!.configSha);
+      expect(await withNode(n, (c) => c.execOk('grep -c "fail_timeout=20s" /etc/kube-nginx/kube-nginx.conf'))).toBe(`${lab().masters.length}\n`);
+      const g = gaps[i]!;
+      console.log(describeServed('config change (reload in the container)', n.name, g));
+      expect(g.sent).toBeGreaterThan(100);
+      expect(g.failures).toEqual([]);
+    }
+  });
+
+  it('an image whose nginx rejects the config is refused before anything live changes', async () => {
+    // The config says least_conn; an image built without that module cannot run it. Found while the
+    // run stages: the new image is loaded (harmless) and its nginx -t fails on the staged config,
+    // before the config, the unit or the container change.
+    const book = path.join(scratchDir(), 'kube-nginx-container.no-least-conn.yaml');
+    fs.writeFileSync(
+      book,
+      fs.readFileSync(defaultPlaybookPath('kube-nginx-container.yaml'), 'utf8').replace('--without-http-cache]', '--without-http-cache, --without-stream_upstream_least_conn_module]'),
+    );
+    const changed = inventoryVariant('container-max-fails', (inv) => {
+      inv.lb.impl = 'container';
+      inv.lb.maxFails = 4;
+    });
+    const n = lab().nodes[0]!;
+    const before = await onNode(n);
+    const d = await deployJson(['-i', changed, '--playbook', book, '--limit', n.name]);
+    expect(d.code, d.stderr).toBe(3);
+    const h = d.report.hosts[n.name]!;
+    const img = h.steps.find((s) => s.name === 'image')!;
+    expect(img.status).toBe('failed');
+    expect(img.error).toMatch(/validation failed, nothing was replaced[\s\S]*unknown directive "least_conn" in \/etc\/kube-nginx\/kube-nginx\.conf/);
+    expect(h.steps.find((s) => s.name === 'service')!.status).toBe('skipped');
+    expect(h.config).toBe('previous');
+    const after = await onNode(n);
+    expect(after.container).toEqual(before.container);
+    expect(after.configSha).toBe(before.configSha);
+    // Nothing staged is left beside the live config.
+    expect(after.configDir).toEqual(['kube-nginx.conf']);
+    expect(await withNode(n, (c) => c.execOk('systemctl show -p ExecStart --value kube-nginx-container | grep -o "localhost/k8s-ha/kube-nginx:[^ ;]*"'))).toBe(`${before.container!.image}\n`);
+  });
+
+  it('switches every node back to kube-nginx under traffic; the container is stopped and its unit disabled', async () => {
+    const { d, gaps } = await deployWatchingGaps(['-i', lab().inventory, '--serial', '100%']);
+    expect(d.code, d.stderr).toBe(0);
+    for (const n of lab().nodes) {
+      expect(d.report.hosts[n.name]!.steps.find((s) => s.name === 'service')!.summary).toMatch(/switch from kube-nginx-container.*disable kube-nginx-container/);
+      const s = await onNode(n);
+      expect(s.units).toEqual({ containerActive: 'inactive', nginxActive: 'active', containerEnabled: 'disabled', nginxEnabled: 'enabled' });
+      expect(s.container).toBeUndefined();
+    }
+    gaps.forEach((g, i) => expectOneShortGap('container -> kube-nginx', lab().nodes[i]!.name, g, SWITCH_MS));
+  });
+});

@@ -1,0 +1,148 @@
+/**
+ * lb.impl container, the pure parts: the image made from the static nginx (a `docker save` archive,
+ * byte for byte a function of the binary), the runtime a node uses, the unit that runs it, the image
+ * step's plan, and what verify reads from the runtime. The lab runs all of it for real
+ * (test/integration/container.test.ts).
+ */
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { Parser, type ReadEntry } from 'tar';
+import { IMAGE_REPOSITORY, nginxImage, ociArch } from '../../src/build/image.js';
+import { CONTAINER_CONF_DIR, parseContainerState, renderContainerUnit, resolveRuntime } from '../../src/lb/container.js';
+import { image } from '../../src/ops/image.js';
+import { containerProblem } from '../../src/engine/verify.js';
+import { inventorySchema } from '../../src/inventory/schema.js';
+import { checkRules } from '../../src/inventory/rules.js';
+import type { HostFacts } from '../../src/facts/host.js';
+
+/** Every entry of a tar archive: name, mode, owner, mtime and content. */
+function entries(archive: Buffer): Map<string, { mode: number; uid: number; gid: number; mtime: number; content: Buffer; type: string }> {
+  const out = new Map();
+  const p = new Parser();
+  p.on('entry', (e: ReadEntry) => {
+    const chunks: Buffer[] = [];
+    e.on('data', (c: Buffer) => chunks.push(c));
+    e.on('end', () => out.set(e.path, { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime?.getTime(), content: Buffer.concat(chunks), type: e.type }));
+  });
+  p.end(archive);
+  return out;
+}
+
+const binary = Buffer.from('\x7fELF pretend static nginx');
+
+describe('the balancer image', () => {
+  it('is a docker-save archive naming itself by its config digest, with one layer: nginx, its user and /tmp, owned by root, time 0', () => {
+    const img = nginxImage(binary, '1.22.1', 'x86_64');
+    expect(img.ref).toMatch(new RegExp(`^${IMAGE_REPOSITORY}:1\\.22\\.1-${img.id.slice(0, 12)}$`));
+    const outer = entries(img.archive);
+    const manifest = JSON.parse(outer.get('manifest.json')!.content.toString());
+    expect(manifest).toEqual([{ Config: `${img.id}.json`, RepoTags: [img.ref], Layers: [expect.stringMatching(/^[0-9a-f]{64}\/layer\.tar$/)] }]);
+    const config = JSON.parse(outer.get(`${img.id}.json`)!.content.toString());
+    expect(config).toMatchObject({ architecture: 'amd64', os: 'linux', config: { Entrypoint: ['/usr/sbin/kube-nginx'] } });
+    expect(config.config.Cmd).toEqual(['-e', 'stderr', '-g', 'daemon off;', '-c', `${CONTAINER_CONF_DIR}/kube-nginx.conf`]);
+    const layer = outer.get(manifest[0].Layers[0])!.content;
+    expect(config.rootfs.diff_ids).toEqual([`sha256:${createHash('sha256').update(layer).digest('hex')}`]);
+    const files = entries(layer);
+    expect([...files.keys()].sort()).toEqual(['etc/', 'etc/group', 'etc/passwd', 'tmp/', 'usr/', 'usr/sbin/', 'usr/sbin/kube-nginx']);
+    expect(files.get('usr/sbin/kube-nginx')).toMatchObject({ mode: 0o755, uid: 0, gid: 0, mtime: 0, content: binary });
+    expect(files.get('tmp/')).toMatchObject({ mode: 0o1777, type: 'Directory' });
+    expect(files.get('etc/passwd')!.content.toString()).toContain('kube-nginx:x:65532:65532:kube-nginx:/nonexistent:/sbin/nologin\n');
+    for (const f of files.values()) expect(f).toMatchObject({ uid: 0, gid: 0, mtime: 0 });
+  });
+
+  it('is the same bytes for the same binary, and another tag for another binary or architecture', () => {
+    const a = nginxImage(binary, '1.22.1', 'x86_64');
+    expect(nginxImage(Buffer.from(binary), '1.22.1', 'x86_64').archive.equals(a.archive)).toBe(true);
+    expect(nginxImage(Buffer.concat([binary, Buffer.from('x')]), '1.22.1', 'x86_64').ref).not.toBe(a.ref);
+    expect(nginxImage(binary, '1.22.1', 'aarch64').ref).not.toBe(a.ref);
+    expect(() => ociArch('riscv64')).toThrow(/no container image architecture for riscv64/);
+  });
+});
+
+describe('the container runtime and its unit', () => {
+  it('auto takes podman where the node has it, else docker, else none; a named one is used as named', () => {
+    expect(resolveRuntime('auto', ['gcc', 'podman', 'docker'])).toBe('podman');
+    expect(resolveRuntime('auto', ['docker'])).toBe('docker');
+    expect(resolveRuntime('auto', ['gcc'])).toBeUndefined();
+    expect(resolveRuntime('docker', ['podman'])).toBe('docker');
+  });
+
+  it('runs the image on the host network, never pulled, config read-only, systemd the only restarter, reload a HUP', () => {
+    const inv = inventorySchema.parse({ masters: [{ name: 'm1', address: '10.0.0.1' }], nodes: [{ name: 'n1' }] });
+    const ref = `${IMAGE_REPOSITORY}:1.22.1-0123456789ab`;
+    const podman = renderContainerUnit(inv, 'podman', ref);
+    expect(podman).toMatch(new RegExp(`^ExecStart=/usr/bin/podman run --name kube-nginx --replace --rm -d --pull=never --net=host .*-v /etc/kube-nginx:/etc/kube-nginx:ro ${ref}$`, 'm'));
+    expect(podman).toMatch(/^Type=notify$/m);
+    expect(podman).toMatch(/^ExecReload=\/usr\/bin\/podman kill --signal HUP kube-nginx$/m);
+    expect(podman).not.toMatch(/^ExecStart=.*--restart/m);
+    const docker = renderContainerUnit(inv, 'docker', ref);
+    expect(docker).toMatch(new RegExp(`^ExecStart=/usr/bin/docker run --name kube-nginx --rm --restart=no --pull=never --net=host .*-v /etc/kube-nginx:/etc/kube-nginx:ro ${ref}$`, 'm'));
+    expect(docker).toMatch(/^Requires=docker\.service$/m);
+    expect(docker).toMatch(/^ExecReload=\/usr\/bin\/docker kill --signal HUP kube-nginx$/m);
+    for (const u of [podman, docker]) expect(u).toMatch(/^Restart=always$/m);
+  });
+
+  it('refuses lb.impl container with a native build: the image has no C library', () => {
+    const inv = inventorySchema.parse({
+      masters: [{ name: 'm1', address: '10.0.0.1' }],
+      nodes: [{ name: 'n1', lb: { impl: 'container' } }],
+      nginx: { version: '1.22.1', sources: ['http://mirror/nginx.tar.gz'], sha256: 'a'.repeat(64) },
+      build: { link: 'native' },
+    });
+    expect(checkRules(inv).map((d) => `${d.path.join('.')}: ${d.message}`)).toContain(
+      'build.link: is native, but lb.impl container runs nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)',
+    );
+  });
+});
+
+describe('the image step', () => {
+  const img = nginxImage(binary, '1.22.1', 'x86_64');
+  const artifacts = { 'kube-nginx-image': { content: img.archive, sha256: img.sha256, ref: img.ref, describe: 'the image' } };
+  const ctx = { notified: new Set<never>(), artifacts, render: () => '' };
+  const args = { source: 'artifact:kube-nginx-image', repository: IMAGE_REPOSITORY, runtime: 'auto' as const, archive: '/var/lib/k8s-ha/images/kube-nginx.tar', validate: 'CHECK /etc/kube-nginx/kube-nginx.conf' };
+  const facts = (tools: string[], images: string[]) => ({ tools, images: { [IMAGE_REPOSITORY]: images } }) as unknown as HostFacts;
+
+  it('asks every runtime which tags of the repository it holds', () => {
+    expect(image.facts(args)).toEqual({ images: [IMAGE_REPOSITORY] });
+  });
+
+  it('loads the archive while staging and checks the config inside the new image, when the runtime lacks it', () => {
+    const p = image.plan(args, facts(['podman'], [`podman ${IMAGE_REPOSITORY}:1.22.1-000000000000`, `docker ${img.ref}`]), ctx);
+    expect(p.changes).toEqual([
+      {
+        kind: 'put',
+        path: args.archive,
+        content: img.archive,
+        sha256: img.sha256,
+        mode: '0600',
+        validate: '/usr/bin/podman load -q -i /var/lib/k8s-ha/images/kube-nginx.tar && { CHECK /etc/kube-nginx/kube-nginx.conf; }',
+      },
+    ]);
+    expect(p.summary).toMatch(/^load .* into podman \(0\.0 MB, no registry\)$/);
+  });
+
+  it('sends nothing when the runtime holds that tag', () => {
+    expect(image.plan(args, facts(['podman'], [`podman ${img.ref}`]), ctx)).toEqual({ changes: [], notify: [], summary: `${img.ref} is in podman` });
+  });
+
+  it('stops the host while it stages, saying what to install, when the node has no runtime', () => {
+    const p = image.plan(args, facts(['gcc'], []), ctx);
+    expect(p.changes).toEqual([{ kind: 'run', when: 'staging', label: 'find a container runtime', command: expect.stringMatching(/no container runtime on this node: lb\.impl container needs podman or docker.*>&2; exit 1$/) }]);
+    const named = image.plan({ ...args, runtime: 'docker' }, facts(['podman'], []), ctx);
+    expect(named.summary).toBe('lb.runtime is docker, but this node has no docker on its PATH: install it, or set lb.runtime to the runtime the node has');
+  });
+});
+
+describe("verify's view of the container", () => {
+  const c = { runtime: 'podman' as const, name: 'kube-nginx', image: `${IMAGE_REPOSITORY}:1.22.1-0123456789ab` };
+  it('reads the runtime: running, its PID and image', () => {
+    expect(parseContainerState(`x\n@@container true 1583 ${c.image}\n`)).toEqual({ running: true, pid: 1583, image: c.image });
+    expect(parseContainerState('@@container missing')).toBeUndefined();
+  });
+  it('says what is wrong: no container, not running, another image', () => {
+    expect(containerProblem('@@container missing', c)).toBe('podman has no container kube-nginx');
+    expect(containerProblem(`@@container false 0 ${c.image}`, c)).toBe('podman shows container kube-nginx not running');
+    expect(containerProblem(`@@container true 9 ${IMAGE_REPOSITORY}:old`, c)).toBe(`container kube-nginx runs ${IMAGE_REPOSITORY}:old, not ${c.image}`);
+    expect(containerProblem(`@@container true 9 ${c.image}`, c)).toBeUndefined();
+  });
+});
