@@ -7,6 +7,7 @@ import type { FactRequest, HostFacts } from '../facts/host.js';
 import type { InventoryNode } from '../inventory/schema.js';
 import type { Change, Handler, PlanContext, StepPlan } from '../ops/types.js';
 import type { PlaybookStep } from './playbook.js';
+import { TEMPLATE_ARTIFACTS } from '../lb/templates.js';
 
 export interface HostPlan {
   node: InventoryNode;
@@ -28,7 +29,17 @@ export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): Fact
   for (const k of ['files', 'dirs', 'units', 'guards'] as const) for (const v of part[k] ?? []) if (!req[k].includes(v)) req[k].push(v);
   for (const v of part.interfaces ?? []) if (!(req.interfaces ??= []).includes(v)) req.interfaces.push(v);
   for (const v of part.images ?? []) if (!(req.images ??= []).includes(v)) req.images.push(v);
+  for (const v of part.containers ?? []) if (!(req.containers ??= []).includes(v)) req.containers.push(v);
   return req;
+}
+
+/** The build output a step installs or names (a file's or image's source, a template that names one), if any. */
+export function artifactOf(s: PlaybookStep): string | undefined {
+  if (s.type !== 'op') return undefined;
+  const a = s.args as { source?: string; template?: string };
+  if ((s.op.type === 'file' || s.op.type === 'image') && a.source) return a.source.slice('artifact:'.length);
+  if ((s.op.type === 'template' || s.op.type === 'systemdUnit') && a.template) return TEMPLATE_ARTIFACTS[a.template];
+  return undefined;
 }
 
 /** Rendered text files the playbook writes: what --diff shows. */

@@ -36,7 +36,7 @@ import {
 } from './deploy.js';
 import { applyPlanned, closeSession, failedResult, hostResult, notReached, openSession, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
 import { controllerIdentity } from './lock.js';
-import { disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
+import { artifactOf, disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
 import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, planRoll } from './roll.js';
 import { finishHost, totals, type HostResult, type Totals } from './results.js';
@@ -240,7 +240,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       for (const n of planned) {
         const r = hostResult(n.planned!, undefined);
         // A binary not in the cache cannot be compared: say so rather than leave the step out.
-        const unknown = stepsFor(setup, n.node, { impl: n.impl.impl }, builds).filter((s) => s.type === 'op' && (s.op.type === 'file' || s.op.type === 'image') && !n.planned!.job.steps.some((x) => x.name === s.name) && builds.unknown.length > 0);
+        const unknown = stepsFor(setup, n.node, { impl: n.impl.impl }, builds).filter((s) => artifactOf(s) !== undefined && !n.planned!.job.steps.some((x) => x.name === s.name) && builds.unknown.length > 0);
         n.result = { ...r, steps: [...r.steps, ...unknown.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `unknown: ${builds.unknown.join(', ')} not built yet (--check builds nothing)` }))] };
       }
       const vip = await runVip(setup, { runId, identity, holder, emit, signal: control.signal, concurrency, verifyDeadlineMs: deadlineMs });
@@ -374,7 +374,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
 function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holder: string; emit: Emit }): NodeRun {
   const inv = setup.loaded.inventory;
   const impl = initialImpl(setup, node);
-  const unknownArtifact = (s: ReturnType<typeof stepsFor>[number]) => s.type === 'op' && (s.op.type === 'file' || s.op.type === 'image') && builds.unknown.includes(String((s.args as { source: string }).source).slice('artifact:'.length));
+  const unknownArtifact = (s: ReturnType<typeof stepsFor>[number]) => builds.unknown.includes(artifactOf(s) ?? '');
   const known = (steps: ReturnType<typeof stepsFor>) => steps.filter((s) => !unknownArtifact(s));
   const steps = known(stepsFor(setup, node, { impl: impl.impl }, builds));
   const n: NodeRun = { node, impl, job: undefined as never };

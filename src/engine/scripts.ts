@@ -257,6 +257,14 @@ function stageScript(plan: HostPlan, runId: string): string[] {
       );
     }
   }
+  // Checks across files, once all are staged: still nothing live has moved.
+  for (const r of changesOf(plan, 'run')) {
+    if (r.change.when !== 'validate') continue;
+    lines.push(
+      `out=$( ( ${withStagedPaths(r.change.command, staged, runId)} ) 2>&1 ); rc=$?`,
+      `if [ $rc -ne 0 ]; then echo "@@invalid ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; sh "$J/close.sh"; exit 30; fi`,
+    );
+  }
   lines.push('echo "@@staged"');
   return lines;
 }
@@ -280,7 +288,7 @@ function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
     lines.push(`mv -fT ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`);
   }
   for (const r of changesOf(plan, 'run')) {
-    if (r.change.when === 'verified' || r.change.when === 'staging') continue;
+    if (r.change.when === 'verified' || r.change.when === 'staging' || r.change.when === 'validate') continue;
     lines.push(
       `out=$( ( ${r.change.command} ) 2>&1 ); rc=$?`,
       `if [ $rc -ne 0 ]; then echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; exit 41; fi`,

@@ -10,7 +10,7 @@ import { SshConnection } from '../connect/ssh.js';
 import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
 import { isServing, serviceState, type HostFacts } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
-import { IMAGE_REPOSITORY } from '../build/image.js';
+import { CONTAINER_NAME } from '../lb/container.js';
 import { nginxPaths } from '../lb/nginx.js';
 import { kubeHaproxyPaths } from '../lb/haproxy.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
@@ -19,7 +19,7 @@ import type { ProbeSession } from '../connect/https-probe.js';
 import { cachedArtifacts, initialImpl, loadSetup, type Builds, type RunImpl, type Setup } from './deploy.js';
 import { planOn, type HostJob } from './host.js';
 import { LOCK_PROBE, parseLockProbe } from './lock.js';
-import { factRequest, planHost } from './plan.js';
+import { artifactOf, factRequest, planHost } from './plan.js';
 import { probeReach, type LocalReach, type MasterReach } from './probe.js';
 import { ProbePool, type ProbePoolOptions } from './probe-pool.js';
 import type { Journal } from './scripts.js';
@@ -92,16 +92,16 @@ export interface ClusterStatus {
   durationMs: number;
 }
 
-/** The balancer image's tag a node's runtimes hold (`podman localhost/k8s-ha/kube-nginx:1.22.1-...`): the newest listed first. */
+/** The image the balancer's container runs, as its runtime says (the running one where a runtime has it stopped too). */
 function containerVersion(facts: HostFacts): string | undefined {
-  const line = facts.images?.[IMAGE_REPOSITORY]?.[0];
-  return line ? line.split(' ')[1] : undefined;
+  const seen = (facts.containers?.[CONTAINER_NAME] ?? []).map((l) => l.split(' '));
+  return (seen.find((f) => f[1] === 'true') ?? seen[0])?.[3];
 }
 
 /** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
 function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: Set<string>) {
   const all = setup.playbooks[impl].steps(node);
-  const unknowable = all.filter((s) => s.type === 'op' && (s.op.type === 'file' || s.op.type === 'image') && !known.has(String((s.args as { source: string }).source).slice('artifact:'.length)));
+  const unknowable = all.filter((s) => { const a = artifactOf(s); return a !== undefined && !known.has(a); });
   return { steps: all.filter((s) => !unknowable.includes(s)), unknowable };
 }
 
@@ -150,7 +150,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       steps,
       base,
       // Every implementation's files and versions: which one runs is only known from the facts.
-      extraFacts: { ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)), versions: Object.values(binaries) },
+      extraFacts: { ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)), versions: Object.values(binaries), containers: [CONTAINER_NAME] },
       say: () => undefined,
     };
     // Status reads and never takes the lock: planning here changes nothing.

@@ -74,6 +74,8 @@ export interface HostFacts {
   interfaces?: Record<string, string | null>;
   /** Images of each repository asked for, as `RUNTIME REPOSITORY:TAG`, from every runtime the host has (podman, docker). */
   images?: Record<string, string[]>;
+  /** Each container asked for, as every runtime the host has sees it: `RUNTIME RUNNING PID IMAGE` (absent where none has it). */
+  containers?: Record<string, string[]>;
 }
 
 /** The backup earlier versions kept for good beside each repointed kubeconfig (a copy of its client key). */
@@ -109,6 +111,8 @@ export interface FactRequest {
   interfaces?: string[];
   /** Image repositories (e.g. localhost/k8s-ha/kube-nginx) whose tags each container runtime holds. */
   images?: string[];
+  /** Container names whose state each runtime is asked for (status: what runs, from which image). */
+  containers?: string[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -158,6 +162,12 @@ export function factScript(req: FactRequest): string {
     lines.push(
       `echo "@@images ${i}"; for rt in podman docker; do command -v "$rt" >/dev/null 2>&1 || continue; ` +
         `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}}" ${quote(r)} 2>/dev/null; done; true`,
+    ),
+  );
+  (req.containers ?? []).forEach((c, i) =>
+    lines.push(
+      `echo "@@containers ${i}"; for rt in podman docker; do command -v "$rt" >/dev/null 2>&1 || continue; ` +
+        `timeout 20 "$rt" inspect --type container --format "$rt {{.State.Running}} {{.State.Pid}} {{.Config.Image}}" ${quote(c)} 2>/dev/null; done; true`,
     ),
   );
   return lines.join('\n') + '\n';
@@ -285,6 +295,10 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   });
   (req.interfaces ?? []).forEach((a, i) => {
     facts.interfaces![a] = interfaceOf((s.get(`interface ${i}`) ?? [])[0] ?? '');
+  });
+  facts.containers = {};
+  (req.containers ?? []).forEach((c, i) => {
+    facts.containers![c] = (s.get(`containers ${i}`) ?? []).map((l) => l.trim()).filter((l) => /^(podman|docker) (true|false) \d+ \S+$/.test(l));
   });
   facts.images = {};
   (req.images ?? []).forEach((r, i) => {

@@ -25,6 +25,9 @@ export interface TemplateContext {
 /** The build output that is the balancer's image. */
 export const IMAGE_ARTIFACT = 'kube-nginx-image';
 
+/** Templates that name a build output: with that output unknown (--check, status, nothing built) their text is too. */
+export const TEMPLATE_ARTIFACTS: Readonly<Record<string, string>> = { 'kube-nginx-container.service': IMAGE_ARTIFACT };
+
 /** The container unit names its runtime (the node's, from its facts) and the image (the build's). */
 function containerUnit(inv: Inventory, ctx: TemplateContext = {}): string {
   const runtime = resolveRuntime(inv.lb.runtime, ctx.facts?.tools ?? []) ?? 'podman';

@@ -10,9 +10,9 @@ import { z } from 'zod';
 import { resolveRuntime, type Runtime } from '../lb/container.js';
 import { RUNTIMES } from '../inventory/schema.js';
 import { quote } from '../util/quote.js';
-import { noop, type Operation } from './types.js';
+import { noop, type Change, type Operation } from './types.js';
 
-type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string; validate?: string };
+type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string; container?: string; validate?: string };
 
 /** What the runtime lacks, in words, with the fix. */
 export function noRuntime(want: ImageArgs['runtime']): string {
@@ -30,13 +30,16 @@ export const image: Operation<ImageArgs> = {
     runtime: z.enum(RUNTIMES),
     /** Where the archive is kept on the node (root's alone): loaded from there. */
     archive: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path'),
+    /** The container that runs the image: whether it runs this build's tag already is read from the runtime. */
+    container: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a container name such as kube-nginx').optional(),
     /**
-     * Run once a new image is loaded, before anything live moves: the config checked inside the new
-     * image (the staged config when it changes too, else the live one, which the new image must run).
+     * Run whenever the container is to run another image, once every file is staged and before
+     * anything live moves: the config checked inside the new image (the staged config when it
+     * changes too, else the live one, which the new image must run as it stands).
      */
     validate: z.string().optional(),
   }),
-  facts: (a) => ({ images: [a.repository] }),
+  facts: (a) => ({ images: [a.repository], ...(a.container ? { containers: [a.container] } : {}) }),
   plan(a, facts, ctx) {
     const name = a.source.slice('artifact:'.length);
     const artifact = ctx.artifacts[name];
@@ -48,7 +51,14 @@ export const image: Operation<ImageArgs> = {
       // Stops the host while it stages: nothing live has moved.
       return { changes: [{ kind: 'run', command: `echo ${quote(noRuntime(a.runtime))} >&2; exit 1`, label: 'find a container runtime', when: 'staging' }], notify: [], summary: noRuntime(a.runtime) };
     }
-    if ((facts.images?.[a.repository] ?? []).includes(`${runtime} ${artifact.ref}`)) return noop(`${artifact.ref} is in ${runtime}`);
+    const loaded = (facts.images?.[a.repository] ?? []).includes(`${runtime} ${artifact.ref}`);
+    // The image the container runs now, as its runtime says: a loaded image it does not run yet is still checked.
+    const runs = a.container ? (facts.containers?.[a.container] ?? []).find((l) => l.startsWith(`${runtime} true `))?.split(' ')[3] : artifact.ref;
+    const check: Change[] = a.validate && runs !== artifact.ref ? [{ kind: 'run', when: 'validate', label: `check the config in ${artifact.ref}`, command: a.validate }] : [];
+    if (loaded) {
+      if (!check.length) return noop(`${artifact.ref} is in ${runtime}`);
+      return { changes: check, notify: [], summary: `${artifact.ref} is in ${runtime}; check the config in it` };
+    }
     return {
       changes: [
         {
@@ -57,8 +67,19 @@ export const image: Operation<ImageArgs> = {
           content: artifact.content,
           sha256: artifact.sha256,
           mode: '0600',
-          // Read from the staged copy: the image is in the runtime before any config is checked in it.
-          validate: `/usr/bin/${runtime} load -q -i ${quote(a.archive)}${a.validate ? ` && { ${a.validate}; }` : ''}`,
+          // Read from the staged copy, before any config is checked in the image.
+          validate: `/usr/bin/${runtime} load -q -i ${quote(a.archive)}`,
+        },
+        ...check,
+        {
+          // Once the new image is verified, the repository's other tags go (an older build, a failed
+          // one): a node keeps one image of the balancer. One still in use stays; it never fails the run.
+          kind: 'run',
+          when: 'verified',
+          label: 'remove older images',
+          command:
+            `{ timeout 60 /usr/bin/${runtime} images --format '{{.Repository}}:{{.Tag}}' ${quote(a.repository)} | grep -vxF ${quote(artifact.ref)} | ` +
+            `while read -r old; do timeout 60 /usr/bin/${runtime} rmi "$old" >/dev/null 2>&1; done; true; }`,
         },
       ],
       notify: [],

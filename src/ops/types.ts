@@ -37,8 +37,9 @@ export type Change =
       /**
        * `verified`: run only once the verify step passed (e.g. disabling the balancer this one replaced).
        * `staging`: run before files are staged and validated, when nothing live has moved (installing a package a validation needs).
+       * `validate`: run once every file is staged and validated, still before anything live moves; it reads staged copies as `validate` does (a check across files: the live config inside a new image).
        */
-      when?: 'verified' | 'staging';
+      when?: 'verified' | 'staging' | 'validate';
       /** What puts this back if the host fails verification (a roll's rollback), instead of restarting the unit. */
       undo?: string;
       /** This command hands the listen port over from that unit, which is serving now. */

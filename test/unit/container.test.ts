@@ -99,30 +99,31 @@ describe('the image step', () => {
   const img = nginxImage(binary, '1.22.1', 'x86_64');
   const artifacts = { 'kube-nginx-image': { content: img.archive, sha256: img.sha256, ref: img.ref, describe: 'the image' } };
   const ctx = { notified: new Set<never>(), artifacts, render: () => '' };
-  const args = { source: 'artifact:kube-nginx-image', repository: IMAGE_REPOSITORY, runtime: 'auto' as const, archive: '/var/lib/k8s-ha/images/kube-nginx.tar', validate: 'CHECK /etc/kube-nginx/kube-nginx.conf' };
-  const facts = (tools: string[], images: string[]) => ({ tools, images: { [IMAGE_REPOSITORY]: images } }) as unknown as HostFacts;
+  const args = { source: 'artifact:kube-nginx-image', repository: IMAGE_REPOSITORY, runtime: 'auto' as const, archive: '/var/lib/k8s-ha/images/kube-nginx.tar', container: 'kube-nginx', validate: 'CHECK /etc/kube-nginx/kube-nginx.conf' };
+  const facts = (tools: string[], images: string[], containers: string[] = []) => ({ tools, images: { [IMAGE_REPOSITORY]: images }, containers: { 'kube-nginx': containers } }) as unknown as HostFacts;
+  const check = { kind: 'run', when: 'validate', label: `check the config in ${img.ref}`, command: 'CHECK /etc/kube-nginx/kube-nginx.conf' };
 
-  it('asks every runtime which tags of the repository it holds', () => {
-    expect(image.facts(args)).toEqual({ images: [IMAGE_REPOSITORY] });
+  it('asks every runtime which tags of the repository it holds, and what the container runs', () => {
+    expect(image.facts(args)).toEqual({ images: [IMAGE_REPOSITORY], containers: ['kube-nginx'] });
   });
 
-  it('loads the archive while staging and checks the config inside the new image, when the runtime lacks it', () => {
+  it('loads the archive while staging and checks the config inside the new image once every file is staged, when the runtime lacks it', () => {
     const p = image.plan(args, facts(['podman'], [`podman ${IMAGE_REPOSITORY}:1.22.1-000000000000`, `docker ${img.ref}`]), ctx);
     expect(p.changes).toEqual([
-      {
-        kind: 'put',
-        path: args.archive,
-        content: img.archive,
-        sha256: img.sha256,
-        mode: '0600',
-        validate: '/usr/bin/podman load -q -i /var/lib/k8s-ha/images/kube-nginx.tar && { CHECK /etc/kube-nginx/kube-nginx.conf; }',
-      },
+      { kind: 'put', path: args.archive, content: img.archive, sha256: img.sha256, mode: '0600', validate: '/usr/bin/podman load -q -i /var/lib/k8s-ha/images/kube-nginx.tar' },
+      check,
+      expect.objectContaining({ kind: 'run', when: 'verified', label: 'remove older images', command: expect.stringContaining(`grep -vxF ${img.ref}`) }),
     ]);
     expect(p.summary).toMatch(/^load .* into podman \(0\.0 MB, no registry\)$/);
   });
 
-  it('sends nothing when the runtime holds that tag', () => {
-    expect(image.plan(args, facts(['podman'], [`podman ${img.ref}`]), ctx)).toEqual({ changes: [], notify: [], summary: `${img.ref} is in podman` });
+  it('an image loaded already that the container does not run yet (an earlier run refused it) is still checked', () => {
+    const p = image.plan(args, facts(['podman'], [`podman ${img.ref}`], [`podman true 42 ${IMAGE_REPOSITORY}:1.22.1-000000000000`]), ctx);
+    expect(p).toEqual({ changes: [check], notify: [], summary: `${img.ref} is in podman; check the config in it` });
+  });
+
+  it('sends and checks nothing when the runtime holds that tag and the container runs it', () => {
+    expect(image.plan(args, facts(['podman'], [`podman ${img.ref}`], [`podman true 42 ${img.ref}`]), ctx)).toEqual({ changes: [], notify: [], summary: `${img.ref} is in podman` });
   });
 
   it('stops the host while it stages, saying what to install, when the node has no runtime', () => {

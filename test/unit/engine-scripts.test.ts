@@ -42,7 +42,7 @@ afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
 });
 
-function tree(validate: (dest: string) => string, opts: { after?: (dir: string) => string; newFile?: boolean } = {}) {
+function tree(validate: (dest: string) => string, opts: { after?: (dir: string) => string; newFile?: boolean; check?: (dest: string) => string } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-scripts-'));
   dirs.push(dir);
   const dest = path.join(dir, 'conf', 'app.conf');
@@ -61,6 +61,7 @@ function tree(validate: (dest: string) => string, opts: { after?: (dir: string) 
         plan: {
           changes: [
             { kind: 'run', command: `echo ran >> ${dir}/ran`, label: 'x' },
+            ...(opts.check ? [{ kind: 'run' as const, command: opts.check(dest), label: 'check', when: 'validate' as const }] : []),
             ...(opts.after ? [{ kind: 'run' as const, command: opts.after(dir), label: 'after', when: 'verified' as const }] : []),
           ],
           notify: [],
@@ -93,6 +94,19 @@ describe('apply script', () => {
     const j = parseJournal(`${fs.readFileSync(path.join(t.journalDir, 'run.json'), 'utf8')}\n@@state-word\n${fs.readFileSync(path.join(t.journalDir, 'state'), 'utf8')}`)!;
     expect(j).toMatchObject({ run: RUN, by: 'me@here (pid 1)', state: 'committed', restorable: true });
     expect(j.files).toEqual([{ path: t.dest, staged: stagedPath(t.dest, RUN), backup: backupPath(t.dest, RUN) }]);
+  });
+
+  it('a check across files runs once every file is staged and validated, reads staged copies, and stops the host before anything live moves', async () => {
+    const seen = tree((d) => `grep -q new ${d}`, { check: (d) => `cat ${d} > ${path.dirname(d)}/../checked` });
+    expect(parseScriptOutput((await seen.apply(true)).stdout)).toMatchObject({ staged: true, committed: true });
+    // It read the staged copy (new), not the live file (old), and it ran before the commit's commands.
+    expect(fs.readFileSync(path.join(seen.dir, 'checked'), 'utf8')).toBe('new\n');
+    const refused = tree((d) => `grep -q new ${d}`, { check: () => 'echo "the new image cannot run it" >&2; false' });
+    const out = parseScriptOutput((await refused.apply(true)).stdout);
+    expect(out).toMatchObject({ staged: false, committed: false, failure: { step: 'service', kind: 'invalid', output: 'the new image cannot run it' } });
+    expect(fs.readFileSync(refused.dest, 'utf8')).toBe('old\n');
+    expect(fs.existsSync(path.join(refused.dir, 'ran'))).toBe(false);
+    expect(fs.readdirSync(path.dirname(refused.dest))).toEqual(['app.conf']);
   });
 
   it('finish records the verify, runs what waited for it, and closes the journal: no backup, no staged file left', async () => {
