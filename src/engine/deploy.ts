@@ -13,7 +13,7 @@ import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.j
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
-import { vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
+import { imageRepository, vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMAGE_ARTIFACT, IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { nginxImage } from '../build/image.js';
 import type { Runtime } from '../lb/container.js';
@@ -219,8 +219,16 @@ export function buildStepOf(setup: Setup, impl: 'nginx' | 'container' = 'nginx')
 /** What the nodes need built: nginx where any may run it (itself or in its image), its image where any runs a container, kube-lb where any runs it or may (auto). */
 export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean; image: boolean } {
   const all = setup.nodes.map((n) => initialImpl(setup, n));
-  const image = all.some((i) => i.impl === 'container');
+  // lb.image: the site's own image, nothing to build for it.
+  const image = all.some((i) => i.impl === 'container') && !setup.loaded.inventory.lb.image;
   return { nginx: image || all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb' || i.wanted === 'auto'), image };
+}
+
+/** lb.image: the site's own image, which each node's runtime pulls (nothing built, nothing sent). */
+function siteImage(setup: Setup): PlanContext['artifacts'][string] | undefined {
+  const ref = setup.loaded.inventory.lb.image;
+  if (!ref || !setup.nodes.some((n) => initialImpl(setup, n).impl === 'container')) return undefined;
+  return { content: Buffer.alloc(0), sha256: '', ref, pull: true, describe: `image ${ref} (lb.image: the site's own, pulled by each node's runtime)` };
 }
 
 /** The balancer's image, made from the nginx build (pure and quick: no cache of its own). */
@@ -258,6 +266,11 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
   const need = buildsNeeded(setup);
   const all = setup.nodes.map((n) => initialImpl(setup, n));
   const forNodes = all.some((i) => i.impl === 'nginx');
+  const site = siteImage(setup);
+  if (site) {
+    out.artifacts[IMAGE_ARTIFACT] = site;
+    done.push(site.describe);
+  }
   if (need.nginx && (step || imageStep)) {
     let host: BuildHost | undefined;
     try {
@@ -321,6 +334,11 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   const done: string[] = [];
   const forNodes = setup.nodes.some((n) => initialImpl(setup, n).impl === 'nginx');
   const imageStep = buildStepOf(setup, 'container');
+  const site = siteImage(setup);
+  if (site) {
+    out.artifacts[IMAGE_ARTIFACT] = site;
+    done.push(site.describe);
+  }
   const os = inv.build.host === 'controller' ? await controllerOs() : undefined;
   if (need.nginx && forNodes && step && inv.nginx) {
     const cached = await cachedNginxBinary(inv.nginx, step.args.configure, inv.build.link, os);
@@ -393,7 +411,8 @@ export function chooseImpl(
 export function stepsFor(setup: Setup, node: InventoryNode, choice: ImplChoice, builds?: Pick<Builds, 'artifacts'>): PlaybookStep[] {
   const inv = setup.loaded.inventory;
   const ref = builds?.artifacts[IMAGE_ARTIFACT]?.ref;
-  const container = choice.impl === 'container' && choice.runtime && ref ? { runtime: choice.runtime, image: ref } : inv.lb.runtime !== 'auto' && ref ? { runtime: inv.lb.runtime, image: ref } : undefined;
+  const runtime = choice.impl === 'container' && choice.runtime ? choice.runtime : inv.lb.runtime !== 'auto' ? inv.lb.runtime : undefined;
+  const container = runtime && ref ? { runtime, image: ref, repository: imageRepository(ref) } : undefined;
   const steps = setup.playbooks[choice.impl].steps(node, container);
   return choice.keepBinary ? steps.filter((s) => s.type !== 'nginxBuild' && !(s.type === 'op' && s.op.type === 'file')) : steps;
 }

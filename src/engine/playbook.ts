@@ -7,7 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
-import type { Inventory, InventoryNode } from '../inventory/schema.js';
+import { imageRepository, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { describeIssue, tooLarge, validateYaml } from '../inventory/yaml-schema.js';
 import { readCapped } from '../inventory/load.js';
 import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, SHELL_ARGS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
@@ -40,6 +40,8 @@ export interface Playbook {
 export interface ContainerVars {
   runtime: string;
   image: string;
+  /** The image's repository (no tag, no digest): what the runtimes are asked about. */
+  repository: string;
 }
 
 interface RawStep {
@@ -90,7 +92,11 @@ export function playbookVars(inv: Inventory, node: InventoryNode, container?: Co
   // A node without an address is dialed by ssh_config's HostName or its name: the name stands in here.
   const address = node.address ?? node.name;
   const vip = inv.vip ? { address: inv.vip.address, port: inv.vip.port, statsListen: inv.vip.statsListen, hostFrontend: formatHostPort(address, inv.vip.port) } : undefined;
-  const c = container ?? { runtime: inv.lb.runtime === 'auto' ? 'podman' : inv.lb.runtime, image: `${IMAGE_REPOSITORY}:unbuilt` };
+  const c = container ?? {
+    runtime: inv.lb.runtime === 'auto' ? 'podman' : inv.lb.runtime,
+    image: inv.lb.image ?? `${IMAGE_REPOSITORY}:unbuilt`,
+    repository: inv.lb.image ? imageRepository(inv.lb.image) : IMAGE_REPOSITORY,
+  };
   return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address }, container: c };
 }
 
@@ -131,7 +137,7 @@ export function substitute(
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
-        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image` });
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository` });
         return whole;
       }
       if (context === 'text') return String(cur);

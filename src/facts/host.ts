@@ -161,7 +161,7 @@ export function factScript(req: FactRequest): string {
   (req.images ?? []).forEach((r, i) =>
     lines.push(
       `echo "@@images ${i}"; for rt in podman docker; do command -v "$rt" >/dev/null 2>&1 || continue; ` +
-        `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}}" ${quote(r)} 2>/dev/null; done; true`,
+        `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}" ${quote(r)} 2>/dev/null; done; true`,
     ),
   );
   (req.containers ?? []).forEach((c, i) =>
@@ -302,7 +302,7 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   });
   facts.images = {};
   (req.images ?? []).forEach((r, i) => {
-    facts.images![r] = (s.get(`images ${i}`) ?? []).map((l) => l.trim()).filter((l) => /^(podman|docker) \S+$/.test(l));
+    facts.images![r] = (s.get(`images ${i}`) ?? []).map((l) => l.trim()).filter((l) => /^(podman|docker) \S+( \S+)?$/.test(l));
   });
   return facts;
 }

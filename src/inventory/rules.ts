@@ -173,7 +173,8 @@ const buildHost: Rule = (inv) =>
 /** nginx must be described wherever it may be built. */
 const nginxNeeded: Rule = (inv) => {
   if (inv.nginx) return [];
-  const who = inv.nodes.filter((n) => ['nginx', 'auto', 'container'].includes(wantedImpl(inv, n)));
+  // A container runs the nginx k8s-ha builds, unless lb.image names the site's own image.
+  const who = inv.nodes.filter((n) => ['nginx', 'auto', ...(inv.lb.image ? [] : ['container'])].includes(wantedImpl(inv, n)));
   if (!who.length) return [];
   return [
     {
@@ -186,7 +187,7 @@ const nginxNeeded: Rule = (inv) => {
 
 /** The image holds nginx and nothing else, no C library: only a static build runs in it. */
 const containerStatic: Rule = (inv) =>
-  inv.build.link === 'native' && inv.nodes.some((n) => wantedImpl(inv, n) === 'container')
+  inv.build.link === 'native' && !inv.lb.image && inv.nodes.some((n) => wantedImpl(inv, n) === 'container')
     ? [{ severity: 'error', path: ['build', 'link'], message: 'is native, but lb.impl container runs nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)' }]
     : [];
 

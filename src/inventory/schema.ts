@@ -146,6 +146,29 @@ export const master = z.strictObject({
  */
 export const IMPLS = ['nginx', 'kube-lb', 'haproxy', 'container', 'auto'] as const;
 
+/**
+ * A container image reference as registries and runtimes read it, fully qualified (a registry host
+ * first: a short name makes each runtime guess a registry) and pinned (a tag, a digest, or both).
+ */
+const IMAGE_REF =
+  /^((?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$/;
+
+/** Why a value is not a pinned, fully qualified image reference, with the fix. */
+export function imageRefProblem(v: string): string | undefined {
+  const example = 'registry.example.com/k8s-ha/kube-nginx:1.22.1-0123456789ab';
+  const m = IMAGE_REF.exec(v);
+  if (!m) return `must be an image reference such as ${example} (lowercase repository, optional :tag and @sha256:digest)`;
+  const host = m[1]!.split('/')[0]!;
+  if (!m[1]!.includes('/') || !(host.includes('.') || host.includes(':') || host === 'localhost')) return `must name its registry first (${example}): a short name makes each runtime guess a registry`;
+  if (!m[2] && !m[3]) return `must be pinned with a :tag or an @sha256: digest, e.g. ${example}`;
+  return undefined;
+}
+
+/** The repository of an image reference (no tag, no digest): what runtimes list its tags under. */
+export function imageRepository(ref: string): string {
+  return IMAGE_REF.exec(ref)?.[1] ?? ref;
+}
+
 /** The container runtime that runs lb.impl container: auto takes podman where the node has it, else docker. */
 export const RUNTIMES = ['auto', 'podman', 'docker'] as const;
 export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` });
@@ -246,6 +269,8 @@ export const lb = z.strictObject({
   prefix: prefix('/opt/k8s/kube-nginx'),
   /** lb.impl container: the runtime that runs the image (auto: podman where the node has it, else docker). */
   runtime: z.enum(RUNTIMES, { error: `must be one of ${RUNTIMES.join(', ')}` }).default('auto'),
+  /** lb.impl container: the site's own image (from its registry, pulled by the node's runtime) instead of the one k8s-ha builds. */
+  image: checked(z.string({ error: 'must be an image reference' }), imageRefProblem).optional(),
 });
 
 /**

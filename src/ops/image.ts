@@ -21,12 +21,29 @@ export function noRuntime(want: ImageArgs['runtime']): string {
     : `lb.runtime is ${want}, but this node has no ${want} on its PATH: install it, or set lb.runtime to the runtime the node has`;
 }
 
+/**
+ * Whether the runtime holds the image: its `RUNTIME REPO:TAG REPO@DIGEST` lines (facts.images) name
+ * the reference's tag and its digest, each that the reference gives.
+ */
+export function holdsImage(lines: readonly string[], runtime: string, ref: string): boolean {
+  const at = ref.indexOf('@');
+  const named = at < 0 ? ref : ref.slice(0, at);
+  const digest = at < 0 ? undefined : ref.slice(at + 1);
+  const colon = named.lastIndexOf(':');
+  const repo = colon > named.lastIndexOf('/') ? named.slice(0, colon) : named;
+  const tagged = colon > named.lastIndexOf('/') ? named : undefined;
+  return lines.some((l) => {
+    const [rt, byTag, byDigest] = l.split(' ');
+    return rt === runtime && (!tagged || byTag === tagged) && (!digest || byDigest === `${repo}@${digest}`);
+  });
+}
+
 export const image: Operation<ImageArgs> = {
   type: 'image',
   args: z.strictObject({
     source: z.string().regex(/^artifact:[a-z0-9-]+$/, 'must name a build output, e.g. artifact:kube-nginx-image'),
     /** The repository the build names its image in: what the node's runtimes are asked about. */
-    repository: z.string().regex(/^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/, 'must be an image repository such as localhost/k8s-ha/kube-nginx'),
+    repository: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:-]*(\/[a-z0-9]+([._-]+[a-z0-9]+)*)+$/, 'must be an image repository such as localhost/k8s-ha/kube-nginx'),
     runtime: z.enum(RUNTIMES),
     /** Where the archive is kept on the node (root's alone): loaded from there. */
     archive: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path'),
@@ -44,20 +61,29 @@ export const image: Operation<ImageArgs> = {
     const name = a.source.slice('artifact:'.length);
     const artifact = ctx.artifacts[name];
     if (!artifact?.ref) throw new Error(`no image built as ${name}: a build step must come first`);
-    if (!artifact.ref.startsWith(`${a.repository}:`)) throw new Error(`the image ${artifact.ref} is not in ${a.repository}`);
+    if (!artifact.ref.startsWith(`${a.repository}:`) && !artifact.ref.startsWith(`${a.repository}@`)) throw new Error(`the image ${artifact.ref} is not in ${a.repository}`);
     const found: Runtime | undefined = resolveRuntime(a.runtime, facts.tools);
     const runtime = found && facts.tools.includes(found) ? found : undefined;
     if (!runtime) {
       // Stops the host while it stages: nothing live has moved.
       return { changes: [{ kind: 'run', command: `echo ${quote(noRuntime(a.runtime))} >&2; exit 1`, label: 'find a container runtime', when: 'staging' }], notify: [], summary: noRuntime(a.runtime) };
     }
-    const loaded = (facts.images?.[a.repository] ?? []).includes(`${runtime} ${artifact.ref}`);
+    const loaded = holdsImage(facts.images?.[a.repository] ?? [], runtime, artifact.ref);
     // The image the container runs now, as its runtime says: a loaded image it does not run yet is still checked.
     const runs = a.container ? (facts.containers?.[a.container] ?? []).find((l) => l.startsWith(`${runtime} true `))?.split(' ')[3] : artifact.ref;
     const check: Change[] = a.validate && runs !== artifact.ref ? [{ kind: 'run', when: 'validate', label: `check the config in ${artifact.ref}`, command: a.validate }] : [];
     if (loaded) {
       if (!check.length) return noop(`${artifact.ref} is in ${runtime}`);
       return { changes: check, notify: [], summary: `${artifact.ref} is in ${runtime}; check the config in it` };
+    }
+    if (artifact.pull) {
+      // The site's own image (lb.image): its registry is the runtime's to reach, while the run stages.
+      // Never removed by k8s-ha: the site manages its images.
+      return {
+        changes: [{ kind: 'run', when: 'staging', label: `pull ${artifact.ref}`, command: `timeout 600 /usr/bin/${runtime} pull -q ${quote(artifact.ref)}` }, ...check],
+        notify: [],
+        summary: `pull ${artifact.ref} into ${runtime} (lb.image, from the site's registry)`,
+      };
     }
     return {
       changes: [

@@ -60,7 +60,7 @@ export interface PlanContext {
   /** Handlers notified by the steps before this one. */
   notified: ReadonlySet<Handler>;
   /** Build outputs by name, e.g. `nginx`. */
-  artifacts: Record<string, { content: Buffer; sha256: string; describe: string; /** An image's name:tag. */ ref?: string }>;
+  artifacts: Record<string, { content: Buffer; sha256: string; describe: string; /** An image's name:tag. */ ref?: string; /** An image the node's runtime pulls from the site's registry (lb.image): no content. */ pull?: boolean }>;
   /** Named renderers for templates. */
   render: (template: string, facts: HostFacts) => string;
   /** The remote text of a file, for diffs; undefined when unknown. */

@@ -147,6 +147,38 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
     expect(await withNode(n, (c) => c.execOk('systemctl show -p ExecStart --value kube-nginx-container | grep -o "localhost/k8s-ha/kube-nginx:[^ ;]*"'))).toBe(`${before.container!.image}\n`);
   });
 
+  it("lb.image: the site's own image is run as named, sent nowhere; one its registry cannot give stops the node before anything live changes", async () => {
+    const n = lab().nodes[1]!;
+    // The site's image, here the same bytes under the site's name, put in the node's runtime as a
+    // registry pull would (no registry runs in the lab).
+    const site = 'localhost/site/kube-nginx:pinned';
+    await withNode(n, (c) => c.execOk(`podman tag ${image} ${site}`));
+    const own = inventoryVariant('container-site-image', (inv) => {
+      inv.lb.impl = 'container';
+      inv.lb.image = site;
+    });
+    const d = await deployJson(['-i', own, '--limit', n.name]);
+    expect(d.code, d.stderr).toBe(0);
+    const h = d.report.hosts[n.name]!;
+    expect(h.steps.find((s) => s.name === 'build nginx')!.summary).toBe(`image ${site} (lb.image: the site's own, pulled by each node's runtime)`);
+    expect(h.steps.find((s) => s.name === 'image')!.summary).toBe(`${site} is in podman; check the config in it`);
+    expect((await onNode(n)).container).toMatchObject({ image: site, up: true });
+    // A registry that does not answer (nothing listens there): the pull fails while the run stages.
+    const gone = `${lab().masters[0]!.address}:5999/site/kube-nginx:1.22.1`;
+    const unreachable = inventoryVariant('container-unreachable-image', (inv) => {
+      inv.lb.impl = 'container';
+      inv.lb.image = gone;
+    });
+    const before = await onNode(n);
+    const f = await deployJson(['-i', unreachable, '--limit', n.name]);
+    expect(f.code, f.stderr).toBe(3);
+    const step = f.report.hosts[n.name]!.steps.find((s) => s.name === 'image')!;
+    expect(step.status).toBe('failed');
+    expect(step.error).toContain(`Error: initializing source docker://${gone}: pinging container registry ${gone.split('/')[0]}`);
+    expect(step.error).toMatch(/connect: connection refused$/m);
+    expect(await onNode(n)).toEqual(before);
+  });
+
   it('switches every node back to kube-nginx under traffic; the container is stopped and its unit disabled', async () => {
     const { d, gaps } = await deployWatchingGaps(['-i', lab().inventory, '--serial', '100%']);
     expect(d.code, d.stderr).toBe(0);

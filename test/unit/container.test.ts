@@ -9,7 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { Parser, type ReadEntry } from 'tar';
 import { IMAGE_REPOSITORY, nginxImage, ociArch } from '../../src/build/image.js';
 import { CONTAINER_CONF_DIR, parseContainerState, renderContainerUnit, resolveRuntime } from '../../src/lb/container.js';
-import { image } from '../../src/ops/image.js';
+import { holdsImage, image } from '../../src/ops/image.js';
+import { imageRefProblem, imageRepository } from '../../src/inventory/schema.js';
 import { containerProblem } from '../../src/engine/verify.js';
 import { inventorySchema } from '../../src/inventory/schema.js';
 import { checkRules } from '../../src/inventory/rules.js';
@@ -131,6 +132,41 @@ describe('the image step', () => {
     expect(p.changes).toEqual([{ kind: 'run', when: 'staging', label: 'find a container runtime', command: expect.stringMatching(/no container runtime on this node: lb\.impl container needs podman or docker.*>&2; exit 1$/) }]);
     const named = image.plan({ ...args, runtime: 'docker' }, facts(['podman'], []), ctx);
     expect(named.summary).toBe('lb.runtime is docker, but this node has no docker on its PATH: install it, or set lb.runtime to the runtime the node has');
+  });
+});
+
+describe('lb.image: the site\'s own image', () => {
+  const digest = `sha256:${'a'.repeat(64)}`;
+  it('must be fully qualified and pinned', () => {
+    expect(imageRefProblem('registry.example.com:5000/ops/kube-nginx:1.22.1')).toBeUndefined();
+    expect(imageRefProblem(`registry.example.com/ops/kube-nginx@${digest}`)).toBeUndefined();
+    expect(imageRefProblem(`localhost/k8s-ha/kube-nginx:1.22.1-0123456789ab@${digest}`)).toBeUndefined();
+    expect(imageRefProblem('kube-nginx:1.22.1')).toMatch(/^must name its registry first .*a short name makes each runtime guess a registry$/);
+    expect(imageRefProblem('library/kube-nginx:1.22.1')).toMatch(/^must name its registry first/);
+    expect(imageRefProblem('registry.example.com/ops/kube-nginx')).toMatch(/^must be pinned with a :tag or an @sha256: digest/);
+    expect(imageRefProblem('registry.example.com/Ops/kube-nginx:1')).toMatch(/^must be an image reference/);
+    expect(imageRefProblem('registry.example.com/ops/kube-nginx:1 ; reboot')).toMatch(/^must be an image reference/);
+    expect(imageRepository(`registry.example.com:5000/ops/kube-nginx:1.22.1@${digest}`)).toBe('registry.example.com:5000/ops/kube-nginx');
+  });
+
+  it('is held when the runtime lists its tag and its digest, each that the reference gives', () => {
+    const lines = [`podman registry.example.com/ops/kube-nginx:1.22.1 registry.example.com/ops/kube-nginx@${digest}`];
+    expect(holdsImage(lines, 'podman', 'registry.example.com/ops/kube-nginx:1.22.1')).toBe(true);
+    expect(holdsImage(lines, 'podman', `registry.example.com/ops/kube-nginx@${digest}`)).toBe(true);
+    expect(holdsImage(lines, 'podman', `registry.example.com/ops/kube-nginx:1.22.1@${digest}`)).toBe(true);
+    expect(holdsImage(lines, 'podman', `registry.example.com/ops/kube-nginx:1.22.1@sha256:${'b'.repeat(64)}`)).toBe(false);
+    expect(holdsImage(lines, 'docker', 'registry.example.com/ops/kube-nginx:1.22.1')).toBe(false);
+  });
+
+  it('is pulled by the runtime while the run stages, checked, and never removed by k8s-ha', () => {
+    const ref = 'registry.example.com/ops/kube-nginx:1.22.1';
+    const artifacts = { 'kube-nginx-image': { content: Buffer.alloc(0), sha256: '', ref, pull: true, describe: 'site' } };
+    const args = { source: 'artifact:kube-nginx-image', repository: 'registry.example.com/ops/kube-nginx', runtime: 'podman' as const, archive: '/var/lib/k8s-ha/images/kube-nginx.tar', container: 'kube-nginx', validate: 'CHECK' };
+    const p = image.plan(args, { tools: ['podman'], images: {}, containers: {} } as unknown as HostFacts, { notified: new Set(), artifacts, render: () => '' });
+    expect(p.changes).toEqual([
+      { kind: 'run', when: 'staging', label: `pull ${ref}`, command: `timeout 600 /usr/bin/podman pull -q ${ref}` },
+      { kind: 'run', when: 'validate', label: `check the config in ${ref}`, command: 'CHECK' },
+    ]);
   });
 });
 
