@@ -16,6 +16,11 @@ function count(what: string) {
   };
 }
 
+function runtimeCount(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n > MAX_LAB_HOSTS) throw new InvalidArgumentError(`--runtime must be a whole number of nodes from 0 to ${MAX_LAB_HOSTS}.`);
+  return n;
+}
 
 export function labCommand(setExit: (code: number) => void): Command {
   const lab = new Command('lab').description(
@@ -32,8 +37,9 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--bastion', 'add a bastion host (A.B.0.20) and make the nodes reachable only through it; default: what the lab in --dir has')
     .option('--keep-direct', 'with --bastion: the nodes stay reachable directly too')
     .option('--os <releases>', 'the nodes\' Debian releases, in turn (node-1 the first...): bookworm, bullseye, or a list such as bookworm,bullseye; default bookworm, or what the lab in --dir has')
+    .option('--runtime <n>', 'how many nodes (node-1 up) get a container runtime: podman and docker (vfs storage) and a kubelet stand-in running /etc/kubernetes/manifests with podman kube play; 0 to the node count, default 0 or what the lab in --dir has', runtimeCount)
     .option('--json', 'print only {"inventory","kubeconfig","kubectl","nodes","masters"} (and "bastion" with one) as JSON on stdout')
-    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; os?: string; json?: boolean }) => {
+    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; os?: string; runtime?: number; json?: boolean }) => {
       const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({
         dir: o.dir,
@@ -43,6 +49,7 @@ export function labCommand(setExit: (code: number) => void): Command {
         bastion: o.bastion,
         keepDirect: o.keepDirect,
         os: o.os?.split(',').map((x) => x.trim()),
+        runtime: o.runtime,
       });
       await runSteps(labUpSteps(), ctx, { json: !!o.json });
       if (o.json) {
@@ -155,7 +162,7 @@ function labJson(ctx: LabUpContext) {
     inventory6: ctx.paths!.inventory6,
     kubeconfig: ctx.paths!.kubeconfig,
     kubectl: ctx.paths!.kubectl,
-    nodes: plan.containers.filter((c) => c.role === 'node').map((c, i) => ({ name: c.service, address: c.address, address6: c.address6, ...(ctx.options.os ? { os: nodeOs(ctx.options.os, i + 1) } : {}) })),
+    nodes: plan.containers.filter((c) => c.role === 'node').map((c, i) => ({ name: c.service, address: c.address, address6: c.address6, ...(ctx.options.os ? { os: nodeOs(ctx.options.os, i + 1) } : {}), ...(i < ctx.options.runtime ? { runtime: true } : {}) })),
     masters: plan.containers.filter((c) => c.role === 'master').map((c) => ({ name: c.service, address: c.address, address6: c.address6, port: APISERVER_PORT })),
     ...(bastion
       ? {

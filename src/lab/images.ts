@@ -12,6 +12,8 @@
  *              on the node image, so the node image stays as small as it was
  *              and the two share every layer below.
  *   apiserver  base + Node.js + the stand-in script, run as PID 1 (the mirror).
+ *   runtime    node + podman, docker.io and the kubelet stand-in (runtime-image.ts), only for a lab
+ *              that asks (`lab up --runtime N`): a lab without it builds and boots as before.
  */
 import { createHash } from 'node:crypto';
 import { spawn } from 'node:child_process';
@@ -26,6 +28,7 @@ import { docker, imageExists } from './docker.js';
 import { aptInstall, isDebianLike, isRoot, type Say } from './engine.js';
 import { COMPOSE_IMAGES } from './compose.js';
 import type { LabImages } from './topology.js';
+import { runtimeContext, runtimeDockerfile } from './runtime-image.js';
 
 /** The Debian release of every lab host unless `lab up --os` says otherwise. */
 export const SUITE = 'bookworm';
@@ -175,8 +178,12 @@ const nodeImage = (base: string, say: Say) =>
     say,
   );
 
-/** The lab's images; `suites`: node images for these Debian releases too (`lab up --os`). */
-export async function ensureImages(say: Say, suites: readonly LabSuite[] = []): Promise<LabImages & { base: string }> {
+/**
+ * The lab's images; `suites`: node images for these Debian releases too (`lab up --os`); `runtime`: the
+ * runtime node image too (`lab up --runtime N`: podman, docker and the kubelet stand-in), built on the
+ * node image only when a lab asks for it, so a lab without it builds and boots as before.
+ */
+export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], runtime = false): Promise<LabImages & { base: string }> {
   const base = await ensureBaseImage(say, SUITE);
   const node = await nodeImage(base, say);
   const nodeByOs: Record<string, string> = {};
@@ -197,11 +204,12 @@ export async function ensureImages(say: Say, suites: readonly LabSuite[] = []): 
     say,
   );
   const apiserver = await ensureBuiltImage('k8s-ha-lab-apiserver', apiserverDockerfile(base), standinFiles, say);
+  const runtimeImage = runtime ? await ensureBuiltImage('k8s-ha-lab-runtime', runtimeDockerfile(node), runtimeContext(), say) : undefined;
   // Stable names for docker-compose.test.yml.
   await docker(['tag', node, COMPOSE_IMAGES.node]);
   await docker(['tag', master, COMPOSE_IMAGES.master]);
   await docker(['tag', apiserver, COMPOSE_IMAGES.apiserver]);
-  return { base, node, master, apiserver, ...(suites.length ? { nodeByOs } : {}) };
+  return { base, node, master, apiserver, ...(suites.length ? { nodeByOs } : {}), ...(runtimeImage ? { runtime: runtimeImage } : {}) };
 }
 
 type ContextFile = string | { copyFrom: string; hashWith: string };

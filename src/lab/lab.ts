@@ -33,7 +33,7 @@ import {
   type LabState,
 } from './state.js';
 import { applyPartition } from './partition.js';
-import { dockerRunArgs, parseSubnet16, planLab, type LabContainer, type LabImages, type LabPlan } from './topology.js';
+import { dockerRunArgs, nodeOs, parseSubnet16, planLab, RUNTIME_SUITE, type LabContainer, type LabImages, type LabPlan } from './topology.js';
 
 export interface Step<C> {
   title: string;
@@ -54,12 +54,14 @@ export interface LabUpOptions {
   keepDirect?: boolean;
   /** The nodes' Debian releases, in turn. Default: what the lab in dir has, else every node on the default release. */
   os?: string[];
+  /** How many nodes (node-1 up) get podman, docker and the kubelet stand-in. Default: what the lab in dir has, else none. */
+  runtime?: number;
 }
 
 const DEFAULT_SIZE = 3;
 
 export interface LabUpContext {
-  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean; os?: LabSuite[] };
+  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean; os?: LabSuite[]; runtime: number };
   id: string;
   existing?: LabState;
   images?: LabImages & { base: string };
@@ -105,6 +107,24 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
     }
   }
   const os = (asked.os ?? existing?.os) as LabSuite[] | undefined;
+  const runtime = asked.runtime ?? existing?.runtime ?? 0;
+  if (existing && asked.runtime !== undefined && asked.runtime !== (existing.runtime ?? 0)) {
+    throw new UsageError(`the lab in ${options.dir} has ${existing.runtime ?? 0} nodes with a container runtime, not ${asked.runtime}`, {
+      hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to change it`,
+    });
+  }
+  const nodes = asked.nodes ?? existing?.nodes ?? DEFAULT_SIZE;
+  if (runtime > nodes) {
+    throw new UsageError(`--runtime ${runtime}: the lab has only ${nodes} nodes`, { hint: `pass --runtime ${nodes} (every node) or fewer` });
+  }
+  for (let i = 1; i <= runtime; i++) {
+    const release = nodeOs(os, i);
+    if (release && release !== RUNTIME_SUITE) {
+      throw new UsageError(`--runtime ${runtime}: node-${i} runs ${release}, and the runtime image is built on ${RUNTIME_SUITE} only`, {
+        hint: `list ${RUNTIME_SUITE} first in --os for the nodes that get a runtime, e.g. --os ${RUNTIME_SUITE},bullseye --runtime 1`,
+      });
+    }
+  }
   if (existing && asked.os && JSON.stringify(asked.os) !== JSON.stringify(existing.os ?? [SUITE])) {
     throw new UsageError(`the lab in ${options.dir} runs ${(existing.os ?? [SUITE]).join(',')} on its nodes, not ${asked.os.join(',')}`, {
       hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to change it`,
@@ -126,11 +146,12 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
   const isolated = bastion && !asked.keepDirect && (asked.bastion ? true : !!existing?.isolated);
   const sized = {
     ...options,
-    nodes: asked.nodes ?? existing?.nodes ?? DEFAULT_SIZE,
+    nodes,
     masters: asked.masters ?? existing?.masters ?? DEFAULT_SIZE,
     bastion,
     isolated,
     os,
+    runtime,
   };
   return { options: sized, id: labId(options.dir), existing, changes: [], health: [] };
 }
@@ -150,11 +171,11 @@ export function labUpSteps(): Step<LabUpContext>[] {
         const images = await ensureImages((line) => {
           built = true;
           say(line);
-        }, ctx.options.os);
+        }, ctx.options.os, ctx.options.runtime > 0);
         ctx.images = images;
         if (built) ctx.changes.push('built images');
         const others = Object.entries(images.nodeByOs ?? {}).filter(([, tag]) => tag !== images.node).map(([os, tag]) => `${tag} (${os})`);
-        return `${[images.node, ...others, images.master, images.apiserver].join(', ')}${built ? '' : ' (cached)'}`;
+        return `${[images.node, ...others, ...(images.runtime ? [`${images.runtime} (runtime)`] : []), images.master, images.apiserver].join(', ')}${built ? '' : ' (cached)'}`;
       },
     },
     {
@@ -178,6 +199,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           images: ctx.images!,
           bastion: o.bastion,
           os: o.os,
+          runtime: o.runtime,
         });
         ctx.paths = await ensureLabFiles(ctx.plan, o.dir, ctx.tarball!, { isolated: o.isolated });
         await ensureKubectl(ctx.paths.kubectl, ctx.images!.node);
@@ -345,11 +367,12 @@ export function labUpSteps(): Step<LabUpContext>[] {
           nodes: o.nodes,
           masters: o.masters,
           subnet: ctx.subnet!,
-          images: { node: ctx.images!.node, master: ctx.images!.master, apiserver: ctx.images!.apiserver, ...(ctx.images!.nodeByOs ? { nodeByOs: ctx.images!.nodeByOs } : {}) },
+          images: { node: ctx.images!.node, master: ctx.images!.master, apiserver: ctx.images!.apiserver, ...(ctx.images!.nodeByOs ? { nodeByOs: ctx.images!.nodeByOs } : {}), ...(ctx.images!.runtime ? { runtime: ctx.images!.runtime } : {}) },
           createdAt: ctx.existing?.createdAt ?? new Date().toISOString(),
           bastion: o.bastion,
           isolated: o.isolated,
           ...(o.os ? { os: o.os } : {}),
+          ...(o.runtime ? { runtime: o.runtime } : {}),
           ...(ctx.existing?.faults ? { faults: ctx.existing.faults } : {}),
         };
         if (!o.prepareOnly) await writeState(o.dir, state);

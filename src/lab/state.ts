@@ -30,6 +30,8 @@ export interface LabState {
   isolated?: boolean;
   /** The nodes' Debian releases, in turn (`lab up --os`); absent: every node runs the default one. */
   os?: string[];
+  /** How many nodes (node-1 up) run the runtime image (`lab up --runtime N`); absent: none. */
+  runtime?: number;
   /**
    * Masters partitioned or powered off (`lab master NAME partition | power-off`), by name: `lab status`
    * shows them, and `lab up` keeps them so (it partitions again a master whose container lost its qdiscs,

@@ -9,6 +9,8 @@
 import path from 'node:path';
 
 export const MAX_LAB_HOSTS = 200;
+/** The Debian release the runtime node image (`lab up --runtime`) is built on. */
+export const RUNTIME_SUITE = 'bookworm';
 export const APISERVER_PORT = 6443;
 export const STANDIN_CONTROL_PORT = 8080;
 export const MIRROR_PORT = 80;
@@ -66,6 +68,8 @@ export interface LabImages {
   apiserver: string;
   /** Node images by Debian release, for a lab whose nodes run more than one (`lab up --os`). */
   nodeByOs?: Record<string, string>;
+  /** The node image plus podman, docker and the kubelet stand-in (runtime-image.ts): the first `runtime` nodes. */
+  runtime?: string;
 }
 
 export interface LabPlanInput {
@@ -82,6 +86,8 @@ export interface LabPlanInput {
   bastion?: boolean;
   /** The nodes' Debian releases, in turn: node-1 the first, node-2 the second... (default: the node image's). */
   os?: string[];
+  /** How many nodes (node-1 up) run the runtime image: podman, docker and a kubelet stand-in (default none). */
+  runtime?: number;
 }
 
 export interface LabVolume {
@@ -176,6 +182,11 @@ export function nodeOs(os: string[] | undefined, i: number): string | undefined 
 
 function nodeImageOf(input: LabPlanInput, i: number): string {
   const os = nodeOs(input.os, i);
+  if (i <= (input.runtime ?? 0)) {
+    if (os && os !== RUNTIME_SUITE) throw new Error(`node-${i} runs ${os}: the runtime image is built on ${RUNTIME_SUITE} only`);
+    if (!input.images.runtime) throw new Error('no runtime node image');
+    return input.images.runtime;
+  }
   if (!os) return input.images.node;
   const image = input.images.nodeByOs?.[os];
   if (!image) throw new Error(`no node image for ${os}`);

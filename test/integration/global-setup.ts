@@ -2,8 +2,8 @@
  * One lab for the whole integration suite, started through the real CLI in
  * .lab-test (apart from a user's .lab). It has a bastion, with the nodes still
  * reachable directly: the SSH tests cut them off from this machine while they
- * run (setNodeIsolation) and go through the bastion. K8S_HA_KEEP_LAB=1 leaves
- * it up afterwards.
+ * run (setNodeIsolation) and go through the bastion. Its nodes have podman, docker and
+ * the kubelet stand-in (--runtime 3). K8S_HA_KEEP_LAB=1 leaves it up afterwards.
  */
 import path from 'node:path';
 import type { TestProject } from 'vitest/node';
@@ -12,7 +12,7 @@ import { k8sha, ROOT } from '../helpers/cli.js';
 const DIR = path.join(ROOT, '.lab-test');
 
 export default async function setup(project: TestProject) {
-  const r = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '3', '--masters', '4', '--bastion', '--keep-direct', '--json']);
+  const r = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '3', '--masters', '4', '--bastion', '--keep-direct', '--runtime', '3', '--json']);
   if (r.code !== 0) throw new Error(`k8s-ha lab up failed (exit ${r.code}):\n${r.stderr}`);
   const info = JSON.parse(r.stdout);
   project.provide('lab', { dir: DIR, ...info });
