@@ -69,6 +69,8 @@ WantedBy=multi-user.target
 Type=notify
 NotifyAccess=all
 Environment=PODMAN_SYSTEMD_UNIT=%n
+# A node moved from Docker (lb.runtime): its container of the same name would still hold the port.
+ExecStartPre=-/bin/sh -c 'if systemctl is-active -q docker; then /usr/bin/docker rm -f ${name}; fi'
 ExecStart=/usr/bin/podman run --name ${name} --replace --rm -d --pull=never --net=host --cgroups=no-conmon --sdnotify=conmon --stop-timeout 10 ${mount} ${u(image)}
 # A config change: nginx re-reads the file (the folder is mounted, so the renamed file is seen) and
 # starts new workers; the old ones finish their connections (worker_shutdown_timeout).
@@ -83,6 +85,8 @@ ${tail}`;
 # restart policy stays off (--restart=no), so systemd is the only restarter. --pull=never: the image
 # is loaded by k8s-ha.
 ExecStartPre=-/usr/bin/docker rm -f ${name}
+# A node moved from podman (lb.runtime): its container of the same name would still hold the port.
+ExecStartPre=-/bin/sh -c 'if command -v podman >/dev/null; then /usr/bin/podman rm -f --ignore ${name}; fi'
 ExecStart=/usr/bin/docker run --name ${name} --rm --restart=no --pull=never --net=host --stop-timeout 10 ${mount} ${u(image)}
 # A config change: nginx re-reads the file (the folder is mounted, so the renamed file is seen) and
 # starts new workers; the old ones finish their connections (worker_shutdown_timeout).

@@ -20,6 +20,13 @@ const SWITCH_MS = 2500;
 const REPO = 'localhost/k8s-ha/kube-nginx';
 let containerInv: string;
 const inventory = () => (containerInv ??= inventoryVariant('container', (inv) => (inv.lb.impl = 'container')));
+/** The same with another lb.failTimeout: a config change, nothing else. */
+let changedInv: string;
+const changed = () =>
+  (changedInv ??= inventoryVariant('container-fail-timeout', (inv) => {
+    inv.lb.impl = 'container';
+    inv.lb.failTimeout = '20s';
+  }));
 
 /** What an operator looks at on a node: systemd's units, podman's container, who listens on 8443, the live config. */
 async function onNode(node: { name: string; address: string }) {
@@ -41,8 +48,15 @@ async function onNode(node: { name: string; address: string }) {
   });
 }
 
+/** What this file put in the nodes' runtimes goes again: a run of it on a kept lab starts as on a fresh one. */
+const CLEAN =
+  `podman rm -f --ignore kube-nginx; podman rmi -f $(podman images -q ${REPO}) localhost/site/kube-nginx:pinned 2>/dev/null; ` +
+  `if systemctl is-active -q docker; then docker rm -f kube-nginx; docker rmi -f $(docker images -q ${REPO}) 2>/dev/null; systemctl stop docker docker.socket; fi; ` +
+  'rm -f /var/lib/k8s-ha/images/kube-nginx.tar; true';
+
 afterAll(async () => {
   await deployJson(['-i', lab().inventory, '--serial', '100%']);
+  await Promise.all(lab().nodes.map((n) => withNode(n, (c) => c.exec(CLEAN))));
 });
 
 describe.sequential('lb.impl: container (podman on the nodes)', () => {
@@ -75,7 +89,7 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
       expect(unit).toContain(`--pull=never --net=host`);
       expect(unit).toContain(`-v /etc/kube-nginx:/etc/kube-nginx:ro ${image}`);
       // systemd is the only restarter: no --restart policy of podman's.
-      expect(unit).not.toMatch(/--restart/);
+      expect(unit).not.toMatch(/^ExecStart=.*--restart/m);
       expect(unit).toMatch(/^Restart=always$/m);
       // The image holds nginx, its user and /tmp: nothing else (no shell to exec into).
       expect((await c.exec(`podman run --rm --pull=never --entrypoint /bin/sh ${image} -c true`)).code).not.toBe(0);
@@ -98,11 +112,7 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
 
   it('a config change is a reload in the same container: no request through any node goes unanswered', async () => {
     const before = await Promise.all(lab().nodes.map(onNode));
-    const changed = inventoryVariant('container-fail-timeout', (inv) => {
-      inv.lb.impl = 'container';
-      inv.lb.failTimeout = '20s';
-    });
-    const { d, gaps } = await deployWatchingGaps(['-i', changed, '--serial', '100%']);
+    const { d, gaps } = await deployWatchingGaps(['-i', changed(), '--serial', '100%']);
     expect(d.code, d.stderr).toBe(0);
     for (const [i, n] of lab().nodes.entries()) {
       const h = d.report.hosts[n.name]!;
@@ -120,6 +130,37 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
     }
   });
 
+  it('lb.runtime docker: the same image loaded into Docker, the node moved over from podman; a config change is a reload with nothing unanswered', async () => {
+    const n = lab().nodes[2]!;
+    const docker = (change?: (inv: Record<string, any>) => void) =>
+      inventoryVariant(`container-docker${change ? '-changed' : ''}`, (inv) => {
+        inv.lb.impl = 'container';
+        inv.lb.runtime = 'docker';
+        change?.(inv);
+      });
+    const d = await deployJson(['-i', docker(), '--limit', n.name]);
+    expect(d.code, d.stderr).toBe(0);
+    const h = d.report.hosts[n.name]!;
+    expect(h.steps.find((s) => s.name === 'image')!.summary).toMatch(new RegExp(`^load ${image.replace(/[.]/g, '\\.')} into docker `));
+    expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
+    const seen = await withNode(n, async (c) => ({
+      docker: (await c.execOk(`docker ps --filter name=^kube-nginx$ --format '{{.Image}} {{.Status}}'`)).trim(),
+      podman: (await c.execOk(`podman ps -a --filter name=^kube-nginx$ --format '{{.ID}}'`)).trim(),
+      unit: await c.execOk('systemctl show -p ExecStart --value kube-nginx-container'),
+      // The listener is the Docker container's process.
+      owner: (await c.execOk(`p=$(ss -Hltnp 'sport = :8443' | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2); [ "$(readlink /proc/$p/ns/pid)" = "$(readlink /proc/$(docker inspect -f '{{.State.Pid}}' kube-nginx)/ns/pid)" ] && echo docker`)).trim(),
+    }));
+    expect(seen).toMatchObject({ docker: expect.stringMatching(new RegExp(`^${image.replace(/[.]/g, '\\.')} Up `)), podman: '', owner: 'docker' });
+    expect(seen.unit).toContain('/usr/bin/docker ; argv[]=/usr/bin/docker run --name kube-nginx --rm --restart=no --pull=never --net=host');
+    const { d: r, gaps } = await deployWatchingGaps(['-i', docker((inv) => (inv.lb.failTimeout = '15s')), '--limit', n.name]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.report.hosts[n.name]!.steps.find((s) => s.name === 'service')!.summary).toBe('reload');
+    const g = gaps[2]!;
+    console.log(describeServed('config change (reload in the Docker container)', n.name, g));
+    expect(g.sent).toBeGreaterThan(100);
+    expect(g.failures).toEqual([]);
+  });
+
   it('an image whose nginx rejects the config is refused before anything live changes', async () => {
     // The config says least_conn; an image built without that module cannot run it. The config is
     // unchanged: only the image is new. Found while the run stages: the new image is loaded (harmless)
@@ -131,7 +172,8 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
     );
     const n = lab().nodes[0]!;
     const before = await onNode(n);
-    const d = await deployJson(['-i', inventory(), '--playbook', book, '--limit', n.name]);
+    // The config the node runs (the test before changed it): only the image differs.
+    const d = await deployJson(['-i', changed(), '--playbook', book, '--limit', n.name]);
     expect(d.code, d.stderr).toBe(3);
     const h = d.report.hosts[n.name]!;
     const img = h.steps.find((s) => s.name === 'image')!;
