@@ -102,6 +102,32 @@ export function linkArgs(link: Link): string[] {
 }
 
 /**
+ * nginx's HTTP modules a status-only build leaves out (nginx 1.22's `./configure --help`): every one
+ * that is on by default, but the core, the static and index handlers and the log, which cannot be
+ * left out. rewrite needs PCRE and gzip zlib, which the static musl build has neither of; the rest
+ * (proxies, caches' users, access rules, SSI...) serve nothing on a port that only answers
+ * /healthz and /stub_status, and each would be code in every node's balancer for nothing.
+ */
+export const STATUS_BUILD_WITHOUT = [
+  'charset', 'gzip', 'ssi', 'userid', 'access', 'auth_basic', 'mirror', 'autoindex', 'geo', 'map', 'split_clients',
+  'referer', 'rewrite', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'grpc', 'memcached', 'limit_conn', 'limit_req',
+  'empty_gif', 'browser', 'upstream_hash', 'upstream_ip_hash', 'upstream_least_conn', 'upstream_random',
+  'upstream_keepalive', 'upstream_zone',
+].map((m) => `--without-http_${m}_module`);
+
+/**
+ * A playbook's nginxBuild arguments turned into those of a build that also serves nginx's own status
+ * (nginx.statusListen): `--without-http` goes, the HTTP core comes with stub_status and without every
+ * other HTTP module (STATUS_BUILD_WITHOUT) or the cache. Everything else is kept as written, in its
+ * order; what is there already is not repeated, so it gives the same arguments (and build key) again.
+ */
+export function withStatusModule(configure: readonly string[]): string[] {
+  const out = configure.filter((a) => a !== '--without-http');
+  for (const a of ['--without-http-cache', '--with-http_stub_status_module', ...STATUS_BUILD_WITHOUT]) if (!out.includes(a)) out.push(a);
+  return out;
+}
+
+/**
  * Shell, in the nginx source folder before ./configure: nginx's Linux headers include <crypt.h>,
  * which some musl packagings (Debian's musl-dev) leave out although musl declares crypt() in
  * <unistd.h>. Where musl-gcc cannot find it, a crypt.h that includes <unistd.h> stands in

@@ -67,8 +67,12 @@ export function renderStatus(status: ClusterStatus): string {
   // What nodes said (a foreign listener's name, a journal line) is shown, never obeyed by the terminal.
   const s = printableDeep(status);
   const masters = Object.keys(s.masters);
+  // nginx's active connections, only when some node has its status port (nginx.statusListen).
+  const conns = s.nodes.some((n) => n.connections !== undefined);
+  const connCell = (n: NodeStatus) => (!conns ? [] : n.connections === undefined ? [colour.dim('-')] : n.connections === 'unknown' ? [colour.yellow('unknown')] : [String(n.connections.active)]);
+  const blank = conns ? [''] : [];
   const rows = [
-    ['NODE', 'ADDRESS', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...masters.map((m) => `${m} (direct/lb)`)],
+    ['NODE', 'ADDRESS', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...(conns ? ['CONNS'] : []), ...masters.map((m) => `${m} (direct/lb)`)],
     ...s.nodes.map((n) =>
       n.reachable
         ? [
@@ -80,11 +84,12 @@ export function renderStatus(status: ClusterStatus): string {
             n.version ?? colour.dim('none'),
             driftCell(n),
             n.listening ? good('up') : bad('down'),
+            ...connCell(n),
             ...masters.map((m) => reachCell(n, m)),
           ]
         : n.health === 'unknown'
-          ? [colour.yellow(`${n.name}?`), addressCell(n), n.wanted, colour.yellow('no answer'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')]
-          : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
+          ? [colour.yellow(`${n.name}?`), addressCell(n), n.wanted, colour.yellow('no answer'), '', '', '', '', ...blank, ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')]
+          : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...blank, ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
     ),
   ];
   const lines = [table(rows), ''];
@@ -96,6 +101,7 @@ export function renderStatus(status: ClusterStatus): string {
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );
   lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));
+  for (const n of s.nodes.filter((x) => x.connections === 'unknown')) lines.push(colour.yellow(`${n.name}: nginx's connections unknown: ${n.connectionsError}`));
   for (const n of s.nodes.filter((x) => x.lockedBy)) lines.push(colour.yellow(`${n.name}: a k8s-ha run is working on it: locked by ${n.lockedBy}`));
   for (const n of s.nodes.filter((x) => x.unfinished && !x.lockedBy)) {
     lines.push(colour.yellow(`${n.name}: run ${n.unfinished!.run} (${n.unfinished!.by}) did not finish (${n.unfinished!.state}): ${nextDeployDoes(n.unfinished!.state)}`));

@@ -7,7 +7,7 @@ import { deadlineOf, deadlinesOf, secondsOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
 import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
-import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, type BuildHost, type BuiltBinary } from '../build/nginx.js';
+import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, withStatusModule, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
 import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
@@ -216,6 +216,15 @@ export function buildStepOf(setup: Setup, impl: 'nginx' | 'container' = 'nginx')
   return setup.playbooks[impl].steps(first).find((s): s is BuildStep<'nginxBuild'> => s.type === 'nginxBuild');
 }
 
+/**
+ * The ./configure arguments of an nginxBuild step for this inventory: as the playbook (built-in or
+ * --playbook) writes them, plus the HTTP core and stub_status when nginx.statusListen asks for
+ * nginx's own status port. Without it, the playbook's arguments unchanged: the same build key.
+ */
+export function configureOf(inv: Inventory, step: BuildStep<'nginxBuild'>): string[] {
+  return inv.nginx?.statusListen ? withStatusModule(step.args.configure) : step.args.configure;
+}
+
 /** What the nodes need built: nginx where any may run it (itself or in its image), its image where any runs a container, kube-lb where any runs it or may (auto). */
 export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean; image: boolean } {
   const all = setup.nodes.map((n) => initialImpl(setup, n));
@@ -277,7 +286,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
       host = await buildHost(setup);
       let built: BuiltBinary | undefined;
       if (forNodes && step) {
-        built = await ensureNginxBinary(inv.nginx!, step.args.configure, host, say);
+        built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say);
         out.nginx = built;
         out.artifacts.nginx = {
           content: await fsp.readFile(built.path),
@@ -288,8 +297,8 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
       }
       if (need.image && imageStep) {
         // The image's nginx: the same build as the nodes' when both playbooks configure it alike.
-        const same = built && step && JSON.stringify(step.args.configure) === JSON.stringify(imageStep.args.configure);
-        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, imageStep.args.configure, host, say);
+        const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
+        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), host, say);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
         out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version);
         done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${inImage.cached ? 'from the cache' : 'built'} on ${inImage.builtOn}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
@@ -341,7 +350,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   const os = inv.build.host === 'controller' ? await controllerOs() : undefined;
   if (need.nginx && forNodes && step && inv.nginx) {
-    const cached = await cachedNginxBinary(inv.nginx, step.args.configure, inv.build.link, os);
+    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os);
     if (cached) {
       out.nginx = cached;
       out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, from the cache)` };
@@ -353,7 +362,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   if (need.image && imageStep && inv.nginx) {
     // The image is a pure function of its nginx: made here too, so its tag is known without building.
-    const cached = await cachedNginxBinary(inv.nginx, imageStep.args.configure, inv.build.link, os);
+    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, imageStep), inv.build.link, os);
     if (cached) {
       out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(cached.path), cached, inv.nginx.version);
       done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, from nginx in the cache`);

@@ -11,7 +11,8 @@ import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js'
 import { isServing, serviceState, type HostFacts } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { CONTAINER_NAME } from '../lb/container.js';
-import { nginxPaths } from '../lb/nginx.js';
+import { nginxPaths, parseStubStatus, type StubStatus } from '../lb/nginx.js';
+import { httpGetOnHost } from './verify.js';
 import { kubeHaproxyPaths } from '../lb/haproxy.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
@@ -59,6 +60,13 @@ export interface NodeStatus {
    * of time (twice) and none answered: no evidence either way.
    */
   health: NodeHealth;
+  /**
+   * With nginx.statusListen, on a node running nginx (on the host or in its container): nginx's
+   * stub_status now (active counts status's own request too), or `unknown` when it did not answer
+   * with one; why in connectionsError.
+   */
+  connections?: StubStatus | 'unknown';
+  connectionsError?: string;
   /** Where the time went on this node. */
   timings?: { connectMs: number; factsMs: number; probesMs: number };
 }
@@ -181,6 +189,8 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const u = facts.units[IMPL_UNITS[impl]];
     const service = serviceState(u);
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
+    // After the reach probe, so its connections through the local port are not among those counted.
+    const nginxStatus = inv.nginx?.statusListen && (impl === 'nginx' || impl === 'container') ? await nginxConnections(conn, inv.nginx.statusListen) : {};
     const binary = impl === 'container' ? undefined : binaries[impl];
     const health = nodeHealth({ reachable: true, service, local: reach.local });
     return {
@@ -200,6 +210,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       unfinished: lock.journal ? { run: lock.journal.run, by: lock.journal.by, started: lock.journal.started, state: lock.journal.state } : undefined,
       healthy: health === 'healthy',
       health,
+      ...nginxStatus,
       timings: { connectMs, factsMs, probesMs },
     };
   } catch (e) {
@@ -207,6 +218,15 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   } finally {
     conn.close();
   }
+}
+
+/** nginx's stub_status on its status port, asked over the node's SSH connection: the numbers, or unknown and why. */
+async function nginxConnections(conn: SshConnection, statusListen: string): Promise<Pick<NodeStatus, 'connections' | 'connectionsError'>> {
+  const r = await httpGetOnHost(conn, statusListen, '/stub_status', 3000);
+  const parsed = r.status === 200 ? parseStubStatus(r.body) : undefined;
+  if (parsed) return { connections: parsed };
+  const why = r.status === 0 ? r.body : r.status === 200 ? 'answered 200 with something that is not stub_status' : `answered HTTP ${r.status}`;
+  return { connections: 'unknown', connectionsError: `GET http://${statusListen}/stub_status: ${why}` };
 }
 
 /**

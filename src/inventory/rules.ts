@@ -263,6 +263,47 @@ const vipLayer: Rule = (inv) => {
   return out;
 };
 
+/**
+ * nginx.statusListen: nginx's own HTTP port (/healthz, /stub_status), beside the balancer's
+ * listener on the same node. It cannot take a socket another listener there wants; and
+ * stub_status has no authentication, so off loopback it is a warning.
+ */
+const nginxStatusListen: Rule = (inv) => {
+  const text = inv.nginx?.statusListen;
+  if (!text) return [];
+  const out: Diagnostic[] = [];
+  const path = ['nginx', 'statusListen'];
+  const status = hostPortOf(text);
+  const others: { what: string; text: string }[] = [
+    { what: 'lb.listen', text: inv.lb.listen },
+    { what: 'kubeLb.admin', text: inv.kubeLb.admin },
+  ];
+  const vipNode = inv.vip && inv.vip.hosts.some((h) => inv.nodes.some((n) => n.name === h));
+  if (inv.vip && vipNode) others.push({ what: 'vip.statsListen', text: inv.vip.statsListen });
+  const taken = others.map((o) => hostPortOf(o.text).port);
+  for (const o of others) {
+    const hp = hostPortOf(o.text);
+    if (!hostPortsOverlap(status, hp)) continue;
+    const where = canonicalHost(status.host) === canonicalHost(hp.host) ? `is also ${o.what}` : `and ${o.what} ${o.text} both take port ${hp.port} (${isWildcard(status.host) ? status.host : hp.host} is every address)`;
+    out.push({
+      severity: 'error',
+      path,
+      message: `${text} ${where}: nginx's status port needs a socket of its own on the node; use another port, e.g. ${formatHostPort(status.host, freePort(taken, 8081))}`,
+    });
+  }
+  if (!isLoopback(status.host)) {
+    out.push({
+      severity: 'warning',
+      path,
+      message: `${text} is not a loopback address: nginx's /stub_status and /healthz have no authentication, so anyone who can reach port ${status.port} can read them; keep it on 127.0.0.1 (or [::1]), or firewall the port`,
+    });
+  }
+  if (!mayRun(inv, 'nginx') && !inv.nodes.some((n) => wantedImpl(inv, n) === 'container')) {
+    out.push({ severity: 'warning', path, message: 'no node runs nginx (lb.impl nginx, container or auto): nginx.statusListen has no effect' });
+  }
+  return out;
+};
+
 export const RULES: Rule[] = [
   nginxNeeded,
   containerStatic,
@@ -278,6 +319,7 @@ export const RULES: Rule[] = [
   prefixVisibleToUnit,
   loopbackListen,
   loopbackAdmin,
+  nginxStatusListen,
   hashBalance,
   vipLayer,
 ];

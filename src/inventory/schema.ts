@@ -313,6 +313,12 @@ export const nginx = z.strictObject({
     .array(z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }))
     .min(1, 'needs at least one URL'),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
+  /**
+   * Opt-in: an HTTP port where nginx itself answers /healthz and /stub_status (the build then adds
+   * nginx's HTTP core and stub_status module, nothing else). No authentication: keep it on loopback.
+   * Absent, the build and the config are exactly as without it.
+   */
+  statusListen: listen('127.0.0.1:8081').optional(),
 });
 
 export const tls = z.strictObject({

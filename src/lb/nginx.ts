@@ -11,7 +11,7 @@ export const NGINX_SERVICE = 'kube-nginx';
 export const NGINX_USER = 'kube-nginx';
 
 // Inventory durations (ms|s|m|h) are written as nginx reads them. How nginx is built is declared in
-// playbooks/kube-nginx.yaml (nginxBuild).
+// playbooks/kube-nginx.yaml (nginxBuild); nginx.statusListen adds the HTTP core (withStatusModule).
 
 export function nginxPaths(prefix: string) {
   return {
@@ -39,6 +39,42 @@ function balanceDirective(balance: Inventory['lb']['balance']): string | undefin
 export interface NginxRunPaths {
   errorLog: string;
   pid: string;
+  /** With nginx.statusListen: the folder nginx's HTTP core makes for request bodies (default: in the image's /tmp). */
+  clientBodyTemp?: string;
+}
+
+/**
+ * nginx's own status port (nginx.statusListen): /healthz and /stub_status, both stub_status (the
+ * build has no rewrite module, so no `return`: a 200 from stub_status says the worker answers),
+ * anything else 404 (`internal`: never served to a client). Empty without the field: the config's
+ * bytes are then what they were before it existed.
+ */
+function statusBlock(inv: Inventory, clientBodyTemp: string): string {
+  const listen = inv.nginx?.statusListen;
+  if (!listen) return '';
+  const hp = hostPortOf(listen);
+  return `
+# nginx's own health and connection counts (nginx.statusListen). No authentication: keep it on loopback.
+http {
+    access_log off;
+    server_tokens off;
+    # The HTTP core makes this folder at start, whatever is asked of it.
+    client_body_temp_path ${w(clientBodyTemp)};
+
+    server {
+        listen ${w(formatHostPort(hp.host, hp.port))};
+        location = /healthz {
+            stub_status;
+        }
+        location = /stub_status {
+            stub_status;
+        }
+        location / {
+            internal;
+        }
+    }
+}
+`;
 }
 
 export function renderNginxConf(inv: Inventory, run?: NginxRunPaths): string {
@@ -81,7 +117,7 @@ ${upstream.map((l) => `        ${l}`).join('\n')}
         proxy_pass kube_apiserver;
     }
 }
-`;
+${statusBlock(inv, run ? (run.clientBodyTemp ?? '/tmp/kube-nginx-client-body') : `${p.prefix}/client_body_temp`)}`;
 }
 
 export function renderNginxUnit(inv: Inventory): string {
@@ -116,4 +152,26 @@ LimitNOFILE=65536
 [Install]
 WantedBy=multi-user.target
 `;
+}
+
+/** What nginx's stub_status says: connections now (active counts the stream's clients too, and the request asking), totals since start. */
+export interface StubStatus {
+  active: number;
+  reading: number;
+  writing: number;
+  waiting: number;
+  accepts: number;
+  handled: number;
+  requests: number;
+}
+
+/** stub_status's text read into numbers; undefined when it is not that text (another server on the port, a cut answer). */
+export function parseStubStatus(text: string): StubStatus | undefined {
+  const m =
+    /^Active connections:\s*(\d+)\s*\n\s*server accepts handled requests\s*\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n\s*Reading:\s*(\d+)\s+Writing:\s*(\d+)\s+Waiting:\s*(\d+)\s*$/.exec(
+      text.trim(),
+    );
+  if (!m) return undefined;
+  const [active, accepts, handled, requests, reading, writing, waiting] = m.slice(1).map(Number) as number[];
+  return { active: active!, reading: reading!, writing: writing!, waiting: waiting!, accepts: accepts!, handled: handled!, requests: requests! };
 }

@@ -5,22 +5,31 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
+import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant } from '../helpers/deploy.js';
-import { lab } from '../helpers/lab.js';
+import { lab, withNode } from '../helpers/lab.js';
+import { httpGetOnHost } from '../../src/engine/verify.js';
+import type { SshConnection } from '../../src/connect/ssh.js';
 
 interface StatusJson {
   healthy: number;
   down: number;
   unknown: number;
   masters: Record<string, { direct: number; local: number }>;
-  nodes: { name: string; health: 'healthy' | 'down' | 'unknown'; masters: { name: string; direct: { status?: number; error?: string; unknown?: string } }[] }[];
+  nodes: {
+    name: string;
+    health: 'healthy' | 'down' | 'unknown';
+    masters: { name: string; direct: { status?: number; error?: string; unknown?: string } }[];
+    connections?: { active: number; reading: number; writing: number; waiting: number } | 'unknown';
+    connectionsError?: string;
+  }[];
   probes: { limit: number; perTarget: number; peak: number; peakPerTarget: number };
 }
 
-async function status(): Promise<{ code: number | null; s: StatusJson }> {
-  const r = await k8sha(['status', '-i', lab().inventory, '--json']);
+async function status(inventory = lab().inventory, ...args: string[]): Promise<{ code: number | null; s: StatusJson }> {
+  const r = await k8sha(['status', '-i', inventory, '--json', ...args]);
   return { code: r.code, s: JSON.parse(r.stdout) };
 }
 
@@ -129,6 +138,74 @@ describe('status', () => {
       const h = d.report.hosts[node]!;
       expect([h.status, h.config]).toEqual(['failed', 'previous']);
       expect(h.steps.find((x) => x.name === 'verify')!.summary).toMatch(/GET \/readyz answered HTTP 200 from master-2 with more than 64 KiB: not a health answer/);
+    });
+  });
+
+  // nginx.statusListen: nginx's own /healthz and /stub_status on a node, then back to the plain build.
+  describe('nginx.statusListen on a node', () => {
+    const node = () => lab().nodes[0]!;
+    const binary = '/opt/k8s/kube-nginx/sbin/kube-nginx';
+    const onNode = (c: SshConnection) =>
+      c.execOk(`sha256sum ${binary} | cut -d' ' -f1; ${binary} -V 2>&1 | tail -n 1; grep -c '^http {' /opt/k8s/kube-nginx/conf/kube-nginx.conf || true`).then((o) => {
+        const [sha, configure, http] = o.trim().split('\n');
+        return { sha, configure: configure!, http: Number(http) };
+      });
+    afterAll(async () => {
+      // The lab's default inventory on every node, whatever happened above.
+      await deployJson(['-i', lab().inventory, '--limit', node().name]);
+    });
+
+    it('serves /healthz and /stub_status (else 404) from a build with the HTTP core and stub_status only; status counts a held connection; without the field, the plain build again', async () => {
+      const name = node().name;
+      const withStatus = inventoryVariant('status-port', (inv) => (inv.nginx.statusListen = '127.0.0.1:8081'));
+      const plain = await withNode(node(), onNode);
+      expect(plain.configure).toContain('--without-http ');
+
+      const d = await deployJson(['-i', withStatus, '--limit', name]);
+      expect(d.code, d.stderr).toBe(0);
+      const held: tls.TLSSocket[] = [];
+      try {
+        await withNode(node(), async (c) => {
+          const built = await onNode(c);
+          expect(built.sha).not.toBe(plain.sha);
+          expect(built.configure).toContain('--with-http_stub_status_module');
+          expect(built.configure).toContain('--without-http_rewrite_module');
+          expect(built.configure).not.toContain('--without-http ');
+          expect(built.http).toBe(1);
+          const healthz = await httpGetOnHost(c, '127.0.0.1:8081', '/healthz', 5000);
+          expect([healthz.status, healthz.body]).toEqual([200, expect.stringMatching(/^Active connections: \d+/)]);
+          const stub = await httpGetOnHost(c, '127.0.0.1:8081', '/stub_status', 5000);
+          expect([stub.status, stub.body]).toEqual([200, expect.stringMatching(/^Active connections: \d+\s+server accepts handled requests/)]);
+          for (const path of ['/', '/index.html', '/healthz/x']) expect([path, (await httpGetOnHost(c, '127.0.0.1:8081', path, 5000)).status]).toEqual([path, 404]);
+
+          // Two clients through the balancer, each past its TLS handshake with an apiserver, held open.
+          for (let i = 0; i < 2; i++) {
+            const socket = await c.connectFromHost('127.0.0.1', 8443);
+            const t = tls.connect({ socket: socket as never, servername: 'kubernetes', ca: lab().caPem });
+            held.push(t);
+            await new Promise<void>((resolve, reject) => t.once('secureConnect', () => resolve()).once('error', reject));
+          }
+          const { s } = await status(withStatus, '--limit', name);
+          const conns = s.nodes[0]!.connections;
+          // The two held, and status's own request.
+          expect(conns, s.nodes[0]!.connectionsError).toEqual(expect.objectContaining({ active: expect.any(Number), writing: expect.any(Number) }));
+          expect((conns as { active: number }).active).toBeGreaterThanOrEqual(3);
+          const table = await k8sha(['status', '-i', withStatus, '--limit', name]);
+          expect(table.stdout).toMatch(/LISTEN\s+CONNS/);
+        });
+      } finally {
+        for (const t of held) t.destroy();
+      }
+
+      const back = await deployJson(['-i', lab().inventory, '--limit', name]);
+      expect(back.code, back.stderr).toBe(0);
+      await withNode(node(), async (c) => {
+        expect(await onNode(c)).toEqual(plain);
+        expect((await httpGetOnHost(c, '127.0.0.1:8081', '/healthz', 5000)).status).toBe(0);
+      });
+      // Asked for connections where the port is not served: unknown and why, never a number.
+      const { s } = await status(withStatus, '--limit', name);
+      expect([s.nodes[0]!.connections, s.nodes[0]!.connectionsError]).toEqual(['unknown', expect.stringMatching(/^GET http:\/\/127\.0\.0\.1:8081\/stub_status: .*(ECONNREFUSED|refused)/i)]);
     });
   });
 });

@@ -260,4 +260,25 @@ describe('status view', () => {
     expect(said('committed')).toEqual(both('the next deploy verifies its change first and restores the previous files if that fails'));
     expect(said('verified')).toEqual(both('its change was verified: the next deploy keeps it, closes it and removes its backups'));
   });
+
+  it("nginx's connections (nginx.statusListen): a CONNS column with stub_status's active count, unknown and why when it did not answer; no column without the field", async () => {
+    const { renderStatus } = await import('../../src/cli/status.js');
+    const { stripVTControlCharacters } = await import('node:util');
+    const node = (name: string, extra: object) => ({ name, address: '192.0.2.1', reachable: true, impl: 'nginx', wanted: 'nginx', service: 'active (running)', drift: { config: 'ok' }, listening: true, masters: [], healthy: true, health: 'healthy', ...extra });
+    const counts = { active: 3, reading: 0, writing: 1, waiting: 0, accepts: 9, handled: 9, requests: 12 };
+    const text = stripVTControlCharacters(
+      renderStatus(
+        statusReport([
+          node('node-1', { connections: counts }),
+          node('node-2', { connections: 'unknown', connectionsError: 'GET http://127.0.0.1:8081/stub_status: connect ECONNREFUSED 127.0.0.1:8081' }),
+        ] as never),
+      ),
+    );
+    const rows = text.split('\n');
+    expect(rows[0]).toMatch(/LISTEN\s+CONNS/);
+    expect(rows.find((l) => l.startsWith('node-1'))).toMatch(/up\s+3\s*$/);
+    expect(rows.find((l) => l.startsWith('node-2 '))).toMatch(/up\s+unknown\s*$/);
+    expect(text).toContain("node-2: nginx's connections unknown: GET http://127.0.0.1:8081/stub_status: connect ECONNREFUSED 127.0.0.1:8081");
+    expect(stripVTControlCharacters(renderStatus(statusReport([node('node-1', {})] as never)))).not.toContain('CONNS');
+  });
 });

@@ -344,3 +344,39 @@ describe('8. ssh.proxyJump', () => {
     expect(lines(inv('ssh: { proxyJump: "ops@gw1:2222,[fd00::9]" }', '[{ name: n1, address: 10.0.0.21, ssh: { proxyJump: none } }, { name: n2, address: 10.0.0.22, ssh: { proxyJump: [gw1, "ssh://gw2/"] } }]'))).toEqual([]);
   });
 });
+
+describe('nginx.statusListen', () => {
+  const withStatus = (listen: string, extra = '') =>
+    `masters: [{ name: m1, address: 10.0.0.11 }]\nnodes: [{ name: n1, address: 10.0.0.21 }]\nnginx:\n  version: 1.22.1\n  sources: [http://x.invalid/n.tar.gz]\n  sha256: ${'a'.repeat(64)}\n  statusListen: "${listen}"\n${extra}\n`;
+
+  it('on loopback, apart from the other listeners: no diagnostic', () => {
+    expect(lines(withStatus('127.0.0.1:8081'))).toEqual([]);
+    expect(lines(withStatus('[::1]:8081'))).toEqual([]);
+  });
+
+  it('checked as lb.listen is: IP:PORT', () => {
+    expect(lines(withStatus('localhost:8081'))).toEqual(['inv.yaml:7:17: nginx.statusListen: "localhost" is a host name: a balancer listens on an IP address, e.g. 127.0.0.1:8081']);
+  });
+
+  it('on lb.listen, kubeLb.admin or (on a node that is a VIP host) vip.statsListen: an error naming both and a free port', () => {
+    expect(lines(withStatus('127.0.0.1:8443'))).toEqual([
+      'inv.yaml:7:17: nginx.statusListen: 127.0.0.1:8443 is also lb.listen: nginx\'s status port needs a socket of its own on the node; use another port, e.g. 127.0.0.1:8081',
+    ]);
+    expect(lines(withStatus('127.0.0.1:8444'))).toEqual([
+      'inv.yaml:7:17: nginx.statusListen: 127.0.0.1:8444 is also kubeLb.admin: nginx\'s status port needs a socket of its own on the node; use another port, e.g. 127.0.0.1:8081',
+    ]);
+    const vip = 'tls: { caFile: ca.crt }\nvip: { address: 10.0.0.100, hosts: [n1, m1] }';
+    expect(lines(withStatus('127.0.0.1:8404', vip))).toEqual([
+      'inv.yaml:7:17: nginx.statusListen: 127.0.0.1:8404 is also vip.statsListen: nginx\'s status port needs a socket of its own on the node; use another port, e.g. 127.0.0.1:8081',
+    ]);
+  });
+
+  it('off loopback: a warning, stub_status has no authentication', () => {
+    expect(lines(withStatus('0.0.0.0:8081'))).toEqual([
+      'inv.yaml:7:17: warning: nginx.statusListen: 0.0.0.0:8081 is not a loopback address: nginx\'s /stub_status and /healthz have no authentication, so anyone who can reach port 8081 can read them; keep it on 127.0.0.1 (or [::1]), or firewall the port',
+    ]);
+    expect(lines(withStatus('0.0.0.0:8443'))[0]).toBe(
+      "inv.yaml:7:17: nginx.statusListen: 0.0.0.0:8443 and lb.listen 127.0.0.1:8443 both take port 8443 (0.0.0.0 is every address): nginx's status port needs a socket of its own on the node; use another port, e.g. 0.0.0.0:8081",
+    );
+  });
+});
