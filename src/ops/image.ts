@@ -38,6 +38,14 @@ export function holdsImage(lines: readonly string[], runtime: string, ref: strin
   });
 }
 
+/**
+ * Shell put before a command of the runtime's: Docker's daemon running (its unit, which the balancer's
+ * unit requires anyway, started if it is not); podman has none.
+ */
+function daemonUp(runtime: Runtime): string {
+  return runtime === 'docker' ? '{ systemctl is-active -q docker || systemctl start docker; } && ' : '';
+}
+
 export const image: Operation<ImageArgs> = {
   type: 'image',
   args: z.strictObject({
@@ -71,7 +79,7 @@ export const image: Operation<ImageArgs> = {
     const loaded = holdsImage(facts.images?.[a.repository] ?? [], runtime, artifact.ref);
     // The image the container runs now, as its runtime says: a loaded image it does not run yet is still checked.
     const runs = a.container ? (facts.containers?.[a.container] ?? []).find((l) => l.startsWith(`${runtime} true `))?.split(' ')[3] : artifact.ref;
-    const check: Change[] = a.validate && runs !== artifact.ref ? [{ kind: 'run', when: 'validate', label: `check the config in ${artifact.ref}`, command: a.validate }] : [];
+    const check: Change[] = a.validate && runs !== artifact.ref ? [{ kind: 'run', when: 'validate', label: `check the config in ${artifact.ref}`, command: `${daemonUp(runtime)}${a.validate}` }] : [];
     if (loaded) {
       if (!check.length) return noop(`${artifact.ref} is in ${runtime}`);
       return { changes: check, notify: [], summary: `${artifact.ref} is in ${runtime}; check the config in it` };
@@ -80,7 +88,7 @@ export const image: Operation<ImageArgs> = {
       // The site's own image (lb.image): its registry is the runtime's to reach, while the run stages.
       // Never removed by k8s-ha: the site manages its images.
       return {
-        changes: [{ kind: 'run', when: 'staging', label: `pull ${artifact.ref}`, command: `timeout 600 /usr/bin/${runtime} pull -q ${quote(artifact.ref)}` }, ...check],
+        changes: [{ kind: 'run', when: 'staging', label: `pull ${artifact.ref}`, command: `${daemonUp(runtime)}timeout 600 /usr/bin/${runtime} pull -q ${quote(artifact.ref)}` }, ...check],
         notify: [],
         summary: `pull ${artifact.ref} into ${runtime} (lb.image, from the site's registry)`,
       };
@@ -94,7 +102,7 @@ export const image: Operation<ImageArgs> = {
           sha256: artifact.sha256,
           mode: '0600',
           // Read from the staged copy, before any config is checked in the image.
-          validate: `/usr/bin/${runtime} load -q -i ${quote(a.archive)}`,
+          validate: `${daemonUp(runtime)}/usr/bin/${runtime} load -q -i ${quote(a.archive)}`,
         },
         ...check,
         {
