@@ -9,11 +9,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { k8sha } from '../helpers/cli.js';
 import { describeServed, deployJson, deployWatchingGaps, expectOneShortGap, inventoryVariant } from '../helpers/deploy.js';
-import { lab, scratchDir, withNode } from '../helpers/lab.js';
+import { lab, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
-import fs from 'node:fs';
-import path from 'node:path';
-import { defaultPlaybookPath } from '../../src/engine/playbook.js';
 
 /**
  * README, "The balancer in a container": a switch either way is stop-first, as between nginx and
@@ -53,7 +50,7 @@ async function onNode(node: { name: string; address: string }) {
 
 /** What this file put in the nodes' runtimes goes again: a run of it on a kept lab starts as on a fresh one. */
 const CLEAN =
-  `podman rm -f --ignore kube-nginx; podman rmi -f $(podman images -q ${REPO}) localhost/site/kube-nginx:pinned 2>/dev/null; ` +
+  `podman rm -f --ignore kube-nginx; podman rmi -f $(podman images -q ${REPO}) localhost/site/kube-nginx:pinned localhost/site/kube-nginx:no-user 2>/dev/null; ` +
   `if systemctl is-active -q docker; then docker rm -f kube-nginx; docker rmi -f $(docker images -q ${REPO}) 2>/dev/null; systemctl stop docker; fi; ` +
   'rm -f /var/lib/k8s-ha/images/kube-nginx.tar; true';
 
@@ -167,23 +164,31 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
   });
 
   it('an image whose nginx rejects the config is refused before anything live changes', async () => {
-    // The config says least_conn; an image built without that module cannot run it. The config is
-    // unchanged: only the image is new. Found while the run stages: the new image is loaded (harmless)
-    // and its nginx -t of the live config fails, before the unit or the container change.
-    const book = path.join(scratchDir(), 'kube-nginx-container.no-least-conn.yaml');
-    fs.writeFileSync(
-      book,
-      fs.readFileSync(defaultPlaybookPath('kube-nginx-container.yaml'), 'utf8').replace('--without-http-cache]', '--without-http-cache, --without-stream_upstream_least_conn_module]'),
-    );
+    // A site's image built to another layout (lb.image): the same nginx, but no kube-nginx user for
+    // the config's workers. The config is unchanged: only the image is new. Found while the run
+    // stages, by its nginx -t of the live config, before the unit or the container change.
+    const bad = 'localhost/site/kube-nginx:no-user';
+    const badInv = inventoryVariant('container-bad-image', (inv) => {
+      inv.lb.impl = 'container';
+      inv.lb.failTimeout = '20s';
+      inv.lb.image = bad;
+    });
     const n = lab().nodes[0]!;
+    await withNode(n, (c) =>
+      c.execOk(
+        `set -e; d=$(mktemp -d); m=$(podman image mount ${image}); mkdir -p $d/usr/sbin $d/etc $d/tmp; cp $m/usr/sbin/kube-nginx $d/usr/sbin/; podman image unmount ${image} >/dev/null; ` +
+          `echo 'root:x:0:0:root:/:/sbin/nologin' > $d/etc/passwd; echo 'root:x:0:' > $d/etc/group; chmod 1777 $d/tmp; ` +
+          `tar -C $d -c . | podman import --change 'ENTRYPOINT ["/usr/sbin/kube-nginx"]' - ${bad} >/dev/null; rm -rf $d`,
+      ),
+    );
     const before = await onNode(n);
     // The config the node runs (the test before changed it): only the image differs.
-    const d = await deployJson(['-i', changed(), '--playbook', book, '--limit', n.name]);
+    const d = await deployJson(['-i', badInv, '--limit', n.name]);
     expect(d.code, d.stderr).toBe(3);
     const h = d.report.hosts[n.name]!;
     const img = h.steps.find((s) => s.name === 'image')!;
     expect(img.status).toBe('failed');
-    expect(img.error).toMatch(/validation failed, nothing was replaced[\s\S]*unknown directive "least_conn" in \/etc\/kube-nginx\/kube-nginx\.conf:\d+/);
+    expect(img.error).toMatch(/validation failed, nothing was replaced[\s\S]*getpwnam\("kube-nginx"\) failed in \/etc\/kube-nginx\/kube-nginx\.conf:\d+/);
     expect(h.steps.find((s) => s.name === 'service')!.status).toBe('skipped');
     expect(h.config).toBe('previous');
     const after = await onNode(n);
