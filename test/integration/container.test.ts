@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { k8sha } from '../helpers/cli.js';
 import { describeServed, deployJson, deployWatchingGaps, expectOneShortGap, inventoryVariant } from '../helpers/deploy.js';
 import { lab, withNode } from '../helpers/lab.js';
+import { httpGetOnHost } from '../../src/engine/verify.js';
 import { withLoad } from '../helpers/load.js';
 
 /**
@@ -229,6 +230,31 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
     expect(step.error).toContain(`Error: initializing source docker://${gone}: pinging container registry ${gone.split('/')[0]}`);
     expect(step.error).toMatch(/connect: connection refused$/m);
     expect(await onNode(n)).toEqual(before);
+  });
+
+  it("nginx.statusListen in the container: its /healthz and stub_status on the host's loopback, and status counts connections from it", async () => {
+    const n = lab().nodes[1]!;
+    const withStatus = inventoryVariant('container-status-port', (inv) => {
+      inv.lb.impl = 'container';
+      inv.nginx.statusListen = '127.0.0.1:8081';
+    });
+    const d = await deployJson(['-i', withStatus, '--limit', n.name]);
+    expect(d.code, d.stderr).toBe(0);
+    // Another build (the HTTP core and stub_status), so another image: the container was replaced.
+    const img = /^image (\S+) /.exec(d.report.hosts[n.name]!.steps.find((s) => s.name === 'build nginx')!.summary)![1]!;
+    expect(img).not.toBe(image);
+    expect((await onNode(n)).container).toMatchObject({ image: img, up: true });
+    await withNode(n, async (c) => {
+      const h = await httpGetOnHost(c, '127.0.0.1:8081', '/healthz', 5000);
+      expect([h.status, h.body]).toEqual([200, expect.stringMatching(/^Active connections: \d+/)]);
+      expect((await httpGetOnHost(c, '127.0.0.1:8081', '/', 5000)).status).toBe(404);
+    });
+    const st = await k8sha(['status', '-i', withStatus, '--limit', n.name, '--json']);
+    expect(st.code, st.stderr).toBe(0);
+    const node = JSON.parse(st.stdout).nodes[0];
+    expect(node).toMatchObject({ impl: 'container', version: img });
+    // status's own request is one of them.
+    expect(node.connections.active, node.connectionsError).toBeGreaterThanOrEqual(1);
   });
 
   it('switches every node back to kube-nginx under traffic; the container is stopped and its unit disabled', async () => {
