@@ -124,6 +124,14 @@ export function emptyRequest(): FactRequest {
  * host of every run, so it spawns as few processes as it can: one sha256sum and
  * one stat for all paths, one systemctl for all units.
  */
+/**
+ * Shell condition on $rt: the runtime can be asked without starting anything. podman has no daemon;
+ * Docker's is asked only while it runs: its socket is often socket-activated, and a question would
+ * start dockerd (and containerd) on a node that does not use them. A Docker that is not running
+ * holds no running container; an image in it is loaded again (harmless) when the node needs it.
+ */
+const runtimeUp = `command -v "$rt" >/dev/null 2>&1 && { [ "$rt" = podman ] || systemctl is-active -q docker; }`;
+
 export function factScript(req: FactRequest): string {
   const lines = [
     'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; g=$(getconf GNU_LIBC_VERSION 2>/dev/null); echo "GLIBC=${g#glibc }"',
@@ -160,13 +168,13 @@ export function factScript(req: FactRequest): string {
   (req.interfaces ?? []).forEach((a, i) => lines.push(`echo "@@interface ${i}"; ip -o addr show to ${quote(a)} 2>/dev/null | head -n 1; true`));
   (req.images ?? []).forEach((r, i) =>
     lines.push(
-      `echo "@@images ${i}"; for rt in podman docker; do command -v "$rt" >/dev/null 2>&1 || continue; ` +
+      `echo "@@images ${i}"; for rt in podman docker; do ${runtimeUp} || continue; ` +
         `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}" ${quote(r)} 2>/dev/null; done; true`,
     ),
   );
   (req.containers ?? []).forEach((c, i) =>
     lines.push(
-      `echo "@@containers ${i}"; for rt in podman docker; do command -v "$rt" >/dev/null 2>&1 || continue; ` +
+      `echo "@@containers ${i}"; for rt in podman docker; do ${runtimeUp} || continue; ` +
         `timeout 20 "$rt" inspect --type container --format "$rt {{.State.Running}} {{.State.Pid}} {{.Config.Image}}" ${quote(c)} 2>/dev/null; done; true`,
     ),
   );

@@ -82,6 +82,8 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
       // podman's own view: the container runs the image this run built, and it is what holds the port.
       expect(s.container).toMatchObject({ image, up: true });
       expect(s.listenerInContainer).toBe(true);
+      // Docker is installed on these nodes, its socket activated: asking about images must not start it.
+      expect(await withNode(n, (c) => c.exec('systemctl is-active docker')).then((r) => r.stdout.trim())).toBe('inactive');
     }
     gaps.forEach((g, i) => expectOneShortGap('kube-nginx -> container', lab().nodes[i]!.name, g, SWITCH_MS, reports[i]));
 
