@@ -186,8 +186,6 @@ const nodeImage = (base: string, say: Say) =>
 export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], runtime = false): Promise<LabImages & { base: string }> {
   const base = await ensureBaseImage(say, SUITE);
   const node = await nodeImage(base, say);
-  const nodeByOs: Record<string, string> = {};
-  for (const suite of new Set(suites)) nodeByOs[suite] = suite === SUITE ? node : await nodeImage(await ensureBaseImage(say, suite), say);
   const standin = path.join(packageRoot(), 'dist', 'lab', 'standin.js');
   if (!fs.existsSync(standin)) {
     throw new EnvironmentError(`${standin} is missing`, { hint: 'run `npm run build` (npm ci does it) first' });
@@ -197,19 +195,35 @@ export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], r
     node: { copyFrom: nodeBinary, hashWith: `${process.version} ${(await fsp.stat(nodeBinary)).size}` },
     'standin.js': await fsp.readFile(standin, 'utf8'),
   };
-  const master = await ensureBuiltImage(
-    'k8s-ha-lab-master',
-    masterDockerfile(node),
-    { ...standinFiles, 'kube-apiserver.service': MASTER_APISERVER_UNIT },
-    say,
-  );
-  const apiserver = await ensureBuiltImage('k8s-ha-lab-apiserver', apiserverDockerfile(base), standinFiles, say);
-  const runtimeImage = runtime ? await ensureBuiltImage('k8s-ha-lab-runtime', runtimeDockerfile(node), runtimeContext(), say) : undefined;
+  // Everything past the node image depends on it (or on the base) alone, not on each other: built
+  // side by side, the runtime image's package downloads overlap the other builds' copies and layers.
+  const nodeByOs: Record<string, string> = {};
+  const [master, apiserver, runtimeImage] = (await allBuilt([
+    ensureBuiltImage('k8s-ha-lab-master', masterDockerfile(node), { ...standinFiles, 'kube-apiserver.service': MASTER_APISERVER_UNIT }, say),
+    ensureBuiltImage('k8s-ha-lab-apiserver', apiserverDockerfile(base), standinFiles, say),
+    runtime ? ensureBuiltImage('k8s-ha-lab-runtime', runtimeDockerfile(node), runtimeContext(), say) : Promise.resolve(undefined),
+    Promise.all(
+      [...new Set(suites)].map(async (suite) => {
+        nodeByOs[suite] = suite === SUITE ? node : await nodeImage(await ensureBaseImage(say, suite), say);
+      }),
+    ),
+  ])) as [string, string, string | undefined, unknown];
   // Stable names for docker-compose.test.yml.
   await docker(['tag', node, COMPOSE_IMAGES.node]);
   await docker(['tag', master, COMPOSE_IMAGES.master]);
   await docker(['tag', apiserver, COMPOSE_IMAGES.apiserver]);
   return { base, node, master, apiserver, ...(suites.length ? { nodeByOs } : {}), ...(runtimeImage ? { runtime: runtimeImage } : {}) };
+}
+
+/**
+ * Promise.all for builds side by side, except that a failed one is reported only once the others
+ * have finished: no `docker build` is left running, nor its context left behind, after lab up says why it failed.
+ */
+async function allBuilt(builds: Promise<unknown>[]): Promise<unknown[]> {
+  const settled = await Promise.allSettled(builds);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value);
 }
 
 type ContextFile = string | { copyFrom: string; hashWith: string };

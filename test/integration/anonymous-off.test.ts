@@ -19,6 +19,8 @@ import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { inContainer, kubeLbMetrics as metrics, lab, withNode } from '../helpers/lab.js';
 
 const HOSTS = ['master-1', 'master-2', 'master-3'];
+/** kube-haproxy's checks (src/lb/haproxy.ts): first within inter (2 s), then fastinter (1 s), fall 2: a failing master is DOWN within 3 s. */
+const HAPROXY_FALL_MS = 3000;
 const REFUSED = 'anonymous /readyz refused (401): set tls.clientCertFile/clientKeyFile';
 
 const pki = () => ({ cert: path.join(lab().dir, 'pki', 'lab-readyz.crt'), key: path.join(lab().dir, 'pki', 'lab-readyz.key') });
@@ -150,12 +152,18 @@ describe.sequential('health checks when every apiserver refuses anonymous reques
     expect(d.code, d.stderr).toBe(0);
     expect(d.stdout + d.stderr).not.toContain(keyLine());
     for (const n of lab().nodes) expect(d.report.hosts[n.name]!.verified).toMatchObject({ state: 'active (running)', status: 200 });
+    // Started by this deploy (a switch to it), not reloaded: the unit's start is when its checks began.
+    expect(d.report.hosts[lab().nodes[0]!.name]!.steps.find((s) => s.name === 'service')!.summary).toMatch(/^switch from kube-/);
     await withNode(lab().nodes[0]!, async (c) => {
       expect(await fileState(c, '/etc/haproxy/kube-haproxy-client.pem')).toBe('600 root:root');
       expect(await c.execOk('cat /etc/haproxy/kube-haproxy.cfg')).toContain(' crt /etc/haproxy/kube-haproxy-client.pem ');
       // haproxy starts a server UP; failing checks (inter 2s, then fastinter 1s, fall 2) take it down
-      // within about 3 s. After 5 s every master still serving means its checks pass.
-      await sleep(5000);
+      // within 3 s of haproxy's start. Waited out from the unit's own start (systemd's monotonic
+      // clock, the node's), with a second's margin: every master still serving then means its checks pass.
+      const [upS, startedUs] = (await c.execOk("cut -d' ' -f1 /proc/uptime; systemctl show -p ActiveEnterTimestampMonotonic --value kube-haproxy")).trim().split('\n');
+      const runningMs = Number(upS) * 1000 - Number(startedUs) / 1000;
+      expect(runningMs).toBeGreaterThan(0);
+      await sleep(Math.max(0, HAPROXY_FALL_MS + 1000 - runningMs));
       const by = new Set<string>();
       for (let i = 0; i < 4 * lab().masters.length; i++) {
         const r = await through(c, '/version');
@@ -175,14 +183,28 @@ describe.sequential('health checks when every apiserver refuses anonymous reques
     expect(d.code, d.stderr).toBe(0);
     expect(d.stdout + d.stderr).not.toContain(keyLine());
     expect(await inContainer(HOSTS[0]!, "stat -c '%a %U:%G' /etc/haproxy/k8s-ha-client.pem")).toBe('600 root:root\n');
-    // As on the nodes: failing checks would have marked a master DOWN within about 3 s of the reload.
-    await sleep(5000);
-    const st = await k8sha(['status', '-i', inv, '--limit', HOSTS.join(','), '--json']);
+    // haproxy's own record of each master's last check, on every VIP host, asked until each has
+    // checked every master at least once since the reload (INI: not yet): then every check must have
+    // passed (L7OK; without the certificate it is L7STS 401) and every master be UP.
+    const vipBackends = async () => {
+      const st = await k8sha(['status', '-i', inv, '--limit', HOSTS.join(','), '--json']);
+      expect(st.stdout).not.toContain(keyLine());
+      const hosts: { backends: { name: string; status: string; check?: string }[] }[] = JSON.parse(st.stdout).vip.hosts;
+      return { st, backends: hosts.map((h) => h.backends) };
+    };
+    const checked = (x: { check?: string }) => !!x.check && !/^(\* )?INI\b/.test(x.check);
+    let seen = await vipBackends();
+    for (let i = 0; i < 40 && !seen.backends.every((b) => b.length && b.every(checked)); i++) {
+      await sleep(250);
+      seen = await vipBackends();
+    }
+    const { st, backends } = seen;
     expect(st.code, st.stderr).toBe(0);
-    expect(st.stdout).not.toContain(keyLine());
-    const backends: { name: string; status: string }[][] = JSON.parse(st.stdout).vip.hosts.map((h: { backends: { name: string; status: string }[] }) => h.backends);
     expect(backends).toHaveLength(HOSTS.length);
-    for (const b of backends) expect(b.map((x) => [x.name, x.status])).toEqual(lab().masters.map((m) => [m.name, 'UP']));
+    for (const b of backends) {
+      expect(b.map((x) => [x.name, x.status])).toEqual(lab().masters.map((m) => [m.name, 'UP']));
+      for (const x of b) expect(x.check, x.name).toMatch(/^(\* )?L7OK/);
+    }
     const served = await new Promise<{ status: number; by: string }>((resolve, reject) => {
       https
         .get({ host: vipAddress(), port: 8443, path: '/readyz', ca: lab().caPem, servername: 'kubernetes', agent: false, ...client() }, (res) => {

@@ -49,10 +49,14 @@ async function units(node: { name: string; address: string }) {
 }
 
 
+/** Set once the last test has deployed the lab's inventory and seen every node back on kube-nginx and healthy. */
+let backOnNginx = false;
+
 afterAll(async () => {
-  // Whatever happened above: every master healthy, every node back on kube-nginx.
+  // Whatever happened above: every master healthy, every node back on kube-nginx (the last test's
+  // deploy did that unless a test failed on the way).
   await restoreMasters();
-  await deployJson(['-i', lab().inventory, '--serial', '100%']);
+  if (!backOnNginx) await deployJson(['-i', lab().inventory, '--serial', '100%']);
 });
 
 describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
@@ -409,5 +413,6 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     gaps.forEach((g, i) => expectOneShortGap('kube-lb -> kube-nginx', lab().nodes[i]!.name, g, SWITCH_TO_NGINX_MS, reports[i]));
     const s = JSON.parse((await k8sha(['status', '-i', lab().inventory, '--json'])).stdout);
     for (const n of s.nodes) expect(n).toMatchObject({ impl: 'nginx', service: 'active (running)', healthy: true });
+    backOnNginx = true;
   });
 });
