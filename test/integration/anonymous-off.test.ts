@@ -153,7 +153,7 @@ describe.sequential('health checks when every apiserver refuses anonymous reques
     expect(d.stdout + d.stderr).not.toContain(keyLine());
     for (const n of lab().nodes) expect(d.report.hosts[n.name]!.verified).toMatchObject({ state: 'active (running)', status: 200 });
     // Started by this deploy (a switch to it), not reloaded: the unit's start is when its checks began.
-    expect(d.report.hosts[lab().nodes[0]!.name]!.steps.find((s) => s.name === 'service')!.summary).toMatch(/^switch from kube-/);
+    expect(d.report.hosts[lab().nodes[0]!.name]!.steps.find((s) => s.name === 'service')!.summary).toBe('daemon-reload, switch from kube-lb, enable, disable kube-lb');
     await withNode(lab().nodes[0]!, async (c) => {
       expect(await fileState(c, '/etc/haproxy/kube-haproxy-client.pem')).toBe('600 root:root');
       expect(await c.execOk('cat /etc/haproxy/kube-haproxy.cfg')).toContain(' crt /etc/haproxy/kube-haproxy-client.pem ');
