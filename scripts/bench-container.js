@@ -23,8 +23,7 @@ import { buildArtifacts, loadSetup } from '../dist/engine/deploy.js';
 import { runDeploy } from '../dist/engine/run.js';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { watchNodePort } from '../dist/lab/gap.js';
-import { mapLimit } from '../dist/util/pool.js';
-import { cli, labDown, printTable, settle } from './bench-util.js';
+import { cli, labDown, printTable, settle, sshFloor } from './bench-util.js';
 
 const { values } = parseArgs({
   options: {
@@ -156,17 +155,7 @@ try {
   // The floor: N SSH logins running `true`, at most --concurrency at once (the best of three).
   const setup = await setupOf(lab.inventory);
   const node1 = setup.targets.get(setup.nodes[0].name);
-  const floors = [];
-  for (let i = 0; i < 3; i++) {
-    const t0 = performance.now();
-    await mapLimit(setup.nodes, concurrency, async (n) => {
-      const c = await SshConnection.open(setup.targets.get(n.name));
-      await c.exec('true');
-      c.close();
-    });
-    floors.push(Math.round(performance.now() - t0));
-  }
-  const sshFloorMs = Math.min(...floors);
+  const { ms: sshFloorMs, runsMs: floors } = await sshFloor(setup, concurrency);
   const ratio = (x) => +(x.wallMs / sshFloorMs).toFixed(2);
 
   const results = {};

@@ -2,6 +2,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { SshConnection } from '../dist/connect/ssh.js';
+import { mapLimit } from '../dist/util/pool.js';
 
 export const bin = new URL('../bin/k8s-ha.js', import.meta.url).pathname;
 
@@ -79,4 +81,22 @@ export async function settle() {
   const t = performance.now();
   while ((await busy(1000)) > 0.2 && performance.now() - t < 60_000);
   return Math.round(performance.now() - t);
+}
+
+/**
+ * The floor a deploy is compared with: every node of `setup` logged in to over SSH, running `true`,
+ * at most `concurrency` at once; the best of `runs`. Returns the best and every run's time, in ms.
+ */
+export async function sshFloor(setup, concurrency, runs = 3) {
+  const times = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await mapLimit(setup.nodes, concurrency, async (n) => {
+      const c = await SshConnection.open(setup.targets.get(n.name));
+      await c.exec('true');
+      c.close();
+    });
+    times.push(Math.round(performance.now() - t0));
+  }
+  return { ms: Math.min(...times), runsMs: times };
 }

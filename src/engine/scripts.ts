@@ -223,6 +223,15 @@ function journalScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
   ];
 }
 
+/** Shell: run a check on staged files; its failure reports the step as invalid and closes the journal (nothing live has moved). */
+function check(step: string, command: string): string[] {
+  return [
+    // The inner subshell makes 2>&1 cover every command of a compound one.
+    `out=$( ( ${command} ) 2>&1 ); rc=$?`,
+    `if [ $rc -ne 0 ]; then echo "@@invalid ${stepKey(step)} $rc"; printf '%s\\n' "$out"; sh "$J/close.sh"; exit 30; fi`,
+  ];
+}
+
 function stageScript(plan: HostPlan, runId: string): string[] {
   const mkdirs = changesOf(plan, 'mkdir');
   const puts = changesOf(plan, 'put');
@@ -247,24 +256,10 @@ function stageScript(plan: HostPlan, runId: string): string[] {
       const owner = p.change.owner ? ` -o ${quote(p.change.owner.split(':')[0]!)} -g ${quote(p.change.owner.split(':')[1]!)}` : '';
       lines.push(`install -m ${p.change.mode}${owner} "$stage/${i}" ${quote(stagedPath(p.change.path, runId))} || { echo "@@failed ${stepKey(p.step)} 23"; sh "$J/close.sh"; exit 23; }`);
     });
-    for (const p of puts) {
-      if (!p.change.validate) continue;
-      const cmd = withStagedPaths(p.change.validate, staged, runId);
-      lines.push(
-        // The inner subshell makes 2>&1 cover every command of a compound one.
-        `out=$( ( ${cmd} ) 2>&1 ); rc=$?`,
-        `if [ $rc -ne 0 ]; then echo "@@invalid ${stepKey(p.step)} $rc"; printf '%s\\n' "$out"; sh "$J/close.sh"; exit 30; fi`,
-      );
-    }
+    for (const p of puts) if (p.change.validate) lines.push(...check(p.step, withStagedPaths(p.change.validate, staged, runId)));
   }
   // Checks across files, once all are staged: still nothing live has moved.
-  for (const r of changesOf(plan, 'run')) {
-    if (r.change.when !== 'validate') continue;
-    lines.push(
-      `out=$( ( ${withStagedPaths(r.change.command, staged, runId)} ) 2>&1 ); rc=$?`,
-      `if [ $rc -ne 0 ]; then echo "@@invalid ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; sh "$J/close.sh"; exit 30; fi`,
-    );
-  }
+  for (const r of changesOf(plan, 'run')) if (r.change.when === 'validate') lines.push(...check(r.step, withStagedPaths(r.change.command, staged, runId)));
   lines.push('echo "@@staged"');
   return lines;
 }

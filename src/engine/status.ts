@@ -8,7 +8,7 @@ import { isNoAnswer } from '../errors.js';
 import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
 import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
-import { isServing, serviceState, type HostFacts } from '../facts/host.js';
+import { containerImage, isServing, serviceState, type HostFacts } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { CONTAINER_NAME } from '../lb/container.js';
 import { nginxPaths, parseStubStatus, type StubStatus } from '../lb/nginx.js';
@@ -98,12 +98,6 @@ export interface ClusterStatus {
   /** With vip: in the inventory: who holds the VIP, each VIP host's VRRP state and haproxy's view of the masters. */
   vip?: VipStatus;
   durationMs: number;
-}
-
-/** The image the balancer's container runs, as its runtime says (the running one where a runtime has it stopped too). */
-function containerVersion(facts: HostFacts): string | undefined {
-  const seen = (facts.containers?.[CONTAINER_NAME] ?? []).map((l) => l.split(' '));
-  return (seen.find((f) => f[1] === 'true') ?? seen[0])?.[3];
 }
 
 /** Steps of an implementation's playbook, less the build outputs whose drift cannot be known (no cached build). */
@@ -201,7 +195,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       wanted,
       service,
       since: u?.activeEnterTimestamp || undefined,
-      version: binary ? facts.versions[binary] : containerVersion(facts),
+      version: binary ? facts.versions[binary] : containerImage(facts, CONTAINER_NAME),
       drift,
       listening: reach.local.listening,
       masters: reach.masters,

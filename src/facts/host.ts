@@ -315,6 +315,16 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   return facts;
 }
 
+/**
+ * The image container `name` runs, from the containers fact (`RUNTIME RUNNING PID IMAGE` per runtime):
+ * the one `runtime` runs when given, else any runtime's running one, else (runtime not given) a stopped one's.
+ */
+export function containerImage(facts: Pick<HostFacts, 'containers'>, name: string, runtime?: string): string | undefined {
+  const seen = (facts.containers?.[name] ?? []).map((l) => l.split(' '));
+  const running = seen.find((f) => f[1] === 'true' && (!runtime || f[0] === runtime));
+  return (running ?? (runtime ? undefined : seen[0]))?.[3];
+}
+
 /** The interface of one line of `ip -o addr show to ADDR`, e.g. `2: eth0    inet 10.0.0.2/16 ...` (eth0@if23 in a container: eth0); null for none. */
 export function interfaceOf(line: string): string | null {
   return /^\d+:\s+([^\s@:]+)/.exec(line)?.[1] ?? null;

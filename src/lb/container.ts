@@ -100,8 +100,8 @@ ${tail}`;
  * (`@@container missing` when the runtime has no such container).
  */
 export function containerStateScript(runtime: Runtime, name: string): string {
-  const image = runtime === 'podman' ? '{{.ImageName}}' : '{{.Config.Image}}';
-  return `s=$(timeout 20 /usr/bin/${runtime} inspect --type container --format '{{.State.Running}} {{.State.Pid}} ${image}' ${name} 2>/dev/null) && echo "@@container $s" || echo "@@container missing"`;
+  // .Config.Image: the reference the container was run with, in podman and Docker alike (the facts read it too).
+  return `s=$(timeout 20 /usr/bin/${runtime} inspect --type container --format '{{.State.Running}} {{.State.Pid}} {{.Config.Image}}' ${name} 2>/dev/null) && echo "@@container $s" || echo "@@container missing"`;
 }
 
 export interface ContainerState {

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { resolveRuntime, type Runtime } from '../lb/container.js';
 import { RUNTIMES } from '../inventory/schema.js';
 import { quote } from '../util/quote.js';
+import { containerImage } from '../facts/host.js';
 import { noop, type Change, type Operation } from './types.js';
 
 type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string; container?: string; validate?: string };
@@ -78,7 +79,7 @@ export const image: Operation<ImageArgs> = {
     }
     const loaded = holdsImage(facts.images?.[a.repository] ?? [], runtime, artifact.ref);
     // The image the container runs now, as its runtime says: a loaded image it does not run yet is still checked.
-    const runs = a.container ? (facts.containers?.[a.container] ?? []).find((l) => l.startsWith(`${runtime} true `))?.split(' ')[3] : artifact.ref;
+    const runs = a.container ? containerImage(facts, a.container, runtime) : artifact.ref;
     const check: Change[] = a.validate && runs !== artifact.ref ? [{ kind: 'run', when: 'validate', label: `check the config in ${artifact.ref}`, command: `${daemonUp(runtime)}${a.validate}` }] : [];
     if (loaded) {
       if (!check.length) return noop(`${artifact.ref} is in ${runtime}`);
