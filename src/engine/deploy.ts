@@ -52,6 +52,9 @@ export interface DeployOptions {
 /** A balancer implementation a node runs. */
 export type RunImpl = Exclude<Impl, 'auto'>;
 
+/** The balancers that run the nginx image (k8s-ha's, or lb.image): a container under systemd, or a static pod. */
+export const isImaged = (impl: Impl | undefined): impl is 'container' | 'static-pod' => impl === 'container' || impl === 'static-pod';
+
 export interface NodeImpl {
   /** What the inventory asks for. */
   wanted: Impl;
@@ -96,10 +99,16 @@ export interface Setup {
 async function loadPlaybooks(inv: Inventory, file: string | undefined): Promise<Record<RunImpl, Playbook>> {
   const templates = Object.keys(TEMPLATES);
   const own = file ? await loadPlaybook(file, inv, templates) : undefined;
-  const slots: Record<string, RunImpl> = { 'kube-lb': 'kube-lb', 'kube-haproxy': 'haproxy', 'kube-nginx-container': 'container' };
+  const slots: Record<string, RunImpl> = { 'kube-lb': 'kube-lb', 'kube-haproxy': 'haproxy', 'kube-nginx-container': 'container', 'kube-nginx-static-pod': 'static-pod' };
   const slot: RunImpl | undefined = own ? (slots[own.name] ?? 'nginx') : undefined;
   const load = async (impl: RunImpl) => (slot === impl ? own! : loadPlaybook(defaultPlaybookPath(IMPL_PLAYBOOKS[impl]), inv, templates));
-  return { nginx: await load('nginx'), 'kube-lb': await load('kube-lb'), haproxy: await load('haproxy'), container: await load('container') };
+  return {
+    nginx: await load('nginx'),
+    'kube-lb': await load('kube-lb'),
+    haproxy: await load('haproxy'),
+    container: await load('container'),
+    'static-pod': await load('static-pod'),
+  };
 }
 
 export async function loadSetup(options: DeployOptions): Promise<Setup> {
@@ -229,14 +238,14 @@ export function configureOf(inv: Inventory, step: BuildStep<'nginxBuild'>): stri
 export function buildsNeeded(setup: Setup): { nginx: boolean; kubeLb: boolean; image: boolean } {
   const all = setup.nodes.map((n) => initialImpl(setup, n));
   // lb.image: the site's own image, nothing to build for it.
-  const image = all.some((i) => i.impl === 'container') && !setup.loaded.inventory.lb.image;
+  const image = all.some((i) => isImaged(i.impl)) && !setup.loaded.inventory.lb.image;
   return { nginx: image || all.some((i) => i.impl === 'nginx'), kubeLb: all.some((i) => i.impl === 'kube-lb' || i.wanted === 'auto'), image };
 }
 
 /** lb.image: the site's own image, which each node's runtime pulls (nothing built, nothing sent). */
 function siteImage(setup: Setup): PlanContext['artifacts'][string] | undefined {
   const ref = setup.loaded.inventory.lb.image;
-  if (!ref || !setup.nodes.some((n) => initialImpl(setup, n).impl === 'container')) return undefined;
+  if (!ref || !setup.nodes.some((n) => isImaged(initialImpl(setup, n).impl))) return undefined;
   return { content: Buffer.alloc(0), sha256: '', ref, pull: true, describe: `image ${ref} (lb.image: the site's own, pulled by each node's runtime)` };
 }
 
@@ -244,7 +253,7 @@ function siteImage(setup: Setup): PlanContext['artifacts'][string] | undefined {
 function imageArtifact(binary: Buffer, built: Pick<BuiltBinary, 'osKey'>, version: string): PlanContext['artifacts'][string] {
   const arch = builtFor(built)?.arch ?? process.arch;
   const img = nginxImage(binary, version, arch === 'x64' ? 'x86_64' : arch);
-  return { content: img.archive, sha256: img.sha256, ref: img.ref, describe: `image ${img.ref} (${(img.archive.length / 1e6).toFixed(1)} MB: nginx ${version}, static, sha256 ${img.binarySha256.slice(0, 12)})` };
+  return { content: img.archive, sha256: img.sha256, ref: img.ref, binarySha256: img.binarySha256, describe: `image ${img.ref} (${(img.archive.length / 1e6).toFixed(1)} MB: nginx ${version}, static, sha256 ${img.binarySha256.slice(0, 12)})` };
 }
 
 async function buildHost(setup: Setup): Promise<BuildHost> {
@@ -304,7 +313,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${inImage.cached ? 'from the cache' : 'built'} on ${inImage.builtOn}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
       }
     } catch (e) {
-      if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx' || i.wanted === 'container')) throw e;
+      if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx' || isImaged(i.wanted))) throw e;
       // Every node that would run nginx said auto: they run kube-lb, and each says why.
       out.nginxUnbuildable = `nginx cannot be built: ${e.message.split('\n')[0]}`;
       done.push(`nginx not built (${e.message.split('\n')[0]}): the nodes on lb.impl auto get kube-lb`);
@@ -420,8 +429,8 @@ export function chooseImpl(
 export function stepsFor(setup: Setup, node: InventoryNode, choice: ImplChoice, builds?: Pick<Builds, 'artifacts'>): PlaybookStep[] {
   const inv = setup.loaded.inventory;
   const ref = builds?.artifacts[IMAGE_ARTIFACT]?.ref;
-  const runtime = choice.impl === 'container' && choice.runtime ? choice.runtime : inv.lb.runtime !== 'auto' ? inv.lb.runtime : undefined;
-  const container = runtime && ref ? { runtime, image: ref, repository: imageRepository(ref) } : undefined;
+  const runtime = isImaged(choice.impl) && choice.runtime ? choice.runtime : inv.lb.runtime !== 'auto' ? inv.lb.runtime : undefined;
+  const container = runtime && ref ? { runtime, image: ref, repository: imageRepository(ref), binary: builds?.artifacts[IMAGE_ARTIFACT]?.binarySha256 ?? '' } : undefined;
   const steps = setup.playbooks[choice.impl].steps(node, container);
   return choice.keepBinary ? steps.filter((s) => s.type !== 'nginxBuild' && !(s.type === 'op' && s.op.type === 'file')) : steps;
 }

@@ -211,7 +211,7 @@ export interface PlannedHost {
 /** Everything a host's plan needs to know, for its steps and whatever may replace them. */
 function factRequestOf(job: HostJob): FactRequest {
   const req = mergeRequest(factRequest(job.steps), job.extraFacts ?? {});
-  if (job.wantText) req.texts = [...textFiles(job.steps), ...(job.extraFacts?.texts ?? [])];
+  if (job.wantText) mergeRequest(req, { texts: textFiles(job.steps) });
   if (job.extraFacts?.versions) req.versions = job.extraFacts.versions;
   if (job.extraFacts?.kubeconfigs) req.kubeconfigs = job.extraFacts.kubeconfigs;
   return req;

@@ -30,6 +30,7 @@ export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): Fact
   for (const v of part.interfaces ?? []) if (!(req.interfaces ??= []).includes(v)) req.interfaces.push(v);
   for (const v of part.images ?? []) if (!(req.images ??= []).includes(v)) req.images.push(v);
   for (const v of part.containers ?? []) if (!(req.containers ??= []).includes(v)) req.containers.push(v);
+  for (const v of part.texts ?? []) if (!(req.texts ??= []).includes(v)) req.texts.push(v);
   return req;
 }
 
@@ -45,7 +46,7 @@ export function artifactOf(s: PlaybookStep): string | undefined {
 /** Rendered text files the playbook writes: what --diff shows. */
 export function textFiles(steps: PlaybookStep[]): string[] {
   // A secret template (a private key) is never read back from a host.
-  const shown = (s: PlaybookStep) => s.type === 'op' && (s.op.type === 'systemdUnit' || (s.op.type === 'template' && !isSecretTemplate(s.args as { secret?: boolean; template?: string })));
+  const shown = (s: PlaybookStep) => s.type === 'op' && (s.op.type === 'systemdUnit' || s.op.type === 'staticPod' || (s.op.type === 'template' && !isSecretTemplate(s.args as { secret?: boolean; template?: string })));
   return steps.flatMap((s) => (s.type === 'op' && shown(s) ? (s.op.facts(s.args).files ?? []) : []));
 }
 
@@ -107,5 +108,8 @@ export function verifyStep(steps: PlaybookStep[]): VerifyStep | undefined {
 /** Would applying this plan restart, reload or replace a service that is serving now? Such hosts roll. */
 export function disturbsRunningService(plan: HostPlan, unit: string | undefined): boolean {
   if (!unit || !hasChanges(plan)) return false;
+  // A static pod serves while its manifest is in kubelet's folder: kubelet itself runs either way.
+  const pod = plan.steps.find((st) => st.step.type === 'op' && st.step.op.type === 'staticPod');
+  if (pod?.step.type === 'op') return !!plan.facts.files[(pod.step.args as { manifest: string }).manifest] || !!switchingFrom(plan);
   return plan.facts.units[unit]?.activeState === 'active' || !!switchingFrom(plan);
 }

@@ -42,6 +42,8 @@ export interface ContainerVars {
   image: string;
   /** The image's repository (no tag, no digest): what the runtimes are asked about. */
   repository: string;
+  /** The sha256 of the nginx binary in the image k8s-ha built; empty for lb.image (the site's own) or before the build. */
+  binary?: string;
 }
 
 interface RawStep {
@@ -54,7 +56,7 @@ interface RawStep {
 export const DEFAULT_PLAYBOOK = 'kube-nginx.yaml';
 
 /** The playbook each balancer implementation runs, in playbooks/. */
-export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml', haproxy: 'kube-haproxy.yaml', container: 'kube-nginx-container.yaml' } as const;
+export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yaml', haproxy: 'kube-haproxy.yaml', container: 'kube-nginx-container.yaml', 'static-pod': 'kube-nginx-static-pod.yaml' } as const;
 
 /** The playbook of the VIP hosts (vip.hosts). */
 export const VIP_PLAYBOOK = 'vip.yaml';
@@ -97,6 +99,7 @@ export function playbookVars(inv: Inventory, node: InventoryNode, container?: Co
     image: inv.lb.image ?? `${IMAGE_REPOSITORY}:unbuilt`,
     repository: inv.lb.image ? imageRepository(inv.lb.image) : IMAGE_REPOSITORY,
   };
+  c.binary ??= '';
   return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address }, container: c };
 }
 
@@ -137,7 +140,7 @@ export function substitute(
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
-        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository` });
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository, container.binary` });
         return whole;
       }
       if (context === 'text') return String(cur);

@@ -26,6 +26,7 @@ import {
   cachedArtifacts,
   chooseImpl,
   initialImpl,
+  isImaged,
   loadSetup,
   stepsFor,
   type Builds,
@@ -410,9 +411,9 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holde
             n.impl = { ...n.impl, impl: c.impl, why: c.why };
             return known(stepsFor(setup, node, c, builds));
           }
-        : impl.impl === 'container'
+        : isImaged(impl.impl)
           ? // The runtime is the node's own (lb.runtime auto): known from its facts.
-            (facts) => known(stepsFor(setup, node, { impl: 'container', runtime: resolveRuntime(inv.lb.runtime, facts.tools) }, builds))
+            (facts) => known(stepsFor(setup, node, { impl: impl.impl, runtime: resolveRuntime(inv.lb.runtime, facts.tools) }, builds))
           : undefined,
     say,
   };

@@ -30,7 +30,7 @@ export interface JournalRecord {
   /** The unit this run restarts, reloads or switches to. */
   unit?: string;
   /** How to prove the change works: the balancer's verify step. */
-  verify?: { unit: string; listen: string; path: string; healthz?: string; also?: string[]; container?: { runtime: 'podman' | 'docker'; name: string; image: string } };
+  verify?: { unit: string; listen: string; path: string; healthz?: string; also?: string[]; container?: { runtime: 'podman' | 'docker'; name: string; image: string }; staticPod?: { sha256?: string } };
   files: { path: string; staged: string; backup?: string }[];
   /** True when restore.sh puts a serving balancer back (a rolled host); false: nothing served before. */
   restorable: boolean;
@@ -129,9 +129,11 @@ export function restoreScript(plan: HostPlan, o: Pick<ApplyScriptOptions, 'runId
   // Every service the commit restarted or reloaded does so again on the files put back (the VIP
   // hosts have two: haproxy and keepalived); a plan without such a change restarts or reloads the unit.
   const again = changesOf(plan, 'run').filter((r) => r.change.label === 'restart' || r.change.label === 'reload').map((r) => r.change.command);
+  // A file that acts by itself once in place (a static pod's manifest: kubelet replaces the pod) needs no unit restarted.
+  const selfActing = changesOf(plan, 'put').some((p) => p.change.late);
   if (undo.length) lines.push(...undo.map((u) => u.undo!));
   else if (again.length) lines.push(...again);
-  else if (o.unit) lines.push(handlers.has('restart') ? `systemctl restart ${quote(o.unit)}` : `systemctl reload ${quote(o.unit)}`);
+  else if (o.unit && !selfActing) lines.push(handlers.has('restart') ? `systemctl restart ${quote(o.unit)}` : `systemctl reload ${quote(o.unit)}`);
   // A unit beside the watched one that this run started (the VIP hosts' keepalived, new) did not run before: it stops again.
   for (const r of changesOf(plan, 'run')) if (r.change.label === 'start' && r.change.unit && r.change.unit !== o.unit) lines.push(`systemctl stop ${quote(r.change.unit)}`);
   if (watched) lines.push(stateScript(watched).trimEnd());
@@ -278,10 +280,9 @@ function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
       lines.push(`if [ -e ${live} ]; then ln -fT ${live} ${b} || { echo "@@failed ${stepKey(p.step)} 39"; exit 39; }; fi`);
     }
   }
-  for (const p of puts) {
-    // -T: a directory standing where the file goes is an error, not a place to move the file into.
-    lines.push(`mv -fT ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`);
-  }
+  // -T: a directory standing where the file goes is an error, not a place to move the file into.
+  const move = (p: (typeof puts)[number]) => `mv -fT ${quote(stagedPath(p.change.path, o.runId))} ${quote(p.change.path)} || { echo "@@failed ${stepKey(p.step)} 40"; exit 40; }`;
+  for (const p of puts) if (!p.change.late) lines.push(move(p));
   for (const r of changesOf(plan, 'run')) {
     if (r.change.when === 'verified' || r.change.when === 'staging' || r.change.when === 'validate') continue;
     lines.push(
@@ -289,6 +290,8 @@ function commitScript(plan: HostPlan, o: ApplyScriptOptions): string[] {
       `if [ $rc -ne 0 ]; then echo "@@failed ${stepKey(r.step)} $rc"; printf '%s\\n' "$out"; exit 41; fi`,
     );
   }
+  // What acts on its own the moment it is in place (a static pod's manifest): after the commands above.
+  for (const p of puts) if (p.change.late) lines.push(move(p));
   lines.push('st committed', 'echo "@@committed"');
   return lines;
 }

@@ -11,13 +11,15 @@ import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js'
 import { containerImage, isServing, serviceState, type HostFacts } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { CONTAINER_NAME } from '../lb/container.js';
+import { KUBELET_UNIT, STATIC_POD_MANIFEST } from '../lb/static-pod.js';
+import { manifestImage } from '../ops/image.js';
 import { nginxPaths, parseStubStatus, type StubStatus } from '../lb/nginx.js';
 import { httpGetOnHost } from './verify.js';
 import { kubeHaproxyPaths } from '../lb/haproxy.js';
 import { IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { mapLimit } from '../util/pool.js';
 import type { ProbeSession } from '../connect/https-probe.js';
-import { cachedArtifacts, initialImpl, loadSetup, type Builds, type RunImpl, type Setup } from './deploy.js';
+import { cachedArtifacts, initialImpl, isImaged, loadSetup, type Builds, type RunImpl, type Setup } from './deploy.js';
 import { planOn, type HostJob } from './host.js';
 import { LOCK_PROBE, parseLockProbe } from './lock.js';
 import { artifactOf, factRequest, planHost } from './plan.js';
@@ -120,7 +122,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   let { steps, unknowable } = knowableSteps(setup, first, node, known);
   const base = { artifacts: builds.artifacts, render: (t: string, facts: HostFacts) => TEMPLATES[t]!(inv, { facts, artifacts: builds.artifacts }) };
   // A container's nginx is in its image, not on the host: its version is the image's tag.
-  const binaries: Record<Exclude<RunImpl, 'container'>, string> = { nginx: nginxPaths(inv.lb.prefix).binary, 'kube-lb': kubeLbPaths(inv.kubeLb.prefix).binary, haproxy: kubeHaproxyPaths.binary };
+  const binaries: Record<Exclude<RunImpl, 'container' | 'static-pod'>, string> = { nginx: nginxPaths(inv.lb.prefix).binary, 'kube-lb': kubeLbPaths(inv.kubeLb.prefix).binary, haproxy: kubeHaproxyPaths.binary };
   /** Not reached, or no facts: silence (a timeout) is no evidence of down, an answer (refused, reset, no route) is. */
   const unreached = (e: unknown): NodeStatus => {
     const silent = isNoAnswer(e);
@@ -152,18 +154,19 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       steps,
       base,
       // Every implementation's files and versions: which one runs is only known from the facts.
-      extraFacts: { ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)), versions: Object.values(binaries), containers: [CONTAINER_NAME] },
+      extraFacts: { ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)), versions: Object.values(binaries), containers: [CONTAINER_NAME], texts: [STATIC_POD_MANIFEST] },
       say: () => undefined,
     };
     // Status reads and never takes the lock: planning here changes nothing.
     const p = await planOn({ conn, release: () => undefined }, job);
     const factsMs = Date.now() - t1;
     const facts = p.plan.facts;
-    const serving = (i: RunImpl) => isServing(facts.units[IMPL_UNITS[i]]);
+    // A static pod runs while its manifest is in kubelet's folder (and kubelet runs).
+    const serving = (i: RunImpl) => (i === 'static-pod' ? !!facts.texts[STATIC_POD_MANIFEST] && isServing(facts.units[KUBELET_UNIT]) : isServing(facts.units[IMPL_UNITS[i]]));
     const installed = (i: RunImpl) => facts.units[IMPL_UNITS[i]]?.loadState === 'loaded';
     // What runs: an active unit; else, for auto, whichever is installed; else what the inventory asks.
     const impl: RunImpl =
-      (['nginx', 'kube-lb', 'haproxy', 'container'] as RunImpl[]).find(serving) ?? (wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first);
+      (['nginx', 'kube-lb', 'haproxy', 'container', 'static-pod'] as RunImpl[]).find(serving) ?? (wanted === 'auto' && installed('kube-lb') && !installed('nginx') ? 'kube-lb' : first);
     // Drift is against what the node should run: the inventory's choice, or (auto) what it runs.
     const target: RunImpl = wanted === 'auto' ? impl : wanted;
     let plan = p.plan;
@@ -184,8 +187,8 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const service = serviceState(u);
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
     // After the reach probe, so its connections through the local port are not among those counted.
-    const nginxStatus = inv.nginx?.statusListen && (impl === 'nginx' || impl === 'container') ? await nginxConnections(conn, inv.nginx.statusListen) : {};
-    const binary = impl === 'container' ? undefined : binaries[impl];
+    const nginxStatus = inv.nginx?.statusListen && (impl === 'nginx' || isImaged(impl)) ? await nginxConnections(conn, inv.nginx.statusListen) : {};
+    const binary = isImaged(impl) ? undefined : binaries[impl];
     const health = nodeHealth({ reachable: true, service, local: reach.local });
     return {
       name: node.name,
@@ -195,7 +198,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       wanted,
       service,
       since: u?.activeEnterTimestamp || undefined,
-      version: binary ? facts.versions[binary] : containerImage(facts, CONTAINER_NAME),
+      version: binary ? facts.versions[binary] : impl === 'static-pod' ? manifestImage(facts.texts[STATIC_POD_MANIFEST]) : containerImage(facts, CONTAINER_NAME),
       drift,
       listening: reach.local.listening,
       masters: reach.masters,

@@ -17,6 +17,7 @@ import type { HostResult } from './results.js';
 import { inUnitCgroup } from '../facts/host.js';
 import { refusedReadyz } from '../lb/client-cert.js';
 import { containerStateScript, parseContainerState, type Runtime } from '../lb/container.js';
+import { parsePodMaster, podMasterScript, podProblem } from '../lb/static-pod.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
 
@@ -29,6 +30,12 @@ export interface VerifyArgs {
   also?: string[];
   /** lb.impl container: the container the unit runs, as its runtime names it, and the image it must run. */
   container?: { runtime: Runtime; name: string; image: string };
+  /**
+   * lb.impl static-pod: kubelet runs the balancer (`unit` is kubelet). The listeners on the port must
+   * be the pod's (one PID namespace not the host's, kube-nginx its first process), running the image's
+   * nginx binary when its sha256 is given.
+   */
+  staticPod?: { sha256?: string };
 }
 
 export interface VerifyOutcome {
@@ -174,7 +181,10 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
   let verified: HostResult['verified'];
   let passed: string;
   // First: the port is the unit's (or its container's). An answer through it from another process proves nothing.
-  if (args.container) {
+  if (args.staticPod) {
+    const why = podProblem(parsePodMaster((await conn.execAsRoot(podMasterScript(args.listen))).stdout), args.listen, args.staticPod.sha256 || undefined);
+    if (why) return { ok: false, summary: why };
+  } else if (args.container) {
     const out = (await conn.execAsRoot(containerOwnerScript(args.container, args.listen))).stdout;
     const why = containerProblem(out, args.container) ?? portOwnerProblem(out, `container ${args.container.name}`, args.listen);
     if (why) return { ok: false, summary: why };

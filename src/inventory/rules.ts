@@ -6,6 +6,9 @@ import { canonicalHost, formatHostPort, hostPortOf, hostPortsOverlap, isLoopback
 
 type Rule = (inv: Inventory) => Diagnostic[];
 
+/** Whether a node runs the nginx image k8s-ha builds or lb.image names: as a container under systemd, or as a static pod. */
+const imaged = (inv: Inventory) => inv.nodes.some((n) => ['container', 'static-pod'].includes(wantedImpl(inv, n)));
+
 /** Whether some node may run kube-lb (kube-lb or auto), nginx (nginx or auto), or haproxy. */
 const mayRun = (inv: Inventory, which: 'nginx' | 'kube-lb' | 'haproxy') =>
   inv.nodes.some((n) => {
@@ -154,7 +157,7 @@ const prefixVisibleToUnit: Rule = (inv) => {
 };
 
 const hashBalance: Rule = (inv) =>
-  inv.lb.balance === 'hash' && (mayRun(inv, 'nginx') || mayRun(inv, 'haproxy') || inv.nodes.some((n) => wantedImpl(inv, n) === 'container'))
+  inv.lb.balance === 'hash' && (mayRun(inv, 'nginx') || mayRun(inv, 'haproxy') || imaged(inv))
     ? [
         {
           severity: 'warning',
@@ -174,7 +177,7 @@ const buildHost: Rule = (inv) =>
 const nginxNeeded: Rule = (inv) => {
   if (inv.nginx) return [];
   // A container runs the nginx k8s-ha builds, unless lb.image names the site's own image.
-  const who = inv.nodes.filter((n) => ['nginx', 'auto', ...(inv.lb.image ? [] : ['container'])].includes(wantedImpl(inv, n)));
+  const who = inv.nodes.filter((n) => ['nginx', 'auto', ...(inv.lb.image ? [] : ['container', 'static-pod'])].includes(wantedImpl(inv, n)));
   if (!who.length) return [];
   return [
     {
@@ -187,8 +190,8 @@ const nginxNeeded: Rule = (inv) => {
 
 /** The image holds nginx and nothing else, no C library: only a static build runs in it. */
 const containerStatic: Rule = (inv) =>
-  inv.build.link === 'native' && !inv.lb.image && inv.nodes.some((n) => wantedImpl(inv, n) === 'container')
-    ? [{ severity: 'error', path: ['build', 'link'], message: 'is native, but lb.impl container runs nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)' }]
+  inv.build.link === 'native' && !inv.lb.image && imaged(inv)
+    ? [{ severity: 'error', path: ['build', 'link'], message: 'is native, but lb.impl container and static-pod run nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)' }]
     : [];
 
 /** kube-lb's and haproxy's active checks verify each apiserver's certificate: they need the cluster CA. */
@@ -298,13 +301,27 @@ const nginxStatusListen: Rule = (inv) => {
       message: `${text} is not a loopback address: nginx's /stub_status and /healthz have no authentication, so anyone who can reach port ${status.port} can read them; keep it on 127.0.0.1 (or [::1]), or firewall the port`,
     });
   }
-  if (!mayRun(inv, 'nginx') && !inv.nodes.some((n) => wantedImpl(inv, n) === 'container')) {
-    out.push({ severity: 'warning', path, message: 'no node runs nginx (lb.impl nginx, container or auto): nginx.statusListen has no effect' });
+  if (!mayRun(inv, 'nginx') && !imaged(inv)) {
+    out.push({ severity: 'warning', path, message: 'no node runs nginx (lb.impl nginx, container, static-pod or auto): nginx.statusListen has no effect' });
   }
   return out;
 };
 
+/** A static pod's probes ask nginx's own /healthz: it needs nginx.statusListen. */
+const staticPodProbes: Rule = (inv) => {
+  const who = inv.nodes.filter((n) => wantedImpl(inv, n) === 'static-pod');
+  if (!who.length || inv.nginx?.statusListen) return [];
+  return [
+    {
+      severity: 'error',
+      path: ['nginx', 'statusListen'],
+      message: `is required: ${who.length === inv.nodes.length ? 'every node' : who.map((n) => n.name).join(', ')} runs lb.impl static-pod, whose liveness and readiness probes ask nginx's own /healthz; set nginx.statusListen: 127.0.0.1:8081 (a loopback port nothing else takes)`,
+    },
+  ];
+};
+
 export const RULES: Rule[] = [
+  staticPodProbes,
   nginxNeeded,
   containerStatic,
   kubeLbTrust,

@@ -141,10 +141,11 @@ export const master = z.strictObject({
 
 /**
  * Which balancer runs on a node: nginx's stream proxy, our kube-lb, haproxy from the node's own
- * packages (active checks, no compiler), the same nginx as a container under systemd (container),
+ * packages (active checks, no compiler), the same nginx as a container under systemd (container)
+ * or as a static pod the node's kubelet runs (static-pod),
  * or auto (nginx where it can be built and run, else kube-lb).
  */
-export const IMPLS = ['nginx', 'kube-lb', 'haproxy', 'container', 'auto'] as const;
+export const IMPLS = ['nginx', 'kube-lb', 'haproxy', 'container', 'static-pod', 'auto'] as const;
 
 /**
  * A container image reference as registries and runtimes read it, fully qualified (a registry host
@@ -169,7 +170,10 @@ export function imageRepository(ref: string): string {
   return IMAGE_REF.exec(ref)?.[1] ?? ref;
 }
 
-/** The container runtime that runs lb.impl container: auto takes podman where the node has it, else docker. */
+/**
+ * The container runtime that runs lb.impl container, or (static-pod) the one kubelet runs pods with,
+ * which the image is loaded into: auto takes podman where the node has it, else docker.
+ */
 export const RUNTIMES = ['auto', 'podman', 'docker'] as const;
 export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` });
 

@@ -2,14 +2,21 @@
 import type { Impl, Inventory } from '../inventory/schema.js';
 import type { HostFacts } from '../facts/host.js';
 import type { PlanContext } from '../ops/types.js';
+import { KUBELET_UNIT, renderStaticPod } from './static-pod.js';
 import { CONTAINER_SERVICE, renderContainerConf, renderContainerUnit, resolveRuntime } from './container.js';
 import { KUBE_LB_SERVICE, renderKubeLbConf, renderKubeLbUnit } from './kube-lb.js';
 import { renderClientPem } from './client-cert.js';
 import { NGINX_SERVICE, renderNginxConf, renderNginxUnit } from './nginx.js';
 import { KUBE_HAPROXY_SERVICE, renderHaproxyCa, renderKubeHaproxyConf, renderKubeHaproxyUnit } from './haproxy.js';
 
-/** The systemd service each balancer implementation runs as. */
-export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = { nginx: NGINX_SERVICE, 'kube-lb': KUBE_LB_SERVICE, haproxy: KUBE_HAPROXY_SERVICE, container: CONTAINER_SERVICE };
+/** The systemd service each balancer implementation runs as (a static pod: the kubelet that runs it). */
+export const IMPL_UNITS: Record<Exclude<Impl, 'auto'>, string> = {
+  nginx: NGINX_SERVICE,
+  'kube-lb': KUBE_LB_SERVICE,
+  haproxy: KUBE_HAPROXY_SERVICE,
+  container: CONTAINER_SERVICE,
+  'static-pod': KUBELET_UNIT,
+};
 
 /** The implementation a service belongs to. */
 export function implOfUnit(unit: string): Exclude<Impl, 'auto'> | undefined {
@@ -26,7 +33,7 @@ export interface TemplateContext {
 export const IMAGE_ARTIFACT = 'kube-nginx-image';
 
 /** Templates that name a build output: with that output unknown (--check, status, nothing built) their text is too. */
-export const TEMPLATE_ARTIFACTS: Readonly<Record<string, string>> = { 'kube-nginx-container.service': IMAGE_ARTIFACT };
+export const TEMPLATE_ARTIFACTS: Readonly<Record<string, string>> = { 'kube-nginx-container.service': IMAGE_ARTIFACT, 'kube-nginx.pod.yaml': IMAGE_ARTIFACT };
 
 /** The container unit names its runtime (the node's, from its facts) and the image (the build's). */
 function containerUnit(inv: Inventory, ctx: TemplateContext = {}): string {
@@ -41,6 +48,11 @@ export const TEMPLATES: Record<string, (inv: Inventory, ctx?: TemplateContext) =
   'kube-nginx.service': renderNginxUnit,
   'kube-nginx-container.conf': (inv) => renderContainerConf(inv),
   'kube-nginx-container.service': containerUnit,
+  'kube-nginx.pod.yaml': (inv, ctx = {}) => {
+    const image = ctx.artifacts?.[IMAGE_ARTIFACT]?.ref;
+    if (!image) throw new Error(`the ${IMAGE_ARTIFACT} build must come before the static pod that runs it`);
+    return renderStaticPod(inv, image);
+  },
   'kube-lb.yaml': renderKubeLbConf,
   'kube-lb.service': renderKubeLbUnit,
   'kube-haproxy.cfg': renderKubeHaproxyConf,

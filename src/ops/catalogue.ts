@@ -4,6 +4,7 @@ import { command } from './command.js';
 import { directory, file, systemdUnit, template } from './files.js';
 import { packages } from './packages.js';
 import { image } from './image.js';
+import { staticPod } from './static-pod.js';
 import { addressPort, service, unitName } from './service.js';
 import type { Operation } from './types.js';
 
@@ -47,6 +48,11 @@ export const verifyArgs = z.strictObject({
       image: z.string().regex(/^[a-z0-9][a-z0-9._/:-]*$/, 'must be an image name:tag'),
     })
     .optional(),
+  /**
+   * The balancer is a static pod (lb.impl static-pod; `unit` is kubelet): the listeners on the port
+   * must be the pod's nginx, running the binary of this sha256 when given (the image k8s-ha built).
+   */
+  staticPod: z.strictObject({ sha256: z.union([z.literal(''), z.string().regex(/^[a-f0-9]{64}$/, 'must be a sha256 in hex')]).optional() }).optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {
@@ -58,6 +64,7 @@ export const OPERATIONS: Record<string, Operation<any>> = {
   command,
   packages,
   image,
+  staticPod,
 };
 
 /**

@@ -8,12 +8,18 @@
  */
 import { z } from 'zod';
 import { resolveRuntime, type Runtime } from '../lb/container.js';
-import { RUNTIMES } from '../inventory/schema.js';
+import { nodePath, RUNTIMES } from '../inventory/schema.js';
 import { quote } from '../util/quote.js';
 import { containerImage } from '../facts/host.js';
 import { noop, type Change, type Operation } from './types.js';
 
-type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string; container?: string; validate?: string };
+type ImageArgs = { source: string; repository: string; runtime: (typeof RUNTIMES)[number]; archive: string; container?: string; manifest?: string; validate?: string };
+
+/** Pure: the image a static pod manifest names (its first container's `image:`), or undefined. */
+export function manifestImage(text: string | undefined): string | undefined {
+  const m = /^\s*(?:-\s+)?image:\s*"?([^"\s]+)"?\s*$/m.exec(text ?? '');
+  return m?.[1];
+}
 
 /** What the runtime lacks, in words, with the fix. */
 export function noRuntime(want: ImageArgs['runtime']): string {
@@ -58,6 +64,8 @@ export const image: Operation<ImageArgs> = {
     archive: z.string().regex(/^\/[A-Za-z0-9._/-]+$/, 'must be an absolute path'),
     /** The container that runs the image: whether it runs this build's tag already is read from the runtime. */
     container: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'must be a container name such as kube-nginx').optional(),
+    /** A static pod's manifest (lb.impl static-pod): the image kubelet runs is the one it names. */
+    manifest: nodePath('/etc/kubernetes/manifests/kube-nginx.yaml').optional(),
     /**
      * Run whenever the container is to run another image, once every file is staged and before
      * anything live moves: the config checked inside the new image (the staged config when it
@@ -65,7 +73,7 @@ export const image: Operation<ImageArgs> = {
      */
     validate: z.string().optional(),
   }),
-  facts: (a) => ({ images: [a.repository], ...(a.container ? { containers: [a.container] } : {}) }),
+  facts: (a) => ({ images: [a.repository], ...(a.container ? { containers: [a.container] } : {}), ...(a.manifest ? { texts: [a.manifest] } : {}) }),
   plan(a, facts, ctx) {
     const name = a.source.slice('artifact:'.length);
     const artifact = ctx.artifacts[name];
@@ -79,7 +87,7 @@ export const image: Operation<ImageArgs> = {
     }
     const loaded = holdsImage(facts.images?.[a.repository] ?? [], runtime, artifact.ref);
     // The image the container runs now, as its runtime says: a loaded image it does not run yet is still checked.
-    const runs = a.container ? containerImage(facts, a.container, runtime) : artifact.ref;
+    const runs = a.manifest ? manifestImage(facts.texts[a.manifest]) : a.container ? containerImage(facts, a.container, runtime) : artifact.ref;
     const check: Change[] = a.validate && runs !== artifact.ref ? [{ kind: 'run', when: 'validate', label: `check the config in ${artifact.ref}`, command: `${daemonUp(runtime)}${a.validate}` }] : [];
     if (loaded) {
       if (!check.length) return noop(`${artifact.ref} is in ${runtime}`);

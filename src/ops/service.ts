@@ -5,7 +5,8 @@
  * either side allows, and the old unit is disabled only once the new one is verified.
  */
 import { z } from 'zod';
-import { noop, type Change, type Operation } from './types.js';
+import { noop, type Change, type Operation, type PlanContext, type StepPlan } from './types.js';
+import type { HostFacts } from '../facts/host.js';
 import { inUnitCgroup, isServing } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 import { hostPortOf, parseHostPort } from '../util/hostport.js';
@@ -20,7 +21,7 @@ export const unitName = z
   .max(256)
   .regex(/^[A-Za-z0-9@._:][A-Za-z0-9@._:-]*$/, 'must be a unit name like kube-nginx (letters, digits, @ . _ : -, not starting with -)');
 
-const replacesArgs = z.strictObject({
+const unitReplaced = z.strictObject({
   unit: unitName,
   /** The address both units listen on. */
   listen: addressPort,
@@ -34,6 +35,21 @@ const replacesArgs = z.strictObject({
   ready: addressPort.optional(),
 });
 
+/**
+ * A static pod (lb.impl static-pod): its manifest is moved aside (out of kubelet's folder, so kubelet
+ * stops the pod), the unit starts once the port is free, and the manifest is removed only once the
+ * unit is verified; a rollback moves it back and kubelet starts the pod again.
+ */
+const podReplaced = z.strictObject({
+  manifest: nodePath('/etc/kubernetes/manifests/kube-nginx.yaml'),
+  aside: nodePath('/var/lib/k8s-ha/kube-nginx.static-pod.yaml'),
+  listen: addressPort,
+  /** The unit that runs static pods, watched after a rollback. */
+  kubelet: unitName.default('kubelet'),
+});
+
+const replacesArgs = z.union([unitReplaced, podReplaced]);
+
 type Replaces = z.infer<typeof replacesArgs>;
 type ServiceArgs = { name: string; enabled: boolean; state: 'running' | 'stopped'; noBlock: boolean; binaryUpgrade?: { pidFile: string }; replaces?: Replaces | Replaces[] };
 
@@ -43,9 +59,15 @@ const listOf = (r: ServiceArgs['replaces']): Replaces[] => (r === undefined ? []
  * Of the units this service may take over from (the other balancers), the one to take over from on
  * this host: the one serving, else one enabled at boot, else none.
  */
-export function replacedOn(a: Pick<ServiceArgs, 'replaces'>, units: Record<string, { activeState: string; unitFileState: string } | undefined>): Replaces | undefined {
+export function replacedOn(
+  a: Pick<ServiceArgs, 'replaces'>,
+  units: Record<string, { activeState: string; unitFileState: string } | undefined>,
+  files: Record<string, unknown> = {},
+): Replaces | undefined {
   const list = listOf(a.replaces);
-  return list.find((r) => isServing(units[r.unit] as never)) ?? list.find((r) => units[r.unit]?.unitFileState === 'enabled');
+  // A static pod serves while its manifest is in kubelet's folder.
+  const serving = (r: Replaces) => ('manifest' in r ? !!files[r.manifest] : isServing(units[r.unit] as never));
+  return list.find(serving) ?? list.find((r) => 'unit' in r && units[r.unit]?.unitFileState === 'enabled');
 }
 
 function listening(listen: string): string {
@@ -120,6 +142,27 @@ export function retireOldMaster(pidFile: string, unit: string): string {
   return `${ofUnit(unit)}; o=$(cat ${ob} 2>/dev/null); if ours "$o"; then kill -QUIT "$o"; else rm -f ${ob}; fi`;
 }
 
+/** The service takes the port from a static pod: its manifest moved aside, the port free, the unit started. */
+function planFromPod(a: ServiceArgs, r: z.infer<typeof podReplaced>, facts: HostFacts, ctx: PlanContext): StepPlan {
+  const unit = quote(a.name);
+  const u = facts.units[a.name];
+  const changes: Change[] = [];
+  if (ctx.notified.has('daemon-reload')) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
+  const m = quote(r.manifest);
+  const aside = quote(r.aside);
+  changes.push({
+    kind: 'run',
+    command: `mkdir -p -m 0700 ${quote(r.aside.slice(0, r.aside.lastIndexOf('/')) || '/')} && mv -fT ${m} ${aside} && { ${waitPortFree(r.listen)}; systemctl restart ${unit}; }`,
+    label: 'switch from the static pod',
+    switchFrom: r.kubelet,
+    // The unit lets go of the port, then the manifest goes back into kubelet's folder and kubelet starts the pod again.
+    undo: `systemctl stop ${unit}; systemctl disable -q --no-reload ${unit}; ${waitPortFree(r.listen)}; if [ -e ${aside} ]; then mv -fT ${aside} ${m}; fi`,
+  });
+  if (a.enabled && u?.unitFileState !== 'enabled') changes.push({ kind: 'run', command: `systemctl enable -q --no-reload ${unit}`, label: 'enable', when: 'verified' });
+  changes.push({ kind: 'run', command: `rm -f ${aside}`, label: 'remove the static pod manifest', when: 'verified' });
+  return { changes, notify: [], summary: changes.map((c) => (c.kind === 'run' ? c.label : '')).join(', ') };
+}
+
 export const service: Operation<ServiceArgs> = {
   type: 'service',
   args: z.strictObject({
@@ -141,9 +184,14 @@ export const service: Operation<ServiceArgs> = {
     // One unit, or several (each balancer can replace either of the others).
     replaces: z.union([replacesArgs, z.array(replacesArgs).min(1)]).optional(),
   }),
-  facts: (a) => ({ units: [a.name, ...listOf(a.replaces).map((r) => r.unit)] }),
+  facts: (a) => ({
+    units: [a.name, ...listOf(a.replaces).flatMap((r) => ('unit' in r ? [r.unit] : []))],
+    files: listOf(a.replaces).flatMap((r) => ('manifest' in r ? [r.manifest] : [])),
+  }),
   plan(args, facts, ctx) {
-    const a = { ...args, replaces: replacedOn(args, facts.units) };
+    const picked = replacedOn(args, facts.units, facts.files);
+    if (picked && 'manifest' in picked) return planFromPod(args, picked, facts, ctx);
+    const a = { ...args, replaces: picked };
     const u = facts.units[a.name];
     const unit = quote(a.name);
     const changes: Change[] = [];

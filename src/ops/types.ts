@@ -26,6 +26,11 @@ export type Change =
       owner?: string;
       /** Run against the staged file before it replaces the live one. Live paths of files staged in the same run are read as their staged copies. */
       validate?: string;
+      /**
+       * Moved into place after the commit's commands, not before them: a static pod's manifest, which
+       * kubelet acts on the moment it appears, once the balancer it replaces has let go of the port.
+       */
+      late?: boolean;
       /** Text of the file now and after, for --diff (text files only). */
       before?: string;
       after?: string;
@@ -60,7 +65,7 @@ export interface PlanContext {
   /** Handlers notified by the steps before this one. */
   notified: ReadonlySet<Handler>;
   /** Build outputs by name, e.g. `nginx`. */
-  artifacts: Record<string, { content: Buffer; sha256: string; describe: string; /** An image's name:tag. */ ref?: string; /** An image the node's runtime pulls from the site's registry (lb.image): no content. */ pull?: boolean }>;
+  artifacts: Record<string, { content: Buffer; sha256: string; describe: string; /** An image's name:tag. */ ref?: string; /** An image's nginx binary: its sha256. */ binarySha256?: string; /** An image the node's runtime pulls from the site's registry (lb.image): no content. */ pull?: boolean }>;
   /** Named renderers for templates. */
   render: (template: string, facts: HostFacts) => string;
   /** The remote text of a file, for diffs; undefined when unknown. */

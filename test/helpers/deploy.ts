@@ -121,8 +121,10 @@ export function expectOneShortGap(what: string, node: string, g: ServedReport, b
     (window ? `; every failure within ${window.fromMs} to ${window.toMs} ms (${window.ms} ms)` : '') +
     (load ? `; other traffic: ${load.requests} requests, ${load.failures.length} failed` : '');
   console.log(line);
-  // Requests kept going all through the deploy: one every 20 ms, so hundreds.
-  expect(g.sent, line).toBeGreaterThan(100);
+  // Requests kept going all through the deploy: one every 20 ms when this machine keeps up, fewer on a
+  // busy one (a deploy beside three watchers and the load on 2 cores): at least one per 250 ms, so a
+  // gap longer than the bound shows. That the answers came is the gap's bound, below.
+  expect(g.sent, line).toBeGreaterThanOrEqual(Math.floor(g.stoppedMs / 250));
   expect(g.longestGapMs, line).toBeLessThanOrEqual(boundMs);
   expect(window?.ms ?? 0, line).toBeLessThanOrEqual(boundMs);
 }

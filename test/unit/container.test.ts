@@ -91,7 +91,7 @@ describe('the container runtime and its unit', () => {
       build: { link: 'native' },
     });
     expect(checkRules(inv).map((d) => `${d.path.join('.')}: ${d.message}`)).toContain(
-      'build.link: is native, but lb.impl container runs nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)',
+      'build.link: is native, but lb.impl container and static-pod run nginx in an image with no C library: only a static build runs there; remove build.link (static is the default)',
     );
   });
 });

@@ -87,7 +87,7 @@ nginx:
     expect(lines(base + 'lb: { impl: kube-lb }\ntls: { caFile: ca.crt }\n')).toEqual([]);
     // auto may run either: both are needed.
     expect(lines(base + 'lb: { impl: auto }\n').map((l) => l.split(':')[3])).toEqual([' nginx', ' tls.caFile']);
-    expect(lines(base + 'lb: { impl: fastest }\n')).toEqual(['inv.yaml:3:13: lb.impl: must be one of nginx, kube-lb, haproxy, container, auto']);
+    expect(lines(base + 'lb: { impl: fastest }\n')).toEqual(['inv.yaml:3:13: lb.impl: must be one of nginx, kube-lb, haproxy, container, static-pod, auto']);
   });
 
   it('rejects duplicate names and addresses, naming both places', () => {

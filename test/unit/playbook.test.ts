@@ -60,16 +60,16 @@ steps:
   - name: e
 `;
     expect(errors(text)).toEqual([
-      'pb.yaml:8:17: steps[2].frobnicate: unknown step type; use one of nginxBuild, kubeLbBuild, verify, directory, file, template, systemdUnit, service, command, packages, image',
-      'pb.yaml:11:5: steps[4]: needs a step type: one of nginxBuild, kubeLbBuild, verify, directory, file, template, systemdUnit, service, command, packages, image',
+      'pb.yaml:8:17: steps[2].frobnicate: unknown step type; use one of nginxBuild, kubeLbBuild, verify, directory, file, template, systemdUnit, service, command, packages, image, staticPod',
+      'pb.yaml:11:5: steps[4]: needs a step type: one of nginxBuild, kubeLbBuild, verify, directory, file, template, systemdUnit, service, command, packages, image, staticPod',
     ]);
     // Once every step has a known type, the arguments are checked.
     const text2 = text.replace('  - name: c\n    frobnicate: {}\n', '').replace('  - name: e\n', '');
     expect(errors(text2)).toEqual([
       'pb.yaml:4:24: steps[0].directory.path: must be an absolute path, like /etc/k8s-ha/file.conf',
-      'pb.yaml:6:44: steps[1].template.dest: unknown variable {{ lb.nothing }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository',
+      'pb.yaml:6:44: steps[1].template.dest: unknown variable {{ lb.nothing }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository, container.binary',
       'pb.yaml:6:44: steps[1].template.dest: must be an absolute path, like /etc/k8s-ha/file.conf',
-      'pb.yaml:6:27: steps[1].template.template: no template named nope.conf; known: kube-nginx.conf, kube-nginx.service, kube-nginx-container.conf, kube-nginx-container.service, kube-lb.yaml, kube-lb.service, kube-haproxy.cfg, kube-haproxy.service, kube-haproxy-ca.crt, kube-haproxy-client.pem, kube-lb-client.pem',
+      'pb.yaml:6:27: steps[1].template.template: no template named nope.conf; known: kube-nginx.conf, kube-nginx.service, kube-nginx-container.conf, kube-nginx-container.service, kube-nginx.pod.yaml, kube-lb.yaml, kube-lb.service, kube-haproxy.cfg, kube-haproxy.service, kube-haproxy-ca.crt, kube-haproxy-client.pem, kube-lb-client.pem',
       'pb.yaml:8:14: steps[2].service: unknown key colour',
     ]);
   });

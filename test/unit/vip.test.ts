@@ -292,8 +292,8 @@ describe('lb.impl: haproxy on a node', () => {
   it('takes the port over from whichever balancer serves: the one serving, else the one enabled', () => {
     const args = { replaces: [{ unit: 'kube-nginx', listen: '127.0.0.1:8443', order: 'stop-first' as const }, { unit: 'kube-lb', listen: '127.0.0.1:8443', order: 'stop-first' as const }] };
     const u = (activeState: string, unitFileState: string) => ({ activeState, unitFileState });
-    expect(replacedOn(args, { 'kube-nginx': u('inactive', 'disabled'), 'kube-lb': u('active', 'enabled') })?.unit).toBe('kube-lb');
-    expect(replacedOn(args, { 'kube-nginx': u('failed', 'enabled'), 'kube-lb': u('inactive', 'disabled') })?.unit).toBe('kube-nginx');
+    expect(replacedOn(args, { 'kube-nginx': u('inactive', 'disabled'), 'kube-lb': u('active', 'enabled') })).toMatchObject({ unit: 'kube-lb' });
+    expect(replacedOn(args, { 'kube-nginx': u('failed', 'enabled'), 'kube-lb': u('inactive', 'disabled') })).toMatchObject({ unit: 'kube-nginx' });
     expect(replacedOn(args, {})).toBeUndefined();
   });
 });

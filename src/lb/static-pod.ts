@@ -1,0 +1,156 @@
+/**
+ * lb.impl static-pod: the same static nginx image as lb.impl container, run by the node's kubelet
+ * from a static pod manifest (/etc/kubernetes/manifests), as kubeadm runs the control plane. k8s-ha
+ * writes the manifest and the config; kubelet starts, restarts and stops the pod. The config is read
+ * from a host folder mounted read-only, so a config change is a reload (HUP to the pod's nginx
+ * master, which the node finds by its listening socket) and never touches the manifest; a new image
+ * is a new manifest, which kubelet answers by replacing the pod.
+ *
+ * What k8s-ha checks of the pod needs no runtime's API: the processes listening on the port are all
+ * in one PID namespace that is not the host's, whose first process is kube-nginx, and (for the image
+ * k8s-ha builds) its executable is the very binary of the image. That holds whichever runtime the
+ * kubelet uses.
+ */
+import type { Inventory } from '../inventory/schema.js';
+import { IMAGE_BINARY } from '../build/image.js';
+import { hostPortOf } from '../util/hostport.js';
+import { quote } from '../util/quote.js';
+import { CONTAINER_CONF, CONTAINER_CONF_DIR } from './container.js';
+
+/** The folder kubelet reads static pods from (kubeadm's staticPodPath). */
+export const MANIFESTS_DIR = '/etc/kubernetes/manifests';
+export const STATIC_POD_MANIFEST = `${MANIFESTS_DIR}/kube-nginx.yaml`;
+/**
+ * Where a node switching from the static pod to another balancer keeps the manifest until that one
+ * is verified: outside the manifests folder (kubelet reads every file there), so the pod stops, and
+ * a rollback puts it back.
+ */
+export const STATIC_POD_ASIDE = '/var/lib/k8s-ha/kube-nginx.static-pod.yaml';
+/** Not `kube-nginx`: podman keeps one namespace for pod and container names, and lb.impl container's container is kube-nginx. */
+export const STATIC_POD_NAME = 'kube-nginx-lb';
+/** The unit that runs static pods: what verify waits for, and whose journal tells about the pod. */
+export const KUBELET_UNIT = 'kubelet';
+/** The process name of nginx in the image (its executable's file name). */
+const COMM = IMAGE_BINARY.slice(IMAGE_BINARY.lastIndexOf('/') + 1);
+
+/**
+ * The Pod, as kubelet reads it. hostNetwork (it listens on the node's loopback), system-node-critical
+ * (the last a node evicts), the config folder read-only from the host, probes on nginx's own status
+ * port (nginx.statusListen). nginx's master runs as root in the container to bind and to raise its
+ * workers' file limit; the workers drop to the image's kube-nginx user (uid 65532).
+ */
+export function renderStaticPod(inv: Inventory, image: string): string {
+  const status = inv.nginx?.statusListen;
+  if (!status) throw new Error('lb.impl static-pod needs nginx.statusListen: the pod\'s probes ask nginx\'s /healthz there');
+  const { host, port } = hostPortOf(status);
+  const probe = (period: number, failures: number) => `      httpGet:
+        host: ${JSON.stringify(host)}
+        port: ${port}
+        path: /healthz
+      periodSeconds: ${period}
+      timeoutSeconds: 2
+      failureThreshold: ${failures}`;
+  return `# Managed by k8s-ha: node-local load balancer for kube-apiserver (${inv.lb.listen}).
+# The config is ${CONTAINER_CONF} on the host: k8s-ha changes it and reloads nginx in this pod
+# (a HUP to its master); a change here (a new image) makes kubelet replace the pod.
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ${STATIC_POD_NAME}
+  namespace: kube-system
+  labels:
+    app.kubernetes.io/name: kube-nginx
+    app.kubernetes.io/managed-by: k8s-ha
+spec:
+  hostNetwork: true
+  dnsPolicy: ClusterFirstWithHostNet
+  priorityClassName: system-node-critical
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 15
+  containers:
+  - name: nginx
+    image: ${JSON.stringify(image)}
+    imagePullPolicy: ${inv.lb.image ? 'IfNotPresent' : 'Never'}
+    command: [${JSON.stringify(IMAGE_BINARY)}, "-e", "stderr", "-g", "daemon off;", "-c", ${JSON.stringify(CONTAINER_CONF)}]
+    resources:
+      requests:
+        cpu: 25m
+        memory: 32Mi
+    livenessProbe:
+${probe(10, 3)}
+      initialDelaySeconds: 5
+    readinessProbe:
+${probe(5, 2)}
+    volumeMounts:
+    - name: config
+      mountPath: ${CONTAINER_CONF_DIR}
+      readOnly: true
+  volumes:
+  - name: config
+    hostPath:
+      path: ${CONTAINER_CONF_DIR}
+      type: Directory
+`;
+}
+
+/**
+ * Shell: the static pod's nginx master, found by the port it listens on: every listener on the port
+ * must be in one PID namespace other than the host's, whose PID 1 is kube-nginx. Prints
+ * `@@pod ours PID SHA256` (the master's host PID and its executable's sha256, `-` where it cannot be
+ * read), `@@pod other PID COMMAND` (a listener outside any such container: another balancer), or
+ * `@@pod none` (nothing listens). Reads /proc and `ss`, nothing of any runtime.
+ */
+export function podMasterScript(listen: string): string {
+  const { port } = hostPortOf(listen);
+  return [
+    `command -v ss >/dev/null 2>&1 || { echo "@@pod unknown"; exit 0; }`,
+    // The host's PID namespace: this shell's (it runs on the node, not in a container).
+    'host=$(readlink /proc/$$/ns/pid 2>/dev/null); ns=; master=',
+    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    '  n=$(readlink /proc/$p/ns/pid 2>/dev/null)',
+    '  if [ -z "$n" ] || [ -z "$host" ] || [ "$n" = "$host" ] || { [ -n "$ns" ] && [ "$n" != "$ns" ]; }; then echo "@@pod other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; fi',
+    '  ns=$n',
+    // NSpid: the PID in each namespace, the container's own last: 1 is the container's first process.
+    `  if [ "$(awk '/^NSpid:/{print $NF}' /proc/$p/status 2>/dev/null)" = 1 ] && [ "$(cat /proc/$p/comm 2>/dev/null)" = ${quote(COMM)} ]; then master=$p; fi`,
+    'done',
+    '[ -n "$ns" ] || { echo "@@pod none"; exit 0; }',
+    '[ -n "$master" ] || { echo "@@pod other - no kube-nginx master among the listeners"; exit 0; }',
+    'sum=$(sha256sum /proc/$master/exe 2>/dev/null | cut -d " " -f 1)',
+    'echo "@@pod ours $master ${sum:--}"',
+  ].join('\n');
+}
+
+export type PodMaster = { state: 'ours'; pid: number; sha256?: string } | { state: 'other'; who: string } | { state: 'none' } | { state: 'unknown' };
+
+/** Pure: what podMasterScript printed. */
+export function parsePodMaster(stdout: string): PodMaster {
+  const m = /^@@pod (ours|other|none|unknown)(?: (.*))?$/m.exec(stdout);
+  if (!m) return { state: 'unknown' };
+  if (m[1] === 'ours') {
+    const [pid, sum] = (m[2] ?? '').split(' ');
+    return { state: 'ours', pid: Number(pid), sha256: sum && sum !== '-' ? sum : undefined };
+  }
+  if (m[1] === 'other') return { state: 'other', who: m[2] ?? '' };
+  return { state: m[1] as 'none' | 'unknown' };
+}
+
+/** Why the pod is not what verify waits for, or undefined. `sha256`: the image's nginx binary, when k8s-ha built it. */
+export function podProblem(p: PodMaster, listen: string, sha256?: string): string | undefined {
+  if (p.state === 'unknown') return undefined;
+  if (p.state === 'none') return `nothing listens on ${listen} yet: kubelet has not started the static pod (${STATIC_POD_MANIFEST})`;
+  if (p.state === 'other') {
+    const [pid, ...what] = p.who.split(' ');
+    return pid === '-' ? `${listen}: ${what.join(' ')}` : `${listen} is held by another process (pid ${pid}${what.length ? `, ${what.join(' ')}` : ''}), not by the static pod: it cannot take the port while that runs`;
+  }
+  if (sha256 && p.sha256 && p.sha256 !== sha256) return `the pod on ${listen} runs another nginx binary (sha256 ${p.sha256.slice(0, 12)}), not the image's (${sha256.slice(0, 12)}): kubelet has not replaced the pod yet`;
+  return undefined;
+}
+
+/**
+ * Shell: reload the static pod's nginx (HUP to its master, found by its socket as above): it re-reads
+ * the config from the mounted folder and starts new workers; the old ones finish their connections.
+ */
+export function podReloadScript(listen: string): string {
+  return `out=$( ${podMasterScript(listen).split('\n').join('\n')}
+); case "$out" in "@@pod ours "*) set -- $out; kill -HUP "$3" ;; *) echo ${quote(`no static pod nginx master listens on ${listen} to reload`)}": $out" >&2; false ;; esac`;
+}

@@ -1,0 +1,194 @@
+/**
+ * lb.impl static-pod, the pure parts and the one shell check that needs no container: the manifest
+ * kubelet reads, the plan of the static pod step (a late manifest, a switch, a reload), a unit taking
+ * the port back from the pod, the commit order, and how the pod's nginx master is told from another
+ * listener. The lab runs all of it with its kubelet stand-in (test/integration/static-pod.test.ts).
+ */
+import net from 'node:net';
+import { createHash } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import YAML from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { inventorySchema } from '../../src/inventory/schema.js';
+import { checkRules } from '../../src/inventory/rules.js';
+import { parsePodMaster, podMasterScript, podProblem, renderStaticPod, STATIC_POD_ASIDE, STATIC_POD_MANIFEST } from '../../src/lb/static-pod.js';
+import { staticPod } from '../../src/ops/static-pod.js';
+import { service } from '../../src/ops/service.js';
+import { image, manifestImage } from '../../src/ops/image.js';
+import { applyScript, restoreScript } from '../../src/engine/scripts.js';
+import { disturbsRunningService } from '../../src/engine/plan.js';
+import type { HostFacts } from '../../src/facts/host.js';
+import type { Handler } from '../../src/ops/types.js';
+import type { HostPlan } from '../../src/engine/plan.js';
+
+const REF = 'localhost/k8s-ha/kube-nginx:1.22.1-0123456789ab';
+const base = { masters: [{ name: 'm1', address: '10.0.0.1' }], nodes: [{ name: 'n1' }], lb: { impl: 'static-pod' } };
+const inv = inventorySchema.parse({ ...base, nginx: { version: '1.22.1', sources: ['https://nginx.org/download/nginx-1.22.1.tar.gz'], sha256: 'a'.repeat(64), statusListen: '127.0.0.1:8081' } });
+
+const unit = (activeState: string, unitFileState: string) => ({ activeState, subState: activeState === 'active' ? 'running' : 'dead', unitFileState, loadState: 'loaded', activeEnterTimestamp: '', mainPid: 0 });
+const file = { sha256: '0'.repeat(64), mode: '644', owner: 'root:root' };
+const facts = (o: { files?: Record<string, unknown>; units?: Record<string, unknown>; texts?: Record<string, string> }) =>
+  ({ files: {}, dirs: {}, units: {}, guards: {}, texts: {}, tools: ['podman'], images: {}, containers: {}, ...o }) as unknown as HostFacts;
+const ctx = (notified: Handler[] = []) => ({ notified: new Set(notified), artifacts: {}, render: () => renderStaticPod(inv, REF) });
+const podArgs = staticPod.args.parse({
+  manifest: STATIC_POD_MANIFEST,
+  template: 'kube-nginx.pod.yaml',
+  listen: '127.0.0.1:8443',
+  replaces: [{ unit: 'kube-nginx' }, { unit: 'kube-lb' }],
+});
+
+describe('the static pod manifest', () => {
+  it('is a host-network, node-critical Pod running the image with no pull, the config folder read-only, probes on nginx\'s status port', () => {
+    const pod = YAML.parse(renderStaticPod(inv, REF));
+    expect(pod).toMatchObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'kube-nginx-lb', namespace: 'kube-system' } });
+    expect(pod.spec).toMatchObject({ hostNetwork: true, priorityClassName: 'system-node-critical', restartPolicy: 'Always' });
+    const [c] = pod.spec.containers;
+    expect(c).toMatchObject({ image: REF, imagePullPolicy: 'Never', command: ['/usr/sbin/kube-nginx', '-e', 'stderr', '-g', 'daemon off;', '-c', '/etc/kube-nginx/kube-nginx.conf'] });
+    for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe.httpGet).toEqual({ host: '127.0.0.1', port: 8081, path: '/healthz' });
+    expect(c.volumeMounts).toEqual([{ name: 'config', mountPath: '/etc/kube-nginx', readOnly: true }]);
+    expect(pod.spec.volumes).toEqual([{ name: 'config', hostPath: { path: '/etc/kube-nginx', type: 'Directory' } }]);
+    expect(manifestImage(renderStaticPod(inv, REF))).toBe(REF);
+  });
+
+  it('a site image (lb.image) may be pulled by kubelet when the node lacks it', () => {
+    const site = inventorySchema.parse({ ...base, lb: { impl: 'static-pod', image: 'registry.example.com/lb/nginx:1.2' }, nginx: { version: '1.22.1', sources: ['https://nginx.org/download/nginx-1.22.1.tar.gz'], sha256: 'a'.repeat(64), statusListen: '127.0.0.1:8081' } });
+    expect(YAML.parse(renderStaticPod(site, 'registry.example.com/lb/nginx:1.2')).spec.containers[0].imagePullPolicy).toBe('IfNotPresent');
+  });
+
+  it('without nginx.statusListen the inventory is refused at load, naming the field and the fix', () => {
+    const bad = inventorySchema.parse({ ...base, nginx: { version: '1.22.1', sources: ['https://nginx.org/download/nginx-1.22.1.tar.gz'], sha256: 'a'.repeat(64) } });
+    const errors = checkRules(bad).filter((d) => d.severity === 'error');
+    expect(errors).toEqual([expect.objectContaining({ path: ['nginx', 'statusListen'], message: expect.stringMatching(/lb\.impl static-pod.*set nginx\.statusListen: 127\.0\.0\.1:8081/) })]);
+  });
+});
+
+describe('the static pod step', () => {
+  it('from a serving kube-nginx: stop it and wait for the port, then the manifest (moved last), the old unit disabled once verified', () => {
+    const p = staticPod.plan(podArgs, facts({ files: { [STATIC_POD_MANIFEST]: null }, units: { 'kube-nginx': unit('active', 'enabled'), 'kube-lb': unit('inactive', 'disabled') } }), ctx(['reload']));
+    expect(p.changes.map((c) => [c.kind, c.kind === 'run' ? c.label : c.path, c.kind === 'run' ? c.when : c.kind === 'put' ? c.late : undefined])).toEqual([
+      ['run', 'switch from kube-nginx', undefined],
+      ['put', STATIC_POD_MANIFEST, true],
+      ['run', 'disable kube-nginx', 'verified'],
+    ]);
+    const sw = p.changes[0]!;
+    expect(sw.kind === 'run' && sw.command).toMatch(/^systemctl stop --no-block kube-nginx; for i in .*:20FB 0\+:0000 0A/);
+    expect(sw.kind === 'run' && sw.undo).toMatch(/systemctl is-active -q kube-nginx \|\| \{ .*systemctl start kube-nginx; \}$/);
+  });
+
+  it('a config change under a running pod is a reload of its nginx; an unchanged manifest and config is nothing', () => {
+    const current = renderStaticPod(inv, REF);
+    const same = { [STATIC_POD_MANIFEST]: { ...file, sha256: createHash('sha256').update(current).digest('hex') } };
+    const reload = staticPod.plan(podArgs, facts({ files: same, units: { 'kube-nginx': unit('inactive', 'disabled') } }), ctx(['reload']));
+    expect(reload.changes.map((c) => (c.kind === 'run' ? c.label : c.kind))).toEqual(['reload']);
+    expect(reload.changes[0]!.kind === 'run' && reload.changes[0]!.command).toContain('kill -HUP');
+    expect(staticPod.plan(podArgs, facts({ files: same }), ctx()).changes).toEqual([]);
+  });
+
+  it('a new image is a new manifest and no reload: kubelet replaces the pod, which reads the config anyway', () => {
+    const p = staticPod.plan(podArgs, facts({ files: { [STATIC_POD_MANIFEST]: file } }), ctx(['reload']));
+    expect(p.changes.map((c) => c.kind)).toEqual(['put']);
+  });
+
+  it('the host rolls only when a pod serves (its manifest in place) or a balancer is switched from', () => {
+    const plan = (files: Record<string, unknown>, units: Record<string, unknown> = {}): HostPlan => {
+      const f = facts({ files, units: { kubelet: unit('active', 'enabled'), ...units } });
+      return { node: { name: 'n1' } as never, facts: f, steps: [{ step: { type: 'op', name: 'static pod', op: staticPod, args: podArgs } as never, plan: staticPod.plan(podArgs, f, ctx()) }] };
+    };
+    expect(disturbsRunningService(plan({ [STATIC_POD_MANIFEST]: null }), 'kubelet')).toBe(false);
+    expect(disturbsRunningService(plan({ [STATIC_POD_MANIFEST]: file }), 'kubelet')).toBe(true);
+    expect(disturbsRunningService(plan({ [STATIC_POD_MANIFEST]: null }, { 'kube-lb': unit('active', 'enabled') }), 'kubelet')).toBe(true);
+  });
+
+  it('the apply script moves the manifest after the switch command; a restore removes a new manifest and restarts no unit', () => {
+    const f = facts({ files: { [STATIC_POD_MANIFEST]: null, '/etc/kube-nginx/kube-nginx.conf': null }, units: { 'kube-nginx': unit('active', 'enabled') } });
+    const conf = { kind: 'put' as const, path: '/etc/kube-nginx/kube-nginx.conf', content: Buffer.from('x'), sha256: 'x', mode: '644' };
+    const pod = staticPod.plan(podArgs, f, ctx());
+    const plan: HostPlan = {
+      node: { name: 'n1' } as never,
+      facts: f,
+      steps: [
+        { step: { type: 'op', name: 'config', op: staticPod, args: {} } as never, plan: { changes: [conf], notify: [], summary: '' } },
+        { step: { type: 'op', name: 'static pod', op: staticPod, args: podArgs } as never, plan: pod },
+      ],
+    };
+    const script = applyScript(plan, { runId: 'r1', by: 'test', backup: true, unit: 'kubelet' });
+    const at = (s: string) => script.indexOf(s);
+    expect(at('mv -fT /etc/kube-nginx/kube-nginx.conf.k8s-ha-new.r1')).toBeGreaterThan(0);
+    expect(at('mv -fT /etc/kube-nginx/kube-nginx.conf.k8s-ha-new.r1')).toBeLessThan(at('systemctl stop --no-block'));
+    expect(at('systemctl stop --no-block')).toBeLessThan(at(`mv -fT ${STATIC_POD_MANIFEST}.k8s-ha-new.r1`));
+    const restore = restoreScript(plan, { runId: 'r1', unit: 'kubelet' });
+    expect(restore).toContain(`elif [ -e ${STATIC_POD_MANIFEST} ]; then rm -f ${STATIC_POD_MANIFEST}`);
+    expect(restore).toContain('systemctl start kube-nginx');
+    expect(restore).not.toMatch(/systemctl (reload|restart) kubelet/);
+  });
+});
+
+describe('a unit taking the port back from the static pod', () => {
+  const args = service.args.parse({
+    name: 'kube-nginx',
+    replaces: [{ unit: 'kube-lb', listen: '127.0.0.1:8443', order: 'stop-first' }, { manifest: STATIC_POD_MANIFEST, aside: STATIC_POD_ASIDE, listen: '127.0.0.1:8443' }],
+  });
+
+  it('moves the manifest out of kubelet\'s folder, waits for the port, starts; removes the manifest only once verified; a rollback moves it back', () => {
+    expect(service.facts(args)).toEqual({ units: ['kube-nginx', 'kube-lb'], files: [STATIC_POD_MANIFEST] });
+    const p = service.plan(args, facts({ files: { [STATIC_POD_MANIFEST]: file }, units: { 'kube-nginx': unit('inactive', 'disabled'), 'kube-lb': unit('inactive', 'disabled') } }), ctx(['daemon-reload']));
+    expect(p.changes.map((c) => (c.kind === 'run' ? [c.label, c.when] : c.kind))).toEqual([
+      ['daemon-reload', undefined],
+      ['switch from the static pod', undefined],
+      ['enable', 'verified'],
+      ['remove the static pod manifest', 'verified'],
+    ]);
+    const sw = p.changes[1]!;
+    if (sw.kind !== 'run') throw new Error('not a run');
+    expect(sw.command).toMatch(new RegExp(`mv -fT ${STATIC_POD_MANIFEST} ${STATIC_POD_ASIDE} && \\{ for i in .*; systemctl restart kube-nginx; \\}$`));
+    expect(sw.switchFrom).toBe('kubelet');
+    expect(sw.undo).toMatch(new RegExp(`^systemctl stop kube-nginx; systemctl disable -q --no-reload kube-nginx; .*if \\[ -e ${STATIC_POD_ASIDE} \\]; then mv -fT ${STATIC_POD_ASIDE} ${STATIC_POD_MANIFEST}; fi$`));
+  });
+
+  it('no manifest in place: the other balancers are replaced as before', () => {
+    const p = service.plan(args, facts({ files: { [STATIC_POD_MANIFEST]: null }, units: { 'kube-nginx': unit('inactive', 'disabled'), 'kube-lb': unit('active', 'enabled') } }), ctx());
+    expect(p.changes.find((c) => c.kind === 'run' && c.switchFrom)).toMatchObject({ label: 'switch from kube-lb', switchFrom: 'kube-lb' });
+  });
+});
+
+describe('which image the pod runs, and the image step', () => {
+  it('is read from the manifest in place: a loaded image the pod does not run yet is checked before it moves there', () => {
+    const ref = REF;
+    const args = image.args.parse({ source: 'artifact:kube-nginx-image', repository: 'localhost/k8s-ha/kube-nginx', runtime: 'podman', archive: '/var/lib/k8s-ha/images/kube-nginx.tar', manifest: STATIC_POD_MANIFEST, validate: 'check' });
+    expect(image.facts(args)).toEqual({ images: ['localhost/k8s-ha/kube-nginx'], texts: [STATIC_POD_MANIFEST] });
+    const c = { notified: new Set<never>(), artifacts: { 'kube-nginx-image': { content: Buffer.from('x'), sha256: 'x', ref, describe: 'img' } }, render: () => '' };
+    const loaded = { 'localhost/k8s-ha/kube-nginx': [`podman ${ref}`] };
+    const old = renderStaticPod(inv, 'localhost/k8s-ha/kube-nginx:1.22.1-000000000000');
+    expect(image.plan(args, facts({ texts: { [STATIC_POD_MANIFEST]: old }, images: loaded } as never), c).changes.map((x) => x.kind === 'run' && x.when)).toEqual(['validate']);
+    expect(image.plan(args, facts({ texts: { [STATIC_POD_MANIFEST]: renderStaticPod(inv, ref) }, images: loaded } as never), c).changes).toEqual([]);
+  });
+});
+
+describe("the pod's nginx master, told by its socket", () => {
+  it('a listener in the host\'s own PID namespace is another process, named; a free port is none', async () => {
+    const server = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => server.once('listening', r));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const run = (p: number) => spawnSync('sh', ['-c', podMasterScript(`127.0.0.1:${p}`)], { encoding: 'utf8' }).stdout;
+      const held = parsePodMaster(run(port));
+      expect(held).toEqual({ state: 'other', who: expect.stringMatching(new RegExp(`^${process.pid} \\S+`)) });
+      expect(podProblem(held, `127.0.0.1:${port}`)).toMatch(new RegExp(`^127\\.0\\.0\\.1:${port} is held by another process \\(pid ${process.pid}, .*\\), not by the static pod`));
+      server.close();
+      await new Promise((r) => server.once('close', r));
+      expect(parsePodMaster(run(port))).toEqual({ state: 'none' });
+    } finally {
+      server.close();
+    }
+  });
+
+  it('the pod\'s master, and whether it runs the image\'s binary', () => {
+    const ours = parsePodMaster('@@pod ours 4242 ' + 'b'.repeat(64) + '\n');
+    expect(ours).toEqual({ state: 'ours', pid: 4242, sha256: 'b'.repeat(64) });
+    expect(podProblem(ours, '127.0.0.1:8443', 'b'.repeat(64))).toBeUndefined();
+    expect(podProblem(ours, '127.0.0.1:8443', 'c'.repeat(64))).toMatch(/runs another nginx binary \(sha256 bbbbbbbbbbbb\), not the image's \(cccccccccccc\)/);
+    // lb.image: no binary to compare.
+    expect(podProblem(ours, '127.0.0.1:8443', undefined)).toBeUndefined();
+    expect(podProblem(parsePodMaster('@@pod none'), '127.0.0.1:8443')).toMatch(/kubelet has not started the static pod/);
+  });
+});
