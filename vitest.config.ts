@@ -3,6 +3,9 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     reporters: ['default', './test/summary-reporter.ts'],
+    // Both cores for the unit files: the integration files (one at a time, on the shared lab) start
+    // only once they are done, so the machine is otherwise idle meanwhile.
+    maxWorkers: 2,
     projects: [
       {
         test: {

@@ -142,13 +142,24 @@ RestartSec=1
 WantedBy=multi-user.target
 `;
 
+/**
+ * What a deploy installs on the VIP hosts (the masters, in the lab), from Debian's packages. The
+ * master image keeps apt's package lists and these packages' files in apt's cache, downloaded and
+ * NOT installed: a deploy still installs them with apt-get as on any host, without fetching them
+ * from the mirror each time a lab starts.
+ */
+export const VIP_PACKAGES = ['haproxy', 'keepalived'];
+
 function masterDockerfile(node: string): string {
   return `FROM ${node}
 COPY node /usr/local/bin/node
 COPY standin.js /opt/k8s-ha-lab/standin.js
 COPY kube-apiserver.service /etc/systemd/system/kube-apiserver.service
 RUN /usr/local/bin/node --version \
- && systemctl enable kube-apiserver.service
+ && systemctl enable kube-apiserver.service \
+ && apt-get update -q \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --download-only --no-install-recommends ${VIP_PACKAGES.join(' ')} \
+ && ls /var/cache/apt/archives/*.deb >/dev/null
 `;
 }
 

@@ -102,18 +102,35 @@ export async function labContainer(service: string): Promise<string> {
   return id;
 }
 
+/**
+ * Container ids as last found: a test that polls hosts several times a second would otherwise run
+ * `docker ps` before every `docker exec`, which on a 2-core machine takes the CPU from what it watches.
+ * A host stopped and started keeps its id; one made anew (lab up) is looked up again.
+ */
+const ids = new Map<string, string>();
+
 /** Run a shell command in a lab container as root (not over SSH: for checks while SSH is what is tested). */
 export async function inContainer(service: string, script: string): Promise<string> {
-  const r = await run('docker', ['exec', await labContainer(service), 'sh', '-c', script]);
+  const exec = async (id: string) => run('docker', ['exec', id, 'sh', '-c', script]);
+  let id = ids.get(service) ?? (await labContainer(service));
+  let r = await exec(id);
+  if (r.code !== 0 && /No such container/i.test(r.stderr)) {
+    id = await labContainer(service);
+    r = await exec(id);
+  }
+  ids.set(service, id);
   if (r.code !== 0) throw new Error(`${service}: ${script}: exit ${r.code}: ${r.stderr}`);
   return r.stdout;
 }
 
 /** Whatever a test did to them: every master thawed, its kube-apiserver started and ready, as the other files expect. */
 export async function restoreMasters(): Promise<void> {
-  for (const m of lab().masters) {
-    for (const action of ['thaw', 'start', 'ready']) await k8sha(['lab', 'master', '--dir', lab().dir, m.name, action]);
-  }
+  // The masters at once (none of these actions writes lab.json), each one's actions in order.
+  await Promise.all(
+    lab().masters.map(async (m) => {
+      for (const action of ['thaw', 'start', 'ready']) await k8sha(['lab', 'master', '--dir', lab().dir, m.name, action]);
+    }),
+  );
 }
 
 /** kube-lb's own /metrics, from inside the node. */

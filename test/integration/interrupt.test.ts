@@ -79,7 +79,7 @@ describe.sequential('interrupting a deploy', () => {
 
   // Ctrl-C, and SIGTERM as systemd, a CI runner or `kill` sends it: handled alike.
   it.each(['SIGINT', 'SIGTERM'] as const)('%s while node-1 verifies a config that cannot work: exit 130, node-1 restored and serving, the others untouched, nothing left behind', async (sig) => {
-    const run = startK8sha(['deploy', '-i', refusingInventory(), '--serial', '1', '--max-fail-percent', '100', '--verify-timeout', '8s', '--json']);
+    const run = startK8sha(['deploy', '-i', refusingInventory(), '--serial', '1', '--max-fail-percent', '100', '--verify-timeout', '5s', '--json']);
     await run.waitFor(/node-1: verifying/);
     await sleep(500);
     run.signal(sig);

@@ -63,7 +63,8 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
   it('switches every node from kube-nginx to kube-lb under traffic; kube-nginx is disabled only once kube-lb is verified', async () => {
     const base = await deployJson(['-i', lab().inventory, '--serial', '100%']);
     expect(base.code, base.stderr).toBe(0);
-    const { result, reports } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', inventory()]));
+    // Every node in one batch: each node's hand-over is what is measured (one at a time is roll.test's).
+    const { result, reports } = await withLoad(lab().nodes, () => deployWatchingGaps(['-i', inventory(), '--serial', '100%']));
     const { d, gaps } = result;
     expect(d.code, d.stderr).toBe(0);
     for (const n of lab().nodes) {
@@ -381,7 +382,8 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       inv.lb.impl = 'kube-lb';
       inv.kubeLb = { check: { path: '/no-such-path' } };
     });
-    const d = await deployJson(['-i', blind, '--limit', node.name]);
+    // A verify that cannot pass: 6 s is ample for kube-lb's checks (1 s apart) to fail, and the test is not of the deadline.
+    const d = await deployJson(['-i', blind, '--limit', node.name, '--verify-timeout', '6s']);
     expect(d.code).toBe(3);
     const h = d.report.hosts[node.name]!;
     expect(h.steps.find((s) => s.name === 'verify')!.summary).toMatch(

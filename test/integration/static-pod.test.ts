@@ -137,7 +137,7 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
       inv.lb.failTimeout = '20s';
       inv.masters = inv.masters.slice(0, 2).map((m: { name: string }, i: number) => ({ ...m, name: `refusing-${i + 1}`, port: 6999 }));
     });
-    const run = startK8sha(['deploy', '-i', refusing, ...LIMIT, '--serial', '1', '--max-fail-percent', '100', '--verify-timeout', '8s', '--json']);
+    const run = startK8sha(['deploy', '-i', refusing, ...LIMIT, '--serial', '1', '--max-fail-percent', '100', '--verify-timeout', '5s', '--json']);
     await run.waitFor(/node-1: verifying/);
     await new Promise((r) => setTimeout(r, 500));
     run.signal('SIGINT');
