@@ -1,8 +1,10 @@
-// nginx on the host against nginx in a container (podman, Docker): npm run bench:container -- --nodes 20 [--concurrency 64] [--keep]
+// nginx on the host against nginx in a container (podman, Docker) and as a static pod:
+// npm run bench:container -- --nodes 20 [--concurrency 64] [--variants nginx,podman,docker,static-pod] [--keep]
 // Starts an N-node lab whose every node has a container runtime (`lab up --runtime N`: podman with vfs
 // storage, docker.io with dockerd socket-activated and vfs), then calls the engine's runDeploy directly
 // for three variants in turn, on the same nodes: lb.impl nginx, lb.impl container with lb.runtime
-// podman, then with lb.runtime docker. Each variant is reached by deploying its inventory (the first
+// podman, then with lb.runtime docker, then lb.impl static-pod (run by the lab's kubelet STAND-IN with
+// podman, nginx.statusListen set for its probes). Each variant is reached by deploying its inventory (the first
 // from nothing, the next two a switch from the variant before), then a config-only change (lb.maxFails
 // 2: a rolled reload, --serial 25%), then a binary change (the playbook with --with-stream_realip_module
 // added: nginx on the host upgrades in place, a container gets a new image and restarts). Every nginx
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     masters: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '64' },
     keep: { type: 'boolean', default: false },
+    variants: { type: 'string', default: 'nginx,podman,docker,static-pod' },
   },
 });
 const nodes = Number(values.nodes);
@@ -38,11 +41,25 @@ const concurrency = Number(values.concurrency);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-container-'));
 fs.rmdirSync(dir);
 
-const VARIANTS = [
+const ALL_VARIANTS = [
   { name: 'nginx', label: 'nginx on the host', lb: { impl: 'nginx' }, playbook: 'kube-nginx.yaml' },
   { name: 'podman', label: 'container, podman', lb: { impl: 'container', runtime: 'podman' }, playbook: 'kube-nginx-container.yaml' },
   { name: 'docker', label: 'container, Docker', lb: { impl: 'container', runtime: 'docker' }, playbook: 'kube-nginx-container.yaml' },
+  {
+    name: 'static-pod',
+    label: 'static pod (kubelet stand-in, podman)',
+    lb: { impl: 'static-pod', runtime: 'podman' },
+    nginx: { statusListen: '127.0.0.1:8081' },
+    playbook: 'kube-nginx-static-pod.yaml',
+  },
 ];
+const wanted = values.variants.split(',');
+const unknown = wanted.filter((w) => !ALL_VARIANTS.some((v) => v.name === w));
+if (unknown.length) {
+  console.error(`--variants: unknown ${unknown.join(', ')}; use ${ALL_VARIANTS.map((v) => v.name).join(', ')}`);
+  process.exit(2);
+}
+const VARIANTS = ALL_VARIANTS.filter((v) => wanted.includes(v.name));
 
 const setupOf = (inventoryFile, playbookFile) => loadSetup({ inventoryFile, concurrency, acceptNewHostKeys: false, playbookFile });
 
@@ -52,7 +69,7 @@ async function timedDeploy(name, inventoryFile, playbookFile) {
   const report = await runDeploy({ inventoryFile, concurrency, acceptNewHostKeys: false, playbookFile }, () => {});
   const wallMs = Math.round(performance.now() - t0);
   if (!report.ok || report.totals.changed !== nodes) throw new Error(`${name}: unexpected result ${JSON.stringify(report.totals)}\n${JSON.stringify(report.hosts['node-1'] ?? report, null, 1).slice(0, 4000)}`);
-  const service = [...new Set(Object.values(report.hosts).map((h) => h.steps.find((st) => st.name === 'service')?.summary))];
+  const service = [...new Set(Object.values(report.hosts).map((h) => h.steps.find((st) => st.name === 'service' || st.name === 'static pod')?.summary))];
   return { wallMs, perNodeMs: +(wallMs / nodes).toFixed(1), peakSessions: report.peakSessions, service };
 }
 
@@ -85,9 +102,10 @@ function playbookVariant(file, out, extraConfigure) {
   return out;
 }
 
-function inventoryVariant(base, name, lb) {
+function inventoryVariant(base, name, lb, nginx = {}) {
   const doc = YAML.parse(fs.readFileSync(base, 'utf8'));
   Object.assign(doc.lb, lb);
+  Object.assign(doc.nginx, nginx);
   const file = path.join(dir, `inventory.${name}.yaml`);
   fs.writeFileSync(file, YAML.stringify(doc));
   return file;
@@ -114,11 +132,13 @@ show() { for p in $2; do
   echo "$1 $(cat /proc/$p/comm) $p \${rss:-0} \${pss:-0}"
 done; }
 show lb "$(printf '%s\\n' $lb $kids | sort -un)"
-show runtime "$(pgrep -x conmon; pgrep -x dockerd; pgrep -x containerd; pgrep '^containerd-shim'; pgrep -x docker; pgrep -x podman)"
+show runtime "$(pgrep -x conmon; pgrep -x catatonit; pgrep -x dockerd; pgrep -x containerd; pgrep '^containerd-shim'; pgrep -x docker; pgrep -x podman)"
 `;
 
 /** A runtime's processes that stay while its container runs: podman has no daemon, only conmon. */
-const RUNTIME_PROCESSES = { podman: ['conmon'], docker: ['dockerd', 'containerd', 'containerd-shim', 'docker'] };
+// A static pod run by podman (the kubelet stand-in) has a conmon per container, the pod's infra
+// container's among them, and that infra container's catatonit.
+const RUNTIME_PROCESSES = { podman: ['conmon'], docker: ['dockerd', 'containerd', 'containerd-shim', 'docker'], 'static-pod': ['conmon', 'catatonit'] };
 
 async function memory(target, variant) {
   const c = await SshConnection.open(target);
@@ -127,12 +147,12 @@ async function memory(target, variant) {
       const [group, comm, pid, rssKb, pssKb] = l.split(' ');
       return { group, comm, pid: Number(pid), rssKb: Number(rssKb), pssKb: Number(pssKb) };
     });
-    const storage = variant.lb.impl === 'container'
+    const storage = variant.lb.impl !== 'nginx'
       ? (await c.execOk(variant.lb.runtime === 'podman' ? "podman info --format '{{.Store.GraphDriverName}}'" : "docker info --format '{{.Driver}}'", { asRoot: true })).trim()
       : undefined;
     // The variant's own runtime processes; any other runtime's that happen to run (dockerd is
     // socket-activated: whatever asks it anything starts it) are listed apart, not counted.
-    const own = RUNTIME_PROCESSES[variant.lb.runtime] ?? [];
+    const own = RUNTIME_PROCESSES[variant.lb.impl === 'static-pod' ? 'static-pod' : variant.lb.runtime] ?? [];
     for (const r of rows) if (r.group === 'runtime' && !own.includes(r.comm)) r.group = 'other';
     const mb = (kb) => +(kb / 1024).toFixed(1);
     const total = (g) => {
@@ -160,8 +180,8 @@ try {
 
   const results = {};
   for (const v of VARIANTS) {
-    const inv = inventoryVariant(lab.inventory, v.name, v.lb);
-    const changedInv = inventoryVariant(lab.inventory, `${v.name}.maxfails`, { ...v.lb, maxFails: 2 });
+    const inv = inventoryVariant(lab.inventory, v.name, v.lb, v.nginx);
+    const changedInv = inventoryVariant(lab.inventory, `${v.name}.maxfails`, { ...v.lb, maxFails: 2 }, v.nginx);
     const binaryPb = playbookVariant(v.playbook, path.join(dir, `${v.name}.realip.yaml`), '--with-stream_realip_module');
     // Every build (the static nginx, the image) before the timings: the runs find them cached.
     await buildArtifacts(await setupOf(inv), () => {});
@@ -194,10 +214,10 @@ try {
       r.binaryChange.wallMs,
       g(r.binaryChange),
       `${r.memory.nginx.rssMb}/${r.memory.nginx.pssMb}`,
-      v.lb.impl === 'container' ? `${r.memory.runtime.rssMb}/${r.memory.runtime.pssMb}` : '-',
+      v.lb.impl !== 'nginx' ? `${r.memory.runtime.rssMb}/${r.memory.runtime.pssMb}` : '-',
     ]);
   }
-  console.log(`${nodes} nodes, every one with podman + Docker (lab up --runtime ${nodes}); SSH floor ${sshFloorMs} ms (${nodes} logins + \`true\`, best of ${floors.join('/')})`);
+  console.log(`${nodes} nodes, every one with podman + Docker and the kubelet stand-in (lab up --runtime ${nodes}); SSH floor ${sshFloorMs} ms (${nodes} logins + \`true\`, best of ${floors.join('/')})`);
   printTable(rows);
   for (const v of VARIANTS) {
     const m = results[v.name].memory;

@@ -220,7 +220,7 @@ function linkText(b: BuiltBinary): string {
 }
 
 /** The nginx build step, as the nginx playbook declares it (or the container playbook, for the image's nginx). */
-export function buildStepOf(setup: Setup, impl: 'nginx' | 'container' = 'nginx'): BuildStep<'nginxBuild'> | undefined {
+export function buildStepOf(setup: Setup, impl: 'nginx' | 'container' | 'static-pod' = 'nginx'): BuildStep<'nginxBuild'> | undefined {
   const first = setup.nodes[0] ?? setup.loaded.inventory.nodes[0]!;
   return setup.playbooks[impl].steps(first).find((s): s is BuildStep<'nginxBuild'> => s.type === 'nginxBuild');
 }
@@ -232,6 +232,15 @@ export function buildStepOf(setup: Setup, impl: 'nginx' | 'container' = 'nginx')
  */
 export function configureOf(inv: Inventory, step: BuildStep<'nginxBuild'>): string[] {
   return inv.nginx?.statusListen ? withStatusModule(step.args.configure) : step.args.configure;
+}
+
+/**
+ * The build step the image's nginx comes from: the container playbook's where any node runs the
+ * container, else the static pod playbook's (each may be replaced with --playbook).
+ */
+export function imageBuildStepOf(setup: Setup): BuildStep<'nginxBuild'> | undefined {
+  const all = setup.nodes.map((n) => initialImpl(setup, n).impl);
+  return buildStepOf(setup, !all.includes('container') && all.includes('static-pod') ? 'static-pod' : 'container');
 }
 
 /** What the nodes need built: nginx where any may run it (itself or in its image), its image where any runs a container, kube-lb where any runs it or may (auto). */
@@ -280,7 +289,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
   const out: Builds = { artifacts: {}, unknown: [], summary: '' };
   const done: string[] = [];
   const step = buildStepOf(setup);
-  const imageStep = buildStepOf(setup, 'container');
+  const imageStep = imageBuildStepOf(setup);
   const need = buildsNeeded(setup);
   const all = setup.nodes.map((n) => initialImpl(setup, n));
   const forNodes = all.some((i) => i.impl === 'nginx');
@@ -351,7 +360,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   const step = buildStepOf(setup);
   const done: string[] = [];
   const forNodes = setup.nodes.some((n) => initialImpl(setup, n).impl === 'nginx');
-  const imageStep = buildStepOf(setup, 'container');
+  const imageStep = imageBuildStepOf(setup);
   const site = siteImage(setup);
   if (site) {
     out.artifacts[IMAGE_ARTIFACT] = site;

@@ -8,7 +8,8 @@
  */
 import type { SshConnection } from '../connect/ssh.js';
 import type { HostFacts } from '../facts/host.js';
-import type { Inventory } from '../inventory/schema.js';
+import type { Inventory, InventoryNode } from '../inventory/schema.js';
+import { formatHostPort } from '../util/hostport.js';
 import { deadlineOf } from '../connect/deadlines.js';
 import { parseRepointOutput, planRepoint, repointScript, type Repoint } from '../ops/kubeconfig.js';
 import { quote } from '../util/quote.js';
@@ -23,28 +24,43 @@ export const REPOINT_TIMEOUT_S = 30;
 export interface RepointPlan {
   changes: Repoint[];
   summary: string;
+  /** ADDRESS:PORT the kubeconfigs point at: the node's balancer, or a master's apiserver (nodes[].repointTo). */
+  to: string;
+  /** That, in words. */
+  toWhat: string;
+}
+
+/** Where a node's kubeconfigs go: its balancer, or the apiserver of the master nodes[].repointTo names. */
+export function repointTarget(inv: Inventory, node: Pick<InventoryNode, 'repointTo'>): { to: string; toWhat: string } {
+  const m = node.repointTo && node.repointTo !== 'balancer' ? inv.masters.find((x) => x.name === node.repointTo) : undefined;
+  if (m) return { to: formatHostPort(m.address, m.port), toWhat: `${m.name}'s apiserver` };
+  return { to: inv.lb.listen, toWhat: 'the local balancer' };
 }
 
 export function describeRepoint(r: Repoint): string {
   return `${r.path}: ${r.why}${r.service ? ` (restart ${r.service})` : ''}`;
 }
 
-export function planRepointFor(inv: Inventory, facts: HostFacts): RepointPlan {
-  const changes = planRepoint(inv.kubeconfigs, inv.lb.listen, facts, inv.tls.serverName);
+export function planRepointFor(inv: Inventory, facts: HostFacts, node: Pick<InventoryNode, 'repointTo'> = {}): RepointPlan {
+  const { to, toWhat } = repointTarget(inv, node);
+  const changes = planRepoint(inv.kubeconfigs, to, facts, inv.tls.serverName);
   return {
     changes,
-    summary: changes.length ? changes.map(describeRepoint).join('; ') : 'every kubeconfig present already points at the local balancer',
+    summary: changes.length ? changes.map(describeRepoint).join('; ') : `every kubeconfig present already points at ${toWhat}`,
+    to,
+    toWhat,
   };
 }
 
 export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: Inventory, runId: string, timeoutS = REPOINT_TIMEOUT_S): Promise<{ ok: boolean; detail: string }> {
   // Behind any other k8s-ha script on the node, and only while this run still holds its lock.
   const guard = guardedBy(runId, { lockDir: LOCK_DIR, waitSeconds: deadlineOf('repoint', conn.target.deadlines) / 4000, say: (why) => `echo ${quote(`@@repoint-failed ${why}`)}` });
-  const r = await conn.execAsRoot(guard + repointScript(plan.changes, { listen: inv.lb.listen, timeoutS, runId }), { kind: 'repoint' });
+  const r = await conn.execAsRoot(guard + repointScript(plan.changes, { listen: plan.to, timeoutS, runId }), { kind: 'repoint' });
   const out = parseRepointOutput(r.stdout);
   if (out.ok) {
     const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];
-    return { ok: true, detail: `${plan.summary}${services.length ? `; ${services.join(', ')} active (running) and connected through ${inv.lb.listen}` : ''}` };
+    const through = plan.to === inv.lb.listen ? `through ${plan.to}` : `to ${plan.toWhat} (${plan.to})`;
+    return { ok: true, detail: `${plan.summary}${services.length ? `; ${services.join(', ')} active (running) and connected ${through}` : ''}` };
   }
   const why = out.failure ?? (r.stderr.trim() || `exit ${r.code}`);
   const restored = out.restored ? 'the kubeconfig this run replaced is back and the service restarted on it' : `the kubeconfig this run replaced could NOT be restored: ${out.restoreFailure ?? 'unknown'}`;

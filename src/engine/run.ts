@@ -202,7 +202,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       n.plannedAt = Date.now();
       const from = switchingFrom(n.planned.plan);
       n.impl = { ...n.impl, from: from ? implOfUnit(from) : undefined };
-      if (options.repointKubeconfigs) n.repoint = planRepointFor(inv, n.planned.plan.facts);
+      if (options.repointKubeconfigs) n.repoint = planRepointFor(inv, n.planned.plan.facts, n.node);
     };
     const fail = (n: NodeRun, e: unknown) => done(n, { ...failedResult(n, e), recovered: n.recovered });
 

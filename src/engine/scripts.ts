@@ -12,12 +12,23 @@
  * half-way, so a host ends on its old files or its new ones, and the journal says which.
  */
 import { quote } from '../util/quote.js';
+import { MANIFESTS_DIR } from '../lb/static-pod.js';
 import { changesOf, notifiedHandlers, type HostPlan } from './plan.js';
 
 export const JOURNAL_DIR = '/var/lib/k8s-ha/journal';
 
-export const stagedPath = (path: string, runId: string) => `${path}.k8s-ha-new.${runId}`;
-export const backupPath = (path: string, runId: string) => `${path}.k8s-ha-prev.${runId}`;
+/**
+ * In a folder that a daemon reads whole (kubelet's static pod folder: every file not starting with a
+ * dot is a pod), a staged file or a backup must not be read as one: there they start with a dot.
+ */
+const hiddenIn = (path: string) => path.startsWith(`${MANIFESTS_DIR}/`);
+const beside = (path: string, suffix: string) => {
+  if (!hiddenIn(path)) return `${path}${suffix}`;
+  const slash = path.lastIndexOf('/');
+  return `${path.slice(0, slash + 1)}.${path.slice(slash + 1)}${suffix}`;
+};
+export const stagedPath = (path: string, runId: string) => beside(path, `.k8s-ha-new.${runId}`);
+export const backupPath = (path: string, runId: string) => beside(path, `.k8s-ha-prev.${runId}`);
 
 /** Where a run stands on a host, as its journal records it. */
 export type JournalState = 'staging' | 'committing' | 'committed' | 'verified';

@@ -320,8 +320,32 @@ const staticPodProbes: Rule = (inv) => {
   ];
 };
 
+/** nodes[].repointTo: the local balancer, or a master of the inventory (a control-plane host's own). */
+const repointTargets: Rule = (inv) =>
+  inv.nodes.flatMap((n, i): Diagnostic[] => {
+    const to = n.repointTo;
+    if (to === undefined || to === 'balancer') return [];
+    const path = ['nodes', i, 'repointTo'];
+    const m = inv.masters.find((x) => x.name === to);
+    if (!m) return [{ severity: 'error', path, message: `"${to}" is not a master of this inventory: write balancer, or one of ${inv.masters.map((x) => x.name).join(', ')}` }];
+    if (net.isIP(m.address) === 0) {
+      return [{ severity: 'error', path, message: `${to}'s address is the name ${m.address}: repointing checks the kubelet's connection to an IP address; give masters[].address as an IP` }];
+    }
+    if (n.address !== undefined && canonicalHost(n.address) !== canonicalHost(m.address)) {
+      return [
+        {
+          severity: 'warning',
+          path,
+          message: `points ${n.name}'s kubeconfigs at ${to} (${m.address}), another host's apiserver: when it goes, so does ${n.name}'s kubelet; it is meant for a control-plane host's own apiserver, other nodes use their balancer`,
+        },
+      ];
+    }
+    return [];
+  });
+
 export const RULES: Rule[] = [
   staticPodProbes,
+  repointTargets,
   nginxNeeded,
   containerStatic,
   kubeLbTrust,

@@ -184,6 +184,12 @@ export const node = z.strictObject({
   ssh: sshSettings.optional(),
   /** This node's own choice of balancer, over lb.impl. */
   lb: z.strictObject({ impl }).optional(),
+  /**
+   * Where --repoint-kubeconfigs points this node's kubeconfigs: its local balancer (the default), or
+   * the apiserver of the master named here. For a control-plane host that runs a kubelet: its own
+   * apiserver, as kubeadm should have (it leaves it on controlPlaneEndpoint, one host for all).
+   */
+  repointTo: z.string({ error: 'must be "balancer" or the name of a master' }).optional(),
 });
 
 /**
@@ -363,13 +369,24 @@ export const timeouts = z.strictObject({
   build: duration(MS.s, 10 * MS.h).optional(),
 });
 
-/** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer, and the service to restart after. */
+/**
+ * Where kubelet's and kube-proxy's kubeconfigs are, as the usual installs put them: kubeadm's
+ * kubelet.conf (its kube-proxy is a DaemonSet: no file on the node), kubeasz's and other binary
+ * installs' /etc/kubernetes/*.kubeconfig, "the hard way"'s /var/lib/{kubelet,kube-proxy}/kubeconfig.
+ * A path missing on a node is skipped there.
+ */
+export const DEFAULT_KUBECONFIGS = [
+  { path: '/etc/kubernetes/kubelet.kubeconfig', service: 'kubelet' },
+  { path: '/etc/kubernetes/kube-proxy.kubeconfig', service: 'kube-proxy' },
+  { path: '/etc/kubernetes/kubelet.conf', service: 'kubelet' },
+  { path: '/var/lib/kubelet/kubeconfig', service: 'kubelet' },
+  { path: '/var/lib/kube-proxy/kubeconfig', service: 'kube-proxy' },
+];
+
+/** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer (or nodes[].repointTo), and the service to restart after. */
 export const kubeconfigs = z
   .array(z.strictObject({ path: nodePath('/etc/kubernetes/kubelet.kubeconfig'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/).optional() }))
-  .default([
-    { path: '/etc/kubernetes/kubelet.kubeconfig', service: 'kubelet' },
-    { path: '/etc/kubernetes/kube-proxy.kubeconfig', service: 'kube-proxy' },
-  ]);
+  .default(DEFAULT_KUBECONFIGS);
 
 /** An IP address alone: what keepalived holds and VRRP peers write to each other. */
 const ipLiteral = checked(z.string({ error: 'must be an IP address' }), (v) => {

@@ -28,7 +28,7 @@ import { docker, imageExists } from './docker.js';
 import { aptInstall, isDebianLike, isRoot, type Say } from './engine.js';
 import { COMPOSE_IMAGES } from './compose.js';
 import type { LabImages } from './topology.js';
-import { runtimeContext, runtimeDockerfile } from './runtime-image.js';
+import { KUBELET_STANDIN_PATH, KUBELET_STANDIN_SCRIPT, KUBELET_STANDIN_UNIT, runtimeContext, runtimeDockerfile } from './runtime-image.js';
 
 /** The Debian release of every lab host unless `lab up --os` says otherwise. */
 export const SUITE = 'bookworm';
@@ -150,13 +150,22 @@ WantedBy=multi-user.target
  */
 export const VIP_PACKAGES = ['haproxy', 'keepalived'];
 
+/**
+ * A master: the node image, Node.js and the apiserver stand-in, and the kubelet STAND-IN as on runtime
+ * nodes (a control-plane host runs a kubelet too). Without podman it runs no pod; with a kubeconfig
+ * (/etc/kubernetes/kubelet.conf, as kubeadm writes it) it holds a client connection to the server
+ * that names, which is what repointing a control-plane host's kubelet is checked by.
+ */
 function masterDockerfile(node: string): string {
   return `FROM ${node}
 COPY node /usr/local/bin/node
 COPY standin.js /opt/k8s-ha-lab/standin.js
 COPY kube-apiserver.service /etc/systemd/system/kube-apiserver.service
+COPY kubelet-standin ${KUBELET_STANDIN_PATH}
+COPY kubelet.service /lib/systemd/system/kubelet.service
 RUN /usr/local/bin/node --version \
- && systemctl enable kube-apiserver.service \
+ && chmod 0755 ${KUBELET_STANDIN_PATH} \
+ && systemctl enable kube-apiserver.service kubelet.service \
  && apt-get update -q \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --download-only --no-install-recommends ${VIP_PACKAGES.join(' ')} \
  && ls /var/cache/apt/archives/*.deb >/dev/null
@@ -210,7 +219,12 @@ export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], r
   // side by side, the runtime image's package downloads overlap the other builds' copies and layers.
   const nodeByOs: Record<string, string> = {};
   const [master, apiserver, runtimeImage] = (await allBuilt([
-    ensureBuiltImage('k8s-ha-lab-master', masterDockerfile(node), { ...standinFiles, 'kube-apiserver.service': MASTER_APISERVER_UNIT }, say),
+    ensureBuiltImage(
+      'k8s-ha-lab-master',
+      masterDockerfile(node),
+      { ...standinFiles, 'kube-apiserver.service': MASTER_APISERVER_UNIT, 'kubelet-standin': KUBELET_STANDIN_SCRIPT, 'kubelet.service': KUBELET_STANDIN_UNIT },
+      say,
+    ),
     ensureBuiltImage('k8s-ha-lab-apiserver', apiserverDockerfile(base), standinFiles, say),
     runtime ? ensureBuiltImage('k8s-ha-lab-runtime', runtimeDockerfile(node), runtimeContext(), say) : Promise.resolve(undefined),
     Promise.all(

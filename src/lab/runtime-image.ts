@@ -146,7 +146,9 @@ for p in "$state"/*.pods; do
 done
 while :; do
   seen=' '
-  for f in "$manifests"/*.yaml "$manifests"/*.yml "$manifests"/*.json; do
+  # As kubelet does: every file in the folder is a pod, whatever its name ends with, except one
+  # whose name starts with a dot (which * does not match).
+  for f in "$manifests"/*; do
     [ -f "$f" ] || continue
     key=$(echo "$f" | cksum | cut -d' ' -f1)
     seen="$seen$key "

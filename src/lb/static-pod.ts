@@ -13,7 +13,8 @@
  */
 import type { Inventory } from '../inventory/schema.js';
 import { IMAGE_BINARY } from '../build/image.js';
-import { hostPortOf } from '../util/hostport.js';
+import { createHash } from 'node:crypto';
+import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 import { quote } from '../util/quote.js';
 import { CONTAINER_CONF, CONTAINER_CONF_DIR } from './container.js';
 
@@ -22,10 +23,11 @@ export const MANIFESTS_DIR = '/etc/kubernetes/manifests';
 export const STATIC_POD_MANIFEST = `${MANIFESTS_DIR}/kube-nginx.yaml`;
 /**
  * Where a node switching from the static pod to another balancer keeps the manifest until that one
- * is verified: outside the manifests folder (kubelet reads every file there), so the pod stops, and
- * a rollback puts it back.
+ * is verified: in the same folder (a rename, never a copy kubelet could read half-written), under a
+ * name starting with a dot, which kubelet does not read (it reads every other file there), so the
+ * pod stops; a rollback renames it back.
  */
-export const STATIC_POD_ASIDE = '/var/lib/k8s-ha/kube-nginx.static-pod.yaml';
+export const STATIC_POD_ASIDE = `${MANIFESTS_DIR}/.kube-nginx.yaml.k8s-ha-aside`;
 /** Not `kube-nginx`: podman keeps one namespace for pod and container names, and lb.impl container's container is kube-nginx. */
 export const STATIC_POD_NAME = 'kube-nginx-lb';
 /** The unit that runs static pods: what verify waits for, and whose journal tells about the pod. */
@@ -40,6 +42,19 @@ const COMM = IMAGE_BINARY.slice(IMAGE_BINARY.lastIndexOf('/') + 1);
  * workers' file limit; the workers drop to the image's kube-nginx user (uid 65532).
  */
 export function renderStaticPod(inv: Inventory, image: string): string {
+  const body = renderPodBody(inv, image);
+  // The pod's identity, on its nginx's command line: verify tells the pod kubelet runs now from one an
+  // earlier manifest made (a binary checksum cannot: lb.image has none, and a probe change keeps it).
+  // nginx writes its process title over its environment, but the title repeats the command line.
+  const id = createHash('sha256').update(body).digest('hex').slice(0, 16);
+  return body.replace(POD_ID_PLACEHOLDER, id);
+}
+
+const POD_ID_PLACEHOLDER = '@@POD_ID@@';
+/** The name the pod's identity goes by, on nginx's command line (`-g "env K8S_HA_POD=ID;"`). */
+export const POD_ID_ENV = 'K8S_HA_POD';
+
+function renderPodBody(inv: Inventory, image: string): string {
   const status = inv.nginx?.statusListen;
   if (!status) throw new Error('lb.impl static-pod needs nginx.statusListen: the pod\'s probes ask nginx\'s /healthz there');
   const { host, port } = hostPortOf(status);
@@ -63,7 +78,8 @@ metadata:
     app.kubernetes.io/managed-by: k8s-ha
 spec:
   hostNetwork: true
-  dnsPolicy: ClusterFirstWithHostNet
+  # The node's own resolver: cluster DNS needs the apiserver, which may need this balancer.
+  dnsPolicy: Default
   priorityClassName: system-node-critical
   restartPolicy: Always
   terminationGracePeriodSeconds: 15
@@ -71,7 +87,8 @@ spec:
   - name: nginx
     image: ${JSON.stringify(image)}
     imagePullPolicy: ${inv.lb.image ? 'IfNotPresent' : 'Never'}
-    command: [${JSON.stringify(IMAGE_BINARY)}, "-e", "stderr", "-g", "daemon off;", "-c", ${JSON.stringify(CONTAINER_CONF)}]
+    # The env directive carries the pod's identity into nginx's command line (its master's title keeps it).
+    command: [${JSON.stringify(IMAGE_BINARY)}, "-e", "stderr", "-g", "daemon off; env ${POD_ID_ENV}=${POD_ID_PLACEHOLDER};", "-c", ${JSON.stringify(CONTAINER_CONF)}]
     resources:
       requests:
         cpu: 25m
@@ -100,13 +117,15 @@ ${probe(5, 2)}
  * read), `@@pod other PID COMMAND` (a listener outside any such container: another balancer), or
  * `@@pod none` (nothing listens). Reads /proc and `ss`, nothing of any runtime.
  */
-export function podMasterScript(listen: string): string {
-  const { port } = hostPortOf(listen);
+export function podMasterScript(listen: string, manifest = STATIC_POD_MANIFEST): string {
+  const { host, port } = hostPortOf(listen);
+  // Listeners that overlap this one (on its address, or either side every address), as verify's other checks.
+  const overlaps = `awk -v a=${quote(formatHostPort(host, port))} -v any=${isWildcard(host) ? '1' : '0'} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
   return [
     `command -v ss >/dev/null 2>&1 || { echo "@@pod unknown"; exit 0; }`,
     // The host's PID namespace: this shell's (it runs on the node, not in a container).
     'host=$(readlink /proc/$$/ns/pid 2>/dev/null); ns=; master=',
-    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
     '  n=$(readlink /proc/$p/ns/pid 2>/dev/null)',
     '  if [ -z "$n" ] || [ -z "$host" ] || [ "$n" = "$host" ] || { [ -n "$ns" ] && [ "$n" != "$ns" ]; }; then echo "@@pod other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; fi',
     '  ns=$n',
@@ -116,19 +135,27 @@ export function podMasterScript(listen: string): string {
     '[ -n "$ns" ] || { echo "@@pod none"; exit 0; }',
     '[ -n "$master" ] || { echo "@@pod other - no kube-nginx master among the listeners"; exit 0; }',
     'sum=$(sha256sum /proc/$master/exe 2>/dev/null | cut -d " " -f 1)',
-    'echo "@@pod ours $master ${sum:--}"',
+    // The pod's identity as its nginx's command line has it, and as the manifest in place says.
+    `id=$(tr '\\0' ' ' < /proc/$master/cmdline 2>/dev/null | grep -o '${POD_ID_ENV}=[0-9a-f]*' | head -n 1 | cut -d= -f2)`,
+    `want=$(grep -o '${POD_ID_ENV}=[0-9a-f]*' ${quote(manifest)} 2>/dev/null | head -n 1 | cut -d= -f2)`,
+    'echo "@@pod ours $master ${sum:--} ${id:--} ${want:--}"',
   ].join('\n');
 }
 
-export type PodMaster = { state: 'ours'; pid: number; sha256?: string } | { state: 'other'; who: string } | { state: 'none' } | { state: 'unknown' };
+export type PodMaster =
+  | { state: 'ours'; pid: number; sha256?: string; /** The pod's identity in its nginx's environment. */ id?: string; /** The one the manifest in place names. */ want?: string }
+  | { state: 'other'; who: string }
+  | { state: 'none' }
+  | { state: 'unknown' };
 
 /** Pure: what podMasterScript printed. */
 export function parsePodMaster(stdout: string): PodMaster {
   const m = /^@@pod (ours|other|none|unknown)(?: (.*))?$/m.exec(stdout);
   if (!m) return { state: 'unknown' };
   if (m[1] === 'ours') {
-    const [pid, sum] = (m[2] ?? '').split(' ');
-    return { state: 'ours', pid: Number(pid), sha256: sum && sum !== '-' ? sum : undefined };
+    const [pid, sum, id, want] = (m[2] ?? '').split(' ');
+    const v = (x: string | undefined) => (x && x !== '-' ? x : undefined);
+    return { state: 'ours', pid: Number(pid), sha256: v(sum), id: v(id), want: v(want) };
   }
   if (m[1] === 'other') return { state: 'other', who: m[2] ?? '' };
   return { state: m[1] as 'none' | 'unknown' };
@@ -136,12 +163,14 @@ export function parsePodMaster(stdout: string): PodMaster {
 
 /** Why the pod is not what verify waits for, or undefined. `sha256`: the image's nginx binary, when k8s-ha built it. */
 export function podProblem(p: PodMaster, listen: string, sha256?: string): string | undefined {
-  if (p.state === 'unknown') return undefined;
+  if (p.state === 'unknown') return `who listens on ${listen} cannot be told on this node (no ss): the static pod cannot be verified`;
   if (p.state === 'none') return `nothing listens on ${listen} yet: kubelet has not started the static pod (${STATIC_POD_MANIFEST})`;
   if (p.state === 'other') {
     const [pid, ...what] = p.who.split(' ');
     return pid === '-' ? `${listen}: ${what.join(' ')}` : `${listen} is held by another process (pid ${pid}${what.length ? `, ${what.join(' ')}` : ''}), not by the static pod: it cannot take the port while that runs`;
   }
+  if (!p.want) return `${STATIC_POD_MANIFEST} names no ${POD_ID_ENV}: it is not the manifest k8s-ha wrote`;
+  if (p.id !== p.want) return `the pod on ${listen} is ${p.id ? `the one of an earlier manifest (${POD_ID_ENV} ${p.id})` : 'not one k8s-ha wrote'}, not the one ${STATIC_POD_MANIFEST} describes (${p.want}): kubelet has not replaced it yet`;
   if (sha256 && p.sha256 && p.sha256 !== sha256) return `the pod on ${listen} runs another nginx binary (sha256 ${p.sha256.slice(0, 12)}), not the image's (${sha256.slice(0, 12)}): kubelet has not replaced the pod yet`;
   return undefined;
 }

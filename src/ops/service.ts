@@ -42,7 +42,7 @@ const unitReplaced = z.strictObject({
  */
 const podReplaced = z.strictObject({
   manifest: nodePath('/etc/kubernetes/manifests/kube-nginx.yaml'),
-  aside: nodePath('/var/lib/k8s-ha/kube-nginx.static-pod.yaml'),
+  aside: nodePath('/etc/kubernetes/manifests/.kube-nginx.yaml.k8s-ha-aside'),
   listen: addressPort,
   /** The unit that runs static pods, watched after a rollback. */
   kubelet: unitName.default('kubelet'),
@@ -82,6 +82,11 @@ const POLLS = 500;
 /** Shell: wait (5 to 10 s at most) until nothing listens on this TCP port, read from /proc/net/tcp{,6}. */
 export function waitPortFree(listen: string): string {
   return `for i in $(seq 1 ${POLLS}); do ${listening(listen)} || break; sleep 0.01; done`;
+}
+
+/** Shell: as waitPortFree, then fails, with a message, if something still listens. */
+export function waitPortFreed(listen: string, who: string): string {
+  return `${waitPortFree(listen)}; if ${listening(listen)}; then echo ${quote(`${who} still listens on ${listen}: the port was not let go of`)} >&2; false; fi`;
 }
 
 /** Shell: wait (5 to 10 s at most) until something listens on this TCP port; fails, with a message, if nothing does. */
@@ -150,15 +155,19 @@ function planFromPod(a: ServiceArgs, r: z.infer<typeof podReplaced>, facts: Host
   if (ctx.notified.has('daemon-reload')) changes.push({ kind: 'run', command: 'systemctl daemon-reload', label: 'daemon-reload' });
   const m = quote(r.manifest);
   const aside = quote(r.aside);
+  const wasEnabled = u?.unitFileState === 'enabled';
+  // Enabled with the switch, not once verified: once the manifest is aside, nothing else would start at boot.
+  const enable = a.enabled && !wasEnabled ? `systemctl enable -q --no-reload ${unit} && ` : '';
   changes.push({
     kind: 'run',
-    command: `mkdir -p -m 0700 ${quote(r.aside.slice(0, r.aside.lastIndexOf('/')) || '/')} && mv -fT ${m} ${aside} && { ${waitPortFree(r.listen)}; systemctl restart ${unit}; }`,
+    command: `mv -fT ${m} ${aside} && ${enable}{ ${waitPortFree(r.listen)}; systemctl restart ${unit}; }`,
     label: 'switch from the static pod',
     switchFrom: r.kubelet,
-    // The unit lets go of the port, then the manifest goes back into kubelet's folder and kubelet starts the pod again.
-    undo: `systemctl stop ${unit}; systemctl disable -q --no-reload ${unit}; ${waitPortFree(r.listen)}; if [ -e ${aside} ]; then mv -fT ${aside} ${m}; fi`,
+    // The unit lets go of the port, then the manifest goes back into kubelet's folder, and kubelet starts the pod again.
+    undo:
+      `systemctl stop ${unit}; ${wasEnabled ? '' : `systemctl disable -q --no-reload ${unit}; `}${waitPortFree(r.listen)}; ` +
+      `if [ -e ${aside} ]; then mv -fT ${aside} ${m}; fi; ${waitPortListening(r.listen, 'the static pod')}`,
   });
-  if (a.enabled && u?.unitFileState !== 'enabled') changes.push({ kind: 'run', command: `systemctl enable -q --no-reload ${unit}`, label: 'enable', when: 'verified' });
   changes.push({ kind: 'run', command: `rm -f ${aside}`, label: 'remove the static pod manifest', when: 'verified' });
   return { changes, notify: [], summary: changes.map((c) => (c.kind === 'run' ? c.label : '')).join(', ') };
 }

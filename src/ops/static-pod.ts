@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { nodePath } from '../inventory/schema.js';
 import { podReloadScript } from '../lb/static-pod.js';
 import { noop, type Change, type Operation } from './types.js';
-import { addressPort, unitName, waitPortFree } from './service.js';
+import { addressPort, unitName, waitPortFree, waitPortFreed } from './service.js';
 import { planPut } from './files.js';
 import { isServing } from '../facts/host.js';
 import { quote } from '../util/quote.js';
@@ -38,7 +38,7 @@ export const staticPod: Operation<StaticPodArgs> = {
       changes.unshift({
         kind: 'run',
         // The manifest goes into place after this (a late put): kubelet starts the pod on a free port.
-        command: `systemctl stop --no-block ${u}; ${waitPortFree(a.listen)}`,
+        command: `systemctl stop --no-block ${u}; ${waitPortFreed(a.listen, old.unit)}`,
         label: `switch from ${old.unit}`,
         switchFrom: old.unit,
         // The restore has taken the manifest away (the pod stops as kubelet sees it): the old unit takes the port back.

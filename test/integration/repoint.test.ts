@@ -1,15 +1,17 @@
 /**
- * --repoint-kubeconfigs on three hard-way workers: kubelet and kube-proxy move to 127.0.0.1:8443
+ * --repoint-kubeconfigs on three hard-way workers (the last part: a kubeadm control-plane host's kubelet, to its own apiserver): kubelet and kube-proxy move to 127.0.0.1:8443
  * only once the node's balancer is verified, one node at a time with --serial 1, with the same
  * server name verify checked; a kubelet that does not come back connected is put back on the
  * kubeconfig that run replaced (and kube-proxy with it); once verified, no copy of the kubeconfig
  * (nor of its client key) stays beside it. kube-proxy here is a real client: kubectl watching pods
  * with kube-proxy's kubeconfig, as kube-proxy watches services.
  */
-import { describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { quote } from '../../src/util/quote.js';
 import { k8sha } from '../helpers/cli.js';
-import { deployJson } from '../helpers/deploy.js';
+import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { lab, withNode } from '../helpers/lab.js';
 
 type Node = { name: string; address: string };
@@ -30,6 +32,9 @@ async function fakeKubelet(n: Node, kubeconfig: string, connects: boolean) {
 }
 
 const KUBE_PROXY_KUBECONFIG = '/etc/kubernetes/kube-proxy.kubeconfig';
+
+/** What lies in /etc/kubernetes beside the kubeconfigs, files and links (kubelet's static pod folder, which a node may have, is neither). */
+const FILES = "find /etc/kubernetes -mindepth 1 -maxdepth 1 ! -type d -printf '%f\\n' | LC_ALL=C sort";
 
 /**
  * A kube-proxy stand-in: a unit running a real client (kubectl, client-go) that watches pods with
@@ -136,7 +141,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
           expect(kc).toContain('    tls-server-name: kubernetes\n');
           expect(kc).toContain('client-key-data: U0VDUkVULUtFWS1NQVRFUklBTAo=');
           // No backup of this run, no earlier version's *.k8s-ha-orig: the key is in the kubeconfig alone.
-          expect(await c.execOk('LC_ALL=C ls -A /etc/kubernetes; grep -rl client-key-data /etc/kubernetes | LC_ALL=C sort')).toBe(
+          expect(await c.execOk(`${FILES}; grep -rl client-key-data /etc/kubernetes | LC_ALL=C sort`)).toBe(
             `kube-proxy.kubeconfig\nkubelet.kubeconfig\n${KUBE_PROXY_KUBECONFIG}\n/etc/kubernetes/kubelet.kubeconfig\n`,
           );
           expect(await c.execOk('stat -c %a /etc/kubernetes/kubelet.kubeconfig')).toBe('600\n');
@@ -168,7 +173,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
         // kube-proxy's file is back too (the very file: same inode), and kube-proxy on it talks to the master again.
         expect(await c.execOk(`cat ${KUBE_PROXY_KUBECONFIG}`)).toBe(proxyConfigs[2]);
         expect(await c.execOk(`stat -c %i ${KUBE_PROXY_KUBECONFIG}`)).toBe(proxyInodes[2]);
-        expect(await c.execOk('LC_ALL=C ls -A /etc/kubernetes')).toBe('kube-proxy.kubeconfig\nkubelet.kubeconfig\n');
+        expect(await c.execOk(FILES)).toBe('kube-proxy.kubeconfig\nkubelet.kubeconfig\n');
         expect((await c.execOk('systemctl is-active kubelet kube-proxy')).trim()).toBe('active\nactive');
         expect(await connectedTo(c, `${master.address}:6443`)).toContain(`${master.address}:6443`);
       });
@@ -181,7 +186,7 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
     } finally {
       for (const n of nodes) {
         await withNode(n, (c) =>
-          c.execOk('systemctl stop kubelet kube-proxy; systemctl reset-failed kubelet kube-proxy 2>/dev/null; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /etc/systemd/system/kube-proxy.service /usr/local/bin/fake-kubelet /run/kube-proxy-starts; systemctl daemon-reload'),
+          c.execOk('systemctl stop kubelet kube-proxy; systemctl reset-failed kubelet kube-proxy 2>/dev/null; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /etc/systemd/system/kube-proxy.service /usr/local/bin/fake-kubelet /run/kube-proxy-starts; systemctl daemon-reload; if systemctl cat kubelet >/dev/null 2>&1; then systemctl start kubelet; fi'),
         );
       }
     }
@@ -222,11 +227,103 @@ describe.sequential('deploy --repoint-kubeconfigs', () => {
         expect(await c.execOk('stat -c "%i %a %U" /etc/kubernetes/kubelet.kubeconfig')).toBe(`${inode.trim()} 640 root\n`);
         expect(await c.execOk('cat /root/victim; readlink /etc/kubernetes/kubelet.kubeconfig.k8s-ha-new')).toBe('not yours\n/root/victim\n');
         // No backup of either run stays; the only copy of the key is the kubeconfig itself.
-        expect(await c.execOk('ls -A /etc/kubernetes; grep -rl client-key-data /etc/kubernetes')).toBe('kubelet.kubeconfig\nkubelet.kubeconfig.k8s-ha-new\n/etc/kubernetes/kubelet.kubeconfig\n');
+        expect(await c.execOk(`${FILES}; grep -rl client-key-data /etc/kubernetes`)).toBe('kubelet.kubeconfig\nkubelet.kubeconfig.k8s-ha-new\n/etc/kubernetes/kubelet.kubeconfig\n');
         expect((await c.execOk('systemctl is-active kubelet')).trim()).toBe('active');
       });
     } finally {
-      await withNode(node, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/fake-kubelet /root/victim; systemctl daemon-reload'));
+      await withNode(node, (c) => c.execOk('systemctl stop kubelet; rm -rf /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/fake-kubelet /root/victim; systemctl daemon-reload; if systemctl cat kubelet >/dev/null 2>&1; then systemctl start kubelet; fi'));
+    }
+  });
+});
+
+/**
+ * A kubeadm control-plane host: its kubelet's /etc/kubernetes/kubelet.conf names controlPlaneEndpoint,
+ * one apiserver for every host (here master-2). master-1 is listed as a node of its own with
+ * `repointTo: master-1`: --repoint-kubeconfigs points its kubelet at its own apiserver, restarts it
+ * and checks it connects there, or puts the file back. The kubelet is the lab's kubelet STAND-IN, a
+ * real client (kubectl, client-go) holding a connection to the server its kubeconfig names.
+ */
+describe.sequential("a control-plane host's kubelet, to its own apiserver (nodes[].repointTo)", () => {
+  const KUBELET_CONF = '/etc/kubernetes/kubelet.conf';
+  const m1 = () => lab().masters[0]!;
+  const m2 = () => lab().masters[1]!;
+  // The node-local balancer on a port of its own: master-1's 8443 may be the VIP's (vip.test).
+  const inventory = () =>
+    inventoryVariant('control-plane', (inv) => {
+      inv.lb.listen = '127.0.0.1:8453';
+      inv.nodes = [{ name: m1().name, address: m1().address, repointTo: m1().name }];
+    });
+  /** kubeadm's kubelet.conf, naming controlPlaneEndpoint (master-2), with a key that never leaves the host. */
+  const kubeletConf = () =>
+    fs
+      .readFileSync(path.join(lab().dir, 'kubeconfig'), 'utf8')
+      .replace(/server: \S+/, `server: https://${m2().address}:6443`)
+      .replace(/^\s*tls-server-name:.*\n/m, '');
+  /** The servers the kubelet's own processes (kubelet.service's cgroup) hold established connections to. */
+  const kubeletPeers = (c: { execOk: (cmd: string) => Promise<string> }) =>
+    c.execOk(`for p in $(pgrep -x kubectl); do grep -q '/kubelet.service$' /proc/$p/cgroup && ss -Htnp state established | grep "pid=$p," | awk '{print $4}'; done; true`);
+  async function peersOnce(c: { execOk: (cmd: string) => Promise<string> }, want: string): Promise<string> {
+    let peers = '';
+    for (let i = 0; i < 50 && !peers.includes(want); i++) {
+      peers = await kubeletPeers(c);
+      if (!peers.includes(want)) await new Promise((r) => setTimeout(r, 200));
+    }
+    return peers;
+  }
+  const setUp = () =>
+    withNode(m1(), (c) => c.execOk(`mkdir -p /etc/kubernetes && printf '%s' ${quote(kubeletConf())} > ${KUBELET_CONF} && chmod 600 ${KUBELET_CONF} && systemctl restart kubelet`));
+
+  afterAll(async () => {
+    await k8sha(['lab', 'master', '--dir', lab().dir, m1().name, 'start']);
+    // master-1 as the other files expect it: no balancer of a node's, its kubelet without a kubeconfig.
+    await withNode(m1(), (c) =>
+      c.execOk(
+        `systemctl disable --now kube-nginx 2>/dev/null; rm -rf /etc/systemd/system/kube-nginx.service /opt/k8s/kube-nginx ${KUBELET_CONF}*; ` +
+          'systemctl daemon-reload; systemctl restart kubelet; userdel kube-nginx 2>/dev/null; true',
+      ),
+    );
+  });
+
+  it('kubeadm left it on controlPlaneEndpoint (master-2): it is pointed at its own apiserver, restarted, and connects there; a second run changes nothing', async () => {
+    await setUp();
+    expect(await withNode(m1(), (c) => peersOnce(c, `${m2().address}:6443`))).toContain(`${m2().address}:6443`);
+    const d = await deployJson(['-i', inventory(), '--limit', m1().name, '--repoint-kubeconfigs']);
+    expect(d.code, d.stderr).toBe(0);
+    const step = d.report.hosts[m1().name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!;
+    expect(step.summary).toBe(
+      `${KUBELET_CONF}: server https://${m2().address}:6443 -> https://${m1().address}:6443; tls-server-name (none) -> kubernetes (restart kubelet); ` +
+        `kubelet active (running) and connected to master-1's apiserver (${m1().address}:6443)`,
+    );
+    await withNode(m1(), async (c) => {
+      expect((await c.execOk(`grep -E '^ *(server|tls-server-name):' ${KUBELET_CONF}`)).replace(/^ +/gm, '')).toBe(`server: https://${m1().address}:6443\ntls-server-name: kubernetes\n`);
+      const peers = await peersOnce(c, `${m1().address}:6443`);
+      expect(peers).toContain(`${m1().address}:6443`);
+      expect(peers).not.toContain(`${m2().address}:6443`);
+      // No copy of the key stays beside it.
+      expect(await c.execOk(FILES)).toBe('kubelet.conf\n');
+    });
+    const again = await deployJson(['-i', inventory(), '--limit', m1().name, '--repoint-kubeconfigs']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.report.hosts[m1().name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.summary).toBe(`every kubeconfig present already points at master-1's apiserver`);
+  });
+
+  it('its own apiserver down: the kubelet does not connect, and the kubeconfig kubeadm wrote is put back, the kubelet on master-2 again', async () => {
+    await setUp();
+    const before = await withNode(m1(), (c) => c.execOk(`cat ${KUBELET_CONF}`));
+    expect((await k8sha(['lab', 'master', '--dir', lab().dir, m1().name, 'stop'])).code).toBe(0);
+    try {
+      const d = await deployJson(['-i', inventory(), '--limit', m1().name, '--repoint-kubeconfigs', '--repoint-timeout', '5s']);
+      expect(d.code).toBe(3);
+      expect(d.report.hosts[m1().name]!.steps.find((s) => s.name === 'repoint kubeconfigs')!.summary).toMatch(
+        new RegExp(`kubelet: no established connection to ${m1().address.replace(/\./g, '\\.')}:6443 after 5s; the kubeconfig this run replaced is back`),
+      );
+      await withNode(m1(), async (c) => {
+        expect(await c.execOk(`cat ${KUBELET_CONF}`)).toBe(before);
+        expect(await peersOnce(c, `${m2().address}:6443`)).toContain(`${m2().address}:6443`);
+        expect(await c.execOk(FILES)).toBe('kubelet.conf\n');
+      });
+    } finally {
+      await k8sha(['lab', 'master', '--dir', lab().dir, m1().name, 'start']);
     }
   });
 });

@@ -20,7 +20,7 @@ import { httpGetOnHost } from '../../src/engine/verify.js';
  */
 const SWITCH_MS = 5000;
 const MANIFEST = '/etc/kubernetes/manifests/kube-nginx.yaml';
-const ASIDE = '/var/lib/k8s-ha/kube-nginx.static-pod.yaml';
+const ASIDE = '/etc/kubernetes/manifests/.kube-nginx.yaml.k8s-ha-aside';
 const REPO = 'localhost/k8s-ha/kube-nginx';
 const PODS = ['node-1', 'node-2'];
 const LIMIT = ['--limit', PODS.join(',')];

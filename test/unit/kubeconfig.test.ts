@@ -17,6 +17,9 @@ import {
 } from '../../src/ops/kubeconfig.js';
 import { run } from '../../src/util/exec.js';
 import { hostFacts } from '../helpers/facts.js';
+import { inventorySchema } from '../../src/inventory/schema.js';
+import { checkRules } from '../../src/inventory/rules.js';
+import { planRepointFor, repointTarget } from '../../src/engine/repoint.js';
 
 const KEY = 'LS0tLS1CRUdJTiBFQyBQUklWQVRFIEtFWS0tLS0tc2VjcmV0';
 
@@ -434,5 +437,38 @@ describe('the repoint script', () => {
   it('fails when the unit is not running', async () => {
     const { r } = await runWithFakes({ subState: 'auto-restart', ssPid: '4242' });
     expect(parseRepointOutput(r.stdout)).toMatchObject({ ok: false, failure: 'kubelet: not active and running after 1s (ActiveState=active SubState=auto-restart )', restored: true });
+  });
+});
+
+describe('where a node\'s kubeconfigs go (nodes[].repointTo)', () => {
+  const inv = (nodes: Record<string, unknown>[]) =>
+    inventorySchema.parse({ masters: [{ name: 'm1', address: '192.0.2.11' }, { name: 'm2', address: '192.0.2.12', port: 6443 }], nodes, lb: { impl: 'kube-lb' } });
+
+  it('the local balancer by default; a control-plane host named by its master: that apiserver, which the plan says', () => {
+    const i = inv([{ name: 'w1' }, { name: 'cp2', address: '192.0.2.12', repointTo: 'm2' }]);
+    expect(repointTarget(i, i.nodes[0]!)).toEqual({ to: '127.0.0.1:8443', toWhat: 'the local balancer' });
+    expect(repointTarget(i, i.nodes[1]!)).toEqual({ to: '192.0.2.12:6443', toWhat: "m2's apiserver" });
+    const facts = hostFacts({ kubeconfigs: { '/etc/kubernetes/kubelet.conf': { servers: ['https://192.0.2.11:6443'], tlsServerNames: [], mode: '600' } }, units: {} } as never);
+    const plan = planRepointFor(i, facts, i.nodes[1]!);
+    expect(plan.to).toBe('192.0.2.12:6443');
+    expect(plan.changes.map((c) => [c.path, c.from, c.to])).toEqual([['/etc/kubernetes/kubelet.conf', 'https://192.0.2.11:6443', 'https://192.0.2.12:6443']]);
+  });
+
+  it('kubeadm\'s and "the hard way"\'s paths are looked for by default, beside the binary installs\'', () => {
+    expect(inv([{ name: 'w1' }]).kubeconfigs.map((k) => k.path)).toEqual([
+      '/etc/kubernetes/kubelet.kubeconfig',
+      '/etc/kubernetes/kube-proxy.kubeconfig',
+      '/etc/kubernetes/kubelet.conf',
+      '/var/lib/kubelet/kubeconfig',
+      '/var/lib/kube-proxy/kubeconfig',
+    ]);
+  });
+
+  it('a name that is no master is refused, naming the masters; another host\'s apiserver is warned about', () => {
+    const d = checkRules(inv([{ name: 'w1', repointTo: 'm9' }, { name: 'w2', address: '192.0.2.50', repointTo: 'm1' }]));
+    expect(d.filter((x) => x.path[0] === 'nodes').map((x) => [x.severity, x.path.join('.'), x.message])).toEqual([
+      ['error', 'nodes.0.repointTo', '"m9" is not a master of this inventory: write balancer, or one of m1, m2'],
+      ['warning', 'nodes.1.repointTo', expect.stringMatching(/^points w2's kubeconfigs at m1 \(192\.0\.2\.11\), another host's apiserver/)],
+    ]);
   });
 });

@@ -43,11 +43,22 @@ describe('the static pod manifest', () => {
     expect(pod).toMatchObject({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'kube-nginx-lb', namespace: 'kube-system' } });
     expect(pod.spec).toMatchObject({ hostNetwork: true, priorityClassName: 'system-node-critical', restartPolicy: 'Always' });
     const [c] = pod.spec.containers;
-    expect(c).toMatchObject({ image: REF, imagePullPolicy: 'Never', command: ['/usr/sbin/kube-nginx', '-e', 'stderr', '-g', 'daemon off;', '-c', '/etc/kube-nginx/kube-nginx.conf'] });
+    expect(c).toMatchObject({ image: REF, imagePullPolicy: 'Never', command: ['/usr/sbin/kube-nginx', '-e', 'stderr', '-g', expect.stringMatching(/^daemon off; env K8S_HA_POD=[0-9a-f]{16};$/), '-c', '/etc/kube-nginx/kube-nginx.conf'] });
+    // The node's own resolver: cluster DNS would need the apiserver this balancer serves.
+    expect(pod.spec.dnsPolicy).toBe('Default');
     for (const probe of [c.livenessProbe, c.readinessProbe]) expect(probe.httpGet).toEqual({ host: '127.0.0.1', port: 8081, path: '/healthz' });
     expect(c.volumeMounts).toEqual([{ name: 'config', mountPath: '/etc/kube-nginx', readOnly: true }]);
     expect(pod.spec.volumes).toEqual([{ name: 'config', hostPath: { path: '/etc/kube-nginx', type: 'Directory' } }]);
     expect(manifestImage(renderStaticPod(inv, REF))).toBe(REF);
+  });
+
+  it("names the pod by its own content: another image or another probe port is another identity, the same inputs the same", () => {
+    const id = (text: string) => /K8S_HA_POD=([0-9a-f]+)/.exec(text)![1];
+    const a = id(renderStaticPod(inv, REF));
+    expect(id(renderStaticPod(inv, REF))).toBe(a);
+    expect(id(renderStaticPod(inv, `${REF}x`))).not.toBe(a);
+    const other = inventorySchema.parse({ ...base, nginx: { version: '1.22.1', sources: ['https://nginx.org/download/nginx-1.22.1.tar.gz'], sha256: 'a'.repeat(64), statusListen: '127.0.0.1:8082' } });
+    expect(id(renderStaticPod(other, REF))).not.toBe(a);
   });
 
   it('a site image (lb.image) may be pulled by kubelet when the node lacks it', () => {
@@ -115,7 +126,9 @@ describe('the static pod step', () => {
     const at = (s: string) => script.indexOf(s);
     expect(at('mv -fT /etc/kube-nginx/kube-nginx.conf.k8s-ha-new.r1')).toBeGreaterThan(0);
     expect(at('mv -fT /etc/kube-nginx/kube-nginx.conf.k8s-ha-new.r1')).toBeLessThan(at('systemctl stop --no-block'));
-    expect(at('systemctl stop --no-block')).toBeLessThan(at(`mv -fT ${STATIC_POD_MANIFEST}.k8s-ha-new.r1`));
+    // Staged in kubelet's folder under a name it does not read (a leading dot), moved into place last.
+    expect(at('systemctl stop --no-block')).toBeLessThan(at('mv -fT /etc/kubernetes/manifests/.kube-nginx.yaml.k8s-ha-new.r1 /etc/kubernetes/manifests/kube-nginx.yaml'));
+    expect(script).not.toMatch(/manifests\/kube-nginx\.yaml\.k8s-ha-(new|prev)/);
     const restore = restoreScript(plan, { runId: 'r1', unit: 'kubelet' });
     expect(restore).toContain(`elif [ -e ${STATIC_POD_MANIFEST} ]; then rm -f ${STATIC_POD_MANIFEST}`);
     expect(restore).toContain('systemctl start kube-nginx');
@@ -135,14 +148,15 @@ describe('a unit taking the port back from the static pod', () => {
     expect(p.changes.map((c) => (c.kind === 'run' ? [c.label, c.when] : c.kind))).toEqual([
       ['daemon-reload', undefined],
       ['switch from the static pod', undefined],
-      ['enable', 'verified'],
       ['remove the static pod manifest', 'verified'],
     ]);
     const sw = p.changes[1]!;
     if (sw.kind !== 'run') throw new Error('not a run');
-    expect(sw.command).toMatch(new RegExp(`mv -fT ${STATIC_POD_MANIFEST} ${STATIC_POD_ASIDE} && \\{ for i in .*; systemctl restart kube-nginx; \\}$`));
+    // Aside in the same folder under a dot name (kubelet does not read it); the unit enabled with the switch, so a reboot before verify still starts a balancer.
+    expect(STATIC_POD_ASIDE).toBe('/etc/kubernetes/manifests/.kube-nginx.yaml.k8s-ha-aside');
+    expect(sw.command).toMatch(new RegExp(`^mv -fT ${STATIC_POD_MANIFEST} ${STATIC_POD_ASIDE} && systemctl enable -q --no-reload kube-nginx && \\{ for i in .*; systemctl restart kube-nginx; \\}$`));
     expect(sw.switchFrom).toBe('kubelet');
-    expect(sw.undo).toMatch(new RegExp(`^systemctl stop kube-nginx; systemctl disable -q --no-reload kube-nginx; .*if \\[ -e ${STATIC_POD_ASIDE} \\]; then mv -fT ${STATIC_POD_ASIDE} ${STATIC_POD_MANIFEST}; fi$`));
+    expect(sw.undo).toMatch(new RegExp(`^systemctl stop kube-nginx; systemctl disable -q --no-reload kube-nginx; .*if \\[ -e ${STATIC_POD_ASIDE} \\]; then mv -fT ${STATIC_POD_ASIDE} ${STATIC_POD_MANIFEST}; fi; ok=0; .*the static pod did not become ready`));
   });
 
   it('no manifest in place: the other balancers are replaced as before', () => {
@@ -182,13 +196,18 @@ describe("the pod's nginx master, told by its socket", () => {
     }
   });
 
-  it('the pod\'s master, and whether it runs the image\'s binary', () => {
-    const ours = parsePodMaster('@@pod ours 4242 ' + 'b'.repeat(64) + '\n');
-    expect(ours).toEqual({ state: 'ours', pid: 4242, sha256: 'b'.repeat(64) });
+  it('the pod\'s master: the pod the manifest in place describes, running the image\'s binary', () => {
+    const ours = parsePodMaster(`@@pod ours 4242 ${'b'.repeat(64)} 0123456789abcdef 0123456789abcdef\n`);
+    expect(ours).toEqual({ state: 'ours', pid: 4242, sha256: 'b'.repeat(64), id: '0123456789abcdef', want: '0123456789abcdef' });
     expect(podProblem(ours, '127.0.0.1:8443', 'b'.repeat(64))).toBeUndefined();
     expect(podProblem(ours, '127.0.0.1:8443', 'c'.repeat(64))).toMatch(/runs another nginx binary \(sha256 bbbbbbbbbbbb\), not the image's \(cccccccccccc\)/);
-    // lb.image: no binary to compare.
+    // lb.image: no binary to compare; the identity still tells an old pod from the new one.
     expect(podProblem(ours, '127.0.0.1:8443', undefined)).toBeUndefined();
+    const old = parsePodMaster(`@@pod ours 4242 - fedcba9876543210 0123456789abcdef`);
+    expect(podProblem(old, '127.0.0.1:8443')).toMatch(/is the one of an earlier manifest \(K8S_HA_POD fedcba9876543210\), not the one .* describes \(0123456789abcdef\): kubelet has not replaced it yet/);
+    expect(podProblem(parsePodMaster('@@pod ours 4242 - - -'), '127.0.0.1:8443')).toMatch(/names no K8S_HA_POD/);
     expect(podProblem(parsePodMaster('@@pod none'), '127.0.0.1:8443')).toMatch(/kubelet has not started the static pod/);
+    // Who listens cannot be told (no ss): not verified.
+    expect(podProblem(parsePodMaster('@@pod unknown'), '127.0.0.1:8443')).toMatch(/cannot be told on this node/);
   });
 });
