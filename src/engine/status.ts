@@ -11,7 +11,7 @@ import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js'
 import { containerImage, isServing, serviceState, type HostFacts } from '../facts/host.js';
 import { kubeLbPaths } from '../lb/kube-lb.js';
 import { CONTAINER_NAME } from '../lb/container.js';
-import { KUBELET_UNIT, STATIC_POD_MANIFEST } from '../lb/static-pod.js';
+import { KUBELET_UNIT, parsePodMaster, podMasterScript, podProblem, STATIC_POD_MANIFEST } from '../lb/static-pod.js';
 import { manifestImage } from '../ops/image.js';
 import { nginxPaths, parseStubStatus, type StubStatus } from '../lb/nginx.js';
 import { httpGetOnHost } from './verify.js';
@@ -184,7 +184,12 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     }
     for (const st of unknowable) drift[st.name] = 'unknown';
     const u = facts.units[IMPL_UNITS[impl]];
-    const service = serviceState(u);
+    let service = serviceState(u);
+    if (impl === 'static-pod') {
+      // kubelet running says nothing of the pod: its nginx must hold the port, the pod of the manifest in place.
+      const pod = podProblem(parsePodMaster((await conn.execAsRoot(podMasterScript(inv.lb.listen, STATIC_POD_MANIFEST), { kind: 'facts' })).stdout), inv.lb.listen);
+      service = service !== 'active (running)' ? `kubelet ${service}` : pod ? `pod not serving: ${pod}` : service;
+    }
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
     // After the reach probe, so its connections through the local port are not among those counted.
     const nginxStatus = inv.nginx?.statusListen && (impl === 'nginx' || isImaged(impl)) ? await nginxConnections(conn, inv.nginx.statusListen) : {};

@@ -90,7 +90,12 @@ let scratch: string | undefined;
 
 /** A folder for a test run's own files (inventory variants, caches): never the lab's folder, which lab down owns. */
 export function scratchDir(): string {
-  scratch ??= fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-test-'));
+  if (!scratch) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-test-'));
+    scratch = dir;
+    // Gone with the test process: a suite run leaves no folder of its own in /tmp.
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  }
   return scratch;
 }
 

@@ -100,7 +100,7 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
     const st = await k8sha(['status', '-i', inventory(), ...LIMIT, '--json']);
     expect(st.code, st.stderr).toBe(0);
     for (const n of JSON.parse(st.stdout).nodes) {
-      expect(n).toMatchObject({ impl: 'static-pod', wanted: 'static-pod', healthy: true, version: image });
+      expect(n).toMatchObject({ impl: 'static-pod', wanted: 'static-pod', service: 'active (running)', healthy: true, version: image });
       expect(Object.entries(n.drift).filter(([, x]) => x !== 'ok')).toEqual([]);
       expect(n.connections.active, n.connectionsError).toBeGreaterThanOrEqual(1);
     }
