@@ -18,6 +18,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           globalSetup: ['test/integration/global-setup.ts'],
+          setupFiles: ['test/integration/setup.ts'],
           testTimeout: 180_000,
           hookTimeout: 900_000,
           // The lab is one shared set of hosts: files run one at a time.

@@ -165,7 +165,8 @@ const REPOINT_RESTARTS_MS = 30_000;
 function checkRepointTimeout(options: DeployOptions, inv: Inventory): void {
   if (!options.repointKubeconfigs || options.repointTimeoutMs === undefined) return;
   const deadline = deadlineOf('repoint', deadlinesOf(inv));
-  const services = Math.max(1, inv.kubeconfigs.length);
+  // Each service is restarted and waited for once, however many of its kubeconfigs a node has.
+  const services = Math.max(1, new Set(inv.kubeconfigs.flatMap((k) => (k.service ? [k.service] : []))).size);
   if (services * options.repointTimeoutMs + REPOINT_RESTARTS_MS > deadline) {
     const most = Math.floor((deadline - REPOINT_RESTARTS_MS) / services / 1000);
     throw new UsageError(

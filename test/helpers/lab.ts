@@ -90,13 +90,14 @@ let scratch: string | undefined;
 
 /** A folder for a test run's own files (inventory variants, caches): never the lab's folder, which lab down owns. */
 export function scratchDir(): string {
-  if (!scratch) {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-test-'));
-    scratch = dir;
-    // Gone with the test process: a suite run leaves no folder of its own in /tmp.
-    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
-  }
+  scratch ??= fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-test-'));
   return scratch;
+}
+
+/** The scratch folder goes once its file's tests are done (test/integration/setup.ts): a suite run leaves none in /tmp. */
+export function removeScratch(): void {
+  if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
+  scratch = undefined;
 }
 
 /** The Docker id of one of the lab's containers (node-1, master-2, bastion...). */
