@@ -187,7 +187,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     let service = serviceState(u);
     if (impl === 'static-pod') {
       // kubelet running says nothing of the pod: its nginx must hold the port, the pod of the manifest in place.
-      const pod = podProblem(parsePodMaster((await conn.execAsRoot(podMasterScript(inv.lb.listen, STATIC_POD_MANIFEST), { kind: 'facts' })).stdout), inv.lb.listen);
+      const pod = podProblem(parsePodMaster((await conn.execAsRoot(podMasterScript(inv.lb.listen), { kind: 'facts' })).stdout), inv.lb.listen);
       service = service !== 'active (running)' ? `kubelet ${service}` : pod ? `pod not serving: ${pod}` : service;
     }
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);

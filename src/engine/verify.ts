@@ -12,9 +12,9 @@ import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
 import { probeReach, tlsOptions } from './probe.js';
-import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
+import { hostPortOf } from '../util/hostport.js';
 import type { HostResult } from './results.js';
-import { inUnitCgroup } from '../facts/host.js';
+import { inUnitCgroup, listenerPids } from '../facts/host.js';
 import { refusedReadyz } from '../lb/client-cert.js';
 import { containerStateScript, parseContainerState, type Runtime } from '../lb/container.js';
 import { parsePodMaster, podMasterScript, podProblem } from '../lb/static-pod.js';
@@ -108,15 +108,11 @@ const trustOf = (inv: Inventory) => (inv.tls.caFile ? 'TLS verified' : 'TLS NOT 
  * whatever else holds the port while the unit waits for it.
  */
 export function portOwnerScript(unit: string, listen: string): string {
-  const { host, port } = hostPortOf(listen);
-  // Listeners that overlap this one: on its address, or on every address (either side a wildcard).
-  const local = formatHostPort(host, port);
-  const any = isWildcard(host) ? '1' : '0';
-  const overlaps = `awk -v a=${quote(local)} -v any=${any} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
   return [
     `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
     `main=$(systemctl show -p MainPID --value ${quote(unit)})`,
-    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    // Listeners that overlap this one: on its address, or on every address (either side a wildcard).
+    `for p in $(${listenerPids(listen)}); do`,
     `  pp=$(awk '/^PPid:/{print $2}' /proc/$p/status 2>/dev/null)`,
     `  [ "$p" = "$main" ] || [ "$pp" = "$main" ] || ${inUnitCgroup(unit, '$p')} || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
     `done`,

@@ -4,6 +4,7 @@
  * function, so planners are tested with plain data.
  */
 import { quote } from '../util/quote.js';
+import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 
 export interface OsFacts {
   id: string;
@@ -35,6 +36,16 @@ export function serviceState(u: UnitFacts | undefined): string {
   if (u.activeState === 'failed') return 'failed';
   if (u.activeState === 'activating') return 'activating';
   return `${u.activeState} (${u.subState})`;
+}
+
+/**
+ * Shell: the PIDs (one per line, each once) of the processes listening on a TCP port where `listen`
+ * would: on its address, or either side every address. Needs `ss`; prints nothing without it.
+ */
+export function listenerPids(listen: string): string {
+  const { host, port } = hostPortOf(listen);
+  const overlaps = `awk -v a=${quote(formatHostPort(host, port))} -v any=${isWildcard(host) ? '1' : '0'} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
+  return `ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u`;
 }
 
 /**

@@ -14,7 +14,8 @@
 import type { Inventory } from '../inventory/schema.js';
 import { IMAGE_BINARY } from '../build/image.js';
 import { createHash } from 'node:crypto';
-import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
+import { hostPortOf } from '../util/hostport.js';
+import { listenerPids } from '../facts/host.js';
 import { quote } from '../util/quote.js';
 import { CONTAINER_CONF, CONTAINER_CONF_DIR } from './container.js';
 
@@ -118,14 +119,12 @@ ${probe(5, 2)}
  * `@@pod none` (nothing listens). Reads /proc and `ss`, nothing of any runtime.
  */
 export function podMasterScript(listen: string, manifest = STATIC_POD_MANIFEST): string {
-  const { host, port } = hostPortOf(listen);
-  // Listeners that overlap this one (on its address, or either side every address), as verify's other checks.
-  const overlaps = `awk -v a=${quote(formatHostPort(host, port))} -v any=${isWildcard(host) ? '1' : '0'} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
   return [
     `command -v ss >/dev/null 2>&1 || { echo "@@pod unknown"; exit 0; }`,
     // The host's PID namespace: this shell's (it runs on the node, not in a container).
     'host=$(readlink /proc/$$/ns/pid 2>/dev/null); ns=; master=',
-    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    // Listeners that overlap this one (on its address, or either side every address), as verify's other checks.
+    `for p in $(${listenerPids(listen)}); do`,
     '  n=$(readlink /proc/$p/ns/pid 2>/dev/null)',
     '  if [ -z "$n" ] || [ -z "$host" ] || [ "$n" = "$host" ] || { [ -n "$ns" ] && [ "$n" != "$ns" ]; }; then echo "@@pod other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; fi',
     '  ns=$n',
@@ -143,7 +142,7 @@ export function podMasterScript(listen: string, manifest = STATIC_POD_MANIFEST):
 }
 
 export type PodMaster =
-  | { state: 'ours'; pid: number; sha256?: string; /** The pod's identity in its nginx's environment. */ id?: string; /** The one the manifest in place names. */ want?: string }
+  | { state: 'ours'; pid: number; sha256?: string; /** The pod's identity on its nginx's command line. */ id?: string; /** The one the manifest in place names. */ want?: string }
   | { state: 'other'; who: string }
   | { state: 'none' }
   | { state: 'unknown' };
@@ -180,6 +179,6 @@ export function podProblem(p: PodMaster, listen: string, sha256?: string): strin
  * the config from the mounted folder and starts new workers; the old ones finish their connections.
  */
 export function podReloadScript(listen: string): string {
-  return `out=$( ${podMasterScript(listen).split('\n').join('\n')}
+  return `out=$( ${podMasterScript(listen)}
 ); case "$out" in "@@pod ours "*) set -- $out; kill -HUP "$3" ;; *) echo ${quote(`no static pod nginx master listens on ${listen} to reload`)}": $out" >&2; false ;; esac`;
 }

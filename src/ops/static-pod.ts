@@ -31,9 +31,9 @@ export const staticPod: Operation<StaticPodArgs> = {
     const put = planPut(a.manifest, Buffer.from(ctx.render(a.template, facts)), '0644', facts, ctx, { notify: [], text: true, what: 'write' });
     const manifestChanges = put.changes.length > 0;
     const changes: Change[] = put.changes.map((c) => (c.kind === 'put' ? { ...c, late: true } : c));
-    const old = a.replaces.find((r) => isServing(facts.units[r.unit] as never)) ?? a.replaces.find((r) => facts.units[r.unit]?.unitFileState === 'enabled');
-    const oldUnit = old ? facts.units[old.unit] : undefined;
-    if (old && isServing(oldUnit as never)) {
+    // The balancer serving now, which lets go of the port before the manifest goes in.
+    const old = a.replaces.find((r) => isServing(facts.units[r.unit] as never));
+    if (old) {
       const u = quote(old.unit);
       changes.unshift({
         kind: 'run',

@@ -65,11 +65,16 @@ async function fakeKubeProxy(n: Node, master: { address: string }) {
 const kubeProxyConnections = (c: { execOk: (cmd: string) => Promise<string> }) =>
   c.execOk(`for p in $(systemctl show -p MainPID --value kube-proxy); do ss -Htnp state established | grep "pid=$p," | awk '{print $4}'; done`);
 
-/** kube-proxy's peers once one is `peer` (kubectl connects a moment after systemd starts it), or as they are after 10 s. */
-async function connectedTo(c: { execOk: (cmd: string) => Promise<string> }, peer: string): Promise<string> {
+type Exec = { execOk: (cmd: string) => Promise<string> };
+
+/**
+ * A service's peers (kube-proxy's by default) once one is `peer` (a client connects a moment after
+ * systemd starts it), or as they are after 10 s.
+ */
+async function connectedTo(c: Exec, peer: string, peersOf: (c: Exec) => Promise<string> = kubeProxyConnections): Promise<string> {
   let peers = '';
   for (let i = 0; i < 50 && !peers.includes(peer); i++) {
-    peers = await kubeProxyConnections(c);
+    peers = await peersOf(c);
     if (!peers.includes(peer)) await new Promise((res) => setTimeout(res, 200));
   }
   return peers;
@@ -260,16 +265,9 @@ describe.sequential("a control-plane host's kubelet, to its own apiserver (nodes
       .replace(/server: \S+/, `server: https://${m2().address}:6443`)
       .replace(/^\s*tls-server-name:.*\n/m, '');
   /** The servers the kubelet's own processes (kubelet.service's cgroup) hold established connections to. */
-  const kubeletPeers = (c: { execOk: (cmd: string) => Promise<string> }) =>
+  const kubeletPeers = (c: Exec) =>
     c.execOk(`for p in $(pgrep -x kubectl); do grep -q '/kubelet.service$' /proc/$p/cgroup && ss -Htnp state established | grep "pid=$p," | awk '{print $4}'; done; true`);
-  async function peersOnce(c: { execOk: (cmd: string) => Promise<string> }, want: string): Promise<string> {
-    let peers = '';
-    for (let i = 0; i < 50 && !peers.includes(want); i++) {
-      peers = await kubeletPeers(c);
-      if (!peers.includes(want)) await new Promise((r) => setTimeout(r, 200));
-    }
-    return peers;
-  }
+  const peersOnce = (c: Exec, want: string) => connectedTo(c, want, kubeletPeers);
   const setUp = () =>
     withNode(m1(), (c) => c.execOk(`mkdir -p /etc/kubernetes && printf '%s' ${quote(kubeletConf())} > ${KUBELET_CONF} && chmod 600 ${KUBELET_CONF} && systemctl restart kubelet`));
 
