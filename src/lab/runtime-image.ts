@@ -15,8 +15,11 @@
  * The kubelet stand-in is NOT a kubelet: see KUBELET_STANDIN_SCRIPT and the README's lab section.
  */
 
-/** Debian packages of the runtime image: podman and its pause binary, docker.io (with containerd and runc). */
-export const RUNTIME_PACKAGES = ['podman', 'catatonit', 'docker.io'];
+/**
+ * Debian packages of the runtime image: podman and its pause binary, docker.io (with containerd and
+ * runc), and inotifywait, with which the kubelet stand-in sees a manifest move in as kubelet does.
+ */
+export const RUNTIME_PACKAGES = ['podman', 'catatonit', 'docker.io', 'inotify-tools'];
 
 export const PODMAN_STORAGE_CONF = `# k8s-ha lab: overlay needs fuse-overlayfs and /dev/fuse, which a lab node has not.
 [storage]
@@ -135,7 +138,25 @@ down() { # KEY
   rm -f "$state/$1".*
 }
 
-log "watching $manifests every $poll s; kubeconfig $kubeconfig"
+# A kubelet's node has its pod sandbox image before the first pod (kubeadm pulls it at install):
+# podman builds its pause image at the first pod it makes, about 2 s here. Made now, while nothing
+# waits for a pod.
+if command -v podman >/dev/null && ! podman image exists "localhost/podman-pause:$(podman version --format '{{.Client.Version}}')-0" 2>/dev/null; then
+  (podman pod create --name kubelet-standin-sandbox >/dev/null 2>&1; podman pod rm -f kubelet-standin-sandbox >/dev/null 2>&1
+   log "pod sandbox image ready") &
+fi
+
+# As kubelet does: the folder is read again at once when a file in it changes (inotify), and at least
+# every $poll s.
+wait_change() {
+  if [ -d "$manifests" ] && command -v inotifywait >/dev/null; then
+    inotifywait -qq -t "$poll" -e close_write,moved_to,moved_from,create,delete,attrib "$manifests" >/dev/null 2>&1
+    return 0
+  fi
+  sleep "$poll"
+}
+
+log "watching $manifests (inotify, and every $poll s); kubeconfig $kubeconfig"
 # A restart of this stand-in finds its pods running and leaves them so; a pod that is gone (removed
 # by hand, or the node rebooted: /run is empty then anyway) is played again.
 for p in "$state"/*.pods; do
@@ -168,7 +189,7 @@ while :; do
     key=$(basename "$s" .manifest)
     case "$seen" in *" $key "*) ;; *) down "$key" ;; esac
   done
-  sleep "$poll"
+  wait_change
 done
 `;
 

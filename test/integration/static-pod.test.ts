@@ -16,7 +16,7 @@ import { httpGetOnHost } from '../../src/engine/verify.js';
 
 /**
  * README, "The balancer as a static pod": stop-first, then kubelet sees the manifest and starts the pod
- * (the stand-in polls its folder every second and runs podman kube play); measured here, see the log.
+ * (the stand-in sees it through inotify and runs podman kube play); measured here, see the log.
  */
 const SWITCH_MS = 5000;
 const MANIFEST = '/etc/kubernetes/manifests/kube-nginx.yaml';
