@@ -406,8 +406,10 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
 
 export interface ImplChoice {
   impl: RunImpl;
-  /** lb.impl container: the node's runtime, from its facts (undefined when it has none). */
+  /** lb.impl container and static-pod: the node's runtime, from its facts (undefined when it has none). */
   runtime?: Runtime;
+  /** With containerd: the snapshotter its CRI plugin uses, from the node's facts. */
+  snapshotter?: string;
   why?: string;
   /** nginx on a node that keeps the binary it has (nginx cannot be built this time). */
   keepBinary?: boolean;
@@ -440,7 +442,9 @@ export function stepsFor(setup: Setup, node: InventoryNode, choice: ImplChoice, 
   const inv = setup.loaded.inventory;
   const ref = builds?.artifacts[IMAGE_ARTIFACT]?.ref;
   const runtime = isImaged(choice.impl) && choice.runtime ? choice.runtime : inv.lb.runtime !== 'auto' ? inv.lb.runtime : undefined;
-  const container = runtime && ref ? { runtime, image: ref, repository: imageRepository(ref), binary: builds?.artifacts[IMAGE_ARTIFACT]?.binarySha256 ?? '' } : undefined;
+  const container = runtime && ref
+    ? { runtime, image: ref, repository: imageRepository(ref), binary: builds?.artifacts[IMAGE_ARTIFACT]?.binarySha256 ?? '', snapshotter: choice.snapshotter || 'overlayfs' }
+    : undefined;
   const steps = setup.playbooks[choice.impl].steps(node, container);
   return choice.keepBinary ? steps.filter((s) => s.type !== 'nginxBuild' && !(s.type === 'op' && s.op.type === 'file')) : steps;
 }

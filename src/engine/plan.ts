@@ -31,6 +31,7 @@ export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): Fact
   for (const v of part.images ?? []) if (!(req.images ??= []).includes(v)) req.images.push(v);
   for (const v of part.containers ?? []) if (!(req.containers ??= []).includes(v)) req.containers.push(v);
   for (const v of part.texts ?? []) if (!(req.texts ??= []).includes(v)) req.texts.push(v);
+  if (part.kubelet) req.kubelet = true;
   return req;
 }
 

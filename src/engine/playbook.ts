@@ -44,6 +44,8 @@ export interface ContainerVars {
   repository: string;
   /** The sha256 of the nginx binary in the image k8s-ha built; empty for lb.image (the site's own) or before the build. */
   binary?: string;
+  /** containerd (a static pod's runtime): the snapshotter its CRI plugin unpacks images into. */
+  snapshotter?: string;
 }
 
 interface RawStep {
@@ -100,6 +102,7 @@ export function playbookVars(inv: Inventory, node: InventoryNode, container?: Co
     repository: inv.lb.image ? imageRepository(inv.lb.image) : IMAGE_REPOSITORY,
   };
   c.binary ??= '';
+  c.snapshotter ??= 'overlayfs';
   return { lb: inv.lb, nginx: inv.nginx, kubeLb: inv.kubeLb, vip, node: { name: node.name, address }, container: c };
 }
 
@@ -140,7 +143,7 @@ export function substitute(
       let cur: unknown = vars;
       for (const part of name.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[part] : undefined;
       if (cur === undefined || (typeof cur === 'object' && cur !== null)) {
-        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository, container.binary` });
+        errors.push({ path: at, message: `unknown variable {{ ${name} }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository, container.binary, container.snapshotter` });
         return whole;
       }
       if (context === 'text') return String(cur);

@@ -413,7 +413,10 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holde
           }
         : isImaged(impl.impl)
           ? // The runtime is the node's own (lb.runtime auto): known from its facts.
-            (facts) => known(stepsFor(setup, node, { impl: impl.impl, runtime: resolveRuntime(inv.lb.runtime, facts.tools) }, builds))
+            (facts) => {
+              const kubelet = impl.impl === 'static-pod' ? (facts.kubelet ?? { endpoint: '' }) : undefined;
+              return known(stepsFor(setup, node, { impl: impl.impl, runtime: resolveRuntime(inv.lb.runtime, facts.tools, kubelet), snapshotter: facts.kubelet?.snapshotter }, builds));
+            }
           : undefined,
     say,
   };

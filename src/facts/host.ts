@@ -83,10 +83,21 @@ export interface HostFacts {
   kubeconfigs?: Record<string, KubeconfigFacts | null>;
   /** The interface that carries each of the host's own addresses asked for (`ip addr show to`); null where none does. */
   interfaces?: Record<string, string | null>;
-  /** Images of each repository asked for, as `RUNTIME REPOSITORY:TAG`, from every runtime the host has (podman, docker). */
+  /** Images of each repository asked for, as `RUNTIME REPOSITORY:TAG REPOSITORY@DIGEST`, from every runtime the host has (podman, docker, containerd's k8s.io namespace). */
   images?: Record<string, string[]>;
   /** Each container asked for, as every runtime the host has sees it: `RUNTIME RUNNING PID IMAGE` (absent where none has it). */
   containers?: Record<string, string[]>;
+  /**
+   * What kubelet runs pods with (asked for by lb.impl static-pod): the CRI endpoint its command line or
+   * config file names ('' when neither does: kubelet's default, containerd), and the snapshotter
+   * containerd's CRI plugin unpacks images into (where the node has containerd).
+   */
+  kubelet?: KubeletFacts;
+}
+
+export interface KubeletFacts {
+  endpoint: string;
+  snapshotter?: string;
 }
 
 /** The backup earlier versions kept for good beside each repointed kubeconfig (a copy of its client key). */
@@ -124,6 +135,8 @@ export interface FactRequest {
   images?: string[];
   /** Container names whose state each runtime is asked for (status: what runs, from which image). */
   containers?: string[];
+  /** kubelet's CRI endpoint and containerd's snapshotter (lb.impl static-pod). */
+  kubelet?: boolean;
 }
 
 export function emptyRequest(): FactRequest {
@@ -143,11 +156,27 @@ export function emptyRequest(): FactRequest {
  */
 const runtimeUp = `command -v "$rt" >/dev/null 2>&1 && { [ "$rt" = podman ] || systemctl is-active -q docker; }`;
 
+/**
+ * Shell: kubelet's CRI endpoint, from the running kubelet's command line (kubeadm's flags file is on it),
+ * else its config file (the one --config names, else kubeadm's), else the flags file of a kubelet
+ * that is not running; then the snapshotter of containerd's CRI plugin (its effective config).
+ */
+export const KUBELET_FACT_SCRIPT = [
+  'pid=$(systemctl show -p MainPID --value kubelet 2>/dev/null); args=',
+  `[ -n "$pid" ] && [ "$pid" != 0 ] && args=$(tr '\\0' '\\n' < /proc/$pid/cmdline 2>/dev/null)`,
+  `flag() { printf '%s\\n' "$args" | sed -n "s/^--$1=//p;/^--$1\\$/{n;p;}" | tail -n 1; }`,
+  'ep=$(flag container-runtime-endpoint); cfg=$(flag config)',
+  `[ -n "$ep" ] || ep=$(sed -n 's/^containerRuntimeEndpoint: *//p' "\${cfg:-/var/lib/kubelet/config.yaml}" 2>/dev/null | tr -d "\\"'" | tail -n 1)`,
+  `[ -n "$ep" ] || ep=$(grep -o -- '--container-runtime-endpoint[= ][^ "]*' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null | cut -c30- | tail -n 1)`,
+  'echo "endpoint=$ep"',
+  `if command -v containerd >/dev/null 2>&1; then echo "snapshotter=$(timeout 10 containerd config dump 2>/dev/null | awk '/^ *\\[/{s=($0 ~ /cri/)} s && /^ *snapshotter *=/{gsub(/[" ]/, ""); sub(/^snapshotter=/, ""); print; exit}')"; fi`,
+].join('\n');
+
 export function factScript(req: FactRequest): string {
   const lines = [
     'echo "@@os"; cat /etc/os-release 2>/dev/null; echo "ARCH=$(uname -m)"; g=$(getconf GNU_LIBC_VERSION 2>/dev/null); echo "GLIBC=${g#glibc }"',
     'echo "@@pkg"; for p in apt-get dnf yum; do if command -v "$p" >/dev/null 2>&1; then echo "$p"; break; fi; done',
-    'echo "@@tools"; for t in gcc cc make tar musl-gcc strip podman docker; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
+    'echo "@@tools"; for t in gcc cc make tar musl-gcc strip podman docker ctr; do command -v "$t" >/dev/null 2>&1 && echo "$t"; done; true',
   ];
   if (req.files.length) lines.push(`echo "@@sha256"; sha256sum ${req.files.map(quote).join(' ')} 2>/dev/null; true`);
   const paths = [...req.files, ...req.dirs];
@@ -180,9 +209,13 @@ export function factScript(req: FactRequest): string {
   (req.images ?? []).forEach((r, i) =>
     lines.push(
       `echo "@@images ${i}"; for rt in podman docker; do ${runtimeUp} || continue; ` +
-        `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}" ${quote(r)} 2>/dev/null; done; true`,
+        `timeout 20 "$rt" images --format "$rt {{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}" ${quote(r)} 2>/dev/null; done; ` +
+        // kubelet's images in containerd (its k8s.io namespace), while containerd runs: REF TYPE DIGEST ...
+        `if command -v ctr >/dev/null 2>&1 && systemctl is-active -q containerd; then timeout 20 ctr -n k8s.io images ls 2>/dev/null | ` +
+        `awk -v r=${quote(r)} 'index($1, r ":") == 1 || index($1, r "@") == 1 { print "containerd", $1, r "@" $3 }'; fi; true`,
     ),
   );
+  if (req.kubelet) lines.push(`echo "@@kubelet"; ${KUBELET_FACT_SCRIPT.split('\n').join('; ')}; true`);
   (req.containers ?? []).forEach((c, i) =>
     lines.push(
       `echo "@@containers ${i}"; for rt in podman docker; do ${runtimeUp} || continue; ` +
@@ -321,8 +354,12 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   });
   facts.images = {};
   (req.images ?? []).forEach((r, i) => {
-    facts.images![r] = (s.get(`images ${i}`) ?? []).map((l) => l.trim()).filter((l) => /^(podman|docker) \S+( \S+)?$/.test(l));
+    facts.images![r] = (s.get(`images ${i}`) ?? []).map((l) => l.trim()).filter((l) => /^(podman|docker|containerd) \S+( \S+)?$/.test(l));
   });
+  if (req.kubelet) {
+    const kv = Object.fromEntries((s.get('kubelet') ?? []).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1).trim()]));
+    facts.kubelet = { endpoint: kv.endpoint ?? '', ...(kv.snapshotter ? { snapshotter: kv.snapshotter } : {}) };
+  }
   return facts;
 }
 

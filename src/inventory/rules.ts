@@ -320,6 +320,20 @@ const staticPodProbes: Rule = (inv) => {
   ];
 };
 
+/** containerd runs kubelet's pods; a container under systemd is podman's or Docker's. */
+const containerdForPods: Rule = (inv) => {
+  if (inv.lb.runtime !== 'containerd') return [];
+  const who = inv.nodes.filter((n) => wantedImpl(inv, n) === 'container');
+  if (!who.length) return [];
+  return [
+    {
+      severity: 'error',
+      path: ['lb', 'runtime'],
+      message: `is containerd, which k8s-ha loads images into for kubelet's static pods only, but ${who.length === inv.nodes.length ? 'every node' : who.map((n) => n.name).join(', ')} runs lb.impl container (a container under systemd): set lb.runtime to podman, docker or auto there, or lb.impl to static-pod`,
+    },
+  ];
+};
+
 /** nodes[].repointTo: the local balancer, or a master of the inventory (a control-plane host's own). */
 const repointTargets: Rule = (inv) =>
   inv.nodes.flatMap((n, i): Diagnostic[] => {
@@ -345,6 +359,7 @@ const repointTargets: Rule = (inv) =>
 
 export const RULES: Rule[] = [
   staticPodProbes,
+  containerdForPods,
   repointTargets,
   nginxNeeded,
   containerStatic,

@@ -171,10 +171,11 @@ export function imageRepository(ref: string): string {
 }
 
 /**
- * The container runtime that runs lb.impl container, or (static-pod) the one kubelet runs pods with,
- * which the image is loaded into: auto takes podman where the node has it, else docker.
+ * The container runtime that runs lb.impl container (podman or docker), or (static-pod) the one
+ * kubelet runs pods with, which the image is loaded into (also containerd). auto: for container,
+ * podman where the node has it, else docker; for static-pod, the one kubelet's CRI endpoint names.
  */
-export const RUNTIMES = ['auto', 'podman', 'docker'] as const;
+export const RUNTIMES = ['auto', 'podman', 'docker', 'containerd'] as const;
 export const impl = z.enum(IMPLS, { error: `must be one of ${IMPLS.join(', ')}` });
 
 export const node = z.strictObject({
@@ -277,7 +278,7 @@ export const lb = z.strictObject({
   proxyTimeout: duration(MS.s, 24 * MS.h).default('10m'),
   /** A directory of the balancer's own (sbin/, conf/, logs/), not a system directory. */
   prefix: prefix('/opt/k8s/kube-nginx'),
-  /** lb.impl container: the runtime that runs the image (auto: podman where the node has it, else docker). */
+  /** lb.impl container: the runtime that runs the image (auto: podman where the node has it, else docker); static-pod: kubelet's (auto: from its CRI endpoint). */
   runtime: z.enum(RUNTIMES, { error: `must be one of ${RUNTIMES.join(', ')}` }).default('auto'),
   /** lb.impl container: the site's own image (from its registry, pulled by the node's runtime) instead of the one k8s-ha builds. */
   image: checked(z.string({ error: 'must be an image reference' }), imageRefProblem).optional(),

@@ -55,6 +55,120 @@ export const KUBELET_STANDIN_PATH = '/usr/local/bin/kubelet-standin';
 export const STATIC_POD_PATH = '/etc/kubernetes/manifests';
 export const KUBELET_KUBECONFIG = '/etc/kubernetes/kubelet.conf';
 
+/** The stand-in's containerd side, in POSIX sh and awk like the stand-in (a lab node has no Node.js). */
+export const KUBELET_STANDIN_CTR_PATH = '/usr/local/bin/kubelet-standin-ctr';
+
+/**
+ * The kubelet stand-in's containerd runner (its unit given a containerd CRI endpoint): `play MANIFEST`
+ * runs the pod's first container with `ctr run` in containerd's k8s.io namespace, where kubelet's
+ * images are, on the host's network, with the manifest's hostPath volumes bound at their mountPaths
+ * (read-only where it says so), and prints the container's ID (the pod's name); `down ID` stops it
+ * (SIGTERM, SIGKILL after 15 s) and removes it; `running ID` says whether its task runs; `spec
+ * MANIFEST` prints what it reads. It reads the block YAML k8s-ha writes, with `command`/`args` as flow
+ * lists of JSON strings: NOT a Pod YAML implementation, and no pause container, no probes, no restart
+ * policy (the stand-in plays a pod again whose task ended).
+ */
+export const KUBELET_STANDIN_CTR_SCRIPT = `#!/bin/sh
+# kubelet STAND-IN's containerd runner (k8s-ha lab; not a kubelet, not a CRI client): ctr run / kill / rm.
+# Usage: kubelet-standin-ctr play MANIFEST | down ID | running ID
+set -u
+ctr() { command ctr -n k8s.io "$@"; }
+running() { ctr task ls 2>/dev/null | awk -v id="$1" '$1 == id && $3 == "RUNNING" { f = 1 } END { exit !f }'; }
+down() {
+  if running "$1"; then
+    ctr task kill -s SIGTERM "$1" >/dev/null 2>&1
+    i=0; while [ $i -lt 150 ] && running "$1"; do sleep 0.1; i=$((i + 1)); done
+    if running "$1"; then ctr task kill -s SIGKILL "$1" >/dev/null 2>&1; fi
+  fi
+  ctr task rm -f "$1" >/dev/null 2>&1; ctr container rm "$1" >/dev/null 2>&1; true
+}
+# The snapshotter of containerd's CRI plugin, where kubelet's images are unpacked.
+snapshotter() {
+  s=$(timeout 10 containerd config dump 2>/dev/null | awk '/^ *\\[/ { c = ($0 ~ /cri/) } c && /^ *snapshotter *=/ { gsub(/[" ]/, ""); sub(/^snapshotter=/, ""); print; exit }')
+  echo "\${s:-overlayfs}"
+}
+# The manifest as lines: "name NAME", "image IMAGE", "arg WORD" (command, then args; flow lists of
+# JSON strings), "mount SRC DST ro|rw" (a hostPath volume at a container's mountPath).
+spec() {
+  awk '
+    function flow(s,   i, c, cur, inq) {
+      inq = 0; cur = ""
+      for (i = 1; i <= length(s); i++) {
+        c = substr(s, i, 1)
+        if (inq) {
+          if (c == "\\\\") { i++; cur = cur substr(s, i, 1) }
+          else if (c == "\\"") { print "arg " cur; cur = ""; inq = 0 }
+          else cur = cur c
+        } else if (c == "\\"") inq = 1
+      }
+    }
+    function value(s) { sub(/^[A-Za-z]+:[ \\t]*/, "", s); gsub(/"/, "", s); return s }
+    /^[ \\t]*(#|$)/ { next }
+    {
+      match($0, /^ */); indent = RLENGTH
+      item = ($0 ~ /^[ \\t]*-[ \\t]+/)
+      body = $0; sub(/^[ \\t]*(-[ \\t]+)?/, "", body)
+      if (mode != "" && indent <= depth && !item) mode = ""
+      if ($0 ~ /^metadata:/) { meta = 1; next }
+      if (indent == 0) meta = 0
+      if (meta && indent == 2 && body ~ /^name:/ && !named) { print "name " value(body); named = 1 }
+      if (body ~ /^image:/ && !img) { print "image " value(body); img = 1 }
+      if (body ~ /^command:[ \\t]*\\[/ && cmd == "") { cmd = body; sub(/^command:[ \\t]*/, "", cmd) }
+      if (body ~ /^args:[ \\t]*\\[/ && args == "") { args = body; sub(/^args:[ \\t]*/, "", args) }
+      if (body ~ /^volumeMounts:[ \\t]*$/) { mode = "m"; depth = indent; next }
+      if (body ~ /^volumes:[ \\t]*$/) { mode = "v"; depth = indent; next }
+      if (mode == "m") {
+        if (item) nm++
+        if (body ~ /^name:/) mname[nm] = value(body)
+        if (body ~ /^mountPath:/) mpath[nm] = value(body)
+        if (body ~ /^readOnly:[ \\t]*true/) mro[nm] = 1
+      }
+      if (mode == "v") {
+        if (item) nv++
+        if (body ~ /^name:/) vname[nv] = value(body)
+        if (body ~ /^path:/) vpath[nv] = value(body)
+      }
+    }
+    END {
+      flow(cmd); flow(args)
+      for (i = 1; i <= nm; i++) for (j = 1; j <= nv; j++)
+        if (mname[i] == vname[j] && vpath[j] != "" && mpath[i] != "") print "mount " vpath[j] " " mpath[i] " " (mro[i] ? "ro" : "rw")
+    }
+  ' "$1"
+}
+case "\${1:-}" in
+  running) running "$2"; exit ;;
+  down) down "$2"; exit 0 ;;
+  spec) spec "$2"; exit ;;
+  play) ;;
+  *) echo "usage: kubelet-standin-ctr play MANIFEST | down ID | running ID" >&2; exit 2 ;;
+esac
+s=$(spec "$2")
+name=$(echo "$s" | sed -n 's/^name //p')
+image=$(echo "$s" | sed -n 's/^image //p')
+if [ -z "$name" ] || [ -z "$image" ]; then echo "$2: no metadata.name or image found" >&2; exit 1; fi
+# ctr run's arguments: its flags, each mount, the image, the ID, then the command and its args.
+# The container's stdout and stderr (nginx's error log) go to a file, as a kubelet's go to /var/log/pods.
+mkdir -p /var/log/kubelet-standin
+set -- -d --net-host --snapshotter "$(snapshotter)" --log-uri "file:///var/log/kubelet-standin/$name.log"
+while IFS= read -r l; do
+  case "$l" in "mount "*) set -- "$@" --mount "$(echo "$l" | awk '{ print "type=bind,src=" $2 ",dst=" $3 ",options=rbind:" $4 }')" ;; esac
+done <<END
+$s
+END
+set -- "$@" "$image" "$name"
+while IFS= read -r l; do
+  case "$l" in "arg "*) set -- "$@" "\${l#arg }" ;; esac
+done <<END
+$s
+END
+down "$name"
+if ! out=$(ctr run "$@" 2>&1); then echo "ctr run: $(echo "$out" | tail -n 1)" >&2; exit 1; fi
+i=0; while [ $i -lt 50 ] && ! running "$name"; do sleep 0.1; i=$((i + 1)); done
+running "$name" || { echo "ctr run: the task of $name is not running" >&2; exit 1; }
+echo "$name"
+`;
+
 /**
  * A kubelet STAND-IN in POSIX sh. It runs static pods with podman's own Pod YAML implementation
  * (`podman kube play`), and holds a real client connection (kubectl, client-go) to the apiserver its
@@ -62,15 +176,19 @@ export const KUBELET_KUBECONFIG = '/etc/kubernetes/kubelet.conf';
  * README, "The kubelet stand-in".
  */
 export const KUBELET_STANDIN_SCRIPT = `#!/bin/sh
-# kubelet STAND-IN for the k8s-ha lab (not a kubelet): static pods through \`podman kube play\`,
-# and a kubectl watch holding a connection to the server its kubeconfig names.
-# Usage: kubelet-standin [--kubeconfig FILE] [--pod-manifest-path DIR] [--poll SECONDS]
+# kubelet STAND-IN for the k8s-ha lab (not a kubelet): static pods through \`podman kube play\`
+# (or \`ctr run\` with a containerd endpoint), and a kubectl watch holding a connection to the server
+# its kubeconfig names.
+# Usage: kubelet-standin [--kubeconfig FILE] [--pod-manifest-path DIR] [--container-runtime-endpoint URL] [--poll SECONDS]
 set -u
 kubeconfig=${KUBELET_KUBECONFIG}
 manifests=${STATIC_POD_PATH}
+endpoint=
 poll=1
 while [ $# -gt 0 ]; do
   case "$1" in
+    --container-runtime-endpoint) endpoint=$2; shift 2 ;;
+    --container-runtime-endpoint=*) endpoint=\${1#*=}; shift ;;
     --kubeconfig) kubeconfig=$2; shift 2 ;;
     --kubeconfig=*) kubeconfig=\${1#*=}; shift ;;
     --pod-manifest-path) manifests=$2; shift 2 ;;
@@ -87,6 +205,22 @@ unset INVOCATION_ID
 # Like a kubelet, it does not make the manifest folder: until someone does, there is nothing to run.
 mkdir -p "$state"
 log() { echo "kubelet stand-in: $*"; }
+# Its runtime, as a kubelet's CRI endpoint names it: containerd, or podman (whose image storage CRI-O shares).
+case "$endpoint" in
+  *containerd*) rt=containerd; ctrrun=${KUBELET_STANDIN_CTR_PATH}
+    systemctl is-active -q containerd || systemctl start containerd ;;
+  *) rt=podman ;;
+esac
+# Whether the containerd task of a pod (its .pods line ctr:ID) runs.
+ctr_running() { ctr -n k8s.io task ls 2>/dev/null | awk -v id="$1" '$1 == id && $3 == "RUNNING" { f = 1 } END { exit !f }'; }
+# Stops what a played manifest started (KEY): podman's pod by its manifest, containerd's task by ID.
+stop_pods() {
+  if grep -q '^ctr:' "$state/$1.pods" 2>/dev/null; then
+    for id in $(sed -n 's/^ctr://p' "$state/$1.pods"); do "$ctrrun" down "$id"; done
+  elif [ -e "$state/$1.manifest" ]; then
+    podman kube down "$state/$1.manifest" >/dev/null 2>&1
+  else true; fi
+}
 
 # The apiserver client, as kubelet is one: restarted whenever it ends (the server went away, the
 # kubeconfig changed and the unit was restarted...). Without a kubeconfig, pods only.
@@ -118,7 +252,21 @@ play() { # FILE KEY SUM
     *) strip_probes "$1" > "$copy.new" ;;
   esac
   if ! cmp -s "$1" "$copy.new"; then log "$1: probes dropped (a kubelet runs them from the node; this stand-in runs none)"; fi
-  if [ -e "$copy" ]; then podman kube down "$copy" >/dev/null 2>&1; fi
+  stop_pods "$2"
+  if [ "$rt" = containerd ]; then
+    if out=$("$ctrrun" play "$copy.new" 2>&1); then
+      mv "$copy.new" "$copy"
+      echo "$3" > "$state/$2.sum"
+      echo "ctr:$out" > "$state/$2.pods"
+      rm -f "$state/$2.failed"
+      log "$1: started container $out (ctr run, containerd)"
+    else
+      rm -f "$copy.new" "$state/$2.sum"
+      echo "$3 $(date +%s)" > "$state/$2.failed"
+      log "$1: ctr run failed, retrying in 10 s: $(echo "$out" | tail -n1)"
+    fi
+    return
+  fi
   if out=$(podman kube play --replace "$copy.new" 2>&1); then
     mv "$copy.new" "$copy"
     echo "$3" > "$state/$2.sum"
@@ -133,15 +281,15 @@ play() { # FILE KEY SUM
 }
 
 down() { # KEY
-  if podman kube down "$state/$1.manifest" >/dev/null 2>&1; then log "$(cat "$state/$1.path"): removed, pod stopped (podman kube down)"
-  else log "$(cat "$state/$1.path"): removed; podman kube down failed"; fi
+  if stop_pods "$1"; then log "$(cat "$state/$1.path"): removed, pod stopped ($rt)"
+  else log "$(cat "$state/$1.path"): removed; stopping its pod failed"; fi
   rm -f "$state/$1".*
 }
 
 # A kubelet's node has its pod sandbox image before the first pod (kubeadm pulls it at install):
 # podman builds its pause image at the first pod it makes, about 2 s here. Made now, while nothing
 # waits for a pod.
-if command -v podman >/dev/null && ! podman image exists "localhost/podman-pause:$(podman version --format '{{.Client.Version}}')-0" 2>/dev/null; then
+if [ "$rt" = podman ] && command -v podman >/dev/null && ! podman image exists "localhost/podman-pause:$(podman version --format '{{.Client.Version}}')-0" 2>/dev/null; then
   (podman pod create --name kubelet-standin-sandbox >/dev/null 2>&1; podman pod rm -f kubelet-standin-sandbox >/dev/null 2>&1
    log "pod sandbox image ready") &
 fi
@@ -156,16 +304,25 @@ wait_change() {
   sleep "$poll"
 }
 
-log "watching $manifests (inotify, and every $poll s); kubeconfig $kubeconfig"
+log "watching $manifests (inotify, and every $poll s); runtime $rt; kubeconfig $kubeconfig"
 # A restart of this stand-in finds its pods running and leaves them so; a pod that is gone (removed
 # by hand, or the node rebooted: /run is empty then anyway) is played again.
 for p in "$state"/*.pods; do
   [ -e "$p" ] || continue
   while read -r id; do
-    podman pod exists "$id" || { log "$(cat "\${p%.pods}.path"): pod $(echo "$id" | cut -c1-12) is gone, starting it again"; rm -f "\${p%.pods}.sum"; }
+    case "$id" in ctr:*) ctr_running "\${id#ctr:}" && continue ;; *) podman pod exists "$id" && continue ;; esac
+    { log "$(cat "\${p%.pods}.path"): pod $(echo "$id" | cut -c1-12) is gone, starting it again"; rm -f "\${p%.pods}.sum"; }
   done < "$p"
 done
 while :; do
+  # podman restarts a container that exits (restartPolicy Always); ctr does not: a pod whose task
+  # ended is played again.
+  for p in "$state"/*.pods; do
+    [ -e "$p" ] || continue
+    for id in $(sed -n 's/^ctr://p' "$p"); do
+      ctr_running "$id" || { log "$(cat "\${p%.pods}.path"): container $id is not running, starting it again"; rm -f "\${p%.pods}.sum"; }
+    done
+  done
   seen=' '
   # As kubelet does: every file in the folder is a pod, whatever its name ends with, except one
   # whose name starts with a dot (which * does not match).
@@ -198,6 +355,18 @@ done
  * (conmon in its own libpod-conmon scope), outside this unit's cgroup: stopping or restarting the
  * stand-in leaves them running, as with a kubelet.
  */
+/** CRI-O's socket, as kubelet names it. */
+export const CRIO_ENDPOINT = 'unix:///var/run/crio/crio.sock';
+/** containerd's socket, as kubelet names it. */
+export const CONTAINERD_ENDPOINT = 'unix:///run/containerd/containerd.sock';
+
+/** containerd's CRI plugin: the native snapshotter (overlayfs cannot mount in a lab node). */
+export const CONTAINERD_CONFIG = `# k8s-ha lab: overlayfs cannot mount in a lab node (no privileges); kubelet's images go to native.
+version = 2
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "native"
+`;
+
 export const KUBELET_STANDIN_UNIT = `[Unit]
 Description=kubelet STAND-IN (k8s-ha lab: static pods via podman kube play, an apiserver client via kubectl; not a kubelet)
 After=network.target
@@ -205,7 +374,9 @@ After=network.target
 StartLimitIntervalSec=0
 
 [Service]
-ExecStart=${KUBELET_STANDIN_PATH} --kubeconfig ${KUBELET_KUBECONFIG} --pod-manifest-path ${STATIC_POD_PATH}
+# CRI-O's endpoint: the stand-in runs pods with podman, whose image storage CRI-O shares. A drop-in
+# naming containerd's makes it run them with ctr.
+ExecStart=${KUBELET_STANDIN_PATH} --kubeconfig ${KUBELET_KUBECONFIG} --pod-manifest-path ${STATIC_POD_PATH} --container-runtime-endpoint ${CRIO_ENDPOINT}
 Restart=always
 RestartSec=1
 
@@ -220,9 +391,11 @@ RUN apt-get update \\
  && rm -rf /var/lib/apt/lists/*
 COPY storage.conf /etc/containers/storage.conf
 COPY daemon.json /etc/docker/daemon.json
+COPY containerd.toml /etc/containerd/config.toml
 COPY kubelet-standin ${KUBELET_STANDIN_PATH}
+COPY kubelet-standin-ctr ${KUBELET_STANDIN_CTR_PATH}
 COPY kubelet.service /lib/systemd/system/kubelet.service
-RUN chmod 0755 ${KUBELET_STANDIN_PATH} \\
+RUN chmod 0755 ${KUBELET_STANDIN_PATH} ${KUBELET_STANDIN_CTR_PATH} \\
  && systemctl disable docker.service containerd.service \\
  && systemctl enable docker.socket kubelet.service \\
  && podman --version && docker --version
@@ -232,6 +405,8 @@ RUN chmod 0755 ${KUBELET_STANDIN_PATH} \\
 export const runtimeContext = () => ({
   'storage.conf': PODMAN_STORAGE_CONF,
   'daemon.json': DOCKER_DAEMON_JSON,
+  'containerd.toml': CONTAINERD_CONFIG,
   'kubelet-standin': KUBELET_STANDIN_SCRIPT,
+  'kubelet-standin-ctr': KUBELET_STANDIN_CTR_SCRIPT,
   'kubelet.service': KUBELET_STANDIN_UNIT,
 });

@@ -17,11 +17,27 @@ export const CONTAINER_NAME = 'kube-nginx';
 export const CONTAINER_CONF_DIR = '/etc/kube-nginx';
 export const CONTAINER_CONF = `${CONTAINER_CONF_DIR}/kube-nginx.conf`;
 
-export type Runtime = 'podman' | 'docker';
+export type Runtime = 'podman' | 'docker' | 'containerd';
 
-/** The runtime a node uses: the one asked for, or for auto podman where the node has it, else docker; undefined when it has neither. */
-export function resolveRuntime(want: Inventory['lb']['runtime'], tools: readonly string[]): Runtime | undefined {
+/** The runtime kubelet's CRI endpoint names: CRI-O shares podman's image storage, cri-dockerd is Docker's. */
+export function endpointRuntime(endpoint: string): Runtime | undefined {
+  if (/containerd/.test(endpoint)) return 'containerd';
+  if (/crio/.test(endpoint)) return 'podman';
+  if (/docker/.test(endpoint)) return 'docker';
+  return undefined;
+}
+
+/**
+ * The runtime a node uses: the one asked for; for auto, with lb.impl container podman where the node
+ * has it, else docker; with lb.impl static-pod (`kubelet` given: its CRI endpoint, '' when it names
+ * none) the runtime kubelet runs pods with, and for a kubelet that names none its default, containerd,
+ * where the node has ctr. Undefined when the node has none of them, or kubelet's is one k8s-ha cannot
+ * load an image into.
+ */
+export function resolveRuntime(want: Inventory['lb']['runtime'], tools: readonly string[], kubelet?: { endpoint: string }): Runtime | undefined {
   if (want !== 'auto') return want;
+  if (kubelet?.endpoint) return endpointRuntime(kubelet.endpoint);
+  if (kubelet && tools.includes('ctr')) return 'containerd';
   if (tools.includes('podman')) return 'podman';
   if (tools.includes('docker')) return 'docker';
   return undefined;
@@ -36,11 +52,11 @@ export function renderContainerConf(inv: Inventory): string {
 const mount = `-v ${CONTAINER_CONF_DIR}:${CONTAINER_CONF_DIR}:ro`;
 
 /** Shell: the runtime's `nginx -t` of the config at `conf` (a path under CONTAINER_CONF_DIR) inside `image`, before anything is live. */
-export function containerCheckCommand(runtime: Runtime, image: string, conf: string): string {
+export function containerCheckCommand(runtime: Exclude<Runtime, 'containerd'>, image: string, conf: string): string {
   return `/usr/bin/${runtime} run --rm --pull=never --net=host ${mount} --entrypoint ${IMAGE_BINARY} ${image} -t -q -e stderr -c ${conf}`;
 }
 
-export function renderContainerUnit(inv: Inventory, runtime: Runtime, image: string): string {
+export function renderContainerUnit(inv: Inventory, runtime: Exclude<Runtime, 'containerd'>, image: string): string {
   const head = `# Managed by k8s-ha.
 [Unit]
 Description=kube-nginx in a container (${runtime}): node-local load balancer for kube-apiserver (${u(inv.lb.listen)})

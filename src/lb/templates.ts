@@ -37,7 +37,8 @@ export const TEMPLATE_ARTIFACTS: Readonly<Record<string, string>> = { 'kube-ngin
 
 /** The container unit names its runtime (the node's, from its facts) and the image (the build's). */
 function containerUnit(inv: Inventory, ctx: TemplateContext = {}): string {
-  const runtime = resolveRuntime(inv.lb.runtime, ctx.facts?.tools ?? []) ?? 'podman';
+  // containerd is a static pod's runtime only (refused at load for lb.impl container).
+  const runtime = resolveRuntime(inv.lb.runtime, ctx.facts?.tools ?? []) === 'docker' ? 'docker' : 'podman';
   const image = ctx.artifacts?.[IMAGE_ARTIFACT]?.ref;
   if (!image) throw new Error(`the ${IMAGE_ARTIFACT} build must come before the unit that runs it`);
   return renderContainerUnit(inv, runtime, image);

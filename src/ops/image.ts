@@ -21,11 +21,12 @@ export function manifestImage(text: string | undefined): string | undefined {
   return m?.[1];
 }
 
-/** What the runtime lacks, in words, with the fix. */
-export function noRuntime(want: ImageArgs['runtime']): string {
-  return want === 'auto'
-    ? 'no container runtime on this node: lb.impl container needs podman or docker (install one from the package manager, e.g. apt-get install podman)'
-    : `lb.runtime is ${want}, but this node has no ${want} on its PATH: install it, or set lb.runtime to the runtime the node has`;
+/** What the runtime lacks, in words, with the fix. `kubelet`: a static pod's, as the node's facts give it. */
+export function noRuntime(want: ImageArgs['runtime'], kubelet?: { endpoint: string }): string {
+  if (want !== 'auto') return `lb.runtime is ${want}, but this node has no ${want === 'containerd' ? 'ctr (containerd)' : want} on its PATH: install it, or set lb.runtime to the runtime the node has`;
+  if (kubelet?.endpoint) return `kubelet runs pods through ${kubelet.endpoint}, which k8s-ha cannot load an image into (it can: containerd, CRI-O through podman, cri-dockerd through docker): set lb.runtime, or lb.image to an image kubelet can pull`;
+  if (kubelet) return 'no container runtime on this node for kubelet\'s static pod: no CRI endpoint named in its command line or config, and no ctr (containerd), podman or docker on the PATH';
+  return 'no container runtime on this node: lb.impl container needs podman or docker (install one from the package manager, e.g. apt-get install podman)';
 }
 
 /**
@@ -50,7 +51,31 @@ export function holdsImage(lines: readonly string[], runtime: string, ref: strin
  * unit requires anyway, started if it is not); podman has none.
  */
 function daemonUp(runtime: Runtime): string {
-  return runtime === 'docker' ? '{ systemctl is-active -q docker || systemctl start docker; } && ' : '';
+  if (runtime === 'podman') return '';
+  return `{ systemctl is-active -q ${runtime} || systemctl start ${runtime}; } && `;
+}
+
+/** kubelet's images in containerd live in its namespace, k8s.io: the CRI plugin sees no other. */
+const CTR = 'ctr -n k8s.io';
+
+/** Shell, per runtime: load an archive; pull a reference; list the repository's references; remove one (`"$old"`). */
+function runtimeCommands(runtime: Runtime, snapshotter: string) {
+  if (runtime === 'containerd') {
+    return {
+      // Unpacked into the snapshotter the CRI plugin uses, as a pull by kubelet would be.
+      load: (archive: string) => `timeout 600 ${CTR} images import --snapshotter ${quote(snapshotter)} ${quote(archive)} >/dev/null`,
+      pull: (ref: string) => `timeout 600 ${CTR} images pull --snapshotter ${quote(snapshotter)} ${quote(ref)} >/dev/null`,
+      list: (repo: string) => `timeout 60 ${CTR} images ls -q | grep -F ${quote(`${repo}:`)}`,
+      remove: `timeout 60 ${CTR} images rm "$old"`,
+    };
+  }
+  const bin = `/usr/bin/${runtime}`;
+  return {
+    load: (archive: string) => `${bin} load -q -i ${quote(archive)}`,
+    pull: (ref: string) => `timeout 600 ${bin} pull -q ${quote(ref)}`,
+    list: (repo: string) => `timeout 60 ${bin} images --format '{{.Repository}}:{{.Tag}}' ${quote(repo)}`,
+    remove: `timeout 60 ${bin} rmi "$old"`,
+  };
 }
 
 export const image: Operation<ImageArgs> = {
@@ -73,18 +98,22 @@ export const image: Operation<ImageArgs> = {
      */
     validate: z.string().optional(),
   }),
-  facts: (a) => ({ images: [a.repository], ...(a.container ? { containers: [a.container] } : {}), ...(a.manifest ? { texts: [a.manifest] } : {}) }),
+  facts: (a) => ({ images: [a.repository], ...(a.container ? { containers: [a.container] } : {}), ...(a.manifest ? { texts: [a.manifest], kubelet: true } : {}) }),
   plan(a, facts, ctx) {
     const name = a.source.slice('artifact:'.length);
     const artifact = ctx.artifacts[name];
     if (!artifact?.ref) throw new Error(`no image built as ${name}: a build step must come first`);
     if (!artifact.ref.startsWith(`${a.repository}:`) && !artifact.ref.startsWith(`${a.repository}@`)) throw new Error(`the image ${artifact.ref} is not in ${a.repository}`);
-    const found: Runtime | undefined = resolveRuntime(a.runtime, facts.tools);
-    const runtime = found && facts.tools.includes(found) ? found : undefined;
+    // A static pod's runtime is kubelet's: its CRI endpoint, from the node's facts.
+    const kubelet = a.manifest ? (facts.kubelet ?? { endpoint: '' }) : undefined;
+    const found: Runtime | undefined = resolveRuntime(a.runtime, facts.tools, kubelet);
+    const runtime = found && facts.tools.includes(found === 'containerd' ? 'ctr' : found) ? found : undefined;
     if (!runtime) {
       // Stops the host while it stages: nothing live has moved.
-      return { changes: [{ kind: 'run', command: `echo ${quote(noRuntime(a.runtime))} >&2; exit 1`, label: 'find a container runtime', when: 'staging' }], notify: [], summary: noRuntime(a.runtime) };
+      const why = noRuntime(a.runtime, kubelet);
+      return { changes: [{ kind: 'run', command: `echo ${quote(why)} >&2; exit 1`, label: 'find a container runtime', when: 'staging' }], notify: [], summary: why };
     }
+    const rt = runtimeCommands(runtime, facts.kubelet?.snapshotter || 'overlayfs');
     const loaded = holdsImage(facts.images?.[a.repository] ?? [], runtime, artifact.ref);
     // The image the container runs now, as its runtime says: a loaded image it does not run yet is still checked.
     const runs = a.manifest ? manifestImage(facts.texts[a.manifest]) : a.container ? containerImage(facts, a.container, runtime) : artifact.ref;
@@ -97,7 +126,7 @@ export const image: Operation<ImageArgs> = {
       // The site's own image (lb.image): its registry is the runtime's to reach, while the run stages.
       // Never removed by k8s-ha: the site manages its images.
       return {
-        changes: [{ kind: 'run', when: 'staging', label: `pull ${artifact.ref}`, command: `${daemonUp(runtime)}timeout 600 /usr/bin/${runtime} pull -q ${quote(artifact.ref)}` }, ...check],
+        changes: [{ kind: 'run', when: 'staging', label: `pull ${artifact.ref}`, command: `${daemonUp(runtime)}${rt.pull(artifact.ref)}` }, ...check],
         notify: [],
         summary: `pull ${artifact.ref} into ${runtime} (lb.image, from the site's registry)`,
       };
@@ -111,7 +140,7 @@ export const image: Operation<ImageArgs> = {
           sha256: artifact.sha256,
           mode: '0600',
           // Read from the staged copy, before any config is checked in the image.
-          validate: `${daemonUp(runtime)}/usr/bin/${runtime} load -q -i ${quote(a.archive)}`,
+          validate: `${daemonUp(runtime)}${rt.load(a.archive)}`,
         },
         ...check,
         {
@@ -121,8 +150,8 @@ export const image: Operation<ImageArgs> = {
           when: 'verified',
           label: 'remove older images',
           command:
-            `{ timeout 60 /usr/bin/${runtime} images --format '{{.Repository}}:{{.Tag}}' ${quote(a.repository)} | grep -vxF ${quote(artifact.ref)} | ` +
-            `while read -r old; do timeout 60 /usr/bin/${runtime} rmi "$old" >/dev/null 2>&1; done; true; }`,
+            `{ ${rt.list(a.repository)} | grep -vxF ${quote(artifact.ref)} | ` +
+            `while read -r old; do ${rt.remove} >/dev/null 2>&1; done; true; }`,
         },
       ],
       notify: [],

@@ -203,4 +203,54 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
     expect(await onNode('node-2')).toMatchObject({ pod: { image, up: true }, listenerInPod: true, units: { container: 'inactive', containerEnabled: 'disabled' } });
     expectOneShortGap('container -> static pod', 'node-2', back.gaps[1]!, SWITCH_MS);
   });
+
+  it("node-3's kubelet on containerd (its CRI endpoint): the image imported into containerd's k8s.io namespace, the config checked in it with ctr, the pod run from there under traffic; a second run changes nothing; back to kube-nginx", async () => {
+    const n3 = node('node-3');
+    const i3 = lab().nodes.findIndex((n) => n.name === 'node-3');
+    // As a kubeadm drop-in would: kubelet's own command line names containerd's socket.
+    const DROPIN = '/etc/systemd/system/kubelet.service.d/20-containerd.conf';
+    const exec = `ExecStart=/usr/local/bin/kubelet-standin --kubeconfig /etc/kubernetes/kubelet.conf --pod-manifest-path /etc/kubernetes/manifests --container-runtime-endpoint unix:///run/containerd/containerd.sock`;
+    await withNode(n3, (c) => c.execOk(`mkdir -p ${DROPIN.slice(0, DROPIN.lastIndexOf('/'))} && printf '[Service]\\nExecStart=\\n%s\\n' '${exec}' > ${DROPIN} && systemctl daemon-reload && systemctl restart kubelet`));
+    /** containerd's view: kubelet's images of the repository, and the pod's task (ID PID STATUS). */
+    const inContainerd = () =>
+      withNode(n3, async (c) => ({
+        images: (await c.exec(`ctr -n k8s.io images ls -q 2>/dev/null | grep -F ${REPO}: || true`)).stdout.trim(),
+        task: (await c.exec(`ctr -n k8s.io task ls 2>/dev/null | awk '$1 == "kube-nginx-lb" { print $1, $3 }'`)).stdout.trim(),
+        listenerIsTask: (await c.exec(`p=$(ss -Hltnp 'sport = :8443' | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2); t=$(ctr -n k8s.io task ls 2>/dev/null | awk '$1 == "kube-nginx-lb" { print $2 }'); [ -n "$p" ] && [ "$p" = "$t" ] && echo yes || echo "no $p $t"`)).stdout.trim(),
+        podmanPod: (await c.exec('podman pod exists kube-nginx-lb && echo yes || echo no')).stdout.trim(),
+      }));
+    try {
+      const { result, reports } = await withLoad([n3], () => deployWatchingGaps(['-i', inventory(), '--limit', 'node-3']));
+      const { d, gaps } = result;
+      expect(d.code, d.stderr).toBe(0);
+      const h = d.report.hosts['node-3']!;
+      expect(h.steps.find((s) => s.name === 'image')!.summary).toMatch(new RegExp(`^load ${image.replaceAll('.', '\\.')} into containerd \\([0-9.]+ MB, no registry\\)$`));
+      expect(h.steps.find((s) => s.name === 'static pod')!.summary).toBe(`write ${MANIFEST} (new), switch from kube-nginx, disable kube-nginx`);
+      expect(h.verified).toMatchObject({ status: 200 });
+      // The image is containerd's alone (podman on the node never saw it), and the pod's nginx, which
+      // holds the port, is the task containerd runs.
+      expect(await inContainerd()).toEqual({ images: image, task: 'kube-nginx-lb RUNNING', listenerIsTask: 'yes', podmanPod: 'no' });
+      expect(await withNode(n3, (c) => c.execOk(`podman images -q ${REPO} | wc -l`))).toBe('0\n');
+      expect(await withNode(n3, (c) => c.execOk('journalctl -u kubelet --no-pager -o cat | grep -c "started container kube-nginx-lb (ctr run, containerd)" || true'))).not.toBe('0\n');
+      expectOneShortGap('kube-nginx -> static pod (containerd)', 'node-3', gaps[i3]!, SWITCH_MS, reports[0]);
+      const st = await k8sha(['status', '-i', inventory(), '--limit', 'node-3', '--json']);
+      expect(JSON.parse(st.stdout).nodes[0]).toMatchObject({ impl: 'static-pod', service: 'active (running)', healthy: true, version: image });
+      const again = await deployJson(['-i', inventory(), '--limit', 'node-3']);
+      expect(again.code, again.stderr).toBe(0);
+      expect(again.report.totals.changed).toBe(0);
+      expect(again.report.hosts['node-3']!.steps.find((s) => s.name === 'image')!.summary).toBe(`${image} is in containerd`);
+      // Back to kube-nginx: the manifest leaves kubelet's folder, and kubelet stops the pod.
+      const back = await deployWatchingGaps(['-i', lab().inventory, '--limit', 'node-3']);
+      expect(back.d.code, back.d.stderr).toBe(0);
+      expectOneShortGap('static pod (containerd) -> kube-nginx', 'node-3', back.gaps[i3]!, SWITCH_MS);
+      // kubelet stops the pod as it sees the manifest go (the port was free before kube-nginx started); ctr removes the task just after.
+      let task = (await inContainerd()).task;
+      for (let i = 0; i < 20 && task; i++) task = await new Promise((r) => setTimeout(r, 250)).then(async () => (await inContainerd()).task);
+      expect(task).toBe('');
+    } finally {
+      await withNode(n3, (c) =>
+        c.exec(`rm -f ${DROPIN}; systemctl daemon-reload; systemctl restart kubelet; for r in $(ctr -n k8s.io images ls -q 2>/dev/null | grep -F ${REPO}:); do ctr -n k8s.io images rm "$r"; done; systemctl stop containerd; true`),
+      );
+    }
+  });
 });

@@ -67,7 +67,7 @@ steps:
     const text2 = text.replace('  - name: c\n    frobnicate: {}\n', '').replace('  - name: e\n', '');
     expect(errors(text2)).toEqual([
       'pb.yaml:4:24: steps[0].directory.path: must be an absolute path, like /etc/k8s-ha/file.conf',
-      'pb.yaml:6:44: steps[1].template.dest: unknown variable {{ lb.nothing }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository, container.binary',
+      'pb.yaml:6:44: steps[1].template.dest: unknown variable {{ lb.nothing }}; known: lb.*, nginx.*, kubeLb.*, vip.* (with vip:), node.name, node.address, container.runtime, container.image, container.repository, container.binary, container.snapshotter',
       'pb.yaml:6:44: steps[1].template.dest: must be an absolute path, like /etc/k8s-ha/file.conf',
       'pb.yaml:6:27: steps[1].template.template: no template named nope.conf; known: kube-nginx.conf, kube-nginx.service, kube-nginx-container.conf, kube-nginx-container.service, kube-nginx.pod.yaml, kube-lb.yaml, kube-lb.service, kube-haproxy.cfg, kube-haproxy.service, kube-haproxy-ca.crt, kube-haproxy-client.pem, kube-lb-client.pem',
       'pb.yaml:8:14: steps[2].service: unknown key colour',

@@ -17,7 +17,11 @@ import { service } from '../../src/ops/service.js';
 import { image, manifestImage } from '../../src/ops/image.js';
 import { applyScript, restoreScript } from '../../src/engine/scripts.js';
 import { disturbsRunningService } from '../../src/engine/plan.js';
-import type { HostFacts } from '../../src/facts/host.js';
+import { emptyRequest, factScript, KUBELET_FACT_SCRIPT, parseFacts, type HostFacts } from '../../src/facts/host.js';
+import { resolveRuntime } from '../../src/lb/container.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Handler } from '../../src/ops/types.js';
 import type { HostPlan } from '../../src/engine/plan.js';
 
@@ -169,12 +173,74 @@ describe('which image the pod runs, and the image step', () => {
   it('is read from the manifest in place: a loaded image the pod does not run yet is checked before it moves there', () => {
     const ref = REF;
     const args = image.args.parse({ source: 'artifact:kube-nginx-image', repository: 'localhost/k8s-ha/kube-nginx', runtime: 'podman', archive: '/var/lib/k8s-ha/images/kube-nginx.tar', manifest: STATIC_POD_MANIFEST, validate: 'check' });
-    expect(image.facts(args)).toEqual({ images: ['localhost/k8s-ha/kube-nginx'], texts: [STATIC_POD_MANIFEST] });
+    expect(image.facts(args)).toEqual({ images: ['localhost/k8s-ha/kube-nginx'], texts: [STATIC_POD_MANIFEST], kubelet: true });
     const c = { notified: new Set<never>(), artifacts: { 'kube-nginx-image': { content: Buffer.from('x'), sha256: 'x', ref, describe: 'img' } }, render: () => '' };
     const loaded = { 'localhost/k8s-ha/kube-nginx': [`podman ${ref}`] };
     const old = renderStaticPod(inv, 'localhost/k8s-ha/kube-nginx:1.22.1-000000000000');
     expect(image.plan(args, facts({ texts: { [STATIC_POD_MANIFEST]: old }, images: loaded } as never), c).changes.map((x) => x.kind === 'run' && x.when)).toEqual(['validate']);
     expect(image.plan(args, facts({ texts: { [STATIC_POD_MANIFEST]: renderStaticPod(inv, ref) }, images: loaded } as never), c).changes).toEqual([]);
+  });
+
+  const autoArgs = image.args.parse({ source: 'artifact:kube-nginx-image', repository: 'localhost/k8s-ha/kube-nginx', runtime: 'auto', archive: '/var/lib/k8s-ha/images/kube-nginx.tar', manifest: STATIC_POD_MANIFEST, validate: 'check' });
+  const built = { notified: new Set<never>(), artifacts: { 'kube-nginx-image': { content: Buffer.from('x'), sha256: 'x', ref: REF, describe: 'img' } }, render: () => '' };
+  const onNode = (tools: string[], kubelet?: { endpoint: string; snapshotter?: string }, images: string[] = []) =>
+    ({ ...facts({}), tools, ...(kubelet ? { kubelet } : {}), images: { 'localhost/k8s-ha/kube-nginx': images } }) as HostFacts;
+
+  it("kubelet on containerd (its CRI endpoint): imported into containerd's k8s.io namespace, unpacked into the CRI plugin's snapshotter, containerd started if it is not", () => {
+    const p = image.plan(autoArgs, onNode(['ctr', 'podman', 'docker'], { endpoint: 'unix:///run/containerd/containerd.sock', snapshotter: 'native' }), built);
+    expect(p.summary).toMatch(/^load localhost\/k8s-ha\/kube-nginx:1\.22\.1-0123456789ab into containerd /);
+    const put = p.changes.find((x) => x.kind === 'put')!;
+    expect(put.kind === 'put' && put.validate).toBe(
+      "{ systemctl is-active -q containerd || systemctl start containerd; } && timeout 600 ctr -n k8s.io images import --snapshotter native /var/lib/k8s-ha/images/kube-nginx.tar >/dev/null",
+    );
+    const prune = p.changes.find((x) => x.kind === 'run' && x.when === 'verified')!;
+    expect(prune.kind === 'run' && prune.command).toBe(
+      `{ timeout 60 ctr -n k8s.io images ls -q | grep -F localhost/k8s-ha/kube-nginx: | grep -vxF ${REF} | while read -r old; do timeout 60 ctr -n k8s.io images rm "$old" >/dev/null 2>&1; done; true; }`,
+    );
+    // Already there (containerd's listing, as facts give it): nothing to load, the check only when the pod runs another image.
+    expect(image.plan(autoArgs, onNode(['ctr'], { endpoint: 'unix:///run/containerd/containerd.sock' }, [`containerd ${REF} localhost/k8s-ha/kube-nginx@sha256:${'c'.repeat(64)}`]), built).changes.map((x) => x.kind)).toEqual(['run']);
+  });
+
+  it('auto follows kubelet, not the tools on the PATH: CRI-O is podman\'s storage, cri-dockerd is Docker; no endpoint named is kubelet\'s default, containerd', () => {
+    expect(resolveRuntime('auto', ['ctr', 'podman', 'docker'], { endpoint: 'unix:///var/run/crio/crio.sock' })).toBe('podman');
+    expect(resolveRuntime('auto', ['ctr', 'podman', 'docker'], { endpoint: 'unix:///run/cri-dockerd.sock' })).toBe('docker');
+    expect(resolveRuntime('auto', ['ctr', 'podman', 'docker'], { endpoint: '' })).toBe('containerd');
+    expect(resolveRuntime('auto', ['podman'], { endpoint: '' })).toBe('podman');
+    // lb.impl container (no kubelet): podman, then docker, never containerd.
+    expect(resolveRuntime('auto', ['ctr', 'docker'])).toBe('docker');
+    expect(resolveRuntime('auto', ['ctr'])).toBeUndefined();
+    const unknown = image.plan(autoArgs, onNode(['ctr', 'podman'], { endpoint: 'unix:///run/other.sock' }), built);
+    expect(unknown.summary).toBe(
+      'kubelet runs pods through unix:///run/other.sock, which k8s-ha cannot load an image into (it can: containerd, CRI-O through podman, cri-dockerd through docker): set lb.runtime, or lb.image to an image kubelet can pull',
+    );
+    expect(unknown.changes).toMatchObject([{ kind: 'run', when: 'staging', label: 'find a container runtime' }]);
+    const noCtr = image.plan(image.args.parse({ ...autoArgs, runtime: 'containerd' }), onNode(['podman'], { endpoint: '' }), built);
+    expect(noCtr.summary).toBe('lb.runtime is containerd, but this node has no ctr (containerd) on its PATH: install it, or set lb.runtime to the runtime the node has');
+  });
+
+  it("kubelet's endpoint is read from its command line, else its config file, else kubeadm's flags file; containerd's snapshotter from its CRI plugin", () => {
+    const req = { ...emptyRequest(), kubelet: true };
+    expect(factScript(req)).toContain('@@kubelet');
+    expect(factScript(emptyRequest())).not.toContain('@@kubelet');
+    expect(parseFacts(req, '@@kubelet\nendpoint=unix:///run/containerd/containerd.sock\nsnapshotter=native\n').kubelet).toEqual({ endpoint: 'unix:///run/containerd/containerd.sock', snapshotter: 'native' });
+    expect(parseFacts(req, '@@kubelet\nendpoint=\n').kubelet).toEqual({ endpoint: '' });
+    // The script itself, against files laid out as kubeadm does, with no kubelet running.
+    const dir = mkdtempSync(join(tmpdir(), 'kubelet-fact-'));
+    const run = (files: Record<string, string>) => {
+      for (const [f, text] of Object.entries(files)) writeFileSync(join(dir, f), text);
+      const script = KUBELET_FACT_SCRIPT.replaceAll('/var/lib/kubelet/', `${dir}/`).replace('systemctl show -p MainPID --value kubelet', 'echo 0');
+      return spawnSync('sh', ['-c', `PATH=/nonexistent:$PATH; ${script}`], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.startsWith('endpoint='))[0];
+    };
+    expect(run({ 'kubeadm-flags.env': 'KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=unix:///var/run/crio/crio.sock --pod-infra-container-image=registry.k8s.io/pause:3.9"\n' })).toBe('endpoint=unix:///var/run/crio/crio.sock');
+    expect(run({ 'config.yaml': 'kind: KubeletConfiguration\ncontainerRuntimeEndpoint: "unix:///run/containerd/containerd.sock"\n' })).toBe('endpoint=unix:///run/containerd/containerd.sock');
+  });
+
+  it('lb.runtime containerd with lb.impl container is refused at load: containerd runs kubelet\'s pods, not a unit\'s container', () => {
+    const bad = inventorySchema.parse({ ...base, lb: { impl: 'container', runtime: 'containerd' }, nginx: inv.nginx });
+    expect(checkRules(bad).filter((d) => d.severity === 'error')).toEqual([
+      expect.objectContaining({ path: ['lb', 'runtime'], message: expect.stringMatching(/^is containerd, .* every node runs lb\.impl container .* set lb\.runtime to podman, docker or auto there, or lb\.impl to static-pod$/) }),
+    ]);
+    expect(checkRules(inventorySchema.parse({ ...base, lb: { impl: 'static-pod', runtime: 'containerd' }, nginx: inv.nginx })).filter((d) => d.severity === 'error')).toEqual([]);
   });
 });
 
