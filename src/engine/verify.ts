@@ -126,13 +126,13 @@ export function portOwnerScript(unit: string, listen: string): string {
  * nginx's master and workers are), else `@@owner other PID COMMAND`.
  */
 export function containerOwnerScript(c: NonNullable<VerifyArgs['container']>, listen: string): string {
-  const { port } = hostPortOf(listen);
   return [
     containerStateScript(c.runtime, c.name),
     `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
     `cpid=$(printf '%s' "$s" | cut -d ' ' -f 2)`,
     `ns=$(readlink /proc/$cpid/ns/pid 2>/dev/null)`,
-    `for p in $(ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do`,
+    // Listeners that overlap this one (its address, or either side on every address), as the other owner checks.
+    `for p in $(${listenerPids(listen)}); do`,
     `  [ -n "$ns" ] && [ "$(readlink /proc/$p/ns/pid 2>/dev/null)" = "$ns" ] || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
     `done`,
     `echo "@@owner ours"`,

@@ -174,6 +174,30 @@ export function podProblem(p: PodMaster, listen: string, sha256?: string): strin
   return undefined;
 }
 
+/** How long a restore waits for kubelet to bring back the pod of the manifest it put back. */
+export const POD_BACK_SECONDS = 45;
+
+/**
+ * Shell, for a restore that put a static pod's previous manifest back: wait (up to `seconds`) until
+ * the pod serving `listen` is the one that manifest describes (kubelet replaces the pod on its own).
+ * Prints `@@pod-back yes`, or `@@pod-back no LISTEN` and podMasterScript's last answer.
+ */
+export function podBackScript(listen: string, manifest = STATIC_POD_MANIFEST, seconds = POD_BACK_SECONDS): string {
+  return (
+    `i=0; while :; do out=$( ${podMasterScript(listen, manifest)}
+); ` +
+    `case "$out" in "@@pod ours "*) set -- $out; [ "$5" != - ] && [ "$5" = "$6" ] && { echo "@@pod-back yes"; break; } ;; esac; ` +
+    `i=$((i + 1)); if [ $i -ge ${seconds * 2} ]; then echo ${quote(`@@pod-back no ${listen}`)}; echo "$out"; break; fi; sleep 0.5; done`
+  );
+}
+
+/** Pure: what podBackScript printed, as a rollback's shortcoming (undefined when the pod is back or none was waited for). */
+export function podBackProblem(stdout: string): string | undefined {
+  const m = /^@@pod-back no (\S+)$/m.exec(stdout);
+  if (!m) return undefined;
+  return `kubelet has not brought back the pod of the previous manifest within ${POD_BACK_SECONDS} s: ${podProblem(parsePodMaster(stdout), m[1]!) ?? 'it does not serve'}`;
+}
+
 /**
  * Shell: reload the static pod's nginx (HUP to its master, found by its socket as above): it re-reads
  * the config from the mounted folder and starts new workers; the old ones finish their connections.

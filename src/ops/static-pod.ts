@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { nodePath } from '../inventory/schema.js';
-import { podReloadScript } from '../lb/static-pod.js';
+import { podBackScript, podReloadScript } from '../lb/static-pod.js';
 import { noop, type Change, type Operation } from './types.js';
 import { addressPort, unitName, waitPortFree, waitPortFreed } from './service.js';
 import { planPut } from './files.js';
@@ -44,6 +44,11 @@ export const staticPod: Operation<StaticPodArgs> = {
         // The restore has taken the manifest away (the pod stops as kubelet sees it): the old unit takes the port back.
         undo: `systemctl is-active -q ${u} || { ${waitPortFree(a.listen)}; systemctl start ${u}; }`,
       });
+    }
+    // A new manifest for a pod that serves now (a new image): kubelet replaces the pod. A restore puts
+    // the previous manifest back, and kubelet replaces the pod again: the restore waits for that pod.
+    if (manifestChanges && !old && facts.files[a.manifest]) {
+      changes.push({ kind: 'run', command: 'true', label: 'kubelet replaces the pod', undo: podBackScript(a.listen, a.manifest) });
     }
     // Which balancer starts at boot changes once the pod is verified; an interrupted switch leaves the old one enabled.
     for (const r of a.replaces) {

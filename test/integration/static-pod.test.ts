@@ -57,7 +57,7 @@ async function onNode(name: string) {
 
 const CLEAN =
   `rm -f ${MANIFEST} ${ASIDE}; for i in $(seq 1 50); do podman pod exists kube-nginx-lb || break; sleep 0.2; done; podman pod rm -f kube-nginx-lb >/dev/null 2>&1; ` +
-  `podman rm -f --ignore kube-nginx; podman rmi -f $(podman images -q ${REPO}) localhost/site/kube-nginx:no-user 2>/dev/null; rm -f /var/lib/k8s-ha/images/kube-nginx.tar; true`;
+  `podman rm -f --ignore kube-nginx; podman rmi -f $(podman images -q ${REPO}) localhost/site/kube-nginx:no-user localhost/site/kube-nginx:retag 2>/dev/null; rm -f /var/lib/k8s-ha/images/kube-nginx.tar; true`;
 
 afterAll(async () => {
   await deployJson(['-i', lab().inventory, '--serial', '100%']);
@@ -151,6 +151,29 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
     expect(after).toEqual(before);
     const st = await k8sha(['status', '-i', inventory(), ...LIMIT, '--json']);
     expect(JSON.parse(st.stdout).nodes.map((n: { healthy: boolean }) => n.healthy)).toEqual([true, true]);
+  });
+
+  it('a new image whose verify fails: the previous manifest put back, and the rollback is said done only once kubelet runs the previous pod again', async () => {
+    const before = await onNode('node-1');
+    // Another image of the same nginx (a site's tag of it, lb.image) with masters that refuse: kubelet
+    // replaces the pod, which starts, and verify can never pass.
+    const retag = 'localhost/site/kube-nginx:retag';
+    await withNode(node('node-1'), (c) => c.execOk(`podman tag ${image} ${retag}`));
+    const failing = variant('new-image-refusing', (inv) => {
+      inv.lb.image = retag;
+      inv.lb.failTimeout = '20s';
+      inv.masters = inv.masters.slice(0, 2).map((m: { name: string }, i: number) => ({ ...m, name: `refusing-${i + 1}`, port: 6999 }));
+    });
+    const d = await deployJson(['-i', failing, '--limit', 'node-1', '--verify-timeout', '5s']);
+    expect(d.code, d.stderr).toBe(3);
+    const h = d.report.hosts['node-1']!;
+    expect(h.steps.find((s) => s.name === 'static pod')!.summary).toBe(`write ${MANIFEST} (content changed), kubelet replaces the pod`);
+    expect(h).toMatchObject({ status: 'failed', config: 'previous', rollback: { ok: true, detail: 'previous files restored and the pod of the previous manifest serves again' } });
+    // When the run says so, the previous pod serves: its manifest, its image, the port.
+    const after = await onNode('node-1');
+    expect(after).toMatchObject({ manifest: before.manifest, pod: { image, up: true }, listenerInPod: true, config: before.config });
+    expect(after.leftovers).toBe(before.leftovers);
+    expect((await k8sha(['status', '-i', inventory(), '--limit', 'node-1', '--json'])).code).toBe(0);
   });
 
   it('an image whose nginx rejects the config is refused before the manifest moves: the pod runs on', async () => {

@@ -11,7 +11,9 @@ import { IMAGE_REPOSITORY, nginxImage, ociArch } from '../../src/build/image.js'
 import { CONTAINER_CONF_DIR, parseContainerState, renderContainerUnit, resolveRuntime } from '../../src/lb/container.js';
 import { holdsImage, image } from '../../src/ops/image.js';
 import { imageRefProblem, imageRepository } from '../../src/inventory/schema.js';
-import { containerProblem } from '../../src/engine/verify.js';
+import { containerOwnerScript, containerProblem } from '../../src/engine/verify.js';
+import net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { inventorySchema } from '../../src/inventory/schema.js';
 import { checkRules } from '../../src/inventory/rules.js';
 import type { HostFacts } from '../../src/facts/host.js';
@@ -181,5 +183,27 @@ describe("verify's view of the container", () => {
     expect(containerProblem(`@@container false 0 ${c.image}`, c)).toBe('podman shows container kube-nginx not running');
     expect(containerProblem(`@@container true 9 ${IMAGE_REPOSITORY}:old`, c)).toBe(`container kube-nginx runs ${IMAGE_REPOSITORY}:old, not ${c.image}`);
     expect(containerProblem(`@@container true 9 ${c.image}`, c)).toBeUndefined();
+  });
+  it('the port owner check looks only at listeners that overlap the balancer\'s address: one on another address of the same port is none of its business', async () => {
+    // A process of this host (not the container's) on 127.0.0.2:PORT, and on 127.0.0.1:PORT.
+    const listen = async (host: string, port = 0) => {
+      const server = net.createServer().listen(port, host);
+      await new Promise((r) => server.once('listening', r));
+      return server;
+    };
+    const other = await listen('127.0.0.2');
+    const port = (other.address() as net.AddressInfo).port;
+    const run = () => spawnSync('sh', ['-c', containerOwnerScript(c, `127.0.0.1:${port}`)], { encoding: 'utf8' }).stdout;
+    try {
+      expect(run()).toMatch(/^@@owner ours$/m);
+      const same = await listen('127.0.0.1', port);
+      try {
+        expect(run()).toMatch(new RegExp(`^@@owner other ${process.pid} `, 'm'));
+      } finally {
+        same.close();
+      }
+    } finally {
+      other.close();
+    }
   });
 });

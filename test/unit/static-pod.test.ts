@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { inventorySchema } from '../../src/inventory/schema.js';
 import { checkRules } from '../../src/inventory/rules.js';
-import { parsePodMaster, podMasterScript, podProblem, renderStaticPod, STATIC_POD_ASIDE, STATIC_POD_MANIFEST } from '../../src/lb/static-pod.js';
+import { parsePodMaster, podBackProblem, podMasterScript, podProblem, renderStaticPod, STATIC_POD_ASIDE, STATIC_POD_MANIFEST } from '../../src/lb/static-pod.js';
 import { staticPod } from '../../src/ops/static-pod.js';
 import { service } from '../../src/ops/service.js';
 import { image, manifestImage } from '../../src/ops/image.js';
@@ -99,9 +99,33 @@ describe('the static pod step', () => {
     expect(staticPod.plan(podArgs, facts({ files: same }), ctx()).changes).toEqual([]);
   });
 
-  it('a new image is a new manifest and no reload: kubelet replaces the pod, which reads the config anyway', () => {
+  it('a new image is a new manifest and no reload: kubelet replaces the pod, which reads the config anyway; a restore waits for the previous pod back', () => {
     const p = staticPod.plan(podArgs, facts({ files: { [STATIC_POD_MANIFEST]: file } }), ctx(['reload']));
-    expect(p.changes.map((c) => c.kind)).toEqual(['put']);
+    expect(p.changes.map((c) => c.kind)).toEqual(['put', 'run']);
+    expect(p.summary).toBe(`write ${STATIC_POD_MANIFEST} (content changed), kubelet replaces the pod`);
+    const waits = p.changes[1]!;
+    expect(waits).toMatchObject({ kind: 'run', command: 'true', label: 'kubelet replaces the pod' });
+    // The restore script runs the undo: up to 45 s for the pod the put-back manifest describes.
+    const undo = waits.kind === 'run' ? waits.undo! : '';
+    expect(undo).toContain('[ $i -ge 90 ]');
+    const plan: HostPlan = {
+      node: { name: 'n1' } as never,
+      facts: facts({ files: { [STATIC_POD_MANIFEST]: file } }),
+      steps: [{ step: { type: 'op', name: 'static pod', op: staticPod, args: podArgs } as never, plan: p }],
+    };
+    const restore = restoreScript(plan, { runId: 'r1', unit: 'kubelet' });
+    // The previous manifest back first, then the wait; no unit restarted (kubelet acts on the file).
+    expect(restore.indexOf(`mv -fT /etc/kubernetes/manifests/.kube-nginx.yaml.k8s-ha-prev.r1 ${STATIC_POD_MANIFEST}`)).toBeGreaterThan(0);
+    expect(restore.indexOf(undo)).toBeGreaterThan(restore.indexOf('.k8s-ha-prev.r1'));
+    expect(restore).not.toMatch(/systemctl (restart|reload)/);
+    // What the host reports: the pod of another manifest still serving, or nothing on the port.
+    expect(podBackProblem('@@pod-back yes\n')).toBeUndefined();
+    expect(podBackProblem('@@pod-back no 127.0.0.1:8443\n@@pod ours 42 - aaaa bbbb\n')).toBe(
+      `kubelet has not brought back the pod of the previous manifest within 45 s: the pod on 127.0.0.1:8443 is the one of an earlier manifest (K8S_HA_POD aaaa), not the one ${STATIC_POD_MANIFEST} describes (bbbb): kubelet has not replaced it yet`,
+    );
+    expect(podBackProblem('@@pod-back no 127.0.0.1:8443\n@@pod none\n')).toMatch(/within 45 s: nothing listens on 127\.0\.0\.1:8443 yet/);
+    // A first manifest (none before) has no previous pod to wait for: the restore removes it.
+    expect(staticPod.plan(podArgs, facts({ files: { [STATIC_POD_MANIFEST]: null } }), ctx()).changes.map((c) => c.kind)).toEqual(['put']);
   });
 
   it('the host rolls only when a pod serves (its manifest in place) or a balancer is switched from', () => {
