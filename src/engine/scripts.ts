@@ -41,7 +41,7 @@ export interface JournalRecord {
   /** The unit this run restarts, reloads or switches to. */
   unit?: string;
   /** How to prove the change works: the balancer's verify step. */
-  verify?: { unit: string; listen: string; path: string; healthz?: string; also?: string[]; container?: { runtime: 'podman' | 'docker'; name: string; image: string }; staticPod?: { sha256?: string } };
+  verify?: { unit: string; listen: string; path: string; healthz?: string; also?: string[]; container?: { runtime: 'podman' | 'docker'; name: string; image: string }; staticPod?: { sha256?: string; runtime?: 'containerd' | 'podman' | 'docker' } };
   files: { path: string; staged: string; backup?: string }[];
   /** True when restore.sh puts a serving balancer back (a rolled host); false: nothing served before. */
   restorable: boolean;

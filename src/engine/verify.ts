@@ -17,7 +17,7 @@ import type { HostResult } from './results.js';
 import { inUnitCgroup, listenerPids } from '../facts/host.js';
 import { refusedReadyz } from '../lb/client-cert.js';
 import { containerStateScript, parseContainerState, type Runtime } from '../lb/container.js';
-import { parsePodMaster, podMasterScript, podProblem } from '../lb/static-pod.js';
+import { parsePodMaster, podMasterScript, podProblem, podRuntimeProblem, podRuntimeScript } from '../lb/static-pod.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
 
@@ -35,7 +35,7 @@ export interface VerifyArgs {
    * be the pod's (one PID namespace not the host's, kube-nginx its first process), running the image's
    * nginx binary when its sha256 is given.
    */
-  staticPod?: { sha256?: string };
+  staticPod?: { sha256?: string; runtime?: Runtime };
 }
 
 export interface VerifyOutcome {
@@ -177,9 +177,15 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
   let verified: HostResult['verified'];
   let passed: string;
   // First: the port is the unit's (or its container's). An answer through it from another process proves nothing.
+  let runtimeSaid = '';
   if (args.staticPod) {
-    const why = podProblem(parsePodMaster((await conn.execAsRoot(podMasterScript(args.listen))).stdout), args.listen, args.staticPod.sha256 || undefined);
+    const rt = args.staticPod.runtime;
+    const out = (await conn.execAsRoot(`${podMasterScript(args.listen)}${rt ? `\n${podRuntimeScript(rt)}` : ''}`)).stdout;
+    const pod = parsePodMaster(out);
+    const why = podProblem(pod, args.listen, args.staticPod.sha256 || undefined) ?? (rt && pod.state === 'ours' ? podRuntimeProblem(out, rt, pod.pid) : undefined);
     if (why) return { ok: false, summary: why };
+    const seen = /^@@pod-rt (\S+) (\S+) \((.*)\)$/m.exec(out);
+    if (seen) runtimeSaid = seen[1] === 'unseen' ? `; podman lists no container of CRI-O's, which runs it` : `; ${rt} runs it as ${seen[1]} (${seen[2]})`;
   } else if (args.container) {
     const out = (await conn.execAsRoot(containerOwnerScript(args.container, args.listen))).stdout;
     const why = containerProblem(out, args.container) ?? portOwnerProblem(out, `container ${args.container.name}`, args.listen);
@@ -225,7 +231,7 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
       return { ok: false, summary: `${args.unit}: ${why}`, verified };
     }
   }
-  return { ok: true, summary: `active (running); ${passed}`, verified };
+  return { ok: true, summary: `active (running); ${passed}${runtimeSaid}`, verified };
 }
 
 /** Shell: a unit's `ActiveState SubState` on one line. */

@@ -206,8 +206,10 @@ unset INVOCATION_ID
 mkdir -p "$state"
 log() { echo "kubelet stand-in: $*"; }
 # Its runtime, as a kubelet's CRI endpoint names it: containerd, or podman (whose image storage CRI-O shares).
+# (A pod played on containerd before the endpoint changed is still stopped through ctr.)
+ctrrun=${KUBELET_STANDIN_CTR_PATH}
 case "$endpoint" in
-  *containerd*) rt=containerd; ctrrun=${KUBELET_STANDIN_CTR_PATH}
+  *containerd*) rt=containerd
     systemctl is-active -q containerd || systemctl start containerd ;;
   *) rt=podman ;;
 esac

@@ -6,10 +6,10 @@
  * master, which the node finds by its listening socket) and never touches the manifest; a new image
  * is a new manifest, which kubelet answers by replacing the pod.
  *
- * What k8s-ha checks of the pod needs no runtime's API: the processes listening on the port are all
- * in one PID namespace that is not the host's, whose first process is kube-nginx, and (for the image
- * k8s-ha builds) its executable is the very binary of the image. That holds whichever runtime the
- * kubelet uses.
+ * What k8s-ha checks of the pod: the processes listening on the port are all in one PID namespace
+ * that is not the host's, whose first process is kube-nginx, with the pod's identity and (for the
+ * image k8s-ha builds) the very binary of the image; then the runtime's own view, a running container
+ * whose first process that is (podRuntimeScript).
  */
 import type { Inventory } from '../inventory/schema.js';
 import { IMAGE_BINARY } from '../build/image.js';
@@ -139,6 +139,43 @@ export function podMasterScript(listen: string, manifest = STATIC_POD_MANIFEST):
     `want=$(grep -o '${POD_ID_ENV}=[0-9a-f]*' ${quote(manifest)} 2>/dev/null | head -n 1 | cut -d= -f2)`,
     'echo "@@pod ours $master ${sum:--} ${id:--} ${want:--}"',
   ].join('\n');
+}
+
+/**
+ * Shell put after podMasterScript (which sets `$master` when it reaches its end): the runtime's own
+ * view of the pod's nginx, the running container whose first process it is. Prints
+ * `@@pod-rt NAME STATE (CLI)`, or `@@pod-rt none (CLI)` when the runtime lists no container with it.
+ */
+export function podRuntimeScript(runtime: 'containerd' | 'podman' | 'docker'): string {
+  const by = {
+    containerd: [`ctr -n k8s.io task ls 2>/dev/null | awk -v p="$master" '$2 == p { print $1, $3 }'`, 'ctr -n k8s.io task ls'],
+    // podman's own State column reads "Up 5 seconds": ask for running ones only.
+    podman: [`podman ps --filter status=running --format '{{.Pid}} {{.Names}}' 2>/dev/null | awk -v p="$master" '$1 == p { print $2, "running" }'`, 'podman ps'],
+    docker: [
+      `docker ps -q 2>/dev/null | xargs -r docker inspect --format '{{.State.Pid}} {{.Name}} {{.State.Status}}' 2>/dev/null | awk -v p="$master" '$1 == p { sub(/^\//, "", $2); print $2, $3 }'`,
+      'docker ps',
+    ],
+  }[runtime];
+  // podman lists no container of CRI-O's (they share only the image storage): on a CRI-O node its
+  // silence is no answer.
+  const crio = runtime === 'podman' ? ` [ -z "$v" ] && [ -S ${CRIO_SOCKET} ] && v='unseen cri-o';` : '';
+  return `v=$(${by[0]} | head -n 1);${crio} echo "@@pod-rt \${v:-none} (${by[1]})"`;
+}
+
+/** CRI-O's socket: where it exists, kubelet's containers are CRI-O's, which podman does not list. */
+const CRIO_SOCKET = '/var/run/crio/crio.sock';
+
+/**
+ * Pure: what podRuntimeScript printed, as a reason verify fails (undefined when the runtime runs it,
+ * or is podman on a CRI-O node, which cannot tell).
+ */
+export function podRuntimeProblem(stdout: string, runtime: string, pid: number): string | undefined {
+  const m = /^@@pod-rt (\S+)(?: (\S+))? \((.*)\)$/m.exec(stdout);
+  if (!m) return `${runtime} could not be asked which container runs the pod's nginx (pid ${pid})`;
+  if (m[1] === 'unseen') return undefined;
+  if (m[1] === 'none') return `${runtime} runs no container whose first process is the pod's nginx (pid ${pid}; ${m[3]})`;
+  if (!/^running$/i.test(m[2] ?? '')) return `${runtime} shows the pod's container ${m[1]} ${m[2] ?? 'in no state'}, not running (${m[3]})`;
+  return undefined;
 }
 
 export type PodMaster =

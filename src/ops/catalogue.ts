@@ -52,7 +52,13 @@ export const verifyArgs = z.strictObject({
    * The balancer is a static pod (lb.impl static-pod; `unit` is kubelet): the listeners on the port
    * must be the pod's nginx, running the binary of this sha256 when given (the image k8s-ha built).
    */
-  staticPod: z.strictObject({ sha256: z.union([z.literal(''), z.string().regex(/^[a-f0-9]{64}$/, 'must be a sha256 in hex')]).optional() }).optional(),
+  staticPod: z
+    .strictObject({
+      sha256: z.union([z.literal(''), z.string().regex(/^[a-f0-9]{64}$/, 'must be a sha256 in hex')]).optional(),
+      /** The runtime kubelet runs pods with: its own view must show the pod's nginx as a running container's first process. */
+      runtime: z.enum(['containerd', 'podman', 'docker']).optional(),
+    })
+    .optional(),
 });
 
 export const OPERATIONS: Record<string, Operation<any>> = {

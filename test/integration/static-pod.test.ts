@@ -81,6 +81,8 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
       image ||= /load (\S+) into/.exec(load.summary)![1]!;
       expect(h.steps.find((s) => s.name === 'static pod')!.summary).toMatch(new RegExp(`^write ${MANIFEST} \\(new\\), switch from kube-nginx, disable kube-nginx$`));
       expect(h.verified).toMatchObject({ status: 200 });
+      // The runtime's own view: the pod's nginx is the first process of a container podman runs.
+      expect(h.steps.find((s) => s.name === 'verify')!.summary).toMatch(/; podman runs it as kube-nginx-lb-nginx \(running\)$/);
       const s = await onNode(name);
       expect(s).toMatchObject({ manifest: { image }, pod: { image, up: true }, listenerInPod: true, units: { nginx: 'inactive', nginxEnabled: 'disabled' } });
     }
@@ -250,6 +252,7 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
       expect(h.steps.find((s) => s.name === 'image')!.summary).toMatch(new RegExp(`^load ${image.replaceAll('.', '\\.')} into containerd \\([0-9.]+ MB, no registry\\)$`));
       expect(h.steps.find((s) => s.name === 'static pod')!.summary).toBe(`write ${MANIFEST} (new), switch from kube-nginx, disable kube-nginx`);
       expect(h.verified).toMatchObject({ status: 200 });
+      expect(h.steps.find((s) => s.name === 'verify')!.summary).toMatch(/; containerd runs it as kube-nginx-lb \(RUNNING\)$/);
       // The image is containerd's alone (podman on the node never saw it), and the pod's nginx, which
       // holds the port, is the task containerd runs.
       expect(await inContainerd()).toEqual({ images: image, task: 'kube-nginx-lb RUNNING', listenerIsTask: 'yes', podmanPod: 'no' });
@@ -271,6 +274,8 @@ describe.sequential('lb.impl: static-pod (kubelet stand-in, podman)', () => {
       for (let i = 0; i < 20 && task; i++) task = await new Promise((r) => setTimeout(r, 250)).then(async () => (await inContainerd()).task);
       expect(task).toBe('');
     } finally {
+      // Whatever failed above: node-3 back on kube-nginx while its kubelet still runs pods on containerd, then its kubelet as before.
+      await deployJson(['-i', lab().inventory, '--limit', 'node-3']);
       await withNode(n3, (c) =>
         c.exec(`rm -f ${DROPIN}; systemctl daemon-reload; systemctl restart kubelet; for r in $(ctr -n k8s.io images ls -q 2>/dev/null | grep -F ${REPO}:); do ctr -n k8s.io images rm "$r"; done; systemctl stop containerd; true`),
       );

@@ -11,7 +11,7 @@ import YAML from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { inventorySchema } from '../../src/inventory/schema.js';
 import { checkRules } from '../../src/inventory/rules.js';
-import { parsePodMaster, podBackProblem, podMasterScript, podProblem, renderStaticPod, STATIC_POD_ASIDE, STATIC_POD_MANIFEST } from '../../src/lb/static-pod.js';
+import { parsePodMaster, podBackProblem, podMasterScript, podProblem, podRuntimeProblem, podRuntimeScript, renderStaticPod, STATIC_POD_ASIDE, STATIC_POD_MANIFEST } from '../../src/lb/static-pod.js';
 import { staticPod } from '../../src/ops/static-pod.js';
 import { service } from '../../src/ops/service.js';
 import { image, manifestImage } from '../../src/ops/image.js';
@@ -284,6 +284,25 @@ describe("the pod's nginx master, told by its socket", () => {
     } finally {
       server.close();
     }
+  });
+
+  it("the runtime's own view: the pod's nginx must be the first process of a container it runs", () => {
+    // Each runtime's CLI as a stand-in on the PATH, answering as the real one prints.
+    const dir = mkdtempSync(join(tmpdir(), 'pod-rt-'));
+    const fake = (name: string, out: string) => writeFileSync(join(dir, name), `#!/bin/sh\nprintf '%s' '${out}'\n`, { mode: 0o755 });
+    const ask = (rt: 'containerd' | 'podman' | 'docker', pid: number) =>
+      spawnSync('sh', ['-c', `master=${pid}\n${podRuntimeScript(rt)}`], { encoding: 'utf8', env: { ...process.env, PATH: `${dir}:${process.env.PATH}` } }).stdout;
+    fake('ctr', 'TASK             PID     STATUS\nkube-nginx-lb    4242    RUNNING\nother            77      STOPPED\n');
+    expect(ask('containerd', 4242)).toBe('@@pod-rt kube-nginx-lb RUNNING (ctr -n k8s.io task ls)\n');
+    expect(podRuntimeProblem(ask('containerd', 4242), 'containerd', 4242)).toBeUndefined();
+    expect(podRuntimeProblem(ask('containerd', 77), 'containerd', 77)).toBe("containerd shows the pod's container other STOPPED, not running (ctr -n k8s.io task ls)");
+    expect(podRuntimeProblem(ask('containerd', 5), 'containerd', 5)).toBe("containerd runs no container whose first process is the pod's nginx (pid 5; ctr -n k8s.io task ls)");
+    fake('podman', '4242 kube-nginx-lb-nginx\n');
+    expect(podRuntimeProblem(ask('podman', 4242), 'podman', 4242)).toBeUndefined();
+    expect(podRuntimeProblem(ask('podman', 9), 'podman', 9)).toMatch(/^podman runs no container whose first process/);
+    // On a CRI-O node podman lists none of kubelet's containers: no answer, not a failure.
+    expect(podRuntimeProblem('@@pod-rt unseen cri-o (podman ps)\n', 'podman', 9)).toBeUndefined();
+    expect(podRuntimeProblem('', 'docker', 9)).toBe("docker could not be asked which container runs the pod's nginx (pid 9)");
   });
 
   it('the pod\'s master: the pod the manifest in place describes, running the image\'s binary', () => {
