@@ -1,10 +1,11 @@
 // nginx on the host against nginx in a container (podman, Docker) and as a static pod:
-// npm run bench:container -- --nodes 20 [--concurrency 64] [--variants nginx,podman,docker,static-pod] [--keep]
+// npm run bench:container -- --nodes 20 [--concurrency 64] [--variants nginx,podman,docker,static-pod,static-pod-containerd] [--keep]
 // Starts an N-node lab whose every node has a container runtime (`lab up --runtime N`: podman with vfs
 // storage, docker.io with dockerd socket-activated and vfs), then calls the engine's runDeploy directly
 // for three variants in turn, on the same nodes: lb.impl nginx, lb.impl container with lb.runtime
 // podman, then with lb.runtime docker, then lb.impl static-pod (run by the lab's kubelet STAND-IN with
-// podman, nginx.statusListen set for its probes). Each variant is reached by deploying its inventory (the first
+// podman, nginx.statusListen set for its probes), or static-pod-containerd (the stand-in told containerd's
+// endpoint by a drop-in on every node: auto loads the image there, ctr runs the pod). Each variant is reached by deploying its inventory (the first
 // from nothing, the next two a switch from the variant before), then a config-only change (lb.maxFails
 // 2: a rolled reload, --serial 25%), then a binary change (the playbook with --with-stream_realip_module
 // added: nginx on the host upgrades in place, a container gets a new image and restarts). Every nginx
@@ -55,6 +56,17 @@ const ALL_VARIANTS = [
     // nodes at a time on the same 2 cores; past verify's default 15 s there (a kubelet is quicker).
     verifyTimeoutMs: 60_000,
   },
+  {
+    name: 'static-pod-containerd',
+    label: 'static pod (kubelet stand-in, containerd)',
+    lb: { impl: 'static-pod', runtime: 'auto' },
+    nginx: { statusListen: '127.0.0.1:8081' },
+    playbook: 'kube-nginx-static-pod.yaml',
+    // Every node's kubelet (the stand-in) told containerd's endpoint by a drop-in, as kubeadm's: auto
+    // reads it there. The stand-in then runs pods with ctr (no pause container).
+    prepare: `mkdir -p /etc/systemd/system/kubelet.service.d && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/kubelet-standin --kubeconfig /etc/kubernetes/kubelet.conf --pod-manifest-path /etc/kubernetes/manifests --container-runtime-endpoint unix:///run/containerd/containerd.sock\\n' > /etc/systemd/system/kubelet.service.d/20-containerd.conf && systemctl daemon-reload && systemctl restart kubelet`,
+    verifyTimeoutMs: 60_000,
+  },
 ];
 const wanted = values.variants.split(',');
 const unknown = wanted.filter((w) => !ALL_VARIANTS.some((v) => v.name === w));
@@ -63,6 +75,11 @@ if (unknown.length) {
   process.exit(2);
 }
 const VARIANTS = ALL_VARIANTS.filter((v) => wanted.includes(v.name));
+// The same manifest on another runtime changes nothing kubelet sees: its podman pod would serve on.
+if (wanted.includes('static-pod') && wanted.includes('static-pod-containerd')) {
+  console.error('--variants: static-pod and static-pod-containerd write the same manifest; bench them in separate runs (e.g. --variants nginx,static-pod-containerd)');
+  process.exit(2);
+}
 
 const setupOf = (inventoryFile, playbookFile) => loadSetup({ inventoryFile, concurrency, acceptNewHostKeys: false, playbookFile });
 
@@ -141,7 +158,8 @@ show runtime "$(pgrep -x conmon; pgrep -x catatonit; pgrep -x dockerd; pgrep -x 
 /** A runtime's processes that stay while its container runs: podman has no daemon, only conmon. */
 // A static pod run by podman (the kubelet stand-in) has a conmon per container, the pod's infra
 // container's among them, and that infra container's catatonit.
-const RUNTIME_PROCESSES = { podman: ['conmon'], docker: ['dockerd', 'containerd', 'containerd-shim', 'docker'], 'static-pod': ['conmon', 'catatonit'] };
+// On containerd the pod's container has containerd's shim, and containerd itself runs.
+const RUNTIME_PROCESSES = { podman: ['conmon'], docker: ['dockerd', 'containerd', 'containerd-shim', 'docker'], 'static-pod': ['conmon', 'catatonit'], 'static-pod-containerd': ['containerd', 'containerd-shim'] };
 
 async function memory(target, variant) {
   const c = await SshConnection.open(target);
@@ -151,11 +169,16 @@ async function memory(target, variant) {
       return { group, comm, pid: Number(pid), rssKb: Number(rssKb), pssKb: Number(pssKb) };
     });
     const storage = variant.lb.impl !== 'nginx'
-      ? (await c.execOk(variant.lb.runtime === 'podman' ? "podman info --format '{{.Store.GraphDriverName}}'" : "docker info --format '{{.Driver}}'", { asRoot: true })).trim()
+      ? (await c.execOk(
+          variant.name === 'static-pod-containerd'
+            ? 'containerd config dump | sed -n \'s/^ *snapshotter = "\\(.*\\)"/\\1/p\' | head -n 1'
+            : variant.lb.runtime === 'podman' ? "podman info --format '{{.Store.GraphDriverName}}'" : "docker info --format '{{.Driver}}'",
+          { asRoot: true },
+        )).trim()
       : undefined;
     // The variant's own runtime processes; any other runtime's that happen to run (dockerd is
     // socket-activated: whatever asks it anything starts it) are listed apart, not counted.
-    const own = RUNTIME_PROCESSES[variant.lb.impl === 'static-pod' ? 'static-pod' : variant.lb.runtime] ?? [];
+    const own = RUNTIME_PROCESSES[variant.lb.impl === 'static-pod' ? variant.name : variant.lb.runtime] ?? [];
     for (const r of rows) if (r.group === 'runtime' && !own.includes(r.comm)) r.group = 'other';
     const mb = (kb) => +(kb / 1024).toFixed(1);
     const total = (g) => {
@@ -186,6 +209,10 @@ try {
     const inv = inventoryVariant(lab.inventory, v.name, v.lb, v.nginx);
     const changedInv = inventoryVariant(lab.inventory, `${v.name}.maxfails`, { ...v.lb, maxFails: 2 }, v.nginx);
     const binaryPb = playbookVariant(v.playbook, path.join(dir, `${v.name}.realip.yaml`), '--with-stream_realip_module');
+    if (v.prepare) await Promise.all([...setup.targets.values()].map(async (t) => {
+      const c = await SshConnection.open(t);
+      try { await c.execOk(v.prepare, { asRoot: true }); } finally { c.close(); }
+    }));
     // Every build (the static nginx, the image) before the timings: the runs find them cached.
     await buildArtifacts(await setupOf(inv), () => {});
     await buildArtifacts(await setupOf(changedInv, binaryPb), () => {});

@@ -401,6 +401,8 @@ export interface Fault {
   timeoutMs: number;
   /** What recovery looks like, for the error when it does not come. */
   what: string;
+  /** Faults of several clients at once (underFaults) with the same key for a victim are one fault: applied and undone once. */
+  key?: (victim: string) => string;
 }
 
 export interface FaultRun {
@@ -420,38 +422,71 @@ export interface FaultRun {
  * watches ask for 5 to 10 minutes, as client-go's: none ends by itself during a run.
  */
 export async function underFault(kubectl: KubectlRunner, fault: Fault): Promise<FaultRun> {
-  const r = new Reflector(kubectl);
-  r.start();
-  let victim: string | undefined;
+  return (await underFaults([{ kubectl, fault }]))[0]!;
+}
+
+/**
+ * underFault for several clients at once (each through its own balancer): each reflector streams,
+ * then every client's fault hits the stand-in its own watch is on, all at the same moment (a fault
+ * with the same `key` for two clients is applied and undone once), and each must recover as its
+ * fault says. The same faults, in one run instead of one per client.
+ */
+export async function underFaults(clients: { kubectl: KubectlRunner; fault: Fault }[]): Promise<FaultRun[]> {
+  const rs = clients.map((c) => new Reflector(c.kubectl));
+  rs.forEach((r) => r.start());
+  const victims: string[] = [];
+  const cuts: WatchRecord[] = [];
+  const cutAts: (number | undefined)[] = [];
   let at = 0;
-  let cut: WatchRecord | undefined;
-  let cutAt: number | undefined;
+  // Each distinct fault once: by its key, or (without one) per client.
+  const once = (what: 'apply' | 'undo') => {
+    const seen = new Set<string>();
+    return Promise.all(
+      clients.map((c, i) => {
+        const v = victims[i];
+        if (v === undefined) return undefined;
+        const key = c.fault.key?.(v);
+        if (key !== undefined) {
+          if (seen.has(key)) return undefined;
+          seen.add(key);
+        }
+        return c.fault[what](v);
+      }),
+    );
+  };
   try {
     try {
-      await r.until((l) => l.events.length >= 8 && !!r.standin, 30_000, 'a streaming watch');
-      victim = r.standin!;
-      cut = r.log.watches.at(-1)!;
+      await Promise.all(rs.map((r) => r.until((l) => l.events.length >= 8 && !!r.standin, 30_000, 'a streaming watch')));
+      rs.forEach((r, i) => {
+        victims[i] = r.standin!;
+        cuts[i] = r.log.watches.at(-1)!;
+      });
       at = Date.now();
-      await fault.apply(victim);
-      await r.until((l) => fault.recovered(l, victim!, cut!, at), fault.timeoutMs, fault.what);
-      // A few more events after recovery: the run of events goes on.
-      const seen = r.log.events.length;
-      await r.until((l) => l.events.length >= seen + 4, 10_000, 'events after recovery');
-      // Before undo and stop, which end it too.
-      cutAt = cut.endedAt;
+      await once('apply');
+      await Promise.all(
+        rs.map(async (r, i) => {
+          const f = clients[i]!.fault;
+          await r.until((l) => f.recovered(l, victims[i]!, cuts[i]!, at), f.timeoutMs, f.what);
+          // A few more events after recovery: the run of events goes on.
+          const seen = r.log.events.length;
+          await r.until((l) => l.events.length >= seen + 4, 10_000, 'events after recovery');
+          // Before undo and stop, which end it too.
+          cutAts[i] = cuts[i]!.endedAt;
+        }),
+      );
     } finally {
-      if (victim) await fault.undo(victim);
+      await once('undo');
     }
   } finally {
-    await r.stop();
+    await Promise.all(rs.map((r) => r.stop()));
   }
-  return {
-    victim: victim!,
+  return rs.map((r, i) => ({
+    victim: victims[i]!,
     at,
-    ...(cutAt !== undefined ? { cutAfterMs: cutAt - at } : {}),
+    ...(cutAts[i] !== undefined ? { cutAfterMs: cutAts[i]! - at } : {}),
     log: r.log,
     verdict: analyse(r.log),
-  };
+  }));
 }
 
 /** The watch running at the fault was cut, and a later one delivers events from another stand-in. */
@@ -483,6 +518,7 @@ export function standinFaults(impl: 'nginx' | 'kube-lb', ops: LabOps): Record<(t
   const other = 'events from another stand-in';
   return {
     unready: {
+      key: (v) => `unready ${v}`,
       apply: (v) => ops.master(v, 'unready'),
       undo: (v) => ops.master(v, 'ready'),
       // kube-lb closes what it carries to a backend its checks fail (in about 2 s); kube-nginx keeps it.
@@ -491,8 +527,8 @@ export function standinFaults(impl: 'nginx' | 'kube-lb', ops: LabOps): Record<(t
       what: impl === 'kube-lb' ? other : 'events 6 s after the fault',
     },
     // kube-nginx has no checks: client-go's own HTTP/2 health check (30 s idle, 15 s ping) ends the watch.
-    frozen: { apply: (v) => ops.master(v, 'freeze'), undo: (v) => ops.master(v, 'thaw'), recovered: movedOn, timeoutMs: 90_000, what: other },
-    stopped: { apply: (v) => ops.master(v, 'stop'), undo: (v) => ops.master(v, 'start'), recovered: movedOn, timeoutMs: 30_000, what: other },
+    frozen: { key: (v) => `freeze ${v}`, apply: (v) => ops.master(v, 'freeze'), undo: (v) => ops.master(v, 'thaw'), recovered: movedOn, timeoutMs: 90_000, what: other },
+    stopped: { key: (v) => `stop ${v}`, apply: (v) => ops.master(v, 'stop'), undo: (v) => ops.master(v, 'start'), recovered: movedOn, timeoutMs: 30_000, what: other },
     // kube-nginx's old workers keep what they carry until worker_shutdown_timeout (10 s).
     retired: { apply: (v) => ops.retire(v), undo: () => ops.restore(), recovered: movedOn, timeoutMs: 60_000, what: other },
   };

@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 import { labPaths } from '../../src/lab/files.js';
 import { kubectlInContainer, kubectlToward } from '../../src/lab/kubectl.js';
 import type { FaultRun, KubectlRunner } from '../../src/lab/reflector.js';
-export { holderDown, standinFaults, underFault } from '../../src/lab/reflector.js';
+export { holderDown, standinFaults, underFault, underFaults } from '../../src/lab/reflector.js';
 import { lab, labContainer } from './lab.js';
 
 /** kubectl on a lab host: it talks to the host's own 127.0.0.1:8443. */
@@ -21,9 +21,9 @@ export function kubectlHere(server: string): KubectlRunner {
 }
 
 /** What a user checks of a reflector's run: every event once, in order, none lost, its store right. */
-export function expectNothingLost(run: FaultRun): void {
+export function expectNothingLost(run: FaultRun, through?: string): void {
   const v = run.verdict;
-  const why = JSON.stringify({ victim: run.victim, verdict: { ...v, missing: v.missing.slice(0, 10) }, failures: run.log.failures.slice(0, 5), watches: run.log.watches.length });
+  const why = JSON.stringify({ ...(through ? { through } : {}), victim: run.victim, verdict: { ...v, missing: v.missing.slice(0, 10) }, failures: run.log.failures.slice(0, 5), watches: run.log.watches.length });
   expect(v.missing, why).toEqual([]);
   expect(v.repeated, why).toEqual([]);
   expect(v.wrong, why).toBe(0);
