@@ -38,6 +38,8 @@ export function cliAsync(args, { ok = [0] } = {}) {
 /** Best effort, never throws: for cleanup in `finally`. */
 export function labDown(dir) {
   spawnSync(process.execPath, [bin, 'lab', 'down', '--dir', dir], { stdio: 'ignore' });
+  // The bench's own files beside the lab's (its inventory variants, playbooks): the folder goes too.
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 /**
