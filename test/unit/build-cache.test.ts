@@ -3,10 +3,17 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { readCached, withCacheLock, writeFileAtomic } from '../../src/build/cache.js';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-cache-'));
+const made: string[] = [];
+const tmp = () => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-cache-'));
+  made.push(d);
+  return d;
+};
+// The caches these tests made go with them: a test run leaves nothing in /tmp.
+afterAll(() => made.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
 
 describe('the build cache', () => {
   it('two builds of the same entry at once: one builds, the other waits and takes its result', async () => {

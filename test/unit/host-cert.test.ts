@@ -6,12 +6,14 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { certificateProblem, isCertificate, parseHostCertificate } from '../../src/connect/host-cert.js';
 import { checkHostKey, parseKnownHosts, parseRevokedKeys, preferredHostKeyTypes } from '../../src/connect/known-hosts.js';
 import { hostCertificates } from '../../src/connect/ssh2-certs.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-cert-'));
+// Its keys (a CA's among them) go with the tests: a test run leaves no key in /tmp.
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 const keygen = (...args: string[]) => execFileSync('ssh-keygen', ['-q', ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
 const blobOf = (file: string) => Buffer.from(fs.readFileSync(path.join(dir, file), 'utf8').trim().split(/\s+/)[1]!, 'base64');
 const lineOf = (file: string) => fs.readFileSync(path.join(dir, file), 'utf8').trim().split(/\s+/).slice(0, 2).join(' ');

@@ -31,6 +31,8 @@ beforeAll(async () => {
 afterAll(() => {
   agent?.kill();
   setPassphrasePrompt(undefined);
+  // Its private keys go with the tests: a test run leaves no key in /tmp.
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 describe('keys, in OpenSSH order', () => {
