@@ -25,6 +25,7 @@ import YAML from 'yaml';
 import { buildArtifacts, loadSetup } from '../dist/engine/deploy.js';
 import { runDeploy } from '../dist/engine/run.js';
 import { SshConnection } from '../dist/connect/ssh.js';
+import { CRI_SNAPSHOTTER } from '../dist/facts/host.js';
 import { watchNodePort } from '../dist/lab/gap.js';
 import { cli, labDown, printTable, settle, sshFloor } from './bench-util.js';
 
@@ -171,7 +172,7 @@ async function memory(target, variant) {
     const storage = variant.lb.impl !== 'nginx'
       ? (await c.execOk(
           variant.name === 'static-pod-containerd'
-            ? 'containerd config dump | sed -n \'s/^ *snapshotter = "\\(.*\\)"/\\1/p\' | head -n 1'
+            ? CRI_SNAPSHOTTER
             : variant.lb.runtime === 'podman' ? "podman info --format '{{.Store.GraphDriverName}}'" : "docker info --format '{{.Driver}}'",
           { asRoot: true },
         )).trim()

@@ -8,7 +8,7 @@
  *   restore  a rolled host that fails verify is put back from its backups
  * Step results are built at the end from the plan and the outcome.
  */
-import { podBackProblem } from '../lb/static-pod.js';
+import { podBack, podBackProblem } from '../lb/static-pod.js';
 import { ConnectError, K8sHaError } from '../errors.js';
 import { factScript, parseFacts, type FactRequest, type HostFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
@@ -352,10 +352,9 @@ async function restore(session: Session, p: PlannedHost, out: ApplyOutcome): Pro
       return;
     }
     // A static pod put back: kubelet replaced the pod again, which the restore waited for.
-    const pod = /^@@pod-back (yes|no)/m.exec(raw.stdout)?.[1];
     const podLate = podBackProblem(raw.stdout);
     const ok = (!watched || r.state === 'active running') && !podLate;
-    const what = undo ? `${watched} serves again` : pod === 'yes' ? 'the pod of the previous manifest serves again' : 'the service runs them';
+    const what = undo ? `${watched} serves again` : podBack(raw.stdout)?.back ? 'the pod of the previous manifest serves again' : 'the service runs them';
     out.rollback = {
       ok,
       detail: ok ? `previous files restored and ${what}` : podLate ? `previous files restored, but ${podLate}` : `previous files restored, but ${watched} is ${r.state || 'unknown'}`,

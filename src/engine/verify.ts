@@ -17,7 +17,7 @@ import type { HostResult } from './results.js';
 import { inUnitCgroup, listenerPids } from '../facts/host.js';
 import { refusedReadyz } from '../lb/client-cert.js';
 import { containerStateScript, parseContainerState, type Runtime } from '../lb/container.js';
-import { parsePodMaster, podMasterScript, podProblem, podRuntimeProblem, podRuntimeScript } from '../lb/static-pod.js';
+import { parsePodMaster, podMasterScript, podProblem, podRuntimeProblem, podRuntimeScript, podRuntimeSeen } from '../lb/static-pod.js';
 
 export const DEFAULT_VERIFY_TIMEOUT_MS = 15_000;
 
@@ -184,8 +184,8 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
     const pod = parsePodMaster(out);
     const why = podProblem(pod, args.listen, args.staticPod.sha256 || undefined) ?? (rt && pod.state === 'ours' ? podRuntimeProblem(out, rt, pod.pid) : undefined);
     if (why) return { ok: false, summary: why };
-    const seen = /^@@pod-rt (\S+) (\S+) \((.*)\)$/m.exec(out);
-    if (seen) runtimeSaid = seen[1] === 'unseen' ? `; podman lists no container of CRI-O's, which runs it` : `; ${rt} runs it as ${seen[1]} (${seen[2]})`;
+    const seen = rt ? podRuntimeSeen(out, rt) : undefined;
+    if (seen) runtimeSaid = `; ${seen}`;
   } else if (args.container) {
     const out = (await conn.execAsRoot(containerOwnerScript(args.container, args.listen))).stdout;
     const why = containerProblem(out, args.container) ?? portOwnerProblem(out, `container ${args.container.name}`, args.listen);

@@ -156,6 +156,9 @@ export function emptyRequest(): FactRequest {
  */
 const runtimeUp = `command -v "$rt" >/dev/null 2>&1 && { [ "$rt" = podman ] || systemctl is-active -q docker; }`;
 
+/** Shell: the snapshotter containerd's CRI plugin unpacks images into (its effective config), or nothing. */
+export const CRI_SNAPSHOTTER = `timeout 10 containerd config dump 2>/dev/null | awk '/^ *\\[/ { c = ($0 ~ /cri/) } c && /^ *snapshotter *=/ { gsub(/[" ]/, ""); sub(/^snapshotter=/, ""); print; exit }'`;
+
 /**
  * Shell: kubelet's CRI endpoint, from the running kubelet's command line (kubeadm's flags file is on it),
  * else its config file (the one --config names, else kubeadm's), else the flags file of a kubelet
@@ -169,7 +172,7 @@ export const KUBELET_FACT_SCRIPT = [
   `[ -n "$ep" ] || ep=$(sed -n 's/^containerRuntimeEndpoint: *//p' "\${cfg:-/var/lib/kubelet/config.yaml}" 2>/dev/null | tr -d "\\"'" | tail -n 1)`,
   `[ -n "$ep" ] || ep=$(grep -o -- '--container-runtime-endpoint[= ][^ "]*' /var/lib/kubelet/kubeadm-flags.env 2>/dev/null | cut -c30- | tail -n 1)`,
   'echo "endpoint=$ep"',
-  `if command -v containerd >/dev/null 2>&1; then echo "snapshotter=$(timeout 10 containerd config dump 2>/dev/null | awk '/^ *\\[/{s=($0 ~ /cri/)} s && /^ *snapshotter *=/{gsub(/[" ]/, ""); sub(/^snapshotter=/, ""); print; exit}')"; fi`,
+  `if command -v containerd >/dev/null 2>&1; then echo "snapshotter=$(${CRI_SNAPSHOTTER})"; fi`,
 ].join('\n');
 
 export function factScript(req: FactRequest): string {

@@ -14,6 +14,7 @@
  *
  * The kubelet stand-in is NOT a kubelet: see KUBELET_STANDIN_SCRIPT and the README's lab section.
  */
+import { CRI_SNAPSHOTTER } from '../facts/host.js';
 
 /**
  * Debian packages of the runtime image: podman and its pause binary, docker.io (with containerd and
@@ -84,7 +85,7 @@ down() {
 }
 # The snapshotter of containerd's CRI plugin, where kubelet's images are unpacked.
 snapshotter() {
-  s=$(timeout 10 containerd config dump 2>/dev/null | awk '/^ *\\[/ { c = ($0 ~ /cri/) } c && /^ *snapshotter *=/ { gsub(/[" ]/, ""); sub(/^snapshotter=/, ""); print; exit }')
+  s=$(${CRI_SNAPSHOTTER})
   echo "\${s:-overlayfs}"
 }
 # The manifest as lines: "name NAME", "image IMAGE", "arg WORD" (command, then args; flow lists of
@@ -214,7 +215,7 @@ case "$endpoint" in
   *) rt=podman ;;
 esac
 # Whether the containerd task of a pod (its .pods line ctr:ID) runs.
-ctr_running() { ctr -n k8s.io task ls 2>/dev/null | awk -v id="$1" '$1 == id && $3 == "RUNNING" { f = 1 } END { exit !f }'; }
+ctr_running() { "$ctrrun" running "$1"; }
 # Stops what a played manifest started (KEY): podman's pod by its manifest, containerd's task by ID.
 stop_pods() {
   if grep -q '^ctr:' "$state/$1.pods" 2>/dev/null; then

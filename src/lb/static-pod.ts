@@ -170,12 +170,25 @@ const CRIO_SOCKET = '/var/run/crio/crio.sock';
  * or is podman on a CRI-O node, which cannot tell).
  */
 export function podRuntimeProblem(stdout: string, runtime: string, pid: number): string | undefined {
-  const m = /^@@pod-rt (\S+)(?: (\S+))? \((.*)\)$/m.exec(stdout);
-  if (!m) return `${runtime} could not be asked which container runs the pod's nginx (pid ${pid})`;
-  if (m[1] === 'unseen') return undefined;
-  if (m[1] === 'none') return `${runtime} runs no container whose first process is the pod's nginx (pid ${pid}; ${m[3]})`;
-  if (!/^running$/i.test(m[2] ?? '')) return `${runtime} shows the pod's container ${m[1]} ${m[2] ?? 'in no state'}, not running (${m[3]})`;
+  const rt = parsePodRuntime(stdout);
+  if (!rt) return `${runtime} could not be asked which container runs the pod's nginx (pid ${pid})`;
+  if (rt.name === 'unseen') return undefined;
+  if (rt.name === 'none') return `${runtime} runs no container whose first process is the pod's nginx (pid ${pid}; ${rt.cli})`;
+  if (!/^running$/i.test(rt.state ?? '')) return `${runtime} shows the pod's container ${rt.name} ${rt.state ?? 'in no state'}, not running (${rt.cli})`;
   return undefined;
+}
+
+/** Pure: what the runtime said of the pod, in words for verify's summary (undefined when it said nothing of it). */
+export function podRuntimeSeen(stdout: string, runtime: string): string | undefined {
+  const rt = parsePodRuntime(stdout);
+  if (!rt || rt.name === 'none' || !rt.state) return undefined;
+  return rt.name === 'unseen' ? `podman lists no container of CRI-O's, which runs it` : `${runtime} runs it as ${rt.name} (${rt.state})`;
+}
+
+/** podRuntimeScript's line: the container's name (or none, or unseen), its state, the command asked. */
+function parsePodRuntime(stdout: string): { name: string; state?: string; cli: string } | undefined {
+  const m = /^@@pod-rt (\S+)(?: (\S+))? \((.*)\)$/m.exec(stdout);
+  return m ? { name: m[1]!, ...(m[2] ? { state: m[2] } : {}), cli: m[3]! } : undefined;
 }
 
 export type PodMaster =
@@ -230,9 +243,16 @@ export function podBackScript(listen: string, manifest = STATIC_POD_MANIFEST, se
 
 /** Pure: what podBackScript printed, as a rollback's shortcoming (undefined when the pod is back or none was waited for). */
 export function podBackProblem(stdout: string): string | undefined {
-  const m = /^@@pod-back no (\S+)$/m.exec(stdout);
+  const back = podBack(stdout);
+  if (back?.back !== false) return undefined;
+  return `kubelet has not brought back the pod of the previous manifest within ${POD_BACK_SECONDS} s: ${podProblem(parsePodMaster(stdout), back.listen) ?? 'it does not serve'}`;
+}
+
+/** Pure: whether a restore waited for the previous pod (podBackScript's line), and saw it back; undefined when it waited for none. */
+export function podBack(stdout: string): { back: true } | { back: false; listen: string } | undefined {
+  const m = /^@@pod-back (yes|no)(?: (\S+))?$/m.exec(stdout);
   if (!m) return undefined;
-  return `kubelet has not brought back the pod of the previous manifest within ${POD_BACK_SECONDS} s: ${podProblem(parsePodMaster(stdout), m[1]!) ?? 'it does not serve'}`;
+  return m[1] === 'yes' ? { back: true } : { back: false, listen: m[2] ?? '' };
 }
 
 /**
