@@ -64,14 +64,21 @@ export interface ControlPlaneDrift {
   notInInventory: string[];
 }
 
-export function controlPlaneDrift(masters: readonly { address: string; port: number }[], cluster: readonly ClusterApiserver[]): ControlPlaneDrift {
+/** `resolved`: for a master named by host name, the addresses it resolves to (so cp1:6443 and 10.0.0.1:6443 are one apiserver). */
+export function controlPlaneDrift(
+  masters: readonly { address: string; port: number }[],
+  cluster: readonly ClusterApiserver[],
+  resolved?: ReadonlyMap<string, readonly string[]>,
+): ControlPlaneDrift {
+  const keysOf = (m: { address: string; port: number }) => [m.address, ...(resolved?.get(m.address) ?? [])].map((a) => formatHostPort(a, m.port));
   const inventory = [...new Set(masters.map((m) => formatHostPort(m.address, m.port)))];
   const named = [...new Set(cluster.map((c) => formatHostPort(c.address, c.port)))];
+  const known = new Set(masters.flatMap(keysOf));
   return {
     inventory,
     cluster: named,
-    notInCluster: inventory.filter((m) => !named.includes(m)),
-    notInInventory: named.filter((c) => !inventory.includes(c)),
+    notInCluster: [...new Set(masters.filter((m) => !keysOf(m).some((k) => named.includes(k))).map((m) => formatHostPort(m.address, m.port)))],
+    notInInventory: named.filter((c) => !known.has(c)),
   };
 }
 

@@ -34,6 +34,10 @@
  *   POST /control/crash | /control/recover   stop listening on :6443 (connections refused, as when
  *                                            kube-apiserver is gone and its host is up), and listen again
  *   GET  /control/state                      readiness and open connection counts
+ *   POST /control/endpoints?set=A:P,...     answer that list (empty: none) as the kubernetes Service's
+ *                                            endpoints; without set: its own view again
+ *   GET  /control/lease                      200 while it holds its lease (serves the API, not shutting
+ *                                            down): how peers keep the kubernetes Service's endpoints
  * On SIGTERM it shuts down like kube-apiserver: /readyz turns red at once and everything else is
  * served for --shutdown-delay MS (kube-apiserver's --shutdown-delay-duration); then it accepts no
  * new connection, sends GOAWAY on every HTTP/2 session, closes idle HTTP/1.1 connections and ends
@@ -50,7 +54,6 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
-import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import type { Socket } from 'node:net';
@@ -490,15 +493,19 @@ export function serveApiserver(o: StandinOptions): Standin {
   /** HTTP/1.1 connections with a request being answered: closed once it is, while draining. */
   const busy = new Map<TLSSocket, number>();
 
-  /** When each peer last answered its /readyz 200. */
-  const peerReadyAt = new Map<string, number>();
+  /**
+   * When each peer last held its lease: kube-apiserver's lease endpoint reconciler names every apiserver
+   * whose lease is current, ready or not, and an apiserver gives up its lease as its shutdown starts. A
+   * peer holds it while its control port's /control/lease answers 200 (listening on the API port, not
+   * shutting down), asked every second; one silent, refused or shutting down drops out after ENDPOINT_TTL_MS.
+   */
+  const peerLeaseAt = new Map<string, number>();
   const peerKey = (a: { address: string; port: number }) => `${a.address} ${a.port}`;
-  let caPem: Buffer | undefined;
   const checkPeers = () => {
-    caPem ??= fs.readFileSync(path.join(o.pkiDir, 'ca.crt'));
     for (const peer of o.peers ?? []) {
-      const req = https.get({ host: peer.address, port: peer.port, path: '/readyz', ca: caPem, timeout: 900, agent: false }, (res) => {
-        if (res.statusCode === 200) peerReadyAt.set(peerKey(peer), Date.now());
+      const req = http.get({ host: peer.address, port: o.controlPort, path: '/control/lease', timeout: 900, agent: false }, (res) => {
+        if (res.statusCode === 200) peerLeaseAt.set(peerKey(peer), Date.now());
+        else peerLeaseAt.delete(peerKey(peer));
         res.resume();
       });
       req.on('timeout', () => req.destroy());
@@ -507,12 +514,17 @@ export function serveApiserver(o: StandinOptions): Standin {
   };
   const peerTimer = o.peers?.length ? setInterval(checkPeers, 1000) : undefined;
   peerTimer?.unref();
+  /** This stand-in holds its lease: it serves the API and is not shutting down. */
+  const leased = () => api.listening && !shuttingDown;
+  /** Set by POST /control/endpoints: what this stand-in answers instead, a cluster gone odd (empty, another cluster's). */
+  let endpointsOverride: { address: string; port: number }[] | undefined;
   /** The apiservers the `kubernetes` Service names now. */
   const apiservers = () => {
+    if (endpointsOverride) return endpointsOverride;
     const now = Date.now();
     return [
-      ...(o.self && ready && !shuttingDown ? [o.self] : []),
-      ...(o.peers ?? []).filter((p) => now - (peerReadyAt.get(peerKey(p)) ?? -Infinity) < ENDPOINT_TTL_MS),
+      ...(o.self && leased() ? [o.self] : []),
+      ...(o.peers ?? []).filter((p) => now - (peerLeaseAt.get(peerKey(p)) ?? -Infinity) < ENDPOINT_TTL_MS),
     ].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
   };
 
@@ -688,6 +700,15 @@ export function serveApiserver(o: StandinOptions): Standin {
     if (p === '/watch') return probe(res);
     if (Object.hasOwn(DISCOVERY, p)) return send(res, { status: 200, body: DISCOVERY[p as keyof typeof DISCOVERY](String(req.headers.host ?? req.headers[':authority'] ?? '')) });
     if (p === '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices' || p === '/api/v1/namespaces/default/endpoints/kubernetes') {
+      // RBAC as a cluster has it: kube-proxy's and an admin's identities may list these; nobody
+      // anonymous may, nor the health checks' identity (allowed only get on /readyz and /livez).
+      const slices = p.startsWith('/apis/');
+      const user = peer.authorized ? peer.getPeerCertificate()?.subject?.CN : undefined;
+      if (!user || user === 'k8s-ha-health') {
+        const what = slices ? 'endpointslices' : 'endpoints';
+        const group = slices ? 'discovery.k8s.io' : '';
+        return send(res, status(403, 'Forbidden', `${what}${group ? `.${group}` : ''}${slices ? '' : ' "kubernetes"'} is forbidden: User "${user ?? 'system:anonymous'}" cannot ${slices ? 'list' : 'get'} resource "${what}" in API group "${group}" in the namespace "default"`));
+      }
       const sel = q.get('labelSelector');
       const e = kubernetesEndpoints(apiservers(), cacheNow());
       if (p.endsWith('/kubernetes')) return send(res, { status: 200, body: e.endpoints });
@@ -818,8 +839,20 @@ export function serveApiserver(o: StandinOptions): Standin {
       log(`crashed: not listening on :${o.port}`);
     } else if (req.method === 'POST' && req.url === '/control/recover') {
       if (!api.listening) api.listen(o.port, host, () => log(`recovered: listening on :${o.port}`));
+    } else if (req.method === 'POST' && url.pathname === '/control/endpoints') {
+      // ?set=ADDRESS:PORT,... (empty: none) answers that list for the kubernetes Service; no set: its own view again.
+      const set = url.searchParams.get('set');
+      try {
+        endpointsOverride = set === null ? undefined : set.split(',').filter(Boolean).map(hostPort);
+      } catch (e) {
+        return reply(400, { error: (e as Error).message });
+      }
+      log(endpointsOverride ? `the kubernetes Service's endpoints answered as: ${set || 'none'}` : "the kubernetes Service's endpoints its own view again");
+    } else if (req.method === 'GET' && req.url === '/control/lease') {
+      // Peers ask it for the kubernetes Service's endpoints (see apiservers()).
+      return reply(leased() ? 200 : 503, { leased: leased() });
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
-      return reply(404, { error: 'POST /control/ready, /control/unready, /control/readyz-flood, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover or GET /control/state' });
+      return reply(404, { error: 'POST /control/ready, /control/unready, /control/readyz-flood, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover, /control/endpoints[?set=A:P,...] or GET /control/state, /control/lease' });
     }
     reply(200, {
       name,

@@ -254,7 +254,9 @@ describe("the kubernetes Service's endpoints, as the stand-ins keep them", () =>
   let dir: string;
   const standins: Standin[] = [];
   let caPem: string;
+  let client: { cert: string; key: string };
   let port = 0;
+  let controlPort = 0;
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-standin-ep-'));
@@ -264,14 +266,20 @@ describe("the kubernetes Service's endpoints, as the stand-ins keep them", () =>
     fs.writeFileSync(path.join(dir, 'tls.crt'), leaf.cert);
     fs.writeFileSync(path.join(dir, 'tls.key'), leaf.key);
     caPem = ca.cert;
-    // Two apiservers on one port, on two loopback addresses, each the other's peer.
-    const probe = net.createServer().listen(0, '127.0.0.1');
-    await new Promise((r) => probe.once('listening', r));
-    port = (probe.address() as net.AddressInfo).port;
-    await new Promise((r) => probe.close(r));
+    client = await issueCertificate(ca, { commonName: 'lab-admin', dnsNames: [], ipAddresses: [], usage: 'client' });
+    // Two apiservers on one port (and one control port), on two loopback addresses, each the other's peer.
+    const freePort = async () => {
+      const probe = net.createServer().listen(0, '127.0.0.1');
+      await new Promise((r) => probe.once('listening', r));
+      const n = (probe.address() as net.AddressInfo).port;
+      await new Promise((r) => probe.close(r));
+      return n;
+    };
+    port = await freePort();
+    controlPort = await freePort();
     for (const [i, address] of ['127.0.0.1', '127.0.0.2'].entries()) {
       const other = i === 0 ? '127.0.0.2' : '127.0.0.1';
-      const s = serveApiserver({ name: `ep-${i + 1}`, pkiDir: dir, port, controlPort: 0, host: address, shutdownDelayMs: 0, self: { address, port }, peers: [{ address: other, port }], log: () => {} });
+      const s = serveApiserver({ name: `ep-${i + 1}`, pkiDir: dir, port, controlPort, host: address, shutdownDelayMs: 0, self: { address, port }, peers: [{ address: other, port }], log: () => {} });
       await new Promise((r) => (s.api.listening ? r(undefined) : s.api.once('listening', r)));
       standins.push(s);
     }
@@ -281,9 +289,9 @@ describe("the kubernetes Service's endpoints, as the stand-ins keep them", () =>
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const ask = (address: string, pathname: string) =>
+  const ask = (address: string, pathname: string, as: { cert: string; key: string } | null = client) =>
     new Promise<unknown>((resolve, reject) => {
-      const session = http2.connect(`https://${address}:${port}`, { ca: caPem });
+      const session = http2.connect(`https://${address}:${port}`, { ca: caPem, ...(as ?? {}) });
       session.on('error', reject);
       const req = session.request({ ':path': pathname });
       let body = '';
@@ -307,6 +315,8 @@ describe("the kubernetes Service's endpoints, as the stand-ins keep them", () =>
     expect(fromEndpoints(await ask('127.0.0.1', ENDPOINTS_PATH)).map((a) => `${a.address}:${a.port}`)).toEqual(both);
     // Another Service's slices are not the stand-in's to serve.
     expect(await ask('127.0.0.1', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dother')).toMatchObject({ items: [] });
+    // RBAC as a cluster has it: nobody anonymous lists them.
+    expect(await ask('127.0.0.1', ENDPOINTSLICES_PATH, null)).toMatchObject({ code: 403, message: expect.stringContaining('User "system:anonymous" cannot list resource "endpointslices"') });
     // The second goes away: the first stops naming it once its last ready answer is ENDPOINT_TTL_MS old.
     const gone = Date.now();
     standins[1]!.close();
