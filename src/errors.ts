@@ -17,8 +17,10 @@ export const ExitCode = {
   build: 4,
   /** deploy --check: changes are pending (nothing was touched). */
   pending: 5,
-  /** status: nothing is down, but some nodes could not be told (their probes timed out). */
+  /** status: nothing is down, but some nodes could not be told (their probes timed out), or the cluster's control plane could not be read. */
   unknown: 6,
+  /** status: nothing is down, and the cluster's control plane (its kubernetes Service's endpoints) differs from the inventory's masters. */
+  controlPlane: 7,
   /** Stopped by SIGINT or SIGTERM (128 + 2, as shells report Ctrl-C). */
   interrupted: 130,
 } as const;

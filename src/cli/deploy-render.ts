@@ -3,6 +3,7 @@
  * task lists in a terminal (listr2), plain lines for CI logs and pipes, and plain lines on stderr
  * with one JSON report on stdout (--json). The recap and --check views are built from the report alone.
  */
+import { describeMastersChange } from '../cluster/read.js';
 import { colour } from './colour.js';
 import { UNSETTLED, type HostPhase } from '../engine/host.js';
 import type { DeployEvent, DeployReport, HostReport, Phase } from '../engine/run.js';
@@ -238,6 +239,7 @@ export function renderRecap(report: DeployReport, withDiff: boolean): string {
   const out: string[] = [''];
   const hosts = Object.entries(r.hosts);
   if (withDiff) for (const [name, h] of hosts) for (const ch of h.check?.changes ?? []) if (ch.diff) out.push(colour.dim(`--- ${name}: ${ch.step}`), colourDiff(ch.diff));
+  if (r.masters) out.push(...describeMastersChange(r.masters));
   out.push(colour.bold(`RECAP  ${displayPath(r.inventoryFile)}, ${hosts.length} node${hosts.length === 1 ? '' : 's'}, ${(r.durationMs / 1000).toFixed(1)} s, run ${r.runId}${r.interrupted ? colour.yellow(`, INTERRUPTED (${r.interrupted.signal})`) : ''}`));
   out.push(
     table(
@@ -316,6 +318,7 @@ export function renderCheck(report: DeployReport, withDiff: boolean): string {
   const r = printableDeep(report);
   const out: string[] = ['', colour.bold(`CHECK  ${displayPath(r.inventoryFile)}: nothing was built, installed or changed on any host`)];
   if (r.build) out.push(colour.dim(`build: ${r.build}`));
+  if (r.masters) out.push(...describeMastersChange(r.masters));
   let pending = 0;
   for (const [name, h] of Object.entries(r.hosts)) {
     if (h.unfinished) out.push(colour.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): ${nextDeployDoes(h.unfinished.state)}`));

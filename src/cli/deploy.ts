@@ -42,6 +42,9 @@ interface DeployFlags {
   verifyTimeout: number;
   repointTimeout: number;
   waitLock: number;
+  mastersFromCluster?: boolean;
+  kubeconfig?: string;
+  minMasters?: number;
 }
 
 /** Exit code of a deploy report: interrupted 130, something failed or locked 3, --check pending 5. */
@@ -77,6 +80,9 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .option('--verify-timeout <duration>', 'how long verify waits for an apiserver to answer through the local port, per node', duration('--verify-timeout', '10m'), 15_000)
     .option('--repoint-timeout <duration>', 'with --repoint-kubeconfigs: how long each restarted kubelet or kube-proxy has to run and connect through the local balancer', duration('--repoint-timeout', '10m', '1s'), 30_000)
     .option('--wait-lock <duration>', 'wait this long for nodes another k8s-ha run holds, instead of reporting them locked', duration('--wait-lock', '24h'), 0)
+    .option('--masters-from-cluster', "take the masters from the cluster (its kubernetes Service's endpoints) instead of the inventory, show the difference, and roll the nodes to them; unsafe lists are refused (README: Following the control plane)")
+    .option('--kubeconfig <file>', "with --masters-from-cluster: ask the cluster with this kubeconfig's credentials instead of the inventory's cluster.kubeconfig")
+    .option('--min-masters <n>', 'with --masters-from-cluster: the fewest apiservers the cluster may name (default: a majority of the inventory\'s masters)', positive('--min-masters'))
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones)')
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold (asked once per key, kept in memory only)')
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
@@ -98,6 +104,9 @@ export function deployCommand(setExit: (code: number) => void): Command {
         verifyTimeoutMs: o.verifyTimeout,
         repointTimeoutMs: o.repointTimeout,
         waitLockMs: o.waitLock,
+        mastersFromCluster: !!o.mastersFromCluster,
+        kubeconfig: o.kubeconfig,
+        minMasters: o.minMasters,
       };
       if (o.askPass) await askPassphrases(options);
       const renderer = await render.chooseRenderer(!!o.json);

@@ -2,6 +2,8 @@
 import { colour } from './colour.js';
 import { Command } from 'commander';
 import { ExitCode } from '../errors.js';
+import { describeDrift } from '../cluster/control-plane.js';
+import type { ControlPlaneStatus } from '../cluster/read.js';
 import type { ClusterStatus, NodeStatus } from '../engine/status.js';
 import { positive } from './flags.js';
 import { table } from './ui.js';
@@ -18,20 +20,25 @@ export function statusCommand(setExit: (code: number) => void): Command {
     .option('--concurrency <n>', 'nodes probed at once', positive('--concurrency'), 64)
     .option('--probes <n>', 'HTTPS probes running at once, in all (each apiserver gets at most a third of them, at least 4)', positive('--probes'))
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
+    .option('--kubeconfig <file>', "ask the cluster for its apiservers with this kubeconfig's credentials (instead of the inventory's cluster.kubeconfig) and show how they differ from the inventory's masters")
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold')
     .option('--json', 'JSON on stdout')
-    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean }) => {
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { clusterStatus } = await import('../engine/status.js');
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
-      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook });
-      const ok = s.healthy === s.nodes.length && !s.vip?.problem;
+      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook, kubeconfig: o.kubeconfig });
+      const cp = s.controlPlane;
+      const cpDrift = !!cp && !('error' in cp) && (cp.notInCluster.length > 0 || cp.notInInventory.length > 0);
+      const ok = s.healthy === s.nodes.length && !s.vip?.problem && !cpDrift && !(cp && 'error' in cp);
       for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${printable(w)}\n`);
       if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
       else process.stdout.write(renderStatus(s));
-      // Something down (on definite evidence) is 3; nothing down but some nodes could not be told is 6.
+      // Something down (on definite evidence) is 3; then the control plane differing from the inventory, 7;
+      // then nodes, or the control plane, that could not be told, 6.
       if (s.down || s.vip?.problem) setExit(ExitCode.hosts);
-      else if (s.unknown) setExit(ExitCode.unknown);
+      else if (cpDrift) setExit(ExitCode.controlPlane);
+      else if (s.unknown || (cp && 'error' in cp)) setExit(ExitCode.unknown);
     });
 }
 
@@ -118,12 +125,21 @@ export function renderStatus(status: ClusterStatus): string {
     const failed = s.nodes.map((n) => n.masters.find((x) => x.name === m)?.direct.error).filter(Boolean);
     if (failed.length) lines.push(bad(`${m}: ${failed[0]} (seen from ${failed.length} node${failed.length === 1 ? '' : 's'})`));
   }
+  if (s.controlPlane) lines.push(renderControlPlane(s.controlPlane));
   if (s.vip) lines.push('', ...renderVipStatus(s.vip));
   for (const m of masters) {
     const unsure = s.nodes.filter((n) => n.masters.find((x) => x.name === m)?.direct.unknown).length;
     if (unsure) lines.push(colour.yellow(`${m}: ${unsure} node${unsure === 1 ? '' : 's'} could not tell whether they reach it directly (timed out twice)`));
   }
   return lines.join('\n') + '\n';
+}
+
+/** The cluster's control plane against the inventory's masters, in one line (and why, when it could not be read). */
+export function renderControlPlane(cp: ControlPlaneStatus): string {
+  if ('error' in cp) return colour.yellow(`control plane: unknown: could not read it with ${cp.kubeconfig}: ${cp.error}${cp.hint ? `\n  ${cp.hint}` : ''}`);
+  const line = `control plane (${cp.source} of the kubernetes Service, via ${cp.via}): ${describeDrift(cp)}`;
+  const notReady = cp.notReady.length ? `; not ready: ${cp.notReady.join(', ')}` : '';
+  return cp.notInCluster.length || cp.notInInventory.length ? colour.yellow(line + notReady + ' (k8s-ha deploy --masters-from-cluster rolls the nodes to it)') : good(line) + notReady;
 }
 
 /** The VIP: one line of verdict, then each VIP host's state and haproxy's view of every master. */

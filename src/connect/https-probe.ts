@@ -56,6 +56,8 @@ export interface HttpsProbeOptions {
   session?: ProbeSession;
   /** Called with the session this connection may be resumed with next time. */
   onSession?: (session: ProbeSession) => void;
+  /** More request headers (an Authorization bearer token, Accept). */
+  headers?: Record<string, string>;
 }
 
 /** The probe ran out of time: says nothing about the server (unlike a refusal or an error status). */
@@ -145,7 +147,7 @@ export function httpsGet(
             : { host: (connect as { address: string }).address, port: (connect as { port: number }).port, agent: false, ...tlsOptions }),
           method: 'GET',
           path: opts.path,
-          headers: { host: net.isIPv6(opts.servername) ? `[${opts.servername}]` : opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
+          headers: { ...opts.headers, host: net.isIPv6(opts.servername) ? `[${opts.servername}]` : opts.servername, 'user-agent': 'k8s-ha', connection: 'close' },
         },
         (res) => {
           const { fingerprint, peer } = id;

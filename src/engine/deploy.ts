@@ -3,6 +3,7 @@
  * loaded and checked, the nodes selected, how to reach each, and the builds the nodes install.
  * Which balancer a node on `lb.impl: auto` gets is decided once, by the pure `chooseImpl`.
  */
+import { takeMastersFromCluster, type MastersChange } from '../cluster/read.js';
 import { deadlineOf, deadlinesOf, secondsOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
@@ -47,6 +48,12 @@ export interface DeployOptions {
   repointTimeoutMs?: number;
   /** --wait-lock: how long to wait for a node another run holds (0: report it locked at once). */
   waitLockMs?: number;
+  /** --masters-from-cluster: the master list from the cluster's kubernetes Service, not the inventory. */
+  mastersFromCluster?: boolean;
+  /** --kubeconfig: the credentials to ask the cluster with, instead of the inventory's cluster.kubeconfig. */
+  kubeconfig?: string;
+  /** --min-masters: the fewest apiservers --masters-from-cluster may leave nodes with (default: a majority of the inventory's). */
+  minMasters?: number;
 }
 
 /** A balancer implementation a node runs. */
@@ -92,6 +99,8 @@ export interface Setup {
   vipPlaybook?: Playbook;
   /** The inventory's warnings, then what resolving SSH settings found (a HostName not used, a Match block ignored). */
   warnings: string[];
+  /** --masters-from-cluster: the master list this run took from the cluster, against the inventory's. */
+  masters?: MastersChange;
   startedAt: number;
 }
 
@@ -114,6 +123,15 @@ async function loadPlaybooks(inv: Inventory, file: string | undefined): Promise<
 export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const startedAt = Date.now();
   const loaded = await loadInventory(options.inventoryFile);
+  let masters: MastersChange | undefined;
+  if (options.mastersFromCluster) {
+    // Before anything reads the masters (playbooks, rules, probes): the whole run uses the cluster's list.
+    const taken = await takeMastersFromCluster(loaded.inventory, { ...options, inventoryFile: options.inventoryFile });
+    loaded.inventory = taken.inventory;
+    masters = taken.change;
+  } else if (options.kubeconfig || options.minMasters !== undefined) {
+    throw new UsageError(`${options.kubeconfig ? '--kubeconfig' : '--min-masters'} is for --masters-from-cluster`, { hint: 'add --masters-from-cluster, or leave it out' });
+  }
   const inv = loaded.inventory;
   checkRepointTimeout(options, inv);
   // The checks' client certificate is read and judged now (exit 2 before any connection), not per host.
@@ -153,7 +171,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   // A VIP host that is a node of this run is reached as that node (rules.ts: no name is both a master and a node).
   for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
   await checkSshFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values()]);
-  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, startedAt };
+  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, ...(masters ? { masters } : {}), startedAt };
 }
 
 /**

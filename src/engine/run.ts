@@ -13,6 +13,7 @@
  * Interruptible: once `control.signal` aborts, nothing new starts; nodes already committing are
  * verified and, if that fails, restored exactly as in a roll; the report says `interrupted`.
  */
+import { describeMastersChange, type MastersChange } from '../cluster/read.js';
 import { randomBytes } from 'node:crypto';
 import { SshConnection } from '../connect/ssh.js';
 import type { InventoryNode } from '../inventory/schema.js';
@@ -110,6 +111,8 @@ export interface DeployReport {
   hosts: Record<string, HostReport>;
   /** The VIP layer (with vip: in the inventory): its hosts, who holds the VIP, and /readyz through it. */
   vip?: VipReport;
+  /** --masters-from-cluster: the list the run used, taken from the cluster, against the inventory's. */
+  masters?: MastersChange;
 }
 
 export function newRunId(now = new Date()): string {
@@ -163,6 +166,8 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
   const stopped = () => !!control.signal?.aborted;
   const stopReason = () => String(control.signal?.reason ?? 'interrupted');
   emit({ type: 'start', runId, inventoryFile: options.inventoryFile, nodes: setup.nodes.map((n) => n.name), check, warnings: setup.warnings, concurrency });
+  // --masters-from-cluster: the difference, before anything is touched.
+  if (setup.masters) for (const line of describeMastersChange(setup.masters)) emit({ type: 'note', line });
 
   const nodes: NodeRun[] = [];
   const onAbort = () => emit({ type: 'interrupted', signal: stopReason(), inFlight: nodes.filter((n) => n.phase && !n.result).map((n) => ({ name: n.node.name, phase: n.phase! })) });
@@ -489,6 +494,7 @@ function report(
     bastionLogins: SshConnection.bastionLogins - o.bastionsBefore,
     hosts,
     vip: o.vip,
+    ...(setup.masters ? { masters: setup.masters } : {}),
   };
 }
 

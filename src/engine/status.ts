@@ -5,6 +5,7 @@
  * directly and through its own local port. One connection per node, in parallel.
  */
 import { isNoAnswer } from '../errors.js';
+import { clusterKubeconfig, controlPlaneStatus, type ControlPlaneStatus } from '../cluster/read.js';
 import { dialed } from './results.js';
 import { SshConnection } from '../connect/ssh.js';
 import { vipHosts, type Impl, type InventoryNode } from '../inventory/schema.js';
@@ -99,6 +100,8 @@ export interface ClusterStatus {
   warnings: string[];
   /** With vip: in the inventory: who holds the VIP, each VIP host's VRRP state and haproxy's view of the masters. */
   vip?: VipStatus;
+  /** With a kubeconfig (cluster.kubeconfig, --kubeconfig): the cluster's apiservers against the inventory's masters, or why they could not be read. */
+  controlPlane?: ControlPlaneStatus;
   durationMs: number;
 }
 
@@ -242,9 +245,13 @@ export function probeBounds(probes = 32): ProbePoolOptions {
   return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
 }
 
-export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string }): Promise<ClusterStatus> {
-  const setup = await loadSetup({ ...options, acceptNewHostKeys: false });
+export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string }): Promise<ClusterStatus> {
+  const { kubeconfig: _kubeconfig, ...setupOptions } = options;
+  const setup = await loadSetup({ ...setupOptions, acceptNewHostKeys: false });
   const inv = setup.loaded.inventory;
+  const creds = await clusterKubeconfig(inv, options.kubeconfig);
+  // Asked while the nodes are: one request from here to the first master that answers.
+  const controlPlane = creds ? controlPlaneStatus(inv, creds) : undefined;
   // Compare binaries with builds already in the cache; status never builds.
   const builds = await cachedArtifacts(setup);
   const known = new Set(Object.keys(builds.artifacts));
@@ -275,6 +282,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
     masters,
     warnings: setup.warnings,
     vip,
+    ...(controlPlane ? { controlPlane: await controlPlane } : {}),
     durationMs: Date.now() - setup.startedAt,
   };
 }

@@ -33,6 +33,7 @@ const PATH_FIELDS = [
   ['tls', 'caFile'],
   ['tls', 'clientCertFile'],
   ['tls', 'clientKeyFile'],
+  ['cluster', 'kubeconfig'],
 ] as const;
 
 /** Relative paths in an inventory are relative to the inventory file; `~` is the home directory. */
@@ -40,8 +41,8 @@ export function resolvePaths(inv: Inventory, baseDir: string): Inventory {
   const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(baseDir, expandHome(p)));
   const out = structuredClone(inv);
   for (const [section, field] of PATH_FIELDS) {
-    const obj = out[section] as Record<string, string | undefined>;
-    if (obj[field] !== undefined) obj[field] = abs(obj[field]);
+    const obj = out[section] as Record<string, string | undefined> | undefined;
+    if (obj && obj[field] !== undefined) obj[field] = abs(obj[field]);
   }
   // A master's ssh: (a VIP host) is read like a node's.
   for (const n of [...out.nodes, ...out.masters]) {

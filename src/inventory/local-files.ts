@@ -12,6 +12,8 @@
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { credentialsOf } from '../cluster/kubeconfig-client.js';
+import type { UsageError } from '../errors.js';
 import type { Diagnostic, InventoryPath } from './diagnostics.js';
 import type { Inventory } from './schema.js';
 
@@ -90,6 +92,11 @@ export async function checkLocalFiles(inv: Inventory): Promise<Diagnostic[]> {
     }
   }
 
+  if (inv.cluster) {
+    const problem = await kubeconfigProblem(inv.cluster.kubeconfig);
+    if (problem) err(['cluster', 'kubeconfig'], problem);
+  }
+
   const identities: [InventoryPath, string | undefined][] = [
     [['ssh', 'identityFile'], inv.ssh.identityFile],
     ...inv.nodes.map((n, i): [InventoryPath, string | undefined] => [['nodes', i, 'ssh', 'identityFile'], n.ssh?.identityFile]),
@@ -101,6 +108,18 @@ export async function checkLocalFiles(inv: Inventory): Promise<Diagnostic[]> {
     if (problem) err(path, problem);
   }
   return out;
+}
+
+/** Why a kubeconfig cannot be used to ask the cluster: unreadable, or no credentials k8s-ha can use (kubeconfig-client.ts). */
+export async function kubeconfigProblem(file: string): Promise<string | undefined> {
+  const r = await readLocal(file);
+  if ('problem' in r) return `${r.problem}: point it at a kubeconfig allowed to list endpointslices in default (kube-proxy's, or an admin's)`;
+  try {
+    credentialsOf(r.text, file);
+    return undefined;
+  } catch (e) {
+    return `${(e as Error).message}${(e as UsageError).hint ? `: ${(e as UsageError).hint}` : ''}`;
+  }
 }
 
 /** Why an identity file cannot be logged in with: missing, unreadable, or open to others (OpenSSH refuses it). */

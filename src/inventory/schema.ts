@@ -427,6 +427,15 @@ export const vip = z.strictObject({
   hardStopAfter: duration(10 * MS.s, 24 * MS.h).default('15m'),
 });
 
+/**
+ * The cluster itself, asked for its control plane (status's drift, deploy --masters-from-cluster):
+ * a kubeconfig whose credentials may list the `kubernetes` EndpointSlices in `default` (kube-proxy's
+ * or an admin's). Its server is not dialed: the inventory's masters are, in turn.
+ */
+export const cluster = z.strictObject({
+  kubeconfig: path,
+});
+
 export const inventorySchema = z.strictObject({
   ssh: sshSettings.default({}),
   masters: z.array(master, { error: 'must be a list of apiservers' }).min(1, 'must name at least one apiserver'),
@@ -439,6 +448,7 @@ export const inventorySchema = z.strictObject({
   build: build.default(build.parse({})),
   kubeconfigs,
   vip: vip.optional(),
+  cluster: cluster.optional(),
   timeouts: timeouts.default({}),
 });
 

@@ -151,6 +151,12 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
   }
   const ca = { cert: await fsp.readFile(p.caFile, 'utf8'), key: await fsp.readFile(at('pki', 'ca.key'), 'utf8') };
   for (const m of masters) await ensureServingCert(ca, m, at('pki', m.service), issueCertificate);
+  // The kubernetes Service's endpoints, as each stand-in keeps them: itself and its peers (standin.ts), by IPv4 address, as
+  // kube-apiserver's --advertise-address names one.
+  for (const m of masters) {
+    const others = masters.filter((x) => x !== m).map((x) => `${x.address}:${APISERVER_PORT}`);
+    await writeFileAtomic(at('pki', m.service, 'standin.env'), `STANDIN_SELF=${m.address}:${APISERVER_PORT}\nSTANDIN_PEERS=${others.join(',')}\n`);
+  }
   // kubectl's identity: a client certificate, as kubelet presents one (through an L4 balancer, unchanged).
   const adminCert = at('pki', 'lab-admin.crt');
   if (await missing(adminCert)) {

@@ -27,7 +27,7 @@ import { cacheDir, packageRoot } from '../util/paths.js';
 import { docker, imageExists } from './docker.js';
 import { aptInstall, isDebianLike, isRoot, type Say } from './engine.js';
 import { COMPOSE_IMAGES } from './compose.js';
-import type { LabImages } from './topology.js';
+import { MASTER_PKI_DIR, type LabImages } from './topology.js';
 import { KUBELET_STANDIN_PATH, KUBELET_STANDIN_SCRIPT, KUBELET_STANDIN_UNIT, runtimeContext, runtimeDockerfile } from './runtime-image.js';
 
 /** The Debian release of every lab host unless `lab up --os` says otherwise. */
@@ -133,6 +133,7 @@ After=network.target
 
 [Service]
 Environment=STANDIN_NAME=%l
+EnvironmentFile=-${MASTER_PKI_DIR}/standin.env
 ExecStart=/usr/local/bin/node /opt/k8s-ha-lab/standin.js apiserver --shutdown-delay ${STANDIN_SHUTDOWN_DELAY_MS} --drain ${STANDIN_DRAIN_MS}
 TimeoutStopSec=${STANDIN_STOP_TIMEOUT_S}
 Restart=on-failure

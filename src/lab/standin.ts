@@ -34,6 +34,10 @@
  *   POST /control/crash | /control/recover   stop listening on :6443 (connections refused, as when
  *                                            kube-apiserver is gone and its host is up), and listen again
  *   GET  /control/state                      readiness and open connection counts
+ *   POST /control/endpoints?set=A:P,...     answer that list (empty: none) as the kubernetes Service's
+ *                                            endpoints; without set: its own view again
+ *   GET  /control/lease                      200 while it holds its lease (serves the API, not shutting
+ *                                            down): how peers keep the kubernetes Service's endpoints
  * On SIGTERM it shuts down like kube-apiserver: /readyz turns red at once and everything else is
  * served for --shutdown-delay MS (kube-apiserver's --shutdown-delay-duration); then it accepts no
  * new connection, sends GOAWAY on every HTTP/2 session, closes idle HTTP/1.1 connections and ends
@@ -50,6 +54,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
+import net from 'node:net';
 import path from 'node:path';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -401,9 +406,47 @@ export interface StandinOptions {
   drainMs?: number;
   /** How far the watch cache is behind etcd (the clock), in ms; default 0. `POST /control/lag?ms=N` changes it. */
   cacheLagMs?: number;
+  /**
+   * The `kubernetes` Service's endpoints, as kube-apiserver's endpoint reconciler keeps them: this
+   * stand-in's own address while it is ready, and each peer's while its /readyz answered 200 within
+   * the last ENDPOINT_TTL_MS (asked every second, over TLS verified by the lab CA).
+   */
+  self?: { address: string; port: number };
+  peers?: { address: string; port: number }[];
   /** With allowWatchBookmarks, a BOOKMARK this often; default BOOKMARK_MS. */
   bookmarkMs?: number;
   log?: (message: string) => void;
+}
+
+/** How long a peer that stopped answering ready stays in the endpoints (kube-apiserver's lease: 15 s, here shorter). */
+export const ENDPOINT_TTL_MS = 5000;
+
+/** The `kubernetes` Service's EndpointSliceList and Endpoints for these apiservers, at resourceVersion `rv`. */
+export function kubernetesEndpoints(apiservers: readonly { address: string; port: number }[], rv: number): { slices: unknown; endpoints: unknown } {
+  const port = apiservers[0]?.port ?? 6443;
+  const v6 = apiservers.some((a) => net.isIPv6(a.address));
+  const meta = { name: 'kubernetes', namespace: 'default', resourceVersion: String(rv), labels: { 'kubernetes.io/service-name': 'kubernetes', 'endpointslice.kubernetes.io/managed-by': 'endpointslicemirroring-controller.k8s.io' } };
+  return {
+    slices: {
+      kind: 'EndpointSliceList',
+      apiVersion: 'discovery.k8s.io/v1',
+      metadata: { resourceVersion: String(rv) },
+      items: [
+        {
+          metadata: meta,
+          addressType: v6 ? 'IPv6' : 'IPv4',
+          endpoints: apiservers.map((a) => ({ addresses: [a.address], conditions: { ready: true } })),
+          ports: [{ name: 'https', port, protocol: 'TCP' }],
+        },
+      ],
+    },
+    endpoints: {
+      kind: 'Endpoints',
+      apiVersion: 'v1',
+      metadata: { name: 'kubernetes', namespace: 'default', resourceVersion: String(rv) },
+      subsets: apiservers.length ? [{ addresses: apiservers.map((a) => ({ ip: a.address })), ports: [{ name: 'https', port, protocol: 'TCP' }] }] : [],
+    },
+  };
 }
 
 export interface Standin {
@@ -449,6 +492,41 @@ export function serveApiserver(o: StandinOptions): Standin {
   const inflight = new Set<Res>();
   /** HTTP/1.1 connections with a request being answered: closed once it is, while draining. */
   const busy = new Map<TLSSocket, number>();
+
+  /**
+   * When each peer last held its lease: kube-apiserver's lease endpoint reconciler names every apiserver
+   * whose lease is current, ready or not, and an apiserver gives up its lease as its shutdown starts. A
+   * peer holds it while its control port's /control/lease answers 200 (listening on the API port, not
+   * shutting down), asked every second; one silent, refused or shutting down drops out after ENDPOINT_TTL_MS.
+   */
+  const peerLeaseAt = new Map<string, number>();
+  const peerKey = (a: { address: string; port: number }) => `${a.address} ${a.port}`;
+  const checkPeers = () => {
+    for (const peer of o.peers ?? []) {
+      const req = http.get({ host: peer.address, port: o.controlPort, path: '/control/lease', timeout: 900, agent: false }, (res) => {
+        if (res.statusCode === 200) peerLeaseAt.set(peerKey(peer), Date.now());
+        else peerLeaseAt.delete(peerKey(peer));
+        res.resume();
+      });
+      req.on('timeout', () => req.destroy());
+      req.on('error', () => {});
+    }
+  };
+  const peerTimer = o.peers?.length ? setInterval(checkPeers, 1000) : undefined;
+  peerTimer?.unref();
+  /** This stand-in holds its lease: it serves the API and is not shutting down. */
+  const leased = () => api.listening && !shuttingDown;
+  /** Set by POST /control/endpoints: what this stand-in answers instead, a cluster gone odd (empty, another cluster's). */
+  let endpointsOverride: { address: string; port: number }[] | undefined;
+  /** The apiservers the `kubernetes` Service names now. */
+  const apiservers = () => {
+    if (endpointsOverride) return endpointsOverride;
+    const now = Date.now();
+    return [
+      ...(o.self && leased() ? [o.self] : []),
+      ...(o.peers ?? []).filter((p) => now - (peerLeaseAt.get(peerKey(p)) ?? -Infinity) < ENDPOINT_TTL_MS),
+    ].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+  };
 
   const send = (res: Res, a: Answer) => {
     res.writeHead(a.status, { 'content-type': 'application/json', 'x-standin': name });
@@ -621,6 +699,23 @@ export function serveApiserver(o: StandinOptions): Standin {
     }
     if (p === '/watch') return probe(res);
     if (Object.hasOwn(DISCOVERY, p)) return send(res, { status: 200, body: DISCOVERY[p as keyof typeof DISCOVERY](String(req.headers.host ?? req.headers[':authority'] ?? '')) });
+    if (p === '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices' || p === '/api/v1/namespaces/default/endpoints/kubernetes') {
+      // RBAC as a cluster has it: kube-proxy's and an admin's identities may list these; nobody
+      // anonymous may, nor the health checks' identity (allowed only get on /readyz and /livez).
+      const slices = p.startsWith('/apis/');
+      const user = peer.authorized ? peer.getPeerCertificate()?.subject?.CN : undefined;
+      if (!user || user === 'k8s-ha-health') {
+        const what = slices ? 'endpointslices' : 'endpoints';
+        const group = slices ? 'discovery.k8s.io' : '';
+        return send(res, status(403, 'Forbidden', `${what}${group ? `.${group}` : ''}${slices ? '' : ' "kubernetes"'} is forbidden: User "${user ?? 'system:anonymous'}" cannot ${slices ? 'list' : 'get'} resource "${what}" in API group "${group}" in the namespace "default"`));
+      }
+      const sel = q.get('labelSelector');
+      const e = kubernetesEndpoints(apiservers(), cacheNow());
+      if (p.endsWith('/kubernetes')) return send(res, { status: 200, body: e.endpoints });
+      // Only the kubernetes Service's slices live here: another selector lists none.
+      if (sel && sel !== 'kubernetes.io/service-name=kubernetes') return send(res, { status: 200, body: { ...(e.slices as object), items: [] } });
+      return send(res, { status: 200, body: e.slices });
+    }
     const target = podsPath(p);
     if (!target) return p.startsWith('/api') ? send(res, notFound()) : text(404, '404 page not found');
     const refused = unsupported(q);
@@ -744,8 +839,20 @@ export function serveApiserver(o: StandinOptions): Standin {
       log(`crashed: not listening on :${o.port}`);
     } else if (req.method === 'POST' && req.url === '/control/recover') {
       if (!api.listening) api.listen(o.port, host, () => log(`recovered: listening on :${o.port}`));
+    } else if (req.method === 'POST' && url.pathname === '/control/endpoints') {
+      // ?set=ADDRESS:PORT,... (empty: none) answers that list for the kubernetes Service; no set: its own view again.
+      const set = url.searchParams.get('set');
+      try {
+        endpointsOverride = set === null ? undefined : set.split(',').filter(Boolean).map(hostPort);
+      } catch (e) {
+        return reply(400, { error: (e as Error).message });
+      }
+      log(endpointsOverride ? `the kubernetes Service's endpoints answered as: ${set || 'none'}` : "the kubernetes Service's endpoints its own view again");
+    } else if (req.method === 'GET' && req.url === '/control/lease') {
+      // Peers ask it for the kubernetes Service's endpoints (see apiservers()).
+      return reply(leased() ? 200 : 503, { leased: leased() });
     } else if (!(req.method === 'GET' && req.url === '/control/state')) {
-      return reply(404, { error: 'POST /control/ready, /control/unready, /control/readyz-flood, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover or GET /control/state' });
+      return reply(404, { error: 'POST /control/ready, /control/unready, /control/readyz-flood, /control/anonymous-off, /control/anonymous-on, /control/lag?ms=N, /control/crash, /control/recover, /control/endpoints[?set=A:P,...] or GET /control/state, /control/lease' });
     }
     reply(200, {
       name,
@@ -762,6 +869,7 @@ export function serveApiserver(o: StandinOptions): Standin {
 
   const close = () => {
     if (ticker) clearTimeout(ticker);
+    if (peerTimer) clearInterval(peerTimer);
     if (api.listening) api.close();
     control.close();
     control.closeAllConnections();
@@ -837,6 +945,13 @@ function serveMirror(root: string): void {
 }
 
 // Run as a program (in the lab's images), not when imported (unit tests import the history and the API).
+/** ADDRESS:PORT, an IPv6 address in brackets. */
+export function hostPort(text: string): { address: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text.trim());
+  if (!m) throw new Error(`not ADDRESS:PORT: ${text}`);
+  return { address: m[1] ?? m[2]!, port: Number(m[3]) };
+}
+
 const USAGE = 'usage: standin.js apiserver [--cache-lag MS] [--shutdown-delay MS] [--drain MS] | standin.js mirror DIR\n';
 
 /**
@@ -880,6 +995,9 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       port: Number(process.env.STANDIN_PORT ?? '6443'),
       controlPort: Number(process.env.STANDIN_CONTROL_PORT ?? '8080'),
       ...(process.env.STANDIN_HOST ? { host: process.env.STANDIN_HOST } : {}),
+      // The endpoint reconciler's view: STANDIN_SELF=ADDRESS:PORT, STANDIN_PEERS=ADDRESS:PORT,... (IPv6 in brackets).
+      ...(process.env.STANDIN_SELF ? { self: hostPort(process.env.STANDIN_SELF) } : {}),
+      ...(process.env.STANDIN_PEERS ? { peers: process.env.STANDIN_PEERS.split(',').filter(Boolean).map(hostPort) } : {}),
       ...settings,
     });
     process.on('SIGTERM', () => void standin.terminate().then(() => process.exit(0)));

@@ -145,6 +145,21 @@ describe('files the inventory names on this machine, checked at load', () => {
     expect(loaded.inventory.tls.caFile).toBe(path.join(dir, 'ca.pem'));
   });
 
+  it('cluster.kubeconfig: missing, or with credentials k8s-ha cannot use, is refused at load naming the field and the path in the file; a usable one loads, relative to the inventory', async () => {
+    const kc = (user: string) =>
+      `apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts: [{ name: c, context: { cluster: k, user: u } }]\nclusters: [{ name: k, cluster: { server: 'https://127.0.0.1:8443' } }]\nusers: [{ name: u, user: ${user} }]\n`;
+    const dir = folder({ 'exec.conf': kc('{ exec: { command: aws } }'), 'none.conf': kc('{}'), 'token.conf': kc('{ token: abc }') });
+    pemCert(dir);
+    const base = `${BASE}tls: { caFile: ca.pem }\n`;
+    const missing = await loadError(dir, `${base}cluster: { kubeconfig: nope.conf }\n`);
+    expect(missing.code).toBe(ExitCode.usage);
+    expect(missing.message).toContain(`inv.yaml:5:24: cluster.kubeconfig: ${path.join(dir, 'nope.conf')} does not exist: point it at a kubeconfig allowed to list endpointslices`);
+    expect((await loadError(dir, `${base}cluster: { kubeconfig: exec.conf }\n`)).message).toContain(`cluster.kubeconfig: ${path.join(dir, 'exec.conf')}: users[u]: uses an exec plugin, which k8s-ha does not run: use a kubeconfig with a client certificate or a token`);
+    expect((await loadError(dir, `${base}cluster: { kubeconfig: none.conf }\n`)).message).toContain('users[u]: has no client certificate and no token');
+    fs.writeFileSync(path.join(dir, 'inv.yaml'), `${base}cluster: { kubeconfig: token.conf }\n`);
+    expect((await loadInventory(path.join(dir, 'inv.yaml'))).inventory.cluster).toEqual({ kubeconfig: path.join(dir, 'token.conf') });
+  });
+
   it('a client key that is not a key is refused; one readable by others is warned of', async () => {
     const dir = folder({ 'bad.key': 'nope\n' });
     pemCert(dir);

@@ -5,16 +5,19 @@
  */
 import fs from 'node:fs';
 import http2 from 'node:http2';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCa, issueCertificate } from '../../src/lab/pki.js';
+import { ENDPOINTS_PATH, ENDPOINTSLICES_PATH, fromEndpoints, fromEndpointSlices } from '../../src/cluster/control-plane.js';
 import {
   age,
   eventAt,
   LIFE,
   list,
   podsAt,
+  ENDPOINT_TTL_MS,
   podsPath,
   PODS,
   rvAt,
@@ -245,4 +248,80 @@ describe('the stand-in on loopback, over HTTP/2', () => {
     expect(JSON.parse(sel.lines[0]!).message).toMatch(/labelSelector is not implemented/);
     expect((await get('/api/v1/namespaces/default/configmaps')).status).toBe(404);
   });
+});
+
+describe("the kubernetes Service's endpoints, as the stand-ins keep them", () => {
+  let dir: string;
+  const standins: Standin[] = [];
+  let caPem: string;
+  let client: { cert: string; key: string };
+  let port = 0;
+  let controlPort = 0;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-standin-ep-'));
+    const ca = await createCa('standin test CA');
+    const leaf = await issueCertificate(ca, { commonName: 'standin', dnsNames: ['kubernetes'], ipAddresses: ['127.0.0.1', '127.0.0.2'], usage: 'server' });
+    fs.writeFileSync(path.join(dir, 'ca.crt'), ca.cert);
+    fs.writeFileSync(path.join(dir, 'tls.crt'), leaf.cert);
+    fs.writeFileSync(path.join(dir, 'tls.key'), leaf.key);
+    caPem = ca.cert;
+    client = await issueCertificate(ca, { commonName: 'lab-admin', dnsNames: [], ipAddresses: [], usage: 'client' });
+    // Two apiservers on one port (and one control port), on two loopback addresses, each the other's peer.
+    const freePort = async () => {
+      const probe = net.createServer().listen(0, '127.0.0.1');
+      await new Promise((r) => probe.once('listening', r));
+      const n = (probe.address() as net.AddressInfo).port;
+      await new Promise((r) => probe.close(r));
+      return n;
+    };
+    port = await freePort();
+    controlPort = await freePort();
+    for (const [i, address] of ['127.0.0.1', '127.0.0.2'].entries()) {
+      const other = i === 0 ? '127.0.0.2' : '127.0.0.1';
+      const s = serveApiserver({ name: `ep-${i + 1}`, pkiDir: dir, port, controlPort, host: address, shutdownDelayMs: 0, self: { address, port }, peers: [{ address: other, port }], log: () => {} });
+      await new Promise((r) => (s.api.listening ? r(undefined) : s.api.once('listening', r)));
+      standins.push(s);
+    }
+  });
+  afterAll(() => {
+    standins.forEach((s) => s.close());
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const ask = (address: string, pathname: string, as: { cert: string; key: string } | null = client) =>
+    new Promise<unknown>((resolve, reject) => {
+      const session = http2.connect(`https://${address}:${port}`, { ca: caPem, ...(as ?? {}) });
+      session.on('error', reject);
+      const req = session.request({ ':path': pathname });
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (d: string) => (body += d));
+      req.on('end', () => {
+        session.close();
+        resolve(JSON.parse(body));
+      });
+      req.end();
+    });
+  const named = async (address: string) => fromEndpointSlices(await ask(address, ENDPOINTSLICES_PATH)).map((a) => `${a.address}:${a.port}`);
+
+  it('every apiserver that is up, in the EndpointSlices and the Endpoints object alike; one gone drops out within the lease', async () => {
+    const both = [`127.0.0.1:${port}`, `127.0.0.2:${port}`];
+    // Each has asked the other within a second or two.
+    let seen: string[] = [];
+    for (let i = 0; i < 40 && seen.length < 2; i++) seen = await new Promise((r) => setTimeout(r, 100)).then(() => named('127.0.0.1'));
+    expect(seen).toEqual(both);
+    expect(await named('127.0.0.2')).toEqual(both);
+    expect(fromEndpoints(await ask('127.0.0.1', ENDPOINTS_PATH)).map((a) => `${a.address}:${a.port}`)).toEqual(both);
+    // Another Service's slices are not the stand-in's to serve.
+    expect(await ask('127.0.0.1', '/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dother')).toMatchObject({ items: [] });
+    // RBAC as a cluster has it: nobody anonymous lists them.
+    expect(await ask('127.0.0.1', ENDPOINTSLICES_PATH, null)).toMatchObject({ code: 403, message: expect.stringContaining('User "system:anonymous" cannot list resource "endpointslices"') });
+    // The second goes away: the first stops naming it once its last ready answer is ENDPOINT_TTL_MS old.
+    const gone = Date.now();
+    standins[1]!.close();
+    while ((await named('127.0.0.1')).length > 1 && Date.now() - gone < ENDPOINT_TTL_MS + 3000) await new Promise((r) => setTimeout(r, 200));
+    expect(await named('127.0.0.1')).toEqual([`127.0.0.1:${port}`]);
+    expect(Date.now() - gone).toBeLessThanOrEqual(ENDPOINT_TTL_MS + 3000);
+  }, 20_000);
 });
