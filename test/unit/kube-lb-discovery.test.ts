@@ -1,0 +1,157 @@
+/**
+ * kube-lb's discovery: planBackends's safety rules from plain data, and the watch itself against two
+ * apiserver stand-ins on loopback (127.0.0.1 and 127.0.0.2, each the other's peer): it lists, then
+ * watches one stream, and sees an apiserver leave and come back without a second list.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClusterApiserver } from '../../src/cluster/control-plane.js';
+import { createCa, issueCertificate } from '../../src/lab/pki.js';
+import { serveApiserver, type Standin } from '../../src/lab/standin.js';
+import { proxyConfigSchema } from '../../src/proxy/config.js';
+import { Discovery, learnedName, planBackends } from '../../src/proxy/discovery.js';
+import { Pool } from '../../src/proxy/pool.js';
+
+const b = (name: string, address: string, port = 6443) => ({ name, address, port });
+const a = (address: string, ready = true, port = 6443): ClusterApiserver => ({ address, port, ready });
+const seeds = [b('m1', '10.0.0.1'), b('m2', '10.0.0.2'), b('m3', '10.0.0.3')];
+
+describe('planBackends: what the pool balances to from what the cluster names', () => {
+  it('a master retired and another added: the new one in, named from its address; the retired seed out', () => {
+    expect(planBackends(seeds, seeds, [a('10.0.0.1'), a('10.0.0.2'), a('10.0.0.4')])).toEqual({ backends: [seeds[0], seeds[1], b('apiserver-10-0-0-4', '10.0.0.4')] });
+  });
+  it('a seed the cluster stops naming stays until it names a replacement (never fewer backends than seeds)', () => {
+    expect(planBackends(seeds, seeds, [a('10.0.0.1'), a('10.0.0.2')]).backends).toEqual(seeds);
+    expect(planBackends(seeds, seeds, [a('10.0.0.1')]).backends).toEqual([seeds[0], seeds[1], seeds[2]]);
+  });
+  it('more apiservers than seeds: all of them', () => {
+    expect(planBackends(seeds, seeds, ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'].map((x) => a(x))).backends.map((x) => x.name)).toEqual(['m1', 'm2', 'm3', 'apiserver-10-0-0-4']);
+  });
+  it('an empty answer, one with no ready apiserver, or a disjoint one is not taken: the pool stays as it is, and why is said', () => {
+    expect(planBackends(seeds, seeds, [])).toEqual({ backends: seeds, ignored: 'the cluster names no ready apiserver' });
+    expect(planBackends(seeds, seeds, [a('10.0.0.1', false)]).ignored).toBe('the cluster names no ready apiserver');
+    expect(planBackends(seeds, seeds, [a('10.9.0.1'), a('10.9.0.2')])).toEqual({ backends: seeds, ignored: 'the cluster names 10.9.0.1:6443, 10.9.0.2:6443, none of them configured or in use (another cluster\'s answer?)' });
+  });
+  it('a learned backend stays known: the next answer may build on it (seeds, or what is in use)', () => {
+    const now = [seeds[0]!, seeds[1]!, b('apiserver-10-0-0-4', '10.0.0.4')];
+    expect(planBackends(seeds, now, [a('10.0.0.4'), a('10.0.0.5'), a('10.0.0.6')]).backends.map((x) => x.name)).toEqual(['apiserver-10-0-0-4', 'apiserver-10-0-0-5', 'apiserver-10-0-0-6']);
+  });
+  it('only addresses: a name from the cluster is never dialed', () => {
+    expect(planBackends(seeds, seeds, [a('10.0.0.1'), a('evil.example'), a('10.0.0.2')]).backends).toEqual(seeds);
+    expect(learnedName('fd00::4')).toBe('apiserver-fd00-4');
+  });
+});
+
+describe('the watch, against two stand-ins', () => {
+  let dir: string;
+  const standins: Standin[] = [];
+  let port = 0;
+  let controlPort = 0;
+  let kubeconfig: string;
+
+  const freePort = async () => {
+    const probe = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => probe.once('listening', r));
+    const n = (probe.address() as net.AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    return n;
+  };
+  const start = async (i: number) => {
+    const address = `127.0.0.${i + 1}`;
+    const other = `127.0.0.${2 - i}`;
+    const s = serveApiserver({ name: `d-${i + 1}`, pkiDir: dir, port, controlPort, host: address, shutdownDelayMs: 0, drainMs: 0, bookmarkMs: 500, self: { address, port }, peers: [{ address: other, port }], log: () => {} });
+    await new Promise((r) => (s.api.listening ? r(undefined) : s.api.once('listening', r)));
+    standins[i] = s;
+  };
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-discovery-'));
+    const ca = await createCa('discovery test CA');
+    const leaf = await issueCertificate(ca, { commonName: 'standin', dnsNames: ['kubernetes'], ipAddresses: ['127.0.0.1', '127.0.0.2'], usage: 'server' });
+    const proxy = await issueCertificate(ca, { commonName: 'system:kube-proxy', dnsNames: [], ipAddresses: [], usage: 'client' });
+    fs.writeFileSync(path.join(dir, 'ca.crt'), ca.cert);
+    fs.writeFileSync(path.join(dir, 'tls.crt'), leaf.cert);
+    fs.writeFileSync(path.join(dir, 'tls.key'), leaf.key);
+    const b64 = (t: string) => Buffer.from(t).toString('base64');
+    kubeconfig = path.join(dir, 'kube-proxy.kubeconfig');
+    fs.writeFileSync(
+      kubeconfig,
+      YAML.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'c', cluster: { server: 'https://127.0.0.1:8443', 'certificate-authority-data': b64(ca.cert), 'tls-server-name': 'kubernetes' } }],
+        users: [{ name: 'kube-proxy', user: { 'client-certificate-data': b64(proxy.cert), 'client-key-data': b64(proxy.key) } }],
+        contexts: [{ name: 'c', context: { cluster: 'c', user: 'kube-proxy' } }],
+        'current-context': 'c',
+      }),
+    );
+    port = await freePort();
+    controlPort = await freePort();
+    await start(0);
+    await start(1);
+  });
+  afterAll(() => {
+    standins.forEach((s) => s?.close());
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lists once, then follows one watch: an apiserver leaving and coming back, each seen within a few seconds, with no second list', async () => {
+    const cfg = proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port), b('m2', '127.0.0.2', port)], active: { serverName: 'kubernetes' }, discovery: { kubeconfig } });
+    const pool = new Pool(cfg, () => {});
+    const seen: { at: number; names: string[] }[] = [];
+    const logs: string[] = [];
+    const d = new Discovery(cfg, { pool, log: (l) => logs.push(l), onLearned: (list) => seen.push({ at: Date.now(), names: list.map((x) => `${x.address}:${x.port}`) }) });
+    const until = async (f: () => boolean, ms: number) => {
+      const t0 = Date.now();
+      while (!f() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 50));
+      return Date.now() - t0;
+    };
+    const both = [`127.0.0.1:${port}`, `127.0.0.2:${port}`];
+    d.start();
+    try {
+      await until(() => seen.some((s) => s.names.length === 2), 5000);
+      expect(seen.at(-1)?.names, logs.join('\n')).toEqual(both);
+      expect(d.state).toMatchObject({ watching: true, lists: 1 });
+
+      // The second stops: gone from the first's answer at once (its lease given up), pushed down the watch.
+      await standins[1]!.terminate();
+      const gone = await until(() => seen.at(-1)?.names.length === 1, 8000);
+      expect(seen.at(-1)?.names).toEqual([both[0]]);
+      expect(gone).toBeLessThan(8000);
+      // Back: named again once the first sees its lease.
+      await start(1);
+      await until(() => seen.at(-1)?.names.length === 2, 8000);
+      expect(seen.at(-1)?.names).toEqual(both);
+      // One list in all; the watch held (through 127.0.0.1, the one that stayed, or made again there).
+      expect(d.state.lists).toBe(1);
+      expect(d.state.errors, logs.join('\n')).toBe(0);
+    } finally {
+      d.stop();
+    }
+  }, 30_000);
+
+  it('credentials the apiserver refuses (anonymous: no certificate): said once, nothing learned, the configured backends stay', async () => {
+    const doc = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'));
+    doc.users[0].user = { token: 'not-a-certificate' };
+    const tokenOnly = path.join(dir, 'token.kubeconfig');
+    fs.writeFileSync(tokenOnly, YAML.stringify(doc));
+    const cfg = proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port)], active: { serverName: 'kubernetes' }, discovery: { kubeconfig: tokenOnly } });
+    const logs: string[] = [];
+    const learned: unknown[] = [];
+    const d = new Discovery(cfg, { pool: new Pool(cfg, () => {}), log: (l) => logs.push(l), onLearned: (l) => learned.push(l) });
+    d.start();
+    try {
+      const t0 = Date.now();
+      while (!logs.length && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+      expect(logs).toEqual([expect.stringMatching(/^discovery: 403 Forbidden from m1: endpointslices\.discovery\.k8s\.io is forbidden: User "system:anonymous" cannot list .*; keeping the backends in use$/)]);
+      expect(learned).toEqual([]);
+      expect(d.state).toMatchObject({ watching: false, errors: 1 });
+    } finally {
+      d.stop();
+    }
+  });
+});
