@@ -155,3 +155,25 @@ describe('the watch, against two stand-ins', () => {
     }
   });
 });
+
+describe('the unit and config with kubeLb.discovery', () => {
+  it("copies kube-proxy's kubeconfig as root into kube-lb's runtime folder at each start and reload, a missing one ignored; the config names it", async () => {
+    const { parseInventory } = await import('../../src/inventory/load.js');
+    const { renderKubeLbConf, renderKubeLbUnit } = await import('../../src/lb/kube-lb.js');
+    const inv = (extra: string) =>
+      parseInventory(`masters: [{ name: m1, address: 10.0.1.11 }]\nnodes: [{ name: n1, address: 10.0.2.21 }]\nlb: { impl: kube-lb }\ntls: { insecureSkipVerify: true }\n${extra}`).inventory!;
+    const on = inv('kubeLb: { discovery: { kubeconfig: /var/lib/kube-proxy/kubeconfig } }\n');
+    const unit = renderKubeLbUnit(on);
+    const copy = '-+/usr/bin/install -m 0400 -o kube-lb -g kube-lb /var/lib/kube-proxy/kubeconfig /run/kube-lb/discovery-kubeconfig';
+    expect(unit).toContain(`RuntimeDirectory=kube-lb\nRuntimeDirectoryMode=0700\nExecStartPre=${copy}\n`);
+    expect(unit).toContain(`ExecReload=${copy}\nExecReload=/bin/kill -HUP $MAINPID`);
+    expect(unit).toContain('User=kube-lb');
+    expect(proxyConfigSchema.parse(YAML.parse(renderKubeLbConf(on))).discovery).toEqual({ kubeconfig: '/var/lib/kube-proxy/kubeconfig' });
+    // Off: neither the copy nor the runtime folder.
+    const off = inv('');
+    expect(renderKubeLbUnit(off)).not.toMatch(/RuntimeDirectory|install -m 0400/);
+    expect(YAML.parse(renderKubeLbConf(off)).discovery).toBeUndefined();
+    // A path that is not one: refused at load.
+    expect(parseInventory(`masters: [{ name: m1, address: 10.0.1.11 }]\nnodes: [{ name: n1, address: 10.0.2.21 }]\nlb: { impl: kube-lb }\ntls: { insecureSkipVerify: true }\nkubeLb: { discovery: { kubeconfig: 'kube config' } }\n`).diagnostics[0]?.path).toEqual(['kubeLb', 'discovery', 'kubeconfig']);
+  });
+});
