@@ -204,6 +204,7 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
     if (!reach.local.ok) return { ok: false, summary: `no apiserver answered through ${args.listen}: ${reach.local.errors[0] ?? 'no answer'}`, verified };
     // kube-lb with discovery balances to the apiservers the cluster names too: an answer from one of them is expected.
     const learns = args.unit === KUBE_LB_SERVICE && !!inv.kubeLb.discovery;
+    if (learns && !hit.length) return { ok: false, summary: `none of the ${reach.local.ok} answers through ${args.listen} came from the new master list (only from apiservers kube-lb learned)`, verified };
     if (reach.local.unknown && !learns) {
       return { ok: false, summary: `${reach.local.unknown} of ${reach.local.attempts} connections through ${args.listen} reached a backend outside the new master list`, verified };
     }

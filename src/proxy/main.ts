@@ -12,14 +12,16 @@ import fs from 'node:fs';
 import http from 'node:http';
 import YAML from 'yaml';
 import { Checker, secureContext } from './checker.js';
-import { proxyConfigSchema, type ProxyConfig } from './config.js';
+import { proxyConfigSchema, type Backend, type ProxyConfig } from './config.js';
 import { hostPortOf } from '../util/hostport.js';
 import { PID_HEADER, readiness, waitReady } from './readiness.js';
 import { Balancer } from './server.js';
-import { Discovery, planBackends } from './discovery.js';
+import { Discovery, DISCOVERY_COPY_ENV, planBackends } from './discovery.js';
 import { backendKey } from './pool.js';
 import type { ClusterApiserver } from '../cluster/control-plane.js';
-import { credentialsOf } from '../cluster/kubeconfig-client.js';
+import { credentialsOf, fileReferences } from '../cluster/kubeconfig-client.js';
+import dns from 'node:dns/promises';
+import net from 'node:net';
 
 export const KUBE_LB_VERSION = '0.1.0';
 
@@ -73,12 +75,16 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`kube-lb: ${(e as Error).message}\n`);
     return 1;
   }
-  if (flag === '--check-config' && cfg.discovery && !process.env.RUNTIME_DIRECTORY) {
-    // Deploy's validate (as root, before the swap): the kubeconfig must be there and usable. Under the
-    // unit (RUNTIME_DIRECTORY) it is not: a kubeconfig gone missing later stops discovery, not kube-lb.
+  if (flag === '--check-config' && cfg.discovery && !process.env[DISCOVERY_COPY_ENV]) {
+    // Deploy's validate (as root, before the swap): the kubeconfig must be there and usable by kube-lb's
+    // user, so with its credentials inline. Under the unit it is not checked: a kubeconfig gone missing
+    // later stops discovery, not kube-lb.
     const kc = cfg.discovery.kubeconfig;
     try {
-      credentialsOf(fs.readFileSync(kc, 'utf8'), kc);
+      const text = fs.readFileSync(kc, 'utf8');
+      credentialsOf(text, kc);
+      const refs = fileReferences(text);
+      if (refs.length) throw Object.assign(new Error(`${refs.join(', ')} name${refs.length === 1 ? 's' : ''} a file, which kube-lb's user cannot read`), { hint: 'embed it (kubectl config set-credentials --embed-certs=true, set-cluster --embed-certs=true)' });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const hint = (e as { hint?: string }).hint;
@@ -104,22 +110,31 @@ export async function main(argv: string[]): Promise<number> {
   let learned: ClusterApiserver[] | undefined;
   /** Backend changes discovery made. */
   let applied = 0;
-  const keys = (l: readonly { address: string; port: number }[]) => l.map((b) => backendKey(b as never));
+  /** Seeds named by host name, resolved (the cluster names addresses): refreshed at start and on each reload. */
+  let resolved = new Map<string, string[]>();
+  const resolveSeeds = async (list: readonly Backend[]) => {
+    const out = new Map<string, string[]>();
+    await Promise.all(list.filter((b) => net.isIP(b.address) === 0).map(async (b) => out.set(b.address, await dns.lookup(b.address, { all: true }).then((r) => r.map((x) => x.address), () => []))));
+    resolved = out;
+  };
   /** The pool's backends from the seeds and what the cluster named: reloaded only when they change. */
-  const follow = (apiservers: ClusterApiserver[], why: string) => {
-    learned = apiservers;
+  const follow = (why: string) => {
+    if (!learned || !discovery?.running) return;
     const current = [...lb.pool.backends.values()].map((b) => b.backend);
-    const plan = planBackends(seeds, current, apiservers);
+    const plan = planBackends(seeds, current, learned, resolved);
     if (plan.ignored) {
-      if (discovery) discovery.state.problem = plan.ignored;
+      discovery.state.problem = plan.ignored;
       return log(`discovery: ${plan.ignored}; keeping ${current.map((b) => b.name).join(', ')}`);
     }
-    const before = new Set(keys(current));
-    const after = new Set(keys(plan.backends));
+    discovery.state.problem = undefined;
+    const before = new Set(current.map(backendKey));
+    const after = new Set(plan.backends.map(backendKey));
     if (before.size === after.size && [...after].every((k) => before.has(k))) return;
     const added = plan.backends.filter((b) => !before.has(backendKey(b)));
     const removed = current.filter((b) => !after.has(backendKey(b)));
-    lb.reload({ ...lb.config, backends: plan.backends });
+    // Learned backends start down until their first check passes; seeds as at start.
+    const seedKeys = new Set(seeds.map(backendKey));
+    lb.reload({ ...lb.config, backends: plan.backends }, new Set(added.filter((b) => !seedKeys.has(backendKey(b))).map(backendKey)));
     checker.start();
     applied++;
     log(
@@ -127,13 +142,21 @@ export async function main(argv: string[]): Promise<number> {
         `${added.length ? `, added ${added.map((b) => `${b.name} (${backendKey(b)})`).join(', ')}` : ''}${removed.length ? `, removed ${removed.map((b) => `${b.name} (${backendKey(b)})`).join(', ')}` : ''}`,
     );
   };
+  /** Changes that come together are applied once (a reload restarts every check): 300 ms after the last. */
+  let settle: NodeJS.Timeout | undefined;
   const discovery = cfg.discovery
     ? new Discovery(cfg, {
         pool: lb.pool,
         log,
-        onLearned: (apiservers) => follow(apiservers, `the cluster names ${apiservers.filter((a) => a.ready).map((a) => `${a.address}:${a.port}`).join(', ') || 'none'}`),
+        onLearned: (apiservers) => {
+          learned = apiservers;
+          clearTimeout(settle);
+          settle = setTimeout(() => follow(`the cluster names ${apiservers.filter((a) => a.ready).map((a) => `${a.address}:${a.port}`).join(', ') || 'none'}`), 300);
+          settle.unref();
+        },
       })
     : undefined;
+  if (discovery) await resolveSeeds(seeds);
   // Signals first: SIGHUP's default action would kill the process while it waits for the port.
   const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
   /** Why the last SIGHUP was refused, until one succeeds: /healthz?checked says so rather than vouch for the old config. */
@@ -149,13 +172,21 @@ export async function main(argv: string[]): Promise<number> {
     refused = undefined;
     const before = lb.config;
     seeds = next.backends;
-    // What the cluster named still holds: the new seeds are planned with it (discovery still on).
-    const backends = next.discovery && learned ? planBackends(seeds, [...lb.pool.backends.values()].map((b) => b.backend), learned).backends : next.backends;
-    lb.reload({ ...next, backends });
+    // What the cluster named still holds: the new seeds are planned with it (discovery still on). An
+    // answer not taken leaves the file's backends, never the old pool.
+    const plan = next.discovery && discovery?.running && learned ? planBackends(seeds, [...lb.pool.backends.values()].map((b) => b.backend), learned, resolved) : undefined;
+    lb.reload({ ...next, backends: plan && !plan.ignored ? plan.backends : next.backends });
     checker.start();
     if (discovery) {
       discovery.reconfigure(next);
-      if (!next.discovery) discovery.stop();
+      if (!next.discovery) {
+        discovery.stop();
+        learned = undefined;
+      } else {
+        // The kubeconfig copied again by the unit's ExecReload: the next request reads it; seeds resolved again.
+        discovery.start();
+        void resolveSeeds(seeds);
+      }
     }
     log(`reloaded ${file}: ${lb.config.backends.map((b) => b.name).join(', ')}`);
     if (next.admin !== before.admin) {

@@ -265,5 +265,6 @@ describe('kube-lb follows the cluster on its own (kubeLb.discovery)', () => {
     const st = await k8sha(['status', '-i', forbidden]);
     expect(st.code, st.stderr).toBe(0);
     expect(st.stdout).toMatch(/node-1: kube-lb discovery: nothing learned yet; balancing to .* \(the configured ones\), not watching: 403 Forbidden/);
+    await Promise.all(l.nodes.map((n) => withNode(n, (c) => c.execAsRoot('rm -rf /etc/k8s-ha-test'))));
   });
 });

@@ -31,18 +31,37 @@ describe('planBackends: what the pool balances to from what the cluster names', 
   it('more apiservers than seeds: all of them', () => {
     expect(planBackends(seeds, seeds, ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4'].map((x) => a(x))).backends.map((x) => x.name)).toEqual(['m1', 'm2', 'm3', 'apiserver-10-0-0-4']);
   });
-  it('an empty answer, one with no ready apiserver, or a disjoint one is not taken: the pool stays as it is, and why is said', () => {
+  it('an empty answer, one with no ready apiserver, or one with none of the seeds is not taken: the pool stays as it is, and why is said', () => {
     expect(planBackends(seeds, seeds, [])).toEqual({ backends: seeds, ignored: 'the cluster names no ready apiserver' });
     expect(planBackends(seeds, seeds, [a('10.0.0.1', false)]).ignored).toBe('the cluster names no ready apiserver');
-    expect(planBackends(seeds, seeds, [a('10.9.0.1'), a('10.9.0.2')])).toEqual({ backends: seeds, ignored: 'the cluster names 10.9.0.1:6443, 10.9.0.2:6443, none of them configured or in use (another cluster\'s answer?)' });
+    expect(planBackends(seeds, seeds, [a('10.9.0.1'), a('10.9.0.2')])).toEqual({
+      backends: seeds,
+      ignored: "the cluster names 10.9.0.1:6443, 10.9.0.2:6443, none of the configured masters (another cluster's answer? after a move, deploy the new masters)",
+    });
+    // Nor in two steps: learned backends alone do not make an answer with no seed acceptable.
+    const now = [seeds[0]!, b('apiserver-10-0-0-4', '10.0.0.4'), b('apiserver-10-0-0-5', '10.0.0.5')];
+    expect(planBackends(seeds, now, [a('10.0.0.4'), a('10.0.0.5'), a('10.0.0.6')]).ignored).toMatch(/none of the configured masters/);
+    expect(planBackends(seeds, seeds, Array.from({ length: 40 }, (_, i) => a(`10.0.1.${i + 1}`)).concat(a('10.0.0.1'))).ignored).toBe('the cluster names 41 apiservers, more than 32');
   });
-  it('a learned backend stays known: the next answer may build on it (seeds, or what is in use)', () => {
-    const now = [seeds[0]!, seeds[1]!, b('apiserver-10-0-0-4', '10.0.0.4')];
-    expect(planBackends(seeds, now, [a('10.0.0.4'), a('10.0.0.5'), a('10.0.0.6')]).backends.map((x) => x.name)).toEqual(['apiserver-10-0-0-4', 'apiserver-10-0-0-5', 'apiserver-10-0-0-6']);
-  });
-  it('only addresses: a name from the cluster is never dialed', () => {
-    expect(planBackends(seeds, seeds, [a('10.0.0.1'), a('evil.example'), a('10.0.0.2')]).backends).toEqual(seeds);
+  it('only unicast addresses: names, wildcards, loopback (its own port), link-local, multicast and zones are left out', () => {
+    const bad = ['evil.example', '0.0.0.0', '127.0.0.1', '169.254.0.1', '224.0.0.1', '::', '::1', 'fe80::1', 'fe80::1%eth0', 'ff02::1', '::ffff:10.0.0.9'];
+    expect(planBackends(seeds, seeds, [a('10.0.0.1'), ...bad.map((x) => a(x)), a('10.0.0.2')]).backends).toEqual(seeds);
     expect(learnedName('fd00::4')).toBe('apiserver-fd00-4');
+    expect(learnedName('10.0.0.4', 443)).toBe('apiserver-10-0-0-4-443');
+  });
+  it('a seed named by host name matches the address it resolves to; one address on two ports gets two names', () => {
+    const named = [b('cp1', 'cp1.example'), seeds[1]!];
+    const r = planBackends(named, named, [a('10.0.0.11'), a('10.0.0.2'), a('10.0.0.7', true, 6443), a('10.0.0.7', true, 443)], new Map([['cp1.example', ['10.0.0.11']]]));
+    expect(r.backends.map((x) => x.name)).toEqual(['cp1', 'm2', 'apiserver-10-0-0-7', 'apiserver-10-0-0-7-443']);
+  });
+});
+
+describe('planBackends keeps what it learned', () => {
+  it('a learned backend keeps its name and state while the cluster names it', () => {
+    const now = [seeds[0]!, seeds[1]!, b('apiserver-10-0-0-4', '10.0.0.4')];
+    const r = planBackends(seeds, now, [a('10.0.0.1'), a('10.0.0.4'), a('10.0.0.5')]);
+    expect(r.backends[1]).toBe(now[2]);
+    expect(r.backends.map((x) => x.name)).toEqual(['m1', 'apiserver-10-0-0-4', 'apiserver-10-0-0-5']);
   });
 });
 
@@ -134,6 +153,28 @@ describe('the watch, against two stand-ins', () => {
     }
   }, 30_000);
 
+  it('an apiserver whose certificate the kubeconfig\'s CA did not sign gets no request: nothing learned, said once', async () => {
+    const other = await createCa('another CA');
+    const doc = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'));
+    doc.clusters[0].cluster['certificate-authority-data'] = Buffer.from(other.cert).toString('base64');
+    const wrong = path.join(dir, 'wrong-ca.kubeconfig');
+    fs.writeFileSync(wrong, YAML.stringify(doc));
+    // insecureSkipVerify in the config changes nothing: discovery always verifies.
+    const cfg = proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port)], active: { serverName: 'kubernetes', insecureSkipVerify: true }, discovery: { kubeconfig: wrong } });
+    const logs: string[] = [];
+    const learned: unknown[] = [];
+    const d = new Discovery(cfg, { pool: new Pool(cfg, () => {}), log: (l) => logs.push(l), onLearned: (l) => learned.push(l) });
+    d.start();
+    try {
+      const t0 = Date.now();
+      while (!logs.length && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+      expect(logs).toEqual([expect.stringMatching(/^discovery: list through m1: .*(self.signed|unable to verify|certificate)/i)]);
+      expect(learned).toEqual([]);
+    } finally {
+      d.stop();
+    }
+  });
+
   it('credentials the apiserver refuses (anonymous: no certificate): said once, nothing learned, the configured backends stay', async () => {
     const doc = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'));
     doc.users[0].user = { token: 'not-a-certificate' };
@@ -157,21 +198,21 @@ describe('the watch, against two stand-ins', () => {
 });
 
 describe('the unit and config with kubeLb.discovery', () => {
-  it("copies kube-proxy's kubeconfig as root into kube-lb's runtime folder at each start and reload, a missing one ignored; the config names it", async () => {
+  it("copies kube-proxy's kubeconfig as root into a folder of root's that kube-lb's group may read, at each start and reload, a missing one ignored; the config names it", async () => {
     const { parseInventory } = await import('../../src/inventory/load.js');
     const { renderKubeLbConf, renderKubeLbUnit } = await import('../../src/lb/kube-lb.js');
     const inv = (extra: string) =>
       parseInventory(`masters: [{ name: m1, address: 10.0.1.11 }]\nnodes: [{ name: n1, address: 10.0.2.21 }]\nlb: { impl: kube-lb }\ntls: { insecureSkipVerify: true }\n${extra}`).inventory!;
     const on = inv('kubeLb: { discovery: { kubeconfig: /var/lib/kube-proxy/kubeconfig } }\n');
     const unit = renderKubeLbUnit(on);
-    const copy = '-+/usr/bin/install -m 0400 -o kube-lb -g kube-lb /var/lib/kube-proxy/kubeconfig /run/kube-lb/discovery-kubeconfig';
-    expect(unit).toContain(`RuntimeDirectory=kube-lb\nRuntimeDirectoryMode=0700\nExecStartPre=${copy}\n`);
-    expect(unit).toContain(`ExecReload=${copy}\nExecReload=/bin/kill -HUP $MAINPID`);
+    const copy = ['-+/usr/bin/install -d -m 0755 -o root -g root /run/kube-lb-discovery', '-+/bin/rm -f /run/kube-lb-discovery/kubeconfig', '-+/usr/bin/install -m 0440 -o root -g kube-lb /var/lib/kube-proxy/kubeconfig /run/kube-lb-discovery/kubeconfig'];
+    expect(unit).toContain(`Environment=KUBE_LB_DISCOVERY_COPY=/run/kube-lb-discovery/kubeconfig\n${copy.map((c) => `ExecStartPre=${c}`).join('\n')}\nExecStopPost=-+/bin/rm -rf /run/kube-lb-discovery\n`);
+    expect(unit).toContain(`${copy.map((c) => `ExecReload=${c}`).join('\n')}\nExecReload=/bin/kill -HUP $MAINPID`);
     expect(unit).toContain('User=kube-lb');
     expect(proxyConfigSchema.parse(YAML.parse(renderKubeLbConf(on))).discovery).toEqual({ kubeconfig: '/var/lib/kube-proxy/kubeconfig' });
     // Off: neither the copy nor the runtime folder.
     const off = inv('');
-    expect(renderKubeLbUnit(off)).not.toMatch(/RuntimeDirectory|install -m 0400/);
+    expect(renderKubeLbUnit(off)).not.toMatch(/discovery|install/);
     expect(YAML.parse(renderKubeLbConf(off)).discovery).toBeUndefined();
     // A path that is not one: refused at load.
     expect(parseInventory(`masters: [{ name: m1, address: 10.0.1.11 }]\nnodes: [{ name: n1, address: 10.0.2.21 }]\nlb: { impl: kube-lb }\ntls: { insecureSkipVerify: true }\nkubeLb: { discovery: { kubeconfig: 'kube config' } }\n`).diagnostics[0]?.path).toEqual(['kubeLb', 'discovery', 'kubeconfig']);
