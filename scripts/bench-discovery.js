@@ -36,7 +36,9 @@ try {
   doc.lb.impl = 'kube-lb';
   doc.kubeLb = { discovery: { kubeconfig: '/var/lib/kube-proxy/kubeconfig' } };
   fs.writeFileSync(file, YAML.stringify(doc));
-  cli(['deploy', '-i', file, '--serial', '100%', '--json'], { json: true });
+  // kube-lb is today a 100 MB Node.js executable: at 50 nodes on a 2-core machine, 64 uploads at once lose SSH
+  // sessions to keepalive timeouts and 50 kube-lb starting together need more than verify's 15 s.
+  cli(['deploy', '-i', file, '--serial', '100%', '--concurrency', '16', '--verify-timeout', '3m', '--json'], { json: true });
   const startedAt = Date.now();
 
   const { inventory: inv } = await loadInventory(file);
