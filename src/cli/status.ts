@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { ExitCode } from '../errors.js';
 import { describeDrift } from '../cluster/control-plane.js';
 import type { ControlPlaneStatus } from '../cluster/read.js';
-import type { ClusterStatus, NodeStatus } from '../engine/status.js';
+import type { ClusterStatus, KubeLbDiscovery, NodeStatus } from '../engine/status.js';
 import { positive } from './flags.js';
 import { table } from './ui.js';
 import { nextDeployDoes } from '../engine/scripts.js';
@@ -108,6 +108,7 @@ export function renderStatus(status: ClusterStatus): string {
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );
   lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));
+  for (const n of s.nodes.filter((x) => x.discovery)) lines.push(discoveryLine(n.name, n.discovery!));
   for (const n of s.nodes.filter((x) => x.connections === 'unknown')) lines.push(colour.yellow(`${n.name}: nginx's connections unknown: ${n.connectionsError}`));
   for (const n of s.nodes.filter((x) => x.lockedBy)) lines.push(colour.yellow(`${n.name}: a k8s-ha run is working on it: locked by ${n.lockedBy}`));
   for (const n of s.nodes.filter((x) => x.unfinished && !x.lockedBy)) {
@@ -132,6 +133,16 @@ export function renderStatus(status: ClusterStatus): string {
     if (unsure) lines.push(colour.yellow(`${m}: ${unsure} node${unsure === 1 ? '' : 's'} could not tell whether they reach it directly (timed out twice)`));
   }
   return lines.join('\n') + '\n';
+}
+
+/** kube-lb's discovery on one node: the backends in use beside the configured ones, and what is wrong. */
+function discoveryLine(node: string, d: KubeLbDiscovery): string {
+  if ('error' in d) return colour.yellow(`${node}: kube-lb discovery unknown: ${d.error}`);
+  const inUse = d.backends.map((b) => b.address);
+  const same = inUse.length === d.configured.length && inUse.every((a) => d.configured.includes(a));
+  const learned = d.learned ? `the cluster names ${d.learned.join(', ') || 'none'}` : 'nothing learned yet';
+  const text = `${node}: kube-lb discovery: ${learned}; balancing to ${inUse.join(', ')}${same ? ' (the configured ones)' : `; configured: ${d.configured.join(', ')}`}${d.watching ? '' : ', not watching'}${d.problem ? `: ${d.problem}` : ''}`;
+  return d.problem || !d.watching ? colour.yellow(text) : text;
 }
 
 /** The cluster's control plane against the inventory's masters, in one line (and why, when it could not be read). */

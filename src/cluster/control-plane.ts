@@ -21,11 +21,13 @@ type Json = Record<string, unknown>;
 const obj = (v: unknown): Json => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Json) : {});
 const arr = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 
-/** The apiservers an EndpointSliceList names (port "https", else the first TCP port), each address once, ready unless it says it is not. */
+/** The apiservers the EndpointSliceList's `kubernetes` slice names (port "https", else the first TCP port), each address once, ready unless it says it is not. */
 export function fromEndpointSlices(list: unknown): ClusterApiserver[] {
   const out = new Map<string, ClusterApiserver>();
   for (const slice of arr(obj(list).items)) {
     const s = obj(slice);
+    // The one kube-apiserver's endpoint reconciler writes; another slice with the same label is someone else's.
+    if (obj(s.metadata).name !== 'kubernetes') continue;
     const ports = arr(s.ports).map(obj);
     const port = (ports.find((p) => p.name === 'https') ?? ports.find((p) => (p.protocol ?? 'TCP') === 'TCP'))?.port;
     if (typeof port !== 'number') continue;

@@ -86,3 +86,15 @@ export function credentialsOf(text: string, file: string, read: (p: string) => s
     ...(token ? { token } : {}),
   };
 }
+
+/** Pure: what the current context's cluster and user take from files rather than inline (`users[u].client-certificate`...). */
+export function fileReferences(text: string): string[] {
+  const doc = obj(YAML.parse(text));
+  const ctx = named(doc, 'contexts', String(doc['current-context'] ?? '')) ?? {};
+  const cluster = named(doc, 'clusters', String(ctx.cluster ?? '')) ?? {};
+  const user = named(doc, 'users', String(ctx.user ?? '')) ?? {};
+  return [
+    ...(cluster['certificate-authority'] && !cluster['certificate-authority-data'] ? [`clusters[${String(ctx.cluster)}].certificate-authority`] : []),
+    ...(['client-certificate', 'client-key', 'tokenFile'] as const).filter((k) => user[k] && !user[`${k}-data`] && !(k === 'tokenFile' && user.token)).map((k) => `users[${String(ctx.user)}].${k}`),
+  ];
+}

@@ -45,7 +45,8 @@ export function mastersFromCluster(
   const floor = o.minMasters ?? defaultFloor(current.length);
   const key = (address: string, port: number) => formatHostPort(address, port);
   const keysOf = (m: InventoryMaster) => [m.address, ...(o.resolved?.get(m.address) ?? [])].map((a) => key(a, m.port));
-  const ready = cluster.filter((c) => c.ready);
+  // A master the inventory lists that the cluster names not ready (restarting) is kept, not dropped.
+  const ready = cluster.filter((c) => c.ready || current.some((m) => keysOf(m).includes(key(c.address, c.port))));
   const named = `the cluster names ${ready.length ? ready.map((c) => key(c.address, c.port)).join(', ') : 'no ready apiserver'}`;
   const fix = 'nothing was changed; edit the inventory\'s masters instead, or fix what the cluster says';
   if (!ready.length) throw new UsageError(`--masters-from-cluster: ${named}: there would be nothing to balance to`, { hint: fix });
@@ -61,7 +62,9 @@ export function mastersFromCluster(
       continue;
     }
     // From the cluster, so checked as an inventory's master is before it reaches any config or shell.
-    const parsed = masterSchema.safeParse({ name: masterName(c.address), address: c.address, port: c.port });
+    const base = c.port === 6443 ? masterName(c.address) : `${masterName(c.address)}-${c.port}`.slice(0, 63);
+    const taken = (n: string) => [...current, ...masters].some((m) => m.name === n);
+    const parsed = masterSchema.safeParse({ name: taken(base) ? `${base.slice(0, 60)}-${masters.length + 1}` : base, address: c.address, port: c.port });
     if (!parsed.success) throw new UsageError(`--masters-from-cluster: the cluster names ${k}, which is no master address k8s-ha can use (${parsed.error.issues[0]?.message})`, { hint: fix });
     masters.push(parsed.data);
     added.push(k);

@@ -43,13 +43,15 @@ export interface ReadOptions {
 
 /** A Kubernetes Status's message, else the start of the body. */
 function statusMessage(body: string): string {
+  // An apiserver's words, fit for a line: no control characters, at most 300 characters.
+  const fit = (t: string) => t.replace(/[\x00-\x1f\x7f-\x9f]/g, ' ').slice(0, 300);
   try {
-    const m = (JSON.parse(body) as { message?: unknown }).message;
-    if (typeof m === 'string' && m) return m;
+    const m = (JSON.parse(body) as { message?: unknown } | null)?.message;
+    if (typeof m === 'string' && m) return fit(m);
   } catch {
     // not JSON
   }
-  return body.trim().split('\n')[0]!.slice(0, 200) || '(no body)';
+  return fit(body.trim().split('\n')[0] ?? '') || '(no body)';
 }
 
 export async function readControlPlane(creds: ClusterCredentials, masters: readonly { name: string; address: string; port: number }[], o: ReadOptions = {}): Promise<ControlPlaneView> {

@@ -70,6 +70,8 @@ export interface NodeStatus {
    */
   connections?: StubStatus | 'unknown';
   connectionsError?: string;
+  /** With kubeLb.discovery, on a kube-lb node: the backends it learned from the cluster beside the configured ones. */
+  discovery?: KubeLbDiscovery;
   /** Where the time went on this node. */
   timings?: { connectMs: number; factsMs: number; probesMs: number };
 }
@@ -196,6 +198,7 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
     const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
     // After the reach probe, so its connections through the local port are not among those counted.
     const nginxStatus = inv.nginx?.statusListen && (impl === 'nginx' || isImaged(impl)) ? await nginxConnections(conn, inv.nginx.statusListen) : {};
+    const discovery = impl === 'kube-lb' && inv.kubeLb.discovery ? await kubeLbDiscovery(conn, inv.kubeLb.admin) : undefined;
     const binary = isImaged(impl) ? undefined : binaries[impl];
     const health = nodeHealth({ reachable: true, service, local: reach.local });
     return {
@@ -216,12 +219,40 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       healthy: health === 'healthy',
       health,
       ...nginxStatus,
+      ...(discovery ? { discovery } : {}),
       timings: { connectMs, factsMs, probesMs },
     };
   } catch (e) {
     return unreached(e);
   } finally {
     conn.close();
+  }
+}
+
+/** With kubeLb.discovery: what kube-lb learned from the cluster, beside what it was configured with (its admin /discovery). */
+export type KubeLbDiscovery =
+  | { configured: string[]; learned?: string[]; backends: { name: string; address: string; up: boolean }[]; watching: boolean; problem?: string; changes: number; applied: number; lists: number; watches: number }
+  | { error: string };
+
+async function kubeLbDiscovery(conn: SshConnection, admin: string): Promise<KubeLbDiscovery> {
+  const r = await httpGetOnHost(conn, admin, '/discovery', 3000);
+  if (r.status !== 200) return { error: `GET http://${admin}/discovery: ${r.status === 0 ? r.body : `answered HTTP ${r.status}`}` };
+  try {
+    const d = JSON.parse(r.body) as Record<string, unknown>;
+    if (!d.enabled) return { error: 'kube-lb runs without discovery (the next deploy turns it on)' };
+    return {
+      configured: d.configured as string[],
+      ...(Array.isArray(d.learned) ? { learned: d.learned as string[] } : {}),
+      backends: d.backends as { name: string; address: string; up: boolean }[],
+      watching: !!d.watching,
+      ...(typeof d.problem === 'string' ? { problem: d.problem } : {}),
+      changes: Number(d.changes ?? 0),
+      applied: Number(d.applied ?? 0),
+      lists: Number(d.lists ?? 0),
+      watches: Number(d.watches ?? 0),
+    };
+  } catch {
+    return { error: `GET http://${admin}/discovery: not JSON` };
   }
 }
 

@@ -316,6 +316,12 @@ export const kubeLb = z.strictObject({
   shutdownTimeout: duration(0, MS.h).default('1s'),
   /** Client connections kube-lb holds open at most (beyond, new ones are refused); the unit's LimitNOFILE follows it. */
   maxConnections: count(1, MAX_CONNECTIONS).default(DEFAULT_MAX_CONNECTIONS),
+  /**
+   * Opt-in: kube-lb follows the cluster's apiservers (the kubernetes Service's EndpointSlices), the
+   * masters above as seeds; asked with this kubeconfig on the node (kube-proxy's: allowed to list and
+   * watch them), which the unit copies as root for kube-lb's user alone.
+   */
+  discovery: z.strictObject({ kubeconfig: nodePath('/var/lib/kube-proxy/kubeconfig') }).optional(),
 });
 
 export const nginx = z.strictObject({

@@ -23,6 +23,7 @@ import {
   BASTION_HOST_CERT_PATH,
   BASTION_SSHD_CONF,
   KUBECONFIG_FILE,
+  LAB_KUBE_PROXY_KUBECONFIG,
   LOCAL_LB,
   MIRROR_PORT,
   type LabContainer,
@@ -178,6 +179,23 @@ export async function ensureLabFiles(plan: LabPlan, dir: string, tarball: string
     client: { cert: await fsp.readFile(adminCert, 'utf8'), key: await fsp.readFile(at('pki', 'lab-admin.key'), 'utf8') },
   });
   await writeFileIfChanged(p.kubeconfig, kubeconfig, 0o600);
+  // kube-proxy's kubeconfig on every node, as the hard way writes it (certificates inline): the node
+  // init installs it as /var/lib/kube-proxy/kubeconfig (0600 root), what kube-lb's discovery reads.
+  const proxyCert = at('pki', 'kube-proxy.crt');
+  if (await missing(proxyCert)) {
+    const leaf = await issueCertificate(ca, { commonName: 'system:kube-proxy', dnsNames: [], ipAddresses: [], usage: 'client' });
+    await writeFileAtomic(at('pki', 'kube-proxy.key'), leaf.key, 0o600);
+    await writeFileAtomic(proxyCert, leaf.cert);
+  }
+  const proxyKubeconfig = renderKubeconfig({
+    paths: p,
+    labId: plan.id,
+    caPem: ca.cert,
+    client: { cert: await fsp.readFile(proxyCert, 'utf8'), key: await fsp.readFile(at('pki', 'kube-proxy.key'), 'utf8') },
+    user: 'system:kube-proxy',
+    header: `# kube-proxy's kubeconfig on the nodes of the k8s-ha lab ${plan.id} (/var/lib/kube-proxy/kubeconfig), written by \`k8s-ha lab up\`.`,
+  });
+  for (const n of plan.containers.filter((c) => c.role === 'node')) await writeFileIfChanged(at('hosts', n.service, LAB_KUBE_PROXY_KUBECONFIG), proxyKubeconfig, 0o600);
 
   const served = at('mirror', NGINX_SOURCE.file);
   if (await missing(served)) {

@@ -67,6 +67,11 @@ if [ -e "$src/kubeconfig" ]; then
   install -d -m 0700 -o k8s-admin -g k8s-admin /home/k8s-admin/.kube
   install -m 0600 -o k8s-admin -g k8s-admin "$src/kubeconfig" /home/k8s-admin/.kube/config
 fi
+# kube-proxy's kubeconfig (nodes only), as the hard way puts it: root's alone.
+if [ -e "$src/host/kube-proxy.kubeconfig" ]; then
+  install -d -m 0755 /var/lib/kube-proxy
+  install -m 0600 "$src/host/kube-proxy.kubeconfig" /var/lib/kube-proxy/kubeconfig
+fi
 for key in "$src"/host/ssh_host_*_key; do
   [ -e "$key" ] || continue
   name=$(basename "$key")

@@ -26,6 +26,9 @@ export interface KubeconfigInput {
   labId: string;
   caPem: string;
   client: { cert: string; key: string };
+  /** The kubeconfig's user (lab-admin), and its first line when it is not the lab's own kubeconfig. */
+  user?: string;
+  header?: string;
 }
 
 const b64 = (pem: string) => Buffer.from(pem).toString('base64');
@@ -40,10 +43,11 @@ export function renderKubeconfig(k: KubeconfigInput): string {
         cluster: { server: `https://${LOCAL_LB}`, 'certificate-authority-data': b64(k.caPem), 'tls-server-name': LAB_SERVER_NAME },
       },
     ],
-    users: [{ name: 'lab-admin', user: { 'client-certificate-data': b64(k.client.cert), 'client-key-data': b64(k.client.key) } }],
-    contexts: [{ name: 'k8s-ha-lab', context: { cluster: 'k8s-ha-lab', user: 'lab-admin', namespace: 'default' } }],
+    users: [{ name: k.user ?? 'lab-admin', user: { 'client-certificate-data': b64(k.client.cert), 'client-key-data': b64(k.client.key) } }],
+    contexts: [{ name: 'k8s-ha-lab', context: { cluster: 'k8s-ha-lab', user: k.user ?? 'lab-admin', namespace: 'default' } }],
     'current-context': 'k8s-ha-lab',
   };
+  if (k.header) return `${k.header}\n${YAML.stringify(doc, { lineWidth: 0 })}`;
   return (
     `# kubeconfig of the k8s-ha lab ${k.labId}, written by \`k8s-ha lab up\`.\n` +
     `# On every lab host it is ~/.kube/config: kubectl there goes through ${LOCAL_LB}, the node-local balancer, as kubelet does.\n` +

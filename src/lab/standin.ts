@@ -528,6 +528,59 @@ export function serveApiserver(o: StandinOptions): Standin {
     ].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
   };
 
+  /**
+   * The endpoints' own resourceVersion: the clock's when the set last changed (never going back), so a
+   * list and a watch agree, and a watch from an older one gets the change at once. Watched every 250 ms.
+   */
+  let epKey = '';
+  let epVersion = 0;
+  const epWatchers = new Set<{ res: Res; bookmarks: boolean; nextBookmark: number }>();
+  const endpointsNow = () => {
+    const set = apiservers();
+    const key = set.map((a) => `${a.address}:${a.port}`).join(',');
+    if (key !== epKey) {
+      epKey = key;
+      epVersion = Math.max(epVersion + 1, rvAt(Date.now()));
+      const slice = (kubernetesEndpoints(set, epVersion).slices as { items: unknown[] }).items[0];
+      for (const w of epWatchers) write(w.res, JSON.stringify({ type: 'MODIFIED', object: slice }) + '\n');
+    }
+    return { set, rv: epVersion };
+  };
+  const epTimer = setInterval(() => {
+    const { rv } = endpointsNow();
+    const now = Date.now();
+    for (const w of epWatchers) {
+      if (!w.bookmarks || now < w.nextBookmark) continue;
+      w.nextBookmark = now + bookmarkMs;
+      write(w.res, JSON.stringify({ type: 'BOOKMARK', object: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', metadata: { resourceVersion: String(rv) } } }) + '\n');
+    }
+  }, 250);
+  epTimer.unref();
+  /** A watch of the kubernetes Service's EndpointSlices: the slice now when resourceVersion is older (or none), then each change. */
+  const watchEndpoints = (res: Res, q: URLSearchParams) => {
+    const { set, rv } = endpointsNow();
+    const from = q.get('resourceVersion') ?? '';
+    res.writeHead(200, { 'content-type': 'application/json', 'x-standin': name });
+    if ('flushHeaders' in res) res.flushHeaders();
+    if (from === '' || from === '0' || Number(from) < rv) {
+      const slice = (kubernetesEndpoints(set, rv).slices as { items: unknown[] }).items[0];
+      write(res, JSON.stringify({ type: from === '' || from === '0' ? 'ADDED' : 'MODIFIED', object: slice }) + '\n');
+    }
+    const w = { res, bookmarks: q.get('allowWatchBookmarks') === 'true', nextBookmark: Date.now() + bookmarkMs };
+    epWatchers.add(w);
+    inflight.delete(res);
+    const asked = Number(q.get('timeoutSeconds') ?? '');
+    const seconds = Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
+    const timer = setTimeout(() => {
+      epWatchers.delete(w);
+      res.end();
+    }, seconds * 1000);
+    res.on('close', () => {
+      clearTimeout(timer);
+      epWatchers.delete(w);
+    });
+  };
+
   const send = (res: Res, a: Answer) => {
     res.writeHead(a.status, { 'content-type': 'application/json', 'x-standin': name });
     res.end(JSON.stringify(a.body));
@@ -710,10 +763,13 @@ export function serveApiserver(o: StandinOptions): Standin {
         return send(res, status(403, 'Forbidden', `${what}${group ? `.${group}` : ''}${slices ? '' : ' "kubernetes"'} is forbidden: User "${user ?? 'system:anonymous'}" cannot ${slices ? 'list' : 'get'} resource "${what}" in API group "${group}" in the namespace "default"`));
       }
       const sel = q.get('labelSelector');
-      const e = kubernetesEndpoints(apiservers(), cacheNow());
+      const other = !!sel && sel !== 'kubernetes.io/service-name=kubernetes';
+      if (slices && !other && (q.get('watch') === '1' || q.get('watch') === 'true')) return watchEndpoints(res, q);
+      const now = endpointsNow();
+      const e = kubernetesEndpoints(now.set, now.rv);
       if (p.endsWith('/kubernetes')) return send(res, { status: 200, body: e.endpoints });
       // Only the kubernetes Service's slices live here: another selector lists none.
-      if (sel && sel !== 'kubernetes.io/service-name=kubernetes') return send(res, { status: 200, body: { ...(e.slices as object), items: [] } });
+      if (other) return send(res, { status: 200, body: { ...(e.slices as object), items: [] } });
       return send(res, { status: 200, body: e.slices });
     }
     const target = podsPath(p);
@@ -870,6 +926,7 @@ export function serveApiserver(o: StandinOptions): Standin {
   const close = () => {
     if (ticker) clearTimeout(ticker);
     if (peerTimer) clearInterval(peerTimer);
+    clearInterval(epTimer);
     if (api.listening) api.close();
     control.close();
     control.closeAllConnections();
@@ -889,6 +946,8 @@ export function serveApiserver(o: StandinOptions): Standin {
       w.res.end();
     }
     for (const r of probes) r.end();
+    for (const w of epWatchers) w.res.end();
+    epWatchers.clear();
   };
 
   let terminated: Promise<void> | undefined;

@@ -19,6 +19,8 @@ export const LOCAL_LB = '127.0.0.1:8443';
 /** The lab's kubeconfig, in its directory and on every SSH host. */
 export const KUBECONFIG_FILE = 'kubeconfig';
 export const HOST_KUBECONFIG = '/etc/k8s-ha-lab/kubeconfig';
+/** kube-proxy's kubeconfig, in each node's host folder (seen at /etc/k8s-ha-lab/host/): installed as /var/lib/kube-proxy/kubeconfig. */
+export const LAB_KUBE_PROXY_KUBECONFIG = 'kube-proxy.kubeconfig';
 
 /** What `lab master NAME ACTION` can do to a master (see control.ts); here so the CLI can check it without loading the lab. */
 export const MASTER_ACTIONS = ['ready', 'unready', 'readyz-flood', 'anonymous-off', 'anonymous-on', 'lag', 'crash', 'recover', 'stop', 'start', 'freeze', 'thaw', 'partition', 'heal', 'down', 'up', 'power-off', 'power-on'] as const;

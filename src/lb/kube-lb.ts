@@ -9,6 +9,7 @@ import { UsageError } from '../errors.js';
 import { CLIENT_PEM, clientPem } from './client-cert.js';
 import type { Inventory } from '../inventory/schema.js';
 import { DEFAULT_LISTEN_WAIT_MS } from '../proxy/config.js';
+import { DISCOVERY_COPY, DISCOVERY_COPY_DIR, DISCOVERY_COPY_ENV } from '../proxy/discovery.js';
 import { readyDeadlineMs } from '../proxy/readiness.js';
 import { durationMs } from '../util/duration.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
@@ -95,6 +96,7 @@ export function renderKubeLbConf(inv: Inventory): string {
     },
     // An address alone (IPv6 without brackets): kube-lb dials address and port as given.
     backends: inv.masters.map((m) => ({ name: m.name, address: m.address, port: m.port })),
+    ...(k.discovery ? { discovery: { kubeconfig: k.discovery.kubeconfig } } : {}),
   };
   return (
     `# Managed by k8s-ha: changes here are overwritten by the next deploy.\n` +
@@ -142,6 +144,16 @@ export const KUBE_LB_USER = 'kube-lb';
 export function renderKubeLbUnit(inv: Inventory): string {
   const p = Object.fromEntries(Object.entries(kubeLbPaths(inv.kubeLb.prefix)).map(([k, v]) => [k, u(v)])) as ReturnType<typeof kubeLbPaths>;
   const lowPort = [inv.lb.listen, inv.kubeLb.admin].some((l) => hostPortOf(l).port < 1024);
+  const d = inv.kubeLb.discovery;
+  // As root ("+"), into a folder of root's that kube-lb's user can read and not write: nothing it plants is followed.
+  // A stale copy goes first; a missing source is ignored ("-"): it stops discovery only.
+  const discoveryCopy = d
+    ? [
+        `-+/usr/bin/install -d -m 0755 -o root -g root ${DISCOVERY_COPY_DIR}`,
+        `-+/bin/rm -f ${DISCOVERY_COPY}`,
+        `-+/usr/bin/install -m 0440 -o root -g ${KUBE_LB_USER} ${u(d.kubeconfig)} ${DISCOVERY_COPY}`,
+      ]
+    : undefined;
   return `# Managed by k8s-ha.
 # kube-lb runs as its own system user, with nothing it does not use: it reads its config and the CA,
 # listens and connects. Binding a port below 1024 is the only capability it may get, and only then.
@@ -158,9 +170,15 @@ Wants=network-online.target
 Type=simple
 ExecStartPre=${p.binary} --check-config ${p.config}
 ${Object.entries(KUBE_LB_ENVIRONMENT).map(([k, v]) => `Environment=${k}=${v}`).join('\n')}
-ExecStart=${p.binary} --config ${p.config}
+${discoveryCopy ? `# kubeLb.discovery: the kubeconfig copied as root where kube-lb's user may read it (group ${KUBE_LB_USER}, 0440)
+# and write nothing, at each start and reload, removed after stop; a missing one stops nothing but discovery ("-").
+Environment=${DISCOVERY_COPY_ENV}=${DISCOVERY_COPY}
+${discoveryCopy.map((c) => `ExecStartPre=${c}`).join('\n')}
+ExecStopPost=-+/bin/rm -rf ${DISCOVERY_COPY_DIR}
+` : ''}ExecStart=${p.binary} --config ${p.config}
 ExecStartPost=${p.binary} --wait-ready ${p.config} \${MAINPID}
-ExecReload=/bin/kill -HUP $MAINPID
+${discoveryCopy ? `${discoveryCopy.map((c) => `ExecReload=${c}`).join('\n')}
+` : ''}ExecReload=/bin/kill -HUP $MAINPID
 Restart=always
 RestartSec=2
 StartLimitInterval=0

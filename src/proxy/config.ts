@@ -92,6 +92,11 @@ export const proxyConfigSchema = z.strictObject({
    * two descriptors, and the unit's LimitNOFILE is sized from this. 1 to 500000.
    */
   maxConnections: count(1, MAX_CONNECTIONS).default(DEFAULT_MAX_CONNECTIONS),
+  /**
+   * Opt-in: follow the cluster's apiservers (the kubernetes Service's EndpointSlices, discovery.ts),
+   * asked with this kubeconfig's credentials; `backends` are the seeds.
+   */
+  discovery: z.strictObject({ kubeconfig: z.string().regex(/^\//, 'must be an absolute path') }).optional(),
 });
 
 export type ProxyConfig = z.infer<typeof proxyConfigSchema>;

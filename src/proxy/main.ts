@@ -12,10 +12,16 @@ import fs from 'node:fs';
 import http from 'node:http';
 import YAML from 'yaml';
 import { Checker, secureContext } from './checker.js';
-import { proxyConfigSchema, type ProxyConfig } from './config.js';
+import { proxyConfigSchema, type Backend, type ProxyConfig } from './config.js';
 import { hostPortOf } from '../util/hostport.js';
 import { PID_HEADER, readiness, waitReady } from './readiness.js';
 import { Balancer } from './server.js';
+import { Discovery, DISCOVERY_COPY_ENV, planBackends } from './discovery.js';
+import { backendKey } from './pool.js';
+import type { ClusterApiserver } from '../cluster/control-plane.js';
+import { credentialsOf, fileReferences } from '../cluster/kubeconfig-client.js';
+import dns from 'node:dns/promises';
+import net from 'node:net';
 
 export const KUBE_LB_VERSION = '0.1.0';
 
@@ -37,6 +43,20 @@ export function loadConfig(file: string): ProxyConfig {
   return r.data;
 }
 
+/** Discovery's Prometheus rows. */
+function discoveryMetrics(d: Discovery['state'], applied: number): string {
+  const rows: [string, string, string, number][] = [
+    ['kube_lb_discovery_watching', 'gauge', '1 while the watch of the kubernetes EndpointSlices is open', d.watching ? 1 : 0],
+    ['kube_lb_discovery_apiservers', 'gauge', 'ready apiservers the cluster named last', d.learned?.length ?? 0],
+    ['kube_lb_discovery_changes_total', 'counter', "changes of the cluster's list seen", d.changes],
+    ['kube_lb_discovery_backend_changes_total', 'counter', 'changes of the backends made from it', applied],
+    ['kube_lb_discovery_lists_total', 'counter', 'list requests', d.lists],
+    ['kube_lb_discovery_watches_total', 'counter', 'watch requests', d.watches],
+    ['kube_lb_discovery_errors_total', 'counter', 'failed requests and answers not taken', d.errors],
+  ];
+  return rows.map(([n, t, h, v]) => `# HELP ${n} ${h}\n# TYPE ${n} ${t}\n${n} ${v}`).join('\n') + '\n';
+}
+
 export async function main(argv: string[]): Promise<number> {
   const flag = argv[0];
   if (flag === '--version' || flag === '-v') {
@@ -55,6 +75,23 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`kube-lb: ${(e as Error).message}\n`);
     return 1;
   }
+  if (flag === '--check-config' && cfg.discovery && !process.env[DISCOVERY_COPY_ENV]) {
+    // Deploy's validate (as root, before the swap): the kubeconfig must be there and usable by kube-lb's
+    // user, so with its credentials inline. Under the unit it is not checked: a kubeconfig gone missing
+    // later stops discovery, not kube-lb.
+    const kc = cfg.discovery.kubeconfig;
+    try {
+      const text = fs.readFileSync(kc, 'utf8');
+      credentialsOf(text, kc);
+      const refs = fileReferences(text);
+      if (refs.length) throw Object.assign(new Error(`${refs.join(', ')} name${refs.length === 1 ? 's' : ''} a file, which kube-lb's user cannot read`), { hint: 'embed it (kubectl config set-credentials --embed-certs=true, set-cluster --embed-certs=true)' });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const hint = (e as { hint?: string }).hint;
+      process.stderr.write(`kube-lb: ${file}: discovery.kubeconfig: ${code ? `cannot read ${kc} (${code})` : (e as Error).message}${hint ? `: ${hint}` : ''}\n`);
+      return 1;
+    }
+  }
   if (flag === '--check-config') {
     log(`kube-lb: ${file}: ok (${cfg.backends.length} backends, listen ${cfg.listen})`);
     return 0;
@@ -67,6 +104,59 @@ export async function main(argv: string[]): Promise<number> {
 
   const lb = new Balancer(cfg, log);
   const checker = new Checker(lb.pool);
+  /** The configured backends (the file's): discovery's seeds. */
+  let seeds = cfg.backends;
+  /** What the cluster named last, for a reload to plan with again. */
+  let learned: ClusterApiserver[] | undefined;
+  /** Backend changes discovery made. */
+  let applied = 0;
+  /** Seeds named by host name, resolved (the cluster names addresses): refreshed at start and on each reload. */
+  let resolved = new Map<string, string[]>();
+  const resolveSeeds = async (list: readonly Backend[]) => {
+    const out = new Map<string, string[]>();
+    await Promise.all(list.filter((b) => net.isIP(b.address) === 0).map(async (b) => out.set(b.address, await dns.lookup(b.address, { all: true }).then((r) => r.map((x) => x.address), () => []))));
+    resolved = out;
+  };
+  /** The pool's backends from the seeds and what the cluster named: reloaded only when they change. */
+  const follow = (why: string) => {
+    if (!learned || !discovery?.running) return;
+    const current = [...lb.pool.backends.values()].map((b) => b.backend);
+    const plan = planBackends(seeds, current, learned, resolved);
+    if (plan.ignored) {
+      discovery.state.problem = plan.ignored;
+      return log(`discovery: ${plan.ignored}; keeping ${current.map((b) => b.name).join(', ')}`);
+    }
+    discovery.state.problem = undefined;
+    const before = new Set(current.map(backendKey));
+    const after = new Set(plan.backends.map(backendKey));
+    if (before.size === after.size && [...after].every((k) => before.has(k))) return;
+    const added = plan.backends.filter((b) => !before.has(backendKey(b)));
+    const removed = current.filter((b) => !after.has(backendKey(b)));
+    // Learned backends start down until their first check passes; seeds as at start.
+    const seedKeys = new Set(seeds.map(backendKey));
+    lb.reload({ ...lb.config, backends: plan.backends }, new Set(added.filter((b) => !seedKeys.has(backendKey(b))).map(backendKey)));
+    checker.start();
+    applied++;
+    log(
+      `discovery: ${why}; backends now ${plan.backends.map((b) => b.name).join(', ')}` +
+        `${added.length ? `, added ${added.map((b) => `${b.name} (${backendKey(b)})`).join(', ')}` : ''}${removed.length ? `, removed ${removed.map((b) => `${b.name} (${backendKey(b)})`).join(', ')}` : ''}`,
+    );
+  };
+  /** Changes that come together are applied once (a reload restarts every check): 300 ms after the last. */
+  let settle: NodeJS.Timeout | undefined;
+  const discovery = cfg.discovery
+    ? new Discovery(cfg, {
+        pool: lb.pool,
+        log,
+        onLearned: (apiservers) => {
+          learned = apiservers;
+          clearTimeout(settle);
+          settle = setTimeout(() => follow(`the cluster names ${apiservers.filter((a) => a.ready).map((a) => `${a.address}:${a.port}`).join(', ') || 'none'}`), 300);
+          settle.unref();
+        },
+      })
+    : undefined;
+  if (discovery) await resolveSeeds(seeds);
   // Signals first: SIGHUP's default action would kill the process while it waits for the port.
   const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
   /** Why the last SIGHUP was refused, until one succeeds: /healthz?checked says so rather than vouch for the old config. */
@@ -81,8 +171,23 @@ export async function main(argv: string[]): Promise<number> {
     }
     refused = undefined;
     const before = lb.config;
-    lb.reload(next);
+    seeds = next.backends;
+    // What the cluster named still holds: the new seeds are planned with it (discovery still on). An
+    // answer not taken leaves the file's backends, never the old pool.
+    const plan = next.discovery && discovery?.running && learned ? planBackends(seeds, [...lb.pool.backends.values()].map((b) => b.backend), learned, resolved) : undefined;
+    lb.reload({ ...next, backends: plan && !plan.ignored ? plan.backends : next.backends });
     checker.start();
+    if (discovery) {
+      discovery.reconfigure(next);
+      if (!next.discovery) {
+        discovery.stop();
+        learned = undefined;
+      } else {
+        // The kubeconfig copied again by the unit's ExecReload: the next request reads it; seeds resolved again.
+        discovery.start();
+        void resolveSeeds(seeds);
+      }
+    }
     log(`reloaded ${file}: ${lb.config.backends.map((b) => b.name).join(', ')}`);
     if (next.admin !== before.admin) {
       admin.close();
@@ -109,7 +214,16 @@ export async function main(argv: string[]): Promise<number> {
       const why = readiness(lb, query, refused);
       res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain', [PID_HEADER]: String(process.pid) }).end(why ? `${why}\n` : 'ok\n');
     } else if (req.url === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics());
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics() + (discovery ? discoveryMetrics(discovery.state, applied) : ''));
+    } else if (req.url === '/discovery') {
+      // What status shows: the configured backends beside the learned ones and those in use.
+      const body = {
+        enabled: !!discovery && !!lb.config.discovery,
+        configured: seeds.map((b) => backendKey(b)),
+        backends: [...lb.pool.backends.values()].map((b) => ({ name: b.backend.name, address: b.id, up: b.up })),
+        ...(discovery ? { ...discovery.state, applied } : {}),
+      };
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
     } else res.writeHead(404).end();
   });
   const listenAdmin = (where: string) =>
@@ -130,6 +244,7 @@ export async function main(argv: string[]): Promise<number> {
   await listenAdmin(cfg.admin);
   // Checks start before the main port is taken: backends are judged by the time traffic comes.
   checker.start();
+  discovery?.start();
   // SIGTERM while still waiting for the port: give up waiting and exit.
   const bound = lb.listen();
   bound.catch(() => undefined);
@@ -137,6 +252,7 @@ export async function main(argv: string[]): Promise<number> {
   if (!addr) {
     log('SIGTERM before the listen address was free: exiting');
     checker.stop();
+    discovery?.stop();
     admin.close();
     await lb.stop(0);
     return 0;
@@ -146,6 +262,7 @@ export async function main(argv: string[]): Promise<number> {
   await terminated;
   log('SIGTERM: not accepting new connections, draining');
   checker.stop();
+  discovery?.stop();
   admin.close();
   await lb.stop(lb.config.shutdownTimeout);
   log('stopped');

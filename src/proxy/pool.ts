@@ -101,14 +101,17 @@ export class Pool {
     return this.cfg;
   }
 
-  /** New configuration: backends that stay keep their connections and health. */
-  reload(next: ProxyConfig): void {
+  /**
+   * New configuration: backends that stay keep their connections and health. Those keyed in `unproven`
+   * (learned from the cluster, not configured) start down until their first check passes.
+   */
+  reload(next: ProxyConfig, unproven?: ReadonlySet<string>): void {
     this.generation++;
     this.cfg = next;
-    this.setBackends(next.backends);
+    this.setBackends(next.backends, unproven);
   }
 
-  private setBackends(list: Backend[]): void {
+  private setBackends(list: Backend[], unproven?: ReadonlySet<string>): void {
     const wanted = new Set(list.map(backendKey));
     for (const [k, b] of this.backends) {
       if (wanted.has(k)) continue;
@@ -122,7 +125,11 @@ export class Pool {
     for (const backend of list) {
       const b = this.backends.get(backendKey(backend));
       if (b) b.backend = backend;
-      else this.backends.set(backendKey(backend), new BackendState(backend, initialHealth(hs), this.now()));
+      else {
+        const h = initialHealth(hs);
+        const start = unproven?.has(backendKey(backend)) && hs.activeEnabled ? { ...h, activeUp: false } : h;
+        this.backends.set(backendKey(backend), new BackendState(backend, start, this.now()));
+      }
     }
     this.list = [...this.backends.values()];
   }

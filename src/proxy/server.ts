@@ -50,8 +50,8 @@ export class Balancer {
   }
 
   /** New configuration, same listener: backends that stay keep their connections and health. */
-  reload(next: ProxyConfig): void {
-    this.pool.reload(next);
+  reload(next: ProxyConfig, unproven?: ReadonlySet<string>): void {
+    this.pool.reload(next, unproven);
     this.listener.maxConnections = next.maxConnections;
   }
 

@@ -31,9 +31,11 @@ describe("the cluster's apiservers", () => {
       { address: '10.0.0.4', port: 6443, ready: false },
     ]);
     // IPv6 and a slice without ports (nothing to dial) alike.
-    expect(fromEndpointSlices({ items: [{ addressType: 'IPv6', endpoints: [{ addresses: ['fd00::1'] }], ports: [{ name: 'https', port: 443 }] }, { endpoints: [{ addresses: ['10.9.9.9'] }] }] })).toEqual([
+    expect(fromEndpointSlices({ items: [{ metadata: { name: 'kubernetes' }, addressType: 'IPv6', endpoints: [{ addresses: ['fd00::1'] }], ports: [{ name: 'https', port: 443 }] }, { metadata: { name: 'kubernetes' }, endpoints: [{ addresses: ['10.9.9.9'] }] }] })).toEqual([
       { address: 'fd00::1', port: 443, ready: true },
     ]);
+    // Only the slice kube-apiserver writes: another with the same label (anyone who may write endpointslices in default) is not taken.
+    expect(fromEndpointSlices({ items: [{ ...slices.items[0], metadata: { name: 'kubernetes-evil', labels: { 'kubernetes.io/service-name': 'kubernetes' } }, endpoints: [{ addresses: ['10.6.6.6'] }] }] })).toEqual([]);
     expect(fromEndpointSlices({ items: [] })).toEqual([]);
     expect(fromEndpointSlices('garbage')).toEqual([]);
   });
