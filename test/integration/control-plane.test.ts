@@ -17,6 +17,8 @@ import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { lab, restoreMasters, scratchDir, withNode } from '../helpers/lab.js';
 import { httpGetOnHost } from '../../src/engine/verify.js';
 import { withLoad } from '../helpers/load.js';
+import { expectNothingLost, kubectlOn, underFault } from '../helpers/kubectl.js';
+import { movedOn } from '../../src/lab/reflector.js';
 import { STANDIN_CONTROL_PORT } from '../../src/lab/topology.js';
 
 interface ControlPlaneJson {
@@ -241,6 +243,22 @@ describe('kube-lb follows the cluster on its own (kubeLb.discovery)', () => {
       expect(d.lists, node).toBe(1);
       expect(d.watches, node).toBeLessThanOrEqual(2);
     }
+  });
+
+  it("a real client's watch on the apiserver that leaves the cluster resumes on another, no event lost, whether kube-lb learned it or was configured with it", async () => {
+    // kubectl's reflector on node-1 through its kube-lb; the stand-in its watch is on is retired (its kube-apiserver stopped).
+    const run = await underFault(await kubectlOn('node-1'), {
+      key: (v) => `stop ${v}`,
+      apply: (v) => k8sha(['lab', 'master', '--dir', l.dir, v, 'stop']),
+      undo: (v) => k8sha(['lab', 'master', '--dir', l.dir, v, 'start']),
+      recovered: movedOn,
+      timeoutMs: 30_000,
+      what: 'events from another stand-in',
+    });
+    expectNothingLost(run, 'kube-lb with discovery');
+    // And kube-lb balances to all four again once it is back, with no deploy.
+    const back = await followed([m1, m2, m3, m4].map((m) => m!.at), Date.now());
+    expect(back.ms, JSON.stringify(back.last)).toBeLessThanOrEqual(10_000);
   });
 
   it('without permission to list endpointslices: kube-lb says so and keeps the configured backends; status shows it', async () => {
