@@ -13,6 +13,7 @@
  * Interruptible: once `control.signal` aborts, nothing new starts; nodes already committing are
  * verified and, if that fails, restored exactly as in a roll; the report says `interrupted`.
  */
+import { setMaxListeners } from 'node:events';
 import { describeMastersChange, type MastersChange } from '../cluster/read.js';
 import { randomBytes } from 'node:crypto';
 import { SshConnection } from '../connect/ssh.js';
@@ -171,6 +172,9 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
 
   const nodes: NodeRun[] = [];
   const onAbort = () => emit({ type: 'interrupted', signal: stopReason(), inFlight: nodes.filter((n) => n.phase && !n.result).map((n) => ({ name: n.node.name, phase: n.phase! })) });
+  // Every node waiting for its lock listens to the run's signal (lock.ts): up to `concurrency` at once, by design,
+  // not a leak (Node warns past 10).
+  if (control.signal) setMaxListeners(concurrency + 10, control.signal);
   control.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     // 1. Build, or with --check only look in the cache.

@@ -71,7 +71,9 @@ export function learnedName(address: string, port = 6443): string {
   return (port === 6443 ? base : `${base}-${port}`).slice(0, 63);
 }
 
-const key = (a: { address: string; port: number }) => `${a.address}:${a.port}`;
+/** One text per address: an IPv6 address in its canonical form (fd00:0::1 and FD00::1 are one apiserver). */
+const canonical = (address: string) => (net.isIPv6(address) ? new URL(`http://[${address}]`).hostname.slice(1, -1) : address);
+const key = (a: { address: string; port: number }) => `${canonical(a.address)}:${a.port}`;
 /** The one EndpointSlice kube-apiserver's endpoint reconciler writes for the kubernetes Service. */
 const KUBERNETES_SLICE = 'kubernetes';
 

@@ -54,6 +54,10 @@ describe('planBackends: what the pool balances to from what the cluster names', 
     const r = planBackends(named, named, [a('10.0.0.11'), a('10.0.0.2'), a('10.0.0.7', true, 6443), a('10.0.0.7', true, 443)], new Map([['cp1.example', ['10.0.0.11']]]));
     expect(r.backends.map((x) => x.name)).toEqual(['cp1', 'm2', 'apiserver-10-0-0-7', 'apiserver-10-0-0-7-443']);
   });
+  it('an IPv6 seed matches the cluster\'s address however either is written', () => {
+    const v6 = [b('m1', 'fd00:0:0::1'), b('m2', 'FD00::2')];
+    expect(planBackends(v6, v6, [a('fd00::1'), a('fd00::2'), a('fd00::3')]).backends.map((x) => x.name)).toEqual(['m1', 'm2', 'apiserver-fd00-3']);
+  });
 });
 
 describe('planBackends keeps what it learned', () => {
