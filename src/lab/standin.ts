@@ -464,6 +464,12 @@ export interface Standin {
   setCacheLag: (ms: number) => void;
 }
 
+/** How long a watch runs: its timeoutSeconds (at most MAX_WATCH_S), else kube-apiserver's 1 to 2 x --min-request-timeout. */
+function watchSeconds(q: URLSearchParams): number {
+  const asked = Number(q.get('timeoutSeconds') ?? '');
+  return Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
+}
+
 export function serveApiserver(o: StandinOptions): Standin {
   const { name } = o;
   const bookmarkMs = o.bookmarkMs ?? BOOKMARK_MS;
@@ -569,8 +575,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     const w = { res, bookmarks: q.get('allowWatchBookmarks') === 'true', nextBookmark: Date.now() + bookmarkMs };
     epWatchers.add(w);
     inflight.delete(res);
-    const asked = Number(q.get('timeoutSeconds') ?? '');
-    const seconds = Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
+    const seconds = watchSeconds(q);
     const timer = setTimeout(() => {
       epWatchers.delete(w);
       res.end();
@@ -651,8 +656,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     // Not waited for by the drain: it ends watches when it begins.
     inflight.delete(res);
     ticker ??= nextTick();
-    const asked = Number(q.get('timeoutSeconds') ?? '');
-    const seconds = Number.isFinite(asked) && asked > 0 ? Math.min(asked, MAX_WATCH_S) : MIN_REQUEST_TIMEOUT_S * (1 + Math.random());
+    const seconds = watchSeconds(q);
     const timer = setTimeout(() => {
       // Out of the ticker first: nothing may be written after the end.
       watchers.delete(w);

@@ -216,7 +216,17 @@ export class Discovery {
     return { kind: 'retry', then, afterMs: Math.min(refused ? 300_000 : 30_000, base) * (0.8 + 0.4 * (this.o.random ?? Math.random)()) };
   }
 
-  private credentials(): ClusterCredentials {
+  /** The kubeconfig's credentials, read again for each request (a reload may have copied a new one); undefined, said, when unusable. */
+  private credentials(): ClusterCredentials | undefined {
+    try {
+      return this.readCredentials();
+    } catch (e) {
+      this.problem(`cannot use the kubeconfig ${this.cfg.discovery!.kubeconfig}: ${(e as Error).message}`);
+      return undefined;
+    }
+  }
+
+  private readCredentials(): ClusterCredentials {
     const d = this.cfg.discovery!;
     const fromUnit = process.env[DISCOVERY_COPY_ENV];
     if (fromUnit && !fs.existsSync(fromUnit)) throw new Error(`${d.kubeconfig} was not there to copy when kube-lb started or last reloaded`);
@@ -310,13 +320,8 @@ export class Discovery {
 
   private async list(): Promise<Outcome> {
     this.state.watching = false;
-    let creds: ClusterCredentials;
-    try {
-      creds = this.credentials();
-    } catch (e) {
-      this.problem(`cannot use the kubeconfig ${this.cfg.discovery!.kubeconfig}: ${(e as Error).message}`);
-      return this.retry(true);
-    }
+    const creds = this.credentials();
+    if (!creds) return this.retry(true);
     const b = this.backend();
     if (!b) return this.retry(false);
     this.state.lists++;
@@ -349,13 +354,8 @@ export class Discovery {
 
   /** One watch from the last resourceVersion, until it ends: resume, relist (410), or retry. */
   private async watch(): Promise<Outcome> {
-    let creds: ClusterCredentials;
-    try {
-      creds = this.credentials();
-    } catch (e) {
-      this.problem(`cannot use the kubeconfig ${this.cfg.discovery!.kubeconfig}: ${(e as Error).message}`);
-      return this.retry(true);
-    }
+    const creds = this.credentials();
+    if (!creds) return this.retry(true);
     const b = this.backend(this.prev);
     if (!b) return this.retry(false, 'watch');
     this.prev = b;

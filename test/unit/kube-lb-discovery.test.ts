@@ -4,7 +4,6 @@
  * watches one stream, and sees an apiserver leave and come back without a second list.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -15,6 +14,7 @@ import { serveApiserver, type Standin } from '../../src/lab/standin.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
 import { Discovery, learnedName, planBackends } from '../../src/proxy/discovery.js';
 import { Pool } from '../../src/proxy/pool.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
 
 const b = (name: string, address: string, port = 6443) => ({ name, address, port });
 const a = (address: string, ready = true, port = 6443): ClusterApiserver => ({ address, port, ready });
@@ -76,12 +76,19 @@ describe('the watch, against two stand-ins', () => {
   let controlPort = 0;
   let kubeconfig: string;
 
-  const freePort = async () => {
-    const probe = net.createServer().listen(0, '127.0.0.1');
-    await new Promise((r) => probe.once('listening', r));
-    const n = (probe.address() as net.AddressInfo).port;
-    await new Promise((r) => probe.close(r));
-    return n;
+  /** A discovery with `cfg` until it first logs (at most 5 s): what it said and learned, and its state then. */
+  const firstWords = async (cfg: ReturnType<typeof proxyConfigSchema.parse>) => {
+    const logs: string[] = [];
+    const learned: unknown[] = [];
+    const d = new Discovery(cfg, { pool: new Pool(cfg, () => {}), log: (l) => logs.push(l), onLearned: (l) => learned.push(l) });
+    d.start();
+    try {
+      const t0 = Date.now();
+      while (!logs.length && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+      return { logs, learned, state: { ...d.state } };
+    } finally {
+      d.stop();
+    }
   };
   const start = async (i: number) => {
     const address = `127.0.0.${i + 1}`;
@@ -112,8 +119,8 @@ describe('the watch, against two stand-ins', () => {
         'current-context': 'c',
       }),
     );
-    port = await freePort();
-    controlPort = await freePort();
+    port = await freeLoopbackPort();
+    controlPort = await freeLoopbackPort();
     await start(0);
     await start(1);
   });
@@ -164,19 +171,9 @@ describe('the watch, against two stand-ins', () => {
     const wrong = path.join(dir, 'wrong-ca.kubeconfig');
     fs.writeFileSync(wrong, YAML.stringify(doc));
     // insecureSkipVerify in the config changes nothing: discovery always verifies.
-    const cfg = proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port)], active: { serverName: 'kubernetes', insecureSkipVerify: true }, discovery: { kubeconfig: wrong } });
-    const logs: string[] = [];
-    const learned: unknown[] = [];
-    const d = new Discovery(cfg, { pool: new Pool(cfg, () => {}), log: (l) => logs.push(l), onLearned: (l) => learned.push(l) });
-    d.start();
-    try {
-      const t0 = Date.now();
-      while (!logs.length && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
-      expect(logs).toEqual([expect.stringMatching(/^discovery: list through m1: .*(self.signed|unable to verify|certificate)/i)]);
-      expect(learned).toEqual([]);
-    } finally {
-      d.stop();
-    }
+    const { logs, learned } = await firstWords(proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port)], active: { serverName: 'kubernetes', insecureSkipVerify: true }, discovery: { kubeconfig: wrong } }));
+    expect(logs).toEqual([expect.stringMatching(/^discovery: list through m1: .*(self.signed|unable to verify|certificate)/i)]);
+    expect(learned).toEqual([]);
   });
 
   it('credentials the apiserver refuses (anonymous: no certificate): said once, nothing learned, the configured backends stay', async () => {
@@ -184,20 +181,10 @@ describe('the watch, against two stand-ins', () => {
     doc.users[0].user = { token: 'not-a-certificate' };
     const tokenOnly = path.join(dir, 'token.kubeconfig');
     fs.writeFileSync(tokenOnly, YAML.stringify(doc));
-    const cfg = proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port)], active: { serverName: 'kubernetes' }, discovery: { kubeconfig: tokenOnly } });
-    const logs: string[] = [];
-    const learned: unknown[] = [];
-    const d = new Discovery(cfg, { pool: new Pool(cfg, () => {}), log: (l) => logs.push(l), onLearned: (l) => learned.push(l) });
-    d.start();
-    try {
-      const t0 = Date.now();
-      while (!logs.length && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
-      expect(logs).toEqual([expect.stringMatching(/^discovery: 403 Forbidden from m1: endpointslices\.discovery\.k8s\.io is forbidden: User "system:anonymous" cannot list .*; keeping the backends in use$/)]);
-      expect(learned).toEqual([]);
-      expect(d.state).toMatchObject({ watching: false, errors: 1 });
-    } finally {
-      d.stop();
-    }
+    const { logs, learned, state } = await firstWords(proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port)], active: { serverName: 'kubernetes' }, discovery: { kubeconfig: tokenOnly } }));
+    expect(logs).toEqual([expect.stringMatching(/^discovery: 403 Forbidden from m1: endpointslices\.discovery\.k8s\.io is forbidden: User "system:anonymous" cannot list .*; keeping the backends in use$/)]);
+    expect(learned).toEqual([]);
+    expect(state).toMatchObject({ watching: false, errors: 1 });
   });
 });
 

@@ -5,11 +5,11 @@
  */
 import fs from 'node:fs';
 import http2 from 'node:http2';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCa, issueCertificate } from '../../src/lab/pki.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
 import { ENDPOINTS_PATH, ENDPOINTSLICES_PATH, fromEndpoints, fromEndpointSlices } from '../../src/cluster/control-plane.js';
 import {
   age,
@@ -268,15 +268,8 @@ describe("the kubernetes Service's endpoints, as the stand-ins keep them", () =>
     caPem = ca.cert;
     client = await issueCertificate(ca, { commonName: 'lab-admin', dnsNames: [], ipAddresses: [], usage: 'client' });
     // Two apiservers on one port (and one control port), on two loopback addresses, each the other's peer.
-    const freePort = async () => {
-      const probe = net.createServer().listen(0, '127.0.0.1');
-      await new Promise((r) => probe.once('listening', r));
-      const n = (probe.address() as net.AddressInfo).port;
-      await new Promise((r) => probe.close(r));
-      return n;
-    };
-    port = await freePort();
-    controlPort = await freePort();
+    port = await freeLoopbackPort();
+    controlPort = await freeLoopbackPort();
     for (const [i, address] of ['127.0.0.1', '127.0.0.2'].entries()) {
       const other = i === 0 ? '127.0.0.2' : '127.0.0.1';
       const s = serveApiserver({ name: `ep-${i + 1}`, pkiDir: dir, port, controlPort, host: address, shutdownDelayMs: 0, self: { address, port }, peers: [{ address: other, port }], log: () => {} });
