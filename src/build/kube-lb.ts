@@ -1,8 +1,8 @@
 /**
- * kube-lb as one executable: src/proxy bundled with esbuild, injected into a
- * copy of this machine's Node binary (a Node single executable application).
- * Cached by what it is made of (the bundle, the Node version and platform), so
- * the next deploy reuses it; its sha256 is recorded beside it.
+ * kube-lb as one executable: src/proxy bundled with esbuild, compiled with `bun build --compile`
+ * onto the Bun runtime this package pins (package.json's optionalDependencies), never onto the Node.js
+ * that runs the controller. Cached by what it is made of (the bundle, the Bun version and the
+ * architecture), so the next deploy reuses it; its sha256 is recorded beside it.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -18,9 +18,6 @@ import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
 import { sha256File, type Say } from './download.js';
 
-/** Node's fuse that marks an executable as carrying a single-executable blob. */
-const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
-
 export interface KubeLbBinary {
   path: string;
   sha256: string;
@@ -28,9 +25,38 @@ export interface KubeLbBinary {
   cached: boolean;
   /** `kube-lb --version` */
   version: string;
-  /** The Node.js it carries, e.g. v20.20.2 linux-x64. */
-  node: string;
+  /** The runtime it carries, e.g. Bun 1.4.5 linux-x64. */
+  runtime: string;
+  /** The CPU architecture it runs on, as uname -m says it: x86_64, aarch64. */
+  arch: string;
   key: string;
+}
+
+/**
+ * The Bun runtime packages this one pins (package.json's optionalDependencies, one per architecture,
+ * same version; npm installs the one for this machine): on x86_64 Bun's baseline build, which needs
+ * only x86-64-v2 (2008 and later), not the AVX2 its default build dies without (a node's CPU, or a
+ * VM's conservative CPU model, must not decide whether its balancer starts).
+ */
+export const BUN_PACKAGES: Readonly<Record<string, { pkg: string; target: string; arch: string }>> = {
+  x64: { pkg: '@oven/bun-linux-x64-baseline', target: 'bun-linux-x64-baseline', arch: 'x86_64' },
+  arm64: { pkg: '@oven/bun-linux-aarch64', target: 'bun-linux-arm64', arch: 'aarch64' },
+};
+
+/** The pinned Bun runtime for this machine's architecture: its binary, version, compile target and uname -m. */
+export function pinnedBun(): { binary: string; version: string; target: string; arch: string } {
+  const p = BUN_PACKAGES[process.arch];
+  if (process.platform !== 'linux' || !p) {
+    throw new BuildError(`cannot build kube-lb on ${process.platform}-${process.arch}`, { hint: 'run k8s-ha on Linux, x86_64 or aarch64' });
+  }
+  let manifest: string;
+  try {
+    manifest = createRequire(import.meta.url).resolve(`${p.pkg}/package.json`);
+  } catch {
+    throw new BuildError(`cannot build kube-lb: the Bun runtime package ${p.pkg} is not installed`, { hint: 'npm ci installs it (an optional dependency of k8s-ha, for this architecture)' });
+  }
+  const version = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { version: string }).version;
+  return { binary: path.join(path.dirname(manifest), 'bin', 'bun'), version, target: p.target, arch: p.arch };
 }
 
 /** The proxy's entry point, compiled: the package ships dist/, not src/. */
@@ -48,9 +74,12 @@ export async function kubeLbBundle(): Promise<{ code: Buffer; key: string }> {
   const bundle = () =>
     esbuild.build({
       entryPoints: [entry],
+      // Paths in the bundle are relative to the package, not to where k8s-ha was started.
+      absWorkingDir: packageRoot(),
       bundle: true,
       platform: 'node',
-      target: `node${process.versions.node.split('.')[0]}`,
+      // Fixed, not this machine's Node.js: the same source gives the same bundle on any controller.
+      target: 'es2022',
       format: 'cjs',
       write: false,
       logLevel: 'silent',
@@ -58,7 +87,9 @@ export async function kubeLbBundle(): Promise<{ code: Buffer; key: string }> {
     });
   const out = await stage('bundling src/proxy with esbuild', bundle, "esbuild's package for this platform must be installed and run here (npm ci installs it)");
   const code = Buffer.from(out.outputFiles[0]!.contents);
-  const key = createHash('sha256').update(code).update(`\0${process.version}\0${process.platform}\0${process.arch}`).digest('hex').slice(0, 16);
+  const bun = pinnedBun();
+  // What it is made of: the bundle, the runtime and its target (and the layout of build.json, 2).
+  const key = createHash('sha256').update(code).update(`\0bun ${bun.version}\0${bun.target}\0build.json 2`).digest('hex').slice(0, 16);
   return { code, key };
 }
 
@@ -114,33 +145,27 @@ async function build(code: Buffer, key: string, p: ReturnType<typeof paths>, say
 }
 
 /** The single executable, made in `work`, and what its `--version` says. */
-async function makeExecutable(code: Buffer, work: string, say: Say): Promise<{ exe: string; version: string }> {
+async function makeExecutable(code: Buffer, work: string, say: Say): Promise<{ exe: string; version: string; runtime: string; arch: string }> {
   const bundle = path.join(work, 'kube-lb.cjs');
-  const blob = path.join(work, 'kube-lb.blob');
   const exe = path.join(work, 'kube-lb');
   await fsp.writeFile(bundle, code);
-  await fsp.writeFile(path.join(work, 'sea-config.json'), JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true }));
-  say('making the single-executable blob');
-  const sea = await run(process.execPath, ['--experimental-sea-config', path.join(work, 'sea-config.json')]);
-  if (sea.code !== 0) throw new BuildError(`cannot build kube-lb: node --experimental-sea-config failed:\n${sea.stderr.trim()}`, { hint: 'kube-lb needs Node.js 20 or later on this machine' });
-  say(`injecting it into a copy of ${process.execPath} (${process.version})`);
-  await fsp.copyFile(fs.realpathSync(process.execPath), exe);
-  await fsp.chmod(exe, 0o755);
-  // In a child process: postject's ELF writer prints harmless warnings straight to stderr.
-  const cli = createRequire(import.meta.url).resolve('postject/dist/cli.js');
-  const inj = await run(process.execPath, [cli, exe, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
-  if (inj.code !== 0) throw new BuildError(`cannot build kube-lb: postject failed:\n${inj.stderr.trim().split('\n').slice(-10).join('\n')}`);
+  const bun = pinnedBun();
+  say(`compiling it onto Bun ${bun.version} (${bun.target})`);
+  // No .env or bunfig.toml is read from the folder it runs in: it runs as a service, configured by its flags alone.
+  const args = ['build', '--compile', `--target=${bun.target}`, `--compile-executable-path=${bun.binary}`, '--no-compile-autoload-dotenv', '--no-compile-autoload-bunfig', bundle, '--outfile', exe];
+  const made = await run(bun.binary, args, { cwd: work, env: { ...process.env, BUN_INSTALL_CACHE_DIR: path.join(work, 'cache'), DO_NOT_TRACK: '1' } });
+  if (made.code !== 0) throw new BuildError(`cannot build kube-lb: bun build --compile failed:\n${(made.stderr || made.stdout).trim().split('\n').slice(-10).join('\n')}`);
   const v = await run(exe, ['--version']).catch((e: Error) => ({ code: null, stdout: '', stderr: e.message }));
   if (v.code !== 0 || !/^kube-lb \S+/.test(v.stdout)) {
     throw new BuildError(`cannot build kube-lb: the executable made in ${work} does not run here: ${v.code === null ? '' : `exit ${v.code}\n`}${(v.stderr || v.stdout).trim()}`, {
       hint: v.code === null ? 'a temp folder mounted noexec cannot run it: set TMPDIR to one that can' : undefined,
     });
   }
-  return { exe, version: v.stdout.trim() };
+  return { exe, version: v.stdout.trim(), runtime: `Bun ${bun.version} ${bun.target.replace(/^bun-/, '')}`, arch: bun.arch };
 }
 
 /** Into the cache under its key, with its sha256 beside it. */
-async function store(made: { exe: string; version: string }, key: string, p: ReturnType<typeof paths>): Promise<KubeLbBinary> {
+async function store(made: { exe: string; version: string; runtime: string; arch: string }, key: string, p: ReturnType<typeof paths>): Promise<KubeLbBinary> {
   await fsp.mkdir(p.dir, { recursive: true, mode: 0o700 });
   const tmp = track(`${p.binary}.${process.pid}.part`);
   await fsp.copyFile(made.exe, tmp);
@@ -153,7 +178,8 @@ async function store(made: { exe: string; version: string }, key: string, p: Ret
     size: (await fsp.stat(p.binary)).size,
     cached: false,
     version: made.version,
-    node: `${process.version} ${process.platform}-${process.arch}`,
+    runtime: made.runtime,
+    arch: made.arch,
     key,
   };
   await writeFileAtomic(p.meta, JSON.stringify(meta, null, 2) + '\n');

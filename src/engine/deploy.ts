@@ -328,6 +328,8 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         out.artifacts.nginx = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
+          path: built.path,
+          arch: builtFor(built)?.arch,
           describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
         };
         done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
@@ -337,7 +339,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
         const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), host, say);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
-        out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version);
+        out.artifacts[IMAGE_ARTIFACT] = { ...imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version), arch: builtFor(inImage)?.arch };
         done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${inImage.cached ? 'from the cache' : 'built'} on ${inImage.builtOn}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
       }
     } catch (e) {
@@ -355,9 +357,11 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
       out.artifacts['kube-lb'] = {
         content: await fsp.readFile(built.path),
         sha256: built.sha256,
-        describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, Node.js ${built.node})`,
+        path: built.path,
+        arch: built.arch,
+        describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, ${built.arch})`,
       };
-      done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, Node.js ${built.node}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+      done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, ${built.arch}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
     } catch (e) {
       // Only a fallback for auto nodes so far: nginx carries on; those nodes just cannot fall back.
       if (all.some((i) => i.impl === 'kube-lb') || out.nginxUnbuildable) throw e;
