@@ -467,7 +467,7 @@ printTable([
   ['/readyz red -> no new conns (ms, worst)', '', fo(n.failover.unreadyMs, 5), fo(k.failover.unreadyMs, 5), '', '', '<= 3000'],
   ['frozen -> its conns closed (ms, worst)', '', fo(n.failover.frozenCloseMs, 10), fo(k.failover.frozenCloseMs, 10), '', '', '<= 3000'],
 ]);
-console.log(`kube-lb runs with ${Object.entries(KUBE_LB_ENVIRONMENT).map(([key, v]) => `${key}=${v}`).join(' ')} (as kube-lb.service sets), on ${kubeLb.runtime}; bun floor: scripts/bench-bun-floor.js on the same Bun. goals met: ${Object.entries(result.goals).map(([g, ok]) => `${g} ${ok ? 'yes' : 'NO'}`).join(', ')}`);
+console.log(`kube-lb runs with ${Object.entries(KUBE_LB_ENVIRONMENT).map(([key, v]) => `${key}=${v}`).join(' ') || 'no environment of its own'} (as kube-lb.service sets), on ${kubeLb.runtime}; bun floor: scripts/bench-bun-floor.js on the same Bun. goals met: ${Object.entries(result.goals).map(([g, ok]) => `${g} ${ok ? 'yes' : 'NO'}`).join(', ')}`);
 for (const name of ['direct', 'nginx', 'kube-lb', 'bun floor']) if (m(name).errors.length) console.log(`${name}: wrk reported ${m(name).errors.join('; ')}`);
 console.log(JSON.stringify(result));
 process.exit(0);

@@ -27,9 +27,11 @@ export function buildCommand(): Command {
       const setup = await loadSetup({ inventoryFile: o.inventory, concurrency: 1, acceptNewHostKeys: false });
       const say = (line: string) => process.stderr.write(`${printable(line)}\n`);
       const builds = await buildArtifacts(setup, o.json ? () => undefined : say);
+      const keys = Object.keys(builds.artifacts);
+      // One line per artifact and architecture: `kube-lb` is also the plain name of the first `kube-lb@ARCH`.
       const artifacts: ArtifactLine[] = Object.entries(builds.artifacts)
-        .filter(([, a]) => !a.pull)
-        .map(([kind, a]) => ({ kind, arch: a.arch ?? null, path: a.path ?? null, sha256: a.sha256, ...(a.ref ? { ref: a.ref } : {}), describe: a.describe }));
+        .filter(([key, a]) => !a.pull && !keys.some((k) => k.startsWith(`${key}@`)))
+        .map(([key, a]) => ({ kind: key.split('@')[0]!, arch: a.arch ?? null, path: a.path ?? null, sha256: a.sha256, ...(a.ref ? { ref: a.ref } : {}), describe: a.describe }));
       if (o.json) return void process.stdout.write(JSON.stringify({ ok: true, artifacts, summary: builds.summary }) + '\n');
       process.stdout.write(
         table([

@@ -15,6 +15,7 @@ import { Checker, secureContext } from './checker.js';
 import { proxyConfigSchema, type Backend, type ProxyConfig } from './config.js';
 import { hostPortOf } from '../util/hostport.js';
 import { PID_HEADER, readiness, waitReady } from './readiness.js';
+import { KUBE_LB_VERSION } from './version.js';
 import { Balancer } from './server.js';
 import { Discovery, DISCOVERY_COPY_ENV, planBackends } from './discovery.js';
 import { backendKey } from './pool.js';
@@ -23,7 +24,6 @@ import { credentialsOf, fileReferences } from '../cluster/kubeconfig-client.js';
 import dns from 'node:dns/promises';
 import net from 'node:net';
 
-export const KUBE_LB_VERSION = '0.1.0';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
