@@ -1,8 +1,8 @@
 /**
- * kube-lb as one executable: src/proxy bundled with esbuild, injected into a
- * copy of this machine's Node binary (a Node single executable application).
- * Cached by what it is made of (the bundle, the Node version and platform), so
- * the next deploy reuses it; its sha256 is recorded beside it.
+ * kube-lb as one executable: src/proxy bundled with esbuild, compiled with `bun build --compile`
+ * onto the Bun runtime this package pins (package.json's optionalDependencies), never onto the Node.js
+ * that runs the controller. Cached by what it is made of (the bundle, the Bun version and the
+ * architecture), so the next deploy reuses it; its sha256 is recorded beside it.
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,10 +16,9 @@ import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
-import { sha256File, type Say } from './download.js';
-
-/** Node's fuse that marks an executable as carrying a single-executable blob. */
-const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+import * as tar from 'tar';
+import { KUBE_LB_VERSION } from '../proxy/version.js';
+import { fetchPackage, sha256File, type Say } from './download.js';
 
 export interface KubeLbBinary {
   path: string;
@@ -28,9 +27,90 @@ export interface KubeLbBinary {
   cached: boolean;
   /** `kube-lb --version` */
   version: string;
-  /** The Node.js it carries, e.g. v20.20.2 linux-x64. */
-  node: string;
+  /** The runtime it carries, e.g. Bun 1.4.5 linux-x64. */
+  runtime: string;
+  /** The CPU architecture it runs on, as uname -m says it: x86_64, aarch64. */
+  arch: string;
   key: string;
+}
+
+/**
+ * The Bun runtime packages this one pins (package.json's optionalDependencies, one per architecture,
+ * same version; npm installs the one for this machine): on x86_64 Bun's baseline build, which needs
+ * only x86-64-v2 (2008 and later), not the AVX2 its default build dies without (a node's CPU, or a
+ * VM's conservative CPU model, must not decide whether its balancer starts).
+ */
+export const BUN_PACKAGES: Readonly<Record<string, { pkg: string; target: string; arch: string }>> = {
+  x64: { pkg: '@oven/bun-linux-x64-baseline', target: 'bun-linux-x64-baseline', arch: 'x86_64' },
+  arm64: { pkg: '@oven/bun-linux-aarch64', target: 'bun-linux-arm64', arch: 'aarch64' },
+};
+
+/** The CPU architectures kube-lb is built for, as uname -m names them. */
+export type KubeLbArch = 'x86_64' | 'aarch64';
+export const KUBE_LB_ARCHES: readonly KubeLbArch[] = ['x86_64', 'aarch64'];
+
+/** This machine's architecture, as uname -m names it (undefined: none kube-lb is built on). */
+export function controllerArch(): KubeLbArch | undefined {
+  return BUN_PACKAGES[process.arch]?.arch as KubeLbArch | undefined;
+}
+
+/** The pinned Bun runtime for this machine's architecture: its binary, version, compile target and uname -m. */
+export function pinnedBun(): { binary: string; version: string; target: string; arch: string } {
+  const p = BUN_PACKAGES[process.arch];
+  if (process.platform !== 'linux' || !p) {
+    throw new BuildError(`cannot build kube-lb on ${process.platform}-${process.arch}`, { hint: 'run k8s-ha on Linux, x86_64 or aarch64' });
+  }
+  let manifest: string;
+  try {
+    manifest = createRequire(import.meta.url).resolve(`${p.pkg}/package.json`);
+  } catch {
+    throw new BuildError(`cannot build kube-lb: the Bun runtime package ${p.pkg} is not installed`, { hint: 'npm ci installs it (an optional dependency of k8s-ha, for this architecture)' });
+  }
+  const version = (JSON.parse(fs.readFileSync(manifest, 'utf8')) as { version: string }).version;
+  return { binary: path.join(path.dirname(manifest), 'bin', 'bun'), version, target: p.target, arch: p.arch };
+}
+
+/** What `npm run build` recorded from the lock (scripts/runtime-pins.js): each architecture's Bun package. */
+interface RuntimePin {
+  pkg: string;
+  target: string;
+  arch: KubeLbArch;
+  version: string;
+  /** sha512-BASE64, from package-lock.json. */
+  integrity: string;
+  tarball: string;
+}
+
+function runtimePins(): { version: string; packages: Record<string, RuntimePin> } {
+  const file = path.join(packageRoot(), 'dist', 'build', 'runtime-pins.json');
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string; packages: Record<string, RuntimePin> };
+  } catch (e) {
+    throw new BuildError(`cannot build kube-lb for another architecture: ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { hint: 'run npm run build (npm ci does it) and try again' });
+  }
+}
+
+/**
+ * The Bun binary to compile kube-lb onto for `arch`, in `work`: this machine's installed package for
+ * its own architecture; for another, the pinned package downloaded from the registry (cached, its
+ * sha512 checked against the lock's) and unpacked.
+ */
+async function runtimeFor(arch: KubeLbArch, work: string, say: Say): Promise<{ binary: string; version: string; target: string }> {
+  const own = pinnedBun();
+  if (arch === own.arch) return own;
+  const pins = runtimePins();
+  const pin = pins.packages[arch];
+  if (!pin) throw new BuildError(`cannot build kube-lb for ${arch}: no Bun package is pinned for it`, { hint: `kube-lb is built for ${KUBE_LB_ARCHES.join(' and ')}` });
+  if (pin.version !== own.version) {
+    throw new BuildError(`cannot build kube-lb for ${arch}: the lock pins Bun ${pin.version}, but Bun ${own.version} is installed here`, { hint: 'run npm ci, then npm run build' });
+  }
+  const registry = process.env.npm_config_registry?.replace(/\/?$/, '/');
+  const url = registry && registry.startsWith('https://') ? pin.tarball.replace(/^https:\/\/registry\.npmjs\.org\//, registry) : pin.tarball;
+  const tgz = await fetchPackage(`${pin.pkg.replace('/', '+')}-${pin.version}.tgz`, url, pin.integrity, say);
+  await tar.x({ file: tgz, cwd: work, filter: (p) => p === 'package/bin/bun' });
+  const binary = path.join(work, 'package', 'bin', 'bun');
+  if (!fs.existsSync(binary)) throw new BuildError(`cannot build kube-lb for ${arch}: ${tgz} has no package/bin/bun`, { hint: 'remove it from the cache and try again' });
+  return { binary, version: pin.version, target: pin.target };
 }
 
 /** The proxy's entry point, compiled: the package ships dist/, not src/. */
@@ -42,15 +122,18 @@ function entryPoint(): string {
   return entry;
 }
 
-/** The bundle (one CommonJS file with its dependencies) and the cache key of the executable made from it. */
-export async function kubeLbBundle(): Promise<{ code: Buffer; key: string }> {
+/** The bundle (one CommonJS file with its dependencies) and the cache key of the executable made from it for `arch`. */
+export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64'): Promise<{ code: Buffer; key: string }> {
   const entry = entryPoint();
   const bundle = () =>
     esbuild.build({
       entryPoints: [entry],
+      // Paths in the bundle are relative to the package, not to where k8s-ha was started.
+      absWorkingDir: packageRoot(),
       bundle: true,
       platform: 'node',
-      target: `node${process.versions.node.split('.')[0]}`,
+      // Fixed, not this machine's Node.js: the same source gives the same bundle on any controller.
+      target: 'es2022',
       format: 'cjs',
       write: false,
       logLevel: 'silent',
@@ -58,7 +141,10 @@ export async function kubeLbBundle(): Promise<{ code: Buffer; key: string }> {
     });
   const out = await stage('bundling src/proxy with esbuild', bundle, "esbuild's package for this platform must be installed and run here (npm ci installs it)");
   const code = Buffer.from(out.outputFiles[0]!.contents);
-  const key = createHash('sha256').update(code).update(`\0${process.version}\0${process.platform}\0${process.arch}`).digest('hex').slice(0, 16);
+  const bun = pinnedBun();
+  const target = Object.values(BUN_PACKAGES).find((p) => p.arch === arch)?.target ?? arch;
+  // What it is made of: the bundle, the runtime and its target (and the layout of build.json, 2).
+  const key = createHash('sha256').update(code).update(`\0bun ${bun.version}\0${target}\0build.json 2`).digest('hex').slice(0, 16);
   return { code, key };
 }
 
@@ -81,66 +167,73 @@ function paths(key: string) {
 }
 
 /** A kube-lb executable already in the cache for this bundle, without building (for `status`). */
-export async function cachedKubeLb(): Promise<KubeLbBinary | undefined> {
-  const { key } = await kubeLbBundle();
+export async function cachedKubeLb(arch?: KubeLbArch): Promise<KubeLbBinary | undefined> {
+  const { key } = await kubeLbBundle(arch);
   const p = paths(key);
   const meta = await fsp.readFile(p.meta, 'utf8').catch(() => undefined);
   return meta ? { ...(JSON.parse(meta) as KubeLbBinary), path: p.binary, cached: true } : undefined;
 }
 
-export async function ensureKubeLb(say: Say): Promise<KubeLbBinary> {
-  say('bundling src/proxy');
-  const { code, key } = await kubeLbBundle();
+export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch() ?? 'x86_64'): Promise<KubeLbBinary> {
+  say(`bundling src/proxy${arch === controllerArch() ? '' : ` (for ${arch})`}`);
+  const { code, key } = await kubeLbBundle(arch);
   // Nothing is read from a cache another user could have written to.
   await ensureCacheRoot();
   const p = paths(key);
   const cached = await fromCache(p);
   if (cached) return cached;
   // One builder per key: a second deploy needing the same executable waits for it, then finds it here.
-  return withCacheLock(p.dir, 'kube-lb', say, async () => (await fromCache(p)) ?? build(code, key, p, say));
+  return withCacheLock(p.dir, 'kube-lb', say, async () => (await fromCache(p)) ?? build(code, key, p, say, arch));
 }
 
 const fromCache = (p: ReturnType<typeof paths>) => readCached<KubeLbBinary>(p.binary, p.meta);
 
-async function build(code: Buffer, key: string, p: ReturnType<typeof paths>, say: Say): Promise<KubeLbBinary> {
+async function build(code: Buffer, key: string, p: ReturnType<typeof paths>, say: Say, arch: KubeLbArch): Promise<KubeLbBinary> {
   // mkdtemp's folder is 0700 and stays so: the executable made in it is run as root on every node.
   const work = await stage(`making its work folder in ${os.tmpdir()}`, () => makeTempDir('k8s-ha-kube-lb-'), 'TMPDIR must name a folder that exists and that this user may write to');
   try {
-    const made = await stage(`making it in ${work}`, () => makeExecutable(code, work, say));
+    const made = await stage(`making it in ${work}`, () => makeExecutable(code, work, say, arch));
     return await stage(`storing it in the cache ${p.dir}`, () => store(made, key, p));
   } finally {
     await removeTemp(work);
   }
 }
 
+/** ELF e_machine of each architecture: what a binary made for another one is checked by. */
+const ELF_MACHINE: Record<KubeLbArch, number> = { x86_64: 62, aarch64: 183 };
+
 /** The single executable, made in `work`, and what its `--version` says. */
-async function makeExecutable(code: Buffer, work: string, say: Say): Promise<{ exe: string; version: string }> {
+async function makeExecutable(code: Buffer, work: string, say: Say, arch: KubeLbArch): Promise<{ exe: string; version: string; runtime: string; arch: string }> {
   const bundle = path.join(work, 'kube-lb.cjs');
-  const blob = path.join(work, 'kube-lb.blob');
   const exe = path.join(work, 'kube-lb');
   await fsp.writeFile(bundle, code);
-  await fsp.writeFile(path.join(work, 'sea-config.json'), JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true }));
-  say('making the single-executable blob');
-  const sea = await run(process.execPath, ['--experimental-sea-config', path.join(work, 'sea-config.json')]);
-  if (sea.code !== 0) throw new BuildError(`cannot build kube-lb: node --experimental-sea-config failed:\n${sea.stderr.trim()}`, { hint: 'kube-lb needs Node.js 20 or later on this machine' });
-  say(`injecting it into a copy of ${process.execPath} (${process.version})`);
-  await fsp.copyFile(fs.realpathSync(process.execPath), exe);
-  await fsp.chmod(exe, 0o755);
-  // In a child process: postject's ELF writer prints harmless warnings straight to stderr.
-  const cli = createRequire(import.meta.url).resolve('postject/dist/cli.js');
-  const inj = await run(process.execPath, [cli, exe, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE]);
-  if (inj.code !== 0) throw new BuildError(`cannot build kube-lb: postject failed:\n${inj.stderr.trim().split('\n').slice(-10).join('\n')}`);
+  const compiler = pinnedBun();
+  const bun = await runtimeFor(arch, work, say);
+  say(`compiling it onto Bun ${bun.version} (${bun.target})`);
+  // No .env or bunfig.toml is read from the folder it runs in: it runs as a service, configured by its flags alone.
+  const args = ['build', '--compile', `--target=${bun.target}`, `--compile-executable-path=${bun.binary}`, '--no-compile-autoload-dotenv', '--no-compile-autoload-bunfig', bundle, '--outfile', exe];
+  const made = await run(compiler.binary, args, { cwd: work, env: { ...process.env, BUN_INSTALL_CACHE_DIR: path.join(work, 'cache'), DO_NOT_TRACK: '1' } });
+  if (made.code !== 0) throw new BuildError(`cannot build kube-lb: bun build --compile failed:\n${(made.stderr || made.stdout).trim().split('\n').slice(-10).join('\n')}`);
+  const runtime = `Bun ${bun.version} ${bun.target.replace(/^bun-/, '')}`;
+  if (arch !== compiler.arch) {
+    // It cannot run here: its ELF header must say the architecture it is for.
+    const head = (await fsp.readFile(exe)).subarray(0, 20);
+    if (head.subarray(0, 4).toString('latin1') !== '\x7fELF' || head.readUInt16LE(18) !== ELF_MACHINE[arch]) {
+      throw new BuildError(`cannot build kube-lb for ${arch}: what bun build made is not an ${arch} executable`);
+    }
+    return { exe, version: `kube-lb ${KUBE_LB_VERSION} (Bun ${bun.version})`, runtime, arch };
+  }
   const v = await run(exe, ['--version']).catch((e: Error) => ({ code: null, stdout: '', stderr: e.message }));
   if (v.code !== 0 || !/^kube-lb \S+/.test(v.stdout)) {
     throw new BuildError(`cannot build kube-lb: the executable made in ${work} does not run here: ${v.code === null ? '' : `exit ${v.code}\n`}${(v.stderr || v.stdout).trim()}`, {
       hint: v.code === null ? 'a temp folder mounted noexec cannot run it: set TMPDIR to one that can' : undefined,
     });
   }
-  return { exe, version: v.stdout.trim() };
+  return { exe, version: v.stdout.trim(), runtime, arch };
 }
 
 /** Into the cache under its key, with its sha256 beside it. */
-async function store(made: { exe: string; version: string }, key: string, p: ReturnType<typeof paths>): Promise<KubeLbBinary> {
+async function store(made: { exe: string; version: string; runtime: string; arch: string }, key: string, p: ReturnType<typeof paths>): Promise<KubeLbBinary> {
   await fsp.mkdir(p.dir, { recursive: true, mode: 0o700 });
   const tmp = track(`${p.binary}.${process.pid}.part`);
   await fsp.copyFile(made.exe, tmp);
@@ -153,7 +246,8 @@ async function store(made: { exe: string; version: string }, key: string, p: Ret
     size: (await fsp.stat(p.binary)).size,
     cached: false,
     version: made.version,
-    node: `${process.version} ${process.platform}-${process.arch}`,
+    runtime: made.runtime,
+    arch: made.arch,
     key,
   };
   await writeFileAtomic(p.meta, JSON.stringify(meta, null, 2) + '\n');

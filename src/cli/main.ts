@@ -1,6 +1,7 @@
 /** The k8s-ha command line: parse, dispatch, and one catch that maps errors to exit codes. */
 import { Command, CommanderError } from 'commander';
 import { ExitCode, UsageError } from '../errors.js';
+import { buildCommand } from './build.js';
 import { deployCommand } from './deploy.js';
 import { labCommand } from './lab.js';
 import { statusCommand } from './status.js';
@@ -24,6 +25,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   program.addCommand(deployCommand(setExit));
   program.addCommand(statusCommand(setExit));
+  program.addCommand(buildCommand());
   program.addCommand(labCommand(setExit));
   for (const c of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     c.exitOverride().configureOutput({ outputError: () => undefined });

@@ -7,7 +7,7 @@ import { takeMastersFromCluster, type MastersChange } from '../cluster/read.js';
 import { deadlineOf, deadlinesOf, secondsOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
-import { ensureKubeLb, cachedKubeLb } from '../build/kube-lb.js';
+import { cachedKubeLb, controllerArch, ensureKubeLb, type KubeLbArch } from '../build/kube-lb.js';
 import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, withStatusModule, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
 import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.js';
@@ -299,6 +299,11 @@ async function buildHost(setup: Setup): Promise<BuildHost> {
   return { name: target.name, link: inv.build.link, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 
+/** The architectures kube-lb is built for: build.architectures, else the controller's. */
+export function kubeLbArches(inv: Inventory): KubeLbArch[] {
+  return inv.build.architectures?.length ? [...new Set(inv.build.architectures)] : [controllerArch() ?? 'x86_64'];
+}
+
 /**
  * Build (or find in the cache) what the nodes install. A failure here touches no node, except
  * that nodes on lb.impl auto turn to kube-lb when nginx cannot be built for want of a compiler.
@@ -328,6 +333,8 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         out.artifacts.nginx = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
+          path: built.path,
+          arch: builtFor(built)?.arch,
           describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
         };
         done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
@@ -337,7 +344,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
         const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), host, say);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
-        out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version);
+        out.artifacts[IMAGE_ARTIFACT] = { ...imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version), arch: builtFor(inImage)?.arch };
         done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${inImage.cached ? 'from the cache' : 'built'} on ${inImage.builtOn}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
       }
     } catch (e) {
@@ -351,13 +358,20 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
   }
   if (need.kubeLb) {
     try {
-      const built = await ensureKubeLb(say);
-      out.artifacts['kube-lb'] = {
-        content: await fsp.readFile(built.path),
-        sha256: built.sha256,
-        describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, Node.js ${built.node})`,
-      };
-      done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, Node.js ${built.node}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+      for (const arch of kubeLbArches(inv)) {
+        const built = await ensureKubeLb(say, arch);
+        const artifact = {
+          content: await fsp.readFile(built.path),
+          sha256: built.sha256,
+          path: built.path,
+          arch: built.arch,
+          describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, ${built.arch})`,
+        };
+        // Each node takes its architecture's (files.ts); the first is also the plain name others ask for.
+        out.artifacts[`kube-lb@${arch}`] = artifact;
+        out.artifacts['kube-lb'] ??= artifact;
+        done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, ${built.arch}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+      }
     } catch (e) {
       // Only a fallback for auto nodes so far: nginx carries on; those nodes just cannot fall back.
       if (all.some((i) => i.impl === 'kube-lb') || out.nginxUnbuildable) throw e;
@@ -409,13 +423,17 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
     }
   }
   if (need.kubeLb) {
-    const kubeLb = await cachedKubeLb().catch(() => undefined);
-    if (kubeLb) {
-      out.artifacts['kube-lb'] = { content: Buffer.alloc(0), sha256: kubeLb.sha256, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, from the cache)` };
-      done.push(`${kubeLb.version} found in the cache`);
-    } else {
-      out.unknown.push('kube-lb');
-      done.push('kube-lb not built yet: its binary is reported as unknown');
+    for (const arch of kubeLbArches(inv)) {
+      const kubeLb = await cachedKubeLb(arch).catch(() => undefined);
+      if (kubeLb) {
+        const artifact = { content: Buffer.alloc(0), sha256: kubeLb.sha256, arch, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, ${arch}, from the cache)` };
+        out.artifacts[`kube-lb@${arch}`] = artifact;
+        out.artifacts['kube-lb'] ??= artifact;
+        done.push(`${kubeLb.version} for ${arch} found in the cache`);
+      } else {
+        if (!out.unknown.includes('kube-lb')) out.unknown.push('kube-lb');
+        done.push(`kube-lb for ${arch} not built yet: its binary is reported as unknown`);
+      }
     }
   }
   out.summary = done.join('; ') || 'nothing to build';

@@ -359,6 +359,11 @@ export const build = z.strictObject({
    * distribution's own package is; it runs only where that glibc (or a later one) is.
    */
   link: z.enum(['static', 'native']).default('static'),
+  /**
+   * The CPU architectures (uname -m) kube-lb is built for; default: the controller's. Each node gets
+   * the one its facts name; a node of an architecture not listed fails before anything changes on it.
+   */
+  architectures: z.array(z.enum(['x86_64', 'aarch64'])).min(1).optional(),
 });
 
 /**

@@ -115,11 +115,10 @@ export function stopTimeoutS(inv: Inventory): number {
 }
 
 /**
- * The environment kube-lb runs with (the unit sets it; bench:proxy measures with it). V8's young
- * generation is capped at 1 MB semi-spaces: by default it grows to 16 MB ones under load and keeps
- * them, most of the gap between a fresh kube-lb and one that has carried traffic (docs/benchmarks.md).
+ * The environment kube-lb runs with (the unit sets it; bench:proxy measures with it): none. The
+ * runtime is the pinned Bun compiled into the executable, tuned by nothing on the node.
  */
-export const KUBE_LB_ENVIRONMENT: Readonly<Record<string, string>> = { NODE_OPTIONS: '--max-semi-space-size=1' };
+export const KUBE_LB_ENVIRONMENT: Readonly<Record<string, string>> = {};
 
 /** Descriptors beyond two per connection: listeners, checks, the admin port, stdout. */
 const FD_MARGIN = 256;
@@ -165,12 +164,11 @@ Wants=network-online.target
 [Service]
 # Started means ready: ExecStartPost keeps the unit activating until this kube-lb (the unit's MainPID)
 # holds ${u(inv.lb.listen)} and has checked every apiserver, and fails the start if it does not within
-# the wait for the port plus a round of checks. Type=notify would say the same, but Node.js cannot
-# send sd_notify's datagram, and systemd-notify from a child races its own exit (NotifyAccess).
+# the wait for the port plus a round of checks. Type=notify would say the same, but kube-lb's runtime
+# cannot send sd_notify's datagram, and systemd-notify from a child races its own exit (NotifyAccess).
 Type=simple
 ExecStartPre=${p.binary} --check-config ${p.config}
-${Object.entries(KUBE_LB_ENVIRONMENT).map(([k, v]) => `Environment=${k}=${v}`).join('\n')}
-${discoveryCopy ? `# kubeLb.discovery: the kubeconfig copied as root where kube-lb's user may read it (group ${KUBE_LB_USER}, 0440)
+${Object.entries(KUBE_LB_ENVIRONMENT).map(([k, v]) => `Environment=${k}=${v}\n`).join('')}${discoveryCopy ? `# kubeLb.discovery: the kubeconfig copied as root where kube-lb's user may read it (group ${KUBE_LB_USER}, 0440)
 # and write nothing, at each start and reload, removed after stop; a missing one stops nothing but discovery ("-").
 Environment=${DISCOVERY_COPY_ENV}=${DISCOVERY_COPY}
 ${discoveryCopy.map((c) => `ExecStartPre=${c}`).join('\n')}

@@ -59,6 +59,21 @@ export function planPut(
   return { changes: [change], notify: opts.notify, summary: `${opts.what} ${dest} (${why})` };
 }
 
+/**
+ * The build output `name` for a host of CPU architecture `arch` (uname -m): its architecture's own
+ * when there are several (`name@arch`), else the one there is, unless that one is for another
+ * architecture: then the host fails here, before anything is changed on it, saying what to add.
+ */
+export function artifactFor(artifacts: PlanContext['artifacts'], name: string, arch: string | undefined): PlanContext['artifacts'][string] | undefined {
+  const own = arch ? artifacts[`${name}@${arch}`] : undefined;
+  if (own) return own;
+  const one = artifacts[name];
+  if (!one?.arch || !arch || arch === 'unknown' || one.arch === arch) return one;
+  const built = Object.keys(artifacts).filter((k) => k.startsWith(`${name}@`)).map((k) => k.slice(name.length + 1));
+  const fix = name === 'kube-lb' ? `add ${arch} to build.architectures in the inventory (kube-lb is built for x86_64 and aarch64)` : `set build.host to a node of ${arch}, or give this node lb.impl kube-lb`;
+  throw new Error(`${name} is built for ${(built.length ? built : [one.arch]).join(' and ')}, but this node is ${arch}: nothing was changed on it; ${fix}`);
+}
+
 export const file: Operation<{ source: string; dest: string; mode: string; validate?: string; notify: Handler[] }> = {
   type: 'file',
   args: z.strictObject({
@@ -71,7 +86,7 @@ export const file: Operation<{ source: string; dest: string; mode: string; valid
   facts: (a) => ({ files: [a.dest] }),
   plan(a, facts, ctx) {
     const name = a.source.slice('artifact:'.length);
-    const artifact = ctx.artifacts[name];
+    const artifact = artifactFor(ctx.artifacts, name, facts.os?.arch);
     if (!artifact) throw new Error(`no build output named ${name}: a build step must come first`);
     return planPut(a.dest, artifact.content, a.mode, facts, ctx, {
       validate: a.validate,

@@ -1,11 +1,13 @@
 /**
- * kube-lb's listening socket. It binds the listen address, waiting while another process holds it
- * (the balancer this one replaces, on its way out) so the port changes hands with the shortest
- * possible gap; it hands each new client on paused; past maxConnections it refuses new clients
- * (closed at once, counted) rather than run the node out of descriptors.
+ * kube-lb's listening socket, on Bun's own sockets. It binds the listen address exclusively (no
+ * SO_REUSEPORT: no other process may share it), waiting while another process holds it (the
+ * balancer this one replaces, on its way out) so the port changes hands with the shortest possible
+ * gap; it hands each new client on paused; past maxConnections it refuses new clients (closed at
+ * once, counted) rather than run the node out of descriptors.
  */
-import net from 'node:net';
+/// <reference types="bun-types" />
 import { hostPortOf } from '../util/hostport.js';
+import { pairHandlers, type Side, type Socket } from './forward.js';
 import type { Log } from './pool.js';
 
 export interface ListenSettings {
@@ -16,57 +18,66 @@ export interface ListenSettings {
   maxConnections: number;
 }
 
+export interface Bound {
+  address: string;
+  port: number;
+}
+
 export class Listener {
-  private server?: net.Server;
+  private server?: Bun.TCPSocketListener<Side>;
   private closing = false;
+  private max = Infinity;
+  /** Client sockets open now (joined or still dialling). */
+  private clients = 0;
   /** Clients refused because maxConnections were open. */
   refused = 0;
   private refusedLogged = 0;
 
   constructor(
-    private readonly onClient: (client: net.Socket) => void,
+    private readonly onClient: (client: Socket) => void,
     private readonly log: Log,
-    /** A failed accept (the node out of descriptors): the errno code and the error. */
-    private readonly onAcceptError: (code: string, e: Error) => void,
   ) {}
 
   get listening(): boolean {
-    return !!this.server?.listening;
+    return !!this.server;
   }
 
   /** Bind `s.listen`; a listener already bound elsewhere is closed once the new one is bound. */
-  async listen(s: ListenSettings): Promise<net.AddressInfo> {
+  async listen(s: ListenSettings): Promise<Bound> {
     const { host, port } = hostPortOf(s.listen);
     const deadline = Date.now() + s.listenWait;
     let waiting = false;
+    this.max = s.maxConnections;
     // A new address on the same port: the old listener must go first, or the bind would wait on ourselves.
-    if ((this.server?.address() as net.AddressInfo | null)?.port === port) {
-      this.server!.close();
+    if (this.server?.port === port) {
+      this.server.stop(false);
       this.server = undefined;
     }
     for (;;) {
       if (this.closing) throw new Error('stopping');
-      const server = net.createServer({ pauseOnConnect: true, noDelay: true }, this.onClient);
-      server.maxConnections = s.maxConnections;
       try {
-        const addr = await new Promise<net.AddressInfo>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen({ host, port, backlog: 4096 }, () => {
-            server.off('error', reject);
-            // Once listening, an error is a failed accept (out of descriptors): Node emits it on the
-            // server, and without a listener it would end the process and every connection with it.
-            server.on('error', (err: NodeJS.ErrnoException) => this.onAcceptError(err.code ?? 'EUNKNOWN', err));
-            server.on('drop', () => this.dropped(server, s.listen));
-            resolve(server.address() as net.AddressInfo);
-          });
+        const server = Bun.listen<Side>({
+          hostname: host,
+          port,
+          exclusive: true,
+          allowHalfOpen: true,
+          data: { remote: '' },
+          socket: {
+            ...pairHandlers,
+            open: (sock) => this.accepted(sock, s.listen),
+            close: (sock, e) => {
+              this.clients--;
+              pairHandlers.close!(sock, e);
+            },
+          },
         });
         const previous = this.server;
         this.server = server;
-        previous?.close();
+        previous?.stop(false);
         if (waiting) this.log(`${s.listen} is free: taking it over`);
-        return addr;
+        return { address: server.hostname, port: server.port };
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || Date.now() >= deadline) throw e;
+        if (!inUse(e) || Date.now() >= deadline) throw e;
         if (!waiting) this.log(`${s.listen} is held by another process: waiting up to ${s.listenWait} ms for it`);
         waiting = true;
         await new Promise((r) => setTimeout(r, 5));
@@ -74,22 +85,41 @@ export class Listener {
     }
   }
 
-  /** A new maxConnections for the listener as it is. */
-  set maxConnections(n: number) {
-    if (this.server) this.server.maxConnections = n;
+  private accepted(sock: Socket, listen: string): void {
+    this.clients++;
+    if (this.closing || this.clients > this.max) {
+      if (!this.closing) this.dropped(listen);
+      return void sock.terminate();
+    }
+    sock.pause();
+    sock.setNoDelay(true);
+    sock.data = { remote: `${sock.remoteAddress}:${sock.remotePort}` };
+    this.onClient(sock);
   }
 
-  private dropped(server: net.Server, listen: string): void {
+  /** A new maxConnections for the listener as it is. */
+  set maxConnections(n: number) {
+    this.max = n;
+  }
+
+  private dropped(listen: string): void {
     this.refused++;
     const now = Date.now();
     if (now - this.refusedLogged < 5000) return;
     this.refusedLogged = now;
-    this.log(`${server.maxConnections} connections are open (maxConnections): refusing new clients on ${listen} (${this.refused} so far)`);
+    this.log(`${this.max} connections are open (maxConnections): refusing new clients on ${listen} (${this.refused} so far)`);
   }
 
   /** Stop accepting: the port is free as soon as this returns (open connections stay). */
   close(): void {
     this.closing = true;
-    this.server?.close();
+    this.server?.stop(false);
+    this.server = undefined;
   }
+}
+
+/** The bind failed because another socket holds the address. */
+function inUse(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException;
+  return err?.code === 'EADDRINUSE' || /EADDRINUSE|address (is )?(already )?in use/i.test(String(err?.message));
 }

@@ -8,13 +8,14 @@
  *   kube-lb --version
  * Logs are plain lines on stdout, for journald.
  */
+/// <reference types="bun-types" />
 import fs from 'node:fs';
-import http from 'node:http';
 import YAML from 'yaml';
 import { Checker, secureContext } from './checker.js';
 import { proxyConfigSchema, type Backend, type ProxyConfig } from './config.js';
 import { hostPortOf } from '../util/hostport.js';
 import { PID_HEADER, readiness, waitReady } from './readiness.js';
+import { KUBE_LB_VERSION } from './version.js';
 import { Balancer } from './server.js';
 import { Discovery, DISCOVERY_COPY_ENV, planBackends } from './discovery.js';
 import { backendKey } from './pool.js';
@@ -23,7 +24,6 @@ import { credentialsOf, fileReferences } from '../cluster/kubeconfig-client.js';
 import dns from 'node:dns/promises';
 import net from 'node:net';
 
-export const KUBE_LB_VERSION = '0.1.0';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -60,7 +60,8 @@ function discoveryMetrics(d: Discovery['state'], applied: number): string {
 export async function main(argv: string[]): Promise<number> {
   const flag = argv[0];
   if (flag === '--version' || flag === '-v') {
-    log(`kube-lb ${KUBE_LB_VERSION}`);
+    // The runtime too: what a node runs is the pinned Bun compiled in (`--version` under anything else names it).
+    log(`kube-lb ${KUBE_LB_VERSION} (${typeof Bun === 'undefined' ? `Node.js ${process.versions.node}` : `Bun ${Bun.version}`})`);
     return 0;
   }
   if ((flag !== '--config' && flag !== '--check-config' && flag !== '--wait-ready') || !argv[1] || (flag === '--wait-ready' && !/^\d+$/.test(argv[2] ?? ''))) {
@@ -190,7 +191,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     log(`reloaded ${file}: ${lb.config.backends.map((b) => b.name).join(', ')}`);
     if (next.admin !== before.admin) {
-      admin.close();
+      closeAdmin();
       listenAdmin(next.admin);
     }
     // A new listen address: bind it (the old one closes once the new one is bound; open connections stay).
@@ -206,16 +207,19 @@ export async function main(argv: string[]): Promise<number> {
     }
   });
 
-  const admin = http.createServer((req, res) => {
-    const [path, query] = (req.url ?? '').split('?');
-    if (path === '/healthz') {
+  /** The admin port's answers: /healthz, /metrics, /discovery. */
+  const answer = (url: URL): Response => {
+    const text = (status: number, body: string, headers: Record<string, string> = {}) => new Response(body, { status, headers: { 'content-type': 'text/plain', ...headers } });
+    if (url.pathname === '/healthz') {
       // /healthz: some backend takes connections. ?checked (deploy's verify) and ?ready (the unit's
       // start): see readiness.ts. Every answer names this process, so a waiter can tell it from another.
-      const why = readiness(lb, query, refused);
-      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain', [PID_HEADER]: String(process.pid) }).end(why ? `${why}\n` : 'ok\n');
-    } else if (req.url === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }).end(lb.metrics() + (discovery ? discoveryMetrics(discovery.state, applied) : ''));
-    } else if (req.url === '/discovery') {
+      const why = readiness(lb, url.search.slice(1) || undefined, refused);
+      return text(why ? 503 : 200, why ? `${why}\n` : 'ok\n', { [PID_HEADER]: String(process.pid) });
+    }
+    if (url.pathname === '/metrics' && !url.search) {
+      return text(200, lb.metrics() + (discovery ? discoveryMetrics(discovery.state, applied) : ''), { 'content-type': 'text/plain; version=0.0.4' });
+    }
+    if (url.pathname === '/discovery' && !url.search) {
       // What status shows: the configured backends beside the learned ones and those in use.
       const body = {
         enabled: !!discovery && !!lb.config.discovery,
@@ -223,25 +227,39 @@ export async function main(argv: string[]): Promise<number> {
         backends: [...lb.pool.backends.values()].map((b) => ({ name: b.backend.name, address: b.id, up: b.up })),
         ...(discovery ? { ...discovery.state, applied } : {}),
       };
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body) + '\n');
-    } else res.writeHead(404).end();
-  });
-  const listenAdmin = (where: string) =>
-    new Promise<void>((resolve) => {
-      const { host: ah, port: ap } = hostPortOf(where);
-      const failed = (e: Error) => {
-        log(`admin listener ${where} failed: ${e.message}; balancing without /healthz and /metrics`);
-        resolve();
-      };
-      admin.once('error', failed);
-      admin.listen(ap, ah, () => {
-        admin.off('error', failed);
-        resolve();
+      return text(200, JSON.stringify(body) + '\n', { 'content-type': 'application/json' });
+    }
+    return new Response(null, { status: 404 });
+  };
+  /** The admin listener, on Bun's own HTTP server. */
+  let admin: { stop(): void } | undefined;
+  const listenAdmin = (where: string) => {
+    const { host: ah, port: ap } = hostPortOf(where);
+    try {
+      admin = Bun.serve({
+        hostname: ah,
+        port: ap,
+        reusePort: false,
+        idleTimeout: 10,
+        development: false,
+        fetch: (req) => answer(new URL(req.url, 'http://admin')),
+        error: (e) => {
+          log(`admin: ${e.message}`);
+          return new Response('internal error\n', { status: 500 });
+        },
       });
-    });
+    } catch (e) {
+      admin = undefined;
+      log(`admin listener ${where} failed: ${(e as Error).message}; balancing without /healthz and /metrics`);
+    }
+  };
+  const closeAdmin = () => {
+    admin?.stop();
+    admin = undefined;
+  };
   // The admin listener comes up first: once it listens, this process is ready to take the main
   // port (a switch from kube-nginx waits for exactly that before stopping it).
-  await listenAdmin(cfg.admin);
+  listenAdmin(cfg.admin);
   // Checks start before the main port is taken: backends are judged by the time traffic comes.
   checker.start();
   discovery?.start();
@@ -253,17 +271,19 @@ export async function main(argv: string[]): Promise<number> {
     log('SIGTERM before the listen address was free: exiting');
     checker.stop();
     discovery?.stop();
-    admin.close();
+    closeAdmin();
     await lb.stop(0);
     return 0;
   }
   log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
+  // What starting up allocated (parsing the config, loading the modules) is garbage now: give it back.
+  if (typeof Bun !== 'undefined') Bun.gc(true);
 
   await terminated;
   log('SIGTERM: not accepting new connections, draining');
   checker.stop();
   discovery?.stop();
-  admin.close();
+  closeAdmin();
   await lb.stop(lb.config.shutdownTimeout);
   log('stopped');
   return 0;

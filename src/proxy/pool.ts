@@ -9,17 +9,20 @@
  * - The node's own faults (out of descriptors, local ports, buffers) are counted apart and blame
  *   no backend.
  */
-import type net from 'node:net';
+import fs from 'node:fs';
 import { pick, type Candidate } from './balancer.js';
 import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings, type HealthState } from './health.js';
 import type { Backend, ProxyConfig } from './config.js';
 
 export type Log = (line: string) => void;
 
-/** One client connection joined to its backend connection. */
+/** One client connection joined to its backend connection (forward.ts). */
 export interface Pair {
-  client: net.Socket;
-  upstream: net.Socket;
+  /** Bytes moved so far, client to backend and back. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** Close both sockets now. */
+  close(): void;
 }
 
 export const backendKey = (b: Backend) => `${b.address}:${b.port}`;
@@ -31,6 +34,23 @@ export const backendKey = (b: Backend) => `${b.address}:${b.port}`;
  * the backend's.
  */
 export const LOCAL_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
+
+/**
+ * The node's own errno behind a failed connect or check, or undefined when the backend is to blame.
+ * The error's own code when it is one of LOCAL_ERRORS; else a descriptor is asked for at once: the
+ * runtime reports a socket it could not open for want of descriptors as a refused connect
+ * (ECONNREFUSED), so a process (or system) out of them is told only by trying. Only failures pay.
+ */
+export function localCause(e: NodeJS.ErrnoException | undefined): string | undefined {
+  if (e?.code && LOCAL_ERRORS.has(e.code)) return e.code;
+  try {
+    fs.closeSync(fs.openSync('/dev/null', 'r'));
+    return undefined;
+  } catch (x) {
+    const code = (x as NodeJS.ErrnoException).code;
+    return code === 'EMFILE' || code === 'ENFILE' ? code : undefined;
+  }
+}
 
 export function healthSettings(cfg: ProxyConfig): HealthSettings {
   return {
@@ -173,10 +193,7 @@ export class Pool {
   private shed(b: BackendState, afterMs = this.cfg.drainTimeout): void {
     const victims = [...b.conns];
     const close = () => {
-      for (const c of victims) {
-        c.client.destroy();
-        c.upstream.destroy();
-      }
+      for (const c of victims) c.close();
     };
     if (afterMs > 0) setTimeout(close, afterMs).unref();
     else close();
@@ -200,8 +217,8 @@ export class Pool {
   }
 
   /** The next of `cands` to try for a client (balancer.ts's policy), or undefined once all were tried. */
-  choose(cands: readonly BackendState[], rr: number, client: net.Socket, tried?: ReadonlySet<BackendState>): BackendState | undefined {
-    return pick(cands, this.cfg.balance, rr, () => `${client.remoteAddress}:${client.remotePort}`, tried);
+  choose(cands: readonly BackendState[], rr: number, remote: string, tried?: ReadonlySet<BackendState>): BackendState | undefined {
+    return pick(cands, this.cfg.balance, rr, () => remote, tried);
   }
 
   /** b is still in the configuration, and may take a connection: up, or nothing else is. */

@@ -3,7 +3,7 @@
  *
  * systemd should call kube-lb "started" only once it owns the listen address and has checked every
  * backend: until then a client on the node may meet another process on the port, or a backend
- * nobody has judged yet. The natural tool is Type=notify, but Node.js cannot send the datagram
+ * nobody has judged yet. The natural tool is Type=notify, but kube-lb's runtime cannot send the datagram
  * sd_notify needs (no unix datagram sockets), and `systemd-notify` run from a child exits before
  * systemd 252 reads its credentials, so the message is dropped or pinned on the wrong process.
  * So the unit stays Type=simple with an ExecStartPost that runs `kube-lb --wait-ready FILE $MAINPID`:

@@ -3,10 +3,9 @@
  * forward.ts, which dials a backend the pool (pool.ts) offers by the balancing policy
  * (balancer.ts); metrics.ts reports them. main.ts adds the checks, signals and admin port.
  */
-import type net from 'node:net';
 import type { ProxyConfig } from './config.js';
 import { proxyClient } from './forward.js';
-import { Listener } from './listener.js';
+import { Listener, type Bound } from './listener.js';
 import { renderMetrics } from './metrics.js';
 import { Pool, type Log } from './pool.js';
 
@@ -23,11 +22,10 @@ export class Balancer {
     this.pool = new Pool(cfg, log, now);
     this.listener = new Listener(
       (client) => {
-        if (this.closing) return void client.destroy();
+        if (this.closing) return void client.terminate();
         proxyClient(this.pool, client, this.rr++);
       },
       log,
-      (code, e) => this.pool.localError(`accepting a client on ${this.pool.config.listen}`, code, e),
     );
   }
 
@@ -45,7 +43,7 @@ export class Balancer {
   }
 
   /** Bind the listen address, waiting up to listenWait while another process holds it. */
-  listen(): Promise<net.AddressInfo> {
+  listen(): Promise<Bound> {
     return this.listener.listen(this.pool.config);
   }
 

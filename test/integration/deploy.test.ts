@@ -61,7 +61,7 @@ describe.sequential('k8s-ha deploy', () => {
         [0, 1, 2, 3, 4, 5].map(async () => {
           const s = await c.connectFromHost('127.0.0.1', 8443);
           const tls = await import('node:tls');
-          const sock = tls.connect({ socket: s, ca: lab().caPem, servername: 'kubernetes' });
+          const sock: import('node:tls').TLSSocket = tls.connect({ socket: s, ca: lab().caPem, servername: 'kubernetes' });
           await new Promise((res, rej) => sock.once('secureConnect', res).once('error', rej));
           seen.add(String(sock.getPeerCertificate().subject.CN));
           return sock;

@@ -6,6 +6,7 @@
  * kube-nginx, as the other test files expect.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { pinnedBun } from '../../src/build/kube-lb.js';
 import { httpsGet } from '../../src/connect/https-probe.js';
 import { SshConnection } from '../../src/connect/ssh.js';
 import { k8sha } from '../helpers/cli.js';
@@ -79,9 +80,9 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     gaps.forEach((g, i) => expectOneShortGap('kube-nginx -> kube-lb', lab().nodes[i]!.name, g, SWITCH_TO_KUBE_LB_MS, reports[i]));
 
     await withNode(lab().nodes[0]!, async (c) => {
-      // One executable, on a node with no Node.js and no compiler.
-      expect((await c.exec('command -v node nodejs gcc')).code).not.toBe(0);
-      expect(await c.execOk(`stat -c '%a %U' ${KUBE_LB}/sbin/kube-lb; ${KUBE_LB}/sbin/kube-lb --version`)).toBe('755 root\nkube-lb 0.1.0\n');
+      // One executable, on a node with no Node.js, no Bun and no compiler: the runtime this package pins is inside.
+      expect((await c.exec('command -v node nodejs bun gcc')).code).not.toBe(0);
+      expect(await c.execOk(`stat -c '%a %U' ${KUBE_LB}/sbin/kube-lb; ${KUBE_LB}/sbin/kube-lb --version`)).toBe(`755 root\nkube-lb 0.1.0 (Bun ${pinnedBun().version})\n`);
       expect(await c.execOk(`${KUBE_LB}/sbin/kube-lb --check-config ${KUBE_LB}/conf/kube-lb.yaml`)).toMatch(/: ok \(4 backends, listen 127\.0\.0\.1:8443\)/);
       const unit = await c.execOk('systemctl cat kube-lb');
       expect(unit).toMatch(/^ExecStartPre=\/opt\/k8s\/kube-lb\/sbin\/kube-lb --check-config \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml$/m);
@@ -90,7 +91,8 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
       // Started only once it holds the port and has checked every master; descriptors for 8192 connections.
       expect(unit).toMatch(/^ExecStartPost=\/opt\/k8s\/kube-lb\/sbin\/kube-lb --wait-ready \/opt\/k8s\/kube-lb\/conf\/kube-lb\.yaml \$\{MAINPID\}$/m);
       expect((await c.execOk('systemctl show -p LimitNOFILE --value kube-lb')).trim()).toBe('16640');
-      expect((await c.execOk('systemctl show -p Environment --value kube-lb')).trim()).toBe('NODE_OPTIONS=--max-semi-space-size=1');
+      // The runtime is compiled in: nothing of it is set on the node.
+      expect((await c.execOk('systemctl show -p Environment --value kube-lb')).trim()).toBe('');
       expect(await c.execOk('journalctl -u kube-lb --no-pager -o cat | grep -c "is ready: it holds 127.0.0.1:8443 and has checked every backend" || true')).not.toBe('0\n');
       // Its own user, none of root's capabilities, the system read-only.
       const pid = (await c.execOk('systemctl show -p MainPID --value kube-lb')).trim();
@@ -111,7 +113,7 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
     expect(s.code, s.stderr).toBe(0);
     const status = JSON.parse(s.stdout);
     for (const n of status.nodes) {
-      expect(n).toMatchObject({ impl: 'kube-lb', wanted: 'kube-lb', service: 'active (running)', healthy: true, version: 'kube-lb 0.1.0' });
+      expect(n).toMatchObject({ impl: 'kube-lb', wanted: 'kube-lb', service: 'active (running)', healthy: true, version: `kube-lb 0.1.0 (Bun ${pinnedBun().version})` });
       expect(Object.values(n.drift).every((x) => x === 'ok')).toBe(true);
     }
     // A second deploy changes nothing.

@@ -1,20 +1,26 @@
 /**
- * kube-lb's data plane with real sockets on loopback: three TLS apiserver
- * stand-ins, the balancer in front, real requests and watches through it.
+ * kube-lb's data plane with real sockets on loopback: three TLS apiserver stand-ins, and kube-lb in
+ * front run as it ships, a process on the pinned Bun runtime (its data path is Bun's own sockets),
+ * reloaded by SIGHUP and read through its admin port and its log lines; real requests and watches
+ * through it. The pool's and readiness's logic is also driven in this process where no byte moves.
  * (No lab needed: this is the component alone.)
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import YAML from 'yaml';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { pinnedBun } from '../../src/build/kube-lb.js';
 import { createCa, issueCertificate } from '../../src/lab/pki.js';
 import { Checker } from '../../src/proxy/checker.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
 import { PID_HEADER, readiness, waitReady } from '../../src/proxy/readiness.js';
-import { Balancer, backendKey } from '../../src/proxy/server.js';
+import { Balancer } from '../../src/proxy/server.js';
+import { freeLoopbackPort } from '../helpers/ports.js';
 
 interface Standin {
   name: string;
@@ -24,12 +30,14 @@ interface Standin {
 }
 
 let ca: { cert: string; key: string };
+let dir: string;
 let caFile: string;
+let cfgFile: string;
 const standins: Standin[] = [];
 const logs: string[] = [];
-let lb: Balancer;
-let checker: Checker;
+let proc: ChildProcess;
 let lbPort: number;
+let adminPort: number;
 
 async function startStandin(name: string): Promise<Standin> {
   const leaf = await issueCertificate(ca, { commonName: name, dnsNames: ['localhost', 'kubernetes'], ipAddresses: ['127.0.0.1'], usage: 'server' });
@@ -49,15 +57,44 @@ async function startStandin(name: string): Promise<Standin> {
   return s;
 }
 
-function config(backends: Standin[], extra: Record<string, unknown> = {}) {
-  const parsed = proxyConfigSchema.parse({
-    backends: backends.map((s) => ({ name: s.name, address: '127.0.0.1', port: s.port })),
+type Listed = { name: string; address?: string; port: number };
+
+/** kube-lb's config file as deploy writes one: these backends, checks every 100 ms. */
+function configText(backends: Listed[], extra: Record<string, unknown> = {}): string {
+  return YAML.stringify({
+    listen: `127.0.0.1:${lbPort}`,
+    admin: `127.0.0.1:${adminPort}`,
+    backends: backends.map((s) => ({ name: s.name, address: s.address ?? '127.0.0.1', port: s.port })),
     active: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1, caFile, serverName: 'kubernetes' },
     ...extra,
   });
-  // Port 0 (any free port) is what tests on loopback need and what a config file may not say.
-  return { ...parsed, listen: '127.0.0.1:0', admin: '127.0.0.1:0' };
 }
+
+/** Write the config and SIGHUP kube-lb; resolves once it logged the reload. */
+async function reload(backends: Listed[], extra: Record<string, unknown> = {}): Promise<void> {
+  fs.writeFileSync(cfgFile, configText(backends, extra));
+  const from = logs.length;
+  proc.kill('SIGHUP');
+  expect(await until(async () => logs.slice(from).some((l) => l.startsWith('reloaded '))), 'kube-lb logged the reload').toBe(true);
+}
+
+/** GET on kube-lb's admin port. */
+function admin(p: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ host: '127.0.0.1', port: adminPort, path: p, agent: false }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
+  });
+}
+const metrics = async () => (await admin('/metrics')).body;
+/** The pool's backends, as kube-lb reports them. */
+const backends = async () => (JSON.parse((await admin('/discovery')).body) as { backends: { name: string; up: boolean }[] }).backends;
+const allUp = async () => (await backends()).every((b) => b.up);
+const openConnections = async () => [...(await metrics()).matchAll(/^kube_lb_backend_active_connections\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
 
 function get(p = '/version'): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -84,45 +121,88 @@ function watch(): Promise<{ who: string; closed: Promise<void>; stop: () => void
   });
 }
 
-const until = async (f: () => boolean, ms = 3000) => {
+/** Polls f every 20 ms until it holds or `ms` pass; its last answer. */
+const until = async (f: () => boolean | Promise<boolean>, ms = 3000) => {
   const end = Date.now() + ms;
-  while (!f() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  while (!(await f()) && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
   return f();
 };
 
 beforeAll(async () => {
   ca = await createCa('kube-lb test CA');
-  caFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'kube-lb-')), 'ca.crt');
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kube-lb-'));
+  caFile = path.join(dir, 'ca.crt');
+  cfgFile = path.join(dir, 'kube-lb.yaml');
   fs.writeFileSync(caFile, ca.cert);
   for (const n of ['m1', 'm2', 'm3']) standins.push(await startStandin(n));
-  lb = new Balancer(config(standins), (l) => logs.push(l));
-  lbPort = (await lb.listen()).port;
-  checker = new Checker(lb.pool);
-  checker.start();
-  expect(await until(() => [...lb.backends.values()].every((b) => b.up))).toBe(true);
+  lbPort = await freeLoopbackPort();
+  adminPort = await freeLoopbackPort();
+  fs.writeFileSync(cfgFile, configText(standins));
+  proc = spawn(pinnedBun().binary, [path.resolve('src/proxy/cli.ts'), '--config', cfgFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let partial = '';
+  const take = (b: Buffer) => {
+    const lines = (partial + b.toString()).split('\n');
+    partial = lines.pop()!;
+    logs.push(...lines);
+  };
+  proc.stdout!.on('data', take);
+  proc.stderr!.on('data', take);
+  expect(await until(async () => (await admin('/healthz?ready').catch(() => ({ status: 0 }))).status === 200, 15_000), `kube-lb ready; it said:\n${logs.join('\n')}`).toBe(true);
 });
 
 // Each case starts from the same state, whatever ran before it (or whether it ran): every stand-in
 // ready, the full backend list, every backend up and checked under the current config, no old logs.
 beforeEach(async () => {
   for (const s of standins) s.ready = true;
-  lb.reload(config(standins));
-  checker.start();
-  expect(await until(() => [...lb.backends.values()].every((b) => b.up) && lb.pool.judged())).toBe(true);
+  await reload(standins);
+  expect(await until(async () => (await allUp()) && (await admin('/healthz?ready')).status === 200)).toBe(true);
   logs.length = 0;
 });
 
 afterAll(async () => {
-  checker.stop();
-  await lb.stop(0);
+  if (proc && proc.exitCode === null) {
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+  }
   for (const s of standins) s.server.close();
+  fs.rmSync(dir, { recursive: true, force: true });
 });
 
 describe('kube-lb on loopback', () => {
   it('forwards TLS to the apiservers and spreads new connections over all of them', async () => {
     const seen = new Set(await Promise.all(Array.from({ length: 9 }, () => get())));
     expect([...seen].sort()).toEqual(['m1', 'm2', 'm3']);
-    expect(lb.metrics()).toMatch(/kube_lb_backend_up\{backend="m1",address="127\.0\.0\.1:\d+"\} 1/);
+    expect(await metrics()).toMatch(/kube_lb_backend_up\{backend="m1",address="127\.0\.0\.1:\d+"\} 1/);
+  });
+
+  it('passes large bodies both ways whole, and a half-close on: what the client sent, echoed, then the end', async () => {
+    const echo = net.createServer((sock) => {
+      sock.on('data', (d) => sock.write(d));
+      sock.on('end', () => sock.end('bye'));
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', () => r()));
+    await reload([{ name: 'echo', port: (echo.address() as net.AddressInfo).port }], { active: { enabled: false } });
+    const sent = Buffer.alloc(20e6);
+    for (let i = 0; i < sent.length; i += 4096) sent[i] = i % 251;
+    const echoed = await Promise.all(
+      [0, 1, 2].map(
+        () =>
+          new Promise<Buffer>((resolve, reject) => {
+            const parts: Buffer[] = [];
+            const c = net.connect(lbPort, '127.0.0.1', () => c.end(sent));
+            c.on('data', (d) => parts.push(d));
+            c.on('close', () => resolve(Buffer.concat(parts)));
+            c.on('error', reject);
+          }),
+      ),
+    );
+    for (const e of echoed) {
+      expect(e.length).toBe(sent.length + 3);
+      expect(e.subarray(0, sent.length).equals(sent)).toBe(true);
+      expect(e.subarray(sent.length).toString()).toBe('bye');
+    }
+    expect(await metrics()).toMatch(new RegExp(`^kube_lb_backend_bytes_in_total\\{backend="echo",[^}]*\\} ${3 * sent.length}$`, 'm'));
+    echo.close();
   });
 
   it('a backend whose /readyz turns red: within 3 s no new connection reaches it and its watch is closed', async () => {
@@ -140,7 +220,7 @@ describe('kube-lb on loopback', () => {
     expect(logs.join('\n')).toMatch(/backend m2 .* is DOWN: its health check fails: HTTP 500/);
     for (const w of watches) w.stop();
     standins[1]!.ready = true;
-    expect(await until(() => lb.backends.get(backendKey({ name: 'm2', address: '127.0.0.1', port: standins[1]!.port }))!.up)).toBe(true);
+    expect(await until(async () => (await backends()).find((b) => b.name === 'm2')!.up)).toBe(true);
     expect(logs.join('\n')).toMatch(/backend m2 .* is UP: its health check passes/);
   });
 
@@ -151,8 +231,7 @@ describe('kube-lb on loopback', () => {
     let m1Closed = false;
     void onM1.closed.then(() => (m1Closed = true));
     const t0 = Date.now();
-    lb.reload({ ...config([standins[1]!, standins[2]!]), shutdownTimeout: 600 }); // m1 leaves
-    checker.start();
+    await reload([standins[1]!, standins[2]!], { shutdownTimeout: '600ms' }); // m1 leaves
     // A removed backend gets no new connection at once, and what was open may finish for
     // shutdownTimeout (a request in flight is not cut), then it is closed (the watch moves on).
     expect(new Set(await Promise.all(Array.from({ length: 6 }, () => get())))).toEqual(new Set(['m2', 'm3']));
@@ -168,70 +247,74 @@ describe('kube-lb on loopback', () => {
     for (const w of watches) w.stop();
   });
 
-  it('after a reload, /healthz?checked waits for a check under the new settings; plain health does not drop', async () => {
-    expect(await until(() => lb.healthy(true))).toBe(true);
-    lb.reload(config(standins));
-    expect(lb.healthy()).toBe(true);
-    expect(lb.healthy(true)).toBe(false);
-    checker.start();
-    expect(await until(() => lb.healthy(true))).toBe(true);
-  });
-
   it('with every backend down it still tries them all (panic) and says so', async () => {
     for (const s of standins) s.ready = false;
-    expect(await until(() => !lb.healthy())).toBe(true);
+    expect(await until(async () => (await admin('/healthz')).status === 503)).toBe(true);
     expect(await get()).toMatch(/^m[123]$/);
     expect(logs.join('\n')).toMatch(/PANIC: no backend is healthy; trying all 3 of them/);
     for (const s of standins) s.ready = true;
-    expect(await until(() => lb.healthy())).toBe(true);
+    expect(await until(async () => (await admin('/healthz')).status === 200)).toBe(true);
   });
 
   it('past maxConnections a new client is refused and counted; those already open keep flowing', async () => {
-    lb.reload({ ...config(standins), maxConnections: 3 });
+    await reload(standins, { maxConnections: 3 });
     const held = await Promise.all(Array.from({ length: 3 }, () => watch()));
     await expect(get()).rejects.toThrow();
-    expect(lb.metrics()).toMatch(/^kube_lb_refused_connections_total [1-9]/m);
+    expect(await metrics()).toMatch(/^kube_lb_refused_connections_total [1-9]/m);
     expect(logs.join('\n')).toMatch(/3 connections are open \(maxConnections\): refusing new clients/);
     // The held watches still stream.
     const more = await Promise.all(held.map((w) => new Promise<boolean>((r) => { const t = setTimeout(() => r(true), 300); void w.closed.then(() => { clearTimeout(t); r(false); }); })));
     expect(more).toEqual([true, true, true]);
     for (const w of held) w.stop();
-    await until(() => lb.pool.open() === 0);
+    expect(await until(async () => (await openConnections()) === 0)).toBe(true);
     expect(await get()).toMatch(/^m[123]$/);
   });
 
   it('a connect that fails moves on to the next backend before the client notices', async () => {
-    const dead = net.createServer();
-    await new Promise<void>((r) => dead.listen(0, '127.0.0.1', () => r()));
-    const deadPort = (dead.address() as net.AddressInfo).port;
-    await new Promise<void>((r) => dead.close(() => r()));
-    const noChecks = config(standins, { active: { enabled: false } });
-    noChecks.backends.unshift({ name: 'gone', address: '127.0.0.1', port: deadPort });
-    lb.reload({ ...noChecks, balance: 'round_robin' });
-    checker.start();
+    const deadPort = await freeLoopbackPort();
+    await reload([{ name: 'gone', port: deadPort }, ...standins], { active: { enabled: false }, balance: 'round_robin' });
     const answers = await Promise.all(Array.from({ length: 8 }, () => get()));
     for (const a of answers) expect(a).toMatch(/^m[123]$/);
-    expect(lb.metrics()).toMatch(/kube_lb_backend_connect_errors_total\{backend="gone",address="127\.0\.0\.1:\d+"\} [1-9]/);
+    expect(await metrics()).toMatch(/kube_lb_backend_connect_errors_total\{backend="gone",address="127\.0\.0\.1:\d+"\} [1-9]/);
   });
 
   it('is ready for systemd only while it holds the port and has checked every backend under its config', async () => {
-    expect(readiness(lb, 'ready', undefined)).toBeUndefined();
-    checker.stop();
-    lb.reload(config(standins));
-    expect(readiness(lb, 'ready', undefined)).toBe('not every backend has been checked yet');
-    checker.start();
-    expect(await until(() => readiness(lb, 'ready', undefined) === undefined)).toBe(true);
-    const idle = new Balancer(config(standins), () => undefined);
-    expect(readiness(idle, 'ready', undefined)).toMatch(/^not listening on 127\.0\.0\.1:0 yet$/);
+    expect((await admin('/healthz?ready')).status).toBe(200);
+    // A backend that takes the connection and never answers: no verdict on it until its check times out.
+    const mute = net.createServer(() => undefined);
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', () => r()));
+    await reload([...standins, { name: 'mute', port: (mute.address() as net.AddressInfo).port }], { active: { interval: '100ms', timeout: '2s', rise: 1, fall: 1, caFile, serverName: 'kubernetes' } });
+    expect(await admin('/healthz?ready')).toEqual({ status: 503, body: 'not every backend has been checked yet\n' });
+    expect(await until(async () => (await admin('/healthz?ready')).status === 200, 5000)).toBe(true);
+    mute.close();
+    const idle = new Balancer(proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '127.0.0.1', port: standins[0]!.port }] }), () => undefined);
+    expect(readiness(idle, 'ready', undefined)).toMatch(/^not listening on 127\.0\.0\.1:8443 yet$/);
     // A refused reload fails the verify question, not the start question.
-    expect(readiness(lb, 'checked', 'bad.yaml: listen: ...')).toMatch(/^the last reload was refused: bad\.yaml/);
+    fs.writeFileSync(cfgFile, 'listen: [\n');
+    proc.kill('SIGHUP');
+    expect(await until(async () => (await admin('/healthz?checked')).status === 503)).toBe(true);
+    expect((await admin('/healthz?checked')).body).toMatch(/^the last reload was refused: /);
+    expect((await admin('/healthz?ready')).status).toBe(200);
+  });
+
+  it('after a reload, ?checked waits for a check under the new settings; plain health does not drop (the pool, in this process)', async () => {
+    const lb = new Balancer(proxyConfigSchema.parse({ backends: standins.map((s) => ({ name: s.name, address: '127.0.0.1', port: s.port })), active: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1, caFile, serverName: 'kubernetes' } }), () => undefined);
+    const checker = new Checker(lb.pool);
+    checker.start();
+    expect(await until(() => lb.healthy(true))).toBe(true);
+    lb.reload(lb.config);
+    expect(lb.healthy()).toBe(true);
+    expect(lb.healthy(true)).toBe(false);
+    checker.start();
+    expect(await until(() => lb.healthy(true))).toBe(true);
+    checker.stop();
   });
 
   it('--wait-ready takes no answer from another process on the admin port as readiness', async () => {
     const other = http.createServer((_req, res) => res.writeHead(200, { [PID_HEADER]: '424242' }).end('ok\n'));
     await new Promise<void>((r) => other.listen(0, '127.0.0.1', () => r()));
     const admin = `127.0.0.1:${(other.address() as net.AddressInfo).port}`;
-    const cfg = { ...config(standins), admin };
+    const cfg = { ...proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '127.0.0.1', port: 1 }] }), admin };
     const wrong = await waitReady(cfg, process.pid, 300);
     expect(wrong).toEqual({ ok: false, text: `pid ${process.pid} is not ready after 0 s: ${admin} is answered by pid 424242, not ${process.pid}` });
     expect((await waitReady(cfg, 424242, 300)).ok).toBe(true);
