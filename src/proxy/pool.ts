@@ -78,6 +78,8 @@ export class BackendState implements Candidate {
   lastCheckAt = 0;
   /** Checks whose TLS session was resumed (no full handshake). */
   checksResumed = 0;
+  /** Dials that timed out and still hold a socket (forward.ts: MAX_HANGING_DIALS). */
+  hangingDials = 0;
   /** The configuration generation of this backend's last passing check (-1: none yet). */
   okGeneration = -1;
   /** The configuration generation of its last check, passing or not (-1: none yet). */
