@@ -181,7 +181,7 @@ Restart=always
 RestartSec=2
 StartLimitInterval=0
 TimeoutStartSec=${startTimeoutS(inv)}
-# Two descriptors for each of kubeLb.maxConnections (${inv.kubeLb.maxConnections}), and ${FD_MARGIN} for checks, the admin port and the journal.
+# Two descriptors for each of kubeLb.maxConnections (${inv.kubeLb.maxConnections}), and ${FD_MARGIN} for checks, the admin port, the journal and connects left unanswered (64 at most).
 LimitNOFILE=${limitNofile(inv.kubeLb.maxConnections)}
 TimeoutStopSec=${stopTimeoutS(inv)}
 User=${KUBE_LB_USER}

@@ -77,6 +77,7 @@ function sweep(): void {
 /** Move `data` to `to`; what the kernel does not take waits for `to`'s drain, `from` paused meanwhile. */
 function send(from: Socket, to: Socket, data: Uint8Array): void {
   const d = to.data;
+  if (d.closed) return;
   if (d.pending) {
     // Still draining (a read that came before the pause took): queued behind it.
     d.pending.push(data.slice());
@@ -143,14 +144,44 @@ export const pairHandlers: Bun.SocketHandler<Side> = {
     d.closed = true;
     const peer = d.peer;
     if (!peer || !d.pair) return;
+    // What was queued for this socket can never be written: dropped, and the other side, paused for
+    // it, reads again (or its own close would never be seen).
+    d.pending = undefined;
     // Gone both ways: the other side finishes writing what it holds, then closes too.
     if (peer.data.closed) d.pair.finished();
-    else passEnd(peer);
+    else {
+      peer.resume();
+      passEnd(peer);
+    }
   },
   error(sock) {
-    sock.data.pair?.close();
+    if (sock.data.pair) sock.data.pair.close();
+    else sock.terminate();
   },
 };
+
+/**
+ * Turn a client away that was never joined: an orderly close (FIN), as from a server that went away.
+ * It is resumed first, or its own FIN would never be read and the socket never close; what it still
+ * sends is dropped (no peer), and one that never closes is closed after 5 s.
+ */
+function refuse(client: Socket): void {
+  if (client.data.closed) return;
+  client.resume();
+  client.timeout(5);
+  client.end();
+}
+
+/**
+ * Dials to one backend that timed out but are still pending (a backend that drops SYNs: the runtime
+ * cannot cancel a connect before it opens, so each holds a descriptor until the kernel gives up, about
+ * 2 minutes). Past this many, that backend is not dialled again until some end: the descriptors a
+ * dead apiserver can hold stay bounded (kube-lb's unit counts them in its LimitNOFILE).
+ */
+export const MAX_HANGING_DIALS = 8;
+/** And at most this many in all, whatever the number of backends: within the unit's 256 spare descriptors. */
+export const MAX_HANGING_TOTAL = 64;
+let hangingTotal = 0;
 
 /** Send a new (paused) client to a backend of the pool. `rr` turns the round-robin and the least_conn ties. */
 export function proxyClient(pool: Pool, client: Socket, rr: number): void {
@@ -163,12 +194,25 @@ export function proxyClient(pool: Pool, client: Socket, rr: number): void {
 
 /** Connect to b; on failure before any byte, the next untried candidate. */
 function dial(pool: Pool, client: Socket, rr: number, tried: Set<BackendState>, b: BackendState | undefined): void {
-  // No backend left to try: the client gets an orderly close (FIN), as from a server that went away.
-  if (!b || client.readyState <= 0) return void client.end();
+  // No backend left to try, or the client gone.
+  if (!b || client.data.closed) return refuse(client);
   tried.add(b);
   const cfg = pool.config;
   let settled = false;
   const next = () => dial(pool, client, rr, tried, pool.choose(pool.candidates(), rr, client.data.remote, tried));
+  if (b.hangingDials >= MAX_HANGING_DIALS || hangingTotal >= MAX_HANGING_TOTAL) {
+    pool.connectFailed(b, `${b.hangingDials} earlier connects to it (${hangingTotal} in all) still unanswered`);
+    return next();
+  }
+  /** This dial timed out and still holds its socket. */
+  let hanging = false;
+  const ended = () => {
+    if (hanging) {
+      b.hangingDials--;
+      hangingTotal--;
+    }
+    hanging = false;
+  };
   const failed = (e?: Error) => {
     if (settled) return;
     settled = true;
@@ -176,13 +220,18 @@ function dial(pool: Pool, client: Socket, rr: number, tried: Set<BackendState>, 
     const code = e && localCause(e as NodeJS.ErrnoException);
     if (code) {
       // Only this client is refused (an orderly close); no other backend is tried (it would meet the same want).
-      client.end();
+      refuse(client);
       return pool.localError(`connecting to ${b.backend.name} (${b.id})`, code, (e as NodeJS.ErrnoException).code === code ? e : Object.assign(new Error(`${e.message}: ${code}`), { code }));
     }
     pool.connectFailed(b, e?.message ?? `connect timeout after ${cfg.connectTimeout} ms`);
     next();
   };
-  const timer = setTimeout(() => failed(), cfg.connectTimeout);
+  const timer = setTimeout(() => {
+    hanging = true;
+    b.hangingDials++;
+    hangingTotal++;
+    failed();
+  }, cfg.connectTimeout);
   Bun.connect<Side>({
     hostname: b.backend.address,
     port: b.backend.port,
@@ -191,11 +240,12 @@ function dial(pool: Pool, client: Socket, rr: number, tried: Set<BackendState>, 
     socket: {
       ...pairHandlers,
       open(upstream) {
+        ended();
         if (settled) return void upstream.terminate();
         settled = true;
         clearTimeout(timer);
         // Removed, or marked down while we dialled (and another backend is up), or the client gone: next.
-        if (!pool.current(b) || client.readyState <= 0) {
+        if (!pool.current(b) || client.data.closed) {
           upstream.terminate();
           return next();
         }
@@ -203,6 +253,7 @@ function dial(pool: Pool, client: Socket, rr: number, tried: Set<BackendState>, 
         join(client, upstream, b);
       },
       connectError(_sock, e) {
+        ended();
         failed(e);
       },
     },

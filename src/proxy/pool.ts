@@ -78,6 +78,8 @@ export class BackendState implements Candidate {
   lastCheckAt = 0;
   /** Checks whose TLS session was resumed (no full handshake). */
   checksResumed = 0;
+  /** Dials that timed out and still hold a socket (forward.ts: MAX_HANGING_DIALS). */
+  hangingDials = 0;
   /** The configuration generation of this backend's last passing check (-1: none yet). */
   okGeneration = -1;
   /** The configuration generation of its last check, passing or not (-1: none yet). */
@@ -108,6 +110,8 @@ export class Pool {
   private localUnlogged = 0;
   /** Bumped by every reload. */
   private generation = 0;
+  /** Backends a reload removed whose connections are still finishing (shutdownTimeout). */
+  private readonly retired = new Set<BackendState>();
 
   constructor(
     private cfg: ProxyConfig,
@@ -139,7 +143,9 @@ export class Pool {
       // A master taken out of the list is not a failed one: what is in flight finishes (for as long as
       // on SIGTERM), then what is left, the watches, is closed and reconnects to the masters listed.
       this.log(`backend ${b.backend.name} (${k}) removed: no new connections; its ${b.conns.size} open connection(s) closed in ${this.cfg.shutdownTimeout} ms`);
-      this.shed(b, this.cfg.shutdownTimeout);
+      // Still counted until they are closed: SIGTERM waits for them and closes what is left.
+      this.retired.add(b);
+      this.shed(b, this.cfg.shutdownTimeout, () => this.retired.delete(b));
     }
     const hs = healthSettings(this.cfg);
     for (const backend of list) {
@@ -190,10 +196,11 @@ export class Pool {
   }
 
   /** Close b's connections open now (at once, or after drainTimeout): if it recovers meanwhile, new ones stay. */
-  private shed(b: BackendState, afterMs = this.cfg.drainTimeout): void {
+  private shed(b: BackendState, afterMs = this.cfg.drainTimeout, then?: () => void): void {
     const victims = [...b.conns];
     const close = () => {
       for (const c of victims) c.close();
+      then?.();
     };
     if (afterMs > 0) setTimeout(close, afterMs).unref();
     else close();
@@ -247,12 +254,14 @@ export class Pool {
   open(): number {
     let n = 0;
     for (const b of this.list) n += b.conns.size;
+    for (const b of this.retired) n += b.conns.size;
     return n;
   }
 
   /** Close every open connection now. */
   closeAll(): void {
-    for (const b of this.backends.values()) this.shed(b, 0);
+    for (const b of [...this.backends.values(), ...this.retired]) this.shed(b, 0);
+    this.retired.clear();
   }
 
   /**

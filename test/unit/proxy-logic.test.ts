@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { Pool } from '../../src/proxy/pool.js';
 import { order, pick } from '../../src/proxy/balancer.js';
 import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings } from '../../src/proxy/health.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
@@ -99,6 +100,23 @@ describe('health', () => {
     let off = initialHealth({ ...s, activeEnabled: false, maxFails: 0 });
     for (let t = 0; t < 10; t++) off = connectFailed(off, { ...s, maxFails: 0 }, t);
     expect(isUp(off, 10)).toBe(true);
+  });
+});
+
+describe('the pool on reload and stop', () => {
+  it("a backend a reload removed keeps its open connections counted until they are closed: SIGTERM's drain waits for them, closeAll closes them", () => {
+    const cfg = proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '10.0.0.1', port: 6443 }, { name: 'm2', address: '10.0.0.2', port: 6443 }], shutdownTimeout: '10s' });
+    const pool = new Pool(cfg, () => undefined);
+    const m1 = pool.backends.get('10.0.0.1:6443')!;
+    let closed = 0;
+    const pair = { bytesIn: 0, bytesOut: 0, close: () => { closed++; m1.conns.delete(pair); } };
+    m1.conns.add(pair);
+    pool.reload({ ...cfg, backends: [cfg.backends[1]!] });
+    expect(pool.open()).toBe(1);
+    expect(closed).toBe(0);
+    pool.closeAll();
+    expect(closed).toBe(1);
+    expect(pool.open()).toBe(0);
   });
 });
 

@@ -205,6 +205,27 @@ describe('kube-lb on loopback', () => {
     echo.close();
   });
 
+  it('a client whose backend side is gone while data waits for it: both sides closed at once, not at the idle timeout', async () => {
+    // A backend that sends far more than a client that does not read can take: kube-lb holds the
+    // rest and pauses the backend; then the client resets.
+    const big = Buffer.alloc(64e6, 1);
+    const flood = net.createServer((sock) => {
+      sock.on('error', () => undefined);
+      sock.write(big);
+    });
+    await new Promise<void>((r) => flood.listen(0, '127.0.0.1', () => r()));
+    await reload([{ name: 'flood', port: (flood.address() as net.AddressInfo).port }], { active: { enabled: false } });
+    const c = net.connect(lbPort, '127.0.0.1');
+    c.on('error', () => undefined);
+    await new Promise((r) => c.once('data', r));
+    c.pause();
+    expect(await until(async () => (await openConnections()) === 1)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    c.resetAndDestroy();
+    expect(await until(async () => (await openConnections()) === 0, 3000), 'the pair is still open after the client reset').toBe(true);
+    flood.close();
+  });
+
   it('a backend whose /readyz turns red: within 3 s no new connection reaches it and its watch is closed', async () => {
     // Hold a watch on every backend, then fail m2.
     const watches = await Promise.all(Array.from({ length: 6 }, () => watch()));
@@ -319,5 +340,30 @@ describe('kube-lb on loopback', () => {
     expect(wrong).toEqual({ ok: false, text: `pid ${process.pid} is not ready after 0 s: ${admin} is answered by pid 424242, not ${process.pid}` });
     expect((await waitReady(cfg, 424242, 300)).ok).toBe(true);
     other.close();
+  });
+  // Last: it puts kube-lb in panic mode, whose log line comes at most every 5 s.
+  it('clients refused for want of a backend are closed, and do not count against maxConnections afterwards', async () => {
+    const refusedSoFar = async () => Number(/^kube_lb_refused_connections_total (\d+)$/m.exec(await metrics())![1]);
+    const refusedBefore = await refusedSoFar();
+    const dead = [await freeLoopbackPort(), await freeLoopbackPort()].map((port, i) => ({ name: `dead-${i}`, port }));
+    await reload(dead, { active: { enabled: false }, maxConnections: 3 });
+    // Five clients, one after another: each is turned away (no backend answers), and its socket closes.
+    for (let i = 0; i < 5; i++) {
+      const closed = await new Promise<boolean>((resolve) => {
+        const c = net.connect(lbPort, '127.0.0.1');
+        const t = setTimeout(() => resolve(false), 3000);
+        c.on('error', () => undefined);
+        c.on('close', () => {
+          clearTimeout(t);
+          resolve(true);
+        });
+        c.resume();
+      });
+      expect(closed, `client ${i + 1} was never closed`).toBe(true);
+    }
+    // Were they still held, the three slots would be full now.
+    await reload(standins, { maxConnections: 3 });
+    expect(await get()).toMatch(/^m[123]$/);
+    expect(await refusedSoFar()).toBe(refusedBefore);
   });
 });
