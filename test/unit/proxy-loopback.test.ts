@@ -59,13 +59,13 @@ async function startStandin(name: string): Promise<Standin> {
 
 type Listed = { name: string; address?: string; port: number };
 
-/** kube-lb's config file as deploy writes one: these backends, checks every 100 ms. */
+/** kube-lb's config file as deploy writes one: these backends, checks every 100 ms (a slow answer on a busy machine is not a failed one). */
 function configText(backends: Listed[], extra: Record<string, unknown> = {}): string {
   return YAML.stringify({
     listen: `127.0.0.1:${lbPort}`,
     admin: `127.0.0.1:${adminPort}`,
     backends: backends.map((s) => ({ name: s.name, address: s.address ?? '127.0.0.1', port: s.port })),
-    active: { interval: '100ms', timeout: '500ms', rise: 1, fall: 1, caFile, serverName: 'kubernetes' },
+    active: { interval: '100ms', timeout: '2s', rise: 1, fall: 1, caFile, serverName: 'kubernetes' },
     ...extra,
   });
 }
@@ -155,7 +155,8 @@ beforeAll(async () => {
 beforeEach(async () => {
   for (const s of standins) s.ready = true;
   await reload(standins);
-  expect(await until(async () => (await allUp()) && (await admin('/healthz?ready')).status === 200)).toBe(true);
+  // Nothing a case before left open is still counted (its clients' closes have reached kube-lb).
+  expect(await until(async () => (await allUp()) && (await admin('/healthz?ready')).status === 200 && (await openConnections()) === 0)).toBe(true);
   logs.length = 0;
 });
 
@@ -255,7 +256,7 @@ describe('kube-lb on loopback', () => {
     await reload([standins[1]!, standins[2]!], { shutdownTimeout: '600ms' }); // m1 leaves
     // A removed backend gets no new connection at once, and what was open may finish for
     // shutdownTimeout (a request in flight is not cut), then it is closed (the watch moves on).
-    expect(new Set(await Promise.all(Array.from({ length: 6 }, () => get())))).toEqual(new Set(['m2', 'm3']));
+    for (const a of await Promise.all(Array.from({ length: 6 }, () => get()))) expect(a).toMatch(/^m[23]$/);
     expect(m1Closed).toBe(false);
     await onM1.closed;
     expect(Date.now() - t0).toBeGreaterThanOrEqual(600);
@@ -264,7 +265,7 @@ describe('kube-lb on loopback', () => {
     void onM3.closed.then(() => (m3Closed = true));
     await new Promise((r) => setTimeout(r, 300));
     expect(m3Closed).toBe(false);
-    expect(new Set(await Promise.all(Array.from({ length: 6 }, () => get())))).toEqual(new Set(['m2', 'm3']));
+    for (const a of await Promise.all(Array.from({ length: 6 }, () => get()))) expect(a).toMatch(/^m[23]$/);
     for (const w of watches) w.stop();
   });
 
