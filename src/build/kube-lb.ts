@@ -40,18 +40,18 @@ export interface KubeLbBinary {
  * only x86-64-v2 (2008 and later), not the AVX2 its default build dies without (a node's CPU, or a
  * VM's conservative CPU model, must not decide whether its balancer starts).
  */
-export const BUN_PACKAGES: Readonly<Record<string, { pkg: string; target: string; arch: string }>> = {
+export const BUN_PACKAGES: Readonly<Record<string, { pkg: string; target: string; arch: KubeLbArch }>> = {
   x64: { pkg: '@oven/bun-linux-x64-baseline', target: 'bun-linux-x64-baseline', arch: 'x86_64' },
   arm64: { pkg: '@oven/bun-linux-aarch64', target: 'bun-linux-arm64', arch: 'aarch64' },
 };
 
 /** The CPU architectures kube-lb is built for, as uname -m names them. */
 export type KubeLbArch = 'x86_64' | 'aarch64';
-export const KUBE_LB_ARCHES: readonly KubeLbArch[] = ['x86_64', 'aarch64'];
+export const KUBE_LB_ARCHES: readonly KubeLbArch[] = Object.values(BUN_PACKAGES).map((p) => p.arch);
 
 /** This machine's architecture, as uname -m names it (undefined: none kube-lb is built on). */
 export function controllerArch(): KubeLbArch | undefined {
-  return BUN_PACKAGES[process.arch]?.arch as KubeLbArch | undefined;
+  return BUN_PACKAGES[process.arch]?.arch;
 }
 
 /** The pinned Bun runtime for this machine's architecture: its binary, version, compile target and uname -m. */

@@ -299,6 +299,12 @@ async function buildHost(setup: Setup): Promise<BuildHost> {
   return { name: target.name, link: inv.build.link, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 
+/** kube-lb for `arch`: each node takes its architecture's (files.ts); the first is also the plain name others ask for. */
+function addKubeLb(out: Builds, arch: KubeLbArch, artifact: PlanContext['artifacts'][string]): void {
+  out.artifacts[`kube-lb@${arch}`] = artifact;
+  out.artifacts['kube-lb'] ??= artifact;
+}
+
 /** The architectures kube-lb is built for: build.architectures, else the controller's. */
 export function kubeLbArches(inv: Inventory): KubeLbArch[] {
   return inv.build.architectures?.length ? [...new Set(inv.build.architectures)] : [controllerArch() ?? 'x86_64'];
@@ -367,9 +373,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
           arch: built.arch,
           describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, ${built.arch})`,
         };
-        // Each node takes its architecture's (files.ts); the first is also the plain name others ask for.
-        out.artifacts[`kube-lb@${arch}`] = artifact;
-        out.artifacts['kube-lb'] ??= artifact;
+        addKubeLb(out, arch, artifact);
         done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, ${built.arch}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
       }
     } catch (e) {
@@ -426,9 +430,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
     for (const arch of kubeLbArches(inv)) {
       const kubeLb = await cachedKubeLb(arch).catch(() => undefined);
       if (kubeLb) {
-        const artifact = { content: Buffer.alloc(0), sha256: kubeLb.sha256, arch, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, ${arch}, from the cache)` };
-        out.artifacts[`kube-lb@${arch}`] = artifact;
-        out.artifacts['kube-lb'] ??= artifact;
+        addKubeLb(out, arch, { content: Buffer.alloc(0), sha256: kubeLb.sha256, arch, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, ${arch}, from the cache)` });
         done.push(`${kubeLb.version} for ${arch} found in the cache`);
       } else {
         if (!out.unknown.includes('kube-lb')) out.unknown.push('kube-lb');

@@ -4,7 +4,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ProxyConfig } from './config.js';
-import { localCause, type Pool } from './pool.js';
+import { localFailure, type Pool } from './pool.js';
 
 /**
  * Each backend is checked on its own clock: every `interval`, or every `fastInterval` while its
@@ -68,15 +68,12 @@ export class Checker {
     check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!, this.sessions.get(k), (s) => this.sessions.set(k, s))
       .then(
         (r) => ({ ok: r.status === 200, detail: `HTTP ${r.status}`, resumed: r.resumed, local: undefined }),
-        (e: NodeJS.ErrnoException) => {
-          const code = localCause(e);
-          return { ok: false, detail: e.message, resumed: false, local: code ? (e.code === code ? e : Object.assign(new Error(`${e.message}: ${code}`), { code })) : undefined };
-        },
+        (e: Error) => ({ ok: false, detail: e.message, resumed: false, local: localFailure(e) }),
       )
       .then(({ ok, detail, resumed, local }) => {
         if (gen !== this.generation) return;
         // This node could not even open the check's socket: the backend is not judged on it.
-        if (local) this.lb.localError(`checking ${rt.backend.name}`, local.code!, local);
+        if (local) this.lb.localError(`checking ${rt.backend.name}`, local.code, local);
         else {
           if (!ok) this.sessions.delete(k);
           this.lb.checked(k, ok, Date.now() - t0, detail, resumed);

@@ -8,7 +8,7 @@
  * - The pair is idle when no byte moved either way for idleTimeout: one sweep a second closes those.
  */
 /// <reference types="bun-types" />
-import { localCause, type BackendState, type Pair, type Pool } from './pool.js';
+import { localFailure, type BackendState, type Pair, type Pool } from './pool.js';
 
 /** What each of the two sockets of a pair carries (`socket.data`). */
 export interface Side {
@@ -186,8 +186,10 @@ let hangingTotal = 0;
 /** Send a new (paused) client to a backend of the pool. `rr` turns the round-robin and the least_conn ties. */
 export function proxyClient(pool: Pool, client: Socket, rr: number): void {
   idleSeconds = Math.max(1, Math.round(pool.config.idleTimeout / 1000));
-  sweeper ??= setInterval(sweep, 1000);
-  sweeper.unref?.();
+  if (!sweeper) {
+    sweeper = setInterval(sweep, 1000);
+    sweeper.unref?.();
+  }
   const tried = new Set<BackendState>();
   dial(pool, client, rr, tried, pool.choose(pool.candidates(), rr, client.data.remote));
 }
@@ -217,11 +219,11 @@ function dial(pool: Pool, client: Socket, rr: number, tried: Set<BackendState>, 
     if (settled) return;
     settled = true;
     clearTimeout(timer);
-    const code = e && localCause(e as NodeJS.ErrnoException);
-    if (code) {
+    const local = e && localFailure(e);
+    if (local) {
       // Only this client is refused (an orderly close); no other backend is tried (it would meet the same want).
       refuse(client);
-      return pool.localError(`connecting to ${b.backend.name} (${b.id})`, code, (e as NodeJS.ErrnoException).code === code ? e : Object.assign(new Error(`${e.message}: ${code}`), { code }));
+      return pool.localError(`connecting to ${b.backend.name} (${b.id})`, local.code, local);
     }
     pool.connectFailed(b, e?.message ?? `connect timeout after ${cfg.connectTimeout} ms`);
     next();

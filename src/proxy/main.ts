@@ -276,8 +276,6 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   log(`kube-lb ${KUBE_LB_VERSION}: listening on ${addr.address}:${addr.port}, ${cfg.backends.length} backends, ${cfg.balance}`);
-  // What starting up allocated (parsing the config, loading the modules) is garbage now: give it back.
-  if (typeof Bun !== 'undefined') Bun.gc(true);
 
   await terminated;
   log('SIGTERM: not accepting new connections, draining');

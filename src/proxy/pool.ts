@@ -36,19 +36,22 @@ export const backendKey = (b: Backend) => `${b.address}:${b.port}`;
 export const LOCAL_ERRORS: ReadonlySet<string> = new Set(['EMFILE', 'ENFILE', 'EADDRNOTAVAIL', 'ENOBUFS', 'ENOMEM']);
 
 /**
- * The node's own errno behind a failed connect or check, or undefined when the backend is to blame.
- * The error's own code when it is one of LOCAL_ERRORS; else a descriptor is asked for at once: the
- * runtime reports a socket it could not open for want of descriptors as a refused connect
- * (ECONNREFUSED), so a process (or system) out of them is told only by trying. Only failures pay.
+ * A failed connect or check as the node's own fault, or undefined when the backend is to blame: the
+ * error itself when its code is one of LOCAL_ERRORS; else a descriptor is asked for at once (the
+ * runtime reports a socket it could not open for want of descriptors as a refused connect,
+ * ECONNREFUSED, so a process or system out of them is told only by trying; only failures pay), and
+ * the error comes back carrying that code.
  */
-export function localCause(e: NodeJS.ErrnoException | undefined): string | undefined {
-  if (e?.code && LOCAL_ERRORS.has(e.code)) return e.code;
+export function localFailure(e: Error | undefined): (Error & { code: string }) | undefined {
+  const own = (e as NodeJS.ErrnoException | undefined)?.code;
+  if (e && own && LOCAL_ERRORS.has(own)) return e as Error & { code: string };
   try {
     fs.closeSync(fs.openSync('/dev/null', 'r'));
     return undefined;
   } catch (x) {
     const code = (x as NodeJS.ErrnoException).code;
-    return code === 'EMFILE' || code === 'ENFILE' ? code : undefined;
+    if (code !== 'EMFILE' && code !== 'ENFILE') return undefined;
+    return Object.assign(new Error(e ? `${e.message}: ${code}` : code), { code });
   }
 }
 

@@ -16,15 +16,12 @@ export class Balancer {
   readonly pool: Pool;
   private readonly listener: Listener;
   private rr = 0;
-  private closing = false;
 
   constructor(cfg: ProxyConfig, log: Log, now: () => number = Date.now) {
     this.pool = new Pool(cfg, log, now);
     this.listener = new Listener(
-      (client) => {
-        if (this.closing) return void client.terminate();
-        proxyClient(this.pool, client, this.rr++);
-      },
+      // The listener turns clients away itself once stop() has closed it.
+      (client) => proxyClient(this.pool, client, this.rr++),
       log,
     );
   }
@@ -63,7 +60,6 @@ export class Balancer {
 
   /** Stop accepting; wait for open connections to finish, up to `graceMs`, then close what is left. */
   async stop(graceMs: number): Promise<void> {
-    this.closing = true;
     this.listener.close();
     const deadline = Date.now() + graceMs;
     while (this.pool.open() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
