@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { BuildError } from '../errors.js';
 import { forget, track } from '../util/tempdir.js';
@@ -27,7 +28,7 @@ const alive = (pid: number) => {
   }
 };
 
-/** A lock file's PID text, or undefined when there is none. */
+/** A lock file's text (`PID HOST`), or undefined when there is none. */
 function readLock(lock: string): string | undefined {
   try {
     return fs.readFileSync(lock, 'utf8').trim();
@@ -36,57 +37,81 @@ function readLock(lock: string): string | undefined {
   }
 }
 
+/** How often a holder touches its lock, and how long untouched makes it stale: a holder on another machine cannot be asked whether it lives. */
+export const LOCK_HEARTBEAT_MS = 5_000;
+export const LOCK_STALE_MS = 60_000;
+
+/** Who holds a lock, from its text: `PID HOST` (or `PID` alone, as earlier versions wrote it: this machine). */
+export function lockHolder(text: string): { pid: number; host: string } {
+  const [pid, host] = text.split(/\s+/);
+  return { pid: Number(pid), host: host || os.hostname() };
+}
+
 /**
- * Run `fn` holding the lock of cache entry `dir` (a file made with O_EXCL holding our PID). Another
- * process holding it: wait, saying so, until it lets go (or dies: a lock whose process is gone is
- * taken over), up to `waitMs`; `fn` then finds that process's result in the cache.
+ * Run `fn` holding the lock of entry `dir` (a file made with O_EXCL holding our PID and host name),
+ * in this machine's cache or in a shared store (build.store, perhaps on NFS, written by other
+ * machines too). Another process holding it: wait, saying so, until it lets go, up to `waitMs`;
+ * `fn` then finds that process's result. A lock is taken over when its holder is gone: a process of
+ * this machine that no longer runs, or, from any machine, a lock not touched for LOCK_STALE_MS (its
+ * holder touches it every LOCK_HEARTBEAT_MS while it builds).
  */
-export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000): Promise<T> {
-  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000, mode = 0o700): Promise<T> {
+  await fsp.mkdir(dir, { recursive: true, mode });
   const lock = path.join(dir, '.lock');
+  const me = `${process.pid} ${os.hostname()}`;
   const end = Date.now() + waitMs;
   let told = false;
   let emptySince = 0;
   for (;;) {
     try {
       const fd = fs.openSync(lock, 'wx');
-      fs.writeSync(fd, `${process.pid}\n`);
+      fs.writeSync(fd, `${me}\n`);
       fs.closeSync(fd);
       break;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       // The entry's folder removed by a builder that failed: make it again and retry.
       if (code === 'ENOENT') {
-        await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+        await fsp.mkdir(dir, { recursive: true, mode });
         continue;
       }
       if (code !== 'EEXIST') throw e;
     }
     const text = readLock(lock);
     if (text === undefined) continue; // let go of just now: try to take it
-    const holder = Number(text);
+    const holder = lockHolder(text);
+    const age = Date.now() - (fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
     // An empty lock is one being written; one empty for seconds was left by a process killed in between.
-    emptySince = holder ? 0 : emptySince || Date.now();
-    if ((!holder && Date.now() - emptySince > 5000) || (holder && !alive(holder))) {
+    emptySince = holder.pid ? 0 : emptySince || Date.now();
+    const gone = holder.pid ? (holder.host === os.hostname() && !alive(holder.pid)) || age > LOCK_STALE_MS : Date.now() - emptySince > 5000;
+    if (gone) {
       // Left by a process that is gone (killed mid-build): take it over, unless another waiter already did.
       if (readLock(lock) === text) fs.rmSync(lock, { force: true });
       continue;
     }
-    if (!holder) {
+    if (!holder.pid) {
       await new Promise((r) => setTimeout(r, 50));
       continue;
     }
-    if (Date.now() >= end) throw new BuildError(`${what}: another k8s-ha (pid ${holder}) has been building it for ${Math.round(waitMs / 60_000)} min`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
-    if (!told) say(`${what}: another k8s-ha (pid ${holder}) is building it; waiting for its result`);
+    const who = `another k8s-ha (pid ${holder.pid}${holder.host === os.hostname() ? '' : ` on ${holder.host}`})`;
+    if (Date.now() >= end) throw new BuildError(`${what}: ${who} has been building it for ${Math.round(waitMs / 60_000)} min`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
+    if (!told) say(`${what}: ${who} is building it; waiting for its result`);
     told = true;
     await new Promise((r) => setTimeout(r, 500));
   }
   track(lock);
+  // Touched while held, so a waiter on another machine sees it is alive.
+  const heartbeat = setInterval(() => {
+    const t = new Date();
+    fs.utimes(lock, t, t, () => undefined);
+  }, LOCK_HEARTBEAT_MS);
+  heartbeat.unref();
   try {
     return await fn();
   } finally {
+    clearInterval(heartbeat);
     // Ours only: a lock another process took over (it thought us gone) is its own.
-    if (readLock(lock) === String(process.pid)) fs.rmSync(lock, { force: true });
+    if (readLock(lock) === me) fs.rmSync(lock, { force: true });
     forget(lock);
     // A build that failed leaves no empty entry behind.
     try {

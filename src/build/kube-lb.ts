@@ -16,6 +16,7 @@ import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
+import { storedMeta, throughStore } from './store.js';
 import * as tar from 'tar';
 import { KUBE_LB_VERSION } from '../proxy/version.js';
 import { fetchPackage, sha256File, type Say } from './download.js';
@@ -32,6 +33,12 @@ export interface KubeLbBinary {
   /** The CPU architecture it runs on, as uname -m says it: x86_64, aarch64. */
   arch: string;
   key: string;
+  /** What it was meant to be: a hash of the bundle (kube-lb's code and its dependencies), the runtime's version and its target; absent in builds before it was recorded. */
+  identity?: string;
+  /** Found in the shared store (build.store), not in this machine's cache. */
+  fromStore?: boolean;
+  /** Where it is in the shared store, when there is one. */
+  stored?: string;
 }
 
 /**
@@ -123,7 +130,7 @@ function entryPoint(): string {
 }
 
 /** The bundle (one CommonJS file with its dependencies) and the cache key of the executable made from it for `arch`. */
-export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64'): Promise<{ code: Buffer; key: string }> {
+export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64'): Promise<{ code: Buffer; key: string; identity: string }> {
   const entry = entryPoint();
   const bundle = () =>
     esbuild.build({
@@ -144,8 +151,8 @@ export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_6
   const bun = pinnedBun();
   const target = Object.values(BUN_PACKAGES).find((p) => p.arch === arch)?.target ?? arch;
   // What it is made of: the bundle, the runtime and its target (and the layout of build.json, 2).
-  const key = createHash('sha256').update(code).update(`\0bun ${bun.version}\0${target}\0build.json 2`).digest('hex').slice(0, 16);
-  return { code, key };
+  const identity = createHash('sha256').update(code).update(`\0bun ${bun.version}\0${target}\0build.json 2`).digest('hex');
+  return { code, key: identity.slice(0, 16), identity: `sha256:${identity}` };
 }
 
 /**
@@ -166,24 +173,36 @@ function paths(key: string) {
   return { dir, binary: path.join(dir, 'kube-lb'), meta: path.join(dir, 'build.json') };
 }
 
-/** A kube-lb executable already in the cache for this bundle, without building (for `status`). */
-export async function cachedKubeLb(arch?: KubeLbArch): Promise<KubeLbBinary | undefined> {
-  const { key } = await kubeLbBundle(arch);
+/** A kube-lb executable already in the cache (or the store) for this bundle, without building (for `status`). */
+export async function cachedKubeLb(arch?: KubeLbArch, store?: string): Promise<KubeLbBinary | undefined> {
+  const { key, identity } = await kubeLbBundle(arch);
   const p = paths(key);
   const meta = await fsp.readFile(p.meta, 'utf8').catch(() => undefined);
-  return meta ? { ...(JSON.parse(meta) as KubeLbBinary), path: p.binary, cached: true } : undefined;
+  if (meta) return { ...(JSON.parse(meta) as KubeLbBinary), path: p.binary, cached: true, identity };
+  const stored = await storedMeta<KubeLbBinary>(store, 'kube-lb', key, 'kube-lb');
+  return stored && { ...stored, cached: true, fromStore: true, identity };
 }
 
-export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch() ?? 'x86_64'): Promise<KubeLbBinary> {
+export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: string): Promise<KubeLbBinary> {
   say(`bundling src/proxy${arch === controllerArch() ? '' : ` (for ${arch})`}`);
-  const { code, key } = await kubeLbBundle(arch);
+  const { code, key, identity } = await kubeLbBundle(arch);
   // Nothing is read from a cache another user could have written to.
   await ensureCacheRoot();
   const p = paths(key);
-  const cached = await fromCache(p);
-  if (cached) return cached;
-  // One builder per key: a second deploy needing the same executable waits for it, then finds it here.
-  return withCacheLock(p.dir, 'kube-lb', say, async () => (await fromCache(p)) ?? build(code, key, p, say, arch));
+  const got = await throughStore<KubeLbBinary>({
+    store,
+    kind: 'kube-lb',
+    key,
+    name: 'kube-lb',
+    local: { dir: p.dir, binary: p.binary, meta: p.meta },
+    what: `kube-lb for ${arch}`,
+    say,
+    fromLocal: () => fromCache(p),
+    // One builder per key: a second deploy needing the same executable waits for it, then finds it here.
+    make: () => withCacheLock(p.dir, 'kube-lb', say, async () => (await fromCache(p)) ?? build(code, key, p, say, arch)),
+  });
+  // The key is the identity's first 16 digits: an entry found by it has this identity (build.json before it was recorded says none).
+  return { ...got, identity };
 }
 
 const fromCache = (p: ReturnType<typeof paths>) => readCached<KubeLbBinary>(p.binary, p.meta);

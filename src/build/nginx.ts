@@ -24,6 +24,7 @@ import { cacheDir, ensureCacheRoot } from '../util/paths.js';
 import { forget, track } from '../util/tempdir.js';
 import { quote } from '../util/quote.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
+import { storedMeta, throughStore } from './store.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 
 export interface NginxSource {
@@ -62,6 +63,14 @@ export interface BuiltBinary {
   configureArgs?: string[];
   /** static (musl) or native (the build host's glibc); absent in builds made before static existed (native). */
   link?: Link;
+  /** The compiler, C library, linker and make that made it, as they name themselves (`gcc --version`...). */
+  toolchain?: string[];
+  /** Found in the shared store (build.store), not in this machine's cache. */
+  fromStore?: boolean;
+  /** Where it is in the shared store, when there is one. */
+  stored?: string;
+  /** What the binary was meant to be: a hash of its inputs and toolchain (artifactIdentity); absent before reproducible builds. */
+  identity?: string;
 }
 
 /**
@@ -136,11 +145,39 @@ export function withStatusModule(configure: readonly string[]): string[] {
 const MUSL_COMPAT = `if ! printf '#include <crypt.h>\\n' | musl-gcc -E - >/dev/null 2>&1; then mkdir -p musl-compat && printf '#include <unistd.h>\\n' > musl-compat/crypt.h; fi
 `;
 
+/**
+ * How nginx is built, as a number: part of every build key and identity, raised when the build
+ * itself changes (2: reproducible, the build folder kept out of the binary), so no build made the
+ * old way is taken for one made the new way.
+ */
+export const NGINX_RECIPE = 2;
+
+/**
+ * The fixed time every build claims to be made at (SOURCE_DATE_EPOCH, the reproducible-builds
+ * convention compilers and tools honour): 2020-01-01T00:00:00Z. Not the time of the build, so two
+ * builds of the same inputs agree.
+ */
+export const SOURCE_DATE_EPOCH = 1577836800;
+
 export function buildKey(src: NginxSource, configure: string[], os: OsFacts, link: Link): string {
   return createHash('sha256')
-    .update(JSON.stringify([src.version, src.sha256, configure, buildOsKey(os, link)]))
+    .update(JSON.stringify([src.version, src.sha256, configure, buildOsKey(os, link), NGINX_RECIPE]))
     .digest('hex')
     .slice(0, 16);
+}
+
+/**
+ * What a build was meant to be, independent of where and by whom it was made: a hash of its inputs
+ * (the source's sha256, every ./configure argument, the link mode and what the binary needs to
+ * run, the recipe) and of the toolchain that compiled it (as it names itself). Two builds with the
+ * same identity are byte for byte the same file (the build is reproducible: the integration test
+ * `artifacts` shows it); two with different ones were meant to differ, or were made by different
+ * compilers.
+ */
+export function artifactIdentity(src: Pick<NginxSource, 'version' | 'sha256'>, configure: readonly string[], link: Link, osKey: string, toolchain: readonly string[]): string {
+  return `sha256:${createHash('sha256')
+    .update(JSON.stringify({ recipe: NGINX_RECIPE, nginx: src.version, source: src.sha256, configure, link, runsOn: osKey, toolchain }))
+    .digest('hex')}`;
 }
 
 /** Commands that install a C toolchain with the host's package manager (musl-gcc too for a static build: musl-tools, or musl-gcc from EPEL). */
@@ -218,16 +255,29 @@ function noToolchain(host: BuildHost, why: string): BuildError {
 /** The build in the cache for this key, when whole (its binary's sha256 as recorded). */
 const fromCache = (dir: string) => readCached<BuiltBinary>(path.join(dir, 'kube-nginx'), path.join(dir, 'build.json'));
 
-export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say): Promise<BuiltBinary> {
+export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say, store?: string): Promise<BuiltBinary> {
   // Nothing is read from a cache another user could have written to.
   await ensureCacheRoot();
-  const dir = cacheDir('builds', buildKey(src, configure, host.os, host.link));
-  const cached = await fromCache(dir);
-  if (cached) return cached;
-  // The verified tarball first: a wrong one stops everything before the cache is touched.
-  const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
-  // One builder per key: a second deploy needing the same build waits for it, then finds it here.
-  return withCacheLock(dir, `nginx ${src.version} (${host.link})`, say, async () => (await fromCache(dir)) ?? build(src, configure, host, dir, tarball, say));
+  const key = buildKey(src, configure, host.os, host.link);
+  const dir = cacheDir('builds', key);
+  const local = { dir, binary: path.join(dir, 'kube-nginx'), meta: path.join(dir, 'build.json') };
+  const what = `nginx ${src.version} (${host.link})`;
+  return throughStore<BuiltBinary>({
+    store,
+    kind: 'builds',
+    key,
+    name: 'kube-nginx',
+    local,
+    what,
+    say,
+    fromLocal: () => fromCache(dir),
+    make: async () => {
+      // The verified tarball first: a wrong one stops everything before the cache is touched.
+      const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
+      // One builder per key: a second deploy needing the same build waits for it, then finds it here.
+      return withCacheLock(dir, what, say, async () => (await fromCache(dir)) ?? build(src, configure, host, dir, tarball, say));
+    },
+  });
 }
 
 async function build(src: NginxSource, configure: string[], host: BuildHost, dir: string, tarball: string, say: Say): Promise<BuiltBinary> {
@@ -263,7 +313,8 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
 
   await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
   const tmpBinary = track(`${binary}.${process.pid}.part`);
-  const versionOut = await buildOn(host.connection, src.version, tarball, [...configure, ...linkArgs(host.link)], host.link === 'static', tmpBinary, say);
+  const args = [...configure, ...linkArgs(host.link)];
+  const { versionOut, toolchain } = await buildOn(host.connection, src.version, tarball, args, host.link === 'static', tmpBinary, say);
   if (!/--with-stream/.test(versionOut)) {
     throw new BuildError(`the built nginx does not list --with-stream in nginx -V:\n${versionOut}`);
   }
@@ -288,6 +339,8 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
     sourceSha256: src.sha256,
     configureArgs: configure,
     link: host.link,
+    toolchain,
+    identity: artifactIdentity(src, args, host.link, buildOsKey(host.os, host.link), toolchain),
   };
   await writeFileAtomic(metaFile, JSON.stringify(meta, null, 2) + '\n');
   return meta;
@@ -297,22 +350,52 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
  * A build already in the cache for this source and these arguments, without building:
  * the one for `os` when given, else any. For `status`, which must not build.
  */
-export async function cachedNginxBinary(src: NginxSource, configure: string[], link: Link, os?: OsFacts): Promise<BuiltBinary | undefined> {
+export async function cachedNginxBinary(src: NginxSource, configure: string[], link: Link, os?: OsFacts, store?: string): Promise<BuiltBinary | undefined> {
   if (os) {
-    const dir = cacheDir('builds', buildKey(src, configure, os, link));
+    const key = buildKey(src, configure, os, link);
+    const dir = cacheDir('builds', key);
     const meta = await fsp.readFile(path.join(dir, 'build.json'), 'utf8').catch(() => undefined);
-    return meta ? { ...(JSON.parse(meta) as BuiltBinary), path: path.join(dir, 'kube-nginx'), cached: true } : undefined;
+    if (meta) return { ...(JSON.parse(meta) as BuiltBinary), path: path.join(dir, 'kube-nginx'), cached: true };
+    const stored = await storedMeta<BuiltBinary>(store, 'builds', key, 'kube-nginx');
+    return stored && { ...stored, cached: true, fromStore: true };
   }
-  const root = cacheDir('builds');
-  for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
-    const meta = await fsp.readFile(path.join(root, key, 'build.json'), 'utf8').catch(() => undefined);
-    if (!meta) continue;
-    const b = JSON.parse(meta) as BuiltBinary;
-    if (b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure) && (b.link ?? 'native') === link) {
-      return { ...b, path: path.join(root, key, 'kube-nginx'), cached: true };
+  for (const root of [cacheDir('builds'), ...(store ? [path.join(store, 'builds')] : [])]) {
+    for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
+      const meta = await fsp.readFile(path.join(root, key, 'build.json'), 'utf8').catch(() => undefined);
+      if (!meta) continue;
+      const b = JSON.parse(meta) as BuiltBinary;
+      // Made from these inputs by this recipe (a build with an identity is one of NGINX_RECIPE 2 or later).
+      if (b.identity && b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure) && (b.link ?? 'native') === link) {
+        return { ...b, path: path.join(root, key, 'kube-nginx'), cached: true, ...(root === cacheDir('builds') ? {} : { fromStore: true }) };
+      }
     }
   }
   return undefined;
+}
+
+/**
+ * Shell, after ./configure: the compiler is told to write the build folder (mktemp's, another name
+ * each time) as /usr/src/nginx in the debug information nginx's default -g puts in the binary
+ * (-fdebug-prefix-map, gcc 4.3 on), so the same inputs give the same bytes wherever they are built.
+ * Added to objs/Makefile rather than to --with-cc-opt, which nginx -V would print with the folder in
+ * it. A folder whose name make or sed would misread is left as it is (the build is then not
+ * reproducible, and says nothing worse).
+ */
+const PREFIX_MAP = `case "$PWD" in *[!A-Za-z0-9._/-]*) ;; *) [ ! -f objs/Makefile ] || sed -i "s|^CFLAGS =|CFLAGS = -fdebug-prefix-map=$PWD=/usr/src/nginx|" objs/Makefile ;; esac`;
+
+/**
+ * Shell: the toolchain as it names itself, a line each after `@@toolchain`: the compiler, musl for a
+ * static build (its loader prints its version), the linker and make. What the artifact identity is
+ * made of besides the inputs; a tool that is not there gives no line.
+ */
+function toolchainScript(cc: string, isStatic: boolean): string {
+  const lines = [
+    `${cc} --version 2>/dev/null | head -n 1`,
+    ...(isStatic ? ['for l in /lib/ld-musl-*.so.1; do [ -x "$l" ] && "$l" 2>&1 | sed -n "s/^Version /musl /p"; done'] : []),
+    'ld --version 2>/dev/null | head -n 1',
+    'make --version 2>/dev/null | head -n 1',
+  ];
+  return lines.map((l) => `{ ${l}; } | sed 's/^/@@toolchain /' || true`).join('\n');
 }
 
 /**
@@ -326,17 +409,21 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], l
  * root runs them) and --no-same-permissions (no mode from the tarball, only root's umask 077). The
  * binary never becomes readable by the login user: it comes back over the root shell's own channel.
  */
-async function buildOn(conn: Connection, version: string, tarball: string, configure: string[], isStatic: boolean, out: string, say: Say): Promise<string> {
+async function buildOn(conn: Connection, version: string, tarball: string, configure: string[], isStatic: boolean, out: string, say: Say): Promise<{ versionOut: string; toolchain: string[] }> {
+  const cc = isStatic ? 'musl-gcc' : 'cc';
   const script = `set -e
 umask 077
+export LC_ALL=C TZ=UTC SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH}
 d=$(mktemp -d "\${TMPDIR:-/tmp}/k8s-ha-build-XXXXXX")
 echo "@@dir $d"
 cat > "$d/src.tar.gz"
 tar --no-same-owner --no-same-permissions -xzf "$d/src.tar.gz" -C "$d"
 cd "$d/nginx-${version}"
 ${isStatic ? MUSL_COMPAT : ''}./configure ${configure.map(quote).join(' ')} > "$d/configure.log" 2>&1 || { tail -n 30 "$d/configure.log" >&2; exit 1; }
+${PREFIX_MAP}
 make -j"$(nproc)" > "$d/make.log" 2>&1 || { tail -n 30 "$d/make.log" >&2; exit 1; }
-${isStatic ? 'strip objs/nginx\n' : ''}objs/nginx -V 2>&1
+${isStatic ? 'strip objs/nginx\n' : ''}${toolchainScript(cc, isStatic)}
+objs/nginx -V 2>&1
 `;
   say(`building on ${conn.name}: configure and make`);
   // On this machine the folder is tracked as soon as it exists: a second Ctrl-C removes it too.
@@ -359,7 +446,8 @@ ${isStatic ? 'strip objs/nginx\n' : ''}objs/nginx -V 2>&1
       );
     }
     await fsp.writeFile(out, await readAsRoot(conn, `${dir}/nginx-${version}/objs/nginx`), { mode: 0o600 });
-    return r.stdout.replace(/^@@dir .*\n/m, '');
+    const toolchain = [...r.stdout.matchAll(/^@@toolchain (.*)$/gm)].map((m) => m[1]!.trim()).filter(Boolean);
+    return { versionOut: r.stdout.replace(/^@@(dir|toolchain) .*\n/gm, ''), toolchain };
   } finally {
     if (dir) {
       await conn.execAsRoot(`rm -rf ${quote(dir)}`).catch(() => undefined);

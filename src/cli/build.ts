@@ -11,6 +11,10 @@ export interface ArtifactLine {
   /** Where the controller keeps it; null for what exists only in memory (the image, made from nginx on each run). */
   path: string | null;
   sha256: string;
+  /** What it was meant to be: a hash of its inputs and toolchain (`sha256:...`); null for an image. */
+  identity: string | null;
+  /** Where it is in the shared store (build.store); null without one. */
+  stored: string | null;
   /** An image's name:tag. */
   ref?: string;
   describe: string;
@@ -18,9 +22,9 @@ export interface ArtifactLine {
 
 export function buildCommand(): Command {
   return new Command('build')
-    .description("build the artifacts the inventory's nodes install (nginx, kube-lb, the nginx image) into the cache, or find them there, and print each one's kind, architecture, path and sha256; no node is touched (a build.host node is only built on)")
+    .description("build the artifacts the inventory's nodes install (nginx, kube-lb, the nginx image) into the cache and the store (build.store), or find them there, and print each one's kind, architecture, path and sha256; no node is touched (a build.host node is only built on)")
     .requiredOption('-i, --inventory <file>', 'inventory YAML')
-    .option('--json', 'JSON on stdout: {"artifacts": [{"kind", "arch", "path", "sha256"}]}')
+    .option('--json', 'JSON on stdout: {"artifacts": [{"kind", "arch", "path", "sha256", "identity", "stored"}]}')
     .action(async (o: { inventory: string; json?: boolean }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { loadSetup, buildArtifacts } = await import('../engine/deploy.js');
@@ -31,12 +35,12 @@ export function buildCommand(): Command {
       // One line per artifact and architecture: `kube-lb` is also the plain name of the first `kube-lb@ARCH`.
       const artifacts: ArtifactLine[] = Object.entries(builds.artifacts)
         .filter(([key, a]) => !a.pull && !keys.some((k) => k.startsWith(`${key}@`)))
-        .map(([key, a]) => ({ kind: key.split('@')[0]!, arch: a.arch ?? null, path: a.path ?? null, sha256: a.sha256, ...(a.ref ? { ref: a.ref } : {}), describe: a.describe }));
+        .map(([key, a]) => ({ kind: key.split('@')[0]!, arch: a.arch ?? null, path: a.path ?? null, sha256: a.sha256, identity: a.identity ?? null, stored: a.stored ?? null, ...(a.ref ? { ref: a.ref } : {}), describe: a.describe }));
       if (o.json) return void process.stdout.write(JSON.stringify({ ok: true, artifacts, summary: builds.summary }) + '\n');
       process.stdout.write(
         table([
           ['KIND', 'ARCH', 'SHA256', 'PATH'],
-          ...artifacts.map((a) => [a.kind, a.arch ?? '-', a.sha256, a.path ?? (a.ref ? `(image ${a.ref}, made on each run)` : '-')]),
+          ...artifacts.map((a) => [a.kind, a.arch ?? '-', a.sha256, a.stored ?? a.path ?? (a.ref ? `(image ${a.ref}, made on each run)` : '-')]),
         ]) + '\n',
       );
     });

@@ -299,6 +299,12 @@ async function buildHost(setup: Setup): Promise<BuildHost> {
   return { name: target.name, link: inv.build.link, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 
+/** Where a build came from, as a run's summary says it. */
+const origin = (b: { cached: boolean; fromStore?: boolean }) => (b.fromStore ? 'from the store' : b.cached ? 'from the cache' : 'built');
+
+/** Where an nginx build came from and which host made it. */
+const madeWhere = (b: BuiltBinary) => (b.fromStore ? `from the store (built on ${b.builtOn})` : `${origin(b)} on ${b.builtOn}`);
+
 /** kube-lb for `arch`: each node takes its architecture's (files.ts); the first is also the plain name others ask for. */
 function addKubeLb(out: Builds, arch: KubeLbArch, artifact: PlanContext['artifacts'][string]): void {
   out.artifacts[`kube-lb@${arch}`] = artifact;
@@ -334,24 +340,26 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
       host = await buildHost(setup);
       let built: BuiltBinary | undefined;
       if (forNodes && step) {
-        built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say);
+        built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say, inv.build.store);
         out.nginx = built;
         out.artifacts.nginx = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
           path: built.path,
           arch: builtFor(built)?.arch,
+          identity: built.identity,
+          stored: built.stored,
           describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
         };
-        done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${built.cached ? 'from the cache' : 'built'} on ${built.builtOn}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+        done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${madeWhere(built)}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
       }
       if (need.image && imageStep) {
         // The image's nginx: the same build as the nodes' when both playbooks configure it alike.
         const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
-        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), host, say);
+        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), host, say, inv.build.store);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
         out.artifacts[IMAGE_ARTIFACT] = { ...imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version), arch: builtFor(inImage)?.arch };
-        done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${inImage.cached ? 'from the cache' : 'built'} on ${inImage.builtOn}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
+        done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${madeWhere(inImage)}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
       }
     } catch (e) {
       if (!(e instanceof NoToolchainError) || all.some((i) => i.wanted === 'nginx' || isImaged(i.wanted))) throw e;
@@ -365,16 +373,18 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
   if (need.kubeLb) {
     try {
       for (const arch of kubeLbArches(inv)) {
-        const built = await ensureKubeLb(say, arch);
+        const built = await ensureKubeLb(say, arch, inv.build.store);
         const artifact = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
           path: built.path,
           arch: built.arch,
+          identity: built.identity,
+          stored: built.stored,
           describe: `${built.version} (sha256 ${built.sha256.slice(0, 12)}, ${built.arch})`,
         };
         addKubeLb(out, arch, artifact);
-        done.push(`${built.version} ${built.cached ? 'from the cache' : 'built'} (one executable, ${built.arch}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
+        done.push(`${built.version} ${origin(built)} (one executable, ${built.arch}), ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
       }
     } catch (e) {
       // Only a fallback for auto nodes so far: nginx carries on; those nodes just cannot fall back.
@@ -405,11 +415,11 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   const os = inv.build.host === 'controller' ? await controllerOs() : undefined;
   if (need.nginx && forNodes && step && inv.nginx) {
-    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os);
+    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os, inv.build.store);
     if (cached) {
       out.nginx = cached;
-      out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, from the cache)` };
-      done.push(`nginx ${inv.nginx.version} found in the cache`);
+      out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, ${origin(cached)})` };
+      done.push(`nginx ${inv.nginx.version} found ${cached.fromStore ? 'in the store' : 'in the cache'}`);
     } else {
       out.unknown.push('nginx');
       done.push(`nginx ${inv.nginx.version} not built yet: its binary is reported as unknown (nothing is built with --check)`);
@@ -417,7 +427,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   if (need.image && imageStep && inv.nginx) {
     // The image is a pure function of its nginx: made here too, so its tag is known without building.
-    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, imageStep), inv.build.link, os);
+    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, imageStep), inv.build.link, os, inv.build.store);
     if (cached) {
       out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(cached.path), cached, inv.nginx.version);
       done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, from nginx in the cache`);
@@ -428,10 +438,10 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   if (need.kubeLb) {
     for (const arch of kubeLbArches(inv)) {
-      const kubeLb = await cachedKubeLb(arch).catch(() => undefined);
+      const kubeLb = await cachedKubeLb(arch, inv.build.store).catch(() => undefined);
       if (kubeLb) {
-        addKubeLb(out, arch, { content: Buffer.alloc(0), sha256: kubeLb.sha256, arch, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, ${arch}, from the cache)` });
-        done.push(`${kubeLb.version} for ${arch} found in the cache`);
+        addKubeLb(out, arch, { content: Buffer.alloc(0), sha256: kubeLb.sha256, arch, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, ${arch}, ${origin(kubeLb)})` });
+        done.push(`${kubeLb.version} for ${arch} found ${kubeLb.fromStore ? 'in the store' : 'in the cache'}`);
       } else {
         if (!out.unknown.includes('kube-lb')) out.unknown.push('kube-lb');
         done.push(`kube-lb for ${arch} not built yet: its binary is reported as unknown`);

@@ -34,6 +34,7 @@ const PATH_FIELDS = [
   ['tls', 'clientCertFile'],
   ['tls', 'clientKeyFile'],
   ['cluster', 'kubeconfig'],
+  ['build', 'store'],
 ] as const;
 
 /** Relative paths in an inventory are relative to the inventory file; `~` is the home directory. */

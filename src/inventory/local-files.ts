@@ -6,12 +6,14 @@
  * - tls.caFile: a readable regular file of PEM certificates, each one parsing;
  * - tls.clientCertFile: the same; tls.clientKeyFile: a private key Node can read (a warning when
  *   others may read it);
+ * - build.store: a folder this user may write to and others may not (build/store.ts);
  * - ssh.identityFile (top level, nodes[], masters[]): a readable regular file, not readable by
  *   others when it is ours (OpenSSH's rule, which the key loader applies too: such a key is refused).
  *   A path with ssh_config tokens (%h, %r...) is checked once it is expanded, per host (deploy.ts).
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import fs from 'node:fs/promises';
+import { storeProblem } from '../build/store.js';
 import { credentialsOf } from '../cluster/kubeconfig-client.js';
 import type { UsageError } from '../errors.js';
 import type { Diagnostic, InventoryPath } from './diagnostics.js';
@@ -90,6 +92,11 @@ export async function checkLocalFiles(inv: Inventory): Promise<Diagnostic[]> {
         err(path, `${inv.tls.clientKeyFile} is not a private key k8s-ha can read (${(e as Error).message}): use the unencrypted PEM key of tls.clientCertFile`);
       }
     }
+  }
+
+  if (inv.build.store) {
+    const problem = await storeProblem(inv.build.store);
+    if (problem) err(['build', 'store'], problem);
   }
 
   if (inv.cluster) {

@@ -364,6 +364,12 @@ export const build = z.strictObject({
    * the one its facts name; a node of an architecture not listed fails before anything changes on it.
    */
   architectures: z.array(z.enum(['x86_64', 'aarch64'])).min(1).optional(),
+  /**
+   * A shared artifact store: a folder (an NFS mount, any path every operator's controller has) that
+   * runs read built artifacts from and put theirs into, so every controller deploys the same files
+   * and builds each one once. Relative to the inventory file. Not writable by others.
+   */
+  store: z.string().min(1).optional(),
 });
 
 /**

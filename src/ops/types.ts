@@ -65,7 +65,7 @@ export interface PlanContext {
   /** Handlers notified by the steps before this one. */
   notified: ReadonlySet<Handler>;
   /** Build outputs by name, e.g. `nginx`. */
-  artifacts: Record<string, { content: Buffer; sha256: string; describe: string; /** Where the controller keeps it (its cache), and the CPU architecture it is for (uname -m). */ path?: string; arch?: string; /** An image's name:tag. */ ref?: string; /** An image's nginx binary: its sha256. */ binarySha256?: string; /** An image the node's runtime pulls from the site's registry (lb.image): no content. */ pull?: boolean }>;
+  artifacts: Record<string, { content: Buffer; sha256: string; describe: string; /** Where the controller keeps it (its cache), and the CPU architecture it is for (uname -m). */ path?: string; arch?: string; /** An image's name:tag. */ ref?: string; /** An image's nginx binary: its sha256. */ binarySha256?: string; /** An image the node's runtime pulls from the site's registry (lb.image): no content. */ pull?: boolean; /** What it was meant to be: a hash of its inputs and toolchain (`sha256:...`). */ identity?: string; /** Where it is in the shared store (build.store). */ stored?: string }>;
   /** Named renderers for templates. */
   render: (template: string, facts: HostFacts) => string;
   /** The remote text of a file, for diffs; undefined when unknown. */

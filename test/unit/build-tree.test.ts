@@ -113,6 +113,46 @@ describe('the nginx build tree', () => {
     }
   });
 
+  it('gives the same bytes from folders of other names and lengths: the debug information -g writes names no build folder', async () => {
+    // A source tree built as nginx's is: configure writes objs/Makefile with `CFLAGS = ... -g`, make compiles with it.
+    const work = tmp();
+    const tree = path.join(work, `nginx-${VERSION}`);
+    fs.mkdirSync(path.join(tree, 'src'), { recursive: true });
+    fs.writeFileSync(path.join(tree, 'src', 'main.c'), '#include <stdio.h>\nint main(void) { fputs("nginx version: nginx/fake\\nconfigure arguments: --with-stream\\n", stderr); return 0; }\n');
+    const objs = ['CC = cc', 'CFLAGS = -pipe -O -g', 'objs/nginx: src/main.c', '\t$(CC) $(CFLAGS) -o objs/nginx src/main.c', ''].join('\n');
+    fs.writeFileSync(path.join(tree, 'configure'), `#!/bin/sh\nmkdir -p objs\ncat > objs/Makefile <<'EOF'\n${objs}EOF\nprintf 'all:\\n\\t$(MAKE) -f objs/Makefile\\n' > Makefile\n`);
+    fs.chmodSync(path.join(tree, 'configure'), 0o755);
+    const tarball = path.join(work, 'nginx.tar.gz');
+    expect((await run('tar', ['-czf', tarball, '-C', work, `nginx-${VERSION}`])).code).toBe(0);
+    const server = http.createServer((_req, res) => res.end(fs.readFileSync(tarball)));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const src = { version: VERSION, sources: [`http://127.0.0.1:${(server.address() as AddressInfo).port}/nginx-${VERSION}.tar.gz`], sha256: createHash('sha256').update(fs.readFileSync(tarball)).digest('hex') };
+    const host: BuildHost = { name: 'controller', link: 'native', os: await controllerOs(), tools: ['gcc', 'make'], packageManager: null, connection: new LocalConnection(), installToolchain: false };
+    const saved = process.env.TMPDIR;
+    try {
+      const builds = [];
+      for (const folder of ['t', 'a-much-longer-temporary-folder']) {
+        process.env.K8S_HA_CACHE_DIR = path.join(work, `cache-${folder}`);
+        process.env.TMPDIR = path.join(work, folder);
+        fs.mkdirSync(process.env.TMPDIR, { mode: 0o700 });
+        builds.push(await ensureNginxBinary(src, [], host, () => undefined));
+      }
+      const [a, b] = builds;
+      expect(a!.path).not.toBe(b!.path);
+      expect(b!.sha256).toBe(a!.sha256);
+      expect(b!.identity).toBe(a!.identity);
+      const bytes = fs.readFileSync(a!.path).toString('latin1');
+      expect(bytes).toContain('/usr/src/nginx');
+      expect(bytes).not.toContain('k8s-ha-build-');
+      // What made it is recorded: the compiler, the linker and make, as they name themselves.
+      expect(a!.toolchain!.join('\n')).toMatch(/^cc .*\d+\.\d+.*\nGNU ld .*\nGNU Make \d/);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+      server.close();
+    }
+  });
+
   it('reads a binary file back through the root shell byte for byte', async () => {
     const file = path.join(tmp(), 'bin');
     const bytes = Buffer.concat([Buffer.from(Array.from({ length: 256 }, (_, i) => i)), createHash('sha512').update('x').digest(), Buffer.alloc(70_000, 0xff)]);

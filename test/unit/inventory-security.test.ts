@@ -137,6 +137,20 @@ describe('files the inventory names on this machine, checked at load', () => {
     expect(broken.message).toMatch(/tls\.caFile: .*broken\.crt certificate 1 of 1 does not parse/);
   });
 
+  it('build.store: missing, or writable by others, is refused at load naming the field and line; a shared one loads, relative to the inventory', async () => {
+    const dir = folder({});
+    const ca = pemCert(dir) && 'tls: { caFile: ca.pem }\n';
+    const missing = await loadError(dir, `${BASE}${ca}build: { store: shared/store }\n`);
+    expect(missing.code).toBe(ExitCode.usage);
+    expect(missing.message).toContain(`${dir}/inv.yaml:5:17: build.store: ${path.join(dir, 'shared/store')} does not exist: mount the shared folder there`);
+    fs.mkdirSync(path.join(dir, 'shared/store'), { recursive: true });
+    fs.chmodSync(path.join(dir, 'shared/store'), 0o777);
+    expect((await loadError(dir, `${BASE}${ca}build: { store: shared/store }\n`)).message).toMatch(/build\.store: .*shared\/store is writable by every user of this machine \(mode 0777\)/);
+    fs.chmodSync(path.join(dir, 'shared/store'), 0o2775);
+    fs.writeFileSync(path.join(dir, 'inv.yaml'), `${BASE}${ca}build: { store: shared/store }\n`);
+    expect((await loadInventory(path.join(dir, 'inv.yaml'))).inventory.build.store).toBe(path.join(dir, 'shared/store'));
+  });
+
   it('a real CA loads', async () => {
     const dir = folder({});
     pemCert(dir);
