@@ -1,8 +1,10 @@
 /**
  * The build cache's own safety: metadata written whole or not at all, and one builder per entry.
  * Two deploys (two operators, or two terminals) that need the same build at once make it once: the
- * second waits for the first and takes its result.
+ * second waits for the first and takes its result. The same lock guards an entry of the shared
+ * store (store.ts), which other machines write to as well.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -11,12 +13,28 @@ import { BuildError } from '../errors.js';
 import { forget, track } from '../util/tempdir.js';
 import { sha256File, type Say } from './download.js';
 
-/** Write a file whole or not at all: a reader never sees half of it (a temporary file beside it, then rename). */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const tmp = track(`${file}.${process.pid}.${Date.now()}.part`);
-  await fsp.writeFile(tmp, text);
-  await fsp.rename(tmp, file);
-  forget(tmp);
+/** A temporary name beside `file` nobody can guess (the store's folders are shared): made with O_EXCL, never an existing file or link. */
+export const partName = (file: string) => `${file}.${randomBytes(8).toString('hex')}.part`;
+
+/**
+ * Write a file whole or not at all: a reader never sees half of it (a temporary file beside it,
+ * made with O_EXCL and given `mode` through its own descriptor, then renamed over the file).
+ */
+export async function writeFileAtomic(file: string, text: string, mode = 0o600): Promise<void> {
+  const tmp = track(partName(file));
+  try {
+    const fh = await fsp.open(tmp, 'wx', mode);
+    try {
+      await fh.writeFile(text);
+      await fh.chmod(mode);
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+  } finally {
+    await fsp.rm(tmp, { force: true });
+    forget(tmp);
+  }
 }
 
 const alive = (pid: number) => {
@@ -28,7 +46,7 @@ const alive = (pid: number) => {
   }
 };
 
-/** A lock file's text (`PID HOST`), or undefined when there is none. */
+/** A lock file's text (`PID HOST MACHINE`), or undefined when there is none. */
 function readLock(lock: string): string | undefined {
   try {
     return fs.readFileSync(lock, 'utf8').trim();
@@ -37,35 +55,62 @@ function readLock(lock: string): string | undefined {
   }
 }
 
-/** How often a holder touches its lock, and how long untouched makes it stale: a holder on another machine cannot be asked whether it lives. */
-export const LOCK_HEARTBEAT_MS = 5_000;
-export const LOCK_STALE_MS = 60_000;
+/**
+ * How often a holder touches its lock, and how long a lock of another machine may stay the same
+ * (text and time, as this process's own clock sees it change) before its holder counts as gone: a
+ * process on another machine cannot be asked whether it runs, and its clock may not be ours.
+ * Changed only by tests.
+ */
+export const lockTiming = { heartbeatMs: 5_000, staleMs: 60_000 };
 
-/** Who holds a lock, from its text: `PID HOST` (or `PID` alone, as earlier versions wrote it: this machine). */
-export function lockHolder(text: string): { pid: number; host: string } {
-  const [pid, host] = text.split(/\s+/);
-  return { pid: Number(pid), host: host || os.hostname() };
+let machine: string | undefined;
+/** This machine, as a lock names it: systemd's machine ID (two hosts may share a name), else the host name. */
+export function machineId(): string {
+  if (machine === undefined) {
+    let id = '';
+    try {
+      id = fs.readFileSync('/etc/machine-id', 'utf8').trim();
+    } catch {
+      /* none: the host name alone */
+    }
+    machine = /^[0-9a-f]{32}$/.test(id) ? id : '-';
+  }
+  return machine;
 }
 
+/** Who holds a lock, from its text: `PID HOST MACHINE` (`PID` alone, as earlier versions wrote it: this machine). */
+export function lockHolder(text: string): { pid: number; host: string; local: boolean } {
+  const [pid, host, id] = text.split(/\s+/);
+  const local = !host || (id && id !== '-' && machineId() !== '-' ? id === machineId() : host === os.hostname());
+  return { pid: Number(pid), host: host || os.hostname(), local };
+}
+
+/** The lock of an entry is another's: waited for until `waitMs`, or at once with `waitMs` 0. */
+export class LockHeldError extends BuildError {}
+
 /**
- * Run `fn` holding the lock of entry `dir` (a file made with O_EXCL holding our PID and host name),
- * in this machine's cache or in a shared store (build.store, perhaps on NFS, written by other
- * machines too). Another process holding it: wait, saying so, until it lets go, up to `waitMs`;
- * `fn` then finds that process's result. A lock is taken over when its holder is gone: a process of
- * this machine that no longer runs, or, from any machine, a lock not touched for LOCK_STALE_MS (its
- * holder touches it every LOCK_HEARTBEAT_MS while it builds).
+ * Run `fn` holding the lock of entry `dir` (a file made with O_EXCL holding our PID, host name and
+ * machine ID), in this machine's cache or in a shared store (build.store, perhaps on NFS, written by
+ * other machines too). Another process holding it: wait, saying so, until it lets go, up to
+ * `waitMs`; `fn` then finds that process's result. A lock is taken over when its holder is gone: a
+ * process of this machine that no longer runs, or a lock of another machine that has not changed
+ * for lockTiming.staleMs (its holder touches it every heartbeatMs while it builds). Taking over is a
+ * rename to a name of our own, so two waiters cannot both take it, nor remove a lock made since.
  */
 export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000, mode = 0o700): Promise<T> {
   await fsp.mkdir(dir, { recursive: true, mode });
   const lock = path.join(dir, '.lock');
-  const me = `${process.pid} ${os.hostname()}`;
+  const me = `${process.pid} ${os.hostname()} ${machineId()}`;
   const end = Date.now() + waitMs;
   let told = false;
   let emptySince = 0;
+  /** The lock as last seen, and when (by our clock) it last changed. */
+  let seen = { text: '', mtimeMs: 0, since: Date.now() };
   for (;;) {
     try {
-      const fd = fs.openSync(lock, 'wx');
+      const fd = fs.openSync(lock, 'wx', 0o644);
       fs.writeSync(fd, `${me}\n`);
+      fs.fchmodSync(fd, 0o644);
       fs.closeSync(fd);
       break;
     } catch (e) {
@@ -75,44 +120,52 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
         await fsp.mkdir(dir, { recursive: true, mode });
         continue;
       }
+      if (code === 'EACCES' || code === 'EPERM') {
+        throw new BuildError(`${what}: cannot make the lock ${lock}: ${code}`, { hint: `this user may not write to ${dir}: give the operators' group write access to it (chmod g+w)` });
+      }
       if (code !== 'EEXIST') throw e;
     }
     const text = readLock(lock);
     if (text === undefined) continue; // let go of just now: try to take it
+    const mtimeMs = fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+    if (text !== seen.text || mtimeMs !== seen.mtimeMs) seen = { text, mtimeMs, since: Date.now() };
     const holder = lockHolder(text);
-    const age = Date.now() - (fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? Date.now());
     // An empty lock is one being written; one empty for seconds was left by a process killed in between.
     emptySince = holder.pid ? 0 : emptySince || Date.now();
-    const gone = holder.pid ? (holder.host === os.hostname() && !alive(holder.pid)) || age > LOCK_STALE_MS : Date.now() - emptySince > 5000;
+    const gone = holder.pid ? (holder.local ? !alive(holder.pid) : Date.now() - seen.since > lockTiming.staleMs) : Date.now() - emptySince > 5000;
     if (gone) {
-      // Left by a process that is gone (killed mid-build): take it over, unless another waiter already did.
-      if (readLock(lock) === text) fs.rmSync(lock, { force: true });
+      takeOver(lock, text);
       continue;
     }
     if (!holder.pid) {
       await new Promise((r) => setTimeout(r, 50));
       continue;
     }
-    const who = `another k8s-ha (pid ${holder.pid}${holder.host === os.hostname() ? '' : ` on ${holder.host}`})`;
-    if (Date.now() >= end) throw new BuildError(`${what}: ${who} has been building it for ${Math.round(waitMs / 60_000)} min`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
+    const who = `another k8s-ha (pid ${holder.pid}${holder.local ? '' : ` on ${holder.host}`})`;
+    if (Date.now() >= end) {
+      throw new LockHeldError(`${what}: ${who} ${waitMs ? `has been building it for ${Math.round(waitMs / 60_000)} min` : 'is building it'}`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
+    }
     if (!told) say(`${what}: ${who} is building it; waiting for its result`);
     told = true;
     await new Promise((r) => setTimeout(r, 500));
   }
-  track(lock);
+  const release = () => {
+    // Ours only: a lock another process took over (it thought us gone) is its own.
+    if (readLock(lock) === me) fs.rmSync(lock, { force: true });
+  };
+  process.on('exit', release);
   // Touched while held, so a waiter on another machine sees it is alive.
   const heartbeat = setInterval(() => {
     const t = new Date();
     fs.utimes(lock, t, t, () => undefined);
-  }, LOCK_HEARTBEAT_MS);
+  }, lockTiming.heartbeatMs);
   heartbeat.unref();
   try {
     return await fn();
   } finally {
     clearInterval(heartbeat);
-    // Ours only: a lock another process took over (it thought us gone) is its own.
-    if (readLock(lock) === me) fs.rmSync(lock, { force: true });
-    forget(lock);
+    process.off('exit', release);
+    release();
     // A build that failed leaves no empty entry behind.
     try {
       fs.rmdirSync(dir);
@@ -120,6 +173,30 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
       /* not empty: the entry was made */
     }
   }
+}
+
+/**
+ * Take over a lock whose holder is gone: renamed to a name of our own (atomic: of two waiters, one
+ * gets it), then removed if it is the lock judged gone. If it is not (its holder let go and another
+ * took it in between), it is put back unless yet another lock is there by now.
+ */
+function takeOver(lock: string, judged: string): void {
+  const mine = partName(lock);
+  try {
+    fs.renameSync(lock, mine);
+  } catch {
+    return; // gone already, or another waiter took it
+  }
+  if (readLock(mine) === judged) {
+    fs.rmSync(mine, { force: true });
+    return;
+  }
+  try {
+    fs.linkSync(mine, lock);
+  } catch {
+    /* a new lock is there: the one moved aside was let go of meanwhile, or its holder finds itself overtaken */
+  }
+  fs.rmSync(mine, { force: true });
 }
 
 /** A cache entry when whole: its metadata, and the binary beside it with the sha256 recorded there. */

@@ -16,7 +16,7 @@ import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track } from '../util/tempdir.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
-import { storedMeta, throughStore } from './store.js';
+import { storedEntry, throughStore } from './store.js';
 import * as tar from 'tar';
 import { KUBE_LB_VERSION } from '../proxy/version.js';
 import { fetchPackage, sha256File, type Say } from './download.js';
@@ -179,7 +179,7 @@ export async function cachedKubeLb(arch?: KubeLbArch, store?: string): Promise<K
   const p = paths(key);
   const meta = await fsp.readFile(p.meta, 'utf8').catch(() => undefined);
   if (meta) return { ...(JSON.parse(meta) as KubeLbBinary), path: p.binary, cached: true, identity };
-  const stored = await storedMeta<KubeLbBinary>(store, 'kube-lb', key, 'kube-lb');
+  const stored = await storedEntry<KubeLbBinary>(store, 'kube-lb', key, 'kube-lb', (b) => b.key === key && b.arch === (arch ?? controllerArch() ?? 'x86_64'));
   return stored && { ...stored, cached: true, fromStore: true, identity };
 }
 
@@ -198,6 +198,7 @@ export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch()
     what: `kube-lb for ${arch}`,
     say,
     fromLocal: () => fromCache(p),
+    accepts: (b) => b.key === key && b.arch === arch,
     // One builder per key: a second deploy needing the same executable waits for it, then finds it here.
     make: () => withCacheLock(p.dir, 'kube-lb', say, async () => (await fromCache(p)) ?? build(code, key, p, say, arch)),
   });

@@ -24,7 +24,7 @@ import { cacheDir, ensureCacheRoot } from '../util/paths.js';
 import { forget, track } from '../util/tempdir.js';
 import { quote } from '../util/quote.js';
 import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
-import { storedMeta, throughStore } from './store.js';
+import { storedEntry, throughStore } from './store.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 
 export interface NginxSource {
@@ -271,6 +271,7 @@ export async function ensureNginxBinary(src: NginxSource, configure: string[], h
     what,
     say,
     fromLocal: () => fromCache(dir),
+    accepts: (b) => madeFrom(b, src, configure, host.link) && b.osKey === buildOsKey(host.os, host.link),
     make: async () => {
       // The verified tarball first: a wrong one stops everything before the cache is touched.
       const tarball = await fetchVerified(`nginx-${src.version}.tar.gz`, src.sources, src.sha256, say);
@@ -356,32 +357,36 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], l
     const dir = cacheDir('builds', key);
     const meta = await fsp.readFile(path.join(dir, 'build.json'), 'utf8').catch(() => undefined);
     if (meta) return { ...(JSON.parse(meta) as BuiltBinary), path: path.join(dir, 'kube-nginx'), cached: true };
-    const stored = await storedMeta<BuiltBinary>(store, 'builds', key, 'kube-nginx');
+    const stored = await storedEntry<BuiltBinary>(store, 'builds', key, 'kube-nginx', (b) => madeFrom(b, src, configure, link) && b.osKey === buildOsKey(os, link));
     return stored && { ...stored, cached: true, fromStore: true };
   }
-  for (const root of [cacheDir('builds'), ...(store ? [path.join(store, 'builds')] : [])]) {
+  // The build host is a node, whose OS is not known without asking it: every build made from these
+  // inputs, here and in the store. Builds for other CPUs or glibcs differ: then which one is meant
+  // is not known, and the binary is unknown rather than guessed.
+  const found: BuiltBinary[] = [];
+  for (const [root, fromStore] of [[cacheDir('builds'), false], ...(store ? [[path.join(store, 'builds'), true]] : [])] as [string, boolean][]) {
     for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
-      const meta = await fsp.readFile(path.join(root, key, 'build.json'), 'utf8').catch(() => undefined);
-      if (!meta) continue;
-      const b = JSON.parse(meta) as BuiltBinary;
-      // Made from these inputs by this recipe (a build with an identity is one of NGINX_RECIPE 2 or later).
-      if (b.identity && b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure) && (b.link ?? 'native') === link) {
-        return { ...b, path: path.join(root, key, 'kube-nginx'), cached: true, ...(root === cacheDir('builds') ? {} : { fromStore: true }) };
-      }
+      const b = await readCached<BuiltBinary>(path.join(root, key, 'kube-nginx'), path.join(root, key, 'build.json')).catch(() => undefined);
+      if (b && madeFrom(b, src, configure, link)) found.push({ ...b, ...(fromStore ? { fromStore } : {}) });
     }
   }
-  return undefined;
+  return new Set(found.map((b) => b.sha256)).size === 1 ? found[0] : undefined;
+}
+
+/** Whether a build's metadata says it was made from these inputs by this recipe (one with an identity is of NGINX_RECIPE 2 or later). */
+function madeFrom(b: BuiltBinary, src: NginxSource, configure: string[], link: Link): boolean {
+  return !!b.identity && b.version === src.version && b.sourceSha256 === src.sha256 && JSON.stringify(b.configureArgs) === JSON.stringify(configure) && (b.link ?? 'native') === link;
 }
 
 /**
  * Shell, after ./configure: the compiler is told to write the build folder (mktemp's, another name
  * each time) as /usr/src/nginx in the debug information nginx's default -g puts in the binary
- * (-fdebug-prefix-map, gcc 4.3 on), so the same inputs give the same bytes wherever they are built.
+ * (-fdebug-prefix-map, gcc 4.3 on; the physical path, as gcc records it), so the same inputs give the same bytes wherever they are built.
  * Added to objs/Makefile rather than to --with-cc-opt, which nginx -V would print with the folder in
  * it. A folder whose name make or sed would misread is left as it is (the build is then not
  * reproducible, and says nothing worse).
  */
-const PREFIX_MAP = `case "$PWD" in *[!A-Za-z0-9._/-]*) ;; *) [ ! -f objs/Makefile ] || sed -i "s|^CFLAGS =|CFLAGS = -fdebug-prefix-map=$PWD=/usr/src/nginx|" objs/Makefile ;; esac`;
+const PREFIX_MAP = `here=$(pwd -P); case "$here" in *[!A-Za-z0-9._/-]*) ;; *) [ ! -f objs/Makefile ] || sed -i "s|^CFLAGS =|CFLAGS = -fdebug-prefix-map=$here=/usr/src/nginx|" objs/Makefile ;; esac`;
 
 /**
  * Shell: the toolchain as it names itself, a line each after `@@toolchain`: the compiler, musl for a

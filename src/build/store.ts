@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { forget, track } from '../util/tempdir.js';
-import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
+import { LockHeldError, partName, readCached, withCacheLock, writeFileAtomic } from './cache.js';
 import { sha256File, type Say } from './download.js';
 
 /** One entry: its folder, its binary and its build.json. */
@@ -58,10 +58,9 @@ export async function storeProblem(root: string): Promise<string | undefined> {
   return undefined;
 }
 
-/** Folders made in the store: writable by the group when the store's own folder is, so every operator may add entries. */
+/** Folders made in the store: writable by the group when the store's own folder is (and setgid when it is), so every operator may add entries. */
 async function storeDirMode(root: string): Promise<number> {
   const st = await fsp.stat(root);
-  // The setgid bit too, so what is made in them keeps the store's group.
   return 0o755 | (st.mode & 0o2020);
 }
 
@@ -71,18 +70,40 @@ async function mkdirs(root: string, dir: string, mode: number): Promise<void> {
     await fsp.mkdir(d).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'EEXIST') throw e;
     });
-    // mkdir's mode is cut by the umask; the group bit must be what the store's own folder has.
-    if ((await fsp.stat(d)).uid === process.getuid?.()) await fsp.chmod(d, mode);
+    // mkdir's mode is cut by the umask; the group bits must be what the store's own folder has.
+    if ((await fsp.lstat(d)).uid === process.getuid?.()) await fsp.chmod(d, mode);
   }
 }
 
-/** `from` copied to `to` whole (a temporary name, then rename) with `mode`; its sha256 checked against `sha256` once copied. */
+/**
+ * Why an entry of the store cannot be trusted, or undefined: each of its folders and files must be
+ * what it seems (no symbolic link, which could lead anywhere) and not writable by others.
+ */
+async function unsafe(e: Entry): Promise<string | undefined> {
+  for (const p of [path.dirname(e.dir), e.dir, e.binary, e.meta]) {
+    const st = await fsp.lstat(p).catch(() => undefined);
+    if (!st) return `${p} is missing`;
+    if (st.isSymbolicLink()) return `${p} is a symbolic link`;
+    if (st.mode & 0o002) return `${p} is writable by others`;
+  }
+  return undefined;
+}
+
+/**
+ * `from` copied to `to` whole: to a temporary name nobody can guess, made with O_EXCL (never
+ * through a link planted there), given `mode` through its own descriptor, checked against `sha256`
+ * (the source may have changed between its check and the copy), then renamed.
+ */
 async function copyWhole(from: string, to: string, mode: number, sha256: string): Promise<boolean> {
-  const tmp = track(`${to}.${process.pid}.${Date.now()}.part`);
+  const tmp = track(partName(to));
   try {
-    await fsp.copyFile(from, tmp);
-    await fsp.chmod(tmp, mode);
-    // What was copied is what the entry records (the source may have changed between the check and the copy).
+    await fsp.copyFile(from, tmp, fs.constants.COPYFILE_EXCL);
+    const fh = await fsp.open(tmp, 'r');
+    try {
+      await fh.chmod(mode);
+    } finally {
+      await fh.close();
+    }
     if ((await sha256File(tmp)) !== sha256) return false;
     await fsp.rename(tmp, to);
     return true;
@@ -92,18 +113,23 @@ async function copyWhole(from: string, to: string, mode: number, sha256: string)
   }
 }
 
-/**
- * The store's entry, taken into the local cache entry when the store has it whole: the binary
- * copied and checked against the sha256 its build.json records, then that build.json written beside
- * it. Undefined when the store has no whole entry.
- */
-export async function takeFromStore<T extends { sha256: string; path: string }>(store: Entry, local: Entry): Promise<(T & { cached: true; fromStore: true }) | undefined> {
-  const found = await readCached<T>(store.binary, store.meta).catch(() => undefined);
-  if (!found) return undefined;
+/** The store's entry when whole, safe, and made from what is asked for (`accepts`, from its build.json): its metadata; else why not. */
+async function wholeEntry<T extends { sha256: string }>(e: Entry, accepts: (meta: T) => boolean): Promise<{ meta: T } | { why: string }> {
+  const why = await unsafe(e);
+  if (why) return { why };
+  const found = await readCached<T>(e.binary, e.meta).catch(() => undefined);
+  if (!found) return { why: `${e.binary} is not the file its build.json records` };
+  if (!accepts(found)) return { why: `${e.meta} does not describe what its key is made from` };
+  return { meta: found };
+}
+
+/** The store's entry into the local cache entry: its binary copied and checked again, then its build.json written beside it. */
+async function take<T extends { sha256: string; path: string }>(found: T, store: Entry, local: Entry): Promise<(T & { cached: true; fromStore: true }) | undefined> {
   await fsp.mkdir(local.dir, { recursive: true, mode: 0o700 });
   if (!(await copyWhole(store.binary, local.binary, 0o755, found.sha256))) return undefined;
   const meta = { ...found, path: local.binary, cached: false };
   delete (meta as { fromStore?: boolean }).fromStore;
+  delete (meta as { stored?: string }).stored;
   await writeFileAtomic(local.meta, JSON.stringify(meta, null, 2) + '\n');
   return { ...meta, path: local.binary, cached: true, fromStore: true };
 }
@@ -114,24 +140,15 @@ async function put<T extends { sha256: string }>(root: string, local: Entry, sto
   await mkdirs(root, store.dir, mode);
   if (!(await copyWhole(local.binary, store.binary, 0o755, made.sha256))) throw new Error(`${local.binary} changed while it was copied to the store`);
   const meta = JSON.parse(await fsp.readFile(local.meta, 'utf8')) as Record<string, unknown>;
-  await writeFileAtomic(store.meta, JSON.stringify({ ...meta, path: store.binary, cached: false }, null, 2) + '\n');
-  await fsp.chmod(store.meta, 0o644);
-}
-
-/** A local entry put into the store unless the store has it whole already; under the store entry's lock. */
-export async function putInStore<T extends { sha256: string }>(root: string, local: Entry, store: Entry, made: T, what: string, say: Say): Promise<void> {
-  if (await readCached(store.binary, store.meta).catch(() => undefined)) return;
-  await mkdirs(root, path.dirname(store.dir), await storeDirMode(root));
-  await withCacheLock(store.dir, what, say, async () => {
-    if (!(await readCached(store.binary, store.meta).catch(() => undefined))) await put(root, local, store, made);
-  }, undefined, await storeDirMode(root));
+  await writeFileAtomic(store.meta, JSON.stringify({ ...meta, path: store.binary, cached: false }, null, 2) + '\n', 0o644);
 }
 
 /**
- * An artifact through the store: the local cache's (put into the store too when the store lacks
- * it), else the store's (taken into the cache), else made by `make` (which builds into the local
- * cache under its own lock) while holding the store entry's lock, then put into the store. Without
- * a store, the cache's or `make`'s.
+ * An artifact through the store, which is the shared truth: the store's entry when it has a whole
+ * one made from these inputs (the cache's copy when that is the same file, else the store's copied
+ * into the cache); else the cache's, put into the store unless another controller is putting one
+ * there now; else made by `make` (which builds into the cache under its own lock) while holding the
+ * store entry's lock, then put into the store. Without a store, the cache's or `make`'s.
  */
 export async function throughStore<T extends { sha256: string; path: string; cached: boolean }>(o: {
   store: string | undefined;
@@ -143,34 +160,55 @@ export async function throughStore<T extends { sha256: string; path: string; cac
   say: Say;
   fromLocal: () => Promise<T | undefined>;
   make: () => Promise<T>;
+  /** Whether a store entry's build.json describes what the key is made from. */
+  accepts: (meta: T) => boolean;
 }): Promise<T & { stored?: string; fromStore?: boolean }> {
   const local = await o.fromLocal();
   if (!o.store) return local ?? o.make();
-  const entry = entryIn(o.store, o.kind, o.key, o.name);
+  const root = o.store;
+  const entry = entryIn(root, o.kind, o.key, o.name);
+  const mode = await storeDirMode(root);
+  const there = await wholeEntry<T>(entry, o.accepts);
+  if ('meta' in there) {
+    if (local?.sha256 === there.meta.sha256) return { ...local, stored: entry.binary };
+    const taken = await take(there.meta, entry, o.local);
+    if (taken) {
+      o.say(`${o.what}: taken from the store ${root}${local ? ` (this machine's cache had another build, sha256 ${local.sha256.slice(0, 12)}: the store's is the one every controller deploys)` : ''}`);
+      return { ...taken, stored: entry.binary };
+    }
+  } else if (fs.existsSync(entry.meta) || fs.existsSync(entry.binary)) {
+    o.say(`${o.what}: the store's entry is not used (${there.why}); it is made again`);
+  }
+  await mkdirs(root, entry.dir, mode);
   if (local) {
-    await putInStore(o.store, o.local, entry, local, o.what, o.say);
-    return { ...local, stored: entry.binary };
+    // Put there unless another controller is at it: this run needs nothing from it.
+    try {
+      await withCacheLock(entry.dir, `${o.what} (store ${root})`, o.say, async () => {
+        if (!('meta' in (await wholeEntry<T>(entry, o.accepts)))) await put(root, o.local, entry, local);
+      }, 0, mode);
+      return { ...local, stored: entry.binary };
+    } catch (e) {
+      if (!(e instanceof LockHeldError)) throw e;
+      return local;
+    }
   }
-  const taken = await takeFromStore<T>(entry, o.local);
-  if (taken) {
-    o.say(`${o.what}: taken from the store ${o.store}`);
-    return { ...taken, stored: entry.binary };
-  }
-  await mkdirs(o.store, path.dirname(entry.dir), await storeDirMode(o.store));
-  const made = await withCacheLock(entry.dir, `${o.what} (store ${o.store})`, o.say, async () => {
-    const there = await takeFromStore<T>(entry, o.local);
-    if (there) return there;
+  const made = await withCacheLock(entry.dir, `${o.what} (store ${root})`, o.say, async () => {
+    const now = await wholeEntry<T>(entry, o.accepts);
+    if ('meta' in now) {
+      const taken = await take(now.meta, entry, o.local);
+      if (taken) return taken;
+    }
     const m = await o.make();
-    await put(o.store!, o.local, entry, m);
+    await put(root, o.local, entry, m);
     return m;
-  }, undefined, await storeDirMode(o.store));
+  }, undefined, mode);
   return { ...made, stored: entry.binary };
 }
 
-/** An entry's build.json in the store, without taking its binary: what --check and status need (its sha256). */
-export async function storedMeta<T>(store: string | undefined, kind: StoreKind, key: string, name: string): Promise<(T & { path: string }) | undefined> {
+/** An entry's build.json in the store when the entry is whole and safe, without taking its binary: what --check and status need (its sha256). */
+export async function storedEntry<T extends { sha256: string }>(store: string | undefined, kind: StoreKind, key: string, name: string, accepts: (meta: T) => boolean): Promise<(T & { path: string }) | undefined> {
   if (!store) return undefined;
   const e = entryIn(store, kind, key, name);
-  const text = await fsp.readFile(e.meta, 'utf8').catch(() => undefined);
-  return text ? { ...(JSON.parse(text) as T), path: e.binary } : undefined;
+  const there = await wholeEntry<T>(e, accepts);
+  return 'meta' in there ? { ...there.meta, path: e.binary } : undefined;
 }

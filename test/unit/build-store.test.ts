@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { LOCK_STALE_MS, lockHolder, readCached, writeFileAtomic } from '../../src/build/cache.js';
+import { lockHolder, lockTiming, machineId, readCached, writeFileAtomic } from '../../src/build/cache.js';
 import { artifactIdentity, buildKey, cachedNginxBinary } from '../../src/build/nginx.js';
 import { entryIn, storeProblem, throughStore, type Entry } from '../../src/build/store.js';
 
@@ -30,7 +30,7 @@ interface Made {
 }
 
 /** One controller: its own cache folder; `make` writes the entry there as a build does (binary, then build.json). */
-function controller(name: string, store: string | undefined, key = 'k1', bytes = 'the binary') {
+function controller(name: string, store: string | undefined, key = 'k1', bytes = 'the binary', during?: () => void) {
   const cache = tmp();
   const local: Entry = entryIn(cache, 'builds', key, 'kube-nginx');
   let builds = 0;
@@ -45,8 +45,10 @@ function controller(name: string, store: string | undefined, key = 'k1', bytes =
       what: 'nginx 1.22.1 (static)',
       say: (l) => said.push(l),
       fromLocal: () => readCached<Made>(local.binary, local.meta),
+      accepts: (m) => typeof m.by === 'string',
       make: async () => {
         builds++;
+        during?.();
         await new Promise((r) => setTimeout(r, 300));
         fs.mkdirSync(local.dir, { recursive: true });
         fs.writeFileSync(local.binary, bytes);
@@ -94,7 +96,7 @@ describe('the shared store', () => {
     const old = controller('old', undefined, 'k2', 'older');
     await old.get();
     expect(old.builds()).toBe(1);
-    const again = await throughStore<Made>({ store: other, kind: 'builds', key: 'k2', name: 'kube-nginx', local: old.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(old.local.binary, old.local.meta), make: () => Promise.reject(new Error('must not build')) });
+    const again = await throughStore<Made>({ store: other, kind: 'builds', key: 'k2', name: 'kube-nginx', local: old.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(old.local.binary, old.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
     expect(again.cached).toBe(true);
     expect(fs.readFileSync(path.join(other, 'builds/k2/kube-nginx'), 'utf8')).toBe('older');
   });
@@ -115,41 +117,120 @@ describe('the shared store', () => {
     expect(c.builds()).toBe(1);
   });
 
-  it("a lock held from another machine is waited for while it is kept fresh, and taken over once it is stale", async () => {
-    const store = tmp();
-    const dir = path.join(store, 'builds', 'k1');
-    fs.mkdirSync(dir, { recursive: true });
-    const lock = path.join(dir, '.lock');
-    // PID 1 on another host: not ours to ask whether it runs; it is judged by the lock's age.
-    fs.writeFileSync(lock, '1 builder-elsewhere\n');
-    const a = controller('a', store);
-    const t0 = Date.now();
-    const pending = a.get();
-    await new Promise((r) => setTimeout(r, 1200));
-    expect(a.builds()).toBe(0);
-    expect(a.said.join('\n')).toMatch(/another k8s-ha \(pid 1 on builder-elsewhere\) is building it; waiting for its result/);
-    // The other machine finishes: it lets go of the lock.
-    fs.rmSync(lock);
-    await pending;
-    expect(a.builds()).toBe(1);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(1200);
-
-    // A lock from another machine not touched for longer than LOCK_STALE_MS: its holder is gone.
-    const store2 = tmp();
-    const dir2 = path.join(store2, 'builds', 'k1');
-    fs.mkdirSync(dir2, { recursive: true });
-    fs.writeFileSync(path.join(dir2, '.lock'), '1 builder-elsewhere\n');
-    const old = new Date(Date.now() - LOCK_STALE_MS - 5000);
-    fs.utimesSync(path.join(dir2, '.lock'), old, old);
-    const b = controller('b', store2);
-    await b.get();
-    expect(b.builds()).toBe(1);
-    expect(fs.existsSync(path.join(dir2, '.lock'))).toBe(false);
+  it('a lock held from another machine is waited for while it changes, and taken over once it has not changed for staleMs by our own clock', async () => {
+    const saved = { ...lockTiming };
+    lockTiming.staleMs = 1000;
+    try {
+      const store = tmp();
+      const dir = path.join(store, 'builds', 'k1');
+      fs.mkdirSync(dir, { recursive: true });
+      const lock = path.join(dir, '.lock');
+      // PID 1 of another machine: not ours to ask whether it runs. Its holder touches it (a heartbeat),
+      // with a clock of its own: an mtime far in the past says nothing.
+      fs.writeFileSync(lock, '1 builder-elsewhere 0123456789abcdef0123456789abcdef\n');
+      let beat = 0;
+      const heartbeat = setInterval(() => {
+        const t = new Date(Date.now() - 3_600_000 + beat++ * 1000);
+        fs.utimesSync(lock, t, t);
+      }, 200);
+      const a = controller('a', store);
+      const pending = a.get();
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(a.builds()).toBe(0);
+      expect(a.said.join('\n')).toMatch(/another k8s-ha \(pid 1 on builder-elsewhere\) is building it; waiting for its result/);
+      // Its holder dies: the lock stays as it is, and is taken over staleMs later.
+      clearInterval(heartbeat);
+      const died = Date.now();
+      await pending;
+      expect(a.builds()).toBe(1);
+      expect(Date.now() - died).toBeGreaterThanOrEqual(700);
+      expect(fs.readdirSync(dir).sort()).toEqual(['build.json', 'kube-nginx']);
+    } finally {
+      Object.assign(lockTiming, saved);
+    }
   });
 
-  it('a lock names its holder by PID and host; a lock of earlier versions (PID alone) is this machine\'s', () => {
-    expect(lockHolder('4242 ctl-2')).toEqual({ pid: 4242, host: 'ctl-2' });
-    expect(lockHolder('4242')).toEqual({ pid: 4242, host: os.hostname() });
+  it('the holder touches its lock while it builds; the entry folder is the group\'s and the lock readable while it is held', async () => {
+    const saved = { ...lockTiming };
+    lockTiming.heartbeatMs = 100;
+    try {
+      const store = tmp();
+      fs.chmodSync(store, 0o2775);
+      const lock = path.join(store, 'builds', 'k1', '.lock');
+      const seen: { mtimes: number[]; dirMode: string; lockMode: string; text: string }[] = [];
+      const a = controller('a', store, 'k1', 'the binary', () => {
+        const first = fs.statSync(lock).mtimeMs;
+        seen.push({ mtimes: [first], dirMode: (fs.statSync(path.dirname(lock)).mode & 0o7777).toString(8), lockMode: (fs.statSync(lock).mode & 0o777).toString(8), text: fs.readFileSync(lock, 'utf8') });
+        setTimeout(() => seen[0]!.mtimes.push(fs.statSync(lock).mtimeMs), 280);
+      });
+      await a.get();
+      expect(seen[0]!.mtimes[1]).toBeGreaterThan(seen[0]!.mtimes[0]!);
+      expect(seen[0]!.dirMode).toBe('2775');
+      expect(seen[0]!.lockMode).toBe('644');
+      expect(seen[0]!.text).toBe(`${process.pid} ${os.hostname()} ${machineId()}\n`);
+      expect(fs.existsSync(lock)).toBe(false);
+    } finally {
+      Object.assign(lockTiming, saved);
+    }
+  });
+
+  it('a controller that has the build in its cache does not wait for another that is putting one in the store', async () => {
+    const store = tmp();
+    const mine = controller('mine', undefined);
+    await mine.get();
+    const dir = path.join(store, 'builds', 'k1');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, '.lock'), '1 builder-elsewhere 0123456789abcdef0123456789abcdef\n');
+    const t0 = Date.now();
+    const r = await throughStore<Made>({ store, kind: 'builds', key: 'k1', name: 'kube-nginx', local: mine.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(mine.local.binary, mine.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(r.sha256).toBe(sha('the binary'));
+    expect(r.stored).toBeUndefined();
+  });
+
+  it("the store is the shared truth: a whole entry there wins over another build in this machine's cache", async () => {
+    const store = tmp();
+    await controller('first', store, 'k1', 'the store\'s build').get();
+    const other = controller('other', undefined, 'k1', 'a build of another compiler');
+    await other.get();
+    const r = await throughStore<Made>({ store, kind: 'builds', key: 'k1', name: 'kube-nginx', local: other.local, what: 'nginx', say: (l) => other.said.push(l), fromLocal: () => readCached<Made>(other.local.binary, other.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
+    expect(r).toMatchObject({ sha256: sha("the store's build"), fromStore: true });
+    expect(fs.readFileSync(other.local.binary, 'utf8')).toBe("the store's build");
+    expect(other.said.join('\n')).toMatch(/taken from the store .* \(this machine's cache had another build, sha256 [0-9a-f]{12}: the store's is the one every controller deploys\)/);
+  });
+
+  it('an entry that is a symbolic link, writable by others, or describes other inputs is not taken: it is made again', async () => {
+    const store = tmp();
+    await controller('a', store).get();
+    const binary = path.join(store, 'builds/k1/kube-nginx');
+    const elsewhere = path.join(tmp(), 'planted');
+    fs.copyFileSync(binary, elsewhere);
+    fs.rmSync(binary);
+    fs.symlinkSync(elsewhere, binary);
+    const b = controller('b', store);
+    await b.get();
+    expect(b.builds()).toBe(1);
+    expect(b.said.join('\n')).toMatch(/the store's entry is not used \(.*kube-nginx is a symbolic link\); it is made again/);
+    expect(fs.lstatSync(binary).isSymbolicLink()).toBe(false);
+
+    fs.chmodSync(binary, 0o757);
+    const c = controller('c', store);
+    await c.get();
+    expect(c.said.join('\n')).toMatch(/kube-nginx is writable by others/);
+
+    const meta = path.join(store, 'builds/k1/build.json');
+    fs.writeFileSync(meta, JSON.stringify({ ...JSON.parse(fs.readFileSync(meta, 'utf8')), by: 7 }));
+    const d = controller('d', store);
+    await d.get();
+    expect(d.builds()).toBe(1);
+    expect(d.said.join('\n')).toMatch(/build\.json does not describe what its key is made from/);
+  });
+
+  it('a lock names its holder by PID, host and machine ID (two hosts may share a name); a lock of earlier versions (PID alone) is this machine\'s', () => {
+    expect(lockHolder(`4242 ${os.hostname()} 0123456789abcdef0123456789abcdef`)).toEqual({ pid: 4242, host: os.hostname(), local: machineId() === '-' });
+    expect(lockHolder('4242 ctl-2 -')).toEqual({ pid: 4242, host: 'ctl-2', local: false });
+    expect(lockHolder(`4242 ${os.hostname()} ${machineId()}`)).toMatchObject({ local: true });
+    expect(lockHolder('4242')).toEqual({ pid: 4242, host: os.hostname(), local: true });
   });
 
   it('folders the store makes keep its group and setgid bit, so every operator of the group may add entries', async () => {
@@ -201,6 +282,16 @@ describe('--check and status with a store', () => {
       // build.host a node: its OS is not known without asking it; the store's entries are searched by what they were made from.
       expect(await cachedNginxBinary(src, ['--with-stream'], 'static', undefined, store)).toMatchObject({ sha256: sha('nginx'), path: e.binary, fromStore: true });
       expect(await cachedNginxBinary(src, ['--with-stream', '--with-threads'], 'static', undefined, store)).toBeUndefined();
+      // A second build from the same inputs for another CPU: which one a node-built run means is not known.
+      const arm = entryIn(store, 'builds', buildKey(src, ['--with-stream'], { ...os1, arch: 'aarch64' }, 'static'), 'kube-nginx');
+      fs.mkdirSync(arm.dir, { recursive: true });
+      fs.writeFileSync(arm.binary, 'nginx for arm');
+      fs.writeFileSync(arm.meta, JSON.stringify({ ...meta, sha256: sha('nginx for arm'), osKey: 'static-musl-aarch64' }));
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', undefined, store)).toBeUndefined();
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, store)).toMatchObject({ sha256: sha('nginx') });
+      // An entry whose binary is not the one recorded is not reported.
+      fs.writeFileSync(e.binary, 'changed');
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, store)).toBeUndefined();
       expect(fs.readdirSync(cache)).toEqual([]);
     } finally {
       delete process.env.K8S_HA_CACHE_DIR;
