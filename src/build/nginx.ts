@@ -360,17 +360,30 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], l
     const stored = await storedEntry<BuiltBinary>(store, 'builds', key, 'kube-nginx', (b) => madeFrom(b, src, configure, link) && b.osKey === buildOsKey(os, link));
     return stored && { ...stored, cached: true, fromStore: true };
   }
-  // The build host is a node, whose OS is not known without asking it: every build made from these
-  // inputs, here and in the store. Builds for other CPUs or glibcs differ: then which one is meant
-  // is not known, and the binary is unknown rather than guessed.
-  const found: BuiltBinary[] = [];
+  // The build host is a node, whose OS is not known without asking it: the one CPU architecture
+  // builds of these inputs are for. Builds for several are not a guess to make: unknown.
+  const byArch = await cachedNginxBuilds(src, configure, link, store);
+  return byArch.size === 1 ? [...byArch.values()][0] : undefined;
+}
+
+/**
+ * Every build of these inputs here and in the store, by CPU architecture, for `status` and
+ * --check when nginx is built on nodes (build.host), whose OS is not known without asking them.
+ * An architecture with builds that differ (another glibc, say) is undefined: which one is meant
+ * is not known.
+ */
+export async function cachedNginxBuilds(src: NginxSource, configure: string[], link: Link, store?: string): Promise<Map<string, BuiltBinary | undefined>> {
+  const found = new Map<string, BuiltBinary | undefined>();
   for (const [root, fromStore] of [[cacheDir('builds'), false], ...(store ? [[path.join(store, 'builds'), true]] : [])] as [string, boolean][]) {
     for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
       const b = await readCached<BuiltBinary>(path.join(root, key, 'kube-nginx'), path.join(root, key, 'build.json')).catch(() => undefined);
-      if (b && madeFrom(b, src, configure, link)) found.push({ ...b, ...(fromStore ? { fromStore } : {}) });
+      const arch = b && builtFor(b)?.arch;
+      if (!b || !arch || !madeFrom(b, src, configure, link)) continue;
+      const seen = found.get(arch);
+      found.set(arch, !found.has(arch) ? { ...b, ...(fromStore ? { fromStore } : {}) } : seen?.sha256 === b.sha256 ? seen : undefined);
     }
   }
-  return new Set(found.map((b) => b.sha256)).size === 1 ? found[0] : undefined;
+  return found;
 }
 
 /** Whether a build's metadata says it was made from these inputs by this recipe (one with an identity is of NGINX_RECIPE 2 or later). */

@@ -8,13 +8,13 @@ import { deadlineOf, deadlinesOf, secondsOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
 import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
 import { cachedKubeLb, controllerArch, ensureKubeLb, type KubeLbArch } from '../build/kube-lb.js';
-import { builtFor, cachedNginxBinary, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, withStatusModule, type BuildHost, type BuiltBinary } from '../build/nginx.js';
+import { builtFor, cachedNginxBinary, cachedNginxBuilds, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, withStatusModule, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
 import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
-import { imageRepository, vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
+import { buildHostNames, imageRepository, vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMAGE_ARTIFACT, IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { nginxImage } from '../build/image.js';
 import type { Runtime } from '../lb/container.js';
@@ -77,8 +77,10 @@ export interface NodeImpl {
 
 export interface Builds {
   artifacts: PlanContext['artifacts'];
-  /** The nginx build, for what it can run on. */
+  /** The nginx build (the first build host's), for what it can run on. */
   nginx?: BuiltBinary;
+  /** With several build hosts (build.host a list), each one's build, one per CPU architecture. */
+  nginxBuilds?: BuiltBinary[];
   /** Why nginx could not be built this time (auto nodes then run kube-lb, unless they serve with nginx already). */
   nginxUnbuildable?: string;
   /** --check: artifacts that are not in the cache; their files are reported as unknown. */
@@ -166,7 +168,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
     return options.check ? readOnly(resolved.target) : resolved.target;
   };
   const targets = new Map<string, SshTarget>();
-  for (const n of nodes.concat(inv.nodes.filter((x) => x.name === inv.build.host && !nodes.includes(x)))) targets.set(n.name, reach(n, ''));
+  for (const n of nodes.concat(inv.nodes.filter((x) => buildHostNames(inv.build).includes(x.name) && !nodes.includes(x)))) targets.set(n.name, reach(n, ''));
   const vipTargets = new Map<string, SshTarget>();
   // A VIP host that is a node of this run is reached as that node (rules.ts: no name is both a master and a node).
   for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
@@ -284,15 +286,15 @@ function imageArtifact(binary: Buffer, built: Pick<BuiltBinary, 'osKey'>, versio
   return { content: img.archive, sha256: img.sha256, ref: img.ref, binarySha256: img.binarySha256, describe: `image ${img.ref} (${(img.archive.length / 1e6).toFixed(1)} MB: nginx ${version}, static, sha256 ${img.binarySha256.slice(0, 12)})` };
 }
 
-async function buildHost(setup: Setup): Promise<BuildHost> {
+async function buildHost(setup: Setup, name: string): Promise<BuildHost> {
   const inv = setup.loaded.inventory;
-  if (inv.build.host === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false, inv.build.link, deadlinesOf(inv));
-  const target = setup.targets.get(inv.build.host)!;
+  if (name === 'controller') return controllerBuildHost(inv.build.installToolchain ?? false, inv.build.link, deadlinesOf(inv));
+  const target = setup.targets.get(name)!;
   let conn: SshConnection;
   try {
     conn = await SshConnection.open(target);
   } catch (e) {
-    throw new BuildError(`cannot reach the build host: ${(e as Error).message}`, { hint: (e as ConnectError).hint });
+    throw new BuildError(`cannot reach the build host ${name}: ${(e as Error).message}`, { hint: (e as ConnectError).hint });
   }
   const req = emptyRequest();
   const facts = parseFacts(req, (await conn.execAsRoot(factScript(req), { kind: 'facts' })).stdout);
@@ -335,14 +337,19 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
     done.push(site.describe);
   }
   if (need.nginx && (step || imageStep)) {
-    let host: BuildHost | undefined;
+    const hosts: BuildHost[] = [];
     try {
-      host = await buildHost(setup);
-      let built: BuiltBinary | undefined;
-      if (forNodes && step) {
-        built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say, inv.build.store);
-        out.nginx = built;
-        out.artifacts.nginx = {
+      // One build per host, each for its own CPU architecture; the first is also the plain `nginx` and the image's.
+      for (const name of buildHostNames(inv.build)) {
+        const host = await buildHost(setup, name);
+        hosts.push(host);
+        const twin = hosts.find((h) => h !== host && h.os.arch === host.os.arch);
+        if (twin) throw new BuildError(`build.host lists ${twin.name} and ${host.name}, both ${host.os.arch}: nginx is built once per CPU architecture`, { hint: `keep one of them in build.host; list a host of each other architecture the nodes have` });
+        if (!forNodes || !step) continue;
+        const built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say, inv.build.store);
+        out.nginx ??= built;
+        (out.nginxBuilds ??= []).push(built);
+        const artifact = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
           path: built.path,
@@ -351,12 +358,15 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
           stored: built.stored,
           describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
         };
+        out.artifacts.nginx ??= artifact;
+        if (buildHostNames(inv.build).length > 1) out.artifacts[`nginx@${host.os.arch}`] = artifact;
         done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${madeWhere(built)}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
       }
       if (need.image && imageStep) {
         // The image's nginx: the same build as the nodes' when both playbooks configure it alike.
+        const built = out.nginx;
         const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
-        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), host, say, inv.build.store);
+        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), hosts[0]!, say, inv.build.store);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
         out.artifacts[IMAGE_ARTIFACT] = { ...imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version), arch: builtFor(inImage)?.arch };
         done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${madeWhere(inImage)}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
@@ -367,7 +377,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
       out.nginxUnbuildable = `nginx cannot be built: ${e.message.split('\n')[0]}`;
       done.push(`nginx not built (${e.message.split('\n')[0]}): the nodes on lb.impl auto get kube-lb`);
     } finally {
-      host?.connection?.close();
+      for (const h of hosts) h.connection?.close();
     }
   }
   if (need.kubeLb) {
@@ -413,8 +423,24 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
     out.artifacts[IMAGE_ARTIFACT] = site;
     done.push(site.describe);
   }
-  const os = inv.build.host === 'controller' ? await controllerOs() : undefined;
-  if (need.nginx && forNodes && step && inv.nginx) {
+  const hostNames = buildHostNames(inv.build);
+  const os = hostNames[0] === 'controller' ? await controllerOs() : undefined;
+  if (need.nginx && forNodes && step && inv.nginx && hostNames.length > 1) {
+    // One build per CPU architecture: every architecture's build of these inputs here or in the store.
+    const builds = await cachedNginxBuilds(inv.nginx, configureOf(inv, step), inv.build.link, inv.build.store);
+    for (const [arch, b] of builds) {
+      if (!b) continue;
+      const artifact = { content: Buffer.alloc(0), sha256: b.sha256, arch, describe: `nginx ${inv.nginx.version} (sha256 ${b.sha256.slice(0, 12)}, ${arch}, ${origin(b)})` };
+      out.artifacts[`nginx@${arch}`] = artifact;
+      if (!out.nginx) {
+        out.nginx = b;
+        out.artifacts.nginx = artifact;
+      }
+      (out.nginxBuilds ??= []).push(b);
+    }
+    if (!out.nginx) out.unknown.push('nginx');
+    done.push(builds.size ? `nginx ${inv.nginx.version} found for ${[...builds].filter(([, b]) => b).map(([a]) => a).join(' and ') || 'no architecture'}` : `nginx ${inv.nginx.version} not built yet: its binary is reported as unknown (nothing is built with --check)`);
+  } else if (need.nginx && forNodes && step && inv.nginx) {
     const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os, inv.build.store);
     if (cached) {
       out.nginx = cached;
@@ -474,14 +500,17 @@ export interface ImplChoice {
 export function chooseImpl(
   wanted: Impl,
   facts: Pick<HostFacts, 'os' | 'units'>,
-  builds: { nginx?: Pick<BuiltBinary, 'osKey'>; nginxUnbuildable?: string; kubeLb: boolean },
+  builds: { nginx?: Pick<BuiltBinary, 'osKey'> | Pick<BuiltBinary, 'osKey'>[]; nginxUnbuildable?: string; kubeLb: boolean },
 ): ImplChoice {
   if (wanted !== 'auto') return { impl: wanted };
   if (builds.nginxUnbuildable) {
     if (isServing(facts.units[IMPL_UNITS.nginx])) return { impl: 'nginx', keepBinary: true, why: `kept on nginx, its binary left as it is (${builds.nginxUnbuildable})` };
     return { impl: 'kube-lb', why: builds.nginxUnbuildable };
   }
-  const why = builds.kubeLb ? cannotRun(builds.nginx ? builtFor(builds.nginx) : undefined, facts.os) : undefined;
+  // One build per CPU architecture (build.host a list): nginx when one of them runs here.
+  const nginx = builds.nginx === undefined ? [undefined] : [builds.nginx].flat();
+  const whys = nginx.map((b) => cannotRun(b ? builtFor(b) : undefined, facts.os));
+  const why = builds.kubeLb && whys.every(Boolean) ? whys.join('; ') : undefined;
   return why ? { impl: 'kube-lb', why } : { impl: 'nginx' };
 }
 

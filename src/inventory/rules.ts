@@ -1,7 +1,7 @@
 /** Cross-field checks on a schema-valid inventory: small pure rules, each naming its path. */
 import type { Diagnostic } from './diagnostics.js';
 import net from 'node:net';
-import { vipHosts, wantedImpl, type Inventory } from './schema.js';
+import { buildHostNames, vipHosts, wantedImpl, type Inventory } from './schema.js';
 import { canonicalHost, formatHostPort, hostPortOf, hostPortsOverlap, isLoopback, isWildcard } from '../util/hostport.js';
 
 type Rule = (inv: Inventory) => Diagnostic[];
@@ -168,10 +168,14 @@ const hashBalance: Rule = (inv) =>
       ]
     : [];
 
-const buildHost: Rule = (inv) =>
-  inv.build.host === 'controller' || inv.nodes.some((n) => n.name === inv.build.host)
-    ? []
-    : [{ severity: 'error', path: ['build', 'host'], message: `"${inv.build.host}" is neither "controller" nor the name of a node` }];
+const buildHost: Rule = (inv) => {
+  const names = buildHostNames(inv.build);
+  const at = (i: number) => (Array.isArray(inv.build.host) ? ['build', 'host', i] : ['build', 'host']);
+  return names.flatMap((h, i) => [
+    ...(h === 'controller' || inv.nodes.some((n) => n.name === h) ? [] : [{ severity: 'error' as const, path: at(i), message: `"${h}" is neither "controller" nor the name of a node` }]),
+    ...(names.indexOf(h) < i ? [{ severity: 'error' as const, path: at(i), message: `"${h}" is listed twice: list one build host per CPU architecture` }] : []),
+  ]);
+};
 
 /** nginx must be described wherever it may be built. */
 const nginxNeeded: Rule = (inv) => {

@@ -348,9 +348,16 @@ export const tls = z.strictObject({
   insecureSkipVerify: z.boolean().default(false),
 });
 
+/** build.host as a list: the hosts nginx is built on, one per CPU architecture. */
+export const buildHostNames = (b: { host: string | string[] }): string[] => (Array.isArray(b.host) ? b.host : [b.host]);
+
 export const build = z.strictObject({
-  /** `controller` (this machine) or the name of a node, as the seed compiles on its first node. */
-  host: z.string().min(1).default('controller'),
+  /**
+   * Where nginx is built: `controller` (this machine) or the name of a node, as the seed compiles on
+   * its first node; or a list of them, one per CPU architecture (each builds for its own, and each
+   * node installs the build of its architecture).
+   */
+  host: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).default('controller'),
   /** Install gcc and make (and musl-gcc for a static build) with the build host's package manager when missing. Default: yes on a node, no on the controller. */
   installToolchain: z.boolean().optional(),
   /**

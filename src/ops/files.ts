@@ -70,7 +70,7 @@ export function artifactFor(artifacts: PlanContext['artifacts'], name: string, a
   const one = artifacts[name];
   if (!one?.arch || !arch || arch === 'unknown' || one.arch === arch) return one;
   const built = Object.keys(artifacts).filter((k) => k.startsWith(`${name}@`)).map((k) => k.slice(name.length + 1));
-  const fix = name === 'kube-lb' ? `add ${arch} to build.architectures in the inventory (kube-lb is built for x86_64 and aarch64)` : `set build.host to a node of ${arch}, or give this node lb.impl kube-lb`;
+  const fix = name === 'kube-lb' ? `add ${arch} to build.architectures in the inventory (kube-lb is built for x86_64 and aarch64)` : `add a node of ${arch} to build.host (one build host per CPU architecture), or give this node lb.impl kube-lb`;
   throw new Error(`${name} is built for ${(built.length ? built : [one.arch]).join(' and ')}, but this node is ${arch}: nothing was changed on it; ${fix}`);
 }
 

@@ -126,6 +126,22 @@ describe.sequential('deploy with build.host set to a node', () => {
     expect((JSON.parse(again.stdout) as DeployJson).totals.changed).toBe(0);
   });
 
+  it('build.host listing two hosts of one CPU architecture: refused once their facts are read, before anything is built or any node touched', async () => {
+    const two = path.join(scratchDir(), 'inventory.two-hosts.yaml');
+    const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
+    inv.build = { host: ['controller', node.name] };
+    fs.writeFileSync(two, YAML.stringify(inv));
+    const before = await onNode((c) => c.execOk('sha256sum /opt/k8s/kube-nginx/sbin/kube-nginx'));
+    const r = await k8sha(['build', '-i', two]);
+    expect(r.code).toBe(4);
+    expect(r.stderr).toContain(`build.host lists controller and ${node.name}, both x86_64: nginx is built once per CPU architecture`);
+    expect(r.stderr).toMatch(/fix: keep one of them in build\.host; list a host of each other architecture the nodes have/);
+    expect(r.stderr).not.toMatch(/configure and make/);
+    const d = await k8sha(['deploy', '-i', two]);
+    expect(d.code).toBe(4);
+    expect(await onNode((c) => c.execOk('sha256sum /opt/k8s/kube-nginx/sbin/kube-nginx'))).toBe(before);
+  });
+
   it('lb.impl auto does not switch a node that serves with nginx because nginx cannot be built right now', async () => {
     // The node runs kube-nginx (the test above); now its compiler is gone, its mirror has none,
     // and this controller has no nginx build cached. (The last test of this lab: nothing puts gcc back.)

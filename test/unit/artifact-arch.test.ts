@@ -28,9 +28,16 @@ describe("a node's kube-lb, by its architecture", () => {
     expect(() => put('aarch64', only)).toThrow('kube-lb is built for x86_64, but this node is aarch64: nothing was changed on it; add aarch64 to build.architectures in the inventory');
   });
 
+  it('nginx built on two hosts, one per architecture: each node installs its own; a third architecture names the fix', () => {
+    const two = { nginx: binary('x86_64', 'c'), 'nginx@x86_64': binary('x86_64', 'c'), 'nginx@aarch64': binary('aarch64', 'd') };
+    expect(artifactFor(two, 'nginx', 'aarch64')?.sha256).toBe('d'.repeat(64));
+    expect(artifactFor(two, 'nginx', 'x86_64')?.sha256).toBe('c'.repeat(64));
+    expect(() => artifactFor(two, 'nginx', 'riscv64')).toThrow(/^nginx is built for x86_64 and aarch64, but this node is riscv64: nothing was changed on it; add a node of riscv64 to build.host/);
+  });
+
   it('nginx built on a host of another architecture names the build host as the fix; an unknown architecture takes the one there is', () => {
     const nginx = { nginx: binary('x86_64', 'c') };
-    expect(() => artifactFor(nginx, 'nginx', 'aarch64')).toThrow(/^nginx is built for x86_64, but this node is aarch64: nothing was changed on it; set build.host to a node of aarch64/);
+    expect(() => artifactFor(nginx, 'nginx', 'aarch64')).toThrow(/^nginx is built for x86_64, but this node is aarch64: nothing was changed on it; add a node of aarch64 to build.host \(one build host per CPU architecture\)/);
     expect(artifactFor(nginx, 'nginx', 'unknown')?.sha256).toBe('c'.repeat(64));
     expect(artifactFor({ nginx: { ...binary('x86_64', 'd'), arch: undefined } }, 'nginx', 'aarch64')?.sha256).toBe('d'.repeat(64));
   });

@@ -30,6 +30,16 @@ describe('chooseImpl', () => {
     expect(chooseImpl('auto', { os: os('aarch64', '2.36'), units: {} }, { nginx: bookworm, kubeLb: true })).toMatchObject({ impl: 'kube-lb', why: expect.stringMatching(/aarch64/) });
   });
 
+  it('auto with one build per CPU architecture (build.host a list): nginx where one of them runs, kube-lb with every reason where none does', () => {
+    const builds = { nginx: [{ osKey: 'static-musl-x86_64' }, { osKey: 'static-musl-aarch64' }], kubeLb: true };
+    expect(chooseImpl('auto', { os: os('aarch64', '2.31'), units: {} }, builds)).toEqual({ impl: 'nginx' });
+    expect(chooseImpl('auto', { os: os('x86_64', ''), units: {} }, builds)).toEqual({ impl: 'nginx' });
+    expect(chooseImpl('auto', { os: os('riscv64', '2.36'), units: {} }, builds)).toEqual({
+      impl: 'kube-lb',
+      why: 'the nginx binary is for x86_64, this node is riscv64; the nginx binary is for aarch64, this node is riscv64',
+    });
+  });
+
   it('auto without a kube-lb build to fall back on stays on nginx (verify then tells the truth)', () => {
     expect(chooseImpl('auto', { os: os('x86_64', '2.31'), units: {} }, { nginx: bookworm, kubeLb: false })).toEqual({ impl: 'nginx' });
   });

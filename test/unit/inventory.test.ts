@@ -40,6 +40,15 @@ describe('inventory', () => {
     expect(inventory!.nodes[1]!.ssh).toEqual({ user: 'deploy', port: 2222 });
   });
 
+  it('build.host: one host, or a list of them (one per CPU architecture), each the controller or a node, none twice', () => {
+    expect(parseInventory(`${GOOD}build: { host: [controller, node-1] }\n`).inventory!.build.host).toEqual(['controller', 'node-1']);
+    expect(lines(`${GOOD}build: { host: [controller, node-9, node-1, controller] }\n`)).toEqual([
+      'inv.yaml:13:29: build.host[1]: "node-9" is neither "controller" nor the name of a node',
+      'inv.yaml:13:45: build.host[3]: "controller" is listed twice: list one build host per CPU architecture',
+    ]);
+    expect(lines(`${GOOD}build: { host: [] }\n`)[0]).toMatch(/^inv\.yaml:13:16: build\.host: /);
+  });
+
   it('resolves relative paths against the inventory folder and ~ against home', () => {
     const inv = resolvePaths(parseInventory(GOOD).inventory!, '/etc/k8s-ha');
     expect(inv.ssh.identityFile).toBe('/etc/k8s-ha/keys/id_ed25519');
