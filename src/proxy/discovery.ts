@@ -63,6 +63,12 @@ export function usableAddress(a: string): boolean {
 /** A watch says nothing for this long (real apiservers send a bookmark about every minute): made again. */
 export const WATCH_SILENCE_MS = 180_000;
 const WATCH_MIN_S = 1800;
+/**
+ * A watch moved because the pool marked its backend down is made again at once only when it had
+ * lived this long; sooner, through the backoff. Checks that flap (apiservers too busy to answer
+ * them in time) would otherwise have every node open a watch a second on apiservers already slow.
+ */
+export const WATCH_CALM_MS = 10_000;
 const MAX_LINE_BYTES = 4 * 1024 * 1024;
 
 /** A name for an apiserver the configuration does not list: from its address (apiserver-10-0-0-4). */
@@ -377,7 +383,6 @@ export class Discovery {
     if (res.statusCode !== 200) return this.refused(res.statusCode ?? 0, await this.body(res).catch(() => ''), b.backend.name);
     res.socket.setTimeout(0);
     this.state.watching = true;
-    this.failures = 0;
     return new Promise<Outcome>((resolve) => {
       let buf = '';
       const opened = Date.now();
@@ -390,6 +395,9 @@ export class Discovery {
         clearInterval(guard);
         this.state.watching = false;
         res.destroy();
+        // The backoff starts afresh after a watch that lived; not after one that ended soon.
+        const lived = Date.now() - opened >= WATCH_CALM_MS;
+        if (lived) this.failures = 0;
         // A watch that ended at once with nothing on it is made again after a pause, not in a tight loop.
         if (o.kind !== 'retry' && !events && Date.now() - opened < 5000 && !this.stopped) return resolve(this.retry(false, o.kind === 'relist' ? 'list' : 'watch'));
         resolve(o);
@@ -397,7 +405,10 @@ export class Discovery {
       // Its backend down or gone from the pool (the pool's verdict), or silent too long: made again through another.
       const guard = setInterval(() => {
         if (this.stopped) finish({ kind: 'resume' });
-        else if ((!b.up || this.o.pool.backends.get(b.id) !== b) && this.o.pool.candidates().some((x) => x !== b)) finish({ kind: 'resume' });
+        else if ((!b.up || this.o.pool.backends.get(b.id) !== b) && this.o.pool.candidates().some((x) => x !== b)) {
+          // Moved at once after a watch that lived; after a short one (a flapping verdict), through the backoff.
+          finish(Date.now() - opened >= WATCH_CALM_MS ? { kind: 'resume' } : this.retry(false, 'watch'));
+        }
         else if (Date.now() - last > WATCH_SILENCE_MS) finish({ kind: 'resume' });
       }, 1000);
       guard.unref();

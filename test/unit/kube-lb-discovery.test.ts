@@ -164,6 +164,30 @@ describe('the watch, against two stand-ins', () => {
     }
   }, 30_000);
 
+  it('checks that flap (the backends marked down and up in turn) do not make a watch each time: a short-lived watch moves through the backoff', async () => {
+    const cfg = proxyConfigSchema.parse({ backends: [b('m1', '127.0.0.1', port), b('m2', '127.0.0.2', port)], active: { serverName: 'kubernetes', rise: 1, fall: 1 }, discovery: { kubeconfig } });
+    const pool = new Pool(cfg, () => {});
+    const d = new Discovery(cfg, { pool, log: () => {}, onLearned: () => {}, random: () => 0.5 });
+    d.start();
+    // One backend up and the other down, turn about every 1.5 s, as checks of busy apiservers time out and pass (the pool's own verdict).
+    let tick = 0;
+    const flap = setInterval(() => {
+      [...pool.backends.keys()].forEach((k, i) => pool.checked(k, (tick + i) % 2 === 0, 700, (tick + i) % 2 === 0 ? 'ok' : 'timed out'));
+      tick++;
+    }, 1500);
+    try {
+      await new Promise((r) => setTimeout(r, 15_000));
+      // Made again at once after each turn, this was a watch every 1.5 s (10 in 15 s); through the
+      // backoff (1, 2, 4 s...), 4 here.
+      expect(d.state.watches).toBeGreaterThanOrEqual(2);
+      expect(d.state.watches).toBeLessThanOrEqual(5);
+      expect(d.state.lists).toBe(1);
+    } finally {
+      clearInterval(flap);
+      d.stop();
+    }
+  }, 20_000);
+
   it('an apiserver whose certificate the kubeconfig\'s CA did not sign gets no request: nothing learned, said once', async () => {
     const other = await createCa('another CA');
     const doc = YAML.parse(fs.readFileSync(kubeconfig, 'utf8'));
