@@ -1,5 +1,5 @@
 // How fast kube-lb's discovery (kubeLb.discovery) follows the control plane, and what it asks of the
-// apiservers: npm run bench:discovery -- [--nodes 3] [--rounds 3] [--concurrency 16] [--keep]
+// apiservers: npm run bench:discovery -- [--nodes 3] [--rounds 3] [--concurrency 6] [--keep]
 // Starts a fresh lab of N nodes and 4 masters, deploys kube-lb with discovery and an inventory naming
 // master-1..3 (so the nodes learn master-4 from the cluster), then --rounds times retires master-2
 // (`lab master master-2 stop`: kube-apiserver's shutdown sequence) and adds it back (`start`),
@@ -21,7 +21,7 @@ import { mapLimit } from '../dist/util/pool.js';
 import { cli, cliAsync, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({
-  options: { nodes: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, hold: { type: 'string', default: '120' }, concurrency: { type: 'string', default: '16' }, keep: { type: 'boolean', default: false } },
+  options: { nodes: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, hold: { type: 'string', default: '120' }, concurrency: { type: 'string', default: '6' }, keep: { type: 'boolean', default: false } },
 });
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-discovery-'));
 fs.rmdirSync(dir);
@@ -36,7 +36,7 @@ try {
   doc.lb.impl = 'kube-lb';
   doc.kubeLb = { discovery: { kubeconfig: '/var/lib/kube-proxy/kubeconfig' } };
   fs.writeFileSync(file, YAML.stringify(doc));
-  // kube-lb is a 110 MB executable (55 MB as sent): at 50 nodes on a 2-core machine, 16 uploads at once
+  // kube-lb is a 110 MB executable (55 MB as sent): at 50 nodes on a 2-core machine, 16 uploads at once (6 by default here)
   // lose SSH sessions to keepalive timeouts (lab nodes and controller share the two cores), and 50
   // kube-lb starting together need more than verify's 15 s.
   cli(['deploy', '-i', file, '--serial', '100%', '--concurrency', values.concurrency, '--verify-timeout', '3m', '--json'], { json: true });
