@@ -3,12 +3,13 @@
  * on a mount they share (NFS or any other). Laid out like the cache (`builds/KEY/kube-nginx`,
  * `kube-lb/KEY/kube-lb`, each with its build.json), under the same key: what a build is made from.
  *
- * The local cache stays the working copy. A run looks there first, then in the store (an entry is
- * taken only whole: its binary's sha256 as its build.json records, copied into the cache and checked
- * again), and builds only when neither has it: holding the store entry's lock, so two operators who
- * need the same build at once make it once, on whichever machine came first. What a run builds, or
- * finds only in its own cache, is put into the store: the binary first, under a temporary name then
- * renamed, build.json last, so a reader sees a whole entry or none.
+ * The local cache stays the working copy; the store is the shared truth. A run takes the store's
+ * entry when it has a whole and safe one (throughStore: its binary's sha256 as its build.json
+ * records, copied into the cache and checked again), else its cache's, else builds: holding the
+ * store entry's lock, so two operators who need the same build at once make it once, on whichever
+ * machine came first. What a run builds, or finds only in its own cache, is put into the store: the
+ * binary first, under a temporary name then renamed, build.json last, so a reader sees a whole entry
+ * or none.
  *
  * Whoever can write to the store can put a binary on every node, run there as root: give it to the
  * operators' group alone. A store others may write to is refused at load (local-files.ts).
