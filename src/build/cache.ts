@@ -4,38 +4,13 @@
  * second waits for the first and takes its result. The same lock guards an entry of the shared
  * store (store.ts), which other machines write to as well.
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { BuildError } from '../errors.js';
-import { forget, track } from '../util/tempdir.js';
+import { partName } from '../util/tempdir.js';
 import { sha256File, type Say } from './download.js';
-
-/** A temporary name beside `file` nobody can guess (the store's folders are shared): made with O_EXCL, never an existing file or link. */
-export const partName = (file: string) => `${file}.${randomBytes(8).toString('hex')}.part`;
-
-/**
- * Write a file whole or not at all: a reader never sees half of it (a temporary file beside it,
- * made with O_EXCL and given `mode` through its own descriptor, then renamed over the file).
- */
-export async function writeFileAtomic(file: string, text: string, mode = 0o600): Promise<void> {
-  const tmp = track(partName(file));
-  try {
-    const fh = await fsp.open(tmp, 'wx', mode);
-    try {
-      await fh.writeFile(text);
-      await fh.chmod(mode);
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
-  } finally {
-    await fsp.rm(tmp, { force: true });
-    forget(tmp);
-  }
-}
 
 const alive = (pid: number) => {
   try {

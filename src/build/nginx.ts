@@ -21,9 +21,9 @@ import type { Deadlines } from '../connect/deadlines.js';
 import { emptyRequest, factScript, osKey, parseFacts, type OsFacts } from '../facts/host.js';
 import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot } from '../util/paths.js';
-import { forget, track } from '../util/tempdir.js';
+import { forget, track, writeFileAtomic } from '../util/tempdir.js';
 import { quote } from '../util/quote.js';
-import { readCached, withCacheLock, writeFileAtomic } from './cache.js';
+import { readCached, withCacheLock } from './cache.js';
 import { storedEntry, throughStore } from './store.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 

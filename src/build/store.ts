@@ -17,8 +17,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { forget, track } from '../util/tempdir.js';
-import { LockHeldError, partName, readCached, withCacheLock, writeFileAtomic } from './cache.js';
+import { forget, partName, track, writeFileAtomic } from '../util/tempdir.js';
+import { LockHeldError, readCached, withCacheLock } from './cache.js';
 import { sha256File, type Say } from './download.js';
 
 /** One entry: its folder, its binary and its build.json. */

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
+import { writeFileAtomic as writeWhole } from '../util/tempdir.js';
 import { type LabImages, type LabPlan, MAX_LAB_HOSTS, type MasterFault, planLab } from './topology.js';
 
 export const STATE_FILE = 'lab.json';
@@ -143,11 +144,10 @@ export async function writeState(dir: string, state: LabState): Promise<void> {
   await writeFileAtomic(path.join(dir, STATE_FILE), JSON.stringify(state, null, 2) + '\n');
 }
 
+/** A lab file written whole (util/tempdir.ts), its folder made first; readable by all unless `mode` says otherwise. */
 export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
   await fsp.mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.tmp-${process.pid}`;
-  await fsp.writeFile(tmp, data, { mode });
-  await fsp.rename(tmp, file);
+  await writeWhole(file, data, mode);
 }
 
 /**

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readCached, withCacheLock, writeFileAtomic } from '../../src/build/cache.js';
+import { readCached, withCacheLock } from '../../src/build/cache.js';
+import { writeFileAtomic } from '../../src/util/tempdir.js';
 
 const made: string[] = [];
 const tmp = () => {

@@ -8,7 +8,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { lockHolder, lockTiming, machineId, readCached, writeFileAtomic } from '../../src/build/cache.js';
+import { lockHolder, lockTiming, machineId, readCached } from '../../src/build/cache.js';
+import { writeFileAtomic } from '../../src/util/tempdir.js';
 import { artifactIdentity, buildKey, cachedNginxBinary } from '../../src/build/nginx.js';
 import { entryIn, storeProblem, throughStore, type Entry } from '../../src/build/store.js';
 
