@@ -174,12 +174,12 @@ function paths(key: string) {
 }
 
 /** A kube-lb executable already in the cache (or the store) for this bundle, without building (for `status`). */
-export async function cachedKubeLb(arch?: KubeLbArch, store?: string): Promise<KubeLbBinary | undefined> {
+export async function cachedKubeLb(arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: string): Promise<KubeLbBinary | undefined> {
   const { key, identity } = await kubeLbBundle(arch);
   const p = paths(key);
   const meta = await fsp.readFile(p.meta, 'utf8').catch(() => undefined);
   if (meta) return { ...(JSON.parse(meta) as KubeLbBinary), path: p.binary, cached: true, identity };
-  const stored = await storedEntry<KubeLbBinary>(store, 'kube-lb', key, 'kube-lb', (b) => b.key === key && b.arch === (arch ?? controllerArch() ?? 'x86_64'));
+  const stored = await storedEntry<KubeLbBinary>(store, 'kube-lb', key, 'kube-lb', (b) => b.key === key && b.arch === arch);
   return stored && { ...stored, cached: true, fromStore: true, identity };
 }
 

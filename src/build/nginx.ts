@@ -393,8 +393,9 @@ function madeFrom(b: BuiltBinary, src: NginxSource, configure: string[], link: L
 
 /**
  * Shell, after ./configure: the compiler is told to write the build folder (mktemp's, another name
- * each time) as /usr/src/nginx in the debug information nginx's default -g puts in the binary
- * (-fdebug-prefix-map, gcc 4.3 on; the physical path, as gcc records it), so the same inputs give the same bytes wherever they are built.
+ * each time; its physical path, as gcc records it) as /usr/src/nginx in the debug information
+ * nginx's default -g puts in the binary (-fdebug-prefix-map, gcc 4.3 on), so the same inputs give
+ * the same bytes wherever they are built.
  * Added to objs/Makefile rather than to --with-cc-opt, which nginx -V would print with the folder in
  * it. A folder whose name make or sed would misread is left as it is (the build is then not
  * reproducible, and says nothing worse).

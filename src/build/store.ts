@@ -135,10 +135,8 @@ async function take<T extends { sha256: string; path: string }>(found: T, store:
   return { ...meta, path: local.binary, cached: true, fromStore: true };
 }
 
-/** A local entry put into the store as it is, binary first, build.json last; the caller holds the store entry's lock. */
-async function put<T extends { sha256: string }>(root: string, local: Entry, store: Entry, made: T): Promise<void> {
-  const mode = await storeDirMode(root);
-  await mkdirs(root, store.dir, mode);
+/** A local entry put into the store as it is, binary first, build.json last; the caller made the entry's folder and holds its lock. */
+async function put<T extends { sha256: string }>(local: Entry, store: Entry, made: T): Promise<void> {
   if (!(await copyWhole(local.binary, store.binary, 0o755, made.sha256))) throw new Error(`${local.binary} changed while it was copied to the store`);
   const meta = JSON.parse(await fsp.readFile(local.meta, 'utf8')) as Record<string, unknown>;
   await writeFileAtomic(store.meta, JSON.stringify({ ...meta, path: store.binary, cached: false }, null, 2) + '\n', 0o644);
@@ -185,7 +183,7 @@ export async function throughStore<T extends { sha256: string; path: string; cac
     // Put there unless another controller is at it: this run needs nothing from it.
     try {
       await withCacheLock(entry.dir, `${o.what} (store ${root})`, o.say, async () => {
-        if (!('meta' in (await wholeEntry<T>(entry, o.accepts)))) await put(root, o.local, entry, local);
+        if (!('meta' in (await wholeEntry<T>(entry, o.accepts)))) await put(o.local, entry, local);
       }, 0, mode);
       return { ...local, stored: entry.binary };
     } catch (e) {
@@ -200,7 +198,7 @@ export async function throughStore<T extends { sha256: string; path: string; cac
       if (taken) return taken;
     }
     const m = await o.make();
-    await put(root, o.local, entry, m);
+    await put(o.local, entry, m);
     return m;
   }, undefined, mode);
   return { ...made, stored: entry.binary };

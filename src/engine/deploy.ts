@@ -77,10 +77,8 @@ export interface NodeImpl {
 
 export interface Builds {
   artifacts: PlanContext['artifacts'];
-  /** The nginx build (the first build host's), for what it can run on. */
-  nginx?: BuiltBinary;
-  /** With several build hosts (build.host a list), each one's build, one per CPU architecture. */
-  nginxBuilds?: BuiltBinary[];
+  /** The nginx builds, for what they can run on: one per build host (build.host), each for its CPU architecture, the first host's first. */
+  nginx?: BuiltBinary[];
   /** Why nginx could not be built this time (auto nodes then run kube-lb, unless they serve with nginx already). */
   nginxUnbuildable?: string;
   /** --check: artifacts that are not in the cache; their files are reported as unknown. */
@@ -340,15 +338,15 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
     const hosts: BuildHost[] = [];
     try {
       // One build per host, each for its own CPU architecture; the first is also the plain `nginx` and the image's.
-      for (const name of buildHostNames(inv.build)) {
+      const names = buildHostNames(inv.build);
+      for (const name of names) {
         const host = await buildHost(setup, name);
         hosts.push(host);
         const twin = hosts.find((h) => h !== host && h.os.arch === host.os.arch);
         if (twin) throw new BuildError(`build.host lists ${twin.name} and ${host.name}, both ${host.os.arch}: nginx is built once per CPU architecture`, { hint: `keep one of them in build.host; list a host of each other architecture the nodes have` });
         if (!forNodes || !step) continue;
         const built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say, inv.build.store);
-        out.nginx ??= built;
-        (out.nginxBuilds ??= []).push(built);
+        (out.nginx ??= []).push(built);
         const artifact = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
@@ -359,12 +357,12 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
           describe: `nginx ${inv.nginx!.version} (${linkText(built)}, sha256 ${built.sha256.slice(0, 12)}, built on ${built.builtOn})`,
         };
         out.artifacts.nginx ??= artifact;
-        if (buildHostNames(inv.build).length > 1) out.artifacts[`nginx@${host.os.arch}`] = artifact;
+        if (names.length > 1) out.artifacts[`nginx@${host.os.arch}`] = artifact;
         done.push(`nginx ${inv.nginx!.version} (${linkText(built)}) ${madeWhere(built)}, ${(built.size / 1e6).toFixed(1)} MB, sha256 ${built.sha256.slice(0, 12)}`);
       }
       if (need.image && imageStep) {
         // The image's nginx: the same build as the nodes' when both playbooks configure it alike.
-        const built = out.nginx;
+        const built = out.nginx?.[0];
         const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
         const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), hosts[0]!, say, inv.build.store);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
@@ -432,18 +430,15 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
       if (!b) continue;
       const artifact = { content: Buffer.alloc(0), sha256: b.sha256, arch, describe: `nginx ${inv.nginx.version} (sha256 ${b.sha256.slice(0, 12)}, ${arch}, ${origin(b)})` };
       out.artifacts[`nginx@${arch}`] = artifact;
-      if (!out.nginx) {
-        out.nginx = b;
-        out.artifacts.nginx = artifact;
-      }
-      (out.nginxBuilds ??= []).push(b);
+      out.artifacts.nginx ??= artifact;
+      (out.nginx ??= []).push(b);
     }
     if (!out.nginx) out.unknown.push('nginx');
     done.push(builds.size ? `nginx ${inv.nginx.version} found for ${[...builds].filter(([, b]) => b).map(([a]) => a).join(' and ') || 'no architecture'}` : `nginx ${inv.nginx.version} not built yet: its binary is reported as unknown (nothing is built with --check)`);
   } else if (need.nginx && forNodes && step && inv.nginx) {
     const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os, inv.build.store);
     if (cached) {
-      out.nginx = cached;
+      out.nginx = [cached];
       out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, ${origin(cached)})` };
       done.push(`nginx ${inv.nginx.version} found ${cached.fromStore ? 'in the store' : 'in the cache'}`);
     } else {
@@ -500,17 +495,16 @@ export interface ImplChoice {
 export function chooseImpl(
   wanted: Impl,
   facts: Pick<HostFacts, 'os' | 'units'>,
-  builds: { nginx?: Pick<BuiltBinary, 'osKey'> | Pick<BuiltBinary, 'osKey'>[]; nginxUnbuildable?: string; kubeLb: boolean },
+  builds: { nginx?: Pick<BuiltBinary, 'osKey'>[]; nginxUnbuildable?: string; kubeLb: boolean },
 ): ImplChoice {
   if (wanted !== 'auto') return { impl: wanted };
   if (builds.nginxUnbuildable) {
     if (isServing(facts.units[IMPL_UNITS.nginx])) return { impl: 'nginx', keepBinary: true, why: `kept on nginx, its binary left as it is (${builds.nginxUnbuildable})` };
     return { impl: 'kube-lb', why: builds.nginxUnbuildable };
   }
-  // One build per CPU architecture (build.host a list): nginx when one of them runs here.
-  const nginx = builds.nginx === undefined ? [undefined] : [builds.nginx].flat();
-  const whys = nginx.map((b) => cannotRun(b ? builtFor(b) : undefined, facts.os));
-  const why = builds.kubeLb && whys.every(Boolean) ? whys.join('; ') : undefined;
+  // One build per build host's CPU architecture: nginx when one of them runs here.
+  const whys = (builds.nginx ?? []).map((b) => cannotRun(builtFor(b), facts.os));
+  const why = builds.kubeLb && whys.length && whys.every(Boolean) ? whys.join('; ') : undefined;
   return why ? { impl: 'kube-lb', why } : { impl: 'nginx' };
 }
 

@@ -416,7 +416,7 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holde
     choose:
       impl.wanted === 'auto'
         ? (facts) => {
-            const c = chooseImpl('auto', facts, { nginx: builds.nginxBuilds ?? builds.nginx, nginxUnbuildable: builds.nginxUnbuildable, kubeLb: !!builds.artifacts['kube-lb'] });
+            const c = chooseImpl('auto', facts, { nginx: builds.nginx, nginxUnbuildable: builds.nginxUnbuildable, kubeLb: !!builds.artifacts['kube-lb'] });
             n.impl = { ...n.impl, impl: c.impl, why: c.why };
             return known(stepsFor(setup, node, c, builds));
           }

@@ -20,14 +20,14 @@ const bookworm = { osKey: 'debian-12-x86_64-glibc2.36' };
 
 describe('chooseImpl', () => {
   it('nginx and kube-lb are taken as asked, whatever the node', () => {
-    expect(chooseImpl('nginx', { os: os('aarch64', '2.17'), units: {} }, { nginx: bookworm, kubeLb: true })).toEqual({ impl: 'nginx' });
-    expect(chooseImpl('kube-lb', { os: os('x86_64', '2.36'), units: {} }, { nginx: bookworm, kubeLb: true })).toEqual({ impl: 'kube-lb' });
+    expect(chooseImpl('nginx', { os: os('aarch64', '2.17'), units: {} }, { nginx: [bookworm], kubeLb: true })).toEqual({ impl: 'nginx' });
+    expect(chooseImpl('kube-lb', { os: os('x86_64', '2.36'), units: {} }, { nginx: [bookworm], kubeLb: true })).toEqual({ impl: 'kube-lb' });
   });
 
   it('auto: nginx where the built binary runs, kube-lb (with the reason) where it cannot', () => {
-    expect(chooseImpl('auto', { os: os('x86_64', '2.36'), units: {} }, { nginx: bookworm, kubeLb: true })).toEqual({ impl: 'nginx' });
-    expect(chooseImpl('auto', { os: os('x86_64', '2.31'), units: {} }, { nginx: bookworm, kubeLb: true })).toMatchObject({ impl: 'kube-lb', why: expect.stringMatching(/glibc/) });
-    expect(chooseImpl('auto', { os: os('aarch64', '2.36'), units: {} }, { nginx: bookworm, kubeLb: true })).toMatchObject({ impl: 'kube-lb', why: expect.stringMatching(/aarch64/) });
+    expect(chooseImpl('auto', { os: os('x86_64', '2.36'), units: {} }, { nginx: [bookworm], kubeLb: true })).toEqual({ impl: 'nginx' });
+    expect(chooseImpl('auto', { os: os('x86_64', '2.31'), units: {} }, { nginx: [bookworm], kubeLb: true })).toMatchObject({ impl: 'kube-lb', why: expect.stringMatching(/glibc/) });
+    expect(chooseImpl('auto', { os: os('aarch64', '2.36'), units: {} }, { nginx: [bookworm], kubeLb: true })).toMatchObject({ impl: 'kube-lb', why: expect.stringMatching(/aarch64/) });
   });
 
   it('auto with one build per CPU architecture (build.host a list): nginx where one of them runs, kube-lb with every reason where none does', () => {
@@ -41,7 +41,7 @@ describe('chooseImpl', () => {
   });
 
   it('auto without a kube-lb build to fall back on stays on nginx (verify then tells the truth)', () => {
-    expect(chooseImpl('auto', { os: os('x86_64', '2.31'), units: {} }, { nginx: bookworm, kubeLb: false })).toEqual({ impl: 'nginx' });
+    expect(chooseImpl('auto', { os: os('x86_64', '2.31'), units: {} }, { nginx: [bookworm], kubeLb: false })).toEqual({ impl: 'nginx' });
   });
 
   it('auto when nginx cannot be built: kube-lb, except where nginx serves already: kept, its binary left as it is', () => {
