@@ -40,8 +40,9 @@
  *                                            down): how peers keep the kubernetes Service's endpoints
  * On SIGTERM it shuts down like kube-apiserver: /readyz turns red at once and everything else is
  * served for --shutdown-delay MS (kube-apiserver's --shutdown-delay-duration); then it accepts no
- * new connection, sends GOAWAY on every HTTP/2 session, closes idle HTTP/1.1 connections and ends
- * every watch cleanly; requests in flight get up to --drain MS to finish; then it exits.
+ * new connection, sends GOAWAY on every HTTP/2 session, closes idle HTTP/1.1 connections (one that
+ * has sent no request yet only once it is 5 s old, as Go's server) and ends every watch cleanly;
+ * requests in flight get up to --drain MS to finish; then it exits.
  *
  * The watch cache: kube-apiserver serves watches and most lists from a cache that follows etcd a
  * little behind. With --cache-lag MS (or POST /control/lag?ms=N) a stand-in's cache is that far
@@ -420,6 +421,8 @@ export interface StandinOptions {
 
 /** How long a peer that stopped answering ready stays in the endpoints (kube-apiserver's lease: 15 s, here shorter). */
 export const ENDPOINT_TTL_MS = 5000;
+/** Go's http.Server.Shutdown: a connection that has sent no request counts as idle once this old. */
+const NEW_CONN_IDLE_MS = 5000;
 
 /** The `kubernetes` Service's EndpointSliceList and Endpoints for these apiservers, at resourceVersion `rv`. */
 export function kubernetesEndpoints(apiservers: readonly { address: string; port: number }[], rv: number): { slices: unknown; endpoints: unknown } {
@@ -498,6 +501,12 @@ export function serveApiserver(o: StandinOptions): Standin {
   const inflight = new Set<Res>();
   /** HTTP/1.1 connections with a request being answered: closed once it is, while draining. */
   const busy = new Map<TLSSocket, number>();
+  /**
+   * HTTP/1.1 connections that have sent no request yet, and when they came. Go's Shutdown counts
+   * such a connection idle (and closes it) only once it is NEW_CONN_IDLE_MS old: one accepted just
+   * before the listener closed still has its request answered.
+   */
+  const unasked = new Map<TLSSocket, number>();
 
   /**
    * When each peer last held its lease: kube-apiserver's lease endpoint reconciler names every apiserver
@@ -802,6 +811,7 @@ export function serveApiserver(o: StandinOptions): Standin {
   /** Track what the drain waits for, then answer. */
   const serve = (req: Req, res: Res) => {
     const h1 = req.httpVersion !== '2.0' ? (req.socket as TLSSocket) : undefined;
+    if (h1) unasked.delete(h1);
     inflight.add(res);
     if (h1) busy.set(h1, (busy.get(h1) ?? 0) + 1);
     let done = false;
@@ -842,7 +852,11 @@ export function serveApiserver(o: StandinOptions): Standin {
   });
   api.on('secureConnection', (s: TLSSocket) => {
     tlsSockets.add(s);
-    s.on('close', () => tlsSockets.delete(s));
+    if (s.alpnProtocol !== 'h2') unasked.set(s, Date.now());
+    s.on('close', () => {
+      tlsSockets.delete(s);
+      unasked.delete(s);
+    });
   });
   api.on('session', (s: http2.ServerHttp2Session) => {
     sessions.add(s);
@@ -943,7 +957,7 @@ export function serveApiserver(o: StandinOptions): Standin {
     if (api.listening) api.close();
     // session.close(): GOAWAY now, the session ends once its open streams have.
     for (const s of sessions) if (!s.closed) s.close();
-    for (const s of tlsSockets) if (s.alpnProtocol !== 'h2' && !busy.has(s)) s.end();
+    for (const s of tlsSockets) if (s.alpnProtocol !== 'h2' && !busy.has(s) && !unasked.has(s)) s.end();
     // kube-apiserver ends its watches on shutdown (the cacher terminates its watchers): a clean end of stream.
     for (const w of watchers) {
       watchers.delete(w);
@@ -964,7 +978,12 @@ export function serveApiserver(o: StandinOptions): Standin {
         log(`not accepting connections; waiting up to ${drainMs} ms for ${inflight.size} requests in flight`);
         const deadline = Date.now() + drainMs;
         const poll = () => {
-          if (inflight.size && Date.now() < deadline) return void setTimeout(poll, FRESH_POLL_MS);
+          for (const [s, at] of unasked) {
+            if (Date.now() - at < NEW_CONN_IDLE_MS) continue;
+            unasked.delete(s);
+            s.end();
+          }
+          if ((inflight.size || unasked.size) && Date.now() < deadline) return void setTimeout(poll, FRESH_POLL_MS);
           if (inflight.size) log(`${inflight.size} requests still in flight after ${drainMs} ms: cut`);
           close();
           log('stopped');

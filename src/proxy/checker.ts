@@ -4,7 +4,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { ProxyConfig } from './config.js';
-import { localFailure, type Pool } from './pool.js';
+import { localFailure, type CheckResult, type Pool } from './pool.js';
 
 /**
  * Each backend is checked on its own clock: every `interval`, or every `fastInterval` while its
@@ -67,16 +67,21 @@ export class Checker {
     const t0 = Date.now();
     check(this.lb.config, rt.backend.address, rt.backend.port, this.ctx!, this.sessions.get(k), (s) => this.sessions.set(k, s))
       .then(
-        (r) => ({ ok: r.status === 200, detail: `HTTP ${r.status}`, resumed: r.resumed, local: undefined }),
-        (e: Error) => ({ ok: false, detail: e.message, resumed: false, local: localFailure(e) }),
+        (r): CheckResult & { local?: undefined } => ({
+          ok: r.status === 200,
+          detail: r.shuttingDown ? `HTTP ${r.status}, shutting down` : `HTTP ${r.status}`,
+          resumed: r.resumed,
+          shuttingDown: r.shuttingDown,
+        }),
+        (e: Error & { silent?: boolean }) => ({ ok: false, detail: e.message, resumed: false, silent: e.silent === true, local: localFailure(e) }),
       )
-      .then(({ ok, detail, resumed, local }) => {
+      .then(({ local, ...result }) => {
         if (gen !== this.generation) return;
         // This node could not even open the check's socket: the backend is not judged on it.
         if (local) this.lb.localError(`checking ${rt.backend.name}`, local.code, local);
         else {
-          if (!ok) this.sessions.delete(k);
-          this.lb.checked(k, ok, Date.now() - t0, detail, resumed);
+          if (!result.ok) this.sessions.delete(k);
+          this.lb.checked(k, result, Date.now() - t0);
         }
         const turning = this.lb.backends.get(k)?.health.streak ?? 0;
         const wait = this.spread(turning ? a.fastInterval : a.interval);
@@ -84,6 +89,14 @@ export class Checker {
       });
   }
 }
+
+/**
+ * What a failed /readyz lists: kube-apiserver names its `shutdown` check failing from SIGTERM until it
+ * exits, while it still serves everything else (for --shutdown-delay-duration, then its drain).
+ */
+const SHUTTING_DOWN = /^\[-\]shutdown failed/m;
+/** How much of a failed check's answer is read for that: kube-apiserver's list of checks is about 2 KB. */
+const FAILED_BODY_MAX = 8192;
 
 export function secureContext(cfg: ProxyConfig): tls.SecureContext {
   const a = cfg.active;
@@ -101,7 +114,7 @@ function check(
   secureContext: tls.SecureContext,
   session: Buffer | undefined,
   onSession: (s: Buffer) => void,
-): Promise<{ status: number; resumed: boolean }> {
+): Promise<{ status: number; resumed: boolean; shuttingDown: boolean }> {
   const a = cfg.active;
   const servername = a.serverName ?? host;
   return new Promise((resolve, reject) => {
@@ -120,17 +133,30 @@ function check(
         // https hands secureContext on to tls.connect; its type does not list it.
       } as https.RequestOptions,
       (res) => {
-        clearTimeout(deadline);
         const resumed = (res.socket as tls.TLSSocket).isSessionReused?.() ?? false;
-        // The status is all a check needs: drop the body and the connection now.
-        res.destroy();
-        resolve({ status: res.statusCode ?? 0, resumed });
+        const status = res.statusCode ?? 0;
+        let body = '';
+        const done = () => {
+          clearTimeout(deadline);
+          res.destroy();
+          resolve({ status, resumed, shuttingDown: SHUTTING_DOWN.test(body) });
+        };
+        // A pass needs nothing more: drop the body and the connection now. A failure's body says
+        // whether the apiserver is shutting down; read within the same deadline, and capped.
+        if (status === 200) return done();
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          body += d;
+          if (body.length >= FAILED_BODY_MAX) done();
+        });
+        res.on('end', done);
+        res.on('close', done);
       },
     );
     req.once('socket', (s) => s.on('session', onSession));
     // One deadline for the whole check (connect, TLS, answer): a socket idle timer would restart
     // with every packet, and a hung apiserver that completed the TCP handshake takes twice as long.
-    const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${a.timeout} ms`)), a.timeout);
+    const deadline = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${a.timeout} ms`), { silent: true })), a.timeout);
     req.on('error', (e) => {
       clearTimeout(deadline);
       reject(e);

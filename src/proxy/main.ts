@@ -133,9 +133,9 @@ export async function main(argv: string[]): Promise<number> {
     if (before.size === after.size && [...after].every((k) => before.has(k))) return;
     const added = plan.backends.filter((b) => !before.has(backendKey(b)));
     const removed = current.filter((b) => !after.has(backendKey(b)));
-    // Learned backends start down until their first check passes; seeds as at start.
-    const seedKeys = new Set(seeds.map(backendKey));
-    lb.reload({ ...lb.config, backends: plan.backends }, new Set(added.filter((b) => !seedKeys.has(backendKey(b))).map(backendKey)));
+    // What the cluster adds starts down until its first check passes: a learned apiserver, and a seed
+    // named again (views of the cluster differ for a few seconds, so one in its shutdown may come back).
+    lb.reload({ ...lb.config, backends: plan.backends }, new Set(added.map(backendKey)));
     checker.start();
     applied++;
     log(

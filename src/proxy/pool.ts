@@ -65,6 +65,27 @@ export function healthSettings(cfg: ProxyConfig): HealthSettings {
   };
 }
 
+/** One active check's outcome, as the checker hands it to the pool. */
+export interface CheckResult {
+  ok: boolean;
+  /** Why it failed ("HTTP 500, shutting down", "no answer within 700 ms"), or the status. */
+  detail: string;
+  /** The TLS session of the check before was resumed. */
+  resumed: boolean;
+  /** It answered that it is shutting down (its /readyz names the `shutdown` check failing). */
+  shuttingDown?: boolean;
+  /** No answer at all within the check's timeout: frozen, partitioned or powered off. */
+  silent?: boolean;
+}
+
+/**
+ * How long the connections of an apiserver that says it is shutting down are left to it. It ends
+ * them itself (GOAWAY, its watches ended) after --shutdown-delay-duration, and drains its requests
+ * within --request-timeout (60 s by default); kube-lb closes what is left after that, or at once if
+ * it stops answering (frozen mid-shutdown).
+ */
+export const SHUTDOWN_GRACE_MS = 60_000;
+
 export class BackendState implements Candidate {
   readonly id: string;
   up: boolean;
@@ -87,6 +108,8 @@ export class BackendState implements Candidate {
   okGeneration = -1;
   /** The configuration generation of its last check, passing or not (-1: none yet). */
   checkedGeneration = -1;
+  /** When its checks first said it is shutting down (ms since the epoch; 0: they have not). */
+  leavingSince = 0;
 
   constructor(
     public backend: Backend,
@@ -163,20 +186,32 @@ export class Pool {
     this.list = [...this.backends.values()];
   }
 
-  /** Record an active check; a backend that goes down loses its connections. */
-  checked(k: string, ok: boolean, ms: number, detail: string, resumed = false): void {
+  /**
+   * Record an active check. A backend that goes down loses its connections: at once (or after
+   * drainTimeout), or, when it says it is shutting down, once it has ended them itself (at most
+   * SHUTDOWN_GRACE_MS, and at once if it then stops answering).
+   */
+  checked(k: string, r: CheckResult, ms: number): void {
     const b = this.backends.get(k);
     if (!b) return;
     b.lastCheckMs = ms;
     b.lastCheckAt = Date.now();
     b.checkedGeneration = this.generation;
-    if (resumed) b.checksResumed++;
-    if (ok) {
+    if (r.resumed) b.checksResumed++;
+    if (r.ok) {
       b.checksOk++;
       b.okGeneration = this.generation;
     } else b.checksFailed++;
-    b.health = checkResult(b.health, healthSettings(this.cfg), ok);
-    this.refresh(b, ok ? 'its health check passes' : `its health check fails: ${detail}`);
+    if (r.ok) b.leavingSince = 0;
+    else if (r.shuttingDown) b.leavingSince ||= this.now();
+    else if (b.leavingSince && r.silent && !b.up) {
+      // Frozen in the middle of its shutdown: nothing will end what it carries.
+      b.leavingSince = 0;
+      this.log(`backend ${b.backend.name} (${b.id}) stopped answering while shutting down: ${r.detail}; closing its ${b.conns.size} connection(s)`);
+      this.shed(b, 0);
+    }
+    b.health = checkResult(b.health, healthSettings(this.cfg), r.ok);
+    this.refresh(b, r.ok ? 'its health check passes' : `its health check fails: ${r.detail}`);
   }
 
   /** A connect to b failed (refused, reset, timed out): passive health. */
@@ -193,6 +228,13 @@ export class Pool {
     if (up) {
       this.log(`backend ${b.backend.name} (${b.id}) is UP: ${why}`);
       return;
+    }
+    if (b.leavingSince) {
+      // As HAProxy without shutdown-sessions, but only for this case: closing them now would cut the
+      // requests the apiserver is still serving, which its shutdown sequence exists to finish.
+      const grace = Math.max(this.cfg.drainTimeout, SHUTDOWN_GRACE_MS);
+      this.log(`backend ${b.backend.name} (${b.id}) is DOWN: ${why}; no new connections, its ${b.conns.size} open ones left to it to end (closed after ${grace / 1000} s if it has not)`);
+      return this.shed(b, grace);
     }
     this.log(`backend ${b.backend.name} (${b.id}) is DOWN: ${why}; no new connections, closing its ${b.conns.size}`);
     this.shed(b);

@@ -13,12 +13,15 @@ export interface Watch {
   /** Resolves with the time (ms) the stream closed. */
   closed: Promise<number>;
   isClosed: () => boolean;
+  /** The server ended it (the whole chunked stream came), rather than the connection being cut. */
+  endedCleanly: () => boolean;
   close: () => void;
 }
 
 export function openWatch(c: SshConnection, port = 8443): Promise<Watch> {
   return new Promise((resolve, reject) => {
     let events = 0;
+    let clean = false;
     let closedAt: number | undefined;
     let markClosed!: (t: number) => void;
     const closed = new Promise<number>((r) => (markClosed = r));
@@ -36,6 +39,7 @@ export function openWatch(c: SshConnection, port = 8443): Promise<Watch> {
         },
         (res) => {
           res.on('data', (chunk: Buffer) => (events += chunk.toString().split('\n').filter(Boolean).length));
+          res.on('end', () => (clean = true));
           res.on('close', done);
           res.on('error', done);
           resolve({
@@ -43,6 +47,7 @@ export function openWatch(c: SshConnection, port = 8443): Promise<Watch> {
             events: () => events,
             closed,
             isClosed: () => closedAt !== undefined,
+            endedCleanly: () => clean,
             close: () => req.destroy(),
           });
         },

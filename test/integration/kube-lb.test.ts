@@ -14,6 +14,7 @@ import { deployJson, deployWatchingGaps, expectOneShortGap, inventoryVariant } f
 import { kubeLbMetrics as metrics, lab, nodeTarget, restoreMasters, withNode } from '../helpers/lab.js';
 import { withLoad } from '../helpers/load.js';
 import { openWatch, watchesOn } from '../helpers/watch.js';
+import { STANDIN_SHUTDOWN_DELAY_MS } from '../../src/lab/images.js';
 
 const KUBE_LB = '/opt/k8s/kube-lb';
 /** README, "Switching": each node's longest gap between answered requests during a switch, as the lab tests hold it. */
@@ -202,6 +203,52 @@ describe.sequential('kube-lb deployed with lb.impl: kube-lb', () => {
         await master('master-2', 'start');
       }
     });
+  });
+
+  it("a master shutting down (SIGTERM): out of new connections within 3 s, but what it carries is left to it: its watch ends when the apiserver ends it, cleanly, after its shutdown delay", async () => {
+    await withNode(lab().nodes[0]!, async (c) => {
+      const w = await watchesOn(c, ['master-1']);
+      const t0 = Date.now();
+      const stop = master('master-1', 'stop');
+      try {
+        let down = false;
+        for (let i = 0; i < 15 && !down; i++) {
+          down = /kube_lb_backend_up\{backend="master-1",[^}]*\} 0/.test(await metrics(c));
+          if (!down) await sleep(200);
+        }
+        expect(down, 'master-1 not marked down within 3 s of SIGTERM').toBe(true);
+        const seen = new Set<string>();
+        for (let i = 0; i < 8; i++) seen.add(await who(c));
+        expect(seen.has('master-1')).toBe(false);
+        // Marked down, and still serving its watch: kube-lb has not cut it.
+        const before = w['master-1']!.events();
+        await sleep(1200);
+        expect(Date.now() - t0, 'the check took the whole shutdown delay: nothing was shown').toBeLessThan(STANDIN_SHUTDOWN_DELAY_MS);
+        expect(w['master-1']!.isClosed()).toBe(false);
+        expect(w['master-1']!.events()).toBeGreaterThan(before);
+        const closedAt = await Promise.race([w['master-1']!.closed, sleep(STANDIN_SHUTDOWN_DELAY_MS + 5000).then(() => 0)]);
+        expect(closedAt, 'the watch was never ended').toBeGreaterThan(0);
+        expect(closedAt - t0).toBeGreaterThanOrEqual(STANDIN_SHUTDOWN_DELAY_MS);
+        expect(w['master-1']!.endedCleanly(), 'the watch was cut rather than ended by the apiserver').toBe(true);
+        console.log(`master-1 shutting down: marked down, its watch ended by the apiserver ${closedAt - t0} ms after SIGTERM`);
+        const journal = await c.execOk('journalctl -u kube-lb --no-pager -o cat');
+        expect(journal).toMatch(/backend master-1 \(\S+\) is DOWN: its health check fails: HTTP 500, shutting down; no new connections, its [1-9]\d* open ones left to it to end \(closed after 60 s if it has not\)/);
+      } finally {
+        await stop;
+        await master('master-1', 'start');
+      }
+    });
+    // Back in service on every node before the next test.
+    for (const n of lab().nodes) {
+      await withNode(n, async (c) => {
+        let back = false;
+        for (let i = 0; i < 30 && !back; i++) {
+          back = /kube_lb_backend_up\{backend="master-1",[^}]*\} 1/.test(await metrics(c));
+          if (!back) await sleep(200);
+        }
+        expect(back, `${n.name}: master-1 not back in service`).toBe(true);
+      });
+    }
   });
 
   it('a hung master (frozen: no answer, no FIN, no reset): kube-lb closes its watches so clients reconnect elsewhere', async () => {

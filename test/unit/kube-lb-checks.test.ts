@@ -21,6 +21,9 @@ beforeAll(async () => {
   ca = await createCa('kube-lb checks CA');
   const leaf = await issueCertificate(ca, { commonName: 'm1', dnsNames: ['kubernetes'], ipAddresses: ['127.0.0.1'], usage: 'server' });
   server = https.createServer({ cert: leaf.cert, key: leaf.key }, (req, res) => {
+    // kube-apiserver's /readyz from SIGTERM until it exits, and when its etcd is away.
+    if (req.url === '/readyz-shutdown') return void res.writeHead(500).end('[+]ping ok\n[+]etcd ok\n[-]shutdown failed: reason withheld\nreadyz check failed\n');
+    if (req.url === '/readyz-etcd') return void res.writeHead(500).end('[+]ping ok\n[-]etcd failed: reason withheld\n[+]shutdown ok\nreadyz check failed\n');
     seen.push({ at: performance.now(), resumed: (req.socket as TLSSocket).isSessionReused() });
     res.end('ok');
   });
@@ -59,5 +62,21 @@ describe('kube-lb health checks', () => {
     const resumed = seen.filter((s) => s.resumed).length;
     expect(counted).toBeGreaterThanOrEqual(resumed - 1);
     expect(counted).toBeLessThanOrEqual(resumed);
+  });
+
+  it("read a failed /readyz's list of checks: one naming shutdown failing is an apiserver shutting down, any other is not", async () => {
+    for (const [path, leaving] of [['/readyz-shutdown', true], ['/readyz-etcd', false]] as const) {
+      const logs: string[] = [];
+      const cfg = proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '127.0.0.1', port }], active: { path, interval: '100ms', timeout: '1s', ca: ca.cert, serverName: 'kubernetes', fall: 1 } });
+      const lb = new Balancer(cfg, (m) => logs.push(m));
+      const checker = new Checker(lb.pool);
+      checker.start();
+      await new Promise((r) => setTimeout(r, 400));
+      checker.stop();
+      const b = [...lb.pool.backends.values()][0]!;
+      expect(b.up, path).toBe(false);
+      expect(b.leavingSince > 0, path).toBe(leaving);
+      expect(logs.join('\n'), path).toMatch(leaving ? /is DOWN: its health check fails: HTTP 500, shutting down; no new connections, its 0 open ones left to it/ : /is DOWN: its health check fails: HTTP 500; no new connections, closing its 0/);
+    }
   });
 });

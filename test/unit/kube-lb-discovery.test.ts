@@ -172,7 +172,7 @@ describe('the watch, against two stand-ins', () => {
     // One backend up and the other down, turn about every 1.5 s, as checks of busy apiservers time out and pass (the pool's own verdict).
     let tick = 0;
     const flap = setInterval(() => {
-      [...pool.backends.keys()].forEach((k, i) => pool.checked(k, (tick + i) % 2 === 0, 700, (tick + i) % 2 === 0 ? 'ok' : 'timed out'));
+      [...pool.backends.keys()].forEach((k, i) => pool.checked(k, (tick + i) % 2 === 0 ? { ok: true, detail: 'HTTP 200', resumed: false } : { ok: false, detail: 'no answer within 700 ms', resumed: false, silent: true }, 700));
       tick++;
     }, 1500);
     try {

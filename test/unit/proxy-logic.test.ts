@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { Pool } from '../../src/proxy/pool.js';
+import { describe, expect, it, vi } from 'vitest';
+import { Pool, SHUTDOWN_GRACE_MS } from '../../src/proxy/pool.js';
 import { order, pick } from '../../src/proxy/balancer.js';
 import { checkResult, connectFailed, initialHealth, isUp, type HealthSettings } from '../../src/proxy/health.js';
 import { proxyConfigSchema } from '../../src/proxy/config.js';
@@ -117,6 +117,70 @@ describe('the pool on reload and stop', () => {
     pool.closeAll();
     expect(closed).toBe(1);
     expect(pool.open()).toBe(0);
+  });
+});
+
+describe('the pool when an apiserver says it is shutting down', () => {
+  const two = () => proxyConfigSchema.parse({ backends: [{ name: 'm1', address: '10.0.0.1', port: 6443 }, { name: 'm2', address: '10.0.0.2', port: 6443 }], active: { fall: 1 } });
+  const withConns = (pool: Pool, k: string, n: number) => {
+    const b = pool.backends.get(k)!;
+    const closed: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const pair = { bytesIn: 0, bytesOut: 0, close: () => { closed.push(i); b.conns.delete(pair); } };
+      b.conns.add(pair);
+    }
+    return closed;
+  };
+  const shutdown = { ok: false, detail: 'HTTP 500, shutting down', resumed: false, shuttingDown: true };
+
+  it('no new connections at once, its open ones left to it (it ends them itself); closed at once if it then stops answering', () => {
+    vi.useFakeTimers();
+    try {
+      const logs: string[] = [];
+      const pool = new Pool(two(), (m) => logs.push(m));
+      const closed = withConns(pool, '10.0.0.1:6443', 3);
+      pool.checked('10.0.0.1:6443', shutdown, 5);
+      expect(pool.candidates().map((b) => b.backend.name)).toEqual(['m2']);
+      expect(closed).toEqual([]);
+      expect(logs.at(-1)).toMatch(/backend m1 \(10\.0\.0\.1:6443\) is DOWN: its health check fails: HTTP 500, shutting down; no new connections, its 3 open ones left to it to end \(closed after 60 s if it has not\)/);
+      // Refused while it drains: still left to it.
+      pool.checked('10.0.0.1:6443', { ok: false, detail: 'connect ECONNREFUSED 10.0.0.1:6443', resumed: false }, 1);
+      vi.advanceTimersByTime(30_000);
+      expect(closed).toEqual([]);
+      // Then no answer at all: frozen mid-shutdown, nothing will end them.
+      pool.checked('10.0.0.1:6443', { ok: false, detail: 'no answer within 700 ms', resumed: false, silent: true }, 700);
+      expect(closed).toEqual([0, 1, 2]);
+      expect(logs.at(-1)).toMatch(/m1 .* stopped answering while shutting down: no answer within 700 ms; closing its 3 connection\(s\)/);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('whatever is still open SHUTDOWN_GRACE_MS after it said so is closed', () => {
+    vi.useFakeTimers();
+    try {
+      const pool = new Pool(two(), () => {});
+      const closed = withConns(pool, '10.0.0.1:6443', 2);
+      pool.checked('10.0.0.1:6443', shutdown, 5);
+      vi.advanceTimersByTime(SHUTDOWN_GRACE_MS - 1);
+      expect(closed).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(closed).toEqual([0, 1]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('unready for any other reason (its etcd, a check that times out): its connections are closed at once, so watches move to a healthy one', () => {
+    for (const r of [
+      { ok: false, detail: 'HTTP 500', resumed: false },
+      { ok: false, detail: 'no answer within 700 ms', resumed: false, silent: true },
+    ]) {
+      const pool = new Pool(two(), () => {});
+      const closed = withConns(pool, '10.0.0.1:6443', 2);
+      pool.checked('10.0.0.1:6443', r, 5);
+      expect(closed, r.detail).toEqual([0, 1]);
+    }
   });
 });
 
