@@ -6,7 +6,10 @@
 // counting the failed ones). For each: wall time, time per node, the most SSH sessions open at once
 // (never above --concurrency), and the controller's peak RSS. The floor, measured in the same run:
 // N SSH logins running `true`, at most --concurrency at once. Also the static binary's size.
-// Prints a table, then one JSON line.
+// The load is bounded like the engine: at most --concurrency nodes carry it (spread over the whole
+// list), logged in to --concurrency at a time; a node it cannot reach is counted, not fatal.
+// Each phase prints its row as soon as it ends; a phase that fails is reported and ends the
+// measurements, keeping what was measured. Then the table again, and one JSON line.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +19,7 @@ import { buildArtifacts, loadSetup } from '../dist/engine/deploy.js';
 import { runDeploy } from '../dist/engine/run.js';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { httpsGet } from '../dist/connect/https-probe.js';
+import { mapLimit } from '../dist/util/pool.js';
 import { cli, labDown, printTable, settle, sshFloor } from './bench-util.js';
 
 const { values } = parseArgs({
@@ -41,7 +45,7 @@ async function timedDeploy(name, inventoryFile, expectChanged, playbookFile) {
   const wallMs = Math.round(performance.now() - t0);
   clearInterval(sampler);
   if (!report.ok || report.totals.changed !== expectChanged) throw new Error(`${name}: unexpected result ${JSON.stringify(report.totals)}`);
-  return { wallMs, perNodeMs: +(wallMs / nodes).toFixed(1), peakSessions: report.peakSessions, peakRssMb: +(peakRss / 1e6).toFixed(1), events, report };
+  return { wallMs, perNodeMs: +(wallMs / nodes).toFixed(1), peakSessions: report.peakSessions, peakRssMb: +(peakRss / 1e6).toFixed(1), events, ssh: report.ssh, perNode: perNode(report.ssh), report };
 }
 
 /** The built-in kube-nginx playbook with one more stream module (another binary), its binary step notifying `notify`. */
@@ -54,11 +58,30 @@ function playbookVariant(file, extraConfigure, notify) {
   return file;
 }
 
-/** Short requests through every node's 127.0.0.1:8443 (each node in turn, one at a time per node) while `fn` runs: how many failed. */
+/** At most `limit` of `list`, spread evenly over it (first, last and between). */
+function spread(list, limit) {
+  if (list.length <= limit) return [...list];
+  return Array.from({ length: limit }, (_, i) => list[Math.round((i * (list.length - 1)) / Math.max(1, limit - 1))]);
+}
+
+/**
+ * Short requests through the 127.0.0.1:8443 of at most --concurrency nodes (spread over the list),
+ * one at a time per node, while `fn` runs: how many failed. Logins go --concurrency at a time; a node
+ * that cannot be reached is counted in `unreachable` and carries no load.
+ */
 async function underLoad(setup, caPem, fn) {
-  const conns = await Promise.all(setup.nodes.map((n) => SshConnection.open(setup.targets.get(n.name))));
+  const sample = spread(setup.nodes, concurrency);
+  const unreachable = [];
+  const conns = (
+    await mapLimit(sample, concurrency, (n) =>
+      SshConnection.open(setup.targets.get(n.name)).catch((e) => {
+        unreachable.push(`${n.name}: ${e.message}`);
+        return undefined;
+      }),
+    )
+  ).filter(Boolean);
   let running = true;
-  const counts = { requests: 0, failed: 0, errors: [] };
+  const counts = { nodes: conns.length, of: setup.nodes.length, unreachable, requests: 0, failed: 0, errors: [] };
   const loops = conns.map(async (c) => {
     while (running) {
       try {
@@ -84,67 +107,75 @@ async function underLoad(setup, caPem, fn) {
 
 const strip = ({ report, ...rest }) => rest;
 
+/** The run's SSH counts per node (deploy's --json ssh, added up over its nodes, divided by them). */
+function perNode(ssh) {
+  const per = (k) => +(ssh[k] / nodes).toFixed(2);
+  return { logins: per('logins'), execs: per('execs'), channels: per('channels'), tlsFull: per('tlsFull'), tlsResumed: per('tlsResumed'), kbOut: +(ssh.bytesOut / nodes / 1024).toFixed(1), kbIn: +(ssh.bytesIn / nodes / 1024).toFixed(1) };
+}
+/** The counts' cells of a row. */
+const countCells = (x) => [`${x.perNode.logins} / ${x.perNode.execs} / ${x.perNode.channels}`, `${x.perNode.tlsFull} / ${x.perNode.tlsResumed}`, `${x.perNode.kbOut} / ${x.perNode.kbIn}`, x.ssh.controllerCpuMs];
+const HEADER = ['run', 'wall ms', 'ms/node', '× floor', 'peak sessions', 'peak RSS MB', 'per node: logins / execs / channels', 'TLS full / resumed', 'KB out / in', 'controller CPU ms'];
+const rows = [];
+/** One finished row: printed now (a long run shows each phase as it ends), and kept for the table at the end. */
+function row(cells) {
+  rows.push(cells);
+  printTable([HEADER, cells].map((r) => r.map(String)));
+}
+
+const result = { benchmark: 'deploy', nodes, concurrency, cores: os.cpus().length };
+let exitCode = 0;
 try {
   const t = performance.now();
   const lab = cli(['lab', 'up', '--dir', dir, '--nodes', String(nodes), '--masters', values.masters, '--json'], { json: true }).out;
-  const labUpMs = Math.round(performance.now() - t);
+  result.labUpMs = Math.round(performance.now() - t);
   const inventory = lab.inventory;
   // Containers that just booted keep the 2 cores busy for a while: measure on a settled machine.
-  const settledAfterMs = await settle();
+  result.settledAfterMs = await settle();
   // Build once, outside the timings (the benchmark is about distribution).
   await buildArtifacts(await loadSetup({ inventoryFile: inventory, concurrency, acceptNewHostKeys: false }), () => {});
 
   // The floor: N SSH logins running `true`, at most --concurrency at once (the best of three).
   const setup = await loadSetup({ inventoryFile: inventory, concurrency, acceptNewHostKeys: false });
   const { ms: sshFloorMs, runsMs: floors } = await sshFloor(setup, concurrency);
+  Object.assign(result, { sshFloorMs, sshFloorRunsMs: floors });
+  row([`${nodes} SSH logins + \`true\`, ${concurrency} at once (floor, best of ${floors.length})`, sshFloorMs, (sshFloorMs / nodes).toFixed(1), '1', '', '', '1 / 1 / 1', '', '', '']);
+  const ratio = (x) => +(x.wallMs / sshFloorMs).toFixed(2);
+  const loadWords = (x) => `${x.load.failed} of ${x.load.requests} requests failed on ${x.load.nodes} of ${x.load.of} nodes${x.load.unreachable.length ? `, ${x.load.unreachable.length} unreachable` : ''}`;
+  const summaries = (x) => [...new Set(Object.values(x.report.hosts).map((h) => h.steps.find((st) => st.name === 'service')?.summary))];
+  /** One phase: measured, its row printed, kept in the result under `key`. */
+  const phase = async (key, label, fn) => {
+    const x = await fn();
+    result[key] = { ...strip(x), floorRatio: ratio(x), ...(x.load ? { service: summaries(x) } : {}) };
+    row([typeof label === 'function' ? label(x) : label, x.wallMs, x.perNodeMs, ratio(x), x.peakSessions, x.peakRssMb, ...countCells(x)]);
+    return x;
+  };
 
-  const first = await timedDeploy('first', inventory, nodes);
-  const noop = await timedDeploy('no-op', inventory, 0);
+  await phase('firstDeploy', 'first deploy (binary cached)', () => timedDeploy('first', inventory, nodes));
+  await phase('noopDeploy', 'no-op deploy', () => timedDeploy('no-op', inventory, 0));
   const changedInv = path.join(dir, 'inventory.maxfails.yaml');
   const doc = YAML.parse(fs.readFileSync(inventory, 'utf8'));
   doc.lb.maxFails = 2;
   fs.writeFileSync(changedInv, YAML.stringify(doc));
-  const config = await timedDeploy('config', changedInv, nodes);
+  await phase('configChange', 'config-only change (rolled reload, 25%)', () => timedDeploy('config', changedInv, nodes));
   // A new binary on every node: built outside the timings, then upgraded in place; then the first binary back by restarts.
   const inPlacePb = playbookVariant(path.join(dir, 'kube-nginx.realip.yaml'), '--with-stream_realip_module', ['upgrade']);
   const restartPb = playbookVariant(path.join(dir, 'kube-nginx.restart.yaml'), undefined, ['restart']);
   const built = await buildArtifacts(await loadSetup({ inventoryFile: changedInv, concurrency, acceptNewHostKeys: false, playbookFile: inPlacePb }), () => {});
+  result.staticBinary = { sizeBytes: built.nginx[0].size, link: built.nginx[0].link, osKey: built.nginx[0].osKey };
   const caPem = fs.readFileSync(path.join(dir, 'pki', 'ca.crt'), 'utf8');
   const loadSetupOf = await loadSetup({ inventoryFile: changedInv, concurrency, acceptNewHostKeys: false });
-  const inPlace = await underLoad(loadSetupOf, caPem, () => timedDeploy('upgrade in place', changedInv, nodes, inPlacePb));
-  const summaries = (x) => [...new Set(Object.values(x.report.hosts).map((h) => h.steps.find((st) => st.name === 'service')?.summary))];
-  const restart = await underLoad(loadSetupOf, caPem, () => timedDeploy('restart', changedInv, nodes, restartPb));
-  const staticBinary = { sizeBytes: built.nginx.size, link: built.nginx.link, osKey: built.nginx.osKey };
-  const ratio = (x) => +(x.wallMs / sshFloorMs).toFixed(2);
-  const result = {
-    benchmark: 'deploy',
-    nodes,
-    concurrency,
-    cores: os.cpus().length,
-    labUpMs,
-    settledAfterMs,
-    sshFloorMs,
-    sshFloorRunsMs: floors,
-    firstDeploy: { ...first, floorRatio: ratio(first) },
-    noopDeploy: { ...noop, floorRatio: ratio(noop) },
-    configChange: { ...strip(config), floorRatio: ratio(config) },
-    staticBinary,
-    binaryInPlace: { ...strip(inPlace), floorRatio: ratio(inPlace), service: summaries(inPlace) },
-    binaryRestart: { ...strip(restart), floorRatio: ratio(restart), service: summaries(restart) },
-  };
-  result.firstDeploy = { ...strip(first), floorRatio: ratio(first) };
-  result.noopDeploy = { ...strip(noop), floorRatio: ratio(noop) };
-  printTable([
-    ['run', 'wall ms', 'ms/node', '× floor', 'peak sessions', 'peak RSS MB'],
-    [`${nodes} SSH logins + \`true\`, ${concurrency} at once (floor)`, sshFloorMs, (sshFloorMs / nodes).toFixed(1), '1', '', ''],
-    ['first deploy (binary cached)', first.wallMs, first.perNodeMs, ratio(first), first.peakSessions, first.peakRssMb],
-    ['no-op deploy', noop.wallMs, noop.perNodeMs, ratio(noop), noop.peakSessions, noop.peakRssMb],
-    ['config-only change (rolled reload, 25%)', config.wallMs, config.perNodeMs, ratio(config), config.peakSessions, config.peakRssMb],
-    [`new binary, upgraded in place (${inPlace.load.failed} of ${inPlace.load.requests} requests failed)`, inPlace.wallMs, inPlace.perNodeMs, ratio(inPlace), inPlace.peakSessions, inPlace.peakRssMb],
-    [`new binary, restarted (${restart.load.failed} of ${restart.load.requests} requests failed)`, restart.wallMs, restart.perNodeMs, ratio(restart), restart.peakSessions, restart.peakRssMb],
-  ]);
-  console.log(`static nginx: ${(staticBinary.sizeBytes / 1e6).toFixed(2)} MB (${staticBinary.osKey}); services: in place ${summaries(inPlace).join(' / ')}, restart ${summaries(restart).join(' / ')}`);
-  console.log(JSON.stringify(result));
+  await phase('binaryInPlace', (x) => `new binary, upgraded in place (${loadWords(x)})`, () => underLoad(loadSetupOf, caPem, () => timedDeploy('upgrade in place', changedInv, nodes, inPlacePb)));
+  await phase('binaryRestart', (x) => `new binary, restarted (${loadWords(x)})`, () => underLoad(loadSetupOf, caPem, () => timedDeploy('restart', changedInv, nodes, restartPb)));
+  console.log(`static nginx: ${(result.staticBinary.sizeBytes / 1e6).toFixed(2)} MB (${result.staticBinary.osKey}); services: in place ${result.binaryInPlace.service.join(' / ')}, restart ${result.binaryRestart.service.join(' / ')}`);
+} catch (e) {
+  // What was measured stays: the table and the JSON below carry it, with the error.
+  result.error = e.message;
+  console.error(`bench:deploy stopped: ${e.message}`);
+  exitCode = 1;
 } finally {
   if (!values.keep) labDown(dir);
 }
+console.log('');
+printTable([HEADER, ...rows].map((r) => r.map(String)));
+console.log(JSON.stringify(result));
+process.exitCode = exitCode;

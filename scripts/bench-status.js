@@ -29,11 +29,11 @@ try {
     const r = spawnSync(process.execPath, [bin, 'status', '-i', lab.inventory, '--json'], { encoding: 'utf8', env: { ...process.env, NO_COLOR: '1' }, maxBuffer: 64 << 20 });
     const wallMs = Math.round(performance.now() - t0);
     const s = JSON.parse(r.stdout);
-    runs.push({ wallMs, engineMs: s.durationMs, exit: r.status, healthy: s.healthy, unknown: s.unknown, down: s.down, probes: s.probes, phases: s.phases });
+    runs.push({ wallMs, engineMs: s.durationMs, exit: r.status, healthy: s.healthy, unknown: s.unknown, down: s.down, probes: s.probes, phases: s.phases, ssh: s.ssh });
   }
   const result = { benchmark: 'status', nodes, masters: Number(values.masters), cores: os.cpus().length, labUpMs, settledAfterMs, runs };
   printTable([
-    ['run', 'wall ms', 'engine ms', 'exit', 'healthy', 'unknown', 'down', 'probes at once (per master)', 'retried', 'slowest connect / facts / probes ms'],
+    ['run', 'wall ms', 'engine ms', 'exit', 'healthy', 'unknown', 'down', 'probes at once (per master)', 'retried', 'slowest connect / facts / probes ms', 'per node: logins / execs / channels', 'TLS full / resumed', 'KB out / in', 'controller CPU ms'],
     ...runs.map((r, i) => [
       i + 1,
       r.wallMs,
@@ -45,6 +45,10 @@ try {
       `${r.probes.peak} (${r.probes.peakPerTarget})`,
       r.probes.retried,
       `${r.phases.connectMs} / ${r.phases.factsMs} / ${r.phases.probesMs}`,
+      [r.ssh.logins, r.ssh.execs, r.ssh.channels].map((v) => (v / nodes).toFixed(2)).join(' / '),
+      [r.ssh.tlsFull, r.ssh.tlsResumed].map((v) => (v / nodes).toFixed(2)).join(' / '),
+      [r.ssh.bytesOut, r.ssh.bytesIn].map((v) => (v / nodes / 1024).toFixed(1)).join(' / '),
+      r.ssh.controllerCpuMs,
     ]),
   ]);
   console.log(JSON.stringify(result));

@@ -8,6 +8,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
+import { countTls } from './counts.js';
 
 
 /** The most of a probe's answer kept: a status and a short body are all a probe needs. */
@@ -135,7 +136,10 @@ export function httpsGet(
         }
       };
       const withSession = (t: tls.TLSSocket) => {
-        t.once('secureConnect', () => identify(t));
+        t.once('secureConnect', () => {
+          identify(t);
+          if (socket) countTls(socket, t.isSessionReused());
+        });
         if (opts.onSession) t.on('session', (ticket: Buffer) => opts.onSession!({ ticket, ...id }));
         return t;
       };

@@ -17,6 +17,7 @@ import type { ClientChannel } from 'ssh2';
 import { CommandError, ConnectError, DeadlineError } from '../errors.js';
 import { deadlineOf, MAX_OUTPUT_BYTES, secondsOf, STEP_WORDS, type Deadlines, type StepKind } from './deadlines.js';
 import type { Connection } from './connection.js';
+import { countsOf, countStream, type SshCounts } from './counts.js';
 import { quote } from '../util/quote.js';
 import { formatHostPort } from '../util/hostport.js';
 import { planKeys, type KeySources } from './keys.js';
@@ -119,11 +120,15 @@ export class SshConnection implements Connection {
 
   /** Set when the connection died (keepalive timeout, reset): every later command fails at once. */
   private lost?: Error;
+  /** What this host has cost this process (counts.ts). */
+  private readonly counts: SshCounts;
 
   private constructor(
     readonly target: SshTarget,
     private readonly ssh: NodeSSH,
   ) {
+    this.counts = countsOf(target.name);
+    this.counts.logins++;
     // node-ssh drops its 'error' listener once connected; without ours, a node that dies while we
     // wait (keepalive timeout, ECONNRESET) would be an unhandled 'error' event and crash the run.
     const client = ssh.connection;
@@ -271,6 +276,10 @@ export class SshConnection implements Connection {
     if (!client) throw this.lostError();
     const kind = options.kind ?? 'command';
     const deadlineMs = deadlineOf(kind, this.target.deadlines);
+    const counts = this.counts;
+    counts.execs++;
+    counts.channels++;
+    counts.bytesOut += Buffer.byteLength(command);
     const r = await new Promise<RemoteResult>((resolve, reject) => {
       // The deadline runs from the request: a server that never opens the channel is bounded too.
       let channel: ClientChannel | undefined;
@@ -302,11 +311,13 @@ export class SshConnection implements Connection {
         let signal: string | null = null;
         const tooMuch = () => finish(new DeadlineError(this.target.name, STEP_WORDS[kind], secondsOf(deadlineMs), MAX_OUTPUT_BYTES));
         ch.on('data', (b: Buffer) => {
+          counts.bytesIn += b.length;
           if ((outBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
           out.push(b);
           options.onOutput?.(b.toString());
         });
         ch.stderr.on('data', (b: Buffer) => {
+          counts.bytesIn += b.length;
           if ((errBytes += b.length) > MAX_OUTPUT_BYTES) return tooMuch();
           errs.push(b);
         });
@@ -317,9 +328,12 @@ export class SshConnection implements Connection {
         ch.on('close', () => finish(undefined, { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(errs).toString(), code, signal }));
         const input = options.input;
         if (input === undefined) ch.end();
-        else if (typeof input === 'string' || Buffer.isBuffer(input)) ch.end(input);
-        else {
+        else if (typeof input === 'string' || Buffer.isBuffer(input)) {
+          counts.bytesOut += Buffer.byteLength(input);
+          ch.end(input);
+        } else {
           input.on('error', (e) => finish(e));
+          input.on('data', (b: Buffer | string) => (counts.bytesOut += Buffer.byteLength(b)));
           input.pipe(ch);
         }
       });
@@ -353,7 +367,9 @@ export class SshConnection implements Connection {
 
   /** Copy a file from the host to this machine (SFTP). */
   async download(remote: string, local: string): Promise<void> {
+    this.counts.channels++;
     await this.ssh.getFile(local, remote);
+    this.counts.bytesIn += (await fs.stat(local)).size;
   }
 
   /**
@@ -377,6 +393,10 @@ export class SshConnection implements Connection {
     const client = this.ssh.connection;
     if (!client) return Promise.reject(this.lostError());
     const command = this.needsSudo ? `sudo -n -- sh -c ${quote(script)}` : script;
+    const counts = this.counts;
+    counts.execs++;
+    counts.channels++;
+    counts.bytesOut += Buffer.byteLength(command);
     return new Promise((resolve, reject) => {
       client.exec(command, (err, channel) => {
         if (err) {
@@ -388,7 +408,10 @@ export class SshConnection implements Connection {
         let stderr = '';
         let settled = false;
         // The lease: renewed from the start, since the holder's clock starts when it takes the lock.
-        const renew = setInterval(() => channel.write('.'), LOCK_RENEW_MS);
+        const renew = setInterval(() => {
+          counts.bytesOut++;
+          channel.write('.');
+        }, LOCK_RENEW_MS);
         renew.unref();
         const release = () => {
           clearInterval(renew);
@@ -418,6 +441,7 @@ export class SshConnection implements Connection {
           resolve({ stdout: exited && !stdout.trim() ? stderr : stdout, exited, code, release });
         };
         channel.on('data', (b: Buffer) => {
+          counts.bytesIn += b.length;
           if (settled) return;
           stdout += b.toString();
           if (stdout.length > MAX_OUTPUT_BYTES) {
@@ -432,6 +456,7 @@ export class SshConnection implements Connection {
           }
         });
         channel.stderr.on('data', (b: Buffer) => {
+          counts.bytesIn += b.length;
           if (stderr.length < 64 * 1024) stderr += b.toString();
         });
         channel.on('exit', (code: number | null) => settle(true, code));
@@ -445,7 +470,23 @@ export class SshConnection implements Connection {
 
   /** A TCP stream opened by the host itself to address:port (an SSH direct-tcpip channel). */
   async connectFromHost(address: string, port: number): Promise<Duplex> {
-    return this.ssh.forwardOut('127.0.0.1', 0, address, port);
+    const counts = this.counts;
+    counts.channels++;
+    const ch = await this.ssh.forwardOut('127.0.0.1', 0, address, port);
+    countStream(ch, counts);
+    // ssh2 keeps no count of a channel's bytes, and a stream of ours in between would copy every byte
+    // and have to pass on end, close and errors: these two count where the channel takes bytes in and out.
+    const push = ch.push.bind(ch);
+    ch.push = (chunk: unknown, encoding?: BufferEncoding) => {
+      if (chunk) counts.bytesIn += (chunk as Buffer).length;
+      return push(chunk, encoding);
+    };
+    const write = ch._write.bind(ch);
+    ch._write = (chunk: Buffer, encoding: BufferEncoding, cb: (e?: Error | null) => void) => {
+      counts.bytesOut += chunk.length;
+      write(chunk, encoding, cb);
+    };
+    return ch;
   }
 
   close(): void {

@@ -46,6 +46,7 @@ import { finishHost, totals, type HostResult, type Totals } from './results.js';
 import { DEFAULT_VERIFY_TIMEOUT_MS } from './verify.js';
 import type { Journal } from './scripts.js';
 import { runVip, type VipReport } from './vip.js';
+import { countsNow, countsSince, cpuMsSince, totalSince, type SshCounts } from '../connect/counts.js';
 
 export type Phase = 'build' | 'plan' | 'apply' | 'roll' | 'repoint' | 'vip';
 
@@ -90,6 +91,8 @@ export interface HostReport
   check?: Pick<NodeCheck, 'service' | 'changes'>;
   /** --check: an unfinished run found on the node, which the next deploy deals with first. */
   unfinished?: Pick<Journal, 'run' | 'by' | 'started' | 'state'>;
+  /** What this node cost the run over SSH: logins, commands, channels, TLS handshakes, bytes. */
+  ssh: SshCounts;
 }
 
 export interface DeployReport {
@@ -109,6 +112,8 @@ export interface DeployReport {
   peakSessions: number;
   /** Logins to bastions during the run: one per bastion, whatever the number of nodes behind it. */
   bastionLogins: number;
+  /** What the run cost over SSH, all nodes added up (each node's is hosts.NAME.ssh), and the controller's CPU time. */
+  ssh: SshCounts & { controllerCpuMs: number };
   hosts: Record<string, HostReport>;
   /** The VIP layer (with vip: in the inventory): its hosts, who holds the VIP, and /readyz through it. */
   vip?: VipReport;
@@ -163,6 +168,8 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
   const check = !!options.check;
   const peakBefore = SshConnection.openNow;
   const bastionsBefore = SshConnection.bastionLogins;
+  const countsBefore = countsNow();
+  const cpuBefore = process.cpuUsage();
   SshConnection.peak = SshConnection.openNow;
   const stopped = () => !!control.signal?.aborted;
   const stopReason = () => String(control.signal?.reason ?? 'interrupted');
@@ -254,7 +261,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         n.result = { ...r, steps: [...r.steps, ...unknown.map((s) => ({ name: s.name, status: 'skipped' as const, summary: `unknown: ${builds.unknown.join(', ')} not built yet (--check builds nothing)` }))] };
       }
       const vip = await runVip(setup, { runId, identity, holder, emit, signal: control.signal, concurrency, verifyDeadlineMs: deadlineMs });
-      return report(setup, nodes, { runId, check, builds, vip, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
+      return report(setup, nodes, { runId, check, builds, vip, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore, countsBefore, cpuBefore });
     }
 
     // 3. Apply at once where no serving balancer is disturbed; 4. roll the rest in batches.
@@ -372,7 +379,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       n.session = undefined;
     }
     const vip = await runVip(setup, { runId, identity, holder, emit, signal: control.signal, concurrency, verifyDeadlineMs: deadlineMs });
-    return report(setup, nodes, { runId, check, builds, roll: rollReport, vip, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore });
+    return report(setup, nodes, { runId, check, builds, roll: rollReport, vip, stopped: stopped() ? stopReason() : undefined, peakBefore, bastionsBefore, countsBefore, cpuBefore });
   } finally {
     control.signal?.removeEventListener('abort', onAbort);
     for (const n of nodes) if (n.session) closeSession(n.session);
@@ -447,7 +454,18 @@ function withRepoint(r: HostResult, step: { status: 'ok' | 'changed' | 'failed' 
 function report(
   setup: Setup,
   nodes: NodeRun[],
-  o: { runId: string; check: boolean; builds: Builds; roll?: RollReport; vip?: VipReport; stopped?: string; peakBefore: number; bastionsBefore: number },
+  o: {
+    runId: string;
+    check: boolean;
+    builds: Builds;
+    roll?: RollReport;
+    vip?: VipReport;
+    stopped?: string;
+    peakBefore: number;
+    bastionsBefore: number;
+    countsBefore: ReadonlyMap<string, SshCounts>;
+    cpuBefore: NodeJS.CpuUsage;
+  },
 ): DeployReport {
   const inv = setup.loaded.inventory;
   const results = nodes.map((n) => n.result ?? notReached(n, 'not reached'));
@@ -481,6 +499,7 @@ function report(
       lockedBy: r.lockedBy,
       check: (o.check || setup.options.diff) && n.planned ? checkNode(n.planned, n.repoint, !!setup.options.diff) : undefined,
       unfinished: n.pendingJournal ? { run: n.pendingJournal.run, by: n.pendingJournal.by, started: n.pendingJournal.started, state: n.pendingJournal.state } : undefined,
+      ssh: countsSince(o.countsBefore, n.node.name),
     };
   });
   return {
@@ -496,6 +515,7 @@ function report(
     roll: o.roll,
     peakSessions: SshConnection.peak - o.peakBefore,
     bastionLogins: SshConnection.bastionLogins - o.bastionsBefore,
+    ssh: { ...totalSince(o.countsBefore, nodes.map((n) => n.node.name)), controllerCpuMs: cpuMsSince(o.cpuBefore) },
     hosts,
     vip: o.vip,
     ...(setup.masters ? { masters: setup.masters } : {}),

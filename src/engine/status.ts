@@ -28,6 +28,7 @@ import { probeReach, type LocalReach, type MasterReach } from './probe.js';
 import { ProbePool, type ProbePoolOptions } from './probe-pool.js';
 import type { Journal } from './scripts.js';
 import { vipStatus, type VipStatus } from './vip-status.js';
+import { countsNow, countsSince, cpuMsSince, totalSince, type SshCounts } from '../connect/counts.js';
 
 export type FileDrift = 'ok' | 'changed' | 'missing' | 'unknown';
 
@@ -74,6 +75,8 @@ export interface NodeStatus {
   discovery?: KubeLbDiscovery;
   /** Where the time went on this node. */
   timings?: { connectMs: number; factsMs: number; probesMs: number };
+  /** What asking this node cost over SSH: logins, commands, channels, TLS handshakes, bytes. */
+  ssh?: SshCounts;
 }
 
 export type NodeHealth = 'healthy' | 'down' | 'unknown';
@@ -104,6 +107,8 @@ export interface ClusterStatus {
   vip?: VipStatus;
   /** With a kubeconfig (cluster.kubeconfig, --kubeconfig): the cluster's apiservers against the inventory's masters, or why they could not be read. */
   controlPlane?: ControlPlaneStatus;
+  /** What asking the nodes cost over SSH, added up (each node's is nodes[].ssh), and the controller's CPU time. */
+  ssh: SshCounts & { controllerCpuMs: number };
   durationMs: number;
 }
 
@@ -278,6 +283,8 @@ export function probeBounds(probes = 32): ProbePoolOptions {
 
 export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string }): Promise<ClusterStatus> {
   const { kubeconfig: _kubeconfig, ...setupOptions } = options;
+  const countsBefore = countsNow();
+  const cpuBefore = process.cpuUsage();
   const setup = await loadSetup({ ...setupOptions, acceptNewHostKeys: false });
   const inv = setup.loaded.inventory;
   const creds = await clusterKubeconfig(inv, options.kubeconfig);
@@ -294,6 +301,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
     vipStatus(inv, setup.vipHosts.length ? vipHosts(inv) : [], setup.vipTargets, options.concurrency),
   ]);
   SshConnection.closeIdleBastions();
+  for (const n of nodes) n.ssh = countsSince(countsBefore, n.name);
   const masters: ClusterStatus['masters'] = Object.fromEntries(inv.masters.map((m) => [m.name, { direct: 0, local: 0 }]));
   for (const n of nodes) {
     for (const m of n.masters) {
@@ -314,6 +322,7 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
     warnings: setup.warnings,
     vip,
     ...(controlPlane ? { controlPlane: await controlPlane } : {}),
+    ssh: { ...totalSince(countsBefore, nodes.map((n) => n.name)), controllerCpuMs: cpuMsSince(cpuBefore) },
     durationMs: Date.now() - setup.startedAt,
   };
 }

@@ -4,6 +4,7 @@ import YAML from 'yaml';
 import { expect } from 'vitest';
 import { k8sha, type CliResult } from './cli.js';
 import { SshConnection } from '../../src/connect/ssh.js';
+import type { SshCounts } from '../../src/connect/counts.js';
 import { failureWindow, watchNodePort, type ServedReport } from '../../src/lab/gap.js';
 import type { LoadReport } from './load.js';
 import { lab, nodeTarget, scratchDir, withNode } from './lab.js';
@@ -14,6 +15,7 @@ export interface DeployJson {
   interrupted?: { signal: string };
   peakSessions: number;
   durationMs: number;
+  ssh: SshCounts & { controllerCpuMs: number };
   totals: { ok: number; changed: number; failed: number; unreachable: number; skipped: number; locked: number };
   roll?: { serial: number; batches: string[][]; failLimit: number; stoppedAfter?: number; reason?: string };
   hosts: Record<
@@ -33,6 +35,7 @@ export interface DeployJson {
       steps: { name: string; status: string; summary: string; error?: string }[];
       error?: string;
       verified?: { state: string; status: number; backend?: string };
+      ssh: SshCounts;
     }
   >;
 }

@@ -12,6 +12,7 @@ import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { lab, withNode } from '../helpers/lab.js';
 import { httpGetOnHost } from '../../src/engine/verify.js';
 import type { SshConnection } from '../../src/connect/ssh.js';
+import type { SshCounts } from '../../src/connect/counts.js';
 
 interface StatusJson {
   healthy: number;
@@ -24,8 +25,10 @@ interface StatusJson {
     masters: { name: string; direct: { status?: number; error?: string; unknown?: string } }[];
     connections?: { active: number; reading: number; writing: number; waiting: number } | 'unknown';
     connectionsError?: string;
+    ssh: SshCounts;
   }[];
-  probes: { limit: number; perTarget: number; peak: number; peakPerTarget: number };
+  probes: { limit: number; perTarget: number; peak: number; peakPerTarget: number; retried: number };
+  ssh: SshCounts & { controllerCpuMs: number };
 }
 
 async function status(inventory = lab().inventory, ...args: string[]): Promise<{ code: number | null; s: StatusJson }> {
@@ -45,6 +48,21 @@ describe('status', () => {
     expect([s.healthy, s.down, s.unknown]).toEqual([lab().nodes.length, 0, 0]);
     expect(s.probes.peak).toBeLessThanOrEqual(s.probes.limit);
     expect(s.probes.peakPerTarget).toBeLessThanOrEqual(s.probes.perTarget);
+    // What it cost each node, as the README says: one login, two commands, and a channel and a TLS
+    // handshake for each probe: every master directly, and as many through 127.0.0.1:8443 (at least 2).
+    const masters = lab().masters.length;
+    const probes = masters + Math.max(2, masters);
+    const sum = { logins: 0, execs: 0, channels: 0, tlsFull: 0, tlsResumed: 0, bytesOut: 0, bytesIn: 0 };
+    for (const n of s.nodes) {
+      expect({ logins: n.ssh.logins, execs: n.ssh.execs }, n.name).toEqual({ logins: 1, execs: 2 });
+      // A probe retried after a timeout opens one channel more.
+      expect(n.ssh.channels - n.ssh.execs, n.name).toBeGreaterThanOrEqual(probes);
+      expect(n.ssh.channels - n.ssh.execs, n.name).toBeLessThanOrEqual(probes + s.probes.retried);
+      expect(n.ssh.tlsFull + n.ssh.tlsResumed, n.name).toBeGreaterThanOrEqual(probes);
+      expect(n.ssh.tlsFull + n.ssh.tlsResumed, n.name).toBeLessThanOrEqual(probes + s.probes.retried);
+      for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += n.ssh[k];
+    }
+    expect(s.ssh).toMatchObject(sum);
   });
 
   describe('with this machine deliberately loaded', () => {

@@ -13,6 +13,7 @@ import type { UnitFacts } from '../../src/facts/host.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 import type { StepPlan } from '../../src/ops/types.js';
 import { hostFacts } from '../helpers/facts.js';
+import { zeroCounts } from '../../src/connect/counts.js';
 
 const unit = (activeState: string): UnitFacts => ({ loadState: 'loaded', activeState, subState: activeState === 'active' ? 'running' : 'dead', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 });
 const os = (arch: string, glibc: string) => ({ id: 'debian', versionId: '11', prettyName: 'Debian 11', arch, glibc });
@@ -119,7 +120,7 @@ describe('hostResult: step results from the plan and the outcome', () => {
 });
 
 function host(partial: Partial<HostReport>): HostReport {
-  return { address: '192.0.2.1', status: 'ok', ok: 3, changed: 0, failed: 0, steps: [], config: 'new', impl: { wanted: 'nginx', impl: 'nginx', running: 'nginx' }, ...partial };
+  return { address: '192.0.2.1', status: 'ok', ok: 3, changed: 0, failed: 0, steps: [], config: 'new', impl: { wanted: 'nginx', impl: 'nginx', running: 'nginx' }, ssh: zeroCounts(), ...partial };
 }
 
 function report(partial: Partial<DeployReport>): DeployReport {
@@ -134,6 +135,7 @@ function report(partial: Partial<DeployReport>): DeployReport {
     totals: { ok: 0, changed: 0, failed: 0, unreachable: 0, skipped: 0, locked: 0 },
     peakSessions: 3,
     bastionLogins: 0,
+    ssh: { ...zeroCounts(), controllerCpuMs: 0 },
     hosts: {},
     ...partial,
   };
@@ -220,6 +222,7 @@ function statusReport<N>(nodes: N[], masters: Record<string, { direct: number; l
     drifted: 0,
     masters,
     warnings: [],
+    ssh: { ...zeroCounts(), controllerCpuMs: 0 },
     durationMs: 300,
   };
 }

@@ -10,6 +10,7 @@ import type { ClusterStatus, NodeStatus } from '../../src/engine/status.js';
 import type { DeployReport } from '../../src/engine/run.js';
 import { CommandError } from '../../src/errors.js';
 import { printable, printableDeep } from '../../src/util/printable.js';
+import { zeroCounts } from '../../src/connect/counts.js';
 
 // A clear screen, a window title, a C1 CSI, a carriage return that would hide what came before, DEL.
 const HOSTILE = 'nginx\x1b[2J\x1b]0;pwned\x07\x9b31m\rfake ok\x7f';
@@ -51,6 +52,7 @@ describe('where remote text is rendered', () => {
       probes: { limit: 1, perTarget: 1, peak: 0, peakPerTarget: 0, started: 0, retried: 0 },
       phases: { connectMs: 0, factsMs: 0, probesMs: 0 },
       warnings: [],
+      ssh: { ...zeroCounts(), controllerCpuMs: 0 },
       durationMs: 1,
     };
     const out = renderStatus(s);
