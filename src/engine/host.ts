@@ -22,6 +22,7 @@ import { changesOf, factRequest, hasChanges, mergeRequest, planHost, textFiles, 
 import type { PlaybookStep } from './playbook.js';
 import { dialed, finishHost, type HostResult, type StepResult } from './results.js';
 import {
+  afterOutput,
   applyScript,
   closeJournal,
   finishJournal,
@@ -33,7 +34,7 @@ import {
 } from './scripts.js';
 import { tarGzOf } from './tarstream.js';
 import { IMAGE_ARTIFACT } from '../lb/templates.js';
-import { unitStateCommand, verifyBalancer, type VerifyOutcome, type VerifyProgress } from './verify.js';
+import { portOwnerScript, unitStateCommand, verifyBalancer, type VerifyOutcome, type VerifyProgress } from './verify.js';
 
 /** What a host is doing now: the phases a renderer shows and an interrupt reports. */
 export type HostPhase =
@@ -115,14 +116,18 @@ export async function openSession(
   }
   try {
     if (o.check) {
-      // Read-only: who holds the lock and what journal is open, from /proc/locks; a check never takes
-      // the lock, so it can never make a real deploy report a node locked.
-      const probe = parseLockProbe((await conn.execAsRoot(LOCK_PROBE)).stdout);
+      // Read-only: who holds the lock and what journal is open, from /proc/locks, in the same command
+      // as the facts; a check never takes the lock, so it can never make a real deploy report a node locked.
+      job.say('gathering facts');
+      const req = mergeRequest(factRequestOf(job), { scripts: [{ key: 'lock', script: LOCK_PROBE }] });
+      const f = await conn.execAsRoot(factScript(req), { kind: 'facts' });
+      const probe = parseLockProbe(f.code === 0 ? (parseFacts(req, f.stdout).scripts?.lock ?? '') : '');
       if (probe.holder) {
         conn.close();
         return hostFailure(job, 'locked', `being changed by another run: locked by ${probe.holder}`, { lockedBy: probe.holder });
       }
-      return { conn, release: () => undefined, pendingJournal: probe.journal };
+      // Planned from these facts, as from those read with a lock (the lock probe's section is not read again).
+      return { conn, release: () => undefined, pendingJournal: probe.journal, facts: `${f.stdout}\n@@then-rc ${f.code}\n`, connectMs: Date.now() - t0 };
     }
     job.say('locking');
     const lock = await takeLock(conn, job.holder, o.waitLockSeconds, (holder) => job.say('waiting for the lock', `held by ${holder}`), factScript(factRequestOf(job)), o.signal);
@@ -210,8 +215,20 @@ export interface PlannedHost {
 }
 
 /** Everything a host's plan needs to know, for its steps and whatever may replace them. */
+/**
+ * The port owner check of the steps' verify (a unit on the host; a container's or a static pod's is
+ * asked after its runtime): read with the facts, so a node with nothing to change is verified with
+ * no command of its own, only the probe through its local port.
+ */
+export function ownerFacts(steps: PlaybookStep[]): NonNullable<FactRequest['scripts']> {
+  const v = verifyStep(steps)?.args;
+  return v && !v.container && !v.staticPod ? [{ key: ownerKey(v.unit), script: portOwnerScript(v.unit, v.listen) }] : [];
+}
+
+const ownerKey = (unit: string) => `owner ${unit}`;
+
 function factRequestOf(job: HostJob): FactRequest {
-  const req = mergeRequest(factRequest(job.steps), job.extraFacts ?? {});
+  const req = mergeRequest(mergeRequest(factRequest(job.steps), { scripts: ownerFacts(job.steps) }), job.extraFacts ?? {});
   if (job.wantText) mergeRequest(req, { texts: textFiles(job.steps) });
   if (job.extraFacts?.versions) req.versions = job.extraFacts.versions;
   if (job.extraFacts?.kubeconfigs) req.kubeconfigs = job.extraFacts.kubeconfigs;
@@ -284,6 +301,10 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
   try {
     const f0 = p.unit ? plan.facts.units[p.unit] : undefined;
     let state = f0 ? `${f0.activeState} ${f0.subState}` : '';
+    // Who holds the port, for verify's first look: read with the facts when nothing changes, else at
+    // the end of the apply script, once the unit has been waited for. Either way no command of its own.
+    const owner = ownerFacts(job.steps)[0];
+    let ownerSeen = changes || !owner ? undefined : plan.facts.scripts?.[owner.key];
     if (changes) {
       const t = Date.now();
       const puts = changesOf(plan, 'put');
@@ -299,6 +320,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
           // Held only by a session that took the lock (status and --check never apply).
           lockDir: LOCK_DIR,
           applyWaitSeconds: deadlineOf('apply', conn.target.deadlines) / 2000,
+          after: owner?.script,
         }),
         { input: puts.length ? tarGzOf(puts.map((x) => x.change)) : undefined, kind: 'apply' },
       );
@@ -312,6 +334,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
         return out;
       }
       state = out.script.state ?? '';
+      ownerSeen = afterOutput(a.stdout);
     }
     if (!vstep) {
       // Nothing to verify (a playbook without a verify step): the change stands as committed.
@@ -320,7 +343,12 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     }
     const t = Date.now();
     job.say('verifying');
-    out.verify = await verifyBalancer(conn, job.inventory, vstep.args, state, { checkNewList: o.checkNewList, deadlineMs: o.verifyDeadlineMs, progress: o.progress });
+    out.verify = await verifyBalancer(conn, job.inventory, vstep.args, state, {
+      checkNewList: o.checkNewList,
+      deadlineMs: o.verifyDeadlineMs,
+      progress: o.progress,
+      ownerSeen,
+    });
     lap('verify', t);
     if (!out.verify.ok) {
       out.journal = await journalOf(conn, vstep.args.unit);
@@ -329,6 +357,8 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     }
     if (changes) {
       job.say('finishing');
+      // A command of its own, the one a change cannot share: the journal may close only once the probe
+      // through the local port (made from here, over a channel) has proven the new config serves.
       const r = await conn.execAsRoot(finishJournal());
       out.finish = parseScriptOutput(r.stdout, r.stderr);
     }

@@ -32,6 +32,7 @@ export function mergeRequest(req: FactRequest, part: Partial<FactRequest>): Fact
   for (const v of part.containers ?? []) if (!(req.containers ??= []).includes(v)) req.containers.push(v);
   for (const v of part.texts ?? []) if (!(req.texts ??= []).includes(v)) req.texts.push(v);
   if (part.kubelet) req.kubelet = true;
+  for (const x of part.scripts ?? []) if (!(req.scripts ??= []).some((y) => y.key === x.key)) req.scripts.push(x);
   return req;
 }
 

@@ -37,7 +37,7 @@ import {
   type RunImpl,
   type Setup,
 } from './deploy.js';
-import { applyPlanned, closeSession, failedResult, hostResult, notReached, openSession, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
+import { applyPlanned, closeSession, failedResult, hostResult, notReached, openSession, ownerFacts, planOn, type HostJob, type HostPhase, type PlannedHost, type Session } from './host.js';
 import { controllerIdentity } from './lock.js';
 import { artifactOf, disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
@@ -403,7 +403,10 @@ function nodeRun(setup: Setup, node: InventoryNode, builds: Builds, ctx: { holde
   let alternatives: RunImpl[] = [];
   if (impl.wanted === 'auto') {
     alternatives = ['nginx', 'kube-lb'];
-    for (const i of alternatives) mergeRequest(extra, factRequest(known(stepsFor(setup, node, { impl: i }, builds))));
+    for (const i of alternatives) {
+      const steps = known(stepsFor(setup, node, { impl: i }, builds));
+      mergeRequest(extra, { ...factRequest(steps), scripts: ownerFacts(steps) });
+    }
   }
   const texts = setup.options.diff ? [...new Set(alternatives.flatMap((i) => textFiles(known(stepsFor(setup, node, { impl: i }, builds)))))] : undefined;
   n.job = {

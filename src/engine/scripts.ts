@@ -79,6 +79,17 @@ export interface ApplyScriptOptions {
   lockDir?: string;
   /** Longest wait for another k8s-ha script on the node: less than this script's own deadline. */
   applyWaitSeconds?: number;
+  /**
+   * A read-only check to run once the change is committed and the unit waited for (who holds the
+   * balancer's port, for verify), so it costs no command of its own; its output comes between
+   * @@after and @@after-end, its own @@ lines as `@ ...` (afterOutput gives them back).
+   */
+  after?: string;
+}
+
+/** What `after` printed, as it printed it; undefined when the script stopped before it. */
+export function afterOutput(stdout: string): string | undefined {
+  return /^@@after\n([\s\S]*?)^@@after-end$/m.exec(stdout)?.[1]?.replace(/^@ /gm, '@@');
 }
 
 /** Write a file with the shell's own printf: no process started (every fork counts on a busy node). */
@@ -318,6 +329,7 @@ export function applyScript(plan: HostPlan, o: ApplyScriptOptions): string {
     ...commitScript(plan, o),
   ];
   if (o.unit) lines.push(stateScript(o.unit).trimEnd());
+  if (o.after) lines.push('echo "@@after"', `(\n${o.after}\n) 2>/dev/null | sed 's/^@@/@ /'`, 'echo "@@after-end"');
   return lines.join('\n') + '\n';
 }
 

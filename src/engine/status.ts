@@ -150,12 +150,12 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
   // Hosts accepted unchecked, a missing capability: said with the run's warnings.
   setup.warnings.push(...conn.notes.splice(0));
   try {
-    // Facts, the lock probe and the reach probe need the same connection but not each other: run them at once.
+    // The facts (with the lock probe in the same command) and the reach probe need the same connection
+    // but not each other: run them at once.
     const t1 = Date.now();
     let probesMs = 0;
     const reachProbe = probeReach(conn, inv, probing).finally(() => (probesMs = Date.now() - t1));
     reachProbe.catch(() => undefined);
-    const lockProbe = conn.execAsRoot(LOCK_PROBE, { kind: 'facts' }).then((r) => parseLockProbe(r.stdout), () => ({}) as ReturnType<typeof parseLockProbe>);
     const job: HostJob = {
       inventory: inv,
       node,
@@ -164,7 +164,13 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       steps,
       base,
       // Every implementation's files and versions: which one runs is only known from the facts.
-      extraFacts: { ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)), versions: Object.values(binaries), containers: [CONTAINER_NAME], texts: [STATIC_POD_MANIFEST] },
+      extraFacts: {
+        ...factRequest(others.flatMap((o) => knowableSteps(setup, o, node, known).steps)),
+        versions: Object.values(binaries),
+        containers: [CONTAINER_NAME],
+        texts: [STATIC_POD_MANIFEST],
+        scripts: [{ key: 'lock', script: LOCK_PROBE }],
+      },
       say: () => undefined,
     };
     // Status reads and never takes the lock: planning here changes nothing.
@@ -200,7 +206,8 @@ async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, k
       const pod = podProblem(parsePodMaster((await conn.execAsRoot(podMasterScript(inv.lb.listen), { kind: 'facts' })).stdout), inv.lb.listen);
       service = service !== 'active (running)' ? `kubelet ${service}` : pod ? `pod not serving: ${pod}` : service;
     }
-    const [reach, lock] = await Promise.all([reachProbe, lockProbe]);
+    const reach = await reachProbe;
+    const lock = parseLockProbe(facts.scripts?.lock ?? '');
     // After the reach probe, so its connections through the local port are not among those counted.
     const nginxStatus = inv.nginx?.statusListen && (impl === 'nginx' || isImaged(impl)) ? await nginxConnections(conn, inv.nginx.statusListen) : {};
     const discovery = impl === 'kube-lb' && inv.kubeLb.discovery ? await kubeLbDiscovery(conn, inv.kubeLb.admin) : undefined;

@@ -53,6 +53,8 @@ export interface VerifyOptions {
   checkNewList: boolean;
   deadlineMs: number;
   progress?: VerifyProgress;
+  /** The port owner check's output, read with the facts (nothing changed since): the first attempt asks no command for it. */
+  ownerSeen?: string;
 }
 
 /**
@@ -192,7 +194,10 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
     const why = containerProblem(out, args.container) ?? portOwnerProblem(out, `container ${args.container.name}`, args.listen);
     if (why) return { ok: false, summary: why };
   } else {
-    const owner = portOwnerProblem((await conn.execAsRoot(portOwnerScript(args.unit, args.listen))).stdout, args.unit, args.listen);
+    const seen = o.ownerSeen ?? (await conn.execAsRoot(portOwnerScript(args.unit, args.listen))).stdout;
+    // Read once: a later attempt (the port not answering yet) asks the node again.
+    o.ownerSeen = undefined;
+    const owner = portOwnerProblem(seen, args.unit, args.listen);
     if (owner) return { ok: false, summary: owner };
   }
   if (o.checkNewList) {

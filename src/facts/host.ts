@@ -93,6 +93,12 @@ export interface HostFacts {
    * containerd's CRI plugin unpacks images into (where the node has containerd).
    */
   kubelet?: KubeletFacts;
+  /**
+   * What each script asked for printed (`scripts` of the request), by its key: checks the engine
+   * would otherwise run as commands of their own (who holds the balancer's port, the lock probe),
+   * read in the same round trip as the facts.
+   */
+  scripts?: Record<string, string>;
 }
 
 export interface KubeletFacts {
@@ -137,6 +143,8 @@ export interface FactRequest {
   containers?: string[];
   /** kubelet's CRI endpoint and containerd's snapshotter (lb.impl static-pod). */
   kubelet?: boolean;
+  /** Scripts whose output is wanted too, each under its key (run as root, stderr dropped; their own @@ lines are fine). */
+  scripts?: { key: string; script: string }[];
 }
 
 export function emptyRequest(): FactRequest {
@@ -219,6 +227,8 @@ export function factScript(req: FactRequest): string {
     ),
   );
   if (req.kubelet) lines.push(`echo "@@kubelet"; ${KUBELET_FACT_SCRIPT.split('\n').join('; ')}; true`);
+  // A script's own @@ lines are kept apart from the sections as `@ ...`, and given back as they were.
+  (req.scripts ?? []).forEach((x, i) => lines.push(`echo "@@script ${i}"; (\n${x.script}\n) 2>/dev/null | sed 's/^@@/@ /'; echo "@@script-end ${i}"`));
   (req.containers ?? []).forEach((c, i) =>
     lines.push(
       `echo "@@containers ${i}"; for rt in podman docker; do ${runtimeUp} || continue; ` +
@@ -347,6 +357,10 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   });
   (req.kubeconfigs ?? []).forEach((k, i) => {
     facts.kubeconfigs![k] = parseKubeconfigFacts(s.get(`kubeconfig ${i}`) ?? []);
+  });
+  (req.scripts ?? []).forEach((x, i) => {
+    const out = new RegExp(`^@@script ${i}\n([\\s\\S]*?)^@@script-end ${i}$`, 'm').exec(stdout);
+    if (out) (facts.scripts ??= {})[x.key] = out[1]!.replace(/^@ /gm, '@@');
   });
   (req.interfaces ?? []).forEach((a, i) => {
     facts.interfaces![a] = interfaceOf((s.get(`interface ${i}`) ?? [])[0] ?? '');

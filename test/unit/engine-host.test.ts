@@ -7,6 +7,7 @@ import { factRequest, planHost } from '../../src/engine/plan.js';
 import { stagedPath, withStagedPaths } from '../../src/engine/scripts.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import { parseFacts, factScript, type HostFacts } from '../../src/facts/host.js';
+import { portOwnerProblem } from '../../src/engine/verify.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 import { run } from '../../src/util/exec.js';
 
@@ -102,5 +103,28 @@ describe('facts', () => {
     expect(f.os.glibc).toMatch(/^2\.\d+$/);
     expect(f.guards['exit 3']).toBe(3);
     fs.rmSync(dir, { recursive: true });
+  });
+
+  it("carries the output of scripts asked for, their own @@ lines and blank lines as printed, apart from the sections", async () => {
+    // Scripts that print what portOwnerScript and the lock probe print, here without ss, systemd or a lock.
+    const req = {
+      files: [],
+      dirs: [],
+      units: [],
+      guards: [],
+      scripts: [
+        { key: 'owner kube-nginx', script: 'echo "@@owner other 4242 python3"\nexit 0' },
+        { key: 'owner kube-lb', script: 'echo "@@owner ours"' },
+        { key: 'lock', script: 'echo "@@journal"; echo \'{"run":"R"}\'; echo; echo "@@end-journal"' },
+        { key: 'silent', script: 'true' },
+      ],
+    };
+    const r = await run('sh', ['-c', factScript(req)]);
+    const f = parseFacts(req, r.stdout);
+    expect(f.scripts).toEqual({ 'owner kube-nginx': '@@owner other 4242 python3\n', 'owner kube-lb': '@@owner ours\n', lock: '@@journal\n{"run":"R"}\n\n@@end-journal\n', silent: '' });
+    expect(portOwnerProblem(f.scripts!['owner kube-nginx']!, 'kube-nginx', '127.0.0.1:8443')).toBe('127.0.0.1:8443 is held by another process (pid 4242, python3), not by kube-nginx: it cannot take the port while that runs');
+    expect(portOwnerProblem(f.scripts!['owner kube-lb']!, 'kube-lb', '127.0.0.1:8443')).toBeUndefined();
+    // The other sections are read as before around them.
+    expect(f.os.arch).not.toBe('unknown');
   });
 });

@@ -13,6 +13,7 @@ import type { HostPlan } from '../../src/engine/plan.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
 import {
   applyLockPath,
+  afterOutput,
   applyScript,
   backupPath,
   closeJournal,
@@ -107,6 +108,20 @@ describe('apply script', () => {
     expect(fs.readFileSync(refused.dest, 'utf8')).toBe('old\n');
     expect(fs.existsSync(path.join(refused.dir, 'ran'))).toBe(false);
     expect(fs.readdirSync(path.dirname(refused.dest))).toEqual(['app.conf']);
+  });
+
+  it("runs the check it is given once the change is committed, its @@ lines given back as printed; not when the commit stops", async () => {
+    const after = 'echo "@@owner other 77 python3"; echo "line two"';
+    const t = tree((d) => `grep -q new ${d}`);
+    const ok = await run('sh', ['-c', applyScript(t.plan, { runId: RUN, by: 'x', backup: true, journalDir: t.journalDir, after })], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
+    expect(parseScriptOutput(ok.stdout)).toMatchObject({ committed: true });
+    expect(afterOutput(ok.stdout)).toBe('@@owner other 77 python3\nline two\n');
+    // Its lines are not the script's own: no @@ marker of it reaches parseScriptOutput.
+    expect(ok.stdout).not.toMatch(/^@@owner/m);
+    const refused = tree((d) => `grep -q nothing-of-the-kind ${d}`);
+    const no = await run('sh', ['-c', applyScript(refused.plan, { runId: RUN, by: 'x', backup: true, journalDir: refused.journalDir, after })], { input: tarGzOf([{ content: Buffer.from('new\n'), sha256: 'x' }]) });
+    expect(parseScriptOutput(no.stdout)).toMatchObject({ committed: false });
+    expect(afterOutput(no.stdout)).toBeUndefined();
   });
 
   it('finish records the verify, runs what waited for it, and closes the journal: no backup, no staged file left', async () => {
