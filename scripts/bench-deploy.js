@@ -73,8 +73,9 @@ async function underLoad(setup, caPem, fn) {
   const sample = spread(setup.nodes, concurrency);
   const unreachable = [];
   const conns = (
+    // Under a name of their own: what the load costs is not counted against the deploy's nodes.
     await mapLimit(sample, concurrency, (n) =>
-      SshConnection.open(setup.targets.get(n.name)).catch((e) => {
+      SshConnection.open({ ...setup.targets.get(n.name), name: `${n.name} (load)` }).catch((e) => {
         unreachable.push(`${n.name}: ${e.message}`);
         return undefined;
       }),
@@ -109,11 +110,12 @@ const strip = ({ report, ...rest }) => rest;
 
 /** The run's SSH counts per node (deploy's --json ssh, added up over its nodes, divided by them). */
 function perNode(ssh) {
+  if (!ssh) return undefined;
   const per = (k) => +(ssh[k] / nodes).toFixed(2);
   return { logins: per('logins'), execs: per('execs'), channels: per('channels'), tlsFull: per('tlsFull'), tlsResumed: per('tlsResumed'), kbOut: +(ssh.bytesOut / nodes / 1024).toFixed(1), kbIn: +(ssh.bytesIn / nodes / 1024).toFixed(1) };
 }
 /** The counts' cells of a row. */
-const countCells = (x) => [`${x.perNode.logins} / ${x.perNode.execs} / ${x.perNode.channels}`, `${x.perNode.tlsFull} / ${x.perNode.tlsResumed}`, `${x.perNode.kbOut} / ${x.perNode.kbIn}`, x.ssh.controllerCpuMs];
+const countCells = (x) => !x.perNode ? ['', '', '', ''] : [`${x.perNode.logins} / ${x.perNode.execs} / ${x.perNode.channels}`, `${x.perNode.tlsFull} / ${x.perNode.tlsResumed}`, `${x.perNode.kbOut} / ${x.perNode.kbIn}`, x.ssh.controllerCpuMs];
 const HEADER = ['run', 'wall ms', 'ms/node', '× floor', 'peak sessions', 'peak RSS MB', 'per node: logins / execs / channels', 'TLS full / resumed', 'KB out / in', 'controller CPU ms'];
 const rows = [];
 /** One finished row: printed now (a long run shows each phase as it ends), and kept for the table at the end. */

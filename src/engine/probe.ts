@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import tls from 'node:tls';
-import { httpsGet, type HttpsProbeOptions, type ProbeSession } from '../connect/https-probe.js';
+import { httpsGet, type HttpsProbeOptions, type HttpsProbeResult, type ProbeSession } from '../connect/https-probe.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
@@ -50,7 +50,15 @@ export interface ReachOptions {
   timeoutMs?: number;
   /** TLS sessions by server, resumed by the next probe of the same server. */
   sessions?: Map<string, ProbeSession>;
+  /**
+   * With `sessions`: a master's first probe in flight, by server. Others of that master wait for its
+   * session (at most FIRST_CONTACT_WAIT_MS) and resume it, rather than all make full handshakes at once.
+   */
+  firstContact?: Map<string, Promise<void>>;
 }
+
+/** How long a probe waits for the first probe of its master to bring a session to resume. */
+export const FIRST_CONTACT_WAIT_MS = 1000;
 
 // One TLS context per inventory: the CA and client certificate are read and parsed once, not per connection.
 const contexts = new WeakMap<Inventory, { secureContext: tls.SecureContext; verify: boolean }>();
@@ -88,13 +96,44 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
       ...tlsOptions(inv, servername),
       timeoutMs,
       session: sessions?.get(target),
-      onSession: sessions ? (s) => sessions.set(target, s) : undefined,
+      onSession: sessions
+        ? (s) => {
+            sessions.set(target, s);
+            opening.get(target)?.();
+          }
+        : undefined,
     });
+  /** The first probes of this node's masters, each opening the way for the others once its session comes. */
+  const opening = new Map<string, () => void>();
+  /**
+   * A master's probe: the first of the run goes at once and opens the way when its session (or its
+   * end) comes; the others wait for that, then resume the session. Waited before taking a place in
+   * the pool, so the wait holds no slot and is not counted in the probe's timeout.
+   */
+  const firstContact = o.firstContact;
+  const direct1 = async (target: string, probe: (timeoutMs: number) => Promise<HttpsProbeResult>) => {
+    if (!sessions || !firstContact || sessions.has(target)) return pool.run(target, probe);
+    const pending = firstContact.get(target);
+    if (pending) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, FIRST_CONTACT_WAIT_MS)))]).finally(() => clearTimeout(timer));
+      return pool.run(target, probe);
+    }
+    let open!: () => void;
+    firstContact.set(target, new Promise<void>((r) => (open = r)));
+    opening.set(target, open);
+    try {
+      return await pool.run(target, probe);
+    } finally {
+      // Ended without a session (refused, timed out): the others go on with full handshakes.
+      open();
+    }
+  };
   const [direct, answers] = await Promise.all([
     Promise.all(
       inv.masters.map(async (m) => {
         const target = formatHostPort(m.address, m.port);
-        return { m, out: await pool.run(target, get(target, () => conn.connectFromHost(m.address, m.port), inv.tls.serverName ?? m.address)) };
+        return { m, out: await direct1(target, get(target, () => conn.connectFromHost(m.address, m.port), inv.tls.serverName ?? m.address)) };
       }),
     ),
     // Each through-the-local-port probe reaches some master: bounded by the pool, not by a master.

@@ -122,6 +122,7 @@ function knowableSteps(setup: Setup, impl: RunImpl, node: InventoryNode, known: 
 interface Probing {
   pool: ProbePool;
   sessions: Map<string, ProbeSession>;
+  firstContact: Map<string, Promise<void>>;
 }
 
 async function statusOfNode(setup: Setup, builds: Builds, node: InventoryNode, known: Set<string>, probing: Probing): Promise<NodeStatus> {
@@ -301,7 +302,8 @@ export async function clusterStatus(options: { inventoryFile: string; limit?: st
   const builds = await cachedArtifacts(setup);
   const known = new Set(Object.keys(builds.artifacts));
   const pool = new ProbePool(probeBounds(options.probes));
-  const probing = { pool, sessions: new Map<string, ProbeSession>() };
+  // One TLS session per master for the whole run: the first node's probe makes it, the others resume it.
+  const probing = { pool, sessions: new Map<string, ProbeSession>(), firstContact: new Map<string, Promise<void>>() };
   const [nodes, vip] = await Promise.all([
     mapLimit(setup.nodes, options.concurrency, (n) => statusOfNode(setup, builds, n, known, probing)),
     // Every VIP host once any is asked for: a verdict on who holds the VIP needs all of them.

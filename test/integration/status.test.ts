@@ -64,6 +64,8 @@ describe('status', () => {
       for (const k of Object.keys(sum) as (keyof typeof sum)[]) sum[k] += n.ssh[k];
     }
     expect(s.ssh).toMatchObject(sum);
+    // Each master's TLS session is made once for the run, and every other node's probe of it resumes it.
+    expect(s.ssh.tlsResumed).toBeGreaterThanOrEqual((s.nodes.length - 1) * masters);
   });
 
   describe('with this machine deliberately loaded', () => {
