@@ -35,7 +35,10 @@ beforeAll(async () => {
     servers.push(s);
   }
 });
-afterAll(() => servers.forEach((s) => s.server.close()));
+afterAll(() => {
+  servers.forEach((s) => s.server.close());
+  fs.rmSync(path.dirname(caFile), { recursive: true, force: true });
+});
 
 describe("status's probes of the masters", () => {
   it("make one full TLS handshake per master for the whole run: every other node's probe of it resumes that session", async () => {
