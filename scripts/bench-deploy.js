@@ -44,7 +44,11 @@ async function timedDeploy(name, inventoryFile, expectChanged, playbookFile) {
   const report = await runDeploy({ inventoryFile, concurrency, acceptNewHostKeys: false, playbookFile }, () => events++);
   const wallMs = Math.round(performance.now() - t0);
   clearInterval(sampler);
-  if (!report.ok || report.totals.changed !== expectChanged) throw new Error(`${name}: unexpected result ${JSON.stringify(report.totals)}`);
+  if (!report.ok || report.totals.changed !== expectChanged) {
+    const failed = Object.entries(report.hosts).filter(([, h]) => h.status === 'failed' || h.status === 'unreachable');
+    const why = failed.slice(0, 3).map(([n, h]) => `${n}: ${h.error ?? h.status}`).join('; ');
+    throw new Error(`${name}: unexpected result ${JSON.stringify(report.totals)}${why ? `: ${why}${failed.length > 3 ? ` (and ${failed.length - 3} more)` : ''}` : ''}`);
+  }
   return { wallMs, perNodeMs: +(wallMs / nodes).toFixed(1), peakSessions: report.peakSessions, peakRssMb: +(peakRss / 1e6).toFixed(1), events, ssh: report.ssh, perNode: perNode(report.ssh), report };
 }
 

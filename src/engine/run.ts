@@ -229,9 +229,13 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       if (!s) return;
       try {
         await plan(n, s);
-        // Nothing to change: verifying reads only, so it happens now, in this slot, rather than on a
-        // second connection later (which is what a node beyond --concurrency would otherwise need).
-        if (!check && !keepSessions && !hasChanges(n.planned!.plan) && !n.repoint?.changes.length) {
+        // Nothing to change (verifying reads only), or a change that disturbs no serving balancer (a
+        // first install: it would go at once anyway): done now, in this slot and under this lock,
+        // rather than on a second connection later, which is what a node beyond --concurrency would
+        // otherwise need (a second login, lock and facts). Never a change once the run is interrupted.
+        const changes = hasChanges(n.planned!.plan);
+        const atOnce = !changes || !disturbsRunningService(n.planned!.plan, n.planned!.unit);
+        if (!check && !keepSessions && atOnce && !n.repoint?.changes.length && !(changes && stopped())) {
           const out = await applyPlanned(s, n.planned!, { backup: false, checkNewList: false, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit) }, { runId, by: identity });
           done(n, hostResult(n.planned!, out, { recovered: n.recovered }));
         }
@@ -244,13 +248,19 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
       n.phase = undefined;
     }, interruptedSkip);
     const planned = nodes.filter((n) => n.planned && !n.result);
-    const pending = planned.filter((n) => hasChanges(n.planned!.plan) || n.repoint?.changes.length).length;
-    // Nodes with nothing to change may be verified already (beyond --concurrency): they are done, not out.
-    const cannot = nodes.filter((n) => n.result && n.result.status !== 'ok');
+    const plannedAll = nodes.filter((n) => n.planned);
+    const pending = plannedAll.filter((n) => hasChanges(n.planned!.plan) || n.repoint?.changes.length).length;
+    // Beyond --concurrency, nodes with nothing to change were verified, and those a change could go to
+    // at once were applied and verified, in their planning slot: they are done, not out.
+    const appliedInSlot = plannedAll.filter((n) => n.result?.status === 'changed').length;
+    const cannot = nodes.filter((n) => n.result && n.result.status !== 'ok' && n.result.status !== 'changed');
     emit({
       type: 'phase-done',
       phase: 'plan',
-      summary: `planned ${planned.length} of ${nodes.length} nodes: ${pending} with changes${cannot.length ? `; cannot work on ${cannot.map((n) => `${n.node.name} (${n.result!.status})`).join(', ')}` : ''}`,
+      summary:
+        `planned ${plannedAll.length} of ${nodes.length} nodes: ${pending} with changes` +
+        `${appliedInSlot ? ` (${appliedInSlot} applied and verified as planned: no serving balancer disturbed)` : ''}` +
+        `${cannot.length ? `; cannot work on ${cannot.map((n) => `${n.node.name} (${n.result!.status})`).join(', ')}` : ''}`,
     });
 
     if (check) {

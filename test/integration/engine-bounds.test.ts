@@ -142,6 +142,27 @@ describe.sequential('--concurrency below the node count', () => {
     }
   });
 
+  it('nodes whose balancer is not serving (as at a first install): one session each beyond --concurrency, planned, applied and verified in one slot', async () => {
+    // Stopped by hand: a change disturbs no serving balancer, so it goes at once rather than in a roll.
+    for (const n of nodes()) await inContainer(n.name, 'systemctl stop kube-nginx');
+    undo.push(() => Promise.all(nodes().map((n) => inContainer(n.name, 'systemctl start kube-nginx'))));
+    const { result: r, sessions } = await sessionsDuring(() => deployJson(['-i', maxFails(7), '--concurrency', '2', '--serial', '100%']));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('planned 3 of 3 nodes: 3 with changes (3 applied and verified as planned: no serving balancer disturbed)');
+    for (const n of nodes()) {
+      expect(r.report.hosts[n.name]).toMatchObject({ status: 'changed', config: 'new', verified: { state: 'active (running)', status: 200 } });
+      expect(await maxFailsOn(n)).toBe('max_fails=7');
+      // One login, lock and facts for the whole of it: no second session for its turn.
+      expect(r.report.hosts[n.name]!.ssh).toMatchObject({ logins: 1, execs: 3 });
+      expect(sessions[n.name]!.length, JSON.stringify(sessions[n.name])).toBe(1);
+    }
+    expect(r.report.peakSessions).toBeLessThanOrEqual(2);
+    expect(mostAtOnce(Object.values(sessions).flat()), JSON.stringify(sessions)).toBeLessThanOrEqual(2);
+    // Back on the lab's own config (max_fails=3), which the next test edits by hand.
+    const back = await deployJson(['-i', lab().inventory, '--serial', '100%']);
+    expect(back.code, back.stderr).toBe(0);
+  });
+
   it('a node changed between its planning and its turn is replanned from fresh facts: node-3, given the new config by hand meanwhile, is left as it is', async () => {
     const [n1, , n3] = nodes();
     // node-1 is held by another run for a while: its planning waits, while node-2 and node-3 are planned and let go.
