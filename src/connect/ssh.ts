@@ -259,6 +259,14 @@ export class SshConnection implements Connection {
   /** What the connection learnt about its keys (a locked key used through the agent...). */
   notes: string[] = [];
 
+  /** A command about to run in a channel of its own: counted, and its text as bytes sent. */
+  private countCommand(command: string): SshCounts {
+    this.counts.execs++;
+    this.counts.channels++;
+    this.counts.bytesOut += Buffer.byteLength(command);
+    return this.counts;
+  }
+
   /** True when commands must go through sudo to act as root. */
   get needsSudo(): boolean {
     return this.target.user !== 'root';
@@ -276,10 +284,7 @@ export class SshConnection implements Connection {
     if (!client) throw this.lostError();
     const kind = options.kind ?? 'command';
     const deadlineMs = deadlineOf(kind, this.target.deadlines);
-    const counts = this.counts;
-    counts.execs++;
-    counts.channels++;
-    counts.bytesOut += Buffer.byteLength(command);
+    const counts = this.countCommand(command);
     const r = await new Promise<RemoteResult>((resolve, reject) => {
       // The deadline runs from the request: a server that never opens the channel is bounded too.
       let channel: ClientChannel | undefined;
@@ -393,10 +398,7 @@ export class SshConnection implements Connection {
     const client = this.ssh.connection;
     if (!client) return Promise.reject(this.lostError());
     const command = this.needsSudo ? `sudo -n -- sh -c ${quote(script)}` : script;
-    const counts = this.counts;
-    counts.execs++;
-    counts.channels++;
-    counts.bytesOut += Buffer.byteLength(command);
+    const counts = this.countCommand(command);
     return new Promise((resolve, reject) => {
       client.exec(command, (err, channel) => {
         if (err) {

@@ -10,7 +10,7 @@
  */
 import { podBack, podBackProblem } from '../lb/static-pod.js';
 import { ConnectError, K8sHaError } from '../errors.js';
-import { factScript, parseFacts, type FactRequest, type HostFacts } from '../facts/host.js';
+import { factScript, parseFacts, scriptOutput, type FactRequest, type HostFacts } from '../facts/host.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { PlanContext } from '../ops/types.js';
@@ -121,7 +121,7 @@ export async function openSession(
       job.say('gathering facts');
       const req = mergeRequest(factRequestOf(job), { scripts: [{ key: 'lock', script: LOCK_PROBE }] });
       const f = await conn.execAsRoot(factScript(req), { kind: 'facts' });
-      const probe = parseLockProbe(f.code === 0 ? (parseFacts(req, f.stdout).scripts?.lock ?? '') : '');
+      const probe = parseLockProbe(f.code === 0 ? (scriptOutput(req, f.stdout, 'lock') ?? '') : '');
       if (probe.holder) {
         conn.close();
         return hostFailure(job, 'locked', `being changed by another run: locked by ${probe.holder}`, { lockedBy: probe.holder });

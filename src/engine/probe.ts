@@ -111,7 +111,7 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
    * the pool, so the wait holds no slot and is not counted in the probe's timeout.
    */
   const firstContact = o.firstContact;
-  const direct1 = async (target: string, probe: (timeoutMs: number) => Promise<HttpsProbeResult>) => {
+  const probeMaster = async (target: string, probe: (timeoutMs: number) => Promise<HttpsProbeResult>) => {
     if (!sessions || !firstContact || sessions.has(target)) return pool.run(target, probe);
     const pending = firstContact.get(target);
     if (pending) {
@@ -133,7 +133,7 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
     Promise.all(
       inv.masters.map(async (m) => {
         const target = formatHostPort(m.address, m.port);
-        return { m, out: await direct1(target, get(target, () => conn.connectFromHost(m.address, m.port), inv.tls.serverName ?? m.address)) };
+        return { m, out: await probeMaster(target, get(target, () => conn.connectFromHost(m.address, m.port), inv.tls.serverName ?? m.address)) };
       }),
     ),
     // Each through-the-local-port probe reaches some master: bounded by the pool, not by a master.

@@ -12,6 +12,7 @@
  * half-way, so a host ends on its old files or its new ones, and the journal says which.
  */
 import { quote } from '../util/quote.js';
+import { embed, embedded } from '../util/embed.js';
 import { MANIFESTS_DIR } from '../lb/static-pod.js';
 import { changesOf, notifiedHandlers, type HostPlan } from './plan.js';
 
@@ -88,9 +89,7 @@ export interface ApplyScriptOptions {
 }
 
 /** What `after` printed, as it printed it; undefined when the script stopped before it. */
-export function afterOutput(stdout: string): string | undefined {
-  return /^@@after\n([\s\S]*?)^@@after-end$/m.exec(stdout)?.[1]?.replace(/^@ /gm, '@@');
-}
+export const afterOutput = (stdout: string): string | undefined => embedded(stdout, 'after');
 
 /** Write a file with the shell's own printf: no process started (every fork counts on a busy node). */
 function writeFile(file: string, text: string): string {
@@ -329,7 +328,7 @@ export function applyScript(plan: HostPlan, o: ApplyScriptOptions): string {
     ...commitScript(plan, o),
   ];
   if (o.unit) lines.push(stateScript(o.unit).trimEnd());
-  if (o.after) lines.push('echo "@@after"', `(\n${o.after}\n) 2>/dev/null | sed 's/^@@/@ /'`, 'echo "@@after-end"');
+  if (o.after) lines.push(embed('after', o.after));
   return lines.join('\n') + '\n';
 }
 

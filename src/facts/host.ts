@@ -4,6 +4,7 @@
  * function, so planners are tested with plain data.
  */
 import { quote } from '../util/quote.js';
+import { embed, embedded } from '../util/embed.js';
 import { formatHostPort, hostPortOf, isWildcard } from '../util/hostport.js';
 
 export interface OsFacts {
@@ -227,8 +228,7 @@ export function factScript(req: FactRequest): string {
     ),
   );
   if (req.kubelet) lines.push(`echo "@@kubelet"; ${KUBELET_FACT_SCRIPT.split('\n').join('; ')}; true`);
-  // A script's own @@ lines are kept apart from the sections as `@ ...`, and given back as they were.
-  (req.scripts ?? []).forEach((x, i) => lines.push(`echo "@@script ${i}"; (\n${x.script}\n) 2>/dev/null | sed 's/^@@/@ /'; echo "@@script-end ${i}"`));
+  (req.scripts ?? []).forEach((x, i) => lines.push(embed(`script ${i}`, x.script)));
   (req.containers ?? []).forEach((c, i) =>
     lines.push(
       `echo "@@containers ${i}"; for rt in podman docker; do ${runtimeUp} || continue; ` +
@@ -286,6 +286,12 @@ export function unitBlocks(lines: string[]): Map<string, Record<string, string>>
   }
   flush();
   return out;
+}
+
+/** What the script of `req.scripts` under `key` printed in the facts script's output, without parsing the rest. */
+export function scriptOutput(req: FactRequest, stdout: string, key: string): string | undefined {
+  const i = (req.scripts ?? []).findIndex((x) => x.key === key);
+  return i < 0 ? undefined : embedded(stdout, `script ${i}`);
 }
 
 export function parseFacts(req: FactRequest, stdout: string): HostFacts {
@@ -358,10 +364,10 @@ export function parseFacts(req: FactRequest, stdout: string): HostFacts {
   (req.kubeconfigs ?? []).forEach((k, i) => {
     facts.kubeconfigs![k] = parseKubeconfigFacts(s.get(`kubeconfig ${i}`) ?? []);
   });
-  (req.scripts ?? []).forEach((x, i) => {
-    const out = new RegExp(`^@@script ${i}\n([\\s\\S]*?)^@@script-end ${i}$`, 'm').exec(stdout);
-    if (out) (facts.scripts ??= {})[x.key] = out[1]!.replace(/^@ /gm, '@@');
-  });
+  for (const x of req.scripts ?? []) {
+    const out = scriptOutput(req, stdout, x.key);
+    if (out !== undefined) (facts.scripts ??= {})[x.key] = out;
+  }
   (req.interfaces ?? []).forEach((a, i) => {
     facts.interfaces![a] = interfaceOf((s.get(`interface ${i}`) ?? [])[0] ?? '');
   });
