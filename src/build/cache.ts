@@ -11,6 +11,7 @@ import path from 'node:path';
 import { BuildError } from '../errors.js';
 import { partName } from '../util/tempdir.js';
 import { sha256File, type Say } from './download.js';
+import { FsError, localFs, type StoreFs } from './store-fs.js';
 
 const alive = (pid: number) => {
   try {
@@ -20,15 +21,6 @@ const alive = (pid: number) => {
     return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 };
-
-/** A lock file's text (`PID HOST MACHINE`), or undefined when there is none. */
-function readLock(lock: string): string | undefined {
-  try {
-    return fs.readFileSync(lock, 'utf8').trim();
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * How often a holder touches its lock, and how long a lock of another machine may stay the same
@@ -65,15 +57,16 @@ export class LockHeldError extends BuildError {}
 
 /**
  * Run `fn` holding the lock of entry `dir` (a file made with O_EXCL holding our PID, host name and
- * machine ID), in this machine's cache or in a shared store (build.store, perhaps on NFS, written by
- * other machines too). Another process holding it: wait, saying so, until it lets go, up to
- * `waitMs`; `fn` then finds that process's result. A lock is taken over when its holder is gone: a
- * process of this machine that no longer runs, or a lock of another machine that has not changed
- * for lockTiming.staleMs (its holder touches it every heartbeatMs while it builds). Taking over is a
- * rename to a name of our own, so two waiters cannot both take it, nor remove a lock made since.
+ * machine ID), in this machine's cache or in a shared store (build.store: a folder perhaps on NFS,
+ * or a build node's over SFTP, written by other machines too). Another process holding it: wait,
+ * saying so, until it lets go, up to `waitMs`; `fn` then finds that process's result. A lock is
+ * taken over when its holder is gone: a process of this machine that no longer runs, or a lock of
+ * another machine that has not changed for lockTiming.staleMs (its holder touches it every
+ * heartbeatMs while it builds). Taking over is a rename to a name of our own, so two waiters cannot
+ * both take it, nor remove a lock made since.
  */
-export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000, mode = 0o700): Promise<T> {
-  await fsp.mkdir(dir, { recursive: true, mode });
+export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: () => Promise<T>, waitMs = 30 * 60_000, mode = 0o700, files: StoreFs = localFs): Promise<T> {
+  await files.mkdir(dir, mode);
   const lock = path.join(dir, '.lock');
   const me = `${process.pid} ${os.hostname()} ${machineId()}`;
   const end = Date.now() + waitMs;
@@ -83,33 +76,30 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
   let seen = { text: '', mtimeMs: 0, since: Date.now() };
   for (;;) {
     try {
-      const fd = fs.openSync(lock, 'wx', 0o644);
-      fs.writeSync(fd, `${me}\n`);
-      fs.fchmodSync(fd, 0o644);
-      fs.closeSync(fd);
+      await files.createExcl(lock, `${me}\n`, 0o644);
       break;
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
+      const code = e instanceof FsError ? e.code : undefined;
       // The entry's folder removed by a builder that failed: make it again and retry.
       if (code === 'ENOENT') {
-        await fsp.mkdir(dir, { recursive: true, mode });
+        await files.mkdir(dir, mode);
         continue;
       }
-      if (code === 'EACCES' || code === 'EPERM') {
-        throw new BuildError(`${what}: cannot make the lock ${lock}: ${code}`, { hint: `this user may not write to ${dir}: give the operators' group write access to it (chmod g+w)` });
+      if (code === 'EACCES') {
+        throw new BuildError(`${what}: cannot make the lock ${files.where(lock)}: ${code}`, { hint: `this user may not write to ${files.where(dir)}: give the operators' group write access to it (chmod g+w)` });
       }
       if (code !== 'EEXIST') throw e;
     }
-    const text = readLock(lock);
+    const text = (await files.readText(lock))?.trim();
     if (text === undefined) continue; // let go of just now: try to take it
-    const mtimeMs = fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+    const mtimeMs = (await files.lstat(lock))?.mtimeMs ?? 0;
     if (text !== seen.text || mtimeMs !== seen.mtimeMs) seen = { text, mtimeMs, since: Date.now() };
     const holder = lockHolder(text);
     // An empty lock is one being written; one empty for seconds was left by a process killed in between.
     emptySince = holder.pid ? 0 : emptySince || Date.now();
     const gone = holder.pid ? (holder.local ? !alive(holder.pid) : Date.now() - seen.since > lockTiming.staleMs) : Date.now() - emptySince > 5000;
     if (gone) {
-      takeOver(lock, text);
+      await takeOver(files, lock, text);
       continue;
     }
     if (!holder.pid) {
@@ -118,35 +108,41 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
     }
     const who = `another k8s-ha (pid ${holder.pid}${holder.local ? '' : ` on ${holder.host}`})`;
     if (Date.now() >= end) {
-      throw new LockHeldError(`${what}: ${who} ${waitMs ? `has been building it for ${Math.round(waitMs / 60_000)} min` : 'is building it'}`, { hint: `wait for it, or remove ${lock} if that process is not k8s-ha` });
+      throw new LockHeldError(`${what}: ${who} ${waitMs ? `has been building it for ${Math.round(waitMs / 60_000)} min` : 'is building it'}`, { hint: `wait for it, or remove ${files.where(lock)} if that process is not k8s-ha` });
     }
     if (!told) say(`${what}: ${who} is building it; waiting for its result`);
     told = true;
     await new Promise((r) => setTimeout(r, 500));
   }
-  const release = () => {
-    // Ours only: a lock another process took over (it thought us gone) is its own.
-    if (readLock(lock) === me) fs.rmSync(lock, { force: true });
+  // Ours only: a lock another process took over (it thought us gone) is its own.
+  const release = async () => {
+    if ((await files.readText(lock))?.trim() === me) await files.rm(lock);
   };
-  process.on('exit', release);
+  // On this machine, also when the process leaves at once (a second Ctrl-C); a build node's lock is
+  // then left to go stale (lockTiming.staleMs), as a controller that vanished leaves it.
+  const releaseSync = () => {
+    if (readLockSync(lock) === me) fs.rmSync(lock, { force: true });
+  };
+  if (files.local) process.on('exit', releaseSync);
   // Touched while held, so a waiter on another machine sees it is alive.
-  const heartbeat = setInterval(() => {
-    const t = new Date();
-    fs.utimes(lock, t, t, () => undefined);
-  }, lockTiming.heartbeatMs);
+  const heartbeat = setInterval(() => void files.touch(lock).catch(() => undefined), lockTiming.heartbeatMs);
   heartbeat.unref();
   try {
     return await fn();
   } finally {
     clearInterval(heartbeat);
-    process.off('exit', release);
-    release();
+    if (files.local) process.off('exit', releaseSync);
+    await release().catch(() => undefined);
     // A build that failed leaves no empty entry behind.
-    try {
-      fs.rmdirSync(dir);
-    } catch {
-      /* not empty: the entry was made */
-    }
+    await files.rmdir(dir).catch(() => undefined);
+  }
+}
+
+function readLockSync(lock: string): string | undefined {
+  try {
+    return fs.readFileSync(lock, 'utf8').trim();
+  } catch {
+    return undefined;
   }
 }
 
@@ -155,23 +151,19 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
  * gets it), then removed if it is the lock judged gone. If it is not (its holder let go and another
  * took it in between), it is put back unless yet another lock is there by now.
  */
-function takeOver(lock: string, judged: string): void {
+async function takeOver(files: StoreFs, lock: string, judged: string): Promise<void> {
   const mine = partName(lock);
   try {
-    fs.renameSync(lock, mine);
+    await files.rename(lock, mine);
   } catch {
     return; // gone already, or another waiter took it
   }
-  if (readLock(mine) === judged) {
-    fs.rmSync(mine, { force: true });
+  if ((await files.readText(mine))?.trim() === judged) {
+    await files.rm(mine);
     return;
   }
-  try {
-    fs.linkSync(mine, lock);
-  } catch {
-    /* a new lock is there: the one moved aside was let go of meanwhile, or its holder finds itself overtaken */
-  }
-  fs.rmSync(mine, { force: true });
+  await files.link(mine, lock).catch(() => undefined); // a new lock is there: the one moved aside was let go of meanwhile, or its holder finds itself overtaken
+  await files.rm(mine);
 }
 
 /** A cache entry when whole: its metadata, and the binary beside it with the sha256 recorded there. */

@@ -16,7 +16,7 @@ import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track, writeFileAtomic } from '../util/tempdir.js';
 import { readCached, withCacheLock } from './cache.js';
-import { storedEntry, throughStore } from './store.js';
+import { storedEntry, throughStore, type Store } from './store.js';
 import * as tar from 'tar';
 import { KUBE_LB_VERSION } from '../proxy/version.js';
 import { fetchPackage, sha256File, type Say } from './download.js';
@@ -174,7 +174,7 @@ function paths(key: string) {
 }
 
 /** A kube-lb executable already in the cache (or the store) for this bundle, without building (for `status`). */
-export async function cachedKubeLb(arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: string): Promise<KubeLbBinary | undefined> {
+export async function cachedKubeLb(arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: Store): Promise<KubeLbBinary | undefined> {
   const { key, identity } = await kubeLbBundle(arch);
   const p = paths(key);
   const meta = await fsp.readFile(p.meta, 'utf8').catch(() => undefined);
@@ -183,7 +183,7 @@ export async function cachedKubeLb(arch: KubeLbArch = controllerArch() ?? 'x86_6
   return stored && { ...stored, cached: true, fromStore: true, identity };
 }
 
-export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: string): Promise<KubeLbBinary> {
+export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: Store): Promise<KubeLbBinary> {
   say(`bundling src/proxy${arch === controllerArch() ? '' : ` (for ${arch})`}`);
   const { code, key, identity } = await kubeLbBundle(arch);
   // Nothing is read from a cache another user could have written to.

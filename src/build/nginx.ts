@@ -24,7 +24,7 @@ import { cacheDir, ensureCacheRoot } from '../util/paths.js';
 import { forget, track, writeFileAtomic } from '../util/tempdir.js';
 import { quote } from '../util/quote.js';
 import { readCached, withCacheLock } from './cache.js';
-import { storedEntry, throughStore } from './store.js';
+import { storedEntries, storedEntry, throughStore, type Store } from './store.js';
 import { fetchVerified, sha256File, type Say } from './download.js';
 
 export interface NginxSource {
@@ -255,7 +255,7 @@ function noToolchain(host: BuildHost, why: string): BuildError {
 /** The build in the cache for this key, when whole (its binary's sha256 as recorded). */
 const fromCache = (dir: string) => readCached<BuiltBinary>(path.join(dir, 'kube-nginx'), path.join(dir, 'build.json'));
 
-export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say, store?: string): Promise<BuiltBinary> {
+export async function ensureNginxBinary(src: NginxSource, configure: string[], host: BuildHost, say: Say, store?: Store): Promise<BuiltBinary> {
   // Nothing is read from a cache another user could have written to.
   await ensureCacheRoot();
   const key = buildKey(src, configure, host.os, host.link);
@@ -351,7 +351,7 @@ async function build(src: NginxSource, configure: string[], host: BuildHost, dir
  * A build already in the cache for this source and these arguments, without building:
  * the one for `os` when given, else any. For `status`, which must not build.
  */
-export async function cachedNginxBinary(src: NginxSource, configure: string[], link: Link, os?: OsFacts, store?: string): Promise<BuiltBinary | undefined> {
+export async function cachedNginxBinary(src: NginxSource, configure: string[], link: Link, os?: OsFacts, store?: Store): Promise<BuiltBinary | undefined> {
   if (os) {
     const key = buildKey(src, configure, os, link);
     const dir = cacheDir('builds', key);
@@ -372,16 +372,20 @@ export async function cachedNginxBinary(src: NginxSource, configure: string[], l
  * An architecture with builds that differ (another glibc, say) is undefined: which one is meant
  * is not known.
  */
-export async function cachedNginxBuilds(src: NginxSource, configure: string[], link: Link, store?: string): Promise<Map<string, BuiltBinary | undefined>> {
+export async function cachedNginxBuilds(src: NginxSource, configure: string[], link: Link, store?: Store): Promise<Map<string, BuiltBinary | undefined>> {
   const found = new Map<string, BuiltBinary | undefined>();
-  for (const [root, fromStore] of [[cacheDir('builds'), false], ...(store ? [[path.join(store, 'builds'), true]] : [])] as [string, boolean][]) {
-    for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
-      const b = await readCached<BuiltBinary>(path.join(root, key, 'kube-nginx'), path.join(root, key, 'build.json')).catch(() => undefined);
-      const arch = b && builtFor(b)?.arch;
-      if (!b || !arch || !madeFrom(b, src, configure, link)) continue;
-      const seen = found.get(arch);
-      found.set(arch, !found.has(arch) ? { ...b, ...(fromStore ? { fromStore } : {}) } : seen?.sha256 === b.sha256 ? seen : undefined);
-    }
+  const root = cacheDir('builds');
+  const here: BuiltBinary[] = [];
+  for (const key of await fsp.readdir(root).catch(() => [] as string[])) {
+    const b = await readCached<BuiltBinary>(path.join(root, key, 'kube-nginx'), path.join(root, key, 'build.json')).catch(() => undefined);
+    if (b) here.push(b);
+  }
+  const stored = store ? (await storedEntries<BuiltBinary>(store, 'builds', 'kube-nginx', () => true)).map((b) => ({ ...b, cached: true, fromStore: true })) : [];
+  for (const b of [...here, ...stored]) {
+    const arch = builtFor(b)?.arch;
+    if (!arch || !madeFrom(b, src, configure, link)) continue;
+    const seen = found.get(arch);
+    found.set(arch, !found.has(arch) ? b : seen?.sha256 === b.sha256 ? seen : undefined);
   }
   return found;
 }

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Duplex, Readable } from 'node:stream';
 import { NodeSSH } from 'node-ssh';
-import type { ClientChannel } from 'ssh2';
+import type { ClientChannel, SFTPWrapper } from 'ssh2';
 import { CommandError, ConnectError, DeadlineError } from '../errors.js';
 import { deadlineOf, MAX_OUTPUT_BYTES, secondsOf, STEP_WORDS, type Deadlines, type StepKind } from './deadlines.js';
 import type { Connection } from './connection.js';
@@ -368,6 +368,16 @@ export class SshConnection implements Connection {
     const r = options.asRoot ? await this.execAsRoot(command, options) : await this.exec(command, options);
     if (r.code !== 0) throw new CommandError(this.where, command, r.code, r.signal, r.stderr || r.stdout, { step: options.step });
     return r.stdout;
+  }
+
+  /**
+   * An SFTP session as the login user (not root, no sudo): what a build store on this host
+   * (build.store HOST:PATH) is read and written through. The caller bounds each operation.
+   */
+  async sftp(): Promise<SFTPWrapper> {
+    if (this.lost) throw this.lostError();
+    this.counts.channels++;
+    return this.ssh.requestSFTP();
   }
 
   /** Copy a file from the host to this machine (SFTP). */

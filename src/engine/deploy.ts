@@ -14,9 +14,11 @@ import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.j
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
-import { buildHostNames, imageRepository, vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
+import { buildHostNames, imageRepository, parseStore, vipHosts as allVipHosts, wantedImpl, type Impl, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
 import { IMAGE_ARTIFACT, IMPL_UNITS, TEMPLATES } from '../lb/templates.js';
 import { nginxImage } from '../build/image.js';
+import { storeProblem, type Store } from '../build/store.js';
+import { localFs, SftpFs } from '../build/store-fs.js';
 import type { Runtime } from '../lb/container.js';
 import { clientPem } from '../lb/client-cert.js';
 import type { PlanContext } from '../ops/types.js';
@@ -101,6 +103,8 @@ export interface Setup {
   warnings: string[];
   /** --masters-from-cluster: the master list this run took from the cluster, against the inventory's. */
   masters?: MastersChange;
+  /** How to reach the build node that holds the store (build.store HOST:PATH). */
+  storeTarget?: SshTarget;
   startedAt: number;
 }
 
@@ -170,8 +174,13 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const vipTargets = new Map<string, SshTarget>();
   // A VIP host that is a node of this run is reached as that node (rules.ts: no name is both a master and a node).
   for (const h of allVipHosts(inv)) vipTargets.set(h.name, targets.get(h.name) ?? reach({ name: h.name, address: h.address, ssh: h.ssh }, 'VIP host '));
-  await checkSshFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values()]);
-  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, ...(masters ? { masters } : {}), startedAt };
+  // The build node holding the store: reached as the node of that name, else as a host of its own (ssh_config, the inventory's ssh:).
+  const storeAt = inv.build.store ? parseStore(inv.build.store) : undefined;
+  const storeMaster = inv.masters.find((m) => m.name === storeAt?.host);
+  const storeNode: InventoryNode | undefined = storeAt?.host ? (inv.nodes.find((n) => n.name === storeAt.host) ?? (storeMaster ? { name: storeMaster.name, address: storeMaster.address, ssh: storeMaster.ssh } : { name: storeAt.host })) : undefined;
+  const storeTarget = storeNode && (storeAt!.user ? reach({ ...storeNode, ssh: { ...storeNode.ssh, user: storeAt!.user } }, "build.store's host ") : (targets.get(storeNode.name) ?? reach(storeNode, "build.store's host ")));
+  await checkSshFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values(), ...(storeTarget ? [storeTarget] : [])]);
+  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, ...(masters ? { masters } : {}), ...(storeTarget ? { storeTarget } : {}), startedAt };
 }
 
 /**
@@ -299,6 +308,32 @@ async function buildHost(setup: Setup, name: string): Promise<BuildHost> {
   return { name: target.name, link: inv.build.link, os: facts.os, tools: facts.tools, packageManager: facts.packageManager, connection: conn, installToolchain: inv.build.installToolchain ?? true };
 }
 
+/**
+ * build.store for this run: a folder here (checked when the inventory was loaded), or a build
+ * node's, over SFTP as the login user, checked once connected: there, not writable by others, and
+ * (unless the run only reads it: --check, status) writable by that user.
+ */
+async function openStore(setup: Setup, write: boolean): Promise<Store | undefined> {
+  const spec = setup.loaded.inventory.build.store;
+  if (!spec) return undefined;
+  const at = parseStore(spec);
+  if (!at.host) return { files: localFs, root: at.path };
+  const target = setup.storeTarget!;
+  let conn: SshConnection;
+  try {
+    conn = await SshConnection.open(target);
+  } catch (e) {
+    throw new BuildError(`cannot reach ${at.host}, which holds the build store (build.store ${spec}): ${(e as Error).message}`, { hint: (e as ConnectError).hint ?? `check that ${at.host} is up and reachable over SSH, or point build.store elsewhere` });
+  }
+  const files = new SftpFs(conn, at.host);
+  const problem = await storeProblem(at.path, files, write).catch((e: Error) => e.message);
+  if (problem) {
+    files.close();
+    throw new BuildError(`build.store in ${setup.options.inventoryFile}: ${problem}`, { hint: `fix the folder on ${at.host}, or point build.store at another` });
+  }
+  return { files, root: at.path };
+}
+
 /** Where a build came from, as a run's summary says it. */
 const origin = (b: { cached: boolean; fromStore?: boolean }) => (b.fromStore ? 'from the store' : b.cached ? 'from the cache' : 'built');
 
@@ -321,6 +356,15 @@ export function kubeLbArches(inv: Inventory): KubeLbArch[] {
  * that nodes on lb.impl auto turn to kube-lb when nginx cannot be built for want of a compiler.
  */
 export async function buildArtifacts(setup: Setup, say: (line: string) => void): Promise<Builds> {
+  const store = await openStore(setup, true);
+  try {
+    return await buildThrough(setup, say, store);
+  } finally {
+    store?.files.close();
+  }
+}
+
+async function buildThrough(setup: Setup, say: (line: string) => void, store: Store | undefined): Promise<Builds> {
   const inv = setup.loaded.inventory;
   const out: Builds = { artifacts: {}, unknown: [], summary: '' };
   const done: string[] = [];
@@ -345,7 +389,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         const twin = hosts.find((h) => h !== host && h.os.arch === host.os.arch);
         if (twin) throw new BuildError(`build.host lists ${twin.name} and ${host.name}, both ${host.os.arch}: nginx is built once per CPU architecture`, { hint: `keep one of them in build.host; list a host of each other architecture the nodes have` });
         if (!forNodes || !step) continue;
-        const built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say, inv.build.store);
+        const built = await ensureNginxBinary(inv.nginx!, configureOf(inv, step), host, say, store);
         (out.nginx ??= []).push(built);
         const artifact = {
           content: await fsp.readFile(built.path),
@@ -364,7 +408,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
         // The image's nginx: the same build as the nodes' when both playbooks configure it alike.
         const built = out.nginx?.[0];
         const same = built && step && JSON.stringify(configureOf(inv, step)) === JSON.stringify(configureOf(inv, imageStep));
-        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), hosts[0]!, say, inv.build.store);
+        const inImage = same ? built! : await ensureNginxBinary(inv.nginx!, configureOf(inv, imageStep), hosts[0]!, say, store);
         if (!builtFor(inImage)?.static) throw new BuildError('lb.impl container needs a static nginx (the image has no C library), but this build is linked to glibc', { hint: 'remove build.link: native' });
         out.artifacts[IMAGE_ARTIFACT] = { ...imageArtifact(await fsp.readFile(inImage.path), inImage, inv.nginx!.version), arch: builtFor(inImage)?.arch };
         done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, nginx ${inv.nginx!.version} ${same ? 'as above' : `${madeWhere(inImage)}, sha256 ${inImage.sha256.slice(0, 12)}`}`);
@@ -381,7 +425,7 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
   if (need.kubeLb) {
     try {
       for (const arch of kubeLbArches(inv)) {
-        const built = await ensureKubeLb(say, arch, inv.build.store);
+        const built = await ensureKubeLb(say, arch, store);
         const artifact = {
           content: await fsp.readFile(built.path),
           sha256: built.sha256,
@@ -409,6 +453,15 @@ export async function buildArtifacts(setup: Setup, say: (line: string) => void):
  * writing anything. A binary not built yet is `unknown`: its files are not compared.
  */
 export async function cachedArtifacts(setup: Setup): Promise<Builds> {
+  const store = await openStore(setup, false);
+  try {
+    return await cachedThrough(setup, store);
+  } finally {
+    store?.files.close();
+  }
+}
+
+async function cachedThrough(setup: Setup, store: Store | undefined): Promise<Builds> {
   const inv = setup.loaded.inventory;
   const out: Builds = { artifacts: {}, unknown: [], summary: '' };
   const need = buildsNeeded(setup);
@@ -425,7 +478,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   const os = hostNames[0] === 'controller' ? await controllerOs() : undefined;
   if (need.nginx && forNodes && step && inv.nginx && hostNames.length > 1) {
     // One build per CPU architecture: every architecture's build of these inputs here or in the store.
-    const builds = await cachedNginxBuilds(inv.nginx, configureOf(inv, step), inv.build.link, inv.build.store);
+    const builds = await cachedNginxBuilds(inv.nginx, configureOf(inv, step), inv.build.link, store);
     for (const [arch, b] of builds) {
       if (!b) continue;
       const artifact = { content: Buffer.alloc(0), sha256: b.sha256, arch, describe: `nginx ${inv.nginx.version} (sha256 ${b.sha256.slice(0, 12)}, ${arch}, ${origin(b)})` };
@@ -436,7 +489,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
     if (!out.nginx) out.unknown.push('nginx');
     done.push(builds.size ? `nginx ${inv.nginx.version} found for ${[...builds].filter(([, b]) => b).map(([a]) => a).join(' and ') || 'no architecture'}` : `nginx ${inv.nginx.version} not built yet: its binary is reported as unknown (nothing is built with --check)`);
   } else if (need.nginx && forNodes && step && inv.nginx) {
-    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os, inv.build.store);
+    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, step), inv.build.link, os, store);
     if (cached) {
       out.nginx = [cached];
       out.artifacts.nginx = { content: Buffer.alloc(0), sha256: cached.sha256, describe: `nginx ${inv.nginx.version} (sha256 ${cached.sha256.slice(0, 12)}, ${origin(cached)})` };
@@ -448,7 +501,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   if (need.image && imageStep && inv.nginx) {
     // The image is a pure function of its nginx: made here too, so its tag is known without building.
-    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, imageStep), inv.build.link, os, inv.build.store);
+    const cached = await cachedNginxBinary(inv.nginx, configureOf(inv, imageStep), inv.build.link, os, store);
     if (cached) {
       out.artifacts[IMAGE_ARTIFACT] = imageArtifact(await fsp.readFile(cached.path), cached, inv.nginx.version);
       done.push(`${out.artifacts[IMAGE_ARTIFACT]!.describe}, from nginx in the cache`);
@@ -459,7 +512,7 @@ export async function cachedArtifacts(setup: Setup): Promise<Builds> {
   }
   if (need.kubeLb) {
     for (const arch of kubeLbArches(inv)) {
-      const kubeLb = await cachedKubeLb(arch, inv.build.store).catch(() => undefined);
+      const kubeLb = await cachedKubeLb(arch, store).catch(() => undefined);
       if (kubeLb) {
         addKubeLb(out, arch, { content: Buffer.alloc(0), sha256: kubeLb.sha256, arch, describe: `${kubeLb.version} (sha256 ${kubeLb.sha256.slice(0, 12)}, ${arch}, ${origin(kubeLb)})` });
         done.push(`${kubeLb.version} for ${arch} found ${kubeLb.fromStore ? 'in the store' : 'in the cache'}`);

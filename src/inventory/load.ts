@@ -10,7 +10,7 @@ import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics
 import { MAX_YAML_BYTES, tooLarge, validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
 import { checkLocalFiles } from './local-files.js';
-import { inventorySchema, type Inventory } from './schema.js';
+import { inventorySchema, parseStore, type Inventory } from './schema.js';
 
 export interface ParsedInventory {
   inventory?: Inventory;
@@ -43,6 +43,8 @@ export function resolvePaths(inv: Inventory, baseDir: string): Inventory {
   const out = structuredClone(inv);
   for (const [section, field] of PATH_FIELDS) {
     const obj = out[section] as Record<string, string | undefined> | undefined;
+    // build.store on a build node (HOST:PATH) is that host's path, not this machine's.
+    if (section === 'build' && field === 'store' && obj?.[field] !== undefined && parseStore(obj[field]).host) continue;
     if (obj && obj[field] !== undefined) obj[field] = abs(obj[field]);
   }
   // A master's ssh: (a VIP host) is read like a node's.

@@ -6,7 +6,7 @@
  * - tls.caFile: a readable regular file of PEM certificates, each one parsing;
  * - tls.clientCertFile: the same; tls.clientKeyFile: a private key Node can read (a warning when
  *   others may read it);
- * - build.store: a folder this user may write to and others may not (build/store.ts);
+ * - build.store, when a folder here: one this user may write to and others may not (build/store.ts);
  * - ssh.identityFile (top level, nodes[], masters[]): a readable regular file, not readable by
  *   others when it is ours (OpenSSH's rule, which the key loader applies too: such a key is refused).
  *   A path with ssh_config tokens (%h, %r...) is checked once it is expanded, per host (deploy.ts).
@@ -17,7 +17,7 @@ import { storeProblem } from '../build/store.js';
 import { credentialsOf } from '../cluster/kubeconfig-client.js';
 import type { UsageError } from '../errors.js';
 import type { Diagnostic, InventoryPath } from './diagnostics.js';
-import type { Inventory } from './schema.js';
+import { parseStore, type Inventory } from './schema.js';
 
 /** Far above any CA bundle or key: a larger file is not the one meant. */
 const MAX_FILE_BYTES = 1024 * 1024;
@@ -94,7 +94,8 @@ export async function checkLocalFiles(inv: Inventory): Promise<Diagnostic[]> {
     }
   }
 
-  if (inv.build.store) {
+  // A build node's folder (HOST:PATH) is checked once the run reaches it.
+  if (inv.build.store && !parseStore(inv.build.store).host) {
     const problem = await storeProblem(inv.build.store);
     if (problem) err(['build', 'store'], problem);
   }

@@ -374,10 +374,33 @@ export const build = z.strictObject({
   /**
    * A shared artifact store: a folder (an NFS mount, any path every operator's controller has) that
    * runs read built artifacts from and put theirs into, so every controller deploys the same files
-   * and builds each one once. Relative to the inventory file. Not writable by others.
+   * and builds each one once. Relative to the inventory file. Or a build node's folder,
+   * `[USER@]HOST:/PATH` (HOST a node or master of the inventory, or any host ssh reaches), read and
+   * written over SFTP as the login user. Not writable by others.
    */
-  store: z.string().min(1).optional(),
+  store: checked(z.string().min(1), storeProblemOf).optional(),
 });
+
+/** build.store as written: a folder here, or `[USER@]HOST:/PATH` on a build node (as scp and rsync read it: a colon before any slash). */
+export function parseStore(spec: string): { host?: string; user?: string; path: string } {
+  const m = /^(?:([^@/:\s]+)@)?(\[[0-9A-Fa-f:.]+\]|[^@/:\s[\]]+):(.*)$/.exec(spec);
+  if (!m) return { path: spec };
+  return { ...(m[1] ? { user: m[1] } : {}), host: m[2]!.replace(/^\[(.*)\]$/, '$1'), path: m[3]! };
+}
+
+function storeProblemOf(spec: string): string | undefined {
+  const at = parseStore(spec);
+  if (!at.host) return /[\x00-\x1f\x7f]/.test(spec) ? 'holds a control character: name the folder plainly' : undefined;
+  const example = `${at.host}:/srv/k8s-ha-store`;
+  if (net.isIP(at.host) === 0 && !HOSTNAME.test(at.host)) return `${JSON.stringify(at.host)} is not a host name or IP address: write HOST:/PATH, like ${example} (a local folder whose name holds a colon: write it as ./${spec})`;
+  if (net.isIPv6(at.host) && !spec.includes('[')) return `an IPv6 address goes in brackets: [${at.host}]:/srv/k8s-ha-store`;
+  if (at.user !== undefined) {
+    const p = userNameProblem(at.user);
+    if (p) return `its user ${p}`;
+  }
+  const p = nodePathProblem(at.path, '/srv/k8s-ha-store');
+  return p && `the folder on ${at.host} ${p}: write HOST:/PATH, like ${example}`;
+}
 
 /**
  * Deadlines of the commands k8s-ha runs on hosts, per kind of step (defaults and why in

@@ -3,13 +3,16 @@
  * bookworm (glibc 2.36) and node-2 bullseye (glibc 2.31), as clusters built by hand over the years
  * do. The binary is built once on this machine (bookworm) and must run on both.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { machineId } from '../../src/build/cache.js';
 import type { SshConnection } from '../../src/connect/ssh.js';
+import { quote } from '../../src/util/quote.js';
 import { BIN, k8sha, ROOT } from '../helpers/cli.js';
 import { deployJson, type DeployJson } from '../helpers/deploy.js';
 import { scratchDir, withNodeOfLab } from '../helpers/lab.js';
@@ -119,4 +122,64 @@ describe.sequential('a lab of bookworm and bullseye nodes', () => {
     expect((fs.statSync(cache).mode & 0o777).toString(8)).toBe('700');
     expect(fs.readdirSync(cache).sort()).toEqual(['builds', 'kube-lb']);
   }, 180_000);
+
+  it('a build node as the store (build.store HOST:/PATH): filled over SFTP; a dead holder\'s lock there taken over; read by a controller with an empty cache (build, --check, deploy) that changes nothing; a folder others may write to refused', async () => {
+    const work = fs.mkdtempSync(path.join(scratchDir(), 'node-store-'));
+    const host = nodes[0]!;
+    const root = '/srv/k8s-ha-store';
+    await onNode(host, (c) => c.execOk(`rm -rf ${root} && install -d -m 2775 ${root}`));
+    const file = path.join(work, 'inventory.node-store.yaml');
+    const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
+    inv.lb.impl = 'auto';
+    inv.build.store = `${host.name}:${root}`;
+    inv.nodes[1].lb = { impl: 'kube-lb' };
+    fs.writeFileSync(file, YAML.stringify(inv));
+
+    // The first controller: this checkout and its cache, which has both artifacts: it puts them there.
+    const a = await deployJson(['-i', file]);
+    expect(a.code, a.stderr).toBe(0);
+    const onStore = (await onNode(host, (c) => c.execOk(`cd ${root} && find . -type f | sort && sha256sum builds/*/kube-nginx kube-lb/*/kube-lb && stat -c '%a %n' builds builds/* kube-lb kube-lb/*`))).split('\n');
+    expect(onStore.filter((l) => l.startsWith('./'))).toEqual([expect.stringMatching(/^\.\/builds\/[0-9a-f]{16}\/build\.json$/), expect.stringMatching(/^\.\/builds\/[0-9a-f]{16}\/kube-nginx$/), expect.stringMatching(/^\.\/kube-lb\/[0-9a-f]{16}\/build\.json$/), expect.stringMatching(/^\.\/kube-lb\/[0-9a-f]{16}\/kube-lb$/)]);
+    // No lock, no partial file left; folders keep the store's group bits.
+    expect(onStore.filter((l) => /^\d+ /.test(l)).map((l) => l.split(' ')[0])).toEqual(['2775', '2775', '2775', '2775']);
+    const storedSha = Object.fromEntries(onStore.filter((l) => /^[0-9a-f]{64} /.test(l)).map((l) => [l.includes('kube-lb') ? 'kube-lb' : 'nginx', l.split(' ')[0]]));
+    const running = await Promise.all(nodes.map((n, i) => onNode(n, (c) => c.execOk(i === 0 ? `sha256sum ${NGINX}/sbin/kube-nginx` : 'sha256sum /opt/k8s/kube-lb/sbin/kube-lb'))));
+    expect([running[0]!.split(' ')[0], running[1]!.split(' ')[0]]).toEqual([storedSha.nginx, storedSha['kube-lb']]);
+
+    // A second controller, an empty cache, and kube-lb's entry gone from the store but for a lock a
+    // process of this machine left when it died: `k8s-ha build` takes nginx from the node, takes the
+    // lock over (over SFTP), makes kube-lb again (the same bytes: builds are reproducible) and puts it back.
+    const files = () => onNode(host, (c) => c.execOk(`cd ${root} && find . -type f | sort`));
+    const listed = await files();
+    const kubeLbDir = /\.\/kube-lb\/([0-9a-f]{16})\//.exec(listed)![1]!;
+    const dead = spawnSync('true').pid;
+    await onNode(host, (c) => c.execOk(`cd ${root}/kube-lb/${kubeLbDir} && rm kube-lb build.json && printf '%s\\n' ${quote(`${dead} ${os.hostname()} ${machineId()}`)} > .lock`));
+    const env = { ...process.env, K8S_HA_CACHE_DIR: path.join(work, 'cache-b') };
+    const built = await promisify(execFile)('node', [BIN, 'build', '--json', '-i', file], { cwd: work, env, maxBuffer: 1 << 24, timeout: 170_000 }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    const artifacts = (JSON.parse(built.stdout) as { artifacts: { kind: string; sha256: string; stored: string }[] }).artifacts;
+    expect(artifacts.map((x) => [x.kind, x.sha256, x.stored])).toEqual([
+      ['nginx', storedSha.nginx, expect.stringMatching(new RegExp(`^${host.name}:${root}/builds/[0-9a-f]{16}/kube-nginx$`))],
+      ['kube-lb', storedSha['kube-lb'], expect.stringMatching(new RegExp(`^${host.name}:${root}/kube-lb/[0-9a-f]{16}/kube-lb$`))],
+    ]);
+    expect(await files()).toBe(listed);
+    // --check from a third, empty cache reads the store: nothing unknown, nothing to change.
+    const check = await promisify(execFile)('node', [BIN, 'deploy', '--check', '--json', '-i', file], { cwd: work, env: { ...env, K8S_HA_CACHE_DIR: path.join(work, 'cache-c') }, maxBuffer: 1 << 24, timeout: 170_000 }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    const checked = JSON.parse(check.stdout) as DeployJson & { build: string };
+    expect(checked.build, check.stderr).toMatch(/nginx 1\.22\.1 found in the store; kube-lb \S+ \(Bun [\d.]+\) for x86_64 found in the store/);
+    expect(checked.totals).toMatchObject({ changed: 0, failed: 0 });
+    expect(fs.existsSync(path.join(work, 'cache-c', 'builds'))).toBe(false);
+    const b = await promisify(execFile)('node', [BIN, 'deploy', '--json', '-i', file], { cwd: work, env, maxBuffer: 1 << 24, timeout: 170_000 }).catch((e: { code: number; stdout: string; stderr: string }) => e);
+    const second = JSON.parse(b.stdout) as DeployJson & { build: string };
+    expect(second.ok, b.stderr).toBe(true);
+    expect(second.totals).toMatchObject({ changed: 0, failed: 0 });
+    expect(second.build).toMatch(/^nginx 1\.22\.1 \(static, musl, runs on any x86_64 Linux\) from the cache on controller .*; kube-lb \S+ \(Bun [\d.]+\) from the cache/);
+
+    // A store folder others may write to is refused once reached, before anything is built or changed.
+    await onNode(host, (c) => c.execOk(`chmod 777 ${root}`));
+    const refused = await k8sha(['deploy', '-i', file]);
+    expect(refused.code).toBe(4);
+    expect(refused.stderr).toContain(`build.store in ${file}: ${host.name}:${root} is writable by every user of that host (mode 2777): any of them could put a binary on every node; chmod o-w ${root}`);
+    expect(refused.stdout + refused.stderr).not.toMatch(/^node-\d: /m);
+    await onNode(host, (c) => c.execOk(`rm -rf ${root}`));
+  }, 240_000);
 });

@@ -11,7 +11,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { lockHolder, lockTiming, machineId, readCached } from '../../src/build/cache.js';
 import { writeFileAtomic } from '../../src/util/tempdir.js';
 import { artifactIdentity, buildKey, cachedNginxBinary } from '../../src/build/nginx.js';
-import { entryIn, storeProblem, throughStore, type Entry } from '../../src/build/store.js';
+import { entryIn, storeProblem, throughStore, type Entry, type Store } from '../../src/build/store.js';
+import { localFs } from '../../src/build/store-fs.js';
+
+/** A folder of this machine as the store. */
+const at = (root: string): Store => ({ files: localFs, root });
 
 const made: string[] = [];
 const tmp = () => {
@@ -38,7 +42,7 @@ function controller(name: string, store: string | undefined, key = 'k1', bytes =
   const said: string[] = [];
   const get = () =>
     throughStore<Made>({
-      store,
+      store: store === undefined ? undefined : at(store),
       kind: 'builds',
       key,
       name: 'kube-nginx',
@@ -97,7 +101,7 @@ describe('the shared store', () => {
     const old = controller('old', undefined, 'k2', 'older');
     await old.get();
     expect(old.builds()).toBe(1);
-    const again = await throughStore<Made>({ store: other, kind: 'builds', key: 'k2', name: 'kube-nginx', local: old.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(old.local.binary, old.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
+    const again = await throughStore<Made>({ store: at(other), kind: 'builds', key: 'k2', name: 'kube-nginx', local: old.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(old.local.binary, old.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
     expect(again.cached).toBe(true);
     expect(fs.readFileSync(path.join(other, 'builds/k2/kube-nginx'), 'utf8')).toBe('older');
   });
@@ -183,7 +187,7 @@ describe('the shared store', () => {
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, '.lock'), '1 builder-elsewhere 0123456789abcdef0123456789abcdef\n');
     const t0 = Date.now();
-    const r = await throughStore<Made>({ store, kind: 'builds', key: 'k1', name: 'kube-nginx', local: mine.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(mine.local.binary, mine.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
+    const r = await throughStore<Made>({ store: at(store), kind: 'builds', key: 'k1', name: 'kube-nginx', local: mine.local, what: 'x', say: () => undefined, fromLocal: () => readCached<Made>(mine.local.binary, mine.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
     expect(Date.now() - t0).toBeLessThan(1000);
     expect(r.sha256).toBe(sha('the binary'));
     expect(r.stored).toBeUndefined();
@@ -194,7 +198,7 @@ describe('the shared store', () => {
     await controller('first', store, 'k1', 'the store\'s build').get();
     const other = controller('other', undefined, 'k1', 'a build of another compiler');
     await other.get();
-    const r = await throughStore<Made>({ store, kind: 'builds', key: 'k1', name: 'kube-nginx', local: other.local, what: 'nginx', say: (l) => other.said.push(l), fromLocal: () => readCached<Made>(other.local.binary, other.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
+    const r = await throughStore<Made>({ store: at(store), kind: 'builds', key: 'k1', name: 'kube-nginx', local: other.local, what: 'nginx', say: (l) => other.said.push(l), fromLocal: () => readCached<Made>(other.local.binary, other.local.meta), accepts: () => true, make: () => Promise.reject(new Error('must not build')) });
     expect(r).toMatchObject({ sha256: sha("the store's build"), fromStore: true });
     expect(fs.readFileSync(other.local.binary, 'utf8')).toBe("the store's build");
     expect(other.said.join('\n')).toMatch(/taken from the store .* \(this machine's cache had another build, sha256 [0-9a-f]{12}: the store's is the one every controller deploys\)/);
@@ -273,26 +277,26 @@ describe('--check and status with a store', () => {
       const src = { version: '1.22.1', sources: [], sha256: 'a'.repeat(64) };
       const os1 = { id: 'debian', versionId: '12', prettyName: 'Debian 12', arch: 'x86_64', glibc: '2.36' };
       const key = buildKey(src, ['--with-stream'], os1, 'static');
-      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, store)).toBeUndefined();
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, at(store))).toBeUndefined();
       const e = entryIn(store, 'builds', key, 'kube-nginx');
       fs.mkdirSync(e.dir, { recursive: true });
       fs.writeFileSync(e.binary, 'nginx');
       const meta = { sha256: sha('nginx'), osKey: 'static-musl-x86_64', version: '1.22.1', sourceSha256: src.sha256, configureArgs: ['--with-stream'], link: 'static', identity: 'sha256:x' };
       fs.writeFileSync(e.meta, JSON.stringify(meta));
-      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, store)).toMatchObject({ sha256: sha('nginx'), path: e.binary, fromStore: true });
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, at(store))).toMatchObject({ sha256: sha('nginx'), path: e.binary, fromStore: true });
       // build.host a node: its OS is not known without asking it; the store's entries are searched by what they were made from.
-      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', undefined, store)).toMatchObject({ sha256: sha('nginx'), path: e.binary, fromStore: true });
-      expect(await cachedNginxBinary(src, ['--with-stream', '--with-threads'], 'static', undefined, store)).toBeUndefined();
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', undefined, at(store))).toMatchObject({ sha256: sha('nginx'), path: e.binary, fromStore: true });
+      expect(await cachedNginxBinary(src, ['--with-stream', '--with-threads'], 'static', undefined, at(store))).toBeUndefined();
       // A second build from the same inputs for another CPU: which one a node-built run means is not known.
       const arm = entryIn(store, 'builds', buildKey(src, ['--with-stream'], { ...os1, arch: 'aarch64' }, 'static'), 'kube-nginx');
       fs.mkdirSync(arm.dir, { recursive: true });
       fs.writeFileSync(arm.binary, 'nginx for arm');
       fs.writeFileSync(arm.meta, JSON.stringify({ ...meta, sha256: sha('nginx for arm'), osKey: 'static-musl-aarch64' }));
-      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', undefined, store)).toBeUndefined();
-      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, store)).toMatchObject({ sha256: sha('nginx') });
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', undefined, at(store))).toBeUndefined();
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, at(store))).toMatchObject({ sha256: sha('nginx') });
       // An entry whose binary is not the one recorded is not reported.
       fs.writeFileSync(e.binary, 'changed');
-      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, store)).toBeUndefined();
+      expect(await cachedNginxBinary(src, ['--with-stream'], 'static', os1, at(store))).toBeUndefined();
       expect(fs.readdirSync(cache)).toEqual([]);
     } finally {
       delete process.env.K8S_HA_CACHE_DIR;

@@ -10,6 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ExitCode } from '../../src/errors.js';
 import { formatDiagnostic } from '../../src/inventory/diagnostics.js';
 import { loadInventory, parseInventory, resolvePaths } from '../../src/inventory/load.js';
+import { parseStore } from '../../src/inventory/schema.js';
 
 const BASE = `masters: [{ name: m1, address: 192.0.2.11 }]
 nodes: [{ name: n1, address: 192.0.2.21 }, { name: n2, address: 192.0.2.22 }, { name: n3, address: 192.0.2.23 }]
@@ -149,6 +150,28 @@ describe('files the inventory names on this machine, checked at load', () => {
     fs.chmodSync(path.join(dir, 'shared/store'), 0o2775);
     fs.writeFileSync(path.join(dir, 'inv.yaml'), `${BASE}${ca}build: { store: shared/store }\n`);
     expect((await loadInventory(path.join(dir, 'inv.yaml'))).inventory.build.store).toBe(path.join(dir, 'shared/store'));
+  });
+
+  it("build.store on a build node (HOST:/PATH, as scp reads it) is kept as written, not checked here; a bad host, user or path is refused at load", async () => {
+    const dir = folder({});
+    const ca = pemCert(dir) && 'tls: { caFile: ca.pem }\n';
+    for (const [spec, parsed] of [
+      ['node-1:/srv/k8s-ha-store', { host: 'node-1', path: '/srv/k8s-ha-store' }],
+      ['ops@store.example.com:/srv/store', { user: 'ops', host: 'store.example.com', path: '/srv/store' }],
+      ['[fd00::5]:/srv/store', { host: 'fd00::5', path: '/srv/store' }],
+      ['./a:b', { path: './a:b' }],
+      ['/mnt/nfs/store', { path: '/mnt/nfs/store' }],
+    ] as const) {
+      expect([spec, parseStore(spec)]).toEqual([spec, parsed]);
+    }
+    fs.writeFileSync(path.join(dir, 'inv.yaml'), `${BASE}${ca}build: { store: "node-1:/srv/k8s-ha-store" }\n`);
+    expect((await loadInventory(path.join(dir, 'inv.yaml'))).inventory.build.store).toBe('node-1:/srv/k8s-ha-store');
+    const relative = await loadError(dir, `${BASE}${ca}build: { store: "node-1:srv/store" }\n`);
+    expect(relative.code).toBe(ExitCode.usage);
+    expect(relative.message).toContain(`${dir}/inv.yaml:5:17: build.store: the folder on node-1 must be an absolute path, like /srv/k8s-ha-store: write HOST:/PATH, like node-1:/srv/k8s-ha-store`);
+    expect((await loadError(dir, `${BASE}${ca}build: { store: "node-1:/srv/a;reboot" }\n`)).message).toMatch(/build\.store: the folder on node-1 holds ";"/);
+    expect((await loadError(dir, `${BASE}${ca}build: { store: "-oProxyCommand=x@node-1:/srv/a" }\n`)).message).toMatch(/build\.store: its user "-oProxyCommand=x" is not a user name/);
+    expect((await loadError(dir, `${BASE}${ca}build: { store: "no_de:/srv/a" }\n`)).message).toMatch(/build\.store: "no_de" is not a host name or IP address: write HOST:\/PATH, like no_de:\/srv\/k8s-ha-store \(a local folder whose name holds a colon: write it as \.\/no_de:\/srv\/a\)/);
   });
 
   it('a real CA loads', async () => {
