@@ -125,7 +125,17 @@ export async function withCacheLock<T>(dir: string, what: string, say: Say, fn: 
   };
   if (files.local) process.on('exit', releaseSync);
   // Touched while held, so a waiter on another machine sees it is alive.
-  const heartbeat = setInterval(() => void files.touch(lock).catch(() => undefined), lockTiming.heartbeatMs);
+  let untouched = false;
+  const heartbeat = setInterval(() => {
+    files.touch(lock).then(
+      () => (untouched = false),
+      (e: Error) => {
+        // Said once: a waiter elsewhere takes a lock over once it has not changed for lockTiming.staleMs.
+        if (!untouched) say(`${what}: cannot touch the lock ${files.where(lock)} (${e.message}); another controller may take it over in ${Math.round(lockTiming.staleMs / 1000)} s and build the same`);
+        untouched = true;
+      },
+    );
+  }, lockTiming.heartbeatMs);
   heartbeat.unref();
   try {
     return await fn();
@@ -162,7 +172,17 @@ async function takeOver(files: StoreFs, lock: string, judged: string): Promise<v
     await files.rm(mine);
     return;
   }
-  await files.link(mine, lock).catch(() => undefined); // a new lock is there: the one moved aside was let go of meanwhile, or its holder finds itself overtaken
+  try {
+    await files.link(mine, lock);
+  } catch {
+    // A new lock is there: the one moved aside was let go of meanwhile, or its holder finds itself
+    // overtaken. Or the link was refused (fs.protected_hardlinks: the lock is another user's): then
+    // it goes back by name, unless a lock is there by now.
+    if (!(await files.lstat(lock))) {
+      await files.rename(mine, lock);
+      return;
+    }
+  }
   await files.rm(mine);
 }
 

@@ -158,9 +158,28 @@ export class SftpFs implements StoreFs {
     return `${this.host}:${p}`;
   }
 
+  /** The session, opened once within timeouts.command: a host that never answers the sftp subsystem request fails, it does not hang. */
   private sftp(): Promise<SFTPWrapper> {
     if (this.broken) return Promise.reject(this.broken);
-    return (this.session ??= this.conn.sftp());
+    return (this.session ??= new Promise<SFTPWrapper>((resolve, reject) => {
+      const ms = deadlineOf('command', this.conn.target.deadlines);
+      const timer = setTimeout(() => {
+        this.broken = new BuildError(`the build store on ${this.host}: no SFTP session within ${secondsOf(ms)} s (timeouts.command)`, { hint: `check that ${this.host}'s sshd offers the sftp subsystem (Subsystem sftp in sshd_config)` });
+        reject(this.broken);
+      }, ms);
+      timer.unref();
+      this.conn.sftp().then(
+        (s) => {
+          clearTimeout(timer);
+          if (this.broken) s.end();
+          else resolve(s);
+        },
+        (e: Error) => {
+          clearTimeout(timer);
+          reject(new BuildError(`the build store on ${this.host}: no SFTP session: ${e.message}`, { hint: `check that ${this.host}'s sshd offers the sftp subsystem (Subsystem sftp in sshd_config)` }));
+        },
+      );
+    }));
   }
 
   /** `op` on the session within the deadline of `kind`; an SFTP status as an FsError. */
@@ -173,12 +192,19 @@ export class SftpFs implements StoreFs {
         s.end();
         reject(this.broken);
       }, ms);
-      op(s, (err, v) => {
+      timer.unref();
+      const done = (err: Error | undefined | null, v?: T) => {
         clearTimeout(timer);
         if (!err) return resolve(v as T);
         const c = SFTP_CODES[(err as { code?: number }).code ?? -1];
-        reject(c ? new FsError(c, `${what} ${this.where(p)}: ${err.message}`) : Object.assign(new Error(`${what} ${this.where(p)}: ${err.message}`), { sftpCode: (err as { code?: number }).code }));
-      });
+        reject(c ? new FsError(c, `${what} ${this.where(p)}: ${err.message}`) : new Error(`${what} ${this.where(p)}: ${err.message}`));
+      };
+      // ssh2 throws at once for a request the server does not support (posix-rename@openssh.com on a server that is not OpenSSH).
+      try {
+        op(s, done);
+      } catch (e) {
+        done(e as Error);
+      }
     });
   }
 
@@ -268,14 +294,38 @@ export class SftpFs implements StoreFs {
 
   async touch(p: string): Promise<void> {
     const t = new Date();
-    await this.call<void>('touch', p, (s, cb) => s.utimes(p, t, t, cb)).catch(() => undefined);
+    await this.call<void>('touch', p, (s, cb) => s.utimes(p, t, t, cb));
   }
+
+  /** Set once `sha256sum` gave no answer there (an SFTP-only account, a host without GNU coreutils): files are then hashed as they are read over SFTP. */
+  private noSha256sum = false;
 
   async sha256(p: string): Promise<string | undefined> {
     if (this.broken) throw this.broken;
-    const r = await this.conn.exec(`sha256sum -- ${quote(p)}`);
-    const m = /^([0-9a-f]{64}) /.exec(r.stdout);
-    return r.code === 0 && m ? m[1] : undefined;
+    if (!this.noSha256sum) {
+      const r = await this.conn.exec(`sha256sum -- ${quote(p)}`);
+      const m = /^([0-9a-f]{64}) /.exec(r.stdout);
+      if (r.code === 0 && m) return m[1];
+      // Missing is an answer; anything else (no shell, no sha256sum) says to hash it here.
+      if (!(await this.lstat(p))) return undefined;
+      this.noSha256sum = true;
+    }
+    const s = await this.sftp();
+    return this.call<string | undefined>(
+      'read',
+      p,
+      (_s, cb) => {
+        const h = createHash('sha256');
+        const input = s.createReadStream(p);
+        input.on('data', (b: Buffer) => h.update(b));
+        input.on('error', (e: Error) => cb(e));
+        input.on('end', () => cb(undefined, h.digest('hex')));
+      },
+      'build',
+    ).catch((e) => {
+      if (e instanceof FsError && e.code === 'ENOENT') return undefined;
+      throw e;
+    });
   }
 
   async upload(local: string, to: string, mode: number): Promise<void> {
@@ -286,11 +336,13 @@ export class SftpFs implements StoreFs {
       (_s, cb) => {
         const out = s.createWriteStream(to, { flags: 'wx', mode });
         const from = fs.createReadStream(local);
-        from.on('error', (e) => {
+        const fail = (e: Error) => {
+          from.destroy();
           out.destroy();
           cb(e);
-        });
-        out.on('error', (e: Error) => cb(e));
+        };
+        from.on('error', fail);
+        out.on('error', fail);
         out.on('close', () => cb(undefined));
         from.pipe(out);
       },
@@ -307,11 +359,13 @@ export class SftpFs implements StoreFs {
       (_s, cb) => {
         const input = s.createReadStream(from);
         const out = fs.createWriteStream(local, { flags: 'wx', mode: 0o600 });
-        input.on('error', (e: Error) => {
+        const fail = (e: Error) => {
+          input.destroy();
           out.destroy();
           cb(e);
-        });
-        out.on('error', (e) => cb(e));
+        };
+        input.on('error', fail);
+        out.on('error', fail);
         out.on('close', () => cb(undefined));
         input.pipe(out);
       },

@@ -15,6 +15,7 @@
  * Whoever can write to the store can put a binary on every node, run there as root: give it to the
  * operators' group alone. A store others may write to is refused at load (local-files.ts).
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { forget, partName, track, writeFileAtomic } from '../util/tempdir.js';
@@ -60,11 +61,20 @@ export async function storeProblem(root: string, files: StoreFs = localFs, write
     return `${where} is writable by every user of ${files.local ? 'this machine' : 'that host'} (mode ${st.mode.toString(8).padStart(4, '0')}): any of them could put a binary on every node; chmod o-w ${root} (the operators' group may write to it)`;
   }
   if (!write) return undefined;
+  if (files.local) {
+    try {
+      await fsp.access(root, fs.constants.W_OK | fs.constants.X_OK);
+      return undefined;
+    } catch {
+      return `${where} is not writable by uid ${process.getuid?.() ?? '?'}, who runs k8s-ha: give the operators' group write access to it (chmod g+w, and make this user a member)`;
+    }
+  }
+  // On a build node: whether the login user may write there is known by writing.
   const probe = partName(path.join(root, '.k8s-ha-probe'));
   try {
     await files.createExcl(probe, '', 0o600);
   } catch {
-    return `${where} is not writable by ${files.local ? `uid ${process.getuid?.() ?? '?'}, who runs k8s-ha` : 'the user k8s-ha logs in as'}: give the operators' group write access to it (chmod g+w, and make this user a member)`;
+    return `${where} is not writable by the user k8s-ha logs in as: give the operators' group write access to it (chmod g+w, and make this user a member)`;
   } finally {
     await files.rm(probe).catch(() => undefined);
   }
@@ -146,8 +156,10 @@ async function take<T extends { sha256: string; path: string }>(found: T, store:
  */
 async function put<T extends { sha256: string }>(local: Entry, store: Store, to: Entry, made: T): Promise<void> {
   const files = store.files;
+  // In a folder of this machine, removed however the process ends; a build node's are removed here, or left as .part files.
   const tmp = partName(to.binary);
   const metaTmp = partName(to.meta);
+  if (files.local) [tmp, metaTmp].forEach(track);
   try {
     await files.upload(local.binary, tmp, 0o755);
     if ((await files.sha256(tmp)) !== made.sha256) throw new Error(`${local.binary} changed while it was copied to the store ${files.where(to.dir)}`);
@@ -158,6 +170,7 @@ async function put<T extends { sha256: string }>(local: Entry, store: Store, to:
   } finally {
     await files.rm(tmp).catch(() => undefined);
     await files.rm(metaTmp).catch(() => undefined);
+    [tmp, metaTmp].forEach(forget);
   }
 }
 

@@ -15,6 +15,7 @@ import { table } from './ui.js';
 import { vipLabel, type VipReport } from '../engine/vip.js';
 import { formatHostPort } from '../util/hostport.js';
 import { printableDeep } from '../util/printable.js';
+import { byCause, causeLine, ownCause, type Failure } from './causes.js';
 
 
 /** What the renderers know, from the events alone: each node's current phase and its result. */
@@ -48,7 +49,7 @@ const counts = (r: Pick<HostResult, 'ok' | 'changed' | 'failed'>) => `ok=${r.ok}
 
 /** One line for a node that is done. */
 export function hostLine(r: HostResult): string {
-  if (r.status === 'unreachable') return `${r.name}: unreachable: ${r.error?.split('\n')[0] ?? ''}`;
+  if (r.status === 'unreachable') return `${r.name}: unreachable: ${ownCause(r.name, r.error)}`;
   if (r.status === 'locked') return `${r.name}: not touched, ${r.error ?? 'locked by another run'}`;
   if (r.status === 'skipped') return `${r.name}: not reached: ${r.error ?? ''}`;
   const recovered = r.recovered ? ` [earlier run: ${r.recovered}]` : '';
@@ -70,6 +71,8 @@ const waitLine = (e: Extract<DeployEvent, { type: 'verify-wait' }>) =>
 export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
   const tracker = new Tracker();
   const lastWait = new Map<string, number>();
+  /** Causes of hosts unreachable or locked said so far: a host failing for one already said is left to the recap, which lists it. */
+  const causes: Failure[] = [];
   let lastBuild = 0;
   const say = (line: string) => stream.write(line + '\n');
   const emit = (event: DeployEvent) => {
@@ -106,9 +109,19 @@ export function plainRenderer(stream: NodeJS.WritableStream): Renderer {
           say(waitLine(e));
         }
         break;
-      case 'host-done':
-        say(e.result.status === 'failed' || e.result.status === 'unreachable' || e.result.status === 'locked' ? colour.red(hostLine(e.result)) : hostLine(e.result));
+      case 'host-done': {
+        const r = e.result;
+        if (r.status === 'unreachable' || r.status === 'locked') {
+          const f = { name: r.name, address: r.address, status: r.status, error: r.error, hint: r.hint };
+          causes.push(f);
+          const alike = byCause(causes).find((g) => g.names.includes(r.name))!.names;
+          if (alike.length === 1) say(colour.red(hostLine(r)));
+          else if (alike.length === 2) say(colour.red(`${r.name}: ${r.status}, as ${alike[0]}; more hosts failing alike are not listed one by one until the end`));
+          break;
+        }
+        say(r.status === 'failed' ? colour.red(hostLine(r)) : hostLine(r));
         break;
+      }
       case 'batch':
         say(`-- ${e.phase} batch ${e.index}/${e.total}: ${e.nodes.join(', ')}`);
         break;
@@ -276,9 +289,17 @@ export function renderRecap(report: DeployReport, withDiff: boolean): string {
   }
   if (r.vip) out.push(...vipRecap(r.vip));
   const vipFailed = Object.entries(r.vip?.hosts ?? {}).map(([n, h]) => [vipLabel(n), h] as const);
-  for (const [name, h] of [...hosts, ...vipFailed].filter(([, x]) => x.status === 'failed' || x.status === 'unreachable' || x.status === 'locked')) {
+  const failedHosts = [...hosts, ...vipFailed].filter(([, x]) => x.status === 'failed' || x.status === 'unreachable' || x.status === 'locked');
+  // Hosts unreachable or locked for one cause: said once, with the hosts it cost.
+  const alike = byCause(failedHosts.filter(([, h]) => h.status !== 'failed').map(([name, h]) => ({ name, address: h.address, status: h.status, error: h.error, hint: h.hint })));
+  for (const g of alike.filter((x) => x.names.length > 1)) {
+    out.push('', colour.red(`${causeLine(g, 'hosts')}`));
+    if (g.hint) out.push(`  ${colour.yellow('fix:')} ${g.hint}`);
+  }
+  const grouped = new Set(alike.filter((x) => x.names.length > 1).flatMap((x) => x.names));
+  for (const [name, h] of failedHosts.filter(([n]) => !grouped.has(n))) {
     out.push('', colour.red(`${name} (${h.address}) ${h.status}:`));
-    out.push(...(h.error ?? '').split('\n').map((l) => `  ${l}`));
+    out.push(...[ownCause(name, h.error), ...(h.error ?? '').split('\n').slice(1)].map((l) => `  ${l}`));
     if (h.rollback) out.push(`  ${h.rollback.ok ? colour.green('restored:') : colour.red('NOT restored:')} ${h.rollback.detail}`);
     if (h.hint) out.push(`  ${colour.yellow('fix:')} ${h.hint}`);
     if ('stepHint' in h && h.stepHint) out.push(`  ${colour.yellow('hint:')} ${h.stepHint}`);
@@ -320,10 +341,13 @@ export function renderCheck(report: DeployReport, withDiff: boolean): string {
   if (r.build) out.push(colour.dim(`build: ${r.build}`));
   if (r.masters) out.push(...describeMastersChange(r.masters));
   let pending = 0;
+  let pendingVip = 0;
+  /** Hosts that could not be checked, said once per cause after the rest. */
+  const unchecked: Failure[] = [];
   for (const [name, h] of Object.entries(r.hosts)) {
     if (h.unfinished) out.push(colour.yellow(`${name}: an unfinished run ${h.unfinished.run} (${h.unfinished.by}, ${h.unfinished.state}): ${nextDeployDoes(h.unfinished.state)}`));
     if (!h.check) {
-      out.push(`${colour.red(name)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
+      unchecked.push({ name, address: h.address, status: h.status, error: h.error, hint: h.hint });
       continue;
     }
     const unknown = h.steps.filter((s) => s.status === 'skipped' && /unknown/.test(s.summary));
@@ -342,29 +366,38 @@ export function renderCheck(report: DeployReport, withDiff: boolean): string {
   for (const [name, h] of Object.entries(r.vip?.hosts ?? {})) {
     const label = vipLabel(name);
     if (!h.check) {
-      out.push(`${colour.red(label)}: ${h.status}: ${h.error?.split('\n')[0] ?? ''}`);
+      unchecked.push({ name: label, address: h.address, status: h.status, error: h.error, hint: h.hint });
       continue;
     }
     if (!h.check.changes.length) {
       out.push(`${colour.green(label)}: up to date${h.heldBefore ? ' (holds the VIP)' : ''}`);
       continue;
     }
-    pending++;
+    pendingVip++;
     out.push(`${colour.yellow(label)}${h.heldBefore ? ' (holds the VIP: it would change last)' : ''}: ${h.check.service === 'nothing' ? 'no restart or reload' : `would ${h.check.service}`}`);
     for (const ch of h.check.changes) {
       out.push(`  ${ch.step}: ${ch.summary}`);
       if (withDiff && ch.diff) out.push(...colourDiff(ch.diff).split('\n').map((l) => `    ${l}`));
     }
   }
+  for (const g of byCause(unchecked)) {
+    out.push(colour.red(causeLine(g, 'hosts')));
+    if (g.hint) out.push(`  ${colour.yellow('fix:')} ${g.hint}`);
+  }
   if (r.vip?.error) out.push(colour.red(`VIP ${formatHostPort(r.vip.address, r.vip.port)}: ${r.vip.error}`));
-  const unchecked = [...Object.values(r.hosts), ...Object.values(r.vip?.hosts ?? {})].filter((h) => !h.check).length;
-  const pendingLine = pending ? `${pending} node${pending === 1 ? '' : 's'} would change` : '';
-  const uncheckedLine = unchecked ? `${unchecked} node${unchecked === 1 ? '' : 's'} could not be checked` : '';
+  // Counted as the JSON counts them: nodes (totals), and VIP hosts apart.
+  const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+  const uncheckedNodes = Object.values(r.hosts).filter((h) => !h.check).length;
+  const uncheckedVip = Object.values(r.vip?.hosts ?? {}).filter((h) => !h.check).length;
+  const pendingLine = pending || pendingVip ? `${[pending ? plural(pending, 'node', 'nodes') : '', pendingVip ? plural(pendingVip, 'VIP host', 'VIP hosts') : ''].filter(Boolean).join(' and ')} would change` : '';
+  const uncheckedLine = unchecked.length
+    ? `${[uncheckedNodes ? plural(uncheckedNodes, 'node', 'nodes') : '', uncheckedVip ? plural(uncheckedVip, 'VIP host', 'VIP hosts') : ''].filter(Boolean).join(' and ')} could not be checked`
+    : '';
   out.push(
     '',
-    unchecked
+    unchecked.length
       ? `${[pendingLine, uncheckedLine].filter(Boolean).join('; ')} (exit 3)`
-      : pending
+      : pending || pendingVip
         ? `${pendingLine} (exit 5)`
         : 'every node is up to date',
   );

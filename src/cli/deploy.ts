@@ -3,7 +3,7 @@
  * renderer chosen for where the output goes, handle Ctrl-C, and map the report to an exit code.
  * The engine is loaded only when the command runs, so `k8s-ha --help` stays quick.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { DURATION, durationMs } from '../util/duration.js';
 import { positive } from './flags.js';
@@ -77,9 +77,9 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .option('--repoint-kubeconfigs', "once a node's balancer is verified, point its kubelet and kube-proxy kubeconfigs at it (original kept), restart them in batches of --serial and check they connect")
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'at most this many SSH sessions, uploads and verify probes at once', positive('--concurrency'), 64)
-    .option('--verify-timeout <duration>', 'how long verify waits for an apiserver to answer through the local port, per node', duration('--verify-timeout', '10m'), 15_000)
-    .option('--repoint-timeout <duration>', 'with --repoint-kubeconfigs: how long each restarted kubelet or kube-proxy has to run and connect through the local balancer', duration('--repoint-timeout', '10m', '1s'), 30_000)
-    .option('--wait-lock <duration>', 'wait this long for nodes another k8s-ha run holds, instead of reporting them locked', duration('--wait-lock', '24h'), 0)
+    .addOption(new Option('--verify-timeout <duration>', 'how long verify waits for an apiserver to answer through the local port, per node').argParser(duration('--verify-timeout', '10m')).default(15_000, '15s'))
+    .addOption(new Option('--repoint-timeout <duration>', 'with --repoint-kubeconfigs: how long each restarted kubelet or kube-proxy has to run and connect through the local balancer').argParser(duration('--repoint-timeout', '10m', '1s')).default(30_000, '30s'))
+    .addOption(new Option('--wait-lock <duration>', 'wait this long for nodes another k8s-ha run holds, instead of reporting them locked').argParser(duration('--wait-lock', '24h')).default(0, '0s: do not wait'))
     .option('--masters-from-cluster', "take the masters from the cluster (its kubernetes Service's endpoints) instead of the inventory, show the difference, and roll the nodes to them; unsafe lists are refused (README: Following the control plane)")
     .option('--kubeconfig <file>', "with --masters-from-cluster: ask the cluster with this kubeconfig's credentials instead of the inventory's cluster.kubeconfig")
     .option('--min-masters <n>', 'with --masters-from-cluster: the fewest apiservers the cluster may name (default: a majority of the inventory\'s masters)', positive('--min-masters'))

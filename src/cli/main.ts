@@ -1,6 +1,6 @@
 /** The k8s-ha command line: parse, dispatch, and one catch that maps errors to exit codes. */
 import { Command, CommanderError } from 'commander';
-import { ExitCode, UsageError } from '../errors.js';
+import { ExitCode, InternalError, K8sHaError, UsageError } from '../errors.js';
 import { buildCommand } from './build.js';
 import { deployCommand } from './deploy.js';
 import { labCommand } from './lab.js';
@@ -39,10 +39,27 @@ export async function main(argv: string[]): Promise<number> {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return 0;
       if (err.code === 'commander.help') return 0;
       const message = err.message.replace(/^error: /, '');
-      return reportError(new UsageError(message, { hint: `see \`k8s-ha ${commandPath(argv)}--help\`` }));
+      // A command that is not one: its name is no path to help.
+      const where = err.code === 'commander.unknownCommand' ? '' : commandPath(argv);
+      return failed(argv, new UsageError(message, { hint: `see \`k8s-ha ${where}--help\`` }));
     }
-    return reportError(err);
+    return failed(argv, err);
   }
+}
+
+/**
+ * The error on stderr, and, when --json was asked for, as JSON on stdout too: a run that fails
+ * before its report (a bad inventory, a build that fails) still gives a script something to read.
+ */
+function failed(argv: string[], err: unknown): number {
+  const code = reportError(err);
+  const end = argv.indexOf('--');
+  if ((end < 0 ? argv : argv.slice(0, end)).includes('--json')) {
+    const known = err instanceof K8sHaError && !(err instanceof InternalError);
+    const error = known ? { message: err.message, ...(err.hint ? { hint: err.hint } : {}) } : { message: `internal error: ${(err as Error)?.message ?? String(err)}` };
+    process.stdout.write(JSON.stringify({ ok: false, exitCode: code, error }) + '\n');
+  }
+  return code;
 }
 
 function commandPath(argv: string[]): string {

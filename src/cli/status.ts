@@ -1,5 +1,6 @@
 /** `k8s-ha status -i inventory.yaml`: a table in a terminal, JSON for scripts. */
 import { colour } from './colour.js';
+import { byCause, ownCause } from './causes.js';
 import { Command } from 'commander';
 import { ExitCode } from '../errors.js';
 import { describeDrift } from '../cluster/control-plane.js';
@@ -22,12 +23,13 @@ export function statusCommand(setExit: (code: number) => void): Command {
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--kubeconfig <file>', "ask the cluster for its apiservers with this kubeconfig's credentials (instead of the inventory's cluster.kubeconfig) and show how they differ from the inventory's masters")
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold')
+    .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones), as deploy does')
     .option('--json', 'JSON on stdout')
-    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string }) => {
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string; acceptNewHostKeys?: boolean }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { clusterStatus } = await import('../engine/status.js');
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
-      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook, kubeconfig: o.kubeconfig });
+      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook, kubeconfig: o.kubeconfig, acceptNewHostKeys: o.acceptNewHostKeys });
       const cp = s.controlPlane;
       const cpDrift = !!cp && !('error' in cp) && (cp.notInCluster.length > 0 || cp.notInInventory.length > 0);
       const ok = s.healthy === s.nodes.length && !s.vip?.problem && !cpDrift && !(cp && 'error' in cp);
@@ -70,6 +72,14 @@ function implCell(n: NodeStatus): string {
   return n.impl === n.wanted ? n.impl! : colour.yellow(`${n.impl} (inventory: ${n.wanted})`);
 }
 
+/** Drift as far as it was seen: nothing is said of nodes that were not reached. */
+export function driftText(drifted: number, compared: number, nodes: number): string {
+  if (drifted) return `, ${drifted} differ from the inventory (k8s-ha deploy --check --diff shows how)${compared < nodes ? `; ${nodes - compared} could not be compared` : ''}`;
+  if (compared === 0) return ', none could be compared with the inventory';
+  if (compared < nodes) return `, none of the ${compared} reached differs from the inventory; ${nodes - compared} could not be compared`;
+  return ', none differs from the inventory';
+}
+
 export function renderStatus(status: ClusterStatus): string {
   // What nodes said (a foreign listener's name, a journal line) is shown, never obeyed by the terminal.
   const s = printableDeep(status);
@@ -78,6 +88,12 @@ export function renderStatus(status: ClusterStatus): string {
   const conns = s.nodes.some((n) => n.connections !== undefined);
   const connCell = (n: NodeStatus) => (!conns ? [] : n.connections === undefined ? [colour.dim('-')] : n.connections === 'unknown' ? [colour.yellow('unknown')] : [String(n.connections.active)]);
   const blank = conns ? [''] : [];
+  // Nodes not reached for one cause: the cause is said on the first one's row, the others point at it.
+  const groups = byCause(s.nodes.filter((n) => !n.reachable).map((n) => ({ name: n.name, address: n.address, status: n.health === 'unknown' ? 'no answer' : 'unreachable', error: n.error })));
+  const whyCell = (n: NodeStatus) => {
+    const g = groups.find((x) => x.names.includes(n.name));
+    return colour.dim(!g || g.names[0] === n.name ? ownCause(n.name, n.error) : `as ${g.names[0]}`);
+  };
   const rows = [
     ['NODE', 'ADDRESS', 'LB', 'SERVICE', 'SINCE', 'VERSION', 'DRIFT', 'LISTEN', ...(conns ? ['CONNS'] : []), ...masters.map((m) => `${m} (direct/lb)`)],
     ...s.nodes.map((n) =>
@@ -95,8 +111,8 @@ export function renderStatus(status: ClusterStatus): string {
             ...masters.map((m) => reachCell(n, m)),
           ]
         : n.health === 'unknown'
-          ? [colour.yellow(`${n.name}?`), addressCell(n), n.wanted, colour.yellow('no answer'), '', '', '', '', ...blank, ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')]
-          : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...blank, ...masters.map(() => ''), colour.dim(n.error?.split('\n')[0] ?? '')],
+          ? [colour.yellow(`${n.name}?`), addressCell(n), n.wanted, colour.yellow('no answer'), '', '', '', '', ...blank, ...masters.map(() => ''), whyCell(n)]
+          : [bad(n.name), addressCell(n), n.wanted, bad('unreachable'), '', '', '', '', ...blank, ...masters.map(() => ''), whyCell(n)],
     ),
   ];
   const lines = [table(rows), ''];
@@ -104,7 +120,7 @@ export function renderStatus(status: ClusterStatus): string {
     `${s.healthy}/${s.nodes.length} nodes healthy` +
       (s.down ? bad(`, ${s.down} down`) : '') +
       (s.unknown ? colour.yellow(`, ${s.unknown} unknown (no answer in time: could not tell)`) : '') +
-      (s.drifted ? `, ${s.drifted} differ from the inventory (k8s-ha deploy --check --diff shows how)` : ', none differs from the inventory') +
+      driftText(s.drifted, s.nodes.filter((n) => n.reachable).length, s.nodes.length) +
       ` (${(s.durationMs / 1000).toFixed(1)} s)`,
   );
   lines.push(masters.map((m) => `${m}: ${s.masters[m]!.direct}/${s.nodes.length} nodes reach it directly, ${s.masters[m]!.local} through their local port`).join('\n'));

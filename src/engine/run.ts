@@ -498,7 +498,8 @@ function report(
       changed: r.changed,
       failed: r.failed,
       config,
-      impl: { ...n.impl, running: config === 'new' ? n.impl.impl : config === 'previous' ? (n.impl.from ?? runningNow(n) ?? n.impl.impl) : undefined },
+      // A node never reached: what it runs is not known, and not claimed.
+      impl: { ...n.impl, running: config === 'new' ? n.impl.impl : config === 'previous' && n.planned ? (n.impl.from ?? runningNow(n) ?? n.impl.impl) : undefined },
       steps: r.steps,
       error: r.error,
       hint: r.hint,

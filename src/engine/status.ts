@@ -289,11 +289,11 @@ export function probeBounds(probes = 32): ProbePoolOptions {
   return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
 }
 
-export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string }): Promise<ClusterStatus> {
+export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string; acceptNewHostKeys?: boolean }): Promise<ClusterStatus> {
   const { kubeconfig: _kubeconfig, ...setupOptions } = options;
   const countsBefore = countsNow();
   const cpuBefore = process.cpuUsage();
-  const setup = await loadSetup({ ...setupOptions, acceptNewHostKeys: false });
+  const setup = await loadSetup({ ...setupOptions, acceptNewHostKeys: options.acceptNewHostKeys ?? false });
   const inv = setup.loaded.inventory;
   const creds = await clusterKubeconfig(inv, options.kubeconfig);
   // Asked while the nodes are: one request from here to the first master that answers.

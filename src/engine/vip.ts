@@ -38,6 +38,17 @@ export const splitBrain = (holders: string[], address: string) => `split brain: 
 /** How a VIP host's name is shown beside the nodes (a master may share a node's name space). */
 export const vipLabel = (name: string) => `vip/${name}`;
 
+/**
+ * Who holds the VIP as --check saw it, claiming no more than was asked: "not held" only when every
+ * VIP host of the run answered; unknown when none could be asked.
+ */
+export function heldText(holders: string[], asked: number, of: number): string {
+  if (holders.length === 1) return `held by ${holders[0]}`;
+  if (asked === 0) return `unknown: none of the ${of} VIP host${of === 1 ? '' : 's'} could be asked`;
+  if (asked < of) return `held by none of the ${asked} VIP host${asked === 1 ? '' : 's'} asked; ${of - asked} could not be asked`;
+  return 'not held';
+}
+
 export interface VipHostReport
   extends Pick<HostResult, 'address' | 'via' | 'status' | 'ok' | 'changed' | 'failed' | 'steps' | 'error' | 'hint' | 'journal' | 'verified' | 'rollback' | 'recovered' | 'lockedBy'> {
   role: VipHost['role'];
@@ -301,7 +312,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
       summary: report.error
         ? report.error
         : check
-          ? `${report.holders?.length === 1 ? `held by ${report.holders[0]}` : 'not held'}`
+          ? heldText(report.holders ?? [], runs.filter((r) => r.planned).length, runs.length)
           : report.through
             ? `held by ${report.holders!.join(', ')}; ${report.through.summary}`
             : 'not proven (interrupted)',

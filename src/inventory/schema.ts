@@ -389,11 +389,13 @@ export function parseStore(spec: string): { host?: string; user?: string; path: 
 }
 
 function storeProblemOf(spec: string): string | undefined {
+  // An IPv6 address without brackets reads as a host name ending at its first colon.
+  const colon = spec.indexOf(':/');
+  if (colon > 0 && net.isIPv6(spec.slice(0, colon).replace(/^[^@]*@/, ''))) return `an IPv6 address goes in brackets: [${spec.slice(0, colon).replace(/^[^@]*@/, '')}]${spec.slice(colon)}`;
   const at = parseStore(spec);
   if (!at.host) return /[\x00-\x1f\x7f]/.test(spec) ? 'holds a control character: name the folder plainly' : undefined;
   const example = `${at.host}:/srv/k8s-ha-store`;
   if (net.isIP(at.host) === 0 && !HOSTNAME.test(at.host)) return `${JSON.stringify(at.host)} is not a host name or IP address: write HOST:/PATH, like ${example} (a local folder whose name holds a colon: write it as ./${spec})`;
-  if (net.isIPv6(at.host) && !spec.includes('[')) return `an IPv6 address goes in brackets: [${at.host}]:/srv/k8s-ha-store`;
   if (at.user !== undefined) {
     const p = userNameProblem(at.user);
     if (p) return `its user ${p}`;

@@ -27,7 +27,7 @@ export interface DeployJson {
       /** Who holds the node's lock, when this run could not take it. */
       lockedBy?: string;
       rollback?: { ok: boolean; detail: string };
-      impl?: { wanted: 'nginx' | 'kube-lb' | 'auto'; impl: 'nginx' | 'kube-lb'; why?: string };
+      impl?: { wanted: 'nginx' | 'kube-lb' | 'auto'; impl: 'nginx' | 'kube-lb'; why?: string; running?: string };
       config: 'new' | 'previous' | 'unknown';
       batch?: number;
       changed: number;

@@ -59,6 +59,14 @@ describe('refused at load, before any connection (exit 2)', () => {
       expect(r.stderr).toContain(`${file}:1:14: ssh.user: "ops$(touch ${mark})" is not a user name: a login name is letters, digits`);
       expect(r.stderr).toContain('fix:');
     }
+    // With --json, the same error as JSON on stdout: a script reading it gets an answer, not nothing.
+    for (const args of [['deploy', '--check', '--json', '-i', file], ['status', '--json', '-i', file]]) {
+      const r = await k8sha(args, { env: env() });
+      expect(r.code, r.stderr).toBe(2);
+      const out = JSON.parse(r.stdout) as { ok: boolean; exitCode: number; error: { message: string; hint?: string } };
+      expect(out).toMatchObject({ ok: false, exitCode: 2 });
+      expect(out.error.message).toContain(`${file}:1:14: ssh.user: "ops$(touch ${mark})" is not a user name`);
+    }
     expect(fs.existsSync(mark)).toBe(false);
     expect(connections).toBe(0);
   });

@@ -104,11 +104,37 @@ describe('through the lab bastion (the nodes do not answer this machine)', () =>
     try {
       const r = await deployJson(['-i', inv]);
       expect(r.code).toBe(3);
+      const cause = `through bastion ${via()}, which failed: cannot reach ${lab().bastion.address}:22: connect ECONNREFUSED`;
       for (const n of lab().nodes) {
         const h = r.report.hosts[n.name]!;
         expect(h.status).toBe('unreachable');
-        expect(h.error).toContain(`${n.name}: cannot reach ${n.address}:22 through bastion ${via()}, which failed: cannot reach ${lab().bastion.address}:22: connect ECONNREFUSED`);
+        expect(h.error).toContain(`${n.name}: cannot reach ${n.address}:22 ${cause}`);
+        // Never reached: what it runs is not claimed.
+        expect(h.impl?.running).toBeUndefined();
       }
+      const names = lab().nodes.map((n) => n.name);
+      // --check in text: the cause once as it happens, once in the summary with every node it cost; no name twice on a line.
+      const check = await k8sha(['deploy', '--check', '-i', inv]);
+      expect(check.code).toBe(3);
+      const text = `${check.stdout}\n${check.stderr}`;
+      const said = text.split('\n').filter((l) => l.includes(cause));
+      // The first to fail, whichever it is, in its own words.
+      const first = lab().nodes.find((n) => said[0]?.startsWith(`${n.name}: `));
+      expect(said).toEqual([
+        `${first?.name}: unreachable: cannot reach ${first?.address}:22 ${cause} ${lab().bastion.address}:22`,
+        `${names.length} hosts (${names.join(', ')}): unreachable: cannot reach <address>:22 ${cause} ${lab().bastion.address}:22`,
+      ]);
+      // The second points at it; the third is left to the summary.
+      expect(text.match(new RegExp(`^\\S+: unreachable, as ${first?.name}; more hosts failing alike are not listed one by one until the end$`, 'gm'))).toHaveLength(1);
+      expect(text).toContain(`${names.length} nodes could not be checked (exit 3)`);
+      expect(text).not.toMatch(/^(\S+): unreachable: \1: /m);
+      // status: nothing said of drift it could not see; the cause on the first node's row, the others pointing at it.
+      const st = await k8sha(['status', '-i', inv]);
+      expect(st.code).toBe(3);
+      expect(st.stdout).toContain(`0/${names.length} nodes healthy, ${names.length} down, none could be compared with the inventory`);
+      expect(st.stdout).not.toContain('none differs');
+      expect(st.stdout.split('\n').filter((l) => l.includes(cause))).toHaveLength(1);
+      for (const n of names.slice(1)) expect(st.stdout).toMatch(new RegExp(`^${n} .* unreachable .* as ${names[0]}$`, 'm'));
       expect(await nodeFiles()).toEqual(files);
     } finally {
       await inContainer('bastion', 'systemctl start ssh');

@@ -171,6 +171,8 @@ describe('files the inventory names on this machine, checked at load', () => {
     expect(relative.message).toContain(`${dir}/inv.yaml:5:17: build.store: the folder on node-1 must be an absolute path, like /srv/k8s-ha-store: write HOST:/PATH, like node-1:/srv/k8s-ha-store`);
     expect((await loadError(dir, `${BASE}${ca}build: { store: "node-1:/srv/a;reboot" }\n`)).message).toMatch(/build\.store: the folder on node-1 holds ";"/);
     expect((await loadError(dir, `${BASE}${ca}build: { store: "-oProxyCommand=x@node-1:/srv/a" }\n`)).message).toMatch(/build\.store: its user "-oProxyCommand=x" is not a user name/);
+    expect((await loadError(dir, `${BASE}${ca}build: { store: "fe80::1:/srv/a" }\n`)).message).toContain('build.store: an IPv6 address goes in brackets: [fe80::1]:/srv/a');
+    expect((await loadError(dir, `${BASE}${ca}build: { store: "::1:/srv/a" }\n`)).message).toContain('build.store: an IPv6 address goes in brackets: [::1]:/srv/a');
     expect((await loadError(dir, `${BASE}${ca}build: { store: "no_de:/srv/a" }\n`)).message).toMatch(/build\.store: "no_de" is not a host name or IP address: write HOST:\/PATH, like no_de:\/srv\/k8s-ha-store \(a local folder whose name holds a colon: write it as \.\/no_de:\/srv\/a\)/);
   });
 
