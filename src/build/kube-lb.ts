@@ -1,5 +1,6 @@
 /**
- * kube-lb as one executable: src/proxy bundled with esbuild, compiled with `bun build --compile`
+ * kube-lb as one executable: src/proxy bundled with esbuild when the package is built
+ * (scripts/bundle-kube-lb.js), compiled with `bun build --compile`
  * onto the Bun runtime this package pins (package.json's optionalDependencies), never onto the Node.js
  * that runs the controller. Cached by what it is made of (the bundle, the Bun version and the
  * architecture), so the next deploy reuses it; its sha256 is recorded beside it.
@@ -10,7 +11,6 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import * as esbuild from 'esbuild';
 import { BuildError, K8sHaError } from '../errors.js';
 import { run } from '../util/exec.js';
 import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
@@ -120,34 +120,12 @@ async function runtimeFor(arch: KubeLbArch, work: string, say: Say): Promise<{ b
   return { binary, version: pin.version, target: pin.target };
 }
 
-/** The proxy's entry point, compiled: the package ships dist/, not src/. */
-function entryPoint(): string {
-  const entry = path.join(packageRoot(), 'dist', 'proxy', 'cli.js');
-  if (!fs.existsSync(entry)) {
-    throw new BuildError(`cannot build kube-lb: ${entry} is missing`, { hint: 'run npm run build (npm ci does it) and try again' });
-  }
-  return entry;
-}
+/** Where `npm run build` puts the bundle (scripts/bundle-kube-lb.js): shipped in the package, so every installed copy compiles the same bytes. */
+export const KUBE_LB_BUNDLE = ['dist', 'proxy', 'kube-lb.cjs'];
 
 /** The bundle (one CommonJS file with its dependencies) and the cache key of the executable made from it for `arch`. */
-export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64'): Promise<{ code: Buffer; key: string; identity: string }> {
-  const entry = entryPoint();
-  const bundle = () =>
-    esbuild.build({
-      entryPoints: [entry],
-      // Paths in the bundle are relative to the package, not to where k8s-ha was started.
-      absWorkingDir: packageRoot(),
-      bundle: true,
-      platform: 'node',
-      // Fixed, not this machine's Node.js: the same source gives the same bundle on any controller.
-      target: 'es2022',
-      format: 'cjs',
-      write: false,
-      logLevel: 'silent',
-      legalComments: 'none',
-    });
-  const out = await stage('bundling src/proxy with esbuild', bundle, "esbuild's package for this platform must be installed and run here (npm ci installs it)");
-  const code = Buffer.from(out.outputFiles[0]!.contents);
+export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64', file = path.join(packageRoot(), ...KUBE_LB_BUNDLE)): Promise<{ code: Buffer; key: string; identity: string }> {
+  const code = await stage(`reading its bundle ${file}`, () => fsp.readFile(file), 'run npm run build (npm ci does it) and try again; an installed k8s-ha has it: reinstall it');
   const bun = pinnedBun();
   const target = Object.values(BUN_PACKAGES).find((p) => p.arch === arch)?.target ?? arch;
   // What it is made of: the bundle, the runtime and its target (and the layout of build.json, 2).
@@ -184,7 +162,7 @@ export async function cachedKubeLb(arch: KubeLbArch = controllerArch() ?? 'x86_6
 }
 
 export async function ensureKubeLb(say: Say, arch: KubeLbArch = controllerArch() ?? 'x86_64', store?: Store): Promise<KubeLbBinary> {
-  say(`bundling src/proxy${arch === controllerArch() ? '' : ` (for ${arch})`}`);
+  say(`making kube-lb${arch === controllerArch() ? '' : ` for ${arch}`}`);
   const { code, key, identity } = await kubeLbBundle(arch);
   // Nothing is read from a cache another user could have written to.
   await ensureCacheRoot();

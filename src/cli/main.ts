@@ -3,11 +3,27 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, InternalError, K8sHaError, UsageError } from '../errors.js';
 import { buildCommand } from './build.js';
 import { deployCommand } from './deploy.js';
-import { labCommand } from './lab.js';
+import fs from 'node:fs';
+import path from 'node:path';
 import { statusCommand } from './status.js';
 import { reportError } from './ui.js';
+import { packageRoot } from '../util/paths.js';
 
-export const VERSION = '0.1.0';
+/** The package's own version: package.json is the one place it is written. */
+export const VERSION = (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+
+/** The lab comes with a clone of the repository, not with an installed package (which leaves dist/lab out). */
+const hasLab = () => fs.existsSync(path.join(packageRoot(), 'dist', 'lab', 'lab.js'));
+
+function noLab(): Command {
+  return new Command('lab')
+    .description('the test lab (in a clone of the repository only)')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .action(() => {
+      throw new UsageError('the lab is not part of an installed k8s-ha: it runs from a clone of the repository (npm ci, then npm run demo)', { hint: 'clone the repository where Docker runs, and run k8s-ha lab from there' });
+    });
+}
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode: number = ExitCode.ok;
@@ -26,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   program.addCommand(deployCommand(setExit));
   program.addCommand(statusCommand(setExit));
   program.addCommand(buildCommand());
-  program.addCommand(labCommand(setExit));
+  program.addCommand(hasLab() ? (await import('./lab.js')).labCommand(setExit) : noLab());
   for (const c of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     c.exitOverride().configureOutput({ outputError: () => undefined });
   }

@@ -6,6 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { expandHome } from '../connect/ssh.js';
+import { packageRoot } from '../util/paths.js';
 import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics.js';
 import { MAX_YAML_BYTES, tooLarge, validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
@@ -88,7 +89,7 @@ export async function loadInventory(file: string): Promise<LoadedInventory> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new UsageError(`cannot read inventory ${file}: ${code === 'ENOENT' ? 'no such file' : code}`, {
-      hint: 'pass an inventory with -i FILE (see inventory/inventory.example.yaml)',
+      hint: `pass an inventory with -i FILE (an example: ${path.join(packageRoot(), 'inventory', 'inventory.example.yaml')})`,
     });
   }
   if (text === undefined) throw new InventoryError(file, [tooLarge('inventory')]);

@@ -29,3 +29,14 @@ describe("kube-lb's Bun", () => {
     expect(bun.arch).toBe(process.arch === 'arm64' ? 'aarch64' : 'x86_64');
   });
 });
+
+describe("kube-lb's bundle", () => {
+  it('is read from the package (made by npm run build), and a missing one is a build failure naming the file and the fix', async () => {
+    const { kubeLbBundle } = await import('../../src/build/kube-lb.js');
+    const err = await kubeLbBundle('x86_64', '/nonexistent/kube-lb.cjs').catch((e: Error & { hint?: string; exitCode?: number }) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/^cannot build kube-lb: reading its bundle \/nonexistent\/kube-lb\.cjs failed: ENOENT/);
+    expect((err as { hint?: string }).hint).toMatch(/^run npm run build/);
+    expect((err as { exitCode?: number }).exitCode).toBe(4);
+  });
+});
