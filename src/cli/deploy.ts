@@ -5,7 +5,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
-import { DURATION, durationMs } from '../util/duration.js';
+import { durationMs, durationProblem } from '../util/duration.js';
 import { positive } from './flags.js';
 import type { DeployReport } from '../engine/run.js';
 
@@ -18,7 +18,8 @@ function duration(flag: string, max: string, min?: string) {
   const maxMs = durationMs(max);
   const minMs = min ? durationMs(min) : 0;
   return (v: string) => {
-    if (!DURATION.test(v)) throw new InvalidArgumentError(`${flag} must be a duration such as 30s, 5m or 1h.`);
+    const problem = durationProblem(v);
+    if (problem) throw new InvalidArgumentError(`${flag} ${problem}.`);
     const ms = durationMs(v);
     if (ms > maxMs) throw new InvalidArgumentError(`${flag} must be at most ${max}.`);
     if (ms < minMs) throw new InvalidArgumentError(`${flag} must be at least ${min}.`);

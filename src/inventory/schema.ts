@@ -7,7 +7,7 @@ import net from 'node:net';
 import posix from 'node:path/posix';
 import { z } from 'zod';
 import { parseProxyJump } from '../connect/proxy-jump.js';
-import { DURATION, durationMs, durationRangeProblem, UNIT_MS } from '../util/duration.js';
+import { DURATION, DURATION_EXAMPLES, durationMs, durationProblem, durationRangeProblem, UNIT_MS } from '../util/duration.js';
 import { ipv4LiteralProblem, isWildcard } from '../util/hostport.js';
 import { count, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS, requestPath } from '../proxy/config.js';
 import { nodePathProblem, userNameProblem } from '../util/safe-values.js';
@@ -70,10 +70,7 @@ const MS = UNIT_MS;
  * refuses such bounds.
  */
 const duration = (minMs: number, maxMs: number) =>
-  checked(
-    z.string({ error: 'must be a duration like 30s' }).regex(DURATION, 'must be a duration like 500ms, 30s, 10m or 1h'),
-    (v) => durationRangeProblem(v, { minMs, maxMs }),
-  );
+  checked(z.string({ error: `must be a duration with its unit, like ${DURATION_EXAMPLES}` }), (v) => durationProblem(v) ?? durationRangeProblem(v, { minMs, maxMs }));
 /** A file on this machine (the controller): relative to the inventory file; load.ts checks that it is there. */
 const path = z.string({ error: 'must be a file path' }).min(1, 'must not be empty');
 
@@ -272,7 +269,7 @@ export const lb = z.strictObject({
   /** IP:PORT, IPv6 in brackets: `[::1]:8443`. */
   listen: listen('127.0.0.1:8443').default('127.0.0.1:8443'),
   balance: z.enum(['least_conn', 'round_robin', 'hash']).default('least_conn'),
-  maxFails: z.number().int().min(0).max(1000).default(3),
+  maxFails: count(0, 1000).default(3),
   failTimeout: duration(MS.s, MS.h).default('30s'),
   connectTimeout: duration(100, 75 * MS.s).default('1s'),
   proxyTimeout: duration(MS.s, 24 * MS.h).default('10m'),
@@ -303,8 +300,8 @@ export const kubeLb = z.strictObject({
       fastInterval: duration(100, MS.h).default('250ms'),
       /** A whole check (connect, TLS, answer). A hung apiserver is down after 2 timeouts: keep interval + 2 x timeout <= 3 s. */
       timeout: duration(100, MS.m).default('700ms'),
-      rise: z.number().int().min(1).max(100).default(2),
-      fall: z.number().int().min(1).max(100).default(2),
+      rise: count(1, 100).default(2),
+      fall: count(1, 100).default(2),
       /** A client certificate for the checks, as paths on the node (never copied by k8s-ha). */
       clientCertFile: nodePath('/etc/kubernetes/pki/apiserver-kubelet-client.crt').optional(),
       clientKeyFile: nodePath('/etc/kubernetes/pki/apiserver-kubelet-client.key').optional(),
@@ -435,7 +432,7 @@ export const DEFAULT_KUBECONFIGS = [
 
 /** Kubeconfigs that `deploy --repoint-kubeconfigs` points at the local balancer (or nodes[].repointTo), and the service to restart after. */
 export const kubeconfigs = z
-  .array(z.strictObject({ path: nodePath('/etc/kubernetes/kubelet.kubeconfig'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/).optional() }))
+  .array(z.strictObject({ path: nodePath('/etc/kubernetes/kubelet.kubeconfig'), service: z.string().regex(/^[A-Za-z0-9@._-]+$/, 'must be a systemd service name such as kubelet (letters, digits, "@", ".", "_" or "-")').optional() }))
   .default(DEFAULT_KUBECONFIGS);
 
 /** An IP address alone: what keepalived holds and VRRP peers write to each other. */

@@ -3,8 +3,8 @@
  * path. Shared by the inventory and the playbooks.
  */
 import { Composer, Lexer, YAMLParseError, isMap, isPair, isScalar, isSeq, LineCounter, Parser, visit, type Alias, type CST, type Document, type Node as YamlNode, type Pair, type YAMLMap } from 'yaml';
-import type { z } from 'zod';
-import type { Diagnostic, InventoryPath } from './diagnostics.js';
+import { z } from 'zod';
+import { formatPath, orList, unknownKeyMessage, type Diagnostic, type InventoryPath } from './diagnostics.js';
 
 export interface Validated<T> {
   value?: T;
@@ -68,13 +68,31 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S, what 
     const where = alias.at === undefined ? {} : lineCounter.linePos(alias.at);
     return { position, diagnostics: [{ severity: 'error', path: [], message: alias.message, ...where }] };
   }
-  const result = schema.safeParse(js ?? {});
+  // The keys each mapping that refused some allows, taken from the object schema itself as it
+  // reports them: a suggestion can only name a key that would have been accepted there.
+  const allowedAt = new Map<string, string[]>();
+  const result = schema.safeParse(js ?? {}, {
+    error: (issue) => {
+      if (issue.code === 'unrecognized_keys') allowedAt.set(JSON.stringify(issue.path ?? []), shapeKeys(issue.inst));
+      return inOurWords(issue, { value: issue.input });
+    },
+  });
   if (result.success) return { value: result.data, diagnostics: [], position };
+  // Read first: zod words its issues (calling the map above) when they are first asked for.
+  const issues = result.error.issues;
   const diagnostics: Diagnostic[] = [];
-  for (const issue of result.error.issues) {
+  for (const issue of issues) {
     const p = issue.path as InventoryPath;
     if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) diagnostics.push({ severity: 'error', path: [...p, key], message: 'unknown key', ...position(p, key) });
+      const allowed = allowedAt.get(JSON.stringify(p));
+      for (const key of issue.keys) diagnostics.push({ severity: 'error', path: [...p, key], message: unknownKeyMessage(key, allowed), ...position(p, key) });
+      continue;
+    }
+    // A value that fits none of a field's forms, but one of them down to an element: placed there.
+    const branch = issue.code === 'invalid_union' ? unionBranch(issue as unknown as Wordable) : undefined;
+    if (branch?.path?.length) {
+      const at = [...p, ...(branch.path as InventoryPath)];
+      diagnostics.push({ severity: 'error', path: at, message: describeIssue({ ...branch, path: at } as unknown as ZodIssue, js ?? {}), ...position(at) });
       continue;
     }
     diagnostics.push({ severity: 'error', path: p, message: describeIssue(issue, js ?? {}), ...position(p) });
@@ -186,14 +204,193 @@ function pathOf(chain: readonly unknown[]): InventoryPath {
 /**
  * A zod issue in our words: a missing value "is required"; unknown keys are named. zod leaves the
  * input out of its issues: with `root`, the value parsed, a value of the wrong type is told apart
- * from a missing one (`masters: 5` must be a list, it is not missing).
+ * from a missing one (`masters: 5` must be a list, it is not missing). An issue a schema left to
+ * zod's own text (parsed without inOurWords as its map) is worded here too.
  */
 export function describeIssue(issue: ZodIssue, root?: unknown): string {
   if (issue.code === 'unrecognized_keys') return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.join(', ')}`;
   // An empty value (`masters:`) is null in YAML: missing too.
   const received = root === undefined ? (issue as { input?: unknown }).input : (valueAt(root, issue.path) ?? undefined);
   if (received === undefined && (issue.code === 'invalid_type' || /received undefined/.test(issue.message))) return 'is required';
-  return issue.message;
+  if (!zodsOwnWords(issue)) return issue.message;
+  return inOurWords(issue as Wordable, root === undefined ? undefined : { value: received });
+}
+
+/** English as zod writes it by default: what a message is compared with to know it is zod's, not a schema's. */
+const zodEnglish = z.locales.en().localeError;
+
+function zodsOwnWords(issue: ZodIssue): boolean {
+  // Its wrong-type text names the value's type, which a finished issue no longer carries.
+  if (issue.code === 'invalid_type') return issue.message.startsWith(`Invalid input: expected ${issue.expected}, received `);
+  const english = zodEnglish(issue as Parameters<typeof zodEnglish>[0]);
+  return issue.message === 'Invalid input' || issue.message === (typeof english === 'string' ? english : english?.message);
+}
+
+/** An issue as zod raises it or as it reports it: the fields the wording needs. */
+type Wordable = { code: string; path?: PropertyKey[]; message?: string } & Record<string, unknown>;
+
+const TYPE_WORDS: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  bigint: 'a whole number',
+  boolean: 'true or false',
+  array: 'a list',
+  tuple: 'a list',
+  object: 'a mapping of keys to values',
+  record: 'a mapping of keys to values',
+  map: 'a mapping of keys to values',
+  set: 'a list',
+  date: 'a date',
+  null: 'empty',
+};
+
+const FORMAT_WORDS: Record<string, string> = {
+  url: 'a URL',
+  email: 'an email address',
+  uuid: 'a UUID',
+  ipv4: 'an IPv4 address',
+  ipv6: 'an IPv6 address',
+  cidrv4: 'an IPv4 range such as 10.0.0.0/8',
+  cidrv6: 'an IPv6 range such as fd00::/8',
+  hostname: 'a host name',
+  datetime: 'a date and time such as 2024-01-31T12:00:00Z',
+  date: 'a date such as 2024-01-31',
+  time: 'a time such as 12:00:00',
+  duration: 'an ISO 8601 duration such as PT30S',
+  base64: 'base64 text',
+  base64url: 'base64url text',
+};
+
+/** What kind of value a place holds, as a reader of YAML names it. */
+function kindOf(v: unknown): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  if (typeof v === 'boolean') return String(v);
+  if (typeof v === 'number' || typeof v === 'bigint') return 'a number';
+  return `a ${typeof v}`;
+}
+
+/** A value as the file writes it: strings quoted (cut short), numbers and booleans as they are, collections by kind. */
+function shown(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v);
+  return kindOf(v);
+}
+
+/** An allowed value in a list of choices: strings plain (`yes, accept-new or no`), the rest as written. */
+const choice = (v: unknown) => (typeof v === 'string' ? v : shown(v));
+
+/** The keys an object schema takes, from its shape; none for anything else. */
+function shapeKeys(inst: unknown): string[] {
+  const shape = (inst as { _zod?: { def?: { shape?: unknown } } } | undefined)?._zod?.def?.shape;
+  return shape && typeof shape === 'object' ? Object.keys(shape) : [];
+}
+
+/**
+ * Every kind of zod issue in the project's words: what the value must be, and what was found when
+ * it is known (`got`). Given to safeParse as its error map, it words only the issues a schema left
+ * without a message of its own: a field's own message always wins.
+ */
+export function inOurWords(issue: Wordable | z.core.$ZodRawIssue, got?: { value: unknown }): string {
+  const i = issue as Wordable;
+  const has = got !== undefined && got.value !== undefined;
+  const saw = (text: string) => (has ? ` (got ${text})` : '');
+  switch (i.code) {
+    case 'invalid_type': {
+      if (got !== undefined && (got.value === undefined || got.value === null)) return 'is required';
+      const expected = String(i.expected);
+      const want = TYPE_WORDS[expected] ?? `a ${expected}`;
+      const v = got?.value;
+      // YAML reads 1.22 or true as a number or a boolean: text wanted there needs quotes.
+      if (expected === 'string' && (typeof v === 'number' || typeof v === 'boolean')) return `must be a string${saw(`${kindOf(v)}: put the value in quotes`)}`;
+      // A string or a number that is not whole shows itself; otherwise the kind found says enough.
+      return `must be ${want}${saw(typeof v === 'string' || (expected === 'int' && typeof v === 'number') ? shown(v) : kindOf(v))}`;
+    }
+    case 'invalid_value': {
+      const values = (i.values as unknown[]) ?? [];
+      const want = values.length === 1 ? shown(values[0]) : `one of ${orList(values.map(choice))}`;
+      return `must be ${want}${saw(shown(got?.value))}`;
+    }
+    case 'too_small':
+    case 'too_big': {
+      const small = i.code === 'too_small';
+      const n = Number(small ? i.minimum : i.maximum);
+      const inclusive = i.inclusive !== false;
+      switch (i.origin) {
+        case 'array':
+        case 'set':
+        case 'map': {
+          const items = (k: number) => `${k === 1 ? 'one item' : `${k} items`}`;
+          if (i.exact) return `needs exactly ${items(n)}`;
+          if (small) return `needs at least ${items(inclusive ? n : n + 1)}`;
+          return `has too many items: list at most ${items(inclusive ? n : n - 1)}`;
+        }
+        case 'string': {
+          const chars = (k: number) => `${k} character${k === 1 ? '' : 's'}`;
+          if (i.exact) return `must be exactly ${chars(n)} long`;
+          if (small) return (inclusive ? n : n + 1) <= 1 ? 'must not be empty' : `must be at least ${chars(inclusive ? n : n + 1)} long`;
+          return `must be at most ${chars(inclusive ? n : n - 1)} long`;
+        }
+        default: {
+          const bound = small ? (inclusive ? `at least ${n}` : `more than ${n}`) : inclusive ? `at most ${n}` : `less than ${n}`;
+          return `must be ${bound}${saw(shown(got?.value))}`;
+        }
+      }
+    }
+    case 'invalid_format': {
+      if (i.format === 'starts_with') return `must start with ${JSON.stringify(i.prefix)}`;
+      if (i.format === 'ends_with') return `must end with ${JSON.stringify(i.suffix)}`;
+      if (i.format === 'includes') return `must contain ${JSON.stringify(i.includes)}`;
+      if (i.format === 'regex') return `is not in the expected form (it must match ${String(i.pattern)})`;
+      const format = String(i.format);
+      return `must be ${FORMAT_WORDS[format] ?? `in the ${format} format`}`;
+    }
+    case 'not_multiple_of':
+      return `must be a multiple of ${String(i.divisor)}${saw(shown(got?.value))}`;
+    case 'unrecognized_keys':
+      return `unknown key${(i.keys as string[]).length > 1 ? 's' : ''} ${(i.keys as string[]).join(', ')}`;
+    case 'invalid_key':
+      return 'has a key that is not allowed here';
+    case 'invalid_element':
+      return 'holds a value that is not allowed here';
+    case 'invalid_union':
+      return unionWords(i, got);
+    default:
+      return i.message && !/^Invalid input/.test(i.message) ? i.message : 'is not valid here';
+  }
+}
+
+const unionOptions = (i: Wordable) => ((i.errors as Wordable[][] | undefined) ?? []).filter((o) => o.length);
+const typeOnly = (o: Wordable[]) => o.length === 1 && o[0]!.code === 'invalid_type' && !o[0]!.path?.length;
+
+/** The first issue of the first form that took the value's type (a list, say) and refused something inside it. */
+function unionBranch(i: Wordable): Wordable | undefined {
+  if (Array.isArray(i.options) && i.options.length) return undefined;
+  return unionOptions(i).find((o) => !typeOnly(o))?.[0];
+}
+
+/**
+ * A value that fits none of a field's forms. When each form refused it for its type alone, the
+ * forms are named (`must be a string or a list`); otherwise the form it came closest to speaks.
+ */
+function unionWords(i: Wordable, got?: { value: unknown }): string {
+  if (Array.isArray(i.options) && i.options.length) {
+    const which = typeof i.discriminator === 'string' ? `its ${i.discriminator} ` : '';
+    return `${which}must be one of ${orList(i.options.map(choice))}`;
+  }
+  if (i.inclusive === false) return 'fits more than one of the accepted forms: write it so that it fits one';
+  const options = unionOptions(i);
+  if (options.length && options.every(typeOnly)) {
+    const wants = [...new Set(options.map((o) => TYPE_WORDS[String(o[0]!.expected)] ?? `a ${String(o[0]!.expected)}`))];
+    return `must be ${orList(wants)}${got !== undefined && got.value !== undefined ? ` (got ${kindOf(got.value)})` : ''}`;
+  }
+  const first = unionBranch(i);
+  if (!first) return 'is not valid here';
+  // Issues inside a union are finished before the union's: worded by the map when there was one.
+  const text = first.message !== undefined && !zodsOwnWords(first as unknown as ZodIssue) ? first.message : inOurWords(first);
+  return first.path?.length ? `${formatPath(first.path as InventoryPath)}: ${text}` : text;
 }
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {

@@ -5,6 +5,10 @@
 import type { Inventory } from '../inventory/schema.js';
 import { formatHostPort, hostPortOf } from '../util/hostport.js';
 import { nginxWord as w, unitWord as u } from './config-words.js';
+import { durationMs } from '../util/duration.js';
+
+/** nginx reads fail_timeout in seconds only (no ms): a duration with milliseconds is rounded up to whole seconds; any other is written as it is. */
+export const wholeSeconds = (v: string): string => (/\d+ms$/.test(v) ? `${Math.ceil(durationMs(v) / 1000)}s` : v);
 
 export const NGINX_SERVICE = 'kube-nginx';
 /** The system user nginx's workers run as (the playbook makes it). */
@@ -86,7 +90,7 @@ export function renderNginxConf(inv: Inventory, run?: NginxRunPaths): string {
     balanceDirective(inv.lb.balance),
     ...inv.masters.map(
       // nginx reads an IPv6 server only in brackets: [fd00::1]:6443.
-      (m) => `server ${w(formatHostPort(m.address, m.port))} max_fails=${w(inv.lb.maxFails)} fail_timeout=${w(inv.lb.failTimeout)}; # ${w(m.name)}`,
+      (m) => `server ${w(formatHostPort(m.address, m.port))} max_fails=${w(inv.lb.maxFails)} fail_timeout=${w(wholeSeconds(inv.lb.failTimeout))}; # ${w(m.name)}`,
     ),
   ].filter(Boolean) as string[];
   return `# Managed by k8s-ha: changes here are overwritten by the next deploy.

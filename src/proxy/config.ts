@@ -22,7 +22,7 @@ export const DEFAULT_LISTEN_WAIT_MS = 10_000;
 const duration = (minMs: number, maxMs: number) =>
   z
     .string()
-    .regex(DURATION, 'must be a duration like 500ms, 2s, 10m')
+    .regex(DURATION, 'must be a duration like 500ms, 2s, 10m or 1h30m')
     .superRefine((v, ctx) => {
       const problem = durationRangeProblem(v, { minMs, maxMs });
       if (problem) ctx.addIssue({ code: 'custom', message: problem });

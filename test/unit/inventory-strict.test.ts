@@ -194,7 +194,7 @@ describe('4. durations within bounds', () => {
   });
 
   it('a duration that is not one keeps its message', () => {
-    expect(lines(inv('lb: { proxyTimeout: 10 minutes }'))).toEqual(['inv.yaml:5:21: lb.proxyTimeout: must be a duration like 500ms, 30s, 10m or 1h']);
+    expect(lines(inv('lb: { proxyTimeout: 10 minutes }'))).toEqual(['inv.yaml:5:21: lb.proxyTimeout: must be a duration like 500ms, 30s, 10m or 1h30m']);
   });
 });
 

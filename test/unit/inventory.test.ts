@@ -71,7 +71,7 @@ nginx:
   sha256: abc
 `;
     expect(lines(text)).toEqual([
-      'inv.yaml:3:3: ssh.identityFle: unknown key',
+      'inv.yaml:3:3: ssh.identityFle: unknown key; did you mean identityFile?',
       'inv.yaml:6:32: masters[1].address: not an IP address or host name',
       'inv.yaml:6:57: masters[1].port: must be a port from 1 to 65535',
       'inv.yaml:11:13: nginx.sources[0]: must be an http:// or https:// URL',

@@ -32,7 +32,7 @@ async function checkConfig(settings: Record<string, unknown>): Promise<{ code: n
 describe('kube-lb --check-config bounds', () => {
   it.each([
     [{ active: { interval: '0s' } }, 'active.interval: must be from 100ms to 1h'],
-    [{ active: { interval: '25d' } }, 'active.interval: must be a duration like 500ms, 2s, 10m'],
+    [{ active: { interval: '25d' } }, 'active.interval: must be a duration like 500ms, 2s, 10m or 1h30m'],
     [{ active: { interval: '600h' } }, 'active.interval: must be from 100ms to 1h'],
     [{ active: { fastInterval: '10ms' } }, 'active.fastInterval: must be from 100ms to 1h'],
     [{ active: { timeout: '10m' } }, 'active.timeout: must be from 100ms to 1m'],

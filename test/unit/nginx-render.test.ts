@@ -58,3 +58,10 @@ describe('kube-nginx.service', () => {
     }
   });
 });
+
+describe("nginx's fail_timeout", () => {
+  it('is whole seconds (nginx refuses ms there): milliseconds are rounded up, anything else is written as it is (compound too, which nginx reads)', async () => {
+    const { wholeSeconds } = await import('../../src/lb/nginx.js');
+    expect(['1500ms', '1s500ms', '1000ms', '30s', '1m30s', '1h'].map(wholeSeconds)).toEqual(['2s', '2s', '1s', '30s', '1m30s', '1h']);
+  });
+});
