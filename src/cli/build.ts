@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import { table } from './ui.js';
 import { printable } from '../util/printable.js';
+import { EXIT_CODES, inventoryOption, privateKeyOption, userOption } from './flags.js';
 
 export interface ArtifactLine {
   /** nginx, kube-lb, kube-nginx-image */
@@ -23,12 +24,22 @@ export interface ArtifactLine {
 export function buildCommand(): Command {
   return new Command('build')
     .description("build the artifacts the inventory's nodes install (nginx, kube-lb, the nginx image) into the cache and the store (build.store), or find them there, and print each one's kind, architecture, path and sha256; no node is touched (a build.host node is only built on)")
-    .requiredOption('-i, --inventory <file>', 'inventory YAML')
+    .addOption(inventoryOption())
+    .addOption(userOption())
+    .addOption(privateKeyOption())
     .option('--json', 'JSON on stdout: {"artifacts": [{"kind", "arch", "path", "sha256", "identity", "stored"}]}')
-    .action(async (o: { inventory: string; json?: boolean }) => {
+    .addHelpText(
+      'after',
+      `
+Examples:
+  k8s-ha build -i inventory.yaml                       build (or find) what the nodes install; touches no node
+  k8s-ha build -i inventory.yaml --json | jq -r '.artifacts[] | "\\(.kind) \\(.arch) \\(.sha256)"'
+${EXIT_CODES}`,
+    )
+    .action(async (o: { inventory: string; json?: boolean; user?: string; privateKey?: string }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { loadSetup, buildArtifacts } = await import('../engine/deploy.js');
-      const setup = await loadSetup({ inventoryFile: o.inventory, concurrency: 1, acceptNewHostKeys: false });
+      const setup = await loadSetup({ inventoryFile: o.inventory, concurrency: 1, acceptNewHostKeys: false, sshUser: o.user, identityFile: o.privateKey });
       const say = (line: string) => process.stderr.write(`${printable(line)}\n`);
       const builds = await buildArtifacts(setup, o.json ? () => undefined : say);
       const keys = Object.keys(builds.artifacts);

@@ -6,7 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { durationMs, durationProblem } from '../util/duration.js';
-import { positive } from './flags.js';
+import { EXIT_CODES, inventoryOption, positive, privateKeyOption, userOption } from './flags.js';
 import type { DeployReport } from '../engine/run.js';
 
 function percent(v: string): number {
@@ -46,6 +46,8 @@ interface DeployFlags {
   mastersFromCluster?: boolean;
   kubeconfig?: string;
   minMasters?: number;
+  user?: string;
+  privateKey?: string;
 }
 
 /** Exit code of a deploy report: interrupted 130, something failed or locked 3, --check pending 5. */
@@ -57,7 +59,7 @@ export function exitCodeOf(r: DeployReport): number {
 }
 
 /** --ask-pass: the keys every node (and bastion) would use, unlocked before the run draws anything. */
-export async function askPassphrases(options: { inventoryFile: string; limit?: string[]; playbookFile?: string; acceptNewHostKeys?: boolean }): Promise<void> {
+export async function askPassphrases(options: { inventoryFile: string; limit?: string[]; playbookFile?: string; acceptNewHostKeys?: boolean; sshUser?: string; identityFile?: string }): Promise<void> {
   const [{ loadSetup }, { unlockKeys }] = await Promise.all([import('../engine/deploy.js'), import('./ask-pass.js')]);
   const setup = await loadSetup({ concurrency: 1, acceptNewHostKeys: false, ...options });
   await unlockKeys(setup.targets.values());
@@ -70,7 +72,9 @@ export function deployCommand(setExit: (code: number) => void): Command {
       'build the node-local balancer (nginx with the stream module, or kube-lb as one executable: lb.impl), roll it out to every node, ' +
         'verify each end to end; nodes whose running balancer would be restarted, reloaded or replaced go in batches (--serial)',
     )
-    .requiredOption('-i, --inventory <file>', 'inventory YAML')
+    .addOption(inventoryOption())
+    .addOption(userOption())
+    .addOption(privateKeyOption())
     .option('--check', 'show what would change on each node; builds, installs and writes nothing anywhere (exit 5 when changes are pending)')
     .option('--diff', 'show unified diffs of the config and unit files that change')
     .option('--serial <n|n%>', 'nodes per batch when a running balancer would be restarted, reloaded or replaced (and for --repoint-kubeconfigs)', '25%')
@@ -88,6 +92,18 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold (asked once per key, kept in memory only)')
     .option('--playbook <file>', 'playbook YAML replacing the built-in one of the same name (kube-nginx or kube-lb)')
     .option('--json', 'print one JSON object on stdout; progress lines go to stderr')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  k8s-ha deploy -i inventory.yaml                      build, roll out and verify on every node
+  k8s-ha deploy -i inventory.yaml --check --diff       what would change, with diffs; touches nothing
+  k8s-ha deploy -i inventory.yaml --limit node-1       one node only
+  k8s-ha deploy -i inventory.yaml --serial 1 --repoint-kubeconfigs
+                                                       one node at a time, then kubelet and kube-proxy onto it
+  K8S_HA_INVENTORY=prod.yaml k8s-ha deploy -u ops --private-key ~/.ssh/ops_ed25519
+${EXIT_CODES}`,
+    )
     .action(async (o: DeployFlags) => {
       const [{ runDeploy }, { parseSerial }, render] = await Promise.all([import('../engine/run.js'), import('../engine/roll.js'), import('./deploy-render.js')]);
       const serial = parseSerial(o.serial);
@@ -108,6 +124,8 @@ export function deployCommand(setExit: (code: number) => void): Command {
         mastersFromCluster: !!o.mastersFromCluster,
         kubeconfig: o.kubeconfig,
         minMasters: o.minMasters,
+        sshUser: o.user,
+        identityFile: o.privateKey,
       };
       if (o.askPass) await askPassphrases(options);
       const renderer = await render.chooseRenderer(!!o.json);

@@ -1,5 +1,5 @@
 /** Parsers of flag values shared by the commands: a bad value is a usage error naming the flag. */
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 
 /** A whole number of at least 1 (`--concurrency`, `--probes`). */
 export function positive(what: string) {
@@ -8,3 +8,25 @@ export function positive(what: string) {
     return Number(v);
   };
 }
+
+/**
+ * -i, and what every command that logs in to hosts takes alike: the inventory (or K8S_HA_INVENTORY,
+ * for a shell that works on one cluster), and -u / --private-key, as `ssh -l` and `ssh -i` give them
+ * (in place of the inventory's ssh.user and ssh.identityFile; a host's own ssh: still wins).
+ */
+export const inventoryOption = () => new Option('-i, --inventory <file>', 'inventory YAML').env('K8S_HA_INVENTORY').makeOptionMandatory();
+export const userOption = () => new Option('-u, --user <name>', "log in as this user on every host (in place of the inventory's ssh.user)");
+export const privateKeyOption = () => new Option('--private-key <file>', "log in with this private key (in place of the inventory's ssh.identityFile)");
+
+/** Exit codes as every command's --help ends with them. */
+export const EXIT_CODES = `
+Exit codes:
+  0    success
+  1    anything else (a bug in k8s-ha says so)
+  2    bad input: flags, inventory, playbook; said before any connection
+  3    some hosts failed, were unreachable or locked (status: some node down)
+  4    the nginx or kube-lb build failed: nothing was touched on any node
+  5    deploy --check: changes are pending
+  6    status: nothing down, but some nodes could not be told
+  7    status: the cluster's apiservers differ from the inventory's masters
+  130  interrupted (SIGINT or SIGTERM)`;

@@ -6,7 +6,7 @@ import { ExitCode } from '../errors.js';
 import { describeDrift } from '../cluster/control-plane.js';
 import type { ControlPlaneStatus } from '../cluster/read.js';
 import type { ClusterStatus, KubeLbDiscovery, NodeStatus } from '../engine/status.js';
-import { positive } from './flags.js';
+import { EXIT_CODES, inventoryOption, positive, privateKeyOption, userOption } from './flags.js';
 import { table } from './ui.js';
 import { nextDeployDoes } from '../engine/scripts.js';
 import type { VipStatus } from '../engine/vip-status.js';
@@ -16,7 +16,9 @@ import { printable, printableDeep } from '../util/printable.js';
 export function statusCommand(setExit: (code: number) => void): Command {
   return new Command('status')
     .description("each node's balancer (kube-nginx or kube-lb): service state, version, drift from the inventory, and which apiservers it reaches directly and through its local port")
-    .requiredOption('-i, --inventory <file>', 'inventory YAML')
+    .addOption(inventoryOption())
+    .addOption(userOption())
+    .addOption(privateKeyOption())
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'nodes probed at once', positive('--concurrency'), 64)
     .option('--probes <n>', 'HTTPS probes running at once, in all (each apiserver gets at most a third of them, at least 4)', positive('--probes'))
@@ -25,11 +27,21 @@ export function statusCommand(setExit: (code: number) => void): Command {
     .option('--ask-pass', 'ask on the terminal for the passphrase of protected keys ssh-agent does not hold')
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones), as deploy does')
     .option('--json', 'JSON on stdout')
-    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string; acceptNewHostKeys?: boolean }) => {
+    .addHelpText(
+      'after',
+      `
+Examples:
+  k8s-ha status -i inventory.yaml                      every node's balancer, and what it reaches
+  k8s-ha status -i inventory.yaml --json | jq '.nodes[] | select(.health != "healthy")'
+  k8s-ha status -i inventory.yaml --kubeconfig admin.kubeconfig
+                                                       also: do the cluster's apiservers match the inventory?
+${EXIT_CODES}`,
+    )
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string; acceptNewHostKeys?: boolean; user?: string; privateKey?: string }) => {
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { clusterStatus } = await import('../engine/status.js');
-      if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook });
-      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook, kubeconfig: o.kubeconfig, acceptNewHostKeys: o.acceptNewHostKeys });
+      if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook, sshUser: o.user, identityFile: o.privateKey });
+      const s = await clusterStatus({ inventoryFile: o.inventory, limit: o.limit, concurrency: o.concurrency, probes: o.probes, playbookFile: o.playbook, kubeconfig: o.kubeconfig, acceptNewHostKeys: o.acceptNewHostKeys, sshUser: o.user, identityFile: o.privateKey });
       const cp = s.controlPlane;
       const cpDrift = !!cp && !('error' in cp) && (cp.notInCluster.length > 0 || cp.notInInventory.length > 0);
       const ok = s.healthy === s.nodes.length && !s.vip?.problem && !cpDrift && !(cp && 'error' in cp);

@@ -6,11 +6,13 @@
 import { takeMastersFromCluster, type MastersChange } from '../cluster/read.js';
 import { deadlineOf, deadlinesOf, secondsOf } from '../connect/deadlines.js';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { userNameProblem } from '../util/safe-values.js';
 import { BuildError, ConnectError, NoToolchainError, UsageError, type K8sHaError } from '../errors.js';
 import { cachedKubeLb, controllerArch, ensureKubeLb, type KubeLbArch } from '../build/kube-lb.js';
 import { builtFor, cachedNginxBinary, cachedNginxBuilds, cannotRun, controllerBuildHost, controllerOs, ensureNginxBinary, withStatusModule, type BuildHost, type BuiltBinary } from '../build/nginx.js';
 import { emptyRequest, factScript, isServing, parseFacts, type HostFacts } from '../facts/host.js';
-import { readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.js';
+import { expandHome, readRevokedKeys, SshConnection, type SshTarget } from '../connect/ssh.js';
 import { TargetResolver } from '../connect/targets.js';
 import { loadInventory, type LoadedInventory } from '../inventory/load.js';
 import { identityFileProblem } from '../inventory/local-files.js';
@@ -56,6 +58,32 @@ export interface DeployOptions {
   kubeconfig?: string;
   /** --min-masters: the fewest apiservers --masters-from-cluster may leave nodes with (default: a majority of the inventory's). */
   minMasters?: number;
+  /** -u: the login name, in place of the inventory's ssh.user (a host's own ssh.user still wins). */
+  sshUser?: string;
+  /** --private-key: the key to log in with, in place of the inventory's ssh.identityFile (a host's own still wins). */
+  identityFile?: string;
+}
+
+/**
+ * -u and --private-key: what the inventory's `ssh:` says for every host, given on the command line
+ * instead (as `ssh -l` and `ssh -i` are), checked as the inventory's would be, before any connection.
+ * A host's own `ssh:` in the inventory still wins: it names that host alone.
+ */
+async function withSshFlags(inv: Inventory, options: DeployOptions): Promise<Inventory> {
+  if (options.sshUser === undefined && options.identityFile === undefined) return inv;
+  const ssh = { ...inv.ssh };
+  if (options.sshUser !== undefined) {
+    const problem = userNameProblem(options.sshUser);
+    if (problem) throw new UsageError(`-u ${problem}`, { hint: 'give the login name k8s-ha should use on every host, e.g. -u ops' });
+    ssh.user = options.sshUser;
+  }
+  if (options.identityFile !== undefined) {
+    const file = path.resolve(expandHome(options.identityFile));
+    const problem = await identityFileProblem(file);
+    if (problem) throw new UsageError(`--private-key: ${problem.replace(/ \(relative to the inventory file, ~ for your home\)/, '')}`, { hint: 'name the private key file, e.g. --private-key ~/.ssh/ops_ed25519' });
+    ssh.identityFile = file;
+  }
+  return { ...inv, ssh };
 }
 
 /** A balancer implementation a node runs. */
@@ -136,6 +164,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   } else if (options.kubeconfig || options.minMasters !== undefined) {
     throw new UsageError(`${options.kubeconfig ? '--kubeconfig' : '--min-masters'} is for --masters-from-cluster`, { hint: 'add --masters-from-cluster, or leave it out' });
   }
+  loaded.inventory = await withSshFlags(loaded.inventory, options);
   const inv = loaded.inventory;
   checkRepointTimeout(options, inv);
   // The checks' client certificate is read and judged now (exit 2 before any connection), not per host.

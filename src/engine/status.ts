@@ -289,7 +289,7 @@ export function probeBounds(probes = 32): ProbePoolOptions {
   return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
 }
 
-export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string; acceptNewHostKeys?: boolean }): Promise<ClusterStatus> {
+export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string; acceptNewHostKeys?: boolean; sshUser?: string; identityFile?: string }): Promise<ClusterStatus> {
   const { kubeconfig: _kubeconfig, ...setupOptions } = options;
   const countsBefore = countsNow();
   const cpuBefore = process.cpuUsage();

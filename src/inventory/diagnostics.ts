@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { UsageError } from '../errors.js';
+import { packageRoot } from '../util/paths.js';
 
 export type InventoryPath = (string | number)[];
 
@@ -131,7 +133,8 @@ export class InventoryError extends UsageError {
           .map((d) => '  ' + formatDiagnostic(file, d))
           .join('\n') +
         (more > 0 ? `\n  ... and ${more} more` : ''),
-      { hint: `fix the lines above; the ${what} format is in README.md (${what === 'inventory' ? 'Inventory reference' : 'Playbooks'})` },
+      // The README beside this copy of k8s-ha: a clone's, or the installed package's.
+      { hint: `fix the lines above; the ${what} format is in ${path.join(packageRoot(), 'README.md')} (${what === 'inventory' ? 'Inventory reference' : 'Playbooks'})` },
     );
   }
 }

@@ -71,6 +71,25 @@ describe('refused at load, before any connection (exit 2)', () => {
     expect(connections).toBe(0);
   });
 
+  it('-u and --private-key are checked as the inventory\'s ssh: would be; K8S_HA_INVENTORY stands for -i', async () => {
+    const mark = path.join(dir, 'U');
+    const file = inventory('flags.yaml', '', '{ insecureSkipVerify: true }');
+    for (const cmd of [['deploy', '--check'], ['status'], ['build']]) {
+      const user = await k8sha([...cmd, '-u', `ops$(touch ${mark})`], { env: { ...env(), K8S_HA_INVENTORY: file } });
+      expect(user.code, user.stderr).toBe(2);
+      expect(user.stderr).toContain(`k8s-ha: error: -u "ops$(touch ${mark})" is not a user name: a login name is letters, digits`);
+      const key = await k8sha([...cmd, '-i', file, '--private-key', path.join(dir, 'no-key')], { env: env() });
+      expect(key.code, key.stderr).toBe(2);
+      expect(key.stderr).toContain(`k8s-ha: error: --private-key: ${path.join(dir, 'no-key')} does not exist`);
+    }
+    fs.writeFileSync(path.join(dir, 'open-key'), 'not a key', { mode: 0o644 });
+    const open = await k8sha(['deploy', '--check', '-i', file, '--private-key', path.join(dir, 'open-key')], { env: env() });
+    expect(open.code, open.stderr).toBe(2);
+    expect(open.stderr).toContain(`is readable by others (mode 0644): OpenSSH and k8s-ha refuse such a key; chmod 600`);
+    expect(fs.existsSync(mark)).toBe(false);
+    expect(connections).toBe(0);
+  });
+
   it('a missing tls.caFile: deploy stops with the CA error, not at verify after the change is live', async () => {
     const file = inventory('ca.yaml', '', '{ caFile: pki/missing-ca.crt, serverName: kubernetes }');
     const r = await k8sha(['deploy', '-i', file], { env: env() });

@@ -176,6 +176,25 @@ describe('ssh_config, as OpenSSH reads it', () => {
   });
 });
 
+describe('-u and --private-key, as ssh -l and ssh -i', () => {
+  it("take the place of the inventory's ssh.user and ssh.identityFile: refused with them, logged in with the flags", async () => {
+    const other = path.join(scratchDir(), 'unknown_ed25519');
+    fs.rmSync(other, { force: true });
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
+    const inv = bastionVariant('flags', (i) => {
+      i.ssh.user = 'nobody';
+      i.ssh.identityFile = other;
+    });
+    type Nodes = { nodes: { name: string; reachable: boolean; error?: string }[] };
+    const refused = JSON.parse((await k8sha(['status', '-i', inv, '--json'])).stdout) as Nodes;
+    expect(refused.nodes.map((n) => [n.name, n.reachable])).toEqual(lab().nodes.map((n) => [n.name, false]));
+    for (const n of refused.nodes) expect(n.error).toMatch(/nobody|authentication|refused our key/i);
+    const r = await k8sha(['status', '-i', inv, '--json', '-u', 'root', '--private-key', lab().identityFile]);
+    const s = JSON.parse(r.stdout) as Nodes;
+    expect(s.nodes.map((n) => [n.name, n.reachable, n.error])).toEqual(lab().nodes.map((n) => [n.name, true, undefined]));
+  });
+});
+
 describe('host certificates', () => {
   /** known_hosts with the nodes' plain keys and, for the bastion, only the lab CA's @cert-authority line. */
   function caKnownHosts(extraPattern = ''): string {
