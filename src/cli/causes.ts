@@ -5,6 +5,7 @@
  * 10.0.1.11:22 through bastion ..." and "node-02: cannot reach 10.0.1.12:22 through bastion ..."
  * are one cause.
  */
+import { nameList } from '../inventory/diagnostics.js';
 
 export interface Failure {
   name: string;
@@ -50,10 +51,6 @@ export function byCause(failures: Failure[]): CauseGroup[] {
   return [...groups.values()].map(({ first, own, ...g }) => (g.names.length === 1 ? g : { ...g, cause: shared(first, own), hint: g.hint && shared(first, g.hint) }));
 }
 
-/** Names as a person reads them: all of them up to `most`, then how many more. */
-export function nameList(names: string[], most = 8): string {
-  return names.length <= most ? names.join(', ') : `${names.slice(0, most).join(', ')} and ${names.length - most} more`;
-}
 
 /** `NAME: STATUS: CAUSE`, or for several `N nodes (a, b, c): STATUS: CAUSE`. */
 export function causeLine(g: CauseGroup, noun = 'nodes'): string {

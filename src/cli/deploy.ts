@@ -85,7 +85,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .addOption(new Option('--verify-timeout <duration>', 'how long verify waits for an apiserver to answer through the local port, per node').argParser(duration('--verify-timeout', '10m')).default(15_000, '15s'))
     .addOption(new Option('--repoint-timeout <duration>', 'with --repoint-kubeconfigs: how long each restarted kubelet or kube-proxy has to run and connect through the local balancer').argParser(duration('--repoint-timeout', '10m', '1s')).default(30_000, '30s'))
     .addOption(new Option('--wait-lock <duration>', 'wait this long for nodes another k8s-ha run holds, instead of reporting them locked').argParser(duration('--wait-lock', '24h')).default(0, '0s: do not wait'))
-    .option('--masters-from-cluster', "take the masters from the cluster (its kubernetes Service's endpoints) instead of the inventory, show the difference, and roll the nodes to them; unsafe lists are refused (README: Following the control plane)")
+    .option('--masters-from-cluster', "take the masters from the cluster (its kubernetes Service's endpoints) instead of the inventory, show the difference, and roll the nodes to them; unsafe lists are refused (docs/control-plane.md)")
     .option('--kubeconfig <file>', "with --masters-from-cluster: ask the cluster with this kubeconfig's credentials instead of the inventory's cluster.kubeconfig")
     .option('--min-masters <n>', 'with --masters-from-cluster: the fewest apiservers the cluster may name (default: a majority of the inventory\'s masters)', positive('--min-masters'))
     .option('--accept-new-host-keys', 'trust host keys never seen before and record them (never changed ones)')

@@ -24,6 +24,11 @@ export function formatDiagnostic(file: string, d: Diagnostic): string {
   return `${where}: ${d.severity === 'warning' ? 'warning: ' : ''}${formatPath(d.path)}: ${d.message}`;
 }
 
+/** Hosts named in a message: all of them up to `most`, then how many more (a range makes forty). */
+export function nameList(names: readonly string[], most = 8): string {
+  return names.length <= most ? names.join(', ') : `${names.slice(0, most).join(', ')} and ${names.length - most} more`;
+}
+
 /** `a`, `a or b`, `a, b or c`: choices the way a sentence lists them. */
 export function orList(words: readonly string[], last = 'or'): string {
   if (words.length <= 1) return words.join('');
@@ -133,8 +138,8 @@ export class InventoryError extends UsageError {
           .map((d) => '  ' + formatDiagnostic(file, d))
           .join('\n') +
         (more > 0 ? `\n  ... and ${more} more` : ''),
-      // The README beside this copy of k8s-ha: a clone's, or the installed package's.
-      { hint: `fix the lines above; the ${what} format is in ${path.join(packageRoot(), 'README.md')} (${what === 'inventory' ? 'Inventory reference' : 'Playbooks'})` },
+      // The page beside this copy of k8s-ha: a clone's, or the installed package's.
+      { hint: `fix the lines above; the ${what} format is in ${path.join(packageRoot(), 'docs', what === 'inventory' ? 'inventory.md' : 'playbooks.md')}` },
     );
   }
 }

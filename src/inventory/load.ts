@@ -10,6 +10,7 @@ import { packageRoot } from '../util/paths.js';
 import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics.js';
 import { MAX_YAML_BYTES, tooLarge, validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
+import { expandHosts } from './expand.js';
 import { checkLocalFiles } from './local-files.js';
 import { inventorySchema, parseStore, type Inventory } from './schema.js';
 
@@ -18,14 +19,17 @@ export interface ParsedInventory {
   diagnostics: Diagnostic[];
   /** Line and column of a path in the text, for problems found later (the files it names). */
   position: (p: Diagnostic['path']) => { line?: number; col?: number };
+  /** A problem found later, placed at the line that made it (a host range, a group), naming its host. */
+  place?: (d: Diagnostic) => Diagnostic;
 }
 
 /** Pure: text in, inventory and diagnostics out (paths not yet resolved). */
 export function parseInventory(text: string): ParsedInventory {
-  const v = validateYaml(text, inventorySchema, 'inventory');
+  // Host ranges and groups are written out first: every host is then checked as if written by hand.
+  const v = validateYaml(text, inventorySchema, 'inventory', expandHosts);
   if (!v.value) return { diagnostics: v.diagnostics, position: v.position };
-  const diagnostics = checkRules(v.value).map((d) => ({ ...d, ...v.position(d.path) }));
-  return { inventory: v.value, diagnostics, position: v.position };
+  const diagnostics = checkRules(v.value).map(v.place);
+  return { inventory: v.value, diagnostics, position: v.position, place: v.place };
 }
 
 const PATH_FIELDS = [
@@ -99,7 +103,7 @@ export async function loadInventory(file: string): Promise<LoadedInventory> {
   }
   const inventory = resolvePaths(parsed.inventory, path.dirname(path.resolve(file)));
   // The files it names, now: not at verify (after the change is live) or at each node's login.
-  const files = (await checkLocalFiles(inventory)).map((d) => ({ ...d, ...parsed.position(d.path) }));
+  const files = (await checkLocalFiles(inventory)).map((d) => parsed.place?.(d) ?? { ...d, ...parsed.position(d.path) });
   const diagnostics = [...parsed.diagnostics, ...files];
   if (diagnostics.some((d) => d.severity === 'error')) throw new InventoryError(file, diagnostics);
   return {

@@ -1,5 +1,5 @@
 /** Cross-field checks on a schema-valid inventory: small pure rules, each naming its path. */
-import type { Diagnostic } from './diagnostics.js';
+import { nameList, type Diagnostic } from './diagnostics.js';
 import net from 'node:net';
 import { buildHostNames, vipHosts, wantedImpl, type Inventory } from './schema.js';
 import { canonicalHost, formatHostPort, hostPortOf, hostPortsOverlap, isLoopback, isWildcard } from '../util/hostport.js';
@@ -187,7 +187,7 @@ const nginxNeeded: Rule = (inv) => {
     {
       severity: 'error',
       path: ['nginx'],
-      message: `is required: ${who.length === inv.nodes.length ? 'every node' : who.map((n) => n.name).join(', ')} may run nginx (lb.impl ${inv.lb.impl}); add nginx: { version, sources, sha256 }, or set lb.impl: kube-lb`,
+      message: `is required: ${who.length === inv.nodes.length ? 'every node' : nameList(who.map((n) => n.name))} may run nginx (lb.impl ${inv.lb.impl}); add nginx: { version, sources, sha256 }, or set lb.impl: kube-lb`,
     },
   ];
 };

@@ -11,6 +11,18 @@ export interface Validated<T> {
   diagnostics: Diagnostic[];
   /** Line and column of a path in the document (the closest existing parent when it is missing). */
   position: (p: InventoryPath) => { line?: number; col?: number };
+  /**
+   * A diagnostic about the validated value, placed in the file: with `expand`, a path of the
+   * expanded value becomes the line that made it, and the host it concerns is named.
+   */
+  place: (d: Diagnostic) => Diagnostic;
+}
+
+/** What `expand` gives validateYaml: the value to validate, its own problems, and where each of its paths came from. */
+export interface Expansion {
+  value: unknown;
+  diagnostics: Diagnostic[];
+  source: (p: InventoryPath) => { path: InventoryPath; host?: string };
 }
 
 type ZodIssue = z.core.$ZodIssue;
@@ -33,8 +45,9 @@ export function tooLarge(what: string): Diagnostic {
   return { severity: 'error', path: [], message: `the ${what} is over the ${MAX_YAML_BYTES / 1024 / 1024} MiB limit: is this the right file?` };
 }
 
-export function validateYaml<S extends z.ZodType>(text: string, schema: S, what = 'document'): Validated<z.infer<S>> {
-  if (Buffer.byteLength(text, 'utf8') > MAX_YAML_BYTES) return { position: () => ({}), diagnostics: [tooLarge(what)] };
+export function validateYaml<S extends z.ZodType>(text: string, schema: S, what = 'document', expand?: (js: unknown) => Expansion): Validated<z.infer<S>> {
+  const nowhere = { position: () => ({}), place: (d: Diagnostic) => d };
+  if (Buffer.byteLength(text, 'utf8') > MAX_YAML_BYTES) return { ...nowhere, diagnostics: [tooLarge(what)] };
   const lineCounter = new LineCounter();
   lineCounter.addNewLine(0);
   for (const m of text.matchAll(/\n/g)) lineCounter.addNewLine(m.index + 1);
@@ -45,12 +58,19 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S, what 
   const deep = flowDeep ?? deeperThan(tokens, MAX_DEPTH);
   if (deep !== undefined) {
     const message = `YAML: nested more than ${MAX_DEPTH} levels deep: is this the right file?`;
-    return { position: () => ({}), diagnostics: [{ severity: 'error', path: [], message, ...lineCounter.linePos(deep) }] };
+    return { ...nowhere, diagnostics: [{ severity: 'error', path: [], message, ...lineCounter.linePos(deep) }] };
   }
   // uniqueKeys compares every key with every earlier one (quadratic: a 600 KB map takes half a
   // minute); duplicateKeys below does the same with a Set.
   const doc = compose(tokens, text.length);
-  const position = (p: InventoryPath, key?: string) => locate(doc, lineCounter, p, key);
+  const spot = (p: InventoryPath, key?: string) => locate(doc, lineCounter, p, key);
+  let source: Expansion['source'] = (p) => ({ path: p });
+  // Paths of the validated value, placed in the file: the same before any expansion.
+  const position = (p: InventoryPath, key?: string) => spot(source(p).path, key);
+  const place = (d: Diagnostic): Diagnostic => {
+    const from = source(d.path);
+    return { ...d, path: from.path, message: from.host ? `${from.host}: ${d.message}` : d.message, ...spot(from.path) };
+  };
   const syntax: Diagnostic[] = doc.errors.map((e) => ({
     severity: 'error',
     path: [],
@@ -58,7 +78,7 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S, what 
     ...lineCounter.linePos(e.pos[0]),
   }));
   const dupes = duplicateKeys(doc, lineCounter);
-  if (syntax.length || dupes.length) return { position, diagnostics: [...syntax, ...dupes] };
+  if (syntax.length || dupes.length) return { position, place, diagnostics: [...syntax, ...dupes] };
   let js: unknown;
   try {
     js = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
@@ -66,7 +86,13 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S, what 
     const alias = aliasProblem(doc, e);
     if (!alias) throw e;
     const where = alias.at === undefined ? {} : lineCounter.linePos(alias.at);
-    return { position, diagnostics: [{ severity: 'error', path: [], message: alias.message, ...where }] };
+    return { position, place, diagnostics: [{ severity: 'error', path: [], message: alias.message, ...where }] };
+  }
+  if (expand) {
+    const e = expand(js);
+    if (e.diagnostics.length) return { position, place, diagnostics: e.diagnostics.map((d) => ({ ...d, ...spot(d.path) })) };
+    js = e.value;
+    source = e.source;
   }
   // The keys each mapping that refused some allows, taken from the object schema itself as it
   // reports them: a suggestion can only name a key that would have been accepted there.
@@ -77,7 +103,7 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S, what 
       return inOurWords(issue, { value: issue.input });
     },
   });
-  if (result.success) return { value: result.data, diagnostics: [], position };
+  if (result.success) return { value: result.data, diagnostics: [], position, place };
   // Read first: zod words its issues (calling the map above) when they are first asked for.
   const issues = result.error.issues;
   const diagnostics: Diagnostic[] = [];
@@ -85,19 +111,19 @@ export function validateYaml<S extends z.ZodType>(text: string, schema: S, what 
     const p = issue.path as InventoryPath;
     if (issue.code === 'unrecognized_keys') {
       const allowed = allowedAt.get(JSON.stringify(p));
-      for (const key of issue.keys) diagnostics.push({ severity: 'error', path: [...p, key], message: unknownKeyMessage(key, allowed), ...position(p, key) });
+      for (const key of issue.keys) diagnostics.push({ ...place({ severity: 'error', path: [...p, key], message: unknownKeyMessage(key, allowed) }), ...position(p, key) });
       continue;
     }
     // A value that fits none of a field's forms, but one of them down to an element: placed there.
     const branch = issue.code === 'invalid_union' ? unionBranch(issue as unknown as Wordable) : undefined;
     if (branch?.path?.length) {
       const at = [...p, ...(branch.path as InventoryPath)];
-      diagnostics.push({ severity: 'error', path: at, message: describeIssue({ ...branch, path: at } as unknown as ZodIssue, js ?? {}), ...position(at) });
+      diagnostics.push(place({ severity: 'error', path: at, message: describeIssue({ ...branch, path: at } as unknown as ZodIssue, js ?? {}) }));
       continue;
     }
-    diagnostics.push({ severity: 'error', path: p, message: describeIssue(issue, js ?? {}), ...position(p) });
+    diagnostics.push(place({ severity: 'error', path: p, message: describeIssue(issue, js ?? {}) }));
   }
-  return { diagnostics, position };
+  return { diagnostics, position, place };
 }
 
 /** The one document of the tokens, as parseDocument makes it; a second one is an error. */

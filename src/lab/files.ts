@@ -305,7 +305,7 @@ export function renderLabInventory(plan: LabPlan, p: LabPaths, options: LabInven
     `# Inventory of the k8s-ha lab in ${p.dir} (${plan.id}), written by \`k8s-ha lab up\`.\n` +
     (options.ipv6 ? '# Every master, node and the mirror by its IPv6 address on the lab network (the lab is dual-stack).\n' : '') +
     (options.proxyJump ? `# Every node is reached through the bastion ${options.proxyJump} (its host key is in known_hosts too).\n` : '') +
-    '# The same format as any inventory: see README.md, "Inventory reference".\n' +
+    '# The same format as any inventory: see docs/inventory.md.\n' +
     yaml
   );
 }

@@ -12,7 +12,7 @@
  *                            snapshotter fails ("failed to mount /tmp/containerd-mount...: invalid argument").
  * dockerd and containerd start on first use (docker.socket), so a node that never asks pays nothing at boot.
  *
- * The kubelet stand-in is NOT a kubelet: see KUBELET_STANDIN_SCRIPT and the README's lab section.
+ * The kubelet stand-in is NOT a kubelet: see KUBELET_STANDIN_SCRIPT and docs/lab.md.
  */
 import { CRI_SNAPSHOTTER } from '../facts/host.js';
 
@@ -174,7 +174,7 @@ echo "$name"
  * A kubelet STAND-IN in POSIX sh. It runs static pods with podman's own Pod YAML implementation
  * (`podman kube play`), and holds a real client connection (kubectl, client-go) to the apiserver its
  * kubeconfig names, which is all k8s-ha checks of a kubelet. What a real kubelet does and this does not:
- * README, "The kubelet stand-in".
+ * docs/lab.md, "The kubelet stand-in".
  */
 export const KUBELET_STANDIN_SCRIPT = `#!/bin/sh
 # kubelet STAND-IN for the k8s-ha lab (not a kubelet): static pods through \`podman kube play\`

@@ -19,7 +19,7 @@
  *   And `lower_prio_no_advert`: keepalived's master otherwise restarts its advert timer on every
  *   advert it receives, dropped ones too (vrrp_scheduler.c, 2.2.7 and since), so such a host sending
  *   every second delays the holder's adverts until the backups time out and take the VIP.
- *   The source address can be forged on the hosts' own segment: the README's firewall rules and
+ *   The source address can be forged on the hosts' own segment: the firewall rules of docs/security.md and
  *   the network's anti-spoofing cover what keepalived cannot.
  * - `advert_int 1`: a holder that stops advertising is replaced in about 3 s.
  */

@@ -112,7 +112,7 @@ export function describeServed(what: string, node: string, g: ServedReport): str
 }
 
 /**
- * A switch as the README promises it, on one node: the port never went more than `boundMs` without
+ * A switch as docs/kube-lb.md promises it, on one node: the port never went more than `boundMs` without
  * an answer, and every request that failed (the watcher's, and the other traffic's) did so within
  * one stretch of at most `boundMs`.
  */

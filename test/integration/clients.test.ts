@@ -105,7 +105,7 @@ describe.sequential('a reflector on kubectl through kube-nginx on node-1 and thr
   it('through kube-lb, its stand-in frozen (no FIN, no reset): the watch resumes on another within 6 s, no event lost', async () => {
     const run = await underFault(await kubectlOn('node-2'), faults[1]!.frozen);
     expectNothingLost(run);
-    // The README's figure: kube-lb's checks cut what a hung apiserver carries within 3 s and the watch resumes within 6 s.
+    // docs/kube-lb.md's figure: kube-lb's checks cut what a hung apiserver carries within 3 s and the watch resumes within 6 s.
     expect(run.verdict.longestGapMs).toBeLessThanOrEqual(6_000);
   }, FAULT_TEST_MS);
 

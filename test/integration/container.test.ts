@@ -14,7 +14,7 @@ import { httpGetOnHost } from '../../src/engine/verify.js';
 import { withLoad } from '../helpers/load.js';
 
 /**
- * README, "The balancer in a container": a switch either way is stop-first, as between nginx and
+ * docs/container.md, "The balancer in a container": a switch either way is stop-first, as between nginx and
  * haproxy; podman makes and starts the container (measured 1.1 to 2.0 s here to it, 0.3 to 1.2 s back).
  */
 const SWITCH_MS = 3000;

@@ -79,7 +79,7 @@ describe.sequential('k8s-ha deploy', () => {
     expect(r.report.totals).toEqual({ ok: lab().nodes.length, changed: 0, failed: 0, unreachable: 0, skipped: 0, locked: 0 });
     for (const h of Object.values(r.report.hosts)) expect(h.changed).toBe(0);
     expect(await states()).toEqual(before);
-    // What it cost each node, as the README says: one login; one command (the lock, the facts and who
+    // What it cost each node, as docs/deploy.md says: one login; one command (the lock, the facts and who
     // holds the port, in one script); one channel more, the probe through 127.0.0.1:8443 and its TLS handshake.
     const sum = { logins: 0, execs: 0, channels: 0, tlsFull: 0, tlsResumed: 0, bytesOut: 0, bytesIn: 0 };
     for (const [name, h] of Object.entries(r.report.hosts)) {

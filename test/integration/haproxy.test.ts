@@ -13,7 +13,7 @@ import { withLoad } from '../helpers/load.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /**
- * README, "haproxy on the nodes": either way one balancer lets go of the port and the other starts on
+ * docs/haproxy.md: either way one balancer lets go of the port and the other starts on
  * it, as in a switch to nginx; each node's longest gap between answered requests, as the lab tests hold it.
  */
 const SWITCH_MS = 2500;

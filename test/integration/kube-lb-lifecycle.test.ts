@@ -1,5 +1,5 @@
 /**
- * kube-lb's life on this side and on the node, as the README promises it: a kube-lb that cannot be
+ * kube-lb's life on this side and on the node, as docs/kube-lb.md promises it: a kube-lb that cannot be
  * made on this machine stops the deploy with exit 4 before any node is reached; and on the node,
  * SIGTERM (`systemctl stop kube-lb`) stops accepting at once, lets open connections finish for
  * kubeLb.shutdownTimeout (1 s), then closes them and exits well within the unit's stop bound.
@@ -107,7 +107,7 @@ describe.sequential('kube-lb: build failures and SIGTERM', () => {
       // after kube-lb wrote it: 100 ms of slack still tells a drain from a close at once)...
       expect(closedAt - sigterm).toBeGreaterThanOrEqual(900);
       expect(stopped - sigterm).toBeGreaterThanOrEqual(900);
-      // ...and was then closed: the README's 1 s, plus a second of slack for a busy machine, far below the 30 s bound.
+      // ...and was then closed: docs/kube-lb.md's 1 s, plus a second of slack for a busy machine, far below the 30 s bound.
       expect(stopped - sigterm).toBeLessThan(2000);
       watch.close();
     });

@@ -17,10 +17,10 @@ import { openWatch, watchesOn } from '../helpers/watch.js';
 import { STANDIN_SHUTDOWN_DELAY_MS } from '../../src/lab/images.js';
 
 const KUBE_LB = '/opt/k8s/kube-lb';
-/** README, "Switching": each node's longest gap between answered requests during a switch, as the lab tests hold it. */
+/** docs/kube-lb.md, "Switching": each node's longest gap between answered requests during a switch, as the lab tests hold it. */
 const SWITCH_TO_KUBE_LB_MS = 1500;
 const SWITCH_TO_NGINX_MS = 2500;
-/** README, kube-lb table: a hung apiserver is marked down and its connections closed within 3 s. */
+/** docs/kube-lb.md, its table: a hung apiserver is marked down and its connections closed within 3 s. */
 const FROZEN_CLOSED_MS = 3000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

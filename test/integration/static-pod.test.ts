@@ -1,7 +1,7 @@
 /**
  * lb.impl: static-pod: the image k8s-ha builds (no registry), loaded into the runtime kubelet uses,
  * run by the node's kubelet from /etc/kubernetes/manifests/kube-nginx.yaml. In the lab that kubelet is
- * the STAND-IN (podman kube play, README "The kubelet stand-in"). node-1 and node-2 are switched from
+ * the STAND-IN (podman kube play, docs/lab.md, "The kubelet stand-in"). node-1 and node-2 are switched from
  * kube-nginx to the static pod and back under traffic; a config change is a reload of the pod's nginx
  * with no request unanswered; a roll of the pod interrupted by Ctrl-C is put back; an image whose nginx
  * rejects the config is refused before the manifest moves; node-2 goes from the pod to the container
@@ -15,7 +15,7 @@ import { withLoad } from '../helpers/load.js';
 import { httpGetOnHost } from '../../src/engine/verify.js';
 
 /**
- * README, "The balancer as a static pod": stop-first, then kubelet sees the manifest and starts the pod
+ * docs/container.md, "The balancer as a static pod": stop-first, then kubelet sees the manifest and starts the pod
  * (the stand-in sees it through inotify and runs podman kube play); measured here, see the log.
  */
 const SWITCH_MS = 5000;

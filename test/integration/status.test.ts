@@ -48,7 +48,7 @@ describe('status', () => {
     expect([s.healthy, s.down, s.unknown]).toEqual([lab().nodes.length, 0, 0]);
     expect(s.probes.peak).toBeLessThanOrEqual(s.probes.limit);
     expect(s.probes.peakPerTarget).toBeLessThanOrEqual(s.probes.perTarget);
-    // What it cost each node, as the README says: one login, one command (the facts with the lock probe),
+    // What it cost each node, as docs/deploy.md says: one login, one command (the facts with the lock probe),
     // and a channel and a TLS handshake for each probe: every master directly, and as many through
     // 127.0.0.1:8443 (at least 2).
     const masters = lab().masters.length;
@@ -128,7 +128,7 @@ describe('status', () => {
     });
   });
 
-  // The README's bound: a probe reads at most 64 KiB of an answer. This master's /readyz never ends,
+  // docs/security.md's bound: a probe reads at most 64 KiB of an answer. This master's /readyz never ends,
   // so a probe that read it whole would run out of time (unknown) rather than answer.
   describe('a master whose /readyz answers 200 and a body that never ends', () => {
     afterAll(async () => {

@@ -331,7 +331,7 @@ describe('the VIP on three masters', () => {
     expect([...seen]).toEqual([before]);
     const { s } = await vipStatus(four);
     expect(s.vip.hosts.find((h) => h.name === 'master-4')?.vrrp).toBe('BACKUP');
-    // Taking a host out is not handled by deploy (README): by hand, then the three roll back to three peers.
+    // Taking a host out is not handled by deploy (docs/vip.md): by hand, then the three roll back to three peers.
     await inContainer('master-4', 'systemctl disable --now keepalived haproxy');
     const back = await deployVip(inventory);
     expect(back.code, back.stderr).toBe(0);
@@ -381,7 +381,7 @@ describe('the VIP on three masters', () => {
     const peers = lab().masters.filter((m) => HOSTS.includes(m.name));
     // vip.routerId's default (the inventory sets none). The rogue's VIP goes on its loopback: it
     // believes it is master and holds the address, but sends no gratuitous ARP into the lab's
-    // network. A host on the same segment can always take an address by ARP, VRRP or not (README,
+    // network. A host on the same segment can always take an address by ARP, VRRP or not (docs/security.md,
     // "VRRP and the VIP port"); what is tested here is keepalived's answer to the adverts.
     const conf = `global_defs {
     router_id rogue

@@ -3,7 +3,8 @@
  * and nothing said about hosts or a VIP that could not be asked. Plain data.
  */
 import { describe, expect, it } from 'vitest';
-import { byCause, causeLine, nameList, ownCause } from '../../src/cli/causes.js';
+import { byCause, causeLine, ownCause } from '../../src/cli/causes.js';
+import { nameList } from '../../src/inventory/diagnostics.js';
 import { driftText } from '../../src/cli/status.js';
 import { heldText } from '../../src/engine/vip.js';
 

@@ -257,7 +257,7 @@ describe('status view', () => {
     expect(text).toContain('2/2 nodes healthy');
   });
 
-  it('says what the next deploy does about an unfinished run, by its journal state (the README table)', async () => {
+  it('says what the next deploy does about an unfinished run, by its journal state (the table of docs/deploy.md)', async () => {
     const { renderStatus } = await import('../../src/cli/status.js');
     const said = (state: 'staging' | 'committing' | 'committed' | 'verified') => {
       const unfinished = { run: 'R1', by: 'alice@ctl (pid 1)', started: 't', state };

@@ -43,7 +43,7 @@ function twoServices() {
 const RUNNING = { loadState: 'loaded', activeState: 'active', subState: 'running', unitFileState: 'enabled', activeEnterTimestamp: '', mainPid: 1 };
 
 describe('vip: in the inventory', () => {
-  it('takes the defaults the README documents', () => {
+  it('takes the defaults docs/vip.md documents', () => {
     const inv = load(text('vip: { address: 10.0.3.100, hosts: [m1, m2, m3] }'));
     expect(inv.vip).toEqual({ address: '10.0.3.100', port: 8443, hosts: ['m1', 'm2', 'm3'], routerId: 51, statsListen: '127.0.0.1:8404', timeout: '1h', hardStopAfter: '15m' });
     expect(vipHosts(inv).map((h) => [h.name, h.address, h.role])).toEqual([
@@ -141,14 +141,14 @@ describe('keepalived on a VIP host', () => {
       expect(found.length).toBeGreaterThan(0);
       for (const i of found) {
         expect(i.words, `${host.name} ${i.name}`).toContain('check_unicast_src');
-        // Without it a dropped advert still restarts the master's advert timer (README, "VRRP and the VIP port").
+        // Without it a dropped advert still restarts the master's advert timer (docs/security.md, "VRRP and the VIP port").
         expect(i.words).toContain('lower_prio_no_advert');
         expect(i.words).toContain(`unicast_src_ip ${host.address}`);
         expect(peersIn(i.body)).toEqual(vipHosts(inv).filter((p) => p.name !== host.name).map((p) => p.address));
       }
       // Not in global_defs only (vrrp_check_unicast_src would do the same, but each instance says it where a reader looks).
       expect(c).not.toContain('vrrp_check_unicast_src');
-      // No VRRP authentication: the source check and the firewall are the defence (README, "VRRP and the VIP port").
+      // No VRRP authentication: the source check and the firewall are the defence (docs/security.md, "VRRP and the VIP port").
       expect(c).not.toMatch(/auth_(type|pass)/);
     }
   });
