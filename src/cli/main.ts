@@ -42,6 +42,15 @@ export async function main(argv: string[]): Promise<number> {
   program.addCommand(deployCommand(setExit));
   program.addCommand(statusCommand(setExit));
   program.addCommand(buildCommand());
+  program.addCommand(
+    new Command('schema')
+      .description("print the inventory's JSON Schema, for editors (yaml-language-server) and tools")
+      .addHelpText('after', '\nExample:\n  k8s-ha schema > inventory.schema.json     # then, as the first line of the inventory:\n                                            # yaml-language-server: $schema=inventory.schema.json\n')
+      .action(async () => {
+        const { inventoryJsonSchema } = await import('../inventory/json-schema.js');
+        process.stdout.write(JSON.stringify(inventoryJsonSchema(VERSION), null, 2) + '\n');
+      }),
+  );
   program.addCommand(hasLab() ? (await import('./lab.js')).labCommand(setExit) : noLab());
   for (const c of [program, ...program.commands, ...program.commands.flatMap((c) => c.commands)]) {
     c.exitOverride().configureOutput({ outputError: () => undefined });

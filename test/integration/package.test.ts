@@ -50,6 +50,8 @@ describe('the packed package, installed into an empty folder', () => {
     expect(files).toContain('package/docs/benchmarks.md');
     expect(files).toContain('package/inventory/inventory.example.yaml');
     expect(files).toContain('package/dist/build/runtime-pins.json');
+    expect(files).toContain('package/dist/inventory.schema.json');
+    expect(files).toContain('package/docs/inventory.md');
     expect(files.filter((f) => /\.map$|^package\/dist\/lab\/|docker-compose|^package\/(src|test|scripts)\//.test(f))).toEqual([]);
     expect(fs.existsSync(path.join(ROOT, 'npm-shrinkwrap.json'))).toBe(false);
     // The lab's own dependencies are not installed with it.
@@ -64,6 +66,10 @@ describe('the packed package, installed into an empty folder', () => {
     expect(help.stdout).toMatch(/^ {2}deploy\|reconfigure /m);
     expect(help.stdout).toMatch(/^ {2}status /m);
     expect(help.stdout).toMatch(/^ {2}build /m);
+    // The schema it prints is the one it ships.
+    const schema = await installedK8sha(['schema']);
+    expect(schema.code).toBe(0);
+    expect(JSON.parse(schema.stdout)).toEqual(JSON.parse(fs.readFileSync(path.join(installed, 'dist', 'inventory.schema.json'), 'utf8')));
     const labCmd = await installedK8sha(['lab', 'up']);
     expect(labCmd.code).toBe(2);
     expect(labCmd.stderr).toContain('the lab is not part of an installed k8s-ha: it runs from a clone of the repository');
