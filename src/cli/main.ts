@@ -43,6 +43,19 @@ export async function main(argv: string[]): Promise<number> {
   program.addCommand(statusCommand(setExit));
   program.addCommand(buildCommand());
   program.addCommand(
+    new Command('inventory').description('write an inventory from what you already have').addCommand(
+      new Command('import')
+        .description('read an Ansible inventory (INI or YAML; kubespray\'s groups kube_control_plane and kube_node) and print a k8s-ha inventory of the same hosts')
+        .argument('<file>', 'the Ansible inventory (hosts.ini, hosts.yaml)')
+        .option('-o, --out <file>', 'write it to this file (which must not exist) instead of stdout')
+        .addHelpText('after', '\nExample:\n  k8s-ha inventory import inventory/mycluster/hosts.yaml -o k8s-ha.yaml && k8s-ha deploy --check -i k8s-ha.yaml\n')
+        .action(async (file: string, o: { out?: string }) => {
+          const { importInventory } = await import('./inventory.js');
+          await importInventory(file, o.out);
+        }),
+    ),
+  );
+  program.addCommand(
     new Command('schema')
       .description("print the inventory's JSON Schema, for editors (yaml-language-server) and tools")
       .addHelpText('after', '\nExample:\n  k8s-ha schema > inventory.schema.json     # then, as the first line of the inventory:\n                                            # yaml-language-server: $schema=inventory.schema.json\n')
