@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { table } from './ui.js';
 import { printable } from '../util/printable.js';
-import { EXIT_CODES, inventoryOption, privateKeyOption, userOption } from './flags.js';
+import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, privateKeyOption, userOption } from './flags.js';
 
 export interface ArtifactLine {
   /** nginx, kube-lb, kube-nginx-image */
@@ -47,7 +47,7 @@ ${EXIT_CODES}`,
       const artifacts: ArtifactLine[] = Object.entries(builds.artifacts)
         .filter(([key, a]) => !a.pull && !keys.some((k) => k.startsWith(`${key}@`)))
         .map(([key, a]) => ({ kind: key.split('@')[0]!, arch: a.arch ?? null, path: a.path ?? null, sha256: a.sha256, identity: a.identity ?? null, stored: a.stored ?? null, ...(a.ref ? { ref: a.ref } : {}), describe: a.describe }));
-      if (o.json) return void process.stdout.write(JSON.stringify({ ok: true, artifacts, summary: builds.summary }) + '\n');
+      if (o.json) return void process.stdout.write(JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ok: true, artifacts, summary: builds.summary }) + '\n');
       process.stdout.write(
         table([
           ['KIND', 'ARCH', 'SHA256', 'PATH'],

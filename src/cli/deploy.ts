@@ -6,7 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { durationMs, durationProblem } from '../util/duration.js';
-import { EXIT_CODES, inventoryOption, positive, privateKeyOption, userOption } from './flags.js';
+import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, positive, privateKeyOption, userOption } from './flags.js';
 import type { DeployReport } from '../engine/run.js';
 
 function percent(v: string): number {
@@ -152,7 +152,7 @@ ${EXIT_CODES}`,
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }
-      if (o.json) process.stdout.write(JSON.stringify(report) + '\n');
+      if (o.json) process.stdout.write(JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ...report }) + '\n');
       else process.stdout.write(report.check ? render.renderCheck(report, !!o.diff) : render.renderRecap(report, !!o.diff));
       setExit(exitCodeOf(report));
     });

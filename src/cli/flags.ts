@@ -18,6 +18,12 @@ export const inventoryOption = () => new Option('-i, --inventory <file>', 'inven
 export const userOption = () => new Option('-u, --user <name>', "log in as this user on every host (in place of the inventory's ssh.user)");
 export const privateKeyOption = () => new Option('--private-key <file>', "log in with this private key (in place of the inventory's ssh.identityFile)");
 
+/**
+ * The layout of every --json object (deploy, status, build, and a run that fails before its
+ * report), raised when a field changes meaning or goes away; new fields do not raise it.
+ */
+export const JSON_SCHEMA_VERSION = 1;
+
 /** Exit codes as every command's --help ends with them. */
 export const EXIT_CODES = `
 Exit codes:

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { statusCommand } from './status.js';
 import { reportError } from './ui.js';
+import { JSON_SCHEMA_VERSION } from './flags.js';
 import { packageRoot } from '../util/paths.js';
 
 /** The package's own version: package.json is the one place it is written. */
@@ -95,7 +96,7 @@ function failed(argv: string[], err: unknown): number {
   if ((end < 0 ? argv : argv.slice(0, end)).includes('--json')) {
     const known = err instanceof K8sHaError && !(err instanceof InternalError);
     const error = known ? { message: err.message, ...(err.hint ? { hint: err.hint } : {}) } : { message: `internal error: ${(err as Error)?.message ?? String(err)}` };
-    process.stdout.write(JSON.stringify({ ok: false, exitCode: code, error }) + '\n');
+    process.stdout.write(JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ok: false, exitCode: code, error }) + '\n');
   }
   return code;
 }

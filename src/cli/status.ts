@@ -6,7 +6,7 @@ import { ExitCode } from '../errors.js';
 import { describeDrift } from '../cluster/control-plane.js';
 import type { ControlPlaneStatus } from '../cluster/read.js';
 import type { ClusterStatus, KubeLbDiscovery, NodeStatus } from '../engine/status.js';
-import { EXIT_CODES, inventoryOption, positive, privateKeyOption, userOption } from './flags.js';
+import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, positive, privateKeyOption, userOption } from './flags.js';
 import { table } from './ui.js';
 import { nextDeployDoes } from '../engine/scripts.js';
 import type { VipStatus } from '../engine/vip-status.js';
@@ -46,7 +46,8 @@ ${EXIT_CODES}`,
       const cpDrift = !!cp && !('error' in cp) && (cp.notInCluster.length > 0 || cp.notInInventory.length > 0);
       const ok = s.healthy === s.nodes.length && !s.vip?.problem && !cpDrift && !(cp && 'error' in cp);
       for (const w of s.warnings) process.stderr.write(`${colour.yellow('warning:')} ${printable(w)}\n`);
-      if (o.json) process.stdout.write(JSON.stringify({ ok, ...s }) + '\n');
+      // hosts: by name, as deploy's are; nodes: the same objects, in inventory order.
+      if (o.json) process.stdout.write(JSON.stringify({ schemaVersion: JSON_SCHEMA_VERSION, ok, ...s, hosts: Object.fromEntries(s.nodes.map((n) => [n.name, n])) }) + '\n');
       else process.stdout.write(renderStatus(s));
       // Something down (on definite evidence) is 3; then the control plane differing from the inventory, 7;
       // then nodes, or the control plane, that could not be told, 6.

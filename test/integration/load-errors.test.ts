@@ -64,7 +64,7 @@ describe('refused at load, before any connection (exit 2)', () => {
       const r = await k8sha(args, { env: env() });
       expect(r.code, r.stderr).toBe(2);
       const out = JSON.parse(r.stdout) as { ok: boolean; exitCode: number; error: { message: string; hint?: string } };
-      expect(out).toMatchObject({ ok: false, exitCode: 2 });
+      expect(out).toMatchObject({ schemaVersion: 1, ok: false, exitCode: 2 });
       expect(out.error.message).toContain(`${file}:1:14: ssh.user: "ops$(touch ${mark})" is not a user name`);
     }
     expect(fs.existsSync(mark)).toBe(false);

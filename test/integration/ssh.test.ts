@@ -190,8 +190,11 @@ describe('-u and --private-key, as ssh -l and ssh -i', () => {
     expect(refused.nodes.map((n) => [n.name, n.reachable])).toEqual(lab().nodes.map((n) => [n.name, false]));
     for (const n of refused.nodes) expect(n.error).toMatch(/nobody|authentication|refused our key/i);
     const r = await k8sha(['status', '-i', inv, '--json', '-u', 'root', '--private-key', lab().identityFile]);
-    const s = JSON.parse(r.stdout) as Nodes;
+    const s = JSON.parse(r.stdout) as Nodes & { schemaVersion: number; hosts: Record<string, unknown> };
     expect(s.nodes.map((n) => [n.name, n.reachable, n.error])).toEqual(lab().nodes.map((n) => [n.name, true, undefined]));
+    // The same objects keyed by name, as deploy's --json has them.
+    expect(s.schemaVersion).toBe(1);
+    expect(s.hosts).toEqual(Object.fromEntries(s.nodes.map((n) => [n.name, n])));
   });
 });
 
