@@ -193,8 +193,9 @@ export function importAnsible(text: string, file: string): Imported {
   const port = str([...hostVars.values()].map((v) => v.kube_apiserver_port).find((p) => p !== undefined));
   const out = {
     ...(Object.keys(shared).length ? { ssh: Object.fromEntries(Object.entries(shared).map(([k, v]) => [k, k === 'port' ? Number(v) : v])) } : {}),
-    masters: masters.map((h) => ({ name: h, address: address(h, hostVars.get(h)!) ?? h, ...(port ? { port: Number(port) } : {}), ...(own(h) ? { ssh: own(h) } : {}) })),
-    nodes: nodes.map((h) => {
+    // A host in both groups is one entry: a master that is also a node.
+    masters: masters.map((h) => ({ name: h, address: address(h, hostVars.get(h)!) ?? h, ...(port ? { port: Number(port) } : {}), ...(own(h) ? { ssh: own(h) } : {}), ...(nodes.includes(h) ? { node: true } : {}) })),
+    nodes: nodes.filter((h) => !masters.includes(h)).map((h) => {
       const a = address(h, hostVars.get(h)!);
       return { name: h, ...(a ? { address: a } : {}), ...(own(h) ? { ssh: own(h) } : {}) };
     }),

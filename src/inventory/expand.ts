@@ -10,6 +10,8 @@
  *       hosts:
  *         - { name: "rocky-[1:3]", address: "10.0.2.[1:3]" }
  *         - { name: rocky-9, address: 10.0.2.9, ssh: { port: 2222 } }   # its own ssh: keys win
+ *   masters:
+ *     - { name: cp-1, address: 192.0.2.11, node: true }          # also a node, its kubelet to its own apiserver
  *
  * A range is `[START:END]` or `[START:END:STEP]`, whole numbers; a START written with a leading zero
  * pads every number to its width (`[01:40]`: 01 ... 40). A name has at most one range; its address,
@@ -143,6 +145,14 @@ export function expandHosts(js: unknown): Expanded {
   const value: Record<string, unknown> = { ...js };
   if (Array.isArray(js.nodes)) value.nodes = expandList(js.nodes, 'nodes', true, origins.nodes!, diagnostics);
   if (Array.isArray(js.masters)) value.masters = expandList(js.masters, 'masters', false, origins.masters!, diagnostics);
+  // A master that says node: true is a node too, as if listed under nodes with its kubelet going to its own apiserver.
+  if (Array.isArray(value.masters)) {
+    const also = (value.masters as unknown[]).flatMap((m, i) => (isObject(m) && m.node === true ? [{ m, i }] : []));
+    if (also.length) {
+      value.nodes = [...(Array.isArray(value.nodes) ? value.nodes : []), ...also.map(({ m }) => ({ name: m.name, ...(m.address !== undefined ? { address: m.address } : {}), ...(m.ssh !== undefined ? { ssh: m.ssh } : {}), repointTo: m.name }))];
+      for (const { i } of also) origins.nodes!.push({ ...origins.masters![i]!, own: new Set(['name', 'address', 'ssh', 'repointTo']) });
+    }
+  }
   const source = (p: InventoryPath): { path: InventoryPath; host?: string } => {
     const [list, i, ...rest] = p;
     const o = typeof list === 'string' && typeof i === 'number' ? origins[list]?.[i] : undefined;

@@ -41,6 +41,8 @@ export function inventoryJsonSchema(version: string): Json {
   const properties = schema.properties as Json;
   const nodes = properties.nodes as Json;
   properties.nodes = { ...nodes, items: { anyOf: [rangedHost(nodes.items as Json), group] } };
+  // nodes may be left out when every master says node: true (expand.ts makes the list).
+  schema.required = (schema.required as string[] | undefined)?.filter((k) => k !== 'nodes');
   const masters = properties.masters as Json;
   properties.masters = { ...masters, items: rangedHost(masters.items as Json) };
   return {

@@ -134,6 +134,11 @@ export const master = z.strictObject({
   port: port.default(6443),
   /** How to log in, when the master is a VIP host (vip.hosts): as for a node, over the inventory's ssh. */
   ssh: sshSettings.optional(),
+  /**
+   * A control-plane host that runs a kubelet: also a node (the balancer on it, `--repoint-kubeconfigs`
+   * pointing its kubelet at its own apiserver), without a second entry under nodes (expand.ts).
+   */
+  node: z.boolean({ error: 'must be true (this master is also a node) or false' }).optional(),
 });
 
 /**

@@ -19,7 +19,13 @@ describe('inventory import', () => {
     const inv = load(r.text);
     expect(inv.ssh).toMatchObject({ user: 'ops', identityFile: '~/.ssh/ops_ed25519' });
     expect(inv.masters.map((m) => [m.name, m.address, m.port])).toEqual([['cp1', '10.10.1.11', 6443], ['cp2', '10.10.1.12', 6443], ['cp3', '10.10.1.13', 6443]]);
-    expect(inv.nodes.map((n) => [n.name, n.address, n.ssh?.port])).toEqual([['cp1', '10.10.1.11', undefined], ['worker1', '10.10.1.21', undefined], ['worker2', '10.10.1.22', 2222]]);
+    // cp1 is in both groups: one entry, a master that is also a node (its kubelet to its own apiserver).
+    expect(inv.nodes.map((n) => [n.name, n.address, n.ssh?.port, n.repointTo])).toEqual([
+      ['worker1', '10.10.1.21', undefined, undefined],
+      ['worker2', '10.10.1.22', 2222, undefined],
+      ['cp1', '10.10.1.11', undefined, 'cp1'],
+    ]);
+    expect(r.text).toContain('  - { name: cp1, address: 10.10.1.11, port: 6443, node: true }');
     expect(r.notes).toEqual([
       'masters: the hosts of [kube_control_plane]',
       'nodes: the hosts of [kube_node]',

@@ -34,5 +34,7 @@ describe("the inventory's JSON Schema", () => {
     expect(validate({ ...base, ssh: { strictHostKeyChecking: 'maybe' } })).toBe(false);
     expect(validate({ ...base, nodes: [{ group: 'g', hosts: [{ name: 'a' }], ssh: { user: 'ops' }, bogus: 1 }] })).toBe(false);
     expect(validate({ ...base, nodes: [{ group: 'g', hosts: [{ name: 'a' }], ssh: { user: 'ops' } }] })).toBe(true);
+    // Masters that are also nodes need no nodes list.
+    expect(validate({ masters: [{ name: 'cp-[1:3]', address: '192.0.2.[11:13]', node: true }] })).toBe(true);
   });
 });

@@ -87,3 +87,27 @@ describe('groups', () => {
     expect(lines(GROUPED.replace('    hosts:\n', '    hosts: 3\n').replace(/      - .*\n/g, ''))[0]).toContain("nodes[1].hosts: must be a list of this group's hosts");
   });
 });
+
+describe('a master that is also a node', () => {
+  it('node: true makes it a node too, its kubelet going to its own apiserver; ranges included; listing it again is a duplicate', () => {
+    const text = `lb: { impl: kube-lb }
+tls: { insecureSkipVerify: true }
+masters:
+  - { name: "cp-[1:3]", address: "192.0.2.[11:13]", node: true }
+nodes:
+  - { name: worker-1, address: 10.0.1.1 }
+`;
+    const { inventory, diagnostics } = parseInventory(text);
+    expect(diagnostics).toEqual([]);
+    expect(inventory!.nodes.map((n) => [n.name, n.address, n.repointTo])).toEqual([
+      ['worker-1', '10.0.1.1', undefined],
+      ['cp-1', '192.0.2.11', 'cp-1'],
+      ['cp-2', '192.0.2.12', 'cp-2'],
+      ['cp-3', '192.0.2.13', 'cp-3'],
+    ]);
+    // Only masters, each also a node: no nodes list needed.
+    expect(parseInventory(text.replace(/nodes:\n.*\n/, '')).inventory!.nodes.map((n) => n.name)).toEqual(['cp-1', 'cp-2', 'cp-3']);
+    const twice = lines(`${text}  - { name: cp-2, address: 192.0.2.12 }\n`);
+    expect(twice.join('\n')).toMatch(/duplicate name "cp-2"/);
+  });
+});
