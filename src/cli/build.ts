@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { table } from './ui.js';
 import { printable } from '../util/printable.js';
-import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, privateKeyOption, userOption } from './flags.js';
+import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, privateKeyOption, traceIf, userOption, verboseOption } from './flags.js';
 
 export interface ArtifactLine {
   /** nginx, kube-lb, kube-nginx-image */
@@ -27,6 +27,7 @@ export function buildCommand(): Command {
     .addOption(inventoryOption())
     .addOption(userOption())
     .addOption(privateKeyOption())
+    .addOption(verboseOption())
     .option('--json', 'JSON on stdout: {"artifacts": [{"kind", "arch", "path", "sha256", "identity", "stored"}]}')
     .addHelpText(
       'after',
@@ -36,7 +37,8 @@ Examples:
   k8s-ha build -i inventory.yaml --json | jq -r '.artifacts[] | "\\(.kind) \\(.arch) \\(.sha256)"'
 ${EXIT_CODES}`,
     )
-    .action(async (o: { inventory: string; json?: boolean; user?: string; privateKey?: string }) => {
+    .action(async (o: { inventory: string; json?: boolean; user?: string; privateKey?: string; verbose?: boolean }) => {
+      await traceIf(o.verbose);
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { loadSetup, buildArtifacts } = await import('../engine/deploy.js');
       const setup = await loadSetup({ inventoryFile: o.inventory, concurrency: 1, acceptNewHostKeys: false, sshUser: o.user, identityFile: o.privateKey });

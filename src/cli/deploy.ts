@@ -6,7 +6,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ExitCode } from '../errors.js';
 import { durationMs, durationProblem } from '../util/duration.js';
-import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, positive, privateKeyOption, userOption } from './flags.js';
+import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, positive, privateKeyOption, traceIf, userOption, verboseOption } from './flags.js';
 import type { DeployReport } from '../engine/run.js';
 
 function percent(v: string): number {
@@ -48,6 +48,7 @@ interface DeployFlags {
   minMasters?: number;
   user?: string;
   privateKey?: string;
+  verbose?: boolean;
 }
 
 /** Exit code of a deploy report: interrupted 130, something failed or locked 3, --check pending 5. */
@@ -75,6 +76,7 @@ export function deployCommand(setExit: (code: number) => void): Command {
     .addOption(inventoryOption())
     .addOption(userOption())
     .addOption(privateKeyOption())
+    .addOption(verboseOption())
     .option('--check', 'show what would change on each node; builds, installs and writes nothing anywhere (exit 5 when changes are pending)')
     .option('--diff', 'show unified diffs of the config and unit files that change')
     .option('--serial <n|n%>', 'nodes per batch when a running balancer would be restarted, reloaded or replaced (and for --repoint-kubeconfigs)', '25%')
@@ -105,6 +107,7 @@ Examples:
 ${EXIT_CODES}`,
     )
     .action(async (o: DeployFlags) => {
+      await traceIf(o.verbose);
       const [{ runDeploy }, { parseSerial }, render] = await Promise.all([import('../engine/run.js'), import('../engine/roll.js'), import('./deploy-render.js')]);
       const serial = parseSerial(o.serial);
       const options = {

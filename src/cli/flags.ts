@@ -18,6 +18,15 @@ export const inventoryOption = () => new Option('-i, --inventory <file>', 'inven
 export const userOption = () => new Option('-u, --user <name>', "log in as this user on every host (in place of the inventory's ssh.user)");
 export const privateKeyOption = () => new Option('--private-key <file>', "log in with this private key (in place of the inventory's ssh.identityFile)");
 
+export const verboseOption = () => new Option('-v, --verbose', 'say each SSH login (user, address, bastion, the host key checked) and each command run (its kind, size, exit and time) on stderr');
+
+/** -v: SSH's trace on stderr, shown never obeyed (a host name may hold anything). */
+export async function traceIf(verbose: boolean | undefined): Promise<void> {
+  if (!verbose) return;
+  const [{ SshConnection }, { printable }] = await Promise.all([import('../connect/ssh.js'), import('../util/printable.js')]);
+  SshConnection.trace = (line) => process.stderr.write(`debug: ${printable(line)}\n`);
+}
+
 /**
  * The layout of every --json object (deploy, status, build, and a run that fails before its
  * report), raised when a field changes meaning or goes away; new fields do not raise it.

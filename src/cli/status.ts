@@ -6,7 +6,7 @@ import { ExitCode } from '../errors.js';
 import { describeDrift } from '../cluster/control-plane.js';
 import type { ControlPlaneStatus } from '../cluster/read.js';
 import type { ClusterStatus, KubeLbDiscovery, NodeStatus } from '../engine/status.js';
-import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, positive, privateKeyOption, userOption } from './flags.js';
+import { EXIT_CODES, inventoryOption, JSON_SCHEMA_VERSION, positive, privateKeyOption, traceIf, userOption, verboseOption } from './flags.js';
 import { table } from './ui.js';
 import { nextDeployDoes } from '../engine/scripts.js';
 import type { VipStatus } from '../engine/vip-status.js';
@@ -19,6 +19,7 @@ export function statusCommand(setExit: (code: number) => void): Command {
     .addOption(inventoryOption())
     .addOption(userOption())
     .addOption(privateKeyOption())
+    .addOption(verboseOption())
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'nodes probed at once', positive('--concurrency'), 64)
     .option('--probes <n>', 'HTTPS probes running at once, in all (each apiserver gets at most a third of them, at least 4)', positive('--probes'))
@@ -37,7 +38,8 @@ Examples:
                                                        also: do the cluster's apiservers match the inventory?
 ${EXIT_CODES}`,
     )
-    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string; acceptNewHostKeys?: boolean; user?: string; privateKey?: string }) => {
+    .action(async (o: { inventory: string; limit?: string[]; concurrency: number; probes?: number; playbook?: string; json?: boolean; askPass?: boolean; kubeconfig?: string; acceptNewHostKeys?: boolean; user?: string; privateKey?: string; verbose?: boolean }) => {
+      await traceIf(o.verbose);
       // Loaded only when the command runs, so `k8s-ha --help` stays quick.
       const { clusterStatus } = await import('../engine/status.js');
       if (o.askPass) await (await import('./deploy.js')).askPassphrases({ inventoryFile: o.inventory, limit: o.limit, playbookFile: o.playbook, sshUser: o.user, identityFile: o.privateKey });

@@ -113,6 +113,12 @@ export function keySourcesOf(target: SshTarget): KeySources {
 }
 
 export class SshConnection implements Connection {
+  /**
+   * --verbose: told each login (who, where, through what, the host key that was checked) and each
+   * command's kind, size, exit and time. Never a command's text or output: scripts carry file
+   * contents, and secrets among them.
+   */
+  static trace?: (line: string) => void;
   /** Connections open now and the most open at once in this process: what --concurrency bounds. */
   static openNow = 0;
   static peak = 0;
@@ -236,6 +242,9 @@ export class SshConnection implements Connection {
       SshConnection.peak = Math.max(SshConnection.peak, SshConnection.openNow);
     }
     const conn = new SshConnection(target, ssh);
+    SshConnection.trace?.(
+      `${target.name}: logged in as ${target.user} to ${formatHostPort(target.address, target.port)}${target.jump ? ` through ${target.jump.name}` : ''}; host key ${presented ? `${keyTypeOf(presented)} ${fingerprint(plainKeyOf(presented))}` : '?'} (${verdict?.status ?? 'unchecked'})`,
+    );
     conn.releaseRoute = route?.release;
     // The bastion's notes (its key, used first) travel with the first node session through it.
     conn.notes = [...(route?.notes?.splice(0) ?? []), ...keys.notes];
@@ -285,6 +294,7 @@ export class SshConnection implements Connection {
     const kind = options.kind ?? 'command';
     const deadlineMs = deadlineOf(kind, this.target.deadlines);
     const counts = this.countCommand(command);
+    const started = Date.now();
     const r = await new Promise<RemoteResult>((resolve, reject) => {
       // The deadline runs from the request: a server that never opens the channel is bounded too.
       let channel: ClientChannel | undefined;
@@ -343,6 +353,7 @@ export class SshConnection implements Connection {
         }
       });
     });
+    SshConnection.trace?.(`${this.target.name}: ${STEP_WORDS[kind]} (${Buffer.byteLength(command)} B${options.input ? ' and input' : ''}): exit ${r.code ?? r.signal ?? '?'} in ${Date.now() - started} ms, ${r.stdout.length + r.stderr.length} B back`);
     // No exit code and no signal: the connection went away under the command. What it did is unknown.
     if (r.code === null && r.signal === null) {
       this.lost ??= new Error('the command got no exit status');

@@ -195,6 +195,13 @@ describe('-u and --private-key, as ssh -l and ssh -i', () => {
     // The same objects keyed by name, as deploy's --json has them.
     expect(s.schemaVersion).toBe(1);
     expect(s.hosts).toEqual(Object.fromEntries(s.nodes.map((n) => [n.name, n])));
+    // --verbose: each login with the user, the address, the bastion and the host key checked; each command's kind, exit and time, never its text.
+    const v = await k8sha(['status', '-i', inv, '-v', '-u', 'root', '--private-key', lab().identityFile]);
+    for (const n of lab().nodes) {
+      expect(v.stderr).toMatch(new RegExp(`^debug: ${n.name}: logged in as root to ${n.address.replace(/\./g, '\\.')}:22 through bastion root@[\\d.]+; host key ssh-ed25519 SHA256:\\S+ \\(match\\)$`, 'm'));
+      expect(v.stderr).toMatch(new RegExp(`^debug: ${n.name}: gathering facts \\(\\d+ B\\): exit 0 in \\d+ ms, \\d+ B back$`, 'm'));
+    }
+    expect(v.stderr).not.toMatch(/^debug: .*(@@|set -e|systemctl)/m);
   });
 });
 
