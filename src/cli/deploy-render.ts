@@ -54,7 +54,7 @@ export function hostLine(r: HostResult): string {
   if (r.status === 'skipped') return `${r.name}: not reached: ${r.error ?? ''}`;
   const recovered = r.recovered ? ` [earlier run: ${r.recovered}]` : '';
   if (r.status === 'failed') {
-    return `${r.name}: ${counts(r)}: ${r.error?.split('\n')[0] ?? 'failed'}${r.rollback ? ` (${r.rollback.ok ? 'restored' : 'NOT restored'})` : ''}${recovered}`;
+    return `${r.name}: ${counts(r)}: ${r.error ? ownCause(r.name, r.error) : 'failed'}${r.rollback ? ` (${r.rollback.ok ? 'restored' : 'NOT restored'})` : ''}${recovered}`;
   }
   return `${r.name}: ${counts(r)}${r.verified ? `, verified through ${r.verified.backend ?? 'an apiserver'}` : ''}${recovered}`;
 }
@@ -211,7 +211,10 @@ async function liveRenderer(): Promise<Renderer> {
 /** Live in a terminal; plain lines in CI, in a pipe, or on stderr beside --json. */
 export async function chooseRenderer(json: boolean): Promise<Renderer> {
   const stream = json ? process.stderr : process.stdout;
-  const live = Boolean(stream.isTTY) && !process.env.CI && process.env.TERM !== 'dumb';
+  // A terminal that reports no width (0 columns: a serial console, some CI runners' pseudo-terminals)
+  // would have the live list wrapped one character per line: plain lines read right there.
+  const width = (stream as NodeJS.WriteStream).columns;
+  const live = Boolean(stream.isTTY) && !process.env.CI && process.env.TERM !== 'dumb' && Number(width) >= 20;
   return live ? liveRenderer() : plainRenderer(stream);
 }
 
