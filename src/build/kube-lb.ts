@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { BuildError, K8sHaError } from '../errors.js';
 import { run } from '../util/exec.js';
-import { cacheDir, ensureCacheRoot, packageRoot } from '../util/paths.js';
+import { cacheDir, ensureCacheRoot, isExecutable, packageFile } from '../util/paths.js';
 import { forget, makeTempDir, removeTemp, track, writeFileAtomic } from '../util/tempdir.js';
 import { readCached, withCacheLock } from './cache.js';
 import { storedEntry, throughStore, type Store } from './store.js';
@@ -67,6 +67,9 @@ export function pinnedBun(): { binary: string; version: string; target: string; 
   if (process.platform !== 'linux' || !p) {
     throw new BuildError(`cannot build kube-lb on ${process.platform}-${process.arch}`, { hint: 'run k8s-ha on Linux, x86_64 or aarch64' });
   }
+  // The single executable is itself the pinned Bun (it was compiled on it): run as `bun` (BUN_BE_BUN),
+  // it compiles kube-lb; the runtime kube-lb is compiled onto is then downloaded, verified, as for another architecture.
+  if (isExecutable()) return { binary: process.execPath, version: process.versions.bun ?? '?', target: p.target, arch: p.arch };
   let manifest: string;
   try {
     manifest = createRequire(import.meta.url).resolve(`${p.pkg}/package.json`);
@@ -89,7 +92,7 @@ interface RuntimePin {
 }
 
 function runtimePins(): { version: string; packages: Record<string, RuntimePin> } {
-  const file = path.join(packageRoot(), 'dist', 'build', 'runtime-pins.json');
+  const file = packageFile('dist', 'build', 'runtime-pins.json');
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8')) as { version: string; packages: Record<string, RuntimePin> };
   } catch (e) {
@@ -102,9 +105,9 @@ function runtimePins(): { version: string; packages: Record<string, RuntimePin> 
  * its own architecture; for another, the pinned package downloaded from the registry (cached, its
  * sha512 checked against the lock's) and unpacked.
  */
-async function runtimeFor(arch: KubeLbArch, work: string, say: Say): Promise<{ binary: string; version: string; target: string }> {
+export async function runtimeFor(arch: KubeLbArch, work: string, say: Say): Promise<{ binary: string; version: string; target: string }> {
   const own = pinnedBun();
-  if (arch === own.arch) return own;
+  if (arch === own.arch && !isExecutable()) return own;
   const pins = runtimePins();
   const pin = pins.packages[arch];
   if (!pin) throw new BuildError(`cannot build kube-lb for ${arch}: no Bun package is pinned for it`, { hint: `kube-lb is built for ${KUBE_LB_ARCHES.join(' and ')}` });
@@ -124,7 +127,7 @@ async function runtimeFor(arch: KubeLbArch, work: string, say: Say): Promise<{ b
 export const KUBE_LB_BUNDLE = ['dist', 'proxy', 'kube-lb.cjs'];
 
 /** The bundle (one CommonJS file with its dependencies) and the cache key of the executable made from it for `arch`. */
-export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64', file = path.join(packageRoot(), ...KUBE_LB_BUNDLE)): Promise<{ code: Buffer; key: string; identity: string }> {
+export async function kubeLbBundle(arch: KubeLbArch = controllerArch() ?? 'x86_64', file = packageFile(...KUBE_LB_BUNDLE)): Promise<{ code: Buffer; key: string; identity: string }> {
   const code = await stage(`reading its bundle ${file}`, () => fsp.readFile(file), 'run npm run build (npm ci does it) and try again; an installed k8s-ha has it: reinstall it');
   const bun = pinnedBun();
   const target = Object.values(BUN_PACKAGES).find((p) => p.arch === arch)?.target ?? arch;
@@ -210,7 +213,7 @@ async function makeExecutable(code: Buffer, work: string, say: Say, arch: KubeLb
   say(`compiling it onto Bun ${bun.version} (${bun.target})`);
   // No .env or bunfig.toml is read from the folder it runs in: it runs as a service, configured by its flags alone.
   const args = ['build', '--compile', `--target=${bun.target}`, `--compile-executable-path=${bun.binary}`, '--no-compile-autoload-dotenv', '--no-compile-autoload-bunfig', bundle, '--outfile', exe];
-  const made = await run(compiler.binary, args, { cwd: work, env: { ...process.env, BUN_INSTALL_CACHE_DIR: path.join(work, 'cache'), DO_NOT_TRACK: '1' } });
+  const made = await run(compiler.binary, args, { cwd: work, env: { ...process.env, BUN_INSTALL_CACHE_DIR: path.join(work, 'cache'), DO_NOT_TRACK: '1', ...(isExecutable() ? { BUN_BE_BUN: '1' } : {}) } });
   if (made.code !== 0) throw new BuildError(`cannot build kube-lb: bun build --compile failed:\n${(made.stderr || made.stdout).trim().split('\n').slice(-10).join('\n')}`);
   const runtime = `Bun ${bun.version} ${bun.target.replace(/^bun-/, '')}`;
   if (arch !== compiler.arch) {

@@ -8,13 +8,13 @@ import path from 'node:path';
 import { statusCommand } from './status.js';
 import { reportError } from './ui.js';
 import { JSON_SCHEMA_VERSION } from './flags.js';
-import { packageRoot } from '../util/paths.js';
+import { isExecutable, packageFile, packageRoot } from '../util/paths.js';
 
 /** The package's own version: package.json is the one place it is written. */
-export const VERSION = (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+export const VERSION = (JSON.parse(fs.readFileSync(packageFile('package.json'), 'utf8')) as { version: string }).version;
 
 /** The lab comes with a clone of the repository, not with an installed package (which leaves dist/lab out). */
-const hasLab = () => fs.existsSync(path.join(packageRoot(), 'dist', 'lab', 'lab.js'));
+const hasLab = () => !isExecutable() && fs.existsSync(path.join(packageRoot(), 'dist', 'lab', 'lab.js'));
 
 function noLab(): Command {
   return new Command('lab')

@@ -3,7 +3,6 @@
  * catalogue. Loaded and validated like the inventory; `{{ lb.prefix }}` and
  * friends are filled in from the inventory and the node.
  */
-import path from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../errors.js';
 import { InventoryError, type Diagnostic } from '../inventory/diagnostics.js';
@@ -13,7 +12,7 @@ import { readCapped } from '../inventory/load.js';
 import { kubeLbBuildArgs, nginxBuildArgs, OPERATIONS, SHELL_ARGS, STEP_TYPES, verifyArgs } from '../ops/catalogue.js';
 import { quote } from '../util/quote.js';
 import type { Operation } from '../ops/types.js';
-import { packageRoot } from '../util/paths.js';
+import { packageFile } from '../util/paths.js';
 import { formatHostPort } from '../util/hostport.js';
 import { IMAGE_REPOSITORY } from '../build/image.js';
 
@@ -64,7 +63,7 @@ export const IMPL_PLAYBOOKS = { nginx: DEFAULT_PLAYBOOK, 'kube-lb': 'kube-lb.yam
 export const VIP_PLAYBOOK = 'vip.yaml';
 
 export function defaultPlaybookPath(file: string = DEFAULT_PLAYBOOK): string {
-  return path.join(packageRoot(), 'playbooks', file);
+  return packageFile('playbooks', file);
 }
 
 const stepShape = z

@@ -1,6 +1,5 @@
-import path from 'node:path';
 import { UsageError } from '../errors.js';
-import { packageRoot } from '../util/paths.js';
+import { packageDoc } from '../util/paths.js';
 
 export type InventoryPath = (string | number)[];
 
@@ -139,7 +138,7 @@ export class InventoryError extends UsageError {
           .join('\n') +
         (more > 0 ? `\n  ... and ${more} more` : ''),
       // The page beside this copy of k8s-ha: a clone's, or the installed package's.
-      { hint: `fix the lines above; the ${what} format is in ${path.join(packageRoot(), 'docs', what === 'inventory' ? 'inventory.md' : 'playbooks.md')}` },
+      { hint: `fix the lines above; the ${what} format is in ${packageDoc('docs', what === 'inventory' ? 'inventory.md' : 'playbooks.md')}` },
     );
   }
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError } from '../errors.js';
 import { expandHome } from '../connect/ssh.js';
-import { packageRoot } from '../util/paths.js';
+import { isExecutable, packageDoc } from '../util/paths.js';
 import { formatDiagnostic, InventoryError, type Diagnostic } from './diagnostics.js';
 import { MAX_YAML_BYTES, tooLarge, validateYaml } from './yaml-schema.js';
 import { checkRules } from './rules.js';
@@ -71,6 +71,9 @@ export interface LoadedInventory {
  * byte, so `-i /dev/zero` or a disk image is refused at once instead of filling memory.
  */
 export async function readCapped(file: string): Promise<string | undefined> {
+  // A playbook inside the single executable (its own, small and fixed) is read whole: Bun's embedded
+  // files can be read, not opened for reading in pieces.
+  if (isExecutable() && file.startsWith('/$bunfs/')) return (await fs.readFile(file)).toString('utf8');
   const fh = await fs.open(file, 'r');
   try {
     const buf = Buffer.alloc(MAX_YAML_BYTES + 1);
@@ -93,7 +96,7 @@ export async function loadInventory(file: string): Promise<LoadedInventory> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new UsageError(`cannot read inventory ${file}: ${code === 'ENOENT' ? 'no such file' : code}`, {
-      hint: `pass an inventory with -i FILE (an example: ${path.join(packageRoot(), 'inventory', 'inventory.example.yaml')})`,
+      hint: `pass an inventory with -i FILE (an example: ${packageDoc('inventory', 'inventory.example.yaml')})`,
     });
   }
   if (text === undefined) throw new InventoryError(file, [tooLarge('inventory')]);

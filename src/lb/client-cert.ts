@@ -9,10 +9,9 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import path from 'node:path';
 import { UsageError } from '../errors.js';
 import type { Inventory } from '../inventory/schema.js';
-import { packageRoot } from '../util/paths.js';
+import { packageDoc } from '../util/paths.js';
 
 /**
  * Groups whose members pass every authorization check: a certificate of theirs copied to every node
@@ -85,7 +84,7 @@ export function clientPem(inv: Inventory): string | undefined {
   const admin = subjectGroups(cert.subject).find((g) => (ADMIN_GROUPS as readonly string[]).includes(g));
   if (admin) {
     throw new UsageError(`tls.clientCertFile ${t.clientCertFile} is a certificate of the group ${admin} (an administrator's): k8s-ha copies it to every node and VIP host`, {
-      hint: `use a certificate whose user may only get /readyz and /livez (${path.join(packageRoot(), 'docs', 'health-checks.md')})`,
+      hint: `use a certificate whose user may only get /readyz and /livez (${packageDoc('docs', 'health-checks.md')})`,
     });
   }
   const pem = certText.trim() + '\n' + key.export({ type: 'pkcs8', format: 'pem' }).toString().trim() + '\n';

@@ -16,6 +16,32 @@ export function packageRoot(): string {
   return dir;
 }
 
+/**
+ * The package's own files inside a single executable (scripts/build-executable.js): its entry point
+ * embeds package.json, the playbooks, kube-lb's bundle and the runtime pins, and registers each
+ * one's path in the executable here before anything reads them. Empty when k8s-ha runs from a
+ * folder (a clone, an npm install).
+ */
+const embedded = new Map<string, string>();
+
+/** Called once by a single executable's entry point: relative path in the package -> its path inside the executable. */
+export function registerEmbedded(files: Record<string, string>): void {
+  for (const [rel, at] of Object.entries(files)) embedded.set(rel, at);
+}
+
+/** Whether this process is the single executable, which carries its files inside itself. */
+export const isExecutable = (): boolean => embedded.size > 0;
+
+/** A file the package carries (`playbooks/kube-lb.yaml`), wherever this copy of k8s-ha keeps it. */
+export function packageFile(...rel: string[]): string {
+  return embedded.get(rel.join('/')) ?? path.join(packageRoot(), ...rel);
+}
+
+/** A page or file of the package as a message names it: its path on disk, or, inside the executable, the page and the version. */
+export function packageDoc(...rel: string[]): string {
+  return isExecutable() ? `${rel.join('/')} of k8s-ha's documentation` : path.join(packageRoot(), ...rel);
+}
+
 /** Where downloads, built binaries and lab images' inputs are kept between runs. */
 export function cacheDir(...parts: string[]): string {
   const base =

@@ -130,7 +130,8 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
       expect(await withNode(n, (c) => c.execOk('grep -c "fail_timeout=20s" /etc/kube-nginx/kube-nginx.conf'))).toBe(`${lab().masters.length}\n`);
       const g = gaps[i]!;
       console.log(describeServed('config change (reload in the container)', n.name, g));
-      expect(g.sent).toBeGreaterThan(100);
+      // Traffic all along (at least 4 requests a second over the whole deploy): the check below is not vacuous.
+      expect(g.sent).toBeGreaterThanOrEqual(Math.floor(g.stoppedMs / 250));
       expect(g.failures).toEqual([]);
     }
   });
@@ -162,7 +163,8 @@ describe.sequential('lb.impl: container (podman on the nodes)', () => {
     expect(r.report.hosts[n.name]!.steps.find((s) => s.name === 'service')!.summary).toBe('reload');
     const g = gaps[2]!;
     console.log(describeServed('config change (reload in the Docker container)', n.name, g));
-    expect(g.sent).toBeGreaterThan(100);
+    // Traffic all along (at least 4 requests a second over the whole deploy): the check below is not vacuous.
+    expect(g.sent).toBeGreaterThanOrEqual(Math.floor(g.stoppedMs / 250));
     expect(g.failures).toEqual([]);
   });
 
