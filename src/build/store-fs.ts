@@ -135,6 +135,19 @@ export const localFs: StoreFs = {
   close: () => undefined,
 };
 
+/** `input` into `output`, then `done`; a failure on either side ends both (no handle left open) and is `done`'s. */
+function copy(input: NodeJS.ReadableStream & { destroy(): void }, output: NodeJS.WritableStream & { destroy(): void; on(e: 'close', f: () => void): unknown }, done: (e?: Error) => void): void {
+  const fail = (e: Error) => {
+    input.destroy();
+    output.destroy();
+    done(e);
+  };
+  input.on('error', fail);
+  output.on('error', fail);
+  output.on('close', () => done(undefined));
+  input.pipe(output);
+}
+
 /** SFTP's status codes (draft-ietf-secsh-filexfer-02) as errno names. */
 const SFTP_CODES: Record<number, FsError['code']> = { 2: 'ENOENT', 3: 'EACCES' };
 
@@ -330,47 +343,13 @@ export class SftpFs implements StoreFs {
 
   async upload(local: string, to: string, mode: number): Promise<void> {
     const s = await this.sftp();
-    await this.call<void>(
-      'copy to',
-      to,
-      (_s, cb) => {
-        const out = s.createWriteStream(to, { flags: 'wx', mode });
-        const from = fs.createReadStream(local);
-        const fail = (e: Error) => {
-          from.destroy();
-          out.destroy();
-          cb(e);
-        };
-        from.on('error', fail);
-        out.on('error', fail);
-        out.on('close', () => cb(undefined));
-        from.pipe(out);
-      },
-      'build',
-    );
+    await this.call<void>('copy to', to, (_s, cb) => copy(fs.createReadStream(local), s.createWriteStream(to, { flags: 'wx', mode }), cb), 'build');
     await this.call<void>('chmod', to, (s2, cb) => s2.chmod(to, mode, cb));
   }
 
   async download(from: string, local: string): Promise<void> {
     const s = await this.sftp();
-    await this.call<void>(
-      'copy from',
-      from,
-      (_s, cb) => {
-        const input = s.createReadStream(from);
-        const out = fs.createWriteStream(local, { flags: 'wx', mode: 0o600 });
-        const fail = (e: Error) => {
-          input.destroy();
-          out.destroy();
-          cb(e);
-        };
-        input.on('error', fail);
-        out.on('error', fail);
-        out.on('close', () => cb(undefined));
-        input.pipe(out);
-      },
-      'build',
-    );
+    await this.call<void>('copy from', from, (_s, cb) => copy(s.createReadStream(from), fs.createWriteStream(local, { flags: 'wx', mode: 0o600 }), cb), 'build');
   }
 
   close(): void {

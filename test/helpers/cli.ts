@@ -13,8 +13,13 @@ export interface CliResult {
 
 /** Run the k8s-ha command line exactly as a user would (built CLI, no TTY). */
 export function k8sha(args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliResult> {
+  return runCli(process.execPath, [BIN, ...args], options);
+}
+
+/** Any copy of the command line (an installed package's, the single executable), as a user would run it: no TTY, no colour. */
+export function runCli(command: string, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
+    const child = spawn(command, args, {
       cwd: options.cwd ?? ROOT,
       env: { ...process.env, NO_COLOR: '1', ...options.env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,12 +5,12 @@
  * node, and make the same kube-lb (compiling it with itself, onto the pinned runtime it downloads
  * and verifies) with the same identity and sha256.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { k8sha, ROOT, type CliResult } from '../helpers/cli.js';
+import { k8sha, ROOT, runCli, type CliResult } from '../helpers/cli.js';
 import { inventoryVariant } from '../helpers/deploy.js';
 import { lab, scratchDir } from '../helpers/lab.js';
 
@@ -20,17 +20,7 @@ let dir: string;
 let built: { arch: string; path: string; bytes: number; sha256: string }[];
 
 /** The executable, started from a folder with no k8s-ha in it, with a PATH of the system's commands less Node.js and npm. */
-function single(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(exe('x86_64'), args, { cwd: dir, env: { ...process.env, PATH: path.join(dir, 'bin'), NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b) => (stdout += b));
-    child.stderr.on('data', (b) => (stderr += b));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const single = (args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> => runCli(exe('x86_64'), args, { cwd: dir, env: { PATH: path.join(dir, 'bin'), ...env } });
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(scratchDir(), 'executable-'));

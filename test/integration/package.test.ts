@@ -5,12 +5,12 @@
  * what the checkout sees: the same kube-lb identity (the same bundle, so the same dependency
  * versions: the package carries its lock as npm-shrinkwrap.json) and the same plan per node.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { k8sha, ROOT, type CliResult } from '../helpers/cli.js';
+import { k8sha, ROOT, runCli, type CliResult } from '../helpers/cli.js';
 import { inventoryVariant } from '../helpers/deploy.js';
 import { lab, scratchDir } from '../helpers/lab.js';
 
@@ -20,17 +20,7 @@ let tarball: string;
 let installed: string;
 
 /** The installed copy's command, as `npx k8s-ha` or a PATH entry would start it. */
-function installedK8sha(args: string[]): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(path.join(dir, 'node_modules', '.bin', 'k8s-ha'), args, { cwd: dir, env: { ...process.env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b) => (stdout += b));
-    child.stderr.on('data', (b) => (stderr += b));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const installedK8sha = (args: string[]): Promise<CliResult> => runCli(path.join(dir, 'node_modules', '.bin', 'k8s-ha'), args, { cwd: dir });
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(scratchDir(), 'installed-'));
