@@ -14,9 +14,14 @@ import { privateCacheDir } from '../util/paths.js';
 
 export type Say = (line: string) => void;
 
-export async function sha256File(file: string, algorithm: 'sha256' | 'sha512' = 'sha256'): Promise<string> {
+export function sha256File(file: string, algorithm: 'sha256' | 'sha512' = 'sha256'): Promise<string> {
+  return digestOf(fs.createReadStream(file), algorithm);
+}
+
+/** The hex digest of what a stream carries (a file here, or one read over SFTP). */
+export async function digestOf(stream: AsyncIterable<unknown>, algorithm: 'sha256' | 'sha512' = 'sha256'): Promise<string> {
   const h = createHash(algorithm);
-  for await (const chunk of fs.createReadStream(file)) h.update(chunk as Buffer);
+  for await (const chunk of stream) h.update(chunk as Buffer);
   return h.digest('hex');
 }
 

@@ -8,7 +8,6 @@
  * must be theirs, or their group's. A file's sha256 there is computed there (`sha256sum`), so
  * checking an entry does not copy it.
  */
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -17,6 +16,7 @@ import { BuildError } from '../errors.js';
 import type { SshConnection } from '../connect/ssh.js';
 import { deadlineOf, secondsOf } from '../connect/deadlines.js';
 import { quote } from '../util/quote.js';
+import { digestOf, sha256File } from './download.js';
 
 export interface FileStat {
   /** Permission bits (and setgid, sticky). */
@@ -31,7 +31,7 @@ export interface FileStat {
 /** Failures callers tell apart, named as errno names them. */
 export class FsError extends Error {
   constructor(
-    readonly code: 'ENOENT' | 'EEXIST' | 'EACCES' | 'EIO',
+    readonly code: 'ENOENT' | 'EEXIST' | 'EACCES',
     message: string,
   ) {
     super(message);
@@ -113,15 +113,7 @@ export const localFs: StoreFs = {
     const t = new Date();
     await fsp.utimes(p, t, t).catch(() => undefined);
   },
-  sha256: async (p) => {
-    const h = createHash('sha256');
-    try {
-      for await (const chunk of fs.createReadStream(p)) h.update(chunk as Buffer);
-    } catch {
-      return undefined;
-    }
-    return h.digest('hex');
-  },
+  sha256: (p) => sha256File(p).catch(() => undefined),
   upload: async (local, to, mode) => {
     await fsp.copyFile(local, to, fs.constants.COPYFILE_EXCL).catch(fsError);
     const fh = await fsp.open(to, 'r');
@@ -174,10 +166,11 @@ export class SftpFs implements StoreFs {
   /** The session, opened once within timeouts.command: a host that never answers the sftp subsystem request fails, it does not hang. */
   private sftp(): Promise<SFTPWrapper> {
     if (this.broken) return Promise.reject(this.broken);
+    const hint = { hint: `check that ${this.host}'s sshd offers the sftp subsystem (Subsystem sftp in sshd_config)` };
     return (this.session ??= new Promise<SFTPWrapper>((resolve, reject) => {
       const ms = deadlineOf('command', this.conn.target.deadlines);
       const timer = setTimeout(() => {
-        this.broken = new BuildError(`the build store on ${this.host}: no SFTP session within ${secondsOf(ms)} s (timeouts.command)`, { hint: `check that ${this.host}'s sshd offers the sftp subsystem (Subsystem sftp in sshd_config)` });
+        this.broken = new BuildError(`the build store on ${this.host}: no SFTP session within ${secondsOf(ms)} s (timeouts.command)`, hint);
         reject(this.broken);
       }, ms);
       timer.unref();
@@ -189,7 +182,7 @@ export class SftpFs implements StoreFs {
         },
         (e: Error) => {
           clearTimeout(timer);
-          reject(new BuildError(`the build store on ${this.host}: no SFTP session: ${e.message}`, { hint: `check that ${this.host}'s sshd offers the sftp subsystem (Subsystem sftp in sshd_config)` }));
+          reject(new BuildError(`the build store on ${this.host}: no SFTP session: ${e.message}`, hint));
         },
       );
     }));
@@ -324,18 +317,7 @@ export class SftpFs implements StoreFs {
       this.noSha256sum = true;
     }
     const s = await this.sftp();
-    return this.call<string | undefined>(
-      'read',
-      p,
-      (_s, cb) => {
-        const h = createHash('sha256');
-        const input = s.createReadStream(p);
-        input.on('data', (b: Buffer) => h.update(b));
-        input.on('error', (e: Error) => cb(e));
-        input.on('end', () => cb(undefined, h.digest('hex')));
-      },
-      'build',
-    ).catch((e) => {
+    return this.call<string | undefined>('read', p, (_s, cb) => void digestOf(s.createReadStream(p)).then((hex) => cb(undefined, hex), cb), 'build').catch((e) => {
       if (e instanceof FsError && e.code === 'ENOENT') return undefined;
       throw e;
     });

@@ -389,13 +389,11 @@ export function renderCheck(report: DeployReport, withDiff: boolean): string {
   }
   if (r.vip?.error) out.push(colour.red(`VIP ${formatHostPort(r.vip.address, r.vip.port)}: ${r.vip.error}`));
   // Counted as the JSON counts them: nodes (totals), and VIP hosts apart.
-  const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+  const plural = (n: number, one: string) => (n ? `${n} ${one}${n === 1 ? '' : 's'}` : '');
+  const hostsText = (nodes: number, vip: number) => [plural(nodes, 'node'), plural(vip, 'VIP host')].filter(Boolean).join(' and ');
   const uncheckedNodes = Object.values(r.hosts).filter((h) => !h.check).length;
-  const uncheckedVip = Object.values(r.vip?.hosts ?? {}).filter((h) => !h.check).length;
-  const pendingLine = pending || pendingVip ? `${[pending ? plural(pending, 'node', 'nodes') : '', pendingVip ? plural(pendingVip, 'VIP host', 'VIP hosts') : ''].filter(Boolean).join(' and ')} would change` : '';
-  const uncheckedLine = unchecked.length
-    ? `${[uncheckedNodes ? plural(uncheckedNodes, 'node', 'nodes') : '', uncheckedVip ? plural(uncheckedVip, 'VIP host', 'VIP hosts') : ''].filter(Boolean).join(' and ')} could not be checked`
-    : '';
+  const pendingLine = pending || pendingVip ? `${hostsText(pending, pendingVip)} would change` : '';
+  const uncheckedLine = unchecked.length ? `${hostsText(uncheckedNodes, unchecked.length - uncheckedNodes)} could not be checked` : '';
   out.push(
     '',
     unchecked.length

@@ -79,8 +79,8 @@ async function withSshFlags(inv: Inventory, options: DeployOptions): Promise<Inv
   }
   if (options.identityFile !== undefined) {
     const file = path.resolve(expandHome(options.identityFile));
-    const problem = await identityFileProblem(file);
-    if (problem) throw new UsageError(`--private-key: ${problem.replace(/ \(relative to the inventory file, ~ for your home\)/, '')}`, { hint: 'name the private key file, e.g. --private-key ~/.ssh/ops_ed25519' });
+    const problem = await identityFileProblem(file, 'flag');
+    if (problem) throw new UsageError(`--private-key: ${problem}`, { hint: 'name the private key file, e.g. --private-key ~/.ssh/ops_ed25519' });
     ssh.identityFile = file;
   }
   return { ...inv, ssh };

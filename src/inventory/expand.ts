@@ -20,6 +20,7 @@
  * problem found in one is reported at the line that made it, naming the host.
  */
 import type { Diagnostic, InventoryPath } from './diagnostics.js';
+import type { Expansion } from './yaml-schema.js';
 
 /** More hosts than this from one line is a typo (`[1:10000]`), not a cluster. */
 export const MAX_RANGE = 5000;
@@ -37,13 +38,6 @@ interface Origin {
   /** The host's name, said beside a problem when its line makes more than one host. */
   name?: string;
   many: boolean;
-}
-
-export interface Expanded {
-  value: unknown;
-  diagnostics: Diagnostic[];
-  /** The place in the file of a path of the expanded inventory, and the host to name with it. */
-  source: (p: InventoryPath) => { path: InventoryPath; host?: string };
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -77,17 +71,17 @@ function rangeLike(address: string, n: number): string {
   return m ? `${m[1]}[${m[2]}:${Number(m[2]) + n - 1}]` : `10.0.1.[11:${10 + n}]`;
 }
 
+/** The keys an entry writes, and one level down inside its mappings (`ssh.user`): what is its own, not its group's. */
+function ownKeys(entry: Record<string, unknown>): Set<string> {
+  return new Set(Object.entries(entry).flatMap(([k, v]) => [k, ...(isObject(v) ? Object.keys(v).map((sub) => `${k}.${sub}`) : [])]));
+}
+
 /** A host with its group's settings under its own: its keys win, and inside ssh: and lb:, key by key. */
 function withGroup(group: Record<string, unknown>, host: Record<string, unknown>): { value: Record<string, unknown>; own: Set<string> } {
-  const own = new Set<string>();
   const value: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(group)) if (k !== 'group' && k !== 'hosts') value[k] = v;
-  for (const [k, v] of Object.entries(host)) {
-    own.add(k);
-    if (isObject(v)) for (const sub of Object.keys(v)) own.add(`${k}.${sub}`);
-    value[k] = isObject(v) && isObject(value[k]) ? { ...(value[k] as Record<string, unknown>), ...v } : v;
-  }
-  return { value, own };
+  for (const [k, v] of Object.entries(host)) value[k] = isObject(v) && isObject(value[k]) ? { ...(value[k] as Record<string, unknown>), ...v } : v;
+  return { value, own: ownKeys(host) };
 }
 
 /** One list (nodes or masters): its ranges expanded, and its groups when `groups` allows them. */
@@ -116,7 +110,7 @@ function expandList(list: unknown[], at: string, groups: boolean, origins: Origi
     }
     names.values.forEach((name, i) => {
       out.push({ ...raw, name, ...(raw.address !== undefined ? { address: addresses.values[n > 1 ? i : 0] } : {}) });
-      origins.push({ entry, host, own: own ?? new Set(Object.keys(raw).flatMap((k) => [k, ...(isObject(raw[k]) ? Object.keys(raw[k] as object).map((s) => `${k}.${s}`) : [])])), name: typeof name === 'string' ? name : undefined, many: n > 1 });
+      origins.push({ entry, host, own: own ?? ownKeys(raw), name: typeof name === 'string' ? name : undefined, many: n > 1 });
     });
   };
   list.forEach((entry, k) => {
@@ -138,7 +132,7 @@ function expandList(list: unknown[], at: string, groups: boolean, origins: Origi
 }
 
 /** The inventory with its ranges and groups written out, or why not. */
-export function expandHosts(js: unknown): Expanded {
+export function expandHosts(js: unknown): Expansion {
   const diagnostics: Diagnostic[] = [];
   const origins: Record<string, Origin[]> = { nodes: [], masters: [] };
   if (!isObject(js)) return { value: js, diagnostics, source: (p) => ({ path: p }) };

@@ -20,14 +20,14 @@ export interface ParsedInventory {
   /** Line and column of a path in the text, for problems found later (the files it names). */
   position: (p: Diagnostic['path']) => { line?: number; col?: number };
   /** A problem found later, placed at the line that made it (a host range, a group), naming its host. */
-  place?: (d: Diagnostic) => Diagnostic;
+  place: (d: Diagnostic) => Diagnostic;
 }
 
 /** Pure: text in, inventory and diagnostics out (paths not yet resolved). */
 export function parseInventory(text: string): ParsedInventory {
   // Host ranges and groups are written out first: every host is then checked as if written by hand.
   const v = validateYaml(text, inventorySchema, 'inventory', expandHosts);
-  if (!v.value) return { diagnostics: v.diagnostics, position: v.position };
+  if (!v.value) return { diagnostics: v.diagnostics, position: v.position, place: v.place };
   const diagnostics = checkRules(v.value).map(v.place);
   return { inventory: v.value, diagnostics, position: v.position, place: v.place };
 }
@@ -106,7 +106,7 @@ export async function loadInventory(file: string): Promise<LoadedInventory> {
   }
   const inventory = resolvePaths(parsed.inventory, path.dirname(path.resolve(file)));
   // The files it names, now: not at verify (after the change is live) or at each node's login.
-  const files = (await checkLocalFiles(inventory)).map((d) => parsed.place?.(d) ?? { ...d, ...parsed.position(d.path) });
+  const files = (await checkLocalFiles(inventory)).map((d) => parsed.place(d));
   const diagnostics = [...parsed.diagnostics, ...files];
   if (diagnostics.some((d) => d.severity === 'error')) throw new InventoryError(file, diagnostics);
   return {

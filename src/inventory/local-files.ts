@@ -131,9 +131,9 @@ export async function kubeconfigProblem(file: string): Promise<string | undefine
 }
 
 /** Why an identity file cannot be logged in with: missing, unreadable, or open to others (OpenSSH refuses it). */
-export async function identityFileProblem(file: string): Promise<string | undefined> {
+export async function identityFileProblem(file: string, from: 'inventory' | 'flag' = 'inventory'): Promise<string | undefined> {
   const r = await readLocal(file);
-  if ('problem' in r) return `${r.problem}: point it at the private key to log in with (relative to the inventory file, ~ for your home), or leave it out to use ssh-agent and ~/.ssh/id_*`;
+  if ('problem' in r) return `${r.problem}: point it at the private key to log in with${from === 'inventory' ? ' (relative to the inventory file, ~ for your home)' : ''}, or leave it out to use ssh-agent and ~/.ssh/id_*`;
   if (tooOpen(r)) return `${file} is readable by others (mode ${modeText(r.mode)}): OpenSSH and k8s-ha refuse such a key; chmod 600 ${file}`;
   return undefined;
 }
