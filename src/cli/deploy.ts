@@ -14,7 +14,7 @@ function percent(v: string): number {
   return Number(v);
 }
 
-function duration(flag: string, max: string, min?: string) {
+export function duration(flag: string, max: string, min?: string) {
   const maxMs = durationMs(max);
   const minMs = min ? durationMs(min) : 0;
   return (v: string) => {

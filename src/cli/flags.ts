@@ -41,7 +41,7 @@ Exit codes:
   2    bad input: flags, inventory, playbook; said before any connection
   3    some hosts failed, were unreachable or locked (status: some node down)
   4    the nginx or kube-lb build failed: nothing was touched on any node
-  5    deploy --check: changes are pending
+  5    deploy --check, remove --check: changes are pending
   6    status: nothing down, but some nodes could not be told
   7    status: the cluster's apiservers differ from the inventory's masters
   130  interrupted (SIGINT or SIGTERM)`;

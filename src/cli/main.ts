@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { ExitCode, InternalError, K8sHaError, UsageError } from '../errors.js';
 import { buildCommand } from './build.js';
 import { deployCommand } from './deploy.js';
+import { removeCommand } from './remove.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { statusCommand } from './status.js';
@@ -42,6 +43,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   program.addCommand(deployCommand(setExit));
   program.addCommand(statusCommand(setExit));
+  program.addCommand(removeCommand(setExit));
   program.addCommand(buildCommand());
   program.addCommand(
     new Command('inventory').description('write an inventory from what you already have').addCommand(

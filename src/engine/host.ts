@@ -235,12 +235,9 @@ function factRequestOf(job: HostJob): FactRequest {
   return req;
 }
 
-/** Read the facts (unless read with the lock) and plan every step on an open session. */
-export async function planOn(session: Session, job: HostJob, timings: Record<string, number> = {}): Promise<PlannedHost> {
-  const t0 = Date.now();
+/** The host's facts on an open session: those read with the lock the first time, read afresh after that. */
+export async function readFacts(session: Session, job: HostJob): Promise<HostFacts> {
   const req = factRequestOf(job);
-  if (session.connectMs !== undefined) timings.connect = (timings.connect ?? 0) + session.connectMs;
-  session.connectMs = undefined;
   let stdout = session.facts;
   // Read with the lock once; any later plan (a roll's replan) reads them afresh.
   session.facts = undefined;
@@ -251,7 +248,15 @@ export async function planOn(session: Session, job: HostJob, timings: Record<str
     if (f.code !== 0) throw new Error(`gathering facts failed (exit ${f.code}): ${f.stderr.trim()}`);
     stdout = f.stdout;
   }
-  const facts = parseFacts(req, stdout);
+  return parseFacts(req, stdout);
+}
+
+/** Read the facts (unless read with the lock) and plan every step on an open session. */
+export async function planOn(session: Session, job: HostJob, timings: Record<string, number> = {}): Promise<PlannedHost> {
+  const t0 = Date.now();
+  if (session.connectMs !== undefined) timings.connect = (timings.connect ?? 0) + session.connectMs;
+  session.connectMs = undefined;
+  const facts = await readFacts(session, job);
   const steps = job.choose?.(facts) ?? job.steps;
   const plan = planHost(job.node, steps, facts, { ...job.base, currentText: (path) => facts.texts[path] });
   timings.facts = (timings.facts ?? 0) + Date.now() - t0;

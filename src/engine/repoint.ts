@@ -11,7 +11,7 @@ import type { HostFacts } from '../facts/host.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import { formatHostPort } from '../util/hostport.js';
 import { deadlineOf } from '../connect/deadlines.js';
-import { parseRepointOutput, planRepoint, repointScript, type Repoint } from '../ops/kubeconfig.js';
+import { isServerUrl, ORIGINS_FILE, parseRepointOutput, planRepoint, repointScript, serverUrl, type Repoint } from '../ops/kubeconfig.js';
 import { quote } from '../util/quote.js';
 import { LOCK_DIR } from './lock.js';
 import { guardedBy } from './scripts.js';
@@ -43,7 +43,11 @@ export function describeRepoint(r: Repoint): string {
 
 export function planRepointFor(inv: Inventory, facts: HostFacts, node: Pick<InventoryNode, 'repointTo'> = {}): RepointPlan {
   const { to, toWhat } = repointTarget(inv, node);
-  const changes = planRepoint(inv.kubeconfigs, to, facts, inv.tls.serverName);
+  const balancer = serverUrl(inv.lb.listen);
+  // Moved onto the balancer from elsewhere: where from is kept on the node, for `k8s-ha remove` to point it back.
+  const changes = planRepoint(inv.kubeconfigs, to, facts, inv.tls.serverName).map((c) =>
+    !c.forgetOnly && c.to === balancer && c.from !== balancer && isServerUrl(c.from) ? { ...c, record: { server: c.from, tlsServerName: facts.kubeconfigs?.[c.path]?.tlsServerNames[0] ?? '' } } : c,
+  );
   return {
     changes,
     summary: changes.length ? changes.map(describeRepoint).join('; ') : `every kubeconfig present already points at ${toWhat}`,
@@ -60,7 +64,8 @@ export async function repointHost(conn: SshConnection, plan: RepointPlan, inv: I
   if (out.ok) {
     const services = [...new Set(plan.changes.map((c) => c.service).filter(Boolean))];
     const through = plan.to === inv.lb.listen ? `through ${plan.to}` : `to ${plan.toWhat} (${plan.to})`;
-    return { ok: true, detail: `${plan.summary}${services.length ? `; ${services.join(', ')} active (running) and connected ${through}` : ''}` };
+    const unrecorded = out.unrecorded?.length ? `; where ${out.unrecorded.join(', ')} pointed before could not be kept in ${ORIGINS_FILE} (k8s-ha remove will need --repoint-to)` : '';
+    return { ok: true, detail: `${plan.summary}${services.length ? `; ${services.join(', ')} active (running) and connected ${through}` : ''}${unrecorded}` };
   }
   const why = out.failure ?? (r.stderr.trim() || `exit ${r.code}`);
   const restored = out.restored ? 'the kubeconfig this run replaced is back and the service restarted on it' : `the kubeconfig this run replaced could NOT be restored: ${out.restoreFailure ?? 'unknown'}`;

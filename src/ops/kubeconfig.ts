@@ -28,7 +28,44 @@ export interface Repoint {
   why: string;
   /** Nothing to rewrite: only an earlier version's *.k8s-ha-orig to remove (no restart). */
   forgetOnly?: boolean;
+  /** Every tls-server-name: line goes (putting back a file that had none); serverName is then unset. */
+  dropServerName?: boolean;
+  /**
+   * What the file named before this tool first pointed it at the balancer: kept on the node once the
+   * repoint is verified (ORIGINS_FILE), for `k8s-ha remove` to point it back. A file already recorded keeps its first record.
+   */
+  record?: Origin;
 }
+
+/** Where a kubeconfig pointed before k8s-ha repointed it: its first server: URL and tls-server-name: ('' for none). */
+export interface Origin {
+  server: string;
+  tlsServerName: string;
+}
+
+/**
+ * One line per kubeconfig k8s-ha pointed at a balancer: PATH, its original server URL and its original
+ * tls-server-name, tab-separated. Server URLs and names only: never a key. Removed with /var/lib/k8s-ha.
+ */
+export const ORIGINS_FILE = '/var/lib/k8s-ha/kubeconfig-origins';
+
+/** A server URL as a kubeconfig writes one: https://HOST:PORT, nothing a shell or awk would read differently. */
+const SERVER_URL = /^https:\/\/(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?\/?$/;
+const SERVER_NAME = /^[A-Za-z0-9.-]*$/;
+
+/** Pure: ORIGINS_FILE's lines, by path; lines that are not what k8s-ha writes are left out. */
+export function parseOrigins(text: string | undefined): Map<string, Origin> {
+  const out = new Map<string, Origin>();
+  for (const line of (text ?? '').split('\n')) {
+    const [path, server, name, ...rest] = line.split('\t');
+    if (!path?.startsWith('/') || server === undefined || !SERVER_URL.test(server) || !SERVER_NAME.test(name ?? '') || rest.length) continue;
+    if (!out.has(path)) out.set(path, { server, tlsServerName: name ?? '' });
+  }
+  return out;
+}
+
+/** Whether a URL given on the command line is a server URL a kubeconfig may name (https://HOST:PORT). */
+export const isServerUrl = (v: string): boolean => SERVER_URL.test(v);
 
 export interface RepointOptions {
   listen: string;
@@ -36,10 +73,14 @@ export interface RepointOptions {
   runId: string;
   /** How long each restarted service gets to be active, running and connected to the balancer. */
   timeoutS: number;
+  /** Where the originals are recorded (ORIGINS_FILE). */
+  originsFile?: string;
 }
 
 export interface RepointOutcome {
   ok: boolean;
+  /** Repointed kubeconfigs whose original could not be recorded (ORIGINS_FILE). */
+  unrecorded?: string[];
   /** `SUBJECT: reason`, the subject a service or a kubeconfig path. */
   failure?: string;
   /** After a failure: whether every original came back and the services restarted on it. */
@@ -92,7 +133,8 @@ export function planRepoint(kubeconfigs: Kubeconfig[], listen: string, facts: Ho
     const why: string[] = [];
     const other = kc.servers.find((s) => s !== to);
     if (other !== undefined) why.push(`server ${other} -> ${to}`);
-    if (serverName && (kc.tlsServerNames.length < kc.servers.length || kc.tlsServerNames.some((n) => n !== serverName))) {
+    const renames = !!serverName && (kc.tlsServerNames.length < kc.servers.length || kc.tlsServerNames.some((n) => n !== serverName));
+    if (renames) {
       const now = kc.tlsServerNames.find((n) => n !== serverName);
       why.push(`tls-server-name ${now ?? '(none)'} -> ${serverName}`);
     }
@@ -112,7 +154,8 @@ export function planRepoint(kubeconfigs: Kubeconfig[], listen: string, facts: Ho
       path: k.path,
       from: other ?? to,
       to,
-      ...(serverName ? { serverName } : {}),
+      // Names already right are left where they are: the file changes in its server: lines alone.
+      ...(renames ? { serverName } : {}),
       service: exists ? k.service : undefined,
       why: why.join('; '),
     });
@@ -130,8 +173,8 @@ export function units(kubeconfigs: Kubeconfig[]): string[] {
  */
 
 /** Every server: line gets URL; with NAME, each one is followed by tls-server-name: NAME at its indentation, older ones dropped. */
-const AWK_REWRITE = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAME"] }
-name != "" && /^[ \\t]*tls-server-name:/ { next }
+const AWK_REWRITE = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAME"]; drop = ENVIRON["K8S_HA_DROP"] }
+(name != "" || drop != "") && /^[ \\t]*tls-server-name:/ { next }
 /^[ \\t]*server:/ {
   match($0, /^[ \\t]*server:[ \\t]*/); print substr($0, 1, RLENGTH) to
   if (name != "") { match($0, /^[ \\t]*/); print substr($0, 1, RLENGTH) "tls-server-name: " name }
@@ -139,14 +182,14 @@ name != "" && /^[ \\t]*tls-server-name:/ { next }
 }
 { print }`;
 
-/** Fails unless every server: is URL and, with NAME, each has its tls-server-name: NAME. */
-const AWK_CHECK = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAME"] }
+/** Fails unless every server: is URL and, with NAME, each has its tls-server-name: NAME (with DROP, none has one). */
+const AWK_CHECK = `BEGIN { to = ENVIRON["K8S_HA_TO"]; name = ENVIRON["K8S_HA_NAME"]; drop = ENVIRON["K8S_HA_DROP"] }
 /^[ \\t]*server:/ { n++; v = $0; sub(/^[ \\t]*server:[ \\t]*/, "", v); if (v != to) bad = 1 }
 /^[ \\t]*tls-server-name:/ { t++; v = $0; sub(/^[ \\t]*tls-server-name:[ \\t]*/, "", v); if (name != "" && v != name) bad = 1 }
-END { exit (n == 0 || bad || (name != "" && t != n)) }`;
+END { exit (n == 0 || bad || (name != "" && t != n) || (drop != "" && t > 0)) }`;
 
 /*
- * rewrite_kubeconfig PATH URL NAME, in the script's own shell (not a $(...) subshell): it sets $why
+ * rewrite_kubeconfig PATH URL NAME [DROP], in the script's own shell (not a $(...) subshell): it sets $why
  * on failure and $kept to the file whose backup it made. A symlinked kubeconfig is resolved once
  * (readlink -f) and its target rewritten, as kubelet reads it; the link stays. Nothing is written
  * through a name another process could have made: the staged copy is a fresh mktemp name beside the
@@ -160,8 +203,8 @@ const REWRITE_FUNCTION = `rewrite_kubeconfig() {
   f=$(readlink -f -- "$1") && [ -f "$f" ] || { why="cannot resolve $1"; return 1; }
   t=$(mktemp "${stagedName('$f')}.XXXXXX" 2>&1) || { why="cannot stage $f: $t"; return 1; }
   if ! err=$(cp -p -- "$f" "$t" 2>&1); then rm -f -- "$t"; why="cannot stage $f: $err"; return 1; fi
-  if ! err=$(K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_REWRITE)} "$f" 2>&1 > "$t"); then rm -f -- "$t"; why="cannot rewrite $1: $err"; return 1; fi
-  if ! K8S_HA_TO=$2 K8S_HA_NAME=$3 awk ${quote(AWK_CHECK)} "$t"; then rm -f -- "$t"; why="the rewritten $1 does not name server $2 throughout"; return 1; fi
+  if ! err=$(K8S_HA_TO=$2 K8S_HA_NAME=$3 K8S_HA_DROP=\${4:-} awk ${quote(AWK_REWRITE)} "$f" 2>&1 > "$t"); then rm -f -- "$t"; why="cannot rewrite $1: $err"; return 1; fi
+  if ! K8S_HA_TO=$2 K8S_HA_NAME=$3 K8S_HA_DROP=\${4:-} awk ${quote(AWK_CHECK)} "$t"; then rm -f -- "$t"; why="the rewritten $1 does not name server $2 throughout"; return 1; fi
   if ! err=$(ln -- "$f" "${backupName('$f')}" 2>&1); then rm -f -- "$t"; why="cannot keep $f as ${backupName('$f')}: $err"; return 1; fi
   kept=$f
   if ! err=$(mv -f -- "$t" "$f" 2>&1); then rm -f -- "$t"; why="cannot move the rewritten $1 into place: $err"; return 1; fi
@@ -185,6 +228,17 @@ const FORGET_FUNCTION = `forget_file() {
   for x in "${backupName('$real', '')}"* "${stagedName('$real', '')}"*; do
     if [ -e "$x" ] || [ -h "$x" ]; then rm -f -- "$x"; fi
   done
+}`;
+
+/**
+ * record_origin PATH SERVER NAME: PATH's original server and tls-server-name, kept in ORIGINS_FILE
+ * unless a line for PATH is there already (the first record is the original). Server URLs and names
+ * only; the folder is root's alone.
+ */
+const RECORD_FUNCTION = `record_origin() {
+  [ -d "\${ORIGINS%/*}" ] || mkdir -p -m 0700 "\${ORIGINS%/*}" || return 1
+  if [ -f "$ORIGINS" ] && cut -f1 "$ORIGINS" | grep -qxF -- "$1"; then return 0; fi
+  printf '%s\\t%s\\t%s\\n' "$1" "$2" "$3" >> "$ORIGINS"
 }`;
 
 /*
@@ -236,6 +290,8 @@ export function rewriteCommands(path: string, to: string, serverName: string | u
 /** How a TCP peer appears in /proc/net/tcp{,6}: in both byte orders, IPv4 also as v4-mapped IPv6. */
 export function procNetAddresses(listen: string): string[] {
   const { host, port } = hostPortOf(listen);
+  // A host name (a server URL being put back): only ss, which resolves it, can tell.
+  if (!net.isIP(host)) return [];
   const hex = (bytes: number[]) => bytes.map((b) => b.toString(16).padStart(2, '0')).join('').toUpperCase();
   // The kernel prints each 32-bit word in host order: reversed within each word on little-endian.
   const little = (bytes: number[]) => bytes.map((_, i) => bytes[i - (i % 4) + 3 - (i % 4)]!);
@@ -282,12 +338,14 @@ export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> 
     `LISTEN=${quote(hostPort(listen))}`,
     `TIMEOUT=${quote(String(timeoutS))}`,
     `PROC_ADDRS=${quote(procNetAddresses(listen).join(' '))}`,
+    `ORIGINS=${quote(opts.originsFile ?? ORIGINS_FILE)}`,
     "why=''",
     ...services.map((_, i) => `${flag(i)}=0`),
     ...rewrites.map((_, i) => `${kept(i)}=''`),
     REWRITE_FUNCTION,
     RESTORE_FUNCTION,
     FORGET_FUNCTION,
+    RECORD_FUNCTION,
     CONNECTED_FUNCTION,
     WAIT_FUNCTION,
     'restore() {',
@@ -298,11 +356,12 @@ export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> 
     '}',
     // One line per marker: the reason may hold the newlines of a command's error output.
     `failed() { echo "@@repoint-failed $(printf '%s' "$1" | tr '\\n' ' ')"; restore; exit 1; }`,
-    ...rewrites.map((c, i) => `rewrite_kubeconfig ${quote(c.path)} ${quote(c.to)} ${quote(c.serverName ?? '')}; ok=$?; ${kept(i)}=$kept; [ "$ok" = 0 ] || failed ${quote(c.path)}": $why"`),
+    ...rewrites.map((c, i) => `rewrite_kubeconfig ${quote(c.path)} ${quote(c.to)} ${quote(c.serverName ?? '')} ${c.dropServerName ? '1' : "''"}; ok=$?; ${kept(i)}=$kept; [ "$ok" = 0 ] || failed ${quote(c.path)}": $why"`),
     // Restart them all first, so they come up side by side; then wait for each.
     ...services.map((s, i) => `${flag(i)}=1; if ! out=$(systemctl restart ${quote(s)} 2>&1); then failed ${quote(s)}": restart failed: $out"; fi`),
     ...services.map((s) => `if ! wait_ready ${quote(s)}; then failed ${quote(s)}": $why"; fi`),
     ...rewrites.map((c, i) => `forget_file "$${kept(i)}" ${quote(c.path)}`),
+    ...rewrites.flatMap((c) => (c.record ? [`record_origin ${quote(c.path)} ${quote(c.record.server)} ${quote(c.record.tlsServerName)} 2>/dev/null || echo ${quote(`@@unrecorded ${c.path}`)}`] : [])),
     ...changes.filter((c) => c.forgetOnly).map((c) => `forget_file '' ${quote(c.path)}`),
     "echo '@@repointed'",
   ];
@@ -312,7 +371,8 @@ export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> 
 /** Pure: what the repoint script's markers say. */
 export function parseRepointOutput(stdout: string): RepointOutcome {
   const failure = /^@@repoint-failed (.*)$/m.exec(stdout)?.[1];
-  if (failure === undefined) return { ok: /^@@repointed$/m.test(stdout) };
+  const unrecorded = [...stdout.matchAll(/^@@unrecorded (.*)$/gm)].map((m) => m[1]!);
+  if (failure === undefined) return { ok: /^@@repointed$/m.test(stdout), ...(unrecorded.length ? { unrecorded } : {}) };
   const restoreFailure = /^@@restore-failed ?(.*)$/m.exec(stdout)?.[1];
   return { ok: false, failure, restored: /^@@restored$/m.test(stdout), ...(restoreFailure !== undefined ? { restoreFailure } : {}) };
 }

@@ -1,5 +1,5 @@
 /**
- * Traffic a kubelet would make, from inside a node through its 127.0.0.1:8443:
+ * Traffic a kubelet would make, from inside a node through its 127.0.0.1:8443 (or another server it is given):
  * short requests about 20 a second, and one long-lived watch stream. Every
  * request and event is recorded so a test can count failures.
  */
@@ -25,19 +25,22 @@ export class NodeLoad {
   private watchReq?: ReturnType<typeof https.request>;
   readonly report: LoadReport;
 
-  constructor(private readonly node: { name: string; address: string }) {
+  constructor(
+    private readonly node: { name: string; address: string },
+    private readonly to: { host: string; port: number } = { host: '127.0.0.1', port: 8443 },
+  ) {
     this.report = { node: node.name, requests: 0, failures: [], backends: {}, watch: { events: 0 } };
   }
 
   async start(): Promise<void> {
     this.conn = await SshConnection.open(nodeTarget(this.node));
     this.running = true;
-    this.startWatch(await this.conn.connectFromHost('127.0.0.1', 8443));
+    this.startWatch(await this.conn.connectFromHost(this.to.host, this.to.port));
     this.loop = (async () => {
       while (this.running) {
         const t0 = Date.now();
         try {
-          const r = await httpsGet(() => this.conn!.connectFromHost('127.0.0.1', 8443), {
+          const r = await httpsGet(() => this.conn!.connectFromHost(this.to.host, this.to.port), {
             path: '/version',
             ca: lab().caPem,
             servername: 'kubernetes',
@@ -91,8 +94,8 @@ export class NodeLoad {
   }
 }
 
-export async function withLoad<T>(nodes: { name: string; address: string }[], fn: () => Promise<T>): Promise<{ result: T; reports: LoadReport[] }> {
-  const loads = nodes.map((n) => new NodeLoad(n));
+export async function withLoad<T>(nodes: { name: string; address: string }[], fn: () => Promise<T>, to?: { host: string; port: number }): Promise<{ result: T; reports: LoadReport[] }> {
+  const loads = nodes.map((n) => new NodeLoad(n, to));
   await Promise.all(loads.map((l) => l.start()));
   try {
     const result = await fn();

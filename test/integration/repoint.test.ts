@@ -13,23 +13,9 @@ import { quote } from '../../src/util/quote.js';
 import { k8sha } from '../helpers/cli.js';
 import { deployJson, inventoryVariant } from '../helpers/deploy.js';
 import { lab, withNode } from '../helpers/lab.js';
+import { fakeKubelet } from '../helpers/kubelet.js';
 
 type Node = { name: string; address: string };
-
-/** A kubelet stand-in: a unit whose process holds a TCP connection to what its kubeconfig names (or never connects). */
-async function fakeKubelet(n: Node, kubeconfig: string, connects: boolean) {
-  // Reads the server from its kubeconfig as kubelet does, connects, and keeps the connection open.
-  const script = connects
-    ? ['#!/bin/bash', 'u=$(sed -n "s#^ *server: *https://##p" /etc/kubernetes/kubelet.kubeconfig | head -n1)', 'exec 3<>"/dev/tcp/${u%:*}/${u##*:}"', 'exec sleep infinity']
-    : ['#!/bin/sh', 'exec sleep infinity'];
-  await withNode(n, (c) =>
-    c.execOk(
-      `mkdir -p /etc/kubernetes && printf '%s' ${quote(kubeconfig)} > /etc/kubernetes/kubelet.kubeconfig && chmod 600 /etc/kubernetes/kubelet.kubeconfig && ` +
-        `printf '%s\\n' ${script.map(quote).join(' ')} > /usr/local/bin/fake-kubelet && chmod 755 /usr/local/bin/fake-kubelet && ` +
-        `printf '%s\\n' '[Service]' 'ExecStart=/usr/local/bin/fake-kubelet' > /etc/systemd/system/kubelet.service && systemctl daemon-reload && systemctl restart kubelet`,
-    ),
-  );
-}
 
 const KUBE_PROXY_KUBECONFIG = '/etc/kubernetes/kube-proxy.kubeconfig';
 
