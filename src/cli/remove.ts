@@ -16,6 +16,7 @@ interface RemoveFlags {
   repointTo?: string;
   repointTimeout: number;
   force?: boolean;
+  vip?: boolean;
   check?: boolean;
   concurrency: number;
   waitLock: number;
@@ -75,6 +76,7 @@ export function removeCommand(setExit: (code: number) => void): Command {
     .option('--repoint-to <url>', 'point every kubeconfig that names the balancer here (https://ADDRESS:PORT), in place of where it pointed before k8s-ha')
     .addOption(new Option('--repoint-timeout <duration>', 'how long each restarted kubelet or kube-proxy has to run and connect to its new server').argParser(duration('--repoint-timeout', '10m', '1s')).default(30_000, '30s'))
     .option('--force', 'stop the balancer even while other processes are still connected through its port (they are named otherwise, and the node refused)')
+    .option('--vip', "take the VIP layer off instead: keepalived and haproxy stopped and k8s-ha's files removed on the VIP hosts (vip.hosts, or every master once the inventory has no vip:), the holder last")
     .option('--serial <n|n%>', 'nodes per batch; a failed batch stops the run', '25%')
     .option('--limit <nodes>', 'only these nodes, comma-separated', (v) => v.split(',').map((s) => s.trim()).filter(Boolean))
     .option('--concurrency <n>', 'at most this many SSH sessions at once', positive('--concurrency'), 64)
@@ -87,6 +89,7 @@ export function removeCommand(setExit: (code: number) => void): Command {
 Examples:
   k8s-ha remove -i inventory.yaml --limit node-7 --check    what would be repointed and removed on node-7
   k8s-ha remove -i inventory.yaml --limit node-7            node-7 back to the apiserver it used before
+  k8s-ha remove -i inventory.yaml --vip --check             what taking the VIP off its hosts would do
   k8s-ha remove -i inventory.yaml --repoint-to https://10.0.0.100:6443 --serial 2
                                                             every node onto your own load balancer, two at a time
 ${EXIT_CODES}`,
@@ -121,6 +124,7 @@ ${EXIT_CODES}`,
             repointTo: o.repointTo,
             repointTimeoutMs: o.repointTimeout,
             force: !!o.force,
+            vip: !!o.vip,
             waitLockMs: o.waitLock,
             sshUser: o.user,
             identityFile: o.privateKey,

@@ -133,6 +133,8 @@ export interface Setup {
   masters?: MastersChange;
   /** How to reach the build node that holds the store (build.store HOST:PATH). */
   storeTarget?: SshTarget;
+  /** How to reach any host of the inventory (a VIP host leaving vip.hosts), resolved as the others were. */
+  reach: (host: InventoryNode, what: string) => SshTarget;
   startedAt: number;
 }
 
@@ -209,7 +211,7 @@ export async function loadSetup(options: DeployOptions): Promise<Setup> {
   const storeNode: InventoryNode | undefined = storeAt?.host ? (inv.nodes.find((n) => n.name === storeAt.host) ?? (storeMaster ? { name: storeMaster.name, address: storeMaster.address, ssh: storeMaster.ssh } : { name: storeAt.host })) : undefined;
   const storeTarget = storeNode && (storeAt!.user ? reach({ ...storeNode, ssh: { ...storeNode.ssh, user: storeAt!.user } }, "build.store's host ") : (targets.get(storeNode.name) ?? reach(storeNode, "build.store's host ")));
   await checkSshFiles(options.inventoryFile, [...targets.values(), ...vipTargets.values(), ...(storeTarget ? [storeTarget] : [])]);
-  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, ...(masters ? { masters } : {}), ...(storeTarget ? { storeTarget } : {}), startedAt };
+  return { options, loaded, playbooks, nodes, targets, vipHosts, vipTargets, vipPlaybook, warnings, ...(masters ? { masters } : {}), ...(storeTarget ? { storeTarget } : {}), reach, startedAt };
 }
 
 /**

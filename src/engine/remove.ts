@@ -21,7 +21,7 @@ import type { SshTarget } from '../connect/ssh.js';
 import { deadlineOf } from '../connect/deadlines.js';
 import type { HostFacts, FactRequest } from '../facts/host.js';
 import { posix } from 'node:path';
-import { prefixProblem, type Inventory, type InventoryNode } from '../inventory/schema.js';
+import { prefixProblem, vipHosts, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { OPERATIONS } from '../ops/catalogue.js';
 import { isServerUrl, ORIGINS_FILE, parseOrigins, serverUrl, units, type Repoint } from '../ops/kubeconfig.js';
 import { IMAGE_REPOSITORY } from '../build/image.js';
@@ -38,6 +38,8 @@ import { batchSize, chunk, type Serial } from './roll.js';
 import { dialed, finishHost, totals, type HostResult, type StepResult, type Totals } from './results.js';
 import { JOURNAL_DIR, guardedBy } from './scripts.js';
 import { newRunId } from './run.js';
+import { leaveVip, type LeavingHost } from './vip-leave.js';
+import { vipLabel } from './vip.js';
 
 export const REMOVE_STEPS = { repoint: 'repoint kubeconfigs', stop: 'stop balancer', clean: 'remove files' } as const;
 
@@ -54,6 +56,8 @@ export interface RemoveOptions extends Pick<DeployOptions, 'inventoryFile' | 'li
   repointTimeoutMs?: number;
   /** --force: remove even while processes other than kubelet and kube-proxy are connected through the balancer's port. */
   force?: boolean;
+  /** --vip: take the VIP layer off its hosts (vip.hosts, or every master once the inventory has no vip:) instead of the nodes' balancers. */
+  vip?: boolean;
 }
 
 /** What k8s-ha may have put on a node, from every built-in playbook as it renders for that node. */
@@ -331,6 +335,7 @@ export function plannedSteps(p: RemovalPlan): StepResult[] {
 
 export async function runRemove(options: RemoveOptions, emit: (e: RemoveEvent) => void, control: { signal?: AbortSignal } = {}): Promise<RemoveReport> {
   checkRepointTo(options.repointTo);
+  if (options.vip) return removeVip(options, emit, control);
   const setup = await loadSetup({ ...options, repointKubeconfigs: false });
   const inv = setup.loaded.inventory;
   const notNodes = (options.limit ?? []).filter((n) => !inv.nodes.some((x) => x.name === n));
@@ -438,6 +443,62 @@ export async function runRemove(options: RemoveOptions, emit: (e: RemoveEvent) =
     totals: t,
     ...(interrupted ? { interrupted } : {}),
     ...(stopped ? { stopped } : {}),
+    durationMs: Date.now() - started,
+  };
+}
+
+/**
+ * remove --vip: the whole VIP layer off its hosts, the hosts that do not hold the VIP first and its
+ * holder last (the VIP goes with it: outside clients lose it, which is what was asked). The hosts are
+ * vip.hosts while the inventory has them, else every master (--limit narrows either); a host whose
+ * keepalived k8s-ha did not set up is left alone.
+ */
+async function removeVip(options: RemoveOptions, emit: (e: RemoveEvent) => void, control: { signal?: AbortSignal }): Promise<RemoveReport> {
+  if (options.repointTo !== undefined || options.force) throw new UsageError(`${options.repointTo !== undefined ? '--repoint-to' : '--force'} is for the nodes' balancers, not --vip`, { hint: 'leave it out' });
+  const setup = await loadSetup({ ...options, limit: undefined, repointKubeconfigs: false });
+  const inv = setup.loaded.inventory;
+  const candidates = inv.vip ? vipHosts(inv).map((h) => ({ name: h.name, address: h.address, ssh: h.ssh })) : inv.masters.map((m) => ({ name: m.name, address: m.address, ssh: m.ssh }));
+  const unknown = (options.limit ?? []).filter((n) => !candidates.some((c) => c.name === n));
+  if (unknown.length) {
+    throw new UsageError(`--limit names ${unknown.join(', ')}, not ${inv.vip ? 'in vip.hosts' : 'a master'} of ${options.inventoryFile}`, { hint: `with --vip, name ${inv.vip ? 'VIP hosts' : 'masters'}: ${candidates.map((c) => c.name).join(', ')}` });
+  }
+  const hosts: LeavingHost[] = candidates
+    .filter((c) => !options.limit?.length || options.limit.includes(c.name))
+    .map((c) => ({ name: c.name, address: c.address, known: true, isNode: inv.nodes.some((n) => n.name === c.name || n.address === c.address), ...(c.ssh ? { ssh: c.ssh } : {}) }));
+  const runId = newRunId();
+  const holder = `${controllerIdentity()} since ${new Date().toISOString()}, run ${runId}`;
+  const check = !!options.check;
+  const started = Date.now();
+  emit({ type: 'start', runId, nodes: hosts.map((h) => vipLabel(h.name)), check, warnings: setup.warnings });
+  const left = await leaveVip(setup, hosts, [], {
+    runId,
+    holder,
+    check,
+    handover: false,
+    reason: 'remove --vip',
+    settleMs: 0,
+    verifyDeadlineMs: 15_000,
+    signal: control.signal,
+    emit: (e) => {
+      if (e.type === 'host-phase') emit({ type: 'host', name: e.name, phase: e.phase === 'committing' ? 'removing' : e.phase, detail: e.detail });
+    },
+  });
+  const results = hosts.map((h) => {
+    const r = left.results.get(h.name)!;
+    const { heldBefore: _held, ...rest } = r;
+    return { ...rest, name: vipLabel(h.name) };
+  });
+  for (const r of results) emit({ type: 'host-done', result: r });
+  const t = totals(results);
+  const interrupted = !!control.signal?.aborted;
+  return {
+    ok: !interrupted && t.failed + t.unreachable + t.locked === 0,
+    check,
+    runId,
+    hosts: Object.fromEntries(results.map((r) => [r.name, r])),
+    totals: t,
+    ...(interrupted ? { interrupted } : {}),
+    ...(left.error && t.skipped ? { stopped: left.error } : {}),
     durationMs: Date.now() - started,
   };
 }

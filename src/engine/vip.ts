@@ -15,7 +15,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { httpsGet } from '../connect/https-probe.js';
 import { SshConnection, type SshTarget } from '../connect/ssh.js';
 import { vipHosts, type Inventory, type InventoryNode, type VipHost } from '../inventory/schema.js';
-import { VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE, VIP_TEMPLATES } from '../lb/vip.js';
+import { VIP_HAPROXY_SERVICE, VIP_KEEPALIVED_SERVICE, VIP_PATHS, VIP_TEMPLATES } from '../lb/vip.js';
+import { keepalivedPeers, leaveVip, leavingHosts, LEAVE_STEP } from './vip-leave.js';
 import { mapLimit } from '../util/pool.js';
 import { quote } from '../util/quote.js';
 import { formatHostPort } from '../util/hostport.js';
@@ -51,7 +52,8 @@ export function heldText(holders: string[], asked: number, of: number): string {
 
 export interface VipHostReport
   extends Pick<HostResult, 'address' | 'via' | 'status' | 'ok' | 'changed' | 'failed' | 'steps' | 'error' | 'hint' | 'journal' | 'verified' | 'rollback' | 'recovered' | 'lockedBy'> {
-  role: VipHost['role'];
+  /** `leaving`: no longer in vip.hosts, taken off the VIP by this run (vip-leave.ts). */
+  role: VipHost['role'] | 'leaving';
   /** Held the VIP when planned. */
   heldBefore?: boolean;
   /** --check / --diff: what would change. */
@@ -110,7 +112,8 @@ function vipJob(setup: Setup, host: VipHost, o: VipOptions): HostJob {
     steps,
     base: { artifacts: {}, render: (t, facts) => VIP_TEMPLATES[t]!(inv, host, facts, peers) },
     wantText: setup.options.diff,
-    extraFacts: { interfaces: [host.address], guards: [holdsCommand(inv.vip!.address)] },
+    // Its live keepalived.conf: the peers it runs with name any host taken out of vip.hosts since.
+    extraFacts: { interfaces: [host.address], guards: [holdsCommand(inv.vip!.address)], texts: [VIP_PATHS.keepalivedConfig] },
     say: (phase, detail) => o.emit({ type: 'host-phase', name: node.name, phase, detail }),
   };
 }
@@ -237,9 +240,42 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     });
     const planned = runs.filter((r) => r.planned && !r.result);
     const heldBefore = new Set(planned.filter((r) => r.planned!.plan.facts.guards[holdsCommand(v.address)] === 0).map((r) => r.host.name));
+    // Hosts taken out of vip.hosts leave first, the holder last; the remaining hosts drop them as peers only then.
+    const leaving = leavingHosts(inv, planned.map((r) => keepalivedPeers(r.planned!.plan.facts.texts[VIP_PATHS.keepalivedConfig])), vipHosts(inv));
+    let leaveError: string | undefined;
+    const leavingHeld: string[] = [];
+    if (leaving.length && !stopped()) {
+      emit({ type: 'note', line: `no longer in vip.hosts: ${leaving.map((h) => h.name).join(', ')}: ${check ? 'would be' : 'being'} taken off the VIP before the others drop ${leaving.length > 1 ? 'them' : 'it'} as a peer` });
+      const remaining = planned.map((r) => ({ name: r.host.name, exec: (c: string) => r.session!.conn.execAsRoot(c) }));
+      const left = await leaveVip(setup, leaving, remaining, { runId: o.runId, holder: o.holder, emit, check, settleMs: VIP_SETTLE_MS, verifyDeadlineMs: o.verifyDeadlineMs, signal: o.signal });
+      leaveError = left.error;
+      for (const [name, h] of left.results) {
+        emit({ type: 'host-done', result: h });
+        if (h.heldBefore) leavingHeld.push(name);
+        report.hosts[name] = {
+          role: 'leaving',
+          address: h.address,
+          via: h.via,
+          status: h.status,
+          ok: h.ok,
+          changed: h.changed,
+          failed: h.failed,
+          steps: h.steps,
+          error: h.error,
+          hint: h.hint,
+          lockedBy: h.lockedBy,
+          heldBefore: h.heldBefore,
+          ...(check && h.steps[0]?.status === 'changed' ? { check: { service: 'stop keepalived and haproxy', changes: [{ step: LEAVE_STEP, summary: h.steps[0].summary }] } } : {}),
+        };
+      }
+      if (leaveError && !check) {
+        // The others keep it as a peer: dropped while it still runs, it would claim the VIP too.
+        for (const r of planned) done(r, notReached(r, `${leaveError}: the remaining VIP hosts keep their peer list until it has left`));
+      }
+    }
     if (check) {
       for (const r of planned) r.result = hostResult(r.planned!, undefined);
-    } else {
+    } else if (!leaveError) {
       const apply = async (r: VipRun, rolling: boolean) => {
         if (stopped()) return done(r, notReached(r, `the run was interrupted (${String(o.signal?.reason ?? 'interrupted')})`));
         const out = await applyPlanned(r.session!, r.planned!, { backup: rolling, checkNewList: false, verifyDeadlineMs: o.verifyDeadlineMs }, { runId: o.runId, by: o.identity });
@@ -294,10 +330,10 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     const others: VipAsk[] = vipHosts(inv)
       .filter((h) => !hosts.some((x) => x.name === h.name))
       .map((h) => ({ name: h.name, exec: (c: string) => askOnce(setup.vipTargets.get(h.name)!, c) }));
-    const allOk = runs.every((r) => r.result && (r.result.status === 'ok' || r.result.status === 'changed'));
+    const allOk = runs.every((r) => r.result && (r.result.status === 'ok' || r.result.status === 'changed')) && !leaveError;
     if (check) {
       const elsewhere = others.length ? (await vipHolders(others, v.address)).holders : [];
-      report.holders = [...heldBefore, ...elsewhere].sort();
+      report.holders = [...heldBefore, ...leavingHeld, ...elsewhere].sort();
       if (report.holders.length > 1) report.error = splitBrain(report.holders, v.address);
       else if (!report.holders.length && planned.length === runs.length && planned.some((r) => serving(r.planned!))) report.error = `no host holds the VIP ${v.address}`;
       report.ok = allOk && !report.error;
@@ -306,6 +342,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
       Object.assign(report, await proveVip(inv, live, others, changedAny ? VIP_SETTLE_MS : Math.min(VIP_SETTLE_MS, o.verifyDeadlineMs)));
       report.ok = allOk && !report.error && !!report.through?.ok;
     }
+    if (leaveError && !report.error) report.error = leaveError;
     emit({
       type: 'phase-done',
       phase: 'vip',

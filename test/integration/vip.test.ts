@@ -133,6 +133,34 @@ async function waitFor(what: string, fn: () => Promise<boolean>, ms = 30_000): P
   throw new Error(`timed out waiting for ${what}`);
 }
 
+/**
+ * Who holds the VIP, asked of each host every 300 ms until stopped: every distinct answer seen
+ * (`a+b` for two holders, `none`, `m?` for a host that could not be asked).
+ */
+function watchHolders(hosts: string[]) {
+  let on = true;
+  const seen = new Set<string>();
+  const watch = (async () => {
+    while (on) {
+      const held = await Promise.all(hosts.map((m) => inContainer(m, `ip -o addr show to ${vipAddress()}`).then((out) => (out.trim() ? m : ''), () => `${m}?`)));
+      seen.add(held.filter(Boolean).join('+') || 'none');
+      await sleep(300);
+    }
+  })();
+  return {
+    async stop(): Promise<string[]> {
+      on = false;
+      await watch;
+      return [...seen];
+    },
+  };
+}
+
+/** What k8s-ha leaves of the VIP on a host, each line a thing found (none: nothing). */
+const VIP_LEFTOVERS =
+  'systemctl is-enabled keepalived haproxy 2>/dev/null | grep -v disabled; systemctl is-active keepalived haproxy | grep -xv inactive; ' +
+  'ls /etc/keepalived/keepalived.conf /etc/keepalived/k8s-ha-* /etc/haproxy/haproxy.cfg /etc/haproxy/k8s-ha-* /var/lib/k8s-ha /run/k8s-ha 2>/dev/null; true';
+
 let inventory: string;
 
 beforeAll(async () => {
@@ -302,40 +330,71 @@ describe('the VIP on three masters', () => {
     expect(await holder(inventory)).not.toBe(before);
   }, 300_000);
 
-  it('a host added to vip.hosts joins as a backup: never two holders, and the VIP stays where it is', async () => {
+  it('a host added to vip.hosts joins as a backup, and taken out again leaves before the others drop it: never two holders, and the VIP stays where it is', async () => {
     const before = await holder(inventory);
     const four = vipInventory('four', { hosts: [...HOSTS, 'master-4'] });
-    // Who holds the VIP, asked of all four hosts every 300 ms while the deploy runs and for 10 s after.
-    let on = true;
-    const seen = new Set<string>();
-    const watch = (async () => {
-      while (on) {
-        // A host that cannot be asked is recorded as such: it fails the test below, not the run.
-        const held = await Promise.all(
-          ['master-1', 'master-2', 'master-3', 'master-4'].map((m) => inContainer(m, `ip -o addr show to ${vipAddress()}`).then((out) => (out.trim() ? m : ''), () => `${m}?`)),
-        );
-        seen.add(held.filter(Boolean).join('+') || 'none');
-        await sleep(300);
-      }
-    })();
-    const r = await deployJson(['-i', four, '--limit', [...HOSTS, 'master-4'].join(',')]);
+    const ALL = ['master-1', 'master-2', 'master-3', 'master-4'];
+    // Who holds the VIP, asked of all four hosts every 300 ms while the deploy runs and for the master-down interval after.
+    let watch = watchHolders(ALL);
+    const r = await deployJson(['-i', four, '--limit', ALL.join(',')]);
     // master-4's keepalived started last, as BACKUP (deploy verified it): a host that would take the VIP does so within its master-down interval.
     await sleep(MASTER_DOWN_MS + NO_FLAP_MARGIN_MS);
-    on = false;
-    await watch;
+    expect(await watch.stop()).toEqual([before]);
     expect(r.code, r.stderr).toBe(0);
     const vip = (r.report as unknown as VipJson).vip;
     // The serving three learnt the new peer one at a time, the holder last; then the new host started.
     expect(vip.rolled.at(-1)).toBe(before);
     expect(vip.hosts['master-4']!.status).toBe('changed');
-    expect([...seen]).toEqual([before]);
     const { s } = await vipStatus(four);
     expect(s.vip.hosts.find((h) => h.name === 'master-4')?.vrrp).toBe('BACKUP');
-    // Taking a host out is not handled by deploy (docs/vip.md): by hand, then the three roll back to three peers.
-    await inContainer('master-4', 'systemctl disable --now keepalived haproxy');
+
+    // Out of vip.hosts again: the three's keepalived still names master-4 as a peer, so deploy finds it,
+    // stops it first (a backup: the VIP does not move), and only then rolls the three to their old peer list.
+    watch = watchHolders(ALL);
+    const back = await deployVip(inventory);
+    await sleep(MASTER_DOWN_MS + NO_FLAP_MARGIN_MS);
+    expect(await watch.stop()).toEqual([before]);
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.stderr).toContain('no longer in vip.hosts: master-4: being taken off the VIP before the others drop it as a peer');
+    expect(back.vip.hosts['master-4']!.status).toBe('changed');
+    expect(back.vip.hosts['master-4']!.steps.map((x) => x.summary)).toEqual([
+      'stopped and disabled keepalived; stopped and disabled haproxy; removed /etc/haproxy/k8s-ha-cluster-ca.crt; removed /etc/haproxy/k8s-ha-client.pem; ' +
+        'removed /etc/keepalived/k8s-ha-check-haproxy; removed /etc/keepalived/k8s-ha-notify; removed /run/k8s-ha/vrrp-state; removed /etc/keepalived/keepalived.conf; removed /etc/haproxy/haproxy.cfg',
+    ]);
+    expect(back.vip.rolled.at(-1)).toBe(before);
+    expect(back.vip.holders).toEqual([before]);
+    expect(await inContainer('master-4', VIP_LEFTOVERS)).toBe('');
+    // And nothing more to do.
+    const again = await deployVip(inventory, ['--check']);
+    expect(again.code, again.stderr).toBe(0);
+  });
+
+  it('the holder taken out of vip.hosts: it leaves first, the VIP moves once to a remaining host, never two holders; added back, it joins as a backup', async () => {
+    const before = await holder(inventory);
+    const rest = HOSTS.filter((h) => h !== before);
+    const without = vipInventory('without-holder', { hosts: rest });
+    const check = await k8sha(['deploy', '-i', without, '--limit', rest.join(','), '--check']);
+    expect(check.code, check.stderr).toBe(5);
+    expect(check.stdout).toContain(`leave the VIP: no longer in vip.hosts: stop and disable keepalived and haproxy`);
+    expect(check.stdout).toContain('it holds the VIP now, which moves to a remaining host');
+    const watch = watchHolders(HOSTS);
+    const d = await deployJson(['-i', without, '--limit', rest.join(',')]);
+    const out = { ...d, vip: (d.report as unknown as VipJson).vip };
+    await sleep(MASTER_DOWN_MS + NO_FLAP_MARGIN_MS);
+    const seen = await watch.stop();
+    expect(out.code, out.stderr).toBe(0);
+    const moved = out.vip.holders;
+    expect(moved).toHaveLength(1);
+    expect(rest).toContain(moved[0]);
+    // Held by the old holder, then (for the moment keepalived hands over) by none, then by one remaining host: never two.
+    expect(seen.filter((x) => x !== before && x !== 'none')).toEqual([moved[0]]);
+    expect(seen.some((x) => x.includes('+'))).toBe(false);
+    expect(out.vip.hosts[before]!.steps[0]!.summary).toMatch(new RegExp(`the VIP moved to ${moved[0]} in \\d+\\.\\d s$`));
+    expect(await inContainer(before, VIP_LEFTOVERS)).toBe('');
+    // Back in: it joins as a backup, the VIP stays with the new holder.
     const back = await deployVip(inventory);
     expect(back.code, back.stderr).toBe(0);
-    expect(back.vip.holders).toEqual([before]);
+    expect(back.vip.holders).toEqual(moved);
   });
 
   it('two hosts holding the VIP: status and deploy report the split brain by name', async () => {
@@ -459,4 +518,27 @@ ${peers.map((p) => `        ${p.address}`).join('\n')}
     }
     expect(await holder(inventory)).toBe(before);
   }, 300_000);
+  it('remove --vip: the whole layer off its hosts, the holder last; nothing of it left, and a second run finds nothing', async () => {
+    const before = await holder(inventory);
+    const check = await k8sha(['remove', '-i', inventory, '--vip', '--check']);
+    expect(check.code, check.stderr).toBe(5);
+    expect(check.stdout).toContain(`vip/${before} (`);
+    expect(check.stdout).toContain('leave the VIP: would remove --vip: stop and disable keepalived and haproxy, then remove');
+    expect(check.stdout).toContain('it holds the VIP now, which goes with it');
+    const r = await k8sha(['remove', '-i', inventory, '--vip', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { hosts: Record<string, { status: string }> };
+    expect(Object.entries(report.hosts).map(([n, h]) => [n, h.status])).toEqual(HOSTS.map((h) => [`vip/${h}`, 'changed']));
+    // One host at a time, the holder last: the VIP goes once, with it.
+    const order = [...r.stderr.matchAll(/^vip\/(\S+): removing/gm)].map((m) => m[1]);
+    expect(order).toHaveLength(3);
+    expect(order.at(-1)).toBe(before);
+    for (const h of HOSTS) {
+      expect(await inContainer(h, VIP_LEFTOVERS), h).toBe('');
+      expect((await inContainer(h, `ip -o addr show to ${vipAddress()}`)).trim(), h).toBe('');
+    }
+    const again = await k8sha(['remove', '-i', inventory, '--vip']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain("leave the VIP: its keepalived is not one k8s-ha set up: left alone");
+  });
 });

@@ -17,6 +17,7 @@ import { planHost } from '../../src/engine/plan.js';
 import { restoreScript } from '../../src/engine/scripts.js';
 import { OPERATIONS } from '../../src/ops/catalogue.js';
 import { hostFacts } from '../helpers/facts.js';
+import { keepalivedPeers, leaveScript, leavingHosts, parseLeaveOutput } from '../../src/engine/vip-leave.js';
 
 const NGINX = `nginx: { version: 1.22.1, sources: [http://x.invalid/n.tar.gz], sha256: ${'a'.repeat(64)} }`;
 const MASTERS = '[{ name: m1, address: 10.0.1.11 }, { name: m2, address: 10.0.1.12 }, { name: m3, address: 10.0.1.13 }]';
@@ -295,5 +296,49 @@ describe('lb.impl: haproxy on a node', () => {
     expect(replacedOn(args, { 'kube-nginx': u('inactive', 'disabled'), 'kube-lb': u('active', 'enabled') })).toMatchObject({ unit: 'kube-lb' });
     expect(replacedOn(args, { 'kube-nginx': u('failed', 'enabled'), 'kube-lb': u('inactive', 'disabled') })).toMatchObject({ unit: 'kube-nginx' });
     expect(replacedOn(args, {})).toBeUndefined();
+  });
+});
+
+describe('a host taken out of vip.hosts', () => {
+  const CONF = `# Managed by k8s-ha: changes here are overwritten by the next deploy.
+vrrp_instance k8s_ha_vip {
+    unicast_src_ip 192.0.2.11
+    unicast_peer {
+        192.0.2.12
+        192.0.2.14
+    }
+    check_unicast_src
+}
+`;
+  const twoMasters = parseInventory(`
+masters:
+  - { name: m1, address: 192.0.2.11 }
+  - { name: m2, address: 192.0.2.12 }
+  - { name: m4, address: 192.0.2.14 }
+nodes: [{ name: n1, address: 192.0.2.21 }]
+vip: { address: 192.0.2.100, hosts: [m1, m2] }
+`).inventory!;
+
+  it('is a peer the remaining hosts\' keepalived still lists (only in a file k8s-ha wrote), named as the inventory names it', () => {
+    expect(keepalivedPeers(CONF)).toEqual(['192.0.2.12', '192.0.2.14']);
+    expect(keepalivedPeers(CONF.replace('# Managed by k8s-ha', '# mine'))).toEqual([]);
+    expect(keepalivedPeers(undefined)).toEqual([]);
+    const staying = [{ address: '192.0.2.11' }, { address: '192.0.2.12' }];
+    expect(leavingHosts(twoMasters, [keepalivedPeers(CONF), ['192.0.2.11', '192.0.2.14', '192.0.2.99']], staying)).toEqual([
+      { name: 'm4', address: '192.0.2.14', known: true, isNode: false },
+      { name: '192.0.2.99', address: '192.0.2.99', known: false, isNode: false },
+    ]);
+    expect(leavingHosts(twoMasters, [['192.0.2.12'], ['192.0.2.11']], staying)).toEqual([]);
+  });
+
+  it('leaves by stopping keepalived before haproxy, removes only the files k8s-ha wrote, and keeps a node\'s own state', () => {
+    const s = leaveScript({ runId: 'r1', keepState: false, waitSeconds: 30 });
+    expect(s.indexOf('disable --now keepalived')).toBeLessThan(s.indexOf('disable --now haproxy'));
+    expect(s).toContain("head -n1 /etc/keepalived/keepalived.conf | grep -q '^# Managed by k8s-ha'");
+    expect(s).toContain("head -n1 /etc/haproxy/haproxy.cfg | grep -q '^# Managed by k8s-ha'");
+    expect(s).toContain('rm -rf -- /var/lib/k8s-ha /run/k8s-ha');
+    expect(leaveScript({ runId: 'r1', keepState: true, waitSeconds: 30 })).not.toContain('rm -rf');
+    expect(parseLeaveOutput('@@done stopped and disabled keepalived\n@@left\n')).toEqual({ ok: true, done: ['stopped and disabled keepalived'] });
+    expect(parseLeaveOutput('@@leave-failed stop keepalived: Failed\n')).toMatchObject({ ok: false, failure: 'stop keepalived: Failed' });
   });
 });
