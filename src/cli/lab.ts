@@ -36,10 +36,11 @@ export function labCommand(setExit: (code: number) => void): Command {
     .option('--subnet <cidr>', 'IPv4 /16 for the lab network (default: the first free of 10.210-249.0.0/16)')
     .option('--bastion', 'add a bastion host (A.B.0.20) and make the nodes reachable only through it; default: what the lab in --dir has')
     .option('--keep-direct', 'with --bastion: the nodes stay reachable directly too')
-    .option('--os <releases>', 'the nodes\' Debian releases, in turn (node-1 the first...): bookworm, bullseye, or a list such as bookworm,bullseye; default bookworm, or what the lab in --dir has')
+    .option('--os <releases>', 'the nodes\' Debian releases, in turn (node-1 the first...): bookworm, bullseye, trixie, or a list such as bookworm,bullseye,trixie; default bookworm, or what the lab in --dir has')
+    .option('--masters-os <release>', 'the masters\' Debian release: bookworm, bullseye or trixie; default bookworm, or what the lab in --dir has')
     .option('--runtime <n>', 'how many nodes (node-1 up) get a container runtime: podman and docker (vfs storage) and a kubelet stand-in running /etc/kubernetes/manifests with podman kube play; 0 to the node count, default 0 or what the lab in --dir has', runtimeCount)
     .option('--json', 'print only {"inventory","kubeconfig","kubectl","nodes","masters"} (and "bastion" with one) as JSON on stdout')
-    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; os?: string; runtime?: number; json?: boolean }) => {
+    .action(async (o: { nodes?: number; masters?: number; dir: string; subnet?: string; bastion?: boolean; keepDirect?: boolean; os?: string; mastersOs?: string; runtime?: number; json?: boolean }) => {
       const { labUpSteps, prepareLabUp } = await import('../lab/lab.js');
       const ctx = await prepareLabUp({
         dir: o.dir,
@@ -49,6 +50,7 @@ export function labCommand(setExit: (code: number) => void): Command {
         bastion: o.bastion,
         keepDirect: o.keepDirect,
         os: o.os?.split(',').map((x) => x.trim()),
+        mastersOs: o.mastersOs,
         runtime: o.runtime,
       });
       await runSteps(labUpSteps(), ctx, { json: !!o.json });

@@ -46,7 +46,7 @@ export function progressLine(e: RemoveEvent): string | undefined {
 function hostLines(h: HostResult, check: boolean): string[] {
   const lines = [`${h.name} (${h.address}${h.via ? ` via ${h.via}` : ''}): ${check && h.status === 'changed' ? 'would change' : h.status}`];
   if (h.recovered) lines.push(`  found an unfinished run: ${h.recovered}`);
-  for (const s of h.steps) lines.push(`  ${s.name}: ${check && s.status === 'changed' ? 'would ' : ''}${s.summary}`);
+  for (const s of h.steps) lines.push(`  ${check && s.status === 'changed' ? `would ${s.name}` : s.name}: ${s.summary}`);
   if (h.status !== 'ok' && h.status !== 'changed' && h.error && !h.steps.some((s) => s.error === h.error)) lines.push(`  error: ${h.error}`);
   if (h.hint && h.status !== 'ok' && h.status !== 'changed') lines.push(`  hint: ${h.hint}`);
   return lines;

@@ -23,7 +23,7 @@ import type { HostFacts, FactRequest } from '../facts/host.js';
 import { posix } from 'node:path';
 import { prefixProblem, vipHosts, type Inventory, type InventoryNode } from '../inventory/schema.js';
 import { OPERATIONS } from '../ops/catalogue.js';
-import { isServerUrl, ORIGINS_FILE, parseOrigins, serverUrl, units, type Repoint } from '../ops/kubeconfig.js';
+import { isServerUrl, LEGACY_SUFFIX, ORIGINS_FILE, parseOrigins, serverUrl, units, type Repoint } from '../ops/kubeconfig.js';
 import { IMAGE_REPOSITORY } from '../build/image.js';
 import { UsageError } from '../errors.js';
 import { parseHostPort } from '../util/hostport.js';
@@ -43,8 +43,12 @@ import { vipLabel } from './vip.js';
 
 export const REMOVE_STEPS = { repoint: 'repoint kubeconfigs', stop: 'stop balancer', clean: 'remove files' } as const;
 
-/** Folders that are k8s-ha's alone on a node, besides the prefixes: removed with what is in them. */
-const OWN_DIRS = ['/etc/kube-nginx', JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/'))];
+/** k8s-ha's state folder on a node (its journal, the kubeconfigs' origins). */
+const STATE_DIR = JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/'));
+/** Folders that are k8s-ha's alone on a node: removed with what is in them. */
+const OWN_DIRS = ['/etc/kube-nginx', STATE_DIR];
+/** What deploy makes in a prefix (the prefix itself may hold the site's own files: it goes only when left empty). */
+const PREFIX_DIRS = ['sbin', 'conf', 'logs'];
 
 /** How long the balancer's port has to close once its units are stopped (kubelet stops a static pod within seconds). */
 export const PORT_CLOSE_S = 60;
@@ -68,20 +72,22 @@ export interface Footprint {
   files: string[];
   /** Static pod manifests (and the name a switch moves one aside to): kubelet stops the pod when it goes. */
   manifests: string[];
-  /** Folders that are k8s-ha's alone (the prefixes, /etc/kube-nginx, /var/lib/k8s-ha). */
+  /** Folders that are k8s-ha's alone (sbin/, conf/ and logs/ of the prefixes, /etc/kube-nginx, /var/lib/k8s-ha). */
   dirs: string[];
   /** System users a step made (useradd). */
   users: string[];
-  /** The prefixes' parents (/opt/k8s), removed only when empty and never a system folder. */
+  /** The prefixes, then their parents (/opt/k8s): removed only when left empty, and never a system folder. */
   parents: string[];
 }
 
 const USERADD = /^useradd\b.*\s([a-z_][a-z0-9_-]*)$/;
 
 export function footprint(playbooks: Record<RunImpl, Playbook>, inv: Inventory, node: InventoryNode): Footprint {
-  const prefixes = [inv.lb.prefix, inv.kubeLb.prefix];
-  const parents = [...new Set(prefixes.map((p) => posix.dirname(p)))].filter((d) => prefixProblem(d, '/opt/k8s') === undefined && !prefixes.includes(d));
-  const fp: Footprint = { units: [], files: [], manifests: [], dirs: [...prefixes, ...OWN_DIRS], users: [], parents };
+  const prefixes = [...new Set([inv.lb.prefix, inv.kubeLb.prefix])];
+  const above = [...new Set(prefixes.map((p) => posix.dirname(p)))].filter((d) => prefixProblem(d, '/opt/k8s') === undefined && !prefixes.includes(d));
+  // A VIP host's state (its VRRP state, a VIP change's journal) lives in the same folder: it stays there.
+  const own = vipHosts(inv).some((h) => h.name === node.name) ? OWN_DIRS.filter((d) => d !== STATE_DIR) : OWN_DIRS;
+  const fp: Footprint = { units: [], files: [], manifests: [], dirs: [...prefixes.flatMap((p) => PREFIX_DIRS.map((d) => `${p}/${d}`)), ...own], users: [], parents: [...prefixes, ...above] };
   const add = (list: string[], v: string | undefined) => {
     if (v && !list.includes(v)) list.push(v);
   };
@@ -157,8 +163,12 @@ export function planRemoval(inv: Inventory, fp: Footprint, facts: HostFacts, o: 
   const origins = parseOrigins(facts.texts[ORIGINS_FILE]);
   const byTarget = new Map<string, Repoint[]>();
   const stranded: string[] = [];
+  const copies: string[] = [];
   for (const k of inv.kubeconfigs) {
     const kc = facts.kubeconfigs?.[k.path];
+    // Copies of the file (and its key) an earlier version or an interrupted run left beside it go too.
+    if (kc?.legacyBackup) copies.push(`${k.path}${LEGACY_SUFFIX}`);
+    for (const l of kc?.leftovers ?? []) if (l.startsWith('/')) copies.push(l);
     if (!kc || !kc.servers.includes(balancer)) continue;
     const origin = o.repointTo ? undefined : origins.get(k.path);
     const to = o.repointTo ?? origin?.server;
@@ -192,8 +202,9 @@ export function planRemoval(inv: Inventory, fp: Footprint, facts: HostFacts, o: 
     repoint,
     stop: fp.units.filter((u) => facts.units[u] && facts.units[u]!.loadState !== 'not-found'),
     manifests: fp.manifests.filter(present),
-    files: fp.files.filter(present),
-    images: (facts.images?.[IMAGE_REPOSITORY] ?? []).map((l) => l.split(' ').slice(0, 2).join(' ')).filter((l) => /^(podman|docker|containerd) \S+$/.test(l)),
+    files: [...fp.files.filter(present), ...copies],
+    // RUNTIME REF, the reference as a runtime names an image (never `<none>`, never a shell character).
+    images: (facts.images?.[IMAGE_REPOSITORY] ?? []).map((l) => l.split(' ').slice(0, 2).join(' ')).filter((l) => /^(podman|docker|containerd) [A-Za-z0-9._/:@-]+$/.test(l)),
     users: fp.users.filter((u) => facts.guards[userGuard(u)] === 0),
     dirs: fp.dirs.filter((d) => facts.dirs[d] != null),
   };
@@ -230,7 +241,9 @@ export function describeClean(p: RemovalPlan): string {
  */
 export function removalScript(p: RemovalPlan, o: { listen: string; runId: string; force: boolean; waitSeconds: number }): string {
   const say = (why: string) => `echo ${quote(`@@remove-failed ${why}`)}`;
-  const fail = (what: string) => `{ echo "@@remove-failed ${what}: $(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
+  // WHAT may hold a value read from the node (an image name): quoted, never inside double quotes.
+  const fail = (what: string) => `{ echo ${quote(`@@remove-failed ${what}: `)}"$(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
+  const rm = (path: string, flags = '-f') => `out=$(rm ${flags} -- ${quote(path)} 2>&1) || ${fail(`remove ${path}`)}; echo ${quote(`@@done removed ${path}`)}`;
   const lines = [
     'set -u',
     "trap '' HUP PIPE",
@@ -246,16 +259,17 @@ export function removalScript(p: RemovalPlan, o: { listen: string; runId: string
       `if [ -n "$out" ]; then who=$(printf '%s\\n' "$out" | grep -o '"[^"]*",pid=[0-9]*' | sort -u | while IFS= read -r p; do n=\${p#\\"}; n=\${n%%\\"*}; pid=\${p##*=}; u=$(ps -o unit= -p "$pid" 2>/dev/null | tr -d ' '); printf '%s (pid %s%s), ' "$n" "$pid" "\${u:+, $u}"; done); who=\${who%, }; echo "@@remove-refused still connected through $LISTEN: \${who:-processes ss cannot name}"; exit 0; fi`,
     );
   }
-  for (const u of p.stop) lines.push(`if systemctl cat ${quote(u)} >/dev/null 2>&1; then out=$(systemctl disable --now ${quote(u)} 2>&1) || ${fail(`stop ${u}`)}; fi; echo ${quote(`@@done stopped and disabled ${u}`)}`);
-  for (const m of p.manifests) lines.push(`rm -f -- ${quote(m)} && echo ${quote(`@@done removed ${m}`)}`);
+  // Units a switch left behind, stopped and disabled already, only lose their files below.
+  for (const u of p.stop) lines.push(`if systemctl is-active -q ${quote(u)} || systemctl is-enabled -q ${quote(u)} 2>/dev/null; then out=$(systemctl disable --now ${quote(u)} 2>&1) || ${fail(`stop ${u}`)}; echo ${quote(`@@done stopped and disabled ${u}`)}; fi`);
+  for (const m of p.manifests) lines.push(rm(m));
   if (p.stop.length || p.manifests.length) {
     lines.push(
       `end=$(( $(date +%s) + ${PORT_CLOSE_S} ))`,
-      `while out=$(ss -Htlnp state listening src "$LISTEN" 2>/dev/null) && [ -n "$out" ]; do [ "$(date +%s)" -lt "$end" ] || ${fail(`$LISTEN is still open ${PORT_CLOSE_S} s after the balancer was stopped`)}; sleep 0.2; done`,
+      `while out=$(ss -Htlnp state listening src "$LISTEN" 2>/dev/null) && [ -n "$out" ]; do [ "$(date +%s)" -lt "$end" ] || ${fail(`${o.listen} is still open ${PORT_CLOSE_S} s after the balancer was stopped`)}; sleep 0.2; done`,
       `echo "@@done $LISTEN closed"`,
     );
   }
-  for (const f of p.files) lines.push(`rm -f -- ${quote(f)} && echo ${quote(`@@done removed ${f}`)}`);
+  for (const f of p.files) lines.push(rm(f));
   if (p.files.some((f) => f.startsWith('/etc/systemd/system/')) || p.stop.length) {
     lines.push(`systemctl daemon-reload; systemctl reset-failed ${p.stop.map(quote).join(' ')} >/dev/null 2>&1; true`);
   }
@@ -268,18 +282,18 @@ export function removalScript(p: RemovalPlan, o: { listen: string; runId: string
     lines.push(`if id -u ${quote(u)} >/dev/null 2>&1; then out=$(userdel ${quote(u)} 2>&1) || ${fail(`remove user ${u}`)}; fi; if getent group ${quote(u)} >/dev/null; then groupdel ${quote(u)} >/dev/null 2>&1; fi; echo ${quote(`@@done removed user ${u}`)}`);
   }
   // /var/lib/k8s-ha last of the files: it holds the kubeconfigs' origins, which a rerun needs until the files are gone.
-  for (const d of p.dirs) lines.push(`out=$(rm -rf -- ${quote(d)} 2>&1) || ${fail(`remove ${d}`)}; echo ${quote(`@@done removed ${d}`)}`);
+  for (const d of p.dirs) lines.push(rm(d, '-rf'));
   lines.push(finalCleanup(p.parents), "echo '@@removed-all'");
   return lines.join('\n') + '\n';
 }
 
 /**
  * What goes at the end of every run that changes a node, even one with nothing else left to remove:
- * the prefixes' parents when empty, and the lock folder (tmpfs) this run made, last; this run's lock
- * keeps its open file till it lets go.
+ * the prefixes and their parents, when empty. The lock's folder (/run/k8s-ha, a tmpfs gone at the next
+ * boot) stays: removed under a run waiting for the lock, it would let a third take it as well.
  */
 export function finalCleanup(parents: string[]): string {
-  return [...parents.map((d) => `rmdir -- ${quote(d)} 2>/dev/null`), `rm -rf -- ${quote(LOCK_DIR)}`].join('; ');
+  return parents.map((d) => `rmdir -- ${quote(d)} 2>/dev/null`).join('; ') + '; true';
 }
 
 export interface RemovalOutcome {
@@ -293,7 +307,7 @@ export function parseRemovalOutput(stdout: string, stderr = '', code = 0): Remov
   const done = [...stdout.matchAll(/^@@done (.*)$/gm)].map((m) => m[1]!);
   const refused = /^@@remove-refused (.*)$/m.exec(stdout)?.[1];
   if (refused) return { ok: false, refused, done };
-  const failure = /^@@remove-failed (.*)$/m.exec(stdout)?.[1];
+  const failure = /^@@remove-failed (.*)$/m.exec(stdout)?.[1] ?? (/^@@failed journal 17$/m.test(stdout) ? (/^@@failed journal 17\n(.+)$/m.exec(stdout)?.[1] ?? 'another k8s-ha script on the node held its apply lock') : undefined);
   if (failure || !/^@@removed-all$/m.test(stdout)) return { ok: false, failure: failure ?? (stderr.trim() || `the removal script ended with exit ${code}`), done };
   return { ok: true, done };
 }
@@ -338,6 +352,9 @@ export async function runRemove(options: RemoveOptions, emit: (e: RemoveEvent) =
   if (options.vip) return removeVip(options, emit, control);
   const setup = await loadSetup({ ...options, repointKubeconfigs: false });
   const inv = setup.loaded.inventory;
+  if (options.repointTo && listenOf(options.repointTo) === listenOf(serverUrl(inv.lb.listen))) {
+    throw new UsageError(`--repoint-to ${options.repointTo} is the node-local balancer itself, which remove is about to stop`, { hint: 'name an apiserver, or your own load balancer' });
+  }
   const notNodes = (options.limit ?? []).filter((n) => !inv.nodes.some((x) => x.name === n));
   if (notNodes.length) {
     throw new UsageError(`--limit names ${notNodes.join(', ')}, which ${notNodes.length > 1 ? 'are VIP hosts' : 'is a VIP host'}, not ${notNodes.length > 1 ? 'nodes' : 'a node'}: remove takes the node-local balancer off nodes`, {

@@ -11,7 +11,7 @@ import type { HostFacts } from '../facts/host.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import { formatHostPort } from '../util/hostport.js';
 import { deadlineOf } from '../connect/deadlines.js';
-import { isServerUrl, ORIGINS_FILE, parseRepointOutput, planRepoint, repointScript, serverUrl, type Repoint } from '../ops/kubeconfig.js';
+import { isOriginName, isServerUrl, ORIGINS_FILE, parseRepointOutput, planRepoint, repointScript, serverUrl, type Repoint } from '../ops/kubeconfig.js';
 import { quote } from '../util/quote.js';
 import { LOCK_DIR } from './lock.js';
 import { guardedBy } from './scripts.js';
@@ -45,9 +45,11 @@ export function planRepointFor(inv: Inventory, facts: HostFacts, node: Pick<Inve
   const { to, toWhat } = repointTarget(inv, node);
   const balancer = serverUrl(inv.lb.listen);
   // Moved onto the balancer from elsewhere: where from is kept on the node, for `k8s-ha remove` to point it back.
-  const changes = planRepoint(inv.kubeconfigs, to, facts, inv.tls.serverName).map((c) =>
-    !c.forgetOnly && c.to === balancer && c.from !== balancer && isServerUrl(c.from) ? { ...c, record: { server: c.from, tlsServerName: facts.kubeconfigs?.[c.path]?.tlsServerNames[0] ?? '' } } : c,
-  );
+  const changes = planRepoint(inv.kubeconfigs, to, facts, inv.tls.serverName).map((c) => {
+    const name = facts.kubeconfigs?.[c.path]?.tlsServerNames[0] ?? '';
+    // A value remove could not put back as it was is not kept: remove then asks for --repoint-to.
+    return !c.forgetOnly && c.to === balancer && c.from !== balancer && isServerUrl(c.from) && isOriginName(name) ? { ...c, record: { server: c.from, tlsServerName: name } } : c;
+  });
   return {
     changes,
     summary: changes.length ? changes.map(describeRepoint).join('; ') : `every kubeconfig present already points at ${toWhat}`,

@@ -66,23 +66,25 @@ export function leavingHosts(inv: Inventory, peerLists: string[][], staying: { a
  * before its frontend), then k8s-ha's files removed. Markers: @@done ITEM, @@left, @@leave-failed WHY.
  */
 export function leaveScript(o: { runId: string; keepState: boolean; waitSeconds: number }): string {
-  const fail = (what: string) => `{ echo "@@leave-failed ${what}: $(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
-  const managed = (f: string) => `if [ -f ${quote(f)} ] && head -n1 ${quote(f)} | grep -q ${quote(`^${MANAGED}`)}; then rm -f -- ${quote(f)} && echo ${quote(`@@done removed ${f}`)}; fi`;
+  const fail = (what: string) => `{ echo ${quote(`@@leave-failed ${what}: `)}"$(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
+  const isManaged = (f: string) => `head -n1 ${quote(f)} 2>/dev/null | grep -q ${quote(`^${MANAGED}`)}`;
+  const rm = (f: string) => `out=$(rm -f -- ${quote(f)} 2>&1) || ${fail(`remove ${f}`)}; echo ${quote(`@@done removed ${f}`)}`;
+  const stop = (u: string) => `if systemctl cat ${quote(u)} >/dev/null 2>&1; then out=$(systemctl disable --now ${quote(u)} 2>&1) || ${fail(`stop ${u}`)}; echo ${quote(`@@done stopped and disabled ${u}`)}; fi`;
   const lines = [
     'set -u',
     "trap '' HUP PIPE",
     // keepalived and haproxy that k8s-ha did not set up (the host's own) are not k8s-ha's to stop.
     `if ! { head -n1 ${quote(VIP_PATHS.keepalivedConfig)} 2>/dev/null | grep -q ${quote(`^${MANAGED}`)} || [ -e ${quote(VIP_PATHS.notify)} ]; }; then echo '@@not-ours'; exit 0; fi`,
     guardedBy(o.runId, { lockDir: LOCK_DIR, waitSeconds: o.waitSeconds, say: (why) => `echo ${quote(`@@leave-failed ${why}`)}` }).trimEnd(),
-    ...[VIP_KEEPALIVED_SERVICE, VIP_HAPROXY_SERVICE].map(
-      (u) => `if systemctl cat ${quote(u)} >/dev/null 2>&1; then out=$(systemctl disable --now ${quote(u)} 2>&1) || ${fail(`stop ${u}`)}; echo ${quote(`@@done stopped and disabled ${u}`)}; fi`,
-    ),
-    ...[VIP_PATHS.ca, VIP_PATHS.client, VIP_PATHS.check, VIP_PATHS.notify, VIP_PATHS.state].map((f) => `if [ -e ${quote(f)} ]; then rm -f -- ${quote(f)} && echo ${quote(`@@done removed ${f}`)}; fi`),
-    managed(VIP_PATHS.keepalivedConfig),
-    managed(VIP_PATHS.haproxyConfig),
+    // keepalived first: the VIP is let go before its frontend. haproxy only when its config is k8s-ha's.
+    stop(VIP_KEEPALIVED_SERVICE),
+    `if ${isManaged(VIP_PATHS.haproxyConfig)}; then ${stop(VIP_HAPROXY_SERVICE)}; fi`,
+    ...[VIP_PATHS.ca, VIP_PATHS.client, VIP_PATHS.check, VIP_PATHS.notify, VIP_PATHS.state].map((f) => `if [ -e ${quote(f)} ]; then ${rm(f)}; fi`),
+    ...[VIP_PATHS.keepalivedConfig, VIP_PATHS.haproxyConfig].map((f) => `if ${isManaged(f)}; then ${rm(f)}; fi`),
   ];
-  // The journal's folder and the lock's go too, unless the host runs a node-local balancer of k8s-ha's.
-  if (!o.keepState) lines.push(`rm -rf -- ${quote(JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/')))} ${quote(LOCK_DIR)}`);
+  // The journal's folder goes too, unless the host runs a node-local balancer of k8s-ha's. The lock's
+  // folder (a tmpfs) stays: removed under a run waiting for the lock, it would let a third take it too.
+  if (!o.keepState) lines.push(`out=$(rm -rf -- ${quote(JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/')))} 2>&1) || ${fail('remove /var/lib/k8s-ha')}`);
   lines.push("echo '@@left'");
   return lines.join('\n') + '\n';
 }
@@ -162,6 +164,10 @@ export async function leaveVip(
   }
   let handedTo: string | undefined;
   let error: string | undefined;
+  // One that cannot be asked may still run keepalived: stopping the others (the holder above all) could
+  // hand it the VIP. None leaves until every one can.
+  const unopened = [...results.values()].find((r) => r.status !== 'ok');
+  if (unopened && !o.check) error = `${unopened.name} could not be reached to leave the VIP: ${unopened.error ?? unopened.status}`;
   try {
     // The hosts that do not hold the VIP first, its holder last: the VIP moves once.
     opened.sort((a, b) => Number(a.held) - Number(b.held));
@@ -177,9 +183,19 @@ export async function leaveVip(
         results.set(x.host.name, finishHost({ ...base, status: 'skipped', steps: [leaveStep('skipped', error ? `not reached: ${error}` : 'the run was interrupted')] }));
         continue;
       }
+      if (x.held && o.handover !== false && v.address && !remaining.length) {
+        error = `${x.host.name} holds the VIP and no remaining VIP host runs keepalived to take it over: add the new hosts to vip.hosts and deploy first, then take ${x.host.name} out`;
+        results.set(x.host.name, finishHost({ ...base, status: 'failed', steps: [leaveStep('failed', error, error)], error }));
+        continue;
+      }
       x.job.say('committing', 'leaving the VIP');
-      const r = await s.conn.execAsRoot(leaveScript({ runId: o.runId, keepState: x.host.isNode, waitSeconds: 30 }), { kind: 'apply' });
-      const out = parseLeaveOutput(r.stdout, r.stderr, r.code);
+      let out: LeaveOutcome;
+      try {
+        const r = await s.conn.execAsRoot(leaveScript({ runId: o.runId, keepState: x.host.isNode, waitSeconds: 30 }), { kind: 'apply' });
+        out = parseLeaveOutput(r.stdout, r.stderr, r.code);
+      } catch (e) {
+        out = { ok: false, done: [], failure: `${(e as Error).message.split('\n')[0]} (what the host did is unknown: run the same command again)` };
+      }
       if (!out.ok) {
         error = `${x.host.name} could not leave the VIP: ${out.failure}`;
         results.set(x.host.name, finishHost({ ...base, steps: [leaveStep('failed', `${out.done.join('; ') || 'nothing done'}; then ${out.failure}`, out.failure)], error: out.failure }));

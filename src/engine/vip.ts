@@ -246,9 +246,17 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     const leavingHeld: string[] = [];
     if (leaving.length && !stopped()) {
       emit({ type: 'note', line: `no longer in vip.hosts: ${leaving.map((h) => h.name).join(', ')}: ${check ? 'would be' : 'being'} taken off the VIP before the others drop ${leaving.length > 1 ? 'them' : 'it'} as a peer` });
-      const remaining = planned.map((r) => ({ name: r.host.name, exec: (c: string) => r.session!.conn.execAsRoot(c) }));
+      // Who may take the VIP over: the remaining hosts whose keepalived runs, those --limit left out included.
+      const remaining: VipAsk[] = [
+        ...planned.filter((r) => r.planned!.plan.facts.units[VIP_KEEPALIVED_SERVICE]?.activeState === 'active').map((r) => ({ name: r.host.name, exec: (c: string) => r.session!.conn.execAsRoot(c) })),
+        ...vipHosts(inv)
+          .filter((h) => !hosts.some((x) => x.name === h.name))
+          .map((h) => ({ name: h.name, exec: (c: string) => askOnce(setup.vipTargets.get(h.name)!, c) })),
+      ];
       const left = await leaveVip(setup, leaving, remaining, { runId: o.runId, holder: o.holder, emit, check, settleMs: VIP_SETTLE_MS, verifyDeadlineMs: o.verifyDeadlineMs, signal: o.signal });
       leaveError = left.error;
+      // The new holder changes last in the roll below.
+      if (left.handedTo) heldBefore.add(left.handedTo);
       for (const [name, h] of left.results) {
         emit({ type: 'host-done', result: h });
         if (h.heldBefore) leavingHeld.push(name);

@@ -36,7 +36,7 @@ export const SUITE = 'bookworm';
  * Releases a lab node may run (`lab up --os`): what the Debian mirror serves for debootstrap, with
  * their glibc: a static nginx must run on both, a native one built on bookworm only on bookworm.
  */
-export const LAB_SUITES = { bookworm: 'Debian 12, glibc 2.36', bullseye: 'Debian 11, glibc 2.31' } as const;
+export const LAB_SUITES = { bookworm: 'Debian 12, glibc 2.36', bullseye: 'Debian 11, glibc 2.31', trixie: 'Debian 13, glibc 2.41' } as const;
 export type LabSuite = keyof typeof LAB_SUITES;
 export const BASE_PACKAGES = [
   'systemd',
@@ -209,9 +209,11 @@ const nodeImage = (base: string, say: Say) =>
  * runtime node image too (`lab up --runtime N`: podman, docker and the kubelet stand-in), built on the
  * node image only when a lab asks for it, so a lab without it builds and boots as before.
  */
-export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], runtime = false): Promise<LabImages & { base: string }> {
+export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], runtime = false, mastersOs: LabSuite = SUITE): Promise<LabImages & { base: string }> {
   const base = await ensureBaseImage(say, SUITE);
   const node = await nodeImage(base, say);
+  // The masters run the release asked for (lab up --masters-os): the node image of that release, with the stand-ins.
+  const masterBase = mastersOs === SUITE ? node : await nodeImage(await ensureBaseImage(say, mastersOs), say);
   const standin = path.join(packageRoot(), 'dist', 'lab', 'standin.js');
   if (!fs.existsSync(standin)) {
     throw new EnvironmentError(`${standin} is missing`, { hint: 'run `npm run build` (npm ci does it) first' });
@@ -227,7 +229,7 @@ export async function ensureImages(say: Say, suites: readonly LabSuite[] = [], r
   const [master, apiserver, runtimeImage] = (await allBuilt([
     ensureBuiltImage(
       'k8s-ha-lab-master',
-      masterDockerfile(node),
+      masterDockerfile(masterBase),
       { ...standinFiles, 'kube-apiserver.service': MASTER_APISERVER_UNIT, 'kubelet-standin': KUBELET_STANDIN_SCRIPT, 'kubelet.service': KUBELET_STANDIN_UNIT },
       say,
     ),

@@ -56,12 +56,14 @@ export interface LabUpOptions {
   os?: string[];
   /** How many nodes (node-1 up) get podman, docker and the kubelet stand-in. Default: what the lab in dir has, else none. */
   runtime?: number;
+  /** The masters' Debian release. Default: what the lab in dir has, else the default release. */
+  mastersOs?: string;
 }
 
 const DEFAULT_SIZE = 3;
 
 export interface LabUpContext {
-  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean; os?: LabSuite[]; runtime: number };
+  options: LabUpOptions & { nodes: number; masters: number; bastion: boolean; isolated: boolean; os?: LabSuite[]; runtime: number; mastersOs?: LabSuite };
   id: string;
   existing?: LabState;
   images?: LabImages & { base: string };
@@ -106,6 +108,17 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
       });
     }
   }
+  if (asked.mastersOs !== undefined && !Object.hasOwn(LAB_SUITES, asked.mastersOs)) {
+    throw new UsageError(`--masters-os ${asked.mastersOs} is not a release the lab can build`, {
+      hint: `use ${Object.entries(LAB_SUITES).map(([k, v]) => `${k} (${v})`).join(' or ')}`,
+    });
+  }
+  if (existing && asked.mastersOs !== undefined && asked.mastersOs !== (existing.mastersOs ?? SUITE)) {
+    throw new UsageError(`the lab in ${options.dir} runs ${existing.mastersOs ?? SUITE} on its masters, not ${asked.mastersOs}`, {
+      hint: `run \`k8s-ha lab down --dir ${options.dir}\` first to change it`,
+    });
+  }
+  const mastersOs = (asked.mastersOs ?? existing?.mastersOs) as LabSuite | undefined;
   const os = (asked.os ?? existing?.os) as LabSuite[] | undefined;
   const runtime = asked.runtime ?? existing?.runtime ?? 0;
   if (existing && asked.runtime !== undefined && asked.runtime !== (existing.runtime ?? 0)) {
@@ -152,6 +165,7 @@ export async function prepareLabUp(asked: LabUpOptions): Promise<LabUpContext> {
     isolated,
     os,
     runtime,
+    mastersOs,
   };
   return { options: sized, id: labId(options.dir), existing, changes: [], health: [] };
 }
@@ -171,7 +185,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
         const images = await ensureImages((line) => {
           built = true;
           say(line);
-        }, ctx.options.os, ctx.options.runtime > 0);
+        }, ctx.options.os, ctx.options.runtime > 0, ctx.options.mastersOs);
         ctx.images = images;
         if (built) ctx.changes.push('built images');
         const others = Object.entries(images.nodeByOs ?? {}).filter(([, tag]) => tag !== images.node).map(([os, tag]) => `${tag} (${os})`);
@@ -372,6 +386,7 @@ export function labUpSteps(): Step<LabUpContext>[] {
           bastion: o.bastion,
           isolated: o.isolated,
           ...(o.os ? { os: o.os } : {}),
+          ...(o.mastersOs ? { mastersOs: o.mastersOs } : {}),
           ...(o.runtime ? { runtime: o.runtime } : {}),
           ...(ctx.existing?.faults ? { faults: ctx.existing.faults } : {}),
         };

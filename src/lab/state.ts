@@ -31,6 +31,8 @@ export interface LabState {
   isolated?: boolean;
   /** The nodes' Debian releases, in turn (`lab up --os`); absent: every node runs the default one. */
   os?: string[];
+  /** The masters' Debian release (`lab up --masters-os`); absent: the default one. */
+  mastersOs?: string;
   /** How many nodes (node-1 up) run the runtime image (`lab up --runtime N`); absent: none. */
   runtime?: number;
   /**

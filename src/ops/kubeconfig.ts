@@ -66,6 +66,8 @@ export function parseOrigins(text: string | undefined): Map<string, Origin> {
 
 /** Whether a URL given on the command line is a server URL a kubeconfig may name (https://HOST:PORT). */
 export const isServerUrl = (v: string): boolean => SERVER_URL.test(v);
+/** Whether a tls-server-name can be kept as an origin ('' for none). */
+export const isOriginName = (v: string): boolean => SERVER_NAME.test(v);
 
 export interface RepointOptions {
   listen: string;
@@ -356,12 +358,13 @@ export function repointScript(changes: Repoint[], opts: Partial<RepointOptions> 
     '}',
     // One line per marker: the reason may hold the newlines of a command's error output.
     `failed() { echo "@@repoint-failed $(printf '%s' "$1" | tr '\\n' ' ')"; restore; exit 1; }`,
+    // Where each file pointed is kept before it changes: a run cut short after the rewrite still leaves it (the first record stays).
+    ...rewrites.flatMap((c) => (c.record ? [`record_origin ${quote(c.path)} ${quote(c.record.server)} ${quote(c.record.tlsServerName)} 2>/dev/null || echo ${quote(`@@unrecorded ${c.path}`)}`] : [])),
     ...rewrites.map((c, i) => `rewrite_kubeconfig ${quote(c.path)} ${quote(c.to)} ${quote(c.serverName ?? '')} ${c.dropServerName ? '1' : "''"}; ok=$?; ${kept(i)}=$kept; [ "$ok" = 0 ] || failed ${quote(c.path)}": $why"`),
     // Restart them all first, so they come up side by side; then wait for each.
     ...services.map((s, i) => `${flag(i)}=1; if ! out=$(systemctl restart ${quote(s)} 2>&1); then failed ${quote(s)}": restart failed: $out"; fi`),
     ...services.map((s) => `if ! wait_ready ${quote(s)}; then failed ${quote(s)}": $why"; fi`),
     ...rewrites.map((c, i) => `forget_file "$${kept(i)}" ${quote(c.path)}`),
-    ...rewrites.flatMap((c) => (c.record ? [`record_origin ${quote(c.path)} ${quote(c.record.server)} ${quote(c.record.tlsServerName)} 2>/dev/null || echo ${quote(`@@unrecorded ${c.path}`)}`] : [])),
     ...changes.filter((c) => c.forgetOnly).map((c) => `forget_file '' ${quote(c.path)}`),
     "echo '@@repointed'",
   ];

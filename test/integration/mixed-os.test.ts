@@ -1,7 +1,8 @@
 /**
  * One static nginx for nodes of different Debian releases: a lab of its own whose node-1 runs
- * bookworm (glibc 2.36) and node-2 bullseye (glibc 2.31), as clusters built by hand over the years
- * do. The binary is built once on this machine (bookworm) and must run on both.
+ * bookworm (glibc 2.36), node-2 bullseye (glibc 2.31) and node-3 trixie (glibc 2.41, OpenSSH 10,
+ * systemd 257), its master trixie too, as clusters built by hand over the years are. The binary is
+ * built once on this machine (bookworm) and must run on all three.
  */
 import { execFile, spawnSync } from 'node:child_process';
 import os from 'node:os';
@@ -21,15 +22,17 @@ const DIR = path.join(ROOT, '.lab-test-mixed');
 const NGINX = '/opt/k8s/kube-nginx';
 let inventory: string;
 let nodes: { name: string; address: string; os: string }[];
+let master: { name: string; address: string };
 
 const onNode = <T>(node: { name: string; address: string }, fn: (c: SshConnection) => Promise<T>): Promise<T> => withNodeOfLab(DIR, node, fn);
 
 beforeAll(async () => {
   await k8sha(['lab', 'down', '--dir', DIR]);
-  const up = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '2', '--masters', '1', '--os', 'bookworm,bullseye', '--json']);
+  const up = await k8sha(['lab', 'up', '--dir', DIR, '--nodes', '3', '--masters', '1', '--os', 'bookworm,bullseye,trixie', '--masters-os', 'trixie', '--json']);
   if (up.code !== 0) throw new Error(up.stderr);
   const info = JSON.parse(up.stdout);
   nodes = info.nodes;
+  master = info.masters[0];
   inventory = info.inventory;
 });
 
@@ -37,14 +40,19 @@ afterAll(async () => {
   if (!process.env.K8S_HA_KEEP_LAB) await k8sha(['lab', 'down', '--dir', DIR]);
 });
 
-describe.sequential('a lab of bookworm and bullseye nodes', () => {
-  it('runs the release each node was given', async () => {
-    expect(nodes.map((n) => n.os)).toEqual(['bookworm', 'bullseye']);
-    const seen = await Promise.all(nodes.map((n) => onNode(n, (c) => c.execOk('. /etc/os-release; echo "$VERSION_CODENAME $(getconf GNU_LIBC_VERSION)"'))));
-    expect(seen).toEqual(['bookworm glibc 2.36\n', 'bullseye glibc 2.31\n']);
+describe.sequential('a lab of bookworm, bullseye and trixie nodes', () => {
+  it('runs the release each host was given: trixie with OpenSSH 10 and systemd 257, reached over ssh2', async () => {
+    expect(nodes.map((n) => n.os)).toEqual(['bookworm', 'bullseye', 'trixie']);
+    const release = 'echo "$(. /etc/os-release; echo $VERSION_CODENAME) $(getconf GNU_LIBC_VERSION)"';
+    const seen = await Promise.all(nodes.map((n) => onNode(n, (c) => c.execOk(release))));
+    expect(seen).toEqual(['bookworm glibc 2.36\n', 'bullseye glibc 2.31\n', 'trixie glibc 2.41\n']);
+    expect(await onNode(master, (c) => c.execOk(release))).toBe('trixie glibc 2.41\n');
+    const trixie = await onNode(nodes[2]!, (c) => c.execOk('ssh -V 2>&1; systemctl --version | head -n1'));
+    expect(trixie).toMatch(/^OpenSSH_10\.\d+/);
+    expect(trixie).toMatch(/^systemd 257\b/m);
   });
 
-  it('one static nginx, built once, runs and is verified on both: no node falls back to kube-lb', async () => {
+  it('one static nginx, built once, runs and is verified on all three: no node falls back to kube-lb', async () => {
     const auto = path.join(scratchDir(), 'inventory.mixed-auto.yaml');
     const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
     inv.lb.impl = 'auto';
@@ -69,7 +77,7 @@ describe.sequential('a lab of bookworm and bullseye nodes', () => {
         })),
       ),
     );
-    expect(facts[0]!.sha256).toBe(facts[1]!.sha256);
+    for (const f of facts) expect(f.sha256).toBe(facts[0]!.sha256);
     for (const f of facts) {
       expect(f.ldd.code).toBe(1);
       expect(f.ldd.stdout + f.ldd.stderr).toMatch(/not a dynamic executable/);
@@ -143,8 +151,9 @@ describe.sequential('a lab of bookworm and bullseye nodes', () => {
     // No lock, no partial file left; folders keep the store's group bits.
     expect(onStore.filter((l) => /^\d+ /.test(l)).map((l) => l.split(' ')[0])).toEqual(['2775', '2775', '2775', '2775']);
     const storedSha = Object.fromEntries(onStore.filter((l) => /^[0-9a-f]{64} /.test(l)).map((l) => [l.includes('kube-lb') ? 'kube-lb' : 'nginx', l.split(' ')[0]]));
-    const running = await Promise.all(nodes.map((n, i) => onNode(n, (c) => c.execOk(i === 0 ? `sha256sum ${NGINX}/sbin/kube-nginx` : 'sha256sum /opt/k8s/kube-lb/sbin/kube-lb'))));
-    expect([running[0]!.split(' ')[0], running[1]!.split(' ')[0]]).toEqual([storedSha.nginx, storedSha['kube-lb']]);
+    // node-2 runs kube-lb, the others nginx: each the store's bytes.
+    const running = await Promise.all(nodes.map((n, i) => onNode(n, (c) => c.execOk(i === 1 ? 'sha256sum /opt/k8s/kube-lb/sbin/kube-lb' : `sha256sum ${NGINX}/sbin/kube-nginx`))));
+    expect(running.map((r) => r.split(' ')[0])).toEqual([storedSha.nginx, storedSha['kube-lb'], storedSha.nginx]);
 
     // A second controller, an empty cache, and kube-lb's entry gone from the store but for a lock a
     // process of this machine left when it died: `k8s-ha build` takes nginx from the node, takes the
@@ -182,4 +191,18 @@ describe.sequential('a lab of bookworm and bullseye nodes', () => {
     expect(refused.stdout + refused.stderr).not.toMatch(/^node-\d: /m);
     await onNode(host, (c) => c.execOk(`rm -rf ${root}`));
   }, 240_000);
+  it("trixie's haproxy (3.0, from its packages) as the node's balancer, lb.impl haproxy: its config passes haproxy -c there, and it is verified through 127.0.0.1:8443", async () => {
+    const trixie = nodes[2]!;
+    const file = path.join(scratchDir(), 'inventory.trixie-haproxy.yaml');
+    const inv = YAML.parse(fs.readFileSync(inventory, 'utf8'));
+    inv.nodes[2].lb = { impl: 'haproxy' };
+    fs.writeFileSync(file, YAML.stringify(inv));
+    const d = await deployJson(['-i', file, '--limit', trixie.name]);
+    expect(d.code, d.stderr).toBe(0);
+    const h = d.report.hosts[trixie.name]!;
+    expect(h.impl).toMatchObject({ impl: 'haproxy' });
+    expect(h.verified).toMatchObject({ state: 'active (running)', status: 200 });
+    expect(await onNode(trixie, (c) => c.execOk('haproxy -v | head -n1'))).toMatch(/^HAProxy version 3\.0\./);
+    expect(await onNode(trixie, (c) => c.execOk('systemctl is-active kube-haproxy kube-nginx; true'))).toBe('active\ninactive\n');
+  });
 });

@@ -42,7 +42,9 @@ const deployRepointed = async () => {
 /** Everything k8s-ha puts on a node running kube-nginx, each as a check that prints it when it is there. */
 const LEFTOVERS = [
   'systemctl list-unit-files kube-nginx.service kube-lb.service kube-haproxy.service kube-nginx-container.service --no-legend 2>/dev/null',
-  'ls -d /etc/systemd/system/kube-* /opt/k8s/kube-nginx /opt/k8s/kube-lb /etc/kube-nginx /var/lib/k8s-ha /run/k8s-ha /etc/haproxy/kube-haproxy* /etc/kubernetes/manifests/kube-nginx.yaml 2>/dev/null',
+  'ls -d /etc/systemd/system/kube-* /opt/k8s /etc/kube-nginx /var/lib/k8s-ha /etc/haproxy/kube-haproxy* /etc/kubernetes/manifests/kube-nginx.yaml 2>/dev/null',
+  // The lock's folder (a tmpfs) keeps the lock file alone: removed under a run waiting for it, two could hold it.
+  "ls -A /run/k8s-ha 2>/dev/null | grep -vxE 'lock|holder'",
   'getent passwd kube-nginx kube-lb',
   'getent group kube-nginx kube-lb',
   'ss -Htln src 127.0.0.1:8443',

@@ -159,7 +159,7 @@ function watchHolders(hosts: string[]) {
 /** What k8s-ha leaves of the VIP on a host, each line a thing found (none: nothing). */
 const VIP_LEFTOVERS =
   'systemctl is-enabled keepalived haproxy 2>/dev/null | grep -v disabled; systemctl is-active keepalived haproxy | grep -xv inactive; ' +
-  'ls /etc/keepalived/keepalived.conf /etc/keepalived/k8s-ha-* /etc/haproxy/haproxy.cfg /etc/haproxy/k8s-ha-* /var/lib/k8s-ha /run/k8s-ha 2>/dev/null; true';
+  'ls /etc/keepalived/keepalived.conf /etc/keepalived/k8s-ha-* /etc/haproxy/haproxy.cfg /etc/haproxy/k8s-ha-* /var/lib/k8s-ha /run/k8s-ha/vrrp-state 2>/dev/null; true';
 
 let inventory: string;
 
@@ -523,7 +523,7 @@ ${peers.map((p) => `        ${p.address}`).join('\n')}
     const check = await k8sha(['remove', '-i', inventory, '--vip', '--check']);
     expect(check.code, check.stderr).toBe(5);
     expect(check.stdout).toContain(`vip/${before} (`);
-    expect(check.stdout).toContain('leave the VIP: would remove --vip: stop and disable keepalived and haproxy, then remove');
+    expect(check.stdout).toContain('would leave the VIP: remove --vip: stop and disable keepalived and haproxy, then remove');
     expect(check.stdout).toContain('it holds the VIP now, which goes with it');
     const r = await k8sha(['remove', '-i', inventory, '--vip', '--json']);
     expect(r.code, r.stderr).toBe(0);

@@ -39,9 +39,9 @@ describe('what k8s-ha may have put on a node', () => {
   it('is every unit, file, manifest, user and own folder of the five built-in playbooks, as they render for the node', async () => {
     const fp = await footprint(await playbooks(), inv, node);
     expect(fp.units.sort()).toEqual(['kube-haproxy.service', 'kube-lb.service', 'kube-nginx-container.service', 'kube-nginx.service']);
-    expect(fp.dirs).toEqual(['/srv/lb', '/opt/k8s/kube-lb', '/etc/kube-nginx', '/var/lib/k8s-ha']);
-    // A prefix's parent goes when empty, unless it is a system folder (/srv).
-    expect(fp.parents).toEqual(['/opt/k8s']);
+    // What deploy makes in a prefix goes whole; the prefix, and its parent, only when left empty (never a system folder: /srv).
+    expect(fp.dirs).toEqual(['/srv/lb/sbin', '/srv/lb/conf', '/srv/lb/logs', '/opt/k8s/kube-lb/sbin', '/opt/k8s/kube-lb/conf', '/opt/k8s/kube-lb/logs', '/etc/kube-nginx', '/var/lib/k8s-ha']);
+    expect(fp.parents).toEqual(['/srv/lb', '/opt/k8s/kube-lb', '/opt/k8s']);
     // Files inside those folders go with them; haproxy's files sit beside the package's own, in /etc/haproxy, which stays.
     expect(fp.files.sort()).toEqual([
       '/etc/haproxy/kube-haproxy-ca.crt',
@@ -138,15 +138,18 @@ describe('planning a removal from a node\'s facts', () => {
 describe('the removal script', () => {
   const plan = { repoint: [], stop: ['kube-nginx.service'], manifests: [], files: ['/etc/systemd/system/kube-nginx.service'], images: ["podman localhost/k8s-ha/kube-nginx:abc"], users: ['kube-nginx'], dirs: ['/opt/k8s/kube-nginx', '/var/lib/k8s-ha'], parents: ['/opt/k8s'] };
 
-  it('checks for other clients before it stops anything (not with --force), waits for the port to close, and removes the lock folder last', () => {
+  it('checks for other clients before it stops anything (not with --force), waits for the port to close, removes its state folder and empty parents last', () => {
     const s = removalScript(plan, { listen: '127.0.0.1:8443', runId: 'r1', force: false, waitSeconds: 30 });
     const at = (t: string) => s.indexOf(t);
     expect(at('ss -Htnp state established dst')).toBeGreaterThan(0);
     expect(at('ss -Htnp state established dst')).toBeLessThan(at('systemctl disable --now'));
     expect(at('systemctl disable --now')).toBeLessThan(at('state listening src'));
     expect(at('state listening src')).toBeLessThan(at("rm -f -- /etc/systemd/system/kube-nginx.service"));
+    // A value read from the node (an image name) never goes inside double quotes.
+    expect(s).toContain(`{ echo '@@remove-failed remove image localhost/k8s-ha/kube-nginx:abc from podman: '"$(printf`);
     expect(at('rm -rf -- /var/lib/k8s-ha')).toBeLessThan(at('rmdir -- /opt/k8s'));
-    expect(at('rmdir -- /opt/k8s')).toBeLessThan(at('rm -rf -- /run/k8s-ha'));
+    // The lock's folder stays (a run may be waiting on its file).
+    expect(s).not.toContain('rm -rf -- /run/k8s-ha');
     expect(s.trimEnd().endsWith("echo '@@removed-all'")).toBe(true);
     expect(removalScript(plan, { listen: '127.0.0.1:8443', runId: 'r1', force: true, waitSeconds: 30 })).not.toContain('state established');
   });

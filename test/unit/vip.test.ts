@@ -334,9 +334,12 @@ vip: { address: 192.0.2.100, hosts: [m1, m2] }
   it('leaves by stopping keepalived before haproxy, removes only the files k8s-ha wrote, and keeps a node\'s own state', () => {
     const s = leaveScript({ runId: 'r1', keepState: false, waitSeconds: 30 });
     expect(s.indexOf('disable --now keepalived')).toBeLessThan(s.indexOf('disable --now haproxy'));
-    expect(s).toContain("head -n1 /etc/keepalived/keepalived.conf | grep -q '^# Managed by k8s-ha'");
-    expect(s).toContain("head -n1 /etc/haproxy/haproxy.cfg | grep -q '^# Managed by k8s-ha'");
-    expect(s).toContain('rm -rf -- /var/lib/k8s-ha /run/k8s-ha');
+    // Only files that say k8s-ha wrote them, and haproxy stopped only when its config is k8s-ha's.
+    expect(s).toContain("if head -n1 /etc/keepalived/keepalived.conf 2>/dev/null | grep -q '^# Managed by k8s-ha'; then out=$(rm -f -- /etc/keepalived/keepalived.conf");
+    expect(s).toContain("if head -n1 /etc/haproxy/haproxy.cfg 2>/dev/null | grep -q '^# Managed by k8s-ha'; then if systemctl cat haproxy");
+    expect(s).toContain('rm -rf -- /var/lib/k8s-ha 2>&1');
+    // The lock's folder stays: a run may be waiting on its file.
+    expect(s).not.toContain('rm -rf -- /run/k8s-ha');
     expect(leaveScript({ runId: 'r1', keepState: true, waitSeconds: 30 })).not.toContain('rm -rf');
     expect(parseLeaveOutput('@@done stopped and disabled keepalived\n@@left\n')).toEqual({ ok: true, done: ['stopped and disabled keepalived'] });
     expect(parseLeaveOutput('@@leave-failed stop keepalived: Failed\n')).toMatchObject({ ok: false, failure: 'stop keepalived: Failed' });
