@@ -152,8 +152,11 @@ describe.sequential('interrupting a deploy', () => {
     await run.waitFor(/node-1: committing/);
     run.signal('SIGKILL');
     expect((await run.done).code).toBe(137);
-    // Whatever the node-side script was doing runs to its end (or never started): give it a moment.
-    await sleep(3000);
+    // Whatever the node-side script was doing runs to its end (or never started): once sshd has had a
+    // moment to start one sent as the controller died, it holds the apply lock while it runs, so the
+    // state is read once nothing holds it.
+    await sleep(1000);
+    await withNode(nodes()[0]!, (c) => c.execOk('flock -w 60 /var/lib/k8s-ha/apply.lock true'));
     const n1 = await nodeState(nodes()[0]!);
     if (n1.config === baseline['node-1']!.config) expect([n1.journal, n1.leftovers]).toEqual(['', '']);
     else expect(n1.journal).toBe('committed');

@@ -123,7 +123,8 @@ describe.sequential('k8s-ha remove', () => {
       ['stop balancer', 'failed'],
       ['remove files', 'skipped'],
     ]);
-    expect(steps[1]!.summary).toMatch(/^still connected through 127\.0\.0\.1:8443: sshd \(pid \d+(, [\w@.-]+)?\): nothing was stopped$/);
+    // sshd's per-connection process: `sshd` up to OpenSSH 9, `sshd-session` from OpenSSH 10 (Debian 13).
+    expect(steps[1]!.summary).toMatch(/^still connected through 127\.0\.0\.1:8443: sshd(-session)? \(pid \d+(, [\w@.-]+)?\): nothing was stopped$/);
     expect(steps[0]!.summary).toBe(
       `${KUBELET}: server https://127.0.0.1:8443 -> https://${m1().address}:6443 (where it pointed before k8s-ha); tls-server-name kubernetes -> (none) (restart kubelet); ` +
         `kubelet active (running) and connected to the server it named before k8s-ha (${m1().address}:6443); ` +
