@@ -47,8 +47,12 @@ export const REMOVE_STEPS = { repoint: 'repoint kubeconfigs', stop: 'stop balanc
 const STATE_DIR = JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/'));
 /** Folders that are k8s-ha's alone on a node: removed with what is in them. */
 const OWN_DIRS = ['/etc/kube-nginx', STATE_DIR];
-/** What deploy makes in a prefix (the prefix itself may hold the site's own files: it goes only when left empty). */
-const PREFIX_DIRS = ['sbin', 'conf', 'logs'];
+/**
+ * What deploy and the balancer make in a prefix: k8s-ha's folders, and nginx's temporary ones (its HTTP
+ * core makes client_body_temp and the others at start when nginx.statusListen adds an http block).
+ * The prefix itself may hold the site's own files: it goes only when left empty.
+ */
+const PREFIX_DIRS = ['sbin', 'conf', 'logs', 'client_body_temp', 'proxy_temp', 'fastcgi_temp', 'uwsgi_temp', 'scgi_temp'];
 
 /** How long the balancer's port has to close once its units are stopped (kubelet stops a static pod within seconds). */
 export const PORT_CLOSE_S = 60;
@@ -72,7 +76,7 @@ export interface Footprint {
   files: string[];
   /** Static pod manifests (and the name a switch moves one aside to): kubelet stops the pod when it goes. */
   manifests: string[];
-  /** Folders that are k8s-ha's alone (sbin/, conf/ and logs/ of the prefixes, /etc/kube-nginx, /var/lib/k8s-ha). */
+  /** Folders that are k8s-ha's alone (sbin/, conf/, logs/ and nginx's temporary folders in the prefixes, /etc/kube-nginx, /var/lib/k8s-ha). */
   dirs: string[];
   /** System users a step made (useradd). */
   users: string[];

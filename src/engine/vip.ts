@@ -93,6 +93,12 @@ export interface VipOptions {
   verifyDeadlineMs: number;
 }
 
+/** A VIP host's line of the report, from its result. */
+function vipHostReport(h: HostResult, role: VipHostReport['role']): VipHostReport {
+  const { address, via, status, ok, changed, failed, steps, error, hint, journal, verified, rollback, recovered, lockedBy } = h;
+  return { role, address, via, status, ok, changed, failed, steps, error, hint, journal, verified, rollback, recovered, lockedBy };
+}
+
 /** The VIP hosts this run works on: all of them, or those --limit names. */
 export function selectedVipHosts(inv: Inventory, limit?: string[]): VipHost[] {
   const all = vipHosts(inv);
@@ -261,17 +267,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
         emit({ type: 'host-done', result: h });
         if (h.heldBefore) leavingHeld.push(name);
         report.hosts[name] = {
-          role: 'leaving',
-          address: h.address,
-          via: h.via,
-          status: h.status,
-          ok: h.ok,
-          changed: h.changed,
-          failed: h.failed,
-          steps: h.steps,
-          error: h.error,
-          hint: h.hint,
-          lockedBy: h.lockedBy,
+          ...vipHostReport(h, 'leaving'),
           heldBefore: h.heldBefore,
           ...(check && h.steps[0]?.status === 'changed' ? { check: { service: 'stop keepalived and haproxy', changes: [{ step: LEAVE_STEP, summary: h.steps[0].summary }] } } : {}),
         };
@@ -314,21 +310,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     for (const r of runs) {
       const h = r.result ?? notReached(r, 'not reached');
       report.hosts[r.host.name] = {
-        role: r.host.role,
-        address: h.address,
-        via: h.via,
-        status: h.status,
-        ok: h.ok,
-        changed: h.changed,
-        failed: h.failed,
-        steps: h.steps,
-        error: h.error,
-        hint: h.hint,
-        journal: h.journal,
-        verified: h.verified,
-        rollback: h.rollback,
-        recovered: h.recovered,
-        lockedBy: h.lockedBy,
+        ...vipHostReport(h, r.host.role),
         heldBefore: r.planned ? heldBefore.has(r.host.name) : undefined,
         check: (check || setup.options.diff) && r.planned ? checkNode(r.planned, undefined, !!setup.options.diff) : undefined,
       };

@@ -40,7 +40,9 @@ describe('what k8s-ha may have put on a node', () => {
     const fp = await footprint(await playbooks(), inv, node);
     expect(fp.units.sort()).toEqual(['kube-haproxy.service', 'kube-lb.service', 'kube-nginx-container.service', 'kube-nginx.service']);
     // What deploy makes in a prefix goes whole; the prefix, and its parent, only when left empty (never a system folder: /srv).
-    expect(fp.dirs).toEqual(['/srv/lb/sbin', '/srv/lb/conf', '/srv/lb/logs', '/opt/k8s/kube-lb/sbin', '/opt/k8s/kube-lb/conf', '/opt/k8s/kube-lb/logs', '/etc/kube-nginx', '/var/lib/k8s-ha']);
+    // nginx's HTTP core makes client_body_temp (and the other temporary folders) in its prefix when nginx.statusListen adds an http block.
+    const inPrefix = ['sbin', 'conf', 'logs', 'client_body_temp', 'proxy_temp', 'fastcgi_temp', 'uwsgi_temp', 'scgi_temp'];
+    expect(fp.dirs).toEqual([...inPrefix.map((d) => `/srv/lb/${d}`), ...inPrefix.map((d) => `/opt/k8s/kube-lb/${d}`), '/etc/kube-nginx', '/var/lib/k8s-ha']);
     expect(fp.parents).toEqual(['/srv/lb', '/opt/k8s/kube-lb', '/opt/k8s']);
     // Files inside those folders go with them; haproxy's files sit beside the package's own, in /etc/haproxy, which stays.
     expect(fp.files.sort()).toEqual([
