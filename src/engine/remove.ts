@@ -36,15 +36,13 @@ import type { Playbook } from './playbook.js';
 import { repointHost, REPOINT_TIMEOUT_S, type RepointPlan } from './repoint.js';
 import { batchSize, chunk, type Serial } from './roll.js';
 import { dialed, finishHost, totals, type HostResult, type StepResult, type Totals } from './results.js';
-import { JOURNAL_DIR, guardedBy } from './scripts.js';
+import { doneLines, guardedBy, STATE_DIR, stepShell } from './scripts.js';
 import { newRunId } from './run.js';
 import { leaveVip, type LeavingHost } from './vip-leave.js';
 import { vipLabel } from './vip.js';
 
 export const REMOVE_STEPS = { repoint: 'repoint kubeconfigs', stop: 'stop balancer', clean: 'remove files' } as const;
 
-/** k8s-ha's state folder on a node (its journal, the kubeconfigs' origins). */
-const STATE_DIR = JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/'));
 /** Folders that are k8s-ha's alone on a node: removed with what is in them. */
 const OWN_DIRS = ['/etc/kube-nginx', STATE_DIR];
 /**
@@ -245,9 +243,7 @@ export function describeClean(p: RemovalPlan): string {
  */
 export function removalScript(p: RemovalPlan, o: { listen: string; runId: string; force: boolean; waitSeconds: number }): string {
   const say = (why: string) => `echo ${quote(`@@remove-failed ${why}`)}`;
-  // WHAT may hold a value read from the node (an image name): quoted, never inside double quotes.
-  const fail = (what: string) => `{ echo ${quote(`@@remove-failed ${what}: `)}"$(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
-  const rm = (path: string, flags = '-f') => `out=$(rm ${flags} -- ${quote(path)} 2>&1) || ${fail(`remove ${path}`)}; echo ${quote(`@@done removed ${path}`)}`;
+  const { fail, rm } = stepShell('@@remove-failed');
   const lines = [
     'set -u',
     "trap '' HUP PIPE",
@@ -308,7 +304,7 @@ export interface RemovalOutcome {
 }
 
 export function parseRemovalOutput(stdout: string, stderr = '', code = 0): RemovalOutcome {
-  const done = [...stdout.matchAll(/^@@done (.*)$/gm)].map((m) => m[1]!);
+  const done = doneLines(stdout);
   const refused = /^@@remove-refused (.*)$/m.exec(stdout)?.[1];
   if (refused) return { ok: false, refused, done };
   const failure = /^@@remove-failed (.*)$/m.exec(stdout)?.[1] ?? (/^@@failed journal 17$/m.test(stdout) ? (/^@@failed journal 17\n(.+)$/m.exec(stdout)?.[1] ?? 'another k8s-ha script on the node held its apply lock') : undefined);

@@ -17,6 +17,22 @@ import { MANIFESTS_DIR } from '../lb/static-pod.js';
 import { changesOf, notifiedHandlers, type HostPlan } from './plan.js';
 
 export const JOURNAL_DIR = '/var/lib/k8s-ha/journal';
+/** k8s-ha's state folder on a node: the journal, the apply lock, the kubeconfigs' origins. */
+export const STATE_DIR = JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/'));
+
+/**
+ * Shell pieces of a node-side script that says each thing it did as `@@done WHAT` and stops at the
+ * first failure with `FAILED WHAT: OUTPUT` (FAILED its own marker, e.g. `@@remove-failed`). WHAT may
+ * hold a value read from the node: it is quoted, never inside double quotes.
+ */
+export function stepShell(failed: string) {
+  const fail = (what: string) => `{ echo ${quote(`${failed} ${what}: `)}"$(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
+  const rm = (path: string, flags = '-f') => `out=$(rm ${flags} -- ${quote(path)} 2>&1) || ${fail(`remove ${path}`)}; echo ${quote(`@@done removed ${path}`)}`;
+  return { fail, rm };
+}
+
+/** What such a script says it did: its `@@done` lines. */
+export const doneLines = (stdout: string): string[] => [...stdout.matchAll(/^@@done (.*)$/gm)].map((m) => m[1]!);
 
 /**
  * In a folder that a daemon reads whole (kubelet's static pod folder: every file not starting with a

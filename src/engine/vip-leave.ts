@@ -16,7 +16,7 @@ import { quote } from '../util/quote.js';
 import { closeSession, openSession, readFacts, type HostJob } from './host.js';
 import { LOCK_DIR } from './lock.js';
 import { dialed, finishHost, type HostResult, type StepResult } from './results.js';
-import { guardedBy, JOURNAL_DIR } from './scripts.js';
+import { doneLines, guardedBy, STATE_DIR, stepShell } from './scripts.js';
 import type { Setup } from './deploy.js';
 import { holdsCommand, vipHolders, vipLabel, type VipAsk } from './vip.js';
 import type { Emit } from './run.js';
@@ -66,9 +66,8 @@ export function leavingHosts(inv: Inventory, peerLists: string[][], staying: { a
  * before its frontend), then k8s-ha's files removed. Markers: @@done ITEM, @@left, @@leave-failed WHY.
  */
 export function leaveScript(o: { runId: string; keepState: boolean; waitSeconds: number }): string {
-  const fail = (what: string) => `{ echo ${quote(`@@leave-failed ${what}: `)}"$(printf '%s' "$out" | tr '\\n' ' ')"; exit 1; }`;
+  const { fail, rm } = stepShell('@@leave-failed');
   const isManaged = (f: string) => `head -n1 ${quote(f)} 2>/dev/null | grep -q ${quote(`^${MANAGED}`)}`;
-  const rm = (f: string) => `out=$(rm -f -- ${quote(f)} 2>&1) || ${fail(`remove ${f}`)}; echo ${quote(`@@done removed ${f}`)}`;
   const stop = (u: string) => `if systemctl cat ${quote(u)} >/dev/null 2>&1; then out=$(systemctl disable --now ${quote(u)} 2>&1) || ${fail(`stop ${u}`)}; echo ${quote(`@@done stopped and disabled ${u}`)}; fi`;
   const lines = [
     'set -u',
@@ -84,7 +83,7 @@ export function leaveScript(o: { runId: string; keepState: boolean; waitSeconds:
   ];
   // The journal's folder goes too, unless the host runs a node-local balancer of k8s-ha's. The lock's
   // folder (a tmpfs) stays: removed under a run waiting for the lock, it would let a third take it too.
-  if (!o.keepState) lines.push(`out=$(rm -rf -- ${quote(JOURNAL_DIR.slice(0, JOURNAL_DIR.lastIndexOf('/')))} 2>&1) || ${fail('remove /var/lib/k8s-ha')}`);
+  if (!o.keepState) lines.push(`out=$(rm -rf -- ${quote(STATE_DIR)} 2>&1) || ${fail(`remove ${STATE_DIR}`)}`);
   lines.push("echo '@@left'");
   return lines.join('\n') + '\n';
 }
@@ -98,7 +97,7 @@ export interface LeaveOutcome {
 }
 
 export function parseLeaveOutput(stdout: string, stderr = '', code?: number | null): LeaveOutcome {
-  const done = [...stdout.matchAll(/^@@done (.*)$/gm)].map((m) => m[1]!);
+  const done = doneLines(stdout);
   if (/^@@not-ours$/m.test(stdout)) return { ok: true, notOurs: true, done };
   const failure = /^@@leave-failed (.*)$/m.exec(stdout)?.[1];
   if (failure || !/^@@left$/m.test(stdout)) return { ok: false, done, failure: failure ?? (stderr.trim() || `the script ended with exit ${code ?? 'unknown'}`) };

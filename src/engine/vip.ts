@@ -228,6 +228,10 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
     title: `${check ? 'Check' : 'Set up'} the VIP ${formatHostPort(v.address, v.port)} on ${hosts.map((h) => h.name).join(', ')} (haproxy + keepalived)`,
   });
   const report: VipReport = { address: v.address, port: v.port, ok: false, hosts: {}, rolled: [] };
+  // VIP hosts --limit left out are asked too (read-only, over a connection of their own): the holder may be one of them.
+  const others: VipAsk[] = vipHosts(inv)
+    .filter((h) => !hosts.some((x) => x.name === h.name))
+    .map((h) => ({ name: h.name, exec: (c: string) => askOnce(setup.vipTargets.get(h.name)!, c) }));
   try {
     // Connect, lock and plan every VIP host.
     await mapLimit(runs, o.concurrency, async (r) => {
@@ -255,9 +259,7 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
       // Who may take the VIP over: the remaining hosts whose keepalived runs, those --limit left out included.
       const remaining: VipAsk[] = [
         ...planned.filter((r) => r.planned!.plan.facts.units[VIP_KEEPALIVED_SERVICE]?.activeState === 'active').map((r) => ({ name: r.host.name, exec: (c: string) => r.session!.conn.execAsRoot(c) })),
-        ...vipHosts(inv)
-          .filter((h) => !hosts.some((x) => x.name === h.name))
-          .map((h) => ({ name: h.name, exec: (c: string) => askOnce(setup.vipTargets.get(h.name)!, c) })),
+        ...others,
       ];
       const left = await leaveVip(setup, leaving, remaining, { runId: o.runId, holder: o.holder, emit, check, settleMs: VIP_SETTLE_MS, verifyDeadlineMs: o.verifyDeadlineMs, signal: o.signal });
       leaveError = left.error;
@@ -316,10 +318,6 @@ export async function runVip(setup: Setup, o: VipOptions): Promise<VipReport | u
       };
     }
     const live = runs.filter((r) => r.session).map((r) => ({ name: r.host.name, session: r.session! }));
-    // VIP hosts --limit left out are asked too (read-only, over a connection of their own): the holder may be one of them.
-    const others: VipAsk[] = vipHosts(inv)
-      .filter((h) => !hosts.some((x) => x.name === h.name))
-      .map((h) => ({ name: h.name, exec: (c: string) => askOnce(setup.vipTargets.get(h.name)!, c) }));
     const allOk = runs.every((r) => r.result && (r.result.status === 'ok' || r.result.status === 'changed')) && !leaveError;
     if (check) {
       const elsewhere = others.length ? (await vipHolders(others, v.address)).holders : [];
