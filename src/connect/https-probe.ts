@@ -119,9 +119,14 @@ export function httpsGet(
         ...(opts.secureContext ? { secureContext: opts.secureContext } : { ca: opts.ca, cert: opts.cert, key: opts.key }),
         rejectUnauthorized: !opts.insecureSkipVerify,
         servername: net.isIP(opts.servername) ? undefined : opts.servername,
-        checkServerIdentity: (_host, cert) => tls.checkServerIdentity(opts.servername, cert),
+        checkServerIdentity: (_host, cert) => {
+          // The certificate Node has just read for this check: who answered, at no cost of its own.
+          checked = cert;
+          return tls.checkServerIdentity(opts.servername, cert);
+        },
         session: opts.session?.ticket,
       };
+      let checked: tls.PeerCertificate | undefined;
       /**
        * Which server this connection reached: its certificate, or the resumed session's. Read at the
        * handshake: once a TLS 1.3 session ticket has arrived, Node shows no peer certificate any more.
@@ -129,6 +134,7 @@ export function httpsGet(
       let id: { fingerprint?: string; peer?: string } = {};
       const identify = (t: tls.TLSSocket) => {
         if (t.isSessionReused()) id = { fingerprint: opts.session?.fingerprint, peer: opts.session?.peer };
+        else if (checked) id = { fingerprint: checked.fingerprint256, peer: [checked.subject?.CN ?? []].flat()[0] };
         else {
           // The X509Certificate form is lazy: far cheaper than getPeerCertificate()'s full object.
           const cert = t.getPeerX509Certificate?.();

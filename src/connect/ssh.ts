@@ -97,6 +97,14 @@ export interface RemoteResult {
   signal: string | null;
 }
 
+/**
+ * Write `text` down a held script's channel and wait, within the deadline of `kind`, until what the
+ * script prints after it satisfies `until`: a request to a script that is already running, with no
+ * channel, command or process of its own. Rejects when the script ends first or time runs out (the
+ * script is then released).
+ */
+export type Ask = (text: string, until: (out: string) => boolean, kind: StepKind) => Promise<string>;
+
 export function expandHome(p: string): string {
   return p === '~' ? os.homedir() : p.startsWith('~/') ? path.join(os.homedir(), p.slice(2)) : p;
 }
@@ -405,7 +413,8 @@ export class SshConnection implements Connection {
    * LOCK_RENEW_MS: the script may treat their absence as a vanished controller (the lock's lease).
    * Not ready in time: released, and a DeadlineError. The time is the deadline of the step the
    * script is in, as `phase` reads it from the output so far (the lock's, plus `waitMs` the caller
-   * asked to wait; then the facts' once they start), counted from when that step began.
+   * asked to wait; then the facts' once they start), counted from when that step began. Once
+   * ready, `ask` sends it a request and reads its answer (one at a time).
    */
   hold(
     script: string,
@@ -414,12 +423,14 @@ export class SshConnection implements Connection {
     onOpen?: (release: () => void) => void,
     waitMs = 0,
     phase: (stdout: string) => StepKind = () => 'lock',
-  ): Promise<{ stdout: string; exited: boolean; code: number | null; release: () => void }> {
+  ): Promise<{ stdout: string; exited: boolean; code: number | null; release: () => void; ask: Ask }> {
     if (this.lost) return Promise.reject(this.lostError());
     const client = this.ssh.connection;
     if (!client) return Promise.reject(this.lostError());
     const command = this.needsSudo ? `sudo -n -- sh -c ${quote(script)}` : script;
     const counts = this.countCommand(command);
+    const name = this.target.name;
+    const deadlines = this.target.deadlines;
     return new Promise((resolve, reject) => {
       client.exec(command, (err, channel) => {
         if (err) {
@@ -430,6 +441,33 @@ export class SshConnection implements Connection {
         let stdout = '';
         let stderr = '';
         let settled = false;
+        // Once ready: what the script says after each ask, and the one ask waiting for its answer.
+        let exitedNow = false;
+        let answer = '';
+        let asking: { until: (out: string) => boolean; resolve: (out: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | undefined;
+        const endAsk = (e?: Error) => {
+          const a = asking;
+          if (!a) return;
+          asking = undefined;
+          clearTimeout(a.timer);
+          if (e) a.reject(e);
+          else a.resolve(answer);
+        };
+        const ask: Ask = (text, until, askKind) =>
+          new Promise<string>((res, rej) => {
+            if (exitedNow || asking) {
+              rej(new Error(exitedNow ? 'the held script has ended' : 'an ask is already waiting'));
+              return;
+            }
+            answer = '';
+            const ms = deadlineOf(askKind, deadlines);
+            asking = { until, resolve: res, reject: rej, timer: setTimeout(() => {
+              release();
+              endAsk(new DeadlineError(name, STEP_WORDS[askKind], secondsOf(ms), undefined, `timeouts.${askKind}`));
+            }, ms) };
+            counts.bytesOut += Buffer.byteLength(text);
+            channel.write(text);
+          });
         // The lease: renewed from the start, since the holder's clock starts when it takes the lock.
         const renew = setInterval(() => {
           counts.bytesOut++;
@@ -461,11 +499,17 @@ export class SshConnection implements Connection {
           settled = true;
           clearTimeout(timer);
           if (exited) clearInterval(renew);
-          resolve({ stdout: exited && !stdout.trim() ? stderr : stdout, exited, code, release });
+          resolve({ stdout: exited && !stdout.trim() ? stderr : stdout, exited, code, release, ask });
         };
         channel.on('data', (b: Buffer) => {
           counts.bytesIn += b.length;
-          if (settled) return;
+          if (settled) {
+            if (asking && answer.length < MAX_OUTPUT_BYTES) {
+              answer += b.toString();
+              if (asking.until(answer)) endAsk();
+            }
+            return;
+          }
           stdout += b.toString();
           if (stdout.length > MAX_OUTPUT_BYTES) {
             settled = true;
@@ -485,6 +529,8 @@ export class SshConnection implements Connection {
         channel.on('exit', (code: number | null) => settle(true, code));
         channel.on('close', () => {
           clearInterval(renew);
+          exitedNow = true;
+          endAsk(this.lost ? this.lostError() : new Error('the held script ended before it answered'));
           settle(true, null);
         });
       });

@@ -9,9 +9,9 @@
  * Step results are built at the end from the plan and the outcome.
  */
 import { podBack, podBackProblem } from '../lb/static-pod.js';
-import { ConnectError, K8sHaError } from '../errors.js';
+import { ConnectError, DeadlineError, K8sHaError } from '../errors.js';
 import { factScript, parseFacts, scriptOutput, type FactRequest, type HostFacts } from '../facts/host.js';
-import { SshConnection, type SshTarget } from '../connect/ssh.js';
+import { SshConnection, type RemoteResult, type SshTarget } from '../connect/ssh.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
 import type { PlanContext } from '../ops/types.js';
 import { BUILD_STEPS } from '../ops/catalogue.js';
@@ -83,6 +83,20 @@ export interface Session {
   recovered?: string;
   /** --check: an unfinished run found and left alone. */
   pendingJournal?: Journal;
+  /** Finish the journal through the lock's channel (a session that took the lock). */
+  finish?: () => Promise<RemoteResult>;
+}
+
+/**
+ * Close a verified change's journal (finishJournal): through the lock's own channel where this
+ * session holds the lock, so it costs no command; else (the lock's holder is gone) as a command.
+ */
+async function finishOn(session: Session): Promise<ScriptOutput> {
+  const r = await (session.finish?.() ?? Promise.reject(new Error('no lock channel'))).catch((e: Error) =>
+    // The lock's channel ended (its keeper is gone): the journal is finished as before, by a command of its own.
+    e instanceof DeadlineError ? Promise.reject(e) : session.conn.execAsRoot(finishJournal()),
+  );
+  return parseScriptOutput(r.stdout, r.stderr);
 }
 
 const notReachedStep = (s: { name: string }): StepResult => ({ name: s.name, status: 'skipped', summary: 'not reached' });
@@ -141,7 +155,7 @@ export async function openSession(
       }
       return hostFailure(job, 'failed', `cannot take the k8s-ha lock: ${lock.error}`);
     }
-    const session: Session = { conn, release: lock.release, facts: lock.then, connectMs: Date.now() - t0 };
+    const session: Session = { conn, release: lock.release, facts: lock.then, connectMs: Date.now() - t0, finish: lock.finish };
     if (lock.journal) {
       job.say('recovering', `run ${lock.journal.run} (${lock.journal.state})`);
       const r = await recoverJournal(conn, job.inventory, lock.journal, o);
@@ -343,7 +357,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     }
     if (!vstep) {
       // Nothing to verify (a playbook without a verify step): the change stands as committed.
-      if (changes) out.finish = parseScriptOutput((await conn.execAsRoot(finishJournal())).stdout);
+      if (changes) out.finish = await finishOn(session);
       return out;
     }
     const t = Date.now();
@@ -362,10 +376,10 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
     }
     if (changes) {
       job.say('finishing');
-      // A command of its own, the one a change cannot share: the journal may close only once the probe
-      // through the local port (made from here, over a channel) has proven the new config serves.
-      const r = await conn.execAsRoot(finishJournal());
-      out.finish = parseScriptOutput(r.stdout, r.stderr);
+      // The journal may close only once the probe through the local port (made from here, over a
+      // channel) has proven the new config serves, so the apply script cannot close it: the lock's
+      // holder does, asked over its channel, with no command of its own.
+      out.finish = await finishOn(session);
     }
     return out;
   } catch (e) {

@@ -4,13 +4,25 @@
  * sends a byte every LOCK_RENEW_MS, and a holder that hears nothing for LOCK_LEASE_S (a controller
  * gone silent: power lost, network cut, no FIN) or reads the end of its input (a controller that
  * exited or closed the channel) exits, and the lock goes with it. The holder writes who it is
- * beside the lock, so a second run can say who holds it and since when.
+ * beside the lock, so a second run can say who holds it and since when. The same holder closes
+ * the run's journal when the controller asks (a byte down the channel, once verify passed): a
+ * change's last step needs no command of its own.
  */
 import os from 'node:os';
 import { deadlineOf } from '../connect/deadlines.js';
-import { LOCK_LEASE_S, type SshConnection } from '../connect/ssh.js';
+import { LOCK_LEASE_S, type RemoteResult, type SshConnection } from '../connect/ssh.js';
 import { quote } from '../util/quote.js';
-import { applyLockPath, JOURNAL_DIR, keeperHoldsLock, parseJournal, type Journal } from './scripts.js';
+import { applyLockPath, finishJournal, JOURNAL_DIR, keeperHoldsLock, parseJournal, type Journal } from './scripts.js';
+
+/** The byte that asks a lock's keeper to finish the run's journal (finishJournal), and what ends its answer. */
+export const FINISH_ASK = 'F';
+const FINISH_DONE = /^@@finish-rc (\d+)$/m;
+
+/** The finish's answer as a command's result: its output (stdout and stderr together) and exit code. */
+export function finishAnswer(out: string): RemoteResult {
+  const body = /^@@finish\n([\s\S]*?)^@@finish-rc \d+$/m.exec(out)?.[1] ?? '';
+  return { stdout: body, stderr: '', code: Number(FINISH_DONE.exec(out)?.[1] ?? 1), signal: null };
+}
 
 export const LOCK_DIR = '/run/k8s-ha';
 
@@ -69,9 +81,16 @@ export function lockScript(
     // controller gone without a word), and the lock goes with it. This shell lets go of fd 9, so
     // nothing it runs next (a facts read stuck on a hung disk) can keep the lock past its run.
     // (A background job's stdin is /dev/null unless given: fd 3 carries the channel to it.)
-    'exec 3<&0',
-    `( while [ $(timeout ${Math.max(1, Math.ceil(leaseSeconds))} head -c 1 2>/dev/null | wc -c) -gt 0 ]; do :; done ) <&3 >/dev/null 2>&1 &`,
-    'exec 9>&- 3<&-',
+    // A byte F asks the keeper to finish this run's journal (FINISH_ASK): the last step of a change,
+    // once the controller has proven it serves, done over this channel with no command of its own.
+    // The finish runs without the lock's descriptor, so nothing it starts can hold the lock.
+    'exec 3<&0 4>&1',
+    `( while c=$(timeout ${Math.max(1, Math.ceil(leaseSeconds))} head -c 1 2>/dev/null); [ -n "$c" ]; do`,
+    `  [ "$c" = ${FINISH_ASK} ] || continue`,
+    `  echo "@@finish"; ( ${finishJournal(dirs.journal).trim()}
+  ) 9>&- 3<&- 4>&- </dev/null 2>&1; echo "@@finish-rc $?"`,
+    'done ) <&3 >&4 2>/dev/null &',
+    'exec 9>&- 3<&- 4>&-',
     // Who holds it, and the keeper's PID: a probe sees the lock held when that process has it open
     // (/proc/locks hides a lock whose taker, the flock utility, has exited, inside a container).
     `printf '%s\\npid %s\\n' ${quote(holder)} "$!" > "$d/holder"`,
@@ -89,7 +108,14 @@ export function lockScript(
 }
 
 export type LockOutcome =
-  | { held: true; journal?: Journal; release: () => void; then?: string }
+  | {
+      held: true;
+      journal?: Journal;
+      release: () => void;
+      then?: string;
+      /** Finish the run's journal (finishJournal) through the lock's own channel, while the lock is held. */
+      finish: () => Promise<RemoteResult>;
+    }
   | { held: false; busy: true; holder: string }
   | { held: false; busy: false; error: string };
 
@@ -148,7 +174,10 @@ export async function takeLock(
   if (h.exited && told && signal?.aborted) return { held: false, busy: true, holder: waitingHolder };
   const p = parseLockOutput(h.stdout);
   const thenOut = /^@@then\n([\s\S]*?)^@@then-end$/m.exec(h.stdout)?.[1];
-  if (p.locked && !h.exited) return { held: true, journal: p.journal, release: h.release, then: thenOut };
+  if (p.locked && !h.exited) {
+    const finish = async () => finishAnswer(await h.ask(FINISH_ASK, (out) => FINISH_DONE.test(out), 'command'));
+    return { held: true, journal: p.journal, release: h.release, then: thenOut, finish };
+  }
   h.release();
   if (p.busy) return { held: false, busy: true, holder: p.holder! };
   return { held: false, busy: false, error: p.error ?? `the lock script exited (${h.code})` };

@@ -113,11 +113,15 @@ const trustOf = (inv: Inventory) => (inv.tls.caFile ? 'TLS verified' : 'TLS NOT 
 export function portOwnerScript(unit: string, listen: string): string {
   return [
     `command -v ss >/dev/null 2>&1 || { echo "@@owner unknown"; exit 0; }`,
-    `main=$(systemctl show -p MainPID --value ${quote(unit)})`,
     // Listeners that overlap this one: on its address, or on every address (either side a wildcard).
+    // The unit's cgroup first: that settles it for every process a unit started, so systemctl (the
+    // costliest process here) is asked for the main PID only for a listener outside it.
+    `main=`,
     `for p in $(${listenerPids(listen)}); do`,
+    `  ${inUnitCgroup(unit, '$p')} && continue`,
+    `  [ -n "$main" ] || main=$(systemctl show -p MainPID --value ${quote(unit)})`,
     `  pp=$(awk '/^PPid:/{print $2}' /proc/$p/status 2>/dev/null)`,
-    `  [ "$p" = "$main" ] || [ "$pp" = "$main" ] || ${inUnitCgroup(unit, '$p')} || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
+    `  [ "$p" = "$main" ] || [ "$pp" = "$main" ] || { echo "@@owner other $p $(cat /proc/$p/comm 2>/dev/null)"; exit 0; }`,
     `done`,
     `echo "@@owner ours"`,
   ].join('\n');

@@ -45,8 +45,11 @@ export function serviceState(u: UnitFacts | undefined): string {
  */
 export function listenerPids(listen: string): string {
   const { host, port } = hostPortOf(listen);
-  const overlaps = `awk -v a=${quote(formatHostPort(host, port))} -v any=${isWildcard(host) ? '1' : '0'} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p'`;
-  return `ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps} | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u`;
+  // One awk picks the overlapping listeners and prints each PID on their lines once: two processes
+  // (ss, awk) on every run's facts, where grep, cut and sort made five.
+  const pids = `s = $0; while (match(s, /pid=[0-9]+/)) { id = substr(s, RSTART + 4, RLENGTH - 4); if (!(id in seen)) { seen[id] = 1; print id }; s = substr(s, RSTART + RLENGTH) }`;
+  const overlaps = `awk -v a=${quote(formatHostPort(host, port))} -v any=${isWildcard(host) ? '1' : '0'} -v p=${port} 'any || $4 == a || $4 == "0.0.0.0:" p || $4 == "[::]:" p || $4 == "*:" p { ${pids} }'`;
+  return `ss -Hltnp ${quote(`sport = :${port}`)} 2>/dev/null | ${overlaps}`;
 }
 
 /**

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { lockProbe, lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lock.js';
+import { finishAnswer, FINISH_ASK, lockProbe, lockScript, parseLockOutput, parseLockProbe } from '../../src/engine/lock.js';
 import { stillHoldsLock } from '../../src/engine/scripts.js';
 import type { HostPlan } from '../../src/engine/plan.js';
 import type { PlaybookStep } from '../../src/engine/playbook.js';
@@ -368,6 +368,59 @@ describe('lock', () => {
     expect(Date.now() - t).toBeGreaterThanOrEqual(600);
     a.child.stdin.end();
     await Promise.all([a.exited, scriptDone]);
+  });
+
+  it('the holder finishes its run\'s journal when asked over its channel, and keeps the lock after', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice@ctl (pid 1) since t, run R1', 0, d));
+    await a.ready;
+    // The apply script's journal of a committed change: what waits for verify is in finish.sh.
+    fs.mkdirSync(d.journal, { recursive: true });
+    fs.writeFileSync(path.join(d.journal, 'run.json'), '{"run":"R1"}');
+    const marker = path.join(path.dirname(d.lock), 'finished');
+    fs.writeFileSync(path.join(d.journal, 'finish.sh'), `touch ${quote(marker)}; echo "what waits for verify ran"; rm -rf ${quote(d.journal)}\n`);
+    let out = '';
+    a.child.stdout.on('data', (b) => (out += b));
+    const answered = () => new Promise<string>((resolve) => {
+      const t = setInterval(() => {
+        if (/^@@finish-rc \d+$/m.test(out)) {
+          clearInterval(t);
+          resolve(out);
+        }
+      }, 20);
+    });
+    a.child.stdin.write('.'); // a lease renewal is not a request
+    a.child.stdin.write(FINISH_ASK);
+    const r = finishAnswer(await answered());
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe('what waits for verify ran\n@@closed\n');
+    expect(parseScriptOutput(r.stdout)).toMatchObject({ closed: true });
+    expect(fs.existsSync(marker)).toBe(true);
+    expect(fs.existsSync(d.journal)).toBe(false);
+    // Still held by the same holder, and released as before when the channel closes.
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('alice@ctl (pid 1) since t, run R1');
+    a.child.stdin.end();
+    await a.exited;
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBeUndefined();
+  });
+
+  it('a finish that fails says why and with its exit code, and the holder lives on', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice', 0, d));
+    await a.ready;
+    fs.mkdirSync(d.journal, { recursive: true });
+    fs.writeFileSync(path.join(d.journal, 'run.json'), '{"run":"R1"}');
+    fs.writeFileSync(path.join(d.journal, 'finish.sh'), 'echo "@@failed boot%20service 41"; echo "cannot enable it" >&2; rc=41\n');
+    let out = '';
+    a.child.stdout.on('data', (b) => (out += b));
+    a.child.stdin.write(FINISH_ASK);
+    for (let i = 0; i < 200 && !/^@@finish-rc/m.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+    const r = finishAnswer(out);
+    expect(r.code).toBe(41);
+    expect(parseScriptOutput(r.stdout)).toMatchObject({ closed: true, failure: { step: 'boot service', code: 41, output: 'cannot enable it' } });
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('alice');
+    a.child.stdin.end();
+    await a.exited;
   });
 
   it('reports an unfinished run\'s journal to the next holder', async () => {
