@@ -34,7 +34,7 @@ import {
 } from './scripts.js';
 import { tarGzOf } from './tarstream.js';
 import { IMAGE_ARTIFACT } from '../lb/templates.js';
-import { portOwnerScript, unitStateCommand, verifyBalancer, type VerifyOutcome, type VerifyProgress } from './verify.js';
+import { portOwnerScript, unitStateCommand, verifyBalancer, type VerifyOptions, type VerifyOutcome, type VerifyProgress } from './verify.js';
 
 /** What a host is doing now: the phases a renderer shows and an interrupt reports. */
 export type HostPhase =
@@ -284,6 +284,8 @@ export interface ApplyOptions {
   checkNewList: boolean;
   verifyDeadlineMs: number;
   progress?: VerifyProgress;
+  /** The run's probe pool and TLS sessions, for a rolled verify (VerifyOptions.probing). */
+  probing?: VerifyOptions['probing'];
 }
 
 /** What happened when a plan was applied; step results are derived from it. */
@@ -367,6 +369,7 @@ export async function applyPlanned(session: Session, p: PlannedHost, o: ApplyOpt
       deadlineMs: o.verifyDeadlineMs,
       progress: o.progress,
       ownerSeen,
+      probing: o.probing,
     });
     lap('verify', t);
     if (!out.verify.ok) {

@@ -94,10 +94,14 @@ export class ProbePool {
     }
   }
 
-  /** Run `probe` (given its deadline in ms, counted from now) against `target`, within the bounds. */
-  async run<T>(target: string, probe: (timeoutMs: number) => Promise<T>): Promise<ProbeOutcome<T>> {
+  /**
+   * Run `probe` (given its deadline in ms, counted from now) against `target`, within the bounds.
+   * `timeoutMs`: this probe's own deadline, not retried (a caller with a deadline of its own, that
+   * retries on its own: a deploy's verify).
+   */
+  async run<T>(target: string, probe: (timeoutMs: number) => Promise<T>, timeoutMs?: number): Promise<ProbeOutcome<T>> {
     let last: unknown;
-    const deadlines = this.o.retryTimeoutMs === undefined ? [this.o.timeoutMs] : [this.o.timeoutMs, this.o.retryTimeoutMs];
+    const deadlines = timeoutMs !== undefined ? [timeoutMs] : this.o.retryTimeoutMs === undefined ? [this.o.timeoutMs] : [this.o.timeoutMs, this.o.retryTimeoutMs];
     for (let i = 0; i < deadlines.length; i++) {
       if (i > 0) this.retried++;
       try {
@@ -112,3 +116,15 @@ export class ProbePool {
 }
 
 const message = (e: unknown) => ((e as Error)?.message ?? String(e)).split('\n')[0]!.slice(0, 160);
+
+/**
+ * Probe bounds for one run (status: `probes` at once, default 32; a deploy's rolled verify: the
+ * default). Each probe is a TLS handshake over an SSH channel: CPU on this machine, on the node and
+ * on the apiserver. 32 at once keep a
+ * 2-core controller busy without starving the probes' own deadlines; a third of them per apiserver
+ * (at least 4) keeps 500 nodes from queueing 500 handshakes on one. The first deadline is counted
+ * from the probe's start; a timeout is retried once, longer.
+ */
+export function probeBounds(probes = 32): ProbePoolOptions {
+  return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
+}

@@ -45,7 +45,10 @@ export interface Reach {
 }
 
 export interface ReachOptions {
-  /** The run's probe pool (bounds, deadlines, retry); without one, every probe at once with `timeoutMs`. */
+  /**
+   * The run's probe pool (bounds, deadlines, retry); without one, every probe at once with `timeoutMs`.
+   * With both, the pool's bounds and `timeoutMs` for each probe, not retried (a deploy's verify retries on its own).
+   */
   pool?: ProbePool;
   timeoutMs?: number;
   /** TLS sessions by server, resumed by the next probe of the same server. */
@@ -82,7 +85,9 @@ export function tlsOptions(inv: Inventory, servername: string): Omit<HttpsProbeO
 const timedOut = (o: { timeoutMs: number; attempts: number }) => `timed out after ${o.timeoutMs / 1000} s (${o.attempts} tries)`;
 
 export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOptions = {}): Promise<Reach> {
-  const pool = o.pool ?? new ProbePool({ limit: Infinity, perTarget: Infinity, timeoutMs: o.timeoutMs ?? 3000 });
+  const shared = o.pool;
+  const pool = shared ?? new ProbePool({ limit: Infinity, perTarget: Infinity, timeoutMs: o.timeoutMs ?? 3000 });
+  const run = <T>(target: string, probe: (timeoutMs: number) => Promise<T>) => pool.run(target, probe, shared ? o.timeoutMs : undefined);
   const sessions = o.sessions;
   // Direct and local probes are queued at once; local answers are matched to masters afterwards.
   const { host, port } = hostPortOf(inv.lb.listen);
@@ -112,18 +117,18 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
    */
   const firstContact = o.firstContact;
   const probeMaster = async (target: string, probe: (timeoutMs: number) => Promise<HttpsProbeResult>) => {
-    if (!sessions || !firstContact || sessions.has(target)) return pool.run(target, probe);
+    if (!sessions || !firstContact || sessions.has(target)) return run(target, probe);
     const pending = firstContact.get(target);
     if (pending) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, FIRST_CONTACT_WAIT_MS)))]).finally(() => clearTimeout(timer));
-      return pool.run(target, probe);
+      return run(target, probe);
     }
     let open!: () => void;
     firstContact.set(target, new Promise<void>((r) => (open = r)));
     opening.set(target, open);
     try {
-      return await pool.run(target, probe);
+      return await run(target, probe);
     } finally {
       // Ended without a session (refused, timed out): the others go on with full handshakes.
       open();
@@ -137,7 +142,7 @@ export async function probeReach(conn: SshConnection, inv: Inventory, o: ReachOp
       }),
     ),
     // Each through-the-local-port probe reaches some master: bounded by the pool, not by a master.
-    Promise.all(Array.from({ length: attempts }, () => pool.run(`local ${conn.name}`, get(`local ${inv.lb.listen}`, () => conn.connectFromHost(host, port), inv.tls.serverName ?? host)))),
+    Promise.all(Array.from({ length: attempts }, () => run(`local ${conn.name}`, get(`local ${inv.lb.listen}`, () => conn.connectFromHost(host, port), inv.tls.serverName ?? host)))),
   ]);
   const fingerprints = new Map<string, string>();
   const masters: MasterReach[] = direct.map(({ m, out }) => {

@@ -41,6 +41,8 @@ import { applyPlanned, closeSession, failedResult, hostResult, notReached, openS
 import { controllerIdentity } from './lock.js';
 import { artifactOf, disturbsRunningService, factRequest, hasChanges, mergeRequest, switchingFrom, textFiles } from './plan.js';
 import { planRepointFor, repointHost, REPOINT_STEP, type RepointPlan } from './repoint.js';
+import { probeBounds, ProbePool } from './probe-pool.js';
+import type { ProbeSession } from '../connect/https-probe.js';
 import { batchSize, chunk, configState, DEFAULT_SERIAL, failed, parseSerial, planRoll } from './roll.js';
 import { finishHost, totals, type HostResult, type Totals } from './results.js';
 import { DEFAULT_VERIFY_TIMEOUT_MS } from './verify.js';
@@ -192,6 +194,9 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
     for (const node of setup.nodes) nodes.push(nodeRun(setup, node, builds, { holder, emit }));
     const keepSessions = setup.nodes.length <= concurrency && !check;
     const sessionOpts = { waitLockSeconds: (options.waitLockMs ?? 0) / 1000, check, verifyDeadlineMs: deadlineMs };
+    // A rolled verify probes every master directly and through the local port: within one bound for
+    // the run, each master's TLS session made once and resumed by the other nodes' probes.
+    const probing = { pool: new ProbePool(probeBounds()), sessions: new Map<string, ProbeSession>(), firstContact: new Map<string, Promise<void>>() };
     const done = (n: NodeRun, r: HostResult) => {
       n.result = r;
       n.phase = undefined;
@@ -291,7 +296,7 @@ export async function runDeploy(options: DeployOptions, emit: Emit, control: Run
         if (stopped()) return interruptedSkip(n);
         // Replanned from fresh facts, a node meant to go at once may now disturb a serving balancer: it gets backups and a restore too.
         const guarded = rolling || disturbsRunningService(n.planned!.plan, n.planned!.unit);
-        const out = await applyPlanned(s, n.planned!, { backup: guarded, checkNewList: guarded, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit) }, { runId, by: identity });
+        const out = await applyPlanned(s, n.planned!, { backup: guarded, checkNewList: guarded, verifyDeadlineMs: deadlineMs, progress: progressOf(n, emit), probing }, { runId, by: identity });
         done(n, hostResult(n.planned!, out, { batch, recovered: n.recovered }));
       } catch (e) {
         fail(n, e);

@@ -25,7 +25,7 @@ import { planOn, type HostJob } from './host.js';
 import { LOCK_PROBE, parseLockProbe } from './lock.js';
 import { artifactOf, factRequest, planHost } from './plan.js';
 import { probeReach, type LocalReach, type MasterReach } from './probe.js';
-import { ProbePool, type ProbePoolOptions } from './probe-pool.js';
+import { probeBounds, ProbePool } from './probe-pool.js';
 import type { Journal } from './scripts.js';
 import { vipStatus, type VipStatus } from './vip-status.js';
 import { countsNow, countsSince, cpuMsSince, totalSince, type SshCounts } from '../connect/counts.js';
@@ -276,17 +276,6 @@ async function nginxConnections(conn: SshConnection, statusListen: string): Prom
   if (parsed) return { connections: parsed };
   const why = r.status === 0 ? r.body : r.status === 200 ? 'answered 200 with something that is not stub_status' : `answered HTTP ${r.status}`;
   return { connections: 'unknown', connectionsError: `GET http://${statusListen}/stub_status: ${why}` };
-}
-
-/**
- * Probe bounds for one status run (`probes` at once, default 32). Each probe is a TLS handshake
- * over an SSH channel: CPU on this machine, on the node and on the apiserver. 32 at once keep a
- * 2-core controller busy without starving the probes' own deadlines; a third of them per apiserver
- * (at least 4) keeps 500 nodes from queueing 500 handshakes on one. The first deadline is counted
- * from the probe's start; a timeout is retried once, longer.
- */
-export function probeBounds(probes = 32): ProbePoolOptions {
-  return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
 }
 
 export async function clusterStatus(options: { inventoryFile: string; limit?: string[]; concurrency: number; probes?: number; playbookFile?: string; kubeconfig?: string; acceptNewHostKeys?: boolean; sshUser?: string; identityFile?: string }): Promise<ClusterStatus> {

@@ -12,7 +12,7 @@ import { httpsGet, MAX_BODY_BYTES, ProbeOversized, readCapped } from '../connect
 import { quote } from '../util/quote.js';
 import type { SshConnection } from '../connect/ssh.js';
 import type { Inventory } from '../inventory/schema.js';
-import { probeReach, tlsOptions } from './probe.js';
+import { probeReach, tlsOptions, type ReachOptions } from './probe.js';
 import { hostPortOf } from '../util/hostport.js';
 import type { HostResult } from './results.js';
 import { inUnitCgroup, listenerPids } from '../facts/host.js';
@@ -55,6 +55,12 @@ export interface VerifyOptions {
   progress?: VerifyProgress;
   /** The port owner check's output, read with the facts (nothing changed since): the first attempt asks no command for it. */
   ownerSeen?: string;
+  /**
+   * The run's probe pool and TLS sessions (rolling): every node's probes within one bound, each
+   * master's session made once and resumed, so a batch of nodes verifying at once does not bring
+   * every apiserver a burst of full handshakes.
+   */
+  probing?: Pick<ReachOptions, 'pool' | 'sessions' | 'firstContact'>;
 }
 
 /**
@@ -207,7 +213,7 @@ async function attempt(conn: SshConnection, inv: Inventory, args: VerifyArgs, o:
   if (o.checkNewList) {
     // For a few ms after a reload, nginx's old workers still accept on the shared socket with the
     // old list; the loop around this retries until the reload has taken effect or time is up.
-    const reach = await probeReach(conn, inv, { timeoutMs });
+    const reach = await probeReach(conn, inv, { ...o.probing, timeoutMs });
     const hit = reach.masters.filter((m) => m.viaLocal > 0).map((m) => m.name);
     verified = { state: 'active (running)', status: reach.local.ok ? 200 : 0, backend: hit.join(',') || undefined };
     if (!reach.local.ok) return { ok: false, summary: `no apiserver answered through ${args.listen}: ${reach.local.errors[0] ?? 'no answer'}`, verified };

@@ -109,6 +109,15 @@ describe.sequential('k8s-ha deploy', () => {
       expect(after.configSha).not.toBe(before[n.name]!.configSha);
       await withNode(n, async (c) => expect(await c.execOk('grep -c "max_fails=2" /opt/k8s/kube-nginx/conf/kube-nginx.conf')).toBe(`${lab().masters.length}\n`));
     }
+    // The rolled verify probes every master from the node, within one pool for the run: each master's
+    // TLS session is made by the first batch and resumed by every node after it.
+    const hosts = lab().nodes.map((n) => ({ name: n.name, ...r.report.hosts[n.name]! }));
+    expect(hosts.filter((h) => h.batch === 1)).toHaveLength(1);
+    for (const h of hosts) {
+      expect(h.ssh.execs, h.name).toBe(2);
+      if (h.batch === 1) expect(h.ssh.tlsFull, h.name).toBeGreaterThanOrEqual(lab().masters.length);
+      else expect(h.ssh.tlsResumed, h.name).toBeGreaterThanOrEqual(lab().masters.length);
+    }
     // Back to the lab's own inventory for the tests that follow.
     expect((await deployJson(['-i', lab().inventory])).code).toBe(0);
   });

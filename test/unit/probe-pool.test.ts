@@ -74,6 +74,19 @@ describe('the probe pool', () => {
     expect(pool.retried).toBe(1);
   });
 
+  it("a caller's own deadline (a deploy's verify, which retries on its own): within the same bounds, that deadline once, no retry", async () => {
+    const pool = new ProbePool({ limit: 1, perTarget: 1, timeoutMs: 30, retryTimeoutMs: 200 });
+    const log = { started: [] as number[], deadlines: [] as number[] };
+    const t0 = Date.now();
+    const [slow, quick] = await Promise.all([pool.run('m1', fake(80, log, t0), 50), pool.run('m1', fake(10, log, t0), 120)]);
+    expect(slow).toEqual({ kind: 'unknown', error: 'no answer within 50 ms', attempts: 1, timeoutMs: 50 });
+    expect(quick).toEqual({ kind: 'answer', value: '200', attempts: 1 });
+    expect(log.deadlines).toEqual([50, 120]);
+    // One at a time: the second started once the first gave up.
+    expect(log.started[1]).toBeGreaterThanOrEqual(45);
+    expect([pool.peak, pool.retried]).toEqual([1, 0]);
+  });
+
   it('two timeouts are unknown, never a failure; a definite error is a failure at once, not retried', async () => {
     const pool = new ProbePool({ limit: 2, perTarget: 2, timeoutMs: 20, retryTimeoutMs: 40 });
     const log = { started: [] as number[], deadlines: [] as number[] };
