@@ -1,10 +1,11 @@
-// Deploy speed and bounds on a fresh lab: npm run bench:deploy -- --nodes 20 [--concurrency 64] [--masters 3] [--keep]
+// Deploy speed and bounds on a fresh lab: npm run bench:deploy -- --nodes 20 [--concurrency 64] [--masters 3] [--keep] [--dir DIR: the lab there, kept; a fresh one for a first deploy]
 // Starts an N-node lab, builds nginx once (outside the timings), then calls the engine's runDeploy
 // directly for: a first deploy, a no-op deploy, a config-only change (a rolled reload), and a new
 // nginx binary on every node twice: upgraded in place (USR2), then the way it was before in-place
 // upgrades (a restart), each under load (short requests through every node's 127.0.0.1:8443,
 // counting the failed ones). For each: wall time, time per node, the most SSH sessions open at once
-// (never above --concurrency), and the controller's peak RSS. The floor, measured in the same run:
+// (never above --concurrency), and the controller's peak RSS and heap (what the run added at its peak,
+// and what it keeps once collected). The floor, measured in the same run:
 // N SSH logins running `true`, at most --concurrency at once. Also the static binary's size.
 // The load is bounded like the engine: at most --concurrency nodes carry it (spread over the whole
 // list), logged in to --concurrency at a time; a node it cannot reach is counted, not fatal.
@@ -28,17 +29,28 @@ const { values } = parseArgs({
     masters: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '64' },
     keep: { type: 'boolean', default: false },
+    dir: { type: 'string' },
   },
 });
 const nodes = Number(values.nodes);
 const concurrency = Number(values.concurrency);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-deploy-'));
-fs.rmdirSync(dir);
+// --dir: the lab's folder, kept afterwards (one 200-node lab for bench:deploy, then bench:status).
+const dir = values.dir ? path.resolve(values.dir) : fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-deploy-'));
+if (!values.dir) fs.rmdirSync(dir);
 
 /** Run the engine once, sampling the controller's RSS; throws unless every node ends as expected. */
 async function timedDeploy(name, inventoryFile, expectChanged, playbookFile) {
+  // The heap from a settled start (node --expose-gc, as npm run bench:deploy starts it): what the run
+  // adds at its peak, and what it still holds once collected (its report, as the CLI holds it to print).
+  globalThis.gc?.();
+  const heapBase = process.memoryUsage().heapUsed;
   let peakRss = process.memoryUsage().rss;
-  const sampler = setInterval(() => (peakRss = Math.max(peakRss, process.memoryUsage().rss)), 20);
+  let peakHeap = heapBase;
+  const sampler = setInterval(() => {
+    const m = process.memoryUsage();
+    peakRss = Math.max(peakRss, m.rss);
+    peakHeap = Math.max(peakHeap, m.heapUsed);
+  }, 20);
   const t0 = performance.now();
   let events = 0;
   const report = await runDeploy({ inventoryFile, concurrency, acceptNewHostKeys: false, playbookFile }, () => events++);
@@ -49,7 +61,10 @@ async function timedDeploy(name, inventoryFile, expectChanged, playbookFile) {
     const why = failed.slice(0, 3).map(([n, h]) => `${n}: ${h.error ?? h.status}`).join('; ');
     throw new Error(`${name}: unexpected result ${JSON.stringify(report.totals)}${why ? `: ${why}${failed.length > 3 ? ` (and ${failed.length - 3} more)` : ''}` : ''}`);
   }
-  return { wallMs, perNodeMs: +(wallMs / nodes).toFixed(1), peakSessions: report.peakSessions, peakRssMb: +(peakRss / 1e6).toFixed(1), events, ssh: report.ssh, perNode: perNode(report.ssh), report };
+  globalThis.gc?.();
+  const mb = (b) => +(b / 1e6).toFixed(1);
+  const heap = { peakAddedMb: mb(peakHeap - heapBase), retainedMb: globalThis.gc ? mb(process.memoryUsage().heapUsed - heapBase) : undefined };
+  return { wallMs, perNodeMs: +(wallMs / nodes).toFixed(1), peakSessions: report.peakSessions, peakRssMb: mb(peakRss), heap, events, ssh: report.ssh, perNode: perNode(report.ssh), report };
 }
 
 /** The built-in kube-nginx playbook with one more stream module (another binary), its binary step notifying `notify`. */
@@ -120,7 +135,7 @@ function perNode(ssh) {
 }
 /** The counts' cells of a row. */
 const countCells = (x) => !x.perNode ? ['', '', '', ''] : [`${x.perNode.logins} / ${x.perNode.execs} / ${x.perNode.channels}`, `${x.perNode.tlsFull} / ${x.perNode.tlsResumed}`, `${x.perNode.kbOut} / ${x.perNode.kbIn}`, x.ssh.controllerCpuMs];
-const HEADER = ['run', 'wall ms', 'ms/node', '× floor', 'peak sessions', 'peak RSS MB', 'per node: logins / execs / channels', 'TLS full / resumed', 'KB out / in', 'controller CPU ms'];
+const HEADER = ['run', 'wall ms', 'ms/node', '× floor', 'peak sessions', 'peak RSS MB', 'heap MB: peak added / kept', 'per node: logins / execs / channels', 'TLS full / resumed', 'KB out / in', 'controller CPU ms'];
 const rows = [];
 /** One finished row: printed now (a long run shows each phase as it ends), and kept for the table at the end. */
 function row(cells) {
@@ -144,7 +159,7 @@ try {
   const setup = await loadSetup({ inventoryFile: inventory, concurrency, acceptNewHostKeys: false });
   const { ms: sshFloorMs, runsMs: floors } = await sshFloor(setup, concurrency);
   Object.assign(result, { sshFloorMs, sshFloorRunsMs: floors });
-  row([`${nodes} SSH logins + \`true\`, ${concurrency} at once (floor, best of ${floors.length})`, sshFloorMs, (sshFloorMs / nodes).toFixed(1), '1', '', '', '1 / 1 / 1', '', '', '']);
+  row([`${nodes} SSH logins + \`true\`, ${concurrency} at once (floor, best of ${floors.length})`, sshFloorMs, (sshFloorMs / nodes).toFixed(1), '1', '', '', '', '1 / 1 / 1', '', '', '']);
   const ratio = (x) => +(x.wallMs / sshFloorMs).toFixed(2);
   const loadWords = (x) => `${x.load.failed} of ${x.load.requests} requests failed on ${x.load.nodes} of ${x.load.of} nodes${x.load.unreachable.length ? `, ${x.load.unreachable.length} unreachable` : ''}`;
   const summaries = (x) => [...new Set(Object.values(x.report.hosts).map((h) => h.steps.find((st) => st.name === 'service')?.summary))];
@@ -152,7 +167,7 @@ try {
   const phase = async (key, label, fn) => {
     const x = await fn();
     result[key] = { ...strip(x), floorRatio: ratio(x), ...(x.load ? { service: summaries(x) } : {}) };
-    row([typeof label === 'function' ? label(x) : label, x.wallMs, x.perNodeMs, ratio(x), x.peakSessions, x.peakRssMb, ...countCells(x)]);
+    row([typeof label === 'function' ? label(x) : label, x.wallMs, x.perNodeMs, ratio(x), x.peakSessions, x.peakRssMb, x.heap ? `${x.heap.peakAddedMb} / ${x.heap.retainedMb ?? '?'}` : '', ...countCells(x)]);
     return x;
   };
 
@@ -179,7 +194,7 @@ try {
   console.error(`bench:deploy stopped: ${e.message}`);
   exitCode = 1;
 } finally {
-  if (!values.keep) labDown(dir);
+  if (!values.keep && !values.dir) labDown(dir);
 }
 console.log('');
 printTable([HEADER, ...rows].map((r) => r.map(String)));

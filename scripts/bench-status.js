@@ -1,6 +1,6 @@
 // How long `k8s-ha status` takes on a fresh lab where every node runs kube-nginx, and whether it tells
 // the truth: every node is healthy, so any unknown or down is the probe plan's fault.
-// Usage: npm run bench:status -- --nodes 50 [--masters 3] [--runs 3] [--concurrency 64] [--keep]
+// Usage: npm run bench:status -- --nodes 50 [--masters 3] [--runs 3] [--concurrency 64] [--keep] [--dir DIR: the lab there (its nodes deployed first), kept]
 // Prints a table (wall time against the floor, healthy/unknown/down, peak probes at once, slowest node
 // per phase, what each node cost over SSH), then one JSON line. The floor, measured in the same run:
 // every node logged in to over SSH running `true`, --concurrency at once (status's own default, 64).
@@ -19,10 +19,12 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '64' },
     keep: { type: 'boolean', default: false },
+    dir: { type: 'string' },
   },
 });
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-status-'));
-fs.rmdirSync(dir);
+// --dir: the lab's folder, kept afterwards (one 200-node lab for bench:deploy, then bench:status).
+const dir = values.dir ? path.resolve(values.dir) : fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-status-'));
+if (!values.dir) fs.rmdirSync(dir);
 
 const nodes = Number(values.nodes);
 try {
@@ -71,5 +73,5 @@ try {
   ]);
   console.log(JSON.stringify(result));
 } finally {
-  if (!values.keep) labDown(dir);
+  if (!values.keep && !values.dir) labDown(dir);
 }
