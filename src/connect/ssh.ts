@@ -456,7 +456,7 @@ export class SshConnection implements Connection {
         const ask: Ask = (text, until, askKind) =>
           new Promise<string>((res, rej) => {
             if (exitedNow || asking) {
-              rej(new Error(exitedNow ? 'the held script has ended' : 'an ask is already waiting'));
+              rej(new Error(exitedNow ? 'the held script has ended or was released' : 'an ask is already waiting'));
               return;
             }
             answer = '';
@@ -476,6 +476,7 @@ export class SshConnection implements Connection {
         renew.unref();
         const release = () => {
           clearInterval(renew);
+          exitedNow = true;
           channel.end();
           channel.close();
         };

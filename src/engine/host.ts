@@ -9,7 +9,7 @@
  * Step results are built at the end from the plan and the outcome.
  */
 import { podBack, podBackProblem } from '../lb/static-pod.js';
-import { ConnectError, DeadlineError, K8sHaError } from '../errors.js';
+import { ConnectError, K8sHaError } from '../errors.js';
 import { factScript, parseFacts, scriptOutput, type FactRequest, type HostFacts } from '../facts/host.js';
 import { SshConnection, type RemoteResult, type SshTarget } from '../connect/ssh.js';
 import type { Inventory, InventoryNode } from '../inventory/schema.js';
@@ -88,15 +88,20 @@ export interface Session {
 }
 
 /**
- * Close a verified change's journal (finishJournal): through the lock's own channel where this
- * session holds the lock, so it costs no command; else (the lock's holder is gone) as a command.
+ * Close a verified change's journal (finishJournal) through the lock's own channel: it costs no
+ * command. Only while this run holds the lock: once its holder is gone (the lease lapsed, the channel
+ * ended), the journal may be another run's to deal with, so it is left for the next run's recovery
+ * (which verifies it again and keeps it), never closed from here.
  */
 async function finishOn(session: Session): Promise<ScriptOutput> {
-  const r = await (session.finish?.() ?? Promise.reject(new Error('no lock channel'))).catch((e: Error) =>
-    // The lock's channel ended (its keeper is gone): the journal is finished as before, by a command of its own.
-    e instanceof DeadlineError ? Promise.reject(e) : session.conn.execAsRoot(finishJournal()),
-  );
-  return parseScriptOutput(r.stdout, r.stderr);
+  if (!session.finish) throw new K8sHaError('the journal cannot be closed: this run does not hold the node lock');
+  try {
+    const r = await session.finish();
+    return parseScriptOutput(r.stdout, r.stderr);
+  } catch (e) {
+    if (e instanceof K8sHaError) throw e;
+    throw new K8sHaError(`verified, but the node lock was lost before the journal could be closed (${(e as Error).message}): the next run verifies the change again and keeps it`);
+  }
 }
 
 const notReachedStep = (s: { name: string }): StepResult => ({ name: s.name, status: 'skipped', summary: 'not reached' });

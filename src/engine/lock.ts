@@ -16,7 +16,7 @@ import { applyLockPath, finishJournal, JOURNAL_DIR, keeperHoldsLock, parseJourna
 
 /** The byte that asks a lock's keeper to finish the run's journal (finishJournal), and what ends its answer. */
 export const FINISH_ASK = 'F';
-const FINISH_DONE = /^@@finish-rc (\d+)$/m;
+const FINISH_DONE = /^@@finish-rc (\d+)\n/m;
 
 /** The finish's answer as a command's result: its output (stdout and stderr together) and exit code. */
 export function finishAnswer(out: string): RemoteResult {
@@ -83,12 +83,16 @@ export function lockScript(
     // (A background job's stdin is /dev/null unless given: fd 3 carries the channel to it.)
     // A byte F asks the keeper to finish this run's journal (FINISH_ASK): the last step of a change,
     // once the controller has proven it serves, done over this channel with no command of its own.
-    // The finish runs without the lock's descriptor, so nothing it starts can hold the lock.
+    // The finish runs beside the keeper, which goes on reading (a finish that hangs cannot keep the
+    // lock past its lease), and without the lock's descriptor (nothing it starts can hold the lock);
+    // the apply lock it takes keeps any next run off the journal until it is done. Each byte is read
+    // with an x after it, so a newline is a byte like any other; the end of input and the lease's
+    // silence leave nothing.
     'exec 3<&0 4>&1',
-    `( while c=$(timeout ${Math.max(1, Math.ceil(leaseSeconds))} head -c 1 2>/dev/null); [ -n "$c" ]; do`,
+    `( while c=$(timeout ${Math.max(1, Math.ceil(leaseSeconds))} head -c 1 2>/dev/null; echo x); c=\${c%x}; [ -n "$c" ]; do`,
     `  [ "$c" = ${FINISH_ASK} ] || continue`,
-    `  echo "@@finish"; ( ${finishJournal(dirs.journal).trim()}
-  ) 9>&- 3<&- 4>&- </dev/null 2>&1; echo "@@finish-rc $?"`,
+    `  ( echo "@@finish"; ( ${finishJournal(dirs.journal).trim()}
+  ) </dev/null 2>&1; echo "@@finish-rc $?" ) 9>&- 3<&- 4>&- </dev/null &`,
     'done ) <&3 >&4 2>/dev/null &',
     'exec 9>&- 3<&- 4>&-',
     // Who holds it, and the keeper's PID: a probe sees the lock held when that process has it open

@@ -85,27 +85,31 @@ export class ProbePool {
     );
   }
 
-  private async attempt<T>(target: string, probe: (timeoutMs: number) => Promise<T>, timeoutMs: number): Promise<T> {
+  private async attempt<T>(target: string, probe: (timeoutMs: number) => Promise<T>, timeoutMs: number, until?: number): Promise<T> {
     await this.slot(target);
     try {
-      return await probe(timeoutMs);
+      // A caller's deadline counts the wait for a slot too: what is left of it, or nothing at all.
+      const ms = until === undefined ? timeoutMs : until - Date.now();
+      if (ms <= 0) throw Object.assign(new Error(`no probe slot within ${timeoutMs} ms`), { timedOut: true });
+      return await probe(ms);
     } finally {
       this.release(target);
     }
   }
 
   /**
-   * Run `probe` (given its deadline in ms, counted from now) against `target`, within the bounds.
-   * `timeoutMs`: this probe's own deadline, not retried (a caller with a deadline of its own, that
-   * retries on its own: a deploy's verify).
+   * Run `probe` (given its deadline in ms, counted from when it starts) against `target`, within the
+   * bounds. `timeoutMs`: the caller's own deadline, counted from now, the wait for a slot included, and
+   * not retried (a caller that retries on its own until a deadline of its own: a deploy's verify).
    */
   async run<T>(target: string, probe: (timeoutMs: number) => Promise<T>, timeoutMs?: number): Promise<ProbeOutcome<T>> {
     let last: unknown;
+    const until = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     const deadlines = timeoutMs !== undefined ? [timeoutMs] : this.o.retryTimeoutMs === undefined ? [this.o.timeoutMs] : [this.o.timeoutMs, this.o.retryTimeoutMs];
     for (let i = 0; i < deadlines.length; i++) {
       if (i > 0) this.retried++;
       try {
-        return { kind: 'answer', value: await this.attempt(target, probe, deadlines[i]!), attempts: i + 1 };
+        return { kind: 'answer', value: await this.attempt(target, probe, deadlines[i]!, until), attempts: i + 1 };
       } catch (e) {
         last = e;
         if (!isTimeout(e)) return { kind: 'failed', error: message(e), attempts: i + 1 };

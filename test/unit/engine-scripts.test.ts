@@ -423,6 +423,31 @@ describe('lock', () => {
     await a.exited;
   });
 
+  it('a finish that hangs does not keep the lock once the channel closes; a newline is a byte like any other', async () => {
+    const d = lockDirs();
+    const a = holdLock(lockScript('alice', 0, d));
+    await a.ready;
+    a.child.stdin.write('\n'); // not the end of input: the lock stays
+    await new Promise((r) => setTimeout(r, 200));
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('alice');
+    fs.mkdirSync(d.journal, { recursive: true });
+    fs.writeFileSync(path.join(d.journal, 'run.json'), '{"run":"R1"}');
+    const done = path.join(path.dirname(d.lock), 'finish-done');
+    fs.writeFileSync(path.join(d.journal, 'finish.sh'), `sleep 1.5; touch ${quote(done)}\n`);
+    let out = '';
+    a.child.stdout.on('data', (b) => (out += b));
+    a.child.stdin.write(FINISH_ASK);
+    for (let i = 0; i < 100 && !/^@@finish$/m.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+    const exited = new Promise((r) => a.child.once('exit', r)); // the holder's exit (its output stays open while the finish runs)
+    a.child.stdin.end(); // the controller goes while the finish runs
+    await exited;
+    // The lock went with the channel, while the finish still runs (under the apply lock) and completes.
+    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBeUndefined();
+    expect(fs.existsSync(done)).toBe(false);
+    await a.exited;
+    expect(fs.existsSync(done)).toBe(true);
+  });
+
   it('reports an unfinished run\'s journal to the next holder', async () => {
     const d = lockDirs();
     fs.mkdirSync(d.journal, { recursive: true });

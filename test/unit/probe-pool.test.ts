@@ -74,16 +74,27 @@ describe('the probe pool', () => {
     expect(pool.retried).toBe(1);
   });
 
-  it("a caller's own deadline (a deploy's verify, which retries on its own): within the same bounds, that deadline once, no retry", async () => {
+  it("a caller's own deadline (a deploy's verify, which retries on its own): counted from the call, the wait for a slot included; once, no retry", async () => {
     const pool = new ProbePool({ limit: 1, perTarget: 1, timeoutMs: 30, retryTimeoutMs: 200 });
     const log = { started: [] as number[], deadlines: [] as number[] };
     const t0 = Date.now();
-    const [slow, quick] = await Promise.all([pool.run('m1', fake(80, log, t0), 50), pool.run('m1', fake(10, log, t0), 120)]);
-    expect(slow).toEqual({ kind: 'unknown', error: 'no answer within 50 ms', attempts: 1, timeoutMs: 50 });
+    let ran = 0;
+    const [slow, quick, late] = await Promise.all([
+      pool.run('m1', fake(80, log, t0), 50),
+      pool.run('m1', fake(10, log, t0), 120),
+      // Still queued when its deadline passes: never started, nothing known.
+      pool.run('m1', (ms) => (ran++, fake(10, log, t0)(ms)), 40),
+    ]);
+    // Its deadline is what is left of 50 ms when it starts (50, or a millisecond less).
+    expect(slow).toMatchObject({ kind: 'unknown', attempts: 1, timeoutMs: 50 });
+    expect(slow.kind === 'unknown' && slow.error).toMatch(/^no answer within (49|50) ms$/);
     expect(quick).toEqual({ kind: 'answer', value: '200', attempts: 1 });
-    expect(log.deadlines).toEqual([50, 120]);
-    // One at a time: the second started once the first gave up.
+    expect(late).toEqual({ kind: 'unknown', error: 'no probe slot within 40 ms', attempts: 1, timeoutMs: 40 });
+    expect(ran).toBe(0);
+    // One at a time: the second started once the first gave up, with what was left of its 120 ms.
     expect(log.started[1]).toBeGreaterThanOrEqual(45);
+    expect(log.deadlines[0]).toBeLessThanOrEqual(50);
+    expect(log.deadlines[1]).toBeLessThanOrEqual(120 - 45);
     expect([pool.peak, pool.retried]).toEqual([1, 0]);
   });
 
