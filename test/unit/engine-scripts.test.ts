@@ -370,81 +370,73 @@ describe('lock', () => {
     await Promise.all([a.exited, scriptDone]);
   });
 
-  it('the holder finishes its run\'s journal when asked over its channel, and keeps the lock after', async () => {
+  /** A holder whose run has committed a change: its journal open, `finishSh` what waits for verify; what it says from now on. */
+  async function holderWithJournal(holder: string, finishSh: string | ((journal: string) => string)) {
     const d = lockDirs();
-    const a = holdLock(lockScript('alice@ctl (pid 1) since t, run R1', 0, d));
+    const a = holdLock(lockScript(holder, 0, d));
     await a.ready;
-    // The apply script's journal of a committed change: what waits for verify is in finish.sh.
     fs.mkdirSync(d.journal, { recursive: true });
     fs.writeFileSync(path.join(d.journal, 'run.json'), '{"run":"R1"}');
-    const marker = path.join(path.dirname(d.lock), 'finished');
-    fs.writeFileSync(path.join(d.journal, 'finish.sh'), `touch ${quote(marker)}; echo "what waits for verify ran"; rm -rf ${quote(d.journal)}\n`);
+    fs.writeFileSync(path.join(d.journal, 'finish.sh'), typeof finishSh === 'string' ? finishSh : finishSh(d.journal));
     let out = '';
     a.child.stdout.on('data', (b) => (out += b));
-    const answered = () => new Promise<string>((resolve) => {
-      const t = setInterval(() => {
-        if (/^@@finish-rc \d+$/m.test(out)) {
-          clearInterval(t);
-          resolve(out);
-        }
-      }, 20);
-    });
-    a.child.stdin.write('.'); // a lease renewal is not a request
-    a.child.stdin.write(FINISH_ASK);
-    const r = finishAnswer(await answered());
+    /** Ask for the finish and wait (up to 4 s) for its answer. */
+    const finish = async () => {
+      a.child.stdin.write(FINISH_ASK);
+      for (let i = 0; i < 200 && !/^@@finish-rc \d+\n/m.test(out); i++) await new Promise((r) => setTimeout(r, 20));
+      return finishAnswer(out);
+    };
+    const holderNow = async () => parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder;
+    return { a, d, finish, holderNow, said: () => out };
+  }
+
+  it('the holder finishes its run\'s journal when asked over its channel, and keeps the lock after', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-finish-'));
+    dirs.push(dir);
+    const marker = path.join(dir, 'finished');
+    // As the real finish.sh ends: its close.sh removes the journal.
+    const h = await holderWithJournal('alice@ctl (pid 1) since t, run R1', (journal) => `touch ${quote(marker)}; echo "what waits for verify ran"; rm -rf ${quote(journal)}\n`);
+    h.a.child.stdin.write('.'); // a lease renewal is not a request
+    const r = await h.finish();
     expect(r.code).toBe(0);
     expect(r.stdout).toBe('what waits for verify ran\n@@closed\n');
     expect(parseScriptOutput(r.stdout)).toMatchObject({ closed: true });
     expect(fs.existsSync(marker)).toBe(true);
-    expect(fs.existsSync(d.journal)).toBe(false);
+    expect(fs.existsSync(h.d.journal)).toBe(false);
     // Still held by the same holder, and released as before when the channel closes.
-    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('alice@ctl (pid 1) since t, run R1');
-    a.child.stdin.end();
-    await a.exited;
-    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBeUndefined();
+    expect(await h.holderNow()).toBe('alice@ctl (pid 1) since t, run R1');
+    h.a.child.stdin.end();
+    await h.a.exited;
+    expect(await h.holderNow()).toBeUndefined();
   });
 
   it('a finish that fails says why and with its exit code, and the holder lives on', async () => {
-    const d = lockDirs();
-    const a = holdLock(lockScript('alice', 0, d));
-    await a.ready;
-    fs.mkdirSync(d.journal, { recursive: true });
-    fs.writeFileSync(path.join(d.journal, 'run.json'), '{"run":"R1"}');
-    fs.writeFileSync(path.join(d.journal, 'finish.sh'), 'echo "@@failed boot%20service 41"; echo "cannot enable it" >&2; rc=41\n');
-    let out = '';
-    a.child.stdout.on('data', (b) => (out += b));
-    a.child.stdin.write(FINISH_ASK);
-    for (let i = 0; i < 200 && !/^@@finish-rc/m.test(out); i++) await new Promise((r) => setTimeout(r, 20));
-    const r = finishAnswer(out);
+    const h = await holderWithJournal('alice', 'echo "@@failed boot%20service 41"; echo "cannot enable it" >&2; rc=41\n');
+    const r = await h.finish();
     expect(r.code).toBe(41);
     expect(parseScriptOutput(r.stdout)).toMatchObject({ closed: true, failure: { step: 'boot service', code: 41, output: 'cannot enable it' } });
-    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('alice');
-    a.child.stdin.end();
-    await a.exited;
+    expect(await h.holderNow()).toBe('alice');
+    h.a.child.stdin.end();
+    await h.a.exited;
   });
 
   it('a finish that hangs does not keep the lock once the channel closes; a newline is a byte like any other', async () => {
-    const d = lockDirs();
-    const a = holdLock(lockScript('alice', 0, d));
-    await a.ready;
-    a.child.stdin.write('\n'); // not the end of input: the lock stays
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-finish-'));
+    dirs.push(dir);
+    const done = path.join(dir, 'finish-done');
+    const h = await holderWithJournal('alice', `sleep 1.5; touch ${quote(done)}\n`);
+    h.a.child.stdin.write('\n'); // not the end of input: the lock stays
     await new Promise((r) => setTimeout(r, 200));
-    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBe('alice');
-    fs.mkdirSync(d.journal, { recursive: true });
-    fs.writeFileSync(path.join(d.journal, 'run.json'), '{"run":"R1"}');
-    const done = path.join(path.dirname(d.lock), 'finish-done');
-    fs.writeFileSync(path.join(d.journal, 'finish.sh'), `sleep 1.5; touch ${quote(done)}\n`);
-    let out = '';
-    a.child.stdout.on('data', (b) => (out += b));
-    a.child.stdin.write(FINISH_ASK);
-    for (let i = 0; i < 100 && !/^@@finish$/m.test(out); i++) await new Promise((r) => setTimeout(r, 20));
-    const exited = new Promise((r) => a.child.once('exit', r)); // the holder's exit (its output stays open while the finish runs)
-    a.child.stdin.end(); // the controller goes while the finish runs
+    expect(await h.holderNow()).toBe('alice');
+    h.a.child.stdin.write(FINISH_ASK);
+    for (let i = 0; i < 100 && !/^@@finish$/m.test(h.said()); i++) await new Promise((r) => setTimeout(r, 20));
+    const exited = new Promise((r) => h.a.child.once('exit', r)); // the holder's exit (its output stays open while the finish runs)
+    h.a.child.stdin.end(); // the controller goes while the finish runs
     await exited;
     // The lock went with the channel, while the finish still runs (under the apply lock) and completes.
-    expect(parseLockProbe((await run('sh', ['-c', lockProbe(d)])).stdout).holder).toBeUndefined();
+    expect(await h.holderNow()).toBeUndefined();
     expect(fs.existsSync(done)).toBe(false);
-    await a.exited;
+    await h.a.exited;
     expect(fs.existsSync(done)).toBe(true);
   });
 
