@@ -429,8 +429,6 @@ export class SshConnection implements Connection {
     if (!client) return Promise.reject(this.lostError());
     const command = this.needsSudo ? `sudo -n -- sh -c ${quote(script)}` : script;
     const counts = this.countCommand(command);
-    const name = this.target.name;
-    const deadlines = this.target.deadlines;
     return new Promise((resolve, reject) => {
       client.exec(command, (err, channel) => {
         if (err) {
@@ -460,10 +458,10 @@ export class SshConnection implements Connection {
               return;
             }
             answer = '';
-            const ms = deadlineOf(askKind, deadlines);
+            const ms = deadlineOf(askKind, this.target.deadlines);
             asking = { until, resolve: res, reject: rej, timer: setTimeout(() => {
               release();
-              endAsk(new DeadlineError(name, STEP_WORDS[askKind], secondsOf(ms), undefined, `timeouts.${askKind}`));
+              endAsk(new DeadlineError(this.target.name, STEP_WORDS[askKind], secondsOf(ms), undefined, `timeouts.${askKind}`));
             }, ms) };
             counts.bytesOut += Buffer.byteLength(text);
             channel.write(text);

@@ -20,7 +20,7 @@ const FINISH_DONE = /^@@finish-rc (\d+)\n/m;
 
 /** The finish's answer as a command's result: its output (stdout and stderr together) and exit code. */
 export function finishAnswer(out: string): RemoteResult {
-  const body = /^@@finish\n([\s\S]*?)^@@finish-rc \d+$/m.exec(out)?.[1] ?? '';
+  const body = /^@@finish\n([\s\S]*?)^@@finish-rc \d+\n/m.exec(out)?.[1] ?? '';
   return { stdout: body, stderr: '', code: Number(FINISH_DONE.exec(out)?.[1] ?? 1), signal: null };
 }
 

@@ -124,10 +124,10 @@ const message = (e: unknown) => ((e as Error)?.message ?? String(e)).split('\n')
 /**
  * Probe bounds for one run (status: `probes` at once, default 32; a deploy's rolled verify: the
  * default). Each probe is a TLS handshake over an SSH channel: CPU on this machine, on the node and
- * on the apiserver. 32 at once keep a
- * 2-core controller busy without starving the probes' own deadlines; a third of them per apiserver
- * (at least 4) keeps 500 nodes from queueing 500 handshakes on one. The first deadline is counted
- * from the probe's start; a timeout is retried once, longer.
+ * on the apiserver. 32 at once keep a 2-core controller busy without starving the probes' own
+ * deadlines; a third of them per apiserver (at least 4) keeps 500 nodes from queueing 500
+ * handshakes on one. The first deadline is counted from the probe's start; a timeout is retried
+ * once, longer.
  */
 export function probeBounds(probes = 32): ProbePoolOptions {
   return { limit: probes, perTarget: Math.max(4, Math.ceil(probes / 3)), timeoutMs: 3000, retryTimeoutMs: 8000 };
