@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import YAML from 'yaml';
 import { buildArtifacts, loadSetup } from '../dist/engine/deploy.js';
 import { runDeploy } from '../dist/engine/run.js';
-import { cli, labDown, printTable, settle } from './bench-util.js';
+import { cli, labDir, labDown, printTable, settle } from './bench-util.js';
 
 const { values } = parseArgs({
   options: {
@@ -26,8 +26,7 @@ const { values } = parseArgs({
 });
 const nodes = Number(values.nodes);
 const concurrency = Number(values.concurrency);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-bastion-'));
-fs.rmdirSync(dir);
+const dir = labDir('bastion');
 
 /** Logins the bastion's sshd accepted so far, from its journal. */
 function journalLogins(container) {

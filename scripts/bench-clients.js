@@ -25,13 +25,12 @@ import { spawnSync } from 'node:child_process';
 import YAML from 'yaml';
 import { holderDown, movedOn, standinFaults, underFault } from '../dist/lab/reflector.js';
 import { kubectlInContainer, kubectlToward } from '../dist/lab/kubectl.js';
-import { bin, cli, cliAsync, faultBenchArgs, labDown, printTable } from './bench-util.js';
+import { bin, cli, cliAsync, faultBenchArgs, labDir, labDown, printTable } from './bench-util.js';
 
 const ALL_FAULTS = ['unready', 'frozen', 'stopped', 'retired', 'partitioned', 'powered-off', 'lagging', 'holder-down'];
 const { values, faults: FAULTS } = faultBenchArgs(ALL_FAULTS, { rounds: 2 });
 const started = performance.now();
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-clients-'));
-fs.rmdirSync(dir);
+const dir = labDir('clients');
 const VIP_HOSTS = ['master-1', 'master-2', 'master-3'];
 const BALANCERS = [
   { impl: 'nginx', node: 'node-1' },

@@ -27,7 +27,7 @@ import { runDeploy } from '../dist/engine/run.js';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { CRI_SNAPSHOTTER } from '../dist/facts/host.js';
 import { watchNodePort } from '../dist/lab/gap.js';
-import { cli, labDown, printTable, settle, sshFloor } from './bench-util.js';
+import { cli, labDir, labDown, printTable, settle, sshFloor } from './bench-util.js';
 
 const { values } = parseArgs({
   options: {
@@ -40,8 +40,7 @@ const { values } = parseArgs({
 });
 const nodes = Number(values.nodes);
 const concurrency = Number(values.concurrency);
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-container-'));
-fs.rmdirSync(dir);
+const dir = labDir('container');
 
 const ALL_VARIANTS = [
   { name: 'nginx', label: 'nginx on the host', lb: { impl: 'nginx' }, playbook: 'kube-nginx.yaml' },

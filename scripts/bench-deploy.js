@@ -21,7 +21,7 @@ import { runDeploy } from '../dist/engine/run.js';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { httpsGet } from '../dist/connect/https-probe.js';
 import { mapLimit } from '../dist/util/pool.js';
-import { cli, labDown, printTable, settle, sshFloor } from './bench-util.js';
+import { cli, labDir, labDown, printTable, settle, sshFloor } from './bench-util.js';
 
 const { values } = parseArgs({
   options: {
@@ -35,8 +35,7 @@ const { values } = parseArgs({
 const nodes = Number(values.nodes);
 const concurrency = Number(values.concurrency);
 // --dir: the lab's folder, kept afterwards (one 200-node lab for bench:deploy, then bench:status).
-const dir = values.dir ? path.resolve(values.dir) : fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-deploy-'));
-if (!values.dir) fs.rmdirSync(dir);
+const dir = labDir('deploy', values.dir);
 
 /** Run the engine once, sampling the controller's RSS; throws unless every node ends as expected. */
 async function timedDeploy(name, inventoryFile, expectChanged, playbookFile) {

@@ -18,13 +18,12 @@ import { resolveTarget } from '../dist/connect/targets.js';
 import { httpGetOnHost } from '../dist/engine/verify.js';
 import { loadInventory } from '../dist/inventory/load.js';
 import { mapLimit } from '../dist/util/pool.js';
-import { cli, cliAsync, labDown, printTable } from './bench-util.js';
+import { cli, cliAsync, labDir, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({
   options: { nodes: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, hold: { type: 'string', default: '120' }, concurrency: { type: 'string', default: '6' }, keep: { type: 'boolean', default: false } },
 });
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-discovery-'));
-fs.rmdirSync(dir);
+const dir = labDir('discovery');
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 

@@ -1,14 +1,11 @@
 // Times `k8s-ha lab up` for N nodes once the images exist, a second (no-op) `lab up`, and `lab down`.
 // Usage: npm run bench:lab -- --nodes 50   Prints a table, then one JSON line.
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { cli, labDown, printTable } from './bench-util.js';
+import { cli, labDir, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({ options: { nodes: { type: 'string', default: '50' }, masters: { type: 'string', default: '3' } } });
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-lab-'));
-fs.rmdirSync(dir);
+const dir = labDir('lab');
 
 const timed = (args) => cli(args).wallMs;
 

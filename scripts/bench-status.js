@@ -4,13 +4,11 @@
 // Prints a table (wall time against the floor, healthy/unknown/down, peak probes at once, slowest node
 // per phase, what each node cost over SSH), then one JSON line. The floor, measured in the same run:
 // every node logged in to over SSH running `true`, --concurrency at once (status's own default, 64).
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
 import { loadSetup } from '../dist/engine/deploy.js';
-import { bin, cli, labDown, printTable, settle, sshFloor } from './bench-util.js';
+import { bin, cli, labDir, labDown, printTable, settle, sshFloor } from './bench-util.js';
 
 const { values } = parseArgs({
   options: {
@@ -23,8 +21,7 @@ const { values } = parseArgs({
   },
 });
 // --dir: the lab's folder, kept afterwards (one 200-node lab for bench:deploy, then bench:status).
-const dir = values.dir ? path.resolve(values.dir) : fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-status-'));
-if (!values.dir) fs.rmdirSync(dir);
+const dir = labDir('status', values.dir);
 
 const nodes = Number(values.nodes);
 try {

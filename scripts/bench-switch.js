@@ -14,13 +14,12 @@ import { SshConnection } from '../dist/connect/ssh.js';
 import { resolveTarget } from '../dist/connect/targets.js';
 import { loadInventory } from '../dist/inventory/load.js';
 import { watchNodePort } from '../dist/lab/gap.js';
-import { bin, cli, labDown, printTable } from './bench-util.js';
+import { bin, cli, labDir, labDown, printTable } from './bench-util.js';
 
 const { values } = parseArgs({
   options: { nodes: { type: 'string', default: '3' }, rounds: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false } },
 });
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-switch-'));
-fs.rmdirSync(dir);
+const dir = labDir('switch');
 
 /** `k8s-ha deploy --json` without blocking this process (the port watchers run meanwhile). */
 function deploy(inventory) {

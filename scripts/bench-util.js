@@ -1,6 +1,8 @@
 // What the benchmark scripts share: run the real CLI and time it, and print a table.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SshConnection } from '../dist/connect/ssh.js';
 import { mapLimit } from '../dist/util/pool.js';
@@ -36,6 +38,17 @@ export function cliAsync(args, { ok = [0] } = {}) {
 }
 
 /** Best effort, never throws: for cleanup in `finally`. */
+/**
+ * The folder for a benchmark's lab: `given` (made by lab up if absent, kept afterwards), else a fresh
+ * name under the system's temporary folder, not yet made (lab up makes it; labDown removes it).
+ */
+export function labDir(bench, given) {
+  if (given) return path.resolve(given);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `k8s-ha-bench-${bench}-`));
+  fs.rmdirSync(dir);
+  return dir;
+}
+
 export function labDown(dir) {
   spawnSync(process.execPath, [bin, 'lab', 'down', '--dir', dir], { stdio: 'ignore' });
   // The bench's own files beside the lab's (its inventory variants, playbooks): the folder goes too.

@@ -30,13 +30,12 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { Reflector, analyse } from '../dist/lab/reflector.js';
 import { kubectlToward } from '../dist/lab/kubectl.js';
-import { cli, cliAsync, faultBenchArgs, labDown, printTable } from './bench-util.js';
+import { cli, cliAsync, faultBenchArgs, labDir, labDown, printTable } from './bench-util.js';
 
 const ALL_FAULTS = ['host-down', 'haproxy-down', 'apiserver-stop', 'partitioned', 'powered-off', 'lagging'];
 const { values, faults: FAULTS } = faultBenchArgs(ALL_FAULTS, { rounds: 3 });
 const started = performance.now();
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'k8s-ha-bench-vip-'));
-fs.rmdirSync(dir);
+const dir = labDir('vip');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const HOSTS = ['master-1', 'master-2', 'master-3'];
 const MASTERS = [...HOSTS, 'master-4'];
